@@ -1,0 +1,149 @@
+//! The homeserver client: ruma requests sent with reqwest, as the appservice.
+//!
+//! Every request carries the registration's `as_token`; identity assertion (`user_id`, and
+//! `device_id` where set) picks which of the appservice's users it acts as.
+//! Spec: <https://spec.matrix.org/v1.16/application-service-api/#identity-assertion>
+
+use std::{borrow::Cow, collections::BTreeSet, sync::Arc, time::Duration};
+
+use ruma::api::{
+    AppserviceUserIdentity, IncomingResponse, MatrixVersion, OutgoingRequest,
+    OutgoingRequestAppserviceExt, SupportedVersions,
+    auth_scheme::{AuthScheme, SendAccessToken},
+    error::ErrorKind,
+    path_builder::{PathBuilder, SinglePath, VersionHistory},
+};
+
+use crate::{Error, Result};
+
+/// How many times a request refused with `M_LIMIT_EXCEEDED` is tried again before giving up.
+const RATE_LIMIT_RETRIES: u32 = 8;
+
+/// A client of the homeserver's client-server API, authenticated as the appservice.
+#[derive(Clone, Debug)]
+pub struct HomeserverClient {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    http: reqwest::Client,
+    base_url: String,
+    as_token: String,
+    versions: SupportedVersions,
+}
+
+/// Chooses a ruma endpoint's path from the versions we speak. ruma has two path builders, and
+/// each wants a different input; this trait lets one generic `send` serve both.
+pub trait PathInput: PathBuilder {
+    /// The input the path builder needs.
+    fn input(versions: &SupportedVersions) -> Self::Input<'_>;
+}
+
+impl PathInput for VersionHistory {
+    fn input(versions: &SupportedVersions) -> Self::Input<'_> {
+        Cow::Borrowed(versions)
+    }
+}
+
+impl PathInput for SinglePath {
+    fn input(_: &SupportedVersions) -> Self::Input<'_> {}
+}
+
+impl HomeserverClient {
+    /// A client for the homeserver at `base_url` (e.g. `https://matrix.example.org`).
+    pub fn new(base_url: impl Into<String>, as_token: impl Into<String>) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(120))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("trestle/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // Synapse and every current homeserver speak v1.11+; choosing the stable paths from these
+        // avoids a /versions round-trip before the first request.
+        let versions = SupportedVersions {
+            versions: BTreeSet::from([MatrixVersion::V1_11, MatrixVersion::V1_12, MatrixVersion::V1_13]),
+            features: BTreeSet::new(),
+        };
+        Ok(HomeserverClient {
+            inner: Arc::new(ClientInner {
+                http,
+                base_url: base_url.into().trim_end_matches('/').to_owned(),
+                as_token: as_token.into(),
+                versions,
+            }),
+        })
+    }
+
+    /// The homeserver's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Sends `request` as the user in `identity` (the bot when empty). A `429 M_LIMIT_EXCEEDED`
+    /// is retried after exactly the `retry_after_ms` the homeserver asked for.
+    pub async fn send<R>(
+        &self,
+        request: R,
+        identity: AppserviceUserIdentity<'_>,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest,
+        Error: From<ruma::api::error::FromHttpResponseError<R::EndpointError>>,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let http_request = request.clone().try_into_http_request_with_identity::<Vec<u8>>(
+                &self.inner.base_url,
+                SendAccessToken::Appservice(&self.inner.as_token),
+                identity,
+                R::PathBuilder::input(&self.inner.versions),
+            )?;
+            let response = self.execute(http_request).await?;
+            match R::IncomingResponse::try_from_http_response(response) {
+                Ok(response) => return Ok(response),
+                Err(e) => {
+                    let error = Error::from(e);
+                    match retry_delay(&error) {
+                        Some(delay) if attempt < RATE_LIMIT_RETRIES => {
+                            attempt += 1;
+                            tracing::debug!(?delay, attempt, "rate limited by the homeserver");
+                            tokio::time::sleep(delay).await;
+                        }
+                        _ => return Err(error),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn execute(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<bytes::Bytes>> {
+        let request = reqwest::Request::try_from(request)?;
+        let response = self.inner.http.execute(request).await?;
+        let mut builder = http::Response::builder().status(response.status());
+        if let Some(headers) = builder.headers_mut() {
+            headers.extend(response.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        let body = response.bytes().await?;
+        builder
+            .body(body)
+            .map_err(|e| Error::Other(format!("bad response from the homeserver: {e}")))
+    }
+}
+
+/// How long the homeserver asked us to wait, for `M_LIMIT_EXCEEDED`.
+pub(crate) fn retry_delay(error: &Error) -> Option<Duration> {
+    use ruma::api::error::RetryAfter;
+    match error.kind()? {
+        ErrorKind::LimitExceeded(data) => Some(match data.retry_after {
+            Some(RetryAfter::Delay(d)) => d,
+            Some(RetryAfter::DateTime(at)) => at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default(),
+            None => Duration::from_secs(1),
+        }),
+        _ => None,
+    }
+}

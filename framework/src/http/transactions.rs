@@ -1,0 +1,39 @@
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use serde_json::{Value, json};
+
+use super::{ApiError, ruma_extract::read_body};
+use crate::{Appservice, transaction::TransactionBody};
+
+/// `PUT /_matrix/app/v1/transactions/{txnId}`: the homeserver pushes events.
+///
+/// The answer comes as soon as the events are queued, not when they are handled: Synapse
+/// sends one transaction at a time and stalls every room behind a slow answer. A transaction id
+/// seen before is answered 200 and not handled again — Synapse resends with the same id after
+/// any failure.
+/// Spec: <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
+pub(super) async fn put_transaction(
+    State(app): State<Appservice>,
+    Path(txn_id): Path<String>,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = read_body(body, app.inner.body_limit).await?;
+    let body: TransactionBody = serde_json::from_slice(&bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::not_json(e.to_string()),
+            Category::Data => ApiError::bad_json(e.to_string()),
+        }
+    })?;
+    let fresh = app.store().record_transaction(&app.registration().id, &txn_id).await?;
+    if !fresh {
+        tracing::debug!(txn_id, "transaction already received; not handling it again");
+        return Ok(Json(json!({})));
+    }
+    let parsed = body.into_items(&txn_id);
+    tracing::debug!(txn_id, items = parsed.items.len(), skipped = parsed.skipped, "transaction received");
+    app.enqueue(parsed.items);
+    Ok(Json(json!({})))
+}

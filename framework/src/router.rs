@@ -1,0 +1,239 @@
+//! Routing events to handler functions, the way axum routes requests.
+//!
+//! A handler is a plain `async fn` whose arguments are extractors ([`State`], [`Room`],
+//! [`Sender`], [`Event`], [`Command`], [`Appservice`](crate::Appservice), …). When an event
+//! arrives every route whose filter matches is tried; a handler runs when all of its extractors
+//! accept the event. A handler that asks for a `State<T>` the router was not given does not
+//! compile.
+//!
+//! ```
+//! use trestle::{Router, router::{Command, Room, State}, Appservice};
+//!
+//! #[derive(Clone)]
+//! struct Greeting(String);
+//!
+//! async fn hello(cmd: Command, Room(room): Room, State(greeting): State<Greeting>, app: Appservice)
+//!     -> trestle::Result<()>
+//! {
+//!     app.bot().send_text(&room, &format!("{} {}", greeting.0, cmd.args)).await?;
+//!     Ok(())
+//! }
+//!
+//! let router: Router = Router::new()
+//!     .command("hello", hello)
+//!     .with_state(Greeting("Hello,".into()));
+//! ```
+
+mod command;
+mod context;
+mod extract;
+mod handler;
+
+use std::sync::Arc;
+
+pub use command::Command;
+pub use context::EventContext;
+pub use extract::{
+    DeviceLists, Ephemeral, Event, FromEventContext, RawEvent, Rejection, Room, Sender, State,
+    ToDevice, FromRef,
+};
+pub use handler::{Handler, HandlerOutcome, IntoHandlerOutcome};
+
+type BoxedHandler<S> =
+    Arc<dyn Fn(EventContext, S) -> futures_util::future::BoxFuture<'static, HandlerOutcome> + Send + Sync>;
+
+/// Which events a route is offered.
+#[derive(Clone, Debug)]
+enum Filter {
+    /// Every event; the handler's extractors decide.
+    Any,
+    /// Events of one type.
+    Type(String),
+    /// `m.room.message` events that are the command `<prefix><name>`.
+    Command(String),
+}
+
+struct Route<S> {
+    filter: Filter,
+    name: &'static str,
+    handler: BoxedHandler<S>,
+}
+
+impl<S> Clone for Route<S> {
+    fn clone(&self) -> Self {
+        Route { filter: self.filter.clone(), name: self.name, handler: self.handler.clone() }
+    }
+}
+
+/// Routes events to handlers. `S` is the state the handlers still need: a router can be given
+/// to an appservice only once it needs none (`Router<()>`), after [`Router::with_state`].
+pub struct Router<S = ()> {
+    routes: Vec<Route<S>>,
+    pub(crate) options: RouterOptions,
+}
+
+/// Behaviour that is not a handler.
+#[derive(Clone, Debug)]
+pub(crate) struct RouterOptions {
+    pub(crate) command_prefix: String,
+    pub(crate) accept_invites: bool,
+    pub(crate) own_events: bool,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions { command_prefix: "!".to_owned(), accept_invites: false, own_events: false }
+    }
+}
+
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Router { routes: self.routes.clone(), options: self.options.clone() }
+    }
+}
+
+impl<S> Default for Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    /// An empty router.
+    pub fn new() -> Self {
+        Router { routes: Vec::new(), options: RouterOptions::default() }
+    }
+
+    /// Offers every event to `handler`; its extractors decide whether it runs.
+    pub fn on<H, T>(self, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.route(Filter::Any, handler)
+    }
+
+    /// Offers events of `event_type` to `handler` — the way to handle custom event types,
+    /// usually with a [`RawEvent`] extractor.
+    pub fn on_type<H, T>(self, event_type: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.route(Filter::Type(event_type.into()), handler)
+    }
+
+    /// Runs `handler` for messages of the form `<prefix><name> args…`; it can take a
+    /// [`Command`] extractor for the arguments.
+    pub fn command<H, T>(self, name: impl Into<String>, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        self.route(Filter::Command(name.into()), handler)
+    }
+
+    /// The command prefix, `!` unless set.
+    pub fn command_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.options.command_prefix = prefix.into();
+        self
+    }
+
+    /// Whether the bot joins rooms it is invited to. Off unless set.
+    pub fn accept_invites(mut self, accept: bool) -> Self {
+        self.options.accept_invites = accept;
+        self
+    }
+
+    /// Whether handlers see events sent by the appservice's own users (the bot and ghosts).
+    /// Off unless set, so a bot never answers itself in a loop.
+    pub fn own_events(mut self, own: bool) -> Self {
+        self.options.own_events = own;
+        self
+    }
+
+    fn route<H, T>(mut self, filter: Filter, handler: H) -> Self
+    where
+        H: Handler<T, S>,
+        T: 'static,
+    {
+        let boxed: BoxedHandler<S> = Arc::new(move |ctx, state| handler.clone().call(ctx, state));
+        self.routes.push(Route { filter, name: std::any::type_name::<H>(), handler: boxed });
+        self
+    }
+
+    /// Provides the state, giving a router that needs none. Every handler's `State<T>`
+    /// extractor is checked against `S` when it is added, so nothing can be missing here.
+    pub fn with_state<S2>(self, state: S) -> Router<S2>
+    where
+        S2: Clone + Send + Sync + 'static,
+    {
+        let routes = self
+            .routes
+            .into_iter()
+            .map(|route| {
+                let state = state.clone();
+                let handler = route.handler;
+                let boxed: BoxedHandler<S2> =
+                    Arc::new(move |ctx, _: S2| handler(ctx, state.clone()));
+                Route { filter: route.filter, name: route.name, handler: boxed }
+            })
+            .collect();
+        Router { routes, options: self.options }
+    }
+}
+
+impl Router<()> {
+    /// Runs every matching handler for one item, one after another in registration order.
+    /// Errors and panics are logged with the event id and never escape.
+    pub(crate) async fn dispatch(&self, ctx: EventContext) {
+        use futures_util::FutureExt;
+
+        for route in &self.routes {
+            let command = match &route.filter {
+                Filter::Any => None,
+                Filter::Type(t) => {
+                    if ctx.incoming().event_type() != Some(t.as_str()) {
+                        continue;
+                    }
+                    None
+                }
+                Filter::Command(name) => match Command::parse(&ctx, &self.options.command_prefix, Some(name)) {
+                    Some(cmd) => Some(Arc::new(cmd)),
+                    None => continue,
+                },
+            };
+            let ctx = ctx.for_route(command);
+            let event_id = ctx.event_id().map(|e| e.to_string()).unwrap_or_default();
+            let outcome = std::panic::AssertUnwindSafe((route.handler)(ctx, ()))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(HandlerOutcome::Done) | Ok(HandlerOutcome::Skipped) => {}
+                Ok(HandlerOutcome::Rejected(reason)) => {
+                    tracing::warn!(event_id, handler = route.name, %reason, "event rejected by an extractor");
+                }
+                Ok(HandlerOutcome::Failed(error)) => {
+                    tracing::error!(event_id, handler = route.name, %error, "handler failed");
+                }
+                Err(panic) => {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(event_id, handler = route.name, message, "handler panicked");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,59 @@
+use std::sync::Arc;
+
+use ruma::{EventId, RoomId, UserId};
+
+use super::Command;
+use crate::{Appservice, transaction::Incoming};
+
+/// Everything a handler's extractors can draw from: the item being handled, the appservice it
+/// arrived at, and the command the route matched. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct EventContext {
+    pub(crate) app: Appservice,
+    pub(crate) incoming: Arc<Incoming>,
+    pub(crate) command_prefix: Arc<str>,
+    pub(crate) command: Option<Arc<Command>>,
+}
+
+impl EventContext {
+    pub(crate) fn new(app: Appservice, incoming: Arc<Incoming>, command_prefix: Arc<str>) -> Self {
+        EventContext { app, incoming, command_prefix, command: None }
+    }
+
+    pub(crate) fn for_route(&self, command: Option<Arc<Command>>) -> Self {
+        EventContext { command, ..self.clone() }
+    }
+
+    /// The item being handled.
+    pub fn incoming(&self) -> &Incoming {
+        &self.incoming
+    }
+
+    /// The appservice the item arrived at.
+    pub fn appservice(&self) -> &Appservice {
+        &self.app
+    }
+
+    /// The event id of a timeline event.
+    pub fn event_id(&self) -> Option<&EventId> {
+        match &*self.incoming {
+            Incoming::Timeline(e) => Some(&e.event_id),
+            _ => None,
+        }
+    }
+
+    /// The room the item belongs to.
+    pub fn room_id(&self) -> Option<&RoomId> {
+        self.incoming.queue_key().map(|r| &**r)
+    }
+
+    /// Who sent the item.
+    pub fn sender(&self) -> Option<&UserId> {
+        match &*self.incoming {
+            Incoming::Timeline(e) => Some(&e.sender),
+            Incoming::Ephemeral(e) => e.sender.as_deref(),
+            Incoming::ToDevice(e) => Some(&e.sender),
+            Incoming::DeviceLists(_) => None,
+        }
+    }
+}

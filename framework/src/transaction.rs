@@ -1,0 +1,377 @@
+//! The body of `PUT /_matrix/app/v1/transactions/{txnId}` and the items it carries.
+//!
+//! ruma's `push_events::v1::Request` does not read the unstable ephemeral key that Synapse before
+//! 1.156 sends, so Trestle reads the body with its own type. Every item stays a `Raw` JSON value
+//! until it is taken apart one by one: a single malformed event is logged and skipped, and never
+//! fails the transaction it came in.
+//!
+//! Spec: <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId,
+    api::appservice::event::push_events::v1::DeviceLists, serde::Raw,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// A transaction as Synapse sends it.
+#[derive(Debug, Default, Deserialize)]
+pub struct TransactionBody {
+    /// Timeline events (messages and state).
+    #[serde(default)]
+    pub events: Vec<Box<RawValue>>,
+    /// Ephemeral events (typing, receipts, presence), stable key.
+    #[serde(default)]
+    pub ephemeral: Option<Vec<Box<RawValue>>>,
+    /// Ephemeral events, MSC2409's unstable key.
+    #[serde(default, rename = "de.sorunome.msc2409.ephemeral")]
+    pub ephemeral_unstable: Option<Vec<Box<RawValue>>>,
+    /// To-device events (MSC2409/MSC4203).
+    #[serde(default, rename = "de.sorunome.msc2409.to_device")]
+    pub to_device: Vec<Box<RawValue>>,
+    /// Device list changes (MSC3202). Kept raw so a malformed value fails only itself.
+    #[serde(default, rename = "org.matrix.msc3202.device_lists")]
+    pub device_lists: Option<Box<RawValue>>,
+    /// One-time-key counts per user and device (MSC3202).
+    #[serde(default, rename = "org.matrix.msc3202.device_one_time_keys_count")]
+    pub one_time_keys_count: Option<Box<RawValue>>,
+    /// Unused fallback key types per user and device (MSC3202).
+    #[serde(default, rename = "org.matrix.msc3202.device_unused_fallback_key_types")]
+    pub unused_fallback_key_types: Option<Box<RawValue>>,
+}
+
+/// One thing a transaction delivered, ready to route to handlers.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Incoming {
+    /// A room event: a message or a state event.
+    Timeline(TimelineEvent),
+    /// An ephemeral event: typing, receipt or presence.
+    Ephemeral(EphemeralEvent),
+    /// A to-device event for one of the appservice's users.
+    ToDevice(ToDeviceEvent),
+    /// MSC3202 end-to-end encryption bookkeeping for the appservice's users.
+    DeviceLists(DeviceListUpdate),
+}
+
+/// A timeline event with its routing fields read; the rest stays raw.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct TimelineEvent {
+    /// `type`.
+    pub event_type: String,
+    /// `room_id`.
+    pub room_id: OwnedRoomId,
+    /// `sender`.
+    pub sender: OwnedUserId,
+    /// `event_id`.
+    pub event_id: OwnedEventId,
+    /// `state_key`, present exactly for state events.
+    pub state_key: Option<String>,
+    /// The whole event.
+    pub json: Arc<RawValue>,
+}
+
+/// An ephemeral event.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EphemeralEvent {
+    /// `type`, such as `m.typing`.
+    pub event_type: String,
+    /// `room_id`, for typing and receipts.
+    pub room_id: Option<OwnedRoomId>,
+    /// `sender`, for presence.
+    pub sender: Option<OwnedUserId>,
+    /// The whole event.
+    pub json: Arc<RawValue>,
+}
+
+/// A to-device event, addressed to one of the appservice's users and devices.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ToDeviceEvent {
+    /// `type`.
+    pub event_type: String,
+    /// `sender`.
+    pub sender: OwnedUserId,
+    /// `to_user_id`.
+    pub to_user_id: OwnedUserId,
+    /// `to_device_id`.
+    pub to_device_id: OwnedDeviceId,
+    /// The whole event.
+    pub json: Arc<RawValue>,
+}
+
+/// One-time-key counts: user → device → algorithm → count.
+pub type OneTimeKeyCounts = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeMap<String, u64>>>;
+/// Unused fallback key types: user → device → algorithms.
+pub type FallbackKeyTypes = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Vec<String>>>;
+
+/// MSC3202 data of one transaction.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct DeviceListUpdate {
+    /// Users whose devices changed or who no longer share a room.
+    pub device_lists: DeviceLists,
+    /// One-time-key counts.
+    pub one_time_keys_count: OneTimeKeyCounts,
+    /// Unused fallback key types.
+    pub unused_fallback_key_types: FallbackKeyTypes,
+}
+
+#[derive(Deserialize)]
+struct TimelineHead {
+    #[serde(rename = "type")]
+    event_type: String,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event_id: OwnedEventId,
+    state_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EphemeralHead {
+    #[serde(rename = "type")]
+    event_type: String,
+    room_id: Option<OwnedRoomId>,
+    sender: Option<OwnedUserId>,
+}
+
+#[derive(Deserialize)]
+struct ToDeviceHead {
+    #[serde(rename = "type")]
+    event_type: String,
+    sender: OwnedUserId,
+    to_user_id: OwnedUserId,
+    to_device_id: OwnedDeviceId,
+}
+
+/// What taking a transaction apart produced: the items in order, and how many were skipped.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// The items, timeline events first in stream order.
+    pub items: Vec<Incoming>,
+    /// How many items were malformed and skipped.
+    pub skipped: usize,
+}
+
+impl TransactionBody {
+    /// Takes the transaction apart. Malformed items are logged (with the transaction id and,
+    /// where readable, the event id) and skipped.
+    pub fn into_items(self, txn_id: &str) -> Parsed {
+        let mut parsed = Parsed::default();
+        for raw in self.events {
+            match serde_json::from_str::<TimelineHead>(raw.get()) {
+                Ok(h) => parsed.items.push(Incoming::Timeline(TimelineEvent {
+                    event_type: h.event_type,
+                    room_id: h.room_id,
+                    sender: h.sender,
+                    event_id: h.event_id,
+                    state_key: h.state_key,
+                    json: Arc::from(raw),
+                })),
+                Err(e) => skip(&mut parsed, txn_id, "event", &raw, &e),
+            }
+        }
+        // Synapse ≥ 1.156 may send both keys with the same content: prefer the stable one.
+        for raw in self.ephemeral.or(self.ephemeral_unstable).unwrap_or_default() {
+            match serde_json::from_str::<EphemeralHead>(raw.get()) {
+                Ok(h) => parsed.items.push(Incoming::Ephemeral(EphemeralEvent {
+                    event_type: h.event_type,
+                    room_id: h.room_id,
+                    sender: h.sender,
+                    json: Arc::from(raw),
+                })),
+                Err(e) => skip(&mut parsed, txn_id, "ephemeral event", &raw, &e),
+            }
+        }
+        for raw in self.to_device {
+            match serde_json::from_str::<ToDeviceHead>(raw.get()) {
+                Ok(h) => parsed.items.push(Incoming::ToDevice(ToDeviceEvent {
+                    event_type: h.event_type,
+                    sender: h.sender,
+                    to_user_id: h.to_user_id,
+                    to_device_id: h.to_device_id,
+                    json: Arc::from(raw),
+                })),
+                Err(e) => skip(&mut parsed, txn_id, "to-device event", &raw, &e),
+            }
+        }
+        let mut update = DeviceListUpdate::default();
+        let mut any = false;
+        if let Some(raw) = self.device_lists {
+            match serde_json::from_str(raw.get()) {
+                Ok(lists) => {
+                    update.device_lists = lists;
+                    any = true;
+                }
+                Err(e) => skip(&mut parsed, txn_id, "device_lists", &raw, &e),
+            }
+        }
+        if let Some(raw) = self.one_time_keys_count {
+            match serde_json::from_str(raw.get()) {
+                Ok(counts) => {
+                    update.one_time_keys_count = counts;
+                    any = true;
+                }
+                Err(e) => skip(&mut parsed, txn_id, "device_one_time_keys_count", &raw, &e),
+            }
+        }
+        if let Some(raw) = self.unused_fallback_key_types {
+            match serde_json::from_str(raw.get()) {
+                Ok(types) => {
+                    update.unused_fallback_key_types = types;
+                    any = true;
+                }
+                Err(e) => skip(&mut parsed, txn_id, "device_unused_fallback_key_types", &raw, &e),
+            }
+        }
+        if any {
+            parsed.items.push(Incoming::DeviceLists(update));
+        }
+        parsed
+    }
+}
+
+fn skip(parsed: &mut Parsed, txn_id: &str, what: &str, raw: &RawValue, error: &serde_json::Error) {
+    #[derive(Deserialize)]
+    struct MaybeId {
+        event_id: Option<String>,
+    }
+    let event_id = serde_json::from_str::<MaybeId>(raw.get())
+        .ok()
+        .and_then(|m| m.event_id)
+        .unwrap_or_else(|| "<none>".to_owned());
+    tracing::warn!(txn_id, event_id, %error, "skipping a malformed {what}");
+    parsed.skipped += 1;
+}
+
+impl Incoming {
+    /// The ordering key: items with the same key are handled one after another, in order;
+    /// different keys run concurrently. Room items are keyed by room, the rest share one queue.
+    pub fn queue_key(&self) -> Option<&OwnedRoomId> {
+        match self {
+            Incoming::Timeline(e) => Some(&e.room_id),
+            Incoming::Ephemeral(e) => e.room_id.as_ref(),
+            Incoming::ToDevice(_) | Incoming::DeviceLists(_) => None,
+        }
+    }
+
+    /// The event type, where there is one.
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            Incoming::Timeline(e) => Some(&e.event_type),
+            Incoming::Ephemeral(e) => Some(&e.event_type),
+            Incoming::ToDevice(e) => Some(&e.event_type),
+            Incoming::DeviceLists(_) => None,
+        }
+    }
+
+    /// The raw JSON of the event, where there is one.
+    pub fn json(&self) -> Option<&Arc<RawValue>> {
+        match self {
+            Incoming::Timeline(e) => Some(&e.json),
+            Incoming::Ephemeral(e) => Some(&e.json),
+            Incoming::ToDevice(e) => Some(&e.json),
+            Incoming::DeviceLists(_) => None,
+        }
+    }
+}
+
+/// Keeps `Raw` in the public vocabulary for plugins that want ruma's lazy parsing.
+pub fn as_raw<T>(json: &RawValue) -> Raw<T> {
+    Raw::from_json(json.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: serde_json::Value) -> TransactionBody {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn message(id: &str, room: &str) -> serde_json::Value {
+        serde_json::json!({
+            "type": "m.room.message", "room_id": room, "sender": "@u:x", "event_id": id,
+            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "hi"}
+        })
+    }
+
+    #[test]
+    fn a_malformed_event_is_skipped_and_the_rest_kept() {
+        let parsed = body(serde_json::json!({"events": [
+            message("$1", "!a:x"),
+            {"type": "m.room.message", "content": {}},
+            42,
+            message("$2", "!a:x"),
+        ]}))
+        .into_items("t1");
+        assert_eq!(parsed.skipped, 2);
+        let ids: Vec<_> = parsed
+            .items
+            .iter()
+            .map(|i| match i {
+                Incoming::Timeline(e) => e.event_id.to_string(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(ids, ["$1", "$2"]);
+    }
+
+    #[test]
+    fn room_ids_without_a_server_part_are_read() {
+        let parsed = body(serde_json::json!({"events": [
+            message("$1", "!bP6x3Cs50YAMPSbeJDb-tilOHGXfOnyCZ_VcW152qhE"),
+        ]}))
+        .into_items("t");
+        assert_eq!(parsed.skipped, 0);
+        assert_eq!(parsed.items.len(), 1);
+    }
+
+    #[test]
+    fn stable_ephemeral_key_wins_and_unstable_is_the_fallback() {
+        let typing = |room: &str| {
+            serde_json::json!({"type": "m.typing", "room_id": room, "content": {"user_ids": []}})
+        };
+        let both = body(serde_json::json!({
+            "ephemeral": [typing("!stable:x")],
+            "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
+        }))
+        .into_items("t");
+        assert_eq!(both.items.len(), 1);
+        assert_eq!(both.items[0].queue_key().unwrap().as_str(), "!stable:x");
+
+        let unstable = body(serde_json::json!({
+            "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
+        }))
+        .into_items("t");
+        assert_eq!(unstable.items[0].queue_key().unwrap().as_str(), "!unstable:x");
+    }
+
+    #[test]
+    fn to_device_and_msc3202_are_offered() {
+        let parsed = body(serde_json::json!({
+            "de.sorunome.msc2409.to_device": [{
+                "type": "m.room_key_request", "sender": "@a:x", "to_user_id": "@b:x",
+                "to_device_id": "DEV", "content": {}
+            }, {"type": "broken"}],
+            "org.matrix.msc3202.device_lists": {"changed": ["@a:x"], "left": []},
+            "org.matrix.msc3202.device_one_time_keys_count": {"@b:x": {"DEV": {"signed_curve25519": 50}}},
+            "org.matrix.msc3202.device_unused_fallback_key_types": {"@b:x": {"DEV": ["signed_curve25519"]}},
+        }))
+        .into_items("t");
+        assert_eq!(parsed.skipped, 1);
+        assert_eq!(parsed.items.len(), 2);
+        let Incoming::ToDevice(td) = &parsed.items[0] else { panic!() };
+        assert_eq!(td.to_device_id.as_str(), "DEV");
+        let Incoming::DeviceLists(dl) = &parsed.items[1] else { panic!() };
+        assert_eq!(dl.device_lists.changed[0].as_str(), "@a:x");
+        let b: OwnedUserId = "@b:x".try_into().unwrap();
+        let dev: OwnedDeviceId = "DEV".into();
+        assert_eq!(dl.one_time_keys_count[&b][&dev]["signed_curve25519"], 50);
+        assert_eq!(dl.unused_fallback_key_types[&b][&dev], ["signed_curve25519"]);
+    }
+}
