@@ -125,7 +125,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                         let _ = stop.wait_for(|s| *s).await;
                     };
                     if let Err(error) = app.run(listener, shutdown).await {
-                        tracing::error!(plugin = name, %error, "plugin stopped");
+                        tracing::error!(plugin = plugin.name, %error, "plugin stopped");
                     }
                 }));
             }
