@@ -12,17 +12,14 @@ use tokio::net::TcpListener;
 use trestle_registration::{NamespaceKind, Registration};
 
 use crate::{
-    Error, Intent, Result, Router, Store,
-    client::HomeserverClient,
-    dispatch::Dispatcher,
-    router::EventContext,
-    thirdparty::ThirdPartyLookup,
-    transaction::Incoming,
+    Error, Intent, Result, Router, Store, client::HomeserverClient, dispatch::Dispatcher,
+    router::EventContext, thirdparty::ThirdPartyLookup, transaction::Incoming,
 };
 
 /// Answers the homeserver's question "does this user exist?" (`GET /users/{userId}`): return
 /// `true` to have the ghost registered and the homeserver told yes.
-pub type UserQuery = Arc<dyn Fn(Appservice, OwnedUserId) -> BoxFuture<'static, Result<bool>> + Send + Sync>;
+pub type UserQuery =
+    Arc<dyn Fn(Appservice, OwnedUserId) -> BoxFuture<'static, Result<bool>> + Send + Sync>;
 /// Answers "does this alias exist?" (`GET /rooms/{roomAlias}`): create the room with the
 /// alias, then return `true`.
 pub type AliasQuery =
@@ -37,7 +34,9 @@ pub struct Appservice {
 
 impl std::fmt::Debug for Appservice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Appservice").field("id", &self.inner.registration.id).finish_non_exhaustive()
+        f.debug_struct("Appservice")
+            .field("id", &self.inner.registration.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -248,13 +247,20 @@ impl Appservice {
             "trestle-start-{}",
             rand::random::<u64>()
         )));
-        let response = self.client().send(request, AppserviceUserIdentity::default()).await?;
+        let response = self
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await?;
         Ok(response.duration)
     }
 
     /// Serves the Application Service API on `listener` until `shutdown` completes, then stops
     /// accepting requests and waits (up to 30 s) for queued events to be handled.
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(appservice = %self.inner.registration.id, %addr, "listening");
         let pinger = self.clone();
@@ -273,10 +279,18 @@ impl Appservice {
                 }
             }
         });
-        let served = axum::serve(listener, self.http_router()).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, self.http_router())
+            .with_graceful_shutdown(shutdown)
+            .await;
         ping.abort();
-        if tokio::time::timeout(Duration::from_secs(30), self.idle()).await.is_err() {
-            tracing::warn!(pending = self.pending(), "stopping with events still being handled");
+        if tokio::time::timeout(Duration::from_secs(30), self.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                pending = self.pending(),
+                "stopping with events still being handled"
+            );
         }
         served.map_err(Error::from)
     }
@@ -318,22 +332,35 @@ impl Appservice {
         struct MemberContent {
             membership: String,
         }
-        let Some(state_key) = &event.state_key else { return };
-        let Ok(user_id) = UserId::parse(state_key.as_str()) else { return };
+        let Some(state_key) = &event.state_key else {
+            return;
+        };
+        let Ok(user_id) = UserId::parse(state_key.as_str()) else {
+            return;
+        };
         if !self.is_own_user(&user_id) {
             return;
         }
-        let Ok(member) = serde_json::from_str::<Member>(event.json.get()) else { return };
+        let Ok(member) = serde_json::from_str::<Member>(event.json.get()) else {
+            return;
+        };
         let membership = member.content.membership;
-        if let Err(error) =
-            self.store().set_membership(event.room_id.as_str(), user_id.as_str(), &membership).await
+        if let Err(error) = self
+            .store()
+            .set_membership(event.room_id.as_str(), user_id.as_str(), &membership)
+            .await
         {
             tracing::error!(%error, "could not record a membership");
         }
-        if membership == "invite" && user_id == self.inner.bot_user_id && self.inner.router.options.accept_invites {
+        if membership == "invite"
+            && user_id == self.inner.bot_user_id
+            && self.inner.router.options.accept_invites
+        {
             match self.bot().join(&event.room_id).await {
                 Ok(()) => tracing::info!(room_id = %event.room_id, "joined on invite"),
-                Err(error) => tracing::warn!(room_id = %event.room_id, %error, "could not join on invite"),
+                Err(error) => {
+                    tracing::warn!(room_id = %event.room_id, %error, "could not join on invite")
+                }
             }
         }
     }

@@ -62,7 +62,11 @@ impl HomeserverClient {
         // Synapse and every current homeserver speak v1.11+; choosing the stable paths from these
         // avoids a /versions round-trip before the first request.
         let versions = SupportedVersions {
-            versions: BTreeSet::from([MatrixVersion::V1_11, MatrixVersion::V1_12, MatrixVersion::V1_13]),
+            versions: BTreeSet::from([
+                MatrixVersion::V1_11,
+                MatrixVersion::V1_12,
+                MatrixVersion::V1_13,
+            ]),
             features: BTreeSet::new(),
         };
         Ok(HomeserverClient {
@@ -95,12 +99,14 @@ impl HomeserverClient {
     {
         let mut attempt = 0;
         loop {
-            let http_request = request.clone().try_into_http_request_with_identity::<Vec<u8>>(
-                &self.inner.base_url,
-                SendAccessToken::Appservice(&self.inner.as_token),
-                identity,
-                R::PathBuilder::input(&self.inner.versions),
-            )?;
+            let http_request = request
+                .clone()
+                .try_into_http_request_with_identity::<Vec<u8>>(
+                    &self.inner.base_url,
+                    SendAccessToken::Appservice(&self.inner.as_token),
+                    identity,
+                    R::PathBuilder::input(&self.inner.versions),
+                )?;
             let response = self.execute(http_request).await?;
             match R::IncomingResponse::try_from_http_response(response) {
                 Ok(response) => return Ok(response),
@@ -119,12 +125,20 @@ impl HomeserverClient {
         }
     }
 
-    async fn execute(&self, request: http::Request<Vec<u8>>) -> Result<http::Response<bytes::Bytes>> {
+    async fn execute(
+        &self,
+        request: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<bytes::Bytes>> {
         let request = reqwest::Request::try_from(request)?;
         let response = self.inner.http.execute(request).await?;
         let mut builder = http::Response::builder().status(response.status());
         if let Some(headers) = builder.headers_mut() {
-            headers.extend(response.headers().iter().map(|(k, v)| (k.clone(), v.clone())));
+            headers.extend(
+                response
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
         }
         let body = response.bytes().await?;
         builder

@@ -16,7 +16,6 @@ use tokio::sync::Notify;
 
 use crate::transaction::Incoming;
 
-
 /// Per-room ordered queues.
 pub(crate) struct Dispatcher {
     queues: Mutex<HashMap<String, VecDeque<Arc<Incoming>>>>,
@@ -109,4 +108,3 @@ impl Dispatcher {
         }
     }
 }
-

@@ -27,21 +27,42 @@ use crate::Appservice;
 pub(crate) fn router(app: Appservice) -> Router {
     const V1: &str = "/_matrix/app/v1";
     Router::new()
-        .route(&format!("{V1}/transactions/{{txn_id}}"), put(transactions::put_transaction))
+        .route(
+            &format!("{V1}/transactions/{{txn_id}}"),
+            put(transactions::put_transaction),
+        )
         .route(&format!("{V1}/users/{{user_id}}"), get(query::query_user))
-        .route(&format!("{V1}/rooms/{{room_alias}}"), get(query::query_alias))
-        .route(&format!("{V1}/thirdparty/protocol/{{protocol}}"), get(thirdparty::protocol))
-        .route(&format!("{V1}/thirdparty/user/{{protocol}}"), get(thirdparty::users_for_protocol))
+        .route(
+            &format!("{V1}/rooms/{{room_alias}}"),
+            get(query::query_alias),
+        )
+        .route(
+            &format!("{V1}/thirdparty/protocol/{{protocol}}"),
+            get(thirdparty::protocol),
+        )
+        .route(
+            &format!("{V1}/thirdparty/user/{{protocol}}"),
+            get(thirdparty::users_for_protocol),
+        )
         .route(
             &format!("{V1}/thirdparty/location/{{protocol}}"),
             get(thirdparty::locations_for_protocol),
         )
-        .route(&format!("{V1}/thirdparty/user"), get(thirdparty::users_for_id))
-        .route(&format!("{V1}/thirdparty/location"), get(thirdparty::locations_for_alias))
+        .route(
+            &format!("{V1}/thirdparty/user"),
+            get(thirdparty::users_for_id),
+        )
+        .route(
+            &format!("{V1}/thirdparty/location"),
+            get(thirdparty::locations_for_alias),
+        )
         .route(&format!("{V1}/ping"), post(ping::ping))
         // Layers added with route_layer run only for matched routes, so a request for an
         // unknown path is told 404 before its token is looked at.
-        .route_layer(axum::middleware::from_fn_with_state(app.clone(), auth::require_hs_token))
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_hs_token,
+        ))
         .fallback(|| async { ApiError::unrecognized("unknown endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(app)

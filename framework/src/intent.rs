@@ -8,16 +8,14 @@
 mod relations;
 
 use ruma::{
-    EventId, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedTransactionId, OwnedUserId, RoomId,
-    TransactionId, UserId,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri,
+    OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId,
     api::{
         AppserviceUserIdentity, OutgoingRequest,
         auth_scheme::{AuthScheme, SendAccessToken},
         client::{
             account::register::{self, LoginType},
-            membership::{
-                ban_user, invite_user, join_room_by_id, kick_user, leave_room,
-            },
+            membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
             message::send_message_event,
             profile::set_profile_field,
             redact::redact_event,
@@ -32,7 +30,6 @@ use ruma::{
     },
     profile::ProfileFieldValue,
     serde::Raw,
-    MilliSecondsSinceUnixEpoch,
 };
 
 use crate::{Appservice, Error, Result, client::PathInput};
@@ -72,7 +69,11 @@ impl SendOptions {
 
 impl Intent {
     pub(crate) fn new(app: Appservice, user_id: OwnedUserId) -> Self {
-        Intent { app, user_id, device_id: None }
+        Intent {
+            app,
+            user_id,
+            device_id: None,
+        }
     }
 
     /// The same user acting through one of its devices (`device_id` assertion, MSC3202/v1.17).
@@ -112,38 +113,69 @@ impl Intent {
     /// Registers the user on the homeserver unless that was already done. The bot exists from
     /// the homeserver's start; `M_USER_IN_USE` means someone registered it before us.
     pub async fn ensure_registered(&self) -> Result<()> {
-        if self.is_bot() || self.app.inner.registered.lock().await.contains(&self.user_id) {
+        if self.is_bot()
+            || self
+                .app
+                .inner
+                .registered
+                .lock()
+                .await
+                .contains(&self.user_id)
+        {
             return Ok(());
         }
         let store = self.app.store();
-        if !store.ghost(self.user_id.as_str()).await?.is_some_and(|g| g.registered) {
+        if !store
+            .ghost(self.user_id.as_str())
+            .await?
+            .is_some_and(|g| g.registered)
+        {
             let mut request = register::v3::Request::new();
             request.username = Some(self.user_id.localpart().to_owned());
             request.login_type = Some(LoginType::ApplicationService);
             request.inhibit_login = true;
             // Registration is done as the appservice itself, not as the ghost.
-            match self.app.client().send(request, AppserviceUserIdentity::default()).await {
+            match self
+                .app
+                .client()
+                .send(request, AppserviceUserIdentity::default())
+                .await
+            {
                 Ok(_) => tracing::debug!(user_id = %self.user_id, "registered ghost"),
                 Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
                 Err(e) => return Err(e),
             }
             store.set_ghost_registered(self.user_id.as_str()).await?;
         }
-        self.app.inner.registered.lock().await.insert(self.user_id.clone());
+        self.app
+            .inner
+            .registered
+            .lock()
+            .await
+            .insert(self.user_id.clone());
         Ok(())
     }
 
     /// Joins a room.
     pub async fn join(&self, room_id: &RoomId) -> Result<()> {
-        self.send_request(join_room_by_id::v3::Request::new(room_id.to_owned())).await?;
-        self.app.store().set_membership(room_id.as_str(), self.user_id.as_str(), "join").await
+        self.send_request(join_room_by_id::v3::Request::new(room_id.to_owned()))
+            .await?;
+        self.app
+            .store()
+            .set_membership(room_id.as_str(), self.user_id.as_str(), "join")
+            .await
     }
 
     /// Joins a room unless the store knows the user is in it. A ghost that may not join (an
     /// invite-only room) is invited by the bot first.
     pub async fn ensure_joined(&self, room_id: &RoomId) -> Result<()> {
         let store = self.app.store();
-        if store.membership(room_id.as_str(), self.user_id.as_str()).await?.as_deref() == Some("join") {
+        if store
+            .membership(room_id.as_str(), self.user_id.as_str())
+            .await?
+            .as_deref()
+            == Some("join")
+        {
             return Ok(());
         }
         match self.join(room_id).await {
@@ -158,19 +190,31 @@ impl Intent {
     /// Invites a user.
     pub async fn invite(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
         let recipient = invite_user::v3::InviteUserId::new(user_id.to_owned());
-        self.send_request(invite_user::v3::Request::new(room_id.to_owned(), recipient.into()))
-            .await?;
+        self.send_request(invite_user::v3::Request::new(
+            room_id.to_owned(),
+            recipient.into(),
+        ))
+        .await?;
         Ok(())
     }
 
     /// Leaves a room.
     pub async fn leave(&self, room_id: &RoomId) -> Result<()> {
-        self.send_request(leave_room::v3::Request::new(room_id.to_owned())).await?;
-        self.app.store().set_membership(room_id.as_str(), self.user_id.as_str(), "leave").await
+        self.send_request(leave_room::v3::Request::new(room_id.to_owned()))
+            .await?;
+        self.app
+            .store()
+            .set_membership(room_id.as_str(), self.user_id.as_str(), "leave")
+            .await
     }
 
     /// Kicks a user.
-    pub async fn kick(&self, room_id: &RoomId, user_id: &UserId, reason: Option<&str>) -> Result<()> {
+    pub async fn kick(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let mut request = kick_user::v3::Request::new(room_id.to_owned(), user_id.to_owned());
         request.reason = reason.map(str::to_owned);
         self.send_request(request).await?;
@@ -178,7 +222,12 @@ impl Intent {
     }
 
     /// Bans a user.
-    pub async fn ban(&self, room_id: &RoomId, user_id: &UserId, reason: Option<&str>) -> Result<()> {
+    pub async fn ban(
+        &self,
+        room_id: &RoomId,
+        user_id: &UserId,
+        reason: Option<&str>,
+    ) -> Result<()> {
         let mut request = ban_user::v3::Request::new(room_id.to_owned(), user_id.to_owned());
         request.reason = reason.map(str::to_owned);
         self.send_request(request).await?;
@@ -190,7 +239,8 @@ impl Intent {
     where
         C: MessageLikeEventContent,
     {
-        self.send_with(room_id, content, SendOptions::default()).await
+        self.send_with(room_id, content, SendOptions::default())
+            .await
     }
 
     /// Sends a message-like event with options.
@@ -204,7 +254,8 @@ impl Intent {
         C: MessageLikeEventContent,
     {
         let raw = Raw::new(content)?.cast_unchecked::<AnyMessageLikeEventContent>();
-        self.send_raw_with(room_id, content.event_type(), raw, options).await
+        self.send_raw_with(room_id, content.event_type(), raw, options)
+            .await
     }
 
     /// Sends an event of any type from raw JSON content — for custom event types.
@@ -216,7 +267,8 @@ impl Intent {
         options: SendOptions,
     ) -> Result<OwnedEventId> {
         let raw = Raw::new(&content)?.cast_unchecked::<AnyMessageLikeEventContent>();
-        self.send_raw_with(room_id, event_type.into(), raw, options).await
+        self.send_raw_with(room_id, event_type.into(), raw, options)
+            .await
     }
 
     async fn send_raw_with(
@@ -236,16 +288,23 @@ impl Intent {
 
     /// Sends a plain-text `m.text` message.
     pub async fn send_text(&self, room_id: &RoomId, text: &str) -> Result<OwnedEventId> {
-        self.send(room_id, &RoomMessageEventContent::text_plain(text)).await
+        self.send(room_id, &RoomMessageEventContent::text_plain(text))
+            .await
     }
 
     /// Sends a state event.
-    pub async fn send_state<C>(&self, room_id: &RoomId, state_key: &str, content: &C) -> Result<OwnedEventId>
+    pub async fn send_state<C>(
+        &self,
+        room_id: &RoomId,
+        state_key: &str,
+        content: &C,
+    ) -> Result<OwnedEventId>
     where
         C: StateEventContent,
     {
         let raw = Raw::new(content)?.cast_unchecked::<AnyStateEventContent>();
-        self.send_state_json(room_id, content.event_type(), state_key, raw, None).await
+        self.send_state_json(room_id, content.event_type(), state_key, raw, None)
+            .await
     }
 
     /// Sends a state event from raw content, optionally with a massaged timestamp.
@@ -268,7 +327,12 @@ impl Intent {
     }
 
     /// Redacts an event.
-    pub async fn redact(&self, room_id: &RoomId, event_id: &EventId, reason: Option<&str>) -> Result<OwnedEventId> {
+    pub async fn redact(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        reason: Option<&str>,
+    ) -> Result<OwnedEventId> {
         let mut request = redact_event::v3::Request::new(
             room_id.to_owned(),
             event_id.to_owned(),
@@ -281,25 +345,43 @@ impl Intent {
     /// Sets the display name, unless the store says it is already that.
     pub async fn set_display_name(&self, name: &str) -> Result<()> {
         let store = self.app.store();
-        let known = store.ghost(self.user_id.as_str()).await?.and_then(|g| g.display_name);
+        let known = store
+            .ghost(self.user_id.as_str())
+            .await?
+            .and_then(|g| g.display_name);
         if known.as_deref() == Some(name) {
             return Ok(());
         }
         let value = ProfileFieldValue::DisplayName(name.to_owned());
-        self.send_request(set_profile_field::v3::Request::new(self.user_id.clone(), value)).await?;
-        store.set_ghost_display_name(self.user_id.as_str(), Some(name)).await
+        self.send_request(set_profile_field::v3::Request::new(
+            self.user_id.clone(),
+            value,
+        ))
+        .await?;
+        store
+            .set_ghost_display_name(self.user_id.as_str(), Some(name))
+            .await
     }
 
     /// Sets the avatar, unless the store says it is already that.
     pub async fn set_avatar_url(&self, url: &OwnedMxcUri) -> Result<()> {
         let store = self.app.store();
-        let known = store.ghost(self.user_id.as_str()).await?.and_then(|g| g.avatar_url);
+        let known = store
+            .ghost(self.user_id.as_str())
+            .await?
+            .and_then(|g| g.avatar_url);
         if known.as_deref() == Some(url.as_str()) {
             return Ok(());
         }
         let value = ProfileFieldValue::AvatarUrl(url.clone());
-        self.send_request(set_profile_field::v3::Request::new(self.user_id.clone(), value)).await?;
-        store.set_ghost_avatar_url(self.user_id.as_str(), Some(url.as_str())).await
+        self.send_request(set_profile_field::v3::Request::new(
+            self.user_id.clone(),
+            value,
+        ))
+        .await?;
+        store
+            .set_ghost_avatar_url(self.user_id.as_str(), Some(url.as_str()))
+            .await
     }
 }
 
@@ -308,4 +390,3 @@ impl From<Intent> for OwnedUserId {
         intent.user_id
     }
 }
-

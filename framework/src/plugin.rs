@@ -26,11 +26,22 @@ impl Plugin {
         ghost_prefix: &'static str,
         router: fn() -> Router,
     ) -> Self {
-        Plugin { name, bot_localpart, ghost_prefix, router }
+        Plugin {
+            name,
+            bot_localpart,
+            ghost_prefix,
+            router,
+        }
     }
 
     /// A fresh registration for this plugin on `server_name`, pushed to at `url`.
     pub fn generate_registration(&self, url: Option<String>, server_name: &str) -> Registration {
-        Registration::generate(self.name, url, self.bot_localpart, self.ghost_prefix, server_name)
+        Registration::generate(
+            self.name,
+            url,
+            self.bot_localpart,
+            self.ghost_prefix,
+            server_name,
+        )
     }
 }

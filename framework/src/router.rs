@@ -34,13 +34,16 @@ use std::sync::Arc;
 pub use command::Command;
 pub use context::EventContext;
 pub use extract::{
-    DeviceLists, Ephemeral, Event, FromEventContext, RawEvent, Rejection, Room, Sender, State,
-    ToDevice, FromRef,
+    DeviceLists, Ephemeral, Event, FromEventContext, FromRef, RawEvent, Rejection, Room, Sender,
+    State, ToDevice,
 };
 pub use handler::{Handler, HandlerOutcome, IntoHandlerOutcome};
 
-type BoxedHandler<S> =
-    Arc<dyn Fn(EventContext, S) -> futures_util::future::BoxFuture<'static, HandlerOutcome> + Send + Sync>;
+type BoxedHandler<S> = Arc<
+    dyn Fn(EventContext, S) -> futures_util::future::BoxFuture<'static, HandlerOutcome>
+        + Send
+        + Sync,
+>;
 
 /// Which events a route is offered.
 #[derive(Clone, Debug)]
@@ -61,7 +64,11 @@ struct Route<S> {
 
 impl<S> Clone for Route<S> {
     fn clone(&self) -> Self {
-        Route { filter: self.filter.clone(), name: self.name, handler: self.handler.clone() }
+        Route {
+            filter: self.filter.clone(),
+            name: self.name,
+            handler: self.handler.clone(),
+        }
     }
 }
 
@@ -82,13 +89,20 @@ pub(crate) struct RouterOptions {
 
 impl Default for RouterOptions {
     fn default() -> Self {
-        RouterOptions { command_prefix: "!".to_owned(), accept_invites: false, own_events: false }
+        RouterOptions {
+            command_prefix: "!".to_owned(),
+            accept_invites: false,
+            own_events: false,
+        }
     }
 }
 
 impl<S> Clone for Router<S> {
     fn clone(&self) -> Self {
-        Router { routes: self.routes.clone(), options: self.options.clone() }
+        Router {
+            routes: self.routes.clone(),
+            options: self.options.clone(),
+        }
     }
 }
 
@@ -107,7 +121,10 @@ where
 {
     /// An empty router.
     pub fn new() -> Self {
-        Router { routes: Vec::new(), options: RouterOptions::default() }
+        Router {
+            routes: Vec::new(),
+            options: RouterOptions::default(),
+        }
     }
 
     /// Offers every event to `handler`; its extractors decide whether it runs.
@@ -164,7 +181,11 @@ where
         T: 'static,
     {
         let boxed: BoxedHandler<S> = Arc::new(move |ctx, state| handler.clone().call(ctx, state));
-        self.routes.push(Route { filter, name: std::any::type_name::<H>(), handler: boxed });
+        self.routes.push(Route {
+            filter,
+            name: std::any::type_name::<H>(),
+            handler: boxed,
+        });
         self
     }
 
@@ -182,10 +203,17 @@ where
                 let handler = route.handler;
                 let boxed: BoxedHandler<S2> =
                     Arc::new(move |ctx, _: S2| handler(ctx, state.clone()));
-                Route { filter: route.filter, name: route.name, handler: boxed }
+                Route {
+                    filter: route.filter,
+                    name: route.name,
+                    handler: boxed,
+                }
             })
             .collect();
-        Router { routes, options: self.options }
+        Router {
+            routes,
+            options: self.options,
+        }
     }
 }
 
@@ -204,10 +232,12 @@ impl Router<()> {
                     }
                     None
                 }
-                Filter::Command(name) => match Command::parse(&ctx, &self.options.command_prefix, Some(name)) {
-                    Some(cmd) => Some(Arc::new(cmd)),
-                    None => continue,
-                },
+                Filter::Command(name) => {
+                    match Command::parse(&ctx, &self.options.command_prefix, Some(name)) {
+                        Some(cmd) => Some(Arc::new(cmd)),
+                        None => continue,
+                    }
+                }
             };
             let ctx = ctx.for_route(command);
             let event_id = ctx.event_id().map(|e| e.to_string()).unwrap_or_default();

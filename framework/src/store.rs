@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use sqlx::{
     Row,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
 };
 
 use crate::Result;
@@ -129,16 +131,22 @@ impl Store {
 
     /// The membership we last saw or made for `user_id` in `room_id`.
     pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT membership FROM memberships WHERE room_id = ? AND user_id = ?")
-            .bind(room_id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT membership FROM memberships WHERE room_id = ? AND user_id = ?")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     /// Records a membership.
-    pub async fn set_membership(&self, room_id: &str, user_id: &str, membership: &str) -> Result<()> {
+    pub async fn set_membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+        membership: &str,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO memberships (room_id, user_id, membership) VALUES (?, ?, ?)
              ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership",
@@ -176,7 +184,10 @@ mod tests {
         {
             let store = Store::connect(&url).await.unwrap();
             store.set_ghost_registered("@g:x").await.unwrap();
-            store.set_ghost_display_name("@g:x", Some("G")).await.unwrap();
+            store
+                .set_ghost_display_name("@g:x", Some("G"))
+                .await
+                .unwrap();
             store.set_membership("!r", "@g:x", "join").await.unwrap();
             assert!(store.record_transaction("a", "7").await.unwrap());
         }
@@ -185,7 +196,10 @@ mod tests {
         assert!(ghost.registered);
         assert_eq!(ghost.display_name.as_deref(), Some("G"));
         assert_eq!(ghost.avatar_url, None);
-        assert_eq!(store.membership("!r", "@g:x").await.unwrap().as_deref(), Some("join"));
+        assert_eq!(
+            store.membership("!r", "@g:x").await.unwrap().as_deref(),
+            Some("join")
+        );
         assert!(!store.record_transaction("a", "7").await.unwrap());
         assert_eq!(store.ghost("@nobody:x").await.unwrap(), None);
     }

@@ -17,7 +17,11 @@ pub trait ThirdPartyLookup: Send + Sync + 'static {
     /// The protocol's metadata.
     fn protocol<'a>(&'a self, protocol: &'a str) -> BoxFuture<'a, Option<AppserviceProtocol>>;
     /// Remote users matching `fields`.
-    fn users<'a>(&'a self, protocol: &'a str, fields: &'a BTreeMap<String, String>) -> BoxFuture<'a, Vec<User>>;
+    fn users<'a>(
+        &'a self,
+        protocol: &'a str,
+        fields: &'a BTreeMap<String, String>,
+    ) -> BoxFuture<'a, Vec<User>>;
     /// Remote locations (rooms) matching `fields`.
     fn locations<'a>(
         &'a self,

@@ -38,7 +38,10 @@ pub struct TransactionBody {
     #[serde(default, rename = "org.matrix.msc3202.device_one_time_keys_count")]
     pub one_time_keys_count: Option<Box<RawValue>>,
     /// Unused fallback key types per user and device (MSC3202).
-    #[serde(default, rename = "org.matrix.msc3202.device_unused_fallback_key_types")]
+    #[serde(
+        default,
+        rename = "org.matrix.msc3202.device_unused_fallback_key_types"
+    )]
     pub unused_fallback_key_types: Option<Box<RawValue>>,
 }
 
@@ -176,7 +179,11 @@ impl TransactionBody {
             }
         }
         // Synapse ≥ 1.156 may send both keys with the same content: prefer the stable one.
-        for raw in self.ephemeral.or(self.ephemeral_unstable).unwrap_or_default() {
+        for raw in self
+            .ephemeral
+            .or(self.ephemeral_unstable)
+            .unwrap_or_default()
+        {
             match serde_json::from_str::<EphemeralHead>(raw.get()) {
                 Ok(h) => parsed.items.push(Incoming::Ephemeral(EphemeralEvent {
                     event_type: h.event_type,
@@ -225,7 +232,13 @@ impl TransactionBody {
                     update.unused_fallback_key_types = types;
                     any = true;
                 }
-                Err(e) => skip(&mut parsed, txn_id, "device_unused_fallback_key_types", &raw, &e),
+                Err(e) => skip(
+                    &mut parsed,
+                    txn_id,
+                    "device_unused_fallback_key_types",
+                    &raw,
+                    &e,
+                ),
             }
         }
         if any {
@@ -333,9 +346,7 @@ mod tests {
 
     #[test]
     fn stable_ephemeral_key_wins_and_unstable_is_the_fallback() {
-        let typing = |room: &str| {
-            serde_json::json!({"type": "m.typing", "room_id": room, "content": {"user_ids": []}})
-        };
+        let typing = |room: &str| serde_json::json!({"type": "m.typing", "room_id": room, "content": {"user_ids": []}});
         let both = body(serde_json::json!({
             "ephemeral": [typing("!stable:x")],
             "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
@@ -348,7 +359,10 @@ mod tests {
             "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
         }))
         .into_items("t");
-        assert_eq!(unstable.items[0].queue_key().unwrap().as_str(), "!unstable:x");
+        assert_eq!(
+            unstable.items[0].queue_key().unwrap().as_str(),
+            "!unstable:x"
+        );
     }
 
     #[test]
@@ -365,13 +379,20 @@ mod tests {
         .into_items("t");
         assert_eq!(parsed.skipped, 1);
         assert_eq!(parsed.items.len(), 2);
-        let Incoming::ToDevice(td) = &parsed.items[0] else { panic!() };
+        let Incoming::ToDevice(td) = &parsed.items[0] else {
+            panic!()
+        };
         assert_eq!(td.to_device_id.as_str(), "DEV");
-        let Incoming::DeviceLists(dl) = &parsed.items[1] else { panic!() };
+        let Incoming::DeviceLists(dl) = &parsed.items[1] else {
+            panic!()
+        };
         assert_eq!(dl.device_lists.changed[0].as_str(), "@a:x");
         let b: OwnedUserId = "@b:x".try_into().unwrap();
         let dev: OwnedDeviceId = "DEV".into();
         assert_eq!(dl.one_time_keys_count[&b][&dev]["signed_curve25519"], 50);
-        assert_eq!(dl.unused_fallback_key_types[&b][&dev], ["signed_curve25519"]);
+        assert_eq!(
+            dl.unused_fallback_key_types[&b][&dev],
+            ["signed_curve25519"]
+        );
     }
 }

@@ -23,7 +23,9 @@ pub(super) async fn require_hs_token(
     let header = match request.headers().get(http::header::AUTHORIZATION) {
         None => None,
         Some(value) => {
-            let value = value.to_str().map_err(|_| ApiError::forbidden("malformed Authorization header"))?;
+            let value = value
+                .to_str()
+                .map_err(|_| ApiError::forbidden("malformed Authorization header"))?;
             let token = value
                 .strip_prefix("Bearer ")
                 .ok_or_else(|| ApiError::forbidden("Authorization must be a Bearer token"))?;
@@ -37,7 +39,9 @@ pub(super) async fn require_hs_token(
     let token = match (header, query) {
         (None, None) => return Err(ApiError::unauthorized()),
         (Some(h), Some(q)) if h != q => {
-            return Err(ApiError::forbidden("Authorization header and access_token differ"));
+            return Err(ApiError::forbidden(
+                "Authorization header and access_token differ",
+            ));
         }
         (Some(token), _) | (None, Some(token)) => token,
     };
@@ -50,6 +54,9 @@ pub(super) async fn require_hs_token(
 
 fn token_from_query(query: &str) -> TokenQuery {
     let pairs = url::form_urlencoded::parse(query.as_bytes());
-    let access_token = pairs.into_iter().find(|(k, _)| k == "access_token").map(|(_, v)| v.into_owned());
+    let access_token = pairs
+        .into_iter()
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned());
     TokenQuery { access_token }
 }

@@ -16,12 +16,20 @@ pub struct ApiError {
 impl ApiError {
     /// An error with the given status, kind and message.
     pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { status, kind, message: message.into() }
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
     }
 
     /// `401 M_UNAUTHORIZED`: no credentials were sent.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, ErrorKind::Unauthorized, "missing hs_token")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorKind::Unauthorized,
+            "missing hs_token",
+        )
     }
 
     /// `403 M_FORBIDDEN`: the credentials were wrong.
@@ -36,7 +44,11 @@ impl ApiError {
 
     /// `405 M_UNRECOGNIZED`: the endpoint exists with another method.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrorKind::Unrecognized, "method not allowed")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::Unrecognized,
+            "method not allowed",
+        )
     }
 
     /// `404 M_NOT_FOUND`.
@@ -71,7 +83,11 @@ impl ApiError {
     /// `500 M_UNKNOWN`. The cause is logged here and not sent: it may name internals.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "internal error answering the homeserver");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Unknown, "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unknown,
+            "internal error",
+        )
     }
 }
 

@@ -15,7 +15,9 @@ pub(super) async fn query_user(
     let Some(query) = app.inner.user_query.clone() else {
         return Err(ApiError::not_found("no such user"));
     };
-    if !app.registration().is_user_in_namespace(user_id.as_str()) || !query(app.clone(), user_id.clone()).await? {
+    if !app.registration().is_user_in_namespace(user_id.as_str())
+        || !query(app.clone(), user_id.clone()).await?
+    {
         return Err(ApiError::not_found("no such user"));
     }
     app.intent(&user_id).ensure_registered().await?;

@@ -13,22 +13,30 @@ impl<T: IncomingRequest> FromRequest<Appservice> for Ruma<T> {
 
     async fn from_request(request: Request, app: &Appservice) -> Result<Self, ApiError> {
         let (mut parts, body) = request.into_parts();
-        let params = <RawPathParams as axum::extract::FromRequestParts<Appservice>>::from_request_parts(
-            &mut parts, app,
-        )
-        .await
-        .map_err(|e| ApiError::invalid_param(e.body_text()))?;
+        let params =
+            <RawPathParams as axum::extract::FromRequestParts<Appservice>>::from_request_parts(
+                &mut parts, app,
+            )
+            .await
+            .map_err(|e| ApiError::invalid_param(e.body_text()))?;
         let args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
         let bytes = read_body(body, app.inner.body_limit).await?;
         let request = http::Request::from_parts(parts, bytes);
-        T::try_from_http_request(request, &args).map(Ruma).map_err(|e| match e {
-            FromHttpRequestError::Deserialization(e) => ApiError::invalid_param(e.to_string()),
-            other => ApiError::bad_json(other.to_string()),
-        })
+        T::try_from_http_request(request, &args)
+            .map(Ruma)
+            .map_err(|e| match e {
+                FromHttpRequestError::Deserialization(e) => ApiError::invalid_param(e.to_string()),
+                other => ApiError::bad_json(other.to_string()),
+            })
     }
 }
 
 /// Reads a body up to `limit` bytes, answering `413 M_TOO_LARGE` past it.
-pub(super) async fn read_body(body: axum::body::Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| ApiError::too_large(limit))
+pub(super) async fn read_body(
+    body: axum::body::Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
 }

@@ -13,7 +13,10 @@ use super::{ApiError, Ruma, error::ruma_response};
 use crate::Appservice;
 
 fn lookup(app: &Appservice) -> Result<&dyn crate::thirdparty::ThirdPartyLookup, ApiError> {
-    app.inner.thirdparty.as_deref().ok_or_else(|| ApiError::not_found("no third-party protocols"))
+    app.inner
+        .thirdparty
+        .as_deref()
+        .ok_or_else(|| ApiError::not_found("no third-party protocols"))
 }
 
 async fn known_protocol(app: &Appservice, protocol: &str) -> Result<(), ApiError> {
@@ -39,8 +42,12 @@ pub(super) async fn users_for_protocol(
     Ruma(request): Ruma<get_user_for_protocol::v1::Request>,
 ) -> Result<Response, ApiError> {
     known_protocol(&app, &request.protocol).await?;
-    let users = lookup(&app)?.users(&request.protocol, &request.fields).await;
-    Ok(ruma_response(get_user_for_protocol::v1::Response::new(users)))
+    let users = lookup(&app)?
+        .users(&request.protocol, &request.fields)
+        .await;
+    Ok(ruma_response(get_user_for_protocol::v1::Response::new(
+        users,
+    )))
 }
 
 pub(super) async fn locations_for_protocol(
@@ -48,8 +55,12 @@ pub(super) async fn locations_for_protocol(
     Ruma(request): Ruma<get_location_for_protocol::v1::Request>,
 ) -> Result<Response, ApiError> {
     known_protocol(&app, &request.protocol).await?;
-    let locations = lookup(&app)?.locations(&request.protocol, &request.fields).await;
-    Ok(ruma_response(get_location_for_protocol::v1::Response::new(locations)))
+    let locations = lookup(&app)?
+        .locations(&request.protocol, &request.fields)
+        .await;
+    Ok(ruma_response(get_location_for_protocol::v1::Response::new(
+        locations,
+    )))
 }
 
 pub(super) async fn users_for_id(
@@ -60,7 +71,9 @@ pub(super) async fn users_for_id(
     if users.is_empty() {
         return Err(ApiError::not_found("no mapping for that user"));
     }
-    Ok(ruma_response(get_user_for_user_id::v1::Response::new(users)))
+    Ok(ruma_response(get_user_for_user_id::v1::Response::new(
+        users,
+    )))
 }
 
 pub(super) async fn locations_for_alias(
@@ -71,5 +84,7 @@ pub(super) async fn locations_for_alias(
     if locations.is_empty() {
         return Err(ApiError::not_found("no mapping for that alias"));
     }
-    Ok(ruma_response(get_location_for_room_alias::v1::Response::new(locations)))
+    Ok(ruma_response(
+        get_location_for_room_alias::v1::Response::new(locations),
+    ))
 }

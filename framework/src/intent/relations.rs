@@ -43,8 +43,14 @@ impl Intent {
         sender: &UserId,
         text: &str,
     ) -> Result<OwnedEventId> {
-        self.reply(room_id, event_id, sender, None, RoomMessageEventContent::text_plain(text))
-            .await
+        self.reply(
+            room_id,
+            event_id,
+            sender,
+            None,
+            RoomMessageEventContent::text_plain(text),
+        )
+        .await
     }
 
     /// Replaces the content of an earlier message (an edit, `m.replace`).
@@ -60,8 +66,14 @@ impl Intent {
     }
 
     /// Reacts to an event with `key` (an emoji, usually).
-    pub async fn react(&self, room_id: &RoomId, event_id: &EventId, key: &str) -> Result<OwnedEventId> {
-        let content = ReactionEventContent::new(Annotation::new(event_id.to_owned(), key.to_owned()));
+    pub async fn react(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+        key: &str,
+    ) -> Result<OwnedEventId> {
+        let content =
+            ReactionEventContent::new(Annotation::new(event_id.to_owned(), key.to_owned()));
         self.send(room_id, &content).await
     }
 

@@ -60,7 +60,9 @@ impl Command {
 
     /// Parses the context's event as a command: `name` when given must match.
     pub(crate) fn parse(ctx: &EventContext, prefix: &str, name: Option<&str>) -> Option<Command> {
-        let Incoming::Timeline(event) = ctx.incoming() else { return None };
+        let Incoming::Timeline(event) = ctx.incoming() else {
+            return None;
+        };
         if event.event_type != "m.room.message" || event.state_key.is_some() {
             return None;
         }
@@ -81,7 +83,10 @@ impl Command {
         if found.is_empty() || name.is_some_and(|n| n != found) {
             return None;
         }
-        Some(Command { name: found.to_owned(), args: args.trim_start().to_owned() })
+        Some(Command {
+            name: found.to_owned(),
+            args: args.trim_start().to_owned(),
+        })
     }
 }
 

@@ -17,11 +17,19 @@ pub struct EventContext {
 
 impl EventContext {
     pub(crate) fn new(app: Appservice, incoming: Arc<Incoming>, command_prefix: Arc<str>) -> Self {
-        EventContext { app, incoming, command_prefix, command: None }
+        EventContext {
+            app,
+            incoming,
+            command_prefix,
+            command: None,
+        }
     }
 
     pub(crate) fn for_route(&self, command: Option<Arc<Command>>) -> Self {
-        EventContext { command, ..self.clone() }
+        EventContext {
+            command,
+            ..self.clone()
+        }
     }
 
     /// The item being handled.

@@ -58,7 +58,9 @@ pub struct Room(pub OwnedRoomId);
 
 impl<S> FromEventContext<S> for Room {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
-        ctx.room_id().map(|r| Room(r.to_owned())).ok_or(Rejection::Skip)
+        ctx.room_id()
+            .map(|r| Room(r.to_owned()))
+            .ok_or(Rejection::Skip)
     }
 }
 
@@ -68,7 +70,9 @@ pub struct Sender(pub OwnedUserId);
 
 impl<S> FromEventContext<S> for Sender {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
-        ctx.sender().map(|u| Sender(u.to_owned())).ok_or(Rejection::Skip)
+        ctx.sender()
+            .map(|u| Sender(u.to_owned()))
+            .ok_or(Rejection::Skip)
     }
 }
 
@@ -114,7 +118,11 @@ struct EventBody<C> {
 
 fn type_matches<C: StaticEventContent>(event_type: &str) -> bool {
     // A type ending in `.` is a prefix (e.g. `m.secret_storage.key.`).
-    if C::TYPE.ends_with('.') { event_type.starts_with(C::TYPE) } else { event_type == C::TYPE }
+    if C::TYPE.ends_with('.') {
+        event_type.starts_with(C::TYPE)
+    } else {
+        event_type == C::TYPE
+    }
 }
 
 impl<S, C> FromEventContext<S> for Event<C>
@@ -122,7 +130,9 @@ where
     C: StaticEventContent + DeserializeOwned,
 {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
-        let Incoming::Timeline(event) = ctx.incoming() else { return Err(Rejection::Skip) };
+        let Incoming::Timeline(event) = ctx.incoming() else {
+            return Err(Rejection::Skip);
+        };
         if !type_matches::<C>(&event.event_type) {
             return Err(Rejection::Skip);
         }
@@ -170,7 +180,10 @@ impl RawEvent {
 impl<S> FromEventContext<S> for RawEvent {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
         match (ctx.incoming().event_type(), ctx.incoming().json()) {
-            (Some(t), Some(json)) => Ok(RawEvent { event_type: t.to_owned(), json: json.clone() }),
+            (Some(t), Some(json)) => Ok(RawEvent {
+                event_type: t.to_owned(),
+                json: json.clone(),
+            }),
             _ => Err(Rejection::Skip),
         }
     }
@@ -183,7 +196,9 @@ pub struct Ephemeral(pub EphemeralData);
 
 impl<S> FromEventContext<S> for Ephemeral {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
-        let Incoming::Ephemeral(event) = ctx.incoming() else { return Err(Rejection::Skip) };
+        let Incoming::Ephemeral(event) = ctx.incoming() else {
+            return Err(Rejection::Skip);
+        };
         serde_json::from_str(event.json.get())
             .map(Ephemeral)
             .map_err(|e| Rejection::Invalid(format!("{}: {e}", event.event_type)))
@@ -222,4 +237,3 @@ impl<S, T: FromEventContext<S>> FromEventContext<S> for Option<T> {
         Ok(T::from_event_context(ctx, state).ok())
     }
 }
-
