@@ -10,7 +10,11 @@ use trestle::{Appservice, Plugin, Registration, Store};
 const PLUGINS: &[Plugin] = &[trestle_echo::PLUGIN];
 
 #[derive(Parser)]
-#[command(name = "trestle", version, about = "Runs Matrix application services built on Trestle")]
+#[command(
+    name = "trestle",
+    version,
+    about = "Runs Matrix application services built on Trestle"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,10 +57,14 @@ enum Command {
 }
 
 fn find_plugin(name: &str) -> Result<Plugin, String> {
-    PLUGINS.iter().copied().find(|p| p.name == name).ok_or_else(|| {
-        let known: Vec<_> = PLUGINS.iter().map(|p| p.name).collect();
-        format!("unknown plugin `{name}`; known: {}", known.join(", "))
-    })
+    PLUGINS
+        .iter()
+        .copied()
+        .find(|p| p.name == name)
+        .ok_or_else(|| {
+            let known: Vec<_> = PLUGINS.iter().map(|p| p.name).collect();
+            format!("unknown plugin `{name}`; known: {}", known.join(", "))
+        })
 }
 
 #[tokio::main]
@@ -81,7 +89,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Registration { plugin, url, server_name, output } => {
+        Command::Registration {
+            plugin,
+            url,
+            server_name,
+            output,
+        } => {
             let plugin = find_plugin(&plugin)?;
             let registration = if output.exists() {
                 // Tokens stay stable: the homeserver has the old file loaded.
@@ -96,8 +109,14 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             registration.write_file(&output).map_err(|e| e.to_string())
         }
-        Command::Run { homeserver, server_name, data_dir, plugins } => {
-            std::fs::create_dir_all(&data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+        Command::Run {
+            homeserver,
+            server_name,
+            data_dir,
+            plugins,
+        } => {
+            std::fs::create_dir_all(&data_dir)
+                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
             let mut tasks = Vec::new();
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             for spec in plugins {
@@ -111,14 +130,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let store = Store::connect(&format!("sqlite://{}", db.display()))
                     .await
                     .map_err(|e| format!("{}: {e}", db.display()))?;
-                let app = Appservice::builder(registration, homeserver.clone(), server_name.clone())
-                    .router((plugin.router)())
-                    .store(store)
-                    .build()
+                let app =
+                    Appservice::builder(registration, homeserver.clone(), server_name.clone())
+                        .router((plugin.router)())
+                        .store(store)
+                        .build()
+                        .await
+                        .map_err(|e| format!("{name}: {e}"))?;
+                let listener = TcpListener::bind(addr)
                     .await
-                    .map_err(|e| format!("{name}: {e}"))?;
-                let listener =
-                    TcpListener::bind(addr).await.map_err(|e| format!("{name}: bind {addr}: {e}"))?;
+                    .map_err(|e| format!("{name}: bind {addr}: {e}"))?;
                 let mut stop = stop_rx.clone();
                 tasks.push(tokio::spawn(async move {
                     let shutdown = async move {
@@ -141,12 +162,14 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 fn listen_addr(registration: &Registration, file: &str) -> Result<SocketAddr, String> {
-    let url = registration
-        .url
-        .as_deref()
-        .ok_or_else(|| format!("{file}: field `url`: is null, so the homeserver cannot reach the plugin"))?;
+    let url = registration.url.as_deref().ok_or_else(|| {
+        format!("{file}: field `url`: is null, so the homeserver cannot reach the plugin")
+    })?;
     let parsed = url::Url::parse(url).map_err(|e| format!("{file}: field `url`: {e}"))?;
-    let host = parsed.host_str().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
+    let host = parsed
+        .host_str()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']']);
     let port = parsed.port_or_known_default().unwrap_or(80);
     format!("{host}:{port}")
         .parse()

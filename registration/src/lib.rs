@@ -62,7 +62,10 @@ pub struct Registration {
     pub id: String,
     /// The URL the homeserver pushes transactions to, or `None` (written as an explicit `null`)
     /// for an appservice that only acts and never receives.
-    #[serde(deserialize_with = "required_nullable", serialize_with = "explicit_null")]
+    #[serde(
+        deserialize_with = "required_nullable",
+        serialize_with = "explicit_null"
+    )]
     pub url: Option<String>,
     /// The token the appservice uses to talk to the homeserver.
     pub as_token: String,
@@ -137,7 +140,11 @@ impl Registration {
             regex::escape(ghost_prefix),
             regex::escape(server_name)
         );
-        let aliases = format!("#{}.+:{}", regex::escape(ghost_prefix), regex::escape(server_name));
+        let aliases = format!(
+            "#{}.+:{}",
+            regex::escape(ghost_prefix),
+            regex::escape(server_name)
+        );
         Registration {
             id: id.into(),
             url,
@@ -238,7 +245,10 @@ impl Registration {
         if let Some(url) = &self.url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(invalid("url", "must be an http:// or https:// URL, or null"));
+            return Err(invalid(
+                "url",
+                "must be an http:// or https:// URL, or null",
+            ));
         }
         self.namespaces.validate(origin)
     }

@@ -112,7 +112,11 @@ impl Namespaces {
     }
 
     pub(crate) fn validate(&self, origin: &str) -> Result<()> {
-        for kind in [NamespaceKind::Users, NamespaceKind::Aliases, NamespaceKind::Rooms] {
+        for kind in [
+            NamespaceKind::Users,
+            NamespaceKind::Aliases,
+            NamespaceKind::Rooms,
+        ] {
             for (i, ns) in self.of(kind).iter().enumerate() {
                 let field = format!("namespaces.{}[{i}].regex", kind.field());
                 let invalid = |problem: String| Error::Invalid {
@@ -132,8 +136,13 @@ impl Namespaces {
     }
 
     fn check_regex(regex: &str) -> Result<(), String> {
-        Namespace::compile(regex)
-            .map(drop)
-            .map_err(|e| e.to_string().lines().last().unwrap_or_default().trim().to_owned())
+        Namespace::compile(regex).map(drop).map_err(|e| {
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
     }
 }

@@ -53,7 +53,10 @@ fn yaml_round_trip_keeps_everything() {
     let r = parse(GOOD).unwrap();
     let again = parse(&r.to_yaml()).unwrap();
     assert_eq!(r, again);
-    assert!(r.to_yaml().contains("de.sorunome.msc2409.push_ephemeral: true"));
+    assert!(
+        r.to_yaml()
+            .contains("de.sorunome.msc2409.push_ephemeral: true")
+    );
 }
 
 #[test]
@@ -75,9 +78,18 @@ fn missing_url_is_an_error_like_in_synapse() {
 
 #[test]
 fn errors_name_the_field() {
-    assert_eq!(error_field(&GOOD.replace("as_token: aaaa", "as_token: \"\"")), "as_token");
-    assert_eq!(error_field(&GOOD.replace("hs_token: bbbb", "hs_token: \" \"")), "hs_token");
-    assert_eq!(error_field(&GOOD.replace("hs_token: bbbb", "hs_token: aaaa")), "hs_token");
+    assert_eq!(
+        error_field(&GOOD.replace("as_token: aaaa", "as_token: \"\"")),
+        "as_token"
+    );
+    assert_eq!(
+        error_field(&GOOD.replace("hs_token: bbbb", "hs_token: \" \"")),
+        "hs_token"
+    );
+    assert_eq!(
+        error_field(&GOOD.replace("hs_token: bbbb", "hs_token: aaaa")),
+        "hs_token"
+    );
     assert_eq!(error_field(&GOOD.replace("id: echo", "id: \"\"")), "id");
     assert_eq!(
         error_field(&GOOD.replace("sender_localpart: echo", "sender_localpart: Echo Bot")),
@@ -98,7 +110,10 @@ fn bad_regex_error_says_why() {
     let err = parse(&GOOD.replace("@echo_.*:localhost", "@echo_(.*:localhost"))
         .unwrap_err()
         .to_string();
-    assert!(err.contains("reg.yaml: field `namespaces.users[0].regex`"), "{err}");
+    assert!(
+        err.contains("reg.yaml: field `namespaces.users[0].regex`"),
+        "{err}"
+    );
     assert!(err.contains("not a valid regular expression"), "{err}");
 }
 
@@ -149,8 +164,14 @@ fn namespace_matching_is_anchored_at_the_start_only() {
 #[test]
 fn exclusive_matching() {
     let r = parse(GOOD).unwrap();
-    assert!(r.namespaces.matches_exclusive(NamespaceKind::Users, "@echo_a:localhost"));
-    assert!(!r.namespaces.matches(NamespaceKind::Aliases, "#echo_a:localhost"));
+    assert!(
+        r.namespaces
+            .matches_exclusive(NamespaceKind::Users, "@echo_a:localhost")
+    );
+    assert!(
+        !r.namespaces
+            .matches(NamespaceKind::Aliases, "#echo_a:localhost")
+    );
     assert!(r.is_user_in_namespace("@echo_a:localhost"));
 }
 

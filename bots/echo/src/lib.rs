@@ -6,8 +6,8 @@
 
 use trestle::{
     Appservice, Plugin, Router,
-    ruma::events::room::message::RoomMessageEventContent,
     router::{Command, Event, Room},
+    ruma::events::room::message::RoomMessageEventContent,
 };
 
 /// The plugin, for the `trestle` host.
@@ -30,14 +30,21 @@ async fn echo(
         return Ok(());
     }
     app.bot()
-        .reply_text(&message.room_id, &message.event_id, &message.sender, &cmd.args)
+        .reply_text(
+            &message.room_id,
+            &message.event_id,
+            &message.sender,
+            &cmd.args,
+        )
         .await?;
     Ok(())
 }
 
 async fn echo_as(cmd: Command, Room(room): Room, app: Appservice) -> trestle::Result<()> {
     let Some((name, text)) = split_name(&cmd.args) else {
-        app.bot().send_text(&room, "usage: !echo-as NAME text").await?;
+        app.bot()
+            .send_text(&room, "usage: !echo-as NAME text")
+            .await?;
         return Ok(());
     };
     let ghost = app.ghost(&format!("{}{}", PLUGIN.ghost_prefix, localpart_for(&name)))?;
@@ -80,8 +87,14 @@ mod tests {
 
     #[test]
     fn names_split_plain_and_quoted() {
-        assert_eq!(split_name("Alice hi there"), Some(("Alice".into(), "hi there")));
-        assert_eq!(split_name("\"Ada L\" hello"), Some(("Ada L".into(), "hello")));
+        assert_eq!(
+            split_name("Alice hi there"),
+            Some(("Alice".into(), "hi there"))
+        );
+        assert_eq!(
+            split_name("\"Ada L\" hello"),
+            Some(("Ada L".into(), "hello"))
+        );
         assert_eq!(split_name("Alice"), None);
         assert_eq!(split_name("\"unclosed hi"), None);
         assert_eq!(split_name("\"\" hi"), None);
