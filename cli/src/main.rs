@@ -70,6 +70,7 @@ fn find_plugin(name: &str) -> Result<Plugin, String> {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),

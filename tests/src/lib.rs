@@ -3,3 +3,7 @@
 //! [`synapse`] starts real Synapse homeservers and talks to them as ordinary Matrix users.
 
 pub mod synapse;
+
+/// The README's example plugin, compiled by the test suite so it cannot rot.
+#[doc = include_str!("../../README.md")]
+mod readme {}

@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# Runs the Trestle demo: a local Synapse, Trestle with every built-in plugin, a demo user and a room
+# with the plugins' bots in it. Stop it with Ctrl-C; run it again at any time (state is kept in
+# <repo>/.demo: Synapse's keys and database, registrations, Trestle's data, the demo user and room).
+#
+#   DEMO_SYNAPSE_PORT     Synapse's port on 127.0.0.1 (default 8008)
+#   DEMO_APPSERVICE_PORT  first appservice port on 127.0.0.1 (default 29300; one port per plugin)
+#   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
+#   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
+#
+# Needs: cargo, python3, curl. Writes .demo/demo.json with the connection details.
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+
+demo_dir="$repo_root/.demo"
+synapse_dir="$demo_dir/synapse"
+registrations_dir="$demo_dir/registrations"
+data_dir="$demo_dir/data"
+synapse_pid_file="$demo_dir/synapse.pid"
+trestle_pid_file="$demo_dir/trestle.pid"
+synapse_log="$demo_dir/synapse.log"
+trestle_log="$demo_dir/trestle.log"
+resp_file="$demo_dir/.response.json"
+
+synapse_port="${DEMO_SYNAPSE_PORT:-8008}"
+appservice_port="${DEMO_APPSERVICE_PORT:-29300}"
+hs_url="http://127.0.0.1:$synapse_port"
+server_name="localhost"
+trestle="${DEMO_TRESTLE_BIN:-$repo_root/target/release/trestle}"
+demo_localpart="demo"
+demo_user="@$demo_localpart:$server_name"
+room_name="Trestle demo"
+timeout_s=60
+
+synapse_pid=""
+trestle_pid=""
+
+log() { echo "demo: $*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+# The command line of a process, or nothing if it is gone.
+cmdline_of() {
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
+}
+
+# Whether a process exists and has not exited (an exited child stays a zombie until reaped, and
+# kill -0 still succeeds on zombies).
+is_running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [[ "${stat%% *}" != Z ]]
+}
+
+# Stops a process: SIGTERM, then SIGKILL after 15 s. Reaps it if it is our child.
+stop_pid() {
+    local pid="$1" name="$2" i
+    if is_running "$pid"; then
+        log "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 150; i++)); do
+            is_running "$pid" || break
+            sleep 0.1
+        done
+        if is_running "$pid"; then
+            log "$name did not stop within 15 s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+# Stops what a previous run left behind, if the pid file still names a process of that kind.
+stop_leftover() {
+    local pid_file="$1" name="$2" pattern="$3" pid
+    [[ -f "$pid_file" ]] || return 0
+    pid="$(cat "$pid_file")"
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [[ "$(cmdline_of "$pid")" == *"$pattern"* ]]; then
+        stop_pid "$pid" "leftover $name"
+    fi
+    rm -f "$pid_file"
+}
+
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+    trap - EXIT INT TERM
+    if [[ -n "$trestle_pid" ]]; then stop_pid "$trestle_pid" Trestle; fi
+    rm -f "$trestle_pid_file"
+    if [[ -n "$synapse_pid" ]]; then stop_pid "$synapse_pid" Synapse; fi
+    rm -f "$synapse_pid_file" "$resp_file"
+}
+
+# ---------------------------------------------------------------------------------------------
+# HTTP and JSON helpers (curl + python3)
+
+# http METHOD URL [JSON_BODY] [ACCESS_TOKEN]: writes the body to $resp_file, prints the status code
+# (000 if the server could not be reached).
+http() {
+    local method="$1" url="$2" body="${3:-}" token="${4:-}"
+    local args=(-sS -X "$method" --max-time 30 --noproxy '*' -o "$resp_file" -w '%{http_code}')
+    if [[ -n "$token" ]]; then args+=(-H "Authorization: Bearer $token"); fi
+    if [[ -n "$body" ]]; then args+=(-H 'Content-Type: application/json' --data-binary "$body"); fi
+    local code
+    : >"$resp_file"
+    code="$(curl "${args[@]}" "$url" 2>/dev/null)" || true
+    echo "${code:-000}"
+}
+
+# json_get FILE KEY...: prints the value at that key path (strings raw, others as JSON; empty if absent).
+json_get() {
+    python3 - "$@" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError:
+    d = None
+for key in sys.argv[2:]:
+    d = d.get(key) if isinstance(d, dict) else None
+if d is not None:
+    print(d if isinstance(d, str) else json.dumps(d))
+PY
+}
+
+# json_string VALUE: a JSON string (also a valid YAML double-quoted scalar).
+json_string() {
+    python3 -c 'import json, sys; print(json.dumps(sys.argv[1]))' "$1"
+}
+
+# json_object KEY VALUE ...: a JSON object of strings.
+json_object() {
+    python3 -c 'import json, sys; a = sys.argv[1:]; print(json.dumps(dict(zip(a[::2], a[1::2]))))' "$@"
+}
+
+# Percent-encodes one URL path segment.
+urlencode() {
+    python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$1"
+}
+
+# yaml_get FILE KEY: a top-level string of a registration file (PyYAML comes with Synapse).
+yaml_get() {
+    "$venv/bin/python" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"
+}
+
+api_fail() {
+    die "$1 failed: HTTP $2 $(cat "$resp_file" 2>/dev/null)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+
+build() {
+    if [[ -n "${DEMO_TRESTLE_BIN:-}" ]]; then
+        log "using $trestle (DEMO_TRESTLE_BIN; not building)"
+        return
+    fi
+    log "building trestle (release)"
+    cargo build --release -p trestle-cli
+    [[ -x "$trestle" ]] || die "$trestle was not built"
+}
+
+write_registrations() {
+    local out i=0 plugin port
+    out="$("$trestle" plugins)" || die "'trestle plugins' failed"
+    plugins=()
+    while IFS= read -r plugin; do
+        plugin="${plugin//[[:space:]]/}"
+        [[ -n "$plugin" ]] || continue
+        [[ "$plugin" =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected plugin name '$plugin' from 'trestle plugins'"
+        plugins+=("$plugin")
+    done <<<"$out"
+    ((${#plugins[@]} > 0)) || die "'trestle plugins' listed no plugins"
+
+    registrations=()
+    for plugin in "${plugins[@]}"; do
+        port=$((appservice_port + i))
+        i=$((i + 1))
+        "$trestle" registration --plugin "$plugin" --url "http://127.0.0.1:$port" \
+            --server-name "$server_name" --output "$registrations_dir/$plugin.yaml" >&2
+        registrations+=("$registrations_dir/$plugin.yaml")
+        log "plugin $plugin: appservice on 127.0.0.1:$port, registration $registrations_dir/$plugin.yaml"
+    done
+}
+
+write_synapse_config() {
+    if [[ ! -f "$synapse_dir/generated.yaml" || ! -f "$synapse_dir/$server_name.signing.key" ]]; then
+        log "generating Synapse config and keys in $synapse_dir"
+        mkdir -p "$synapse_dir"
+        (cd "$synapse_dir" && "$venv/bin/python" -m synapse.app.homeserver \
+            --server-name "$server_name" --config-path "$synapse_dir/generated.yaml" \
+            --data-directory "$synapse_dir" --generate-config --report-stats=no >&2)
+    fi
+    # Synapse merges -c files top-level key by top-level key, later files winning: the generated
+    # file keeps the secrets, keys and database path; demo.yaml is rewritten on every run.
+    local generous="{per_second: 100000, burst_count: 1000000}" reg
+    {
+        echo "# Written by scripts/demo.sh on every run; loaded after generated.yaml."
+        echo "log_config: null  # log to stderr (.demo/synapse.log)"
+        echo "listeners:"
+        echo "  - port: $synapse_port"
+        echo "    bind_addresses: ['127.0.0.1']"
+        echo "    type: http"
+        echo "    tls: false"
+        echo "    x_forwarded: false"
+        echo "    resources:"
+        echo "      - names: [client, federation]"
+        echo "        compress: false"
+        echo "app_service_config_files:"
+        for reg in "${registrations[@]}"; do
+            echo "  - $(json_string "$reg")"
+        done
+        echo "enable_registration: true"
+        echo "enable_registration_without_verification: true"
+        echo "trusted_key_servers: []"
+        echo "suppress_key_server_warning: true"
+        echo "report_stats: false"
+        for key in rc_message rc_registration rc_registration_token_validity rc_joins_per_room \
+            rc_3pid_validation rc_third_party_invite rc_room_creation rc_delayed_event_mgmt \
+            rc_media_create rc_reports rc_user_directory rc_profile rc_key_requests; do
+            echo "$key: $generous"
+        done
+        echo "rc_login: {address: $generous, account: $generous, failed_attempts: $generous}"
+        echo "rc_joins: {local: $generous, remote: $generous}"
+        echo "rc_invites: {per_room: $generous, per_user: $generous, per_issuer: $generous}"
+        echo "rc_presence: {per_user: $generous}"
+        echo "experimental_features:"
+        echo "  msc2409_to_device_messages_enabled: true"
+        echo "  msc3202_transaction_extensions: true"
+    } >"$synapse_dir/demo.yaml"
+}
+
+start_synapse() {
+    if [[ "$(http GET "$hs_url/_matrix/client/versions")" != 000 ]]; then
+        die "something already listens on $hs_url (not started by this script); set DEMO_SYNAPSE_PORT"
+    fi
+    log "starting Synapse on $hs_url (log: $synapse_log)"
+    echo "==== $(date -Is) demo.sh starts Synapse ====" >>"$synapse_log"
+    (cd "$synapse_dir" && exec "$venv/bin/python" -m synapse.app.homeserver \
+        -c "$synapse_dir/generated.yaml" -c "$synapse_dir/demo.yaml") >>"$synapse_log" 2>&1 &
+    synapse_pid=$!
+    echo "$synapse_pid" >"$synapse_pid_file"
+
+    local deadline=$((SECONDS + timeout_s))
+    until [[ "$(http GET "$hs_url/_matrix/client/versions")" == 200 ]]; do
+        if ! is_running "$synapse_pid"; then
+            tail -n 40 "$synapse_log" >&2
+            die "Synapse exited during start-up (log above, full log in $synapse_log)"
+        fi
+        if ((SECONDS > deadline)); then
+            tail -n 40 "$synapse_log" >&2
+            die "Synapse did not answer within ${timeout_s} s"
+        fi
+        sleep 0.2
+    done
+    log "Synapse is up"
+}
+
+start_trestle() {
+    local args=() plugin
+    for plugin in "${plugins[@]}"; do
+        args+=(--plugin "$plugin=$registrations_dir/$plugin.yaml")
+    done
+    log "starting Trestle (log: $trestle_log)"
+    echo "==== $(date -Is) demo.sh starts Trestle ====" >>"$trestle_log"
+    RUST_LOG="${RUST_LOG:-info}" "$trestle" run --homeserver "$hs_url" --server-name "$server_name" \
+        --data-dir "$data_dir" "${args[@]}" >>"$trestle_log" 2>&1 &
+    trestle_pid=$!
+    echo "$trestle_pid" >"$trestle_pid_file"
+
+    # Synapse pinging each appservice proves it is reachable and ends any delivery back-off.
+    local reg id token status deadline
+    for reg in "${registrations[@]}"; do
+        id="$(yaml_get "$reg" id)"
+        token="$(yaml_get "$reg" as_token)"
+        deadline=$((SECONDS + timeout_s))
+        until status="$(http POST "$hs_url/_matrix/client/v1/appservice/$(urlencode "$id")/ping" '{}' "$token")" \
+            && [[ "$status" == 200 ]]; do
+            if ! is_running "$trestle_pid"; then
+                tail -n 40 "$trestle_log" >&2
+                die "Trestle exited during start-up (log above, full log in $trestle_log)"
+            fi
+            if ((SECONDS > deadline)); then
+                tail -n 40 "$trestle_log" >&2
+                die "appservice $id did not answer Synapse's ping within ${timeout_s} s: HTTP $status $(cat "$resp_file")"
+            fi
+            sleep 0.5
+        done
+        log "appservice $id answers Synapse's ping"
+    done
+}
+
+# Sets $access_token for the demo user: the saved token if still valid, else registers or logs in.
+demo_login() {
+    local password_file="$demo_dir/password" token_file="$demo_dir/access_token" status session body
+    if [[ ! -f "$password_file" ]]; then echo "demo-password" >"$password_file"; fi
+    password="$(cat "$password_file")"
+
+    if [[ -f "$token_file" ]]; then
+        access_token="$(cat "$token_file")"
+        if [[ "$(http GET "$hs_url/_matrix/client/v3/account/whoami" '' "$access_token")" == 200 ]]; then
+            log "reusing the saved access token of $demo_user"
+            return
+        fi
+    fi
+
+    body="$(json_object username "$demo_localpart" password "$password" initial_device_display_name demo.sh)"
+    status="$(http POST "$hs_url/_matrix/client/v3/register" "$body")"
+    if [[ "$status" == 401 ]]; then
+        session="$(json_get "$resp_file" session)"
+        body="$(python3 -c 'import json, sys
+print(json.dumps({"username": sys.argv[1], "password": sys.argv[2], "initial_device_display_name": "demo.sh",
+                  "auth": {"type": "m.login.dummy", "session": sys.argv[3]}}))' "$demo_localpart" "$password" "$session")"
+        status="$(http POST "$hs_url/_matrix/client/v3/register" "$body")"
+    fi
+    if [[ "$status" == 200 ]]; then
+        log "registered $demo_user"
+    elif [[ "$(json_get "$resp_file" errcode)" == M_USER_IN_USE ]]; then
+        body="$(python3 -c 'import json, sys
+print(json.dumps({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": sys.argv[1]},
+                  "password": sys.argv[2], "initial_device_display_name": "demo.sh"}))' "$demo_localpart" "$password")"
+        status="$(http POST "$hs_url/_matrix/client/v3/login" "$body")"
+        [[ "$status" == 200 ]] || api_fail "logging in $demo_user (password in $password_file)" "$status"
+        log "logged in as $demo_user"
+    else
+        api_fail "registering $demo_user" "$status"
+    fi
+    access_token="$(json_get "$resp_file" access_token)"
+    [[ -n "$access_token" ]] || die "no access token in the response"
+    (umask 077 && echo "$access_token" >"$token_file")
+}
+
+# The room's joined members, one per line (status code in $members_status).
+joined_members() {
+    members_status="$(http GET "$hs_url/_matrix/client/v3/rooms/$(urlencode "$1")/joined_members" '' "$access_token")"
+    if [[ "$members_status" == 200 ]]; then
+        python3 -c 'import json, sys; print("\n".join(json.load(open(sys.argv[1])).get("joined", {})))' "$resp_file"
+    fi
+}
+
+ensure_room() {
+    local room_file="$demo_dir/room_id" status members_status=""
+    if [[ -f "$room_file" ]]; then
+        room_id="$(cat "$room_file")"
+        joined_members "$room_id" >/dev/null
+        if [[ "$members_status" == 200 ]]; then
+            log "reusing room $room_id"
+            return
+        fi
+        log "saved room $room_id is gone (HTTP $members_status); creating a new one"
+    fi
+    status="$(http POST "$hs_url/_matrix/client/v3/createRoom" \
+        "$(json_object name "$room_name" preset private_chat topic "Talk to Trestle's bots here")" "$access_token")"
+    [[ "$status" == 200 ]] || api_fail "creating the room" "$status"
+    room_id="$(json_get "$resp_file" room_id)"
+    echo "$room_id" >"$room_file"
+    log "created room $room_id"
+}
+
+invite_bots() {
+    local reg bot status members deadline members_status=""
+    bots=()
+    for reg in "${registrations[@]}"; do
+        bots+=("@$(yaml_get "$reg" sender_localpart):$server_name")
+    done
+    members="$(joined_members "$room_id")"
+    for bot in "${bots[@]}"; do
+        if grep -qxF "$bot" <<<"$members"; then continue; fi
+        status="$(http POST "$hs_url/_matrix/client/v3/rooms/$(urlencode "$room_id")/invite" \
+            "$(json_object user_id "$bot")" "$access_token")"
+        if [[ "$status" == 200 ]]; then
+            log "invited $bot"
+        else
+            # e.g. already invited by a previous run: keep waiting for the join anyway.
+            log "inviting $bot: HTTP $status $(cat "$resp_file")"
+        fi
+    done
+    deadline=$((SECONDS + timeout_s))
+    for bot in "${bots[@]}"; do
+        until grep -qxF "$bot" <<<"$(joined_members "$room_id")"; do
+            if ((SECONDS > deadline)); then
+                tail -n 40 "$trestle_log" >&2
+                die "$bot did not join $room_id within ${timeout_s} s (Trestle log above)"
+            fi
+            is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
+            sleep 1
+        done
+        log "$bot is in the room"
+    done
+}
+
+write_demo_json() {
+    python3 - "$demo_dir/demo.json" "$hs_url" "$demo_user" "$password" "$room_id" "${registrations[@]}" <<'PY'
+import json, sys
+out, hs, user, password, room = sys.argv[1:6]
+with open(out, "w") as f:
+    json.dump({"homeserver_url": hs, "user_id": user, "password": password, "room_id": room,
+               "registrations": sys.argv[6:]}, f, indent=2)
+    f.write("\n")
+PY
+}
+
+print_instructions() {
+    cat <<EOF
+
+================================================================================
+ Trestle demo is running. Log in with any Matrix client:
+
+   homeserver  $hs_url
+   user        $demo_user   (or just "$demo_localpart")
+   password    $password
+   room        $room_name  ($room_id)
+   bots        ${bots[*]}
+
+ Try, in the room:
+   !echo hi
+   !echo-as Alice hi
+
+ Logs: $trestle_log, $synapse_log
+ Details: $demo_dir/demo.json
+ Press Ctrl-C to stop.
+================================================================================
+EOF
+}
+
+# ---------------------------------------------------------------------------------------------
+
+command -v curl >/dev/null || die "curl is required"
+command -v python3 >/dev/null || die "python3 is required"
+mkdir -p "$demo_dir" "$registrations_dir" "$data_dir" "$synapse_dir"
+
+stop_leftover "$trestle_pid_file" Trestle "$trestle run"
+stop_leftover "$synapse_pid_file" Synapse "synapse.app.homeserver"
+
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+build
+venv="$(bash "$repo_root/scripts/install-synapse.sh")"
+write_registrations
+write_synapse_config
+start_synapse
+start_trestle
+demo_login
+ensure_room
+invite_bots
+write_demo_json
+print_instructions
+
+# Until Ctrl-C / SIGTERM (the traps stop both), or until one of them dies.
+while is_running "$synapse_pid" && is_running "$trestle_pid"; do
+    wait -n "$synapse_pid" "$trestle_pid" 2>/dev/null || true
+done
+if ! is_running "$trestle_pid"; then
+    tail -n 20 "$trestle_log" >&2
+    die "Trestle exited (log above, full log in $trestle_log)"
+fi
+tail -n 20 "$synapse_log" >&2
+die "Synapse exited (log above, full log in $synapse_log)"

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything CI checks: installs Synapse for the end-to-end tests, then rustfmt, clippy and the
+# whole test suite. Exits non-zero on the first failing step.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+current="setup"
+test_log=""
+on_exit() {
+    local rc=$?
+    if [[ -n "$test_log" ]]; then rm -f "$test_log"; fi
+    echo
+    if [[ $rc -eq 0 ]]; then
+        echo "==> test.sh: OK: all checks passed ($summary) in $((SECONDS - started)) s"
+    else
+        echo "==> test.sh: FAILED at step '$current' (exit $rc) after $((SECONDS - started)) s"
+    fi
+}
+summary=""
+trap on_exit EXIT
+
+step() {
+    current="$1"
+    echo
+    echo "==> $1"
+}
+
+# rustup installs cargo into ~/.cargo/bin, which non-login shells may not have on PATH.
+if ! command -v cargo >/dev/null && [[ -f "$HOME/.cargo/env" ]]; then
+    # shellcheck disable=SC1091
+    source "$HOME/.cargo/env"
+fi
+
+step "install Synapse"
+venv="$(bash scripts/install-synapse.sh)"
+export TRESTLE_SYNAPSE_VENV="$venv"
+
+step "components"
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        rustup component add "$component"
+    fi
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+test_log="$(mktemp)"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
+summary="$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d tests passed, %d failed, %d ignored", p, f, i }' "$test_log")"
+current="done"

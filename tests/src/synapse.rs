@@ -1,0 +1,441 @@
+//! A real Synapse for end-to-end tests.
+//!
+//! Every [`Synapse`] is a fresh homeserver (server name `localhost`, SQLite) in its own temporary
+//! directory, listening on its own free port on 127.0.0.1, so tests may run several at once. It is
+//! killed when dropped. Synapse itself comes from the virtualenv that `scripts/install-synapse.sh`
+//! creates: `$TRESTLE_SYNAPSE_VENV`, else `<workspace>/.local/synapse-venv`. A missing Synapse is a
+//! test failure, never a skip.
+//!
+//! Set `TRESTLE_KEEP_SYNAPSE=1` to keep the temporary directories (config, database, `synapse.log`)
+//! after the test; their paths are printed.
+
+mod client;
+mod config;
+
+pub use client::{UserClient, encode};
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+/// How long Synapse may take to answer `/versions` after being spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often to try a new port when the one picked was taken before Synapse could bind it.
+const START_ATTEMPTS: usize = 3;
+/// Log lines shown in panic messages.
+const LOG_LINES: usize = 60;
+
+/// A running Synapse; dropping it kills the process and deletes its directory.
+pub struct Synapse {
+    child: Option<Child>,
+    dir: Option<tempfile::TempDir>,
+    dir_path: PathBuf,
+    port: u16,
+    http: reqwest::Client,
+    /// The log tail is already in a panic message; don't print it again on drop.
+    log_shown: bool,
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read, drop).
+pub fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// The virtualenv holding Synapse.
+pub fn venv_dir() -> PathBuf {
+    match std::env::var_os("TRESTLE_SYNAPSE_VENV") {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("tests/ has a parent")
+            .join(".local/synapse-venv"),
+    }
+}
+
+fn venv_python() -> PathBuf {
+    let venv = venv_dir();
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "Synapse is not installed: {} does not exist. Run scripts/install-synapse.sh \
+         (or set TRESTLE_SYNAPSE_VENV to a virtualenv with matrix-synapse).",
+        python.display()
+    );
+    python
+}
+
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("building reqwest client")
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Synapse {
+    /// Starts a fresh Synapse on a free loopback port with server name `localhost`, loading the
+    /// given appservice registration files. Panics (with the tail of Synapse's log) if Synapse is not
+    /// installed or does not start.
+    pub async fn start(registrations: &[PathBuf]) -> Synapse {
+        Self::start_with(registrations, "").await
+    }
+
+    /// Like [`Synapse::start`], with extra `homeserver.yaml` content. Each top-level key in
+    /// `extra_yaml` replaces the harness's (or the generated) setting of that key as a whole, e.g.
+    /// `experimental_features:` must repeat the harness's two MSC flags if they are still wanted.
+    pub async fn start_with(registrations: &[PathBuf], extra_yaml: &str) -> Synapse {
+        let python = venv_python();
+        let registrations: Vec<PathBuf> = registrations
+            .iter()
+            .map(|r| {
+                std::fs::canonicalize(r)
+                    .unwrap_or_else(|e| panic!("registration file {}: {e}", r.display()))
+            })
+            .collect();
+
+        let dir = tempfile::Builder::new()
+            .prefix("trestle-synapse-")
+            .tempdir()
+            .expect("creating Synapse temp dir");
+        let dir_path = dir.path().to_path_buf();
+
+        let generate = tokio::process::Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "--server-name", "localhost"])
+            .args([
+                "--config-path",
+                "homeserver.yaml",
+                "--generate-config",
+                "--report-stats=no",
+            ])
+            .current_dir(&dir_path)
+            .output()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "running {} to generate the Synapse config: {e}",
+                    python.display()
+                )
+            });
+        assert!(
+            generate.status.success(),
+            "generating the Synapse config failed ({}):\n{}\n{}",
+            generate.status,
+            String::from_utf8_lossy(&generate.stdout),
+            String::from_utf8_lossy(&generate.stderr)
+        );
+        let generated = std::fs::read_to_string(dir_path.join("homeserver.yaml"))
+            .expect("reading generated homeserver.yaml");
+
+        let mut synapse = Synapse {
+            child: None,
+            dir: Some(dir),
+            dir_path,
+            port: 0,
+            http: http_client(),
+            log_shown: false,
+        };
+        for attempt in 1..=START_ATTEMPTS {
+            synapse.port = free_port();
+            let yaml = config::build(&generated, synapse.port, &registrations, extra_yaml);
+            std::fs::write(synapse.dir_path.join("homeserver.yaml"), yaml)
+                .expect("writing homeserver.yaml");
+            match synapse.spawn_and_wait().await {
+                Ok(()) => return synapse,
+                Err(e)
+                    if attempt < START_ATTEMPTS
+                        && synapse.log().contains("Address already in use") =>
+                {
+                    eprintln!(
+                        "Synapse could not bind port {} ({e}); trying another port",
+                        synapse.port
+                    );
+                }
+                Err(e) => synapse.fail(&e),
+            }
+        }
+        unreachable!()
+    }
+
+    /// Starts the process (config already written) and waits until it answers `/versions`.
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let python = venv_python();
+        let log =
+            File::create(self.log_path()).map_err(|e| format!("creating synapse.log: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("cloning log handle: {e}"))?;
+        let child = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c", "homeserver.yaml"])
+            .current_dir(&self.dir_path)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", python.display()))?;
+        self.child = Some(child);
+
+        let started = Instant::now();
+        let url = format!("{}/_matrix/client/versions", self.base_url());
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                return Err(format!("Synapse exited during start-up ({status})"));
+            }
+            if let Ok(resp) = self
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > START_TIMEOUT {
+                self.kill();
+                return Err(format!(
+                    "Synapse did not answer {url} within {START_TIMEOUT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        self.kill();
+        self.log_shown = true;
+        panic!(
+            "Synapse failed to start: {why}\n(directory {}, venv {})\n---- last {LOG_LINES} lines of synapse.log ----\n{}",
+            self.dir_path.display(),
+            venv_dir().display(),
+            self.log_tail(LOG_LINES)
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills Synapse (SIGKILL) but keeps its directory, so that [`Synapse::restart`] can start it again
+    /// with the same database. Use it to test what happens while the homeserver is down.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Stops Synapse if it is running and starts it again on the same port with the same config and
+    /// database; waits until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        if let Err(e) = self.spawn_and_wait().await {
+            self.fail(&e);
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Always `localhost`.
+    pub fn server_name(&self) -> &str {
+        "localhost"
+    }
+
+    /// The temporary directory with `homeserver.yaml`, `homeserver.db` and `synapse.log`.
+    pub fn dir(&self) -> &Path {
+        &self.dir_path
+    }
+
+    /// Synapse's stdout and stderr (it logs at INFO to stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir_path.join("synapse.log")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read(self.log_path())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of Synapse's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        tail(&self.log(), lines)
+    }
+
+    /// `@localpart:localhost`
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name())
+    }
+
+    /// A client acting with any access token, e.g. an appservice's `as_token` (then `user_id` is the
+    /// `sender_localpart` bot's id).
+    pub fn client(&self, user_id: &str, access_token: &str) -> UserClient {
+        UserClient::new(
+            self.base_url(),
+            user_id.to_owned(),
+            access_token.to_owned(),
+            self.http.clone(),
+        )
+    }
+
+    /// Registers a user through the open client registration API (`m.login.dummy`) and returns a
+    /// client logged in as that user.
+    pub async fn register_user(&self, localpart: &str, password: &str) -> UserClient {
+        let url = format!("{}/_matrix/client/v3/register", self.base_url());
+        let mut body = json!({
+            "username": localpart,
+            "password": password,
+            "initial_device_display_name": "trestle-tests",
+        });
+        for _ in 0..5 {
+            let resp = self
+                .http
+                .post(&url)
+                .json(&body)
+                .send()
+                .await
+                .expect("POST /register");
+            let status = resp.status();
+            let value: serde_json::Value = resp.json().await.unwrap_or_default();
+            if status.is_success() {
+                return self.client(
+                    value["user_id"]
+                        .as_str()
+                        .expect("user_id in /register response"),
+                    value["access_token"]
+                        .as_str()
+                        .expect("access_token in /register response"),
+                );
+            }
+            if status.as_u16() == 401 && value.get("session").is_some() {
+                body["auth"] = json!({"type": "m.login.dummy", "session": value["session"]});
+                continue;
+            }
+            if status.as_u16() == 429 {
+                let ms = value["retry_after_ms"].as_u64().unwrap_or(500);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                continue;
+            }
+            panic!(
+                "registering {localpart} failed: {status} {value}\n---- Synapse log ----\n{}",
+                self.log_tail(20)
+            );
+        }
+        panic!("registering {localpart}: no success after 5 attempts");
+    }
+
+    /// Logs an existing user in with a password.
+    pub async fn login(&self, localpart: &str, password: &str) -> UserClient {
+        let url = format!("{}/_matrix/client/v3/login", self.base_url());
+        let body = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": localpart},
+            "password": password,
+        });
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /login");
+        let status = resp.status();
+        let value: serde_json::Value = resp.json().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "logging in {localpart} failed: {status} {value}"
+        );
+        self.client(
+            value["user_id"]
+                .as_str()
+                .expect("user_id in /login response"),
+            value["access_token"]
+                .as_str()
+                .expect("access_token in /login response"),
+        )
+    }
+
+    /// Asks Synapse to ping an appservice (`POST /_matrix/client/v1/appservice/{id}/ping` with its
+    /// `as_token`) until the appservice answers, which also ends any delivery back-off Synapse is in.
+    /// Panics after `timeout` with Synapse's last answer.
+    pub async fn wait_for_appservice(
+        &self,
+        appservice_id: &str,
+        as_token: &str,
+        timeout: Duration,
+    ) {
+        let url = format!(
+            "{}/_matrix/client/v1/appservice/{}/ping",
+            self.base_url(),
+            client::encode(appservice_id)
+        );
+        let started = Instant::now();
+        loop {
+            let last = match self
+                .http
+                .post(&url)
+                .bearer_auth(as_token)
+                .json(&json!({}))
+                .send()
+                .await
+            {
+                Ok(resp) if resp.status().is_success() => return,
+                Ok(resp) => format!(
+                    "{} {}",
+                    resp.status(),
+                    resp.text().await.unwrap_or_default()
+                ),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() > timeout {
+                panic!(
+                    "appservice {appservice_id} did not answer Synapse's ping within {timeout:?}; last: {last}\n\
+                     ---- Synapse log ----\n{}",
+                    self.log_tail(30)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() && !self.log_shown {
+            eprintln!(
+                "---- test failed; last {LOG_LINES} lines of Synapse log ({}) ----\n{}\n---- end of Synapse log ----",
+                self.log_path().display(),
+                self.log_tail(LOG_LINES)
+            );
+        }
+        if std::env::var_os("TRESTLE_KEEP_SYNAPSE").is_some_and(|v| !v.is_empty() && v != "0")
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!("keeping Synapse directory {}", dir.keep().display());
+        }
+    }
+}
