@@ -1,68 +1,16 @@
 //! The echo bot against a real Synapse: commands, replies, ghosts, and transaction handling.
 
-use std::{path::PathBuf, time::Duration};
-
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use trestle::{Appservice, Registration, Store};
-use trestle_tests::synapse::{Synapse, UserClient, free_port};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    synapse::UserClient,
+};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// Synapse with the echo bot's registration, and the echo bot serving it in this process.
-struct Setup {
-    synapse: Synapse,
-    app: Appservice,
-    appservice_url: String,
-    _stop: oneshot::Sender<()>,
-    _task: JoinHandle<()>,
-    _dir: tempfile::TempDir,
-}
+type Setup = Harness;
 
 async fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let appservice_url = format!("http://127.0.0.1:{port}");
-    let registration: Registration =
-        trestle_echo::PLUGIN.generate_registration(Some(appservice_url.clone()), "localhost");
-    let path: PathBuf = dir.path().join("echo.yaml");
-    registration.write_file(&path).unwrap();
-
-    let synapse = Synapse::start(&[path]).await;
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("echo.db").display()
-    ))
-    .await
-    .unwrap();
-    let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
-        .router(trestle_echo::router())
-        .store(store)
-        .build()
-        .await
-        .unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runner = app.clone();
-    let task = tokio::spawn(async move {
-        runner
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    synapse
-        .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
-        .await;
-    Setup {
-        synapse,
-        app,
-        appservice_url,
-        _stop: stop,
-        _task: task,
-        _dir: dir,
-    }
+    let registration = trestle_echo::PLUGIN.generate_registration(None, "localhost");
+    Harness::start(registration, trestle_echo::router()).await
 }
 
 /// A user in a fresh room with the echo bot, which has joined by itself on invite.
@@ -162,7 +110,7 @@ async fn push_transaction(setup: &Setup, txn_id: &str, events: Vec<Value>) -> (u
     let response = reqwest::Client::new()
         .put(format!(
             "{}/_matrix/app/v1/transactions/{txn_id}",
-            setup.appservice_url
+            setup.url
         ))
         .bearer_auth(token)
         .json(&json!({ "events": events }))

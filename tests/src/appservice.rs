@@ -1,0 +1,108 @@
+//! An appservice served in the test process against a real Synapse.
+
+use std::{path::PathBuf, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use trestle::{Appservice, Registration, Router, Store};
+
+use crate::synapse::{Synapse, UserClient, free_port};
+
+/// How long end-to-end tests wait for something to show up.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Synapse with one registration, and that appservice running in this process.
+pub struct Harness {
+    /// The homeserver.
+    pub synapse: Synapse,
+    /// The appservice, for acting and for [`Appservice::idle`].
+    pub app: Appservice,
+    /// Where the appservice listens.
+    pub url: String,
+    /// The registration Synapse loaded.
+    pub registration: Registration,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    /// The temporary directory with the registration and the store.
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts Synapse with `registration` (its `url` is replaced by a free local port) and serves
+    /// `router` for it on a SQLite store in a temporary directory.
+    pub async fn start(mut registration: Registration, router: Router) -> Harness {
+        Self::start_with(&mut registration, router, "").await
+    }
+
+    /// As [`Harness::start`], with extra Synapse configuration.
+    pub async fn start_with(
+        registration: &mut Registration,
+        router: Router,
+        extra_yaml: &str,
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        registration.url = Some(url.clone());
+        let path: PathBuf = dir.path().join("registration.yaml");
+        registration.write_file(&path).unwrap();
+        let synapse = Synapse::start_with(&[path], extra_yaml).await;
+        let store = Store::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("store.db").display()
+        ))
+        .await
+        .unwrap();
+        let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
+            .router(router)
+            .store(store)
+            .build()
+            .await
+            .unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runner = app.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        synapse
+            .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
+            .await;
+        Harness {
+            synapse,
+            app,
+            url,
+            registration: registration.clone(),
+            stop: Some(stop),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    /// A new user in a new private room, with the bot invited and joined.
+    pub async fn user_in_room_with_bot(&self, localpart: &str) -> (UserClient, String) {
+        let user = self.synapse.register_user(localpart, "password-1234").await;
+        let room = user
+            .create_room(serde_json::json!({"name": "test", "preset": "private_chat"}))
+            .await;
+        let bot = self.app.bot_user_id().to_string();
+        user.invite(&room, &bot).await;
+        let room_id = trestle::ruma::RoomId::parse(&room).unwrap();
+        self.app.bot().join(&room_id).await.unwrap();
+        (user, room)
+    }
+
+    /// Stops the appservice and waits for it to finish.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
