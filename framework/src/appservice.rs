@@ -1,10 +1,16 @@
 //! The appservice: registration, homeserver client, store and router, tied together and served.
 
-use std::{collections::HashSet, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 use ruma::{
-    OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId,
+    OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedTransactionId, OwnedUserId, RoomId,
+    UserId,
     api::{AppserviceUserIdentity, client::appservice::request_ping},
 };
 use serde::Deserialize;
@@ -12,9 +18,19 @@ use tokio::net::TcpListener;
 use trestle_registration::{NamespaceKind, Registration};
 
 use crate::{
-    Error, Intent, Result, Router, Store, client::HomeserverClient, dispatch::Dispatcher,
-    router::EventContext, thirdparty::ThirdPartyLookup, transaction::Incoming,
+    Error, Intent, Result, Router, Store,
+    client::HomeserverClient,
+    inbox::InboxLane,
+    lanes::Lanes,
+    metrics::Metrics,
+    outbox::{OutboxLane, SendFailure, with_send_scope},
+    router::EventContext,
+    thirdparty::ThirdPartyLookup,
+    transaction::{Incoming, TransactionBody},
 };
+
+/// Called with each request the homeserver refused for good and nobody awaited.
+pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;
 
 /// Answers the homeserver's question "does this user exist?" (`GET /users/{userId}`): return
 /// `true` to have the ghost registered and the homeserver told yes.
@@ -48,8 +64,13 @@ pub(crate) struct AppInner {
     pub(crate) store: Store,
     pub(crate) router: Router,
     pub(crate) command_prefix: Arc<str>,
-    pub(crate) dispatcher: Arc<Dispatcher>,
+    pub(crate) inbox: Arc<Lanes<InboxLane>>,
+    pub(crate) outbox: Arc<Lanes<OutboxLane>>,
     pub(crate) registered: tokio::sync::Mutex<HashSet<OwnedUserId>>,
+    pub(crate) joins_queued: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
+    pub(crate) on_send_failure: Option<SendFailureHook>,
+    pub(crate) metrics: Metrics,
+    pub(crate) options: Options,
     pub(crate) user_query: Option<UserQuery>,
     pub(crate) alias_query: Option<AliasQuery>,
     pub(crate) thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
@@ -68,9 +89,51 @@ pub struct AppserviceBuilder {
     alias_query: Option<AliasQuery>,
     thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
     body_limit: usize,
+    on_send_failure: Option<SendFailureHook>,
+    options: Options,
+}
+
+/// Tuning of the inbox and outbox.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) max_rooms: usize,
+    pub(crate) keep_items: Duration,
+    pub(crate) keep_txn_ids: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_rooms: 256,
+            keep_items: Duration::from_secs(24 * 3600),
+            keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 impl AppserviceBuilder {
+    /// Called with each request the homeserver refused for good (a 4xx other than 429) that
+    /// no handler was awaiting. Such failures are logged either way.
+    pub fn on_send_failure(mut self, hook: impl Fn(SendFailure) + Send + Sync + 'static) -> Self {
+        self.on_send_failure = Some(Arc::new(hook));
+        self
+    }
+
+    /// How many rooms are handled at once (each in order); 256 unless set. Work for more
+    /// rooms waits in the store.
+    pub fn max_concurrent_rooms(mut self, rooms: usize) -> Self {
+        self.options.max_rooms = rooms.max(1);
+        self
+    }
+
+    /// How long handled events and sent requests stay in the store (a day unless set), and
+    /// how long transaction ids are remembered (a week unless set).
+    pub fn retention(mut self, items: Duration, txn_ids: Duration) -> Self {
+        self.options.keep_items = items;
+        self.options.keep_txn_ids = txn_ids;
+        self
+    }
+
     /// The handlers.
     pub fn router(mut self, router: Router) -> Self {
         self.router = router;
@@ -129,23 +192,41 @@ impl AppserviceBuilder {
             None => Store::in_memory().await?,
         };
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
-        Ok(Appservice {
-            inner: Arc::new(AppInner {
-                registration: self.registration,
-                server_name,
-                bot_user_id,
-                client,
-                store,
-                router: self.router,
-                command_prefix,
-                dispatcher: Dispatcher::new(),
-                registered: tokio::sync::Mutex::new(HashSet::new()),
-                user_query: self.user_query,
-                alias_query: self.alias_query,
-                thirdparty: self.thirdparty,
-                body_limit: self.body_limit,
-            }),
-        })
+        let id = self.registration.id.clone();
+        let max_rooms = self.options.max_rooms;
+        let inner = Arc::new_cyclic(|weak| AppInner {
+            inbox: Lanes::new(
+                InboxLane::new(weak.clone(), &id),
+                store.clone(),
+                max_rooms,
+                32,
+            ),
+            outbox: Lanes::new(
+                OutboxLane::new(weak.clone(), &id),
+                store.clone(),
+                max_rooms,
+                32,
+            ),
+            registration: self.registration,
+            server_name,
+            bot_user_id,
+            client,
+            store,
+            router: self.router,
+            command_prefix,
+            registered: tokio::sync::Mutex::new(HashSet::new()),
+            joins_queued: Mutex::new(HashSet::new()),
+            user_query: self.user_query,
+            alias_query: self.alias_query,
+            thirdparty: self.thirdparty,
+            body_limit: self.body_limit,
+            on_send_failure: self.on_send_failure,
+            metrics: Metrics::default(),
+            options: self.options,
+        });
+        let app = Appservice { inner };
+        app.start_background_tasks();
+        Ok(app)
     }
 }
 
@@ -167,7 +248,36 @@ impl Appservice {
             alias_query: None,
             thirdparty: None,
             body_limit: 32 * 1024 * 1024,
+            on_send_failure: None,
+            options: Options::default(),
         }
+    }
+
+    /// Picks up work left in the store (by a crash, or by another process on PostgreSQL), and
+    /// prunes what is old. The tasks end when the appservice is dropped.
+    fn start_background_tasks(&self) {
+        let scan = match self.store().backend() {
+            // Only this process writes a SQLite file: the scan is a safety net.
+            crate::store::Backend::Sqlite => Duration::from_secs(30),
+            // Other processes may leave work behind, or let go of a room.
+            _ => Duration::from_secs(2),
+        };
+        self.inner.inbox.scan_forever(scan);
+        self.inner.outbox.scan_forever(scan);
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let (items, txn_ids) = (inner.options.keep_items, inner.options.keep_txn_ids);
+                match inner.store.prune(items, txn_ids).await {
+                    Ok(0) => {}
+                    Ok(rows) => tracing::debug!(rows, "pruned the store"),
+                    Err(error) => tracing::warn!(%error, "could not prune the store"),
+                }
+                drop(inner);
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
     }
 
     /// The registration.
@@ -228,13 +338,56 @@ impl Appservice {
     }
 
     /// Items received but not yet handled.
-    pub fn pending(&self) -> usize {
-        self.inner.dispatcher.pending()
+    pub async fn inbox_depth(&self) -> Result<i64> {
+        self.store().inbox_depth(&self.inner.registration.id).await
     }
 
-    /// Waits until every received item has been handled.
+    /// Requests waiting to be sent.
+    pub async fn outbox_depth(&self) -> Result<i64> {
+        self.store().outbox_depth(&self.inner.registration.id).await
+    }
+
+    /// Waits until every received item has been handled and every request sent (or given up).
     pub async fn idle(&self) {
-        self.inner.dispatcher.idle().await
+        loop {
+            let busy = self.inner.inbox.busy() + self.inner.outbox.busy();
+            if busy == 0
+                && self.inbox_depth().await.unwrap_or(1) == 0
+                && self.outbox_depth().await.unwrap_or(1) == 0
+            {
+                return;
+            }
+            tokio::select! {
+                _ = self.inner.inbox.changed(Duration::from_millis(50)) => {}
+                _ = self.inner.outbox.changed(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// Stores a transaction in the inbox and has its items handled. Returns `false` when the
+    /// transaction id was seen before (and nothing was stored).
+    pub(crate) async fn receive(&self, txn_id: &str, body: TransactionBody) -> Result<bool> {
+        let parsed = body.into_items(txn_id);
+        let items: Vec<_> = parsed
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| item.to_stored(i))
+            .collect();
+        let fresh = self
+            .store()
+            .receive_transaction(&self.inner.registration.id, txn_id, &items)
+            .await?;
+        if fresh {
+            self.inner.metrics.transaction(items.len(), parsed.skipped);
+            let mut announced = HashSet::new();
+            for item in &items {
+                if announced.insert(item.queue_key.as_str()) {
+                    self.inner.inbox.offer(&item.queue_key);
+                }
+            }
+        }
+        Ok(fresh)
     }
 
     /// Asks the homeserver to ping us (`POST /_matrix/client/v1/appservice/{id}/ping`). Besides
@@ -283,30 +436,27 @@ impl Appservice {
             .with_graceful_shutdown(shutdown)
             .await;
         ping.abort();
-        if tokio::time::timeout(Duration::from_secs(30), self.idle())
+        // What is not finished now is in the store and is finished on the next start.
+        if tokio::time::timeout(Duration::from_secs(10), self.idle())
             .await
             .is_err()
         {
-            tracing::warn!(
-                pending = self.pending(),
-                "stopping with events still being handled"
-            );
+            tracing::warn!("stopping with work left in the store for the next start");
         }
         served.map_err(Error::from)
     }
 
-    /// Queues the items of one transaction.
-    pub(crate) fn enqueue(&self, items: Vec<Incoming>) {
-        for item in items {
-            let app = self.clone();
-            self.inner.dispatcher.push(item, move |item| {
-                let app = app.clone();
-                async move { app.handle(item).await }
-            });
-        }
+    /// Handles one inbox item: built-in behaviour, then the router. `item_key` identifies the
+    /// item across re-handling.
+    pub(crate) async fn handle(&self, item: Incoming, item_key: &str) {
+        let started = std::time::Instant::now();
+        let item = Arc::new(item);
+        let key = format!("{}.{item_key}", self.inner.registration.id);
+        with_send_scope(key.clone(), self.handle_scoped(item, key)).await;
+        self.inner.metrics.handled(started.elapsed());
     }
 
-    async fn handle(&self, item: Arc<Incoming>) {
+    async fn handle_scoped(&self, item: Arc<Incoming>, key: String) {
         if let Incoming::Timeline(event) = &*item
             && event.event_type == "m.room.member"
         {
@@ -319,7 +469,12 @@ impl Appservice {
         if own && !self.inner.router.options.own_events {
             return;
         }
-        let ctx = EventContext::new(self.clone(), item, self.inner.command_prefix.clone());
+        let ctx = EventContext::new(
+            self.clone(),
+            item,
+            self.inner.command_prefix.clone(),
+            Arc::from(key),
+        );
         self.inner.router.dispatch(ctx).await;
     }
 
@@ -352,6 +507,7 @@ impl Appservice {
         {
             tracing::error!(%error, "could not record a membership");
         }
+        self.inner.join_settled(&event.room_id, &user_id);
         if membership == "invite"
             && user_id == self.inner.bot_user_id
             && self.inner.router.options.accept_invites
@@ -363,5 +519,19 @@ impl Appservice {
                 }
             }
         }
+    }
+}
+
+impl AppInner {
+    /// Whether a join of `user_id` into `room_id` is already queued; marks it queued if not.
+    pub(crate) fn join_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
+        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        !queued.insert((room_id.to_owned(), user_id.to_owned()))
+    }
+
+    /// Forgets a queued join once its outcome is known.
+    pub(crate) fn join_settled(&self, room_id: &RoomId, user_id: &UserId) {
+        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        queued.remove(&(room_id.to_owned(), user_id.to_owned()));
     }
 }

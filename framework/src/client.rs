@@ -16,9 +16,6 @@ use ruma::api::{
 
 use crate::{Error, Result};
 
-/// How many times a request refused with `M_LIMIT_EXCEEDED` is tried again before giving up.
-const RATE_LIMIT_RETRIES: u32 = 8;
-
 /// A client of the homeserver's client-server API, authenticated as the appservice.
 #[derive(Clone, Debug)]
 pub struct HomeserverClient {
@@ -84,8 +81,8 @@ impl HomeserverClient {
         &self.inner.base_url
     }
 
-    /// Sends `request` as the user in `identity` (the bot when empty). A `429 M_LIMIT_EXCEEDED`
-    /// is retried after exactly the `retry_after_ms` the homeserver asked for.
+    /// Sends `request` as the user in `identity` (the bot when empty), once. Retrying is the
+    /// outbox's business, which knows whether a request may be repeated.
     pub async fn send<R>(
         &self,
         request: R,
@@ -97,32 +94,14 @@ impl HomeserverClient {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        let mut attempt = 0;
-        loop {
-            let http_request = request
-                .clone()
-                .try_into_http_request_with_identity::<Vec<u8>>(
-                    &self.inner.base_url,
-                    SendAccessToken::Appservice(&self.inner.as_token),
-                    identity,
-                    R::PathBuilder::input(&self.inner.versions),
-                )?;
-            let response = self.execute(http_request).await?;
-            match R::IncomingResponse::try_from_http_response(response) {
-                Ok(response) => return Ok(response),
-                Err(e) => {
-                    let error = Error::from(e);
-                    match retry_delay(&error) {
-                        Some(delay) if attempt < RATE_LIMIT_RETRIES => {
-                            attempt += 1;
-                            tracing::debug!(?delay, attempt, "rate limited by the homeserver");
-                            tokio::time::sleep(delay).await;
-                        }
-                        _ => return Err(error),
-                    }
-                }
-            }
-        }
+        let http_request = request.try_into_http_request_with_identity::<Vec<u8>>(
+            &self.inner.base_url,
+            SendAccessToken::Appservice(&self.inner.as_token),
+            identity,
+            R::PathBuilder::input(&self.inner.versions),
+        )?;
+        let response = self.execute(http_request).await?;
+        Ok(R::IncomingResponse::try_from_http_response(response)?)
     }
 
     async fn execute(

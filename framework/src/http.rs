@@ -63,9 +63,23 @@ pub(crate) fn router(app: Appservice) -> Router {
             app.clone(),
             auth::require_hs_token,
         ))
+        // Outside the spec's paths and its token: Prometheus scrapes without Matrix credentials.
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::unrecognized("unknown endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(app)
+}
+
+/// `GET /metrics`: counters and queue depths in Prometheus' text format.
+async fn metrics(
+    axum::extract::State(app): axum::extract::State<Appservice>,
+) -> Result<String, ApiError> {
+    let inbox = app.inbox_depth().await?;
+    let outbox = app.outbox_depth().await?;
+    Ok(app
+        .inner
+        .metrics
+        .render(&app.registration().id, inbox, outbox))
 }
 
 #[cfg(test)]

@@ -1,38 +1,33 @@
 //! Acting as one of the appservice's users: the bot or a ghost.
 //!
-//! An [`Intent`] sends client-server requests with the `as_token` and identity assertion. Ghosts
-//! are registered on first use, and rooms are joined on first send; both are remembered in the
-//! store so a restart does not redo them.
+//! Every action goes through the durable outbox (see [`crate::outbox`]): it is stored first,
+//! then sent in order with the other requests for its room. Awaiting an action waits until the
+//! homeserver accepted it; [`Outgoing::queue`] returns as soon as it is stored. Ghosts are
+//! registered on their first action and rooms joined on the first send; both are remembered in
+//! the store so a restart does not redo them.
 //! Spec: <https://spec.matrix.org/v1.16/application-service-api/#identity-assertion>
 
 mod relations;
 
-use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri,
-    OwnedTransactionId, OwnedUserId, RoomId, TransactionId, UserId,
-    api::{
-        AppserviceUserIdentity, OutgoingRequest,
-        auth_scheme::{AuthScheme, SendAccessToken},
-        client::{
-            account::register::{self, LoginType},
-            membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
-            message::send_message_event,
-            profile::set_profile_field,
-            redact::redact_event,
-            state::send_state_event,
-        },
-        error::ErrorKind,
-    },
-    events::{
-        AnyMessageLikeEventContent, AnyStateEventContent, MessageLikeEventContent,
-        MessageLikeEventType, StateEventContent, StateEventType,
-        room::message::RoomMessageEventContent,
-    },
-    profile::ProfileFieldValue,
-    serde::Raw,
+use std::{
+    future::{Future, IntoFuture},
+    pin::Pin,
+    sync::Arc,
 };
 
-use crate::{Appservice, Error, Result, client::PathInput};
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri,
+    OwnedTransactionId, OwnedUserId, RoomId, UserId,
+    api::{AppserviceUserIdentity, client::account::register, error::ErrorKind},
+    events::{MessageLikeEventContent, StateEventContent, room::message::RoomMessageEventContent},
+};
+
+use crate::{
+    Appservice, Error, Result,
+    appservice::AppInner,
+    outbox::{Delivery, Op, next_txn_id},
+    store::OutboxState,
+};
 
 /// One of the appservice's users, ready to act.
 #[derive(Clone, Debug)]
@@ -46,8 +41,9 @@ pub struct Intent {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct SendOptions {
-    /// The transaction id; a resend with the same id is not duplicated by the homeserver.
-    /// A fresh one is made when unset.
+    /// The transaction id; the homeserver does not duplicate a send repeated with the same id.
+    /// Unset, it is derived from the event being handled (so handling it again after a crash
+    /// repeats the same ids), or random outside a handler.
     pub txn_id: Option<OwnedTransactionId>,
     /// The event's timestamp (timestamp massaging), for bridged history.
     pub ts: Option<MilliSecondsSinceUnixEpoch>,
@@ -67,6 +63,37 @@ impl SendOptions {
     }
 }
 
+/// Registers `user_id` on the homeserver unless that was already done. The bot exists from the
+/// homeserver's start; `M_USER_IN_USE` means the user was registered before.
+pub(crate) async fn ensure_registered(app: &Arc<AppInner>, user_id: &OwnedUserId) -> Result<()> {
+    if *user_id == app.bot_user_id || app.registered.lock().await.contains(user_id) {
+        return Ok(());
+    }
+    if !app
+        .store
+        .ghost(user_id.as_str())
+        .await?
+        .is_some_and(|g| g.registered)
+    {
+        let mut request = register::v3::Request::new();
+        request.username = Some(user_id.localpart().to_owned());
+        request.login_type = Some(register::LoginType::ApplicationService);
+        request.inhibit_login = true;
+        match app
+            .client
+            .send(request, AppserviceUserIdentity::default())
+            .await
+        {
+            Ok(_) => tracing::debug!(%user_id, "registered ghost"),
+            Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
+            Err(e) => return Err(e),
+        }
+        app.store.set_ghost_registered(user_id.as_str()).await?;
+    }
+    app.registered.lock().await.insert(user_id.clone());
+    Ok(())
+}
+
 impl Intent {
     pub(crate) fn new(app: Appservice, user_id: OwnedUserId) -> Self {
         Intent {
@@ -76,7 +103,7 @@ impl Intent {
         }
     }
 
-    /// The same user acting through one of its devices (`device_id` assertion, MSC3202/v1.17).
+    /// The same user acting through one of its devices (`device_id` assertion).
     pub fn with_device(mut self, device_id: OwnedDeviceId) -> Self {
         self.device_id = Some(device_id);
         self
@@ -92,120 +119,90 @@ impl Intent {
         self.user_id == *self.app.bot_user_id()
     }
 
-    fn identity(&self) -> AppserviceUserIdentity<'_> {
-        let mut identity = AppserviceUserIdentity::new(&self.user_id);
-        identity.device_id = self.device_id.as_deref();
-        identity
-    }
-
-    /// Sends any ruma request as this user, registering the user first if needed.
-    pub async fn send_request<R>(&self, request: R) -> Result<R::IncomingResponse>
-    where
-        R: OutgoingRequest,
-        Error: From<ruma::api::error::FromHttpResponseError<R::EndpointError>>,
-        R::PathBuilder: PathInput,
-        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
-    {
-        self.ensure_registered().await?;
-        self.app.client().send(request, self.identity()).await
-    }
-
-    /// Registers the user on the homeserver unless that was already done. The bot exists from
-    /// the homeserver's start; `M_USER_IN_USE` means someone registered it before us.
+    /// Registers the user on the homeserver now, unless that was already done.
     pub async fn ensure_registered(&self) -> Result<()> {
-        if self.is_bot()
-            || self
-                .app
-                .inner
-                .registered
-                .lock()
-                .await
-                .contains(&self.user_id)
+        ensure_registered(&self.app.inner, &self.user_id).await
+    }
+
+    /// Stores `op` in the outbox and has it sent.
+    async fn push(&self, op: Op) -> Result<Delivery> {
+        let inner = &self.app.inner;
+        let queue = op.queue_key(&self.user_id);
+        let json = serde_json::to_string(&op)?;
+        let seq = inner
+            .store
+            .outbox_push(
+                &inner.registration.id,
+                &queue,
+                self.user_id.as_str(),
+                self.device_id.as_deref().map(|d| d.as_str()),
+                &json,
+            )
+            .await?;
+        let outbox = inner.outbox.lane();
+        let delivery = outbox.delivery(seq);
+        // The queue's worker may already have sent it between the insert and the line above:
+        // then the store knows the outcome and the waiter was never called.
+        if let Some((state, event_id, error)) = inner.store.outbox_state(seq).await?
+            && state != OutboxState::Pending
+            && outbox.forget(seq)
         {
-            return Ok(());
+            let outcome = match state {
+                OutboxState::Failed => Err(Error::Other(error.unwrap_or_default())),
+                _ => Ok(event_id.map(OwnedEventId::try_from).transpose()?),
+            };
+            return Ok(Delivery::ready(seq, outcome));
         }
-        let store = self.app.store();
-        if !store
-            .ghost(self.user_id.as_str())
-            .await?
-            .is_some_and(|g| g.registered)
-        {
-            let mut request = register::v3::Request::new();
-            request.username = Some(self.user_id.localpart().to_owned());
-            request.login_type = Some(LoginType::ApplicationService);
-            request.inhibit_login = true;
-            // Registration is done as the appservice itself, not as the ghost.
-            match self
-                .app
-                .client()
-                .send(request, AppserviceUserIdentity::default())
-                .await
-            {
-                Ok(_) => tracing::debug!(user_id = %self.user_id, "registered ghost"),
-                Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
-                Err(e) => return Err(e),
-            }
-            store.set_ghost_registered(self.user_id.as_str()).await?;
-        }
-        self.app
-            .inner
-            .registered
-            .lock()
-            .await
-            .insert(self.user_id.clone());
+        inner.outbox.offer(&queue);
+        Ok(delivery)
+    }
+
+    async fn act(&self, op: Op) -> Result<()> {
+        self.push(op).await?.await?;
         Ok(())
     }
 
     /// Joins a room.
     pub async fn join(&self, room_id: &RoomId) -> Result<()> {
-        self.send_request(join_room_by_id::v3::Request::new(room_id.to_owned()))
-            .await?;
-        self.app
-            .store()
-            .set_membership(room_id.as_str(), self.user_id.as_str(), "join")
-            .await
+        self.act(Op::Join {
+            room_id: room_id.to_owned(),
+        })
+        .await
     }
 
     /// Joins a room unless the store knows the user is in it. A ghost that may not join (an
     /// invite-only room) is invited by the bot first.
     pub async fn ensure_joined(&self, room_id: &RoomId) -> Result<()> {
-        let store = self.app.store();
-        if store
-            .membership(room_id.as_str(), self.user_id.as_str())
-            .await?
-            .as_deref()
-            == Some("join")
-        {
+        if self.is_joined(room_id).await? {
             return Ok(());
         }
-        match self.join(room_id).await {
-            Err(e) if e.is_forbidden() && !self.is_bot() => {
-                self.app.bot().invite(room_id, &self.user_id).await?;
-                self.join(room_id).await
-            }
-            other => other,
-        }
+        self.join(room_id).await
+    }
+
+    async fn is_joined(&self, room_id: &RoomId) -> Result<bool> {
+        let membership = self
+            .app
+            .store()
+            .membership(room_id.as_str(), self.user_id.as_str())
+            .await?;
+        Ok(membership.as_deref() == Some("join"))
     }
 
     /// Invites a user.
     pub async fn invite(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        let recipient = invite_user::v3::InviteUserId::new(user_id.to_owned());
-        self.send_request(invite_user::v3::Request::new(
-            room_id.to_owned(),
-            recipient.into(),
-        ))
-        .await?;
-        Ok(())
+        self.act(Op::Invite {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+        })
+        .await
     }
 
     /// Leaves a room.
     pub async fn leave(&self, room_id: &RoomId) -> Result<()> {
-        self.send_request(leave_room::v3::Request::new(room_id.to_owned()))
-            .await?;
-        self.app
-            .store()
-            .set_membership(room_id.as_str(), self.user_id.as_str(), "leave")
-            .await
+        self.act(Op::Leave {
+            room_id: room_id.to_owned(),
+        })
+        .await
     }
 
     /// Kicks a user.
@@ -215,10 +212,13 @@ impl Intent {
         user_id: &UserId,
         reason: Option<&str>,
     ) -> Result<()> {
-        let mut request = kick_user::v3::Request::new(room_id.to_owned(), user_id.to_owned());
-        request.reason = reason.map(str::to_owned);
-        self.send_request(request).await?;
-        Ok(())
+        let reason = reason.map(str::to_owned);
+        self.act(Op::Kick {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            reason,
+        })
+        .await
     }
 
     /// Bans a user.
@@ -228,160 +228,194 @@ impl Intent {
         user_id: &UserId,
         reason: Option<&str>,
     ) -> Result<()> {
-        let mut request = ban_user::v3::Request::new(room_id.to_owned(), user_id.to_owned());
-        request.reason = reason.map(str::to_owned);
-        self.send_request(request).await?;
-        Ok(())
+        let reason = reason.map(str::to_owned);
+        self.act(Op::Ban {
+            room_id: room_id.to_owned(),
+            user_id: user_id.to_owned(),
+            reason,
+        })
+        .await
     }
 
     /// Sends a message-like event, joining the room first if needed.
-    pub async fn send<C>(&self, room_id: &RoomId, content: &C) -> Result<OwnedEventId>
-    where
-        C: MessageLikeEventContent,
-    {
+    pub fn send<C: MessageLikeEventContent>(&self, room_id: &RoomId, content: &C) -> Outgoing {
         self.send_with(room_id, content, SendOptions::default())
-            .await
     }
 
     /// Sends a message-like event with options.
-    pub async fn send_with<C>(
+    pub fn send_with<C: MessageLikeEventContent>(
         &self,
         room_id: &RoomId,
         content: &C,
         options: SendOptions,
-    ) -> Result<OwnedEventId>
-    where
-        C: MessageLikeEventContent,
-    {
-        let raw = Raw::new(content)?.cast_unchecked::<AnyMessageLikeEventContent>();
-        self.send_raw_with(room_id, content.event_type(), raw, options)
-            .await
+    ) -> Outgoing {
+        let event_type = content.event_type().to_string();
+        let op = serde_json::value::to_raw_value(content).map(|content| Op::Message {
+            room_id: room_id.to_owned(),
+            event_type,
+            content,
+            txn_id: options.txn_id.unwrap_or_else(next_txn_id),
+            ts: options.ts.map(|ts| ts.get().into()),
+        });
+        self.outgoing(op)
     }
 
-    /// Sends an event of any type from raw JSON content — for custom event types.
-    pub async fn send_json(
+    /// Sends an event of any type from JSON content — for custom event types.
+    pub fn send_json(
         &self,
         room_id: &RoomId,
         event_type: &str,
         content: serde_json::Value,
         options: SendOptions,
-    ) -> Result<OwnedEventId> {
-        let raw = Raw::new(&content)?.cast_unchecked::<AnyMessageLikeEventContent>();
-        self.send_raw_with(room_id, event_type.into(), raw, options)
-            .await
-    }
-
-    async fn send_raw_with(
-        &self,
-        room_id: &RoomId,
-        event_type: MessageLikeEventType,
-        body: Raw<AnyMessageLikeEventContent>,
-        options: SendOptions,
-    ) -> Result<OwnedEventId> {
-        self.ensure_joined(room_id).await?;
-        let txn_id = options.txn_id.unwrap_or_else(TransactionId::new);
-        let mut request =
-            send_message_event::v3::Request::new_raw(room_id.to_owned(), txn_id, event_type, body);
-        request.timestamp = options.ts;
-        Ok(self.send_request(request).await?.event_id)
+    ) -> Outgoing {
+        let op = serde_json::value::to_raw_value(&content).map(|content| Op::Message {
+            room_id: room_id.to_owned(),
+            event_type: event_type.to_owned(),
+            content,
+            txn_id: options.txn_id.unwrap_or_else(next_txn_id),
+            ts: options.ts.map(|ts| ts.get().into()),
+        });
+        self.outgoing(op)
     }
 
     /// Sends a plain-text `m.text` message.
-    pub async fn send_text(&self, room_id: &RoomId, text: &str) -> Result<OwnedEventId> {
+    pub fn send_text(&self, room_id: &RoomId, text: &str) -> Outgoing {
         self.send(room_id, &RoomMessageEventContent::text_plain(text))
-            .await
     }
 
     /// Sends a state event.
-    pub async fn send_state<C>(
+    pub fn send_state<C: StateEventContent>(
         &self,
         room_id: &RoomId,
         state_key: &str,
         content: &C,
-    ) -> Result<OwnedEventId>
-    where
-        C: StateEventContent,
-    {
-        let raw = Raw::new(content)?.cast_unchecked::<AnyStateEventContent>();
-        self.send_state_json(room_id, content.event_type(), state_key, raw, None)
-            .await
+    ) -> Outgoing {
+        let event_type = content.event_type().to_string();
+        let op = serde_json::value::to_raw_value(content).map(|content| Op::State {
+            room_id: room_id.to_owned(),
+            event_type,
+            state_key: state_key.to_owned(),
+            content,
+            ts: None,
+        });
+        self.outgoing(op)
     }
 
-    /// Sends a state event from raw content, optionally with a massaged timestamp.
-    pub async fn send_state_json(
+    /// Sends a state event of any type from JSON content, optionally with a massaged timestamp.
+    pub fn send_state_json(
         &self,
         room_id: &RoomId,
-        event_type: StateEventType,
+        event_type: &str,
         state_key: &str,
-        content: Raw<AnyStateEventContent>,
+        content: serde_json::Value,
         ts: Option<MilliSecondsSinceUnixEpoch>,
-    ) -> Result<OwnedEventId> {
-        let mut request = send_state_event::v3::Request::new_raw(
-            room_id.to_owned(),
-            event_type,
-            state_key.to_owned(),
+    ) -> Outgoing {
+        let op = serde_json::value::to_raw_value(&content).map(|content| Op::State {
+            room_id: room_id.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
             content,
-        );
-        request.timestamp = ts;
-        Ok(self.send_request(request).await?.event_id)
+            ts: ts.map(|ts| ts.get().into()),
+        });
+        self.outgoing(op)
     }
 
     /// Redacts an event.
-    pub async fn redact(
-        &self,
-        room_id: &RoomId,
-        event_id: &EventId,
-        reason: Option<&str>,
-    ) -> Result<OwnedEventId> {
-        let mut request = redact_event::v3::Request::new(
-            room_id.to_owned(),
-            event_id.to_owned(),
-            TransactionId::new(),
-        );
-        request.reason = reason.map(str::to_owned);
-        Ok(self.send_request(request).await?.event_id)
+    pub fn redact(&self, room_id: &RoomId, event_id: &EventId, reason: Option<&str>) -> Outgoing {
+        self.outgoing(Ok(Op::Redact {
+            room_id: room_id.to_owned(),
+            event_id: event_id.to_owned(),
+            reason: reason.map(str::to_owned),
+            txn_id: next_txn_id(),
+        }))
+    }
+
+    fn outgoing(&self, op: serde_json::Result<Op>) -> Outgoing {
+        Outgoing {
+            intent: self.clone(),
+            op: op.map_err(Error::from),
+        }
     }
 
     /// Sets the display name, unless the store says it is already that.
     pub async fn set_display_name(&self, name: &str) -> Result<()> {
-        let store = self.app.store();
-        let known = store
+        let known = self
+            .app
+            .store()
             .ghost(self.user_id.as_str())
             .await?
             .and_then(|g| g.display_name);
         if known.as_deref() == Some(name) {
             return Ok(());
         }
-        let value = ProfileFieldValue::DisplayName(name.to_owned());
-        self.send_request(set_profile_field::v3::Request::new(
-            self.user_id.clone(),
-            value,
-        ))
-        .await?;
-        store
-            .set_ghost_display_name(self.user_id.as_str(), Some(name))
-            .await
+        self.act(Op::DisplayName {
+            name: name.to_owned(),
+        })
+        .await
     }
 
     /// Sets the avatar, unless the store says it is already that.
     pub async fn set_avatar_url(&self, url: &OwnedMxcUri) -> Result<()> {
-        let store = self.app.store();
-        let known = store
+        let known = self
+            .app
+            .store()
             .ghost(self.user_id.as_str())
             .await?
             .and_then(|g| g.avatar_url);
         if known.as_deref() == Some(url.as_str()) {
             return Ok(());
         }
-        let value = ProfileFieldValue::AvatarUrl(url.clone());
-        self.send_request(set_profile_field::v3::Request::new(
-            self.user_id.clone(),
-            value,
-        ))
-        .await?;
-        store
-            .set_ghost_avatar_url(self.user_id.as_str(), Some(url.as_str()))
-            .await
+        self.act(Op::AvatarUrl { url: url.clone() }).await
+    }
+}
+
+/// An event on its way out. Await it to get the event id once the homeserver accepted it, or
+/// [`queue`](Outgoing::queue) it to return as soon as it is stored.
+#[must_use = "an Outgoing does nothing until awaited or queued"]
+pub struct Outgoing {
+    intent: Intent,
+    op: Result<Op>,
+}
+
+impl Outgoing {
+    /// Stores the event in the outbox (after a join, if the sender is not in the room yet) and
+    /// returns at once. The returned [`Delivery`] can be awaited for the event id, or dropped.
+    pub async fn queue(self) -> Result<Delivery> {
+        let op = self.op?;
+        if let Op::Message { room_id, .. } | Op::State { room_id, .. } | Op::Redact { room_id, .. } =
+            &op
+            && !self.intent.is_joined(room_id).await?
+            && !self
+                .intent
+                .app
+                .inner
+                .join_queued(room_id, &self.intent.user_id)
+        {
+            // Queued ahead of the event in the same room queue, so it is sent first; the
+            // outcome is not awaited: the event's own delivery reports any failure.
+            drop(
+                self.intent
+                    .push(Op::Join {
+                        room_id: room_id.clone(),
+                    })
+                    .await?,
+            );
+        }
+        self.intent.push(op).await
+    }
+}
+
+impl IntoFuture for Outgoing {
+    type Output = Result<OwnedEventId>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.queue()
+                .await?
+                .await?
+                .ok_or_else(|| Error::Other("the homeserver returned no event id".into()))
+        })
     }
 }
 

@@ -13,17 +13,20 @@
 
 mod appservice;
 pub mod client;
-mod dispatch;
 mod error;
 pub mod http;
+mod inbox;
 pub mod intent;
+mod lanes;
+mod metrics;
+pub mod outbox;
 pub mod plugin;
 pub mod router;
 pub mod store;
 pub mod thirdparty;
 pub mod transaction;
 
-pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, UserQuery};
+pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery};
 pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;

@@ -34,8 +34,8 @@ use std::sync::Arc;
 pub use command::Command;
 pub use context::EventContext;
 pub use extract::{
-    DeviceLists, Ephemeral, Event, FromEventContext, FromRef, RawEvent, Rejection, Room, Sender,
-    State, ToDevice,
+    DeviceLists, Ephemeral, Event, FromEventContext, FromRef, IdempotencyKey, RawEvent, Rejection,
+    Room, Sender, State, ToDevice,
 };
 pub use handler::{Handler, HandlerOutcome, IntoHandlerOutcome};
 

@@ -1,206 +1,148 @@
-//! Durable state: which transactions were seen, which ghosts exist, who is in which room.
+//! Durable state: the inbox and outbox, transaction ids, ghosts, memberships.
 //!
-//! SQLite is the embedded default. Queries are plain runtime queries (no compile-time database),
-//! and the schema is brought up to date by migrations at start.
+//! One store serves SQLite (the embedded default, `sqlite://path`) and PostgreSQL
+//! (`postgres://…`, for scale and for several processes sharing one database). Queries are
+//! runtime queries through sqlx's `Any` driver, written once with `$n` placeholders, which both
+//! dialects read; each dialect has its own migrations, run at connect.
 
-use std::str::FromStr;
+mod inbox;
+mod leases;
+mod outbox;
+mod users;
 
-use sqlx::{
-    Row,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-    },
-};
+use std::time::Duration;
 
-use crate::Result;
+use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
+
+pub use inbox::{InboxItem, NewInboxItem};
+pub use outbox::{OutboxItem, OutboxState};
+pub use users::GhostRecord;
+
+use crate::{Error, Result};
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// SQLite: one process per database file.
+    Sqlite,
+    /// PostgreSQL: any number of processes.
+    Postgres,
+}
 
 /// The store behind an appservice.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
-/// What the store remembers about a ghost.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GhostRecord {
-    /// Whether the user was registered on the homeserver.
-    pub registered: bool,
-    /// The display name last set.
-    pub display_name: Option<String>,
-    /// The avatar URL last set.
-    pub avatar_url: Option<String>,
+/// Milliseconds since the Unix epoch, the unit of every timestamp column.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and runs migrations. `url` is a
-    /// `sqlite://path` URL; `sqlite::memory:` gives a private in-memory database.
+    /// Opens the database at `url`, creating a SQLite file if needed, and brings its schema up
+    /// to date. `sqlite://path/to/file.db`, `sqlite::memory:` (private, for tests), or
+    /// `postgres://user:password@host/database`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            // WAL lets readers proceed while a writer commits; NORMAL sync is durable across
-            // process crashes, which is what a transaction acknowledgement promises.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let in_memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            // An in-memory database exists once per connection: keep exactly one.
-            .max_connections(if in_memory { 1 } else { 4 })
-            .connect_with(options)
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            (Backend::Postgres, url.to_owned())
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            let url = if rest.contains(":memory:") || rest.contains("mode=") {
+                url.to_owned()
+            } else if rest.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            (Backend::Sqlite, url)
+        } else {
+            return Err(Error::Other(format!(
+                "database URL `{url}`: expected sqlite://PATH or postgres://…"
+            )));
+        };
+        let options = match backend {
+            Backend::Sqlite => {
+                let in_memory = url.contains(":memory:");
+                AnyPoolOptions::new()
+                    // An in-memory database exists once per connection: keep exactly one.
+                    .max_connections(if in_memory { 1 } else { 4 })
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers proceed while one writer commits; NORMAL sync
+                            // survives a process crash, which is what an acknowledgement promises.
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA busy_timeout = 10000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+            }
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        };
+        let pool = options
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(&url)
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
     }
 
-    /// An in-memory store, for tests and benchmarks.
+    /// A private in-memory SQLite store, for tests and benchmarks.
     pub async fn in_memory() -> Result<Self> {
         Self::connect("sqlite::memory:").await
     }
 
-    /// Records a transaction id. Returns `false` when it was already recorded, so the caller
-    /// knows the transaction is a resend.
-    pub async fn record_transaction(&self, appservice_id: &str, txn_id: &str) -> Result<bool> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
-        let result = sqlx::query(
-            "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES (?, ?, ?)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(appservice_id)
-        .bind(txn_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// What is known about a ghost.
-    pub async fn ghost(&self, user_id: &str) -> Result<Option<GhostRecord>> {
-        let row = sqlx::query(
-            "SELECT registered, display_name, avatar_url FROM ghosts WHERE user_id = ?",
-        )
-        .bind(user_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|row| GhostRecord {
-            registered: row.get::<i64, _>(0) != 0,
-            display_name: row.get(1),
-            avatar_url: row.get(2),
-        }))
-    }
-
-    /// Remembers that a ghost is registered.
-    pub async fn set_ghost_registered(&self, user_id: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ghosts (user_id, registered) VALUES (?, 1)
-             ON CONFLICT (user_id) DO UPDATE SET registered = 1",
-        )
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Remembers a ghost's display name.
-    pub async fn set_ghost_display_name(&self, user_id: &str, name: Option<&str>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ghosts (user_id, display_name) VALUES (?, ?)
-             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
-        )
-        .bind(user_id)
-        .bind(name)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Remembers a ghost's avatar.
-    pub async fn set_ghost_avatar_url(&self, user_id: &str, url: Option<&str>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ghosts (user_id, avatar_url) VALUES (?, ?)
-             ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
-        )
-        .bind(user_id)
-        .bind(url)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// The membership we last saw or made for `user_id` in `room_id`.
-    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
-        let row =
-            sqlx::query("SELECT membership FROM memberships WHERE room_id = ? AND user_id = ?")
-                .bind(room_id)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
-    /// Records a membership.
-    pub async fn set_membership(
-        &self,
-        room_id: &str,
-        user_id: &str,
-        membership: &str,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership) VALUES (?, ?, ?)
-             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .bind(membership)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The connection pool, for plugins that keep tables of their own.
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn transactions_are_recorded_once_per_appservice() {
-        let store = Store::in_memory().await.unwrap();
-        assert!(store.record_transaction("a", "1").await.unwrap());
-        assert!(!store.record_transaction("a", "1").await.unwrap());
-        assert!(store.record_transaction("b", "1").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn ghosts_and_memberships_persist_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        {
-            let store = Store::connect(&url).await.unwrap();
-            store.set_ghost_registered("@g:x").await.unwrap();
-            store
-                .set_ghost_display_name("@g:x", Some("G"))
-                .await
-                .unwrap();
-            store.set_membership("!r", "@g:x", "join").await.unwrap();
-            assert!(store.record_transaction("a", "7").await.unwrap());
+    /// Deletes inbox and outbox items finished more than `keep_items` ago, and transaction ids
+    /// received more than `keep_txn_ids` ago. Returns how many rows went.
+    ///
+    /// Transaction ids should be kept longer than Synapse may take to resend a transaction
+    /// whose answer it never got — which, across a homeserver restart, can be days.
+    pub async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
+        let items_before = now_ms() - keep_items.as_millis() as i64;
+        let txns_before = now_ms() - keep_txn_ids.as_millis() as i64;
+        let mut removed = 0;
+        for (sql, before) in [
+            (
+                "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
+                items_before,
+            ),
+            (
+                "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
+                items_before,
+            ),
+            (
+                "DELETE FROM transactions WHERE received_at < $1",
+                txns_before,
+            ),
+        ] {
+            removed += sqlx::query(sql)
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
         }
-        let store = Store::connect(&url).await.unwrap();
-        let ghost = store.ghost("@g:x").await.unwrap().unwrap();
-        assert!(ghost.registered);
-        assert_eq!(ghost.display_name.as_deref(), Some("G"));
-        assert_eq!(ghost.avatar_url, None);
-        assert_eq!(
-            store.membership("!r", "@g:x").await.unwrap().as_deref(),
-            Some("join")
-        );
-        assert!(!store.record_transaction("a", "7").await.unwrap());
-        assert_eq!(store.ghost("@nobody:x").await.unwrap(), None);
+        Ok(removed)
     }
 }

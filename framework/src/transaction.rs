@@ -113,7 +113,7 @@ pub type OneTimeKeyCounts = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, BTreeM
 pub type FallbackKeyTypes = BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, Vec<String>>>;
 
 /// MSC3202 data of one transaction.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct DeviceListUpdate {
     /// Users whose devices changed or who no longer share a room.
@@ -166,16 +166,9 @@ impl TransactionBody {
     pub fn into_items(self, txn_id: &str) -> Parsed {
         let mut parsed = Parsed::default();
         for raw in self.events {
-            match serde_json::from_str::<TimelineHead>(raw.get()) {
-                Ok(h) => parsed.items.push(Incoming::Timeline(TimelineEvent {
-                    event_type: h.event_type,
-                    room_id: h.room_id,
-                    sender: h.sender,
-                    event_id: h.event_id,
-                    state_key: h.state_key,
-                    json: Arc::from(raw),
-                })),
-                Err(e) => skip(&mut parsed, txn_id, "event", &raw, &e),
+            match parse_timeline(raw) {
+                Ok(item) => parsed.items.push(item),
+                Err((raw, e)) => skip(&mut parsed, txn_id, "event", &raw, &e),
             }
         }
         // Synapse ≥ 1.156 may send both keys with the same content: prefer the stable one.
@@ -184,26 +177,15 @@ impl TransactionBody {
             .or(self.ephemeral_unstable)
             .unwrap_or_default()
         {
-            match serde_json::from_str::<EphemeralHead>(raw.get()) {
-                Ok(h) => parsed.items.push(Incoming::Ephemeral(EphemeralEvent {
-                    event_type: h.event_type,
-                    room_id: h.room_id,
-                    sender: h.sender,
-                    json: Arc::from(raw),
-                })),
-                Err(e) => skip(&mut parsed, txn_id, "ephemeral event", &raw, &e),
+            match parse_ephemeral(raw) {
+                Ok(item) => parsed.items.push(item),
+                Err((raw, e)) => skip(&mut parsed, txn_id, "ephemeral event", &raw, &e),
             }
         }
         for raw in self.to_device {
-            match serde_json::from_str::<ToDeviceHead>(raw.get()) {
-                Ok(h) => parsed.items.push(Incoming::ToDevice(ToDeviceEvent {
-                    event_type: h.event_type,
-                    sender: h.sender,
-                    to_user_id: h.to_user_id,
-                    to_device_id: h.to_device_id,
-                    json: Arc::from(raw),
-                })),
-                Err(e) => skip(&mut parsed, txn_id, "to-device event", &raw, &e),
+            match parse_to_device(raw) {
+                Ok(item) => parsed.items.push(item),
+                Err((raw, e)) => skip(&mut parsed, txn_id, "to-device event", &raw, &e),
             }
         }
         let mut update = DeviceListUpdate::default();
@@ -248,6 +230,47 @@ impl TransactionBody {
     }
 }
 
+type ParseResult = Result<Incoming, (Box<RawValue>, serde_json::Error)>;
+
+fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
+    match serde_json::from_str::<TimelineHead>(raw.get()) {
+        Ok(h) => Ok(Incoming::Timeline(TimelineEvent {
+            event_type: h.event_type,
+            room_id: h.room_id,
+            sender: h.sender,
+            event_id: h.event_id,
+            state_key: h.state_key,
+            json: Arc::from(raw),
+        })),
+        Err(e) => Err((raw, e)),
+    }
+}
+
+fn parse_ephemeral(raw: Box<RawValue>) -> ParseResult {
+    match serde_json::from_str::<EphemeralHead>(raw.get()) {
+        Ok(h) => Ok(Incoming::Ephemeral(EphemeralEvent {
+            event_type: h.event_type,
+            room_id: h.room_id,
+            sender: h.sender,
+            json: Arc::from(raw),
+        })),
+        Err(e) => Err((raw, e)),
+    }
+}
+
+fn parse_to_device(raw: Box<RawValue>) -> ParseResult {
+    match serde_json::from_str::<ToDeviceHead>(raw.get()) {
+        Ok(h) => Ok(Incoming::ToDevice(ToDeviceEvent {
+            event_type: h.event_type,
+            sender: h.sender,
+            to_user_id: h.to_user_id,
+            to_device_id: h.to_device_id,
+            json: Arc::from(raw),
+        })),
+        Err(e) => Err((raw, e)),
+    }
+}
+
 fn skip(parsed: &mut Parsed, txn_id: &str, what: &str, raw: &RawValue, error: &serde_json::Error) {
     #[derive(Deserialize)]
     struct MaybeId {
@@ -289,6 +312,42 @@ impl Incoming {
             Incoming::Ephemeral(e) => Some(&e.json),
             Incoming::ToDevice(e) => Some(&e.json),
             Incoming::DeviceLists(_) => None,
+        }
+    }
+}
+
+impl Incoming {
+    /// The item as an inbox row.
+    pub(crate) fn to_stored(&self, index: usize) -> crate::store::NewInboxItem {
+        let (kind, payload) = match self {
+            Incoming::Timeline(e) => ("timeline", e.json.get().to_owned()),
+            Incoming::Ephemeral(e) => ("ephemeral", e.json.get().to_owned()),
+            Incoming::ToDevice(e) => ("to_device", e.json.get().to_owned()),
+            // Serialising maps of strings and numbers cannot fail.
+            Incoming::DeviceLists(d) => {
+                ("device_lists", serde_json::to_string(d).unwrap_or_default())
+            }
+        };
+        crate::store::NewInboxItem {
+            queue_key: self.queue_key().map(|r| r.to_string()).unwrap_or_default(),
+            index,
+            kind,
+            payload,
+        }
+    }
+
+    /// Reads an inbox row back. It was valid when stored, so failure means a damaged row.
+    pub(crate) fn from_stored(kind: &str, payload: &str) -> Result<Incoming, serde_json::Error> {
+        let raw = RawValue::from_string(payload.to_owned())?;
+        let unwrap = |r: ParseResult| r.map_err(|(_, e)| e);
+        match kind {
+            "timeline" => unwrap(parse_timeline(raw)),
+            "ephemeral" => unwrap(parse_ephemeral(raw)),
+            "to_device" => unwrap(parse_to_device(raw)),
+            "device_lists" => serde_json::from_str(payload).map(Incoming::DeviceLists),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown inbox item kind `{other}`"
+            ))),
         }
     }
 }

@@ -39,6 +39,14 @@ impl Harness {
         router: Router,
         extra_yaml: &str,
     ) -> Harness {
+        // Logs show with a failing test's output (RUST_LOG picks the level).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info,sqlx=warn".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");

@@ -27,24 +27,12 @@ pub(super) async fn put_transaction(
             Category::Data => ApiError::bad_json(e.to_string()),
         }
     })?;
-    let fresh = app
-        .store()
-        .record_transaction(&app.registration().id, &txn_id)
-        .await?;
-    if !fresh {
+    // Stored before answering: once Synapse has its 200 it forgets the transaction.
+    if !app.receive(&txn_id, body).await? {
         tracing::debug!(
             txn_id,
             "transaction already received; not handling it again"
         );
-        return Ok(Json(json!({})));
     }
-    let parsed = body.into_items(&txn_id);
-    tracing::debug!(
-        txn_id,
-        items = parsed.items.len(),
-        skipped = parsed.skipped,
-        "transaction received"
-    );
-    app.enqueue(parsed.items);
     Ok(Json(json!({})))
 }

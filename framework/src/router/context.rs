@@ -13,16 +13,29 @@ pub struct EventContext {
     pub(crate) incoming: Arc<Incoming>,
     pub(crate) command_prefix: Arc<str>,
     pub(crate) command: Option<Arc<Command>>,
+    pub(crate) item_key: Arc<str>,
 }
 
 impl EventContext {
-    pub(crate) fn new(app: Appservice, incoming: Arc<Incoming>, command_prefix: Arc<str>) -> Self {
+    pub(crate) fn new(
+        app: Appservice,
+        incoming: Arc<Incoming>,
+        command_prefix: Arc<str>,
+        item_key: Arc<str>,
+    ) -> Self {
         EventContext {
             app,
             incoming,
             command_prefix,
             command: None,
+            item_key,
         }
+    }
+
+    /// A key that is the same each time this item is handled — after a crash it may be handled
+    /// again — and different for every other item.
+    pub fn idempotency_key(&self) -> &str {
+        &self.item_key
     }
 
     pub(crate) fn for_route(&self, command: Option<Arc<Command>>) -> Self {

@@ -231,6 +231,18 @@ impl<S> FromEventContext<S> for DeviceLists {
     }
 }
 
+/// The item's idempotency key: the same each time this item is handled (after a crash it may
+/// be handled again), different for every other item. Use it to make effects outside Matrix
+/// happen once; what a handler sends through intents is already deduplicated with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey(pub String);
+
+impl<S> FromEventContext<S> for IdempotencyKey {
+    fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
+        Ok(IdempotencyKey(ctx.idempotency_key().to_owned()))
+    }
+}
+
 /// `Option<T>` never rejects: it is `None` where `T` would skip or reject.
 impl<S, T: FromEventContext<S>> FromEventContext<S> for Option<T> {
     fn from_event_context(ctx: &EventContext, state: &S) -> Result<Self, Rejection> {

@@ -27,8 +27,12 @@ fn text(id: &str, room: &str, sender: &str, body: &str) -> serde_json::Value {
 }
 
 async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
+    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let txn = TXN
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        .to_string();
     let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
-    app.enqueue(body.into_items("t").items);
+    assert!(app.receive(&txn, body).await.unwrap());
     app.idle().await;
 }
 

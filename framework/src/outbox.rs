@@ -1,0 +1,650 @@
+//! The durable outbox: every request to the homeserver waits in the store, in order per room,
+//! until the homeserver accepted it or refused it for good.
+//!
+//! Connection errors and 5xx answers are retried with exponential back-off and jitter; a
+//! `429 M_LIMIT_EXCEEDED` is retried after exactly the `retry_after_ms` the homeserver asked
+//! for; any other 4xx cannot succeed by repeating it and is reported instead. Requests queued
+//! while the homeserver is down are sent, in order, once it is back — also after a restart of
+//! Trestle, since they are read back from the store.
+
+use std::{
+    collections::HashMap,
+    future::{Future, IntoFuture},
+    pin::Pin,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
+};
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId,
+    OwnedTransactionId, OwnedUserId, TransactionId, UInt,
+    api::{
+        AppserviceUserIdentity,
+        client::{
+            membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
+            message::send_message_event,
+            profile::set_profile_field,
+            redact::redact_event,
+            state::send_state_event,
+        },
+    },
+    profile::ProfileFieldValue,
+    serde::Raw,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::sync::oneshot;
+
+use crate::{
+    Error, Result,
+    appservice::AppInner,
+    lanes::Lane,
+    store::{OutboxItem, OutboxState},
+};
+
+/// One request to the homeserver, as stored in the outbox.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+// Externally tagged: `RawValue` content cannot pass through the buffering an internally
+// tagged enum does.
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Op {
+    Message {
+        room_id: OwnedRoomId,
+        event_type: String,
+        content: Box<RawValue>,
+        txn_id: OwnedTransactionId,
+        ts: Option<u64>,
+    },
+    State {
+        room_id: OwnedRoomId,
+        event_type: String,
+        state_key: String,
+        content: Box<RawValue>,
+        ts: Option<u64>,
+    },
+    Redact {
+        room_id: OwnedRoomId,
+        event_id: OwnedEventId,
+        reason: Option<String>,
+        txn_id: OwnedTransactionId,
+    },
+    Join {
+        room_id: OwnedRoomId,
+    },
+    Leave {
+        room_id: OwnedRoomId,
+    },
+    Invite {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+    },
+    Kick {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        reason: Option<String>,
+    },
+    Ban {
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
+        reason: Option<String>,
+    },
+    DisplayName {
+        name: String,
+    },
+    AvatarUrl {
+        url: OwnedMxcUri,
+    },
+}
+
+impl Op {
+    /// The queue the request waits in: its room, or its user for profile changes.
+    pub(crate) fn queue_key(&self, user_id: &OwnedUserId) -> String {
+        match self {
+            Op::Message { room_id, .. }
+            | Op::State { room_id, .. }
+            | Op::Redact { room_id, .. }
+            | Op::Join { room_id }
+            | Op::Leave { room_id }
+            | Op::Invite { room_id, .. }
+            | Op::Kick { room_id, .. }
+            | Op::Ban { room_id, .. } => room_id.to_string(),
+            Op::DisplayName { .. } | Op::AvatarUrl { .. } => format!("user:{user_id}"),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Message { .. } => "message",
+            Op::State { .. } => "state",
+            Op::Redact { .. } => "redaction",
+            Op::Join { .. } => "join",
+            Op::Leave { .. } => "leave",
+            Op::Invite { .. } => "invite",
+            Op::Kick { .. } => "kick",
+            Op::Ban { .. } => "ban",
+            Op::DisplayName { .. } => "display name",
+            Op::AvatarUrl { .. } => "avatar",
+        }
+    }
+}
+
+/// A request that failed for good, as told to the plugin.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct SendFailure {
+    /// Who tried to send.
+    pub user_id: String,
+    /// The room, or `user:<id>` for profile changes.
+    pub queue: String,
+    /// What kind of request (`message`, `join`, …).
+    pub what: &'static str,
+    /// Why the homeserver refused it.
+    pub error: Error,
+}
+
+/// A request in the outbox. Await it to learn the event id once the homeserver accepted the
+/// request; drop it to fire and forget — it will be sent all the same.
+#[must_use = "a Delivery does nothing until awaited; drop it explicitly to fire and forget"]
+pub struct Delivery {
+    seq: i64,
+    rx: oneshot::Receiver<Result<Option<OwnedEventId>>>,
+}
+
+impl Delivery {
+    /// A delivery whose outcome is already known.
+    pub(crate) fn ready(seq: i64, outcome: Result<Option<OwnedEventId>>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(outcome);
+        Delivery { seq, rx }
+    }
+
+    /// The request's place in the outbox.
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+}
+
+impl IntoFuture for Delivery {
+    type Output = Result<Option<OwnedEventId>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            self.rx.await.unwrap_or_else(|_| {
+                Err(Error::Other(
+                    "the outbox stopped before the request was sent".into(),
+                ))
+            })
+        })
+    }
+}
+
+type Waiters = Mutex<HashMap<i64, oneshot::Sender<Result<Option<OwnedEventId>>>>>;
+
+/// The outbox lane: sends stored requests.
+pub(crate) struct OutboxLane {
+    pub(crate) app: Weak<AppInner>,
+    pub(crate) scope: String,
+    pub(crate) appservice_id: String,
+    pub(crate) waiters: Arc<Waiters>,
+}
+
+impl OutboxLane {
+    pub(crate) fn new(app: Weak<AppInner>, appservice_id: &str) -> Self {
+        OutboxLane {
+            app,
+            scope: format!("out:{appservice_id}"),
+            appservice_id: appservice_id.to_owned(),
+            waiters: Arc::default(),
+        }
+    }
+
+    /// Registers interest in the outcome of `seq`.
+    pub(crate) fn delivery(&self, seq: i64) -> Delivery {
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, tx);
+        Delivery { seq, rx }
+    }
+
+    /// Drops interest in `seq`; returns whether there was any (so no outcome was sent yet).
+    pub(crate) fn forget(&self, seq: i64) -> bool {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq)
+            .is_some()
+    }
+
+    fn resolve(&self, seq: i64, outcome: Result<Option<OwnedEventId>>) -> Option<Error> {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+        match (waiter, outcome) {
+            (Some(tx), outcome) => {
+                let _ = tx.send(outcome);
+                None
+            }
+            (None, Err(e)) => Some(e),
+            (None, Ok(_)) => None,
+        }
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Retry {
+    After(Duration),
+    GiveUp,
+}
+
+/// The retry policy. `attempt` counts from 0.
+pub(crate) fn retry_policy(error: &Error, attempt: u32) -> Retry {
+    if let Some(delay) = crate::client::retry_delay(error) {
+        return Retry::After(delay);
+    }
+    match error {
+        Error::Matrix(e) if e.status_code.is_server_error() => Retry::After(backoff(attempt)),
+        Error::Matrix(_) => Retry::GiveUp,
+        Error::Http(_) | Error::Store(_) | Error::Io(_) => Retry::After(backoff(attempt)),
+        _ => Retry::GiveUp,
+    }
+}
+
+/// Exponential back-off from 250 ms to 30 s, with jitter so that many queues retrying at once
+/// do not knock on the homeserver in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = 250u64.saturating_mul(1 << attempt.min(10)).min(30_000);
+    let jitter = rand::random::<u64>() % (base / 2 + 1);
+    Duration::from_millis(base / 2 + jitter)
+}
+
+impl Lane for OutboxLane {
+    type Item = OutboxItem;
+
+    fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<OutboxItem>> {
+        let Some(app) = self.app.upgrade() else {
+            return Ok(Vec::new());
+        };
+        app.store
+            .outbox_next(&self.appservice_id, queue, after, limit)
+            .await
+    }
+
+    fn seq(item: &OutboxItem) -> i64 {
+        item.seq
+    }
+
+    async fn pending_queues(&self, limit: i64) -> Result<Vec<String>> {
+        let Some(app) = self.app.upgrade() else {
+            return Ok(Vec::new());
+        };
+        app.store
+            .outbox_pending_queues(&self.appservice_id, limit)
+            .await
+    }
+
+    async fn process(&self, item: OutboxItem) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        let parsed = serde_json::from_str::<Op>(&item.op)
+            .map_err(Error::from)
+            .and_then(|op| Ok((op, OwnedUserId::try_from(item.user_id.as_str())?)));
+        let (op, user_id) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                tracing::error!(seq = item.seq, %error, "dropping a damaged outbox row");
+                let _ = app
+                    .store
+                    .outbox_finish(
+                        item.seq,
+                        OutboxState::Failed,
+                        None,
+                        Some(&error.to_string()),
+                    )
+                    .await;
+                return;
+            }
+        };
+        let device_id = item.device_id.map(OwnedDeviceId::from);
+        let mut attempt = item.attempts.max(0) as u32;
+        loop {
+            match execute(&app, &op, &user_id, device_id.as_ref()).await {
+                Ok(event_id) => {
+                    let id = event_id.as_ref().map(|e| e.as_str());
+                    if let Err(error) = app
+                        .store
+                        .outbox_finish(item.seq, OutboxState::Sent, id, None)
+                        .await
+                    {
+                        tracing::error!(seq = item.seq, %error, "sent, but could not record it");
+                    }
+                    self.resolve(item.seq, Ok(event_id));
+                    return;
+                }
+                Err(error) => match retry_policy(&error, attempt) {
+                    Retry::After(delay) => {
+                        tracing::warn!(
+                            seq = item.seq, what = op.name(), queue = item.queue_key, %error, ?delay, attempt,
+                            "homeserver request failed; retrying"
+                        );
+                        let _ = app.store.outbox_attempted(item.seq).await;
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
+                    }
+                    Retry::GiveUp => {
+                        tracing::error!(
+                            seq = item.seq, what = op.name(), queue = item.queue_key, %error,
+                            "homeserver refused a request for good"
+                        );
+                        let message = error.to_string();
+                        let _ = app
+                            .store
+                            .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
+                            .await;
+                        if let Some(error) = self.resolve(item.seq, Err(error))
+                            && let Some(hook) = &app.on_send_failure
+                        {
+                            hook(SendFailure {
+                                user_id: item.user_id.clone(),
+                                queue: item.queue_key.clone(),
+                                what: op.name(),
+                                error,
+                            });
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
+    ms.and_then(|ms| UInt::try_from(ms).ok())
+        .map(MilliSecondsSinceUnixEpoch)
+}
+
+/// Sends one request, registering the user first if needed.
+async fn execute(
+    app: &Arc<AppInner>,
+    op: &Op,
+    user_id: &OwnedUserId,
+    device_id: Option<&OwnedDeviceId>,
+) -> Result<Option<OwnedEventId>> {
+    crate::intent::ensure_registered(app, user_id).await?;
+    let mut identity = AppserviceUserIdentity::new(user_id);
+    identity.device_id = device_id.map(|d| &**d);
+    let client = &app.client;
+    let store = &app.store;
+    match op {
+        Op::Message {
+            room_id,
+            event_type,
+            content,
+            txn_id,
+            ts: at,
+        } => {
+            let body = Raw::from_json(content.clone());
+            let mut request = send_message_event::v3::Request::new_raw(
+                room_id.clone(),
+                txn_id.clone(),
+                event_type.as_str().into(),
+                body,
+            );
+            request.timestamp = ts(*at);
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::State {
+            room_id,
+            event_type,
+            state_key,
+            content,
+            ts: at,
+        } => {
+            let mut request = send_state_event::v3::Request::new_raw(
+                room_id.clone(),
+                event_type.as_str().into(),
+                state_key.clone(),
+                Raw::from_json(content.clone()),
+            );
+            request.timestamp = ts(*at);
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::Redact {
+            room_id,
+            event_id,
+            reason,
+            txn_id,
+        } => {
+            let mut request =
+                redact_event::v3::Request::new(room_id.clone(), event_id.clone(), txn_id.clone());
+            request.reason = reason.clone();
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::Join { room_id } => {
+            let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
+            let outcome = join().await;
+            app.join_settled(room_id, user_id);
+            match outcome {
+                // A ghost cannot join an invite-only room by itself: the bot, already there,
+                // invites it. Sent directly, since this room's queue is the one running.
+                Err(e) if e.is_forbidden() && *user_id != app.bot_user_id => {
+                    let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
+                    let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
+                    client
+                        .send(invite, AppserviceUserIdentity::new(&app.bot_user_id))
+                        .await?;
+                    join().await?;
+                }
+                other => {
+                    other?;
+                }
+            }
+            store
+                .set_membership(room_id.as_str(), user_id.as_str(), "join")
+                .await?;
+            Ok(None)
+        }
+        Op::Leave { room_id } => {
+            client
+                .send(leave_room::v3::Request::new(room_id.clone()), identity)
+                .await?;
+            store
+                .set_membership(room_id.as_str(), user_id.as_str(), "leave")
+                .await?;
+            Ok(None)
+        }
+        Op::Invite {
+            room_id,
+            user_id: invitee,
+        } => {
+            let recipient = invite_user::v3::InviteUserId::new(invitee.clone());
+            client
+                .send(
+                    invite_user::v3::Request::new(room_id.clone(), recipient.into()),
+                    identity,
+                )
+                .await?;
+            Ok(None)
+        }
+        Op::Kick {
+            room_id,
+            user_id: target,
+            reason,
+        } => {
+            let mut request = kick_user::v3::Request::new(room_id.clone(), target.clone());
+            request.reason = reason.clone();
+            client.send(request, identity).await?;
+            Ok(None)
+        }
+        Op::Ban {
+            room_id,
+            user_id: target,
+            reason,
+        } => {
+            let mut request = ban_user::v3::Request::new(room_id.clone(), target.clone());
+            request.reason = reason.clone();
+            client.send(request, identity).await?;
+            Ok(None)
+        }
+        Op::DisplayName { name } => {
+            let value = ProfileFieldValue::DisplayName(name.clone());
+            client
+                .send(
+                    set_profile_field::v3::Request::new(user_id.clone(), value),
+                    identity,
+                )
+                .await?;
+            store
+                .set_ghost_display_name(user_id.as_str(), Some(name))
+                .await?;
+            Ok(None)
+        }
+        Op::AvatarUrl { url } => {
+            let value = ProfileFieldValue::AvatarUrl(url.clone());
+            client
+                .send(
+                    set_profile_field::v3::Request::new(user_id.clone(), value),
+                    identity,
+                )
+                .await?;
+            store
+                .set_ghost_avatar_url(user_id.as_str(), Some(url.as_str()))
+                .await?;
+            Ok(None)
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The inbox item being handled, so that what its handlers send gets transaction ids that
+    /// are the same when the item is handled again after a crash — and the homeserver drops the
+    /// repeats.
+    static SEND_SCOPE: SendScope;
+}
+
+pub(crate) struct SendScope {
+    key: String,
+    counter: std::sync::atomic::AtomicU32,
+}
+
+/// Runs `fut` with sends keyed by `key`.
+pub(crate) async fn with_send_scope<F: Future>(key: String, fut: F) -> F::Output {
+    SEND_SCOPE
+        .scope(
+            SendScope {
+                key,
+                counter: Default::default(),
+            },
+            fut,
+        )
+        .await
+}
+
+/// The transaction id for the next send: derived from the inbox item being handled, or random
+/// outside a handler.
+pub(crate) fn next_txn_id() -> OwnedTransactionId {
+    SEND_SCOPE
+        .try_with(|scope| {
+            let n = scope
+                .counter
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            OwnedTransactionId::from(format!("trestle.{}.{n}", scope.key))
+        })
+        .unwrap_or_else(|_| TransactionId::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(status: u16, errcode_json: serde_json::Value) -> Error {
+        let response = http::Response::builder()
+            .status(status)
+            .body(serde_json::to_vec(&errcode_json).unwrap())
+            .unwrap();
+        let error =
+            <ruma::api::error::Error as ruma::api::EndpointError>::from_http_response(response);
+        Error::from(error)
+    }
+
+    #[test]
+    fn rate_limits_wait_exactly_what_the_homeserver_asked() {
+        let e = matrix(
+            429,
+            serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow", "retry_after_ms": 1234}),
+        );
+        assert_eq!(
+            retry_policy(&e, 5),
+            Retry::After(Duration::from_millis(1234))
+        );
+    }
+
+    #[test]
+    fn server_errors_retry_and_client_errors_give_up() {
+        let e = matrix(
+            502,
+            serde_json::json!({"errcode": "M_UNKNOWN", "error": "bad gateway"}),
+        );
+        assert!(matches!(retry_policy(&e, 0), Retry::After(_)));
+        let e = matrix(
+            403,
+            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "no"}),
+        );
+        assert_eq!(retry_policy(&e, 0), Retry::GiveUp);
+        let e = matrix(
+            400,
+            serde_json::json!({"errcode": "M_BAD_JSON", "error": "no"}),
+        );
+        assert_eq!(retry_policy(&e, 0), Retry::GiveUp);
+    }
+
+    #[test]
+    fn backoff_grows_to_a_cap_with_jitter() {
+        for attempt in 0..20 {
+            let d = backoff(attempt);
+            let base = (250u64 << attempt.min(10)).min(30_000);
+            assert!(
+                d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base),
+                "{attempt}: {d:?}"
+            );
+        }
+        assert!(backoff(30) <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ops_survive_the_store() {
+        let op = Op::Message {
+            room_id: "!r:x".try_into().unwrap(),
+            event_type: "m.room.message".into(),
+            content: serde_json::value::to_raw_value(&serde_json::json!({"body": "hi"})).unwrap(),
+            txn_id: "t1".into(),
+            ts: Some(5),
+        };
+        let json = serde_json::to_string(&op).unwrap();
+        let back: Op = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), json);
+        assert_eq!(back.queue_key(&"@u:x".try_into().unwrap()), "!r:x");
+        let profile = Op::DisplayName { name: "N".into() };
+        assert_eq!(profile.queue_key(&"@u:x".try_into().unwrap()), "user:@u:x");
+    }
+
+    #[tokio::test]
+    async fn transaction_ids_repeat_for_the_same_inbox_item() {
+        let first = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
+        let again = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
+        assert_eq!(first, again);
+        assert_ne!(first.0, first.1);
+        assert_ne!(next_txn_id(), next_txn_id());
+    }
+}
