@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Everything CI checks: installs Synapse for the end-to-end tests, then rustfmt, clippy and the
-# whole test suite. Exits non-zero on the first failing step.
+# Everything CI checks: installs Synapse and PostgreSQL for the end-to-end tests, then rustfmt,
+# clippy and the whole test suite. Exits non-zero on the first failing step.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,6 +35,10 @@ fi
 step "install Synapse"
 venv="$(bash scripts/install-synapse.sh)"
 export TRESTLE_SYNAPSE_VENV="$venv"
+
+step "install PostgreSQL"
+pg_bin="$(bash scripts/install-postgres.sh)"
+export TRESTLE_PG_BIN="$pg_bin"
 
 step "components"
 for component in rustfmt clippy; do

@@ -3,6 +3,7 @@
 //! [`synapse`] starts real Synapse homeservers and talks to them as ordinary Matrix users.
 
 pub mod appservice;
+pub mod postgres;
 pub mod synapse;
 
 /// The README's example plugin, compiled by the test suite so it cannot rot.
