@@ -11,7 +11,7 @@ on_exit() {
     local rc=$?
     if [[ -n "$test_log" ]]; then rm -f "$test_log"; fi
     echo
-    if [[ $rc -eq 0 ]]; then
+    if [[ $rc -eq 0 && "$current" == "done" ]]; then
         echo "==> test.sh: OK: all checks passed ($summary) in $((SECONDS - started)) s"
     else
         echo "==> test.sh: FAILED at step '$current' (exit $rc) after $((SECONDS - started)) s"

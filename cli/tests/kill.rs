@@ -1,0 +1,190 @@
+//! The `trestle` binary killed with SIGKILL in the middle of a burst, then started again:
+//! every message is answered exactly once, in order.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use trestle::Registration;
+use trestle_tests::synapse::{Synapse, UserClient, free_port};
+
+const BIN: &str = env!("CARGO_BIN_EXE_trestle");
+
+fn trestle(dir: &Path, homeserver: &str, registration: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("trestle.log"))
+        .unwrap();
+    Command::new(BIN)
+        .args([
+            "run",
+            "--homeserver",
+            homeserver,
+            "--server-name",
+            "localhost",
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .arg("--plugin")
+        .arg(format!("echo={}", registration.display()))
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap()
+}
+
+async fn echoes(user: &UserClient, room: &str) -> Vec<String> {
+    user.messages(room)
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "m.room.message" && e["sender"] == "@echo:localhost")
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn sigkill_during_a_burst_loses_nothing_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let registration_path = dir.path().join("echo.yaml");
+    let status = Command::new(BIN)
+        .args([
+            "registration",
+            "--plugin",
+            "echo",
+            "--server-name",
+            "localhost",
+            "--url",
+        ])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg("--output")
+        .arg(&registration_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let registration = Registration::from_file(&registration_path).unwrap();
+    let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await;
+    let wait_up = async || {
+        synapse
+            .wait_for_appservice(
+                &registration.id,
+                &registration.as_token,
+                Duration::from_secs(30),
+            )
+            .await
+    };
+
+    let mut child = trestle(dir.path(), &synapse.base_url(), &registration_path);
+    wait_up().await;
+    let user = synapse.register_user("kim", "password-1234").await;
+    let room = user.create_room(json!({"preset": "private_chat"})).await;
+    user.invite(&room, "@echo:localhost").await;
+    user.wait_for_event(&room, Duration::from_secs(30), |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == "@echo:localhost"
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+
+    // The burst goes on while Trestle is killed: part of it is answered before, part is
+    // acknowledged but not handled at the kill, part reaches Synapse while Trestle is down.
+    let total = 500;
+    // Ten senders at once, so commands arrive faster than they are answered and a backlog
+    // builds up in the inbox.
+    let mut senders = Vec::new();
+    for first in 0..10 {
+        let sender = user.clone();
+        let room = room.clone();
+        senders.push(tokio::spawn(async move {
+            for i in (first..total).step_by(10) {
+                sender.send_text(&room, &format!("!echo {i}")).await;
+            }
+        }));
+    }
+    let started = Instant::now();
+    loop {
+        let answered = echoes(&user, &room).await.len();
+        if answered >= 100 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no echoes before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = echoes(&user, &room).await.len();
+    eprintln!("killed with {at_kill} of {total} commands answered");
+    assert!(
+        at_kill < total,
+        "the burst was over before the kill; nothing was tested"
+    );
+    let store = trestle::Store::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("data/echo.db").display()
+    ))
+    .await
+    .unwrap();
+    let backlog = store.inbox_depth("echo").await.unwrap();
+    drop(store);
+    eprintln!("{backlog} commands acknowledged but not handled at the kill");
+    assert!(
+        backlog > 0,
+        "the kill left no acknowledged work behind; nothing was tested"
+    );
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    // Echoes come in the order the commands are in the room.
+    let expected: Vec<String> = user
+        .messages(&room)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == user.user_id.as_str() && e["type"] == "m.room.message")
+        .filter_map(|e| {
+            e["content"]["body"]
+                .as_str()?
+                .strip_prefix("!echo ")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(expected.len(), total);
+
+    let mut child = trestle(dir.path(), &synapse.base_url(), &registration_path);
+    wait_up().await;
+    let started = Instant::now();
+    let got = loop {
+        let got = echoes(&user, &room).await;
+        if got.len() >= total || started.elapsed() > Duration::from_secs(120) {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    // A little longer, to catch duplicates that would come after the last expected echo.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got_later = echoes(&user, &room).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("trestle.log")).unwrap_or_default();
+    let tail: String = log
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        got, expected,
+        "killed after {at_kill} echoes; trestle log tail:\n{tail}"
+    );
+    assert_eq!(got_later, expected, "no duplicates after the burst");
+}
