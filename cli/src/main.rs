@@ -47,9 +47,13 @@ enum Command {
         /// The homeserver's server name.
         #[arg(long)]
         server_name: String,
-        /// Where each plugin's SQLite database lives.
+        /// Where each plugin's SQLite database lives (`<data-dir>/<plugin>.db`).
         #[arg(long)]
         data_dir: PathBuf,
+        /// A PostgreSQL URL (postgres://user:password@host/db) to use instead of SQLite, shared
+        /// by all plugins — and by several `trestle` processes, if you run more than one.
+        #[arg(long)]
+        database: Option<String>,
         /// A plugin and its registration file, as NAME=FILE. Repeat for several.
         #[arg(long = "plugin", value_name = "NAME=FILE", required = true)]
         plugins: Vec<String>,
@@ -114,6 +118,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             homeserver,
             server_name,
             data_dir,
+            database,
             plugins,
         } => {
             std::fs::create_dir_all(&data_dir)
@@ -127,10 +132,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let plugin = find_plugin(name)?;
                 let registration = Registration::from_file(file).map_err(|e| e.to_string())?;
                 let addr = listen_addr(&registration, file)?;
-                let db = data_dir.join(format!("{name}.db"));
-                let store = Store::connect(&format!("sqlite://{}", db.display()))
+                let url = match &database {
+                    Some(url) => url.clone(),
+                    None => format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()),
+                };
+                let store = Store::connect(&url)
                     .await
-                    .map_err(|e| format!("{}: {e}", db.display()))?;
+                    .map_err(|e| format!("database {url}: {e}"))?;
                 let app =
                     Appservice::builder(registration, homeserver.clone(), server_name.clone())
                         .router((plugin.router)())
