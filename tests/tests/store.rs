@@ -19,31 +19,58 @@ async fn postgres() -> (Store, ()) {
 }
 
 fn item(queue: &str, index: usize, payload: &str) -> NewInboxItem {
-    NewInboxItem { queue_key: queue.into(), index, kind: "timeline", payload: payload.into() }
+    NewInboxItem {
+        queue_key: queue.into(),
+        index,
+        kind: "timeline",
+        payload: payload.into(),
+    }
 }
 
 async fn transactions_are_stored_once(store: Store) {
-    let items = vec![item("!a", 0, "{\"n\":1}"), item("!b", 1, "{\"n\":2}"), item("!a", 2, "{\"n\":3}")];
+    let items = vec![
+        item("!a", 0, "{\"n\":1}"),
+        item("!b", 1, "{\"n\":2}"),
+        item("!a", 2, "{\"n\":3}"),
+    ];
     assert!(store.receive_transaction("as", "t1", &items).await.unwrap());
     // A resend stores nothing more.
     assert!(!store.receive_transaction("as", "t1", &items).await.unwrap());
     // Another appservice's transaction with the same id is its own.
-    assert!(store.receive_transaction("other", "t1", &items[..1]).await.unwrap());
+    assert!(
+        store
+            .receive_transaction("other", "t1", &items[..1])
+            .await
+            .unwrap()
+    );
     assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
     assert_eq!(store.inbox_depth("other").await.unwrap(), 1);
 }
 
 async fn inbox_keeps_order_per_queue(store: Store) {
-    let many: Vec<_> = (0..450).map(|i| item("!a", i, &format!("{{\"n\":{i}}}"))).collect();
+    let many: Vec<_> = (0..450)
+        .map(|i| item("!a", i, &format!("{{\"n\":{i}}}")))
+        .collect();
     assert!(store.receive_transaction("as", "big", &many).await.unwrap());
-    assert!(store.receive_transaction("as", "t2", &[item("!b", 0, "{}")]).await.unwrap());
-    assert_eq!(store.inbox_pending_queues("as", 10).await.unwrap(), ["!a", "!b"]);
+    assert!(
+        store
+            .receive_transaction("as", "t2", &[item("!b", 0, "{}")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.inbox_pending_queues("as", 10).await.unwrap(),
+        ["!a", "!b"]
+    );
     let first = store.inbox_next("as", "!a", 0, 100).await.unwrap();
     assert_eq!(first.len(), 100);
     assert_eq!(first[0].payload, "{\"n\":0}");
     assert_eq!(first[0].item_key, "big.0");
     assert!(first.windows(2).all(|w| w[0].seq < w[1].seq));
-    let next = store.inbox_next("as", "!a", first[99].seq, 1000).await.unwrap();
+    let next = store
+        .inbox_next("as", "!a", first[99].seq, 1000)
+        .await
+        .unwrap();
     assert_eq!(next.len(), 350);
     assert_eq!(next[349].item_key, "big.449");
     for done in &first {
@@ -55,8 +82,14 @@ async fn inbox_keeps_order_per_queue(store: Store) {
 }
 
 async fn outbox_records_outcomes(store: Store) {
-    let a = store.outbox_push("as", "!r", "@u:x", None, "{\"op\":1}").await.unwrap();
-    let b = store.outbox_push("as", "!r", "@u:x", Some("DEV"), "{\"op\":2}").await.unwrap();
+    let a = store
+        .outbox_push("as", "!r", "@u:x", None, "{\"op\":1}")
+        .await
+        .unwrap();
+    let b = store
+        .outbox_push("as", "!r", "@u:x", Some("DEV"), "{\"op\":2}")
+        .await
+        .unwrap();
     assert!(a < b);
     assert_eq!(store.outbox_depth("as").await.unwrap(), 2);
     let pending = store.outbox_next("as", "!r", 0, 10).await.unwrap();
@@ -64,41 +97,85 @@ async fn outbox_records_outcomes(store: Store) {
     assert_eq!(pending[1].device_id.as_deref(), Some("DEV"));
     store.outbox_attempted(a).await.unwrap();
     store.outbox_attempted(a).await.unwrap();
-    assert_eq!(store.outbox_next("as", "!r", 0, 1).await.unwrap()[0].attempts, 2);
-    store.outbox_finish(a, OutboxState::Sent, Some("$e"), None).await.unwrap();
-    store.outbox_finish(b, OutboxState::Failed, None, Some("M_FORBIDDEN")).await.unwrap();
+    assert_eq!(
+        store.outbox_next("as", "!r", 0, 1).await.unwrap()[0].attempts,
+        2
+    );
+    store
+        .outbox_finish(a, OutboxState::Sent, Some("$e"), None)
+        .await
+        .unwrap();
+    store
+        .outbox_finish(b, OutboxState::Failed, None, Some("M_FORBIDDEN"))
+        .await
+        .unwrap();
     let (state, event, _) = store.outbox_state(a).await.unwrap().unwrap();
     assert_eq!((state, event.as_deref()), (OutboxState::Sent, Some("$e")));
     let (state, _, error) = store.outbox_state(b).await.unwrap().unwrap();
-    assert_eq!((state, error.as_deref()), (OutboxState::Failed, Some("M_FORBIDDEN")));
+    assert_eq!(
+        (state, error.as_deref()),
+        (OutboxState::Failed, Some("M_FORBIDDEN"))
+    );
     assert_eq!(store.outbox_depth("as").await.unwrap(), 0);
-    assert!(store.outbox_pending_queues("as", 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .outbox_pending_queues("as", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn ghosts_and_memberships(store: Store) {
     assert_eq!(store.ghost("@g:x").await.unwrap(), None);
     store.set_ghost_registered("@g:x").await.unwrap();
-    store.set_ghost_display_name("@g:x", Some("G")).await.unwrap();
-    store.set_ghost_avatar_url("@g:x", Some("mxc://x/y")).await.unwrap();
+    store
+        .set_ghost_display_name("@g:x", Some("G"))
+        .await
+        .unwrap();
+    store
+        .set_ghost_avatar_url("@g:x", Some("mxc://x/y"))
+        .await
+        .unwrap();
     let ghost = store.ghost("@g:x").await.unwrap().unwrap();
     assert!(ghost.registered);
     assert_eq!(ghost.display_name.as_deref(), Some("G"));
     assert_eq!(ghost.avatar_url.as_deref(), Some("mxc://x/y"));
     store.set_membership("!r", "@g:x", "join").await.unwrap();
     store.set_membership("!r", "@g:x", "leave").await.unwrap();
-    assert_eq!(store.membership("!r", "@g:x").await.unwrap().as_deref(), Some("leave"));
+    assert_eq!(
+        store.membership("!r", "@g:x").await.unwrap().as_deref(),
+        Some("leave")
+    );
 }
 
 async fn pruning_keeps_what_is_pending(store: Store) {
-    assert!(store.receive_transaction("as", "t", &[item("!a", 0, "{}"), item("!a", 1, "{}")]).await.unwrap());
+    assert!(
+        store
+            .receive_transaction("as", "t", &[item("!a", 0, "{}"), item("!a", 1, "{}")])
+            .await
+            .unwrap()
+    );
     let first = store.inbox_next("as", "!a", 0, 1).await.unwrap()[0].seq;
     store.inbox_done(first).await.unwrap();
-    let sent = store.outbox_push("as", "!a", "@u:x", None, "{}").await.unwrap();
-    store.outbox_push("as", "!a", "@u:x", None, "{}").await.unwrap();
-    store.outbox_finish(sent, OutboxState::Sent, None, None).await.unwrap();
+    let sent = store
+        .outbox_push("as", "!a", "@u:x", None, "{}")
+        .await
+        .unwrap();
+    store
+        .outbox_push("as", "!a", "@u:x", None, "{}")
+        .await
+        .unwrap();
+    store
+        .outbox_finish(sent, OutboxState::Sent, None, None)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(5)).await;
     // Finished items and old transaction ids go; pending work stays.
-    assert_eq!(store.prune(Duration::ZERO, Duration::ZERO).await.unwrap(), 3);
+    assert_eq!(
+        store.prune(Duration::ZERO, Duration::ZERO).await.unwrap(),
+        3
+    );
     assert_eq!(store.inbox_depth("as").await.unwrap(), 1);
     assert_eq!(store.outbox_depth("as").await.unwrap(), 1);
     // With the id forgotten, the same transaction would be taken again.
@@ -108,7 +185,10 @@ async fn pruning_keeps_what_is_pending(store: Store) {
 async fn leases_are_exclusive(store: Store) {
     let ttl = Duration::from_secs(30);
     assert!(store.lease("in:as", "!r", "one", ttl).await.unwrap());
-    assert!(store.lease("in:as", "!r", "one", ttl).await.unwrap(), "renewal by the owner");
+    assert!(
+        store.lease("in:as", "!r", "one", ttl).await.unwrap(),
+        "renewal by the owner"
+    );
     let other = store.lease("in:as", "!r", "two", ttl).await.unwrap();
     match store.backend() {
         // One process per SQLite file: there is nobody to exclude.
@@ -118,7 +198,12 @@ async fn leases_are_exclusive(store: Store) {
     store.release("in:as", "!r", "one").await.unwrap();
     assert!(store.lease("in:as", "!r", "two", ttl).await.unwrap());
     // An expired lease can be taken.
-    assert!(store.lease("in:as", "!s", "one", Duration::ZERO).await.unwrap());
+    assert!(
+        store
+            .lease("in:as", "!s", "one", Duration::ZERO)
+            .await
+            .unwrap()
+    );
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(store.lease("in:as", "!s", "two", ttl).await.unwrap());
 }
