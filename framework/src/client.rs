@@ -81,6 +81,16 @@ impl HomeserverClient {
         &self.inner.base_url
     }
 
+    /// The HTTP client, for requests ruma does not model as a whole (streamed media).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.inner.http
+    }
+
+    /// The appservice token.
+    pub(crate) fn as_token(&self) -> &str {
+        &self.inner.as_token
+    }
+
     /// Sends `request` as the user in `identity` (the bot when empty), once. Retrying is the
     /// outbox's business, which knows whether a request may be repeated.
     pub async fn send<R>(
