@@ -4,7 +4,7 @@
 # <repo>/.demo: Synapse's keys and database, registrations, Trestle's data, the demo user and room).
 #
 #   DEMO_SYNAPSE_PORT     Synapse's port on 127.0.0.1 (default 8008)
-#   DEMO_APPSERVICE_PORT  first appservice port on 127.0.0.1 (default 29300; one port per plugin)
+#   DEMO_APPSERVICE_PORT  the port all plugins listen on, on 127.0.0.1 (default 29300)
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
 #   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
 #
@@ -167,7 +167,7 @@ build() {
 }
 
 write_registrations() {
-    local out i=0 plugin port
+    local out plugin reg
     out="$("$trestle" plugins)" || die "'trestle plugins' failed"
     plugins=()
     while IFS= read -r plugin; do
@@ -178,14 +178,17 @@ write_registrations() {
     done <<<"$out"
     ((${#plugins[@]} > 0)) || die "'trestle plugins' listed no plugins"
 
+    # One listener for every plugin, each under /<plugin>; data (SQLite, registrations) in .demo/data.
+    trestle_config="$demo_dir/trestle.yaml"
+    "$trestle" --config "$trestle_config" init --force --server-name "$server_name" \
+        --homeserver-url "$hs_url" --listen "127.0.0.1:$appservice_port" >&2
     registrations=()
     for plugin in "${plugins[@]}"; do
-        port=$((appservice_port + i))
-        i=$((i + 1))
-        "$trestle" registration --plugin "$plugin" --url "http://127.0.0.1:$port" \
-            --server-name "$server_name" --output "$registrations_dir/$plugin.yaml" >&2
-        registrations+=("$registrations_dir/$plugin.yaml")
-        log "plugin $plugin: appservice on 127.0.0.1:$port, registration $registrations_dir/$plugin.yaml"
+        # Made once, then the same tokens on every run.
+        reg="$("$trestle" --config "$trestle_config" registration "$plugin" --path)" \
+            || die "'trestle registration $plugin' failed"
+        registrations+=("$(cd "$(dirname "$reg")" && pwd)/$(basename "$reg")")
+        log "plugin $plugin: http://127.0.0.1:$appservice_port/$plugin, registration $reg"
     done
 }
 
@@ -263,14 +266,9 @@ start_synapse() {
 }
 
 start_trestle() {
-    local args=() plugin
-    for plugin in "${plugins[@]}"; do
-        args+=(--plugin "$plugin=$registrations_dir/$plugin.yaml")
-    done
     log "starting Trestle (log: $trestle_log)"
     echo "==== $(date -Is) demo.sh starts Trestle ====" >>"$trestle_log"
-    RUST_LOG="${RUST_LOG:-info}" "$trestle" run --homeserver "$hs_url" --server-name "$server_name" \
-        --data-dir "$data_dir" "${args[@]}" >>"$trestle_log" 2>&1 &
+    RUST_LOG="${RUST_LOG:-info}" "$trestle" --config "$trestle_config" run >>"$trestle_log" 2>&1 &
     trestle_pid=$!
     echo "$trestle_pid" >"$trestle_pid_file"
 
@@ -421,6 +419,8 @@ print_instructions() {
  Try, in the room:
    !echo hi
    !echo-as Alice hi
+   !ping
+   !help
 
  Logs: $trestle_log, $synapse_log
  Details: $demo_dir/demo.json

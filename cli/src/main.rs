@@ -1,13 +1,18 @@
-//! `trestle`: the host that runs Trestle's bundled plugins.
+//! `trestle`: the host that runs Trestle's bundled plugins. Everything here is argument
+//! handling; the work is in the `trestle` library (`config`, `host`).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use trestle::{Appservice, Plugin, Registration, Store};
+use trestle::{
+    Plugin,
+    config::{Config, LogFormat, default_config},
+    host::{Host, enabled_plugins, write_registration},
+};
 
 /// Every plugin this binary can run.
-const PLUGINS: &[Plugin] = &[trestle_echo::PLUGIN];
+const PLUGINS: &[Plugin] = &[trestle_echo::PLUGIN, trestle_ping::PLUGIN];
 
 #[derive(Parser)]
 #[command(
@@ -16,48 +21,63 @@ const PLUGINS: &[Plugin] = &[trestle_echo::PLUGIN];
     about = "Runs Matrix application services built on Trestle"
 )]
 struct Cli {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "TRESTLE_CONFIG",
+        default_value = "trestle.yaml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Lists the bundled plugins, one name per line.
-    Plugins,
-    /// Writes a plugin's registration file. An existing file keeps its tokens.
-    Registration {
-        /// The plugin.
-        #[arg(long)]
-        plugin: String,
-        /// Where the homeserver reaches the plugin, e.g. http://127.0.0.1:29300.
-        #[arg(long)]
-        url: String,
+    /// Writes a commented configuration to start from.
+    Init {
         /// The homeserver's server name (the part after `:` in user ids).
         #[arg(long)]
         server_name: String,
-        /// The file to write.
-        #[arg(long)]
-        output: PathBuf,
-    },
-    /// Runs plugins until Ctrl-C or SIGTERM.
-    Run {
         /// The homeserver's client-server API URL.
+        #[arg(long, default_value = "http://127.0.0.1:8008")]
+        homeserver_url: String,
+        /// Where the plugins listen.
+        #[arg(long, default_value = "127.0.0.1:29300")]
+        listen: SocketAddr,
+        /// Replace an existing file.
         #[arg(long)]
-        homeserver: String,
-        /// The homeserver's server name.
-        #[arg(long)]
-        server_name: String,
-        /// Where each plugin's SQLite database lives (`<data-dir>/<plugin>.db`).
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// A PostgreSQL URL (postgres://user:password@host/db) to use instead of SQLite, shared
-        /// by all plugins — and by several `trestle` processes, if you run more than one.
-        #[arg(long)]
-        database: Option<String>,
-        /// A plugin and its registration file, as NAME=FILE. Repeat for several.
-        #[arg(long = "plugin", value_name = "NAME=FILE", required = true)]
-        plugins: Vec<String>,
+        force: bool,
     },
+    /// Prints a plugin's registration, making it (with fresh tokens) the first time; later
+    /// calls print the same tokens. Give the file it lives in to the homeserver.
+    Registration {
+        /// The plugin.
+        plugin: String,
+        /// Print the registration file's path instead of its contents.
+        #[arg(long)]
+        path: bool,
+    },
+    /// Checks the configuration, the homeserver, and each plugin's registration with it.
+    Check,
+    /// Runs the enabled plugins until Ctrl-C or SIGTERM.
+    Run,
+    /// Lists the bundled plugins, one name per line.
+    Plugins,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("trestle: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn find_plugin(name: &str) -> Result<Plugin, String> {
@@ -71,119 +91,169 @@ fn find_plugin(name: &str) -> Result<Plugin, String> {
         })
 }
 
-#[tokio::main]
-async fn main() {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
-    if let Err(error) = run(Cli::parse()).await {
-        eprintln!("trestle: {error}");
-        std::process::exit(1);
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = config.logging.level.as_deref().unwrap_or("info");
+        tracing_subscriber::EnvFilter::new(format!("{level},sqlx=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.logging.format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        _ => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Plugins => {
             for plugin in PLUGINS {
                 println!("{}", plugin.name);
             }
-            Ok(())
         }
-        Command::Registration {
-            plugin,
-            url,
+        Command::Init {
             server_name,
-            output,
+            homeserver_url,
+            listen,
+            force,
         } => {
+            if cli.config.exists() && !force {
+                return Err(format!(
+                    "{} exists; pass --force to replace it",
+                    cli.config.display()
+                ));
+            }
+            let text = default_config(&server_name, &homeserver_url, listen, PLUGINS);
+            std::fs::write(&cli.config, text)
+                .map_err(|e| format!("{}: {e}", cli.config.display()))?;
+            eprintln!("wrote {}", cli.config.display());
+        }
+        Command::Registration { plugin, path } => {
+            let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
             let plugin = find_plugin(&plugin)?;
-            let registration = if output.exists() {
-                // Tokens stay stable: the homeserver has the old file loaded.
-                let mut existing = Registration::from_file(&output).map_err(|e| e.to_string())?;
-                existing.url = Some(url);
-                existing
+            let (registration, file) =
+                write_registration(&config, &plugin).map_err(|e| e.to_string())?;
+            if path {
+                println!("{}", file.display());
             } else {
-                plugin.generate_registration(Some(url), &server_name)
-            };
-            if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                print!("{}", registration.to_yaml());
             }
-            registration.write_file(&output).map_err(|e| e.to_string())
         }
-        Command::Run {
-            homeserver,
-            server_name,
-            data_dir,
-            database,
-            plugins,
-        } => {
-            std::fs::create_dir_all(&data_dir)
-                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
-            let mut tasks = Vec::new();
-            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            for spec in plugins {
-                let (name, file) = spec
-                    .split_once('=')
-                    .ok_or_else(|| format!("--plugin {spec}: expected NAME=FILE"))?;
-                let plugin = find_plugin(name)?;
-                let registration = Registration::from_file(file).map_err(|e| e.to_string())?;
-                let addr = listen_addr(&registration, file)?;
-                let url = match &database {
-                    Some(url) => url.clone(),
-                    None => format!("sqlite://{}", data_dir.join(format!("{name}.db")).display()),
-                };
-                let store = Store::connect(&url)
-                    .await
-                    .map_err(|e| format!("database {url}: {e}"))?;
-                let app =
-                    Appservice::builder(registration, homeserver.clone(), server_name.clone())
-                        .router((plugin.router)())
-                        .store(store)
-                        .build()
-                        .await
-                        .map_err(|e| format!("{name}: {e}"))?;
-                let listener = TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| format!("{name}: bind {addr}: {e}"))?;
-                let mut stop = stop_rx.clone();
-                tasks.push(tokio::spawn(async move {
-                    let shutdown = async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    };
-                    if let Err(error) = app.run(listener, shutdown).await {
-                        tracing::error!(plugin = plugin.name, %error, "plugin stopped");
-                    }
-                }));
-            }
-            shutdown_signal().await;
-            tracing::info!("stopping");
-            let _ = stop_tx.send(true);
-            for task in tasks {
-                let _ = task.await;
-            }
-            Ok(())
+        Command::Check => return check(&cli.config).await,
+        Command::Run => {
+            let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            init_logging(&config);
+            let host = Host::new(&config, PLUGINS)
+                .await
+                .map_err(|e| e.to_string())?;
+            let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+                format!(
+                    "{}: field `listen`: cannot listen on {}: {e}",
+                    config.path.display(),
+                    config.listen
+                )
+            })?;
+            host.run(listener, shutdown_signal())
+                .await
+                .map_err(|e| e.to_string())?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn listen_addr(registration: &Registration, file: &str) -> Result<SocketAddr, String> {
-    let url = registration.url.as_deref().ok_or_else(|| {
-        format!("{file}: field `url`: is null, so the homeserver cannot reach the plugin")
-    })?;
-    let parsed = url::Url::parse(url).map_err(|e| format!("{file}: field `url`: {e}"))?;
-    let host = parsed
-        .host_str()
-        .unwrap_or("127.0.0.1")
-        .trim_matches(['[', ']']);
-    let port = parsed.port_or_known_default().unwrap_or(80);
-    format!("{host}:{port}")
-        .parse()
-        .or_else(|_| format!("0.0.0.0:{port}").parse())
-        .map_err(|e| format!("{file}: field `url`: {e}"))
+/// `trestle check`: says what works and what does not, in plain words.
+async fn check(path: &std::path::Path) -> Result<ExitCode, String> {
+    let config = match Config::load(path) {
+        Ok(config) => {
+            println!("ok    configuration {} is valid", path.display());
+            config
+        }
+        Err(error) => {
+            println!("FAIL  configuration: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let plugins = enabled_plugins(&config, PLUGINS).map_err(|e| e.to_string())?;
+    let homeserver = match config.homeserver_url().await {
+        Ok(url) => url,
+        Err(error) => {
+            println!("FAIL  homeserver: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    match reqwest::get(format!("{homeserver}/_matrix/client/versions")).await {
+        Ok(response) if response.status().is_success() => {
+            println!("ok    homeserver {homeserver} answers")
+        }
+        Ok(response) => {
+            println!(
+                "FAIL  homeserver {homeserver} answered {} to /_matrix/client/versions",
+                response.status()
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => {
+            println!("FAIL  homeserver {homeserver} is not reachable: {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let host = match Host::new(&config, PLUGINS).await {
+        Ok(host) => host,
+        Err(error) => {
+            println!("FAIL  {error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    // The homeserver pings the plugins at their URL: serve them for the check, unless a
+    // running `trestle run` already does.
+    let serving = match TcpListener::bind(config.listen).await {
+        Ok(listener) => {
+            let router = host.router();
+            Some(tokio::spawn(
+                async move { axum_serve(listener, router).await },
+            ))
+        }
+        Err(_) => {
+            println!(
+                "note  {} is in use (a running trestle?); checking through it",
+                config.listen
+            );
+            None
+        }
+    };
+    let mut failed = false;
+    for (name, outcome) in host.check().await {
+        match outcome {
+            Ok(rtt) => println!(
+                "ok    {name}: the homeserver reached the plugin in {} ms",
+                rtt.as_millis()
+            ),
+            Err(reason) => {
+                failed = true;
+                println!("FAIL  {reason}");
+            }
+        }
+    }
+    if let Some(task) = serving {
+        task.abort();
+    }
+    if plugins.is_empty() {
+        println!("note  no plugin is enabled");
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn axum_serve(listener: TcpListener, router: axum::Router) {
+    let _ = axum::serve(listener, router).await;
 }
 
 async fn shutdown_signal() {
@@ -202,4 +272,5 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing in-flight work");
 }

@@ -407,6 +407,27 @@ impl Appservice {
         Ok(response.duration)
     }
 
+    /// Pings the homeserver from a task (the homeserver can reach us only once we listen),
+    /// retrying a few times; the result is logged.
+    pub(crate) fn ping_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let pinger = self.clone();
+        tokio::spawn(async move {
+            let id = pinger.inner.registration.id.clone();
+            for attempt in 1..=5u32 {
+                match pinger.ping_homeserver().await {
+                    Ok(rtt) => {
+                        tracing::info!(appservice = %id, ?rtt, "homeserver ping succeeded");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(appservice = %id, %error, attempt, "homeserver ping failed");
+                        tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
+                    }
+                }
+            }
+        })
+    }
+
     /// Serves the Application Service API on `listener` until `shutdown` completes, then stops
     /// accepting requests and waits (up to 30 s) for queued events to be handled.
     pub async fn run(
@@ -416,22 +437,7 @@ impl Appservice {
     ) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(appservice = %self.inner.registration.id, %addr, "listening");
-        let pinger = self.clone();
-        let ping = tokio::spawn(async move {
-            // The homeserver reaches us only once we listen, so ping from a task.
-            for attempt in 1..=5u32 {
-                match pinger.ping_homeserver().await {
-                    Ok(rtt) => {
-                        tracing::info!(?rtt, "homeserver ping succeeded");
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, attempt, "homeserver ping failed");
-                        tokio::time::sleep(Duration::from_secs(2u64.pow(attempt))).await;
-                    }
-                }
-            }
-        });
+        let ping = self.ping_in_background();
         let served = axum::serve(listener, self.http_router())
             .with_graceful_shutdown(shutdown)
             .await;
@@ -452,8 +458,22 @@ impl Appservice {
         let started = std::time::Instant::now();
         let item = Arc::new(item);
         let key = format!("{}.{item_key}", self.inner.registration.id);
-        with_send_scope(key.clone(), self.handle_scoped(item, key)).await;
-        self.inner.metrics.handled(started.elapsed());
+        let span = tracing::info_span!(
+            "event",
+            appservice = %self.inner.registration.id,
+            room_id = item.queue_key().map(|r| r.as_str()).unwrap_or_default(),
+            event_id = match &*item { Incoming::Timeline(e) => e.event_id.as_str(), _ => "" },
+            event_type = item.event_type().unwrap_or_default(),
+        );
+        let event_type = item.event_type().map(str::to_owned);
+        tracing::Instrument::instrument(
+            with_send_scope(key.clone(), self.handle_scoped(item, key)),
+            span,
+        )
+        .await;
+        self.inner
+            .metrics
+            .handled(event_type.as_deref(), started.elapsed());
     }
 
     async fn handle_scoped(&self, item: Arc<Incoming>, key: String) {

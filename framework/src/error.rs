@@ -34,6 +34,9 @@ pub enum Error {
     /// A file or socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// The configuration is unreadable or invalid; the message names the file, line and field.
+    #[error("{0}")]
+    Config(String),
     /// Anything else, in words.
     #[error("{0}")]
     Other(String),

@@ -76,10 +76,11 @@ async fn metrics(
 ) -> Result<String, ApiError> {
     let inbox = app.inbox_depth().await?;
     let outbox = app.outbox_depth().await?;
-    Ok(app
-        .inner
+    let mut families = crate::metrics::Families::default();
+    app.inner
         .metrics
-        .render(&app.registration().id, inbox, outbox))
+        .collect(&app.registration().id, inbox, outbox, &mut families);
+    Ok(families.render())
 }
 
 #[cfg(test)]

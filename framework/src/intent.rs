@@ -7,6 +7,7 @@
 //! the store so a restart does not redo them.
 //! Spec: <https://spec.matrix.org/v1.16/application-service-api/#identity-assertion>
 
+mod ephemeral;
 mod relations;
 
 use std::{

@@ -13,11 +13,14 @@
 
 mod appservice;
 pub mod client;
+pub mod config;
 mod error;
+pub mod host;
 pub mod http;
 mod inbox;
 pub mod intent;
 mod lanes;
+pub mod media;
 mod metrics;
 pub mod outbox;
 pub mod plugin;

@@ -1,89 +1,258 @@
-//! Counters an operator wants to see, served as Prometheus text at `/metrics`.
+//! Counters an operator wants to see, served as Prometheus text at `/metrics`, labelled by
+//! plugin (appservice).
 
 use std::{
+    collections::{BTreeMap, HashMap},
     fmt::Write,
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
     time::Duration,
 };
 
-/// The appservice's counters.
+/// One appservice's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     transactions: AtomicU64,
-    items: AtomicU64,
     skipped: AtomicU64,
     handled: AtomicU64,
     handling_micros: AtomicU64,
+    handler_failures: AtomicU64,
+    handler_panics: AtomicU64,
+    events_by_type: Mutex<HashMap<String, u64>>,
+    homeserver_errors: Mutex<HashMap<String, u64>>,
 }
 
 impl Metrics {
-    pub(crate) fn transaction(&self, items: usize, skipped: usize) {
+    pub(crate) fn transaction(&self, _items: usize, skipped: usize) {
         self.transactions.fetch_add(1, Relaxed);
-        self.items.fetch_add(items as u64, Relaxed);
         self.skipped.fetch_add(skipped as u64, Relaxed);
     }
 
-    pub(crate) fn handled(&self, took: Duration) {
+    pub(crate) fn handled(&self, event_type: Option<&str>, took: Duration) {
         self.handled.fetch_add(1, Relaxed);
         self.handling_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
+        let mut types = self
+            .events_by_type
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Event types are chosen by remote users; cap the label set so they cannot blow it up.
+        let key = match event_type {
+            Some(t) if types.contains_key(t) || types.len() < 200 => t.to_owned(),
+            Some(_) => "other".to_owned(),
+            None => "none".to_owned(),
+        };
+        *types.entry(key).or_default() += 1;
     }
 
-    /// The Prometheus text exposition of the counters and the two queue depths.
-    pub(crate) fn render(&self, appservice: &str, inbox_depth: i64, outbox_depth: i64) -> String {
-        let mut out = String::new();
-        let label = format!(
-            "{{appservice=\"{}\"}}",
-            appservice.replace(['"', '\\', '\n'], "_")
-        );
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{label} {value}"
+    pub(crate) fn handler_failed(&self) {
+        self.handler_failures.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn handler_panicked(&self) {
+        self.handler_panics.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn homeserver_error(&self, errcode: &str) {
+        let mut errors = self
+            .homeserver_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *errors.entry(errcode.to_owned()).or_default() += 1;
+    }
+
+    /// Adds this appservice's samples to `families`.
+    pub(crate) fn collect(
+        &self,
+        appservice: &str,
+        inbox_depth: i64,
+        outbox_depth: i64,
+        families: &mut Families,
+    ) {
+        let l = |extra: &[(&str, &str)]| {
+            let mut labels = vec![("appservice".to_owned(), appservice.to_owned())];
+            labels.extend(
+                extra
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
             );
+            labels
         };
-        metric(
+        let mut add =
+            |name: &'static str, kind: &'static str, help: &'static str, labels, value: f64| {
+                families.add(name, kind, help, labels, value);
+            };
+        add(
             "trestle_transactions_total",
             "counter",
-            "Transactions received (not counting resends).",
-            self.transactions.load(Relaxed).to_string(),
+            "Transactions received from the homeserver (resends not counted).",
+            l(&[]),
+            self.transactions.load(Relaxed) as f64,
         );
-        metric(
-            "trestle_events_received_total",
-            "counter",
-            "Items stored in the inbox.",
-            self.items.load(Relaxed).to_string(),
-        );
-        metric(
+        add(
             "trestle_events_malformed_total",
             "counter",
-            "Items skipped as malformed.",
-            self.skipped.load(Relaxed).to_string(),
+            "Events skipped because they did not parse.",
+            l(&[]),
+            self.skipped.load(Relaxed) as f64,
         );
-        metric(
+        add(
             "trestle_events_handled_total",
             "counter",
-            "Items handled.",
-            self.handled.load(Relaxed).to_string(),
+            "Events handled, all types.",
+            l(&[]),
+            self.handled.load(Relaxed) as f64,
         );
-        metric(
+        for (event_type, count) in self
+            .events_by_type
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            add(
+                "trestle_events_handled_by_type_total",
+                "counter",
+                "Events handled, by event type.",
+                l(&[("type", event_type)]),
+                *count as f64,
+            );
+        }
+        add(
             "trestle_handling_seconds_total",
             "counter",
-            "Time spent handling items.",
-            format!("{:.6}", self.handling_micros.load(Relaxed) as f64 / 1e6),
+            "Time spent handling events.",
+            l(&[]),
+            self.handling_micros.load(Relaxed) as f64 / 1e6,
         );
-        metric(
+        add(
+            "trestle_handler_failures_total",
+            "counter",
+            "Handler calls that returned an error.",
+            l(&[]),
+            self.handler_failures.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_handler_panics_total",
+            "counter",
+            "Handler calls that panicked (contained).",
+            l(&[]),
+            self.handler_panics.load(Relaxed) as f64,
+        );
+        for (errcode, count) in self
+            .homeserver_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            add(
+                "trestle_homeserver_errors_total",
+                "counter",
+                "Errors answered by the homeserver, by errcode.",
+                l(&[("errcode", errcode)]),
+                *count as f64,
+            );
+        }
+        add(
             "trestle_inbox_depth",
             "gauge",
-            "Items received and not yet handled.",
-            inbox_depth.to_string(),
+            "Events received and not yet handled.",
+            l(&[]),
+            inbox_depth as f64,
         );
-        metric(
+        add(
             "trestle_outbox_depth",
             "gauge",
             "Requests waiting to be sent to the homeserver.",
-            outbox_depth.to_string(),
+            l(&[]),
+            outbox_depth as f64,
         );
+    }
+}
+
+/// A metric's kind, help text, and samples (labels and value).
+type Family = (
+    &'static str,
+    &'static str,
+    Vec<(Vec<(String, String)>, f64)>,
+);
+
+/// Samples grouped by metric, so several appservices render as one valid exposition.
+#[derive(Debug, Default)]
+pub(crate) struct Families {
+    families: BTreeMap<&'static str, Family>,
+}
+
+impl Families {
+    fn add(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: Vec<(String, String)>,
+        value: f64,
+    ) {
+        self.families
+            .entry(name)
+            .or_insert((kind, help, Vec::new()))
+            .2
+            .push((labels, value));
+    }
+
+    /// The Prometheus text exposition.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, (kind, help, samples)) in &self.families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}=\"{}\"",
+                            v.replace('\\', "\\\\")
+                                .replace('"', "\\\"")
+                                .replace('\n', "\\n")
+                        )
+                    })
+                    .collect();
+                let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_appservices_render_one_family_each() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.transaction(3, 1);
+        a.handled(Some("m.room.message"), Duration::from_millis(2));
+        b.homeserver_error("M_FORBIDDEN");
+        b.handler_panicked();
+        let mut families = Families::default();
+        a.collect("echo", 0, 1, &mut families);
+        b.collect("ping", 2, 0, &mut families);
+        let text = families.render();
+        assert_eq!(
+            text.matches("# TYPE trestle_transactions_total counter")
+                .count(),
+            1
+        );
+        assert!(text.contains("trestle_transactions_total{appservice=\"echo\"} 1\n"));
+        assert!(text.contains("trestle_transactions_total{appservice=\"ping\"} 0\n"));
+        assert!(text.contains(
+            "trestle_events_handled_by_type_total{appservice=\"echo\",type=\"m.room.message\"} 1\n"
+        ));
+        assert!(text.contains(
+            "trestle_homeserver_errors_total{appservice=\"ping\",errcode=\"M_FORBIDDEN\"} 1\n"
+        ));
+        assert!(text.contains("trestle_handler_panics_total{appservice=\"ping\"} 1\n"));
+        assert!(text.contains("trestle_inbox_depth{appservice=\"ping\"} 2\n"));
     }
 }

@@ -331,39 +331,47 @@ impl Lane for OutboxLane {
                     self.resolve(item.seq, Ok(event_id));
                     return;
                 }
-                Err(error) => match retry_policy(&error, attempt) {
-                    Retry::After(delay) => {
-                        tracing::warn!(
-                            seq = item.seq, what = op.name(), queue = item.queue_key, %error, ?delay, attempt,
-                            "homeserver request failed; retrying"
-                        );
-                        let _ = app.store.outbox_attempted(item.seq).await;
-                        tokio::time::sleep(delay).await;
-                        attempt += 1;
+                Err(error) => {
+                    if let Some(kind) = error.kind() {
+                        app.metrics.homeserver_error(kind.errcode().as_str());
+                    } else if let Error::Http(_) = &error {
+                        app.metrics.homeserver_error("connection");
                     }
-                    Retry::GiveUp => {
-                        tracing::error!(
-                            seq = item.seq, what = op.name(), queue = item.queue_key, %error,
-                            "homeserver refused a request for good"
-                        );
-                        let message = error.to_string();
-                        let _ = app
-                            .store
-                            .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
-                            .await;
-                        if let Some(error) = self.resolve(item.seq, Err(error))
-                            && let Some(hook) = &app.on_send_failure
-                        {
-                            hook(SendFailure {
-                                user_id: item.user_id.clone(),
-                                queue: item.queue_key.clone(),
-                                what: op.name(),
-                                error,
-                            });
+                    let decision = retry_policy(&error, attempt);
+                    match decision {
+                        Retry::After(delay) => {
+                            tracing::warn!(
+                                seq = item.seq, what = op.name(), queue = item.queue_key, %error, ?delay, attempt,
+                                "homeserver request failed; retrying"
+                            );
+                            let _ = app.store.outbox_attempted(item.seq).await;
+                            tokio::time::sleep(delay).await;
+                            attempt += 1;
                         }
-                        return;
+                        Retry::GiveUp => {
+                            tracing::error!(
+                                seq = item.seq, what = op.name(), queue = item.queue_key, %error,
+                                "homeserver refused a request for good"
+                            );
+                            let message = error.to_string();
+                            let _ = app
+                                .store
+                                .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
+                                .await;
+                            if let Some(error) = self.resolve(item.seq, Err(error))
+                                && let Some(hook) = &app.on_send_failure
+                            {
+                                hook(SendFailure {
+                                    user_id: item.user_id.clone(),
+                                    queue: item.queue_key.clone(),
+                                    what: op.name(),
+                                    error,
+                                });
+                            }
+                            return;
+                        }
                     }
-                },
+                }
             }
         }
     }

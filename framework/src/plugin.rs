@@ -1,21 +1,56 @@
-//! What a host needs to know to run a plugin: its name, its users, and its router.
+//! What a host needs to know to run a plugin: its name, its users, its settings, its router.
 
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
 use trestle_registration::Registration;
 
-use crate::Router;
+use crate::{Result, Router, config::PluginSection};
 
 /// A bundled plugin: a bot or a bridge that the `trestle` host can run.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub struct Plugin {
-    /// The plugin's name, also its appservice id.
+    /// The plugin's name: its appservice id, its section in the configuration, and its path
+    /// under the host's listener.
     pub name: &'static str,
     /// The bot's localpart.
     pub bot_localpart: &'static str,
     /// The prefix of the plugin's ghosts' localparts.
     pub ghost_prefix: &'static str,
-    /// Builds the plugin's router.
-    pub router: fn() -> Router,
+    /// Builds the plugin's router from its settings.
+    pub build: fn(&PluginSettings<'_>) -> Result<Router>,
+    /// The plugin's settings with their defaults, as commented YAML lines for `trestle init`
+    /// (empty for none).
+    pub settings_help: &'static str,
+}
+
+/// A plugin's settings section, for the plugin to read into its own type.
+#[derive(Clone, Copy, Debug)]
+pub struct PluginSettings<'a> {
+    pub(crate) section: Option<&'a PluginSection>,
+    pub(crate) config: &'a Path,
+    pub(crate) plugin: &'a str,
+}
+
+impl PluginSettings<'_> {
+    /// No settings: every plugin's defaults.
+    pub fn none() -> PluginSettings<'static> {
+        PluginSettings {
+            section: None,
+            config: Path::new("<defaults>"),
+            plugin: "",
+        }
+    }
+
+    /// Reads the settings into the plugin's type; missing settings give its default. Errors
+    /// name the configuration file, the line and the field.
+    pub fn get<T: DeserializeOwned + Default>(&self) -> Result<T> {
+        match self.section {
+            Some(section) => section.settings(self.config, self.plugin),
+            None => Ok(T::default()),
+        }
+    }
 }
 
 impl Plugin {
@@ -24,14 +59,21 @@ impl Plugin {
         name: &'static str,
         bot_localpart: &'static str,
         ghost_prefix: &'static str,
-        router: fn() -> Router,
+        build: fn(&PluginSettings<'_>) -> Result<Router>,
     ) -> Self {
         Plugin {
             name,
             bot_localpart,
             ghost_prefix,
-            router,
+            build,
+            settings_help: "",
         }
+    }
+
+    /// The same plugin with settings documentation for `trestle init`.
+    pub const fn with_settings_help(mut self, help: &'static str) -> Self {
+        self.settings_help = help;
+        self
     }
 
     /// A fresh registration for this plugin on `server_name`, pushed to at `url`.
@@ -43,5 +85,10 @@ impl Plugin {
             self.ghost_prefix,
             server_name,
         )
+    }
+
+    /// The plugin's router with default settings.
+    pub fn router(&self) -> Result<Router> {
+        (self.build)(&PluginSettings::none())
     }
 }

@@ -23,15 +23,36 @@
 //!     .command("hello", hello)
 //!     .with_state(Greeting("Hello,".into()));
 //! ```
+//!
+//! A command can say more about itself with a [`CommandSpec`]: its usage line and description,
+//! which the built-in `help` command lists, and the power level it needs in the room, which the
+//! router checks before the handler runs.
+//!
+//! ```
+//! use trestle::{Router, router::{Command, CommandSpec}};
+//!
+//! async fn kick(cmd: Command) { /* … */ }
+//!
+//! let router: Router = Router::new()
+//!     .help(true)
+//!     .command(
+//!         CommandSpec::new("kick")
+//!             .usage("<user> [reason]")
+//!             .about("Removes a user from the room.")
+//!             .min_power(50),
+//!         kick,
+//!     );
+//! ```
 
 mod command;
 mod context;
 mod extract;
 mod handler;
+mod help;
 
 use std::sync::Arc;
 
-pub use command::Command;
+pub use command::{Command, CommandSpec};
 pub use context::EventContext;
 pub use extract::{
     DeviceLists, Ephemeral, Event, FromEventContext, FromRef, IdempotencyKey, RawEvent, Rejection,
@@ -52,8 +73,9 @@ enum Filter {
     Any,
     /// Events of one type.
     Type(String),
-    /// `m.room.message` events that are the command `<prefix><name>`.
-    Command(String),
+    /// `m.room.message` events that are the command `<prefix><name>`, if the spec's checks
+    /// pass.
+    Command(Arc<CommandSpec>),
 }
 
 struct Route<S> {
@@ -85,6 +107,7 @@ pub(crate) struct RouterOptions {
     pub(crate) command_prefix: String,
     pub(crate) accept_invites: bool,
     pub(crate) own_events: bool,
+    pub(crate) help: bool,
 }
 
 impl Default for RouterOptions {
@@ -93,6 +116,7 @@ impl Default for RouterOptions {
             command_prefix: "!".to_owned(),
             accept_invites: false,
             own_events: false,
+            help: false,
         }
     }
 }
@@ -147,13 +171,39 @@ where
     }
 
     /// Runs `handler` for messages of the form `<prefix><name> args…`; it can take a
-    /// [`Command`] extractor for the arguments.
-    pub fn command<H, T>(self, name: impl Into<String>, handler: H) -> Self
+    /// [`Command`] extractor for the arguments. `command` is a name, or a [`CommandSpec`] with
+    /// a usage line and description for `help`, and a power level the sender must have.
+    pub fn command<H, T>(self, command: impl Into<CommandSpec>, handler: H) -> Self
     where
         H: Handler<T, S>,
         T: 'static,
     {
-        self.route(Filter::Command(name.into()), handler)
+        self.route(Filter::Command(Arc::new(command.into())), handler)
+    }
+
+    /// Whether the bot answers `<prefix>help` with the commands the sender may use, their
+    /// usage lines and descriptions (`<prefix>help name` shows one). Off unless set; a
+    /// `help` command of your own replaces it.
+    pub fn help(mut self, help: bool) -> Self {
+        self.options.help = help;
+        self
+    }
+
+    /// The commands, in the order they were added, each name once (its first spec), with the
+    /// built-in `help` last when it is on.
+    pub fn commands(&self) -> Vec<&CommandSpec> {
+        let mut specs: Vec<&CommandSpec> = Vec::new();
+        for route in &self.routes {
+            if let Filter::Command(spec) = &route.filter
+                && !specs.iter().any(|s| s.name == spec.name)
+            {
+                specs.push(spec);
+            }
+        }
+        if self.options.help && !specs.iter().any(|s| s.name == help::HELP) {
+            specs.push(&BUILTIN_HELP);
+        }
+        specs
     }
 
     /// The command prefix, `!` unless set.
@@ -217,12 +267,17 @@ where
     }
 }
 
+/// The built-in `help` command's spec.
+static BUILTIN_HELP: std::sync::LazyLock<CommandSpec> = std::sync::LazyLock::new(help::help_spec);
+
 impl Router<()> {
-    /// Runs every matching handler for one item, one after another in registration order.
-    /// Errors and panics are logged with the event id and never escape.
+    /// Runs every matching handler for one item, one after another in registration order, then
+    /// the built-in `help`. Errors and panics are logged with the event id and never escape.
     pub(crate) async fn dispatch(&self, ctx: EventContext) {
         use futures_util::FutureExt;
 
+        let prefix = self.options.command_prefix.as_str();
+        let mut gate = help::Gate::default();
         for route in &self.routes {
             let command = match &route.filter {
                 Filter::Any => None,
@@ -232,14 +287,19 @@ impl Router<()> {
                     }
                     None
                 }
-                Filter::Command(name) => {
-                    match Command::parse(&ctx, &self.options.command_prefix, Some(name)) {
-                        Some(cmd) => Some(Arc::new(cmd)),
-                        None => continue,
+                Filter::Command(spec) => {
+                    let Some(cmd) = Command::parse(&ctx, prefix, Some(&spec.name)) else {
+                        continue;
+                    };
+                    if !gate.admits(&ctx, spec, &cmd, prefix).await {
+                        continue;
                     }
+                    Some(Arc::new(cmd))
                 }
             };
             let ctx = ctx.for_route(command);
+            let ctx_metrics = ctx.appservice().inner.clone();
+            let ctx_metrics = &ctx_metrics.metrics;
             let event_id = ctx.event_id().map(|e| e.to_string()).unwrap_or_default();
             let outcome = std::panic::AssertUnwindSafe((route.handler)(ctx, ()))
                 .catch_unwind()
@@ -250,9 +310,11 @@ impl Router<()> {
                     tracing::warn!(event_id, handler = route.name, %reason, "event rejected by an extractor");
                 }
                 Ok(HandlerOutcome::Failed(error)) => {
+                    ctx_metrics.handler_failed();
                     tracing::error!(event_id, handler = route.name, %error, "handler failed");
                 }
                 Err(panic) => {
+                    ctx_metrics.handler_panicked();
                     let message = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -261,6 +323,17 @@ impl Router<()> {
                     tracing::error!(event_id, handler = route.name, message, "handler panicked");
                 }
             }
+        }
+        // A `help` route of the plugin's own replaces the built-in one.
+        let own_help = self
+            .routes
+            .iter()
+            .any(|r| matches!(&r.filter, Filter::Command(s) if s.name == help::HELP));
+        if self.options.help
+            && !own_help
+            && let Some(cmd) = Command::parse(&ctx, prefix, Some(help::HELP))
+        {
+            gate.help(&ctx, &self.commands(), &cmd, prefix).await;
         }
     }
 }

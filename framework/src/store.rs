@@ -50,6 +50,10 @@ impl Store {
     /// to date. `sqlite://path/to/file.db`, `sqlite::memory:` (private, for tests), or
     /// `postgres://user:password@host/database`.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_inner(url, None).await
+    }
+
+    async fn connect_inner(url: &str, schema: Option<String>) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -86,7 +90,19 @@ impl Store {
                         })
                     })
             }
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+            Backend::Postgres => AnyPoolOptions::new().max_connections(16).after_connect(move |conn, _| {
+                let schema = schema.clone();
+                Box::pin(async move {
+                    if let Some(schema) = schema {
+                        // The name was checked to be [a-z0-9_]: safe to splice.
+                        let sql = format!(
+                            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; SET search_path TO \"{schema}\""
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(sql)).await?;
+                    }
+                    Ok(())
+                })
+            }),
         };
         let pool = options
             .acquire_timeout(Duration::from_secs(30))
@@ -97,6 +113,21 @@ impl Store {
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Store { pool, backend })
+    }
+
+    /// As [`Store::connect`], with the tables of `scope` (a plugin's name) kept apart from
+    /// other plugins' on a shared database: on PostgreSQL in a schema `trestle_<scope>`; on
+    /// SQLite, where each plugin has its own file, `scope` changes nothing.
+    pub async fn connect_scoped(url: &str, scope: &str) -> Result<Self> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Self::connect(url).await;
+        }
+        if scope.is_empty() || !scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::Other(format!(
+                "store scope `{scope}`: use letters, digits and _"
+            )));
+        }
+        Self::connect_inner(url, Some(format!("trestle_{}", scope.to_ascii_lowercase()))).await
     }
 
     /// A private in-memory SQLite store, for tests and benchmarks.

@@ -4,21 +4,56 @@
 //! - `!echo-as NAME text` — a ghost whose display name is NAME says `text` (quote a NAME with
 //!   spaces: `!echo-as "Ada Lovelace" hello`).
 
+use serde::Deserialize;
 use trestle::{
     Appservice, Plugin, Router,
-    router::{Command, Event, Room},
+    plugin::PluginSettings,
+    router::{Command, CommandSpec, Event, Room},
     ruma::events::room::message::RoomMessageEventContent,
 };
 
 /// The plugin, for the `trestle` host.
-pub const PLUGIN: Plugin = Plugin::new("echo", "echo", "echo_", router);
+pub const PLUGIN: Plugin = Plugin::new("echo", "echo", "echo_", build)
+    .with_settings_help("settings:\n  command_prefix: \"!\"   # what commands start with");
 
-/// The echo bot's routes. It joins rooms it is invited to.
+/// The echo bot's settings.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// What commands start with.
+    pub command_prefix: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            command_prefix: "!".to_owned(),
+        }
+    }
+}
+
+fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
+    let settings: Settings = settings.get()?;
+    Ok(router().command_prefix(settings.command_prefix))
+}
+
+/// The echo bot's routes with default settings. It joins rooms it is invited to.
 pub fn router() -> Router {
     Router::new()
         .accept_invites(true)
-        .command("echo", echo)
-        .command("echo-as", echo_as)
+        .help(true)
+        .command(
+            CommandSpec::new("echo")
+                .usage("<text>")
+                .about("Replies with the text."),
+            echo,
+        )
+        .command(
+            CommandSpec::new("echo-as")
+                .usage("<name> <text>")
+                .about("A ghost named <name> says the text (quote a name with spaces)."),
+            echo_as,
+        )
 }
 
 async fn echo(

@@ -27,6 +27,104 @@ struct MessageEvent {
     content: MessageContent,
 }
 
+/// A command route: its name, and what `help` shows and the router checks before the handler
+/// runs. A plain name converts into one, so `.command("echo", echo)` and
+/// `.command(CommandSpec::new("echo").usage("<text>"), echo)` both work.
+///
+/// ```
+/// use trestle::router::CommandSpec;
+///
+/// let kick = CommandSpec::new("kick")
+///     .usage("<user> [reason]")
+///     .about("Removes a user from the room.")
+///     .min_power(50);
+/// assert_eq!(kick.usage_line("!"), "!kick <user> [reason]");
+/// assert_eq!(kick.required_args(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommandSpec {
+    /// The name, without the prefix.
+    pub name: String,
+    /// The arguments as `help` shows them after the name: `<word>` is required, `[word]`
+    /// optional.
+    pub usage: Option<String>,
+    /// One line on what the command does.
+    pub about: Option<String>,
+    /// The power level the sender needs in the room, checked against the room's current
+    /// `m.room.power_levels` each time the command is used.
+    pub min_power: Option<i64>,
+}
+
+impl CommandSpec {
+    /// A command with only a name.
+    pub fn new(name: impl Into<String>) -> Self {
+        CommandSpec {
+            name: name.into(),
+            usage: None,
+            about: None,
+            min_power: None,
+        }
+    }
+
+    /// Sets the arguments' synopsis, e.g. `<name> <text>` or `[count]`. Each `<word>` is a
+    /// required argument: with fewer arguments ([`Command::argv`]) the bot answers with the usage
+    /// line instead of running the handler.
+    pub fn usage(mut self, usage: impl Into<String>) -> Self {
+        self.usage = Some(usage.into());
+        self
+    }
+
+    /// Sets the one-line description `help` shows.
+    pub fn about(mut self, about: impl Into<String>) -> Self {
+        self.about = Some(about.into());
+        self
+    }
+
+    /// Requires the sender to have at least `level` in the room (room creators, from room
+    /// version 12 on, always have). Below it, the bot refuses instead of running the handler.
+    pub fn min_power(mut self, level: i64) -> Self {
+        self.min_power = Some(level);
+        self
+    }
+
+    /// How many arguments the usage requires: its `<word>`s (`<text...>` counts once).
+    pub fn required_args(&self) -> usize {
+        self.usage
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|word| word.starts_with('<'))
+            .count()
+    }
+
+    /// `<prefix><name> <usage>`, as `help` shows it.
+    pub fn usage_line(&self, prefix: &str) -> String {
+        match self.usage.as_deref().map(str::trim) {
+            Some(usage) if !usage.is_empty() => format!("{prefix}{} {usage}", self.name),
+            _ => format!("{prefix}{}", self.name),
+        }
+    }
+}
+
+impl From<&str> for CommandSpec {
+    fn from(name: &str) -> Self {
+        CommandSpec::new(name)
+    }
+}
+
+impl From<String> for CommandSpec {
+    fn from(name: String) -> Self {
+        CommandSpec::new(name)
+    }
+}
+
+impl From<&String> for CommandSpec {
+    fn from(name: &String) -> Self {
+        CommandSpec::new(name.as_str())
+    }
+}
+
 impl Command {
     /// The arguments split at whitespace, with `"double quoted"` words kept together.
     pub fn argv(&self) -> Vec<String> {

@@ -251,3 +251,294 @@ async fn state_parts_come_from_ref() {
     deliver(&app, vec![text("$1", "!r:x", "@u:x", "!go")]).await;
     assert_eq!(*log.lock().unwrap(), ["named"]);
 }
+
+#[test]
+fn usage_lines_and_required_arguments() {
+    let plain: CommandSpec = "ping".into();
+    assert_eq!(plain, CommandSpec::new("ping"));
+    assert_eq!(plain.usage_line("!"), "!ping");
+    assert_eq!(plain.required_args(), 0);
+
+    let spec = CommandSpec::new("echo-as").usage("<name> <text...>");
+    assert_eq!(spec.usage_line("bot: "), "bot: echo-as <name> <text...>");
+    assert_eq!(spec.required_args(), 2);
+    assert_eq!(
+        CommandSpec::new("roll")
+            .usage("[sides] [count]")
+            .required_args(),
+        0
+    );
+    assert_eq!(
+        CommandSpec::new("kick")
+            .usage("<user> [reason]")
+            .required_args(),
+        1
+    );
+    // Usage words without brackets are shown, never enforced.
+    assert_eq!(CommandSpec::new("x").usage("NAME text").required_args(), 0);
+    assert_eq!(CommandSpec::new("x").usage("  ").usage_line("!"), "!x");
+}
+
+fn specs() -> Vec<CommandSpec> {
+    vec![
+        CommandSpec::new("echo")
+            .usage("<text>")
+            .about("Repeats <text> & more."),
+        CommandSpec::new("kick")
+            .usage("<user> [reason]")
+            .about("Removes a user.")
+            .min_power(50),
+        CommandSpec::new("ping"),
+        help::help_spec(),
+    ]
+}
+
+#[test]
+fn help_lists_usage_and_descriptions_as_text_and_html() {
+    let specs = specs();
+    let refs: Vec<&CommandSpec> = specs.iter().collect();
+    let text = help::render(&refs, "!", None);
+    assert_eq!(
+        text.plain,
+        "Commands:\n\
+         !echo <text> — Repeats <text> & more.\n\
+         !kick <user> [reason] — Removes a user. (power level 50)\n\
+         !ping\n\
+         !help [command] — Lists the commands, or shows one."
+    );
+    assert_eq!(
+        text.html,
+        "<p>Commands:</p>\n<ul>\n\
+         <li><code>!echo &lt;text&gt;</code> — Repeats &lt;text&gt; &amp; more.</li>\n\
+         <li><code>!kick &lt;user&gt; [reason]</code> — Removes a user. (power level 50)</li>\n\
+         <li><code>!ping</code></li>\n\
+         <li><code>!help [command]</code> — Lists the commands, or shows one.</li>\n</ul>"
+    );
+}
+
+#[test]
+fn help_leaves_out_what_the_sender_may_not_use() {
+    use ruma::{events::room::power_levels::UserPowerLevel, int};
+    let specs = specs();
+    let refs: Vec<&CommandSpec> = specs.iter().collect();
+    let user = help::render(&refs, "!", Some(UserPowerLevel::Int(int!(0))));
+    assert!(!user.plain.contains("kick"), "{}", user.plain);
+    assert!(user.plain.contains("!echo <text>"));
+    let moderator = help::render(&refs, "!", Some(UserPowerLevel::Int(int!(50))));
+    assert!(moderator.plain.contains("!kick"));
+    let creator = help::render(&refs, "!", Some(UserPowerLevel::Infinite));
+    assert_eq!(creator, help::render(&refs, "!", None));
+    assert_eq!(help::render(&[], "!", None).plain, "No commands.");
+}
+
+#[test]
+fn router_lists_its_commands_once_with_help_last() {
+    async fn noop() {}
+    let router: Router = Router::new()
+        .command(CommandSpec::new("echo").about("first"), noop)
+        .command("echo", noop)
+        .on(noop)
+        .command("ping", noop);
+    let names = |r: &Router| {
+        r.commands()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&router), ["echo", "ping"]);
+    assert_eq!(router.commands()[0].about.as_deref(), Some("first"));
+    let router = router.help(true);
+    assert_eq!(names(&router), ["echo", "ping", "help"]);
+    // A help command of the plugin's own replaces the built-in one.
+    let router = router.command(CommandSpec::new("help").about("mine"), noop);
+    assert_eq!(names(&router), ["echo", "ping", "help"]);
+    assert_eq!(router.commands()[2].about.as_deref(), Some("mine"));
+}
+
+#[test]
+fn power_levels_follow_the_room_version() {
+    use ruma::{events::room::power_levels::UserPowerLevel, int, user_id};
+    let v12 = r#"{"type": "m.room.create", "sender": "@creator:x", "state_key": "",
+        "content": {"room_version": "12", "additional_creators": ["@co:x"]}}"#;
+    let levels = help::room_power_levels(
+        v12,
+        Some(r#"{"users": {"@mod:x": 50}, "users_default": 10}"#),
+    )
+    .unwrap();
+    assert_eq!(
+        levels.for_user(user_id!("@creator:x")),
+        UserPowerLevel::Infinite
+    );
+    assert_eq!(levels.for_user(user_id!("@co:x")), UserPowerLevel::Infinite);
+    assert_eq!(
+        levels.for_user(user_id!("@mod:x")),
+        UserPowerLevel::Int(int!(50))
+    );
+    assert_eq!(
+        levels.for_user(user_id!("@u:x")),
+        UserPowerLevel::Int(int!(10))
+    );
+
+    // Before version 12 the creator has only what the power levels give (100 without them),
+    // and `additional_creators` means nothing.
+    let v11 = r#"{"type": "m.room.create", "sender": "@creator:x", "state_key": "",
+        "content": {"room_version": "11", "additional_creators": ["@co:x"]}}"#;
+    let levels = help::room_power_levels(v11, Some(r#"{"users": {"@creator:x": 75}}"#)).unwrap();
+    assert_eq!(
+        levels.for_user(user_id!("@creator:x")),
+        UserPowerLevel::Int(int!(75))
+    );
+    assert_eq!(
+        levels.for_user(user_id!("@co:x")),
+        UserPowerLevel::Int(int!(0))
+    );
+    // Version 10 names the creator in the content.
+    let v10 = r#"{"type": "m.room.create", "sender": "@sender:x", "state_key": "",
+        "content": {"room_version": "10", "creator": "@creator:x"}}"#;
+    let levels = help::room_power_levels(v10, None).unwrap();
+    assert_eq!(
+        levels.for_user(user_id!("@creator:x")),
+        UserPowerLevel::Int(int!(100))
+    );
+    assert_eq!(
+        levels.for_user(user_id!("@sender:x")),
+        UserPowerLevel::Int(int!(0))
+    );
+}
+
+/// A homeserver that knows one room's create event and power levels, lets the bot join, and
+/// records the messages sent.
+struct MockHomeserver {
+    url: String,
+    sent: Arc<Mutex<Vec<serde_json::Value>>>,
+    state_reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MockHomeserver {
+    async fn start(create: serde_json::Value, power_levels: serde_json::Value) -> Self {
+        use axum::{
+            Json,
+            http::{Method, StatusCode, Uri},
+        };
+        let sent: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let state_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (log, reads) = (sent.clone(), state_reads.clone());
+        let handler = move |method: Method, uri: Uri, body: String| {
+            let (log, reads) = (log.clone(), reads.clone());
+            let (create, power_levels) = (create.clone(), power_levels.clone());
+            async move {
+                let path = uri.path();
+                let found = |v: serde_json::Value| (StatusCode::OK, Json(v));
+                if method == Method::GET && path.contains("/state/m.room.create/") {
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    found(create)
+                } else if method == Method::GET && path.contains("/state/m.room.power_levels/") {
+                    found(power_levels)
+                } else if method == Method::POST && path.contains("/join") {
+                    found(json!({"room_id": "!r:x"}))
+                } else if method == Method::PUT && path.contains("/send/m.room.message/") {
+                    let mut log = log.lock().unwrap();
+                    log.push(serde_json::from_str(&body).unwrap());
+                    found(json!({"event_id": format!("$sent{}", log.len())}))
+                } else {
+                    (
+                        StatusCode::NOT_FOUND,
+                        Json(json!({"errcode": "M_UNRECOGNIZED", "error": path})),
+                    )
+                }
+            }
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            axum::serve(listener, axum::Router::new().fallback(handler))
+                .await
+                .unwrap()
+        });
+        MockHomeserver {
+            url,
+            sent,
+            state_reads,
+        }
+    }
+
+    fn bodies(&self) -> Vec<String> {
+        let sent = std::mem::take(&mut *self.sent.lock().unwrap());
+        sent.iter()
+            .map(|c| c["body"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn commands_check_power_and_arguments_and_help_lists_them() {
+    async fn kick(cmd: Command, Sender(sender): Sender, State(log): State<Log>) {
+        log.lock()
+            .unwrap()
+            .push(format!("kick {} by {sender}", cmd.args));
+    }
+    async fn echo(cmd: Command, State(log): State<Log>) {
+        log.lock().unwrap().push(format!("echo {}", cmd.args));
+    }
+    let hs = MockHomeserver::start(
+        json!({"type": "m.room.create", "sender": "@creator:x", "state_key": "",
+               "event_id": "$create", "room_id": "!r:x", "origin_server_ts": 1,
+               "content": {"room_version": "12"}}),
+        json!({"users": {"@mod:x": 50}}),
+    )
+    .await;
+    let log = Log::default();
+    let router = Router::new()
+        .help(true)
+        .command(
+            CommandSpec::new("echo")
+                .usage("<text>")
+                .about("Repeats the text."),
+            echo,
+        )
+        .command(
+            CommandSpec::new("kick")
+                .usage("<user>")
+                .about("Kicks.")
+                .min_power(50),
+            kick,
+        )
+        .with_state(log.clone());
+    let registration = Registration::generate("test", None, "bot", "t_", "x");
+    let app = Appservice::builder(registration, hs.url.clone(), "x")
+        .router(router)
+        .build()
+        .await
+        .unwrap();
+
+    deliver(&app, vec![text("$1", "!r:x", "@u:x", "!kick @v:x")]).await;
+    assert_eq!(
+        hs.bodies(),
+        ["!kick needs power level 50 in this room; yours is 0."]
+    );
+    deliver(&app, vec![text("$2", "!r:x", "@mod:x", "!kick @v:x")]).await;
+    deliver(&app, vec![text("$3", "!r:x", "@creator:x", "!kick")]).await;
+    deliver(&app, vec![text("$4", "!r:x", "@u:x", "!echo")]).await;
+    deliver(&app, vec![text("$5", "!r:x", "@u:x", "!echo hi")]).await;
+    assert_eq!(hs.bodies(), ["Usage: !kick <user>", "Usage: !echo <text>"]);
+    assert_eq!(*log.lock().unwrap(), ["kick @v:x by @mod:x", "echo hi"]);
+    // Read per use, never cached: three uses of !kick, three reads. !echo needs none.
+    assert_eq!(hs.state_reads.load(std::sync::atomic::Ordering::Relaxed), 3);
+
+    deliver(&app, vec![text("$6", "!r:x", "@u:x", "!help")]).await;
+    deliver(&app, vec![text("$7", "!r:x", "@creator:x", "!help")]).await;
+    deliver(&app, vec![text("$8", "!r:x", "@u:x", "!help kick")]).await;
+    deliver(&app, vec![text("$9", "!r:x", "@u:x", "!help nope")]).await;
+    let bodies = hs.bodies();
+    assert_eq!(
+        bodies[0],
+        "Commands:\n!echo <text> — Repeats the text.\n\
+         !help [command] — Lists the commands, or shows one."
+    );
+    assert!(bodies[1].contains("!kick <user> — Kicks. (power level 50)"));
+    assert_eq!(
+        bodies[2],
+        "Commands:\n!kick <user> — Kicks. (power level 50)"
+    );
+    assert_eq!(bodies[3], "There is no command !nope. Try !help.");
+}

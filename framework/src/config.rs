@@ -1,0 +1,375 @@
+//! The host's configuration file: one YAML file for the homeserver, the database, the
+//! listener, logging, metrics, and a section per plugin.
+//!
+//! Errors name the file, the line and the field, and say what was expected. Secrets (the
+//! database URL, say) can be given as `{env: NAME}` or `{file: PATH}` instead of inline.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::{Error, Result};
+
+/// The whole configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Where the homeserver is.
+    pub homeserver: HomeserverConfig,
+    /// The address the appservices listen on, all plugins on one listener.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// How the homeserver reaches the listener; each plugin is under `<public_url>/<plugin>`.
+    /// Defaults to `http://<listen>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Where SQLite databases (one per plugin) and registration files live, relative to the
+    /// configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// A PostgreSQL URL to use instead of SQLite; each plugin gets its own schema.
+    #[serde(default)]
+    pub database: Option<Secret>,
+    /// Logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    /// Metrics.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// One section per plugin, by name.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, PluginSection>,
+    /// The file this was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Where the homeserver is.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HomeserverConfig {
+    /// The server name: the part after `:` in user ids.
+    pub server_name: String,
+    /// The client-server API URL. Without it, it is discovered through
+    /// `https://<server_name>/.well-known/matrix/client`.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// Logging.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LoggingConfig {
+    /// A filter such as `info` or `info,trestle=debug`; `RUST_LOG` overrides it.
+    #[serde(default)]
+    pub level: Option<String>,
+    /// `text` (the default) or `json`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Metrics.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Whether `/metrics` is served.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { enabled: true }
+    }
+}
+
+/// A plugin's section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PluginSection {
+    /// Whether the plugin runs.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The plugin's own settings, read by the plugin (see [`PluginSection::settings`]).
+    #[serde(default)]
+    settings: Option<Spanned<serde_json::Value>>,
+}
+
+/// A secret: inline, from an environment variable, or from a file (whose trailing newline is
+/// dropped).
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Secret {
+    /// `value`
+    Inline(String),
+    /// `{env: NAME}`
+    Env {
+        /// The variable.
+        env: String,
+    },
+    /// `{file: PATH}`
+    File {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<inline>)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 29300))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn config_error(path: &Path, message: impl std::fmt::Display) -> Error {
+    Error::Config(format!("{}: {message}", path.display()))
+}
+
+impl Secret {
+    /// The secret's value. `field` names it in errors.
+    pub fn reveal(&self, config: &Path, field: &str) -> Result<String> {
+        match self {
+            Secret::Inline(value) => Ok(value.clone()),
+            Secret::Env { env } => std::env::var(env).map_err(|_| {
+                config_error(
+                    config,
+                    format!("field `{field}`: environment variable {env} is not set"),
+                )
+            }),
+            Secret::File { file } => {
+                let file = config.parent().unwrap_or(Path::new(".")).join(file);
+                std::fs::read_to_string(&file)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| {
+                        config_error(config, format!("field `{field}`: {}: {e}", file.display()))
+                    })
+            }
+        }
+    }
+}
+
+impl PluginSection {
+    /// Reads the plugin's settings into its own type; absent settings give the default.
+    /// Errors name the file, the line of the settings block, and the field.
+    pub fn settings<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        config: &Path,
+        plugin: &str,
+    ) -> Result<T> {
+        match &self.settings {
+            None => Ok(T::default()),
+            Some(spanned) if spanned.value.is_null() => Ok(T::default()),
+            Some(spanned) => serde_json::from_value(spanned.value.clone()).map_err(|e| {
+                config_error(
+                    config,
+                    format!(
+                        "line {}: field `plugins.{plugin}.settings`: {e}",
+                        spanned.referenced.line()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Config> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| config_error(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `path` names it in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let mut config: Config = serde_saphyr::from_str(text).map_err(|e| {
+            // The parser's first line says where and what; its snippet follows.
+            config_error(path, e.to_string().trim_start_matches("error: "))
+        })?;
+        config.path = path.to_owned();
+        if let Some(url) = &config.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(config_error(
+                path,
+                "field `public_url`: expected an http:// or https:// URL",
+            ));
+        }
+        if let Some(url) = &config.homeserver.url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(config_error(
+                path,
+                "field `homeserver.url`: expected an http:// or https:// URL",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The directory paths are relative to.
+    pub fn base_dir(&self) -> &Path {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    /// The data directory, resolved.
+    pub fn data_dir(&self) -> PathBuf {
+        self.base_dir().join(&self.data_dir)
+    }
+
+    /// The URL the homeserver reaches plugin `name` at.
+    pub fn plugin_url(&self, name: &str) -> String {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        format!("{}/{name}", base.trim_end_matches('/'))
+    }
+
+    /// Where plugin `name`'s registration file lives.
+    pub fn registration_path(&self, name: &str) -> PathBuf {
+        self.data_dir()
+            .join("registrations")
+            .join(format!("{name}.yaml"))
+    }
+
+    /// The database URL for plugin `name`: its own SQLite file, or the shared PostgreSQL
+    /// database (where the plugin gets its own schema).
+    pub fn database_url(&self, name: &str) -> Result<String> {
+        match &self.database {
+            Some(secret) => secret.reveal(&self.path, "database"),
+            None => Ok(format!(
+                "sqlite://{}",
+                self.data_dir().join(format!("{name}.db")).display()
+            )),
+        }
+    }
+
+    /// The homeserver's client-server URL: configured, or discovered through
+    /// `/.well-known/matrix/client`.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#well-known-uris>
+    pub async fn homeserver_url(&self) -> Result<String> {
+        if let Some(url) = &self.homeserver.url {
+            return Ok(url.trim_end_matches('/').to_owned());
+        }
+        let name = &self.homeserver.server_name;
+        let well_known = format!("https://{name}/.well-known/matrix/client");
+        #[derive(Deserialize)]
+        struct WellKnown {
+            #[serde(rename = "m.homeserver")]
+            homeserver: BaseUrl,
+        }
+        #[derive(Deserialize)]
+        struct BaseUrl {
+            base_url: String,
+        }
+        let found: WellKnown = reqwest::get(&well_known)
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| {
+                config_error(
+                    &self.path,
+                    format!("field `homeserver.url` is not set and {well_known} failed: {e}"),
+                )
+            })?
+            .json()
+            .await
+            .map_err(|e| {
+                config_error(
+                    &self.path,
+                    format!("{well_known}: not the expected JSON: {e}"),
+                )
+            })?;
+        Ok(found.homeserver.base_url.trim_end_matches('/').to_owned())
+    }
+}
+
+/// A commented configuration to start from.
+pub fn default_config(
+    server_name: &str,
+    homeserver_url: &str,
+    listen: SocketAddr,
+    plugins: &[crate::Plugin],
+) -> String {
+    let mut out = format!(
+        "# Trestle's configuration. Every field but homeserver.server_name has a default.\n\
+         \n\
+         homeserver:\n\
+         \x20 # The part after `:` in user ids.\n\
+         \x20 server_name: {server_name}\n\
+         \x20 # The client-server API. Leave it out to discover it through\n\
+         \x20 # https://<server_name>/.well-known/matrix/client.\n\
+         \x20 url: {homeserver_url}\n\
+         \n\
+         # All plugins listen here, each under /<plugin>.\n\
+         listen: {listen}\n\
+         # How the homeserver reaches the listener, if not http://<listen>.\n\
+         # public_url: http://trestle.internal:29300\n\
+         \n\
+         # SQLite databases and registration files, relative to this file.\n\
+         data_dir: data\n\
+         # PostgreSQL instead of SQLite (each plugin gets its own schema). The URL can also come\n\
+         # from the environment or a file: {{env: TRESTLE_DATABASE_URL}} or {{file: /run/secrets/db}}.\n\
+         # database: postgres://trestle:secret@localhost/trestle\n\
+         \n\
+         logging:\n\
+         \x20 level: info        # or e.g. info,trestle=debug; RUST_LOG overrides it\n\
+         \x20 format: text       # or json\n\
+         \n\
+         metrics:\n\
+         \x20 enabled: true      # Prometheus text at /metrics\n\
+         \n\
+                  plugins:{}\n",
+        if plugins.is_empty() { " {}" } else { "" }
+    );
+    for plugin in plugins {
+        out.push_str(&format!("  {}:\n    enabled: true\n", plugin.name));
+        for line in plugin.settings_help.lines() {
+            out.push_str(&format!("    {line}\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

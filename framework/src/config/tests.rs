@@ -1,0 +1,129 @@
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = "
+homeserver:
+  server_name: example.org
+  url: http://127.0.0.1:8008/
+listen: 127.0.0.1:29400
+plugins:
+  echo:
+    enabled: true
+    settings:
+      prefix: '?'
+  other:
+    enabled: false
+";
+
+fn parse(text: &str) -> Result<Config> {
+    Config::parse(text, Path::new("conf/trestle.yaml"))
+}
+
+#[derive(Debug, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+struct EchoSettings {
+    prefix: String,
+}
+
+#[test]
+fn reads_a_configuration_with_defaults() {
+    let config = parse(GOOD).unwrap();
+    assert_eq!(config.homeserver.server_name, "example.org");
+    assert_eq!(config.listen.port(), 29400);
+    assert_eq!(config.plugin_url("echo"), "http://127.0.0.1:29400/echo");
+    assert_eq!(config.data_dir(), Path::new("conf/data"));
+    assert_eq!(
+        config.database_url("echo").unwrap(),
+        "sqlite://conf/data/echo.db"
+    );
+    assert_eq!(
+        config.registration_path("echo"),
+        Path::new("conf/data/registrations/echo.yaml")
+    );
+    assert!(config.plugins["echo"].enabled && !config.plugins["other"].enabled);
+    let echo: EchoSettings = config.plugins["echo"]
+        .settings(&config.path, "echo")
+        .unwrap();
+    assert_eq!(echo.prefix, "?");
+    let other: EchoSettings = config.plugins["other"]
+        .settings(&config.path, "other")
+        .unwrap();
+    assert_eq!(other, EchoSettings::default());
+    assert!(config.metrics.enabled);
+    assert_eq!(config.logging.format, LogFormat::Text);
+}
+
+#[test]
+fn a_typo_is_refused_with_file_line_and_field() {
+    let err = parse(&GOOD.replace("  url: http", "  ulr: http"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("conf/trestle.yaml: "), "{err}");
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("unknown field `ulr`"), "{err}");
+    assert!(err.contains("expected one of"), "{err}");
+
+    let err = parse(&GOOD.replace("listen: 127.0.0.1:29400", "listen: nowhere"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 5"), "{err}");
+}
+
+#[test]
+fn plugin_settings_errors_name_the_plugin_and_line() {
+    let config = parse(&GOOD.replace("prefix: '?'", "prefx: '?'")).unwrap();
+    let err = config.plugins["echo"]
+        .settings::<EchoSettings>(&config.path, "echo")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("conf/trestle.yaml: line 10: field `plugins.echo.settings`"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `prefx`"), "{err}");
+}
+
+#[test]
+fn secrets_come_from_the_environment_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db"), "postgres://from-file\n").unwrap();
+    let path = dir.path().join("trestle.yaml");
+    let text = |db: &str| format!("homeserver: {{server_name: x}}\ndatabase: {db}\n");
+    let config = Config::parse(&text("{file: db}"), &path).unwrap();
+    assert_eq!(config.database_url("echo").unwrap(), "postgres://from-file");
+    // SAFETY: tests in this module do not read this variable concurrently.
+    unsafe { std::env::set_var("TRESTLE_TEST_DB_URL", "postgres://from-env") };
+    let config = Config::parse(&text("{env: TRESTLE_TEST_DB_URL}"), &path).unwrap();
+    assert_eq!(config.database_url("echo").unwrap(), "postgres://from-env");
+    let config = Config::parse(&text("{env: TRESTLE_TEST_UNSET_VAR}"), &path).unwrap();
+    let err = config.database_url("echo").unwrap_err().to_string();
+    assert!(
+        err.contains("field `database`") && err.contains("TRESTLE_TEST_UNSET_VAR"),
+        "{err}"
+    );
+    assert!(!format!("{:?}", config.database).contains("from-env"));
+}
+
+#[test]
+fn bad_urls_are_refused() {
+    let err = parse(&GOOD.replace("url: http://127.0.0.1:8008/", "url: 127.0.0.1:8008"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("field `homeserver.url`"), "{err}");
+}
+
+#[test]
+fn the_default_configuration_parses() {
+    let text = default_config(
+        "example.org",
+        "http://127.0.0.1:8008",
+        "127.0.0.1:29300".parse().unwrap(),
+        &[],
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(
+        config.homeserver.url.as_deref(),
+        Some("http://127.0.0.1:8008")
+    );
+}

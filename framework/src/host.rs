@@ -1,0 +1,249 @@
+//! The host: several plugins in one process, each its own appservice (own registration,
+//! tokens, namespaces, bot and tables), all served on one listener under `/<plugin>`.
+//!
+//! Synapse appends the API paths to a registration's `url`, so a plugin registered at
+//! `http://host:29300/echo` is asked at `http://host:29300/echo/_matrix/app/v1/…`. A handler
+//! that fails or panics is contained where it runs (see [`crate::router`]); one plugin's
+//! trouble shows in its logs and metrics and leaves the others serving.
+
+use std::{future::Future, time::Duration};
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use tokio::net::TcpListener;
+use trestle_registration::Registration;
+
+use crate::{Appservice, Error, Plugin, Result, Store, config::Config, plugin::PluginSettings};
+
+/// Plugins served together.
+#[derive(Clone, Debug)]
+pub struct Host {
+    apps: Vec<(Plugin, Appservice)>,
+    homeserver_url: String,
+    metrics: bool,
+}
+
+/// The registration of `plugin`: read from its file, or made (with fresh tokens) and written
+/// there. An existing file keeps its tokens — the homeserver has them — and gets the `url`
+/// from the configuration.
+pub fn ensure_registration(config: &Config, plugin: &Plugin) -> Result<Registration> {
+    let path = config.registration_path(plugin.name);
+    let url = config.plugin_url(plugin.name);
+    let registration = if path.exists() {
+        let mut existing = Registration::from_file(&path)?;
+        if existing.url.as_deref() == Some(url.as_str()) {
+            return Ok(existing);
+        }
+        existing.url = Some(url);
+        existing
+    } else {
+        plugin.generate_registration(Some(url), &config.homeserver.server_name)
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
+    }
+    registration.write_file(&path)?;
+    Ok(registration)
+}
+
+/// The plugins of `available` that the configuration enables, in order. A plugin without a
+/// section runs with its defaults; a section for an unknown plugin is an error.
+pub fn enabled_plugins(config: &Config, available: &[Plugin]) -> Result<Vec<Plugin>> {
+    for name in config.plugins.keys() {
+        if !available.iter().any(|p| p.name == name) {
+            let known: Vec<_> = available.iter().map(|p| p.name).collect();
+            return Err(Error::Config(format!(
+                "{}: field `plugins.{name}`: no such plugin; known: {}",
+                config.path.display(),
+                known.join(", ")
+            )));
+        }
+    }
+    Ok(available
+        .iter()
+        .filter(|p| config.plugins.get(p.name).is_none_or(|s| s.enabled))
+        .copied()
+        .collect())
+}
+
+impl Host {
+    /// Builds every enabled plugin: its registration, store and appservice.
+    pub async fn new(config: &Config, available: &[Plugin]) -> Result<Host> {
+        let homeserver_url = config.homeserver_url().await?;
+        let mut apps = Vec::new();
+        for plugin in enabled_plugins(config, available)? {
+            let registration = ensure_registration(config, &plugin)?;
+            let database = config.database_url(plugin.name)?;
+            if database.starts_with("sqlite://") {
+                std::fs::create_dir_all(config.data_dir())
+                    .map_err(|e| Error::Config(format!("{}: {e}", config.data_dir().display())))?;
+            }
+            let store = Store::connect_scoped(&database, plugin.name)
+                .await
+                .map_err(|e| Error::Config(format!("plugin {}: database: {e}", plugin.name)))?;
+            let settings = PluginSettings {
+                section: config.plugins.get(plugin.name),
+                config: &config.path,
+                plugin: plugin.name,
+            };
+            let router = (plugin.build)(&settings)?;
+            let app = Appservice::builder(
+                registration,
+                homeserver_url.clone(),
+                config.homeserver.server_name.clone(),
+            )
+            .router(router)
+            .store(store)
+            .build()
+            .await?;
+            apps.push((plugin, app));
+        }
+        Ok(Host {
+            apps,
+            homeserver_url,
+            metrics: config.metrics.enabled,
+        })
+    }
+
+    /// The running plugins.
+    pub fn apps(&self) -> impl Iterator<Item = (&Plugin, &Appservice)> {
+        self.apps.iter().map(|(p, a)| (p, a))
+    }
+
+    /// The homeserver's URL.
+    pub fn homeserver_url(&self) -> &str {
+        &self.homeserver_url
+    }
+
+    /// Every plugin's API under `/<plugin>`, plus `/health/live`, `/health/ready` and
+    /// `/metrics`.
+    pub fn router(&self) -> axum::Router {
+        let mut router = axum::Router::new();
+        for (plugin, app) in &self.apps {
+            router = router.nest(&format!("/{}", plugin.name), app.http_router());
+        }
+        router = router
+            .route("/health/live", get(|| async { "ok" }))
+            .route("/health/ready", get(ready).with_state(self.clone()));
+        if self.metrics {
+            router = router.route("/metrics", get(metrics).with_state(self.clone()));
+        }
+        router
+    }
+
+    /// Serves every plugin on `listener` until `shutdown` completes, then stops accepting and
+    /// lets in-flight work finish (what does not finish in time stays in the store for the
+    /// next start).
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let addr = listener.local_addr()?;
+        let names: Vec<_> = self.apps.iter().map(|(p, _)| p.name).collect();
+        tracing::info!(%addr, plugins = ?names, "listening");
+        let pings: Vec<_> = self
+            .apps
+            .iter()
+            .map(|(_, app)| app.ping_in_background())
+            .collect();
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for ping in pings {
+            ping.abort();
+        }
+        for (plugin, app) in &self.apps {
+            if tokio::time::timeout(Duration::from_secs(10), app.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    plugin = plugin.name,
+                    "stopping with work left in the store for the next start"
+                );
+            }
+        }
+        tracing::info!("stopped");
+        served.map_err(Error::from)
+    }
+
+    /// Checks each plugin against the homeserver: asks the homeserver to ping the plugin's
+    /// appservice, which proves the registration is loaded, the tokens match both ways, and the
+    /// homeserver can reach the plugin. The plugins must be served meanwhile.
+    pub async fn check(&self) -> Vec<(String, std::result::Result<Duration, String>)> {
+        let mut report = Vec::new();
+        for (plugin, app) in &self.apps {
+            let outcome = app
+                .ping_homeserver()
+                .await
+                .map_err(|e| explain_ping_failure(&e, plugin.name));
+            report.push((plugin.name.to_owned(), outcome));
+        }
+        report
+    }
+}
+
+/// Plain words for why a homeserver-side ping failed.
+fn explain_ping_failure(error: &Error, plugin: &str) -> String {
+    use ruma::api::error::ErrorKind;
+    let hint = match error.kind() {
+        Some(ErrorKind::Forbidden) | Some(ErrorKind::UnknownToken(_)) => {
+            "the homeserver does not know this plugin's as_token: add its registration file to the homeserver's \
+             app_service_config_files (or copy the current file there) and restart the homeserver"
+        }
+        Some(ErrorKind::UrlNotSet) => {
+            "the registration's url is null, so the homeserver cannot push to the plugin"
+        }
+        Some(ErrorKind::BadStatus(_)) => {
+            "the plugin answered the homeserver's ping with an error: the homeserver's hs_token does not match this \
+             plugin's registration (reload the registration file into the homeserver)"
+        }
+        Some(ErrorKind::ConnectionFailed) => {
+            "the homeserver cannot connect to the plugin: check public_url / listen, and that the URL in the homeserver's \
+             copy of the registration is current"
+        }
+        Some(ErrorKind::ConnectionTimeout) => "the homeserver's connection to the plugin timed out",
+        _ => match error {
+            Error::Http(_) => "the homeserver is not reachable at the configured URL",
+            _ => "unexpected answer",
+        },
+    };
+    format!("{plugin}: {hint} ({error})")
+}
+
+async fn ready(State(host): State<Host>) -> impl IntoResponse {
+    for (plugin, app) in &host.apps {
+        if let Err(error) = app.inbox_depth().await {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}: store: {error}", plugin.name),
+            );
+        }
+    }
+    (StatusCode::OK, "ready".to_owned())
+}
+
+async fn metrics(State(host): State<Host>) -> impl IntoResponse {
+    let mut families = crate::metrics::Families::default();
+    for (plugin, app) in &host.apps {
+        let inbox = app.inbox_depth().await.unwrap_or(-1);
+        let outbox = app.outbox_depth().await.unwrap_or(-1);
+        app.inner
+            .metrics
+            .collect(plugin.name, inbox, outbox, &mut families);
+    }
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        families.render(),
+    )
+}
+
+/// Writes a plugin's registration for `trestle registration`.
+pub fn write_registration(
+    config: &Config,
+    plugin: &Plugin,
+) -> Result<(Registration, std::path::PathBuf)> {
+    let registration = ensure_registration(config, plugin)?;
+    Ok((registration, config.registration_path(plugin.name)))
+}
