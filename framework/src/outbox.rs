@@ -16,24 +16,14 @@ use std::{
 };
 
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId,
-    OwnedTransactionId, OwnedUserId, TransactionId, UInt,
-    api::{
-        AppserviceUserIdentity,
-        client::{
-            membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
-            message::send_message_event,
-            profile::set_profile_field,
-            redact::redact_event,
-            state::send_state_event,
-        },
-    },
-    profile::ProfileFieldValue,
-    serde::Raw,
+    OwnedDeviceId, OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedTransactionId, OwnedUserId,
+    TransactionId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
+
+mod execute;
 
 use crate::{
     Error, Result,
@@ -41,6 +31,7 @@ use crate::{
     lanes::Lane,
     store::{OutboxItem, OutboxState},
 };
+use execute::execute;
 
 /// One request to the homeserver, as stored in the outbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -377,163 +368,6 @@ impl Lane for OutboxLane {
     }
 }
 
-fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
-    ms.and_then(|ms| UInt::try_from(ms).ok())
-        .map(MilliSecondsSinceUnixEpoch)
-}
-
-/// Sends one request, registering the user first if needed.
-async fn execute(
-    app: &Arc<AppInner>,
-    op: &Op,
-    user_id: &OwnedUserId,
-    device_id: Option<&OwnedDeviceId>,
-) -> Result<Option<OwnedEventId>> {
-    crate::intent::ensure_registered(app, user_id).await?;
-    let mut identity = AppserviceUserIdentity::new(user_id);
-    identity.device_id = device_id.map(|d| &**d);
-    let client = &app.client;
-    let store = &app.store;
-    match op {
-        Op::Message {
-            room_id,
-            event_type,
-            content,
-            txn_id,
-            ts: at,
-        } => {
-            let body = Raw::from_json(content.clone());
-            let mut request = send_message_event::v3::Request::new_raw(
-                room_id.clone(),
-                txn_id.clone(),
-                event_type.as_str().into(),
-                body,
-            );
-            request.timestamp = ts(*at);
-            Ok(Some(client.send(request, identity).await?.event_id))
-        }
-        Op::State {
-            room_id,
-            event_type,
-            state_key,
-            content,
-            ts: at,
-        } => {
-            let mut request = send_state_event::v3::Request::new_raw(
-                room_id.clone(),
-                event_type.as_str().into(),
-                state_key.clone(),
-                Raw::from_json(content.clone()),
-            );
-            request.timestamp = ts(*at);
-            Ok(Some(client.send(request, identity).await?.event_id))
-        }
-        Op::Redact {
-            room_id,
-            event_id,
-            reason,
-            txn_id,
-        } => {
-            let mut request =
-                redact_event::v3::Request::new(room_id.clone(), event_id.clone(), txn_id.clone());
-            request.reason = reason.clone();
-            Ok(Some(client.send(request, identity).await?.event_id))
-        }
-        Op::Join { room_id } => {
-            let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
-            let outcome = join().await;
-            app.join_settled(room_id, user_id);
-            match outcome {
-                // A ghost cannot join an invite-only room by itself: the bot, already there,
-                // invites it. Sent directly, since this room's queue is the one running.
-                Err(e) if e.is_forbidden() && *user_id != app.bot_user_id => {
-                    let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
-                    let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
-                    client
-                        .send(invite, AppserviceUserIdentity::new(&app.bot_user_id))
-                        .await?;
-                    join().await?;
-                }
-                other => {
-                    other?;
-                }
-            }
-            store
-                .set_membership(room_id.as_str(), user_id.as_str(), "join")
-                .await?;
-            Ok(None)
-        }
-        Op::Leave { room_id } => {
-            client
-                .send(leave_room::v3::Request::new(room_id.clone()), identity)
-                .await?;
-            store
-                .set_membership(room_id.as_str(), user_id.as_str(), "leave")
-                .await?;
-            Ok(None)
-        }
-        Op::Invite {
-            room_id,
-            user_id: invitee,
-        } => {
-            let recipient = invite_user::v3::InviteUserId::new(invitee.clone());
-            client
-                .send(
-                    invite_user::v3::Request::new(room_id.clone(), recipient.into()),
-                    identity,
-                )
-                .await?;
-            Ok(None)
-        }
-        Op::Kick {
-            room_id,
-            user_id: target,
-            reason,
-        } => {
-            let mut request = kick_user::v3::Request::new(room_id.clone(), target.clone());
-            request.reason = reason.clone();
-            client.send(request, identity).await?;
-            Ok(None)
-        }
-        Op::Ban {
-            room_id,
-            user_id: target,
-            reason,
-        } => {
-            let mut request = ban_user::v3::Request::new(room_id.clone(), target.clone());
-            request.reason = reason.clone();
-            client.send(request, identity).await?;
-            Ok(None)
-        }
-        Op::DisplayName { name } => {
-            let value = ProfileFieldValue::DisplayName(name.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
-            store
-                .set_ghost_display_name(user_id.as_str(), Some(name))
-                .await?;
-            Ok(None)
-        }
-        Op::AvatarUrl { url } => {
-            let value = ProfileFieldValue::AvatarUrl(url.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
-            store
-                .set_ghost_avatar_url(user_id.as_str(), Some(url.as_str()))
-                .await?;
-            Ok(None)
-        }
-    }
-}
-
 tokio::task_local! {
     /// The inbox item being handled, so that what its handlers send gets transaction ids that
     /// are the same when the item is handled again after a crash — and the homeserver drops the
@@ -573,86 +407,4 @@ pub(crate) fn next_txn_id() -> OwnedTransactionId {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn matrix(status: u16, errcode_json: serde_json::Value) -> Error {
-        let response = http::Response::builder()
-            .status(status)
-            .body(serde_json::to_vec(&errcode_json).unwrap())
-            .unwrap();
-        let error =
-            <ruma::api::error::Error as ruma::api::EndpointError>::from_http_response(response);
-        Error::from(error)
-    }
-
-    #[test]
-    fn rate_limits_wait_exactly_what_the_homeserver_asked() {
-        let e = matrix(
-            429,
-            serde_json::json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow", "retry_after_ms": 1234}),
-        );
-        assert_eq!(
-            retry_policy(&e, 5),
-            Retry::After(Duration::from_millis(1234))
-        );
-    }
-
-    #[test]
-    fn server_errors_retry_and_client_errors_give_up() {
-        let e = matrix(
-            502,
-            serde_json::json!({"errcode": "M_UNKNOWN", "error": "bad gateway"}),
-        );
-        assert!(matches!(retry_policy(&e, 0), Retry::After(_)));
-        let e = matrix(
-            403,
-            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "no"}),
-        );
-        assert_eq!(retry_policy(&e, 0), Retry::GiveUp);
-        let e = matrix(
-            400,
-            serde_json::json!({"errcode": "M_BAD_JSON", "error": "no"}),
-        );
-        assert_eq!(retry_policy(&e, 0), Retry::GiveUp);
-    }
-
-    #[test]
-    fn backoff_grows_to_a_cap_with_jitter() {
-        for attempt in 0..20 {
-            let d = backoff(attempt);
-            let base = (250u64 << attempt.min(10)).min(30_000);
-            assert!(
-                d >= Duration::from_millis(base / 2) && d <= Duration::from_millis(base),
-                "{attempt}: {d:?}"
-            );
-        }
-        assert!(backoff(30) <= Duration::from_secs(30));
-    }
-
-    #[test]
-    fn ops_survive_the_store() {
-        let op = Op::Message {
-            room_id: "!r:x".try_into().unwrap(),
-            event_type: "m.room.message".into(),
-            content: serde_json::value::to_raw_value(&serde_json::json!({"body": "hi"})).unwrap(),
-            txn_id: "t1".into(),
-            ts: Some(5),
-        };
-        let json = serde_json::to_string(&op).unwrap();
-        let back: Op = serde_json::from_str(&json).unwrap();
-        assert_eq!(serde_json::to_string(&back).unwrap(), json);
-        assert_eq!(back.queue_key(&"@u:x".try_into().unwrap()), "!r:x");
-        let profile = Op::DisplayName { name: "N".into() };
-        assert_eq!(profile.queue_key(&"@u:x".try_into().unwrap()), "user:@u:x");
-    }
-
-    #[tokio::test]
-    async fn transaction_ids_repeat_for_the_same_inbox_item() {
-        let first = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
-        let again = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
-        assert_eq!(first, again);
-        assert_ne!(first.0, first.1);
-        assert_ne!(next_txn_id(), next_txn_id());
-    }
-}
+mod tests;

@@ -1,0 +1,179 @@
+//! Turning a stored [`Op`] into the homeserver request it stands for.
+
+use std::sync::Arc;
+
+use ruma::{
+    MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedUserId, UInt,
+    api::{
+        AppserviceUserIdentity,
+        client::{
+            membership::{ban_user, invite_user, join_room_by_id, kick_user, leave_room},
+            message::send_message_event,
+            profile::set_profile_field,
+            redact::redact_event,
+            state::send_state_event,
+        },
+    },
+    profile::ProfileFieldValue,
+    serde::Raw,
+};
+
+use super::Op;
+use crate::{Result, appservice::AppInner};
+
+fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
+    ms.and_then(|ms| UInt::try_from(ms).ok())
+        .map(MilliSecondsSinceUnixEpoch)
+}
+
+/// Sends one request, registering the user first if needed.
+pub(super) async fn execute(
+    app: &Arc<AppInner>,
+    op: &Op,
+    user_id: &OwnedUserId,
+    device_id: Option<&OwnedDeviceId>,
+) -> Result<Option<OwnedEventId>> {
+    crate::intent::ensure_registered(app, user_id).await?;
+    let mut identity = AppserviceUserIdentity::new(user_id);
+    identity.device_id = device_id.map(|d| &**d);
+    let client = &app.client;
+    let store = &app.store;
+    match op {
+        Op::Message {
+            room_id,
+            event_type,
+            content,
+            txn_id,
+            ts: at,
+        } => {
+            let body = Raw::from_json(content.clone());
+            let mut request = send_message_event::v3::Request::new_raw(
+                room_id.clone(),
+                txn_id.clone(),
+                event_type.as_str().into(),
+                body,
+            );
+            request.timestamp = ts(*at);
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::State {
+            room_id,
+            event_type,
+            state_key,
+            content,
+            ts: at,
+        } => {
+            let mut request = send_state_event::v3::Request::new_raw(
+                room_id.clone(),
+                event_type.as_str().into(),
+                state_key.clone(),
+                Raw::from_json(content.clone()),
+            );
+            request.timestamp = ts(*at);
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::Redact {
+            room_id,
+            event_id,
+            reason,
+            txn_id,
+        } => {
+            let mut request =
+                redact_event::v3::Request::new(room_id.clone(), event_id.clone(), txn_id.clone());
+            request.reason = reason.clone();
+            Ok(Some(client.send(request, identity).await?.event_id))
+        }
+        Op::Join { room_id } => {
+            let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
+            let outcome = join().await;
+            app.join_settled(room_id, user_id);
+            match outcome {
+                // A ghost cannot join an invite-only room by itself: the bot, already there,
+                // invites it. Sent directly, since this room's queue is the one running.
+                Err(e) if e.is_forbidden() && *user_id != app.bot_user_id => {
+                    let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
+                    let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
+                    client
+                        .send(invite, AppserviceUserIdentity::new(&app.bot_user_id))
+                        .await?;
+                    join().await?;
+                }
+                other => {
+                    other?;
+                }
+            }
+            store
+                .set_membership(room_id.as_str(), user_id.as_str(), "join")
+                .await?;
+            Ok(None)
+        }
+        Op::Leave { room_id } => {
+            client
+                .send(leave_room::v3::Request::new(room_id.clone()), identity)
+                .await?;
+            store
+                .set_membership(room_id.as_str(), user_id.as_str(), "leave")
+                .await?;
+            Ok(None)
+        }
+        Op::Invite {
+            room_id,
+            user_id: invitee,
+        } => {
+            let recipient = invite_user::v3::InviteUserId::new(invitee.clone());
+            client
+                .send(
+                    invite_user::v3::Request::new(room_id.clone(), recipient.into()),
+                    identity,
+                )
+                .await?;
+            Ok(None)
+        }
+        Op::Kick {
+            room_id,
+            user_id: target,
+            reason,
+        } => {
+            let mut request = kick_user::v3::Request::new(room_id.clone(), target.clone());
+            request.reason = reason.clone();
+            client.send(request, identity).await?;
+            Ok(None)
+        }
+        Op::Ban {
+            room_id,
+            user_id: target,
+            reason,
+        } => {
+            let mut request = ban_user::v3::Request::new(room_id.clone(), target.clone());
+            request.reason = reason.clone();
+            client.send(request, identity).await?;
+            Ok(None)
+        }
+        Op::DisplayName { name } => {
+            let value = ProfileFieldValue::DisplayName(name.clone());
+            client
+                .send(
+                    set_profile_field::v3::Request::new(user_id.clone(), value),
+                    identity,
+                )
+                .await?;
+            store
+                .set_ghost_display_name(user_id.as_str(), Some(name))
+                .await?;
+            Ok(None)
+        }
+        Op::AvatarUrl { url } => {
+            let value = ProfileFieldValue::AvatarUrl(url.clone());
+            client
+                .send(
+                    set_profile_field::v3::Request::new(user_id.clone(), value),
+                    identity,
+                )
+                .await?;
+            store
+                .set_ghost_avatar_url(user_id.as_str(), Some(url.as_str()))
+                .await?;
+            Ok(None)
+        }
+    }
+}
