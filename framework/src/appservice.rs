@@ -194,6 +194,7 @@ impl AppserviceBuilder {
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
         let id = self.registration.id.clone();
         let max_rooms = self.options.max_rooms;
+        let hooks = self.router.options.hooks.clone();
         let inner = Arc::new_cyclic(|weak| AppInner {
             inbox: Lanes::new(
                 InboxLane::new(weak.clone(), &id),
@@ -216,9 +217,10 @@ impl AppserviceBuilder {
             command_prefix,
             registered: tokio::sync::Mutex::new(HashSet::new()),
             joins_queued: Mutex::new(HashSet::new()),
-            user_query: self.user_query,
-            alias_query: self.alias_query,
-            thirdparty: self.thirdparty,
+            // Set on the builder, or else by the plugin on its router.
+            user_query: self.user_query.or_else(|| hooks.user_query.clone()),
+            alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
+            thirdparty: self.thirdparty.or_else(|| hooks.thirdparty.clone()),
             body_limit: self.body_limit,
             on_send_failure: self.on_send_failure,
             metrics: Metrics::default(),

@@ -23,6 +23,8 @@ pub struct Plugin {
     /// The plugin's settings with their defaults, as commented YAML lines for `trestle init`
     /// (empty for none).
     pub settings_help: &'static str,
+    /// Third-party protocols the plugin answers lookups for (`protocols` in its registration).
+    pub protocols: &'static [&'static str],
 }
 
 /// A plugin's settings section, for the plugin to read into its own type.
@@ -67,6 +69,7 @@ impl Plugin {
             ghost_prefix,
             build,
             settings_help: "",
+            protocols: &[],
         }
     }
 
@@ -76,15 +79,25 @@ impl Plugin {
         self
     }
 
+    /// The same plugin answering third-party lookups for `protocols`.
+    pub const fn with_protocols(mut self, protocols: &'static [&'static str]) -> Self {
+        self.protocols = protocols;
+        self
+    }
+
     /// A fresh registration for this plugin on `server_name`, pushed to at `url`.
     pub fn generate_registration(&self, url: Option<String>, server_name: &str) -> Registration {
-        Registration::generate(
+        let mut registration = Registration::generate(
             self.name,
             url,
             self.bot_localpart,
             self.ghost_prefix,
             server_name,
-        )
+        );
+        if !self.protocols.is_empty() {
+            registration.protocols = Some(self.protocols.iter().map(|p| (*p).to_owned()).collect());
+        }
+        registration
     }
 
     /// The plugin's router with default settings.

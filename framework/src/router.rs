@@ -108,6 +108,25 @@ pub(crate) struct RouterOptions {
     pub(crate) accept_invites: bool,
     pub(crate) own_events: bool,
     pub(crate) help: bool,
+    pub(crate) hooks: Hooks,
+}
+
+/// The plugin's answers to the homeserver's queries.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks {
+    pub(crate) user_query: Option<crate::UserQuery>,
+    pub(crate) alias_query: Option<crate::AliasQuery>,
+    pub(crate) thirdparty: Option<Arc<dyn crate::thirdparty::ThirdPartyLookup>>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("user_query", &self.user_query.is_some())
+            .field("alias_query", &self.alias_query.is_some())
+            .field("thirdparty", &self.thirdparty.is_some())
+            .finish()
+    }
 }
 
 impl Default for RouterOptions {
@@ -117,6 +136,7 @@ impl Default for RouterOptions {
             accept_invites: false,
             own_events: false,
             help: false,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -149,6 +169,40 @@ where
             routes: Vec::new(),
             options: RouterOptions::default(),
         }
+    }
+
+    /// Answers the homeserver's "does this user exist?" (`GET /_matrix/app/v1/users/{userId}`,
+    /// asked when someone looks up an unknown user in the plugin's namespace): return `true`
+    /// to have the ghost registered and the homeserver told yes.
+    /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#get_matrixappv1usersuserid>
+    pub fn on_user_query<F, Fut>(mut self, query: F) -> Self
+    where
+        F: Fn(crate::Appservice, ruma::OwnedUserId) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<bool>> + Send + 'static,
+    {
+        self.options.hooks.user_query = Some(Arc::new(move |app, user| Box::pin(query(app, user))));
+        self
+    }
+
+    /// Answers the homeserver's "does this alias exist?" (`GET /_matrix/app/v1/rooms/{alias}`,
+    /// asked when someone joins an unknown alias in the plugin's namespace): create the room
+    /// with that alias, then return `true`.
+    /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#get_matrixappv1roomsroomalias>
+    pub fn on_alias_query<F, Fut>(mut self, query: F) -> Self
+    where
+        F: Fn(crate::Appservice, ruma::OwnedRoomAliasId) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<bool>> + Send + 'static,
+    {
+        self.options.hooks.alias_query =
+            Some(Arc::new(move |app, alias| Box::pin(query(app, alias))));
+        self
+    }
+
+    /// Answers the `/thirdparty` lookups for the plugin's protocols (list them in the
+    /// registration's `protocols`, see [`crate::Plugin::with_protocols`]).
+    pub fn thirdparty(mut self, lookup: impl crate::thirdparty::ThirdPartyLookup) -> Self {
+        self.options.hooks.thirdparty = Some(Arc::new(lookup));
+        self
     }
 
     /// Offers every event to `handler`; its extractors decide whether it runs.
