@@ -104,6 +104,14 @@ async fn interrupted_burst(graceful: bool, total: usize) {
     };
 
     configure(dir.path(), &synapse.base_url(), port);
+    if graceful {
+        // This run also checks JSON logs: each handler's lines carry the room and event.
+        let config = dir.path().join("trestle.yaml");
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("format: text", "format: json");
+        std::fs::write(&config, text).unwrap();
+    }
     let mut child = trestle(dir.path());
     wait_up().await;
     let user = synapse.register_user("kim", "password-1234").await;
@@ -238,4 +246,22 @@ async fn interrupted_burst(graceful: bool, total: usize) {
         "killed after {at_kill} echoes; trestle log tail:\n{tail}"
     );
     assert_eq!(got_later, expected, "no duplicates after the burst");
+    if graceful {
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+            .collect();
+        assert!(!lines.is_empty(), "no JSON log lines:\n{tail}");
+        let in_handler = lines
+            .iter()
+            .find(|l| l["span"]["room_id"] == room.as_str())
+            .unwrap_or_else(|| panic!("no log line with the room id on its span:\n{tail}"));
+        assert_eq!(in_handler["span"]["appservice"], "echo");
+        assert!(
+            in_handler["span"]["event_id"]
+                .as_str()
+                .is_some_and(|e| e.starts_with('$'))
+        );
+    }
 }

@@ -292,8 +292,12 @@ impl Config {
         if let Some(url) = &self.homeserver.url {
             return Ok(url.trim_end_matches('/').to_owned());
         }
-        let name = &self.homeserver.server_name;
-        let well_known = format!("https://{name}/.well-known/matrix/client");
+        let origin = format!("https://{}", self.homeserver.server_name);
+        self.discover(&origin).await
+    }
+
+    /// Reads `<origin>/.well-known/matrix/client` for the homeserver's base URL.
+    async fn discover(&self, origin: &str) -> Result<String> {
         #[derive(Deserialize)]
         struct WellKnown {
             #[serde(rename = "m.homeserver")]
@@ -303,6 +307,7 @@ impl Config {
         struct BaseUrl {
             base_url: String,
         }
+        let well_known = format!("{origin}/.well-known/matrix/client");
         let found: WellKnown = reqwest::get(&well_known)
             .await
             .and_then(|r| r.error_for_status())

@@ -127,3 +127,32 @@ fn the_default_configuration_parses() {
         Some("http://127.0.0.1:8008")
     );
 }
+
+#[tokio::test]
+async fn the_homeserver_is_discovered_through_well_known() {
+    use axum::{Json, routing::get};
+    let app = axum::Router::new().route(
+        "/.well-known/matrix/client",
+        get(|| async {
+            Json(serde_json::json!({"m.homeserver": {"base_url": "https://matrix.example.org/"}}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = parse("homeserver: {server_name: example.org}\n").unwrap();
+    assert_eq!(
+        config.discover(&origin).await.unwrap(),
+        "https://matrix.example.org"
+    );
+    // Nothing there: the error says which field to set and what failed.
+    let err = config
+        .discover(&format!("{origin}/nothing"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("field `homeserver.url` is not set") && err.contains("404"),
+        "{err}"
+    );
+}
