@@ -68,6 +68,8 @@ pub(crate) struct AppInner {
     pub(crate) outbox: Arc<Lanes<OutboxLane>>,
     pub(crate) registered: tokio::sync::Mutex<HashSet<OwnedUserId>>,
     pub(crate) joins_queued: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
+    /// Rooms our users are known to be in: saves a store read on every send.
+    pub(crate) joined: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
     pub(crate) on_send_failure: Option<SendFailureHook>,
     pub(crate) metrics: Metrics,
     pub(crate) options: Options,
@@ -217,6 +219,7 @@ impl AppserviceBuilder {
             command_prefix,
             registered: tokio::sync::Mutex::new(HashSet::new()),
             joins_queued: Mutex::new(HashSet::new()),
+            joined: Mutex::new(HashSet::new()),
             // Set on the builder, or else by the plugin on its router.
             user_query: self.user_query.or_else(|| hooks.user_query.clone()),
             alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
@@ -529,6 +532,8 @@ impl Appservice {
         {
             tracing::error!(%error, "could not record a membership");
         }
+        self.inner
+            .set_joined_cached(&event.room_id, &user_id, membership == "join");
         self.inner.join_settled(&event.room_id, &user_id);
         if membership == "invite"
             && user_id == self.inner.bot_user_id
@@ -555,5 +560,21 @@ impl AppInner {
     pub(crate) fn join_settled(&self, room_id: &RoomId, user_id: &UserId) {
         let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
         queued.remove(&(room_id.to_owned(), user_id.to_owned()));
+    }
+
+    pub(crate) fn is_joined_cached(&self, room_id: &RoomId, user_id: &UserId) -> bool {
+        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        joined.contains(&(room_id.to_owned(), user_id.to_owned()))
+    }
+
+    /// Keeps the cache in step with every membership the store records.
+    pub(crate) fn set_joined_cached(&self, room_id: &RoomId, user_id: &UserId, joined: bool) {
+        let mut cache = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (room_id.to_owned(), user_id.to_owned());
+        if joined {
+            cache.insert(key);
+        } else {
+            cache.remove(&key);
+        }
     }
 }

@@ -27,7 +27,6 @@ use crate::{
     Appservice, Error, Result,
     appservice::AppInner,
     outbox::{Delivery, Op, next_txn_id},
-    store::OutboxState,
 };
 
 /// One of the appservice's users, ready to act.
@@ -140,20 +139,7 @@ impl Intent {
                 &json,
             )
             .await?;
-        let outbox = inner.outbox.lane();
-        let delivery = outbox.delivery(seq);
-        // The queue's worker may already have sent it between the insert and the line above:
-        // then the store knows the outcome and the waiter was never called.
-        if let Some((state, event_id, error)) = inner.store.outbox_state(seq).await?
-            && state != OutboxState::Pending
-            && outbox.forget(seq)
-        {
-            let outcome = match state {
-                OutboxState::Failed => Err(Error::Other(error.unwrap_or_default())),
-                _ => Ok(event_id.map(OwnedEventId::try_from).transpose()?),
-            };
-            return Ok(Delivery::ready(seq, outcome));
-        }
+        let delivery = inner.outbox.lane().delivery(seq);
         inner.outbox.offer(&queue);
         Ok(delivery)
     }
@@ -181,12 +167,19 @@ impl Intent {
     }
 
     async fn is_joined(&self, room_id: &RoomId) -> Result<bool> {
-        let membership = self
-            .app
-            .store()
+        let inner = &self.app.inner;
+        if inner.is_joined_cached(room_id, &self.user_id) {
+            return Ok(true);
+        }
+        let membership = inner
+            .store
             .membership(room_id.as_str(), self.user_id.as_str())
             .await?;
-        Ok(membership.as_deref() == Some("join"))
+        let joined = membership.as_deref() == Some("join");
+        if joined {
+            inner.set_joined_cached(room_id, &self.user_id, true);
+        }
+        Ok(joined)
     }
 
     /// Invites a user.

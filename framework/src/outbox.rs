@@ -170,7 +170,15 @@ impl IntoFuture for Delivery {
     }
 }
 
-type Waiters = Mutex<HashMap<i64, oneshot::Sender<Result<Option<OwnedEventId>>>>>;
+/// Who awaits which outcome, and recent outcomes nobody awaited (yet).
+#[derive(Default)]
+pub(crate) struct Waiting {
+    waiters: HashMap<i64, oneshot::Sender<Result<Option<OwnedEventId>>>>,
+    orphans: HashMap<i64, std::result::Result<Option<OwnedEventId>, String>>,
+    orphan_order: std::collections::VecDeque<i64>,
+}
+
+type Waiters = Mutex<Waiting>;
 
 /// The outbox lane: sends stored requests.
 pub(crate) struct OutboxLane {
@@ -192,37 +200,37 @@ impl OutboxLane {
 
     /// Registers interest in the outcome of `seq`.
     pub(crate) fn delivery(&self, seq: i64) -> Delivery {
+        let mut waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // The queue's worker may have sent it already, between the insert and this call.
+        if let Some(outcome) = waiting.orphans.remove(&seq) {
+            return Delivery::ready(seq, outcome.map_err(Error::Other));
+        }
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(seq, tx);
+        waiting.waiters.insert(seq, tx);
         Delivery { seq, rx }
     }
 
-    /// Drops interest in `seq`; returns whether there was any (so no outcome was sent yet).
-    pub(crate) fn forget(&self, seq: i64) -> bool {
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&seq)
-            .is_some()
-    }
-
+    /// Hands the outcome to whoever awaits it. With nobody waiting it is kept a while, for a
+    /// caller that is just about to ask; a failure is also returned for the failure hook.
     fn resolve(&self, seq: i64, outcome: Result<Option<OwnedEventId>>) -> Option<Error> {
-        let waiter = self
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&seq);
-        match (waiter, outcome) {
-            (Some(tx), outcome) => {
-                let _ = tx.send(outcome);
-                None
-            }
-            (None, Err(e)) => Some(e),
-            (None, Ok(_)) => None,
+        let mut waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = waiting.waiters.remove(&seq) {
+            let _ = tx.send(outcome);
+            return None;
         }
+        let (kept, failure) = match outcome {
+            Ok(event_id) => (Ok(event_id), None),
+            Err(e) => (Err(e.to_string()), Some(e)),
+        };
+        waiting.orphans.insert(seq, kept);
+        waiting.orphan_order.push_back(seq);
+        // Fire-and-forget sends are never asked about: keep only the recent ones.
+        while waiting.orphan_order.len() > 4096 {
+            if let Some(old) = waiting.orphan_order.pop_front() {
+                waiting.orphans.remove(&old);
+            }
+        }
+        failure
     }
 }
 

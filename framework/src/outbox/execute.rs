@@ -105,6 +105,7 @@ pub(super) async fn execute(
             store
                 .set_membership(room_id.as_str(), user_id.as_str(), "join")
                 .await?;
+            app.set_joined_cached(room_id, user_id, true);
             Ok(None)
         }
         Op::Leave { room_id } => {
@@ -114,6 +115,7 @@ pub(super) async fn execute(
             store
                 .set_membership(room_id.as_str(), user_id.as_str(), "leave")
                 .await?;
+            app.set_joined_cached(room_id, user_id, false);
             Ok(None)
         }
         Op::Invite {
