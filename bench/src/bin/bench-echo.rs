@@ -1,0 +1,118 @@
+//! The benchmark's echo appservice on Trestle, with nothing the real plugins do not get: the
+//! durable SQLite store (in a temporary directory), the router, intents and the outbox.
+//!
+//! - `!echo <rest>` — the bot sends `echo: <rest>` to the room.
+//! - `!ghost <rest>` from `@<local>:<server>` — the ghost `@bench_<local>:<server>` sends it
+//!   (registered, joined and sending through the outbox).
+//!
+//! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS]`, listening at the
+//! registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless `RUST_LOG` says
+//! otherwise.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+use serde_json::json;
+use trestle::{
+    Appservice, Router, Store,
+    intent::SendOptions,
+    router::{Command, Room, Sender, State},
+};
+use trestle_bench::app_args::{AppArgs, echo_body, load, shutdown_signal};
+
+/// How long each handler waits before it answers.
+#[derive(Clone, Copy)]
+struct Delay(Duration);
+
+async fn pause(delay: Delay) {
+    if !delay.0.is_zero() {
+        tokio::time::sleep(delay.0).await;
+    }
+}
+
+fn message(rest: &str) -> serde_json::Value {
+    json!({"msgtype": "m.text", "body": echo_body(rest)})
+}
+
+/// `!echo <rest>`: the bot answers.
+async fn echo(
+    cmd: Command,
+    Room(room): Room,
+    State(delay): State<Delay>,
+    app: Appservice,
+) -> trestle::Result<()> {
+    pause(delay).await;
+    app.bot()
+        .send_json(
+            &room,
+            "m.room.message",
+            message(&cmd.args),
+            SendOptions::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// `!ghost <rest>`: the sender's ghost answers.
+async fn ghost(
+    cmd: Command,
+    Room(room): Room,
+    Sender(sender): Sender,
+    State(delay): State<Delay>,
+    app: Appservice,
+) -> trestle::Result<()> {
+    pause(delay).await;
+    app.ghost(&format!("bench_{}", sender.localpart()))?
+        .send_json(
+            &room,
+            "m.room.message",
+            message(&cmd.args),
+            SendOptions::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = AppArgs::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench-echo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: AppArgs) -> Result<(), String> {
+    let (registration, addr) = load(&args)?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
+    let router = Router::new()
+        .command("echo", echo)
+        .command("ghost", ghost)
+        .with_state(Delay(Duration::from_millis(args.handler_delay_ms)));
+    let app = Appservice::builder(registration, args.homeserver, "localhost")
+        .router(router)
+        .store(store)
+        .build()
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("listening at {addr}: {e}"))?;
+    app.run(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    // The temporary directory goes with `dir`.
+    Ok(())
+}
