@@ -18,6 +18,10 @@ pub struct AppArgs {
     /// Milliseconds each `!echo`/`!ghost` handler waits before it answers (the flood scenario).
     #[arg(long, default_value_t = 0)]
     pub handler_delay_ms: u64,
+    /// bench-echo only, for analysis: the store's URL instead of a SQLite file in a temporary
+    /// directory (e.g. `sqlite::memory:`). The benchmark's figures use the default.
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 /// Reads the registration and the `host:port` of its `url`.

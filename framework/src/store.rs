@@ -81,9 +81,13 @@ impl Store {
                         Box::pin(async move {
                             // WAL lets readers proceed while one writer commits; NORMAL sync
                             // survives a process crash, which is what an acknowledgement promises.
+                            // With readers busy, SQLite's default checkpoint every 1,000 pages
+                            // rarely completes and is retried on nearly every commit: check
+                            // point less often, in bigger steps.
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000;",
+                                 PRAGMA busy_timeout = 10000; \
+                                 PRAGMA wal_autocheckpoint = 20000;",
                             )
                             .await?;
                             Ok(())

@@ -95,7 +95,10 @@ async fn main() -> ExitCode {
 async fn run(args: AppArgs) -> Result<(), String> {
     let (registration, addr) = load(&args)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let url = match &args.database {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
     let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
     let router = Router::new()
         .command("echo", echo)

@@ -93,6 +93,10 @@ struct Args {
     /// Memory and time figures are then those of the wrapper.
     #[arg(long)]
     wrap: Option<String>,
+    /// More arguments for bench-echo, split at spaces — for analysis, e.g.
+    /// `--echo-args "--database sqlite::memory:"`.
+    #[arg(long, allow_hyphen_values = true)]
+    echo_args: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, ValueEnum)]
@@ -263,10 +267,17 @@ impl Driver {
 
     async fn scenario(&mut self, scenario: Scenario, app: App) -> Result<String, String> {
         let a = &self.args;
-        let extra = match scenario {
+        let mut extra = match scenario {
             Scenario::Flood => vec!["--handler-delay-ms".into(), a.flood_delay_ms.to_string()],
             _ => Vec::new(),
         };
+        if app == App::Trestle {
+            extra.extend(
+                a.echo_args
+                    .iter()
+                    .flat_map(|s| s.split_whitespace().map(str::to_owned)),
+            );
+        }
         let load = match scenario {
             Scenario::Echo => self.load(Command::Echo, a.echo_events, a.echo_batch, "m"),
             Scenario::Echo1 => self.load(Command::Echo, a.echo1_events, 1, "m"),
@@ -299,6 +310,8 @@ impl Driver {
         match scenario {
             Scenario::Echo => {
                 f.add(app, "echo.eps", outcome.events_per_s);
+                let push = outcome.push_elapsed.as_secs_f64().max(1e-9);
+                f.add(app, "echo.ingest", outcome.events as f64 / push);
                 f.add(app, "echo.p50", outcome.p50_ms);
                 f.add(app, "echo.p99", outcome.p99_ms);
                 f.add(app, "echo.cpu", cpu_us);
@@ -406,6 +419,11 @@ fn table(figures: &Figures, args: &Args) -> String {
         figures
             .row("echo.eps", &format!("{echo}: events/s"), 0)
             .target(Target::RatioAtLeast(0.6)),
+        figures.row(
+            "echo.ingest",
+            &format!("{echo}: events/s accepted (pushes answered, handling aside)"),
+            0,
+        ),
         figures.row("echo.p50", &format!("{echo}: p50 latency, ms"), 1),
         figures.row("echo.p99", &format!("{echo}: p99 latency, ms"), 1),
         figures.row("echo.cpu", &format!("{echo}: CPU time per event, µs"), 0),
