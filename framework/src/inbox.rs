@@ -65,13 +65,19 @@ impl Lane for InboxLane {
             Ok(incoming) => app.handle(incoming, &item.item_key).await,
             Err(error) => tracing::error!(seq = item.seq, %error, "skipping a damaged inbox row"),
         }
-        // If this fails the item is handled again after a restart: the idempotency key is
+    }
+
+    async fn finish(&self, seqs: Vec<i64>) {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        // If this fails the items are handled again after a restart: the idempotency key is
         // there for exactly that.
         for attempt in 0..5 {
-            match app.store().inbox_done(item.seq).await {
+            match app.store.inbox_done_many(&seqs).await {
                 Ok(()) => break,
                 Err(error) => {
-                    tracing::error!(seq = item.seq, %error, attempt, "could not mark an item done");
+                    tracing::error!(?seqs, %error, attempt, "could not mark items done");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }

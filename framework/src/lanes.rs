@@ -43,6 +43,9 @@ pub(crate) trait Lane: Send + Sync + 'static {
     fn seq(item: &Self::Item) -> i64;
     /// Does the item and records that it is done. Never fails: failures are the lane's to log.
     fn process(&self, item: Self::Item) -> impl Future<Output = ()> + Send;
+    /// Records that the items `seqs` (a batch, in order) were processed: one write for the
+    /// batch instead of one per item.
+    fn finish(&self, seqs: Vec<i64>) -> impl Future<Output = ()> + Send;
     /// Queues with pending items, oldest first.
     fn pending_queues(&self, limit: i64) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
@@ -171,6 +174,7 @@ impl<L: Lane> Lanes<L> {
                 self.changed.notify_waiters();
                 return;
             }
+            let mut processed = Vec::with_capacity(batch.len());
             for item in batch {
                 if leased_at.elapsed() > LEASE_TTL / 3 {
                     if let Ok(true) = self
@@ -184,13 +188,16 @@ impl<L: Lane> Lanes<L> {
                             queue,
                             "lost the queue's lease; leaving it to its new owner"
                         );
+                        self.lane.finish(processed).await;
                         self.stop_worker(&queue);
                         return;
                     }
                 }
                 after = L::seq(&item);
                 self.lane.process(item).await;
+                processed.push(after);
             }
+            self.lane.finish(processed).await;
         }
     }
 

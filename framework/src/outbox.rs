@@ -291,6 +291,10 @@ impl Lane for OutboxLane {
             .await
     }
 
+    async fn finish(&self, _: Vec<i64>) {
+        // Each request's outcome is recorded as it comes: there is no batch to close.
+    }
+
     async fn process(&self, item: OutboxItem) {
         let Some(app) = self.app.upgrade() else {
             return;

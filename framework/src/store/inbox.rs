@@ -138,6 +138,24 @@ impl Store {
         Ok(())
     }
 
+    /// Marks several items handled, in one statement.
+    pub async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
+        for chunk in seqs.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE inbox SET done_at = $1 WHERE seq IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
+            for seq in chunk {
+                query = query.bind(*seq);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// Queues that have unhandled items, oldest first.
     pub async fn inbox_pending_queues(
         &self,
