@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use trestle::{
     Plugin,
     config::{Config, LogFormat, default_config},
-    host::{Host, enabled_plugins, write_registration},
+    host::{Host, enabled_plugins, ensure_registration},
 };
 
 /// Every plugin this binary can run.
@@ -136,8 +136,8 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Registration { plugin, path } => {
             let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
             let plugin = find_plugin(&plugin)?;
-            let (registration, file) =
-                write_registration(&config, &plugin).map_err(|e| e.to_string())?;
+            let registration = ensure_registration(&config, &plugin).map_err(|e| e.to_string())?;
+            let file = config.registration_path(plugin.name);
             if path {
                 println!("{}", file.display());
             } else {

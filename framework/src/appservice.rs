@@ -384,7 +384,7 @@ impl Appservice {
             .receive_transaction(&self.inner.registration.id, txn_id, &items)
             .await?;
         if fresh {
-            self.inner.metrics.transaction(items.len(), parsed.skipped);
+            self.inner.metrics.transaction(parsed.skipped);
             let mut announced = HashSet::new();
             for item in &items {
                 if announced.insert(item.queue_key.as_str()) {

@@ -238,12 +238,3 @@ async fn metrics(State(host): State<Host>) -> impl IntoResponse {
         families.render(),
     )
 }
-
-/// Writes a plugin's registration for `trestle registration`.
-pub fn write_registration(
-    config: &Config,
-    plugin: &Plugin,
-) -> Result<(Registration, std::path::PathBuf)> {
-    let registration = ensure_registration(config, plugin)?;
-    Ok((registration, config.registration_path(plugin.name)))
-}

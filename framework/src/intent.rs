@@ -243,15 +243,7 @@ impl Intent {
         content: &C,
         options: SendOptions,
     ) -> Outgoing {
-        let event_type = content.event_type().to_string();
-        let op = serde_json::value::to_raw_value(content).map(|content| Op::Message {
-            room_id: room_id.to_owned(),
-            event_type,
-            content,
-            txn_id: options.txn_id.unwrap_or_else(next_txn_id),
-            ts: options.ts.map(|ts| ts.get().into()),
-        });
-        self.outgoing(op)
+        self.message(room_id, &content.event_type().to_string(), content, options)
     }
 
     /// Sends an event of any type from JSON content — for custom event types.
@@ -262,7 +254,17 @@ impl Intent {
         content: serde_json::Value,
         options: SendOptions,
     ) -> Outgoing {
-        let op = serde_json::value::to_raw_value(&content).map(|content| Op::Message {
+        self.message(room_id, event_type, &content, options)
+    }
+
+    fn message(
+        &self,
+        room_id: &RoomId,
+        event_type: &str,
+        content: &impl serde::Serialize,
+        options: SendOptions,
+    ) -> Outgoing {
+        let op = serde_json::value::to_raw_value(content).map(|content| Op::Message {
             room_id: room_id.to_owned(),
             event_type: event_type.to_owned(),
             content,

@@ -25,7 +25,7 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn transaction(&self, _items: usize, skipped: usize) {
+    pub(crate) fn transaction(&self, skipped: usize) {
         self.transactions.fetch_add(1, Relaxed);
         self.skipped.fetch_add(skipped as u64, Relaxed);
     }
@@ -231,7 +231,7 @@ mod tests {
     #[test]
     fn two_appservices_render_one_family_each() {
         let (a, b) = (Metrics::default(), Metrics::default());
-        a.transaction(3, 1);
+        a.transaction(1);
         a.handled(Some("m.room.message"), Duration::from_millis(2));
         b.homeserver_error("M_FORBIDDEN");
         b.handler_panicked();

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId,
-    api::appservice::event::push_events::v1::DeviceLists, serde::Raw,
+    api::appservice::event::push_events::v1::DeviceLists,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -350,11 +350,6 @@ impl Incoming {
             ))),
         }
     }
-}
-
-/// Keeps `Raw` in the public vocabulary for plugins that want ruma's lazy parsing.
-pub fn as_raw<T>(json: &RawValue) -> Raw<T> {
-    Raw::from_json(json.to_owned())
 }
 
 #[cfg(test)]
