@@ -77,6 +77,8 @@ pub(crate) struct AppInner {
     pub(crate) alias_query: Option<AliasQuery>,
     pub(crate) thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
     pub(crate) body_limit: usize,
+    /// `true` once the appservice begins to stop; services watch it.
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Builds an [`Appservice`].
@@ -225,6 +227,7 @@ impl AppserviceBuilder {
             alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
             thirdparty: self.thirdparty.or_else(|| hooks.thirdparty.clone()),
             body_limit: self.body_limit,
+            stop: tokio::sync::watch::Sender::new(false),
             on_send_failure: self.on_send_failure,
             metrics: Metrics::default(),
             options: self.options,
@@ -339,7 +342,11 @@ impl Appservice {
     /// The axum router serving the Application Service API, for embedding or testing with
     /// `tower::ServiceExt::oneshot`.
     pub fn http_router(&self) -> axum::Router {
-        crate::http::router(self.clone())
+        let api = crate::http::router(self.clone());
+        match self.web_routes() {
+            Some(web) => api.merge(web),
+            None => api,
+        }
     }
 
     /// Items received but not yet handled.
@@ -443,10 +450,12 @@ impl Appservice {
         let addr = listener.local_addr()?;
         tracing::info!(appservice = %self.inner.registration.id, %addr, "listening");
         let ping = self.ping_in_background();
+        let services = self.start_services();
         let served = axum::serve(listener, self.http_router())
             .with_graceful_shutdown(shutdown)
             .await;
         ping.abort();
+        self.stop_services(services).await;
         // What is not finished now is in the store and is finished on the next start.
         if tokio::time::timeout(Duration::from_secs(10), self.idle())
             .await

@@ -147,11 +147,19 @@ impl Host {
             .iter()
             .map(|(_, app)| app.ping_in_background())
             .collect();
+        let services: Vec<_> = self
+            .apps
+            .iter()
+            .map(|(_, app)| app.start_services())
+            .collect();
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
         for ping in pings {
             ping.abort();
+        }
+        for ((_, app), running) in self.apps.iter().zip(services) {
+            app.stop_services(running).await;
         }
         for (plugin, app) in &self.apps {
             if tokio::time::timeout(Duration::from_secs(10), app.idle())

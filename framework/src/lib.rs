@@ -25,6 +25,7 @@ mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod router;
+mod service;
 pub mod store;
 pub mod thirdparty;
 pub mod transaction;
@@ -38,5 +39,7 @@ pub use store::Store;
 pub use trestle_registration as registration;
 pub use trestle_registration::Registration;
 
+/// Re-exported so plugins' web routes use the same axum as the host.
+pub use axum;
 /// Re-exported so plugins use the same ruma as the framework.
 pub use ruma;

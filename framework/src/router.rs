@@ -117,6 +117,8 @@ pub(crate) struct Hooks {
     pub(crate) user_query: Option<crate::UserQuery>,
     pub(crate) alias_query: Option<crate::AliasQuery>,
     pub(crate) thirdparty: Option<Arc<dyn crate::thirdparty::ThirdPartyLookup>>,
+    pub(crate) web: Option<crate::service::WebRoutes>,
+    pub(crate) services: Vec<crate::service::Service>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -125,6 +127,11 @@ impl std::fmt::Debug for Hooks {
             .field("user_query", &self.user_query.is_some())
             .field("alias_query", &self.alias_query.is_some())
             .field("thirdparty", &self.thirdparty.is_some())
+            .field("web", &self.web.is_some())
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -202,6 +209,37 @@ where
     /// registration's `protocols`, see [`crate::Plugin::with_protocols`]).
     pub fn thirdparty(mut self, lookup: impl crate::thirdparty::ThirdPartyLookup) -> Self {
         self.options.hooks.thirdparty = Some(Arc::new(lookup));
+        self
+    }
+
+    /// HTTP routes of the plugin's own (a web page, webhooks, a provisioning API), built once
+    /// the appservice exists. They are served beside the Application Service API: under
+    /// `/<plugin>` on the `trestle` host, at the root of [`crate::Appservice::http_router`].
+    /// Paths must not collide with the API's (`/_matrix/…`, `/transactions/…`, `/users/…`,
+    /// `/rooms/…`, `/thirdparty/…`); requests to them carry no homeserver token, so the
+    /// routes authenticate their callers themselves. Called again replaces the routes.
+    pub fn web<F>(mut self, routes: F) -> Self
+    where
+        F: Fn(crate::Appservice) -> axum::Router + Send + Sync + 'static,
+    {
+        self.options.hooks.web = Some(Arc::new(routes));
+        self
+    }
+
+    /// A long-running task of the plugin's own (a connection to a remote network, a feed
+    /// poller), started when the appservice starts serving and stopped when it stops. `run`
+    /// should return once [`crate::Appservice::stopping`] completes; a task that returns an
+    /// error, or ends while the appservice is running, is started again after a back-off
+    /// (1 s doubling to 5 min).
+    pub fn service<F, Fut>(mut self, name: &'static str, run: F) -> Self
+    where
+        F: Fn(crate::Appservice) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        self.options.hooks.services.push(crate::service::Service {
+            name,
+            run: Arc::new(move |app| Box::pin(run(app))),
+        });
         self
     }
 

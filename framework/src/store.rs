@@ -7,6 +7,7 @@
 
 mod inbox;
 mod leases;
+mod migrate;
 mod outbox;
 mod users;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
 pub use inbox::{InboxItem, NewInboxItem};
+pub use migrate::Migration;
 pub use outbox::{OutboxItem, OutboxState};
 pub use users::GhostRecord;
 
