@@ -1,0 +1,1 @@
+//! A moderation bot: policy lists, protections and commands (work in progress).

@@ -1,0 +1,1 @@
+//! Notifications: webhooks in and out, RSS and Atom feeds (work in progress).

@@ -1,0 +1,1 @@
+//! A Twitter-like timeline whose data lives in Matrix rooms (work in progress).
