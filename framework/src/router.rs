@@ -59,6 +59,7 @@ pub use extract::{
     Room, Sender, State, ToDevice,
 };
 pub use handler::{Handler, HandlerOutcome, IntoHandlerOutcome};
+pub use help::power_level;
 
 type BoxedHandler<S> = Arc<
     dyn Fn(EventContext, S) -> futures_util::future::BoxFuture<'static, HandlerOutcome>

@@ -120,8 +120,10 @@ fn describe(level: UserPowerLevel) -> String {
 }
 
 /// The current power level of `user_id` in `room_id`, read as the bot from the room's
-/// `m.room.create` event and `m.room.power_levels` state.
-pub(crate) async fn power_level(
+/// `m.room.create` event and `m.room.power_levels` state; room creators have
+/// [`UserPowerLevel::Infinite`] from room version 12 on. For plugins that check power
+/// themselves (a moderation bot's admins, say) rather than through [`CommandSpec::min_power`].
+pub async fn power_level(
     app: &Appservice,
     room_id: &RoomId,
     user_id: &UserId,
