@@ -12,6 +12,7 @@
 //! See `ARCHITECTURE.md` in the repository for the path of one event through these parts.
 
 mod appservice;
+pub mod bridge;
 pub mod client;
 pub mod config;
 mod error;

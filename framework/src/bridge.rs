@@ -1,0 +1,183 @@
+//! The bridge kit: what every bridge to another network needs, so a bridge writes only its
+//! network's side.
+//!
+//! A bridge implements [`Network`] for its remote network and hands it to [`Bridge::new`];
+//! [`Bridge::router`] gives the [`Router`] that does the rest:
+//!
+//! - **Portals**: a remote chat and its Matrix room. A portal is made on demand when someone
+//!   joins its alias ([`Network::chat_alias`]; the homeserver asks us through the
+//!   [alias query](https://spec.matrix.org/v1.16/application-service-api/#get_matrixappv1roomsroomalias)),
+//!   or an existing room is linked to a chat (`link`). Every portal carries `m.bridge` and
+//!   `uk.half-shot.bridge` state ([MSC2346](https://github.com/matrix-org/matrix-spec-proposals/pull/2346)).
+//! - **Ghosts**: each remote user acts in Matrix as a ghost of the appservice
+//!   ([`Network::ghost_localpart`]); its display name and avatar follow the remote profile,
+//!   set only when they change.
+//! - **Puppets**: a Matrix user's own login on the network ([`Login`]), whose messages go out
+//!   through its connection; its [`ConnectionState`] is reported to the user as notices.
+//! - **Relay mode**: in a portal with relay on, a Matrix user without a login is spoken for by
+//!   the bridge, with their name ([`Via::Relay`]).
+//! - **The message map**: remote message id ↔ Matrix event id per portal, so replies, edits,
+//!   redactions and reactions find their targets both ways, and echoes are dropped.
+//! - **Loop prevention**: events of the appservice's own users (the bot, the ghosts) never
+//!   reach the kit's handlers, so nothing the bridge sent comes back to the network.
+//! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
+//!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
+//!   secret for the same operations.
+//!
+//! What happens on the network comes in through a [`BridgeHandle`] (for example
+//! [`BridgeHandle::remote_message`]), which the network keeps: the kit turns it into ghost
+//! actions in the right portal.
+//!
+//! The model is mautrix-go's bridgev2, without its runtime downcasts: ids and login data are
+//! the network's associated types, and optional capabilities are trait methods with defaults.
+
+mod commands;
+mod error;
+mod handle;
+mod login;
+mod matrix;
+mod network;
+mod portal;
+mod provision;
+mod remote;
+mod store;
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
+use serde::Deserialize;
+
+pub use error::BridgeError;
+pub use handle::{BridgeHandle, LoginHandle};
+pub use network::{
+    ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, MatrixEdit, MatrixMembership,
+    MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping, MessageContent, MessageKind,
+    Network, NetworkResult, NewLogin, PortalRef, Protocol, RemoteId, UserInfo, Via,
+};
+pub use portal::BRIDGE_STATE_TYPES;
+pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
+
+use crate::{Router, appservice::AppInner};
+
+/// The kit's settings, for a bridge to embed in its own settings (with `#[serde(flatten)]`
+/// or as a field) and pass to [`Bridge::new`].
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BridgeConfig {
+    /// Whether new portals start with relay mode on: Matrix users without a login are spoken
+    /// for by the bridge, with their name.
+    pub relay: bool,
+    /// The shared secret of the provisioning API (`Authorization: Bearer <secret>`); the API
+    /// answers `404` to everything while unset.
+    pub provisioning_secret: Option<String>,
+    /// Users who may `link` and `unlink` any room and set relay mode (full user ids). Others
+    /// need power level 50 in the room.
+    pub admins: Vec<String>,
+}
+
+impl BridgeConfig {
+    /// Relay mode on in new portals.
+    pub fn relay(mut self, relay: bool) -> Self {
+        self.relay = relay;
+        self
+    }
+
+    /// The provisioning API's shared secret.
+    pub fn provisioning_secret(mut self, secret: impl Into<String>) -> Self {
+        self.provisioning_secret = Some(secret.into());
+        self
+    }
+
+    /// Adds an admin.
+    pub fn admin(mut self, user_id: impl Into<String>) -> Self {
+        self.admins.push(user_id.into());
+        self
+    }
+}
+
+/// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
+/// keep its [`BridgeHandle`] if the bridge's own code needs one.
+///
+/// ```no_run
+/// # fn demo<N: trestle::bridge::Network>(network: N) -> trestle::Router {
+/// use trestle::bridge::{Bridge, BridgeConfig};
+/// Bridge::new(network, BridgeConfig::default().relay(true)).router()
+/// # }
+/// ```
+pub struct Bridge<N: Network> {
+    handle: BridgeHandle<N>,
+}
+
+impl<N: Network> Bridge<N> {
+    /// A bridge to `network`.
+    pub fn new(network: N, config: BridgeConfig) -> Self {
+        let shared = Shared {
+            network,
+            config,
+            app: OnceLock::new(),
+            migrated: tokio::sync::OnceCell::new(),
+            connections: Mutex::new(Vec::new()),
+            portal_lock: tokio::sync::Mutex::new(()),
+        };
+        Bridge {
+            handle: BridgeHandle {
+                shared: Arc::new(shared),
+            },
+        }
+    }
+
+    /// The handle the network and the bridge's own code act through.
+    pub fn handle(&self) -> BridgeHandle<N> {
+        self.handle.clone()
+    }
+
+    /// The router of the bridge: Matrix events of portals and management rooms, the alias and
+    /// user queries, the provisioning API (`/provision/v1/…`) and a service that connects the
+    /// stored logins on start and disconnects them on stop. Add the bridge's own routes and
+    /// hooks (`thirdparty`, …) to it; leave `own_events` off, or the bridge would hear itself.
+    pub fn router(&self) -> Router {
+        let (alias, user, web, service) = (
+            self.handle.clone(),
+            self.handle.clone(),
+            self.handle.clone(),
+            self.handle.clone(),
+        );
+        Router::<BridgeHandle<N>>::new()
+            .own_events(false)
+            .on(matrix::on_event::<N>)
+            .on_alias_query(move |app, room_alias| {
+                let bridge = alias.clone();
+                async move { Ok(bridge.answer_alias_query(&app, &room_alias).await?) }
+            })
+            .on_user_query(move |app, user_id| {
+                let bridge = user.clone();
+                async move { Ok(bridge.answer_user_query(&app, &user_id).await?) }
+            })
+            .web(move |app| provision::routes(web.clone(), app))
+            .service("bridge", move |app| {
+                let bridge = service.clone();
+                async move { Ok(bridge.run(app).await?) }
+            })
+            .with_state(self.handle.clone())
+    }
+}
+
+/// What every handle of one bridge shares.
+pub(crate) struct Shared<N: Network> {
+    pub(crate) network: N,
+    pub(crate) config: BridgeConfig,
+    /// The appservice, known once it first calls us; weak, because its router holds us.
+    pub(crate) app: OnceLock<Weak<AppInner>>,
+    pub(crate) migrated: tokio::sync::OnceCell<()>,
+    /// Live connections by (Matrix user, login id).
+    pub(crate) connections: Mutex<Vec<LiveConnection<N>>>,
+    /// Held while a portal is made, so two joins of one alias make one room.
+    pub(crate) portal_lock: tokio::sync::Mutex<()>,
+}
+
+/// One live connection of a login.
+pub(crate) struct LiveConnection<N: Network> {
+    pub(crate) user: ruma::OwnedUserId,
+    pub(crate) login_id: String,
+    pub(crate) connection: Arc<N::Connection>,
+}

@@ -1,0 +1,288 @@
+//! Logins (puppets): stored, connected on start, reconnected with back-off, their state told
+//! to their user in the management room.
+
+use std::{sync::Arc, time::Duration};
+
+use ruma::{
+    OwnedRoomId, RoomId, UserId,
+    api::{AppserviceUserIdentity, client::room::create_room},
+    events::room::message::RoomMessageEventContent,
+};
+
+use super::{
+    BridgeError, BridgeHandle, ConnectionState, LiveConnection, Login, LoginRequest, Network,
+    NetworkResult, store::LoginRow,
+};
+use crate::Appservice;
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
+    let reason = reason.unwrap_or_default();
+    match state {
+        "CONNECTED" => ConnectionState::Connected,
+        "TRANSIENT_DISCONNECT" => ConnectionState::TransientDisconnect(reason),
+        "BAD_CREDENTIALS" => ConnectionState::BadCredentials(reason),
+        "LOGGED_OUT" => ConnectionState::LoggedOut,
+        _ => ConnectionState::Connecting,
+    }
+}
+
+/// What the user is told when their connection's state becomes `state`, having been
+/// `previous`; nothing for the steps of a normal start.
+fn state_notice(login: &str, previous: &str, state: &ConnectionState) -> Option<String> {
+    match state {
+        ConnectionState::Connected
+            if previous == "TRANSIENT_DISCONNECT" || previous == "BAD_CREDENTIALS" =>
+        {
+            Some(format!("{login}: connected again."))
+        }
+        ConnectionState::Connected if previous == "CONNECTING" => {
+            Some(format!("{login}: connected."))
+        }
+        ConnectionState::TransientDisconnect(reason) if previous != "TRANSIENT_DISCONNECT" => Some(
+            format!("{login}: connection lost ({reason}); reconnecting."),
+        ),
+        ConnectionState::BadCredentials(reason) => Some(format!(
+            "{login}: disconnected ({reason}). Log in again to reconnect."
+        )),
+        _ => None,
+    }
+}
+
+impl<N: Network> BridgeHandle<N> {
+    fn login_from_row(&self, row: LoginRow) -> NetworkResult<Login<N>> {
+        Ok(Login {
+            user: UserId::parse(&row.user_id)?,
+            remote_user: row.remote_user.parse().map_err(|_| {
+                BridgeError::BadRequest(format!(
+                    "stored remote user `{}` does not parse",
+                    row.remote_user
+                ))
+            })?,
+            id: row.login_id,
+            remote_name: row.remote_name,
+            data: serde_json::from_str(&row.data)?,
+            state: state_from_row(&row.state, row.state_reason),
+        })
+    }
+
+    /// The logins of a Matrix user, oldest first.
+    pub async fn logins(&self, user: &UserId) -> NetworkResult<Vec<Login<N>>> {
+        let rows = self.store()?.logins_of(user.as_str()).await?;
+        rows.into_iter().map(|r| self.login_from_row(r)).collect()
+    }
+
+    /// Logs a Matrix user in: the network checks the request ([`Network::login`]), the login is
+    /// stored and connected. A login whose connection fails is not kept.
+    pub async fn login(&self, request: LoginRequest) -> NetworkResult<Login<N>> {
+        let user = request.user.clone();
+        let new = self.network().login(request).await?;
+        let login = Login {
+            user: user.clone(),
+            id: new.id,
+            remote_user: new.remote_user,
+            remote_name: new.remote_name,
+            data: new.data,
+            state: ConnectionState::Connecting,
+        };
+        // A second login with the same id replaces the first.
+        self.drop_connection(&user, &login.id).await;
+        self.store()?.upsert_login(&row_of(&login)?).await?;
+        if let Err(error) = self.connect_login(&login).await {
+            self.store()?.delete_login(user.as_str(), &login.id).await?;
+            return Err(error);
+        }
+        let mut logins = self.logins(&user).await?;
+        logins.retain(|l| l.id == login.id);
+        Ok(logins.pop().unwrap_or(login))
+    }
+
+    /// Logs a Matrix user's login out: its connection ends and it is forgotten. Returns whether
+    /// there was such a login.
+    pub async fn logout(&self, user: &UserId, login_id: &str) -> NetworkResult<bool> {
+        self.drop_connection(user, login_id).await;
+        self.store()?.delete_login(user.as_str(), login_id).await
+    }
+
+    /// Connects one login and keeps its connection; marks it connected unless the network
+    /// reported another state meanwhile.
+    async fn connect_login(&self, login: &Login<N>) -> NetworkResult<()> {
+        let handle = self.login_handle(&login.user, &login.id);
+        let connection = self.network().connect(login, handle).await?;
+        {
+            let mut connections = self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            connections.retain(|c| !(c.user == login.user && c.login_id == login.id));
+            connections.push(LiveConnection {
+                user: login.user.clone(),
+                login_id: login.id.clone(),
+                connection: Arc::new(connection),
+            });
+        }
+        let current = self.logins(&login.user).await?;
+        if current
+            .iter()
+            .any(|l| l.id == login.id && l.state != ConnectionState::Connected)
+        {
+            self.set_login_state(&login.user, &login.id, ConnectionState::Connected)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn drop_connection(&self, user: &UserId, login_id: &str) {
+        let removed = {
+            let mut connections = self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let index = connections
+                .iter()
+                .position(|c| c.user == *user && c.login_id == login_id);
+            index.map(|i| connections.remove(i))
+        };
+        if let Some(live) = removed
+            && let Err(error) = self.network().disconnect(&live.connection).await
+        {
+            tracing::warn!(%user, login_id, %error, "disconnecting failed");
+        }
+    }
+
+    /// Records a login's connection state, and tells its user in their management room when
+    /// it changed.
+    pub async fn set_login_state(
+        &self,
+        user: &UserId,
+        login_id: &str,
+        state: ConnectionState,
+    ) -> NetworkResult<()> {
+        let previous = self
+            .store()?
+            .set_login_state(user.as_str(), login_id, state.name(), state.reason())
+            .await?;
+        let Some((previous, previous_reason)) = previous else {
+            return Ok(());
+        };
+        if previous == state.name() && previous_reason.as_deref() == state.reason() {
+            return Ok(());
+        }
+        tracing::info!(%user, login_id, from = previous, to = state.name(), "login state changed");
+        if let Some(text) = state_notice(login_id, &previous, &state) {
+            self.notify(user, &text).await?;
+        }
+        Ok(())
+    }
+
+    /// The management room of a user, made now if they have none: a direct chat with the bot.
+    pub async fn management_room(&self, user: &UserId) -> NetworkResult<OwnedRoomId> {
+        let store = self.store()?;
+        if let Some(room) = store.management_room(user.as_str()).await? {
+            return Ok(RoomId::parse(room)?);
+        }
+        let app = self.app()?;
+        let mut request = create_room::v3::Request::new();
+        request.invite = vec![user.to_owned()];
+        request.is_direct = true;
+        request.preset = Some(create_room::v3::RoomPreset::TrustedPrivateChat);
+        request.name = Some(format!("{} bridge", self.network().protocol().displayname));
+        let room_id = app
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await?
+            .room_id;
+        store
+            .set_management_room(user.as_str(), room_id.as_str())
+            .await?;
+        Ok(room_id)
+    }
+
+    /// Tells a user something with a notice from the bot in their management room.
+    pub async fn notify(&self, user: &UserId, text: &str) -> NetworkResult<()> {
+        let room = self.management_room(user).await?;
+        self.app()?
+            .bot()
+            .send(&room, &RoomMessageEventContent::notice_plain(text))
+            .await?;
+        Ok(())
+    }
+
+    /// The bridge's service: connects every stored login (retrying those that fail, with
+    /// back-off), then on stop disconnects them.
+    pub(crate) async fn run(&self, app: Appservice) -> NetworkResult<()> {
+        self.attach(&app).await?;
+        let rows = self.store()?.all_logins().await?;
+        let mut tasks = tokio::task::JoinSet::new();
+        for row in rows {
+            let login = match self.login_from_row(row) {
+                Ok(login) => login,
+                Err(error) => {
+                    tracing::error!(%error, "a stored login does not load; skipped");
+                    continue;
+                }
+            };
+            let (bridge, app) = (self.clone(), app.clone());
+            tasks.spawn(async move { bridge.connect_with_retry(app, login).await });
+        }
+        app.stopping().await;
+        tasks.abort_all();
+        let live: Vec<_> = {
+            let mut connections = self
+                .shared
+                .connections
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            connections.drain(..).collect()
+        };
+        for connection in live {
+            if let Err(error) = self.network().disconnect(&connection.connection).await {
+                tracing::warn!(user = %connection.user, %error, "disconnecting failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect_with_retry(&self, app: Appservice, login: Login<N>) {
+        let mut wait = FIRST_RETRY;
+        loop {
+            match self.connect_login(&login).await {
+                Ok(()) => return,
+                Err(BridgeError::BadRequest(reason) | BridgeError::Forbidden(reason)) => {
+                    let state = ConnectionState::BadCredentials(reason);
+                    if let Err(error) = self.set_login_state(&login.user, &login.id, state).await {
+                        tracing::warn!(%error, "could not record a login's state");
+                    }
+                    return;
+                }
+                Err(error) => {
+                    let state = ConnectionState::TransientDisconnect(error.to_string());
+                    if let Err(error) = self.set_login_state(&login.user, &login.id, state).await {
+                        tracing::warn!(%error, "could not record a login's state");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = app.stopping() => return,
+            }
+            wait = (wait * 2).min(MAX_RETRY);
+        }
+    }
+}
+
+fn row_of<N: Network>(login: &Login<N>) -> NetworkResult<LoginRow> {
+    Ok(LoginRow {
+        user_id: login.user.to_string(),
+        login_id: login.id.clone(),
+        remote_user: login.remote_user.to_string(),
+        remote_name: login.remote_name.clone(),
+        data: serde_json::to_string(&login.data)?,
+        state: login.state.name().to_owned(),
+        state_reason: login.state.reason().map(str::to_owned),
+    })
+}

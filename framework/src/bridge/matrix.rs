@@ -1,0 +1,359 @@
+//! Matrix events in portals and management rooms, turned into calls of the network.
+//!
+//! Events of the appservice's own users never get here (the router's `own_events` is off), so
+//! what the bridge itself sent is never sent back to the network.
+
+use std::sync::Arc;
+
+use ruma::{
+    OwnedEventId, OwnedUserId, RoomId, UserId,
+    api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
+    events::{
+        StateEventType,
+        room::message::{MessageType, Relation, RoomMessageEventContent},
+    },
+};
+use serde_json::Value;
+
+use super::{
+    BridgeError, BridgeHandle, Login, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
+    MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, Via, commands,
+};
+use crate::{
+    Appservice,
+    router::{EventContext, State},
+    transaction::{Incoming, TimelineEvent},
+};
+
+/// Who speaks for a Matrix user in a portal, owned so that a [`Via`] can borrow it.
+pub(crate) enum Speaker<N: Network> {
+    Puppet(Login<N>, Arc<N::Connection>),
+    Relay(String),
+}
+
+impl<N: Network> Speaker<N> {
+    pub(crate) fn via(&self) -> Via<'_, N> {
+        match self {
+            Speaker::Puppet(login, connection) => Via::Puppet {
+                login,
+                connection: connection.as_ref(),
+            },
+            Speaker::Relay(name) => Via::Relay { name: name.clone() },
+        }
+    }
+}
+
+/// The kit's one route: every event the appservice is sent.
+pub(crate) async fn on_event<N: Network>(
+    State(bridge): State<BridgeHandle<N>>,
+    ctx: EventContext,
+    app: Appservice,
+) -> Result<(), BridgeError> {
+    bridge.attach(&app).await?;
+    let Incoming::Timeline(event) = ctx.incoming() else {
+        return Ok(());
+    };
+    let json: Value = serde_json::from_str(event.json.get())?;
+    let outcome = match event.event_type.as_str() {
+        "m.room.member" => bridge.on_member(event, &json).await,
+        "m.room.message" => {
+            let store = bridge.store()?;
+            let owner = store.management_owner(event.room_id.as_str()).await?;
+            if owner.as_deref() == Some(event.sender.as_str()) {
+                commands::handle(&bridge, event, &json).await
+            } else {
+                bridge.on_message(event, &json).await
+            }
+        }
+        "m.reaction" => bridge.on_reaction(event, &json).await,
+        "m.room.redaction" => bridge.on_redaction(event, &json).await,
+        _ => Ok(()),
+    };
+    match outcome {
+        Err(BridgeError::Unsupported(what)) => {
+            tracing::debug!(event_id = %event.event_id, what, "not bridged: the network has no such thing");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// The content of a Matrix message, without a reply's fallback quote.
+pub(crate) fn message_content(content: &RoomMessageEventContent) -> MessageContent {
+    let html =
+        |f: &Option<ruma::events::room::message::FormattedBody>| f.as_ref().map(|f| f.body.clone());
+    let (kind, body, html, media) = match &content.msgtype {
+        MessageType::Text(t) => (MessageKind::Text, t.body.clone(), html(&t.formatted), None),
+        MessageType::Notice(t) => (
+            MessageKind::Notice,
+            t.body.clone(),
+            html(&t.formatted),
+            None,
+        ),
+        MessageType::Emote(t) => (MessageKind::Emote, t.body.clone(), html(&t.formatted), None),
+        MessageType::Image(m) => (MessageKind::Text, m.body.clone(), None, mxc(&m.source)),
+        MessageType::File(m) => (MessageKind::Text, m.body.clone(), None, mxc(&m.source)),
+        MessageType::Audio(m) => (MessageKind::Text, m.body.clone(), None, mxc(&m.source)),
+        MessageType::Video(m) => (MessageKind::Text, m.body.clone(), None, mxc(&m.source)),
+        other => (MessageKind::Text, other.body().to_owned(), None, None),
+    };
+    let body = if matches!(content.relates_to, Some(Relation::Reply(_))) {
+        strip_reply_fallback(&body)
+    } else {
+        body
+    };
+    MessageContent {
+        kind,
+        body,
+        html,
+        media,
+    }
+}
+
+fn mxc(source: &ruma::events::room::MediaSource) -> Option<ruma::OwnedMxcUri> {
+    match source {
+        ruma::events::room::MediaSource::Plain(uri) => Some(uri.clone()),
+        ruma::events::room::MediaSource::Encrypted(file) => Some(file.url.clone()),
+    }
+}
+
+/// Drops the `> ` quote older clients put before a reply's text.
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#fallbacks-for-rich-replies>
+fn strip_reply_fallback(body: &str) -> String {
+    if !body.starts_with("> ") {
+        return body.to_owned();
+    }
+    let rest: Vec<&str> = body.lines().skip_while(|l| l.starts_with("> ")).collect();
+    let rest = rest.join("\n");
+    rest.strip_prefix('\n').unwrap_or(&rest).to_owned()
+}
+
+impl<N: Network> BridgeHandle<N> {
+    /// Who speaks for `sender` in `portal`: their first connected login that covers the chat,
+    /// else the relay if the portal has it on. `None`: nobody may.
+    pub(crate) async fn speaker(
+        &self,
+        portal: &PortalRef<N>,
+        sender: &UserId,
+    ) -> NetworkResult<Option<Speaker<N>>> {
+        for login in self.logins(sender).await? {
+            if !self.network().login_covers(&login, &portal.chat) {
+                continue;
+            }
+            if let Some(connection) = self.connection(sender, &login.id) {
+                return Ok(Some(Speaker::Puppet(login, connection)));
+            }
+        }
+        if portal.relay {
+            let name = self.display_name(&portal.room_id, sender).await;
+            return Ok(Some(Speaker::Relay(name)));
+        }
+        Ok(None)
+    }
+
+    /// A user's display name in a room, or their user id.
+    async fn display_name(&self, room_id: &RoomId, user: &UserId) -> String {
+        let fallback = user.to_string();
+        let Ok(app) = self.app() else { return fallback };
+        let request = get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomMember,
+            user.to_string(),
+        );
+        let Ok(response) = app
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await
+        else {
+            return fallback;
+        };
+        serde_json::from_str::<Value>(response.event_or_content.get())
+            .ok()
+            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
+            .unwrap_or(fallback)
+    }
+
+    /// The remote id a Matrix event maps to, in `chat`.
+    async fn remote_for(
+        &self,
+        portal: &PortalRef<N>,
+        event_id: &str,
+    ) -> NetworkResult<Option<N::MessageId>> {
+        let Some((chat, remote)) = self.store()?.remote_for_event(event_id).await? else {
+            return Ok(None);
+        };
+        if chat != portal.chat.to_string() {
+            return Ok(None);
+        }
+        Ok(remote.parse().ok())
+    }
+
+    async fn map_sent(
+        &self,
+        portal: &PortalRef<N>,
+        remote: Option<N::MessageId>,
+        event_id: &OwnedEventId,
+    ) -> NetworkResult<()> {
+        if let Some(remote) = remote {
+            self.store()?
+                .map_message(
+                    &portal.chat.to_string(),
+                    &remote.to_string(),
+                    portal.room_id.as_str(),
+                    event_id.as_str(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_message(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
+        let Some(portal) = self.portal_for_room(&event.room_id).await? else {
+            return Ok(());
+        };
+        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
+            tracing::debug!(sender = %event.sender, "not bridged: no login and no relay");
+            return Ok(());
+        };
+        let content: RoomMessageEventContent = serde_json::from_value(json["content"].clone())?;
+        if let Some(Relation::Replacement(replacement)) = &content.relates_to {
+            let Some(target) = self
+                .remote_for(&portal, replacement.event_id.as_str())
+                .await?
+            else {
+                return Ok(());
+            };
+            let new_content = RoomMessageEventContent::new(replacement.new_content.msgtype.clone());
+            let remote = self
+                .network()
+                .edit_message(MatrixEdit {
+                    portal: &portal,
+                    via: speaker.via(),
+                    event_id: &event.event_id,
+                    target,
+                    content: message_content(&new_content),
+                })
+                .await?;
+            return self.map_sent(&portal, remote, &event.event_id).await;
+        }
+        let reply_to = match &content.relates_to {
+            Some(Relation::Reply(reply)) => {
+                self.remote_for(&portal, reply.in_reply_to.event_id.as_str())
+                    .await?
+            }
+            _ => None,
+        };
+        let sender: OwnedUserId = event.sender.clone();
+        let remote = self
+            .network()
+            .send_message(MatrixMessage {
+                portal: &portal,
+                via: speaker.via(),
+                sender: &sender,
+                event_id: &event.event_id,
+                content: message_content(&content),
+                reply_to,
+            })
+            .await?;
+        self.map_sent(&portal, remote, &event.event_id).await
+    }
+
+    async fn on_reaction(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
+        let Some(portal) = self.portal_for_room(&event.room_id).await? else {
+            return Ok(());
+        };
+        let relates = &json["content"]["m.relates_to"];
+        let (Some(target), Some(key)) = (relates["event_id"].as_str(), relates["key"].as_str())
+        else {
+            return Ok(());
+        };
+        let Some(target) = self.remote_for(&portal, target).await? else {
+            return Ok(());
+        };
+        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
+            return Ok(());
+        };
+        let remote = self
+            .network()
+            .react(MatrixReaction {
+                portal: &portal,
+                via: speaker.via(),
+                event_id: &event.event_id,
+                target,
+                key: key.to_owned(),
+            })
+            .await?;
+        self.map_sent(&portal, remote, &event.event_id).await
+    }
+
+    async fn on_redaction(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
+        let Some(portal) = self.portal_for_room(&event.room_id).await? else {
+            return Ok(());
+        };
+        // `content.redacts` from room version 11 on, the top-level `redacts` before.
+        let redacts = json["content"]["redacts"]
+            .as_str()
+            .or_else(|| json["redacts"].as_str());
+        let Some(redacts) = redacts else {
+            return Ok(());
+        };
+        let Some(target) = self.remote_for(&portal, redacts).await? else {
+            return Ok(());
+        };
+        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
+            return Ok(());
+        };
+        self.network()
+            .redact_message(MatrixRedaction {
+                portal: &portal,
+                via: speaker.via(),
+                event_id: &event.event_id,
+                target,
+            })
+            .await
+    }
+
+    async fn on_member(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
+        let Some(state_key) = &event.state_key else {
+            return Ok(());
+        };
+        let membership = json["content"]["membership"].as_str().unwrap_or_default();
+        let app = self.app()?;
+        if state_key == app.bot_user_id().as_str() {
+            if membership == "invite" {
+                return self.bot_invited(event, json).await;
+            }
+            return Ok(());
+        }
+        let Ok(user) = UserId::parse(state_key.as_str()) else {
+            return Ok(());
+        };
+        if app.is_own_user(&user) {
+            return Ok(());
+        }
+        let Some(portal) = self.portal_for_room(&event.room_id).await? else {
+            return Ok(());
+        };
+        let change = MatrixMembership {
+            portal: &portal,
+            user: &user,
+            membership: membership.to_owned(),
+            sender: &event.sender,
+            reason: json["content"]["reason"].as_str().map(str::to_owned),
+        };
+        self.network().matrix_membership(self, change).await
+    }
+
+    /// The bot was invited: it joins. A direct chat becomes the inviter's management room.
+    async fn bot_invited(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
+        let app = self.app()?;
+        app.bot().join(&event.room_id).await?;
+        if json["content"]["is_direct"].as_bool() == Some(true) {
+            self.store()?
+                .set_management_room(event.sender.as_str(), event.room_id.as_str())
+                .await?;
+            commands::welcome(self, &event.room_id).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,603 @@
+//! The trait a bridge implements for its remote network, and the values that cross it.
+//!
+//! Everything the kit needs from a network goes through [`Network`]: its ids are associated
+//! types (no string-typed ids, no runtime downcasts), its required methods are the few every
+//! network has (naming, logging in, connecting, sending a message), and its optional
+//! capabilities (edits, redactions, reactions, typing, membership) have default methods that
+//! answer [`BridgeError::Unsupported`], so a bridge writes only what its network offers.
+
+use std::{collections::BTreeMap, fmt, future::Future, hash::Hash, str::FromStr};
+
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{BridgeError, BridgeHandle, LoginHandle};
+
+/// An identifier on the remote network (a chat, a user, a message). Stored as its
+/// [`Display`](fmt::Display) form and read back with [`FromStr`]; any type with those
+/// round-tripping (a `String`, a newtype, a `(network, channel)` pair with its own format) is
+/// one.
+pub trait RemoteId:
+    Clone + Eq + Hash + fmt::Debug + fmt::Display + FromStr + Send + Sync + 'static
+{
+}
+
+impl<T> RemoteId for T where
+    T: Clone + Eq + Hash + fmt::Debug + fmt::Display + FromStr + Send + Sync + 'static
+{
+}
+
+/// The result of a network operation.
+pub type NetworkResult<T> = Result<T, BridgeError>;
+
+/// A remote network, as a bridge sees it. Implement it once per bridge; the kit
+/// ([`super::Bridge`]) calls it for everything that goes from Matrix to the network, and the
+/// network pushes what happens remotely into the kit through a [`BridgeHandle`].
+///
+/// Methods returning futures must return `Send` futures: write them as `async fn` in the
+/// impl, or as `fn … -> impl Future<Output = …> + Send`.
+pub trait Network: Send + Sync + Sized + 'static {
+    /// A chat (channel, group, conversation): one portal room each.
+    type ChatId: RemoteId;
+    /// A remote user: one ghost each.
+    type UserId: RemoteId;
+    /// A remote message, unique within its chat.
+    type MessageId: RemoteId;
+    /// What a login keeps between restarts (credentials, a session token, the chosen nick),
+    /// stored as JSON with the login and given back to [`Network::connect`].
+    type LoginData: Serialize + DeserializeOwned + Clone + Send + Sync + 'static;
+    /// A live connection of one login; the kit keeps it while the login is connected and hands
+    /// it back for every send on that login's behalf.
+    type Connection: Send + Sync + 'static;
+
+    /// What the bridge is, for `m.bridge` state and the management room.
+    fn protocol(&self) -> Protocol;
+
+    /// The localpart of the alias of `chat`'s portal, without the `#` and server name (e.g.
+    /// `irc_libera_rust` for `#irc_libera_rust:example.org`). It must fall in the
+    /// registration's alias namespace for on-demand portals to work.
+    fn chat_alias(&self, chat: &Self::ChatId) -> String;
+
+    /// The chat an alias localpart names, if any: the inverse of [`Network::chat_alias`].
+    /// Asked when someone joins an alias nobody has made yet.
+    fn chat_for_alias(&self, localpart: &str) -> Option<Self::ChatId>;
+
+    /// The localpart of `user`'s ghost (e.g. `irc_libera_alice`), in the user namespace.
+    fn ghost_localpart(&self, user: &Self::UserId) -> String;
+
+    /// The remote user a ghost localpart stands for, if any: the inverse of
+    /// [`Network::ghost_localpart`].
+    fn user_for_ghost(&self, localpart: &str) -> Option<Self::UserId>;
+
+    /// What to show for a chat: its name, topic and which network it is on. Asked when its
+    /// portal is made.
+    fn chat_info(
+        &self,
+        chat: &Self::ChatId,
+    ) -> impl Future<Output = NetworkResult<ChatInfo>> + Send;
+
+    /// The field names `login` takes, in order: `login a b` in the management room gives
+    /// `{fields[0]: a, fields[1]: b}`; the provisioning API takes them by name.
+    fn login_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Checks a login request and says who it logs in as, without connecting yet; the kit
+    /// stores the result and then calls [`Network::connect`].
+    fn login(
+        &self,
+        request: LoginRequest,
+    ) -> impl Future<Output = NetworkResult<NewLogin<Self>>> + Send;
+
+    /// Connects one stored login. The network keeps `handle` to report what happens remotely
+    /// (messages, membership, the connection dropping or coming back with
+    /// [`LoginHandle::set_state`]). Called after a login and again for every stored login
+    /// when the bridge starts.
+    fn connect(
+        &self,
+        login: &Login<Self>,
+        handle: LoginHandle<Self>,
+    ) -> impl Future<Output = NetworkResult<Self::Connection>> + Send;
+
+    /// Ends a connection on logout or when the bridge stops. Does nothing unless written.
+    fn disconnect(
+        &self,
+        connection: &Self::Connection,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = connection;
+        async { Ok(()) }
+    }
+
+    /// Whether `login` can speak in `chat` (a login of one IRC network cannot speak on
+    /// another). The first connected login of the sender for which this holds sends their
+    /// messages; with none, the portal's relay (if on) does. Every login can, unless written.
+    fn login_covers(&self, login: &Login<Self>, chat: &Self::ChatId) -> bool {
+        let _ = (login, chat);
+        true
+    }
+
+    /// Sends a Matrix message to the network; returns the remote id of what was sent, which
+    /// the kit maps to the Matrix event (for replies, edits, redactions, and to drop the echo
+    /// if the network sends the message back).
+    fn send_message(
+        &self,
+        message: MatrixMessage<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<Option<Self::MessageId>>> + Send;
+
+    /// Optional: applies an edit of a bridged message. Unsupported unless written.
+    fn edit_message(
+        &self,
+        edit: MatrixEdit<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<Option<Self::MessageId>>> + Send {
+        let _ = edit;
+        async { Err(BridgeError::Unsupported("edits")) }
+    }
+
+    /// Optional: deletes a bridged message. Unsupported unless written.
+    fn redact_message(
+        &self,
+        redaction: MatrixRedaction<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = redaction;
+        async { Err(BridgeError::Unsupported("redactions")) }
+    }
+
+    /// Optional: adds a reaction to a bridged message; returns the reaction's remote id if it
+    /// has one. Unsupported unless written.
+    fn react(
+        &self,
+        reaction: MatrixReaction<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<Option<Self::MessageId>>> + Send {
+        let _ = reaction;
+        async { Err(BridgeError::Unsupported("reactions")) }
+    }
+
+    /// Optional: tells the network a Matrix user started or stopped typing. Unsupported
+    /// unless written.
+    fn typing(
+        &self,
+        typing: MatrixTyping<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = typing;
+        async { Err(BridgeError::Unsupported("typing")) }
+    }
+
+    /// Optional: a Matrix user joined or left a portal. A network that gives each Matrix user
+    /// their own connection can log them in here through `bridge` ([`BridgeHandle::login`]).
+    /// Unsupported (and ignored) unless written.
+    fn matrix_membership(
+        &self,
+        bridge: &BridgeHandle<Self>,
+        change: MatrixMembership<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = (bridge, change);
+        async { Err(BridgeError::Unsupported("membership")) }
+    }
+}
+
+/// What the bridge is: MSC2346's `protocol`, plus an optional `network` for bridges to
+/// several networks of one protocol.
+/// Spec: <https://github.com/matrix-org/matrix-spec-proposals/pull/2346>
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Protocol {
+    /// A short id, e.g. `irc`.
+    pub id: String,
+    /// The name people see, e.g. `IRC`.
+    pub displayname: String,
+    /// An icon.
+    pub avatar_url: Option<OwnedMxcUri>,
+    /// The protocol's home page.
+    pub external_url: Option<String>,
+}
+
+impl Protocol {
+    /// A protocol from its id and display name.
+    pub fn new(id: impl Into<String>, displayname: impl Into<String>) -> Self {
+        Protocol {
+            id: id.into(),
+            displayname: displayname.into(),
+            ..Protocol::default()
+        }
+    }
+}
+
+/// A section of MSC2346 bridge info (`network` or `channel`): an id and what people see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InfoSection {
+    /// The id on the remote side.
+    pub id: String,
+    /// The name people see.
+    pub displayname: Option<String>,
+    /// An icon.
+    pub avatar_url: Option<OwnedMxcUri>,
+    /// A link to it.
+    pub external_url: Option<String>,
+}
+
+impl InfoSection {
+    /// A section from its id and display name.
+    pub fn new(id: impl Into<String>, displayname: impl Into<String>) -> Self {
+        InfoSection {
+            id: id.into(),
+            displayname: Some(displayname.into()),
+            ..InfoSection::default()
+        }
+    }
+}
+
+/// What to show for a chat.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChatInfo {
+    /// The room name.
+    pub name: Option<String>,
+    /// The room topic.
+    pub topic: Option<String>,
+    /// The network the chat is on (`network` in `m.bridge`), for multi-network bridges.
+    pub network: Option<InfoSection>,
+    /// How the chat shows in `m.bridge`'s `channel`; its id and name are used unless set.
+    pub channel: Option<InfoSection>,
+}
+
+impl ChatInfo {
+    /// A chat called `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        ChatInfo {
+            name: Some(name.into()),
+            ..ChatInfo::default()
+        }
+    }
+
+    /// The same with a topic.
+    pub fn topic(mut self, topic: impl Into<String>) -> Self {
+        self.topic = Some(topic.into());
+        self
+    }
+
+    /// The same on a network.
+    pub fn network(mut self, network: InfoSection) -> Self {
+        self.network = Some(network);
+        self
+    }
+}
+
+/// What a ghost shows: kept in step on each remote event that carries it; the homeserver is
+/// asked only when something changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UserInfo {
+    /// The display name.
+    pub display_name: Option<String>,
+    /// The avatar, already uploaded.
+    pub avatar_url: Option<OwnedMxcUri>,
+}
+
+impl UserInfo {
+    /// A user called `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        UserInfo {
+            display_name: Some(name.into()),
+            avatar_url: None,
+        }
+    }
+}
+
+/// A login request, from the management room's `login` or the provisioning API.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoginRequest {
+    /// The Matrix user logging in.
+    pub user: OwnedUserId,
+    /// The fields given, by name (see [`Network::login_fields`]).
+    pub fields: BTreeMap<String, String>,
+}
+
+/// What [`Network::login`] answers: who the login is on the network and what to keep.
+#[non_exhaustive]
+pub struct NewLogin<N: Network> {
+    /// Names the login among the user's logins (e.g. the IRC network's name); a second login
+    /// with the same id replaces the first.
+    pub id: String,
+    /// The user on the remote network.
+    pub remote_user: N::UserId,
+    /// How to show the login (a nick, a phone number).
+    pub remote_name: String,
+    /// What to keep for connecting again.
+    pub data: N::LoginData,
+}
+
+impl<N: Network> NewLogin<N> {
+    /// A login from its parts.
+    pub fn new(
+        id: impl Into<String>,
+        remote_user: N::UserId,
+        remote_name: impl Into<String>,
+        data: N::LoginData,
+    ) -> Self {
+        NewLogin {
+            id: id.into(),
+            remote_user,
+            remote_name: remote_name.into(),
+            data,
+        }
+    }
+}
+
+/// A stored login of a Matrix user (a "puppet": the user's own account on the network).
+#[non_exhaustive]
+pub struct Login<N: Network> {
+    /// The Matrix user.
+    pub user: OwnedUserId,
+    /// The login's id among the user's logins.
+    pub id: String,
+    /// The user on the remote network.
+    pub remote_user: N::UserId,
+    /// How to show the login.
+    pub remote_name: String,
+    /// What the network keeps.
+    pub data: N::LoginData,
+    /// The last reported state of its connection.
+    pub state: ConnectionState,
+}
+
+/// The state of a login's connection, reported to its user as notices in the management room
+/// when it changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Connecting, or waiting to reconnect.
+    Connecting,
+    /// Connected and working.
+    Connected,
+    /// Disconnected for a reason that may pass (the network is down); the network retries.
+    TransientDisconnect(String),
+    /// Disconnected until the user does something (bad credentials, banned).
+    BadCredentials(String),
+    /// Logged out.
+    LoggedOut,
+}
+
+impl ConnectionState {
+    /// A stable name for the state: `CONNECTING`, `CONNECTED`, `TRANSIENT_DISCONNECT`,
+    /// `BAD_CREDENTIALS`, `LOGGED_OUT` (mautrix's bridge state names).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConnectionState::Connecting => "CONNECTING",
+            ConnectionState::Connected => "CONNECTED",
+            ConnectionState::TransientDisconnect(_) => "TRANSIENT_DISCONNECT",
+            ConnectionState::BadCredentials(_) => "BAD_CREDENTIALS",
+            ConnectionState::LoggedOut => "LOGGED_OUT",
+        }
+    }
+
+    /// The reason given, if any.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ConnectionState::TransientDisconnect(r) | ConnectionState::BadCredentials(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Whose behalf a Matrix event is sent on.
+#[non_exhaustive]
+pub enum Via<'a, N: Network> {
+    /// The sender's own login and its connection.
+    Puppet {
+        /// The login.
+        login: &'a Login<N>,
+        /// Its live connection.
+        connection: &'a N::Connection,
+    },
+    /// The sender has no login here: the bridge speaks for them in a portal with relay mode.
+    Relay {
+        /// The sender's display name in the room (or their user id).
+        name: String,
+    },
+}
+
+/// The kind of a text message, on both sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// `m.text`; IRC `PRIVMSG`.
+    #[default]
+    Text,
+    /// `m.notice`; IRC `NOTICE`.
+    Notice,
+    /// `m.emote`; IRC `ACTION`.
+    Emote,
+}
+
+/// A message's content, in the shape both sides can use.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MessageContent {
+    /// Text, notice or emote.
+    pub kind: MessageKind,
+    /// Plain text (for media, the file name or caption).
+    pub body: String,
+    /// HTML (`org.matrix.custom.html`), if the message has formatting.
+    pub html: Option<String>,
+    /// For media: the `mxc://` URI of the file.
+    pub media: Option<OwnedMxcUri>,
+}
+
+impl MessageContent {
+    /// A plain text message.
+    pub fn text(body: impl Into<String>) -> Self {
+        MessageContent {
+            body: body.into(),
+            ..MessageContent::default()
+        }
+    }
+
+    /// The same with a kind.
+    pub fn kind(mut self, kind: MessageKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
+    /// The same with HTML.
+    pub fn html(mut self, html: impl Into<String>) -> Self {
+        self.html = Some(html.into());
+        self
+    }
+}
+
+/// A portal as the network sees it in calls: its chat and its room.
+#[non_exhaustive]
+pub struct PortalRef<N: Network> {
+    /// The remote chat.
+    pub chat: N::ChatId,
+    /// The Matrix room.
+    pub room_id: OwnedRoomId,
+    /// Whether relay mode is on.
+    pub relay: bool,
+}
+
+/// A Matrix message to send to the network.
+#[non_exhaustive]
+pub struct MatrixMessage<'a, N: Network> {
+    /// Where it was sent.
+    pub portal: &'a PortalRef<N>,
+    /// Who sent it, and through what.
+    pub via: Via<'a, N>,
+    /// The Matrix sender.
+    pub sender: &'a OwnedUserId,
+    /// The Matrix event.
+    pub event_id: &'a OwnedEventId,
+    /// What it says (a reply's fallback quote removed).
+    pub content: MessageContent,
+    /// The remote message it replies to, when that one was bridged.
+    pub reply_to: Option<N::MessageId>,
+}
+
+/// An edit of a bridged message.
+#[non_exhaustive]
+pub struct MatrixEdit<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Who, through what.
+    pub via: Via<'a, N>,
+    /// The Matrix edit event.
+    pub event_id: &'a OwnedEventId,
+    /// The remote message edited.
+    pub target: N::MessageId,
+    /// The new content (`m.new_content`).
+    pub content: MessageContent,
+}
+
+/// A redaction of a bridged message or reaction.
+#[non_exhaustive]
+pub struct MatrixRedaction<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Who, through what.
+    pub via: Via<'a, N>,
+    /// The Matrix redaction event.
+    pub event_id: &'a OwnedEventId,
+    /// The remote message redacted.
+    pub target: N::MessageId,
+}
+
+/// A reaction to a bridged message.
+#[non_exhaustive]
+pub struct MatrixReaction<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Who, through what.
+    pub via: Via<'a, N>,
+    /// The Matrix reaction event.
+    pub event_id: &'a OwnedEventId,
+    /// The remote message reacted to.
+    pub target: N::MessageId,
+    /// The reaction key (an emoji, usually).
+    pub key: String,
+}
+
+/// A Matrix user typing in a portal, or stopping.
+#[non_exhaustive]
+pub struct MatrixTyping<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Who, through what.
+    pub via: Via<'a, N>,
+    /// Typing or not.
+    pub typing: bool,
+}
+
+/// A Matrix membership change in a portal.
+#[non_exhaustive]
+pub struct MatrixMembership<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Whose membership changed.
+    pub user: &'a OwnedUserId,
+    /// `join`, `leave`, `ban`, `invite` or `knock`.
+    pub membership: String,
+    /// Who changed it (differs from `user` for kicks and bans).
+    pub sender: &'a OwnedUserId,
+    /// The reason given.
+    pub reason: Option<String>,
+}
+
+// Written out rather than derived: a derive would ask `N` itself to be `Clone`/`Debug`.
+impl<N: Network> Clone for NewLogin<N> {
+    fn clone(&self) -> Self {
+        NewLogin {
+            id: self.id.clone(),
+            remote_user: self.remote_user.clone(),
+            remote_name: self.remote_name.clone(),
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl<N: Network> Clone for Login<N> {
+    fn clone(&self) -> Self {
+        Login {
+            user: self.user.clone(),
+            id: self.id.clone(),
+            remote_user: self.remote_user.clone(),
+            remote_name: self.remote_name.clone(),
+            data: self.data.clone(),
+            state: self.state.clone(),
+        }
+    }
+}
+
+impl<N: Network> fmt::Debug for Login<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The data may hold credentials: never printed.
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("id", &self.id)
+            .field("remote_user", &self.remote_user)
+            .field("remote_name", &self.remote_name)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<N: Network> Clone for PortalRef<N> {
+    fn clone(&self) -> Self {
+        PortalRef {
+            chat: self.chat.clone(),
+            room_id: self.room_id.clone(),
+            relay: self.relay,
+        }
+    }
+}
+
+impl<N: Network> fmt::Debug for PortalRef<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortalRef")
+            .field("chat", &self.chat)
+            .field("room_id", &self.room_id)
+            .field("relay", &self.relay)
+            .finish()
+    }
+}
