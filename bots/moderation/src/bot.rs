@@ -1,0 +1,272 @@
+//! The bot's state: settings, tables, and an in-memory copy of its rooms, lists, rules and
+//! protection settings, read once from the store and written through.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+use trestle::{
+    Appservice, Error, Result,
+    ruma::{
+        OwnedRoomAliasId, OwnedRoomId, RoomId, UserId,
+        api::{AppserviceUserIdentity, client::alias::get_alias},
+        events::room::message::RoomMessageEventContent,
+        events::room::power_levels::UserPowerLevel,
+    },
+};
+
+use crate::{
+    Settings,
+    db::{ALL_ROOMS, Db},
+    policy::PolicySet,
+    protections::{self, RoomProtections, Tracker},
+};
+
+/// Setting keys in `moderation_settings`.
+pub const MANAGEMENT_ROOM: &str = "management_room";
+/// The bot's own policy list.
+pub const OWN_LIST: &str = "own_list";
+
+/// What the bot knows, in memory.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// The management room, once known.
+    pub management_room: Option<OwnedRoomId>,
+    /// The bot's own policy list, once created.
+    pub own_list: Option<OwnedRoomId>,
+    /// Protected rooms.
+    pub protected: Vec<String>,
+    /// Followed policy lists (the bot's own included).
+    pub lists: Vec<String>,
+    /// The rules of every followed list.
+    pub rules: PolicySet,
+    /// Protection settings: (room or `*`, protection, settings).
+    pub protections: Vec<(String, String, Map<String, Value>)>,
+}
+
+impl Model {
+    /// Whether `room` is protected.
+    pub fn is_protected(&self, room: &str) -> bool {
+        self.protected.iter().any(|r| r == room)
+    }
+
+    /// Whether `room` is a followed list.
+    pub fn is_list(&self, room: &str) -> bool {
+        self.lists.iter().any(|r| r == room)
+    }
+
+    /// The stored settings of one protection in `room` (or `*`).
+    pub fn protection_layer(&self, room: &str, name: &str) -> Map<String, Value> {
+        self.protections
+            .iter()
+            .find(|(r, n, _)| r == room && n == name)
+            .map(|(_, _, s)| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// The settings for all rooms and then the room's own, of one protection.
+    pub fn layers(&self, room: &str, name: &str) -> [Map<String, Value>; 2] {
+        [
+            self.protection_layer(ALL_ROOMS, name),
+            self.protection_layer(room, name),
+        ]
+    }
+
+    /// The effective protections of `room`. A stored setting that no longer reads (it was
+    /// validated when set) falls back to the defaults, which are all off.
+    pub fn room_protections(&self, room: &str) -> RoomProtections {
+        fn read<T: serde::de::DeserializeOwned + Default>(
+            model: &Model,
+            room: &str,
+            name: &str,
+        ) -> T {
+            let [all, own] = model.layers(room, name);
+            protections::effective(&[&all, &own]).unwrap_or_default()
+        }
+        RoomProtections {
+            word_filter: read(self, room, protections::WordFilter::NAME),
+            flood: read(self, room, protections::Flood::NAME),
+            mention_spam: read(self, room, protections::MentionSpam::NAME),
+            join_flood: read(self, room, protections::JoinFlood::NAME),
+            link_spam: read(self, room, protections::LinkSpam::NAME),
+        }
+    }
+}
+
+/// The moderation bot's shared state, given to every handler.
+#[derive(Clone)]
+pub struct Moderation {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    db: OnceCell<Db>,
+    model: Mutex<Model>,
+    tracker: Mutex<Tracker>,
+}
+
+impl std::fmt::Debug for Moderation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Moderation")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Moderation {
+    /// A bot with these settings; its tables are opened on first use.
+    pub fn new(settings: Settings) -> Self {
+        Moderation {
+            inner: Arc::new(Inner {
+                settings,
+                db: OnceCell::new(),
+                model: Mutex::new(Model::default()),
+                tracker: Mutex::new(Tracker::default()),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The in-memory model. Never held across an await.
+    pub fn model(&self) -> MutexGuard<'_, Model> {
+        self.inner
+            .model
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// What the protections remember. Never held across an await.
+    pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
+        self.inner
+            .tracker
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The tables, migrated, with the model loaded from them.
+    pub async fn db(&self, app: &Appservice) -> Result<&Db> {
+        self.inner
+            .db
+            .get_or_try_init(|| async {
+                let db = Db::open(app.store().clone()).await?;
+                let management_room = db.setting(MANAGEMENT_ROOM).await?;
+                let own_list = db.setting(OWN_LIST).await?;
+                let protected = db.protected_rooms().await?;
+                let lists = db.lists().await?;
+                let rules = db.rules().await?;
+                let protections = db.protections().await?;
+                let mut model = self.model();
+                model.management_room = management_room.and_then(|r| RoomId::parse(r).ok());
+                model.own_list = own_list.and_then(|r| RoomId::parse(r).ok());
+                model.protected = protected;
+                model.lists = lists;
+                model.rules = PolicySet::new(rules);
+                model.protections = protections;
+                drop(model);
+                Ok::<_, Error>(db)
+            })
+            .await
+    }
+
+    /// The management room: the stored one, or the one in the settings (an alias is
+    /// resolved, and remembered, once it exists).
+    pub async fn management_room(&self, app: &Appservice) -> Result<Option<OwnedRoomId>> {
+        let db = self.db(app).await?;
+        if let Some(room) = self.model().management_room.clone() {
+            return Ok(Some(room));
+        }
+        let Some(configured) = self.settings().management_room.as_deref() else {
+            return Ok(None);
+        };
+        let room = resolve_room(app, configured).await?;
+        db.set_setting(MANAGEMENT_ROOM, room.as_str()).await?;
+        self.model().management_room = Some(room.clone());
+        Ok(Some(room))
+    }
+
+    /// Makes `room` the management room.
+    pub async fn set_management_room(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        self.db(app)
+            .await?
+            .set_setting(MANAGEMENT_ROOM, room.as_str())
+            .await?;
+        self.model().management_room = Some(room.to_owned());
+        Ok(())
+    }
+
+    /// Whether `user` is one of the configured admins.
+    pub fn is_admin(&self, user: &UserId) -> bool {
+        self.settings().admins.iter().any(|a| a == user.as_str())
+    }
+
+    /// Whether `user` may give commands: a configured admin, or someone with the
+    /// `command_power` level in the management room.
+    pub async fn may_command(&self, app: &Appservice, room: &RoomId, user: &UserId) -> bool {
+        if self.is_admin(user) {
+            return true;
+        }
+        let needed = UserPowerLevel::Int(trestle::ruma::Int::new_saturating(
+            self.settings().command_power,
+        ));
+        match trestle::router::power_level(app, room, user).await {
+            Ok(level) => level >= needed,
+            Err(error) => {
+                tracing::warn!(%room, %user, %error, "could not read power levels");
+                false
+            }
+        }
+    }
+
+    /// Whether the protections leave `user` alone in `room`: the bot's own users, admins, and
+    /// moderators (`exempt_power`).
+    pub async fn is_exempt(&self, app: &Appservice, room: &RoomId, user: &UserId) -> bool {
+        if app.is_own_user(user) || self.is_admin(user) {
+            return true;
+        }
+        let exempt = UserPowerLevel::Int(trestle::ruma::Int::new_saturating(
+            self.settings().exempt_power,
+        ));
+        trestle::router::power_level(app, room, user)
+            .await
+            .is_ok_and(|level| level >= exempt)
+    }
+
+    /// Writes `text` to the management room (and the log); failures are logged, never
+    /// returned, so a report cannot undo the action it reports.
+    pub async fn report(&self, app: &Appservice, text: &str) {
+        tracing::info!(report = text, "moderation");
+        let room = match self.management_room(app).await {
+            Ok(Some(room)) => room,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "no management room for a report");
+                return;
+            }
+        };
+        let content = RoomMessageEventContent::notice_plain(text);
+        if let Err(error) = app.bot().send(&room, &content).queue().await {
+            tracing::warn!(%error, "could not queue a report");
+        }
+    }
+}
+
+/// A room ID, or the room an alias points to.
+pub async fn resolve_room(app: &Appservice, room: &str) -> Result<OwnedRoomId> {
+    if room.starts_with('#') {
+        let alias = OwnedRoomAliasId::try_from(room)?;
+        let response = app
+            .client()
+            .send(
+                get_alias::v3::Request::new(alias),
+                AppserviceUserIdentity::default(),
+            )
+            .await?;
+        return Ok(response.room_id);
+    }
+    Ok(RoomId::parse(room)?)
+}

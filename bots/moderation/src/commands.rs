@@ -1,0 +1,320 @@
+//! Commands in the management room. Each one answers, and only admins and members with
+//! enough power there may use them.
+
+mod actions;
+mod protections;
+
+use trestle::{
+    Appservice, Result,
+    router::{Command, CommandSpec},
+    ruma::{
+        OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+        events::room::message::RoomMessageEventContent,
+    },
+};
+
+use crate::{
+    bot::{Moderation, resolve_room},
+    policy::Kind,
+    protections::PROTECTIONS,
+};
+
+/// One command from the management room.
+pub struct Request {
+    /// The management room.
+    pub room: OwnedRoomId,
+    /// The command's event.
+    pub event_id: OwnedEventId,
+    /// Who sent it.
+    pub sender: OwnedUserId,
+    /// Its name and arguments.
+    pub command: Command,
+}
+
+/// The commands, for `help`.
+pub fn specs() -> Vec<CommandSpec> {
+    let spec =
+        |name: &str, usage: &str, about: &str| CommandSpec::new(name).usage(usage).about(about);
+    vec![
+        spec(
+            "status",
+            "",
+            "Shows the rooms, lists, rules and protections.",
+        ),
+        spec(
+            "ban",
+            "<entity> [reason]",
+            "Bans a user, room or server glob through the bot's own list, in every protected room.",
+        ),
+        spec(
+            "unban",
+            "<entity>",
+            "Removes the rule from the bot's own list, lifting its bans.",
+        ),
+        spec(
+            "kick",
+            "<user> [reason]",
+            "Kicks a user (or a glob of users) from every protected room.",
+        ),
+        spec(
+            "redact",
+            "<user> [limit]",
+            "Redacts the user's recent messages (25 unless given) in every protected room.",
+        ),
+        spec(
+            "rooms",
+            "<add|remove|list> [room]",
+            "Protects a room, stops protecting one, or lists them.",
+        ),
+        spec(
+            "lists",
+            "<watch|unwatch|list> [room]",
+            "Follows a policy list room, stops, or lists them.",
+        ),
+        spec(
+            "protections",
+            "<list|enable|disable|set> [name] [key value] [room]",
+            "Shows or changes protections, for every protected room or for one.",
+        ),
+        spec("help", "", "Shows this help."),
+    ]
+}
+
+impl Moderation {
+    /// Handles a command from the management room: checks the sender, runs it, answers.
+    pub async fn command(&self, app: &Appservice, request: Request) -> Result<()> {
+        let name = request.command.name.as_str();
+        if !self.may_command(app, &request.room, &request.sender).await {
+            let answer = format!(
+                "⛔ {} refused: {} is not an admin of this bot and has less than power level {} in this room.",
+                name,
+                request.sender,
+                self.settings().command_power
+            );
+            return self.answer(app, &request, &answer).await;
+        }
+        if !specs().iter().any(|s| s.name == name) {
+            let answer = format!(
+                "Unknown command {name}; say {}help for the list.",
+                self.settings().command_prefix
+            );
+            return self.answer(app, &request, &answer).await;
+        }
+        let answer = match self.run(app, &request).await {
+            Ok(answer) => answer,
+            Err(error) => format!("⚠ {name} failed: {error}"),
+        };
+        self.answer(app, &request, &answer).await
+    }
+
+    async fn answer(&self, app: &Appservice, request: &Request, text: &str) -> Result<()> {
+        let content = RoomMessageEventContent::notice_plain(text);
+        app.bot().send(&request.room, &content).await?;
+        Ok(())
+    }
+
+    async fn run(&self, app: &Appservice, request: &Request) -> Result<String> {
+        let argv = request.command.argv();
+        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let prefix = self.settings().command_prefix.as_str();
+        let usage = |name: &str| {
+            specs()
+                .into_iter()
+                .find(|s| s.name == name)
+                .map(|s| format!("usage: {}", s.usage_line(prefix)))
+                .unwrap_or_default()
+        };
+        let name = request.command.name.as_str();
+        Ok(match (name, args.as_slice()) {
+            ("help", _) => self.help(),
+            ("status", _) => self.status(),
+            ("ban", [entity, reason @ ..]) => {
+                self.ban(app, request, entity, &reason.join(" ")).await?
+            }
+            ("unban", [entity]) => self.unban(app, entity).await?,
+            ("kick", [user, reason @ ..]) => self.kick(app, user, &reason.join(" ")).await?,
+            ("redact", [user]) => self.redact(app, user, 25).await?,
+            ("redact", [user, limit]) => match limit.parse::<u32>() {
+                Ok(limit) if (1..=1000).contains(&limit) => self.redact(app, user, limit).await?,
+                _ => format!("the limit must be a number from 1 to 1000, not `{limit}`"),
+            },
+            ("rooms", ["list"]) => self.rooms_list(),
+            ("rooms", ["add", room]) => self.rooms_add(app, room).await?,
+            ("rooms", ["remove", room]) => self.rooms_remove(app, room).await?,
+            ("lists", ["list"]) => self.lists_list(),
+            ("lists", ["watch", room]) => self.lists_watch(app, room).await?,
+            ("lists", ["unwatch", room]) => self.lists_unwatch(app, room).await?,
+            ("protections", rest) => self.protections_command(app, rest).await?,
+            _ => usage(name),
+        })
+    }
+
+    fn help(&self) -> String {
+        let prefix = self.settings().command_prefix.as_str();
+        let mut out = String::from("Commands (admins and members with enough power here):\n");
+        for spec in specs() {
+            out.push_str(&format!(
+                "{} — {}\n",
+                spec.usage_line(prefix),
+                spec.about.unwrap_or_default()
+            ));
+        }
+        out.push_str("Protections:\n");
+        for (name, about) in PROTECTIONS {
+            out.push_str(&format!("{name} — {about}\n"));
+        }
+        out
+    }
+
+    fn status(&self) -> String {
+        let model = self.model();
+        let mut out = String::new();
+        out.push_str(&format!(
+            "Management room: {}\n",
+            model
+                .management_room
+                .as_ref()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "none".into())
+        ));
+        out.push_str(&format!("Protected rooms ({}):\n", model.protected.len()));
+        for room in &model.protected {
+            let config = model.room_protections(room);
+            let on: Vec<&str> = [
+                (
+                    config.word_filter.enabled,
+                    crate::protections::WordFilter::NAME,
+                ),
+                (config.flood.enabled, crate::protections::Flood::NAME),
+                (
+                    config.mention_spam.enabled,
+                    crate::protections::MentionSpam::NAME,
+                ),
+                (
+                    config.join_flood.enabled,
+                    crate::protections::JoinFlood::NAME,
+                ),
+                (config.link_spam.enabled, crate::protections::LinkSpam::NAME),
+            ]
+            .into_iter()
+            .filter_map(|(enabled, name)| enabled.then_some(name))
+            .collect();
+            out.push_str(&format!(
+                "  {room} — protections: {}\n",
+                if on.is_empty() {
+                    "none".to_owned()
+                } else {
+                    on.join(", ")
+                }
+            ));
+        }
+        out.push_str(&format!("Policy lists ({}):\n", model.lists.len()));
+        for list in &model.lists {
+            let own = model.own_list.as_ref().is_some_and(|o| o.as_str() == list);
+            let count = |kind: Kind| {
+                model
+                    .rules
+                    .rules()
+                    .iter()
+                    .filter(|r| &r.list == list && r.kind == kind)
+                    .count()
+            };
+            out.push_str(&format!(
+                "  {list}{} — {} user, {} room, {} server rules\n",
+                if own { " (own)" } else { "" },
+                count(Kind::User),
+                count(Kind::Room),
+                count(Kind::Server)
+            ));
+        }
+        out
+    }
+
+    fn rooms_list(&self) -> String {
+        let model = self.model();
+        if model.protected.is_empty() {
+            return "No protected rooms.".into();
+        }
+        format!("Protected rooms:\n{}", model.protected.join("\n"))
+    }
+
+    async fn rooms_add(&self, app: &Appservice, room: &str) -> Result<String> {
+        let room = resolve_room(app, room).await?;
+        if self.management_room(app).await?.is_some_and(|m| m == room) {
+            return Ok("The management room cannot be protected.".into());
+        }
+        app.bot().join(&room).await?;
+        let db = self.db(app).await?;
+        if !db.protect(room.as_str()).await? {
+            return Ok(format!("{room} is already protected."));
+        }
+        self.model().protected.push(room.to_string());
+        let banned = self.ban_listed_members(app, &room).await?;
+        self.update_acl(app, &room).await?;
+        Ok(format!(
+            "Protecting {room}; the rules banned {banned} of its members."
+        ))
+    }
+
+    async fn rooms_remove(&self, app: &Appservice, room: &str) -> Result<String> {
+        let room = resolve_room(app, room).await?;
+        let removed = self.db(app).await?.unprotect(room.as_str()).await?;
+        self.model().protected.retain(|r| r != room.as_str());
+        Ok(if removed {
+            format!("{room} is no longer protected; I stay in it, and leave it as it is.")
+        } else {
+            format!("{room} was not protected.")
+        })
+    }
+
+    fn lists_list(&self) -> String {
+        let model = self.model();
+        if model.lists.is_empty() {
+            return "No policy lists followed.".into();
+        }
+        let lines: Vec<String> = model
+            .lists
+            .iter()
+            .map(|list| {
+                let count = model
+                    .rules
+                    .rules()
+                    .iter()
+                    .filter(|r| &r.list == list)
+                    .count();
+                let own = model.own_list.as_ref().is_some_and(|o| o.as_str() == list);
+                format!("{list}{}: {count} rules", if own { " (own)" } else { "" })
+            })
+            .collect();
+        format!("Policy lists:\n{}", lines.join("\n"))
+    }
+
+    async fn lists_watch(&self, app: &Appservice, room: &str) -> Result<String> {
+        let room = resolve_room(app, room).await?;
+        app.bot().join(&room).await?;
+        self.watch_list(app, &room).await?;
+        let count = self.sync_list(app, &room).await?;
+        Ok(format!("Following {room}: {count} ban rules."))
+    }
+
+    /// Remembers that `room` is a followed list.
+    pub async fn watch_list(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        self.db(app).await?.watch(room.as_str()).await?;
+        let mut model = self.model();
+        if !model.is_list(room.as_str()) {
+            model.lists.push(room.to_string());
+        }
+        Ok(())
+    }
+
+    async fn lists_unwatch(&self, app: &Appservice, room: &str) -> Result<String> {
+        let room = resolve_room(app, room).await?;
+        if !self.model().is_list(room.as_str()) {
+            return Ok(format!("{room} is not followed."));
+        }
+        self.drop_list(app, room.as_str()).await?;
+        Ok(format!(
+            "No longer following {room}; bans made for its rules were lifted."
+        ))
+    }
+}

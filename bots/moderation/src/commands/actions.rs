@@ -1,0 +1,255 @@
+//! `ban`, `unban`, `kick` and `redact`.
+
+use serde::Deserialize;
+use serde_json::json;
+use trestle::{
+    Appservice, Result,
+    ruma::{
+        OwnedEventId, OwnedRoomId, RoomId, UInt, UserId,
+        api::{
+            AppserviceUserIdentity,
+            client::{filter::RoomEventFilter, message::get_message_events, room::create_room},
+        },
+    },
+};
+
+use super::Request;
+use crate::{
+    bot::{Moderation, OWN_LIST},
+    enforce::members,
+    glob,
+    policy::{Change, Kind, Rule},
+};
+
+impl Moderation {
+    /// The bot's own policy list, created (and the sender invited to it) on first use.
+    async fn own_list(&self, app: &Appservice, request: &Request) -> Result<OwnedRoomId> {
+        let db = self.db(app).await?;
+        if let Some(list) = self.model().own_list.clone() {
+            return Ok(list);
+        }
+        let mut create = create_room::v3::Request::new();
+        create.name = Some("Moderation policies".to_owned());
+        create.topic = Some(format!(
+            "Ban rules written by {} on its moderators' commands.",
+            app.bot_user_id()
+        ));
+        create.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        create.invite = vec![request.sender.clone()];
+        let created = app
+            .client()
+            .send(create, AppserviceUserIdentity::default())
+            .await?;
+        let list = created.room_id;
+        db.set_setting(OWN_LIST, list.as_str()).await?;
+        self.model().own_list = Some(list.clone());
+        self.watch_list(app, &list).await?;
+        Ok(list)
+    }
+
+    pub(super) async fn ban(
+        &self,
+        app: &Appservice,
+        request: &Request,
+        entity: &str,
+        reason: &str,
+    ) -> Result<String> {
+        let kind = Kind::of_entity(entity);
+        if kind == Kind::Server
+            && glob::matches(&entity.to_ascii_lowercase(), app.server_name().as_str())
+        {
+            return Ok(format!(
+                "{entity} matches this homeserver ({}); I will not ban it.",
+                app.server_name()
+            ));
+        }
+        if kind == Kind::User && glob::matches(entity, app.bot_user_id().as_str()) {
+            return Ok(format!("{entity} matches me; I will not ban myself."));
+        }
+        let list = self.own_list(app, request).await?;
+        let state_key = format!("rule:{entity}");
+        let content = json!({"entity": entity, "recommendation": "m.ban", "reason": reason});
+        app.bot()
+            .send_state_json(&list, kind.event_type(), &state_key, content, None)
+            .await?;
+        let rule = Rule {
+            list: list.to_string(),
+            kind,
+            state_key,
+            entity: entity.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.apply_change(app, Change::Set(rule)).await?;
+        Ok(format!(
+            "Added a {} ban rule for {entity} to {list}; it applies in every protected room.",
+            kind.as_str()
+        ))
+    }
+
+    pub(super) async fn unban(&self, app: &Appservice, entity: &str) -> Result<String> {
+        let own = self.model().own_list.clone();
+        let rules: Vec<Rule> = self
+            .model()
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| r.entity == entity)
+            .cloned()
+            .collect();
+        let (mine, others): (Vec<Rule>, Vec<Rule>) = rules
+            .into_iter()
+            .partition(|r| own.as_ref().is_some_and(|o| o.as_str() == r.list));
+        let Some(list) = own.filter(|_| !mine.is_empty()) else {
+            return Ok(if others.is_empty() {
+                format!("No rule for {entity} in any list I follow.")
+            } else {
+                let lists: Vec<&str> = others.iter().map(|r| r.list.as_str()).collect();
+                format!(
+                    "{entity} is banned by {}, which I only follow: remove the rule there (or unwatch the list).",
+                    lists.join(", ")
+                )
+            });
+        };
+        for rule in mine {
+            app.bot()
+                .send_state_json(
+                    &list,
+                    rule.kind.event_type(),
+                    &rule.state_key,
+                    json!({}),
+                    None,
+                )
+                .await?;
+            self.apply_change(
+                app,
+                Change::Removed {
+                    list: rule.list,
+                    kind: rule.kind,
+                    state_key: rule.state_key,
+                },
+            )
+            .await?;
+        }
+        let still = if others.is_empty() {
+            String::new()
+        } else {
+            format!(" Other lists I follow still ban {entity}.")
+        };
+        Ok(format!("Removed the rule for {entity} from {list}.{still}"))
+    }
+
+    pub(super) async fn kick(
+        &self,
+        app: &Appservice,
+        pattern: &str,
+        reason: &str,
+    ) -> Result<String> {
+        let reason = (!reason.is_empty()).then_some(reason);
+        let mut kicked = Vec::new();
+        for room in self.protected_rooms() {
+            for user in members(app, &room).await? {
+                if app.is_own_user(&user) || !glob::matches(pattern, user.as_str()) {
+                    continue;
+                }
+                app.bot().kick(&room, &user, reason).await?;
+                kicked.push(format!("{user} from {room}"));
+            }
+        }
+        if kicked.is_empty() {
+            return Ok(format!("Nobody matching {pattern} is in a protected room."));
+        }
+        self.report(app, &format!("👢 kicked {} (command)", kicked.join(", ")))
+            .await;
+        Ok(format!("Kicked {}.", kicked.join(", ")))
+    }
+
+    pub(super) async fn redact(&self, app: &Appservice, user: &str, limit: u32) -> Result<String> {
+        let user = UserId::parse(user)?;
+        let mut total = 0;
+        let mut lines = Vec::new();
+        for room in self.protected_rooms() {
+            let events = recent_events(app, &room, &user, limit).await?;
+            for event_id in &events {
+                app.bot()
+                    .redact(&room, event_id, Some("moderation: redact command"))
+                    .await?;
+            }
+            if !events.is_empty() {
+                lines.push(format!("{} in {room}", events.len()));
+                total += events.len();
+            }
+        }
+        if total == 0 {
+            return Ok(format!("No recent messages of {user} in protected rooms."));
+        }
+        self.report(
+            app,
+            &format!("🧹 redacted {total} events of {user}: {}", lines.join(", ")),
+        )
+        .await;
+        Ok(format!(
+            "Redacted {total} events of {user} ({}).",
+            lines.join(", ")
+        ))
+    }
+}
+
+/// The newest `limit` events `user` sent in `room` that are not state and not redacted yet.
+async fn recent_events(
+    app: &Appservice,
+    room: &RoomId,
+    user: &UserId,
+    limit: u32,
+) -> Result<Vec<OwnedEventId>> {
+    #[derive(Deserialize)]
+    struct Event {
+        event_id: OwnedEventId,
+        sender: String,
+        #[serde(rename = "type")]
+        event_type: String,
+        state_key: Option<String>,
+        #[serde(default)]
+        content: serde_json::Map<String, serde_json::Value>,
+        #[serde(default)]
+        unsigned: serde_json::Map<String, serde_json::Value>,
+    }
+    let mut found = Vec::new();
+    let mut from: Option<String> = None;
+    // A few pages at most: a moderator wants recent spam gone, not a history rewrite.
+    for _ in 0..10 {
+        let mut request =
+            get_message_events::v3::Request::backward(room.to_owned()).from(from.clone());
+        request.limit = UInt::from(100u32);
+        let mut filter = RoomEventFilter::default();
+        filter.senders = Some(vec![user.to_owned()]);
+        request.filter = filter;
+        let response = app
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await?;
+        for raw in &response.chunk {
+            let Ok(event) = serde_json::from_str::<Event>(raw.json().get()) else {
+                continue;
+            };
+            let redacted =
+                event.unsigned.contains_key("redacted_because") || event.content.is_empty();
+            if event.sender == user.as_str()
+                && event.state_key.is_none()
+                && event.event_type != "m.room.redaction"
+                && !redacted
+            {
+                found.push(event.event_id);
+                if found.len() >= limit as usize {
+                    return Ok(found);
+                }
+            }
+        }
+        match response.end {
+            Some(end) if !response.chunk.is_empty() && Some(&end) != from.as_ref() => {
+                from = Some(end)
+            }
+            _ => break,
+        }
+    }
+    Ok(found)
+}

@@ -1,0 +1,477 @@
+//! Carrying out the rules: bans in protected rooms, lifting them when their rule goes, and the
+//! server ACL built from server rules. Only protected rooms are ever touched.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trestle::{
+    Appservice, Result,
+    ruma::{
+        OwnedRoomId, OwnedUserId, RoomId, UserId,
+        api::{
+            AppserviceUserIdentity,
+            client::{
+                membership::{get_member_events, unban_user},
+                state::{get_state_event_for_key, get_state_events},
+            },
+            error::ErrorKind,
+        },
+        events::StateEventType,
+    },
+};
+
+use crate::{
+    bot::Moderation,
+    db::Ban,
+    policy::{self, Change, Kind, Rule},
+};
+
+#[derive(Deserialize)]
+struct MemberEvent {
+    state_key: String,
+    content: MemberContent,
+}
+
+#[derive(Deserialize)]
+struct MemberContent {
+    membership: String,
+}
+
+/// The users in `room` who are joined, invited or knocking.
+pub async fn members(app: &Appservice, room: &RoomId) -> Result<Vec<OwnedUserId>> {
+    let response = app
+        .client()
+        .send(
+            get_member_events::v3::Request::new(room.to_owned()),
+            AppserviceUserIdentity::default(),
+        )
+        .await?;
+    Ok(response
+        .chunk
+        .iter()
+        .filter_map(|raw| serde_json::from_str::<MemberEvent>(raw.json().get()).ok())
+        .filter(|m| matches!(m.content.membership.as_str(), "join" | "invite" | "knock"))
+        .filter_map(|m| UserId::parse(m.state_key).ok())
+        .collect())
+}
+
+impl Moderation {
+    /// Bans `user` from `room` if a user rule matches and the user is not one of ours;
+    /// records the ban and reports it. Returns whether it banned.
+    pub async fn ban_if_listed(&self, app: &Appservice, room: &RoomId, user: &UserId) -> bool {
+        if app.is_own_user(user) {
+            return false;
+        }
+        let rule = self.model().rules.user_rule(user.as_str()).cloned();
+        let Some(rule) = rule else {
+            return false;
+        };
+        self.ban_for_rule(app, room, user, &rule).await
+    }
+
+    async fn ban_for_rule(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        rule: &Rule,
+    ) -> bool {
+        let reason = if rule.reason.is_empty() {
+            "banned by a policy list".to_owned()
+        } else {
+            rule.reason.clone()
+        };
+        if let Err(error) = app.bot().ban(room, user, Some(&reason)).await {
+            self.report(
+                app,
+                &format!(
+                    "⚠ could not ban {user} from {room} ({}): {error}",
+                    rule.entity
+                ),
+            )
+            .await;
+            return false;
+        }
+        let ban = Ban {
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            list_room: rule.list.clone(),
+            entity: rule.entity.clone(),
+        };
+        if let Ok(db) = self.db(app).await
+            && let Err(error) = db.record_ban(&ban).await
+        {
+            tracing::warn!(%error, "could not record a ban");
+        }
+        self.report(
+            app,
+            &format!(
+                "🔨 banned {user} from {room}: rule {} in {} ({reason})",
+                rule.entity, rule.list
+            ),
+        )
+        .await;
+        true
+    }
+
+    /// Bans every member of `room` that a user rule matches.
+    pub async fn ban_listed_members(&self, app: &Appservice, room: &RoomId) -> Result<usize> {
+        let mut banned = 0;
+        for user in members(app, room).await? {
+            if self.ban_if_listed(app, room, &user).await {
+                banned += 1;
+            }
+        }
+        Ok(banned)
+    }
+
+    /// Applies every rule to `room`: bans and the server ACL.
+    pub async fn enforce_room(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        self.ban_listed_members(app, room).await?;
+        self.update_acl(app, room).await
+    }
+
+    /// Applies every rule to every protected room; errors are reported per room.
+    pub async fn enforce_all(&self, app: &Appservice) {
+        for room in self.protected_rooms() {
+            if let Err(error) = self.enforce_room(app, &room).await {
+                self.report(
+                    app,
+                    &format!("⚠ could not apply the rules to {room}: {error}"),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// The protected rooms.
+    pub fn protected_rooms(&self) -> Vec<OwnedRoomId> {
+        self.model()
+            .protected
+            .iter()
+            .filter_map(|r| RoomId::parse(r).ok())
+            .collect()
+    }
+
+    /// Records a rule change (store and memory), then applies or lifts it everywhere.
+    pub async fn apply_change(&self, app: &Appservice, change: Change) -> Result<()> {
+        let db = self.db(app).await?;
+        match &change {
+            Change::Set(rule) => db.put_rule(rule).await?,
+            Change::Removed {
+                list,
+                kind,
+                state_key,
+            } => db.delete_rule(list, *kind, state_key).await?,
+        }
+        let old = self.model().rules.apply(&change);
+        if old.as_ref() == set_rule(&change) {
+            return Ok(());
+        }
+        if let Some(old) = &old {
+            self.rule_gone(app, old).await?;
+        }
+        if let Change::Set(rule) = &change {
+            self.rule_added(app, rule).await?;
+        }
+        Ok(())
+    }
+
+    async fn rule_added(&self, app: &Appservice, rule: &Rule) -> Result<()> {
+        match rule.kind {
+            Kind::User => {
+                for room in self.protected_rooms() {
+                    let users = match members(app, &room).await {
+                        Ok(users) => users,
+                        Err(error) => {
+                            self.report(
+                                app,
+                                &format!("⚠ could not list members of {room}: {error}"),
+                            )
+                            .await;
+                            continue;
+                        }
+                    };
+                    for user in users {
+                        if !app.is_own_user(&user)
+                            && crate::glob::matches(&rule.entity, user.as_str())
+                        {
+                            self.ban_for_rule(app, &room, &user, rule).await;
+                        }
+                    }
+                }
+            }
+            Kind::Server => {
+                for room in self.protected_rooms() {
+                    self.update_acl(app, &room).await?;
+                }
+            }
+            Kind::Room => {
+                self.report(
+                    app,
+                    &format!(
+                        "📋 room rule {} in {}: bridges asking for a policy check will refuse it",
+                        rule.entity, rule.list
+                    ),
+                )
+                .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// A rule was removed (or replaced): lifts what it did, unless another rule still says so.
+    pub async fn rule_gone(&self, app: &Appservice, rule: &Rule) -> Result<()> {
+        match rule.kind {
+            Kind::User => {
+                let db = self.db(app).await?;
+                for ban in db.bans_for(&rule.list, &rule.entity).await? {
+                    let still = self.model().rules.user_rule(&ban.user_id).cloned();
+                    if let Some(other) = still {
+                        // Another rule still bans them: the ban stays, now owed to that rule.
+                        db.record_ban(&Ban {
+                            list_room: other.list,
+                            entity: other.entity,
+                            ..ban
+                        })
+                        .await?;
+                        continue;
+                    }
+                    let (Ok(room), Ok(user)) =
+                        (RoomId::parse(&ban.room_id), UserId::parse(&ban.user_id))
+                    else {
+                        continue;
+                    };
+                    if !self.model().is_protected(room.as_str()) {
+                        db.forget_ban(room.as_str(), user.as_str()).await?;
+                        continue;
+                    }
+                    match unban(app, &room, &user, &rule.entity).await {
+                        Ok(()) => {
+                            db.forget_ban(room.as_str(), user.as_str()).await?;
+                            self.report(
+                                app,
+                                &format!(
+                                    "🕊 unbanned {user} in {room}: rule {} was removed from {}",
+                                    rule.entity, rule.list
+                                ),
+                            )
+                            .await;
+                        }
+                        Err(error) => {
+                            self.report(
+                                app,
+                                &format!("⚠ could not unban {user} in {room}: {error}"),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+            Kind::Server => {
+                for room in self.protected_rooms() {
+                    self.update_acl(app, &room).await?;
+                }
+            }
+            Kind::Room => {}
+        }
+        Ok(())
+    }
+
+    /// Sets `room`'s `m.room.server_acl` to deny the servers of the server rules, if that
+    /// changes anything. Other servers stay allowed; the bot's own server is never denied.
+    pub async fn update_acl(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        let deny = self.model().rules.server_denies(app.server_name().as_str());
+        let current = server_acl(app, room).await?;
+        let content = match acl_content(current.as_ref(), &deny) {
+            Some(content) => content,
+            None => return Ok(()),
+        };
+        app.bot()
+            .send_state_json(room, "m.room.server_acl", "", content, None)
+            .await?;
+        self.report(
+            app,
+            &format!(
+                "🧱 server ACL of {room} now denies: {}",
+                if deny.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    deny.join(", ")
+                }
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Reads every rule of list `room` from its current state and applies the difference.
+    pub async fn sync_list(&self, app: &Appservice, room: &RoomId) -> Result<usize> {
+        let response = app
+            .client()
+            .send(
+                get_state_events::v3::Request::new(room.to_owned()),
+                AppserviceUserIdentity::default(),
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct StateEvent {
+            #[serde(rename = "type")]
+            event_type: String,
+            state_key: String,
+            #[serde(default)]
+            content: Value,
+        }
+        let mut rules = Vec::new();
+        for raw in &response.room_state {
+            let Ok(event) = serde_json::from_str::<StateEvent>(raw.json().get()) else {
+                continue;
+            };
+            if let Some(Change::Set(rule)) = policy::parse_event(
+                room.as_str(),
+                &event.event_type,
+                &event.state_key,
+                &event.content,
+            ) {
+                rules.push(rule);
+            }
+        }
+        let known: Vec<Rule> = self
+            .model()
+            .rules
+            .rules()
+            .iter()
+            .filter(|r| r.list == room.as_str())
+            .cloned()
+            .collect();
+        let count = rules.len();
+        for old in &known {
+            if !rules
+                .iter()
+                .any(|r| r.kind == old.kind && r.state_key == old.state_key)
+            {
+                self.apply_change(
+                    app,
+                    Change::Removed {
+                        list: old.list.clone(),
+                        kind: old.kind,
+                        state_key: old.state_key.clone(),
+                    },
+                )
+                .await?;
+            }
+        }
+        for rule in rules {
+            if !known.contains(&rule) {
+                self.apply_change(app, Change::Set(rule)).await?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Stops following `list`: forgets its rules and lifts what they did.
+    pub async fn drop_list(&self, app: &Appservice, list: &str) -> Result<()> {
+        let db = self.db(app).await?;
+        db.unwatch(list).await?;
+        let gone = {
+            let mut model = self.model();
+            model.lists.retain(|l| l != list);
+            model.rules.remove_list(list)
+        };
+        for rule in &gone {
+            self.rule_gone(app, rule).await?;
+        }
+        Ok(())
+    }
+}
+
+fn set_rule(change: &Change) -> Option<&Rule> {
+    match change {
+        Change::Set(rule) => Some(rule),
+        Change::Removed { .. } => None,
+    }
+}
+
+/// Unbans `user` from `room`.
+pub async fn unban(app: &Appservice, room: &RoomId, user: &UserId, why: &str) -> Result<()> {
+    let mut request = unban_user::v3::Request::new(room.to_owned(), user.to_owned());
+    request.reason = Some(format!("policy rule {why} removed"));
+    app.client()
+        .send(request, AppserviceUserIdentity::default())
+        .await?;
+    Ok(())
+}
+
+/// The room's current `m.room.server_acl` content, if it has one.
+async fn server_acl(app: &Appservice, room: &RoomId) -> Result<Option<Value>> {
+    let request = get_state_event_for_key::v3::Request::new(
+        room.to_owned(),
+        StateEventType::RoomServerAcl,
+        String::new(),
+    );
+    match app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await
+    {
+        Ok(response) => Ok(Some(serde_json::from_str(response.event_or_content.get())?)),
+        Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The ACL content to send so that `deny` is what the room denies, or `None` if it already
+/// does (no ACL and nothing to deny counts as already so). `allow` and `allow_ip_literals` are
+/// kept as the room had them.
+pub fn acl_content(current: Option<&Value>, deny: &[String]) -> Option<Value> {
+    let current_deny: Vec<String> = current
+        .and_then(|c| c.get("deny"))
+        .and_then(Value::as_array)
+        .map(|d| {
+            d.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sorted = current_deny.clone();
+    sorted.sort();
+    sorted.dedup();
+    let has_acl = current.is_some_and(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+    if sorted == deny && (has_acl || deny.is_empty()) {
+        return None;
+    }
+    let allow = current
+        .and_then(|c| c.get("allow"))
+        .filter(|a| a.as_array().is_some_and(|a| !a.is_empty()))
+        .cloned()
+        .unwrap_or_else(|| json!(["*"]));
+    let ip = current
+        .and_then(|c| c.get("allow_ip_literals"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    Some(json!({"allow": allow, "deny": deny, "allow_ip_literals": ip}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_is_sent_only_when_the_denies_change() {
+        let deny = vec!["evil.example".to_owned()];
+        assert_eq!(acl_content(None, &[]), None, "no ACL and nothing to deny");
+        assert_eq!(
+            acl_content(None, &deny),
+            Some(json!({"allow": ["*"], "deny": ["evil.example"], "allow_ip_literals": true}))
+        );
+        let current = json!({"allow": ["*.good.example", "localhost"], "deny": ["evil.example"], "allow_ip_literals": false});
+        assert_eq!(acl_content(Some(&current), &deny), None, "already so");
+        assert_eq!(
+            acl_content(Some(&current), &[]),
+            Some(
+                json!({"allow": ["*.good.example", "localhost"], "deny": [], "allow_ip_literals": false})
+            ),
+            "lifting keeps the room's allow list"
+        );
+    }
+}

@@ -1,0 +1,380 @@
+//! Moderation policy rules: parsing the `m.policy.rule.*` state events of policy list rooms and
+//! matching users, rooms and servers against the rules of every list the bot follows.
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#moderation-policy-lists>
+
+use serde::Deserialize;
+
+use crate::glob;
+
+/// What a rule is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `m.policy.rule.user`: a user ID glob.
+    User,
+    /// `m.policy.rule.room`: a room ID (or alias) glob.
+    Room,
+    /// `m.policy.rule.server`: a server name glob.
+    Server,
+}
+
+impl Kind {
+    /// The stable event type this bot writes.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Kind::User => "m.policy.rule.user",
+            Kind::Room => "m.policy.rule.room",
+            Kind::Server => "m.policy.rule.server",
+        }
+    }
+
+    /// The kind of a policy event type: the stable name, and the older `m.room.rule.*` and
+    /// `org.matrix.mjolnir.rule.*` names that existing lists still use.
+    pub fn from_event_type(event_type: &str) -> Option<Kind> {
+        let suffix = event_type
+            .strip_prefix("m.policy.rule.")
+            .or_else(|| event_type.strip_prefix("m.room.rule."))
+            .or_else(|| event_type.strip_prefix("org.matrix.mjolnir.rule."))?;
+        match suffix {
+            "user" => Some(Kind::User),
+            "room" => Some(Kind::Room),
+            "server" => Some(Kind::Server),
+            _ => None,
+        }
+    }
+
+    /// The name stored in the database and shown to moderators.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::User => "user",
+            Kind::Room => "room",
+            Kind::Server => "server",
+        }
+    }
+
+    /// The inverse of [`Kind::as_str`].
+    pub fn parse(name: &str) -> Option<Kind> {
+        match name {
+            "user" => Some(Kind::User),
+            "room" => Some(Kind::Room),
+            "server" => Some(Kind::Server),
+            _ => None,
+        }
+    }
+
+    /// What an entity typed in a command is about: `@user:server`, `!room` or `#alias`,
+    /// otherwise a server name.
+    pub fn of_entity(entity: &str) -> Kind {
+        match entity.chars().next() {
+            Some('@') => Kind::User,
+            Some('!') | Some('#') => Kind::Room,
+            _ => Kind::Server,
+        }
+    }
+}
+
+/// One ban rule of a list. Only `m.ban` rules are kept: the spec defines no other
+/// recommendation, and an unknown one must be ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The policy list room the rule is in.
+    pub list: String,
+    /// What the rule is about.
+    pub kind: Kind,
+    /// The state key of the rule's event: with the kind and list, what identifies it.
+    pub state_key: String,
+    /// The glob of users, rooms or servers it bans.
+    pub entity: String,
+    /// Why, as the list says.
+    pub reason: String,
+}
+
+/// What a policy state event says: a rule, or that the rule under this state key is gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A ban rule is set (new, or replacing the one under this state key).
+    Set(Rule),
+    /// No ban rule under this state key any more: removed (empty content), redacted, or
+    /// replaced by a recommendation this bot does not act on.
+    Removed {
+        /// The list room.
+        list: String,
+        /// The kind, from the event type.
+        kind: Kind,
+        /// The state key.
+        state_key: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RuleContent {
+    entity: Option<String>,
+    recommendation: Option<String>,
+    reason: Option<String>,
+}
+
+/// Reads a policy state event of `event_type` with `state_key` and `content` in `list`;
+/// `None` when the type is not a policy rule.
+pub fn parse_event(
+    list: &str,
+    event_type: &str,
+    state_key: &str,
+    content: &serde_json::Value,
+) -> Option<Change> {
+    let kind = Kind::from_event_type(event_type)?;
+    let removed = || Change::Removed {
+        list: list.to_owned(),
+        kind,
+        state_key: state_key.to_owned(),
+    };
+    let Ok(content) = RuleContent::deserialize(content) else {
+        return Some(removed());
+    };
+    let is_ban = matches!(
+        content.recommendation.as_deref(),
+        Some("m.ban") | Some("org.matrix.mjolnir.ban")
+    );
+    match content.entity {
+        Some(entity) if is_ban && !entity.is_empty() => Some(Change::Set(Rule {
+            list: list.to_owned(),
+            kind,
+            state_key: state_key.to_owned(),
+            entity,
+            reason: content.reason.unwrap_or_default(),
+        })),
+        _ => Some(removed()),
+    }
+}
+
+/// The ban rules of every followed list.
+#[derive(Clone, Debug, Default)]
+pub struct PolicySet {
+    rules: Vec<Rule>,
+}
+
+impl PolicySet {
+    /// A set of these rules.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        PolicySet { rules }
+    }
+
+    /// Every rule.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Applies a change; returns the rule it replaced or removed, if any.
+    pub fn apply(&mut self, change: &Change) -> Option<Rule> {
+        let (list, kind, state_key) = match change {
+            Change::Set(rule) => (&rule.list, rule.kind, &rule.state_key),
+            Change::Removed {
+                list,
+                kind,
+                state_key,
+            } => (list, *kind, state_key),
+        };
+        let old = self
+            .rules
+            .iter()
+            .position(|r| &r.list == list && r.kind == kind && &r.state_key == state_key)
+            .map(|i| self.rules.remove(i));
+        if let Change::Set(rule) = change {
+            self.rules.push(rule.clone());
+        }
+        old
+    }
+
+    /// Drops every rule of `list`; returns them.
+    pub fn remove_list(&mut self, list: &str) -> Vec<Rule> {
+        let (gone, kept) = std::mem::take(&mut self.rules)
+            .into_iter()
+            .partition(|r| r.list == list);
+        self.rules = kept;
+        gone
+    }
+
+    /// The first user rule banning `user_id`.
+    pub fn user_rule(&self, user_id: &str) -> Option<&Rule> {
+        self.matching(Kind::User, user_id)
+    }
+
+    /// The first room rule banning `room` (a room ID or alias).
+    pub fn room_rule(&self, room: &str) -> Option<&Rule> {
+        self.matching(Kind::Room, room)
+    }
+
+    /// The first server rule banning `server` (server names are not case-sensitive).
+    pub fn server_rule(&self, server: &str) -> Option<&Rule> {
+        let server = server.to_ascii_lowercase();
+        self.rules
+            .iter()
+            .filter(|r| r.kind == Kind::Server)
+            .find(|r| glob::matches(&r.entity.to_ascii_lowercase(), &server))
+    }
+
+    /// Whether `user_id` is banned: by a user rule, or because its server is.
+    pub fn user_banned(&self, user_id: &str) -> Option<&Rule> {
+        self.user_rule(user_id).or_else(|| {
+            let server = user_id.split_once(':')?.1;
+            self.server_rule(server)
+        })
+    }
+
+    /// The server globs to deny in `m.room.server_acl`, sorted and without duplicates; never
+    /// one that matches `own_server`, which would lock the bot out of its own rooms.
+    pub fn server_denies(&self, own_server: &str) -> Vec<String> {
+        let own = own_server.to_ascii_lowercase();
+        let mut deny: Vec<String> = self
+            .rules
+            .iter()
+            .filter(|r| r.kind == Kind::Server)
+            .map(|r| r.entity.to_ascii_lowercase())
+            .filter(|e| !glob::matches(e, &own))
+            .collect();
+        deny.sort();
+        deny.dedup();
+        deny
+    }
+
+    fn matching(&self, kind: Kind, text: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|r| r.kind == kind)
+            .find(|r| glob::matches(&r.entity, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn set(list: &str, event_type: &str, key: &str, content: serde_json::Value) -> Rule {
+        match parse_event(list, event_type, key, &content) {
+            Some(Change::Set(rule)) => rule,
+            other => panic!("expected a rule, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rules_of_every_event_type_name_parse() {
+        let content =
+            json!({"entity": "@spam*:evil.example", "recommendation": "m.ban", "reason": "spam"});
+        let rule = set("!list", "m.policy.rule.user", "r1", content.clone());
+        assert_eq!(rule.kind, Kind::User);
+        assert_eq!(rule.entity, "@spam*:evil.example");
+        assert_eq!(rule.reason, "spam");
+        assert_eq!(
+            set("!list", "m.room.rule.server", "r2", content.clone()).kind,
+            Kind::Server
+        );
+        assert_eq!(
+            set("!list", "org.matrix.mjolnir.rule.room", "r3", content).kind,
+            Kind::Room
+        );
+        let legacy = json!({"entity": "evil.example", "recommendation": "org.matrix.mjolnir.ban"});
+        let rule = set("!list", "m.policy.rule.server", "r4", legacy);
+        assert_eq!(rule.reason, "");
+        assert_eq!(
+            parse_event("!list", "m.room.message", "", &json!({})),
+            None,
+            "not a policy event"
+        );
+    }
+
+    #[test]
+    fn empty_redacted_or_unknown_content_removes_the_rule() {
+        for content in [
+            json!({}),
+            json!({"entity": "@a:b", "recommendation": "org.example.mute"}),
+            json!({"recommendation": "m.ban"}),
+            json!({"entity": "", "recommendation": "m.ban"}),
+            json!({"entity": 5, "recommendation": "m.ban"}),
+        ] {
+            assert_eq!(
+                parse_event("!list", "m.policy.rule.user", "k", &content),
+                Some(Change::Removed {
+                    list: "!list".into(),
+                    kind: Kind::User,
+                    state_key: "k".into()
+                }),
+                "{content}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_set_matches_users_rooms_and_servers_and_follows_changes() {
+        let mut set_ = PolicySet::default();
+        let user = set(
+            "!l",
+            "m.policy.rule.user",
+            "u",
+            json!({"entity": "@spam*:localhost", "recommendation": "m.ban"}),
+        );
+        set_.apply(&Change::Set(user.clone()));
+        set_.apply(&Change::Set(set(
+            "!l",
+            "m.policy.rule.server",
+            "s",
+            json!({"entity": "*.Evil.example", "recommendation": "m.ban"}),
+        )));
+        set_.apply(&Change::Set(set(
+            "!l",
+            "m.policy.rule.room",
+            "r",
+            json!({"entity": "#bad:*", "recommendation": "m.ban"}),
+        )));
+        assert_eq!(set_.user_rule("@spammer:localhost"), Some(&user));
+        assert_eq!(set_.user_rule("@alice:localhost"), None);
+        assert!(set_.user_banned("@alice:matrix.evil.example").is_some());
+        assert!(set_.server_rule("MATRIX.EVIL.EXAMPLE").is_some());
+        assert!(set_.room_rule("#bad:localhost").is_some());
+        assert!(set_.room_rule("#good:localhost").is_none());
+
+        // A new rule under the same key replaces the old one; an empty one removes it.
+        let replaced = set_.apply(&Change::Set(set(
+            "!l",
+            "m.policy.rule.user",
+            "u",
+            json!({"entity": "@other:localhost", "recommendation": "m.ban"}),
+        )));
+        assert_eq!(replaced, Some(user));
+        assert!(set_.user_rule("@spammer:localhost").is_none());
+        let removed =
+            set_.apply(&parse_event("!l", "m.policy.rule.user", "u", &json!({})).unwrap());
+        assert_eq!(removed.unwrap().entity, "@other:localhost");
+        assert!(set_.user_rule("@other:localhost").is_none());
+        assert_eq!(set_.remove_list("!l").len(), 2);
+        assert!(set_.rules().is_empty());
+    }
+
+    #[test]
+    fn acl_denies_never_include_our_own_server() {
+        let rules = ["evil.example", "*", "*.example", "evil.example", "local*"]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Rule {
+                list: "!l".into(),
+                kind: Kind::Server,
+                state_key: i.to_string(),
+                entity: e.to_string(),
+                reason: String::new(),
+            })
+            .collect();
+        let set_ = PolicySet::new(rules);
+        assert_eq!(
+            set_.server_denies("localhost"),
+            vec!["*.example".to_owned(), "evil.example".to_owned()]
+        );
+    }
+
+    #[test]
+    fn entities_typed_in_commands_have_a_kind() {
+        assert_eq!(Kind::of_entity("@u:hs"), Kind::User);
+        assert_eq!(Kind::of_entity("!r:hs"), Kind::Room);
+        assert_eq!(Kind::of_entity("#a:hs"), Kind::Room);
+        assert_eq!(Kind::of_entity("evil.example"), Kind::Server);
+        assert_eq!(Kind::parse(Kind::Server.as_str()), Some(Kind::Server));
+    }
+}

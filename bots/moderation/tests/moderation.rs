@@ -1,0 +1,409 @@
+//! The moderation bot against a real Synapse, with several real users: policy lists in other
+//! rooms ban and unban users in protected rooms and set the server ACL, commands are refused
+//! to people without power, protections act on floods, banned words, mention spam and link
+//! spam — and nothing happens in rooms the bot does not protect.
+
+use serde_json::{Value, json};
+use trestle_moderation::{PLUGIN, Settings, router};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    synapse::UserClient,
+};
+
+const BOT: &str = "@moderation:localhost";
+
+async fn harness(settings: Settings) -> Harness {
+    let registration = PLUGIN.generate_registration(None, "localhost");
+    Harness::start(registration, router(settings)).await
+}
+
+/// A bot notice in `room` whose body contains `text`.
+async fn bot_says(user: &UserClient, room: &str, text: &str) -> Value {
+    user.wait_for_event(room, WAIT, |e| {
+        e["type"] == "m.room.message"
+            && e["sender"] == BOT
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(text))
+    })
+    .await
+}
+
+/// Sends a command and waits for the bot's answer containing `expect`.
+async fn command(user: &UserClient, room: &str, text: &str, expect: &str) -> Value {
+    user.send_text(room, text).await;
+    bot_says(user, room, expect).await
+}
+
+/// The membership event the bot sent for `user` in `room` with `membership`.
+async fn bot_sets_membership(
+    user: &UserClient,
+    room: &str,
+    target: &str,
+    membership: &str,
+) -> Value {
+    user.wait_for_event(room, WAIT, |e| {
+        e["type"] == "m.room.member"
+            && e["sender"] == BOT
+            && e["state_key"] == target
+            && e["content"]["membership"] == membership
+    })
+    .await
+}
+
+/// A management room set up by `admin`: the bot joins on invite and claims it.
+async fn management_room(admin: &UserClient) -> String {
+    let room = admin
+        .create_room(json!({"name": "moderators", "preset": "private_chat"}))
+        .await;
+    admin.invite(&room, BOT).await;
+    bot_says(admin, &room, "now my management room").await;
+    room
+}
+
+/// A public room (room version 12) in which the bot may ban, protected by command.
+async fn protected_room(admin: &UserClient, management: &str) -> String {
+    let room = admin
+        .create_room(json!({
+            "name": "public square",
+            "preset": "public_chat",
+            "room_version": "12",
+            "power_level_content_override": {"users": {BOT: 100}},
+        }))
+        .await;
+    admin.invite(&room, BOT).await;
+    command(
+        admin,
+        management,
+        &format!("!rooms add {room}"),
+        "Protecting",
+    )
+    .await;
+    room
+}
+
+fn state_path(room: &str, event_type: &str) -> String {
+    format!(
+        "/_matrix/client/v3/rooms/{}/state/{event_type}/",
+        trestle_tests::synapse::encode(room)
+    )
+}
+
+#[tokio::test]
+async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
+    let h = harness(Settings {
+        admins: vec!["@admin:localhost".into()],
+        ..Settings::default()
+    })
+    .await;
+    let synapse = &h.synapse;
+    let admin = synapse.register_user("admin", "password-1234").await;
+    let helper = synapse.register_user("helper", "password-1234").await;
+    let spammer = synapse.register_user("spammer", "password-1234").await;
+    let alice = synapse.register_user("alice", "password-1234").await;
+
+    // An invite from someone who is not an admin does not make a management room.
+    let stray = helper
+        .create_room(json!({"name": "not mine", "preset": "private_chat"}))
+        .await;
+    helper.invite(&stray, BOT).await;
+
+    let management = management_room(&admin).await;
+    admin.invite(&management, &helper.user_id).await;
+    helper.join(&management).await;
+    let protected = protected_room(&admin, &management).await;
+    spammer.join(&protected).await;
+    alice.join(&protected).await;
+
+    // The list lives in another room, which the bot follows but does not protect; the spammer
+    // is in it too.
+    let list = admin
+        .create_room(json!({"name": "ban list", "preset": "public_chat"}))
+        .await;
+    spammer.join(&list).await;
+    admin.invite(&list, BOT).await;
+    command(
+        &admin,
+        &management,
+        &format!("!lists watch {list}"),
+        "Following",
+    )
+    .await;
+
+    // A user rule with a glob bans the spammer from the protected room.
+    admin
+        .send_state(
+            &list,
+            "m.policy.rule.user",
+            "rule-1",
+            json!({"entity": "@spam*:localhost", "recommendation": "m.ban", "reason": "spamming"}),
+        )
+        .await;
+    let ban = bot_sets_membership(&admin, &protected, &spammer.user_id, "ban").await;
+    assert_eq!(ban["content"]["reason"], "spamming");
+    bot_says(&admin, &management, "banned @spammer:localhost").await;
+    // A user who joins later and matches is banned on joining.
+    let spambot = synapse.register_user("spambot", "password-1234").await;
+    spambot.join(&protected).await;
+    bot_sets_membership(&admin, &protected, &spambot.user_id, "ban").await;
+
+    // Removing the rule lifts both bans.
+    admin
+        .send_state(&list, "m.policy.rule.user", "rule-1", json!({}))
+        .await;
+    bot_sets_membership(&admin, &protected, &spammer.user_id, "leave").await;
+    bot_sets_membership(&admin, &protected, &spambot.user_id, "leave").await;
+    bot_says(&admin, &management, "unbanned @spambot:localhost").await;
+
+    // A server rule becomes the protected room's server ACL, and goes when the rule goes.
+    admin
+        .send_state(
+            &list,
+            "m.policy.rule.server",
+            "rule-2",
+            json!({"entity": "*.evil.example", "recommendation": "m.ban", "reason": "abuse"}),
+        )
+        .await;
+    let acl = admin
+        .wait_for_event(&protected, WAIT, |e| {
+            e["type"] == "m.room.server_acl" && e["content"]["deny"] == json!(["*.evil.example"])
+        })
+        .await;
+    assert_eq!(acl["sender"], BOT);
+    assert_eq!(acl["content"]["allow"], json!(["*"]));
+    admin
+        .send_state(&list, "m.policy.rule.server", "rule-2", json!({}))
+        .await;
+    admin
+        .wait_for_event(&protected, WAIT, |e| {
+            e["type"] == "m.room.server_acl" && e["content"]["deny"] == json!([])
+        })
+        .await;
+
+    // Someone without power in the management room is refused, with the reason.
+    let refused = command(
+        &helper,
+        &management,
+        "!ban @alice:localhost rude",
+        "refused",
+    )
+    .await;
+    assert!(
+        refused["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("power level 50"),
+        "{refused}"
+    );
+
+    // An admin's ban goes to the bot's own list and applies; unban lifts it.
+    command(
+        &admin,
+        &management,
+        "!ban @alice:localhost being rude",
+        "Added a user ban rule",
+    )
+    .await;
+    let ban = bot_sets_membership(&admin, &protected, &alice.user_id, "ban").await;
+    assert_eq!(ban["content"]["reason"], "being rude");
+    command(
+        &admin,
+        &management,
+        "!unban @alice:localhost",
+        "Removed the rule",
+    )
+    .await;
+    bot_sets_membership(&admin, &protected, &alice.user_id, "leave").await;
+    let status = command(&admin, &management, "!status", "Protected rooms (1)").await;
+    let status = status["content"]["body"].as_str().unwrap();
+    assert!(status.contains(&list), "{status}");
+    assert!(status.contains("(own)"), "{status}");
+    command(
+        &admin,
+        &management,
+        "!frobnicate",
+        "Unknown command frobnicate",
+    )
+    .await;
+    command(&admin, &management, "!rooms", "usage: !rooms").await;
+
+    // Nothing happened in the rooms the bot does not protect: the spammer is still in the
+    // list room, which has no ACL, and the stray invite was never accepted.
+    h.app.idle().await;
+    assert!(admin.joined_members(&list).await.contains(&spammer.user_id));
+    let (status, _) = admin
+        .call(
+            reqwest::Method::GET,
+            &state_path(&list, "m.room.server_acl"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "the list room got no server ACL");
+    assert!(
+        !helper
+            .joined_members(&stray)
+            .await
+            .contains(&BOT.to_owned())
+    );
+    let touched = admin
+        .messages(&list)
+        .await
+        .into_iter()
+        .filter(|e| e["sender"] == BOT && e["type"] != "m.room.member")
+        .count();
+    assert_eq!(touched, 0, "the bot sent nothing to the list room");
+}
+
+#[tokio::test]
+async fn protections_redact_kick_and_report_in_protected_rooms_only() {
+    // Default settings: no admins, so the first local user to invite the bot claims it.
+    let h = Harness::start(
+        PLUGIN.generate_registration(None, "localhost"),
+        PLUGIN.router().unwrap(),
+    )
+    .await;
+    let synapse = &h.synapse;
+    let admin = synapse.register_user("admin", "password-1234").await;
+    let management = management_room(&admin).await;
+    let protected = protected_room(&admin, &management).await;
+
+    for setup in [
+        "!protections enable flood",
+        "!protections set flood max_messages 3",
+        "!protections enable word-filter",
+        "!protections set word-filter words \"badword, worse\"",
+        "!protections enable mention-spam",
+        "!protections set mention-spam max_mentions 2",
+    ] {
+        command(&admin, &management, setup, "every protected room").await;
+    }
+    command(
+        &admin,
+        &management,
+        &format!("!protections enable link-spam {protected}"),
+        &format!("link-spam in {protected}"),
+    )
+    .await;
+    command(
+        &admin,
+        &management,
+        "!protections set flood max_messages many",
+        "Not changed",
+    )
+    .await;
+    let list = command(&admin, &management, "!protections list", "Protections").await;
+    assert!(
+        list["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("\"max_messages\":3"),
+        "{list}"
+    );
+
+    let chatty = synapse.register_user("chatty", "password-1234").await;
+    chatty.join(&protected).await;
+    chatty.send_text(&protected, "hello everyone").await;
+    let bad = chatty.send_text(&protected, "what a BADWORD!").await;
+    let redacted = |id: String| {
+        move |e: &Value| {
+            e["event_id"] == id.as_str() && e["unsigned"]["redacted_because"].is_object()
+        }
+    };
+    admin
+        .wait_for_event(&protected, WAIT, redacted(bad.clone()))
+        .await;
+    let report = bot_says(&admin, &management, "word-filter fired").await;
+    let report = report["content"]["body"].as_str().unwrap();
+    for part in [
+        protected.as_str(),
+        chatty.user_id.as_str(),
+        bad.as_str(),
+        "badword",
+    ] {
+        assert!(report.contains(part), "{part} in {report}");
+    }
+
+    let pings = chatty
+        .send_text(
+            &protected,
+            "@a:localhost @b:localhost @c:localhost look at this",
+        )
+        .await;
+    admin
+        .wait_for_event(&protected, WAIT, redacted(pings))
+        .await;
+    bot_says(&admin, &management, "mention-spam fired").await;
+
+    let linker = synapse.register_user("linker", "password-1234").await;
+    linker.join(&protected).await;
+    let link = linker
+        .send_text(&protected, "cheap stuff at https://spam.example/buy")
+        .await;
+    admin.wait_for_event(&protected, WAIT, redacted(link)).await;
+    bot_sets_membership(&admin, &protected, &linker.user_id, "leave").await;
+    bot_says(&admin, &management, "link-spam fired").await;
+
+    let flooder = synapse.register_user("flooder", "password-1234").await;
+    flooder.join(&protected).await;
+    for i in 0..5 {
+        flooder.send_text(&protected, &format!("flood {i}")).await;
+    }
+    bot_sets_membership(&admin, &protected, &flooder.user_id, "leave").await;
+    let report = bot_says(&admin, &management, "flood fired").await;
+    assert!(
+        report["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains(&flooder.user_id)
+    );
+
+    // The same behaviour in a room the bot is in but does not protect (the management room)
+    // does nothing.
+    admin.invite(&management, &chatty.user_id).await;
+    chatty.join(&management).await;
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        sent.push(chatty.send_text(&management, &format!("badword {i}")).await);
+    }
+    // A command from chatty, who has no power there, proves the bot read past those messages.
+    command(&chatty, &management, "!status", "refused").await;
+    h.app.idle().await;
+    let timeline = admin.messages(&management).await;
+    for id in &sent {
+        let event = timeline
+            .iter()
+            .find(|e| e["event_id"] == id.as_str())
+            .unwrap();
+        assert!(
+            event["unsigned"]["redacted_because"].is_null(),
+            "not redacted: {event}"
+        );
+    }
+    assert!(
+        admin
+            .joined_members(&management)
+            .await
+            .contains(&chatty.user_id)
+    );
+
+    // A moderator's kick and redact commands act across protected rooms.
+    let talker = synapse.register_user("talker", "password-1234").await;
+    talker.join(&protected).await;
+    let said = talker.send_text(&protected, "a normal message").await;
+    command(
+        &admin,
+        &management,
+        &format!("!redact {} 10", talker.user_id),
+        "Redacted 1 events",
+    )
+    .await;
+    admin.wait_for_event(&protected, WAIT, redacted(said)).await;
+    command(
+        &admin,
+        &management,
+        &format!("!kick {} bye", talker.user_id),
+        "Kicked",
+    )
+    .await;
+    bot_sets_membership(&admin, &protected, &talker.user_id, "leave").await;
+}
