@@ -39,6 +39,7 @@ export TRESTLE_SYNAPSE_VENV="$venv"
 step "install PostgreSQL"
 pg_bin="$(bash scripts/install-postgres.sh)"
 export TRESTLE_PG_BIN="$pg_bin"
+step "install Chromium"; TRESTLE_CHROMIUM="$(bash scripts/install-chromium.sh)"; export TRESTLE_CHROMIUM  # the timeline page test
 
 step "components"
 for component in rustfmt clippy; do

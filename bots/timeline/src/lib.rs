@@ -1,1 +1,234 @@
-//! A Twitter-like timeline whose data lives in Matrix rooms (work in progress).
+//! A Twitter-like timeline whose data lives entirely in Matrix rooms.
+//!
+//! Each user's timeline is a world-readable room they own, created the first time they post.
+//! Posts are `org.trestle.timeline.post` events; replies are threads (`m.thread`), likes are
+//! `m.annotation` reactions, and following someone is joining their timeline room. The bot
+//! joins timeline rooms and indexes what arrives into its own tables, which a web page (under
+//! the plugin's path) and its JSON API read. The page acts on the homeserver with the user's
+//! own access token, never through a ghost. `docs/timeline.md` documents the event schema and
+//! the API; [`reindex`] rebuilds the index from the rooms alone.
+
+mod api;
+mod atom;
+pub mod content;
+pub mod index;
+mod matrix;
+mod page;
+pub mod query;
+mod reindex;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use trestle::{
+    Appservice, Plugin, Router,
+    plugin::PluginSettings,
+    router::{RawEvent, State},
+    ruma::{
+        OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomVersionId,
+        api::{AppserviceUserIdentity, client::alias::create_alias},
+    },
+};
+
+pub use reindex::{Reindexed, reindex};
+
+/// The plugin, for the `trestle` host.
+pub const PLUGIN: Plugin = Plugin::new("timeline", "timeline", "timeline_", build).with_settings_help(
+    "settings:\n  \
+     alias: \"timeline_{localpart}\"   # each timeline room's alias; empty for none\n  \
+     room_version: null               # version of new timeline rooms; the server's default unless set\n  \
+     max_post_chars: 500              # the longest post, in characters\n  \
+     page_size: 20                    # posts per page of a feed",
+);
+
+/// The timeline's settings.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The localpart of each timeline room's alias, with `{localpart}` standing for the
+    /// owner's; empty for no aliases. The default lies in the plugin's exclusive alias
+    /// namespace, so the bot sets it.
+    pub alias: String,
+    /// The room version of new timeline rooms; the homeserver's default unless set.
+    pub room_version: Option<String>,
+    /// The longest post, in characters.
+    pub max_post_chars: usize,
+    /// Posts per page of a feed.
+    pub page_size: i64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            alias: "timeline_{localpart}".to_owned(),
+            room_version: None,
+            max_post_chars: 500,
+            page_size: 20,
+        }
+    }
+}
+
+impl Settings {
+    /// Checks the settings, naming the field at fault.
+    pub fn validate(&self) -> trestle::Result<()> {
+        let bad = |field: &str, why: String| {
+            Err(trestle::Error::Config(format!(
+                "timeline settings, `{field}`: {why}"
+            )))
+        };
+        if !self.alias.is_empty() && !self.alias.contains("{localpart}") {
+            return bad(
+                "alias",
+                format!("{:?} must contain {{localpart}}", self.alias),
+            );
+        }
+        if let Some(version) = &self.room_version
+            && RoomVersionId::try_from(version.as_str()).is_err()
+        {
+            return bad("room_version", format!("{version:?} is not a room version"));
+        }
+        if self.max_post_chars == 0 {
+            return bad("max_post_chars", "must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.page_size) {
+            return bad(
+                "page_size",
+                format!("{} is not between 1 and 100", self.page_size),
+            );
+        }
+        Ok(())
+    }
+
+    /// The alias of `localpart`'s timeline room on `server`, if aliases are on.
+    pub fn alias_for(&self, localpart: &str, server: &str) -> Option<OwnedRoomAliasId> {
+        if self.alias.is_empty() {
+            return None;
+        }
+        let alias = format!("#{}:{server}", self.alias.replace("{localpart}", localpart));
+        match RoomAliasId::parse(&alias) {
+            Ok(alias) => Some(alias),
+            Err(error) => {
+                tracing::warn!(alias, %error, "not a valid alias; the timeline room gets none");
+                None
+            }
+        }
+    }
+}
+
+fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
+    let settings: Settings = settings.get()?;
+    router(settings)
+}
+
+/// The timeline's routes: the indexer, the web page and its API, and a service that fills an
+/// empty index from the rooms at start.
+pub fn router(settings: Settings) -> trestle::Result<Router> {
+    settings.validate()?;
+    let settings = Arc::new(settings);
+    let web_settings = settings.clone();
+    Ok(Router::new()
+        .on(on_event)
+        .web(move |app| match api::Web::new(app, web_settings.clone()) {
+            Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
+            Err(error) => {
+                tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
+                trestle::axum::Router::new()
+            }
+        })
+        .service("timeline-backfill", backfill_when_empty)
+        .with_state(settings))
+}
+
+/// The event types the index reads.
+const INDEXED: &[&str] = &[
+    content::POST_TYPE,
+    "m.reaction",
+    "m.room.member",
+    "m.room.redaction",
+    "m.room.create",
+];
+
+async fn on_event(
+    event: RawEvent,
+    app: Appservice,
+    State(_settings): State<Arc<Settings>>,
+) -> trestle::Result<()> {
+    if !INDEXED.contains(&event.event_type.as_str()) {
+        return Ok(());
+    }
+    index::migrate(&app).await?;
+    let value: Value = event.deserialize()?;
+    index::apply(&app, &value).await
+}
+
+/// At start, an empty index (a new database, or a lost one) is filled from the rooms the bot
+/// is in. Nothing is cleared, so events indexed meanwhile stay.
+async fn backfill_when_empty(app: Appservice) -> trestle::Result<()> {
+    index::migrate(&app).await?;
+    let rooms: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM timeline_rooms")
+        .fetch_one(app.store().pool())
+        .await?;
+    if rooms == 0 {
+        reindex::backfill(&app).await?;
+    }
+    app.stopping().await;
+    Ok(())
+}
+
+/// Points `alias` at `room_id`, as the bot. A failure (the alias taken) is logged: the room
+/// works without it.
+pub(crate) async fn set_alias(app: &Appservice, alias: &OwnedRoomAliasId, room_id: &OwnedRoomId) {
+    let request = create_alias::v3::Request::new(alias.clone(), room_id.clone());
+    if let Err(error) = app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await
+    {
+        tracing::warn!(%alias, %room_id, %error, "could not set the timeline room's alias");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plugin_starts_with_default_settings() {
+        PLUGIN.router().unwrap();
+    }
+
+    #[test]
+    fn settings_errors_name_the_field() {
+        let error = Settings {
+            alias: "fixed".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`alias`"), "{error}");
+        let error = Settings {
+            room_version: Some("not a version!".into()),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`room_version`"), "{error}");
+    }
+
+    #[test]
+    fn aliases_follow_the_pattern() {
+        let settings = Settings::default();
+        assert_eq!(
+            settings.alias_for("ada", "example.org").unwrap().as_str(),
+            "#timeline_ada:example.org"
+        );
+        let none = Settings {
+            alias: String::new(),
+            ..Settings::default()
+        };
+        assert_eq!(none.alias_for("ada", "example.org"), None);
+    }
+}

@@ -1,0 +1,293 @@
+//! The event schema of a timeline (documented in `docs/timeline.md`): what a post looks like,
+//! and the checks a post from the page passes before it is sent.
+
+use serde_json::{Value, json};
+
+/// `type` in the `m.room.create` content of a timeline room.
+pub const ROOM_TYPE: &str = "org.trestle.timeline";
+/// The event type of a post, a reply and a repost.
+pub const POST_TYPE: &str = "org.trestle.timeline.post";
+/// The post's plain text.
+pub const TEXT_KEY: &str = "org.trestle.timeline.text";
+/// The post's sanitised HTML, when it has any.
+pub const HTML_KEY: &str = "org.trestle.timeline.html";
+/// On a repost: `{ "room_id", "event_id" }` of the original.
+pub const REPOST_KEY: &str = "org.trestle.timeline.repost";
+/// The reaction key of a like.
+pub const LIKE_KEY: &str = "❤️";
+
+/// A post's parts that a client supplies.
+#[derive(Debug, Default)]
+pub struct Draft {
+    /// The plain text.
+    pub text: String,
+    /// Sanitised HTML, if any.
+    pub html: Option<String>,
+    /// For a reply: the thread root and the event replied to.
+    pub thread: Option<(String, String)>,
+    /// For a repost: the original's room and event.
+    pub repost: Option<(String, String)>,
+}
+
+/// Why a draft was refused, in words for the person who wrote it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The text is empty.
+    Empty,
+    /// Longer than the limit (characters).
+    TooLong { limit: usize, length: usize },
+    /// The HTML contains something that is never allowed (scripts, event handlers, …).
+    UnsafeHtml(&'static str),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Empty => write!(f, "the post is empty"),
+            Refusal::TooLong { limit, length } => write!(
+                f,
+                "the post has {length} characters; at most {limit} are allowed"
+            ),
+            Refusal::UnsafeHtml(what) => {
+                write!(f, "the HTML contains {what}, which is not allowed")
+            }
+        }
+    }
+}
+
+/// Checks the text's length (in characters, after trimming).
+pub fn check_text(text: &str, limit: usize) -> Result<String, Refusal> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(Refusal::Empty);
+    }
+    let length = text.chars().count();
+    if length > limit {
+        return Err(Refusal::TooLong { limit, length });
+    }
+    Ok(text.to_owned())
+}
+
+/// Refuses HTML that carries active content, then sanitises the rest. The refusal comes first
+/// so that a writer learns their markup was not taken as they meant it; sanitising guards
+/// against whatever the quick check misses.
+pub fn check_html(html: &str) -> Result<String, Refusal> {
+    let lower = html.to_ascii_lowercase();
+    for (needle, what) in [
+        ("<script", "a <script> element"),
+        ("<style", "a <style> element"),
+        ("<iframe", "an <iframe> element"),
+        ("<object", "an <object> element"),
+        ("<embed", "an <embed> element"),
+        ("javascript:", "a javascript: link"),
+    ] {
+        if lower.contains(needle) {
+            return Err(Refusal::UnsafeHtml(what));
+        }
+    }
+    if has_event_handler(&lower) {
+        return Err(Refusal::UnsafeHtml("an event handler attribute (on…=)"));
+    }
+    Ok(sanitise(html))
+}
+
+/// Whether an attribute named `on…` appears inside a tag.
+fn has_event_handler(lower: &str) -> bool {
+    let mut in_tag = false;
+    let bytes = lower.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'<' => in_tag = true,
+            b'>' => in_tag = false,
+            b'o' if in_tag
+                && i > 0
+                && (bytes[i - 1].is_ascii_whitespace() || bytes[i - 1] == b'/')
+                && bytes.get(i + 1) == Some(&b'n') =>
+            {
+                let name: String = lower[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .collect();
+                let rest = lower[i + name.len()..].trim_start();
+                if name.len() > 2 && rest.starts_with('=') {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// The HTML a timeline keeps: a small set of inline and block elements, links to http(s) and
+/// mailto only.
+pub fn sanitise(html: &str) -> String {
+    ammonia::Builder::new()
+        .tags(
+            [
+                "a",
+                "b",
+                "strong",
+                "i",
+                "em",
+                "u",
+                "s",
+                "del",
+                "code",
+                "pre",
+                "p",
+                "br",
+                "blockquote",
+                "ul",
+                "ol",
+                "li",
+            ]
+            .into_iter()
+            .collect(),
+        )
+        .url_schemes(["http", "https", "mailto"].into_iter().collect())
+        .link_rel(Some("noopener noreferrer nofollow"))
+        .clean(html)
+        .to_string()
+}
+
+/// Escapes text for HTML or XML, in content and attribute values alike, dropping the control
+/// characters XML 1.0 forbids.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// HTML for plain text: escaped, line breaks kept.
+pub fn text_to_html(text: &str) -> String {
+    escape(text).replace('\n', "<br>")
+}
+
+/// The content of a post event.
+pub fn post_content(draft: &Draft) -> Value {
+    let html = draft
+        .html
+        .clone()
+        .unwrap_or_else(|| text_to_html(&draft.text));
+    let mut content = json!({
+        // What clients that do not know the type show.
+        "body": draft.text,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html,
+        TEXT_KEY: draft.text,
+        HTML_KEY: html,
+    });
+    if let Some((root, replied)) = &draft.thread {
+        content["m.relates_to"] = json!({
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": root == replied,
+            "m.in_reply_to": { "event_id": replied },
+        });
+    }
+    if let Some((room_id, event_id)) = &draft.repost {
+        content[REPOST_KEY] = json!({ "room_id": room_id, "event_id": event_id });
+    }
+    content
+}
+
+/// A post as read back from an event's content; `None` when the content is not a post (a
+/// redacted one has no text).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Parsed {
+    pub text: String,
+    pub html: Option<String>,
+    pub thread_root: Option<String>,
+    pub repost_of: Option<String>,
+}
+
+/// Reads a post's content, sanitising its HTML again: other clients may send anything.
+pub fn parse_post(content: &Value) -> Option<Parsed> {
+    let text = content[TEXT_KEY]
+        .as_str()
+        .or_else(|| content["body"].as_str())?
+        .to_owned();
+    let html = content[HTML_KEY].as_str().map(sanitise);
+    let relates = &content["m.relates_to"];
+    let thread_root = (relates["rel_type"] == "m.thread")
+        .then(|| relates["event_id"].as_str().map(str::to_owned))
+        .flatten();
+    let repost_of = content[REPOST_KEY]["event_id"].as_str().map(str::to_owned);
+    Some(Parsed {
+        text,
+        html,
+        thread_root,
+        repost_of,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_limits_count_characters() {
+        assert_eq!(check_text("  hi  ", 5), Ok("hi".into()));
+        assert_eq!(check_text(" \n ", 5), Err(Refusal::Empty));
+        assert_eq!(check_text("ééééé", 5), Ok("ééééé".into()));
+        assert_eq!(
+            check_text("ééééé!", 5),
+            Err(Refusal::TooLong {
+                limit: 5,
+                length: 6
+            })
+        );
+    }
+
+    #[test]
+    fn active_html_is_refused_and_the_rest_sanitised() {
+        assert!(check_html("<b>hi</b><SCRIPT>x</SCRIPT>").is_err());
+        assert!(check_html("<a href=\"JavaScript:alert(1)\">x</a>").is_err());
+        assert!(check_html("<img src=x onerror=alert(1)>").is_err());
+        assert!(check_html("<p/onclick = 'x'>hi</p>").is_err());
+        // Words starting with "on" are fine.
+        assert_eq!(
+            check_html("<p>one <b>online</b></p>").unwrap(),
+            "<p>one <b>online</b></p>"
+        );
+        assert_eq!(
+            check_html("<img src=\"x\"><b class=\"y\">hi</b>").unwrap(),
+            "<b>hi</b>"
+        );
+    }
+
+    #[test]
+    fn text_becomes_escaped_html() {
+        assert_eq!(
+            text_to_html("a<b> & \"c\"\nd"),
+            "a&lt;b&gt; &amp; &quot;c&quot;<br>d"
+        );
+    }
+
+    #[test]
+    fn a_reply_round_trips_through_its_content() {
+        let draft = Draft {
+            text: "yes".into(),
+            thread: Some(("$root".into(), "$root".into())),
+            ..Draft::default()
+        };
+        let content = post_content(&draft);
+        assert_eq!(content["m.relates_to"]["rel_type"], "m.thread");
+        assert_eq!(content["body"], "yes");
+        let parsed = parse_post(&content).unwrap();
+        assert_eq!(parsed.thread_root.as_deref(), Some("$root"));
+        assert_eq!(parsed.text, "yes");
+        assert_eq!(parse_post(&json!({})), None);
+    }
+}

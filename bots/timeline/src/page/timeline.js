@@ -1,0 +1,250 @@
+// The timeline page: a small single-page client of the plugin's JSON API. Everything shown is
+// set with textContent, never parsed as HTML. The access token stays in sessionStorage.
+'use strict';
+
+const BASE = document.querySelector('meta[name="timeline-base"]').content;
+const $ = (id) => document.getElementById(id);
+const enc = encodeURIComponent;
+
+const session = {
+  get token() { return sessionStorage.getItem('timeline.token'); },
+  get user() { return sessionStorage.getItem('timeline.user'); },
+  set(user, token) {
+    sessionStorage.setItem('timeline.user', user);
+    sessionStorage.setItem('timeline.token', token);
+  },
+  clear() {
+    sessionStorage.removeItem('timeline.user');
+    sessionStorage.removeItem('timeline.token');
+  },
+};
+
+async function api(method, path, body) {
+  const headers = {};
+  if (session.token) headers.Authorization = 'Bearer ' + session.token;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(BASE + path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    if (response.status === 401 && session.token) {
+      session.clear();
+      show();
+    }
+    throw new Error(data.error || response.status + ' ' + response.statusText);
+  }
+  return data;
+}
+
+function showError(error) {
+  $('error').textContent = error.message || String(error);
+  $('error').hidden = false;
+}
+
+function clearError() {
+  $('error').hidden = true;
+  $('error').textContent = '';
+}
+
+function el(tag, props, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props || {});
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function authorName(post) {
+  return post.author_name ? post.author_name + ' (' + post.author + ')' : post.author;
+}
+
+function postView(post, options) {
+  const article = el('article', { className: 'post' + (post.thread_root ? ' reply' : '') });
+  article.dataset.eventId = post.event_id;
+  article.dataset.author = post.author;
+  const meta = el('div', { className: 'meta' },
+    el('a', { className: 'author', href: '#/user/' + enc(post.author), textContent: authorName(post) }),
+    ' · ',
+    el('time', { textContent: new Date(post.ts).toLocaleString() }));
+  if (post.repost_of) meta.append(' · ♻ repost');
+  article.append(meta, el('p', { className: 'body', textContent: post.text }));
+  const like = el('button', {
+    type: 'button',
+    className: 'like',
+    textContent: (post.liked ? '♥ ' : '♡ ') + post.like_count,
+  });
+  like.addEventListener('click', () =>
+    act(post.liked ? 'DELETE' : 'POST', 'api/posts/' + enc(post.event_id) + '/like'));
+  const actions = el('div', { className: 'actions' }, like);
+  if (!post.thread_root) {
+    actions.append(el('a', {
+      className: 'replies',
+      href: '#/post/' + enc(post.event_id),
+      textContent: '↩ ' + post.reply_count + (post.reply_count === 1 ? ' reply' : ' replies'),
+    }));
+    if (!options || !options.noRepost) {
+      const repost = el('button', { type: 'button', className: 'repost', textContent: '♻ Repost' });
+      repost.addEventListener('click', () => act('POST', 'api/posts/' + enc(post.event_id) + '/repost'));
+      actions.append(repost);
+    }
+  }
+  article.append(actions);
+  return article;
+}
+
+async function act(method, path, body) {
+  clearError();
+  try {
+    await api(method, path, body);
+    await render();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function postList(view, page, path) {
+  const list = el('div', { className: 'posts' });
+  if (page.posts.length === 0) list.append(el('p', { className: 'empty', textContent: 'No posts yet.' }));
+  for (const post of page.posts) list.append(postView(post));
+  view.append(list);
+  if (page.next) {
+    const more = el('button', { type: 'button', id: 'more', textContent: 'Older posts' });
+    more.addEventListener('click', async () => {
+      more.remove();
+      try {
+        const next = await api('GET', path + (path.includes('?') ? '&' : '?') + 'before=' + enc(page.next));
+        postList(view, next, path);
+      } catch (error) {
+        showError(error);
+      }
+    });
+    view.append(more);
+  }
+}
+
+async function renderFeed(view) {
+  view.append(el('h2', { textContent: 'Home' }));
+  postList(view, await api('GET', 'api/feed'), 'api/feed');
+}
+
+async function renderProfile(view, user) {
+  const profile = await api('GET', 'api/users/' + enc(user));
+  const head = el('div', { className: 'profile-head' },
+    el('h2', { id: 'profile-name', textContent: profile.display_name || profile.user_id }),
+    el('p', { textContent: profile.user_id }),
+    el('p', { id: 'profile-counts', textContent: profile.followers + ' followers · ' + profile.following + ' following' }));
+  if (user !== session.user && profile.room_id) {
+    const follow = el('button', {
+      type: 'button',
+      id: 'follow-button',
+      textContent: profile.followed ? 'Unfollow' : 'Follow',
+    });
+    follow.addEventListener('click', () =>
+      act(profile.followed ? 'DELETE' : 'POST', 'api/users/' + enc(user) + '/follow'));
+    head.append(follow);
+  }
+  if (profile.room_id) {
+    head.append(el('a', { href: BASE + 'atom/' + enc(user), textContent: 'Atom feed' }));
+  }
+  view.append(head);
+  postList(view, profile, 'api/users/' + enc(user));
+}
+
+async function renderThread(view, eventId) {
+  const thread = await api('GET', 'api/posts/' + enc(eventId));
+  view.append(el('h2', { textContent: 'Thread' }), postView(thread.post));
+  for (const reply of thread.replies) view.append(postView(reply));
+  const form = el('form', { id: 'reply-form' },
+    el('textarea', { id: 'reply-text', rows: 2, placeholder: 'Reply', required: true }),
+    el('button', { type: 'submit', id: 'reply-button', textContent: 'Reply' }));
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    act('POST', 'api/posts', { text: $('reply-text').value, reply_to: eventId });
+  });
+  view.append(form);
+}
+
+let rendering = Promise.resolve();
+
+function render() {
+  rendering = rendering.then(renderNow, renderNow);
+  return rendering;
+}
+
+async function renderNow() {
+  const view = $('view');
+  const fresh = el('div');
+  const hash = decodeURIComponent(location.hash.slice(1));
+  $('compose-form').hidden = hash.startsWith('/user/') || hash.startsWith('/post/');
+  try {
+    if (hash.startsWith('/user/')) await renderProfile(fresh, hash.slice(6));
+    else if (hash.startsWith('/post/')) await renderThread(fresh, hash.slice(6));
+    else await renderFeed(fresh);
+    view.replaceChildren(...fresh.childNodes);
+    view.dataset.ready = location.hash;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function show() {
+  const loggedIn = Boolean(session.token);
+  $('login').hidden = loggedIn;
+  $('app').hidden = !loggedIn;
+  $('nav').hidden = !loggedIn;
+  if (loggedIn) {
+    $('whoami').textContent = session.user;
+    $('nav-profile').href = '#/user/' + enc(session.user);
+    render();
+  } else {
+    $('view').replaceChildren();
+  }
+}
+
+$('login-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearError();
+  try {
+    const login = await api('POST', 'api/login', {
+      user: $('login-user').value,
+      password: $('login-password').value,
+    });
+    $('login-password').value = '';
+    session.set(login.user_id, login.access_token);
+    show();
+  } catch (error) {
+    showError(error);
+  }
+});
+
+$('logout-button').addEventListener('click', async () => {
+  try {
+    await api('POST', 'api/logout');
+  } catch (error) {
+    // The session ends here either way.
+  }
+  session.clear();
+  location.hash = '#/';
+  show();
+});
+
+$('compose-form').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  clearError();
+  try {
+    await api('POST', 'api/posts', { text: $('compose-text').value });
+    $('compose-text').value = '';
+    await render();
+  } catch (error) {
+    showError(error);
+  }
+});
+
+window.addEventListener('hashchange', () => {
+  clearError();
+  if (session.token) render();
+});
+
+show();

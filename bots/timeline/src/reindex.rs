@@ -1,0 +1,91 @@
+//! Rebuilding the index from Matrix alone: every room the bot is in, read from its first event
+//! through `/messages`. The store is a cache of the rooms, never the source of truth.
+
+use serde_json::Value;
+use trestle::{
+    Appservice, Result,
+    ruma::{
+        OwnedRoomId, UInt,
+        api::{
+            AppserviceUserIdentity, Direction,
+            client::{membership::joined_rooms, message::get_message_events},
+        },
+    },
+};
+
+use crate::index;
+
+/// What a reindex read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reindexed {
+    /// Timeline rooms found.
+    pub rooms: usize,
+    /// Events read from them.
+    pub events: usize,
+}
+
+/// Empties the index and fills it again from the rooms the bot has joined. Rooms whose first
+/// event does not make them a timeline are skipped after that first page.
+pub async fn reindex(app: &Appservice) -> Result<Reindexed> {
+    index::migrate(app).await?;
+    index::clear(app.store().pool()).await?;
+    backfill(app).await
+}
+
+/// Reads every room the bot is in into the index, without emptying it first.
+pub(crate) async fn backfill(app: &Appservice) -> Result<Reindexed> {
+    let db = app.store().pool();
+    let rooms = app
+        .client()
+        .send(
+            joined_rooms::v3::Request::new(),
+            AppserviceUserIdentity::default(),
+        )
+        .await?
+        .joined_rooms;
+    let mut done = Reindexed::default();
+    for room_id in rooms {
+        let events = room(app, &room_id).await?;
+        if index::room_owner(db, room_id.as_str()).await?.is_some() {
+            done.rooms += 1;
+        }
+        done.events += events;
+    }
+    tracing::info!(
+        rooms = done.rooms,
+        events = done.events,
+        "reindexed the timelines"
+    );
+    Ok(done)
+}
+
+/// Indexes one room from its first event; returns how many events were read. Stops after the
+/// first page when the room turns out not to be a timeline.
+pub(crate) async fn room(app: &Appservice, room_id: &OwnedRoomId) -> Result<usize> {
+    let db = app.store().pool();
+    let mut from: Option<String> = None;
+    let mut read = 0;
+    loop {
+        let mut request = get_message_events::v3::Request::new(room_id.clone(), Direction::Forward);
+        request.from = from.clone();
+        request.limit = UInt::from(500u32);
+        let response = app
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await?;
+        for raw in &response.chunk {
+            let event: Value = serde_json::from_str(raw.json().get())?;
+            index::apply(app, &event).await?;
+            read += 1;
+        }
+        if index::room_owner(db, room_id.as_str()).await?.is_none() {
+            return Ok(read);
+        }
+        match response.end {
+            Some(end) if !response.chunk.is_empty() && Some(&end) != from.as_ref() => {
+                from = Some(end)
+            }
+            _ => return Ok(read),
+        }
+    }
+}
