@@ -5,6 +5,7 @@
 pub mod appservice;
 pub mod postgres;
 pub mod synapse;
+pub mod toy_network;
 
 /// The README's example plugin, compiled by the test suite so it cannot rot.
 #[doc = include_str!("../../README.md")]

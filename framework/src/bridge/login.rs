@@ -173,8 +173,12 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(());
         }
         tracing::info!(%user, login_id, from = previous, to = state.name(), "login state changed");
-        if let Some(text) = state_notice(login_id, &previous, &state) {
-            self.notify(user, &text).await?;
+        // The state is recorded either way; a notice that cannot be sent is not worth failing
+        // the connection for.
+        if let Some(text) = state_notice(login_id, &previous, &state)
+            && let Err(error) = self.notify(user, &text).await
+        {
+            tracing::warn!(%user, login_id, %error, "could not tell the user of a state change");
         }
         Ok(())
     }

@@ -262,7 +262,13 @@ impl<N: Network> BridgeHandle<N> {
         let state_key = self.bridge_state_key(chat, &info);
         for event_type in BRIDGE_STATE_TYPES {
             bot.send_state_json(room_id, event_type, &state_key, content.clone(), None)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    e if e.is_forbidden() => BridgeError::Forbidden(format!(
+                        "the bridge bot may not send state in {room_id}: give it power level 50 there"
+                    )),
+                    e => e.into(),
+                })?;
         }
         let row = PortalRow {
             chat_id: chat.to_string(),

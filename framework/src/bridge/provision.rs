@@ -38,8 +38,10 @@ use crate::{Appservice, http::ApiError};
 
 /// The routes, to be served by the appservice beside its API.
 pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> axum::Router {
-    // The appservice is known from here on, so a request before any event finds it.
-    let _ = bridge.shared.app.set(std::sync::Arc::downgrade(&app.inner));
+    let guard = Guard {
+        bridge: bridge.clone(),
+        app,
+    };
     axum::Router::new()
         .route("/provision/v1/status", get(status::<N>))
         .route("/provision/v1/login", post(login::<N>))
@@ -47,16 +49,29 @@ pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> ax
         .route("/provision/v1/portals", get(portals::<N>))
         .route("/provision/v1/link", post(link::<N>))
         .route("/provision/v1/unlink", post(unlink::<N>))
-        .layer(axum::middleware::from_fn_with_state(
-            bridge.clone(),
-            authorize::<N>,
-        ))
+        .layer(axum::middleware::from_fn_with_state(guard, authorize::<N>))
         .with_state(bridge)
 }
 
-/// Checks the shared secret in constant time.
+/// What the secret check needs: the bridge, and its appservice to attach on first use.
+struct Guard<N: Network> {
+    bridge: BridgeHandle<N>,
+    app: Appservice,
+}
+
+impl<N: Network> Clone for Guard<N> {
+    fn clone(&self) -> Self {
+        Guard {
+            bridge: self.bridge.clone(),
+            app: self.app.clone(),
+        }
+    }
+}
+
+/// Checks the shared secret in constant time, then makes sure the kit's tables exist (a
+/// request may come before any event).
 async fn authorize<N: Network>(
-    State(bridge): State<BridgeHandle<N>>,
+    State(Guard { bridge, app }): State<Guard<N>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -81,6 +96,9 @@ async fn authorize<N: Network>(
         )
         .into_response(),
         Some(given) if bool::from(given.as_bytes().ct_eq(secret.as_bytes())) => {
+            if let Err(error) = bridge.attach(&app).await {
+                return ApiError::internal(error).into_response();
+            }
             next.run(request).await
         }
         Some(_) => ApiError::forbidden("wrong provisioning secret").into_response(),

@@ -1,0 +1,211 @@
+//! A toy network for the bridge kit's tests: chats, users and messages live in memory, and
+//! what Matrix sends to it is recorded for the test to read. It is deliberately unlike IRC:
+//! messages have ids, edits and redactions exist, logins take a password, and reactions are
+//! left out to exercise the kit's "unsupported" defaults.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use trestle::bridge::{
+    BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
+    MatrixMessage, MatrixRedaction, Network, NetworkResult, NewLogin, Protocol, Via,
+};
+
+/// The password every toy login needs.
+pub const TOY_PASSWORD: &str = "secret";
+
+/// Something that arrived on the toy network from Matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arrived {
+    /// A message, with its toy id.
+    Message {
+        /// The chat.
+        chat: String,
+        /// `puppet:<name>` or `relay:<display name>`.
+        speaker: String,
+        /// The text.
+        body: String,
+        /// The toy message it replies to.
+        reply_to: Option<String>,
+        /// The id the toy network gave it.
+        id: String,
+    },
+    /// An edit of a toy message.
+    Edit {
+        /// The message edited.
+        target: String,
+        /// Its new text.
+        body: String,
+    },
+    /// A deletion of a toy message.
+    Redaction {
+        /// The message deleted.
+        target: String,
+    },
+}
+
+/// The toy network's in-memory world, shared with the test.
+#[derive(Default)]
+pub struct ToyWorld {
+    arrived: Mutex<Vec<Arrived>>,
+    handles: Mutex<HashMap<String, LoginHandle<ToyNetwork>>>,
+    next_id: Mutex<u64>,
+}
+
+impl ToyWorld {
+    /// Everything that arrived so far.
+    pub fn arrived(&self) -> Vec<Arrived> {
+        self.arrived.lock().unwrap().clone()
+    }
+
+    /// Waits until something matching `pred` arrived, and returns it.
+    pub async fn wait_for(&self, what: &str, pred: impl Fn(&Arrived) -> bool) -> Arrived {
+        let started = Instant::now();
+        loop {
+            if let Some(found) = self.arrived().into_iter().find(|a| pred(a)) {
+                return found;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{what} never arrived on the toy network; it has: {:#?}",
+                self.arrived()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The login handle the kit gave the connection of toy user `name`.
+    pub fn handle(&self, name: &str) -> Option<LoginHandle<ToyNetwork>> {
+        self.handles.lock().unwrap().get(name).cloned()
+    }
+
+    fn record(&self, arrived: Arrived) {
+        self.arrived.lock().unwrap().push(arrived);
+    }
+
+    fn fresh_id(&self) -> String {
+        let mut next = self.next_id.lock().unwrap();
+        *next += 1;
+        format!("m{next}")
+    }
+}
+
+/// The toy network: chats `#toy_<chat>`, users `@toy_<name>`.
+#[derive(Clone, Default)]
+pub struct ToyNetwork {
+    /// What the test reads.
+    pub world: Arc<ToyWorld>,
+}
+
+/// A connection of a toy login.
+pub struct ToyConnection {
+    name: String,
+}
+
+fn speaker(via: &Via<'_, ToyNetwork>) -> String {
+    match via {
+        Via::Puppet { connection, .. } => format!("puppet:{}", connection.name),
+        Via::Relay { name } => format!("relay:{name}"),
+        _ => "unknown".to_owned(),
+    }
+}
+
+impl Network for ToyNetwork {
+    type ChatId = String;
+    type UserId = String;
+    type MessageId = String;
+    type LoginData = String;
+    type Connection = ToyConnection;
+
+    fn protocol(&self) -> Protocol {
+        Protocol::new("toy", "Toy")
+    }
+
+    fn chat_alias(&self, chat: &String) -> String {
+        format!("toy_{chat}")
+    }
+
+    fn chat_for_alias(&self, localpart: &str) -> Option<String> {
+        let chat = localpart.strip_prefix("toy_")?;
+        chat.chars()
+            .all(|c| c.is_ascii_lowercase())
+            .then(|| chat.to_owned())
+    }
+
+    fn ghost_localpart(&self, user: &String) -> String {
+        format!("toy_{user}")
+    }
+
+    fn user_for_ghost(&self, localpart: &str) -> Option<String> {
+        localpart.strip_prefix("toy_").map(str::to_owned)
+    }
+
+    async fn chat_info(&self, chat: &String) -> NetworkResult<ChatInfo> {
+        Ok(ChatInfo::named(format!("Toy {chat}"))
+            .topic(format!("The toy chat {chat}"))
+            .network(InfoSection::new("toynet", "Toy Network")))
+    }
+
+    fn login_fields(&self) -> &'static [&'static str] {
+        &["name", "password"]
+    }
+
+    async fn login(&self, request: LoginRequest) -> NetworkResult<NewLogin<Self>> {
+        let name = request.fields.get("name").cloned().unwrap_or_default();
+        if name.is_empty() {
+            return Err(BridgeError::BadRequest("a name is needed".into()));
+        }
+        if request.fields.get("password").map(String::as_str) != Some(TOY_PASSWORD) {
+            return Err(BridgeError::Forbidden("wrong password".into()));
+        }
+        Ok(NewLogin::new("toynet", name.clone(), name.clone(), name))
+    }
+
+    async fn connect(
+        &self,
+        login: &Login<Self>,
+        handle: LoginHandle<Self>,
+    ) -> NetworkResult<ToyConnection> {
+        self.world
+            .handles
+            .lock()
+            .unwrap()
+            .insert(login.data.clone(), handle);
+        Ok(ToyConnection {
+            name: login.data.clone(),
+        })
+    }
+
+    async fn send_message(
+        &self,
+        message: MatrixMessage<'_, Self>,
+    ) -> NetworkResult<Option<String>> {
+        let id = self.world.fresh_id();
+        self.world.record(Arrived::Message {
+            chat: message.portal.chat.clone(),
+            speaker: speaker(&message.via),
+            body: message.content.body.clone(),
+            reply_to: message.reply_to.clone(),
+            id: id.clone(),
+        });
+        Ok(Some(id))
+    }
+
+    async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
+        self.world.record(Arrived::Edit {
+            target: edit.target.clone(),
+            body: edit.content.body.clone(),
+        });
+        Ok(None)
+    }
+
+    async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {
+        self.world.record(Arrived::Redaction {
+            target: redaction.target.clone(),
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,566 @@
+//! The bridge kit end to end against a real Synapse, with the toy network of
+//! `trestle_tests::toy_network` on the other side: portals on demand with bridge info, ghosts
+//! with profiles, the message map both ways (replies, edits, redactions), loop prevention,
+//! the management room, connection state notices, relay mode, linking, and the provisioning
+//! API.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use trestle::{
+    Registration,
+    bridge::{
+        Bridge, BridgeConfig, BridgeHandle, ConnectionState, MessageContent, RemoteEdit,
+        RemoteMessage, UserInfo,
+    },
+};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    synapse::{UserClient, encode},
+    toy_network::{Arrived, TOY_PASSWORD, ToyNetwork},
+};
+
+const SECRET: &str = "provisioning-secret-123";
+const BOT: &str = "@toybot:localhost";
+
+/// Sends `text` in the management room and waits for the bot's notice after it that
+/// contains `expect`; returns the notice's body.
+async fn command(user: &UserClient, room: &str, text: &str, expect: &str) -> String {
+    let sent = user.send_text(room, text).await;
+    wait_after(user, room, &sent, |e| {
+        e["sender"] == BOT
+            && e["content"]["msgtype"] == "m.notice"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(expect))
+    })
+    .await["content"]["body"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for an event matching `pred` that comes after `after` in the room.
+async fn wait_after(
+    user: &UserClient,
+    room: &str,
+    after: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let events = user.messages(room).await;
+        let later = events.iter().skip_while(|e| e["event_id"] != after).skip(1);
+        if let Some(found) = later.into_iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing matching after {after} in {room}: {events:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn state(user: &UserClient, room: &str) -> Vec<Value> {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", encode(room));
+    let state = user.call_ok(Method::GET, &path, None).await;
+    state.as_array().cloned().unwrap_or_default()
+}
+
+fn bridge_info<'a>(state: &'a [Value], event_type: &str) -> Option<&'a Value> {
+    state
+        .iter()
+        .find(|e| e["type"] == event_type && e["content"]["protocol"]["id"] == "toy")
+}
+
+fn text(body: &str) -> MessageContent {
+    MessageContent::text(body)
+}
+
+async fn provision(
+    harness: &Harness,
+    method: Method,
+    path: &str,
+    secret: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", harness.url));
+    if let Some(secret) = secret {
+        request = request.bearer_auth(secret);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_toy_network_bridged_through_the_kit() {
+    let network = ToyNetwork::default();
+    let world = network.world.clone();
+    let config = BridgeConfig::default()
+        .provisioning_secret(SECRET)
+        .admin("@alice:localhost");
+    let bridge = Bridge::new(network, config);
+    let handle: BridgeHandle<ToyNetwork> = bridge.handle();
+    let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
+    let mut harness = Harness::start(registration, bridge.router()).await;
+    let alice = harness
+        .synapse
+        .register_user("alice", "password-1234")
+        .await;
+
+    // Joining the alias of a chat makes its portal, with bridge info in both shapes.
+    let lobby = alice.join("#toy_lobby:localhost").await;
+    let lobby_state = state(&alice, &lobby).await;
+    for event_type in ["m.bridge", "uk.half-shot.bridge"] {
+        let info = bridge_info(&lobby_state, event_type)
+            .unwrap_or_else(|| panic!("no {event_type} in {lobby_state:#?}"));
+        assert_eq!(info["content"]["bridgebot"], BOT);
+        assert_eq!(info["content"]["protocol"]["displayname"], "Toy");
+        assert_eq!(info["content"]["network"]["id"], "toynet");
+        assert_eq!(info["content"]["channel"]["id"], "lobby");
+        assert_eq!(info["state_key"], "toy://toy/toynet/lobby");
+    }
+    assert!(
+        lobby_state
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Toy lobby")
+    );
+
+    // A remote message: the sender's ghost says it, with the remote profile.
+    let hi = handle
+        .remote_message(
+            RemoteMessage::new(
+                "lobby".into(),
+                "bob".into(),
+                "r1".into(),
+                text("hi from toy"),
+            )
+            .sender_info(UserInfo::named("Bob")),
+        )
+        .await
+        .unwrap()
+        .expect("bridged");
+    let seen = alice
+        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == hi.as_str())
+        .await;
+    assert_eq!(seen["sender"], "@toy_bob:localhost");
+    assert_eq!(seen["content"]["body"], "hi from toy");
+    assert_eq!(
+        alice.get_displayname("@toy_bob:localhost").await.as_deref(),
+        Some("Bob")
+    );
+    // Seen again (through another login, say): bridged once.
+    let again = RemoteMessage::new("lobby".into(), "bob".into(), "r1".into(), text("hi"));
+    assert_eq!(handle.remote_message(again).await.unwrap(), None);
+
+    // Without a login, and without relay mode, a Matrix message goes nowhere.
+    alice.send_text(&lobby, "nobody hears this").await;
+
+    // The management room: a direct chat with the bot.
+    let mgmt = alice
+        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
+        .await;
+    alice
+        .wait_for_event(&mgmt, WAIT, |e| {
+            e["sender"] == BOT
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains("management room"))
+        })
+        .await;
+    let help = command(&alice, &mgmt, "help", "Commands:").await;
+    for name in [
+        "login <name> <password>",
+        "logout",
+        "link",
+        "unlink",
+        "list",
+        "status",
+    ] {
+        assert!(help.contains(name), "{help}");
+    }
+    command(&alice, &mgmt, "status", "You are not logged in.").await;
+    command(
+        &alice,
+        &mgmt,
+        "login alice wrong",
+        "login failed: wrong password",
+    )
+    .await;
+    command(
+        &alice,
+        &mgmt,
+        &format!("!login alice {TOY_PASSWORD}"),
+        "Logged in as alice (toynet).",
+    )
+    .await;
+    command(&alice, &mgmt, "status", "toynet as alice: CONNECTED").await;
+
+    // Logged in, alice's messages go out through her own connection.
+    let hello = alice.send_text(&lobby, "hello toy").await;
+    let arrived = world
+        .wait_for(
+            "hello",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "hello toy"),
+        )
+        .await;
+    let Arrived::Message {
+        speaker,
+        id: hello_remote,
+        chat,
+        ..
+    } = arrived
+    else {
+        unreachable!()
+    };
+    assert_eq!((speaker.as_str(), chat.as_str()), ("puppet:alice", "lobby"));
+
+    // A reply to the ghost's message names the remote message it answers.
+    alice
+        .send_event(
+            &lobby,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "welcome, bob",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": hi.as_str()}}}),
+        )
+        .await;
+    let reply = world
+        .wait_for(
+            "reply",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "welcome, bob"),
+        )
+        .await;
+    assert!(
+        matches!(reply, Arrived::Message { reply_to: Some(ref r), .. } if r == "r1"),
+        "{reply:?}"
+    );
+
+    // An edit and a redaction of alice's message reach the remote message they map to; a
+    // reaction in between is a capability the toy network lacks, and is skipped.
+    alice
+        .send_event(
+            &lobby,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* hello toy, edited",
+                   "m.new_content": {"msgtype": "m.text", "body": "hello toy, edited"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": hello}}),
+        )
+        .await;
+    alice
+        .send_event(
+            &lobby,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": hi.as_str(), "key": "👍"}}),
+        )
+        .await;
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
+        encode(&lobby),
+        encode(&hello)
+    );
+    alice.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    world
+        .wait_for(
+            "the redaction",
+            |a| matches!(a, Arrived::Redaction { target } if *target == hello_remote),
+        )
+        .await;
+    assert!(world.arrived().contains(&Arrived::Edit {
+        target: hello_remote.clone(),
+        body: "hello toy, edited".into()
+    }));
+
+    // Remote to Matrix through the map: a reply to alice's message, an edit and a deletion of
+    // bob's; and the echo of alice's own message is dropped.
+    let answer = handle
+        .remote_message(
+            RemoteMessage::new("lobby".into(), "bob".into(), "r2".into(), text("thanks"))
+                .reply_to(hello_remote.clone()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = alice
+        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == answer.as_str())
+        .await;
+    assert_eq!(
+        answer["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        hello.as_str()
+    );
+    let edit = handle
+        .remote_edit(RemoteEdit::new(
+            "lobby".into(),
+            "bob".into(),
+            "r1".into(),
+            text("hi from toy, edited"),
+        ))
+        .await
+        .unwrap()
+        .expect("the edit maps");
+    let edit = alice
+        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == edit.as_str())
+        .await;
+    assert_eq!(edit["content"]["m.relates_to"]["rel_type"], "m.replace");
+    assert_eq!(edit["content"]["m.relates_to"]["event_id"], hi.as_str());
+    assert_eq!(
+        edit["content"]["m.new_content"]["body"],
+        "hi from toy, edited"
+    );
+    assert!(
+        handle
+            .remote_redaction(&"lobby".into(), &"bob".into(), &"r1".into())
+            .await
+            .unwrap()
+    );
+    alice
+        .wait_for_event(&lobby, WAIT, |e| {
+            e["event_id"] == hi.as_str() && e["unsigned"]["redacted_because"].is_object()
+        })
+        .await;
+    let echo = RemoteMessage::new(
+        "lobby".into(),
+        "alice".into(),
+        hello_remote.clone(),
+        text("hello toy"),
+    );
+    assert_eq!(handle.remote_message(echo).await.unwrap(), None);
+
+    // Nothing the ghosts said came back to the network, and the message sent with neither a
+    // login nor relay mode never went out.
+    harness.app.idle().await;
+    let messages: Vec<String> = world
+        .arrived()
+        .iter()
+        .filter_map(|a| match a {
+            Arrived::Message { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(messages, vec!["hello toy", "welcome, bob"]);
+
+    // The connection drops and comes back: alice is told both.
+    let login = world.handle("alice").expect("connected");
+    login
+        .set_state(ConnectionState::TransientDisconnect(
+            "toy server restarting".into(),
+        ))
+        .await
+        .unwrap();
+    alice
+        .wait_for_event(&mgmt, WAIT, |e| {
+            e["content"]["body"] == "toynet: connection lost (toy server restarting); reconnecting."
+        })
+        .await;
+    command(
+        &alice,
+        &mgmt,
+        "status",
+        "TRANSIENT_DISCONNECT: toy server restarting",
+    )
+    .await;
+    login.set_state(ConnectionState::Connected).await.unwrap();
+    alice
+        .wait_for_event(&mgmt, WAIT, |e| {
+            e["content"]["body"] == "toynet: connected again."
+        })
+        .await;
+
+    command(&alice, &mgmt, "logout", "Logged out of toynet.").await;
+    command(&alice, &mgmt, "status", "You are not logged in.").await;
+
+    // Relay mode: the bot speaks for alice, with her name.
+    command(
+        &alice,
+        &mgmt,
+        "relay #toy_lobby:localhost on",
+        "Relay mode is on",
+    )
+    .await;
+    alice.send_text(&lobby, "relayed words").await;
+    let relayed = world
+        .wait_for(
+            "the relayed message",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "relayed words"),
+        )
+        .await;
+    assert!(
+        matches!(relayed, Arrived::Message { ref speaker, .. } if speaker == "relay:alice"),
+        "{relayed:?}"
+    );
+
+    // Linking an existing room to a chat, then unlinking it.
+    let garden = alice
+        .create_room(json!({"name": "garden", "preset": "public_chat"}))
+        .await;
+    alice.invite(&garden, BOT).await;
+    // The bot needs the power to put bridge info in the room.
+    command(
+        &alice,
+        &mgmt,
+        &format!("link {garden} garden"),
+        "give it power level 50",
+    )
+    .await;
+    let power = json!({"users": {BOT: 50}});
+    alice
+        .send_state(&garden, "m.room.power_levels", "", power)
+        .await;
+    command(&alice, &mgmt, &format!("link {garden} garden"), "Linked").await;
+    let garden_state = state(&alice, &garden).await;
+    let info = bridge_info(&garden_state, "m.bridge").expect("bridge info in the linked room");
+    assert_eq!(info["content"]["channel"]["id"], "garden");
+    assert_eq!(info["content"]["creator"], "@alice:localhost");
+    let bloom = handle
+        .remote_message(RemoteMessage::new(
+            "garden".into(),
+            "dora".into(),
+            "g1".into(),
+            text("bloom"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let bloom = alice
+        .wait_for_event(&garden, WAIT, |e| e["event_id"] == bloom.as_str())
+        .await;
+    assert_eq!(bloom["sender"], "@toy_dora:localhost");
+    let list = command(&alice, &mgmt, "list", "Portals:").await;
+    assert!(list.contains(&format!("lobby → {lobby} (relay)")), "{list}");
+    assert!(list.contains(&format!("garden → {garden}")), "{list}");
+    command(&alice, &mgmt, &format!("unlink {garden}"), "Unlinked").await;
+    let list = command(&alice, &mgmt, "list", "Portals:").await;
+    assert!(!list.contains("garden"), "{list}");
+
+    provisioning(&harness, &garden, &lobby).await;
+    harness.stop().await;
+}
+
+/// The provisioning API: its secret, its errors, and its operations.
+async fn provisioning(harness: &Harness, garden: &str, lobby: &str) {
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    let alice = "user_id=%40alice%3Alocalhost";
+    let (status, body) = provision(harness, GET, "/provision/v1/portals", None, None).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED"))
+    );
+    let (status, body) = provision(harness, GET, "/provision/v1/portals", Some("nope"), None).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN"))
+    );
+    let secret = Some(SECRET);
+
+    let login = format!("/provision/v1/login?{alice}");
+    let (status, body) = provision(harness, POST, &login, secret, Some("{not json")).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_BAD_JSON")),
+        "{body}"
+    );
+    let good = r#"{"fields": {"name": "alice", "password": "secret"}}"#;
+    let (status, body) = provision(harness, POST, "/provision/v1/login", secret, Some(good)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (400, Some("M_BAD_JSON")),
+        "{body}"
+    );
+    let wrong = r#"{"fields": {"name": "alice", "password": "guess"}}"#;
+    let (status, body) = provision(harness, POST, &login, secret, Some(wrong)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = provision(harness, POST, &login, secret, Some(good)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["id"].as_str(), body["state"].as_str()),
+        (Some("toynet"), Some("CONNECTED"))
+    );
+
+    let (status, body) = provision(
+        harness,
+        GET,
+        &format!("/provision/v1/status?{alice}"),
+        secret,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["logins"][0]["remote_name"], "alice");
+    let (status, body) = provision(harness, GET, "/provision/v1/portals", secret, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["portals"][0]["chat"], "lobby");
+    assert_eq!(body["portals"][0]["room_id"], lobby);
+
+    // Carol may not link a room she has no power in; a room that is no portal cannot be
+    // unlinked; a login that does not exist cannot be logged out.
+    let link = json!({"room_id": garden, "chat": "garden"}).to_string();
+    let carol_link = "/provision/v1/link?user_id=%40carol%3Alocalhost";
+    let (status, body) = provision(harness, POST, carol_link, secret, Some(&link)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (403, Some("M_FORBIDDEN")),
+        "{body}"
+    );
+    let (status, body) = provision(
+        harness,
+        POST,
+        &format!("/provision/v1/link?{alice}"),
+        secret,
+        Some(&link),
+    )
+    .await;
+    assert_eq!(
+        (status, body["chat"].as_str()),
+        (200, Some("garden")),
+        "{body}"
+    );
+    let unlink = json!({"room_id": garden}).to_string();
+    let path = format!("/provision/v1/unlink?{alice}");
+    let (status, body) = provision(harness, POST, &path, secret, Some(&unlink)).await;
+    assert_eq!(
+        (status, body["chat"].as_str()),
+        (200, Some("garden")),
+        "{body}"
+    );
+    let (status, body) = provision(harness, POST, &path, secret, Some(&unlink)).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+
+    let logout = format!("/provision/v1/logout?{alice}");
+    let (status, body) = provision(
+        harness,
+        POST,
+        &logout,
+        secret,
+        Some(r#"{"login_id": "nope"}"#),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (404, Some("M_NOT_FOUND")),
+        "{body}"
+    );
+    let (status, body) = provision(
+        harness,
+        POST,
+        &logout,
+        secret,
+        Some(r#"{"login_id": "toynet"}"#),
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+}
