@@ -1,0 +1,245 @@
+//! Inbound webhooks against a real Synapse: made with a command, posted to over HTTP.
+
+#[path = "support/common.rs"]
+mod common;
+
+use common::{BOT, accept_dm, settings, start, wait_for_text};
+use serde_json::{Value, json};
+use trestle_notify::sign;
+use trestle_tests::appservice::WAIT;
+
+async fn post(
+    url: &str,
+    content_type: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// POSTs JSON signed with `secret`; returns the status.
+async fn post_signed(url: &str, secret: &str, json: &str) -> u16 {
+    let signature = sign::signature(secret, json.as_bytes());
+    let headers = [(sign::SIGNATURE_HEADER, signature.as_str())];
+    post(url, "application/json", json.as_bytes(), &headers)
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
+    let harness = start(settings()).await;
+    let (user, room) = harness.user_in_room_with_bot("alice").await;
+
+    user.send_text(&room, "!webhook create \"Build Bot\"").await;
+    wait_for_text(&user, &room, BOT, "Created webhook Build Bot").await;
+    let dm = accept_dm(&user).await;
+    let secret_message = wait_for_text(&user, &dm, BOT, "/hook/").await;
+    let text = secret_message["content"]["body"].as_str().unwrap();
+    let url = text
+        .split_whitespace()
+        .find(|w| w.contains("/hook/"))
+        .unwrap()
+        .to_owned();
+    assert!(url.starts_with(&harness.url), "{url}");
+    // The URL is only in the private room, never in the shared one.
+    assert!(
+        !user
+            .messages(&room)
+            .await
+            .iter()
+            .any(|e| e.to_string().contains(&url)),
+        "the secret URL leaked into the room"
+    );
+
+    // JSON with Markdown, msgtype and mentions becomes a message from the hook's ghost.
+    let (status, body) = post(
+        &url,
+        "application/json",
+        json!({"text": "**deploy** finished", "msgtype": "m.notice",
+               "mentions": {"user_ids": [user.user_id]}})
+        .to_string()
+        .as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!((status, &body), (200, &json!({"ok": true})));
+    let message = user
+        .wait_for_event(&room, WAIT, |e| {
+            e["content"]["body"] == "**deploy** finished"
+        })
+        .await;
+    let ghost = message["sender"].as_str().unwrap().to_owned();
+    assert!(ghost.starts_with("@notify_hook_"), "{message}");
+    assert_eq!(message["content"]["msgtype"], "m.notice");
+    assert_eq!(
+        message["content"]["formatted_body"].as_str().map(str::trim),
+        Some("<p><strong>deploy</strong> finished</p>")
+    );
+    assert_eq!(
+        message["content"]["m.mentions"]["user_ids"],
+        json!([user.user_id])
+    );
+    assert_eq!(
+        user.get_displayname(&ghost).await.as_deref(),
+        Some("Build Bot")
+    );
+
+    // Plain text and forms work too.
+    assert_eq!(post(&url, "text/plain", b"plain _words_", &[]).await.0, 200);
+    wait_for_text(&user, &room, &ghost, "plain _words_").await;
+    assert_eq!(
+        post(
+            &url,
+            "application/x-www-form-urlencoded",
+            b"text=from+a+form",
+            &[]
+        )
+        .await
+        .0,
+        200
+    );
+    wait_for_text(&user, &room, &ghost, "from a form").await;
+
+    // Bad calls get Matrix-style errors.
+    let wrong = format!("{}/hook/{}", harness.url, "0".repeat(64));
+    let big = vec![b'a'; 65 * 1024];
+    let bad_calls: [(&str, &str, &[u8], u16, &str); 4] = [
+        (&wrong, "application/json", b"{}", 404, "M_NOT_FOUND"),
+        (&url, "application/json", b"{not json", 400, "M_NOT_JSON"),
+        (&url, "text/plain", &big, 413, "M_TOO_LARGE"),
+        (&url, "image/png", b"x", 400, "M_UNRECOGNIZED"),
+    ];
+    for (target, content_type, body, status, errcode) in bad_calls {
+        let (got, answer) = post(target, content_type, body, &[]).await;
+        assert_eq!(
+            (got, answer["errcode"].as_str()),
+            (status, Some(errcode)),
+            "{content_type}: {answer}"
+        );
+    }
+
+    // A GitHub push renders readably without a template.
+    let push = json!({
+        "ref": "refs/heads/main",
+        "compare": "https://github.com/o/r/compare/a...b",
+        "repository": {"full_name": "o/r", "html_url": "https://github.com/o/r"},
+        "pusher": {"name": "ada"}, "sender": {"login": "ada"},
+        "commits": [{"id": "0123456789abcdef", "message": "Fix the parser",
+                     "url": "https://github.com/o/r/commit/0123456", "author": {"name": "Ada"}}],
+    });
+    let (status, _) = post(
+        &url,
+        "application/json",
+        push.to_string().as_bytes(),
+        &[("x-github-event", "push")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let pushed = wait_for_text(&user, &room, &ghost, "pushed").await;
+    let html = pushed["content"]["formatted_body"].as_str().unwrap();
+    assert!(html.contains("<strong>ada</strong> pushed"), "{html}");
+    assert!(html.contains("Fix the parser (Ada)"), "{html}");
+
+    // A template renders the JSON fields.
+    user.send_text(
+        &room,
+        "!webhook template \"Build Bot\" Build **{{ build.status }}** on {{ branch }}",
+    )
+    .await;
+    wait_for_text(&user, &room, BOT, "now renders payloads with that template").await;
+    let (status, _) = post(
+        &url,
+        "application/json",
+        json!({"build": {"status": "green"}, "branch": "main"})
+            .to_string()
+            .as_bytes(),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let templated = wait_for_text(&user, &room, &ghost, "Build **green** on main").await;
+    assert!(
+        templated["content"]["formatted_body"]
+            .as_str()
+            .unwrap()
+            .contains("<strong>green</strong>")
+    );
+
+    // With a secret, unsigned and badly signed calls are refused and post nothing.
+    user.send_text(&room, "!webhook secret \"Build Bot\"").await;
+    wait_for_text(&user, &room, BOT, "now refuses unsigned requests").await;
+    let secret_message = wait_for_text(&user, &dm, BOT, "Signing secret").await;
+    let secret = secret_message["content"]["body"]
+        .as_str()
+        .unwrap()
+        .split('`')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let unsigned = json!({"text": "unsigned call"}).to_string();
+    let (status, body) = post(&url, "application/json", unsigned.as_bytes(), &[]).await;
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (401, Some("M_UNAUTHORIZED"))
+    );
+    assert_eq!(post_signed(&url, "wrong secret", &unsigned).await, 401);
+    user.send_text(&room, "!webhook template \"Build Bot\"")
+        .await;
+    wait_for_text(&user, &room, BOT, "without a template again").await;
+    let signed = json!({"text": "signed call"}).to_string();
+    assert_eq!(post_signed(&url, &secret, &signed).await, 200);
+    wait_for_text(&user, &room, &ghost, "signed call").await;
+    harness.app.idle().await;
+    let timeline = user.messages(&room).await;
+    assert!(
+        !timeline
+            .iter()
+            .any(|e| e["content"]["body"] == "unsigned call"),
+        "a refused call was posted"
+    );
+
+    // Renamed, the ghost's name changes; removed, the URL is dead.
+    user.send_text(&room, "!webhook rename \"Build Bot\" Deployer")
+        .await;
+    wait_for_text(&user, &room, BOT, "Renamed webhook Build Bot to Deployer").await;
+    assert_eq!(
+        user.get_displayname(&ghost).await.as_deref(),
+        Some("Deployer")
+    );
+    user.send_text(&room, "!webhook list").await;
+    wait_for_text(&user, &room, BOT, "- Deployer (signed)").await;
+    user.send_text(&room, "!webhook remove Deployer").await;
+    wait_for_text(&user, &room, BOT, "Removed webhook Deployer").await;
+    assert_eq!(post_signed(&url, &secret, &signed).await, 404);
+}
+
+#[tokio::test]
+async fn only_powerful_users_manage_webhooks() {
+    let harness = start(settings()).await;
+    let (owner, room) = harness.user_in_room_with_bot("owner").await;
+    let guest = harness
+        .synapse
+        .register_user("guest", "password-1234")
+        .await;
+    owner.invite(&room, &guest.user_id).await;
+    guest.join(&room).await;
+    guest.send_text(&room, "!webhook create Sneaky").await;
+    // The router refuses the command; the refusal names the power level.
+    wait_for_text(&guest, &room, BOT, "50").await;
+    harness.app.idle().await;
+    assert!(!guest.messages(&room).await.iter().any(|e| {
+        e["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("Created webhook"))
+    }),);
+}
