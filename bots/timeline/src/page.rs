@@ -98,3 +98,79 @@ async fn feed(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use tower::ServiceExt;
+    use trestle::{
+        Appservice, Registration,
+        axum::{body::Body, http::Request},
+    };
+
+    use crate::{PLUGIN, Settings};
+
+    /// The plugin's routes nested the way the `trestle` host serves them.
+    async fn hosted() -> trestle::axum::Router {
+        let registration =
+            Registration::generate("timeline", None, "timeline", "timeline_", "localhost");
+        let app = Appservice::builder(registration, "http://127.0.0.1:9", "localhost")
+            .router(crate::router(Settings::default()).unwrap())
+            .build()
+            .await
+            .unwrap();
+        trestle::axum::Router::new().nest(&format!("/{}", PLUGIN.name), app.http_router())
+    }
+
+    async fn get(router: &trestle::axum::Router, path: &str) -> (u16, String, String) {
+        let response = router
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = trestle::axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn under_the_host_the_page_finds_its_script_and_api() {
+        let router = hosted().await;
+        let (status, content_type, html) = get(&router, "/timeline").await;
+        assert_eq!(status, 200);
+        assert!(content_type.starts_with("text/html"), "{content_type}");
+        assert!(
+            html.contains("<meta name=\"timeline-base\" content=\"/timeline/\">"),
+            "{html}"
+        );
+        assert!(html.contains("src=\"/timeline/timeline.js\""), "{html}");
+        let (status, content_type, script) = get(&router, "/timeline/timeline.js").await;
+        assert_eq!(status, 200);
+        assert!(
+            content_type.starts_with("text/javascript"),
+            "{content_type}"
+        );
+        assert!(script.contains("sessionStorage"));
+        let (status, _, css) = get(&router, "/timeline/timeline.css").await;
+        assert_eq!((status, css.is_empty()), (200, false));
+        let (status, _, error) = get(&router, "/timeline/api/feed").await;
+        assert_eq!(status, 401);
+        assert!(error.contains("M_MISSING_TOKEN"), "{error}");
+        let (status, _, error) = get(&router, "/timeline/api/users/nobody").await;
+        assert_eq!(status, 400);
+        assert!(error.contains("not a user id"), "{error}");
+        let (status, _, error) = get(&router, "/timeline/api/posts/$nothing").await;
+        assert_eq!(status, 404);
+        assert!(error.contains("M_NOT_FOUND"), "{error}");
+    }
+}

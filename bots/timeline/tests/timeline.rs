@@ -307,6 +307,22 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
         "a refused post created a room"
     );
 
+    // Alice reposts Bob's third post: a post in her own timeline, new now, pointing at his.
+    let third_id = third["event_id"].as_str().unwrap();
+    let repost = a
+        .ok(
+            Method::POST,
+            &format!("/api/posts/{}/repost", enc(third_id)),
+            None,
+        )
+        .await;
+    assert_eq!(repost["repost_of"], third_id);
+    assert_eq!(repost["author"], "@alice:localhost");
+    assert_eq!(repost["text"], "third");
+    assert_ne!(repost["room_id"], room.as_str());
+    let feed = a.ok(Method::GET, "/api/feed", None).await;
+    assert_eq!(feed["posts"][0]["event_id"], repost["event_id"]);
+
     // Straight through Matrix: a post Alice forges in Bob's room is no post of his; her like,
     // pushed by the homeserver, is counted; redacting it (unlike) uncounts it.
     let forged = alice
@@ -411,7 +427,7 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
     let profile_before = query::profile(db, "@alice:localhost", "@bob:localhost", None, 100)
         .await
         .unwrap();
-    assert_eq!(feed_before.posts.len(), 3);
+    assert_eq!(feed_before.posts.len(), 4);
     let store = Store::connect(&trestle_tests::postgres::fresh_database().await)
         .await
         .unwrap();
@@ -421,7 +437,7 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
         .await
         .unwrap();
     let read = trestle_timeline::reindex(&fresh).await.unwrap();
-    assert_eq!(read.rooms, 1, "{read:?}");
+    assert_eq!(read.rooms, 2, "{read:?}");
     let db = fresh.store().pool();
     assert_eq!(
         query::feed(db, "@alice:localhost", None, 100)
@@ -455,6 +471,5 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
         .await;
     assert!(!bob.joined_members(&room).await.contains(&alice.user_id));
     let feed = a.ok(Method::GET, "/api/feed", None).await;
-    assert_eq!(texts(&feed), Vec::<&str>::new());
-    let _ = third;
+    assert_eq!(texts(&feed), ["third"], "only her repost is left");
 }
