@@ -230,6 +230,13 @@ impl Web {
             .users
             .create_timeline_room(&caller.token, &name, self.settings.room_version.as_deref())
             .await?;
+        // Recorded before anything else can fail, so a second post finds this room and never
+        // makes another; the catch-up below fills in the rest.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        index::add_room(self.db(), room_id.as_str(), caller.user_id.as_str(), now).await?;
+        index::add_member(self.db(), room_id.as_str(), caller.user_id.as_str(), None).await?;
         self.app.bot().join(&room_id).await?;
         // The room's first events came before the bot: read them now.
         crate::reindex::room(&self.app, &room_id).await?;
@@ -315,6 +322,7 @@ pub(crate) fn routes(web: Web) -> Router {
         .route("/api/posts/{event_id}", get(thread))
         .route("/api/posts/{event_id}/like", post(like).delete(like))
         .route("/api/posts/{event_id}/repost", post(repost))
+        .route("/api/reindex", post(reindex))
         .route("/api/users/{user_id}", get(profile))
         .route("/api/users/{user_id}/follow", post(follow).delete(follow))
         .with_state(web)
@@ -562,4 +570,26 @@ async fn follow(
     web.users.leave(&caller.token, &room_id).await?;
     index::remove_member(web.db(), &room, caller.user_id.as_str()).await?;
     Ok(Json(json!({ "unfollowed": user, "room_id": room })))
+}
+
+/// Rebuilds the index from the rooms; for the admins named in the settings.
+async fn reindex(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
+    let caller = web.caller(&headers).await?;
+    if !web
+        .settings
+        .admins
+        .iter()
+        .any(|a| a == caller.user_id.as_str())
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            format!(
+                "{} is not a timeline admin (`admins` in the settings)",
+                caller.user_id
+            ),
+        ));
+    }
+    let done = crate::reindex(&web.app).await?;
+    Ok(Json(json!({ "rooms": done.rooms, "events": done.events })))
 }

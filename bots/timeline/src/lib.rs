@@ -39,7 +39,8 @@ pub const PLUGIN: Plugin = Plugin::new("timeline", "timeline", "timeline_", buil
      alias: \"timeline_{localpart}\"   # each timeline room's alias; empty for none\n  \
      room_version: null               # version of new timeline rooms; the server's default unless set\n  \
      max_post_chars: 500              # the longest post, in characters\n  \
-     page_size: 20                    # posts per page of a feed",
+     page_size: 20                    # posts per page of a feed\n  \
+     admins: []                       # user ids allowed to rebuild the index (POST /api/reindex)",
 );
 
 /// The timeline's settings.
@@ -56,6 +57,8 @@ pub struct Settings {
     pub max_post_chars: usize,
     /// Posts per page of a feed.
     pub page_size: i64,
+    /// Users who may rebuild the index through the API.
+    pub admins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             room_version: None,
             max_post_chars: 500,
             page_size: 20,
+            admins: Vec::new(),
         }
     }
 }
@@ -96,6 +100,11 @@ impl Settings {
                 "page_size",
                 format!("{} is not between 1 and 100", self.page_size),
             );
+        }
+        for admin in &self.admins {
+            if let Err(error) = trestle::ruma::UserId::parse(admin) {
+                return bad("admins", format!("{admin:?} is not a user id: {error}"));
+            }
         }
         Ok(())
     }

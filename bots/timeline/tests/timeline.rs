@@ -84,6 +84,7 @@ async fn posts_in(user: &UserClient, room: &str) -> usize {
 async fn follow_post_reply_like_and_reindex_on_room_version_12() {
     let settings = Settings {
         room_version: Some("12".into()),
+        admins: vec!["@bob:localhost".into()],
         ..Settings::default()
     };
     let registration = PLUGIN.generate_registration(None, "localhost");
@@ -465,6 +466,14 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
             .unwrap(),
         feed_before
     );
+
+    // An admin rebuilds the live index through the API; nobody else may.
+    let (status, error) = a.call(Method::POST, "/api/reindex", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    let live = a.ok(Method::GET, "/api/feed", None).await;
+    let done = b.ok(Method::POST, "/api/reindex", None).await;
+    assert_eq!(done["rooms"], 2, "{done}");
+    assert_eq!(a.ok(Method::GET, "/api/feed", None).await, live);
 
     // Unfollowing leaves the room, and the feed empties.
     a.ok(Method::DELETE, "/api/users/@bob:localhost/follow", None)
