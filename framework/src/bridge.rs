@@ -32,6 +32,7 @@
 //! the network's associated types, and optional capabilities are trait methods with defaults.
 
 mod commands;
+mod direct;
 mod error;
 mod handle;
 mod login;

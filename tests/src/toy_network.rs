@@ -143,6 +143,10 @@ impl Network for ToyNetwork {
         localpart.strip_prefix("toy_").map(str::to_owned)
     }
 
+    fn direct_chat(&self, user: &trestle::ruma::UserId, remote: &String) -> Option<String> {
+        Some(format!("dm.{remote}.{}", user.localpart()))
+    }
+
     async fn chat_info(&self, chat: &String) -> NetworkResult<ChatInfo> {
         Ok(ChatInfo::named(format!("Toy {chat}"))
             .topic(format!("The toy chat {chat}"))

@@ -10,7 +10,7 @@ use trestle::{
     Registration,
     bridge::{
         Bridge, BridgeConfig, BridgeHandle, ConnectionState, MessageContent, RemoteEdit,
-        RemoteMessage, UserInfo,
+        RemoteMembership, RemoteMessage, UserInfo,
     },
 };
 use trestle_tests::{
@@ -56,6 +56,18 @@ async fn wait_after(
         assert!(
             started.elapsed() < WAIT,
             "nothing matching after {after} in {room}: {events:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `member` is in the room (`present`) or not.
+async fn wait_member(user: &UserClient, room: &str, member: &str, present: bool) {
+    let started = std::time::Instant::now();
+    while user.joined_members(room).await.iter().any(|m| m == member) != present {
+        assert!(
+            started.elapsed() < WAIT,
+            "{member} in {room}: never {present}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -344,6 +356,59 @@ async fn a_toy_network_bridged_through_the_kit() {
         })
         .collect();
     assert_eq!(messages, vec!["hello toy", "welcome, bob"]);
+
+    // Remote membership moves ghosts in and out of the portal.
+    handle
+        .remote_membership(&"lobby".into(), &"erin".into(), RemoteMembership::Join)
+        .await
+        .unwrap();
+    wait_member(&alice, &lobby, "@toy_erin:localhost", true).await;
+    let left = RemoteMembership::Leave(Some("bye".into()));
+    handle
+        .remote_membership(&"lobby".into(), &"erin".into(), left)
+        .await
+        .unwrap();
+    wait_member(&alice, &lobby, "@toy_erin:localhost", false).await;
+
+    // Direct chats, started from Matrix (inviting a ghost) and from the network.
+    let dm = alice
+        .create_room(
+            json!({"invite": ["@toy_frank:localhost"], "is_direct": true,
+                            "preset": "trusted_private_chat"}),
+        )
+        .await;
+    wait_member(&alice, &dm, "@toy_frank:localhost", true).await;
+    alice.send_text(&dm, "psst, frank").await;
+    let psst = world
+        .wait_for(
+            "the direct message",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "psst, frank"),
+        )
+        .await;
+    assert!(
+        matches!(psst, Arrived::Message { ref chat, .. } if chat == "dm.frank.alice"),
+        "{psst:?}"
+    );
+    let alice_id = trestle::ruma::UserId::parse("@alice:localhost").unwrap();
+    let gina = handle
+        .ensure_direct_portal(&"dm.gina.alice".into(), &"gina".into(), &alice_id)
+        .await
+        .unwrap();
+    let gina_room = alice.join(gina.room_id.as_str()).await;
+    let hello = handle
+        .remote_message(RemoteMessage::new(
+            "dm.gina.alice".into(),
+            "gina".into(),
+            "d1".into(),
+            text("hello alice"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let hello = alice
+        .wait_for_event(&gina_room, WAIT, |e| e["event_id"] == hello.as_str())
+        .await;
+    assert_eq!(hello["sender"], "@toy_gina:localhost");
 
     // The connection drops and comes back: alice is told both.
     let login = world.handle("alice").expect("connected");

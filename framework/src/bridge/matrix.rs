@@ -329,6 +329,9 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(());
         };
         if app.is_own_user(&user) {
+            if membership == "invite" {
+                return self.ghost_invited(event, &user, json).await;
+            }
             return Ok(());
         }
         let Some(portal) = self.portal_for_room(&event.room_id).await? else {

@@ -8,7 +8,7 @@
 
 use std::{collections::BTreeMap, fmt, future::Future, hash::Hash, str::FromStr};
 
-use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{BridgeError, BridgeHandle, LoginHandle};
@@ -160,6 +160,14 @@ pub trait Network: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = NetworkResult<()>> + Send {
         let _ = typing;
         async { Err(BridgeError::Unsupported("typing")) }
+    }
+
+    /// Optional: the direct chat of a Matrix user with a remote user, for a Matrix user who
+    /// starts one by inviting the remote user's ghost to a room with `is_direct`. `None` (the
+    /// default) declines the invite.
+    fn direct_chat(&self, user: &UserId, remote: &Self::UserId) -> Option<Self::ChatId> {
+        let _ = (user, remote);
+        None
     }
 
     /// Optional: a Matrix user joined or left a portal. A network that gives each Matrix user

@@ -1,7 +1,7 @@
 //! Portals: a remote chat and its Matrix room, made on demand or linked, with bridge info
 //! state in each.
 
-use std::str::FromStr;
+use std::{future::Future, str::FromStr};
 
 use ruma::{
     Int, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId,
@@ -10,7 +10,7 @@ use ruma::{
         client::{alias::get_alias, room::create_room},
         error::ErrorKind,
     },
-    events::room::power_levels::UserPowerLevel,
+    events::{AnyInitialStateEvent, room::power_levels::UserPowerLevel},
     serde::Raw,
 };
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ fn section(section: &InfoSection) -> Value {
 }
 
 impl<N: Network> BridgeHandle<N> {
-    fn portal_ref(&self, row: PortalRow) -> NetworkResult<PortalRef<N>> {
+    pub(crate) fn portal_ref(&self, row: PortalRow) -> NetworkResult<PortalRef<N>> {
         Ok(PortalRef {
             chat: parse_id("chat id", &row.chat_id)?,
             room_id: RoomId::parse(&row.room_id)?,
@@ -114,9 +114,44 @@ impl<N: Network> BridgeHandle<N> {
         )
     }
 
+    /// Bridge info as `initial_state` of a new portal room.
+    pub(crate) fn initial_bridge_state(
+        &self,
+        chat: &N::ChatId,
+        info: &ChatInfo,
+        creator: &UserId,
+    ) -> NetworkResult<Vec<Raw<AnyInitialStateEvent>>> {
+        let content = self.bridge_info(chat, info, creator);
+        let state_key = self.bridge_state_key(chat, info);
+        BRIDGE_STATE_TYPES
+            .iter()
+            .map(|event_type| {
+                let event =
+                    json!({ "type": event_type, "state_key": state_key, "content": content });
+                Ok(Raw::from_json(serde_json::value::to_raw_value(&event)?))
+            })
+            .collect()
+    }
+
     /// The portal of a chat, made now if it has none: a public room with the chat's alias,
     /// name and topic, and bridge info state, created by the bot.
     pub async fn ensure_portal(&self, chat: &N::ChatId) -> NetworkResult<PortalRef<N>> {
+        let relay = self.config().relay;
+        self.portal_or_make(chat, relay, || self.make_portal_room(chat))
+            .await
+    }
+
+    /// The portal of `chat`, or a new one in the room `make` makes. Made under a lock, so two
+    /// callers at once (two joins of one alias) make one room.
+    pub(crate) async fn portal_or_make<F>(
+        &self,
+        chat: &N::ChatId,
+        relay: bool,
+        make: impl FnOnce() -> F,
+    ) -> NetworkResult<PortalRef<N>>
+    where
+        F: Future<Output = NetworkResult<OwnedRoomId>>,
+    {
         if let Some(portal) = self.portal(chat).await? {
             return Ok(portal);
         }
@@ -124,19 +159,23 @@ impl<N: Network> BridgeHandle<N> {
         if let Some(portal) = self.portal(chat).await? {
             return Ok(portal);
         }
+        let room_id = make().await?;
+        let row = PortalRow {
+            chat_id: chat.to_string(),
+            room_id: room_id.to_string(),
+            relay,
+        };
+        self.store()?.insert_portal(&row).await?;
+        tracing::info!(chat = %chat, %room_id, "made a portal");
+        self.portal_ref(row)
+    }
+
+    /// Creates a chat's public portal room with its alias, as the bot.
+    async fn make_portal_room(&self, chat: &N::ChatId) -> NetworkResult<OwnedRoomId> {
         let app = self.app()?;
         let info = self.network().chat_info(chat).await?;
         let bot = app.bot_user_id().clone();
-        let content = self.bridge_info(chat, &info, &bot);
-        let state_key = self.bridge_state_key(chat, &info);
-        let initial_state = BRIDGE_STATE_TYPES
-            .iter()
-            .map(|event_type| {
-                let event =
-                    json!({ "type": event_type, "state_key": state_key, "content": content });
-                Ok(Raw::from_json(serde_json::value::to_raw_value(&event)?))
-            })
-            .collect::<NetworkResult<Vec<_>>>()?;
+        let initial_state = self.initial_bridge_state(chat, &info, &bot)?;
         let alias = self.network().chat_alias(chat);
         let mut request = create_room::v3::Request::new();
         request.room_alias_name = Some(alias.clone());
@@ -144,12 +183,12 @@ impl<N: Network> BridgeHandle<N> {
         request.topic = info.topic.clone();
         request.preset = Some(create_room::v3::RoomPreset::PublicChat);
         request.initial_state = initial_state;
-        let room_id = match app
+        match app
             .client()
             .send(request, AppserviceUserIdentity::default())
             .await
         {
-            Ok(response) => response.room_id,
+            Ok(response) => Ok(response.room_id),
             // The alias outlived our record of its room (a store reset): adopt the room.
             Err(e) if matches!(e.kind(), Some(ErrorKind::RoomInUse)) => {
                 let alias = RoomAliasId::parse(format!("#{alias}:{}", app.server_name()))?;
@@ -160,18 +199,10 @@ impl<N: Network> BridgeHandle<N> {
                         AppserviceUserIdentity::default(),
                     )
                     .await?;
-                found.room_id
+                Ok(found.room_id)
             }
-            Err(e) => return Err(e.into()),
-        };
-        let row = PortalRow {
-            chat_id: chat.to_string(),
-            room_id: room_id.to_string(),
-            relay: self.config().relay,
-        };
-        self.store()?.insert_portal(&row).await?;
-        tracing::info!(chat = %chat, %room_id, "made a portal");
-        self.portal_ref(row)
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Answers the homeserver's alias query: an alias the network knows as a chat gets its

@@ -1,0 +1,123 @@
+//! The bridge kit's tables on PostgreSQL: a login made through the provisioning API is stored,
+//! and a bridge started again on the same database connects it by itself.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use trestle::{
+    Appservice, Registration, Store,
+    bridge::{Bridge, BridgeConfig},
+};
+use trestle_tests::{postgres::fresh_database, toy_network::ToyNetwork};
+
+const SECRET: &str = "provisioning-secret-456";
+
+/// One life of the bridge on `database`. No homeserver answers: the provisioning API and the
+/// stored logins need none (notices to the user are given up, and logged).
+struct Life {
+    network: ToyNetwork,
+    url: String,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+async fn start(database: &str) -> Life {
+    let network = ToyNetwork::default();
+    let bridge = Bridge::new(
+        network.clone(),
+        BridgeConfig::default().provisioning_secret(SECRET),
+    );
+    let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
+    let app = Appservice::builder(registration, "http://127.0.0.1:9", "localhost")
+        .store(Store::connect(database).await.unwrap())
+        .router(bridge.router())
+        .build()
+        .await
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Life {
+        network,
+        url,
+        stop,
+        task,
+    }
+}
+
+impl Life {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(SECRET);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn logins_live_in_postgres_and_reconnect_after_a_restart() {
+    use reqwest::Method;
+    let database = fresh_database().await;
+    let alice = "user_id=%40alice%3Alocalhost";
+
+    let first = start(&database).await;
+    let body = json!({"fields": {"name": "alice", "password": "secret"}});
+    let (status, login) = first
+        .call(
+            Method::POST,
+            &format!("/provision/v1/login?{alice}"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200, "{login}");
+    assert_eq!(login["state"], "CONNECTED");
+    let (status, portals) = first.call(Method::GET, "/provision/v1/portals", None).await;
+    assert_eq!((status, portals), (200, json!({"portals": []})));
+    first.stop().await;
+
+    // A new process: nobody logs in again, the stored login is connected by the bridge.
+    let second = start(&database).await;
+    let started = Instant::now();
+    while second.network.world.handle("alice").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the stored login was never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status_path = format!("/provision/v1/status?{alice}");
+    let (status, logins) = second.call(Method::GET, &status_path, None).await;
+    assert_eq!(status, 200, "{logins}");
+    assert_eq!(logins["logins"][0]["id"], "toynet");
+    assert_eq!(logins["logins"][0]["state"], "CONNECTED");
+    let body = json!({"login_id": "toynet"});
+    let (status, _) = second
+        .call(
+            Method::POST,
+            &format!("/provision/v1/logout?{alice}"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, logins) = second.call(Method::GET, &status_path, None).await;
+    assert_eq!(logins, json!({"logins": []}));
+    second.stop().await;
+}
