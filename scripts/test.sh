@@ -40,6 +40,7 @@ step "install PostgreSQL"
 pg_bin="$(bash scripts/install-postgres.sh)"
 export TRESTLE_PG_BIN="$pg_bin"
 step "install Chromium"; TRESTLE_CHROMIUM="$(bash scripts/install-chromium.sh)"; export TRESTLE_CHROMIUM  # the timeline page test
+step "install ngircd"; TRESTLE_NGIRCD="$(bash scripts/install-ngircd.sh)"; export TRESTLE_NGIRCD  # the IRC bridge tests
 
 step "components"
 for component in rustfmt clippy; do

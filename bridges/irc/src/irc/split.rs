@@ -20,8 +20,8 @@ pub fn text_budget(nick: &str, target: &str, action: bool) -> usize {
 }
 
 /// Splits text (lines separated by `\n`, with IRC formatting codes) into lines of at most
-/// `budget` bytes. Long lines break after a space where one is near the end, otherwise between
-/// characters (never inside a UTF-8 character or a colour code). Formatting that is on at a
+/// `budget` bytes. Long lines break at a space where one is near the end (the space becomes the
+/// break), otherwise between characters (never inside a UTF-8 character or a colour code). Formatting that is on at a
 /// break is switched on again at the start of the next line. Blank lines are left out: IRC
 /// cannot send an empty message.
 pub fn split_lines(text: &str, budget: usize) -> Vec<String> {
@@ -47,6 +47,8 @@ pub fn split_lines(text: &str, budget: usize) -> Vec<String> {
                 match last_space.take() {
                     Some((at, at_style)) if at > budget / 3 && at < current.len() => {
                         let tail = current.split_off(at);
+                        // The space becomes the line break (servers trim trailing spaces).
+                        current.pop();
                         out.push(std::mem::take(&mut current));
                         current = at_style.codes();
                         prefix_len = current.len();
@@ -98,10 +100,13 @@ mod tests {
         for line in &lines {
             assert!(line.len() <= 100, "{} bytes: {line}", line.len());
         }
-        for line in &lines[..lines.len() - 1] {
-            assert!(line.ends_with(' '), "breaks after a space: {line:?}");
+        for line in &lines {
+            assert!(
+                !line.starts_with(' ') && !line.ends_with(' '),
+                "breaks at spaces: {line:?}"
+            );
         }
-        assert_eq!(plain_joined(&lines), text);
+        assert_eq!(lines.join(" "), text);
     }
 
     #[test]

@@ -1,0 +1,809 @@
+//! One client connection to an IRC server that survives network trouble.
+//!
+//! A [`Client`] is a handle to an actor task that owns the socket. Lines to send go into the
+//! actor's queue and leave it at the pace of a token bucket. A line counts as delivered only
+//! once the server has answered a `PING` sent after it (servers handle a client's lines in
+//! order), so lines in flight when a connection breaks are sent again on the next one: at
+//! least once, never lost. The actor reconnects with exponential back-off, registers again
+//! (SASL included), rejoins its channels and then sends what was queued meanwhile.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use base64::Engine;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    sync::{mpsc, watch},
+    time::{Instant, sleep_until, timeout},
+};
+
+use super::{
+    message::{Message, ctcp_action, is_other_ctcp, make_action},
+    naming::{irc_lowercase, nick_candidates},
+    split::{split_lines, text_budget},
+};
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+    /// The server password (`PASS`).
+    pub password: Option<String>,
+    /// SASL PLAIN account and password.
+    pub sasl: Option<(String, String)>,
+    pub nick: String,
+    pub username: String,
+    pub realname: String,
+    /// Lines that may be sent at once before the steady rate applies.
+    pub flood_burst: u32,
+    /// Lines per second after the burst.
+    pub flood_rate: f64,
+    /// The first wait before reconnecting; it doubles up to `reconnect_max`.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Silence after which the server is pinged, and then considered gone.
+    pub keepalive: Duration,
+}
+
+impl Config {
+    /// A plain-text connection to `host:port` as `nick` with usual defaults.
+    pub fn new(host: &str, port: u16, nick: &str) -> Self {
+        Config {
+            host: host.to_owned(),
+            port,
+            tls: false,
+            password: None,
+            sasl: None,
+            nick: nick.to_owned(),
+            username: "trestle".to_owned(),
+            realname: nick.to_owned(),
+            flood_burst: 5,
+            flood_rate: 2.0,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(300),
+            keepalive: Duration::from_secs(90),
+        }
+    }
+}
+
+/// How a message was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Privmsg,
+    Notice,
+    Action,
+}
+
+/// What happens on the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Registered (again) under `nick`; channels are being rejoined.
+    Registered {
+        nick: String,
+    },
+    /// The connection broke; it is being re-established.
+    Disconnected {
+        reason: String,
+    },
+    /// The server refused a nick change (or SASL failed); in words.
+    Error {
+        message: String,
+    },
+    Message {
+        from: String,
+        target: String,
+        kind: Kind,
+        text: String,
+        /// The IRCv3 `server-time` tag, when the server sent one.
+        time: Option<String>,
+    },
+    Join {
+        nick: String,
+        channel: String,
+    },
+    Part {
+        nick: String,
+        channel: String,
+        reason: String,
+    },
+    Quit {
+        nick: String,
+        reason: String,
+    },
+    Kick {
+        channel: String,
+        nick: String,
+        by: String,
+        reason: String,
+    },
+    Nick {
+        old: String,
+        new: String,
+    },
+    Topic {
+        channel: String,
+        topic: String,
+        by: Option<String>,
+    },
+    /// Who is in a channel (prefixes such as `@` removed), after joining it.
+    Names {
+        channel: String,
+        nicks: Vec<String>,
+    },
+}
+
+/// What the connection is like now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub registered: bool,
+    pub nick: String,
+    /// How many times it registered; grows with each reconnect.
+    pub sessions: u64,
+}
+
+enum Command {
+    Lines(Vec<Message>),
+    Join(String),
+    Part(String, String),
+    Nick(String),
+    Quit(String),
+}
+
+/// A handle to a connection; cheap to clone. Dropping every handle closes the connection.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    state: watch::Receiver<State>,
+}
+
+impl Client {
+    /// Starts connecting. Events arrive on the receiver for as long as the connection lives.
+    pub fn spawn(config: Config) -> (Client, mpsc::UnboundedReceiver<Event>) {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(State {
+            nick: config.nick.clone(),
+            ..State::default()
+        });
+        let actor = Actor {
+            wanted_nick: config.nick.clone(),
+            config,
+            commands: command_rx,
+            events,
+            state: state_tx,
+            queue: VecDeque::new(),
+            unconfirmed: VecDeque::new(),
+            channels: BTreeMap::new(),
+            seq: 0,
+            stopping: None,
+        };
+        tokio::spawn(actor.run());
+        (Client { commands, state }, event_rx)
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Waits until the connection is registered (and returns its nick).
+    pub async fn registered(&self) -> String {
+        let mut state = self.state.clone();
+        let ready = state.wait_for(|s| s.registered).await;
+        ready.map(|s| s.nick.clone()).unwrap_or_default()
+    }
+
+    /// Sends text (several lines, IRC formatting codes allowed) to a channel or nick, split to fit.
+    pub fn send(&self, target: &str, kind: Kind, text: &str) {
+        let nick = self.state.borrow().nick.clone();
+        let budget = text_budget(&nick, target, kind == Kind::Action);
+        let lines = split_lines(text, budget)
+            .into_iter()
+            .map(|line| match kind {
+                Kind::Privmsg => Message::new("PRIVMSG", &[target, &line]),
+                Kind::Notice => Message::new("NOTICE", &[target, &line]),
+                Kind::Action => Message::new("PRIVMSG", &[target, &make_action(&line)]),
+            })
+            .collect::<Vec<_>>();
+        if !lines.is_empty() {
+            let _ = self.commands.send(Command::Lines(lines));
+        }
+    }
+
+    /// Sends a raw message (through the queue and flood control).
+    pub fn raw(&self, message: Message) {
+        let _ = self.commands.send(Command::Lines(vec![message]));
+    }
+
+    /// Joins a channel, now and after every reconnect.
+    pub fn join(&self, channel: &str) {
+        let _ = self.commands.send(Command::Join(channel.to_owned()));
+    }
+
+    /// Leaves a channel for good.
+    pub fn part(&self, channel: &str, reason: &str) {
+        let _ = self
+            .commands
+            .send(Command::Part(channel.to_owned(), reason.to_owned()));
+    }
+
+    /// Changes nick (now, and the nick used on reconnects).
+    pub fn set_nick(&self, nick: &str) {
+        let _ = self.commands.send(Command::Nick(nick.to_owned()));
+    }
+
+    /// Sends what is queued (when connected), says goodbye and ends the connection.
+    pub fn quit(&self, reason: &str) {
+        let _ = self.commands.send(Command::Quit(reason.to_owned()));
+    }
+}
+
+type Stream = Box<dyn AsyncReadWrite>;
+trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
+
+struct Actor {
+    config: Config,
+    wanted_nick: String,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<Event>,
+    state: watch::Sender<State>,
+    /// Lines not yet written.
+    queue: VecDeque<Message>,
+    /// Lines written but not yet confirmed by a PONG, with the sequence number of the
+    /// confirmation PING that covers them.
+    unconfirmed: VecDeque<(u64, Message)>,
+    /// Channels to be in, by lower-cased name.
+    channels: BTreeMap<String, String>,
+    seq: u64,
+    /// Set once a quit was asked for: the reason.
+    stopping: Option<String>,
+}
+
+/// How a session ended.
+enum End {
+    Quit,
+    Broken(String),
+}
+
+impl Actor {
+    async fn run(mut self) {
+        let mut backoff = self.config.reconnect_min;
+        loop {
+            let (end, was_registered) = self.session().await;
+            self.state.send_modify(|s| s.registered = false);
+            // What was written but not confirmed goes out again first, in order.
+            while let Some((_, line)) = self.unconfirmed.pop_back() {
+                self.queue.push_front(line);
+            }
+            let reason = match end {
+                End::Quit => return,
+                End::Broken(reason) => reason,
+            };
+            if self.events.is_closed() && self.commands.is_closed() {
+                return;
+            }
+            tracing::info!(host = %self.config.host, %reason, "IRC connection lost; reconnecting");
+            let _ = self.events.send(Event::Disconnected { reason });
+            if was_registered {
+                backoff = self.config.reconnect_min;
+            }
+            // Keep taking commands while waiting: nothing asked for meanwhile is lost.
+            let wake = Instant::now() + backoff;
+            loop {
+                tokio::select! {
+                    _ = sleep_until(wake) => break,
+                    command = self.commands.recv() => match command {
+                        Some(command) => self.take(command),
+                        None => return,
+                    },
+                }
+                if self.stopping.is_some() {
+                    return;
+                }
+            }
+            backoff = (backoff * 2).min(self.config.reconnect_max);
+        }
+    }
+
+    /// Takes a command while not connected (or before writing it).
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Lines(lines) => self.queue.extend(lines),
+            Command::Join(channel) => {
+                self.channels
+                    .insert(irc_lowercase(&channel), channel.clone());
+                self.queue.push_back(Message::new("JOIN", &[&channel]));
+            }
+            Command::Part(channel, reason) => {
+                self.channels.remove(&irc_lowercase(&channel));
+                self.queue
+                    .push_back(Message::new("PART", &[&channel, &reason]));
+            }
+            Command::Nick(nick) => {
+                self.wanted_nick = nick.clone();
+                self.queue.push_back(Message::new("NICK", &[&nick]));
+            }
+            Command::Quit(reason) => self.stopping = Some(reason),
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<Stream> {
+        let address = (self.config.host.as_str(), self.config.port);
+        let tcp = timeout(Duration::from_secs(30), TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        tcp.set_nodelay(true)?;
+        if !self.config.tls {
+            return Ok(Box::new(tcp));
+        }
+        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let name = rustls_pki_types::ServerName::try_from(self.config.host.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        Ok(Box::new(connector.connect(name, tcp).await?))
+    }
+
+    /// One connection, from connect to break or quit. Also says whether it got registered.
+    async fn session(&mut self) -> (End, bool) {
+        let stream = match self.connect().await {
+            Ok(stream) => stream,
+            Err(e) => return (End::Broken(format!("could not connect: {e}")), false),
+        };
+        let (read, mut write) = tokio::io::split(stream);
+        let mut session = Session::new(self.config.flood_burst, self.config.flood_rate);
+        session.candidates = nick_candidates(&self.wanted_nick, LONG_NICK).collect();
+        let first_nick = session.next_nick();
+        self.state.send_modify(|s| s.nick = first_nick.clone());
+        let mut hello = vec![Message::new("CAP", &["LS", "302"])];
+        if let Some(password) = &self.config.password {
+            hello.push(Message::new("PASS", &[password]));
+        }
+        hello.push(Message::new("NICK", &[&first_nick]));
+        hello.push(Message::new(
+            "USER",
+            &[&self.config.username, "0", "*", &self.config.realname],
+        ));
+        if let Err(e) = write_lines(&mut write, &hello).await {
+            return (End::Broken(e.to_string()), false);
+        }
+        let mut reader = BufReader::new(read);
+        let mut buf = Vec::new();
+        let mut last_heard = Instant::now();
+        let mut keepalive_sent = false;
+        loop {
+            let send_at = session.next_send(self.queue.is_empty());
+            let heard_deadline = last_heard + self.config.keepalive;
+            let mut out: Vec<Message> = Vec::new();
+            tokio::select! {
+                read = reader.read_until(b'\n', &mut buf) => {
+                    match read {
+                        Ok(0) => return (End::Broken("the server closed the connection".into()), session.registered),
+                        Err(e) => return (End::Broken(e.to_string()), session.registered),
+                        Ok(_) => {}
+                    }
+                    last_heard = Instant::now();
+                    keepalive_sent = false;
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    buf.clear();
+                    let Ok(message) = Message::parse(&line) else { continue };
+                    if message.command == "ERROR" {
+                        return (End::Broken(format!("server error: {}", message.param(0))), session.registered);
+                    }
+                    self.handle(message, &mut session, &mut out);
+                }
+                command = self.commands.recv(), if self.stopping.is_none() => match command {
+                    Some(command) => self.take(command),
+                    None => self.stopping = Some(String::new()),
+                },
+                _ = sleep_until(send_at.unwrap_or_else(far_future)), if send_at.is_some() && session.registered => {
+                    if let Some(line) = self.queue.pop_front() {
+                        session.bucket.take();
+                        self.unconfirmed.push_back((self.seq + 1, line.clone()));
+                        out.push(line);
+                        if !session.confirming {
+                            out.push(self.confirm_ping(&mut session));
+                        }
+                    }
+                }
+                _ = sleep_until(heard_deadline) => {
+                    if keepalive_sent {
+                        return (End::Broken("the server stopped answering".into()), session.registered);
+                    }
+                    keepalive_sent = true;
+                    last_heard = Instant::now();
+                    out.push(Message::new("PING", &["keepalive"]));
+                }
+            }
+            if let Some(reason) = self.stopping.clone()
+                && session.registered
+                && self.queue.is_empty()
+                && self.unconfirmed.is_empty()
+            {
+                let _ = write_lines(&mut write, &[Message::new("QUIT", &[&reason])]).await;
+                return (End::Quit, true);
+            }
+            if self.stopping.is_some() && !session.registered {
+                return (End::Quit, false);
+            }
+            if let Err(e) = write_lines(&mut write, &out).await {
+                return (End::Broken(e.to_string()), session.registered);
+            }
+        }
+    }
+
+    /// A PING whose PONG confirms every line written before it.
+    fn confirm_ping(&mut self, session: &mut Session) -> Message {
+        self.seq += 1;
+        session.confirming = true;
+        Message::new("PING", &[&format!("trestle-{}", self.seq)])
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    fn handle(&mut self, message: Message, session: &mut Session, out: &mut Vec<Message>) {
+        let from = message.source_nick().unwrap_or_default().to_owned();
+        let own_nick = self.state.borrow().nick.clone();
+        let me = irc_lowercase(&from) == irc_lowercase(&own_nick);
+        match message.command.as_str() {
+            "PING" => out.push(Message::new("PONG", &[message.param(0)])),
+            "PONG" => {
+                let token = message.params.last().map(String::as_str).unwrap_or("");
+                if let Some(seq) = token
+                    .strip_prefix("trestle-")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
+                    while self.unconfirmed.front().is_some_and(|(s, _)| *s <= seq) {
+                        self.unconfirmed.pop_front();
+                    }
+                    session.confirming = false;
+                    if !self.unconfirmed.is_empty() {
+                        out.push(self.confirm_ping(session));
+                    }
+                }
+            }
+            "CAP" => self.handle_cap(&message, session, out),
+            "AUTHENTICATE" if message.param(0) == "+" => {
+                if let Some((user, password)) = &self.config.sasl {
+                    let blob = format!("{user}\0{user}\0{password}");
+                    let encoded = base64::engine::general_purpose::STANDARD.encode(blob);
+                    // Payloads of 400 bytes or more go in chunks; a plain one never is that long
+                    // unless the password is absurd, but the protocol allows it.
+                    for chunk in encoded.as_bytes().chunks(400) {
+                        out.push(Message::new(
+                            "AUTHENTICATE",
+                            &[&String::from_utf8_lossy(chunk)],
+                        ));
+                    }
+                    if encoded.len() % 400 == 0 {
+                        out.push(Message::new("AUTHENTICATE", &["+"]));
+                    }
+                }
+            }
+            "903" | "907" => out.push(Message::new("CAP", &["END"])),
+            "902" | "904" | "905" | "906" | "908" => {
+                self.emit(Event::Error {
+                    message: format!(
+                        "SASL failed: {}",
+                        message.params.last().cloned().unwrap_or_default()
+                    ),
+                });
+                out.push(Message::new("CAP", &["END"]));
+            }
+            "001" => {
+                let nick = message.param(0).to_owned();
+                session.registered = true;
+                self.state.send_modify(|s| {
+                    s.registered = true;
+                    s.nick = nick.clone();
+                    s.sessions += 1;
+                });
+                self.emit(Event::Registered { nick });
+                // Rejoin before anything queued is sent, so queued channel messages land.
+                for channel in self.channels.values() {
+                    out.push(Message::new("JOIN", &[channel]));
+                }
+            }
+            "433" | "432" | "436" | "437" if !session.registered => {
+                if message.command == "432" && !session.short_nicks {
+                    // Too long or bad characters: servers with short nicks allow nine.
+                    session.short_nicks = true;
+                    session.candidates = nick_candidates(&self.wanted_nick, SHORT_NICK).collect();
+                }
+                let next = session.next_nick();
+                self.state.send_modify(|s| s.nick = next.clone());
+                out.push(Message::new("NICK", &[&next]));
+            }
+            "433" | "432" | "436" | "437" => self.emit(Event::Error {
+                message: format!(
+                    "nick {} refused: {}",
+                    message.param(1),
+                    message.params.last().cloned().unwrap_or_default()
+                ),
+            }),
+            "PRIVMSG" | "NOTICE" => {
+                let text = message.param(1);
+                if is_other_ctcp(text) {
+                    return;
+                }
+                let (kind, text) = match (message.command.as_str(), ctcp_action(text)) {
+                    ("PRIVMSG", Some(action)) => (Kind::Action, action),
+                    ("PRIVMSG", None) => (Kind::Privmsg, text),
+                    _ => (Kind::Notice, text),
+                };
+                // Server notices (no `!` in the prefix) are not chat.
+                if !message.prefix.as_deref().unwrap_or("").contains('!') {
+                    return;
+                }
+                self.emit(Event::Message {
+                    from,
+                    target: message.param(0).to_owned(),
+                    kind,
+                    text: text.to_owned(),
+                    time: message.tag("time").map(str::to_owned),
+                });
+            }
+            "JOIN" => self.emit(Event::Join {
+                nick: from,
+                channel: message.param(0).to_owned(),
+            }),
+            "PART" => {
+                if me {
+                    self.channels.remove(&irc_lowercase(message.param(0)));
+                }
+                self.emit(Event::Part {
+                    nick: from,
+                    channel: message.param(0).to_owned(),
+                    reason: message.param(1).to_owned(),
+                })
+            }
+            "QUIT" => self.emit(Event::Quit {
+                nick: from,
+                reason: message.param(0).to_owned(),
+            }),
+            "KICK" => {
+                if irc_lowercase(message.param(1)) == irc_lowercase(&own_nick) {
+                    self.channels.remove(&irc_lowercase(message.param(0)));
+                }
+                self.emit(Event::Kick {
+                    channel: message.param(0).to_owned(),
+                    nick: message.param(1).to_owned(),
+                    by: from,
+                    reason: message.param(2).to_owned(),
+                })
+            }
+            "NICK" => {
+                let new = message.param(0).to_owned();
+                if me {
+                    self.state.send_modify(|s| s.nick = new.clone());
+                }
+                self.emit(Event::Nick { old: from, new })
+            }
+            "TOPIC" => self.emit(Event::Topic {
+                channel: message.param(0).to_owned(),
+                topic: message.param(1).to_owned(),
+                by: Some(from),
+            }),
+            "332" => self.emit(Event::Topic {
+                channel: message.param(1).to_owned(),
+                topic: message.param(2).to_owned(),
+                by: None,
+            }),
+            "353" => {
+                let nicks = message.params.last().cloned().unwrap_or_default();
+                session
+                    .names
+                    .entry(message.param(2).to_owned())
+                    .or_default()
+                    .extend(
+                        nicks
+                            .split_whitespace()
+                            .map(|n| n.trim_start_matches(['~', '&', '@', '%', '+']).to_owned()),
+                    );
+            }
+            "366" => {
+                let nicks = session.names.remove(message.param(1)).unwrap_or_default();
+                self.emit(Event::Names {
+                    channel: message.param(1).to_owned(),
+                    nicks,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_cap(&mut self, message: &Message, session: &mut Session, out: &mut Vec<Message>) {
+        match message.param(1) {
+            "LS" => {
+                // `CAP * LS * :caps` means more lines follow.
+                let more = message.params.len() > 3 && message.param(2) == "*";
+                let caps = message.params.last().cloned().unwrap_or_default();
+                session.offered.extend(
+                    caps.split_whitespace()
+                        .map(|c| c.split('=').next().unwrap_or(c).to_owned()),
+                );
+                if more {
+                    return;
+                }
+                let mut wanted = vec!["server-time", "message-tags", "multi-prefix"];
+                if self.config.sasl.is_some() {
+                    wanted.push("sasl");
+                }
+                let request: Vec<&str> = wanted
+                    .into_iter()
+                    .filter(|c| session.offered.iter().any(|o| o == c))
+                    .collect();
+                if request.is_empty() {
+                    out.push(Message::new("CAP", &["END"]));
+                } else {
+                    out.push(Message::new("CAP", &["REQ", &request.join(" ")]));
+                }
+            }
+            "ACK" => {
+                let acked = message.params.last().cloned().unwrap_or_default();
+                if acked.split_whitespace().any(|c| c == "sasl") {
+                    out.push(Message::new("AUTHENTICATE", &["PLAIN"]));
+                } else {
+                    out.push(Message::new("CAP", &["END"]));
+                }
+            }
+            "NAK" => out.push(Message::new("CAP", &["END"])),
+            _ => {}
+        }
+    }
+}
+
+/// What lives as long as one connection.
+struct Session {
+    registered: bool,
+    confirming: bool,
+    bucket: Bucket,
+    offered: Vec<String>,
+    names: BTreeMap<String, Vec<String>>,
+    /// Nicks still to try while registering.
+    candidates: VecDeque<String>,
+    short_nicks: bool,
+}
+
+/// The nick length servers commonly allow, and RFC 1459's minimum.
+const LONG_NICK: usize = 30;
+const SHORT_NICK: usize = 9;
+
+impl Session {
+    fn new(burst: u32, rate: f64) -> Self {
+        Session {
+            registered: false,
+            confirming: false,
+            bucket: Bucket::new(burst, rate),
+            offered: Vec::new(),
+            names: BTreeMap::new(),
+            candidates: VecDeque::new(),
+            short_nicks: false,
+        }
+    }
+
+    fn next_nick(&mut self) -> String {
+        self.candidates
+            .pop_front()
+            .unwrap_or_else(|| format!("trestle{}", rand_suffix()))
+    }
+
+    /// When the next queued line may go, if any is queued.
+    fn next_send(&mut self, queue_empty: bool) -> Option<Instant> {
+        (!queue_empty).then(|| self.bucket.ready_at())
+    }
+}
+
+/// A token bucket: `burst` lines at once, then `rate` per second.
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(burst: u32, rate: f64) -> Self {
+        let burst = f64::from(burst.max(1));
+        Bucket {
+            tokens: burst,
+            burst,
+            rate: rate.max(0.01),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self) {
+        let now = Instant::now();
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+
+    fn ready_at(&mut self) -> Instant {
+        self.refill();
+        if self.tokens >= 1.0 {
+            Instant::now()
+        } else {
+            Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    fn take(&mut self) {
+        self.refill();
+        self.tokens -= 1.0;
+    }
+}
+
+/// A few digits that differ between calls, for a last-resort nick.
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos % 100_000
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
+}
+
+async fn write_lines(
+    write: &mut (impl AsyncWrite + Unpin),
+    lines: &[Message],
+) -> std::io::Result<()> {
+    if lines.is_empty() {
+        return Ok(());
+    }
+    let mut data = String::new();
+    for line in lines {
+        // A CR or LF inside a parameter would end the line early and inject another command.
+        data.push_str(&line.to_string().replace(['\r', '\n'], " "));
+        data.push_str("\r\n");
+    }
+    write.write_all(data.as_bytes()).await?;
+    write.flush().await
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn bucket_allows_a_burst_then_the_rate() {
+        let mut bucket = Bucket::new(3, 2.0);
+        for _ in 0..3 {
+            assert!(bucket.ready_at() <= Instant::now());
+            bucket.take();
+        }
+        let wait = bucket.ready_at() - Instant::now();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        bucket.refill();
+        assert_eq!(bucket.tokens, 3.0, "never more than the burst");
+    }
+}
