@@ -1,10 +1,16 @@
-//! Moderation policy rules: parsing the `m.policy.rule.*` state events of policy list rooms and
-//! matching users, rooms and servers against the rules of every list the bot follows.
+//! Moderation policy lists, for every plugin: the `m.policy.rule.user`, `m.policy.rule.room`
+//! and `m.policy.rule.server` state events of policy list rooms, parsed into [`Rule`]s, and
+//! matched against users, rooms and servers with their globs. [`PolicyLists`] follows a set of
+//! lists and answers "is this user (room, server) banned?" — what a bridge asks before letting
+//! someone in; the moderation bot applies the same rules in the rooms it protects.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#moderation-policy-lists>
 
-use serde::Deserialize;
+pub mod glob;
+mod lists;
 
-use crate::glob;
+pub use lists::{PolicyLists, read_list, resolve_room};
+
+use serde::Deserialize;
 
 /// What a rule is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
+pub use trestle::policy::resolve_room;
 use trestle::{
     Appservice, Error, Result,
+    policy::PolicySet,
     ruma::{
-        OwnedRoomAliasId, OwnedRoomId, RoomId, UserId,
-        api::{AppserviceUserIdentity, client::alias::get_alias},
-        events::room::message::RoomMessageEventContent,
+        OwnedRoomId, RoomId, UserId, events::room::message::RoomMessageEventContent,
         events::room::power_levels::UserPowerLevel,
     },
 };
@@ -18,7 +18,6 @@ use trestle::{
 use crate::{
     Settings,
     db::{ALL_ROOMS, Db},
-    policy::PolicySet,
     protections::{self, RoomProtections, Tracker},
 };
 
@@ -253,20 +252,4 @@ impl Moderation {
             tracing::warn!(%error, "could not queue a report");
         }
     }
-}
-
-/// A room ID, or the room an alias points to.
-pub async fn resolve_room(app: &Appservice, room: &str) -> Result<OwnedRoomId> {
-    if room.starts_with('#') {
-        let alias = OwnedRoomAliasId::try_from(room)?;
-        let response = app
-            .client()
-            .send(
-                get_alias::v3::Request::new(alias),
-                AppserviceUserIdentity::default(),
-            )
-            .await?;
-        return Ok(response.room_id);
-    }
-    Ok(RoomId::parse(room)?)
 }

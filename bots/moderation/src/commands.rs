@@ -6,6 +6,7 @@ mod protections;
 
 use trestle::{
     Appservice, Result,
+    policy::Kind,
     router::{Command, CommandSpec},
     ruma::{
         OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
@@ -15,7 +16,6 @@ use trestle::{
 
 use crate::{
     bot::{Moderation, resolve_room},
-    policy::Kind,
     protections::PROTECTIONS,
 };
 

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use trestle::{Result, Store, store::Migration};
 
-use crate::policy::{Kind, Rule};
+use trestle::policy::{Kind, Rule};
 
 const SCHEMA: &str = "
 CREATE TABLE moderation_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -325,13 +325,23 @@ impl Db {
 mod tests {
     use super::*;
 
-    async fn db() -> Db {
-        Db::open(Store::in_memory().await.unwrap()).await.unwrap()
+    /// The same checks on SQLite and on a real PostgreSQL.
+    async fn stores() -> Vec<Store> {
+        let postgres = trestle_tests::postgres::fresh_database().await;
+        vec![
+            Store::in_memory().await.unwrap(),
+            Store::connect(&postgres).await.unwrap(),
+        ]
     }
 
     #[tokio::test]
     async fn rooms_lists_rules_and_bans_round_trip() {
-        let db = db().await;
+        for store in stores().await {
+            rooms_lists_rules_and_bans(Db::open(store).await.unwrap()).await;
+        }
+    }
+
+    async fn rooms_lists_rules_and_bans(db: Db) {
         assert!(db.protect("!a:hs").await.unwrap());
         assert!(!db.protect("!a:hs").await.unwrap());
         assert!(db.watch("!l:hs").await.unwrap());
@@ -377,7 +387,12 @@ mod tests {
 
     #[tokio::test]
     async fn settings_and_protections_round_trip() {
-        let db = db().await;
+        for store in stores().await {
+            settings_and_protections(Db::open(store).await.unwrap()).await;
+        }
+    }
+
+    async fn settings_and_protections(db: Db) {
         assert_eq!(db.setting("management_room").await.unwrap(), None);
         db.set_setting("management_room", "!m:hs").await.unwrap();
         db.set_setting("management_room", "!n:hs").await.unwrap();

@@ -5,13 +5,14 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trestle::{
     Appservice, Result,
+    policy::{self, Change, Kind, Rule},
     ruma::{
         OwnedRoomId, OwnedUserId, RoomId, UserId,
         api::{
             AppserviceUserIdentity,
             client::{
                 membership::{get_member_events, unban_user},
-                state::{get_state_event_for_key, get_state_events},
+                state::get_state_event_for_key,
             },
             error::ErrorKind,
         },
@@ -19,11 +20,7 @@ use trestle::{
     },
 };
 
-use crate::{
-    bot::Moderation,
-    db::Ban,
-    policy::{self, Change, Kind, Rule},
-};
+use crate::{bot::Moderation, db::Ban};
 
 #[derive(Deserialize)]
 struct MemberEvent {
@@ -193,7 +190,7 @@ impl Moderation {
                     };
                     for user in users {
                         if !app.is_own_user(&user)
-                            && crate::glob::matches(&rule.entity, user.as_str())
+                            && trestle::policy::glob::matches(&rule.entity, user.as_str())
                         {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
@@ -306,35 +303,7 @@ impl Moderation {
 
     /// Reads every rule of list `room` from its current state and applies the difference.
     pub async fn sync_list(&self, app: &Appservice, room: &RoomId) -> Result<usize> {
-        let response = app
-            .client()
-            .send(
-                get_state_events::v3::Request::new(room.to_owned()),
-                AppserviceUserIdentity::default(),
-            )
-            .await?;
-        #[derive(Deserialize)]
-        struct StateEvent {
-            #[serde(rename = "type")]
-            event_type: String,
-            state_key: String,
-            #[serde(default)]
-            content: Value,
-        }
-        let mut rules = Vec::new();
-        for raw in &response.room_state {
-            let Ok(event) = serde_json::from_str::<StateEvent>(raw.json().get()) else {
-                continue;
-            };
-            if let Some(Change::Set(rule)) = policy::parse_event(
-                room.as_str(),
-                &event.event_type,
-                &event.state_key,
-                &event.content,
-            ) {
-                rules.push(rule);
-            }
-        }
+        let rules = policy::read_list(app, room).await?;
         let known: Vec<Rule> = self
             .model()
             .rules

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trestle::{
-    Appservice, Result,
+    Appservice, Result, policy,
     router::{Command, EventContext, State},
     ruma::{OwnedEventId, RoomId, UserId},
     transaction::Incoming,
@@ -13,7 +13,6 @@ use trestle::{
 use crate::{
     bot::Moderation,
     commands::Request,
-    policy,
     protections::{Message, Verdict},
 };
 

@@ -15,8 +15,6 @@ mod commands;
 mod db;
 mod enforce;
 mod events;
-pub mod glob;
-pub mod policy;
 pub mod protections;
 
 use serde::Deserialize;

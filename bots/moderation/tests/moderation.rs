@@ -4,6 +4,7 @@
 //! spam — and nothing happens in rooms the bot does not protect.
 
 use serde_json::{Value, json};
+use trestle::policy::PolicyLists;
 use trestle_moderation::{PLUGIN, Settings, router};
 use trestle_tests::{
     appservice::{Harness, WAIT},
@@ -12,9 +13,29 @@ use trestle_tests::{
 
 const BOT: &str = "@moderation:localhost";
 
-async fn harness(settings: Settings) -> Harness {
+/// The moderation bot; its router also carries a [`PolicyLists`] following `#bans:localhost`,
+/// as a bridge's would, to show the check any plugin can make against the same list.
+async fn harness(settings: Settings, lists: &PolicyLists) -> Harness {
     let registration = PLUGIN.generate_registration(None, "localhost");
-    Harness::start(registration, router(settings)).await
+    Harness::start(registration, lists.route(router(settings))).await
+}
+
+/// Waits until the policy check answers as `banned` says for `user`.
+async fn check_becomes(h: &Harness, lists: &PolicyLists, user: &str, banned: bool) {
+    let user = trestle::ruma::UserId::parse(user).unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let rule = lists.check_user(&h.app, &user).await.unwrap();
+        if rule.is_some() == banned {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{user} banned: {rule:?}, expected {banned}"
+        );
+        h.app.idle().await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A bot notice in `room` whose body contains `text`.
@@ -52,9 +73,11 @@ async fn bot_sets_membership(
 }
 
 /// A management room set up by `admin`: the bot joins on invite and claims it.
-async fn management_room(admin: &UserClient) -> String {
+async fn management_room(admin: &UserClient, version: &str) -> String {
     let room = admin
-        .create_room(json!({"name": "moderators", "preset": "private_chat"}))
+        .create_room(
+            json!({"name": "moderators", "preset": "private_chat", "room_version": version}),
+        )
         .await;
     admin.invite(&room, BOT).await;
     bot_says(admin, &room, "now my management room").await;
@@ -91,10 +114,14 @@ fn state_path(room: &str, event_type: &str) -> String {
 
 #[tokio::test]
 async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
-    let h = harness(Settings {
-        admins: vec!["@admin:localhost".into()],
-        ..Settings::default()
-    })
+    let lists = PolicyLists::new(["#bans:localhost"]);
+    let h = harness(
+        Settings {
+            admins: vec!["@admin:localhost".into()],
+            ..Settings::default()
+        },
+        &lists,
+    )
     .await;
     let synapse = &h.synapse;
     let admin = synapse.register_user("admin", "password-1234").await;
@@ -108,7 +135,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         .await;
     helper.invite(&stray, BOT).await;
 
-    let management = management_room(&admin).await;
+    let management = management_room(&admin, "10").await;
     admin.invite(&management, &helper.user_id).await;
     helper.join(&management).await;
     let protected = protected_room(&admin, &management).await;
@@ -118,7 +145,12 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     // The list lives in another room, which the bot follows but does not protect; the spammer
     // is in it too.
     let list = admin
-        .create_room(json!({"name": "ban list", "preset": "public_chat"}))
+        .create_room(json!({
+            "name": "ban list",
+            "preset": "public_chat",
+            "room_alias_name": "bans",
+            "room_version": "12",
+        }))
         .await;
     spammer.join(&list).await;
     admin.invite(&list, BOT).await;
@@ -146,6 +178,9 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     let spambot = synapse.register_user("spambot", "password-1234").await;
     spambot.join(&protected).await;
     bot_sets_membership(&admin, &protected, &spambot.user_id, "ban").await;
+    // The check any plugin can make sees the same rule.
+    check_becomes(&h, &lists, "@spambot:localhost", true).await;
+    check_becomes(&h, &lists, "@alice:localhost", false).await;
 
     // Removing the rule lifts both bans.
     admin
@@ -154,6 +189,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     bot_sets_membership(&admin, &protected, &spammer.user_id, "leave").await;
     bot_sets_membership(&admin, &protected, &spambot.user_id, "leave").await;
     bot_says(&admin, &management, "unbanned @spambot:localhost").await;
+    check_becomes(&h, &lists, "@spambot:localhost", false).await;
 
     // A server rule becomes the protected room's server ACL, and goes when the rule goes.
     admin
@@ -171,6 +207,19 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         .await;
     assert_eq!(acl["sender"], BOT);
     assert_eq!(acl["content"]["allow"], json!(["*"]));
+    check_becomes(&h, &lists, "@anyone:matrix.evil.example", true).await;
+    let server = lists
+        .check_server(&h.app, "matrix.evil.example")
+        .await
+        .unwrap();
+    assert_eq!(server.unwrap().reason, "abuse");
+    assert!(
+        lists
+            .check_room(&h.app, "#fine:localhost")
+            .await
+            .unwrap()
+            .is_none()
+    );
     admin
         .send_state(&list, "m.policy.rule.server", "rule-2", json!({}))
         .await;
@@ -264,7 +313,8 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
     .await;
     let synapse = &h.synapse;
     let admin = synapse.register_user("admin", "password-1234").await;
-    let management = management_room(&admin).await;
+    // Room version 12: the admin is the creator, with infinite power and no power level entry.
+    let management = management_room(&admin, "12").await;
     let protected = protected_room(&admin, &management).await;
 
     for setup in [

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::json;
 use trestle::{
     Appservice, Result,
+    policy::{Change, Kind, Rule, glob},
     ruma::{
         OwnedEventId, OwnedRoomId, RoomId, UInt, UserId,
         api::{
@@ -17,8 +18,6 @@ use super::Request;
 use crate::{
     bot::{Moderation, OWN_LIST},
     enforce::members,
-    glob,
-    policy::{Change, Kind, Rule},
 };
 
 impl Moderation {
