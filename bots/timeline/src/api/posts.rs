@@ -1,0 +1,131 @@
+//! Writing and reading posts: new posts and replies, reposts, threads, likes.
+
+use super::*;
+
+pub(super) fn routes() -> Router<Web> {
+    Router::new()
+        .route("/api/posts", post(create_post))
+        .route("/api/posts/{event_id}", get(thread))
+        .route("/api/posts/{event_id}/like", post(like).delete(like))
+        .route("/api/posts/{event_id}/repost", post(repost))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPost {
+    text: String,
+    html: Option<String>,
+    reply_to: Option<String>,
+    /// Must be the caller when given: nobody posts as someone else.
+    author: Option<String>,
+}
+
+async fn create_post(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    new: Result<Json<NewPost>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let caller = web.caller(&headers).await?;
+    let new = body(new)?;
+    if let Some(author) = &new.author
+        && author != caller.user_id.as_str()
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            format!(
+                "`author` is {author}, but you are logged in as {}: posts are always sent as yourself",
+                caller.user_id
+            ),
+        ));
+    }
+    let text = content::check_text(&new.text, web.settings.max_post_chars)?;
+    let html = new.html.as_deref().map(content::check_html).transpose()?;
+    let me = caller.user_id.as_str();
+    let (room, thread) = match &new.reply_to {
+        Some(replied) => {
+            let parent = web.post_or_404(me, replied).await?;
+            let root = parent
+                .thread_root
+                .clone()
+                .unwrap_or(parent.event_id.clone());
+            let room = web.ensure_member(&caller, &parent.room_id).await?;
+            (room, Some((root, parent.event_id)))
+        }
+        None => (web.own_room(&caller).await?, None),
+    };
+    let draft = Draft {
+        text,
+        html,
+        thread,
+        repost: None,
+    };
+    web.publish(&caller, &room, &content::post_content(&draft))
+        .await
+}
+
+async fn repost(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let caller = web.caller(&headers).await?;
+    let me = caller.user_id.as_str();
+    let original = web.post_or_404(me, &event_id).await?;
+    let room = web.own_room(&caller).await?;
+    let draft = Draft {
+        text: original.text.clone(),
+        html: original.html.clone(),
+        thread: None,
+        repost: Some((original.room_id.clone(), original.event_id.clone())),
+    };
+    let mut content = content::post_content(&draft);
+    content["body"] = json!(format!("♻ {}: {}", original.author, original.text));
+    web.publish(&caller, &room, &content).await
+}
+
+async fn thread(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+) -> ApiResult {
+    web.ready().await?;
+    let viewer = web.maybe_caller(&headers).await?;
+    let viewer = viewer.as_ref().map(|c| c.user_id.as_str()).unwrap_or("");
+    let thread = query::thread(web.db(), viewer, &event_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no post {event_id}")))?;
+    Ok(Json(json!(thread)))
+}
+
+/// `POST` likes a post (once, however often asked), `DELETE` takes the like back.
+async fn like(
+    State(web): State<Web>,
+    method: Method,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+) -> ApiResult {
+    let caller = web.caller(&headers).await?;
+    let me = caller.user_id.as_str();
+    let post = web.post_or_404(me, &event_id).await?;
+    let given = query::like_of(web.db(), me, &event_id).await?;
+    match (method == Method::DELETE, given) {
+        (false, None) => {
+            let room = web.ensure_member(&caller, &post.room_id).await?;
+            let content = json!({
+                "m.relates_to": { "rel_type": "m.annotation", "event_id": event_id, "key": LIKE_KEY }
+            });
+            web.send(&caller, &room, "m.reaction", &content).await?;
+        }
+        (true, Some(reaction)) => {
+            let room =
+                OwnedRoomId::try_from(post.room_id.as_str()).map_err(trestle::Error::from)?;
+            let reaction = OwnedEventId::try_from(reaction).map_err(trestle::Error::from)?;
+            let redaction = web.users.redact(&caller.token, &room, &reaction).await?;
+            let event = web.users.event(&caller.token, &room, &redaction).await?;
+            index::apply(&web.app, &event).await?;
+        }
+        _ => {}
+    }
+    Ok(Json(json!(web.post_or_404(me, &event_id).await?)))
+}
