@@ -303,6 +303,16 @@ impl Web {
         Ok((StatusCode::CREATED, Json(json!(post))))
     }
 
+    /// Redacts an event as the caller and indexes the redaction at once.
+    async fn redact(&self, caller: &Caller, room_id: &str, event_id: &str) -> ApiResult<()> {
+        let room = OwnedRoomId::try_from(room_id).map_err(trestle::Error::from)?;
+        let event_id = OwnedEventId::try_from(event_id).map_err(trestle::Error::from)?;
+        let redaction = self.users.redact(&caller.token, &room, &event_id).await?;
+        let event = self.users.event(&caller.token, &room, &redaction).await?;
+        index::apply(&self.app, &event).await?;
+        Ok(())
+    }
+
     async fn post_or_404(&self, viewer: &str, event_id: &str) -> ApiResult<query::Post> {
         query::post_by_id(self.db(), viewer, event_id)
             .await?

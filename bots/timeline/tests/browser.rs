@@ -148,6 +148,21 @@ async fn log_in_post_follow_and_read_the_feed_in_chromium() {
     );
 
     let screenshot = browser.screenshot().await;
+
+    // Her own reply has a Delete button, Bob's post none; deleting takes the reply away.
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#view .post')].map(p => Boolean(p.querySelector('.delete')))")
+            .await,
+        json!([false, true])
+    );
+    browser.click("#view .post.reply .delete").await;
+    browser
+        .wait_for(
+            "the reply gone",
+            "document.getElementById('reply-form') && !document.querySelector('#view .post.reply')",
+        )
+        .await;
     assert!(screenshot.starts_with(b"\x89PNG"), "not a PNG");
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-browser");
     std::fs::create_dir_all(&dir).unwrap();

@@ -475,6 +475,34 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
     assert_eq!(done["rooms"], 2, "{done}");
     assert_eq!(a.ok(Method::GET, "/api/feed", None).await, live);
 
+    // Only its author (or the timeline's owner) deletes a post; deleting redacts it.
+    let first_id = first["event_id"].as_str().unwrap();
+    let (status, error) = a
+        .call(
+            Method::DELETE,
+            &format!("/api/posts/{}", enc(first_id)),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    b.ok(
+        Method::DELETE,
+        &format!("/api/posts/{}", enc(first_id)),
+        None,
+    )
+    .await;
+    let (status, _) = a
+        .call(Method::GET, &format!("/api/posts/{}", enc(first_id)), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let redacted = bob.event(&room, first_id).await;
+    assert_eq!(redacted["content"], json!({}), "{redacted}");
+    let feed = a.ok(Method::GET, "/api/feed", None).await;
+    assert_eq!(
+        texts(&feed),
+        ["third", "third", "second <b>bold</b> & more"]
+    );
+
     // Unfollowing leaves the room, and the feed empties.
     a.ok(Method::DELETE, "/api/users/@bob:localhost/follow", None)
         .await;

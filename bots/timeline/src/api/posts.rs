@@ -5,7 +5,7 @@ use super::*;
 pub(super) fn routes() -> Router<Web> {
     Router::new()
         .route("/api/posts", post(create_post))
-        .route("/api/posts/{event_id}", get(thread))
+        .route("/api/posts/{event_id}", get(thread).delete(delete_post))
         .route("/api/posts/{event_id}/like", post(like).delete(like))
         .route("/api/posts/{event_id}/repost", post(repost))
 }
@@ -117,15 +117,29 @@ async fn like(
             });
             web.send(&caller, &room, "m.reaction", &content).await?;
         }
-        (true, Some(reaction)) => {
-            let room =
-                OwnedRoomId::try_from(post.room_id.as_str()).map_err(trestle::Error::from)?;
-            let reaction = OwnedEventId::try_from(reaction).map_err(trestle::Error::from)?;
-            let redaction = web.users.redact(&caller.token, &room, &reaction).await?;
-            let event = web.users.event(&caller.token, &room, &redaction).await?;
-            index::apply(&web.app, &event).await?;
-        }
+        (true, Some(reaction)) => web.redact(&caller, &post.room_id, &reaction).await?,
         _ => {}
     }
     Ok(Json(json!(web.post_or_404(me, &event_id).await?)))
+}
+
+/// Deletes (redacts) a post: its author may, and so may the owner of the timeline it is in.
+async fn delete_post(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+) -> ApiResult {
+    let caller = web.caller(&headers).await?;
+    let me = caller.user_id.as_str();
+    let post = web.post_or_404(me, &event_id).await?;
+    let owner = index::room_owner(web.db(), &post.room_id).await?;
+    if post.author != me && owner.as_deref() != Some(me) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "only a post's author, or the owner of the timeline it is in, may delete it",
+        ));
+    }
+    web.redact(&caller, &post.room_id, &event_id).await?;
+    Ok(Json(json!({ "deleted": event_id })))
 }

@@ -90,6 +90,11 @@ function postView(post, options) {
       actions.append(repost);
     }
   }
+  if (post.author === session.user) {
+    const remove = el('button', { type: 'button', className: 'delete', textContent: 'Delete' });
+    remove.addEventListener('click', () => act('DELETE', 'api/posts/' + enc(post.event_id)));
+    actions.append(remove);
+  }
   article.append(actions);
   return article;
 }
@@ -176,9 +181,9 @@ function render() {
 async function renderNow() {
   const view = $('view');
   const fresh = el('div');
-  const hash = decodeURIComponent(location.hash.slice(1));
-  $('compose-form').hidden = hash.startsWith('/user/') || hash.startsWith('/post/');
   try {
+    const hash = decodeURIComponent(location.hash.slice(1));
+    $('compose-form').hidden = hash.startsWith('/user/') || hash.startsWith('/post/');
     if (hash.startsWith('/user/')) await renderProfile(fresh, hash.slice(6));
     else if (hash.startsWith('/post/')) await renderThread(fresh, hash.slice(6));
     else await renderFeed(fresh);
