@@ -456,4 +456,30 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
     )
     .await;
     bot_sets_membership(&admin, &protected, &talker.user_id, "leave").await;
+
+    // A wave of joins (the four above, all within the last minute, and one more) closes the
+    // room.
+    command(
+        &admin,
+        &management,
+        "!protections set join-flood max_joins 4",
+        "join-flood in every protected room",
+    )
+    .await;
+    command(
+        &admin,
+        &management,
+        "!protections enable join-flood",
+        "join-flood in every protected room",
+    )
+    .await;
+    let raider = synapse.register_user("raider", "password-1234").await;
+    raider.join(&protected).await;
+    let rules = admin
+        .wait_for_event(&protected, WAIT, |e| {
+            e["type"] == "m.room.join_rules" && e["content"]["join_rule"] == "invite"
+        })
+        .await;
+    assert_eq!(rules["sender"], BOT);
+    bot_says(&admin, &management, "join-flood fired").await;
 }
