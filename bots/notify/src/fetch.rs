@@ -256,4 +256,41 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[tokio::test]
+    async fn redirects_are_bounded_and_bodies_limited() {
+        use trestle::axum::{self, response::Redirect, routing::get};
+        let app = axum::Router::new()
+            .route("/loop", get(|| async { Redirect::temporary("/loop") }))
+            .route("/big", get(|| async { "x".repeat(2048) }))
+            .route("/small", get(|| async { "hello" }))
+            .route("/hop", get(|| async { Redirect::temporary("/small") }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let fetcher = Fetcher::new(FetchPolicy {
+            allow_private: true,
+            max_redirects: 3,
+            max_bytes: 1024,
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let get = |path: &str| {
+            fetcher
+                .request(reqwest::Method::GET, &format!("{base}{path}"))
+                .unwrap()
+                .send()
+        };
+        let looping = get("/loop").await.unwrap_err();
+        assert!(
+            describe(&looping).contains("more than 3 redirects"),
+            "{looping}"
+        );
+        let big = get("/big").await.unwrap();
+        let error = fetcher.body(big).await.unwrap_err().to_string();
+        assert!(error.contains("over 1024 bytes"), "{error}");
+        let hopped = get("/hop").await.unwrap();
+        assert_eq!(fetcher.body(hopped).await.unwrap(), b"hello");
+        server.abort();
+    }
 }

@@ -37,6 +37,8 @@ struct Feeds {
     rss_served: u32,
     /// How many conditional requests were answered 304.
     not_modified: usize,
+    /// Whether `/flaky` answers 503.
+    flaky_down: bool,
 }
 
 type Shared = Arc<Mutex<Feeds>>;
@@ -116,10 +118,20 @@ async fn atom(State(feeds): State<Shared>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// A feed that can be made to fail.
+async fn flaky(State(feeds): State<Shared>) -> Response {
+    if feeds.lock().unwrap().flaky_down {
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    let body = "<rss version=\"2.0\"><channel><title>Flaky</title><item><title>F</title><guid>f1</guid></item></channel></rss>";
+    ([(header::CONTENT_TYPE, "application/rss+xml")], body).into_response()
+}
+
 async fn feed_server(feeds: Shared) -> (String, JoinHandle<()>) {
     let app = axum::Router::new()
         .route("/rss", get(rss))
         .route("/atom", get(atom))
+        .route("/flaky", get(flaky))
         .with_state(feeds);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -256,6 +268,25 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
         rss.insert(0, item("a4", "Alpha four"));
     });
     wait_for_text(&user, &room, BOT, "News: Alpha four").await;
+
+    // A feed that keeps failing is reported once, and its recovery too.
+    user.send_text(&room, &format!("!feed add {base}/flaky 1s"))
+        .await;
+    wait_for_text(&user, &room, BOT, "The 1 entries there now").await;
+    feeds.lock().unwrap().flaky_down = true;
+    let failing = wait_for_text(&user, &room, BOT, "**Flaky** has failed 2 times in a row").await;
+    assert!(
+        failing["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("503 Service Unavailable"),
+        "{failing}"
+    );
+    feeds.lock().unwrap().flaky_down = false;
+    wait_for_text(&user, &room, BOT, "**Flaky** can be read again").await;
+    user.send_text(&room, &format!("!feed remove {base}/flaky"))
+        .await;
+    wait_for_text(&user, &room, BOT, "No longer following **Flaky**").await;
 
     // Trestle stops; the feed changes meanwhile; after the restart only the new entry comes.
     harness.stop().await;

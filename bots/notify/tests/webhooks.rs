@@ -216,6 +216,15 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
         user.get_displayname(&ghost).await.as_deref(),
         Some("Deployer")
     );
+    user.send_text(&room, "!webhook avatar Deployer mxc://localhost/avatar1")
+        .await;
+    wait_for_text(&user, &room, BOT, "Set the avatar of Deployer").await;
+    let path = format!(
+        "/_matrix/client/v3/profile/{}/avatar_url",
+        trestle_tests::synapse::encode(&ghost)
+    );
+    let profile = user.call_ok(reqwest::Method::GET, &path, None).await;
+    assert_eq!(profile["avatar_url"], "mxc://localhost/avatar1");
     user.send_text(&room, "!webhook list").await;
     wait_for_text(&user, &room, BOT, "- Deployer (signed)").await;
     user.send_text(&room, "!webhook remove Deployer").await;

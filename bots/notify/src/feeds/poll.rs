@@ -429,6 +429,9 @@ pub fn entry_message(feed_title: &str, entry: &parse::Entry) -> Message {
 }
 
 #[cfg(test)]
+mod backends;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

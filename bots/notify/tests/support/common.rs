@@ -21,6 +21,7 @@ pub fn settings() -> Settings {
         feed_min_interval_secs: 1,
         max_body_bytes: 64 * 1024,
         fetch_timeout_secs: 5,
+        feed_failure_notice_after: 2,
         ..Settings::default()
     }
 }
