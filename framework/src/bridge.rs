@@ -38,21 +38,31 @@ mod handle;
 mod login;
 mod matrix;
 mod network;
+mod outgoing;
 mod portal;
 mod provision;
 mod remote;
 mod store;
+mod typing;
 
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, OnceLock, Weak},
+};
+
+use ruma::{OwnedRoomId, OwnedUserId};
 
 use serde::Deserialize;
 
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
 pub use network::{
-    ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, MatrixEdit, MatrixMembership,
-    MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping, MessageContent, MessageKind,
-    Network, NetworkResult, NewLogin, PortalRef, Protocol, RemoteId, UserInfo, Via,
+    ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, Network, NetworkResult, NewLogin,
+    Protocol, RemoteId, UserInfo,
+};
+pub use outgoing::{
+    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping,
+    MessageContent, MessageKind, PortalRef, Via,
 };
 pub use portal::BRIDGE_STATE_TYPES;
 pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
@@ -119,6 +129,7 @@ impl<N: Network> Bridge<N> {
             migrated: tokio::sync::OnceCell::new(),
             connections: Mutex::new(Vec::new()),
             portal_lock: tokio::sync::Mutex::new(()),
+            typing: Mutex::new(HashMap::new()),
         };
         Bridge {
             handle: BridgeHandle {
@@ -174,11 +185,13 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) connections: Mutex<Vec<LiveConnection<N>>>,
     /// Held while a portal is made, so two joins of one alias make one room.
     pub(crate) portal_lock: tokio::sync::Mutex<()>,
+    /// Who was typing in each portal at the last `m.typing`.
+    pub(crate) typing: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
 }
 
 /// One live connection of a login.
 pub(crate) struct LiveConnection<N: Network> {
-    pub(crate) user: ruma::OwnedUserId,
+    pub(crate) user: OwnedUserId,
     pub(crate) login_id: String,
     pub(crate) connection: Arc<N::Connection>,
 }

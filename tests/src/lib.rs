@@ -3,6 +3,7 @@
 //! [`synapse`] starts real Synapse homeservers and talks to them as ordinary Matrix users.
 
 pub mod appservice;
+pub mod bridge_checks;
 pub mod postgres;
 pub mod synapse;
 pub mod toy_network;

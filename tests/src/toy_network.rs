@@ -11,7 +11,7 @@ use std::{
 
 use trestle::bridge::{
     BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMessage, MatrixRedaction, Network, NetworkResult, NewLogin, Protocol, Via,
+    MatrixMessage, MatrixRedaction, MatrixTyping, Network, NetworkResult, NewLogin, Protocol, Via,
 };
 
 /// The password every toy login needs.
@@ -44,6 +44,13 @@ pub enum Arrived {
     Redaction {
         /// The message deleted.
         target: String,
+    },
+    /// Someone started or stopped typing.
+    Typing {
+        /// `puppet:<name>` or `relay:<display name>`.
+        speaker: String,
+        /// Typing or not.
+        typing: bool,
     },
 }
 
@@ -187,6 +194,9 @@ impl Network for ToyNetwork {
         &self,
         message: MatrixMessage<'_, Self>,
     ) -> NetworkResult<Option<String>> {
+        if message.content.body.contains("please fail") {
+            return Err(BridgeError::Remote("the toy network refused it".into()));
+        }
         let id = self.world.fresh_id();
         self.world.record(Arrived::Message {
             chat: message.portal.chat.clone(),
@@ -204,6 +214,14 @@ impl Network for ToyNetwork {
             body: edit.content.body.clone(),
         });
         Ok(None)
+    }
+
+    async fn typing(&self, typing: MatrixTyping<'_, Self>) -> NetworkResult<()> {
+        self.world.record(Arrived::Typing {
+            speaker: speaker(&typing.via),
+            typing: typing.typing,
+        });
+        Ok(())
     }
 
     async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {

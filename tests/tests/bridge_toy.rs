@@ -5,110 +5,25 @@
 //! API.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use trestle::{
     Registration,
     bridge::{
         Bridge, BridgeConfig, BridgeHandle, ConnectionState, MessageContent, RemoteEdit,
-        RemoteMembership, RemoteMessage, UserInfo,
+        RemoteMembership, RemoteMessage, RemoteReaction, UserInfo,
     },
 };
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    synapse::{UserClient, encode},
+    bridge_checks::{BOT, bridge_info, command, provision, room_state, wait_after, wait_member},
+    synapse::encode,
     toy_network::{Arrived, TOY_PASSWORD, ToyNetwork},
 };
 
 const SECRET: &str = "provisioning-secret-123";
-const BOT: &str = "@toybot:localhost";
-
-/// Sends `text` in the management room and waits for the bot's notice after it that
-/// contains `expect`; returns the notice's body.
-async fn command(user: &UserClient, room: &str, text: &str, expect: &str) -> String {
-    let sent = user.send_text(room, text).await;
-    wait_after(user, room, &sent, |e| {
-        e["sender"] == BOT
-            && e["content"]["msgtype"] == "m.notice"
-            && e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains(expect))
-    })
-    .await["content"]["body"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// Waits for an event matching `pred` that comes after `after` in the room.
-async fn wait_after(
-    user: &UserClient,
-    room: &str,
-    after: &str,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    let started = std::time::Instant::now();
-    loop {
-        let events = user.messages(room).await;
-        let later = events.iter().skip_while(|e| e["event_id"] != after).skip(1);
-        if let Some(found) = later.into_iter().find(|e| pred(e)) {
-            return found.clone();
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "nothing matching after {after} in {room}: {events:#?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `member` is in the room (`present`) or not.
-async fn wait_member(user: &UserClient, room: &str, member: &str, present: bool) {
-    let started = std::time::Instant::now();
-    while user.joined_members(room).await.iter().any(|m| m == member) != present {
-        assert!(
-            started.elapsed() < WAIT,
-            "{member} in {room}: never {present}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
-async fn state(user: &UserClient, room: &str) -> Vec<Value> {
-    let path = format!("/_matrix/client/v3/rooms/{}/state", encode(room));
-    let state = user.call_ok(Method::GET, &path, None).await;
-    state.as_array().cloned().unwrap_or_default()
-}
-
-fn bridge_info<'a>(state: &'a [Value], event_type: &str) -> Option<&'a Value> {
-    state
-        .iter()
-        .find(|e| e["type"] == event_type && e["content"]["protocol"]["id"] == "toy")
-}
 
 fn text(body: &str) -> MessageContent {
     MessageContent::text(body)
-}
-
-async fn provision(
-    harness: &Harness,
-    method: Method,
-    path: &str,
-    secret: Option<&str>,
-    body: Option<&str>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, format!("{}{path}", harness.url));
-    if let Some(secret) = secret {
-        request = request.bearer_auth(secret);
-    }
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.json().await.unwrap_or(Value::Null);
-    (status, body)
 }
 
 #[tokio::test]
@@ -129,7 +44,7 @@ async fn a_toy_network_bridged_through_the_kit() {
 
     // Joining the alias of a chat makes its portal, with bridge info in both shapes.
     let lobby = alice.join("#toy_lobby:localhost").await;
-    let lobby_state = state(&alice, &lobby).await;
+    let lobby_state = room_state(&alice, &lobby).await;
     for event_type in ["m.bridge", "uk.half-shot.bridge"] {
         let info = bridge_info(&lobby_state, event_type)
             .unwrap_or_else(|| panic!("no {event_type} in {lobby_state:#?}"));
@@ -357,6 +272,43 @@ async fn a_toy_network_bridged_through_the_kit() {
         .collect();
     assert_eq!(messages, vec!["hello toy", "welcome, bob"]);
 
+    // A message the network refuses: the room is told, in a reply to it.
+    let refused = alice.send_text(&lobby, "please fail").await;
+    let notice = wait_after(&alice, &lobby, &refused, |e| e["sender"] == BOT).await;
+    assert_eq!(
+        notice["content"]["body"],
+        "Not delivered to Toy: the toy network refused it"
+    );
+    assert_eq!(
+        notice["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        refused.as_str()
+    );
+
+    // Typing starts and stops on the network too.
+    let typing = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        encode(&lobby),
+        encode("@alice:localhost")
+    );
+    for now in [true, false] {
+        let body = json!({"typing": now, "timeout": 30000});
+        alice.call_ok(Method::PUT, &typing, Some(&body)).await;
+        let expected = Arrived::Typing {
+            speaker: "puppet:alice".into(),
+            typing: now,
+        };
+        world.wait_for("typing", |a| *a == expected).await;
+    }
+
+    // A remote reaction to a bridged message.
+    let reaction = RemoteReaction::new("lobby".into(), "carl".into(), "r2".into(), "🎉");
+    let reaction = handle.remote_reaction(reaction).await.unwrap().unwrap();
+    let reaction = alice
+        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == reaction.as_str())
+        .await;
+    assert_eq!(reaction["sender"], "@toy_carl:localhost");
+    assert_eq!(reaction["content"]["m.relates_to"]["key"], "🎉");
+
     // Remote membership moves ghosts in and out of the portal.
     handle
         .remote_membership(&"lobby".into(), &"erin".into(), RemoteMembership::Join)
@@ -478,7 +430,7 @@ async fn a_toy_network_bridged_through_the_kit() {
         .send_state(&garden, "m.room.power_levels", "", power)
         .await;
     command(&alice, &mgmt, &format!("link {garden} garden"), "Linked").await;
-    let garden_state = state(&alice, &garden).await;
+    let garden_state = room_state(&alice, &garden).await;
     let info = bridge_info(&garden_state, "m.bridge").expect("bridge info in the linked room");
     assert_eq!(info["content"]["channel"]["id"], "garden");
     assert_eq!(info["content"]["creator"], "@alice:localhost");

@@ -50,9 +50,18 @@ pub(crate) async fn on_event<N: Network>(
     app: Appservice,
 ) -> Result<(), BridgeError> {
     bridge.attach(&app).await?;
-    let Incoming::Timeline(event) = ctx.incoming() else {
-        return Ok(());
+    let event = match ctx.incoming() {
+        Incoming::Timeline(event) => event,
+        Incoming::Ephemeral(typing) if typing.event_type == "m.typing" => {
+            return unsupported_is_fine(bridge.on_typing(typing).await, &typing.event_type);
+        }
+        _ => return Ok(()),
     };
+    // The router hides our own users' events unless a bridge turned `own_events` on; the kit
+    // never bridges them either way, or what it sent would come back.
+    if app.is_own_user(&event.sender) {
+        return Ok(());
+    }
     let json: Value = serde_json::from_str(event.json.get())?;
     let outcome = match event.event_type.as_str() {
         "m.room.member" => bridge.on_member(event, &json).await,
@@ -69,9 +78,18 @@ pub(crate) async fn on_event<N: Network>(
         "m.room.redaction" => bridge.on_redaction(event, &json).await,
         _ => Ok(()),
     };
+    unsupported_is_fine(outcome, event.event_id.as_str())
+}
+
+/// An optional capability the network lacks is not a failure: the event is just not bridged.
+fn unsupported_is_fine(outcome: NetworkResult<()>, what: &str) -> Result<(), BridgeError> {
     match outcome {
-        Err(BridgeError::Unsupported(what)) => {
-            tracing::debug!(event_id = %event.event_id, what, "not bridged: the network has no such thing");
+        Err(BridgeError::Unsupported(capability)) => {
+            tracing::debug!(
+                what,
+                capability,
+                "not bridged: the network has no such thing"
+            );
             Ok(())
         }
         other => other,
@@ -102,11 +120,19 @@ pub(crate) fn message_content(content: &RoomMessageEventContent) -> MessageConte
     } else {
         body
     };
+    let mimetype = match &content.msgtype {
+        MessageType::Image(m) => m.info.as_ref().and_then(|i| i.mimetype.clone()),
+        MessageType::File(m) => m.info.as_ref().and_then(|i| i.mimetype.clone()),
+        MessageType::Audio(m) => m.info.as_ref().and_then(|i| i.mimetype.clone()),
+        MessageType::Video(m) => m.info.as_ref().and_then(|i| i.mimetype.clone()),
+        _ => None,
+    };
     MessageContent {
         kind,
         body,
         html,
         media,
+        mimetype,
     }
 }
 
@@ -244,7 +270,7 @@ impl<N: Network> BridgeHandle<N> {
             _ => None,
         };
         let sender: OwnedUserId = event.sender.clone();
-        let remote = self
+        let sent = self
             .network()
             .send_message(MatrixMessage {
                 portal: &portal,
@@ -254,8 +280,32 @@ impl<N: Network> BridgeHandle<N> {
                 content: message_content(&content),
                 reply_to,
             })
-            .await?;
-        self.map_sent(&portal, remote, &event.event_id).await
+            .await;
+        match sent {
+            Ok(remote) => self.map_sent(&portal, remote, &event.event_id).await,
+            Err(BridgeError::Remote(reason)) => {
+                self.not_delivered(&portal, &event.event_id, &reason).await;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Tells the room, in a notice replying to the message, that the network refused it.
+    async fn not_delivered(&self, portal: &PortalRef<N>, event_id: &OwnedEventId, reason: &str) {
+        let protocol = self.network().protocol().displayname;
+        let mut notice =
+            RoomMessageEventContent::notice_plain(format!("Not delivered to {protocol}: {reason}"));
+        notice.relates_to = Some(Relation::Reply(ruma::events::relation::Reply::new(
+            ruma::events::relation::InReplyTo::new(event_id.clone()),
+        )));
+        let sent = match self.app() {
+            Ok(app) => app.bot().send(&portal.room_id, &notice).await.map(drop),
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = sent {
+            tracing::warn!(room_id = %portal.room_id, %error, "could not say a message was not delivered");
+        }
     }
 
     async fn on_reaction(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {

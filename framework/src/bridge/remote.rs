@@ -3,10 +3,14 @@
 use std::time::Duration;
 
 use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedTransactionId,
-    events::room::message::{
-        EmoteMessageEventContent, MessageType, NoticeMessageEventContent, Relation,
-        RoomMessageEventContent, TextMessageEventContent,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedMxcUri, OwnedTransactionId,
+    events::room::{
+        ImageInfo,
+        message::{
+            AudioMessageEventContent, EmoteMessageEventContent, FileInfo, FileMessageEventContent,
+            ImageMessageEventContent, MessageType, NoticeMessageEventContent, Relation,
+            RoomMessageEventContent, TextMessageEventContent, VideoMessageEventContent,
+        },
     },
 };
 
@@ -158,6 +162,13 @@ pub enum RemoteMembership<N: Network> {
 /// Builds the Matrix content of a message.
 pub(crate) fn matrix_content(content: &MessageContent) -> RoomMessageEventContent {
     let body = content.body.clone();
+    if let Some(url) = &content.media {
+        return RoomMessageEventContent::new(media_type(
+            body,
+            url.clone(),
+            content.mimetype.as_deref(),
+        ));
+    }
     let msgtype = match (content.kind, &content.html) {
         (MessageKind::Notice, Some(html)) => {
             MessageType::Notice(NoticeMessageEventContent::html(body, html.clone()))
@@ -171,6 +182,29 @@ pub(crate) fn matrix_content(content: &MessageContent) -> RoomMessageEventConten
         (_, None) => MessageType::Text(TextMessageEventContent::plain(body)),
     };
     RoomMessageEventContent::new(msgtype)
+}
+
+/// The message type of a file, by its MIME type.
+fn media_type(body: String, url: OwnedMxcUri, mimetype: Option<&str>) -> MessageType {
+    let info = mimetype.map(|m| {
+        let mut info = FileInfo::new();
+        info.mimetype = Some(m.to_owned());
+        info
+    });
+    match mimetype.and_then(|m| m.split('/').next()) {
+        Some("image") => {
+            let mut image = ImageMessageEventContent::plain(body, url);
+            image.info = info.map(|i| {
+                let mut image_info = ImageInfo::new();
+                image_info.mimetype = i.mimetype;
+                Box::new(image_info)
+            });
+            MessageType::Image(image)
+        }
+        Some("video") => MessageType::Video(VideoMessageEventContent::plain(body, url)),
+        Some("audio") => MessageType::Audio(AudioMessageEventContent::plain(body, url)),
+        _ => MessageType::File(FileMessageEventContent::plain(body, url).info(info.map(Box::new))),
+    }
 }
 
 /// A transaction id that is the same each time one remote event is bridged, so a retry after

@@ -1,0 +1,102 @@
+//! Checks shared by the bridge kit's end-to-end tests: commands in a management room, waiting
+//! for events and members, room state, and calls of the provisioning API.
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::{
+    appservice::{Harness, WAIT},
+    synapse::{UserClient, encode},
+};
+
+/// The toy bridge's bot.
+pub const BOT: &str = "@toybot:localhost";
+
+/// Sends `text` in the management room and waits for the bot's notice after it that
+/// contains `expect`; returns the notice's body.
+pub async fn command(user: &UserClient, room: &str, text: &str, expect: &str) -> String {
+    let sent = user.send_text(room, text).await;
+    wait_after(user, room, &sent, |e| {
+        e["sender"] == BOT
+            && e["content"]["msgtype"] == "m.notice"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(expect))
+    })
+    .await["content"]["body"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Waits for an event matching `pred` that comes after `after` in the room.
+pub async fn wait_after(
+    user: &UserClient,
+    room: &str,
+    after: &str,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let events = user.messages(room).await;
+        let later = events.iter().skip_while(|e| e["event_id"] != after).skip(1);
+        if let Some(found) = later.into_iter().find(|e| pred(e)) {
+            return found.clone();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "nothing matching after {after} in {room}: {events:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `member` is in the room (`present`) or not.
+pub async fn wait_member(user: &UserClient, room: &str, member: &str, present: bool) {
+    let started = std::time::Instant::now();
+    while user.joined_members(room).await.iter().any(|m| m == member) != present {
+        assert!(
+            started.elapsed() < WAIT,
+            "{member} in {room}: never {present}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The room's current state events.
+pub async fn room_state(user: &UserClient, room: &str) -> Vec<Value> {
+    let path = format!("/_matrix/client/v3/rooms/{}/state", encode(room));
+    let state = user.call_ok(Method::GET, &path, None).await;
+    state.as_array().cloned().unwrap_or_default()
+}
+
+/// The toy bridge's bridge info of type `event_type` (`m.bridge` or `uk.half-shot.bridge`).
+pub fn bridge_info<'a>(state: &'a [Value], event_type: &str) -> Option<&'a Value> {
+    state
+        .iter()
+        .find(|e| e["type"] == event_type && e["content"]["protocol"]["id"] == "toy")
+}
+
+/// Calls the provisioning API of the harness's bridge, with `secret` as Bearer token if
+/// given and `body` as raw JSON; returns the status and the JSON answer.
+pub async fn provision(
+    harness: &Harness,
+    method: Method,
+    path: &str,
+    secret: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{}{path}", harness.url));
+    if let Some(secret) = secret {
+        request = request.bearer_auth(secret);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
