@@ -1,4 +1,79 @@
-//! The IRC bridge: IRC channels as Matrix rooms, IRC users as Matrix ghosts, and Matrix users
-//! on IRC through their own connections or relayed by the bot.
+//! The IRC bridge: IRC channels as Matrix rooms (portals), IRC users as Matrix ghosts, and
+//! Matrix users on IRC through their own connections (after `login`) or relayed by the bot.
+//!
+//! Built on the framework's bridge kit (`trestle::bridge`): this crate writes the IRC side
+//! ([`network::Irc`]), the kit does portals, ghosts, the message map and management rooms.
 
+pub mod events;
+pub mod ids;
 pub mod irc;
+pub mod network;
+pub mod settings;
+pub mod text;
+
+use trestle::{
+    Plugin, Router,
+    bridge::{Bridge, BridgeConfig},
+    plugin::PluginSettings,
+};
+
+pub use settings::{NetworkSettings, Settings};
+
+/// The plugin, for the `trestle` host. With no networks configured it runs and bridges nothing.
+pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
+    .with_protocols(&["irc"])
+    .with_settings_help(
+        "settings:\n  \
+         relay: true                    # the bot speaks for Matrix users without their own IRC login\n  \
+         alias_pattern: \"irc_{network}_{channel}\"\n  \
+         ghost_pattern: \"irc_{network}_{nick}\"\n  \
+         nick_pattern: \"{name}[m]\"      # nicks of Matrix users who log in\n  \
+         # media_url: https://matrix.example.org   # public homeserver address for media links\n  \
+         # provisioning_secret: change-me\n  \
+         networks: []\n  \
+         # - name: libera\n  \
+         #   host: irc.libera.chat\n  \
+         #   port: 6697\n  \
+         #   tls: true\n  \
+         #   nick: trestle\n  \
+         #   channels: [\"#trestle\"]\n  \
+         #   sasl_account: trestle\n  \
+         #   sasl_password: secret",
+    );
+
+fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
+    router(settings.get()?)
+}
+
+/// The bridge's router for `settings`.
+pub fn router(settings: Settings) -> trestle::Result<Router> {
+    let checked = settings.check().map_err(trestle::Error::Config)?;
+    let mut config = BridgeConfig::default().relay(checked.settings.relay);
+    if let Some(secret) = &checked.settings.provisioning_secret {
+        config = config.provisioning_secret(secret.clone());
+    }
+    for admin in &checked.settings.admins {
+        config = config.admin(admin.clone());
+    }
+    let bridge = Bridge::new(network::Irc::new(checked), config);
+    let handle = bridge.handle();
+    Ok(bridge.router().service("irc", move |app| {
+        let handle = handle.clone();
+        async move { events::run_bots(handle, app).await }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_build_and_bad_settings_are_refused() {
+        assert!(PLUGIN.router().is_ok());
+        let bad = Settings {
+            alias_pattern: "nothing".into(),
+            ..Settings::default()
+        };
+        assert!(router(bad).is_err());
+    }
+}

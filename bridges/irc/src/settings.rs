@@ -1,0 +1,137 @@
+//! The bridge's settings.
+
+use serde::Deserialize;
+
+use crate::irc::naming::Pattern;
+
+/// The IRC bridge's settings. With none, the bridge runs and bridges nothing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// The IRC networks to bridge.
+    pub networks: Vec<NetworkSettings>,
+    /// Portal aliases: `{network}` and `{channel}` (the channel without its `#`).
+    pub alias_pattern: String,
+    /// Ghosts of IRC users: `{network}` and `{nick}`.
+    pub ghost_pattern: String,
+    /// Nicks of Matrix users who log in: `{name}` is the display name, sanitised.
+    pub nick_pattern: String,
+    /// Whether the bot speaks for Matrix users who have no IRC connection of their own.
+    pub relay: bool,
+    /// The public address of the homeserver, for links to media (`https://matrix.example`);
+    /// without it, media are linked as `mxc://` URIs.
+    pub media_url: Option<String>,
+    /// The provisioning API's shared secret (the API is off without one).
+    pub provisioning_secret: Option<String>,
+    /// Matrix users who may link and unlink any room.
+    pub admins: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            networks: Vec::new(),
+            alias_pattern: "irc_{network}_{channel}".to_owned(),
+            ghost_pattern: "irc_{network}_{nick}".to_owned(),
+            nick_pattern: "{name}[m]".to_owned(),
+            relay: true,
+            media_url: None,
+            provisioning_secret: None,
+            admins: Vec::new(),
+        }
+    }
+}
+
+/// One IRC network.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// A short name, used in aliases and ghost names (`libera`).
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub tls: bool,
+    /// The server password (`PASS`).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// SASL PLAIN for the bot.
+    #[serde(default)]
+    pub sasl_account: Option<String>,
+    #[serde(default)]
+    pub sasl_password: Option<String>,
+    /// The bot's nick.
+    #[serde(default = "default_nick")]
+    pub nick: String,
+    /// Channels the bot joins and bridges from the start.
+    #[serde(default)]
+    pub channels: Vec<String>,
+    /// Flood control: lines at once, then lines per second.
+    #[serde(default = "default_burst")]
+    pub flood_burst: u32,
+    #[serde(default = "default_rate")]
+    pub flood_rate: f64,
+}
+
+fn default_port() -> u16 {
+    6667
+}
+fn default_nick() -> String {
+    "trestle".to_owned()
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_rate() -> f64 {
+    2.0
+}
+
+/// Settings checked and ready.
+#[derive(Clone, Debug)]
+pub(crate) struct Checked {
+    pub settings: Settings,
+    pub aliases: Pattern,
+    pub ghosts: Pattern,
+}
+
+impl Settings {
+    /// Checks the patterns and network names.
+    pub(crate) fn check(self) -> Result<Checked, String> {
+        let aliases = Pattern::new(&self.alias_pattern, "channel")
+            .map_err(|e| format!("alias_pattern: {e}"))?;
+        let ghosts =
+            Pattern::new(&self.ghost_pattern, "nick").map_err(|e| format!("ghost_pattern: {e}"))?;
+        if !self.nick_pattern.contains("{name}") {
+            return Err("nick_pattern: must contain {name}".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for network in &self.networks {
+            let ok = !network.name.is_empty()
+                && network
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(format!(
+                    "networks: the name {:?} may only have a-z, 0-9 and '-'",
+                    network.name
+                ));
+            }
+            if !seen.insert(network.name.clone()) {
+                return Err(format!("networks: {:?} is listed twice", network.name));
+            }
+            if network.sasl_account.is_some() != network.sasl_password.is_some() {
+                return Err(format!(
+                    "networks.{}: sasl_account and sasl_password go together",
+                    network.name
+                ));
+            }
+        }
+        Ok(Checked {
+            settings: self,
+            aliases,
+            ghosts,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The IRC bridge end to end: a real Synapse, a real ngircd, and a plain IRC client written
+//! in the test on the other side.
+
+#[allow(dead_code)]
+#[path = "support/ngircd.rs"]
+mod ngircd;
+#[allow(dead_code)]
+#[path = "support/raw.rs"]
+mod raw;
+
+use ngircd::{Gate, Ngircd};
+use raw::RawClient;
+use serde_json::{Value, json};
+use trestle_irc::{NetworkSettings, Settings};
+use trestle_tests::appservice::{Harness, WAIT};
+
+fn settings(port: u16) -> Settings {
+    Settings {
+        networks: vec![NetworkSettings {
+            name: "test".into(),
+            host: "127.0.0.1".into(),
+            port,
+            tls: false,
+            password: None,
+            sasl_account: None,
+            sasl_password: None,
+            nick: "trestle".into(),
+            channels: vec!["#chat".into()],
+            flood_burst: 10,
+            flood_rate: 10.0,
+        }],
+        ..Settings::default()
+    }
+}
+
+fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
+}
+
+fn joined(user: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == user
+            && e["content"]["membership"] == "join"
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
+    let mut server = Ngircd::start().await;
+    let gate = Gate::new(server.port).await;
+    let mut bob = RawClient::connect(server.port, "bob").await;
+    bob.join("#chat").await;
+
+    let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
+    let router = trestle_irc::router(settings(gate.port)).unwrap();
+    let setup = Harness::start(registration, router).await;
+    bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
+        .await;
+
+    // A Matrix user joins the channel's alias: the portal is made, with bob's ghost in it.
+    let alice = setup.synapse.register_user("alice", "password-1234").await;
+    let room = alice.join("#irc_test_chat:localhost").await;
+    let bob_ghost = "@irc_test_bob:localhost";
+    alice.wait_for_event(&room, WAIT, joined(bob_ghost)).await;
+    assert_eq!(
+        alice.get_displayname(bob_ghost).await.as_deref(),
+        Some("bob")
+    );
+
+    // IRC → Matrix: formatting becomes HTML, an action an emote, a notice a notice.
+    bob.privmsg("#chat", "hello \x02matrix\x02 <3").await;
+    let said = alice
+        .wait_for_event(&room, WAIT, message_from(bob_ghost, "hello matrix <3"))
+        .await;
+    assert_eq!(said["content"]["msgtype"], "m.text");
+    assert_eq!(
+        said["content"]["formatted_body"],
+        "hello <b>matrix</b> &lt;3"
+    );
+    bob.send("PRIVMSG #chat :\x01ACTION waves\x01").await;
+    let waved = alice
+        .wait_for_event(&room, WAIT, message_from(bob_ghost, "waves"))
+        .await;
+    assert_eq!(waved["content"]["msgtype"], "m.emote");
+    bob.send("NOTICE #chat :heads up").await;
+    let notice = alice
+        .wait_for_event(&room, WAIT, message_from(bob_ghost, "heads up"))
+        .await;
+    assert_eq!(notice["content"]["msgtype"], "m.notice");
+
+    // Matrix → IRC: relayed by the bot with alice's name.
+    alice.send_text(&room, "hi irc").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(
+        (line.nick.as_str(), line.param(1)),
+        ("trestle", "<alice> hi irc")
+    );
+    alice
+        .send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.emote", "body": "dances"}),
+        )
+        .await;
+    assert_eq!(bob.expect_privmsg("#chat").await.param(1), "* alice dances");
+    alice
+        .send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "bold", "format": "org.matrix.custom.html", "formatted_body": "<b>bold</b>"}),
+        )
+        .await;
+    assert_eq!(
+        bob.expect_privmsg("#chat").await.param(1),
+        "<alice> \x02bold\x02"
+    );
+
+    // A 20-line message arrives whole, line by line, in order.
+    let lines: Vec<String> = (1..=20).map(|i| format!("line {i} of the paste")).collect();
+    alice.send_text(&room, &lines.join("\n")).await;
+    for expected in &lines {
+        assert_eq!(
+            bob.expect_privmsg("#chat").await.param(1),
+            format!("<alice> {expected}")
+        );
+    }
+
+    // A nick change: the old ghost leaves, the new one joins and speaks.
+    bob.send("NICK bobby").await;
+    let bobby_ghost = "@irc_test_bobby:localhost";
+    alice.wait_for_event(&room, WAIT, joined(bobby_ghost)).await;
+    assert_eq!(
+        alice.get_displayname(bobby_ghost).await.as_deref(),
+        Some("bobby")
+    );
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == bob_ghost
+                && e["content"]["membership"] == "leave"
+        })
+        .await;
+    bob.privmsg("#chat", "new name").await;
+    alice
+        .wait_for_event(&room, WAIT, message_from(bobby_ghost, "new name"))
+        .await;
+
+    // The IRC server dies mid-conversation. What alice says meanwhile is delivered once the
+    // bridge is back by itself; the test's client is let in first so it can hear it.
+    gate.set_open(false);
+    server.kill();
+    alice.send_text(&room, "said during the outage").await;
+    setup.app.idle().await;
+    server.restart().await;
+    let mut bob = RawClient::connect(server.port, "bob").await;
+    bob.join("#chat").await;
+    gate.set_open(true);
+    bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
+        .await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(line.param(1), "<alice> said during the outage");
+    bob.privmsg("#chat", "back again").await;
+    alice
+        .wait_for_event(&room, WAIT, message_from(bob_ghost, "back again"))
+        .await;
+    alice.send_text(&room, "welcome back").await;
+    assert_eq!(
+        bob.expect_privmsg("#chat").await.param(1),
+        "<alice> welcome back"
+    );
+
+    // Leaving: a PART takes bob's ghost out of the room.
+    bob.send("PART #chat :later").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while alice
+        .joined_members(&room)
+        .await
+        .iter()
+        .any(|m| m == bob_ghost)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "bob's ghost is still in the room"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
