@@ -301,6 +301,86 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         .filter(|e| e["sender"] == BOT && e["type"] != "m.room.member")
         .count();
     assert_eq!(touched, 0, "the bot sent nothing to the list room");
+
+    // What the bot knows survives a restart: a rule removed while it was down lifts the ban
+    // it made before, from its stored rooms, lists, rules and bans.
+    alice.join(&protected).await;
+    admin
+        .send_state(
+            &list,
+            "m.policy.rule.user",
+            "rule-3",
+            json!({"entity": "@alice:localhost", "recommendation": "m.ban", "reason": "again"}),
+        )
+        .await;
+    bot_sets_membership(&admin, &protected, &alice.user_id, "ban").await;
+    h.app.idle().await;
+    let mut h = h;
+    h.stop().await;
+    admin
+        .send_state(&list, "m.policy.rule.user", "rule-3", json!({}))
+        .await;
+    let restarted = restart(
+        &h,
+        Settings {
+            admins: vec!["@admin:localhost".into()],
+            ..Settings::default()
+        },
+    )
+    .await;
+    let unbanned = admin
+        .wait_for_event(&protected, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["sender"] == BOT
+                && e["state_key"] == alice.user_id.as_str()
+                && e["content"]["membership"] == "leave"
+                && e["unsigned"]["prev_content"]["reason"] == "again"
+        })
+        .await;
+    assert_eq!(unbanned["content"]["membership"], "leave");
+    restarted.stop().await;
+}
+
+/// The moderation appservice started again on the harness's store and port.
+struct Restarted {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Restarted {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+async fn restart(h: &Harness, settings: Settings) -> Restarted {
+    let store = trestle::Store::connect(&format!(
+        "sqlite://{}",
+        h.dir.path().join("store.db").display()
+    ))
+    .await
+    .unwrap();
+    let app =
+        trestle::Appservice::builder(h.registration.clone(), h.synapse.base_url(), "localhost")
+            .router(router(settings))
+            .store(store)
+            .build()
+            .await
+            .unwrap();
+    let port: u16 = h.url.rsplit(':').next().unwrap().parse().unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        app.run(listener, async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Restarted { stop, task }
 }
 
 #[tokio::test]
