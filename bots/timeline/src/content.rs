@@ -202,6 +202,16 @@ pub fn post_content(draft: &Draft) -> Value {
     content
 }
 
+/// The content of an edit (`m.replace`) of `original` to `draft`'s text.
+pub fn edit_content(original: &str, draft: &Draft) -> Value {
+    let new = post_content(draft);
+    json!({
+        "body": format!("* {}", draft.text),
+        "m.new_content": new,
+        "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+    })
+}
+
 /// A post as read back from an event's content; `None` when the content is not a post (a
 /// redacted one has no text).
 #[derive(Debug, PartialEq, Eq)]

@@ -46,12 +46,21 @@ CREATE TABLE timeline_profiles (
     display_name TEXT
 )";
 
+const EDITS: &str = "ALTER TABLE timeline_posts ADD COLUMN edited_ts BIGINT";
+
 /// The index's tables; the same SQL suits both dialects.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: SCHEMA,
-    postgres: SCHEMA,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: SCHEMA,
+        postgres: SCHEMA,
+    },
+    Migration {
+        version: 2,
+        sqlite: EDITS,
+        postgres: EDITS,
+    },
+];
 
 /// Brings the index's tables up to date; cheap when they are.
 pub async fn migrate(app: &Appservice) -> Result<()> {
@@ -165,6 +174,9 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
         return Ok(());
     };
     match event_type {
+        POST_TYPE if content["m.relates_to"]["rel_type"] == "m.replace" => {
+            edit(db, event_id, sender, ts, content).await?;
+        }
         POST_TYPE => {
             let Some(post) = content::parse_post(content) else {
                 return Ok(());
@@ -245,6 +257,38 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// Applies an edit (`m.replace`) to the post it replaces: only its author's edits count, and
+/// only the latest.
+async fn edit(db: &AnyPool, event_id: &str, sender: &str, ts: i64, content: &Value) -> Result<()> {
+    let (Some(original), Some(new)) = (
+        content["m.relates_to"]["event_id"].as_str(),
+        content::parse_post(&content["m.new_content"]),
+    ) else {
+        return Ok(());
+    };
+    let updated = sqlx::query(
+        "UPDATE timeline_posts SET body = $1, html = $2, edited_ts = $3
+         WHERE event_id = $4 AND sender = $5 AND (edited_ts IS NULL OR edited_ts < $6)",
+    )
+    .bind(new.text)
+    .bind(new.html)
+    .bind(ts)
+    .bind(original)
+    .bind(sender)
+    .bind(ts)
+    .execute(db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        tracing::debug!(
+            event_id,
+            original,
+            sender,
+            "edit of no post of the sender's, or an older one"
+        );
     }
     Ok(())
 }

@@ -21,6 +21,8 @@ pub struct Post {
     pub thread_root: Option<String>,
     /// For a repost, the original post.
     pub repost_of: Option<String>,
+    /// When the post was last edited, if it was.
+    pub edited_ts: Option<i64>,
     pub reply_count: i64,
     pub like_count: i64,
     /// Whether the user asking liked it.
@@ -58,7 +60,7 @@ pub struct Thread {
 }
 
 const SELECT: &str = "SELECT p.event_id, p.room_id, p.sender, p.ts, p.body, p.html,
-        p.thread_root, p.repost_of, pr.display_name,
+        p.thread_root, p.repost_of, p.edited_ts, pr.display_name,
         (SELECT COUNT(*) FROM timeline_posts r WHERE r.thread_root = p.event_id) AS replies,
         (SELECT COUNT(*) FROM timeline_likes l WHERE l.post_id = p.event_id) AS likes,
         (SELECT COUNT(*) FROM timeline_likes l WHERE l.post_id = p.event_id AND l.sender = $1) AS liked
@@ -75,6 +77,7 @@ fn post(row: &AnyRow) -> Result<Post> {
         ts: row.try_get("ts")?,
         thread_root: row.try_get("thread_root")?,
         repost_of: row.try_get("repost_of")?,
+        edited_ts: row.try_get("edited_ts")?,
         reply_count: row.try_get("replies")?,
         like_count: row.try_get("likes")?,
         liked: row.try_get::<i64, _>("liked")? > 0,

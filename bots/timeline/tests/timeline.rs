@@ -415,6 +415,22 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // Bob edits his third post (an m.replace); Alice may not.
+    let path = format!("/api/posts/{}", enc(third_id));
+    let (status, error) = a
+        .call(Method::PUT, &path, Some(json!({ "text": "hijacked" })))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{error}");
+    let edited = b
+        .ok(Method::PUT, &path, Some(json!({ "text": "third, edited" })))
+        .await;
+    assert_eq!(edited["text"], "third, edited");
+    assert!(edited["edited_ts"].is_i64(), "{edited}");
+    let feed = a.ok(Method::GET, "/api/feed", None).await;
+    assert_eq!(feed["posts"][1]["text"], "third, edited");
+    assert_eq!(feed["posts"][1]["event_id"], third_id);
+    assert_eq!(texts(&feed).len(), 4, "an edit is no new post");
+
     // The index is a cache: read from the rooms alone into an empty PostgreSQL store, the
     // feed, the thread and the profile are the same.
     harness.app.idle().await;
@@ -500,7 +516,7 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
     let feed = a.ok(Method::GET, "/api/feed", None).await;
     assert_eq!(
         texts(&feed),
-        ["third", "third", "second <b>bold</b> & more"]
+        ["third", "third, edited", "second <b>bold</b> & more"]
     );
 
     // Unfollowing leaves the room, and the feed empties.

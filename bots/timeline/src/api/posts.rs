@@ -5,7 +5,10 @@ use super::*;
 pub(super) fn routes() -> Router<Web> {
     Router::new()
         .route("/api/posts", post(create_post))
-        .route("/api/posts/{event_id}", get(thread).delete(delete_post))
+        .route(
+            "/api/posts/{event_id}",
+            get(thread).put(edit_post).delete(delete_post),
+        )
         .route("/api/posts/{event_id}/like", post(like).delete(like))
         .route("/api/posts/{event_id}/repost", post(repost))
 }
@@ -142,4 +145,45 @@ async fn delete_post(
     }
     web.redact(&caller, &post.room_id, &event_id).await?;
     Ok(Json(json!({ "deleted": event_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Edit {
+    text: String,
+    html: Option<String>,
+}
+
+/// Edits a post (an `m.replace` event): only its author may.
+async fn edit_post(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Path(event_id): Path<String>,
+    edit: Result<Json<Edit>, JsonRejection>,
+) -> ApiResult {
+    let caller = web.caller(&headers).await?;
+    let edit = body(edit)?;
+    let me = caller.user_id.as_str();
+    let post = web.post_or_404(me, &event_id).await?;
+    if post.author != me {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "M_FORBIDDEN",
+            "only a post's author may edit it",
+        ));
+    }
+    let draft = Draft {
+        text: content::check_text(&edit.text, web.settings.max_post_chars)?,
+        html: edit.html.as_deref().map(content::check_html).transpose()?,
+        ..Draft::default()
+    };
+    let room = OwnedRoomId::try_from(post.room_id.as_str()).map_err(trestle::Error::from)?;
+    web.send(
+        &caller,
+        &room,
+        POST_TYPE,
+        &content::edit_content(&event_id, &draft),
+    )
+    .await?;
+    Ok(Json(json!(web.post_or_404(me, &event_id).await?)))
 }

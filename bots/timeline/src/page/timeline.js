@@ -69,6 +69,7 @@ function postView(post, options) {
     ' · ',
     el('time', { textContent: new Date(post.ts).toLocaleString() }));
   if (post.repost_of) meta.append(' · ♻ repost');
+  if (post.edited_ts) meta.append(' · edited');
   article.append(meta, el('p', { className: 'body', textContent: post.text }));
   const like = el('button', {
     type: 'button',
