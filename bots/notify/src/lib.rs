@@ -271,3 +271,30 @@ pub(crate) async fn answer(app: &Appservice, room: &RoomId, outcome: Result<Stri
     };
     reply(app, room, &render::Message::markdown("m.notice", &text)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_settings_are_the_defaults() {
+        #[derive(Deserialize)]
+        struct Section {
+            settings: Settings,
+        }
+        let section: Section = serde_saphyr::from_str(PLUGIN.settings_help).unwrap();
+        assert_eq!(
+            format!("{:?}", section.settings),
+            format!("{:?}", Settings::default())
+        );
+        assert!(PLUGIN.router().is_ok());
+    }
+
+    #[test]
+    fn commands_are_recognised_with_their_prefix() {
+        assert!(is_command("!feed add x", "!", "feed"));
+        assert!(is_command("!feed", "!", "feed"));
+        assert!(!is_command("!feeds", "!", "feed"));
+        assert!(!is_command("feed add", "!", "feed"));
+    }
+}

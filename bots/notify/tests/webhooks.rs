@@ -110,6 +110,29 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
     );
     wait_for_text(&user, &room, &ghost, "from a form").await;
 
+    // A call repeated with the same idempotency key is posted once.
+    for _ in 0..2 {
+        let (status, _) = post(
+            &url,
+            "text/plain",
+            b"once only",
+            &[("idempotency-key", "deploy-42")],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        post(&url, "text/plain", b"after the repeat", &[]).await.0,
+        200
+    );
+    wait_for_text(&user, &room, &ghost, "after the repeat").await;
+    let repeats = common::bodies(&user, &room, |s| s == ghost)
+        .await
+        .iter()
+        .filter(|b| *b == "once only")
+        .count();
+    assert_eq!(repeats, 1);
+
     // Bad calls get Matrix-style errors.
     let wrong = format!("{}/hook/{}", harness.url, "0".repeat(64));
     let big = vec![b'a'; 65 * 1024];

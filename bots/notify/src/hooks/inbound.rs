@@ -76,19 +76,33 @@ async fn receive(
     };
     let room = RoomId::parse(&hook.room_id).map_err(|e| ApiError::internal(&e))?;
     let ghost = super::ghost(&app, &hook.id).map_err(|e| ApiError::internal(&e))?;
+    let mut options = SendOptions::default();
+    if let Some(key) = delivery_key(&parts.headers) {
+        // A caller that repeats a call (it timed out, it crashed) sends the same key; the same
+        // transaction id makes the homeserver keep one message.
+        let digest = crate::db::digest(&key);
+        options = options.txn_id(format!("notify.hook.{}.{}", hook.id, &digest[..32]));
+    }
     // Stored in the outbox is what the caller needs: from there it is sent, whatever happens.
     let stored = ghost
-        .send_json(
-            &room,
-            "m.room.message",
-            message.content(),
-            SendOptions::default(),
-        )
+        .send_json(&room, "m.room.message", message.content(), options)
         .queue()
         .await
         .map_err(|e| ApiError::internal(&e))?;
     drop(stored);
     Ok(Json(serde_json::json!({ "ok": true })))
+}
+
+/// What identifies one call across the caller's retries: `Idempotency-Key`, or the delivery
+/// ids GitHub and GitLab send.
+fn delivery_key(headers: &HeaderMap) -> Option<String> {
+    [
+        "idempotency-key",
+        "x-github-delivery",
+        "x-gitlab-event-uuid",
+    ]
+    .iter()
+    .find_map(|name| header(headers, name).map(|value| format!("{name}:{value}")))
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
