@@ -195,3 +195,6 @@ pub(crate) struct LiveConnection<N: Network> {
     pub(crate) login_id: String,
     pub(crate) connection: Arc<N::Connection>,
 }
+
+#[cfg(test)]
+mod tests;

@@ -580,4 +580,30 @@ async fn provisioning(harness: &Harness, garden: &str, lobby: &str) {
     )
     .await;
     assert_eq!((status, body), (200, json!({})));
+
+    // A user with no management room yet gets one, invited by the bot, with the news.
+    let dave = harness.synapse.register_user("dave", "password-1234").await;
+    let login = "/provision/v1/login?user_id=%40dave%3Alocalhost";
+    let body = r#"{"fields": {"name": "dave", "password": "secret"}}"#;
+    let (status, answer) = provision(harness, POST, login, secret, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let started = std::time::Instant::now();
+    let room = loop {
+        let sync = dave
+            .call_ok(GET, "/_matrix/client/v3/sync?timeout=0", None)
+            .await;
+        if let Some(room) = sync["rooms"]["invite"]
+            .as_object()
+            .and_then(|rooms| rooms.keys().next().cloned())
+        {
+            break room;
+        }
+        assert!(started.elapsed() < WAIT, "dave was never invited: {sync}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    dave.join(&room).await;
+    dave.wait_for_event(&room, WAIT, |e| {
+        e["sender"] == BOT && e["content"]["body"] == "toynet: connected."
+    })
+    .await;
 }

@@ -56,8 +56,11 @@ impl<N: Network> BridgeHandle<N> {
             })
     }
 
-    /// Remembers the appservice and brings the kit's tables up to date, once.
-    pub(crate) async fn attach(&self, app: &Appservice) -> NetworkResult<()> {
+    /// Tells the kit its appservice and brings the kit's tables up to date (once; later calls
+    /// are cheap). The kit does this itself on its first event, query, provisioning request
+    /// or service start; a bridge's own service, which may start first, calls it before using
+    /// the handle.
+    pub async fn attach(&self, app: &Appservice) -> NetworkResult<()> {
         let _ = self.shared.app.set(Arc::downgrade(&app.inner));
         self.shared
             .migrated

@@ -31,7 +31,7 @@ fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
 
 /// What the user is told when their connection's state becomes `state`, having been
 /// `previous`; nothing for the steps of a normal start.
-fn state_notice(login: &str, previous: &str, state: &ConnectionState) -> Option<String> {
+pub(crate) fn state_notice(login: &str, previous: &str, state: &ConnectionState) -> Option<String> {
     match state {
         ConnectionState::Connected
             if previous == "TRANSIENT_DISCONNECT" || previous == "BAD_CREDENTIALS" =>

@@ -145,7 +145,7 @@ fn mxc(source: &ruma::events::room::MediaSource) -> Option<ruma::OwnedMxcUri> {
 
 /// Drops the `> ` quote older clients put before a reply's text.
 /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#fallbacks-for-rich-replies>
-fn strip_reply_fallback(body: &str) -> String {
+pub(crate) fn strip_reply_fallback(body: &str) -> String {
     if !body.starts_with("> ") {
         return body.to_owned();
     }
