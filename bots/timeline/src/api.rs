@@ -226,7 +226,11 @@ impl Web {
     async fn own_room(&self, caller: &Caller) -> ApiResult<OwnedRoomId> {
         let _creating = self.creating.lock().await;
         if let Some(room) = index::room_of(self.db(), caller.user_id.as_str()).await? {
-            return Ok(OwnedRoomId::try_from(room).map_err(trestle::Error::from)?);
+            let room = OwnedRoomId::try_from(room).map_err(trestle::Error::from)?;
+            // Should the bot's join have failed when the room was made, it joins now (the
+            // store remembers its memberships, so this costs nothing once it is in).
+            self.app.bot().ensure_joined(&room).await?;
+            return Ok(room);
         }
         let name = format!("{}'s timeline", caller.user_id.localpart());
         let room_id = self
