@@ -10,8 +10,9 @@ use std::{
 };
 
 use trestle::bridge::{
-    BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMessage, MatrixRedaction, MatrixTyping, Network, NetworkResult, NewLogin, Protocol, Via,
+    BridgeError, BridgeHandle, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
+    MatrixMembership, MatrixMessage, MatrixRedaction, MatrixTyping, Network, NetworkResult,
+    NewLogin, Protocol, Via,
 };
 
 /// The password every toy login needs.
@@ -44,6 +45,15 @@ pub enum Arrived {
     Redaction {
         /// The message deleted.
         target: String,
+    },
+    /// A Matrix user's membership in a portal changed.
+    Membership {
+        /// The chat.
+        chat: String,
+        /// The Matrix user.
+        user: String,
+        /// `join`, `leave`, ….
+        membership: String,
     },
     /// Someone started or stopped typing.
     Typing {
@@ -220,6 +230,19 @@ impl Network for ToyNetwork {
         self.world.record(Arrived::Typing {
             speaker: speaker(&typing.via),
             typing: typing.typing,
+        });
+        Ok(())
+    }
+
+    async fn matrix_membership(
+        &self,
+        _bridge: &BridgeHandle<Self>,
+        change: MatrixMembership<'_, Self>,
+    ) -> NetworkResult<()> {
+        self.world.record(Arrived::Membership {
+            chat: change.portal.chat.clone(),
+            user: change.user.to_string(),
+            membership: change.membership.clone(),
         });
         Ok(())
     }

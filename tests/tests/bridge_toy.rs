@@ -60,6 +60,17 @@ async fn a_toy_network_bridged_through_the_kit() {
             .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Toy lobby")
     );
 
+    // The network hears of Matrix users joining its chats.
+    world
+        .wait_for("alice's join", |a| {
+            *a == Arrived::Membership {
+                chat: "lobby".into(),
+                user: "@alice:localhost".into(),
+                membership: "join".into(),
+            }
+        })
+        .await;
+
     // A remote message: the sender's ghost says it, with the remote profile.
     let hi = handle
         .remote_message(

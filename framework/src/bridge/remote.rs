@@ -207,14 +207,11 @@ fn media_type(body: String, url: OwnedMxcUri, mimetype: Option<&str>) -> Message
     }
 }
 
-/// A transaction id that is the same each time one remote event is bridged, so a retry after
-/// a crash does not send it twice.
-fn txn_id(
-    kind: &str,
-    chat: &impl std::fmt::Display,
-    id: &impl std::fmt::Display,
-) -> OwnedTransactionId {
-    OwnedTransactionId::from(format!("bridge.{kind}.{chat}.{id}"))
+/// A transaction id that is the same each time one remote message is bridged into one room,
+/// so a retry after a crash does not send it twice (the homeserver answers a repeated
+/// transaction id with the first event).
+fn txn_id(room: &ruma::RoomId, chat: &str, id: &str) -> OwnedTransactionId {
+    OwnedTransactionId::from(format!("bridge.{room}.{chat}.{id}"))
 }
 
 impl<N: Network> BridgeHandle<N> {
@@ -275,7 +272,8 @@ impl<N: Network> BridgeHandle<N> {
                 ruma::events::relation::InReplyTo::new(event_id),
             )));
         }
-        let mut options = SendOptions::default().txn_id(txn_id("m", &chat_key, &id_key));
+        let mut options =
+            SendOptions::default().txn_id(txn_id(&portal.room_id, &chat_key, &id_key));
         if let Some(ts) = message.ts {
             options = options.ts(ts);
         }
