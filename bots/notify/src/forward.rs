@@ -292,9 +292,9 @@ async fn drain(
             return Ok(());
         };
         let (seq, event_id, body): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
-        let outcome = match post(shared, url, secret, &event_id, &body).await {
-            Ok(status) => classify(status),
-            Err(error) => Outcome::Retry(error.to_string()),
+        let (outcome, retry_after) = match post(shared, url, secret, &event_id, &body).await {
+            Ok((status, retry_after)) => (classify(status), retry_after),
+            Err(error) => (Outcome::Retry(error.to_string()), None),
         };
         match outcome {
             Outcome::Delivered | Outcome::Refused(_) => {
@@ -318,7 +318,8 @@ async fn drain(
             Outcome::Retry(why) => {
                 failures += 1;
                 let max = Duration::from_secs(shared.settings.forward_max_backoff_secs.max(1));
-                let wait = backoff(failures, max);
+                // A receiver that says when to come back is believed, within the maximum.
+                let wait = backoff(failures, max).max(retry_after.unwrap_or_default().min(max));
                 tracing::info!(forward = %id, %why, failures, ?wait, "delivery failed; will retry");
                 sqlx::query(
                     "UPDATE notify_forwards SET failures = $1, next_attempt_at = $2, last_error = $3 WHERE id = $4",
@@ -335,7 +336,14 @@ async fn drain(
     }
 }
 
-async fn post(shared: &Shared, url: &str, secret: &str, event_id: &str, body: &str) -> Result<u16> {
+/// Sends one delivery; returns the status and the `Retry-After` the receiver asked for.
+async fn post(
+    shared: &Shared,
+    url: &str,
+    secret: &str,
+    event_id: &str,
+    body: &str,
+) -> Result<(u16, Option<Duration>)> {
     let response = shared
         .fetcher
         .request(reqwest::Method::POST, url)?
@@ -349,7 +357,13 @@ async fn post(shared: &Shared, url: &str, secret: &str, event_id: &str, body: &s
         .send()
         .await
         .map_err(|e| Error::Fetch(describe(&e)))?;
-    Ok(response.status().as_u16())
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok((response.status().as_u16(), retry_after))
 }
 
 #[cfg(test)]

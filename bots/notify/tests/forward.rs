@@ -4,27 +4,45 @@
 mod common;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
 use common::{BOT, accept_dm, settings, start, wait_for_text};
 use serde_json::Value;
-use trestle::axum::{self, http::HeaderMap, routing::post};
+use trestle::axum::{
+    self,
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::post,
+};
 use trestle_notify::{forward::EVENT_ID_HEADER, sign};
 use trestle_tests::{appservice::WAIT, synapse::free_port};
 
 /// What the receiver got: headers and body of each POST.
 type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
 
-async fn receiver(port: u16, received: Received) -> tokio::task::JoinHandle<()> {
+/// A receiver on `port` that answers the first `busy` calls with 503 and `Retry-After`, and
+/// keeps the rest.
+async fn receiver(port: u16, received: Received, busy: usize) -> tokio::task::JoinHandle<()> {
+    let busy = Arc::new(AtomicUsize::new(busy));
     let app = axum::Router::new().route(
         "/inbox",
         post(move |headers: HeaderMap, body: String| {
-            let received = received.clone();
+            let (received, busy) = (received.clone(), busy.clone());
             async move {
+                if busy
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    return (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")])
+                        .into_response();
+                }
                 received.lock().unwrap().push((headers, body));
-                "thanks"
+                "thanks".into_response()
             }
         }),
     );
@@ -77,7 +95,7 @@ async fn forwarded_messages_wait_out_a_receiver_outage_and_arrive_signed_in_orde
     for text in ["first", "second", "third"] {
         sent.push(user.send_text(&room, text).await);
     }
-    // Attempts fail and are retried with a back-off.
+    // Attempts fail (nothing listens) and are retried with a back-off.
     let started = Instant::now();
     while failures(&harness).await < 2 {
         assert!(started.elapsed() < WAIT, "no failed delivery attempts");
@@ -85,7 +103,8 @@ async fn forwarded_messages_wait_out_a_receiver_outage_and_arrive_signed_in_orde
     }
 
     let received: Received = Arc::default();
-    let server = receiver(port, received.clone()).await;
+    // Back, but busy at first: a 503 is retried too.
+    let server = receiver(port, received.clone(), 1).await;
     wait_received(&received, 3).await;
     sent.push(user.send_text(&room, "fourth").await);
     wait_received(&received, 4).await;

@@ -30,7 +30,7 @@ use crate::{Shared, error::ApiError, sign};
 /// The routes, served under the plugin's path.
 pub fn routes(app: Appservice, shared: Shared) -> Router {
     Router::new()
-        .route("/hook/{token}", post(receive))
+        .route("/hook/{token}", post(receive).put(receive))
         .with_state((app, shared))
 }
 
