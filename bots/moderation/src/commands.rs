@@ -43,13 +43,13 @@ pub fn specs() -> Vec<CommandSpec> {
         ),
         spec(
             "ban",
-            "<entity> [reason]",
-            "Bans a user, room or server glob through the bot's own list, in every protected room.",
+            "[list] <entity> [reason]",
+            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one.",
         ),
         spec(
             "unban",
-            "<entity>",
-            "Removes the rule from the bot's own list, lifting its bans.",
+            "[list] <entity>",
+            "Removes the rule from the bot's own list (or the followed one named), lifting its bans.",
         ),
         spec(
             "kick",
@@ -125,13 +125,28 @@ impl Moderation {
                 .unwrap_or_default()
         };
         let name = request.command.name.as_str();
+        // `ban` and `unban` may name a followed list first; otherwise they use the bot's own.
+        let (list, args) = match args.as_slice() {
+            [first, rest @ ..]
+                if matches!(name, "ban" | "unban")
+                    && !rest.is_empty()
+                    && (first.starts_with('!') || first.starts_with('#')) =>
+            {
+                match resolve_room(app, first).await {
+                    Ok(room) if self.model().is_list(room.as_str()) => (Some(room), rest.to_vec()),
+                    _ => (None, args),
+                }
+            }
+            _ => (None, args),
+        };
         Ok(match (name, args.as_slice()) {
             ("help", _) => self.help(),
             ("status", _) => self.status(),
             ("ban", [entity, reason @ ..]) => {
-                self.ban(app, request, entity, &reason.join(" ")).await?
+                self.ban(app, request, list, entity, &reason.join(" "))
+                    .await?
             }
-            ("unban", [entity]) => self.unban(app, entity).await?,
+            ("unban", [entity]) => self.unban(app, list, entity).await?,
             ("kick", [user, reason @ ..]) => self.kick(app, user, &reason.join(" ")).await?,
             ("redact", [user]) => self.redact(app, user, 25).await?,
             ("redact", [user, limit]) => match limit.parse::<u32>() {

@@ -150,6 +150,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
             "preset": "public_chat",
             "room_alias_name": "bans",
             "room_version": "12",
+            "power_level_content_override": {"users": {BOT: 50}},
         }))
         .await;
     spammer.join(&list).await;
@@ -276,6 +277,41 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     .await;
     command(&admin, &management, "!rooms", "usage: !rooms").await;
 
+    // Rules can be written to, and removed from, a followed list named in the command.
+    let raider = synapse.register_user("raider", "password-1234").await;
+    raider.join(&protected).await;
+    command(
+        &admin,
+        &management,
+        "!ban #bans:localhost @raid*:localhost raid",
+        "Added a user ban rule for @raid*:localhost to",
+    )
+    .await;
+    let written = admin
+        .wait_for_event(&list, WAIT, |e| {
+            e["type"] == "m.policy.rule.user" && e["content"]["entity"] == "@raid*:localhost"
+        })
+        .await;
+    assert_eq!(written["sender"], BOT);
+    assert_eq!(written["content"]["recommendation"], "m.ban");
+    bot_sets_membership(&admin, &protected, &raider.user_id, "ban").await;
+    let answer = command(
+        &admin,
+        &management,
+        "!unban @raid*:localhost",
+        "name the list",
+    )
+    .await;
+    assert!(answer["content"]["body"].as_str().unwrap().contains(&list));
+    command(
+        &admin,
+        &management,
+        &format!("!unban {list} @raid*:localhost"),
+        "Removed the rule",
+    )
+    .await;
+    bot_sets_membership(&admin, &protected, &raider.user_id, "leave").await;
+
     // Nothing happened in the rooms the bot does not protect: the spammer is still in the
     // list room, which has no ACL, and the stray invite was never accepted.
     h.app.idle().await;
@@ -298,9 +334,14 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         .messages(&list)
         .await
         .into_iter()
-        .filter(|e| e["sender"] == BOT && e["type"] != "m.room.member")
+        .filter(|e| {
+            e["sender"] == BOT && e["type"] != "m.room.member" && e["type"] != "m.policy.rule.user"
+        })
         .count();
-    assert_eq!(touched, 0, "the bot sent nothing to the list room");
+    assert_eq!(
+        touched, 0,
+        "the bot sent nothing but rules to the list room"
+    );
 
     // What the bot knows survives a restart: a rule removed while it was down lifts the ban
     // it made before, from its stored rooms, lists, rules and bans.

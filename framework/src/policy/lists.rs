@@ -24,7 +24,8 @@ const RETRY: Duration = Duration::from_secs(60);
 /// The policy lists a plugin follows, and the answer to "is this user, room or server banned by
 /// them?". The appservice's bot joins each list room (it must be public, or the bot invited),
 /// reads its rules on the first check, and keeps them current from the list's events once
-/// [`PolicyLists::route`] added its handler to the plugin's router.
+/// [`PolicyLists::route`] added its handler to the plugin's router. (Rules the plugin's own
+/// users write reach it only if the router sees its own events, [`Router::own_events`].)
 ///
 /// ```no_run
 /// use trestle::{Appservice, Router, policy::PolicyLists};

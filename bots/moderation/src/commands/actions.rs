@@ -50,6 +50,7 @@ impl Moderation {
         &self,
         app: &Appservice,
         request: &Request,
+        list: Option<OwnedRoomId>,
         entity: &str,
         reason: &str,
     ) -> Result<String> {
@@ -65,7 +66,10 @@ impl Moderation {
         if kind == Kind::User && glob::matches(entity, app.bot_user_id().as_str()) {
             return Ok(format!("{entity} matches me; I will not ban myself."));
         }
-        let list = self.own_list(app, request).await?;
+        let list = match list {
+            Some(list) => list,
+            None => self.own_list(app, request).await?,
+        };
         let state_key = format!("rule:{entity}");
         let content = json!({"entity": entity, "recommendation": "m.ban", "reason": reason});
         app.bot()
@@ -85,8 +89,13 @@ impl Moderation {
         ))
     }
 
-    pub(super) async fn unban(&self, app: &Appservice, entity: &str) -> Result<String> {
-        let own = self.model().own_list.clone();
+    pub(super) async fn unban(
+        &self,
+        app: &Appservice,
+        list: Option<OwnedRoomId>,
+        entity: &str,
+    ) -> Result<String> {
+        let own = list.or_else(|| self.model().own_list.clone());
         let rules: Vec<Rule> = self
             .model()
             .rules
@@ -104,8 +113,9 @@ impl Moderation {
             } else {
                 let lists: Vec<&str> = others.iter().map(|r| r.list.as_str()).collect();
                 format!(
-                    "{entity} is banned by {}, which I only follow: remove the rule there (or unwatch the list).",
-                    lists.join(", ")
+                    "{entity} is banned by {}: name the list to remove the rule there ({}unban <list> {entity}).",
+                    lists.join(", "),
+                    self.settings().command_prefix
                 )
             });
         };
