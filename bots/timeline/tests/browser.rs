@@ -37,6 +37,8 @@ async fn log_in_post_follow_and_read_the_feed_in_chromium() {
     let registration = PLUGIN.generate_registration(None, "localhost");
     let settings = Settings {
         room_version: Some("10".into()),
+        // One post per page, to page through two.
+        page_size: 1,
         ..Settings::default()
     };
     let harness = Harness::start(registration, trestle_timeline::router(settings).unwrap()).await;
@@ -55,14 +57,19 @@ async fn log_in_post_follow_and_read_the_feed_in_chromium() {
             "document.getElementById('view').dataset.ready !== undefined",
         )
         .await;
-    browser.fill("#compose-text", POST).await;
-    browser.click("#compose-button").await;
-    browser
-        .wait_for(
-            "Bob's post in his feed",
-            "[...document.querySelectorAll('#view .post .body')].some(e => e.textContent.startsWith('Hello from'))",
-        )
-        .await;
+    for text in ["First!", POST] {
+        browser.fill("#compose-text", text).await;
+        browser.click("#compose-button").await;
+        browser
+            .wait_for(
+                "the post in Bob's feed",
+                &format!(
+                    "[...document.querySelectorAll('#view .post .body')].some(e => e.textContent === {})",
+                    json!(text)
+                ),
+            )
+            .await;
+    }
     // The token lives in the session only.
     assert_eq!(browser.eval("localStorage.length").await, json!(0));
 
@@ -103,6 +110,20 @@ async fn log_in_post_follow_and_read_the_feed_in_chromium() {
         )
         .await;
     assert_eq!(shown.as_array().unwrap().len(), 1, "{shown}");
+    // The older post is one click away.
+    browser.click("#more").await;
+    browser
+        .wait_for(
+            "the older post",
+            "document.querySelectorAll('#view .post').length === 2 && !document.getElementById('more')",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#view .post .body')[1].textContent")
+            .await,
+        json!("First!")
+    );
     assert_eq!(shown[0]["author"], "@bob:localhost");
     assert_eq!(shown[0]["text"], POST, "the text is shown as written");
     assert!(

@@ -111,23 +111,29 @@ async function act(method, path, body) {
 }
 
 function postList(view, page, path) {
-  const list = el('div', { className: 'posts' });
-  if (page.posts.length === 0) list.append(el('p', { className: 'empty', textContent: 'No posts yet.' }));
-  for (const post of page.posts) list.append(postView(post));
-  view.append(list);
-  if (page.next) {
-    const more = el('button', { type: 'button', id: 'more', textContent: 'Older posts' });
-    more.addEventListener('click', async () => {
-      more.remove();
-      try {
-        const next = await api('GET', path + (path.includes('?') ? '&' : '?') + 'before=' + enc(page.next));
-        postList(view, next, path);
-      } catch (error) {
-        showError(error);
-      }
-    });
-    view.append(more);
+  // Older pages go into the same box, which stays put when the view is swapped in.
+  const box = el('div', { className: 'posts' });
+  view.append(box);
+  appendPage(box, page, path);
+}
+
+function appendPage(box, page, path) {
+  if (page.posts.length === 0 && !box.firstChild) {
+    box.append(el('p', { className: 'empty', textContent: 'No posts yet.' }));
   }
+  for (const post of page.posts) box.append(postView(post));
+  if (!page.next) return;
+  const more = el('button', { type: 'button', id: 'more', textContent: 'Older posts' });
+  more.addEventListener('click', async () => {
+    more.remove();
+    try {
+      const next = await api('GET', path + (path.includes('?') ? '&' : '?') + 'before=' + enc(page.next));
+      appendPage(box, next, path);
+    } catch (error) {
+      showError(error);
+    }
+  });
+  box.append(more);
 }
 
 async function renderFeed(view) {
