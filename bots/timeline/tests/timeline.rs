@@ -261,6 +261,39 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
     assert_eq!(feed["posts"][1]["like_count"], 1);
     assert_eq!(texts(&feed).len(), 3, "replies stay in their thread");
 
+    // Bob answers Alice's reply: the answer stays in the post's thread, replying to her.
+    let reply_id = reply["event_id"].as_str().unwrap();
+    let answer = b
+        .ok(
+            Method::POST,
+            "/api/posts",
+            Some(json!({ "text": "thanks", "reply_to": reply_id })),
+        )
+        .await;
+    assert_eq!(answer["thread_root"], second_id);
+    let answer_event = bob.event(&room, answer["event_id"].as_str().unwrap()).await;
+    let relation = &answer_event["content"]["m.relates_to"];
+    assert_eq!(relation["event_id"], second_id);
+    assert_eq!(relation["m.in_reply_to"]["event_id"], reply_id);
+    assert_eq!(relation["is_falling_back"], false);
+    let thread = a
+        .ok(Method::GET, &format!("/api/posts/{}", enc(second_id)), None)
+        .await;
+    assert_eq!(thread["post"]["reply_count"], 2);
+    let replies: Vec<_> = thread["replies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["author"].as_str().unwrap(), r["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            ("@alice:localhost", "a reply"),
+            ("@bob:localhost", "thanks")
+        ]
+    );
+
     // Bad input: each refused with a clear error, and nothing sent.
     let before = posts_in(&bob, &room).await;
     for (body, status, errcode) in [
