@@ -1,13 +1,33 @@
 //! Checks shared by the bridge kit's end-to-end tests: commands in a management room, waiting
 //! for events and members, room state, and calls of the provisioning API.
 
+use std::sync::Arc;
+
 use reqwest::Method;
 use serde_json::Value;
+use trestle::{
+    Registration,
+    bridge::{Bridge, BridgeConfig, BridgeHandle},
+};
 
 use crate::{
     appservice::{Harness, WAIT},
     synapse::{UserClient, encode},
+    toy_network::{ToyNetwork, ToyWorld},
 };
+
+/// Synapse and the toy bridge with `config` (bot `@toybot`, ghosts and aliases `toy_…`), and
+/// the bridge's handle and the toy network's world for the test to act and look.
+pub async fn start_toy_bridge(
+    config: BridgeConfig,
+) -> (Harness, BridgeHandle<ToyNetwork>, Arc<ToyWorld>) {
+    let network = ToyNetwork::default();
+    let world = network.world.clone();
+    let bridge = Bridge::new(network, config);
+    let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
+    let harness = Harness::start(registration, bridge.router()).await;
+    (harness, bridge.handle(), world)
+}
 
 /// The toy bridge's bot.
 pub const BOT: &str = "@toybot:localhost";

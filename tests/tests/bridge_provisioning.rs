@@ -3,25 +3,38 @@
 //! getting one.
 
 use reqwest::Method;
-use serde_json::json;
-use trestle::{
-    Registration,
-    bridge::{Bridge, BridgeConfig},
-};
+use serde_json::{Value, json};
+use trestle::bridge::BridgeConfig;
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{BOT, provision},
-    toy_network::ToyNetwork,
+    bridge_checks::{BOT, provision, start_toy_bridge},
 };
 
 const SECRET: &str = "provisioning-secret-789";
+const GET: Method = Method::GET;
+const POST: Method = Method::POST;
+
+/// Calls the API with the secret, checks the status and (for an error) the `errcode`, and
+/// returns the answer.
+async fn expect(
+    harness: &Harness,
+    (method, path, body): (Method, &str, Option<&str>),
+    status: u16,
+    errcode: Option<&str>,
+) -> Value {
+    let (got, answer) = provision(harness, method.clone(), path, Some(SECRET), body).await;
+    assert_eq!(
+        (got, answer["errcode"].as_str()),
+        (status, errcode),
+        "{method} {path}: {answer}"
+    );
+    answer
+}
 
 #[tokio::test]
 async fn the_provisioning_api_does_what_the_management_room_does() {
     let config = BridgeConfig::default().provisioning_secret(SECRET);
-    let bridge = Bridge::new(ToyNetwork::default(), config);
-    let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
-    let mut harness = Harness::start(registration, bridge.router()).await;
+    let (mut harness, _, _) = start_toy_bridge(config).await;
     let alice = harness
         .synapse
         .register_user("alice", "password-1234")
@@ -32,137 +45,89 @@ async fn the_provisioning_api_does_what_the_management_room_does() {
                             "power_level_content_override": {"users": {BOT: 50}}}))
         .await;
     alice.invite(&garden, BOT).await;
-    provisioning(&harness, &garden, &lobby).await;
-    harness.stop().await;
-}
+    let h = &harness;
 
-/// The provisioning API: its secret, its errors, and its operations.
-async fn provisioning(harness: &Harness, garden: &str, lobby: &str) {
-    const GET: Method = Method::GET;
-    const POST: Method = Method::POST;
-    let alice = "user_id=%40alice%3Alocalhost";
-    let (status, body) = provision(harness, GET, "/provision/v1/portals", None, None).await;
+    // The secret: missing, wrong.
+    let (status, body) = provision(h, GET, "/provision/v1/portals", None, None).await;
     assert_eq!(
         (status, body["errcode"].as_str()),
         (401, Some("M_UNAUTHORIZED"))
     );
-    let (status, body) = provision(harness, GET, "/provision/v1/portals", Some("nope"), None).await;
+    let (status, body) = provision(h, GET, "/provision/v1/portals", Some("nope"), None).await;
     assert_eq!(
         (status, body["errcode"].as_str()),
         (403, Some("M_FORBIDDEN"))
     );
-    let secret = Some(SECRET);
 
-    let login = format!("/provision/v1/login?{alice}");
-    let (status, body) = provision(harness, POST, &login, secret, Some("{not json")).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (400, Some("M_BAD_JSON")),
-        "{body}"
-    );
+    // Logging in: bad JSON, no user, a wrong password, then right.
+    let login = "/provision/v1/login?user_id=%40alice%3Alocalhost";
     let good = r#"{"fields": {"name": "alice", "password": "secret"}}"#;
-    let (status, body) = provision(harness, POST, "/provision/v1/login", secret, Some(good)).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (400, Some("M_BAD_JSON")),
-        "{body}"
-    );
     let wrong = r#"{"fields": {"name": "alice", "password": "guess"}}"#;
-    let (status, body) = provision(harness, POST, &login, secret, Some(wrong)).await;
+    expect(h, (POST, login, Some("{not json")), 400, Some("M_BAD_JSON")).await;
+    expect(
+        h,
+        (POST, "/provision/v1/login", Some(good)),
+        400,
+        Some("M_BAD_JSON"),
+    )
+    .await;
+    expect(h, (POST, login, Some(wrong)), 403, Some("M_FORBIDDEN")).await;
+    let answer = expect(h, (POST, login, Some(good)), 200, None).await;
     assert_eq!(
-        (status, body["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{body}"
-    );
-    let (status, body) = provision(harness, POST, &login, secret, Some(good)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        (body["id"].as_str(), body["state"].as_str()),
+        (answer["id"].as_str(), answer["state"].as_str()),
         (Some("toynet"), Some("CONNECTED"))
     );
+    let status = "/provision/v1/status?user_id=%40alice%3Alocalhost";
+    let answer = expect(h, (GET, status, None), 200, None).await;
+    assert_eq!(answer["logins"][0]["remote_name"], "alice");
+    let answer = expect(h, (GET, "/provision/v1/portals", None), 200, None).await;
+    assert_eq!(
+        answer["portals"],
+        json!([{"chat": "lobby", "room_id": lobby, "relay": false}])
+    );
 
-    let (status, body) = provision(
-        harness,
-        GET,
-        &format!("/provision/v1/status?{alice}"),
-        secret,
+    // Linking: carol has no power in the room; alice has. Unlinking twice: no portal left.
+    let link = json!({"room_id": garden, "chat": "garden"}).to_string();
+    let carol_link = "/provision/v1/link?user_id=%40carol%3Alocalhost";
+    expect(h, (POST, carol_link, Some(&link)), 403, Some("M_FORBIDDEN")).await;
+    let alice_link = "/provision/v1/link?user_id=%40alice%3Alocalhost";
+    let answer = expect(h, (POST, alice_link, Some(&link)), 200, None).await;
+    assert_eq!(answer["chat"], "garden");
+    let unlink = json!({"room_id": garden}).to_string();
+    let alice_unlink = "/provision/v1/unlink?user_id=%40alice%3Alocalhost";
+    let answer = expect(h, (POST, alice_unlink, Some(&unlink)), 200, None).await;
+    assert_eq!(answer["chat"], "garden");
+    expect(
+        h,
+        (POST, alice_unlink, Some(&unlink)),
+        404,
+        Some("M_NOT_FOUND"),
+    )
+    .await;
+
+    // Logging out: an unknown login, then the real one.
+    let logout = "/provision/v1/logout?user_id=%40alice%3Alocalhost";
+    expect(
+        h,
+        (POST, logout, Some(r#"{"login_id": "nope"}"#)),
+        404,
+        Some("M_NOT_FOUND"),
+    )
+    .await;
+    let answer = expect(
+        h,
+        (POST, logout, Some(r#"{"login_id": "toynet"}"#)),
+        200,
         None,
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["logins"][0]["remote_name"], "alice");
-    let (status, body) = provision(harness, GET, "/provision/v1/portals", secret, None).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["portals"][0]["chat"], "lobby");
-    assert_eq!(body["portals"][0]["room_id"], lobby);
-
-    // Carol may not link a room she has no power in; a room that is no portal cannot be
-    // unlinked; a login that does not exist cannot be logged out.
-    let link = json!({"room_id": garden, "chat": "garden"}).to_string();
-    let carol_link = "/provision/v1/link?user_id=%40carol%3Alocalhost";
-    let (status, body) = provision(harness, POST, carol_link, secret, Some(&link)).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN")),
-        "{body}"
-    );
-    let (status, body) = provision(
-        harness,
-        POST,
-        &format!("/provision/v1/link?{alice}"),
-        secret,
-        Some(&link),
-    )
-    .await;
-    assert_eq!(
-        (status, body["chat"].as_str()),
-        (200, Some("garden")),
-        "{body}"
-    );
-    let unlink = json!({"room_id": garden}).to_string();
-    let path = format!("/provision/v1/unlink?{alice}");
-    let (status, body) = provision(harness, POST, &path, secret, Some(&unlink)).await;
-    assert_eq!(
-        (status, body["chat"].as_str()),
-        (200, Some("garden")),
-        "{body}"
-    );
-    let (status, body) = provision(harness, POST, &path, secret, Some(&unlink)).await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (404, Some("M_NOT_FOUND")),
-        "{body}"
-    );
-
-    let logout = format!("/provision/v1/logout?{alice}");
-    let (status, body) = provision(
-        harness,
-        POST,
-        &logout,
-        secret,
-        Some(r#"{"login_id": "nope"}"#),
-    )
-    .await;
-    assert_eq!(
-        (status, body["errcode"].as_str()),
-        (404, Some("M_NOT_FOUND")),
-        "{body}"
-    );
-    let (status, body) = provision(
-        harness,
-        POST,
-        &logout,
-        secret,
-        Some(r#"{"login_id": "toynet"}"#),
-    )
-    .await;
-    assert_eq!((status, body), (200, json!({})));
+    assert_eq!(answer, json!({}));
 
     // A user with no management room yet gets one, invited by the bot, with the news.
-    let dave = harness.synapse.register_user("dave", "password-1234").await;
+    let dave = h.synapse.register_user("dave", "password-1234").await;
     let login = "/provision/v1/login?user_id=%40dave%3Alocalhost";
     let body = r#"{"fields": {"name": "dave", "password": "secret"}}"#;
-    let (status, answer) = provision(harness, POST, login, secret, Some(body)).await;
+    let (status, answer) = provision(h, POST, login, Some(SECRET), Some(body)).await;
     assert_eq!(status, 200, "{answer}");
     let started = std::time::Instant::now();
     let room = loop {
@@ -183,4 +148,5 @@ async fn provisioning(harness: &Harness, garden: &str, lobby: &str) {
         e["sender"] == BOT && e["content"]["body"] == "toynet: connected."
     })
     .await;
+    harness.stop().await;
 }

@@ -6,21 +6,18 @@
 
 use reqwest::Method;
 use serde_json::json;
-use trestle::{
-    Registration,
-    bridge::{
-        Bridge, BridgeConfig, BridgeHandle, ConnectionState, MessageContent, RemoteEdit,
-        RemoteMembership, RemoteMessage, RemoteReaction, UserInfo,
-    },
+use trestle::bridge::{
+    BridgeConfig, ConnectionState, MessageContent, RemoteEdit, RemoteMembership, RemoteMessage,
+    RemoteReaction, UserInfo,
 };
 use trestle_tests::{
-    appservice::{Harness, WAIT},
-    bridge_checks::{BOT, bridge_info, command, room_state, wait_after, wait_member},
+    appservice::WAIT,
+    bridge_checks::{
+        BOT, bridge_info, command, room_state, start_toy_bridge, wait_after, wait_member,
+    },
     synapse::encode,
-    toy_network::{Arrived, TOY_PASSWORD, ToyNetwork},
+    toy_network::{Arrived, TOY_PASSWORD},
 };
-
-const SECRET: &str = "provisioning-secret-123";
 
 fn text(body: &str) -> MessageContent {
     MessageContent::text(body)
@@ -28,15 +25,8 @@ fn text(body: &str) -> MessageContent {
 
 #[tokio::test]
 async fn a_toy_network_bridged_through_the_kit() {
-    let network = ToyNetwork::default();
-    let world = network.world.clone();
-    let config = BridgeConfig::default()
-        .provisioning_secret(SECRET)
-        .admin("@alice:localhost");
-    let bridge = Bridge::new(network, config);
-    let handle: BridgeHandle<ToyNetwork> = bridge.handle();
-    let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
-    let mut harness = Harness::start(registration, bridge.router()).await;
+    let config = BridgeConfig::default().admin("@alice:localhost");
+    let (mut harness, handle, world) = start_toy_bridge(config).await;
     let alice = harness
         .synapse
         .register_user("alice", "password-1234")
