@@ -23,13 +23,10 @@ use crate::{
 /// The bots' service: one connection per network, joined to the configured channels and every
 /// portal's, bridging what they hear until the appservice stops.
 pub async fn run_bots(bridge: BridgeHandle<Irc>, app: Appservice) -> trestle::Result<()> {
-    // The kit learns the appservice from its own service; wait for it.
-    while bridge.app().is_err() {
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
-            _ = app.stopping() => return Ok(()),
-        }
-    }
+    bridge
+        .attach(&app)
+        .await
+        .map_err(|e| trestle::Error::Other(e.to_string()))?;
     let mut tasks = tokio::task::JoinSet::new();
     let mut clients = Vec::new();
     for network in &bridge.network().cfg.settings.networks {
@@ -124,7 +121,7 @@ fn content(kind: Kind, text: &str) -> MessageContent {
 pub(crate) fn channel_members(irc: &Irc, network: &str, channel: &str) -> Vec<String> {
     lock(&irc.members)
         .get(&(network.to_owned(), irc_lowercase(channel)))
-        .map(|m| m.iter().cloned().collect())
+        .map(|m| m.values().cloned().collect())
         .unwrap_or_default()
 }
 
@@ -133,7 +130,7 @@ fn channels_of(irc: &Irc, network: &str, nick: &str) -> Vec<String> {
     let nick = irc_lowercase(nick);
     lock(&irc.members)
         .iter()
-        .filter(|((n, _), members)| n == network && members.contains(&nick))
+        .filter(|((n, _), members)| n == network && members.contains_key(&nick))
         .map(|((_, c), _)| c.clone())
         .collect()
 }
@@ -144,7 +141,7 @@ fn set_member(irc: &Irc, network: &str, channel: &str, nick: &str, present: bool
         .entry((network.to_owned(), irc_lowercase(channel)))
         .or_default();
     if present {
-        set.insert(irc_lowercase(nick));
+        set.insert(irc_lowercase(nick), nick.to_owned());
     } else {
         set.remove(&irc_lowercase(nick));
     }

@@ -38,8 +38,9 @@ pub struct Irc {
     bots: Mutex<HashMap<String, Client>>,
     /// Nicks of our own connections (the bot and puppets) per network, whose lines are echoes.
     own_nicks: Mutex<HashMap<String, HashSet<String>>>,
-    /// Who is in which channel, as the bot sees it: `(network, channel)` → nicks.
-    pub(crate) members: Mutex<HashMap<(String, String), HashSet<String>>>,
+    /// Who is in which channel, as the bot sees it: `(network, channel)` → lower-cased nick →
+    /// nick as written.
+    pub(crate) members: Mutex<HashMap<(String, String), HashMap<String, String>>>,
     recent: Mutex<Recent>,
     seq: AtomicU64,
 }
@@ -276,6 +277,8 @@ impl Network for Irc {
         let settings = self.network_settings(&login.data.network).ok_or_else(|| {
             BridgeError::BadRequest(format!("no IRC network {:?}", login.data.network))
         })?;
+        // Known as ours before the bot can hear it join, so it never gets a ghost.
+        self.set_own_nick(&login.data.network, None, &login.data.nick);
         let (client, events) = Client::spawn(client_config(settings, &login.data.nick));
         for portal in handle.portals().await? {
             if let ChatId::Channel { network, channel } = &portal.chat

@@ -12,7 +12,13 @@ use ngircd::{Gate, Ngircd};
 use raw::RawClient;
 use serde_json::{Value, json};
 use trestle_irc::{NetworkSettings, Settings};
-use trestle_tests::appservice::{Harness, WAIT};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    bridge_checks::{wait_after, wait_member},
+    synapse::UserClient,
+};
+
+const BOT: &str = "@irc:localhost";
 
 fn settings(port: u16) -> Settings {
     Settings {
@@ -185,4 +191,139 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// Sends a command in the management room and waits for the bot's answer containing `expect`.
+async fn command(user: &UserClient, room: &str, text: &str, expect: &str) {
+    let sent = user.send_text(room, text).await;
+    wait_after(user, room, &sent, |e| {
+        e["sender"] == BOT
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(expect))
+    })
+    .await;
+}
+
+/// The rooms the user is invited to, from an initial `/sync`. Synapse caches an initial sync
+/// for a while, so each call asks with a different filter.
+async fn invites(user: &UserClient, attempt: u32) -> Vec<String> {
+    let path = format!(
+        "/_matrix/client/v3/sync?timeout=0&filter=%7B%22room%22%3A%7B%22timeline%22%3A%7B%22limit%22%3A{}%7D%7D%7D",
+        attempt + 1
+    );
+    let sync = user.call_ok(reqwest::Method::GET, &path, None).await;
+    sync["rooms"]["invite"]
+        .as_object()
+        .map(|rooms| rooms.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages() {
+    let server = Ngircd::start().await;
+    let mut bob = RawClient::connect(server.port, "bob").await;
+    bob.join("#chat").await;
+    let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
+    let setup = Harness::start(
+        registration,
+        trestle_irc::router(settings(server.port)).unwrap(),
+    )
+    .await;
+    bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
+        .await;
+
+    let carol = setup.synapse.register_user("carol", "password-1234").await;
+    let room = carol.join("#irc_test_chat:localhost").await;
+    let bob_ghost = "@irc_test_bob:localhost";
+    wait_member(&carol, &room, bob_ghost, true).await;
+
+    // Her own IRC connection, from the management room.
+    let management = carol
+        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
+        .await;
+    wait_member(&carol, &management, BOT, true).await;
+    command(
+        &carol,
+        &management,
+        "login test carol_m",
+        "Logged in as carol_m",
+    )
+    .await;
+    bob.expect(|l| l.command == "JOIN" && l.nick == "carol_m" && l.param(0) == "#chat")
+        .await;
+
+    // Her messages go out as carol_m, without a relay prefix, and are not echoed back.
+    carol.send_text(&room, "I like cats a lot").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(
+        (line.nick.as_str(), line.param(1)),
+        ("carol_m", "I like cats a lot")
+    );
+
+    // A reply carries a short quote; an edit arrives as a compact correction.
+    bob.privmsg("#chat", "what do you like?").await;
+    let question = carol
+        .wait_for_event(&room, WAIT, message_from(bob_ghost, "what do you like?"))
+        .await;
+    carol
+        .send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "cats",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": question["event_id"]}}}),
+        )
+        .await;
+    assert_eq!(
+        bob.expect_privmsg("#chat").await.param(1),
+        "bob: \"what do you like?\" <- cats"
+    );
+    let original = carol.send_text(&room, "I really like dogs a lot").await;
+    carol
+        .send_event(
+            &room,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "* I really like birds a lot",
+                   "m.new_content": {"msgtype": "m.text", "body": "I really like birds a lot"},
+                   "m.relates_to": {"rel_type": "m.replace", "event_id": original}}),
+        )
+        .await;
+    assert_eq!(
+        bob.expect_privmsg("#chat").await.param(1),
+        "I really like dogs a lot"
+    );
+    assert_eq!(bob.expect_privmsg("#chat").await.param(1), "* …birds…");
+    setup.app.idle().await;
+    let ghost_of_carol = "@irc_test_carol_m:localhost";
+    assert!(
+        !carol
+            .joined_members(&room)
+            .await
+            .iter()
+            .any(|m| m == ghost_of_carol),
+        "her own nick has no ghost"
+    );
+
+    // A private message to her nick becomes a direct chat with bob's ghost, both ways.
+    bob.privmsg("carol_m", "psst").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut attempt = 0;
+    let dm = loop {
+        if let Some(dm) = invites(&carol, attempt).await.into_iter().next() {
+            break dm;
+        }
+        attempt += 1;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no invite to a direct chat"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    carol.join(&dm).await;
+    carol
+        .wait_for_event(&dm, WAIT, message_from(bob_ghost, "psst"))
+        .await;
+    carol.send_text(&dm, "hey bob").await;
+    let line = bob.expect_privmsg("bob").await;
+    assert_eq!((line.nick.as_str(), line.param(1)), ("carol_m", "hey bob"));
 }
