@@ -70,6 +70,8 @@ pub(crate) struct AppInner {
     pub(crate) joins_queued: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
     /// Rooms our users are known to be in: saves a store read on every send.
     pub(crate) joined: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
+    /// Whether `registered` and `joined` hold all the store knows (see `build`).
+    pub(crate) caches_complete: bool,
     pub(crate) on_send_failure: Option<SendFailureHook>,
     pub(crate) metrics: Metrics,
     pub(crate) options: Options,
@@ -77,6 +79,10 @@ pub(crate) struct AppInner {
     pub(crate) alias_query: Option<AliasQuery>,
     pub(crate) thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
     pub(crate) body_limit: usize,
+    /// Marks and records written behind, in batches.
+    pub(crate) writeback: Arc<crate::writeback::WriteBack>,
+    /// Held from a transaction's commit until its items are handed to the inbox lanes.
+    pub(crate) receiving: tokio::sync::Mutex<()>,
     /// `true` once the appservice begins to stop; services watch it.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
 }
@@ -195,6 +201,25 @@ impl AppserviceBuilder {
             Some(store) => store,
             None => Store::in_memory().await?,
         };
+        // Where this process is the store's only writer, what the store knows of ghosts and
+        // memberships fits in memory and stays true: a miss in the caches is a miss in the
+        // store, and the hot path never asks it. Where processes share it, the store decides.
+        let complete = store.backend() == crate::store::Backend::Sqlite;
+        let (mut registered, mut joined) = (HashSet::new(), HashSet::new());
+        if complete {
+            for user in store.registered_ghosts().await? {
+                if let Ok(user) = OwnedUserId::try_from(user) {
+                    registered.insert(user);
+                }
+            }
+            for (room, user) in store.joined_memberships().await? {
+                if let (Ok(room), Ok(user)) =
+                    (OwnedRoomId::try_from(room), OwnedUserId::try_from(user))
+                {
+                    joined.insert((room, user));
+                }
+            }
+        }
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
         let id = self.registration.id.clone();
         let max_rooms = self.options.max_rooms;
@@ -219,15 +244,18 @@ impl AppserviceBuilder {
             store,
             router: self.router,
             command_prefix,
-            registered: tokio::sync::Mutex::new(HashSet::new()),
+            registered: tokio::sync::Mutex::new(registered),
+            caches_complete: complete,
             joins_queued: Mutex::new(HashSet::new()),
-            joined: Mutex::new(HashSet::new()),
+            joined: Mutex::new(joined),
             // Set on the builder, or else by the plugin on its router.
             user_query: self.user_query.or_else(|| hooks.user_query.clone()),
             alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
             thirdparty: self.thirdparty.or_else(|| hooks.thirdparty.clone()),
             body_limit: self.body_limit,
             stop: tokio::sync::watch::Sender::new(false),
+            receiving: tokio::sync::Mutex::new(()),
+            writeback: Default::default(),
             on_send_failure: self.on_send_failure,
             metrics: Metrics::default(),
             options: self.options,
@@ -272,6 +300,9 @@ impl Appservice {
         };
         self.inner.inbox.scan_forever(scan);
         self.inner.outbox.scan_forever(scan);
+        tokio::spawn(crate::writeback::WriteBack::flush_forever(Arc::downgrade(
+            &self.inner,
+        )));
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             loop {
@@ -362,7 +393,8 @@ impl Appservice {
     /// Waits until every received item has been handled and every request sent (or given up).
     pub async fn idle(&self) {
         loop {
-            let busy = self.inner.inbox.busy() + self.inner.outbox.busy();
+            let busy =
+                self.inner.inbox.busy() + self.inner.outbox.busy() + self.inner.writeback.len();
             if busy == 0
                 && self.inbox_depth().await.unwrap_or(1) == 0
                 && self.outbox_depth().await.unwrap_or(1) == 0
@@ -386,19 +418,27 @@ impl Appservice {
             .enumerate()
             .map(|(i, item)| item.to_stored(i))
             .collect();
-        let fresh = self
+        // Items of one room must reach its worker in the order they were committed.
+        let _order = self.inner.receiving.lock().await;
+        let Some(stored) = self
             .store()
-            .receive_transaction(&self.inner.registration.id, txn_id, &items)
-            .await?;
-        if fresh {
-            self.inner.metrics.transaction(parsed.skipped);
-            let mut announced = HashSet::new();
-            for item in &items {
-                if announced.insert(item.queue_key.as_str()) {
-                    self.inner.inbox.offer(&item.queue_key);
-                }
+            .receive_transaction_items(&self.inner.registration.id, txn_id, items)
+            .await?
+        else {
+            return Ok(false);
+        };
+        self.inner.metrics.transaction(parsed.skipped);
+        let mut by_queue: Vec<(String, Vec<crate::store::InboxItem>)> = Vec::new();
+        for item in stored {
+            match by_queue.iter_mut().find(|(q, _)| *q == item.queue_key) {
+                Some((_, items)) => items.push(item),
+                None => by_queue.push((item.queue_key.clone(), vec![item])),
             }
         }
+        for (queue, items) in by_queue {
+            self.inner.inbox.offer_items(&queue, items);
+        }
+        let fresh = true;
         Ok(fresh)
     }
 
@@ -534,13 +574,8 @@ impl Appservice {
             return;
         };
         let membership = member.content.membership;
-        if let Err(error) = self
-            .store()
-            .set_membership(event.room_id.as_str(), user_id.as_str(), &membership)
-            .await
-        {
-            tracing::error!(%error, "could not record a membership");
-        }
+        self.inner
+            .record_membership(&event.room_id, &user_id, &membership);
         self.inner
             .set_joined_cached(&event.room_id, &user_id, membership == "join");
         self.inner.join_settled(&event.room_id, &user_id);
@@ -563,6 +598,22 @@ impl AppInner {
     pub(crate) fn join_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
         let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
         !queued.insert((room_id.to_owned(), user_id.to_owned()))
+    }
+
+    /// Records a membership of one of our users, in the cache now and in the store soon.
+    pub(crate) fn record_membership(&self, room_id: &RoomId, user_id: &UserId, membership: &str) {
+        self.writeback.push(crate::writeback::Write::Membership {
+            room_id: room_id.to_string(),
+            user_id: user_id.to_string(),
+            membership: membership.to_owned(),
+        });
+        self.set_joined_cached(room_id, user_id, membership == "join");
+    }
+
+    /// Whether a join of `user_id` into `room_id` is queued.
+    pub(crate) fn join_is_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
+        let queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        queued.contains(&(room_id.to_owned(), user_id.to_owned()))
     }
 
     /// Forgets a queued join once its outcome is known.

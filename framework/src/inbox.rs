@@ -5,10 +5,11 @@
 //! [`IdempotencyKey`](crate::router::IdempotencyKey), and the transaction ids of what they
 //! send are derived from it, so the homeserver drops the repeats.
 
-use std::{sync::Weak, time::Duration};
+use std::sync::Weak;
 
 use crate::{
     Appservice, Result, appservice::AppInner, lanes::Lane, store::InboxItem, transaction::Incoming,
+    writeback::Write,
 };
 
 pub(crate) struct InboxLane {
@@ -68,19 +69,8 @@ impl Lane for InboxLane {
     }
 
     async fn finish(&self, seqs: Vec<i64>) {
-        let Some(app) = self.app.upgrade() else {
-            return;
-        };
-        // If this fails the items are handled again after a restart: the idempotency key is
-        // there for exactly that.
-        for attempt in 0..5 {
-            match app.store.inbox_done_many(&seqs).await {
-                Ok(()) => break,
-                Err(error) => {
-                    tracing::error!(?seqs, %error, attempt, "could not mark items done");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                }
-            }
+        if let Some(app) = self.app.upgrade() {
+            app.writeback.extend(seqs.into_iter().map(Write::Done));
         }
     }
 }

@@ -69,11 +69,12 @@ pub(crate) async fn ensure_registered(app: &Arc<AppInner>, user_id: &OwnedUserId
     if *user_id == app.bot_user_id || app.registered.lock().await.contains(user_id) {
         return Ok(());
     }
-    if !app
-        .store
-        .ghost(user_id.as_str())
-        .await?
-        .is_some_and(|g| g.registered)
+    if app.caches_complete
+        || !app
+            .store
+            .ghost(user_id.as_str())
+            .await?
+            .is_some_and(|g| g.registered)
     {
         let mut request = register::v3::Request::new();
         request.username = Some(user_id.localpart().to_owned());
@@ -88,7 +89,8 @@ pub(crate) async fn ensure_registered(app: &Arc<AppInner>, user_id: &OwnedUserId
             Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
             Err(e) => return Err(e),
         }
-        app.store.set_ghost_registered(user_id.as_str()).await?;
+        app.writeback
+            .push(crate::writeback::Write::Registered(user_id.to_string()));
     }
     app.registered.lock().await.insert(user_id.clone());
     Ok(())
@@ -145,8 +147,18 @@ impl Intent {
     }
 
     async fn act(&self, op: Op) -> Result<()> {
-        self.push(op).await?.await?;
+        self.run(op).await?;
         Ok(())
+    }
+
+    /// Sends `op` and waits for the outcome: at once when its queue is idle and a handler's
+    /// inbox item covers it (see [`crate::outbox::send_now`]), else through the outbox.
+    async fn run(&self, op: Op) -> Result<Option<OwnedEventId>> {
+        let app = &self.app.inner;
+        match crate::outbox::send_now(app, &op, &self.user_id, self.device_id.as_ref()).await {
+            Some(outcome) => outcome,
+            None => self.push(op).await?.await,
+        }
     }
 
     /// Joins a room.
@@ -170,6 +182,9 @@ impl Intent {
         let inner = &self.app.inner;
         if inner.is_joined_cached(room_id, &self.user_id) {
             return Ok(true);
+        }
+        if inner.caches_complete {
+            return Ok(false);
         }
         let membership = inner
             .store
@@ -407,10 +422,26 @@ impl IntoFuture for Outgoing {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            self.queue()
-                .await?
-                .await?
-                .ok_or_else(|| Error::Other("the homeserver returned no event id".into()))
+            let Outgoing { intent, op } = self;
+            let op = op?;
+            let room_id = match &op {
+                Op::Message { room_id, .. }
+                | Op::State { room_id, .. }
+                | Op::Redact { room_id, .. } => Some(room_id.clone()),
+                _ => None,
+            };
+            let event_id = match room_id {
+                // Awaited, so nothing else of this handler can be in line behind it: sent
+                // directly when the room's queue is idle, joining first if needed.
+                Some(room_id) if !intent.app.inner.join_is_queued(&room_id, &intent.user_id) => {
+                    if !intent.is_joined(&room_id).await? {
+                        intent.run(Op::Join { room_id }).await?;
+                    }
+                    intent.run(op).await?
+                }
+                _ => Outgoing { intent, op: Ok(op) }.queue().await?.await?,
+            };
+            event_id.ok_or_else(|| Error::Other("the homeserver returned no event id".into()))
         })
     }
 }

@@ -14,7 +14,10 @@
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -56,12 +59,48 @@ pub(crate) struct Lanes<L: Lane> {
     owner: String,
     max_workers: usize,
     batch: i64,
-    /// Queues with a worker, and whether work arrived since the worker last looked.
-    active: Mutex<HashMap<String, bool>>,
+    /// Queues with a worker (or a claim), and what was offered since the worker last looked.
+    active: Mutex<HashMap<String, Offered<L::Item>>>,
+    /// Whether items handed over in memory can be trusted to be all a queue's new work. Not
+    /// until the first scan has offered what an earlier run left in the store, and never
+    /// where other processes share the store.
+    handoff: AtomicBool,
     /// Set when work was turned away at the worker limit: the next worker to stop rescans.
-    overflow: std::sync::atomic::AtomicBool,
+    overflow: AtomicBool,
     rescan: Notify,
     changed: Notify,
+}
+
+/// What was offered to a queue's worker since it last looked.
+struct Offered<T> {
+    /// Work committed to the store that the worker must read from there.
+    in_store: bool,
+    /// Work handed over in memory, in order; also in the store.
+    items: Vec<T>,
+}
+
+impl<T> Offered<T> {
+    fn nothing() -> Self {
+        Offered {
+            in_store: false,
+            items: Vec::new(),
+        }
+    }
+
+    fn anything(&self) -> bool {
+        self.in_store || !self.items.is_empty()
+    }
+}
+
+/// Items held in memory per queue before the worker reads the store instead: a flood grows
+/// the database, not the process.
+const MAX_HANDED: usize = 256;
+
+/// Where a worker's next batch comes from.
+enum Source<T> {
+    Store,
+    Memory(Vec<T>),
+    Done,
 }
 
 impl<L: Lane> Lanes<L> {
@@ -73,7 +112,8 @@ impl<L: Lane> Lanes<L> {
             max_workers,
             batch,
             active: Mutex::new(HashMap::new()),
-            overflow: std::sync::atomic::AtomicBool::new(false),
+            handoff: AtomicBool::new(false),
+            overflow: AtomicBool::new(false),
             rescan: Notify::new(),
             changed: Notify::new(),
         })
@@ -83,28 +123,83 @@ impl<L: Lane> Lanes<L> {
         &self.lane
     }
 
-    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, bool>> {
+    fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Offered<L::Item>>> {
         self.active.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Says that `queue` has new work (already committed to the store).
-    pub(crate) fn offer(self: &Arc<Self>, queue: &str) {
+    /// Says that `queue` has new work (already committed to the store). Returns `false` when
+    /// it was turned away at the worker limit, for a later scan to find.
+    pub(crate) fn offer(self: &Arc<Self>, queue: &str) -> bool {
+        self.offer_inner(queue, None)
+    }
+
+    /// Says that `queue` has new work, committed to the store and handed over here in order,
+    /// so that its worker need not read it back. Callers hand over a queue's items in the
+    /// order they were committed.
+    pub(crate) fn offer_items(self: &Arc<Self>, queue: &str, items: Vec<L::Item>) {
+        self.offer_inner(queue, Some(items));
+    }
+
+    fn offer_inner(self: &Arc<Self>, queue: &str, items: Option<Vec<L::Item>>) -> bool {
+        let trusted = self.handoff.load(Ordering::SeqCst);
         let mut active = self.active();
-        if let Some(dirty) = active.get_mut(queue) {
-            *dirty = true;
-            return;
+        if let Some(offered) = active.get_mut(queue) {
+            match items {
+                Some(items)
+                    if trusted
+                        && !offered.in_store
+                        && offered.items.len() + items.len() <= MAX_HANDED =>
+                {
+                    offered.items.extend(items)
+                }
+                _ => {
+                    offered.in_store = true;
+                    offered.items.clear();
+                }
+            }
+            return true;
         }
         if active.len() >= self.max_workers {
-            // The scan that follows a worker's exit will come back for it.
-            self.overflow
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            return;
+            // The scan that follows a worker's exit will come back for it. Until it has, this
+            // queue's work is in the store only, and handing over more would jump the line.
+            self.handoff.store(false, Ordering::SeqCst);
+            self.overflow.store(true, Ordering::SeqCst);
+            return false;
         }
-        active.insert(queue.to_owned(), false);
+        let offered = match items {
+            Some(items) if trusted && items.len() <= MAX_HANDED => Offered {
+                in_store: false,
+                items,
+            },
+            _ => Offered {
+                in_store: true,
+                items: Vec::new(),
+            },
+        };
+        active.insert(queue.to_owned(), offered);
         drop(active);
+        self.spawn_worker(queue.to_owned());
+        true
+    }
+
+    fn spawn_worker(self: &Arc<Self>, queue: String) {
         let this = self.clone();
-        let queue = queue.to_owned();
         tokio::spawn(async move { this.work(queue).await });
+    }
+
+    /// Reserves `queue` for the caller, who does its work directly, when no worker holds it.
+    /// Work offered meanwhile waits, and is handed to a worker when the claim is dropped, so
+    /// order within the queue holds.
+    pub(crate) fn claim(self: &Arc<Self>, queue: &str) -> Option<Claim<L>> {
+        let mut active = self.active();
+        if active.contains_key(queue) {
+            return None;
+        }
+        active.insert(queue.to_owned(), Offered::nothing());
+        Some(Claim {
+            lanes: self.clone(),
+            queue: queue.to_owned(),
+        })
     }
 
     /// Number of queues with a worker.
@@ -115,6 +210,28 @@ impl<L: Lane> Lanes<L> {
     /// Waits until something changes (a worker stops), or `timeout`.
     pub(crate) async fn changed(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.changed.notified()).await;
+    }
+
+    /// Takes what the worker of `queue` does next; on `Done` the worker is gone.
+    fn next_source(&self, queue: &str, after: i64) -> Source<L::Item> {
+        let mut active = self.active();
+        let Some(offered) = active.get_mut(queue) else {
+            return Source::Done;
+        };
+        if offered.in_store {
+            offered.in_store = false;
+            // Anything handed over meanwhile is in the store too, and read from there.
+            offered.items.clear();
+            return Source::Store;
+        }
+        if offered.items.is_empty() {
+            active.remove(queue);
+            return Source::Done;
+        }
+        let mut items = std::mem::take(&mut offered.items);
+        // A read of the store may already have brought some of them.
+        items.retain(|item| L::seq(item) > after);
+        Source::Memory(items)
     }
 
     async fn work(self: Arc<Self>, queue: String) {
@@ -139,41 +256,25 @@ impl<L: Lane> Lanes<L> {
         let mut leased_at = Instant::now();
         let mut after = 0;
         loop {
-            if let Some(dirty) = self.active().get_mut(&queue) {
-                *dirty = false;
-            }
-            let batch = match self.lane.fetch(&queue, after, self.batch).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(%error, queue, "could not read the queue; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
+            let (batch, full) = match self.next_source(&queue, after) {
+                Source::Done => {
+                    self.stopped(&scope, &queue).await;
+                    return;
                 }
-            };
-            if batch.is_empty() {
-                let more_came = {
-                    let mut active = self.active();
-                    let dirty = active.get(&queue).copied().unwrap_or(false);
-                    if !dirty {
-                        active.remove(&queue);
+                Source::Memory(items) => (items, false),
+                Source::Store => match self.lane.fetch(&queue, after, self.batch).await {
+                    Ok(batch) => {
+                        let full = batch.len() as i64 >= self.batch;
+                        (batch, full)
                     }
-                    dirty
-                };
-                if more_came {
-                    continue;
-                }
-                if let Err(error) = self.store.release(&scope, &queue, &self.owner).await {
-                    tracing::warn!(%error, queue, "could not release the queue's lease");
-                }
-                if self
-                    .overflow
-                    .swap(false, std::sync::atomic::Ordering::SeqCst)
-                {
-                    self.rescan.notify_one();
-                }
-                self.changed.notify_waiters();
-                return;
-            }
+                    Err(error) => {
+                        tracing::error!(%error, queue, "could not read the queue; retrying");
+                        self.mark_in_store(&queue);
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                },
+            };
             let mut processed = Vec::with_capacity(batch.len());
             for item in batch {
                 if leased_at.elapsed() > LEASE_TTL / 3 {
@@ -193,12 +294,35 @@ impl<L: Lane> Lanes<L> {
                         return;
                     }
                 }
-                after = L::seq(&item);
+                after = after.max(L::seq(&item));
                 self.lane.process(item).await;
                 processed.push(after);
             }
             self.lane.finish(processed).await;
+            // A batch short of the limit held everything committed before it was read: what
+            // came since was offered, and `next_source` sees it. A full one may have left more.
+            if full {
+                self.mark_in_store(&queue);
+            }
         }
+    }
+
+    fn mark_in_store(&self, queue: &str) {
+        if let Some(offered) = self.active().get_mut(queue) {
+            offered.in_store = true;
+        }
+    }
+
+    /// What a worker does on its way out: let go of the lease, and rescan if work was turned
+    /// away meanwhile.
+    async fn stopped(&self, scope: &str, queue: &str) {
+        if let Err(error) = self.store.release(scope, queue, &self.owner).await {
+            tracing::warn!(%error, queue, "could not release the queue's lease");
+        }
+        if self.overflow.swap(false, Ordering::SeqCst) {
+            self.rescan.notify_one();
+        }
+        self.changed.notify_waiters();
     }
 
     fn stop_worker(&self, queue: &str) {
@@ -217,10 +341,22 @@ impl<L: Lane> Lanes<L> {
             loop {
                 let room = this.max_workers.saturating_sub(this.busy());
                 if room > 0 {
-                    match this.lane.pending_queues(this.max_workers as i64).await {
+                    let limit = this.max_workers as i64;
+                    match this.lane.pending_queues(limit).await {
                         Ok(queues) => {
+                            let listed_all = (queues.len() as i64) < limit;
+                            let mut offered_all = true;
                             for queue in queues {
-                                this.offer(&queue);
+                                offered_all &= this.offer(&queue);
+                            }
+                            // Every queue with work in the store has a worker reading it: from
+                            // here on, new work can be handed over in memory. Only where no
+                            // other process writes the store.
+                            if listed_all
+                                && offered_all
+                                && this.store.backend() == crate::store::Backend::Sqlite
+                            {
+                                this.handoff.store(true, Ordering::SeqCst);
                             }
                         }
                         Err(error) => tracing::error!(%error, "could not scan for pending work"),
@@ -231,3 +367,27 @@ impl<L: Lane> Lanes<L> {
         })
     }
 }
+
+/// A queue reserved by [`Lanes::claim`].
+pub(crate) struct Claim<L: Lane> {
+    lanes: Arc<Lanes<L>>,
+    queue: String,
+}
+
+impl<L: Lane> Drop for Claim<L> {
+    fn drop(&mut self) {
+        let mut active = self.lanes.active();
+        if active.get(&self.queue).is_some_and(|o| o.anything()) {
+            // Work was offered while the queue was claimed: a worker takes over the entry.
+            drop(active);
+            self.lanes.spawn_worker(std::mem::take(&mut self.queue));
+        } else {
+            active.remove(&self.queue);
+            drop(active);
+            self.lanes.changed.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

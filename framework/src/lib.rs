@@ -29,8 +29,11 @@ pub mod policy;
 pub mod router;
 mod service;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod thirdparty;
 pub mod transaction;
+mod writeback;
 
 pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery};
 pub use error::{Error, Result};

@@ -234,6 +234,68 @@ impl OutboxLane {
     }
 }
 
+/// Sends `op` from the task that awaits its outcome, retrying as the outbox would, when its
+/// queue is idle. Returns `None` when the queue is busy (or shared between processes), and the
+/// request must go through the store to keep its place in line.
+///
+/// This is safe without an outbox row because the caller is a handler: its inbox item stays
+/// unfinished until the handler returns, so after a crash the item is handled again and the
+/// request made again, with the same transaction id, which the homeserver deduplicates.
+pub(crate) async fn send_now(
+    app: &Arc<AppInner>,
+    op: &Op,
+    user_id: &OwnedUserId,
+    device_id: Option<&OwnedDeviceId>,
+) -> Option<Result<Option<OwnedEventId>>> {
+    if app.store.backend() != crate::store::Backend::Sqlite || !in_send_scope() {
+        return None;
+    }
+    let queue = op.queue_key(user_id);
+    let _claim = app.outbox.claim(&queue)?;
+    let mut attempt = 0;
+    Some(loop {
+        match execute(app, op, user_id, device_id).await {
+            Ok(event_id) => break Ok(event_id),
+            Err(error) => match failed_attempt(app, op, &queue, error, attempt) {
+                Ok(delay) => {
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(error) => break Err(error),
+            },
+        }
+    })
+}
+
+/// Counts and logs a failed attempt; gives the wait before the next one, or the error when
+/// there is none.
+fn failed_attempt(
+    app: &AppInner,
+    op: &Op,
+    queue: &str,
+    error: Error,
+    attempt: u32,
+) -> std::result::Result<Duration, Error> {
+    if let Some(kind) = error.kind() {
+        app.metrics.homeserver_error(kind.errcode().as_str());
+    } else if let Error::Http(_) = &error {
+        app.metrics.homeserver_error("connection");
+    }
+    match retry_policy(&error, attempt) {
+        Retry::After(delay) => {
+            tracing::warn!(
+                what = op.name(), queue, %error, ?delay, attempt,
+                "homeserver request failed; retrying"
+            );
+            Ok(delay)
+        }
+        Retry::GiveUp => {
+            tracing::error!(what = op.name(), queue, %error, "homeserver refused a request for good");
+            Err(error)
+        }
+    }
+}
+
 /// What to do after a failed attempt.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Retry {
@@ -334,47 +396,31 @@ impl Lane for OutboxLane {
                     self.resolve(item.seq, Ok(event_id));
                     return;
                 }
-                Err(error) => {
-                    if let Some(kind) = error.kind() {
-                        app.metrics.homeserver_error(kind.errcode().as_str());
-                    } else if let Error::Http(_) = &error {
-                        app.metrics.homeserver_error("connection");
+                Err(error) => match failed_attempt(&app, &op, &item.queue_key, error, attempt) {
+                    Ok(delay) => {
+                        let _ = app.store.outbox_attempted(item.seq).await;
+                        tokio::time::sleep(delay).await;
+                        attempt += 1;
                     }
-                    let decision = retry_policy(&error, attempt);
-                    match decision {
-                        Retry::After(delay) => {
-                            tracing::warn!(
-                                seq = item.seq, what = op.name(), queue = item.queue_key, %error, ?delay, attempt,
-                                "homeserver request failed; retrying"
-                            );
-                            let _ = app.store.outbox_attempted(item.seq).await;
-                            tokio::time::sleep(delay).await;
-                            attempt += 1;
+                    Err(error) => {
+                        let message = error.to_string();
+                        let _ = app
+                            .store
+                            .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
+                            .await;
+                        if let Some(error) = self.resolve(item.seq, Err(error))
+                            && let Some(hook) = &app.on_send_failure
+                        {
+                            hook(SendFailure {
+                                user_id: item.user_id.clone(),
+                                queue: item.queue_key.clone(),
+                                what: op.name(),
+                                error,
+                            });
                         }
-                        Retry::GiveUp => {
-                            tracing::error!(
-                                seq = item.seq, what = op.name(), queue = item.queue_key, %error,
-                                "homeserver refused a request for good"
-                            );
-                            let message = error.to_string();
-                            let _ = app
-                                .store
-                                .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
-                                .await;
-                            if let Some(error) = self.resolve(item.seq, Err(error))
-                                && let Some(hook) = &app.on_send_failure
-                            {
-                                hook(SendFailure {
-                                    user_id: item.user_id.clone(),
-                                    queue: item.queue_key.clone(),
-                                    what: op.name(),
-                                    error,
-                                });
-                            }
-                            return;
-                        }
+                        return;
                     }
-                }
+                },
             }
         }
     }
@@ -403,6 +449,11 @@ pub(crate) async fn with_send_scope<F: Future>(key: String, fut: F) -> F::Output
             fut,
         )
         .await
+}
+
+/// Whether the caller is handling an inbox item.
+fn in_send_scope() -> bool {
+    SEND_SCOPE.try_with(|_| ()).is_ok()
 }
 
 /// The transaction id for the next send: derived from the inbox item being handled, or random

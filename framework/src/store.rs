@@ -10,6 +10,7 @@ mod leases;
 mod migrate;
 mod outbox;
 mod users;
+mod writeback;
 
 use std::time::Duration;
 
@@ -75,10 +76,13 @@ impl Store {
         };
         let options = match backend {
             Backend::Sqlite => {
-                let in_memory = url.contains(":memory:");
                 AnyPoolOptions::new()
-                    // An in-memory database exists once per connection: keep exactly one.
-                    .max_connections(if in_memory { 1 } else { 4 })
+                    // One connection. An in-memory database exists once per connection; and for
+                    // a file, SQLite throws away a connection's whole page cache whenever another
+                    // connection wrote, which with several made every statement re-read its pages
+                    // through the WAL (a third of the work in a profile). Writes take turns
+                    // anyway. So: never hold a transaction open across another store call.
+                    .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers proceed while one writer commits; NORMAL sync
@@ -146,7 +150,9 @@ impl Store {
         self.backend
     }
 
-    /// The connection pool, for plugins that keep tables of their own.
+    /// The connection pool, for plugins that keep tables of their own. On SQLite it has a single
+    /// connection: finish a transaction before making any other store call (a send through an
+    /// intent included), or the call waits for the connection the transaction holds.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -102,20 +102,14 @@ pub(super) async fn execute(
                     other?;
                 }
             }
-            store
-                .set_membership(room_id.as_str(), user_id.as_str(), "join")
-                .await?;
-            app.set_joined_cached(room_id, user_id, true);
+            app.record_membership(room_id, user_id, "join");
             Ok(None)
         }
         Op::Leave { room_id } => {
             client
                 .send(leave_room::v3::Request::new(room_id.clone()), identity)
                 .await?;
-            store
-                .set_membership(room_id.as_str(), user_id.as_str(), "leave")
-                .await?;
-            app.set_joined_cached(room_id, user_id, false);
+            app.record_membership(room_id, user_id, "leave");
             Ok(None)
         }
         Op::Invite {

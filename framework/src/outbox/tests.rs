@@ -78,3 +78,54 @@ async fn transaction_ids_repeat_for_the_same_inbox_item() {
     assert_ne!(first.0, first.1);
     assert_ne!(next_txn_id(), next_txn_id());
 }
+
+async fn outbox_rows(app: &crate::Appservice) -> i64 {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(app.store().pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_awaited_send_on_an_idle_queue_skips_the_outbox_and_order_holds_either_way() {
+    use crate::{
+        Router,
+        router::{Command, Room},
+        testing::{MockHomeserver, deliver, text},
+    };
+    async fn say(cmd: Command, Room(room): Room, app: crate::Appservice) -> Result<()> {
+        let bot = app.bot();
+        match cmd.args.as_str() {
+            "awaited" => {
+                bot.send_text(&room, "one").await?;
+            }
+            _ => {
+                // Queued without waiting, then awaited: the second must not overtake.
+                drop(bot.send_text(&room, "two").queue().await?);
+                bot.send_text(&room, "three").await?;
+                drop(bot.send_text(&room, "four").queue().await?);
+            }
+        }
+        Ok(())
+    }
+    let hs = MockHomeserver::start(serde_json::json!({}), serde_json::json!({})).await;
+    let registration = trestle_registration::Registration::generate("test", None, "bot", "t_", "x");
+    let app = crate::Appservice::builder(registration, hs.url.clone(), "x")
+        .router(Router::new().command("say", say))
+        .build()
+        .await
+        .unwrap();
+    // The first scan has not run yet at this point in some runs; wait for it, so the
+    // appservice is in its steady state.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    deliver(&app, vec![text("$1", "!r:x", "@u:x", "!say awaited")]).await;
+    assert_eq!(hs.bodies(), ["one"]);
+    assert_eq!(
+        outbox_rows(&app).await,
+        0,
+        "the join and the send went out directly"
+    );
+    deliver(&app, vec![text("$2", "!r:x", "@u:x", "!say mixed")]).await;
+    assert_eq!(hs.bodies(), ["two", "three", "four"]);
+    assert!(outbox_rows(&app).await >= 2, "queued sends are stored");
+}

@@ -43,6 +43,21 @@ impl Store {
         txn_id: &str,
         items: &[NewInboxItem],
     ) -> Result<bool> {
+        Ok(self
+            .receive_transaction_items(appservice_id, txn_id, items.to_vec())
+            .await?
+            .is_some())
+    }
+
+    /// As [`Store::receive_transaction`], giving back the stored items with their sequence
+    /// numbers (`None` for a transaction seen before), so they can be handled without being
+    /// read back.
+    pub async fn receive_transaction_items(
+        &self,
+        appservice_id: &str,
+        txn_id: &str,
+        items: Vec<NewInboxItem>,
+    ) -> Result<Option<Vec<InboxItem>>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let fresh = sqlx::query(
@@ -58,8 +73,9 @@ impl Store {
             == 1;
         if !fresh {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok(None);
         }
+        let mut seqs = Vec::with_capacity(items.len());
         for chunk in items.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
                 "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at) VALUES ",
@@ -79,6 +95,9 @@ impl Store {
                     b + 6
                 ));
             }
+            // The item key names the row, since neither dialect promises the order of
+            // RETURNING rows.
+            sql.push_str(" RETURNING seq, item_key");
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for item in chunk {
                 query = query
@@ -89,10 +108,32 @@ impl Store {
                     .bind(&item.payload)
                     .bind(now);
             }
-            query.execute(&mut *tx).await?;
+            for row in query.fetch_all(&mut *tx).await? {
+                let seq: i64 = row.get(0);
+                let key: String = row.get(1);
+                seqs.push((key, seq));
+            }
         }
         tx.commit().await?;
-        Ok(true)
+        let seqs: std::collections::HashMap<String, i64> = seqs.into_iter().collect();
+        let mut stored = Vec::with_capacity(items.len());
+        for item in items {
+            let item_key = format!("{txn_id}.{}", item.index);
+            let seq = *seqs.get(&item_key).ok_or_else(|| {
+                crate::Error::Other(format!(
+                    "the store returned no sequence number for {item_key}"
+                ))
+            })?;
+            stored.push(InboxItem {
+                seq,
+                queue_key: item.queue_key,
+                item_key,
+                kind: item.kind.to_owned(),
+                payload: item.payload,
+            });
+        }
+        stored.sort_by_key(|item| item.seq);
+        Ok(Some(stored))
     }
 
     /// Up to `limit` unhandled items of one queue after `after_seq`, in order.
@@ -140,20 +181,8 @@ impl Store {
 
     /// Marks several items handled, in one statement.
     pub async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
-        for chunk in seqs.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "UPDATE inbox SET done_at = $1 WHERE seq IN ({})",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms());
-            for seq in chunk {
-                query = query.bind(*seq);
-            }
-            query.execute(&self.pool).await?;
-        }
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        mark_done(&mut conn, seqs).await
     }
 
     /// Queues that have unhandled items, oldest first.
@@ -182,4 +211,22 @@ impl Store {
                 .await?;
         Ok(row.get(0))
     }
+}
+
+/// Marks items handled on `conn`, 500 to a statement.
+pub(super) async fn mark_done(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> Result<()> {
+    let now = now_ms();
+    for chunk in seqs.chunks(500) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE inbox SET done_at = $1 WHERE seq IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for seq in chunk {
+            query = query.bind(*seq);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }

@@ -15,6 +15,13 @@ pub struct GhostRecord {
     pub avatar_url: Option<String>,
 }
 
+pub(super) const SET_REGISTERED: &str = "INSERT INTO ghosts (user_id, registered) VALUES ($1, 1)
+     ON CONFLICT (user_id) DO UPDATE SET registered = 1";
+
+pub(super) const SET_MEMBERSHIP: &str =
+    "INSERT INTO memberships (room_id, user_id, membership) VALUES ($1, $2, $3)
+     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership";
+
 impl Store {
     /// What is known about a ghost.
     pub async fn ghost(&self, user_id: &str) -> Result<Option<GhostRecord>> {
@@ -33,13 +40,10 @@ impl Store {
 
     /// Remembers that a ghost is registered.
     pub async fn set_ghost_registered(&self, user_id: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO ghosts (user_id, registered) VALUES ($1, 1)
-             ON CONFLICT (user_id) DO UPDATE SET registered = 1",
-        )
-        .bind(user_id)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(SET_REGISTERED)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -87,15 +91,31 @@ impl Store {
         user_id: &str,
         membership: &str,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO memberships (room_id, user_id, membership) VALUES ($1, $2, $3)
-             ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .bind(membership)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(SET_MEMBERSHIP)
+            .bind(room_id)
+            .bind(user_id)
+            .bind(membership)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+}
+
+impl Store {
+    /// Every ghost recorded as registered.
+    pub async fn registered_ghosts(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT user_id FROM ghosts WHERE registered = 1")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Every `(room, user)` recorded as joined.
+    pub async fn joined_memberships(&self) -> Result<Vec<(String, String)>> {
+        let rows =
+            sqlx::query("SELECT room_id, user_id FROM memberships WHERE membership = 'join'")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }

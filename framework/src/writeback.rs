@@ -1,0 +1,88 @@
+//! Writes that may lag a little behind: marks and records whose loss in a crash costs a
+//! repeat, never an event.
+//!
+//! An inbox item not marked done is handled again (idempotency keys cover that); a ghost not
+//! recorded as registered is registered again (`M_USER_IN_USE` counts as success); a join not
+//! recorded is joined again. None of them needs its own commit on the hot path, so they are
+//! gathered from every room and written together, one transaction per flush: while one flush
+//! runs the next batch gathers, so batches grow with the load and a lone write waits for
+//! nothing.
+
+use std::{
+    sync::{Mutex, Weak},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+
+use crate::appservice::AppInner;
+
+/// One deferred write.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Write {
+    /// An inbox item was handled.
+    Done(i64),
+    /// A ghost is registered on the homeserver.
+    Registered(String),
+    /// One of our users' membership in a room.
+    Membership {
+        room_id: String,
+        user_id: String,
+        membership: String,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct WriteBack {
+    pending: Mutex<Vec<Write>>,
+    notify: Notify,
+}
+
+impl WriteBack {
+    pub(crate) fn push(&self, write: Write) {
+        self.extend(std::iter::once(write));
+    }
+
+    pub(crate) fn extend(&self, writes: impl IntoIterator<Item = Write>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(writes);
+        self.notify.notify_one();
+    }
+
+    /// Writes waiting to be flushed.
+    pub(crate) fn len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    fn take(&self) -> Vec<Write> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Flushes as writes come, until the appservice is dropped.
+    pub(crate) async fn flush_forever(app: Weak<AppInner>) {
+        loop {
+            let Some(inner) = app.upgrade() else { return };
+            let writeback = inner.writeback.clone();
+            let writes = writeback.take();
+            if writes.is_empty() {
+                // Waits holding only a weak reference, and looks again now and then, so a
+                // dropped appservice ends this task.
+                let notified = writeback.notify.notified();
+                drop(inner);
+                let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                continue;
+            }
+            for attempt in 0..5u32 {
+                match inner.store.apply(&writes).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::error!(writes = writes.len(), %error, attempt, "could not write to the store");
+                        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    }
+                }
+            }
+        }
+    }
+}
