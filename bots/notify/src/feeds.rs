@@ -17,7 +17,7 @@ pub(crate) const USAGE: &str = "<add|list|remove> [url] [interval: 90s, 15m, 2h]
 
 /// `!feed …`.
 pub(crate) async fn command(m: Manage) -> Result<()> {
-    db::ready(&m.app).await?;
+    m.shared.ready(&m.app).await?;
     let (url, interval) = split_word(&m.rest);
     let outcome = match m.sub.as_str() {
         "add" => add(&m.app, &m.shared, &m.room, &m.sender, &url, &interval).await,

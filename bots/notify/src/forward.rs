@@ -31,7 +31,7 @@ pub const EVENT_ID_HEADER: &str = "x-trestle-event-id";
 
 /// `!forward …`.
 pub(crate) async fn command(m: Manage) -> Result<()> {
-    db::ready(&m.app).await?;
+    m.shared.ready(&m.app).await?;
     let (url, _) = split_word(&m.rest);
     let outcome = match m.sub.as_str() {
         "add" => add(&m.app, &m.shared, &m.room, &m.sender, &url).await,
@@ -139,7 +139,7 @@ pub(crate) async fn on_message(
     State(shared): State<Shared>,
     app: Appservice,
 ) -> Result<()> {
-    db::ready(&app).await?;
+    shared.ready(&app).await?;
     let forwards: Vec<String> = sqlx::query("SELECT id FROM notify_forwards WHERE room_id = $1")
         .bind(room.as_str())
         .fetch_all(app.store().pool())
@@ -183,7 +183,7 @@ pub(crate) async fn on_message(
 
 /// The `forward` service: delivers queued messages until the appservice stops.
 pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> {
-    db::ready(&app).await.map_err(into_trestle)?;
+    shared.ready(&app).await.map_err(into_trestle)?;
     loop {
         let wait = match deliver_due(&app, &shared).await {
             Ok(wait) => wait,

@@ -87,7 +87,7 @@ pub(crate) const USAGE: &str =
 
 /// `!webhook …`.
 pub(crate) async fn command(m: Manage) -> Result<()> {
-    db::ready(&m.app).await?;
+    m.shared.ready(&m.app).await?;
     let (name, value) = split_word(&m.rest);
     let outcome = match m.sub.as_str() {
         "create" => create(&m.app, &m.shared, &m.room, &m.sender, &unquote(&m.rest)).await,
@@ -133,7 +133,12 @@ async fn create(
     .bind(db::now_ms())
     .execute(app.store().pool())
     .await?;
-    private_url(app, shared, sender, room, name, &token).await?;
+    if let Err(error) = private_url(app, shared, sender, room, name, &token).await {
+        tracing::warn!(%error, "could not send a webhook URL privately");
+        return Ok(format!(
+            "Created webhook {name}, but I could not send you its URL privately ({error}). Try `!webhook url {name}`."
+        ));
+    }
     Ok(format!(
         "Created webhook {name}; I sent you its URL in a direct message. Keep it secret: whoever has it can post here."
     ))

@@ -124,6 +124,8 @@ pub struct SharedInner {
     pub forward_wake: tokio::sync::Notify,
     /// Wakes the feed poller when a feed is added.
     pub feed_wake: tokio::sync::Notify,
+    /// Set once the tables are known to be up to date.
+    schema: tokio::sync::OnceCell<()>,
 }
 
 impl std::ops::Deref for Shared {
@@ -149,7 +151,15 @@ impl Shared {
             limiter,
             forward_wake: tokio::sync::Notify::new(),
             feed_wake: tokio::sync::Notify::new(),
+            schema: tokio::sync::OnceCell::new(),
         })))
+    }
+
+    /// Brings the tables up to date the first time it is called; after that it costs nothing,
+    /// which matters on the webhook path.
+    pub async fn ready(&self, app: &Appservice) -> Result<()> {
+        self.schema.get_or_try_init(|| db::ready(app)).await?;
+        Ok(())
     }
 }
 

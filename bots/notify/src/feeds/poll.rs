@@ -120,7 +120,8 @@ pub(crate) async fn insert_item(
 
 /// The service: polls due feeds until the appservice stops.
 pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> {
-    db::ready(&app)
+    shared
+        .ready(&app)
         .await
         .map_err(|e| trestle::Error::Other(e.to_string()))?;
     // Entries recorded before a crash but not yet queued.

@@ -39,7 +39,8 @@ async fn receive(
     Path(token): Path<String>,
     request: Request<Body>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::db::ready(&app)
+    shared
+        .ready(&app)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let hook = super::by_token(&app, &token)
