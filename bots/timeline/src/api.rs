@@ -110,7 +110,7 @@ impl From<trestle::Error> for ApiError {
 impl From<Refusal> for ApiError {
     fn from(refusal: Refusal) -> Self {
         match refusal {
-            Refusal::TooLong { .. } => ApiError::new(
+            Refusal::TooLong { .. } | Refusal::HtmlTooLong { .. } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "M_TOO_LARGE",
                 refusal.to_string(),

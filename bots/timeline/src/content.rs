@@ -36,6 +36,8 @@ pub enum Refusal {
     Empty,
     /// Longer than the limit (characters).
     TooLong { limit: usize, length: usize },
+    /// The HTML is longer than its limit (characters).
+    HtmlTooLong { limit: usize, length: usize },
     /// The HTML contains something that is never allowed (scripts, event handlers, …).
     UnsafeHtml(&'static str),
 }
@@ -47,6 +49,10 @@ impl std::fmt::Display for Refusal {
             Refusal::TooLong { limit, length } => write!(
                 f,
                 "the post has {length} characters; at most {limit} are allowed"
+            ),
+            Refusal::HtmlTooLong { limit, length } => write!(
+                f,
+                "the post's HTML has {length} characters; at most {limit} are allowed"
             ),
             Refusal::UnsafeHtml(what) => {
                 write!(f, "the HTML contains {what}, which is not allowed")
@@ -71,7 +77,15 @@ pub fn check_text(text: &str, limit: usize) -> Result<String, Refusal> {
 /// Refuses HTML that carries active content, then sanitises the rest. The refusal comes first
 /// so that a writer learns their markup was not taken as they meant it; sanitising guards
 /// against whatever the quick check misses.
-pub fn check_html(html: &str) -> Result<String, Refusal> {
+pub fn check_html(html: &str, limit: usize) -> Result<String, Refusal> {
+    // Markup may triple the text, not more.
+    let length = html.chars().count();
+    if length > limit * 3 {
+        return Err(Refusal::HtmlTooLong {
+            limit: limit * 3,
+            length,
+        });
+    }
     let lower = html.to_ascii_lowercase();
     for (needle, what) in [
         ("<script", "a <script> element"),
@@ -262,19 +276,25 @@ mod tests {
 
     #[test]
     fn active_html_is_refused_and_the_rest_sanitised() {
-        assert!(check_html("<b>hi</b><SCRIPT>x</SCRIPT>").is_err());
-        assert!(check_html("<a href=\"JavaScript:alert(1)\">x</a>").is_err());
-        assert!(check_html("<img src=x onerror=alert(1)>").is_err());
-        assert!(check_html("<p/onclick = 'x'>hi</p>").is_err());
+        assert!(check_html("<b>hi</b><SCRIPT>x</SCRIPT>", 100).is_err());
+        assert!(check_html("<a href=\"JavaScript:alert(1)\">x</a>", 100).is_err());
+        assert!(check_html("<img src=x onerror=alert(1)>", 100).is_err());
+        assert!(check_html("<p/onclick = 'x'>hi</p>", 100).is_err());
         // Words starting with "on" are fine.
         assert_eq!(
-            check_html("<p>one <b>online</b></p>").unwrap(),
+            check_html("<p>one <b>online</b></p>", 100).unwrap(),
             "<p>one <b>online</b></p>"
         );
         assert_eq!(
-            check_html("<img src=\"x\"><b class=\"y\">hi</b>").unwrap(),
+            check_html("<img src=\"x\"><b class=\"y\">hi</b>", 100).unwrap(),
             "<b>hi</b>"
         );
+    }
+
+    #[test]
+    fn html_has_a_limit_of_its_own() {
+        assert!(check_html(&"<b>x</b>".repeat(4), 10).is_err());
+        assert!(check_html(&"<b>x</b>".repeat(3), 10).is_ok());
     }
 
     #[test]

@@ -43,7 +43,12 @@ async fn create_post(
         ));
     }
     let text = content::check_text(&new.text, web.settings.max_post_chars)?;
-    let html = new.html.as_deref().map(content::check_html).transpose()?;
+    let limit = web.settings.max_post_chars;
+    let html = new
+        .html
+        .as_deref()
+        .map(|html| content::check_html(html, limit))
+        .transpose()?;
     let me = caller.user_id.as_str();
     let (room, thread) = match &new.reply_to {
         Some(replied) => {
@@ -174,7 +179,11 @@ async fn edit_post(
     }
     let draft = Draft {
         text: content::check_text(&edit.text, web.settings.max_post_chars)?,
-        html: edit.html.as_deref().map(content::check_html).transpose()?,
+        html: edit
+            .html
+            .as_deref()
+            .map(|html| content::check_html(html, web.settings.max_post_chars))
+            .transpose()?,
         ..Draft::default()
     };
     let room = OwnedRoomId::try_from(post.room_id.as_str()).map_err(trestle::Error::from)?;
