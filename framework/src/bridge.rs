@@ -69,8 +69,9 @@ pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
 
 use crate::{Router, appservice::AppInner};
 
-/// The kit's settings, for a bridge to embed in its own settings (with `#[serde(flatten)]`
-/// or as a field) and pass to [`Bridge::new`].
+/// The kit's settings, for a bridge to embed in its own settings as a field (serde's
+/// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
+/// [`Bridge::new`].
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]

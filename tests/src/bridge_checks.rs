@@ -120,3 +120,28 @@ pub async fn provision(
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
 }
+
+/// Waits until `user` is invited to a room other than `except`, and returns it.
+pub async fn wait_for_invite(user: &UserClient, except: Option<&str>) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let sync = user
+            .call_ok(Method::GET, "/_matrix/client/v3/sync?timeout=0", None)
+            .await;
+        let invited = sync["rooms"]["invite"].as_object().and_then(|rooms| {
+            rooms
+                .keys()
+                .find(|room| Some(room.as_str()) != except)
+                .cloned()
+        });
+        if let Some(room) = invited {
+            return room;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{} was never invited: {sync}",
+            user.user_id
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

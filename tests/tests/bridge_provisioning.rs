@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use trestle::bridge::BridgeConfig;
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{BOT, provision, start_toy_bridge},
+    bridge_checks::{BOT, provision, start_toy_bridge, wait_for_invite},
 };
 
 const SECRET: &str = "provisioning-secret-789";
@@ -58,6 +58,10 @@ async fn the_provisioning_api_does_what_the_management_room_does() {
         (status, body["errcode"].as_str()),
         (403, Some("M_FORBIDDEN"))
     );
+
+    let answer = expect(h, (GET, "/provision/v1/info", None), 200, None).await;
+    assert_eq!(answer["login_fields"], json!(["name", "password"]));
+    assert_eq!(answer["protocol"]["id"], "toy");
 
     // Logging in: bad JSON, no user, a wrong password, then right.
     let login = "/provision/v1/login?user_id=%40alice%3Alocalhost";
@@ -129,20 +133,7 @@ async fn the_provisioning_api_does_what_the_management_room_does() {
     let body = r#"{"fields": {"name": "dave", "password": "secret"}}"#;
     let (status, answer) = provision(h, POST, login, Some(SECRET), Some(body)).await;
     assert_eq!(status, 200, "{answer}");
-    let started = std::time::Instant::now();
-    let room = loop {
-        let sync = dave
-            .call_ok(GET, "/_matrix/client/v3/sync?timeout=0", None)
-            .await;
-        if let Some(room) = sync["rooms"]["invite"]
-            .as_object()
-            .and_then(|rooms| rooms.keys().next().cloned())
-        {
-            break room;
-        }
-        assert!(started.elapsed() < WAIT, "dave was never invited: {sync}");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let room = wait_for_invite(&dave, None).await;
     dave.join(&room).await;
     dave.wait_for_event(&room, WAIT, |e| {
         e["sender"] == BOT && e["content"]["body"] == "toynet: connected."

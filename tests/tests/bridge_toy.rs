@@ -13,7 +13,8 @@ use trestle::bridge::{
 use trestle_tests::{
     appservice::WAIT,
     bridge_checks::{
-        BOT, bridge_info, command, room_state, start_toy_bridge, wait_after, wait_member,
+        BOT, bridge_info, command, room_state, start_toy_bridge, wait_after, wait_for_invite,
+        wait_member,
     },
     synapse::encode,
     toy_network::{Arrived, TOY_PASSWORD},
@@ -456,5 +457,18 @@ async fn a_toy_network_bridged_through_the_kit() {
     let list = command(&alice, &mgmt, "list", "Portals:").await;
     assert!(!list.contains("garden"), "{list}");
 
+    // Leaving the management room ends it: the next notice comes in a new one.
+    alice.leave(&mgmt).await;
+    let started = std::time::Instant::now();
+    while handle.management_room(&alice_id).await.unwrap().as_str() == mgmt {
+        assert!(started.elapsed() < WAIT, "the old management room stayed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    handle.notify(&alice_id, "still here").await.unwrap();
+    let fresh = wait_for_invite(&alice, Some(&mgmt)).await;
+    alice.join(&fresh).await;
+    alice
+        .wait_for_event(&fresh, WAIT, |e| e["content"]["body"] == "still here")
+        .await;
     harness.stop().await;
 }

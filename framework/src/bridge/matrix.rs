@@ -384,6 +384,9 @@ impl<N: Network> BridgeHandle<N> {
             }
             return Ok(());
         }
+        if matches!(membership, "leave" | "ban") && self.left_management_room(event, &user).await? {
+            return Ok(());
+        }
         let Some(portal) = self.portal_for_room(&event.room_id).await? else {
             return Ok(());
         };
@@ -395,6 +398,22 @@ impl<N: Network> BridgeHandle<N> {
             reason: json["content"]["reason"].as_str().map(str::to_owned),
         };
         self.network().matrix_membership(self, change).await
+    }
+
+    /// A user who leaves their management room is done with it: the bot leaves too, and the
+    /// next notice makes a new one. Returns whether it was their management room.
+    async fn left_management_room(
+        &self,
+        event: &TimelineEvent,
+        user: &UserId,
+    ) -> NetworkResult<bool> {
+        let store = self.store()?;
+        if store.management_room(user.as_str()).await?.as_deref() != Some(event.room_id.as_str()) {
+            return Ok(false);
+        }
+        store.forget_management_room(user.as_str()).await?;
+        self.app()?.bot().leave(&event.room_id).await?;
+        Ok(true)
     }
 
     /// The bot was invited: it joins. A direct chat becomes the inviter's management room.

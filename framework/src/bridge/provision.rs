@@ -4,6 +4,7 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
+//! | GET | `/provision/v1/info` | | `{"protocol": {"id", "displayname"}, "login_fields": […]}` |
 //! | GET | `/provision/v1/status?user_id=` | | `{"logins": [login…]}` |
 //! | POST | `/provision/v1/login?user_id=` | `{"fields": {…}}` | login |
 //! | POST | `/provision/v1/logout?user_id=` | `{"login_id": "…"}` | `{}` |
@@ -43,6 +44,7 @@ pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> ax
         app,
     };
     axum::Router::new()
+        .route("/provision/v1/info", get(info::<N>))
         .route("/provision/v1/status", get(status::<N>))
         .route("/provision/v1/login", post(login::<N>))
         .route("/provision/v1/logout", post(logout::<N>))
@@ -163,6 +165,14 @@ fn portal_json<N: Network>(portal: &PortalRef<N>) -> Value {
 }
 
 type Answer = Result<Json<Value>, ApiError>;
+
+async fn info<N: Network>(State(bridge): State<BridgeHandle<N>>) -> Answer {
+    let protocol = bridge.network().protocol();
+    Ok(Json(json!({
+        "protocol": {"id": protocol.id, "displayname": protocol.displayname},
+        "login_fields": bridge.network().login_fields(),
+    })))
+}
 
 async fn status<N: Network>(
     State(bridge): State<BridgeHandle<N>>,

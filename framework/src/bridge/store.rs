@@ -362,4 +362,13 @@ impl BridgeStore {
         .await?;
         Ok(())
     }
+
+    pub(crate) async fn forget_management_room(&self, user_id: &str) -> NetworkResult<()> {
+        sqlx::query("DELETE FROM bridge_management_rooms WHERE appservice = $1 AND user_id = $2")
+            .bind(&self.appservice)
+            .bind(user_id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
 }
