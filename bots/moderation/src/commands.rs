@@ -264,10 +264,19 @@ impl Moderation {
             return Ok(format!("{room} is already protected."));
         }
         self.model().protected.push(room.to_string());
+        let missing = crate::enforce::missing_powers(app, &room).await?;
         let banned = self.ban_listed_members(app, &room).await?;
         self.update_acl(app, &room).await?;
+        let warning = if missing.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ⚠ I lack the power to {} there: give me a higher power level.",
+                missing.join(", ")
+            )
+        };
         Ok(format!(
-            "Protecting {room}; the rules banned {banned} of its members."
+            "Protecting {room}; the rules banned {banned} of its members.{warning}"
         ))
     }
 

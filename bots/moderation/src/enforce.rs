@@ -16,7 +16,7 @@ use trestle::{
             },
             error::ErrorKind,
         },
-        events::StateEventType,
+        events::{StateEventType, room::power_levels::UserPowerLevel},
     },
 };
 
@@ -360,6 +360,48 @@ fn set_rule(change: &Change) -> Option<&Rule> {
     }
 }
 
+/// What the bot may not do in `room` of what protecting it takes: ban, kick, redact, set the
+/// server ACL and the join rules.
+pub async fn missing_powers(app: &Appservice, room: &RoomId) -> Result<Vec<&'static str>> {
+    let own = trestle::router::power_level(app, room, app.bot_user_id()).await?;
+    let request = get_state_event_for_key::v3::Request::new(
+        room.to_owned(),
+        StateEventType::RoomPowerLevels,
+        String::new(),
+    );
+    let levels: Value = match app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await
+    {
+        Ok(response) => serde_json::from_str(response.event_or_content.get())?,
+        Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => json!({}),
+        Err(e) => return Err(e),
+    };
+    Ok(needed_powers(&levels)
+        .into_iter()
+        .filter(|(_, needed)| {
+            own < UserPowerLevel::Int(trestle::ruma::Int::new_saturating(*needed))
+        })
+        .map(|(what, _)| what)
+        .collect())
+}
+
+/// The power levels the bot's actions need, from the content of `m.room.power_levels` (the
+/// spec's defaults where a field is missing).
+pub fn needed_powers(levels: &Value) -> Vec<(&'static str, i64)> {
+    let level = |value: &Value, default: i64| value.as_i64().unwrap_or(default);
+    let state_default = level(&levels["state_default"], 50);
+    let state = |event_type: &str| level(&levels["events"][event_type], state_default);
+    vec![
+        ("ban", level(&levels["ban"], 50)),
+        ("kick", level(&levels["kick"], 50)),
+        ("redact", level(&levels["redact"], 50)),
+        ("set the server ACL", state("m.room.server_acl")),
+        ("change the join rules", state("m.room.join_rules")),
+    ]
+}
+
 /// Unbans `user` from `room`.
 pub async fn unban(app: &Appservice, room: &RoomId, user: &UserId, why: &str) -> Result<()> {
     let mut request = unban_user::v3::Request::new(room.to_owned(), user.to_owned());
@@ -424,6 +466,22 @@ pub fn acl_content(current: Option<&Value>, deny: &[String]) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn needed_powers_read_the_levels_with_the_spec_defaults() {
+        let levels = json!({"ban": 60, "events": {"m.room.server_acl": 100}, "state_default": 40});
+        assert_eq!(
+            needed_powers(&levels),
+            vec![
+                ("ban", 60),
+                ("kick", 50),
+                ("redact", 50),
+                ("set the server ACL", 100),
+                ("change the join rules", 40)
+            ]
+        );
+        assert_eq!(needed_powers(&json!({}))[3], ("set the server ACL", 50));
+    }
 
     #[test]
     fn acl_is_sent_only_when_the_denies_change() {

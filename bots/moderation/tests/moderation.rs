@@ -99,7 +99,7 @@ async fn protected_room(admin: &UserClient, management: &str) -> String {
         admin,
         management,
         &format!("!rooms add {room}"),
-        "Protecting",
+        &format!("Protecting {room}"),
     )
     .await;
     room
@@ -191,6 +191,38 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     bot_sets_membership(&admin, &protected, &spambot.user_id, "leave").await;
     bot_says(&admin, &management, "unbanned @spambot:localhost").await;
     check_becomes(&h, &lists, "@spambot:localhost", false).await;
+
+    // Redacting a rule removes it too.
+    spammer.join(&protected).await;
+    let rule = admin
+        .send_state(
+            &list,
+            "m.policy.rule.user",
+            "rule-4",
+            json!({"entity": "@spammer:localhost", "recommendation": "m.ban", "reason": "once more"}),
+        )
+        .await;
+    bot_sets_membership(&admin, &protected, &spammer.user_id, "ban").await;
+    admin
+        .call_ok(
+            reqwest::Method::PUT,
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/redact-rule-4",
+                trestle_tests::synapse::encode(&list),
+                trestle_tests::synapse::encode(&rule)
+            ),
+            Some(&json!({})),
+        )
+        .await;
+    admin
+        .wait_for_event(&protected, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["sender"] == BOT
+                && e["state_key"] == spammer.user_id.as_str()
+                && e["content"]["membership"] == "leave"
+                && e["unsigned"]["prev_content"]["reason"] == "once more"
+        })
+        .await;
 
     // A server rule becomes the protected room's server ACL, and goes when the rule goes.
     admin
@@ -307,7 +339,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         &admin,
         &management,
         &format!("!unban {list} @raid*:localhost"),
-        "Removed the rule",
+        "Removed the rule for @raid*:localhost",
     )
     .await;
     bot_sets_membership(&admin, &protected, &raider.user_id, "leave").await;
@@ -438,15 +470,34 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
     let management = management_room(&admin, "12").await;
     let protected = protected_room(&admin, &management).await;
 
-    for setup in [
-        "!protections enable flood",
-        "!protections set flood max_messages 3",
-        "!protections enable word-filter",
-        "!protections set word-filter words \"badword, worse\"",
-        "!protections enable mention-spam",
-        "!protections set mention-spam max_mentions 2",
+    // Each answer shows the protection's stored settings after the change.
+    for (setup, answer) in [
+        (
+            "!protections enable flood",
+            r#"flood in every protected room: {"enabled":true}"#,
+        ),
+        (
+            "!protections set flood max_messages 3",
+            r#"{"enabled":true,"max_messages":3}"#,
+        ),
+        (
+            "!protections enable word-filter",
+            r#"word-filter in every protected room: {"enabled":true}"#,
+        ),
+        (
+            "!protections set word-filter words \"badword, worse\"",
+            r#"{"enabled":true,"words":["badword","worse"]}"#,
+        ),
+        (
+            "!protections enable mention-spam",
+            r#"mention-spam in every protected room: {"enabled":true}"#,
+        ),
+        (
+            "!protections set mention-spam max_mentions 2",
+            r#"{"enabled":true,"max_mentions":2}"#,
+        ),
     ] {
-        command(&admin, &management, setup, "every protected room").await;
+        command(&admin, &management, setup, answer).await;
     }
     command(
         &admin,
@@ -460,6 +511,32 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
         &management,
         "!protections set flood max_messages many",
         "Not changed",
+    )
+    .await;
+    // A room where the bot may not act is protected with a warning.
+    let weak = admin
+        .create_room(json!({"name": "weak", "preset": "public_chat"}))
+        .await;
+    admin.invite(&weak, BOT).await;
+    let answer = command(
+        &admin,
+        &management,
+        &format!("!rooms add {weak}"),
+        &format!("Protecting {weak}"),
+    )
+    .await;
+    assert!(
+        answer["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("I lack the power to ban, kick, redact"),
+        "{answer}"
+    );
+    command(
+        &admin,
+        &management,
+        &format!("!rooms remove {weak}"),
+        "no longer protected",
     )
     .await;
     let list = command(&admin, &management, "!protections list", "Protections").await;
@@ -584,14 +661,14 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
         &admin,
         &management,
         "!protections set join-flood max_joins 4",
-        "join-flood in every protected room",
+        r#"join-flood in every protected room: {"max_joins":4}"#,
     )
     .await;
     command(
         &admin,
         &management,
         "!protections enable join-flood",
-        "join-flood in every protected room",
+        r#"join-flood in every protected room: {"enabled":true,"max_joins":4}"#,
     )
     .await;
     let raider = synapse.register_user("raider", "password-1234").await;
