@@ -10,6 +10,7 @@ pub mod irc;
 pub mod network;
 pub mod settings;
 pub mod text;
+pub mod thirdparty;
 
 use trestle::{
     Plugin, Router,
@@ -57,10 +58,14 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     }
     let bridge = Bridge::new(network::Irc::new(checked), config);
     let handle = bridge.handle();
-    Ok(bridge.router().service("irc", move |app| {
-        let handle = handle.clone();
-        async move { events::run_bots(handle, app).await }
-    }))
+    let lookup = thirdparty::Lookup(bridge.handle());
+    Ok(bridge
+        .router()
+        .thirdparty(lookup)
+        .service("irc", move |app| {
+            let handle = handle.clone();
+            async move { events::run_bots(handle, app).await }
+        }))
 }
 
 #[cfg(test)]

@@ -340,16 +340,34 @@ impl Network for Irc {
         change: MatrixMembership<'_, Self>,
     ) -> NetworkResult<()> {
         // Someone joined a portal: the bot makes sure it is in the channel, and the people the
-        // bot already sees there (heard before the portal existed) get their ghosts in.
-        if change.membership == "join"
-            && let ChatId::Channel { network, channel } = &change.portal.chat
-        {
-            self.bot(network)?.join(channel);
-            for nick in crate::events::channel_members(self, network, channel) {
-                if !self.is_own_nick(network, &nick) {
-                    crate::events::ghost_join(bridge, network, channel, &nick).await?;
+        // bot already sees there (heard before the portal existed) get their ghosts in. A user
+        // with their own connection joins or leaves the channel with it.
+        let ChatId::Channel { network, channel } = &change.portal.chat else {
+            return Ok(());
+        };
+        let puppet = bridge.connection(change.user, network);
+        match change.membership.as_str() {
+            "join" => {
+                self.bot(network)?.join(channel);
+                if let Some(puppet) = &puppet {
+                    puppet.client.join(channel);
+                }
+                for nick in crate::events::channel_members(self, network, channel) {
+                    if !self.is_own_nick(network, &nick) {
+                        crate::events::ghost_join(bridge, network, channel, &nick).await?;
+                    }
                 }
             }
+            "leave" | "ban" => {
+                if let Some(puppet) = &puppet {
+                    let reason = change
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "left the room".into());
+                    puppet.client.part(channel, &reason);
+                }
+            }
+            _ => {}
         }
         Ok(())
     }

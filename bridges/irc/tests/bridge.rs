@@ -234,6 +234,26 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
         .await;
 
     let carol = setup.synapse.register_user("carol", "password-1234").await;
+
+    // The `irc` protocol: the network as an instance, channel and nick lookups.
+    let get = |path: &'static str| carol.call_ok(reqwest::Method::GET, path, None);
+    let protocols = get("/_matrix/client/v3/thirdparty/protocols").await;
+    assert_eq!(
+        protocols["irc"]["instances"][0]["network_id"], "test",
+        "{protocols}"
+    );
+    let locations =
+        get("/_matrix/client/v3/thirdparty/location/irc?network=test&channel=%23chat").await;
+    assert_eq!(
+        locations[0]["alias"], "#irc_test_chat:localhost",
+        "{locations}"
+    );
+    let users = get("/_matrix/client/v3/thirdparty/user/irc?network=test&nickname=Bob").await;
+    assert_eq!(users[0]["userid"], "@irc_test_bob:localhost", "{users}");
+    let unknown =
+        get("/_matrix/client/v3/thirdparty/location/irc?network=nope&channel=%23chat").await;
+    assert_eq!(unknown, json!([]));
+
     let room = carol.join("#irc_test_chat:localhost").await;
     let bob_ghost = "@irc_test_bob:localhost";
     wait_member(&carol, &room, bob_ghost, true).await;
@@ -326,4 +346,11 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     carol.send_text(&dm, "hey bob").await;
     let line = bob.expect_privmsg("bob").await;
     assert_eq!((line.nick.as_str(), line.param(1)), ("carol_m", "hey bob"));
+
+    // Leaving the portal takes her nick out of the channel.
+    carol.leave(&room).await;
+    let part = bob
+        .expect(|l| l.command == "PART" && l.nick == "carol_m")
+        .await;
+    assert_eq!(part.param(0), "#chat");
 }
