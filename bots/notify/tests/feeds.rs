@@ -10,19 +10,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BOT, bodies, settings, start, wait_for_text};
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use trestle::{
-    Appservice, Store,
-    axum::{
-        self,
-        extract::State,
-        http::{HeaderMap, StatusCode, header},
-        response::{IntoResponse, Response},
-        routing::get,
-    },
+use common::{BOT, bodies, restart, settings, start, wait_for_text};
+use tokio::{net::TcpListener, task::JoinHandle};
+use trestle::axum::{
+    self,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
 };
-use trestle_tests::appservice::{Harness, WAIT};
+use trestle_tests::appservice::WAIT;
 
 /// The feeds the server serves, and what it answered.
 #[derive(Default)]
@@ -160,39 +157,6 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     }
 }
 
-/// The appservice again, on the same store, port and Synapse: a restart.
-async fn restart(harness: &Harness) -> (Appservice, oneshot::Sender<()>, JoinHandle<()>) {
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        harness.dir.path().join("store.db").display()
-    ))
-    .await
-    .unwrap();
-    let app = Appservice::builder(
-        harness.registration.clone(),
-        harness.synapse.base_url(),
-        "localhost",
-    )
-    .router(trestle_notify::router_with(settings()).unwrap())
-    .store(store)
-    .build()
-    .await
-    .unwrap();
-    let address = harness.url.trim_start_matches("http://").to_owned();
-    let listener = TcpListener::bind(address).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runner = app.clone();
-    let task = tokio::spawn(async move {
-        runner
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (app, stop, task)
-}
-
 #[tokio::test]
 async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     let feeds: Shared = Arc::default();
@@ -291,7 +255,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     // Trestle stops; the feed changes meanwhile; after the restart only the new entry comes.
     harness.stop().await;
     change_rss(&feeds, |rss| rss.insert(0, item("a5", "Alpha five")));
-    let (app, stop, task) = restart(&harness).await;
+    let (app, stop, task) = restart(&harness, settings()).await;
     wait_for_text(&user, &room, BOT, "News: Alpha five").await;
     // A few more polls after the restart post nothing again.
     let polled = feeds.lock().unwrap().not_modified;

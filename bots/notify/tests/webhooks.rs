@@ -5,6 +5,7 @@ mod common;
 
 use common::{BOT, accept_dm, settings, start, wait_for_text};
 use serde_json::{Value, json};
+use trestle_notify::Settings;
 use trestle_notify::sign;
 use trestle_tests::appservice::WAIT;
 
@@ -37,7 +38,11 @@ async fn post_signed(url: &str, secret: &str, json: &str) -> u16 {
 
 #[tokio::test]
 async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
-    let harness = start(settings()).await;
+    let limited = Settings {
+        rate_burst: 30,
+        ..settings()
+    };
+    let mut harness = start(limited.clone()).await;
     let (user, room) = harness.user_in_room_with_bot("alice").await;
 
     user.send_text(&room, "!webhook create \"Build Bot\"").await;
@@ -248,6 +253,50 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
         "still there"
     );
 
+    // Calls answered 200 are posted even if Trestle stops at once: each exactly once, in order.
+    let burst: Vec<String> = (0..15).map(|i| format!("burst {i:02}")).collect();
+    for text in &burst {
+        let json = serde_json::json!({ "text": text }).to_string();
+        assert_eq!(post_signed(&url, &secret, &json).await, 200);
+    }
+    harness.stop().await;
+    let (app, stop, task) = common::restart(&harness, limited).await;
+    wait_for_text(&user, &room, &ghost, "burst 14").await;
+    app.idle().await;
+    let posted: Vec<String> = common::bodies(&user, &room, |s| s == ghost)
+        .await
+        .into_iter()
+        .filter(|b| b.starts_with("burst "))
+        .collect();
+    assert_eq!(posted, burst);
+
+    // Past the burst, calls are refused with a time to wait, until the rate lets them in.
+    let mut refused = None;
+    for i in 0..40 {
+        let json = serde_json::json!({ "text": format!("limit {i}") }).to_string();
+        let signature = sign::signature(&secret, json.as_bytes());
+        let (status, body) = post(
+            &url,
+            "application/json",
+            json.as_bytes(),
+            &[(sign::SIGNATURE_HEADER, &signature)],
+        )
+        .await;
+        if status != 200 {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("the rate limit never applied");
+    assert_eq!(
+        (status, body["errcode"].as_str()),
+        (429, Some("M_LIMIT_EXCEEDED"))
+    );
+    assert!(
+        body["retry_after_ms"].as_u64().is_some_and(|ms| ms <= 1001),
+        "{body}"
+    );
+
     // Renamed, the ghost's name changes; removed, the URL is dead.
     user.send_text(&room, "!webhook rename \"Build Bot\" Deployer")
         .await;
@@ -270,4 +319,6 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
     user.send_text(&room, "!webhook remove Deployer").await;
     wait_for_text(&user, &room, BOT, "Removed webhook Deployer").await;
     assert_eq!(post_signed(&url, &secret, &signed).await, 404);
+    let _ = stop.send(());
+    task.await.unwrap();
 }
