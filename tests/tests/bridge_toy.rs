@@ -391,10 +391,7 @@ async fn a_toy_network_bridged_through_the_kit() {
         })
         .await;
 
-    command(&alice, &mgmt, "logout", "Logged out of toynet.").await;
-    command(&alice, &mgmt, "status", "You are not logged in.").await;
-
-    // Relay mode: the bot speaks for alice, with her name.
+    // Relay mode: the bot speaks for those who cannot speak themselves, with their name.
     command(
         &alice,
         &mgmt,
@@ -402,6 +399,29 @@ async fn a_toy_network_bridged_through_the_kit() {
         "Relay mode is on",
     )
     .await;
+    // A login the network threw out (it needs the user) no longer speaks: the relay does.
+    let kicked = ConnectionState::BadCredentials("kicked by the toy admin".into());
+    login.set_state(kicked).await.unwrap();
+    alice
+        .wait_for_event(&mgmt, WAIT, |e| {
+            e["content"]["body"]
+                == "toynet: disconnected (kicked by the toy admin). Log in again to reconnect."
+        })
+        .await;
+    alice.send_text(&lobby, "said while kicked").await;
+    let relayed = world
+        .wait_for(
+            "the relayed message",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "said while kicked"),
+        )
+        .await;
+    assert!(
+        matches!(relayed, Arrived::Message { ref speaker, .. } if speaker == "relay:alice"),
+        "{relayed:?}"
+    );
+    // Logged out, the same.
+    command(&alice, &mgmt, "logout", "Logged out of toynet.").await;
+    command(&alice, &mgmt, "status", "You are not logged in.").await;
     alice.send_text(&lobby, "relayed words").await;
     let relayed = world
         .wait_for(

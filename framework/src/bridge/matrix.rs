@@ -16,8 +16,9 @@ use ruma::{
 use serde_json::Value;
 
 use super::{
-    BridgeError, BridgeHandle, Login, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
-    MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, Via, commands,
+    BridgeError, BridgeHandle, ConnectionState, Login, MatrixEdit, MatrixMembership, MatrixMessage,
+    MatrixReaction, MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult,
+    PortalRef, Via, commands,
 };
 use crate::{
     Appservice,
@@ -163,7 +164,13 @@ impl<N: Network> BridgeHandle<N> {
         sender: &UserId,
     ) -> NetworkResult<Option<Speaker<N>>> {
         for login in self.logins(sender).await? {
-            if !self.network().login_covers(&login, &portal.chat) {
+            // A login that is down for a while still speaks (the network may hold messages
+            // until it is back); one that needs the user to log in again does not.
+            let usable = !matches!(
+                login.state,
+                ConnectionState::BadCredentials(_) | ConnectionState::LoggedOut
+            );
+            if !usable || !self.network().login_covers(&login, &portal.chat) {
                 continue;
             }
             if let Some(connection) = self.connection(sender, &login.id) {
