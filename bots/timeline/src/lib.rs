@@ -24,7 +24,7 @@ use serde_json::Value;
 use trestle::{
     Appservice, Plugin, Router,
     plugin::PluginSettings,
-    router::{RawEvent, State},
+    router::RawEvent,
     ruma::{
         OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomVersionId,
         api::{AppserviceUserIdentity, client::alias::create_alias},
@@ -135,18 +135,16 @@ fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
 pub fn router(settings: Settings) -> trestle::Result<Router> {
     settings.validate()?;
     let settings = Arc::new(settings);
-    let web_settings = settings.clone();
     Ok(Router::new()
         .on(on_event)
-        .web(move |app| match api::Web::new(app, web_settings.clone()) {
+        .web(move |app| match api::Web::new(app, settings.clone()) {
             Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
             Err(error) => {
                 tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
                 trestle::axum::Router::new()
             }
         })
-        .service("timeline-backfill", backfill_when_empty)
-        .with_state(settings))
+        .service("timeline-backfill", backfill_when_empty))
 }
 
 /// The event types the index reads.
@@ -158,11 +156,7 @@ const INDEXED: &[&str] = &[
     "m.room.create",
 ];
 
-async fn on_event(
-    event: RawEvent,
-    app: Appservice,
-    State(_settings): State<Arc<Settings>>,
-) -> trestle::Result<()> {
+async fn on_event(event: RawEvent, app: Appservice) -> trestle::Result<()> {
     if !INDEXED.contains(&event.event_type.as_str()) {
         return Ok(());
     }
