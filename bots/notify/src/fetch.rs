@@ -50,10 +50,22 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || (a == 100 && (64..128).contains(&b))
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            let segments = v6.segments();
+            // IPv4-mapped and -compatible (::a.b.c.d), and the NAT64 prefix 64:ff9b::/96,
+            // all lead to an IPv4 address, which decides.
+            let nat64 = segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            if let Some(v4) = v6
+                .to_ipv4()
+                .filter(|_| !v6.is_loopback() && !v6.is_unspecified())
+            {
                 return is_private(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            if nat64 {
+                let [.., a, b] = segments;
+                let v4 = std::net::Ipv4Addr::from((u32::from(a) << 16) | u32::from(b));
+                return is_private(IpAddr::V4(v4));
+            }
+            let first = segments[0];
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -211,10 +223,17 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::7f00:1",
         ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "1.1.1.1"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "1.1.1.1",
+            "64:ff9b::5db8:d822",
+        ] {
             assert!(!is_private(ip.parse().unwrap()), "{ip}");
         }
     }
