@@ -103,6 +103,9 @@ struct Inner {
     db: OnceCell<Db>,
     model: Mutex<Model>,
     tracker: Mutex<Tracker>,
+    /// When resolving the configured management room last failed: not retried for a while,
+    /// since every event asks.
+    resolve_failed: Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Moderation {
@@ -122,6 +125,7 @@ impl Moderation {
                 db: OnceCell::new(),
                 model: Mutex::new(Model::default()),
                 tracker: Mutex::new(Tracker::default()),
+                resolve_failed: Mutex::new(None),
             }),
         }
     }
@@ -160,7 +164,11 @@ impl Moderation {
                 let rules = db.rules().await?;
                 let protections = db.protections().await?;
                 let mut model = self.model();
-                model.management_room = management_room.and_then(|r| RoomId::parse(r).ok());
+                // A configured room wins over a remembered one (the setting may have changed);
+                // it is resolved on first use.
+                model.management_room = management_room
+                    .filter(|_| self.settings().management_room.is_none())
+                    .and_then(|r| RoomId::parse(r).ok());
                 model.own_list = own_list.and_then(|r| RoomId::parse(r).ok());
                 model.protected = protected;
                 model.lists = lists;
@@ -172,8 +180,8 @@ impl Moderation {
             .await
     }
 
-    /// The management room: the stored one, or the one in the settings (an alias is
-    /// resolved, and remembered, once it exists).
+    /// The management room: the one in the settings (an alias is resolved once it exists;
+    /// after a failure, not again for 30 s), or else the remembered one.
     pub async fn management_room(&self, app: &Appservice) -> Result<Option<OwnedRoomId>> {
         let db = self.db(app).await?;
         if let Some(room) = self.model().management_room.clone() {
@@ -182,7 +190,25 @@ impl Moderation {
         let Some(configured) = self.settings().management_room.as_deref() else {
             return Ok(None);
         };
-        let room = resolve_room(app, configured).await?;
+        let failed = *self
+            .inner
+            .resolve_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if failed.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(30)) {
+            return Ok(None);
+        }
+        let room = match resolve_room(app, configured).await {
+            Ok(room) => room,
+            Err(error) => {
+                *self
+                    .inner
+                    .resolve_failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                return Err(error);
+            }
+        };
         db.set_setting(MANAGEMENT_ROOM, room.as_str()).await?;
         self.model().management_room = Some(room.clone());
         Ok(Some(room))

@@ -73,11 +73,10 @@ async fn bot_sets_membership(
 }
 
 /// A management room set up by `admin`: the bot joins on invite and claims it.
-async fn management_room(admin: &UserClient, version: &str) -> String {
+async fn management_room(admin: &UserClient) -> String {
+    // Room version 12: the admin is the creator, with infinite power and no power level entry.
     let room = admin
-        .create_room(
-            json!({"name": "moderators", "preset": "private_chat", "room_version": version}),
-        )
+        .create_room(json!({"name": "moderators", "preset": "private_chat", "room_version": "12"}))
         .await;
     admin.invite(&room, BOT).await;
     bot_says(admin, &room, "now my management room").await;
@@ -118,6 +117,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     let h = harness(
         Settings {
             admins: vec!["@admin:localhost".into()],
+            management_room: Some("#moderators:localhost".into()),
             ..Settings::default()
         },
         &lists,
@@ -135,7 +135,18 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         .await;
     helper.invite(&stray, BOT).await;
 
-    let management = management_room(&admin, "10").await;
+    // The configured management room, by alias: the bot joins it when invited.
+    let management = admin
+        .create_room(json!({"name": "moderators", "preset": "private_chat", "room_alias_name": "moderators"}))
+        .await;
+    admin.invite(&management, BOT).await;
+    admin
+        .wait_for_event(&management, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == BOT
+                && e["content"]["membership"] == "join"
+        })
+        .await;
     admin.invite(&management, &helper.user_id).await;
     helper.join(&management).await;
     let protected = protected_room(&admin, &management).await;
@@ -397,6 +408,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         &h,
         Settings {
             admins: vec!["@admin:localhost".into()],
+            management_room: Some("#moderators:localhost".into()),
             ..Settings::default()
         },
     )
@@ -466,8 +478,7 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
     .await;
     let synapse = &h.synapse;
     let admin = synapse.register_user("admin", "password-1234").await;
-    // Room version 12: the admin is the creator, with infinite power and no power level entry.
-    let management = management_room(&admin, "12").await;
+    let management = management_room(&admin).await;
     let protected = protected_room(&admin, &management).await;
 
     // Each answer shows the protection's stored settings after the change.
@@ -539,7 +550,18 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
         "no longer protected",
     )
     .await;
-    let list = command(&admin, &management, "!protections list", "Protections").await;
+    let help = command(&admin, &management, "!help", "Commands").await;
+    let help = help["content"]["body"].as_str().unwrap();
+    for part in ["!ban [list] <entity> [reason]", "!protections", "link-spam"] {
+        assert!(help.contains(part), "{part} in {help}");
+    }
+    let list = command(
+        &admin,
+        &management,
+        "!protections list",
+        "Protections for every",
+    )
+    .await;
     assert!(
         list["content"]["body"]
             .as_str()
