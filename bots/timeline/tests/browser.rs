@@ -170,6 +170,21 @@ async fn log_in_post_follow_and_read_the_feed_in_chromium() {
 
     let screenshot = browser.screenshot().await;
 
+    // She edits her reply in place.
+    browser.click("#view .post.reply .edit").await;
+    browser
+        .fill("#view .post.reply .edit-text", "Nice one, edited")
+        .await;
+    browser.click("#view .post.reply .save").await;
+    browser
+        .wait_for(
+            "the edited reply",
+            "document.querySelector('#view .post.reply .body') \
+             && document.querySelector('#view .post.reply .body').textContent === 'Nice one, edited' \
+             && document.querySelector('#view .post.reply .meta').textContent.includes('edited')",
+        )
+        .await;
+
     // Her own reply has a Delete button, Bob's post none; deleting takes the reply away.
     assert_eq!(
         browser

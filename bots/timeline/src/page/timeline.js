@@ -92,12 +92,23 @@ function postView(post, options) {
     }
   }
   if (post.author === session.user) {
+    const edit = el('button', { type: 'button', className: 'edit', textContent: 'Edit' });
+    edit.addEventListener('click', () => editInPlace(article, post));
     const remove = el('button', { type: 'button', className: 'delete', textContent: 'Delete' });
     remove.addEventListener('click', () => act('DELETE', 'api/posts/' + enc(post.event_id)));
-    actions.append(remove);
+    actions.append(edit, remove);
   }
   article.append(actions);
   return article;
+}
+
+// Swaps a post's text for an editor; saving sends the edit.
+function editInPlace(article, post) {
+  const body = article.querySelector('.body');
+  const text = el('textarea', { className: 'edit-text', rows: 2, value: post.text });
+  const save = el('button', { type: 'button', className: 'save', textContent: 'Save' });
+  save.addEventListener('click', () => act('PUT', 'api/posts/' + enc(post.event_id), { text: text.value }));
+  body.replaceWith(el('div', { className: 'editor' }, text, save));
 }
 
 async function act(method, path, body) {
