@@ -7,8 +7,8 @@
 use reqwest::Method;
 use serde_json::json;
 use trestle::bridge::{
-    BridgeConfig, ConnectionState, MessageContent, RemoteEdit, RemoteMembership, RemoteMessage,
-    RemoteReaction, UserInfo,
+    BridgeConfig, ChatInfo, ConnectionState, MessageContent, RemoteEdit, RemoteMembership,
+    RemoteMessage, RemoteReaction, UserInfo,
 };
 use trestle_tests::{
     appservice::WAIT,
@@ -323,6 +323,18 @@ async fn a_toy_network_bridged_through_the_kit() {
         .await
         .unwrap();
     wait_member(&alice, &lobby, "@toy_erin:localhost", false).await;
+
+    // A renamed chat with a new topic: the portal follows.
+    let renamed = ChatInfo::named("Toy lobby, renamed").topic("a new topic");
+    handle
+        .remote_chat_info(&"lobby".into(), &renamed)
+        .await
+        .unwrap();
+    let state = room_state(&alice, &lobby).await;
+    let name = state.iter().find(|e| e["type"] == "m.room.name").unwrap();
+    let topic = state.iter().find(|e| e["type"] == "m.room.topic").unwrap();
+    assert_eq!(name["content"]["name"], "Toy lobby, renamed");
+    assert_eq!(topic["content"]["topic"], "a new topic");
 
     // Direct chats, started from Matrix (inviting a ghost) and from the network.
     let dm = alice
