@@ -36,6 +36,8 @@ struct Feeds {
     not_modified: usize,
     /// Whether `/flaky` answers 503.
     flaky_down: bool,
+    /// JSON Feed items, newest first: (id, title).
+    json: Vec<(String, String)>,
 }
 
 type Shared = Arc<Mutex<Feeds>>;
@@ -115,6 +117,27 @@ async fn atom(State(feeds): State<Shared>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// A JSON Feed, without validators: every poll reads it whole.
+async fn json_feed(State(feeds): State<Shared>) -> Response {
+    let items: Vec<serde_json::Value> = feeds
+        .lock()
+        .unwrap()
+        .json
+        .iter()
+        .map(|(id, title)| {
+            serde_json::json!({"id": id, "title": title, "url": format!("https://j.example/{id}")})
+        })
+        .collect();
+    let feed = serde_json::json!({
+        "version": "https://jsonfeed.org/version/1.1", "title": "Jay", "items": items,
+    });
+    (
+        [(header::CONTENT_TYPE, "application/feed+json")],
+        feed.to_string(),
+    )
+        .into_response()
+}
+
 /// A feed that can be made to fail.
 async fn flaky(State(feeds): State<Shared>) -> Response {
     if feeds.lock().unwrap().flaky_down {
@@ -129,6 +152,7 @@ async fn feed_server(feeds: Shared) -> (String, JoinHandle<()>) {
         .route("/rss", get(rss))
         .route("/atom", get(atom))
         .route("/flaky", get(flaky))
+        .route("/json", get(json_feed))
         .with_state(feeds);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -163,6 +187,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     {
         let mut f = feeds.lock().unwrap();
         f.rss = vec![item("a2", "Alpha two"), item("a1", "Alpha one")];
+        f.json = vec![item("j1", "Jay one")];
         f.atom = vec![(
             "urn:b1".into(),
             "Beta one".into(),
@@ -180,6 +205,9 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     user.send_text(&room, &format!("!feed add {base}/atom 1s"))
         .await;
     wait_for_text(&user, &room, BOT, "The 1 entries there now are not posted").await;
+    user.send_text(&room, &format!("!feed add {base}/json 1s"))
+        .await;
+    wait_for_text(&user, &room, BOT, "Following **Jay**").await;
     // Later polls are conditional, and an unchanged feed answers 304.
     until("conditional requests", || {
         feeds.lock().unwrap().not_modified >= 4
@@ -205,6 +233,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
             ),
         );
         f.atom_version += 1;
+        f.json.insert(0, item("j2", "Jay two"));
     }
     wait_for_text(
         &user,
@@ -272,10 +301,16 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
         "News: Alpha four ",
         "News: Alpha five ",
         "Blog: Beta two ",
+        "Jay: Jay two ",
     ] {
         assert_eq!(count(once), 1, "{once}: {posted:#?}");
     }
-    for never in ["News: Alpha one", "News: Alpha two", "Blog: Beta one"] {
+    for never in [
+        "News: Alpha one",
+        "News: Alpha two",
+        "Blog: Beta one",
+        "Jay: Jay one",
+    ] {
         assert_eq!(count(never), 0, "{never}: {posted:#?}");
     }
     // Entries arrive in feed order.
