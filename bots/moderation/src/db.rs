@@ -58,6 +58,15 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+fn ban_of(row: &sqlx::any::AnyRow) -> Result<Ban> {
+    Ok(Ban {
+        room_id: row.try_get("room_id")?,
+        user_id: row.try_get("user_id")?,
+        list_room: row.try_get("list_room")?,
+        entity: row.try_get("entity")?,
+    })
+}
+
 impl Db {
     /// Migrates the store's tables.
     pub async fn open(store: Store) -> Result<Db> {
@@ -262,16 +271,17 @@ impl Db {
         .bind(entity)
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(Ban {
-                    room_id: row.try_get("room_id")?,
-                    user_id: row.try_get("user_id")?,
-                    list_room: row.try_get("list_room")?,
-                    entity: row.try_get("entity")?,
-                })
-            })
-            .collect()
+        rows.iter().map(ban_of).collect()
+    }
+
+    /// Every ban the bot made because of a rule.
+    pub async fn bans(&self) -> Result<Vec<Ban>> {
+        let rows = sqlx::query(
+            "SELECT room_id, user_id, list_room, entity FROM moderation_bans ORDER BY room_id, user_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter().map(ban_of).collect()
     }
 
     /// Forgets a ban (lifted, or replaced by hand).
@@ -370,7 +380,12 @@ mod tests {
             entity: "@s*:hs".into(),
         };
         db.record_ban(&ban).await.unwrap();
-        assert_eq!(db.bans_for("!l:hs", "@s*:hs").await.unwrap(), vec![ban]);
+        assert_eq!(
+            db.bans_for("!l:hs", "@s*:hs").await.unwrap(),
+            vec![ban.clone()]
+        );
+        assert!(db.bans_for("!l:hs", "@t*:hs").await.unwrap().is_empty());
+        assert_eq!(db.bans().await.unwrap(), vec![ban]);
         db.forget_ban("!a:hs", "@sam:hs").await.unwrap();
         assert!(db.bans_for("!l:hs", "@s*:hs").await.unwrap().is_empty());
         db.replace_rules("!l:hs", &[]).await.unwrap();

@@ -222,46 +222,8 @@ impl Moderation {
             Kind::User => {
                 let db = self.db(app).await?;
                 for ban in db.bans_for(&rule.list, &rule.entity).await? {
-                    let still = self.model().rules.user_rule(&ban.user_id).cloned();
-                    if let Some(other) = still {
-                        // Another rule still bans them: the ban stays, now owed to that rule.
-                        db.record_ban(&Ban {
-                            list_room: other.list,
-                            entity: other.entity,
-                            ..ban
-                        })
-                        .await?;
-                        continue;
-                    }
-                    let (Ok(room), Ok(user)) =
-                        (RoomId::parse(&ban.room_id), UserId::parse(&ban.user_id))
-                    else {
-                        continue;
-                    };
-                    if !self.model().is_protected(room.as_str()) {
-                        db.forget_ban(room.as_str(), user.as_str()).await?;
-                        continue;
-                    }
-                    match unban(app, &room, &user, &rule.entity).await {
-                        Ok(()) => {
-                            db.forget_ban(room.as_str(), user.as_str()).await?;
-                            self.report(
-                                app,
-                                &format!(
-                                    "🕊 unbanned {user} in {room}: rule {} was removed from {}",
-                                    rule.entity, rule.list
-                                ),
-                            )
-                            .await;
-                        }
-                        Err(error) => {
-                            self.report(
-                                app,
-                                &format!("⚠ could not unban {user} in {room}: {error}"),
-                            )
-                            .await;
-                        }
-                    }
+                    let why = format!("rule {} was removed from {}", rule.entity, rule.list);
+                    self.lift_ban(app, ban, &why).await?;
                 }
             }
             Kind::Server => {
@@ -270,6 +232,55 @@ impl Moderation {
                 }
             }
             Kind::Room => {}
+        }
+        Ok(())
+    }
+
+    /// Lifts a ban the bot made for a rule that is gone — unless another rule still bans the
+    /// user, which the ban is then owed to. A failed unban keeps the record, so the next start
+    /// ([`Moderation::lift_stale_bans`]) tries again.
+    async fn lift_ban(&self, app: &Appservice, ban: Ban, why: &str) -> Result<()> {
+        let db = self.db(app).await?;
+        let still = self.model().rules.user_rule(&ban.user_id).cloned();
+        if let Some(other) = still {
+            if other.list != ban.list_room || other.entity != ban.entity {
+                db.record_ban(&Ban {
+                    list_room: other.list,
+                    entity: other.entity,
+                    ..ban
+                })
+                .await?;
+            }
+            return Ok(());
+        }
+        let (Ok(room), Ok(user)) = (RoomId::parse(&ban.room_id), UserId::parse(&ban.user_id))
+        else {
+            return db.forget_ban(&ban.room_id, &ban.user_id).await;
+        };
+        if !self.model().is_protected(room.as_str()) {
+            // Nothing the bot does touches a room it no longer protects.
+            return db.forget_ban(room.as_str(), user.as_str()).await;
+        }
+        match unban(app, &room, &user, &ban.entity).await {
+            Ok(()) => {
+                db.forget_ban(room.as_str(), user.as_str()).await?;
+                self.report(app, &format!("🕊 unbanned {user} in {room}: {why}"))
+                    .await;
+            }
+            Err(error) => {
+                self.report(app, &format!("⚠ could not unban {user} in {room}: {error}"))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lifts the bans whose rules are gone: rules removed while the bot was down, unbans that
+    /// failed before.
+    pub async fn lift_stale_bans(&self, app: &Appservice) -> Result<()> {
+        for ban in self.db(app).await?.bans().await? {
+            let why = format!("rule {} in {} is gone", ban.entity, ban.list_room);
+            self.lift_ban(app, ban, &why).await?;
         }
         Ok(())
     }

@@ -125,6 +125,10 @@ async fn catch_up(bot: Moderation, app: Appservice) -> trestle::Result<()> {
             .await;
         }
     }
+    if let Err(error) = bot.lift_stale_bans(&app).await {
+        bot.report(&app, &format!("⚠ could not lift stale bans: {error}"))
+            .await;
+    }
     bot.enforce_all(&app).await;
     app.stopping().await;
     Ok(())
