@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use base64::Engine;
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
@@ -21,8 +20,15 @@ use tokio::{
     time::{Instant, sleep_until, timeout},
 };
 
+mod bucket;
+mod incoming;
+#[cfg(test)]
+mod tests;
+
+use bucket::Bucket;
+
 use super::{
-    message::{Message, ctcp_action, is_other_ctcp, make_action},
+    message::{Message, make_action},
     naming::{irc_lowercase, nick_candidates},
     split::{split_lines, text_budget},
 };
@@ -445,221 +451,6 @@ impl Actor {
         session.confirming = true;
         Message::new("PING", &[&format!("trestle-{}", self.seq)])
     }
-
-    fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
-    }
-
-    fn handle(&mut self, message: Message, session: &mut Session, out: &mut Vec<Message>) {
-        let from = message.source_nick().unwrap_or_default().to_owned();
-        let own_nick = self.state.borrow().nick.clone();
-        let me = irc_lowercase(&from) == irc_lowercase(&own_nick);
-        match message.command.as_str() {
-            "PING" => out.push(Message::new("PONG", &[message.param(0)])),
-            "PONG" => {
-                let token = message.params.last().map(String::as_str).unwrap_or("");
-                if let Some(seq) = token
-                    .strip_prefix("trestle-")
-                    .and_then(|n| n.parse::<u64>().ok())
-                {
-                    while self.unconfirmed.front().is_some_and(|(s, _)| *s <= seq) {
-                        self.unconfirmed.pop_front();
-                    }
-                    session.confirming = false;
-                    if !self.unconfirmed.is_empty() {
-                        out.push(self.confirm_ping(session));
-                    }
-                }
-            }
-            "CAP" => self.handle_cap(&message, session, out),
-            "AUTHENTICATE" if message.param(0) == "+" => {
-                if let Some((user, password)) = &self.config.sasl {
-                    let blob = format!("{user}\0{user}\0{password}");
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(blob);
-                    // Payloads of 400 bytes or more go in chunks; a plain one never is that long
-                    // unless the password is absurd, but the protocol allows it.
-                    for chunk in encoded.as_bytes().chunks(400) {
-                        out.push(Message::new(
-                            "AUTHENTICATE",
-                            &[&String::from_utf8_lossy(chunk)],
-                        ));
-                    }
-                    if encoded.len() % 400 == 0 {
-                        out.push(Message::new("AUTHENTICATE", &["+"]));
-                    }
-                }
-            }
-            "903" | "907" => out.push(Message::new("CAP", &["END"])),
-            "902" | "904" | "905" | "906" | "908" => {
-                self.emit(Event::Error {
-                    message: format!(
-                        "SASL failed: {}",
-                        message.params.last().cloned().unwrap_or_default()
-                    ),
-                });
-                out.push(Message::new("CAP", &["END"]));
-            }
-            "001" => {
-                let nick = message.param(0).to_owned();
-                session.registered = true;
-                self.state.send_modify(|s| {
-                    s.registered = true;
-                    s.nick = nick.clone();
-                    s.sessions += 1;
-                });
-                self.emit(Event::Registered { nick });
-                // Rejoin before anything queued is sent, so queued channel messages land.
-                for channel in self.channels.values() {
-                    out.push(Message::new("JOIN", &[channel]));
-                }
-            }
-            "433" | "432" | "436" | "437" if !session.registered => {
-                if message.command == "432" && !session.short_nicks {
-                    // Too long or bad characters: servers with short nicks allow nine.
-                    session.short_nicks = true;
-                    session.candidates = nick_candidates(&self.wanted_nick, SHORT_NICK).collect();
-                }
-                let next = session.next_nick();
-                self.state.send_modify(|s| s.nick = next.clone());
-                out.push(Message::new("NICK", &[&next]));
-            }
-            "433" | "432" | "436" | "437" => self.emit(Event::Error {
-                message: format!(
-                    "nick {} refused: {}",
-                    message.param(1),
-                    message.params.last().cloned().unwrap_or_default()
-                ),
-            }),
-            "PRIVMSG" | "NOTICE" => {
-                let text = message.param(1);
-                if is_other_ctcp(text) {
-                    return;
-                }
-                let (kind, text) = match (message.command.as_str(), ctcp_action(text)) {
-                    ("PRIVMSG", Some(action)) => (Kind::Action, action),
-                    ("PRIVMSG", None) => (Kind::Privmsg, text),
-                    _ => (Kind::Notice, text),
-                };
-                // Server notices (no `!` in the prefix) are not chat.
-                if !message.prefix.as_deref().unwrap_or("").contains('!') {
-                    return;
-                }
-                self.emit(Event::Message {
-                    from,
-                    target: message.param(0).to_owned(),
-                    kind,
-                    text: text.to_owned(),
-                    time: message.tag("time").map(str::to_owned),
-                });
-            }
-            "JOIN" => self.emit(Event::Join {
-                nick: from,
-                channel: message.param(0).to_owned(),
-            }),
-            "PART" => {
-                if me {
-                    self.channels.remove(&irc_lowercase(message.param(0)));
-                }
-                self.emit(Event::Part {
-                    nick: from,
-                    channel: message.param(0).to_owned(),
-                    reason: message.param(1).to_owned(),
-                })
-            }
-            "QUIT" => self.emit(Event::Quit {
-                nick: from,
-                reason: message.param(0).to_owned(),
-            }),
-            "KICK" => {
-                if irc_lowercase(message.param(1)) == irc_lowercase(&own_nick) {
-                    self.channels.remove(&irc_lowercase(message.param(0)));
-                }
-                self.emit(Event::Kick {
-                    channel: message.param(0).to_owned(),
-                    nick: message.param(1).to_owned(),
-                    by: from,
-                    reason: message.param(2).to_owned(),
-                })
-            }
-            "NICK" => {
-                let new = message.param(0).to_owned();
-                if me {
-                    self.state.send_modify(|s| s.nick = new.clone());
-                }
-                self.emit(Event::Nick { old: from, new })
-            }
-            "TOPIC" => self.emit(Event::Topic {
-                channel: message.param(0).to_owned(),
-                topic: message.param(1).to_owned(),
-                by: Some(from),
-            }),
-            "332" => self.emit(Event::Topic {
-                channel: message.param(1).to_owned(),
-                topic: message.param(2).to_owned(),
-                by: None,
-            }),
-            "353" => {
-                let nicks = message.params.last().cloned().unwrap_or_default();
-                session
-                    .names
-                    .entry(message.param(2).to_owned())
-                    .or_default()
-                    .extend(
-                        nicks
-                            .split_whitespace()
-                            .map(|n| n.trim_start_matches(['~', '&', '@', '%', '+']).to_owned()),
-                    );
-            }
-            "366" => {
-                let nicks = session.names.remove(message.param(1)).unwrap_or_default();
-                self.emit(Event::Names {
-                    channel: message.param(1).to_owned(),
-                    nicks,
-                });
-            }
-            _ => {}
-        }
-    }
-
-    fn handle_cap(&mut self, message: &Message, session: &mut Session, out: &mut Vec<Message>) {
-        match message.param(1) {
-            "LS" => {
-                // `CAP * LS * :caps` means more lines follow.
-                let more = message.params.len() > 3 && message.param(2) == "*";
-                let caps = message.params.last().cloned().unwrap_or_default();
-                session.offered.extend(
-                    caps.split_whitespace()
-                        .map(|c| c.split('=').next().unwrap_or(c).to_owned()),
-                );
-                if more {
-                    return;
-                }
-                let mut wanted = vec!["server-time", "message-tags", "multi-prefix"];
-                if self.config.sasl.is_some() {
-                    wanted.push("sasl");
-                }
-                let request: Vec<&str> = wanted
-                    .into_iter()
-                    .filter(|c| session.offered.iter().any(|o| o == c))
-                    .collect();
-                if request.is_empty() {
-                    out.push(Message::new("CAP", &["END"]));
-                } else {
-                    out.push(Message::new("CAP", &["REQ", &request.join(" ")]));
-                }
-            }
-            "ACK" => {
-                let acked = message.params.last().cloned().unwrap_or_default();
-                if acked.split_whitespace().any(|c| c == "sasl") {
-                    out.push(Message::new("AUTHENTICATE", &["PLAIN"]));
-                } else {
-                    out.push(Message::new("CAP", &["END"]));
-                }
-            }
-            "NAK" => out.push(Message::new("CAP", &["END"])),
-            _ => {}
-        }
-    }
 }
 
 /// What lives as long as one connection.
@@ -700,46 +491,6 @@ impl Session {
     /// When the next queued line may go, if any is queued.
     fn next_send(&mut self, queue_empty: bool) -> Option<Instant> {
         (!queue_empty).then(|| self.bucket.ready_at())
-    }
-}
-
-/// A token bucket: `burst` lines at once, then `rate` per second.
-struct Bucket {
-    tokens: f64,
-    burst: f64,
-    rate: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn new(burst: u32, rate: f64) -> Self {
-        let burst = f64::from(burst.max(1));
-        Bucket {
-            tokens: burst,
-            burst,
-            rate: rate.max(0.01),
-            at: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self) {
-        let now = Instant::now();
-        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-    }
-
-    fn ready_at(&mut self) -> Instant {
-        self.refill();
-        if self.tokens >= 1.0 {
-            Instant::now()
-        } else {
-            Instant::now() + Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
-        }
-    }
-
-    fn take(&mut self) {
-        self.refill();
-        self.tokens -= 1.0;
     }
 }
 
@@ -784,26 +535,4 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn bucket_allows_a_burst_then_the_rate() {
-        let mut bucket = Bucket::new(3, 2.0);
-        for _ in 0..3 {
-            assert!(bucket.ready_at() <= Instant::now());
-            bucket.take();
-        }
-        let wait = bucket.ready_at() - Instant::now();
-        assert!(
-            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
-            "{wait:?}"
-        );
-        tokio::time::advance(Duration::from_secs(10)).await;
-        bucket.refill();
-        assert_eq!(bucket.tokens, 3.0, "never more than the burst");
-    }
 }
