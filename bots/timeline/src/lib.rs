@@ -162,7 +162,43 @@ async fn on_event(event: RawEvent, app: Appservice) -> trestle::Result<()> {
     }
     index::migrate(&app).await?;
     let value: Value = event.deserialize()?;
+    if value["type"] == "m.room.member"
+        && value["state_key"] == app.bot_user_id().as_str()
+        && value["content"]["membership"] == "invite"
+    {
+        return invited(&app, &value).await;
+    }
     index::apply(&app, &value).await
+}
+
+/// Invited to a room (a timeline made by another client, or on another server), the bot joins
+/// and reads it; a room that turns out to be no timeline it leaves again.
+async fn invited(app: &Appservice, invite: &Value) -> trestle::Result<()> {
+    let Some(room_id) = invite["room_id"].as_str() else {
+        return Ok(());
+    };
+    let room_id = OwnedRoomId::try_from(room_id)?;
+    // The invite's stripped state usually says what the room is; without it, look inside.
+    let stripped = invite["unsigned"]["invite_room_state"].as_array();
+    let not_a_timeline = stripped.is_some_and(|state| {
+        state
+            .iter()
+            .any(|e| e["type"] == "m.room.create" && e["content"]["type"] != content::ROOM_TYPE)
+    });
+    if not_a_timeline {
+        tracing::info!(%room_id, "declining an invite to a room that is no timeline");
+        return app.bot().leave(&room_id).await;
+    }
+    app.bot().join(&room_id).await?;
+    reindex::room(app, &room_id).await?;
+    if index::room_owner(app.store().pool(), room_id.as_str())
+        .await?
+        .is_none()
+    {
+        tracing::info!(%room_id, "leaving a room that is no timeline");
+        app.bot().leave(&room_id).await?;
+    }
+    Ok(())
 }
 
 /// At start, an empty index (a new database, or a lost one) is filled from the rooms the bot

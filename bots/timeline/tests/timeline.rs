@@ -552,6 +552,59 @@ async fn follow_post_reply_like_and_reindex_on_room_version_12() {
         ["third", "third, edited", "second <b>bold</b> & more"]
     );
 
+    // A timeline room made with another client: the bot, invited, joins and indexes it. A
+    // room that is no timeline it leaves.
+    let carol = harness
+        .synapse
+        .register_user("carol", "password-carol")
+        .await;
+    let carols = carol
+        .create_room(json!({
+            "preset": "public_chat",
+            "creation_content": { "type": "org.trestle.timeline" },
+            "invite": ["@timeline:localhost"],
+        }))
+        .await;
+    carol
+        .wait_for_event(&carols, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == "@timeline:localhost"
+                && e["content"]["membership"] == "join"
+        })
+        .await;
+    carol
+        .send_event(
+            &carols,
+            POST_TYPE,
+            json!({ "body": "from another client", "org.trestle.timeline.text": "from another client" }),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    loop {
+        let profile = nobody
+            .ok(Method::GET, "/api/users/@carol:localhost", None)
+            .await;
+        if texts(&profile) == ["from another client"] {
+            assert_eq!(profile["room_id"], carols.as_str());
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "Carol's room was not indexed: {profile}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let chat = carol
+        .create_room(json!({ "preset": "private_chat", "invite": ["@timeline:localhost"] }))
+        .await;
+    carol
+        .wait_for_event(&chat, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == "@timeline:localhost"
+                && e["content"]["membership"] == "leave"
+        })
+        .await;
+
     // Unfollowing leaves the room, and the feed empties.
     a.ok(Method::DELETE, "/api/users/@bob:localhost/follow", None)
         .await;
