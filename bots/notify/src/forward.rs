@@ -20,6 +20,7 @@ use crate::{
     Error, Manage, Result, Shared, answer, db, dm,
     fetch::{check_url, describe},
     hooks::split_word,
+    lease::Lease,
     render::{Message, escape_markdown},
     sign,
 };
@@ -184,18 +185,24 @@ pub(crate) async fn on_message(
 /// The `forward` service: delivers queued messages until the appservice stops.
 pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> {
     shared.ready(&app).await.map_err(into_trestle)?;
+    let lease = Lease::new(&app, "forward");
     loop {
-        let wait = match deliver_due(&app, &shared).await {
-            Ok(wait) => wait,
-            Err(error) => {
-                tracing::warn!(%error, "forwarding failed; trying again soon");
-                Duration::from_secs(5)
-            }
-        };
+        let wait = match lease.hold(&app).await {
+            Ok(true) => deliver_due(&app, &shared).await,
+            Ok(false) => Ok(Duration::from_secs(30)),
+            Err(error) => Err(error),
+        }
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "forwarding failed; trying again soon");
+            Duration::from_secs(5)
+        });
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.forward_wake.notified() => {}
-            _ = app.stopping() => return Ok(()),
+            _ = app.stopping() => {
+                lease.release(&app).await;
+                return Ok(());
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod feeds;
 pub mod fetch;
 pub mod forward;
 pub mod hooks;
+pub mod lease;
 pub mod render;
 pub mod sign;
 

@@ -172,6 +172,18 @@ async fn exercise(store: Store) {
         .unwrap();
     assert_eq!(deliveries, 1);
 
+    // One process at a time works a service on PostgreSQL; on SQLite there is only one.
+    let (first, second) = (
+        crate::lease::Lease::new(&app, "feeds"),
+        crate::lease::Lease::new(&app, "feeds"),
+    );
+    assert!(first.hold(&app).await.unwrap());
+    assert!(first.hold(&app).await.unwrap(), "renewed by its holder");
+    let shared_database = app.store().backend() == trestle::store::Backend::Postgres;
+    assert_eq!(second.hold(&app).await.unwrap(), !shared_database);
+    first.release(&app).await;
+    assert!(second.hold(&app).await.unwrap(), "free once released");
+
     // Removing the feed removes its entries.
     let removal = db::Removal {
         find: "SELECT id, title FROM notify_feeds WHERE room_id = $1 AND url = $2",
