@@ -152,7 +152,7 @@ async fn a_toy_network_bridged_through_the_kit() {
     assert_eq!((speaker.as_str(), chat.as_str()), ("puppet:alice", "lobby"));
 
     // A reply to the ghost's message names the remote message it answers.
-    alice
+    let welcome = alice
         .send_event(
             &lobby,
             "m.room.message",
@@ -169,6 +169,18 @@ async fn a_toy_network_bridged_through_the_kit() {
     assert!(
         matches!(reply, Arrived::Message { reply_to: Some(ref r), .. } if r == "r1"),
         "{reply:?}"
+    );
+    // A network that quotes what is replied to can read any message of the portal.
+    let lobby_id = trestle::ruma::RoomId::parse(&lobby).unwrap();
+    let welcome_id = trestle::ruma::EventId::parse(&welcome).unwrap();
+    let (sender, content) = handle
+        .matrix_message(&lobby_id, &welcome_id)
+        .await
+        .unwrap()
+        .expect("readable");
+    assert_eq!(
+        (sender.as_str(), content.body.as_str()),
+        ("@alice:localhost", "welcome, bob")
     );
 
     // An edit and a redaction of alice's message reach the remote message they map to; a

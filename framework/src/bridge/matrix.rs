@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedEventId, OwnedUserId, RoomId, UserId,
-    api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
+    EventId, OwnedEventId, OwnedUserId, RoomId, UserId,
+    api::{
+        AppserviceUserIdentity,
+        client::{room::get_room_event, state::get_state_event_for_key},
+    },
     events::{
         StateEventType,
         room::message::{MessageType, Relation, RoomMessageEventContent},
@@ -206,6 +209,34 @@ impl<N: Network> BridgeHandle<N> {
             .unwrap_or(fallback)
     }
 
+    /// A Matrix message of a room (read as the bot): its sender and content. `None` when it is
+    /// not a message, or cannot be read.
+    pub async fn matrix_message(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> NetworkResult<Option<(OwnedUserId, MessageContent)>> {
+        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.to_owned());
+        let Ok(response) = self
+            .app()?
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await
+        else {
+            return Ok(None);
+        };
+        let Ok(event) = response.event.deserialize_as::<Value>() else {
+            return Ok(None);
+        };
+        let (Ok(sender), Ok(content)) = (
+            UserId::parse(event["sender"].as_str().unwrap_or_default()),
+            serde_json::from_value::<RoomMessageEventContent>(event["content"].clone()),
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some((sender, message_content(&content))))
+    }
+
     /// The remote id a Matrix event maps to, in `chat`.
     async fn remote_for(
         &self,
@@ -269,12 +300,19 @@ impl<N: Network> BridgeHandle<N> {
                 .await?;
             return self.map_sent(&portal, remote, &event.event_id).await;
         }
-        let reply_to = match &content.relates_to {
-            Some(Relation::Reply(reply)) => {
-                self.remote_for(&portal, reply.in_reply_to.event_id.as_str())
-                    .await?
-            }
+        let in_reply_to = match &content.relates_to {
+            Some(Relation::Reply(reply)) => Some(reply.in_reply_to.event_id.clone()),
+            Some(Relation::Thread(thread)) => Some(
+                thread
+                    .in_reply_to
+                    .as_ref()
+                    .map_or_else(|| thread.event_id.clone(), |r| r.event_id.clone()),
+            ),
             _ => None,
+        };
+        let reply_to = match &in_reply_to {
+            Some(target) => self.remote_for(&portal, target.as_str()).await?,
+            None => None,
         };
         let sender: OwnedUserId = event.sender.clone();
         let sent = self
@@ -286,6 +324,7 @@ impl<N: Network> BridgeHandle<N> {
                 event_id: &event.event_id,
                 content: message_content(&content),
                 reply_to,
+                in_reply_to,
             })
             .await;
         match sent {

@@ -111,6 +111,9 @@ pub struct MatrixMessage<'a, N: Network> {
     pub content: MessageContent,
     /// The remote message it replies to, when that one was bridged.
     pub reply_to: Option<N::MessageId>,
+    /// The Matrix event it replies to (in a thread: the event it follows), bridged or not;
+    /// [`super::BridgeHandle::matrix_message`] reads it, for a network that quotes replies.
+    pub in_reply_to: Option<OwnedEventId>,
 }
 
 /// An edit of a bridged message.
