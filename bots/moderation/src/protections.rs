@@ -3,7 +3,7 @@
 //!
 //! Each protection's configuration is a JSON object: the defaults of its type, overridden by
 //! the settings for every protected room (`*`), overridden by the room's own. The detection
-//! here is pure; [`crate::enforce`] carries out what it decides.
+//! here is pure; the bot carries out what it decides.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::LazyLock;
@@ -319,25 +319,57 @@ pub fn has_link(message: &Message<'_>) -> bool {
 
 /// The first word or pattern of the filter that the text matches.
 pub fn filtered(filter: &WordFilter, text: &str) -> Option<String> {
-    for word in filter.words.iter().filter(|w| !w.trim().is_empty()) {
-        let pattern = format!(r"(?i)(?:^|\W){}(?:$|\W)", regex::escape(word.trim()));
-        if Regex::new(&pattern).is_ok_and(|r| r.is_match(text)) {
-            return Some(format!("word `{}`", word.trim()));
+    CompiledFilter::new(filter).first_match(text)
+}
+
+/// A word filter's words and patterns as regular expressions, compiled once per setting rather
+/// than once per message.
+#[derive(Debug)]
+pub struct CompiledFilter {
+    /// (what to report, the expression); a pattern that does not compile is left out (it was
+    /// refused when set).
+    rules: Vec<(String, Regex)>,
+}
+
+impl CompiledFilter {
+    /// Compiles the filter.
+    pub fn new(filter: &WordFilter) -> Self {
+        let words = filter
+            .words
+            .iter()
+            .map(|w| w.trim())
+            .filter(|w| !w.is_empty())
+            .filter_map(|word| {
+                let pattern = format!(r"(?i)(?:^|\W){}(?:$|\W)", regex::escape(word));
+                Some((format!("word `{word}`"), Regex::new(&pattern).ok()?))
+            });
+        let patterns = filter.patterns.iter().filter_map(|pattern| {
+            let regex = RegexBuilder::new(pattern)
+                .size_limit(1 << 20)
+                .build()
+                .ok()?;
+            Some((format!("pattern `{pattern}`"), regex))
+        });
+        CompiledFilter {
+            rules: words.chain(patterns).collect(),
         }
     }
-    for pattern in &filter.patterns {
-        let regex = RegexBuilder::new(pattern).size_limit(1 << 20).build();
-        if regex.is_ok_and(|r| r.is_match(text)) {
-            return Some(format!("pattern `{pattern}`"));
-        }
+
+    /// What the text matches first.
+    pub fn first_match(&self, text: &str) -> Option<String> {
+        self.rules
+            .iter()
+            .find(|(_, regex)| regex.is_match(text))
+            .map(|(what, _)| what.clone())
     }
-    None
 }
 
 /// What the protections remember of recent activity, per room and user. Kept in memory: after
 /// a restart, users who joined before it are not "new" and old messages do not count.
 #[derive(Debug, Default)]
 pub struct Tracker {
+    /// Compiled word filters by their words and patterns.
+    filters: HashMap<(Vec<String>, Vec<String>), std::sync::Arc<CompiledFilter>>,
     messages: HashMap<(String, String), VecDeque<i64>>,
     joins: HashMap<String, VecDeque<i64>>,
     joined_at: HashMap<(String, String), i64>,
@@ -413,7 +445,7 @@ impl Tracker {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join("\n");
-            if let Some(what) = filtered(words, &text) {
+            if let Some(what) = self.filter(words).first_match(&text) {
                 verdicts.push(Verdict {
                     protection: WordFilter::NAME,
                     detail: format!("matched {what}"),
@@ -461,6 +493,20 @@ impl Tracker {
             });
         }
         verdicts
+    }
+
+    fn filter(&mut self, filter: &WordFilter) -> std::sync::Arc<CompiledFilter> {
+        let key = (filter.words.clone(), filter.patterns.clone());
+        if let Some(compiled) = self.filters.get(&key) {
+            return compiled.clone();
+        }
+        // Settings change rarely; a bound keeps edits from piling up.
+        if self.filters.len() >= 64 {
+            self.filters.clear();
+        }
+        let compiled = std::sync::Arc::new(CompiledFilter::new(filter));
+        self.filters.insert(key, compiled.clone());
+        compiled
     }
 
     /// Forgets what is known of `user` in `room` (they left or were removed).
