@@ -106,6 +106,9 @@ struct Inner {
     /// When resolving the configured management room last failed: not retried for a while,
     /// since every event asks.
     resolve_failed: Mutex<Option<std::time::Instant>>,
+    /// Held while an ACL is read, computed and sent, so that two rule changes handled at once
+    /// (lists are handled in parallel) cannot send them in the wrong order.
+    acl: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Moderation {
@@ -126,6 +129,7 @@ impl Moderation {
                 model: Mutex::new(Model::default()),
                 tracker: Mutex::new(Tracker::default()),
                 resolve_failed: Mutex::new(None),
+                acl: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -141,6 +145,11 @@ impl Moderation {
             .model
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Serializes ACL updates.
+    pub async fn acl_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.acl.lock().await
     }
 
     /// What the protections remember. Never held across an await.

@@ -288,6 +288,7 @@ impl Moderation {
     /// Sets `room`'s `m.room.server_acl` to deny the servers of the server rules, if that
     /// changes anything. Other servers stay allowed; the bot's own server is never denied.
     pub async fn update_acl(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        let _guard = self.acl_guard().await;
         let deny = self.model().rules.server_denies(app.server_name().as_str());
         let current = server_acl(app, room).await?;
         let content = match acl_content(current.as_ref(), &deny) {
