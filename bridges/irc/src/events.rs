@@ -288,6 +288,8 @@ async fn bot_event(
                 }
             }
         }
+        // A topic our own connection set came from Matrix already.
+        Event::Topic { by: Some(by), .. } if own(&by) => {}
         Event::Topic { channel, topic, .. } => {
             bridge
                 .remote_chat_info(
@@ -300,6 +302,26 @@ async fn bot_event(
             tracing::warn!(%network, %reason, "the bot's IRC connection dropped; reconnecting");
         }
         Event::Error { message } => tracing::warn!(%network, %message, "IRC error"),
+    }
+    Ok(())
+}
+
+/// A Matrix user changed a portal's topic: the channel's topic follows, set by the user's own
+/// connection when they have one, by the bot otherwise.
+pub async fn matrix_topic(
+    bridge: &BridgeHandle<Irc>,
+    topic: trestle::router::Event<trestle::ruma::events::room::topic::RoomTopicEventContent>,
+) -> trestle::bridge::NetworkResult<()> {
+    let Some(portal) = bridge.portal_for_room(&topic.room_id).await? else {
+        return Ok(());
+    };
+    let ChatId::Channel { network, channel } = &portal.chat else {
+        return Ok(());
+    };
+    let line = crate::irc::message::Message::new("TOPIC", &[channel, &topic.content.topic]);
+    match bridge.connection(&topic.sender, network) {
+        Some(puppet) => puppet.client.raw(line),
+        None => bridge.network().bot(network)?.raw(line),
     }
     Ok(())
 }

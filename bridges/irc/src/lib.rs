@@ -59,9 +59,14 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     let bridge = Bridge::new(network::Irc::new(checked), config);
     let handle = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
+    let topics = bridge.handle();
     Ok(bridge
         .router()
         .thirdparty(lookup)
+        .on_type("m.room.topic", move |topic| {
+            let bridge = topics.clone();
+            async move { events::matrix_topic(&bridge, topic).await }
+        })
         .service("irc", move |app| {
             let handle = handle.clone();
             async move { events::run_bots(handle, app).await }

@@ -176,6 +176,40 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         "<alice> welcome back"
     );
 
+    // Topics both ways.
+    bob.send("TOPIC #chat :the irc topic").await;
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.topic" && e["content"]["topic"] == "the irc topic"
+        })
+        .await;
+    // Portals give Matrix users no power by default; the bot makes alice a moderator.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        trestle_tests::synapse::encode(&room)
+    );
+    let mut levels = alice.call_ok(reqwest::Method::GET, &path, None).await;
+    levels["users"]["@alice:localhost"] = json!(50);
+    let room_id: trestle::ruma::OwnedRoomId = room.as_str().try_into().unwrap();
+    setup
+        .app
+        .bot()
+        .send_state_json(&room_id, "m.room.power_levels", "", levels, None)
+        .await
+        .unwrap();
+    alice
+        .send_state(
+            &room,
+            "m.room.topic",
+            "",
+            json!({"topic": "the matrix topic"}),
+        )
+        .await;
+    let topic = bob
+        .expect(|l| l.command == "TOPIC" && l.nick == "trestle")
+        .await;
+    assert_eq!(topic.param(1), "the matrix topic");
+
     // Leaving: a PART takes bob's ghost out of the room.
     bob.send("PART #chat :later").await;
     let deadline = tokio::time::Instant::now() + WAIT;
