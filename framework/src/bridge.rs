@@ -147,7 +147,9 @@ impl<N: Network> Bridge<N> {
     /// The router of the bridge: Matrix events of portals and management rooms, the alias and
     /// user queries, the provisioning API (`/provision/v1/…`) and a service that connects the
     /// stored logins on start and disconnects them on stop. Add the bridge's own routes and
-    /// hooks (`thirdparty`, …) to it; leave `own_events` off, or the bridge would hear itself.
+    /// hooks (`thirdparty`, …) to it. The kit never bridges events of the appservice's own
+    /// users, whatever `own_events` says; handlers of the bridge's own would see them with it
+    /// on.
     pub fn router(&self) -> Router {
         let (alias, user, web, service) = (
             self.handle.clone(),

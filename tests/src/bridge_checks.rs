@@ -18,14 +18,16 @@ use crate::{
 
 /// Synapse and the toy bridge with `config` (bot `@toybot`, ghosts and aliases `toy_…`), and
 /// the bridge's handle and the toy network's world for the test to act and look.
+/// `own_events` is the router's setting (the kit must ignore its own users' events either way).
 pub async fn start_toy_bridge(
     config: BridgeConfig,
+    own_events: bool,
 ) -> (Harness, BridgeHandle<ToyNetwork>, Arc<ToyWorld>) {
     let network = ToyNetwork::default();
     let world = network.world.clone();
     let bridge = Bridge::new(network, config);
     let registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
-    let harness = Harness::start(registration, bridge.router()).await;
+    let harness = Harness::start(registration, bridge.router().own_events(own_events)).await;
     (harness, bridge.handle(), world)
 }
 

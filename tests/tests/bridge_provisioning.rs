@@ -4,10 +4,11 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle::bridge::BridgeConfig;
+use trestle::bridge::{BridgeConfig, MessageContent, RemoteMessage};
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{BOT, provision, start_toy_bridge, wait_for_invite},
+    toy_network::Arrived,
 };
 
 const SECRET: &str = "provisioning-secret-789";
@@ -33,8 +34,12 @@ async fn expect(
 
 #[tokio::test]
 async fn the_provisioning_api_does_what_the_management_room_does() {
-    let config = BridgeConfig::default().provisioning_secret(SECRET);
-    let (mut harness, _, _) = start_toy_bridge(config).await;
+    // Relay on, so that anything of the ghosts' that reached the kit would go out.
+    let config = BridgeConfig::default()
+        .provisioning_secret(SECRET)
+        .relay(true);
+    // Own events on: the kit still never bridges what its ghosts and bot say.
+    let (mut harness, handle, world) = start_toy_bridge(config, true).await;
     let alice = harness
         .synapse
         .register_user("alice", "password-1234")
@@ -81,13 +86,35 @@ async fn the_provisioning_api_does_what_the_management_room_does() {
         (answer["id"].as_str(), answer["state"].as_str()),
         (Some("toynet"), Some("CONNECTED"))
     );
+    // What a ghost says stays in Matrix, even with the router showing own events.
+    let remote = RemoteMessage::new(
+        "lobby".into(),
+        "bob".into(),
+        "r1".into(),
+        MessageContent::text("from the toy side"),
+    );
+    handle.remote_message(remote).await.unwrap().unwrap();
+    alice.send_text(&lobby, "from matrix").await;
+    world
+        .wait_for("alice's message", |a| matches!(a, Arrived::Message { .. }))
+        .await;
+    harness.app.idle().await;
+    let arrived: Vec<Arrived> = world
+        .arrived()
+        .into_iter()
+        .filter(|a| matches!(a, Arrived::Message { .. }))
+        .collect();
+    assert!(
+        matches!(arrived.as_slice(), [Arrived::Message { body, .. }] if body == "from matrix"),
+        "{arrived:?}"
+    );
     let status = "/provision/v1/status?user_id=%40alice%3Alocalhost";
     let answer = expect(h, (GET, status, None), 200, None).await;
     assert_eq!(answer["logins"][0]["remote_name"], "alice");
     let answer = expect(h, (GET, "/provision/v1/portals", None), 200, None).await;
     assert_eq!(
         answer["portals"],
-        json!([{"chat": "lobby", "room_id": lobby, "relay": false}])
+        json!([{"chat": "lobby", "room_id": lobby, "relay": true}])
     );
 
     // Linking: carol has no power in the room; alice has. Unlinking twice: no portal left.

@@ -27,7 +27,7 @@ fn text(body: &str) -> MessageContent {
 #[tokio::test]
 async fn a_toy_network_bridged_through_the_kit() {
     let config = BridgeConfig::default().admin("@alice:localhost");
-    let (mut harness, handle, world) = start_toy_bridge(config).await;
+    let (mut harness, handle, world) = start_toy_bridge(config, false).await;
     let alice = harness
         .synapse
         .register_user("alice", "password-1234")
