@@ -71,7 +71,14 @@ impl WriteBack {
                 // dropped appservice ends this task.
                 let notified = writeback.notify.notified();
                 drop(inner);
-                let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+                if tokio::time::timeout(Duration::from_secs(1), notified)
+                    .await
+                    .is_ok()
+                {
+                    // Woken by the first write after a lull: a moment more gathers a batch
+                    // when transactions arrive one event at a time.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
                 continue;
             }
             for attempt in 0..5u32 {
