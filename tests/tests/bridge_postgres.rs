@@ -1,5 +1,6 @@
 //! The bridge kit's tables on PostgreSQL: a login made through the provisioning API is stored,
-//! and a bridge started again on the same database connects it by itself.
+//! and a bridge started again on the same database connects it by itself; portals, the
+//! message map and management rooms work there against a real Synapse.
 
 use std::time::{Duration, Instant};
 
@@ -120,4 +121,80 @@ async fn logins_live_in_postgres_and_reconnect_after_a_restart() {
     let (_, logins) = second.call(Method::GET, &status_path, None).await;
     assert_eq!(logins, json!({"logins": []}));
     second.stop().await;
+}
+
+/// Portals, the message map and management rooms on PostgreSQL, against a real Synapse.
+#[tokio::test]
+async fn portals_and_the_message_map_live_in_postgres() {
+    use trestle::bridge::{MessageContent, RemoteMessage};
+    use trestle_tests::{
+        appservice::WAIT,
+        bridge_checks::{BOT, command},
+        synapse::{Synapse, free_port},
+        toy_network::Arrived,
+    };
+
+    let database = fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut registration = Registration::generate("toy", None, "toybot", "toy_", "localhost");
+    registration.url = Some(format!("http://127.0.0.1:{port}"));
+    let path = dir.path().join("registration.yaml");
+    registration.write_file(&path).unwrap();
+    let synapse = Synapse::start(&[path]).await;
+    let network = ToyNetwork::default();
+    let world = network.world.clone();
+    let bridge = Bridge::new(network, BridgeConfig::default());
+    let handle = bridge.handle();
+    let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
+        .store(Store::connect(&database).await.unwrap())
+        .router(bridge.router())
+        .build()
+        .await
+        .unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(listener, async {
+        let _ = stopped.await;
+    }));
+    synapse
+        .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
+        .await;
+
+    let alice = synapse.register_user("alice", "password-1234").await;
+    let lobby = alice.join("#toy_lobby:localhost").await;
+    let mgmt = alice
+        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
+        .await;
+    alice
+        .wait_for_event(&mgmt, WAIT, |e| e["sender"] == BOT)
+        .await;
+    command(&alice, &mgmt, "login alice secret", "Logged in as alice").await;
+    let hi = RemoteMessage::new(
+        "lobby".into(),
+        "bob".into(),
+        "r1".into(),
+        MessageContent::text("hi"),
+    );
+    let hi = handle.remote_message(hi).await.unwrap().unwrap();
+    alice
+        .send_event(
+            &lobby,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "hello bob",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": hi.as_str()}}}),
+        )
+        .await;
+    let reply = world
+        .wait_for("the reply", |a| matches!(a, Arrived::Message { .. }))
+        .await;
+    assert!(
+        matches!(&reply, Arrived::Message { reply_to: Some(r), body, .. } if r == "r1" && body == "hello bob"),
+        "{reply:?}"
+    );
+    let list = command(&alice, &mgmt, "list", "Portals:").await;
+    assert!(list.contains(&format!("lobby → {lobby}")), "{list}");
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
 }
