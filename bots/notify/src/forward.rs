@@ -20,7 +20,7 @@ use crate::{
     Error, Manage, Result, Shared, answer, db, dm,
     fetch::{check_url, describe},
     hooks::split_word,
-    lease::Lease,
+    lease,
     render::{Message, escape_markdown},
     sign,
 };
@@ -185,26 +185,11 @@ pub(crate) async fn on_message(
 /// The `forward` service: delivers queued messages until the appservice stops.
 pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> {
     shared.ready(&app).await.map_err(into_trestle)?;
-    let lease = Lease::new(&app, "forward");
-    loop {
-        let wait = match lease.hold(&app).await {
-            Ok(true) => deliver_due(&app, &shared).await,
-            Ok(false) => Ok(Duration::from_secs(30)),
-            Err(error) => Err(error),
-        }
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "forwarding failed; trying again soon");
-            Duration::from_secs(5)
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.forward_wake.notified() => {}
-            _ = app.stopping() => {
-                lease.release(&app).await;
-                return Ok(());
-            }
-        }
-    }
+    lease::run_rounds(&app, "forward", &shared.forward_wake, || {
+        deliver_due(&app, &shared)
+    })
+    .await;
+    Ok(())
 }
 
 fn into_trestle(error: Error) -> trestle::Error {

@@ -52,3 +52,37 @@ impl Lease {
         }
     }
 }
+
+/// Runs a service's rounds while this process holds its lease, until the appservice stops.
+/// `round` does one round of work and says how long until the next is due; `wake` starts one
+/// early.
+pub async fn run_rounds<F, Fut>(
+    app: &Appservice,
+    service: &'static str,
+    wake: &tokio::sync::Notify,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Duration>>,
+{
+    let lease = Lease::new(app, service);
+    loop {
+        let wait = match lease.hold(app).await {
+            Ok(true) => round().await,
+            Ok(false) => Ok(Duration::from_secs(30)),
+            Err(error) => Err(error),
+        }
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, service, "service round failed; trying again soon");
+            Duration::from_secs(5)
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+            _ = app.stopping() => {
+                lease.release(app).await;
+                return;
+            }
+        }
+    }
+}

@@ -201,10 +201,22 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     // Adding reads the feed once; what is there already is remembered, not posted.
     user.send_text(&room, &format!("!feed add {base}/rss 1s"))
         .await;
-    wait_for_text(&user, &room, BOT, "The 2 entries there now are not posted").await;
+    wait_for_text(
+        &user,
+        &room,
+        BOT,
+        "Following **News**, read every 1 s. The 2 entries",
+    )
+    .await;
     user.send_text(&room, &format!("!feed add {base}/atom 1s"))
         .await;
-    wait_for_text(&user, &room, BOT, "The 1 entries there now are not posted").await;
+    wait_for_text(
+        &user,
+        &room,
+        BOT,
+        "Following **Blog**, read every 1 s. The 1 entries",
+    )
+    .await;
     user.send_text(&room, &format!("!feed add {base}/json 1s"))
         .await;
     wait_for_text(&user, &room, BOT, "Following **Jay**").await;
@@ -265,7 +277,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     // A feed that keeps failing is reported once, and its recovery too.
     user.send_text(&room, &format!("!feed add {base}/flaky 1s"))
         .await;
-    wait_for_text(&user, &room, BOT, "The 1 entries there now").await;
+    wait_for_text(&user, &room, BOT, "Following **Flaky**").await;
     feeds.lock().unwrap().flaky_down = true;
     let failing = wait_for_text(&user, &room, BOT, "**Flaky** has failed 2 times in a row").await;
     assert!(

@@ -20,7 +20,7 @@ use super::parse::{self, Feed};
 use crate::{
     Error, Result, Shared, db,
     fetch::describe,
-    lease::Lease,
+    lease,
     render::{Message, escape_markdown},
 };
 
@@ -141,26 +141,8 @@ pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> 
             tracing::warn!(%feed, %error, "could not queue pending feed entries");
         }
     }
-    let lease = Lease::new(&app, "feeds");
-    loop {
-        let wait = match lease.hold(&app).await {
-            Ok(true) => poll_due(&app, &shared).await,
-            Ok(false) => Ok(Duration::from_secs(30)),
-            Err(error) => Err(error),
-        }
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "feed polling failed; trying again soon");
-            Duration::from_secs(5)
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shared.feed_wake.notified() => {}
-            _ = app.stopping() => {
-                lease.release(&app).await;
-                return Ok(());
-            }
-        }
-    }
+    lease::run_rounds(&app, "feeds", &shared.feed_wake, || poll_due(&app, &shared)).await;
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
