@@ -288,6 +288,22 @@ async fn bot_event(
                 }
             }
         }
+        Event::Mode {
+            channel, changes, ..
+        } => {
+            if !irc.cfg.settings.mode_power_levels {
+                return Ok(());
+            }
+            for (adding, mode, nick) in changes {
+                let (Some(level), Some(nick)) = (mode_level(mode), nick) else {
+                    continue;
+                };
+                if !own(&nick) {
+                    let level = if adding { level } else { 0 };
+                    set_power_level(bridge, network, &channel, &nick, level).await?;
+                }
+            }
+        }
         // A topic our own connection set came from Matrix already.
         Event::Topic { by: Some(by), .. } if own(&by) => {}
         Event::Topic { channel, topic, .. } => {
@@ -303,6 +319,66 @@ async fn bot_event(
         }
         Event::Error { message } => tracing::warn!(%network, %message, "IRC error"),
     }
+    Ok(())
+}
+
+/// The Matrix power level a channel prefix mode gives.
+fn mode_level(mode: char) -> Option<i64> {
+    match mode {
+        'q' | 'a' | 'o' => Some(50),
+        'h' => Some(25),
+        'v' => Some(10),
+        _ => None,
+    }
+}
+
+/// Sets the power level of a nick's ghost in the channel's portal, as the bot.
+async fn set_power_level(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    nick: &str,
+    level: i64,
+) -> trestle::bridge::NetworkResult<()> {
+    use trestle::ruma::{
+        api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
+        events::StateEventType,
+    };
+    let Some(portal) = bridge.portal(&ChatId::channel(network, channel)).await? else {
+        return Ok(());
+    };
+    let ghost = bridge.ghost_user_id(&UserId::new(network, nick))?;
+    let app = bridge.app()?;
+    let request = get_state_event_for_key::v3::Request::new(
+        portal.room_id.clone(),
+        StateEventType::RoomPowerLevels,
+        String::new(),
+    );
+    let current = app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await?
+        .event_or_content;
+    let mut levels: serde_json::Value = serde_json::from_str(current.get())?;
+    let users = levels["users"].as_object_mut();
+    let Some(users) = users else {
+        return Ok(());
+    };
+    let old = users
+        .get(ghost.as_str())
+        .and_then(|l| l.as_i64())
+        .unwrap_or(0);
+    if old == level {
+        return Ok(());
+    }
+    if level == 0 {
+        users.remove(ghost.as_str());
+    } else {
+        users.insert(ghost.to_string(), level.into());
+    }
+    app.bot()
+        .send_state_json(&portal.room_id, "m.room.power_levels", "", levels, None)
+        .await?;
     Ok(())
 }
 

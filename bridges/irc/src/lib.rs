@@ -26,6 +26,7 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
     .with_settings_help(
         "settings:\n  \
          relay: true                    # the bot speaks for Matrix users without their own IRC login\n  \
+         mode_power_levels: true        # +o/+h/+v give ghosts power 50/25/10\n  \
          alias_pattern: \"irc_{network}_{channel}\"\n  \
          ghost_pattern: \"irc_{network}_{nick}\"\n  \
          nick_pattern: \"{name}[m]\"      # nicks of Matrix users who log in\n  \

@@ -18,6 +18,8 @@ pub struct Settings {
     pub nick_pattern: String,
     /// Whether the bot speaks for Matrix users who have no IRC connection of their own.
     pub relay: bool,
+    /// Whether channel modes +o/+h/+v give ghosts power levels 50/25/10 in portals.
+    pub mode_power_levels: bool,
     /// The public address of the homeserver, for links to media (`https://matrix.example`);
     /// without it, media are linked as `mxc://` URIs.
     pub media_url: Option<String>,
@@ -35,6 +37,7 @@ impl Default for Settings {
             ghost_pattern: "irc_{network}_{nick}".to_owned(),
             nick_pattern: "{name}[m]".to_owned(),
             relay: true,
+            mode_power_levels: true,
             media_url: None,
             provisioning_secret: None,
             admins: Vec::new(),

@@ -210,6 +210,14 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         .await;
     assert_eq!(topic.param(1), "the matrix topic");
 
+    // Channel modes become power levels: bob (the channel's operator) voices himself.
+    bob.send("MODE #chat +v bob").await;
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.power_levels" && e["content"]["users"][bob_ghost] == 10
+        })
+        .await;
+
     // Leaving: a PART takes bob's ghost out of the room.
     bob.send("PART #chat :later").await;
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -137,6 +137,12 @@ pub enum Event {
         topic: String,
         by: Option<String>,
     },
+    /// Channel modes changed: each `(adding, mode, argument)`.
+    Mode {
+        channel: String,
+        by: String,
+        changes: Vec<(bool, char, Option<String>)>,
+    },
     /// Who is in a channel (prefixes such as `@` removed), after joining it.
     Names {
         channel: String,

@@ -156,6 +156,16 @@ impl Actor {
                 }
                 self.emit(Event::Nick { old: from, new })
             }
+            "MODE" if message.param(0).starts_with(['#', '&', '!', '+']) => {
+                self.emit(Event::Mode {
+                    channel: message.param(0).to_owned(),
+                    by: from,
+                    changes: mode_changes(
+                        message.param(1),
+                        &message.params[2.min(message.params.len())..],
+                    ),
+                })
+            }
             "TOPIC" => self.emit(Event::Topic {
                 channel: message.param(0).to_owned(),
                 topic: message.param(1).to_owned(),
@@ -227,5 +237,56 @@ impl Actor {
             "NAK" => out.push(Message::new("CAP", &["END"])),
             _ => {}
         }
+    }
+}
+
+/// Splits `+ov-b nick nick mask` into changes with their arguments. Modes that take an
+/// argument are the usual ones (list modes, prefixes, key; limit only when set).
+pub(super) fn mode_changes(modes: &str, args: &[String]) -> Vec<(bool, char, Option<String>)> {
+    let mut args = args.iter();
+    let mut adding = true;
+    let mut changes = Vec::new();
+    for mode in modes.chars() {
+        match mode {
+            '+' => adding = true,
+            '-' => adding = false,
+            _ => {
+                let takes_arg = matches!(mode, 'o' | 'v' | 'h' | 'a' | 'q' | 'b' | 'e' | 'I' | 'k')
+                    || (mode == 'l' && adding);
+                let arg = if takes_arg {
+                    args.next().cloned()
+                } else {
+                    None
+                };
+                changes.push((adding, mode, arg));
+            }
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mode_changes;
+
+    #[test]
+    fn modes_split_with_their_arguments() {
+        let args = [
+            "alice".to_owned(),
+            "bob".to_owned(),
+            "*!*@x".to_owned(),
+            "10".to_owned(),
+        ];
+        assert_eq!(
+            mode_changes("+ov-bn+l", &args),
+            vec![
+                (true, 'o', Some("alice".into())),
+                (true, 'v', Some("bob".into())),
+                (false, 'b', Some("*!*@x".into())),
+                (false, 'n', None),
+                (true, 'l', Some("10".into())),
+            ]
+        );
+        assert_eq!(mode_changes("-l", &[]), vec![(false, 'l', None)]);
     }
 }
