@@ -254,13 +254,18 @@ async fn bot_event(
                 // The bot was kicked: back in, so the portal keeps working.
                 client.join(&channel);
             } else if !own(&nick) {
-                let by = (!own(&by)).then(|| UserId::new(network, &by));
+                // The bot kicks, naming the IRC kicker: a ghost rarely has the power to.
+                let reason = if reason.is_empty() {
+                    by
+                } else {
+                    format!("{by}: {reason}")
+                };
                 bridge
                     .remote_membership(
                         &ChatId::channel(network, &channel),
                         &UserId::new(network, &nick),
                         RemoteMembership::Kick {
-                            by,
+                            by: None,
                             reason: Some(reason),
                         },
                     )

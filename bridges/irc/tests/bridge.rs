@@ -218,6 +218,26 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         })
         .await;
 
+    // Kicks and quits take ghosts out.
+    let mut dave = RawClient::connect(server.port, "dave").await;
+    dave.join("#chat").await;
+    let dave_ghost = "@irc_test_dave:localhost";
+    wait_member(&alice, &room, dave_ghost, true).await;
+    bob.send("KICK #chat dave :behave").await;
+    let kick = alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.member"
+                && e["state_key"] == dave_ghost
+                && e["content"]["membership"] == "leave"
+        })
+        .await;
+    assert_eq!(kick["sender"], BOT, "{kick}");
+    assert_eq!(kick["content"]["reason"], "bob: behave");
+    dave.join("#chat").await;
+    wait_member(&alice, &room, dave_ghost, true).await;
+    dave.send("QUIT :bye all").await;
+    wait_member(&alice, &room, dave_ghost, false).await;
+
     // Leaving: a PART takes bob's ghost out of the room.
     bob.send("PART #chat :later").await;
     let deadline = tokio::time::Instant::now() + WAIT;
