@@ -543,6 +543,8 @@ impl Appservice {
         if own && !self.inner.router.options.own_events {
             return;
         }
+        // End-to-end encryption (see encryption.rs): a no-op unless installed.
+        let item = self.offer_to_encryption(item).await;
         let ctx = EventContext::new(
             self.clone(),
             item,

@@ -15,6 +15,7 @@ mod appservice;
 pub mod bridge;
 pub mod client;
 pub mod config;
+pub mod encryption;
 mod error;
 pub mod host;
 pub mod http;

@@ -120,6 +120,7 @@ pub(crate) struct Hooks {
     pub(crate) thirdparty: Option<Arc<dyn crate::thirdparty::ThirdPartyLookup>>,
     pub(crate) web: Option<crate::service::WebRoutes>,
     pub(crate) services: Vec<crate::service::Service>,
+    pub(crate) encryption: crate::encryption::EncryptionHook,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -129,6 +130,7 @@ impl std::fmt::Debug for Hooks {
             .field("alias_query", &self.alias_query.is_some())
             .field("thirdparty", &self.thirdparty.is_some())
             .field("web", &self.web.is_some())
+            .field("encryption", &self.encryption.is_some())
             .field(
                 "services",
                 &self.services.iter().map(|s| s.name).collect::<Vec<_>>(),
@@ -241,6 +243,13 @@ where
             name,
             run: Arc::new(move |app| Box::pin(run(app))),
         });
+        self
+    }
+
+    /// Installs end-to-end encryption (crate `trestle-crypto`): handlers then see encrypted
+    /// events decrypted, and messages sent into encrypted rooms are encrypted.
+    pub fn encryption(mut self, encryption: Arc<dyn crate::encryption::Encryption>) -> Self {
+        self.options.hooks.encryption = Some(encryption);
         self
     }
 

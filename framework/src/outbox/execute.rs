@@ -46,6 +46,19 @@ pub(super) async fn execute(
             txn_id,
             ts: at,
         } => {
+            // End-to-end encryption (see encryption.rs): a no-op unless installed.
+            let encrypted = match app.router.options.hooks.encryption {
+                Some(_) => {
+                    crate::Appservice { inner: app.clone() }
+                        .encrypt_outgoing(user_id, room_id, event_type, content)
+                        .await?
+                }
+                None => None,
+            };
+            let (event_type, content) = match &encrypted {
+                Some(e) => (&e.event_type, &e.content),
+                None => (event_type, content),
+            };
             let body = Raw::from_json(content.clone());
             let mut request = send_message_event::v3::Request::new_raw(
                 room_id.clone(),

@@ -1,0 +1,348 @@
+//! The bot's device and Olm machine, and what it does with incoming and outgoing events.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::Path,
+    sync::Mutex,
+    time::Duration,
+};
+
+use matrix_sdk_crypto::{
+    CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
+    RoomEventDecryptionResult, TrustRequirement,
+};
+use matrix_sdk_sqlite::SqliteCryptoStore;
+use serde_json::value::RawValue;
+use trestle::{
+    Appservice, Error, Result,
+    encryption::Outgoing,
+    ruma::{
+        DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UInt,
+        UserId,
+        api::{
+            AppserviceUserIdentity,
+            client::{
+                device::update_device, membership::joined_members, state::get_state_event_for_key,
+                sync::sync_events::DeviceLists,
+            },
+        },
+        events::{
+            StateEventType,
+            room::{encryption::RoomEncryptionEventContent, history_visibility::HistoryVisibility},
+        },
+        serde::Raw,
+    },
+    transaction::{Incoming, TimelineEvent},
+};
+
+use crate::requests::{self, error};
+
+/// The bot's Olm machine, with what it needs to use it from many tasks.
+pub(crate) struct Machine {
+    olm: OlmMachine,
+    /// Serialises sending the machine's requests: two tasks must not upload the same keys.
+    sending: tokio::sync::Mutex<()>,
+    /// Bumped whenever room keys arrive, so events waiting for one try again.
+    keys: tokio::sync::watch::Sender<u64>,
+    /// Each room's `m.room.encryption` content, or `None` where it is not encrypted.
+    rooms: Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>,
+}
+
+fn decryption_settings() -> DecryptionSettings {
+    // Bridged users are not cross-signed as a rule; MSC4153's stricter modes come later.
+    DecryptionSettings {
+        sender_device_trust_requirement: TrustRequirement::Untrusted,
+    }
+}
+
+impl Machine {
+    /// Opens the store in `dir`, creating the bot's device the first time.
+    pub(crate) async fn open(app: &Appservice, dir: &Path) -> Result<Machine> {
+        std::fs::create_dir_all(dir)?;
+        let bot = app.bot_user_id().clone();
+        let id_file = dir.join("device_id");
+        let device_id: OwnedDeviceId = match std::fs::read_to_string(&id_file) {
+            Ok(id) => id.trim().into(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let id = OwnedDeviceId::from(format!("TRESTLE{}", DeviceId::new()));
+                // MSC4190: an appservice creates its users' devices with a PUT.
+                let mut create = update_device::v3::Request::new(id.clone());
+                create.display_name = Some("Trestle".to_owned());
+                app.client()
+                    .send(create, AppserviceUserIdentity::new(&bot))
+                    .await?;
+                std::fs::write(&id_file, id.as_str())?;
+                id
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = SqliteCryptoStore::open(dir.join("crypto.sqlite3"), None)
+            .await
+            .map_err(error)?;
+        let olm = OlmMachine::with_store(&bot, &device_id, store, None)
+            .await
+            .map_err(error)?;
+        tracing::info!(%bot, %device_id, "end-to-end encryption ready");
+        let machine = Machine {
+            olm,
+            sending: tokio::sync::Mutex::new(()),
+            keys: tokio::sync::watch::Sender::new(0),
+            rooms: Mutex::new(HashMap::new()),
+        };
+        machine.send_requests(app).await?;
+        Ok(machine)
+    }
+
+    pub(crate) fn device_id(&self) -> &DeviceId {
+        self.olm.device_id()
+    }
+
+    async fn send_requests(&self, app: &Appservice) -> Result<()> {
+        let _one_at_a_time = self.sending.lock().await;
+        requests::send_all(app, &self.olm).await
+    }
+
+    /// Takes in a to-device event or MSC3202 data meant for the bot's device.
+    pub(crate) async fn receive(&self, app: &Appservice, item: &Incoming) -> Result<()> {
+        let bot = self.olm.user_id();
+        let device = self.olm.device_id();
+        let mut to_device_events = Vec::new();
+        let mut changed_devices = DeviceLists::new();
+        let mut counts = BTreeMap::new();
+        let mut fallback = None;
+        match item {
+            Incoming::ToDevice(event) => {
+                if event.to_user_id != bot || event.to_device_id != device {
+                    return Ok(());
+                }
+                to_device_events.push(Raw::from_json(RawValue::to_owned(&event.json)));
+            }
+            Incoming::DeviceLists(update) => {
+                changed_devices.changed = update.device_lists.changed.clone();
+                changed_devices.left = update.device_lists.left.clone();
+                if let Some(mine) = update
+                    .one_time_keys_count
+                    .get(bot)
+                    .and_then(|d| d.get(device))
+                {
+                    for (algorithm, count) in mine {
+                        counts.insert(
+                            OneTimeKeyAlgorithm::from(algorithm.as_str()),
+                            UInt::try_from(*count).unwrap_or(UInt::MAX),
+                        );
+                    }
+                }
+                fallback = update
+                    .unused_fallback_key_types
+                    .get(bot)
+                    .and_then(|d| d.get(device))
+                    .map(|types| {
+                        types
+                            .iter()
+                            .map(|t| OneTimeKeyAlgorithm::from(t.as_str()))
+                            .collect::<Vec<_>>()
+                    });
+            }
+            _ => return Ok(()),
+        }
+        let changes = EncryptionSyncChanges {
+            to_device_events,
+            changed_devices: &changed_devices,
+            one_time_keys_counts: &counts,
+            unused_fallback_keys: fallback.as_deref(),
+            next_batch_token: None,
+        };
+        let (_, room_keys) = self
+            .olm
+            .receive_sync_changes(changes, &decryption_settings())
+            .await
+            .map_err(error)?;
+        if !room_keys.is_empty() {
+            self.keys.send_modify(|n| *n += 1);
+        }
+        self.send_requests(app).await
+    }
+
+    /// The decrypted JSON of an `m.room.encrypted` event, waiting up to `wait` for its key.
+    /// Also notes rooms that turn encryption on.
+    pub(crate) async fn timeline(
+        &self,
+        event: &TimelineEvent,
+        wait: Duration,
+    ) -> Option<Box<RawValue>> {
+        if event.event_type == "m.room.encryption" && event.state_key.as_deref() == Some("") {
+            #[derive(serde::Deserialize)]
+            struct State {
+                content: RoomEncryptionEventContent,
+            }
+            if let Ok(state) = serde_json::from_str::<State>(event.json.get()) {
+                let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+                rooms.insert(event.room_id.clone(), Some(state.content));
+            }
+            return None;
+        }
+        if event.event_type != "m.room.encrypted" {
+            return None;
+        }
+        let raw = Raw::from_json(RawValue::to_owned(&event.json));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut keys = self.keys.subscribe();
+        loop {
+            // Marked seen before trying, so a key arriving during the attempt wakes us.
+            keys.borrow_and_update();
+            match self
+                .olm
+                .try_decrypt_room_event(&raw, &event.room_id, &decryption_settings())
+                .await
+            {
+                Ok(RoomEventDecryptionResult::Decrypted(decrypted)) => {
+                    return Some(decrypted.event.into_json());
+                }
+                Ok(RoomEventDecryptionResult::UnableToDecrypt(info)) => {
+                    match tokio::time::timeout_at(deadline, keys.changed()).await {
+                        Ok(Ok(())) => continue,
+                        _ => {
+                            tracing::warn!(event_id = %event.event_id, reason = ?info.reason,
+                                "could not decrypt an event; routing it encrypted");
+                            return None;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(event_id = %event.event_id, error = %e, "crypto store failed");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The room's encryption settings, `None` where it is not encrypted. Asked once per room;
+    /// later changes arrive as `m.room.encryption` events.
+    async fn room_encryption(
+        &self,
+        app: &Appservice,
+        room_id: &RoomId,
+    ) -> Result<Option<RoomEncryptionEventContent>> {
+        if let Some(known) = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(room_id)
+        {
+            return Ok(known.clone());
+        }
+        let request = get_state_event_for_key::v3::Request::new(
+            room_id.to_owned(),
+            StateEventType::RoomEncryption,
+            String::new(),
+        );
+        let content = match app
+            .client()
+            .send(request, AppserviceUserIdentity::new(self.olm.user_id()))
+            .await
+        {
+            Ok(response) => Some(serde_json::from_str::<RoomEncryptionEventContent>(
+                response.event_or_content.get(),
+            )?),
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => None,
+            Err(e) => return Err(e),
+        };
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room_id.to_owned(), content.clone());
+        Ok(content)
+    }
+
+    /// Encrypts `event` for the room's members where the room is encrypted.
+    pub(crate) async fn encrypt(
+        &self,
+        app: &Appservice,
+        sender: &UserId,
+        room_id: &RoomId,
+        event: &Outgoing,
+    ) -> Result<Option<Outgoing>> {
+        let Some(settings) = self.room_encryption(app, room_id).await? else {
+            return Ok(None);
+        };
+        if sender != self.olm.user_id() {
+            // Megolm ties a session to its sender's device: a ghost needs a device of its own.
+            return Err(Error::Other(format!(
+                "{sender} cannot send into encrypted room {room_id} yet: only the bot has a device"
+            )));
+        }
+        let members: Vec<OwnedUserId> = app
+            .client()
+            .send(
+                joined_members::v3::Request::new(room_id.to_owned()),
+                AppserviceUserIdentity::new(sender),
+            )
+            .await?
+            .joined
+            .into_keys()
+            .collect();
+        // A plain list, not a closure, keeps the future `Send` for every lifetime.
+        let members: Vec<&UserId> = members.iter().map(AsRef::as_ref).collect();
+        track(&self.olm, &members).await.map_err(error)?;
+        let _one_at_a_time = self.sending.lock().await;
+        requests::send_all(app, &self.olm).await?;
+        if let Some((id, claim)) = missing_sessions(&self.olm, &members).await.map_err(error)? {
+            requests::send(app, &self.olm, &id, &claim.into()).await?;
+        }
+        let settings = EncryptionSettings::new(
+            settings,
+            HistoryVisibility::Shared,
+            CollectStrategy::default(),
+        );
+        for request in share(&self.olm, room_id, &members, settings)
+            .await
+            .map_err(error)?
+        {
+            requests::send_to_device(app, &self.olm, &request).await?;
+        }
+        let content = Raw::from_json(event.content.clone());
+        let encrypted = self
+            .olm
+            .encrypt_room_event_raw(room_id, &event.event_type, &content)
+            .await
+            .map_err(error)?;
+        Ok(Some(Outgoing {
+            event_type: "m.room.encrypted".to_owned(),
+            content: encrypted.content.into_json(),
+        }))
+    }
+}
+
+// matrix-sdk-crypto takes iterators of `&UserId`; called inline, rustc cannot prove the
+// encrypting future `Send` for every lifetime (rust-lang/rust#110338). These wrappers state it
+// with named lifetimes.
+
+fn track<'a>(
+    olm: &'a OlmMachine,
+    users: &'a [&'a UserId],
+) -> impl Future<Output = matrix_sdk_crypto::store::Result<()>> + Send + 'a {
+    olm.update_tracked_users(users.iter().copied())
+}
+
+type ClaimRequest = (
+    trestle::ruma::OwnedTransactionId,
+    trestle::ruma::api::client::keys::claim_keys::v3::Request,
+);
+
+fn missing_sessions<'a>(
+    olm: &'a OlmMachine,
+    users: &'a [&'a UserId],
+) -> impl Future<Output = matrix_sdk_crypto::store::Result<Option<ClaimRequest>>> + Send + 'a {
+    olm.get_missing_sessions(users.iter().copied())
+}
+
+type ToDeviceRequests = Vec<std::sync::Arc<matrix_sdk_crypto::types::requests::ToDeviceRequest>>;
+
+fn share<'a>(
+    olm: &'a OlmMachine,
+    room_id: &'a RoomId,
+    users: &'a [&'a UserId],
+    settings: EncryptionSettings,
+) -> impl Future<Output = Result<ToDeviceRequests, matrix_sdk_crypto::OlmError>> + Send + 'a {
+    olm.share_room_key(room_id, users.iter().copied(), settings)
+}

@@ -1,0 +1,163 @@
+//! End to end against a real Synapse, with matrix-sdk as the E2EE client: the client creates an
+//! encrypted room, invites the echo bot, sends `!echo secret-1`, and decrypts the bot's
+//! encrypted reply; Synapse's database holds no plaintext of either.
+
+use std::time::{Duration, Instant};
+
+use matrix_sdk::{
+    Client, Room,
+    config::SyncSettings,
+    deserialized_responses::EncryptionInfo,
+    ruma::{
+        OwnedUserId,
+        api::client::room::create_room,
+        events::{
+            InitialStateEvent,
+            room::{
+                encryption::RoomEncryptionEventContent,
+                member::MembershipState,
+                message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
+            },
+        },
+    },
+};
+use tokio::sync::mpsc;
+use trestle::Registration;
+use trestle_crypto::Crypto;
+use trestle_tests::appservice::{Harness, WAIT};
+
+const SYNAPSE_E2EE: &str = "experimental_features:
+  msc2409_to_device_messages_enabled: true
+  msc3202_transaction_extensions: true
+";
+
+/// A message seen by the client: sender, body, and whether it arrived encrypted.
+type Seen = (OwnedUserId, String, bool);
+
+async fn login(harness: &Harness, localpart: &str) -> Client {
+    let password = "password-1234";
+    harness.synapse.register_user(localpart, password).await;
+    let client = Client::builder()
+        .homeserver_url(harness.synapse.base_url())
+        .build()
+        .await
+        .unwrap();
+    client
+        .matrix_auth()
+        .login_username(localpart, password)
+        .initial_device_display_name("matrix-sdk test client")
+        .send()
+        .await
+        .unwrap();
+    client
+}
+
+fn short_sync() -> SyncSettings {
+    SyncSettings::default().timeout(Duration::from_millis(500))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_bot_answers_in_an_encrypted_room() {
+    let mut registration = Registration::generate("echo", None, "echo", "echo_", "localhost");
+    registration.msc3202 = Some(true);
+    registration.msc4190 = Some(true);
+    let crypto_dir = tempfile::tempdir().unwrap();
+    let crypto = Crypto::new(crypto_dir.path());
+    let router = crypto.clone().install(trestle_echo::router());
+    let mut harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
+    let bot = harness.app.bot_user_id().clone();
+
+    // The bot's device and keys are set up when the appservice starts.
+    let deadline = Instant::now() + WAIT;
+    while crypto.device_id().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the bot's device was never set up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let client = login(&harness, "alice").await;
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
+    client.add_event_handler(
+        move |event: OriginalSyncRoomMessageEvent, info: Option<EncryptionInfo>| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let _ = seen_tx.send((
+                    event.sender,
+                    event.content.body().to_owned(),
+                    info.is_some(),
+                ));
+            }
+        },
+    );
+    client.sync_once(SyncSettings::default()).await.unwrap();
+
+    let mut request = create_room::v3::Request::new();
+    request.invite = vec![bot.clone()];
+    request.initial_state = vec![
+        InitialStateEvent::with_empty_state_key(
+            RoomEncryptionEventContent::with_recommended_defaults(),
+        )
+        .to_raw_any(),
+    ];
+    let room: Room = client.create_room(request).await.unwrap();
+    let room_id = room.room_id().to_owned();
+
+    // The echo bot accepts invites.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let member = room.get_member_no_sync(&bot).await.unwrap();
+        if member.is_some_and(|m| *m.membership() == MembershipState::Join) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bot never joined");
+        client.sync_once(short_sync()).await.unwrap();
+    }
+
+    room.send(RoomMessageEventContent::text_plain("!echo secret-1"))
+        .await
+        .unwrap();
+
+    let mut reply = None;
+    let deadline = Instant::now() + WAIT;
+    while reply.is_none() {
+        assert!(Instant::now() < deadline, "no reply from the bot");
+        client.sync_once(short_sync()).await.unwrap();
+        while let Ok(seen) = seen_rx.try_recv() {
+            if seen.0 == bot {
+                reply = Some(seen);
+            }
+        }
+    }
+    let (_, body, encrypted) = reply.unwrap();
+    assert!(body.contains("secret-1"), "unexpected reply {body:?}");
+    assert!(encrypted, "the bot's reply was not encrypted");
+
+    harness.app.idle().await;
+    harness.stop().await;
+    assert_no_plaintext(&harness, room_id.as_str());
+}
+
+/// Scans Synapse's SQLite files for the secret. The room id is there, which shows the scan
+/// reads the right, written-out files.
+fn assert_no_plaintext(harness: &Harness, room_id: &str) {
+    let mut scanned = Vec::new();
+    for entry in std::fs::read_dir(harness.synapse.dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("homeserver.db") {
+            scanned.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    let contains = |needle: &str| {
+        scanned
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    };
+    assert!(contains(room_id), "Synapse's database was not found");
+    assert!(
+        !contains("secret-1"),
+        "Synapse's database holds the plaintext"
+    );
+}

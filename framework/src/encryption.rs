@@ -1,0 +1,110 @@
+//! Hooks for end-to-end encryption, implemented outside the framework (crate
+//! `trestle-crypto`) so that plugins without encryption never build a crypto library.
+//!
+//! The framework calls an installed [`Encryption`] at three points: with each transaction's
+//! to-device events and MSC3202 device-list and key-count data, with each timeline event before
+//! it is routed (so an `m.room.encrypted` event reaches handlers decrypted), and with each room
+//! message before it is sent (so it is encrypted in encrypted rooms).
+//!
+//! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>,
+//! MSC2409 (to-device events for appservices), MSC3202 (device lists and key counts).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use ruma::{RoomId, UserId};
+use serde_json::value::RawValue;
+
+use crate::{
+    Appservice, Result,
+    transaction::{Incoming, TimelineEvent},
+};
+
+/// An outgoing room event: its type and content.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The event type, such as `m.room.message`.
+    pub event_type: String,
+    /// The content.
+    pub content: Box<RawValue>,
+}
+
+/// End-to-end encryption for an appservice, installed with [`crate::Router::encryption`].
+pub trait Encryption: Send + Sync + 'static {
+    /// Takes in a to-device event or an MSC3202 update ([`Incoming::ToDevice`],
+    /// [`Incoming::DeviceLists`]) before handlers see it.
+    fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()>;
+
+    /// Called with each timeline event that is about to be routed.
+    /// Returns the JSON of the event to route instead (the decrypted event of an
+    /// `m.room.encrypted` one), or `None` to route the event as it is.
+    fn timeline<'a>(
+        &'a self,
+        app: &'a Appservice,
+        event: &'a TimelineEvent,
+    ) -> BoxFuture<'a, Option<Box<RawValue>>>;
+
+    /// Called before `sender` sends a room event. Returns the event to send instead (an
+    /// `m.room.encrypted` one in an encrypted room), or `None` to send it as it is. An error
+    /// fails the send: an event meant for an encrypted room is never sent in plaintext.
+    fn encrypt<'a>(
+        &'a self,
+        app: &'a Appservice,
+        sender: &'a UserId,
+        room_id: &'a RoomId,
+        event: &'a Outgoing,
+    ) -> BoxFuture<'a, Result<Option<Outgoing>>>;
+}
+
+/// The installed encryption, if any.
+pub(crate) type EncryptionHook = Option<Arc<dyn Encryption>>;
+
+impl Appservice {
+    /// The encryption installed on the router, if any.
+    pub fn encryption(&self) -> Option<&Arc<dyn Encryption>> {
+        self.inner.router.options.hooks.encryption.as_ref()
+    }
+
+    /// Offers `item` to the installed encryption: to-device and MSC3202 items are taken in,
+    /// and a timeline event is replaced by its decrypted form where there is one.
+    pub(crate) async fn offer_to_encryption(&self, item: Arc<Incoming>) -> Arc<Incoming> {
+        let Some(encryption) = self.encryption() else {
+            return item;
+        };
+        match &*item {
+            Incoming::ToDevice(_) | Incoming::DeviceLists(_) => {
+                encryption.receive(self, &item).await;
+                item
+            }
+            Incoming::Timeline(event) => match encryption.timeline(self, event).await {
+                Some(json) => match Incoming::from_stored("timeline", json.get()) {
+                    Ok(event) => Arc::new(event),
+                    Err(error) => {
+                        tracing::warn!(%error, "a decrypted event is malformed; routing it encrypted");
+                        item
+                    }
+                },
+                None => item,
+            },
+            _ => item,
+        }
+    }
+
+    /// Hands a room event about to be sent to the installed encryption.
+    pub(crate) async fn encrypt_outgoing(
+        &self,
+        sender: &UserId,
+        room_id: &RoomId,
+        event_type: &str,
+        content: &RawValue,
+    ) -> Result<Option<Outgoing>> {
+        let Some(encryption) = self.encryption() else {
+            return Ok(None);
+        };
+        let event = Outgoing {
+            event_type: event_type.to_owned(),
+            content: content.to_owned(),
+        };
+        encryption.encrypt(self, sender, room_id, &event).await
+    }
+}
