@@ -1,6 +1,6 @@
 //! End to end against a real Synapse, with matrix-sdk as the E2EE client: the client creates an
 //! encrypted room, invites the echo bot, sends `!echo secret-1`, and decrypts the bot's
-//! encrypted reply; Synapse's database holds no plaintext of either.
+//! encrypted reply, then again after Trestle restarted; Synapse's database holds no plaintext.
 
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,11 @@ use matrix_sdk::{
         },
     },
 };
-use tokio::sync::mpsc;
-use trestle::Registration;
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, oneshot},
+};
+use trestle::{Appservice, Registration, Store};
 use trestle_crypto::Crypto;
 use trestle_tests::appservice::{Harness, WAIT};
 
@@ -57,7 +60,7 @@ fn short_sync() -> SyncSettings {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_bot_answers_in_an_encrypted_room() {
+async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     let mut registration = Registration::generate("echo", None, "echo", "echo_", "localhost");
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
@@ -115,33 +118,94 @@ async fn echo_bot_answers_in_an_encrypted_room() {
         client.sync_once(short_sync()).await.unwrap();
     }
 
-    room.send(RoomMessageEventContent::text_plain("!echo secret-1"))
-        .await
-        .unwrap();
+    let first_device = crypto.device_id().unwrap();
+    echo_round(&client, &room, &mut seen_rx, &bot, "secret-1").await;
 
-    let mut reply = None;
+    // Trestle restarted: a new appservice on the same store and crypto directory decrypts with
+    // the room key it stored, and encrypts again.
+    harness.app.idle().await;
+    harness.stop().await;
+    let crypto = Crypto::new(crypto_dir.path());
+    let app = Appservice::builder(
+        harness.registration.clone(),
+        harness.synapse.base_url(),
+        "localhost",
+    )
+    .router(crypto.clone().install(trestle_echo::router()))
+    .store(
+        Store::connect(&format!(
+            "sqlite://{}",
+            harness.dir.path().join("store.db").display()
+        ))
+        .await
+        .unwrap(),
+    )
+    .build()
+    .await
+    .unwrap();
+    let port: u16 = harness.url.rsplit(':').next().unwrap().parse().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runner = tokio::spawn(app.clone().run(listener, async {
+        let _ = stopped.await;
+    }));
+    wait_for_device(&crypto).await;
+    assert_eq!(
+        crypto.device_id().unwrap(),
+        first_device,
+        "a new device after restart"
+    );
+    echo_round(&client, &room, &mut seen_rx, &bot, "secret-2").await;
+
+    app.idle().await;
+    let _ = stop.send(());
+    runner.await.unwrap().unwrap();
+    assert_no_plaintext(&harness, room_id.as_str(), &["secret-1", "secret-2"]);
+}
+
+async fn wait_for_device(crypto: &Crypto) {
     let deadline = Instant::now() + WAIT;
-    while reply.is_none() {
-        assert!(Instant::now() < deadline, "no reply from the bot");
+    while crypto.device_id().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the bot's device was never set up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `!echo <secret>` and waits for the bot's reply, which must come encrypted.
+async fn echo_round(
+    client: &Client,
+    room: &Room,
+    seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
+    bot: &OwnedUserId,
+    secret: &str,
+) {
+    room.send(RoomMessageEventContent::text_plain(format!(
+        "!echo {secret}"
+    )))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no reply from the bot to {secret}"
+        );
         client.sync_once(short_sync()).await.unwrap();
-        while let Ok(seen) = seen_rx.try_recv() {
-            if seen.0 == bot {
-                reply = Some(seen);
+        while let Ok((sender, body, encrypted)) = seen_rx.try_recv() {
+            if sender == *bot && body.contains(secret) {
+                assert!(encrypted, "the bot's reply was not encrypted");
+                return;
             }
         }
     }
-    let (_, body, encrypted) = reply.unwrap();
-    assert!(body.contains("secret-1"), "unexpected reply {body:?}");
-    assert!(encrypted, "the bot's reply was not encrypted");
-
-    harness.app.idle().await;
-    harness.stop().await;
-    assert_no_plaintext(&harness, room_id.as_str());
 }
 
-/// Scans Synapse's SQLite files for the secret. The room id is there, which shows the scan
+/// Scans Synapse's SQLite files for the secrets. The room id is there, which shows the scan
 /// reads the right, written-out files.
-fn assert_no_plaintext(harness: &Harness, room_id: &str) {
+fn assert_no_plaintext(harness: &Harness, room_id: &str, secrets: &[&str]) {
     let mut scanned = Vec::new();
     for entry in std::fs::read_dir(harness.synapse.dir()).unwrap() {
         let path = entry.unwrap().path();
@@ -156,8 +220,7 @@ fn assert_no_plaintext(harness: &Harness, room_id: &str) {
             .any(|w| w == needle.as_bytes())
     };
     assert!(contains(room_id), "Synapse's database was not found");
-    assert!(
-        !contains("secret-1"),
-        "Synapse's database holds the plaintext"
-    );
+    for secret in secrets {
+        assert!(!contains(secret), "Synapse's database holds {secret}");
+    }
 }
