@@ -71,14 +71,7 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     let bot = harness.app.bot_user_id().clone();
 
     // The bot's device and keys are set up when the appservice starts.
-    let deadline = Instant::now() + WAIT;
-    while crypto.device_id().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the bot's device was never set up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_device(&crypto).await;
 
     let client = login(&harness, "alice").await;
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
