@@ -16,7 +16,7 @@
 mod machine;
 mod requests;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -24,7 +24,7 @@ use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, Outgoing},
-    ruma::{RoomId, UserId},
+    ruma::{OwnedUserId, RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
 
@@ -33,10 +33,13 @@ use machine::Machine;
 /// How long an encrypted event waits for its room key before it is routed still encrypted.
 const KEY_WAIT: Duration = Duration::from_secs(10);
 
-/// The appservice bot's encryption: its device and its Olm machine.
+/// The appservice's encryption: the bot's device and Olm machine, and one for each ghost that
+/// sends into an encrypted room.
 pub struct Crypto {
     dir: PathBuf,
     machine: OnceCell<Arc<Machine>>,
+    ghosts: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Machine>>>,
+    rooms: Arc<machine::Rooms>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -47,11 +50,14 @@ impl std::fmt::Debug for Crypto {
 
 impl Crypto {
     /// Crypto state kept in `dir` (created if missing): the bot's device id and its
-    /// matrix-sdk-sqlite store. Keep one directory per appservice.
+    /// matrix-sdk-sqlite store, and the same for each ghost under `ghosts/<localpart>`. Keep
+    /// one directory per appservice.
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Crypto> {
         Arc::new(Crypto {
             dir: dir.into(),
             machine: OnceCell::new(),
+            ghosts: Default::default(),
+            rooms: Default::default(),
         })
     }
 
@@ -75,10 +81,35 @@ impl Crypto {
     async fn machine(&self, app: &Appservice) -> Result<&Arc<Machine>> {
         self.machine
             .get_or_try_init(|| async {
-                let machine = Machine::open(app, &self.dir).await?;
+                let bot = app.bot_user_id();
+                let machine = Machine::open(app, bot, &self.dir, self.rooms.clone()).await?;
                 Ok::<_, trestle::Error>(Arc::new(machine))
             })
             .await
+    }
+
+    /// `user`'s machine: the bot's, or a ghost's (its device created on first use when
+    /// `create`, else only where its store exists).
+    async fn machine_for(
+        &self,
+        app: &Appservice,
+        user: &UserId,
+        create: bool,
+    ) -> Result<Option<Arc<Machine>>> {
+        if user == app.bot_user_id() {
+            return self.machine(app).await.map(|m| Some(m.clone()));
+        }
+        let mut ghosts = self.ghosts.lock().await;
+        if let Some(machine) = ghosts.get(user) {
+            return Ok(Some(machine.clone()));
+        }
+        let dir = self.dir.join("ghosts").join(user.localpart());
+        if !create && !dir.exists() {
+            return Ok(None);
+        }
+        let machine = Arc::new(Machine::open(app, user, &dir, self.rooms.clone()).await?);
+        ghosts.insert(user.to_owned(), machine.clone());
+        Ok(Some(machine))
     }
 
     /// The bot's device id, once set up.
@@ -90,13 +121,31 @@ impl Crypto {
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            match self.machine(app).await {
-                Ok(machine) => {
-                    if let Err(error) = machine.receive(app, item).await {
-                        tracing::warn!(%error, "end-to-end encryption: could not take in an update");
+            let machines = match item {
+                Incoming::ToDevice(event) => self
+                    .machine_for(app, &event.to_user_id, false)
+                    .await
+                    .map(|m| m.into_iter().collect()),
+                _ => match self.machine(app).await {
+                    Ok(bot) => {
+                        let mut all = vec![bot.clone()];
+                        all.extend(self.ghosts.lock().await.values().cloned());
+                        Ok(all)
                     }
+                    Err(e) => Err(e),
+                },
+            };
+            let machines: Vec<Arc<Machine>> = match machines {
+                Ok(machines) => machines,
+                Err(error) => {
+                    tracing::warn!(%error, "end-to-end encryption is not set up");
+                    return;
                 }
-                Err(error) => tracing::warn!(%error, "end-to-end encryption is not set up"),
+            };
+            for machine in machines {
+                if let Err(error) = machine.receive(app, item).await {
+                    tracing::warn!(%error, "end-to-end encryption: could not take in an update");
+                }
             }
         })
     }
@@ -126,10 +175,14 @@ impl Encryption for Crypto {
         event: &'a Outgoing,
     ) -> BoxFuture<'a, Result<Option<Outgoing>>> {
         Box::pin(async move {
-            self.machine(app)
-                .await?
-                .encrypt(app, sender, room_id, event)
-                .await
+            // Only a room that is encrypted gets a ghost a device.
+            if !self.machine(app).await?.is_encrypted(app, room_id).await? {
+                return Ok(None);
+            }
+            match self.machine_for(app, sender, true).await? {
+                Some(machine) => machine.encrypt(app, sender, room_id, event).await,
+                None => Ok(None),
+            }
         })
     }
 }

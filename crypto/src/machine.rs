@@ -1,9 +1,9 @@
-//! The bot's device and Olm machine, and what it does with incoming and outgoing events.
+//! One user's device and Olm machine, and what it does with incoming and outgoing events.
 
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -37,15 +37,18 @@ use trestle::{
 
 use crate::requests::{self, error};
 
-/// The bot's Olm machine, with what it needs to use it from many tasks.
+/// Each room's `m.room.encryption` content, or `None` where it is not encrypted; shared by
+/// the bot's and the ghosts' machines.
+pub(crate) type Rooms = Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>;
+
+/// A user's Olm machine (the bot's or a ghost's), with what it needs to use it from many tasks.
 pub(crate) struct Machine {
     olm: OlmMachine,
     /// Serialises sending the machine's requests: two tasks must not upload the same keys.
     sending: tokio::sync::Mutex<()>,
     /// Bumped whenever room keys arrive, so events waiting for one try again.
     keys: tokio::sync::watch::Sender<u64>,
-    /// Each room's `m.room.encryption` content, or `None` where it is not encrypted.
-    rooms: Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>,
+    rooms: Arc<Rooms>,
 }
 
 fn decryption_settings() -> DecryptionSettings {
@@ -56,10 +59,16 @@ fn decryption_settings() -> DecryptionSettings {
 }
 
 impl Machine {
-    /// Opens the store in `dir`, creating the bot's device the first time.
-    pub(crate) async fn open(app: &Appservice, dir: &Path) -> Result<Machine> {
+    /// Opens `user`'s store in `dir`, creating its device the first time.
+    pub(crate) async fn open(
+        app: &Appservice,
+        user: &UserId,
+        dir: &Path,
+        rooms: Arc<Rooms>,
+    ) -> Result<Machine> {
+        let started = std::time::Instant::now();
         std::fs::create_dir_all(dir)?;
-        let bot = app.bot_user_id().clone();
+        let bot = user.to_owned();
         let id_file = dir.join("device_id");
         let device_id: OwnedDeviceId = match std::fs::read_to_string(&id_file) {
             Ok(id) => id.trim().into(),
@@ -82,14 +91,15 @@ impl Machine {
         let olm = OlmMachine::with_store(&bot, &device_id, store, None)
             .await
             .map_err(error)?;
-        tracing::info!(%bot, %device_id, "end-to-end encryption ready");
         let machine = Machine {
             olm,
             sending: tokio::sync::Mutex::new(()),
             keys: tokio::sync::watch::Sender::new(0),
-            rooms: Mutex::new(HashMap::new()),
+            rooms,
         };
         machine.send_requests(app).await?;
+        tracing::info!(user = %bot, %device_id, elapsed_ms = started.elapsed().as_millis(),
+            "end-to-end encryption ready");
         Ok(machine)
     }
 
@@ -102,7 +112,7 @@ impl Machine {
         requests::send_all(app, &self.olm).await
     }
 
-    /// Takes in a to-device event or MSC3202 data meant for the bot's device.
+    /// Takes in a to-device event or MSC3202 data; what is not for this device is ignored.
     pub(crate) async fn receive(&self, app: &Appservice, item: &Incoming) -> Result<()> {
         let bot = self.olm.user_id();
         let device = self.olm.device_id();
@@ -254,6 +264,11 @@ impl Machine {
         Ok(content)
     }
 
+    /// Whether the room is encrypted.
+    pub(crate) async fn is_encrypted(&self, app: &Appservice, room_id: &RoomId) -> Result<bool> {
+        Ok(self.room_encryption(app, room_id).await?.is_some())
+    }
+
     /// Encrypts `event` for the room's members where the room is encrypted.
     pub(crate) async fn encrypt(
         &self,
@@ -266,9 +281,10 @@ impl Machine {
             return Ok(None);
         };
         if sender != self.olm.user_id() {
-            // Megolm ties a session to its sender's device: a ghost needs a device of its own.
+            // Megolm ties a session to its sender's device.
             return Err(Error::Other(format!(
-                "{sender} cannot send into encrypted room {room_id} yet: only the bot has a device"
+                "{sender} cannot send with the device of {}",
+                self.olm.user_id()
             )));
         }
         let members: Vec<OwnedUserId> = app

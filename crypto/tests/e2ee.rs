@@ -1,6 +1,7 @@
 //! End to end against a real Synapse, with matrix-sdk as the E2EE client: the client creates an
 //! encrypted room, invites the echo bot, sends `!echo secret-1`, and decrypts the bot's
-//! encrypted reply, then again after Trestle restarted; Synapse's database holds no plaintext.
+//! encrypted reply, and a ghost's (sent with its own device) too; then again after Trestle
+//! restarted. Synapse's database holds no plaintext.
 
 use std::time::{Duration, Instant};
 
@@ -112,7 +113,7 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     }
 
     let first_device = crypto.device_id().unwrap();
-    echo_round(&client, &room, &mut seen_rx, &bot, "secret-1").await;
+    rounds(&client, &room, &mut seen_rx, &bot, 1).await;
 
     // Trestle restarted: a new appservice on the same store and crypto directory decrypts with
     // the room key it stored, and encrypts again.
@@ -148,12 +149,16 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
         first_device,
         "a new device after restart"
     );
-    echo_round(&client, &room, &mut seen_rx, &bot, "secret-2").await;
+    rounds(&client, &room, &mut seen_rx, &bot, 2).await;
 
     app.idle().await;
     let _ = stop.send(());
     runner.await.unwrap().unwrap();
-    assert_no_plaintext(&harness, room_id.as_str(), &["secret-1", "secret-2"]);
+    assert_no_plaintext(
+        &harness,
+        room_id.as_str(),
+        &["secret-1", "secret-2", "ghost-secret-1", "ghost-secret-2"],
+    );
 }
 
 async fn wait_for_device(crypto: &Crypto) {
@@ -167,29 +172,50 @@ async fn wait_for_device(crypto: &Crypto) {
     }
 }
 
-/// Sends `!echo <secret>` and waits for the bot's reply, which must come encrypted.
-async fn echo_round(
+/// The bot echoes `secret-<n>`, and a ghost, which sends with a device of its own, says
+/// `ghost-secret-<n>`.
+async fn rounds(
     client: &Client,
     room: &Room,
     seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
     bot: &OwnedUserId,
+    n: u32,
+) {
+    let secret = format!("secret-{n}");
+    echo_round(
+        client,
+        room,
+        seen_rx,
+        bot,
+        &format!("!echo {secret}"),
+        &secret,
+    )
+    .await;
+    let ghost = OwnedUserId::try_from("@echo_ghosty:localhost").unwrap();
+    let secret = format!("ghost-secret-{n}");
+    let command = format!("!echo-as Ghosty {secret}");
+    echo_round(client, room, seen_rx, &ghost, &command, &secret).await;
+}
+
+/// Sends `command` and waits for `from` to say `secret`, which must come encrypted.
+async fn echo_round(
+    client: &Client,
+    room: &Room,
+    seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
+    from: &OwnedUserId,
+    command: &str,
     secret: &str,
 ) {
-    room.send(RoomMessageEventContent::text_plain(format!(
-        "!echo {secret}"
-    )))
-    .await
-    .unwrap();
+    room.send(RoomMessageEventContent::text_plain(command))
+        .await
+        .unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        assert!(
-            Instant::now() < deadline,
-            "no reply from the bot to {secret}"
-        );
+        assert!(Instant::now() < deadline, "{from} never said {secret}");
         client.sync_once(short_sync()).await.unwrap();
         while let Ok((sender, body, encrypted)) = seen_rx.try_recv() {
-            if sender == *bot && body.contains(secret) {
-                assert!(encrypted, "the bot's reply was not encrypted");
+            if sender == *from && body.contains(secret) {
+                assert!(encrypted, "{from}'s message was not encrypted");
                 return;
             }
         }
