@@ -295,7 +295,9 @@ impl<L: Lane> Lanes<L> {
                     }
                 }
                 after = after.max(L::seq(&item));
-                self.lane.process(item).await;
+                // Boxed: a handler's future is kilobytes, and would otherwise make every
+                // worker's future as big, copied whole each time a worker is spawned.
+                Box::pin(self.lane.process(item)).await;
                 processed.push(after);
             }
             self.lane.finish(processed).await;

@@ -59,7 +59,7 @@ impl Store {
         items: Vec<NewInboxItem>,
     ) -> Result<Option<Vec<InboxItem>>> {
         let now = now_ms();
-        if self.backend == super::Backend::Sqlite && (1..=INSERT_CHUNK).contains(&items.len()) {
+        if self.backend == super::Backend::Sqlite && !items.is_empty() {
             let seqs = self
                 .receive_in_one_trip(appservice_id, txn_id, &items, now)
                 .await?;
@@ -122,22 +122,28 @@ impl Store {
         items: &[NewInboxItem],
         now: i64,
     ) -> Result<Vec<(String, i64)>> {
-        let mut sql = String::from(
-            "BEGIN; INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING; INSERT INTO inbox \
-             (appservice_id, queue_key, item_key, kind, payload, received_at) SELECT * FROM (VALUES ",
-        );
-        push_rows(&mut sql, items.len(), 3);
-        sql.push_str(") WHERE changes() = 1 RETURNING seq, item_key; COMMIT;");
-        // A prepared script per transaction size is kept for the small transactions of live
-        // traffic, where preparing would cost as much as the insert; a big one is prepared
-        // each time (cheap per event), so the cache does not grow with every size seen.
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .persistent(items.len() <= 4)
-            .bind(appservice_id)
-            .bind(txn_id)
-            .bind(now);
-        let query = bind_rows(query, appservice_id, txn_id, items, now);
+        // The items travel as one JSON array, so that one statement, prepared once, serves
+        // every transaction size: preparing a statement of 50 rows of parameters cost more
+        // than inserting them (a sixth of all the work in a profile).
+        let rows: Vec<(&str, usize, &str, &str)> = items
+            .iter()
+            .map(|i| (i.queue_key.as_str(), i.index, i.kind, i.payload.as_str()))
+            .collect();
+        let rows = serde_json::to_string(&rows)?;
+        let query = sqlx::query(
+            "BEGIN; \
+             INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING; \
+             INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at) \
+             SELECT $1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, value ->> 3, $3 \
+             FROM json_each($4) WHERE changes() = 1 ORDER BY key \
+             RETURNING seq, item_key; \
+             COMMIT;",
+        )
+        .bind(appservice_id)
+        .bind(txn_id)
+        .bind(now)
+        .bind(rows);
         let mut conn = self.pool.acquire().await?;
         match query.fetch_all(&mut *conn).await {
             Ok(rows) => Ok(rows.into_iter().map(|r| (r.get(1), r.get(0))).collect()),

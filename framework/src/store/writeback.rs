@@ -74,9 +74,10 @@ impl Store {
             }
         }
         sql.push_str("COMMIT;");
-        // Scripts differ with every mix of writes: caching them as prepared statements filled
-        // memory with ones never used again.
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        // Scripts differ with every mix of writes: caching them all as prepared statements
+        // filled memory with ones never used again. The few shapes of the smallest flushes,
+        // common when events come one at a time, are kept.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(writes.len() <= 2);
         if !done.is_empty() {
             query = query.bind(now_ms());
             for seq in &done {
