@@ -85,7 +85,7 @@ impl Machine {
             }
             Err(e) => return Err(e.into()),
         };
-        let store = SqliteCryptoStore::open(dir.join("crypto.sqlite3"), None)
+        let store = SqliteCryptoStore::open(dir.join("store"), None)
             .await
             .map_err(error)?;
         let olm = OlmMachine::with_store(&bot, &device_id, store, None)

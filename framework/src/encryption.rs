@@ -108,3 +108,86 @@ impl Appservice {
         encryption.encrypt(self, sender, room_id, &event).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::events::room::message::RoomMessageEventContent;
+    use serde_json::json;
+
+    use super::*;
+    use crate::{
+        Router,
+        router::Event,
+        testing::{MockHomeserver, deliver},
+    };
+
+    /// "Encrypts" by reversing the body, keeping the type so the mock homeserver records it.
+    struct Reverse;
+
+    fn reversed(body: &str) -> String {
+        body.chars().rev().collect()
+    }
+
+    impl Encryption for Reverse {
+        fn receive<'a>(&'a self, _: &'a Appservice, _: &'a Incoming) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
+        }
+
+        fn timeline<'a>(
+            &'a self,
+            _: &'a Appservice,
+            event: &'a TimelineEvent,
+        ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+            Box::pin(async move {
+                if event.event_type != "m.room.encrypted" {
+                    return None;
+                }
+                let mut json: serde_json::Value = serde_json::from_str(event.json.get()).ok()?;
+                let body = reversed(json["content"]["ciphertext"].as_str()?);
+                json["type"] = json!("m.room.message");
+                json["content"] = json!({"msgtype": "m.text", "body": body});
+                serde_json::value::to_raw_value(&json).ok()
+            })
+        }
+
+        fn encrypt<'a>(
+            &'a self,
+            _: &'a Appservice,
+            _: &'a UserId,
+            _: &'a RoomId,
+            event: &'a Outgoing,
+        ) -> BoxFuture<'a, Result<Option<Outgoing>>> {
+            Box::pin(async move {
+                let content: serde_json::Value = serde_json::from_str(event.content.get())?;
+                let body = reversed(content["body"].as_str().unwrap_or_default());
+                let content = json!({"msgtype": "m.text", "body": body});
+                Ok(Some(Outgoing {
+                    event_type: event.event_type.clone(),
+                    content: serde_json::value::to_raw_value(&content)?,
+                }))
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_see_decrypted_events_and_sends_are_encrypted() {
+        async fn repeat(message: Event<RoomMessageEventContent>, app: Appservice) -> Result<()> {
+            let body = format!("you said {}", message.content.body());
+            app.bot().send_text(&message.room_id, &body).await?;
+            Ok(())
+        }
+        let hs = MockHomeserver::start(json!({}), json!({})).await;
+        let registration =
+            trestle_registration::Registration::generate("t", None, "bot", "t_", "x");
+        let app = Appservice::builder(registration, hs.url.clone(), "x")
+            .router(Router::new().encryption(Arc::new(Reverse)).on(repeat))
+            .build()
+            .await
+            .unwrap();
+        let encrypted = json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
+            "event_id": "$1", "origin_server_ts": 1,
+            "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh"}});
+        deliver(&app, vec![encrypted]).await;
+        assert_eq!(hs.bodies(), [reversed("you said hello")]);
+    }
+}
