@@ -81,6 +81,7 @@ impl Crypto {
     async fn machine(&self, app: &Appservice) -> Result<&Arc<Machine>> {
         self.machine
             .get_or_try_init(|| async {
+                check_registration(app.registration())?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, self.rooms.clone()).await?;
                 Ok::<_, trestle::Error>(Arc::new(machine))
@@ -116,6 +117,27 @@ impl Crypto {
     pub fn device_id(&self) -> Option<String> {
         self.machine.get().map(|m| m.device_id().to_string())
     }
+}
+
+/// The homeserver sends to-device events and key counts, and lets the appservice create
+/// devices, only where the registration asks for them.
+fn check_registration(registration: &trestle::Registration) -> Result<()> {
+    let missing: Vec<&str> = [
+        (registration.msc4190, "io.element.msc4190"),
+        (registration.msc3202, "org.matrix.msc3202"),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set != Some(true))
+    .map(|(_, field)| field)
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(trestle::Error::Config(format!(
+        "registration `{}`: end-to-end encryption needs `{}: true`",
+        registration.id,
+        missing.join(": true` and `")
+    )))
 }
 
 impl Encryption for Crypto {
@@ -184,5 +206,29 @@ impl Encryption for Crypto {
                 None => Ok(None),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registration_must_ask_for_devices_and_key_counts() {
+        let mut registration = trestle::Registration::generate("e", None, "bot", "g_", "x");
+        let error = check_registration(&registration).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "registration `e`: end-to-end encryption needs `io.element.msc4190: true` and \
+             `org.matrix.msc3202: true`"
+        );
+        registration.msc4190 = Some(true);
+        let error = check_registration(&registration).unwrap_err().to_string();
+        assert!(
+            error.ends_with("needs `org.matrix.msc3202: true`"),
+            "{error}"
+        );
+        registration.msc3202 = Some(true);
+        check_registration(&registration).unwrap();
     }
 }
