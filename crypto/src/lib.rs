@@ -83,7 +83,7 @@ impl Crypto {
             .get_or_try_init(|| async {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
-                let machine = Machine::open(app, bot, &self.dir, self.rooms.clone()).await?;
+                let machine = Machine::open(app, bot, &self.dir).await?;
                 Ok::<_, trestle::Error>(Arc::new(machine))
             })
             .await
@@ -108,7 +108,7 @@ impl Crypto {
         if !create && !dir.exists() {
             return Ok(None);
         }
-        let machine = Arc::new(Machine::open(app, user, &dir, self.rooms.clone()).await?);
+        let machine = Arc::new(Machine::open(app, user, &dir).await?);
         ghosts.insert(user.to_owned(), machine.clone());
         Ok(Some(machine))
     }
@@ -178,6 +178,11 @@ impl Encryption for Crypto {
         event: &'a TimelineEvent,
     ) -> BoxFuture<'a, Option<Box<RawValue>>> {
         Box::pin(async move {
+            machine::note_state(&self.rooms, event);
+            // Only encrypted events need the machine: a failing setup must not slow the rest.
+            if event.event_type != "m.room.encrypted" {
+                return None;
+            }
             let machine = match self.machine(app).await {
                 Ok(machine) => machine,
                 Err(error) => {
@@ -197,12 +202,17 @@ impl Encryption for Crypto {
         event: &'a Outgoing,
     ) -> BoxFuture<'a, Result<Option<Outgoing>>> {
         Box::pin(async move {
-            // Only a room that is encrypted gets a ghost a device.
-            if !self.machine(app).await?.is_encrypted(app, room_id).await? {
+            // Only a room that is encrypted needs the machine (and gets a ghost a device).
+            let rooms = &self.rooms;
+            let Some(settings) = machine::room_encryption(app, rooms, sender, room_id).await?
+            else {
                 return Ok(None);
-            }
+            };
             match self.machine_for(app, sender, true).await? {
-                Some(machine) => machine.encrypt(app, sender, room_id, event).await,
+                Some(machine) => {
+                    let encrypted = machine.encrypt(app, sender, room_id, settings, event);
+                    encrypted.await.map(Some)
+                }
                 None => Ok(None),
             }
         })

@@ -3,7 +3,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::Path,
-    sync::{Arc, Mutex},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -48,7 +48,6 @@ pub(crate) struct Machine {
     sending: tokio::sync::Mutex<()>,
     /// Bumped whenever room keys arrive, so events waiting for one try again.
     keys: tokio::sync::watch::Sender<u64>,
-    rooms: Arc<Rooms>,
 }
 
 fn decryption_settings() -> DecryptionSettings {
@@ -60,12 +59,7 @@ fn decryption_settings() -> DecryptionSettings {
 
 impl Machine {
     /// Opens `user`'s store in `dir`, creating its device the first time.
-    pub(crate) async fn open(
-        app: &Appservice,
-        user: &UserId,
-        dir: &Path,
-        rooms: Arc<Rooms>,
-    ) -> Result<Machine> {
+    pub(crate) async fn open(app: &Appservice, user: &UserId, dir: &Path) -> Result<Machine> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(dir)?;
         let bot = user.to_owned();
@@ -95,7 +89,6 @@ impl Machine {
             olm,
             sending: tokio::sync::Mutex::new(()),
             keys: tokio::sync::watch::Sender::new(0),
-            rooms,
         };
         machine.send_requests(app).await?;
         tracing::info!(user = %bot, %device_id, elapsed_ms = started.elapsed().as_millis(),
@@ -174,23 +167,11 @@ impl Machine {
     }
 
     /// The decrypted JSON of an `m.room.encrypted` event, waiting up to `wait` for its key.
-    /// Also notes rooms that turn encryption on.
     pub(crate) async fn timeline(
         &self,
         event: &TimelineEvent,
         wait: Duration,
     ) -> Option<Box<RawValue>> {
-        if event.event_type == "m.room.encryption" && event.state_key.as_deref() == Some("") {
-            #[derive(serde::Deserialize)]
-            struct State {
-                content: RoomEncryptionEventContent,
-            }
-            if let Ok(state) = serde_json::from_str::<State>(event.json.get()) {
-                let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-                rooms.insert(event.room_id.clone(), Some(state.content));
-            }
-            return None;
-        }
         if event.event_type != "m.room.encrypted" {
             return None;
         }
@@ -226,60 +207,15 @@ impl Machine {
         }
     }
 
-    /// The room's encryption settings, `None` where it is not encrypted. Asked once per room;
-    /// later changes arrive as `m.room.encryption` events.
-    async fn room_encryption(
-        &self,
-        app: &Appservice,
-        room_id: &RoomId,
-    ) -> Result<Option<RoomEncryptionEventContent>> {
-        if let Some(known) = self
-            .rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(room_id)
-        {
-            return Ok(known.clone());
-        }
-        let request = get_state_event_for_key::v3::Request::new(
-            room_id.to_owned(),
-            StateEventType::RoomEncryption,
-            String::new(),
-        );
-        let content = match app
-            .client()
-            .send(request, AppserviceUserIdentity::new(self.olm.user_id()))
-            .await
-        {
-            Ok(response) => Some(serde_json::from_str::<RoomEncryptionEventContent>(
-                response.event_or_content.get(),
-            )?),
-            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => None,
-            Err(e) => return Err(e),
-        };
-        self.rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(room_id.to_owned(), content.clone());
-        Ok(content)
-    }
-
-    /// Whether the room is encrypted.
-    pub(crate) async fn is_encrypted(&self, app: &Appservice, room_id: &RoomId) -> Result<bool> {
-        Ok(self.room_encryption(app, room_id).await?.is_some())
-    }
-
-    /// Encrypts `event` for the room's members where the room is encrypted.
+    /// Encrypts `event` for the room's members with the room's `settings`.
     pub(crate) async fn encrypt(
         &self,
         app: &Appservice,
         sender: &UserId,
         room_id: &RoomId,
+        settings: RoomEncryptionEventContent,
         event: &Outgoing,
-    ) -> Result<Option<Outgoing>> {
-        let Some(settings) = self.room_encryption(app, room_id).await? else {
-            return Ok(None);
-        };
+    ) -> Result<Outgoing> {
         if sender != self.olm.user_id() {
             // Megolm ties a session to its sender's device.
             return Err(Error::Other(format!(
@@ -322,10 +258,10 @@ impl Machine {
             .encrypt_room_event_raw(room_id, &event.event_type, &content)
             .await
             .map_err(error)?;
-        Ok(Some(Outgoing {
+        Ok(Outgoing {
             event_type: "m.room.encrypted".to_owned(),
             content: encrypted.content.into_json(),
-        }))
+        })
     }
 }
 
@@ -361,4 +297,53 @@ fn share<'a>(
     settings: EncryptionSettings,
 ) -> impl Future<Output = Result<ToDeviceRequests, matrix_sdk_crypto::OlmError>> + Send + 'a {
     olm.share_room_key(room_id, users.iter().copied(), settings)
+}
+
+/// The room's encryption settings, `None` where it is not encrypted. Asked once per room (as
+/// `user`, who is in it); later changes arrive as `m.room.encryption` events ([`note_state`]).
+pub(crate) async fn room_encryption(
+    app: &Appservice,
+    rooms: &Rooms,
+    user: &UserId,
+    room_id: &RoomId,
+) -> Result<Option<RoomEncryptionEventContent>> {
+    if let Some(known) = rooms.lock().unwrap_or_else(|e| e.into_inner()).get(room_id) {
+        return Ok(known.clone());
+    }
+    let request = get_state_event_for_key::v3::Request::new(
+        room_id.to_owned(),
+        StateEventType::RoomEncryption,
+        String::new(),
+    );
+    let content = match app
+        .client()
+        .send(request, AppserviceUserIdentity::new(user))
+        .await
+    {
+        Ok(response) => Some(serde_json::from_str::<RoomEncryptionEventContent>(
+            response.event_or_content.get(),
+        )?),
+        Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => None,
+        Err(e) => return Err(e),
+    };
+    rooms
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(room_id.to_owned(), content.clone());
+    Ok(content)
+}
+
+/// Notes a room turning encryption on, or changing its rotation settings.
+pub(crate) fn note_state(rooms: &Rooms, event: &TimelineEvent) {
+    if event.event_type != "m.room.encryption" || event.state_key.as_deref() != Some("") {
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct State {
+        content: RoomEncryptionEventContent,
+    }
+    if let Ok(state) = serde_json::from_str::<State>(event.json.get()) {
+        let mut rooms = rooms.lock().unwrap_or_else(|e| e.into_inner());
+        rooms.insert(event.room_id.clone(), Some(state.content));
+    }
 }
