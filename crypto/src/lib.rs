@@ -15,6 +15,7 @@
 
 mod machine;
 mod requests;
+mod rooms;
 
 use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -39,7 +40,7 @@ pub struct Crypto {
     dir: PathBuf,
     machine: OnceCell<Arc<Machine>>,
     ghosts: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Machine>>>,
-    rooms: Arc<machine::Rooms>,
+    rooms: rooms::Rooms,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -178,7 +179,7 @@ impl Encryption for Crypto {
         event: &'a TimelineEvent,
     ) -> BoxFuture<'a, Option<Box<RawValue>>> {
         Box::pin(async move {
-            machine::note_state(&self.rooms, event);
+            rooms::note_state(&self.rooms, event);
             // Only encrypted events need the machine: a failing setup must not slow the rest.
             if event.event_type != "m.room.encrypted" {
                 return None;
@@ -204,8 +205,7 @@ impl Encryption for Crypto {
         Box::pin(async move {
             // Only a room that is encrypted needs the machine (and gets a ghost a device).
             let rooms = &self.rooms;
-            let Some(settings) = machine::room_encryption(app, rooms, sender, room_id).await?
-            else {
+            let Some(settings) = rooms::settings(app, rooms, sender, room_id).await? else {
                 return Ok(None);
             };
             match self.machine_for(app, sender, true).await? {

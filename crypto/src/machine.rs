@@ -1,11 +1,6 @@
 //! One user's device and Olm machine, and what it does with incoming and outgoing events.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    path::Path,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
@@ -17,29 +12,20 @@ use trestle::{
     Appservice, Error, Result,
     encryption::Outgoing,
     ruma::{
-        DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedRoomId, OwnedUserId, RoomId, UInt,
-        UserId,
+        DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, RoomId, UInt, UserId,
         api::{
             AppserviceUserIdentity,
-            client::{
-                device::update_device, membership::joined_members, state::get_state_event_for_key,
-                sync::sync_events::DeviceLists,
-            },
-        },
-        events::{
-            StateEventType,
-            room::{encryption::RoomEncryptionEventContent, history_visibility::HistoryVisibility},
+            client::{device::update_device, sync::sync_events::DeviceLists},
         },
         serde::Raw,
     },
     transaction::{Incoming, TimelineEvent},
 };
 
-use crate::requests::{self, error};
-
-/// Each room's `m.room.encryption` content, or `None` where it is not encrypted; shared by
-/// the bot's and the ghosts' machines.
-pub(crate) type Rooms = Mutex<HashMap<OwnedRoomId, Option<RoomEncryptionEventContent>>>;
+use crate::{
+    requests::{self, error},
+    rooms::{self, RoomSettings},
+};
 
 /// A user's Olm machine (the bot's or a ghost's), with what it needs to use it from many tasks.
 pub(crate) struct Machine {
@@ -213,7 +199,7 @@ impl Machine {
         app: &Appservice,
         sender: &UserId,
         room_id: &RoomId,
-        settings: RoomEncryptionEventContent,
+        settings: RoomSettings,
         event: &Outgoing,
     ) -> Result<Outgoing> {
         if sender != self.olm.user_id() {
@@ -223,16 +209,7 @@ impl Machine {
                 self.olm.user_id()
             )));
         }
-        let members: Vec<OwnedUserId> = app
-            .client()
-            .send(
-                joined_members::v3::Request::new(room_id.to_owned()),
-                AppserviceUserIdentity::new(sender),
-            )
-            .await?
-            .joined
-            .into_keys()
-            .collect();
+        let members = rooms::recipients(app, sender, room_id, &settings.visibility).await?;
         // A plain list, not a closure, keeps the future `Send` for every lifetime.
         let members: Vec<&UserId> = members.iter().map(AsRef::as_ref).collect();
         track(&self.olm, &members).await.map_err(error)?;
@@ -242,8 +219,8 @@ impl Machine {
             requests::send(app, &self.olm, &id, &claim.into()).await?;
         }
         let settings = EncryptionSettings::new(
-            settings,
-            HistoryVisibility::Shared,
+            settings.encryption,
+            settings.visibility,
             CollectStrategy::default(),
         );
         for request in share(&self.olm, room_id, &members, settings)
@@ -297,53 +274,4 @@ fn share<'a>(
     settings: EncryptionSettings,
 ) -> impl Future<Output = Result<ToDeviceRequests, matrix_sdk_crypto::OlmError>> + Send + 'a {
     olm.share_room_key(room_id, users.iter().copied(), settings)
-}
-
-/// The room's encryption settings, `None` where it is not encrypted. Asked once per room (as
-/// `user`, who is in it); later changes arrive as `m.room.encryption` events ([`note_state`]).
-pub(crate) async fn room_encryption(
-    app: &Appservice,
-    rooms: &Rooms,
-    user: &UserId,
-    room_id: &RoomId,
-) -> Result<Option<RoomEncryptionEventContent>> {
-    if let Some(known) = rooms.lock().unwrap_or_else(|e| e.into_inner()).get(room_id) {
-        return Ok(known.clone());
-    }
-    let request = get_state_event_for_key::v3::Request::new(
-        room_id.to_owned(),
-        StateEventType::RoomEncryption,
-        String::new(),
-    );
-    let content = match app
-        .client()
-        .send(request, AppserviceUserIdentity::new(user))
-        .await
-    {
-        Ok(response) => Some(serde_json::from_str::<RoomEncryptionEventContent>(
-            response.event_or_content.get(),
-        )?),
-        Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => None,
-        Err(e) => return Err(e),
-    };
-    rooms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(room_id.to_owned(), content.clone());
-    Ok(content)
-}
-
-/// Notes a room turning encryption on, or changing its rotation settings.
-pub(crate) fn note_state(rooms: &Rooms, event: &TimelineEvent) {
-    if event.event_type != "m.room.encryption" || event.state_key.as_deref() != Some("") {
-        return;
-    }
-    #[derive(serde::Deserialize)]
-    struct State {
-        content: RoomEncryptionEventContent,
-    }
-    if let Ok(state) = serde_json::from_str::<State>(event.json.get()) {
-        let mut rooms = rooms.lock().unwrap_or_else(|e| e.into_inner());
-        rooms.insert(event.room_id.clone(), Some(state.content));
-    }
 }
