@@ -365,7 +365,12 @@ invite_bots() {
     local reg bot status members deadline members_status=""
     bots=()
     for reg in "${registrations[@]}"; do
-        bots+=("@$(yaml_get "$reg" sender_localpart):$server_name")
+        local localpart
+        localpart="$(yaml_get "$reg" sender_localpart)"
+        # The timeline bot joins only timeline rooms, and the IRC bridge has no network until one
+        # is configured: neither belongs in the chat room. The others answer there.
+        case "$localpart" in timeline | irc) continue ;; esac
+        bots+=("@$localpart:$server_name")
     done
     members="$(joined_members "$room_id")"
     for bot in "${bots[@]}"; do
@@ -421,6 +426,14 @@ print_instructions() {
    !echo-as Alice hi
    !ping
    !help
+   !webhook create Alerts        (the notify bot sends you the hook's secret URL)
+   !feed add https://…/feed.xml  (the notify bot posts new entries)
+   !status                       (the moderation bot: this room is its management room)
+
+ The timeline (a microblog in Matrix rooms):  http://127.0.0.1:$appservice_port/timeline
+   log in there as $demo_localpart, post, follow other users.
+ The IRC bridge idles until a network is added to its settings in $demo_dir/trestle.yaml
+   (see docs/irc.md).
 
  Logs: $trestle_log, $synapse_log
  Details: $demo_dir/demo.json

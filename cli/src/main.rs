@@ -12,7 +12,14 @@ use trestle::{
 };
 
 /// Every plugin this binary can run.
-const PLUGINS: &[Plugin] = &[trestle_echo::PLUGIN, trestle_ping::PLUGIN];
+const PLUGINS: &[Plugin] = &[
+    trestle_echo::PLUGIN,
+    trestle_ping::PLUGIN,
+    trestle_timeline::PLUGIN,
+    trestle_moderation::PLUGIN,
+    trestle_notify::PLUGIN,
+    trestle_irc::PLUGIN,
+];
 
 #[derive(Parser)]
 #[command(

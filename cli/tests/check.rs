@@ -102,9 +102,12 @@ async fn check_reports_what_works_and_why_not() {
     );
 
     // With only the echo plugin enabled, everything passes.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("  ping:\n    enabled: true", "  ping:\n    enabled: false");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    for plugin in ["ping", "timeline", "moderation", "notify", "irc"] {
+        let enabled = format!("  {plugin}:\n    enabled: true");
+        assert!(text.contains(&enabled), "{plugin} is in the default configuration");
+        text = text.replace(&enabled, &format!("  {plugin}:\n    enabled: false"));
+    }
     std::fs::write(&config, text).unwrap();
     let output = trestle(&config, &["check"]);
     assert!(output.status.success(), "{}", stdout(&output));

@@ -27,8 +27,8 @@ pub const PLUGIN: Plugin = Plugin::new("moderation", "moderation", "moderation_"
     .with_settings_help(
         "settings:\n  \
          command_prefix: \"!\"          # what commands start with\n  \
-         management_room: \"#mod:example.org\"  # a room ID or alias; unset: the first room an admin invites the bot to\n  \
-         admins: [\"@you:example.org\"]  # may always give commands; empty: any local user may claim the management room\n  \
+         management_room: null         # a room ID or alias (\"#mod:example.org\"); null: the first room an admin invites the bot to\n  \
+         admins: []                    # may always give commands ([\"@you:example.org\"]); empty: any local user may claim the management room\n  \
          command_power: 50             # the power level in the management room that commands need\n  \
          exempt_power: 50              # protections leave users with this power level in a room alone",
     );
