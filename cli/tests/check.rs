@@ -105,7 +105,10 @@ async fn check_reports_what_works_and_why_not() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     for plugin in ["ping", "timeline", "moderation", "notify", "irc"] {
         let enabled = format!("  {plugin}:\n    enabled: true");
-        assert!(text.contains(&enabled), "{plugin} is in the default configuration");
+        assert!(
+            text.contains(&enabled),
+            "{plugin} is in the default configuration"
+        );
         text = text.replace(&enabled, &format!("  {plugin}:\n    enabled: false"));
     }
     std::fs::write(&config, text).unwrap();
