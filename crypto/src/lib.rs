@@ -25,13 +25,14 @@ use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, Outgoing},
-    ruma::{OwnedUserId, RoomId, UserId},
+    ruma::{OwnedUserId, RoomId, UserId, events::room::message::RoomMessageEventContent},
     transaction::{Incoming, TimelineEvent},
 };
 
 use machine::Machine;
 
-/// How long an encrypted event waits for its room key before it is routed still encrypted.
+/// How long an encrypted event waits for its room key by default, before it is reported and
+/// routed still encrypted.
 const KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// The appservice's encryption: the bot's device and Olm machine, and one for each ghost that
@@ -39,6 +40,7 @@ const KEY_WAIT: Duration = Duration::from_secs(10);
 pub struct Crypto {
     dir: PathBuf,
     machine: OnceCell<Arc<Machine>>,
+    key_wait: Duration,
     ghosts: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Machine>>>,
     rooms: rooms::Rooms,
 }
@@ -54,9 +56,16 @@ impl Crypto {
     /// matrix-sdk-sqlite store, and the same for each ghost under `ghosts/<localpart>`. Keep
     /// one directory per appservice.
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Crypto> {
+        Self::with_key_wait(dir, KEY_WAIT)
+    }
+
+    /// As [`Crypto::new`], with how long an encrypted event waits for its room key (holding
+    /// its room's queue) before the bot reports in the room that it could not decrypt it.
+    pub fn with_key_wait(dir: impl Into<PathBuf>, key_wait: Duration) -> Arc<Crypto> {
         Arc::new(Crypto {
             dir: dir.into(),
             machine: OnceCell::new(),
+            key_wait,
             ghosts: Default::default(),
             rooms: Default::default(),
         })
@@ -141,6 +150,18 @@ fn check_registration(registration: &trestle::Registration) -> Result<()> {
     )))
 }
 
+/// Tells the room that an event could not be decrypted, as mautrix bridges do, so its sender
+/// knows it was not acted on. Queued, not awaited: the room's queue moves on.
+async fn report_undecryptable(app: &Appservice, event: &TimelineEvent) {
+    let notice = RoomMessageEventContent::notice_plain(format!(
+        "Could not decrypt the message {} from {}: its room key did not arrive.",
+        event.event_id, event.sender
+    ));
+    if let Err(error) = app.bot().send(&event.room_id, &notice).queue().await {
+        tracing::warn!(%error, "could not report an undecryptable event");
+    }
+}
+
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -191,7 +212,11 @@ impl Encryption for Crypto {
                     return None;
                 }
             };
-            machine.timeline(event, KEY_WAIT).await
+            let decrypted = machine.timeline(event, self.key_wait).await;
+            if decrypted.is_none() {
+                report_undecryptable(app, event).await;
+            }
+            decrypted
         })
     }
 

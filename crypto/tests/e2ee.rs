@@ -22,13 +22,20 @@ use matrix_sdk::{
         },
     },
 };
+use matrix_sdk_crypto::vodozemac::{
+    Curve25519PublicKey,
+    megolm::{GroupSession, SessionConfig},
+};
 use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot},
 };
 use trestle::{Appservice, Registration, Store};
 use trestle_crypto::Crypto;
-use trestle_tests::appservice::{Harness, WAIT};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    synapse::UserClient,
+};
 
 const SYNAPSE_E2EE: &str = "experimental_features:
   msc2409_to_device_messages_enabled: true
@@ -38,9 +45,10 @@ const SYNAPSE_E2EE: &str = "experimental_features:
 /// A message seen by the client: sender, body, and whether it arrived encrypted.
 type Seen = (OwnedUserId, String, bool);
 
-async fn login(harness: &Harness, localpart: &str) -> Client {
+/// The user logged in twice: with matrix-sdk, and as a plain HTTP client.
+async fn login(harness: &Harness, localpart: &str) -> (Client, UserClient) {
     let password = "password-1234";
-    harness.synapse.register_user(localpart, password).await;
+    let plain = harness.synapse.register_user(localpart, password).await;
     let client = Client::builder()
         .homeserver_url(harness.synapse.base_url())
         .build()
@@ -53,7 +61,7 @@ async fn login(harness: &Harness, localpart: &str) -> Client {
         .send()
         .await
         .unwrap();
-    client
+    (client, plain)
 }
 
 fn short_sync() -> SyncSettings {
@@ -66,7 +74,7 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
     let crypto_dir = tempfile::tempdir().unwrap();
-    let crypto = Crypto::new(crypto_dir.path());
+    let crypto = Crypto::with_key_wait(crypto_dir.path(), Duration::from_secs(1));
     let router = crypto.clone().install(trestle_echo::router());
     let mut harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
     let bot = harness.app.bot_user_id().clone();
@@ -74,7 +82,7 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     // The bot's device and keys are set up when the appservice starts.
     wait_for_device(&crypto).await;
 
-    let client = login(&harness, "alice").await;
+    let (client, plain) = login(&harness, "alice").await;
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
     client.add_event_handler(
         move |event: OriginalSyncRoomMessageEvent, info: Option<EncryptionInfo>| {
@@ -114,6 +122,18 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
 
     let first_device = crypto.device_id().unwrap();
     rounds(&client, &room, &mut seen_rx, &bot, 1).await;
+
+    // An event whose room key never comes is reported in the room (encrypted, like the rest).
+    let mut unshared = GroupSession::new(SessionConfig::version_1());
+    let bogus = serde_json::json!({"algorithm": "m.megolm.v1.aes-sha2",
+        "ciphertext": unshared.encrypt("never readable").to_base64(),
+        "sender_key": Curve25519PublicKey::from_bytes([7; 32]).to_base64(),
+        "device_id": "ELSEWHERE", "session_id": unshared.session_id()});
+    let event_id = plain
+        .send_event(room_id.as_str(), "m.room.encrypted", bogus)
+        .await;
+    let report = format!("Could not decrypt the message {event_id}");
+    wait_for(&client, &mut seen_rx, &bot, &report).await;
 
     // Trestle restarted: a new appservice on the same store and crypto directory decrypts with
     // the room key it stored, and encrypts again.
@@ -209,12 +229,22 @@ async fn echo_round(
     room.send(RoomMessageEventContent::text_plain(command))
         .await
         .unwrap();
+    wait_for(client, seen_rx, from, secret).await;
+}
+
+/// Syncs until `from` says something containing `needle`, which must come encrypted.
+async fn wait_for(
+    client: &Client,
+    seen_rx: &mut mpsc::UnboundedReceiver<Seen>,
+    from: &OwnedUserId,
+    needle: &str,
+) {
     let deadline = Instant::now() + WAIT;
     loop {
-        assert!(Instant::now() < deadline, "{from} never said {secret}");
+        assert!(Instant::now() < deadline, "{from} never said {needle}");
         client.sync_once(short_sync()).await.unwrap();
         while let Ok((sender, body, encrypted)) = seen_rx.try_recv() {
-            if sender == *from && body.contains(secret) {
+            if sender == *from && body.contains(needle) {
                 assert!(encrypted, "{from}'s message was not encrypted");
                 return;
             }
