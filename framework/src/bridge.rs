@@ -20,6 +20,9 @@
 //!   redactions and reactions find their targets both ways, and echoes are dropped.
 //! - **Loop prevention**: events of the appservice's own users (the bot, the ghosts) never
 //!   reach the kit's handlers, so nothing the bridge sent comes back to the network.
+//! - **Policy lists**: with [`BridgeConfig::policy_lists`], Matrix users banned by those lists
+//!   ([`crate::policy`]) are not bridged: their portal events stop here (they are told why
+//!   once), their portal joins are kicked, their logins do not connect.
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
 //!   secret for the same operations.
@@ -39,6 +42,7 @@ mod login;
 mod matrix;
 mod network;
 mod outgoing;
+mod policy;
 mod portal;
 mod provision;
 mod remote;
@@ -85,6 +89,11 @@ pub struct BridgeConfig {
     /// Users who may `link` and `unlink` any room and set relay mode (full user ids). Others
     /// need power level 50 in the room.
     pub admins: Vec<String>,
+    /// Policy lists to follow (room ids or aliases; see [`crate::policy::PolicyLists`]): a
+    /// Matrix user banned by them (a user rule, or a server rule on their server) is not
+    /// bridged — their events in portals do not reach the network, their joins are kicked,
+    /// their logins do not connect. Empty: nobody is checked.
+    pub policy_lists: Vec<String>,
 }
 
 impl BridgeConfig {
@@ -103,6 +112,12 @@ impl BridgeConfig {
     /// Adds an admin.
     pub fn admin(mut self, user_id: impl Into<String>) -> Self {
         self.admins.push(user_id.into());
+        self
+    }
+
+    /// Follows a policy list (a room id or alias).
+    pub fn policy_list(mut self, room: impl Into<String>) -> Self {
+        self.policy_lists.push(room.into());
         self
     }
 }
@@ -125,6 +140,7 @@ impl<N: Network> Bridge<N> {
     pub fn new(network: N, config: BridgeConfig) -> Self {
         let shared = Shared {
             network,
+            policy: policy::Gate::new(&config.policy_lists),
             config,
             app: OnceLock::new(),
             migrated: tokio::sync::OnceCell::new(),
@@ -157,8 +173,11 @@ impl<N: Network> Bridge<N> {
             self.handle.clone(),
             self.handle.clone(),
         );
-        Router::<BridgeHandle<N>>::new()
-            .own_events(false)
+        let mut router = Router::<BridgeHandle<N>>::new().own_events(false);
+        if let Some(gate) = &self.handle.shared.policy {
+            router = gate.lists.route(router);
+        }
+        router
             .on(matrix::on_event::<N>)
             .on_alias_query(move |app, room_alias| {
                 let bridge = alias.clone();
@@ -181,6 +200,8 @@ impl<N: Network> Bridge<N> {
 pub(crate) struct Shared<N: Network> {
     pub(crate) network: N,
     pub(crate) config: BridgeConfig,
+    /// The policy lists of `config`, when there are any.
+    pub(crate) policy: Option<policy::Gate>,
     /// The appservice, known once it first calls us; weak, because its router holds us.
     pub(crate) app: OnceLock<Weak<AppInner>>,
     pub(crate) migrated: tokio::sync::OnceCell<()>,

@@ -32,6 +32,7 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
          nick_pattern: \"{name}[m]\"      # nicks of Matrix users who log in\n  \
          # media_url: https://matrix.example.org   # public homeserver address for media links\n  \
          # provisioning_secret: change-me\n  \
+         policy_lists: []               # policy list rooms; users they ban are not bridged\n  \
          networks: []\n  \
          # - name: libera\n  \
          #   host: irc.libera.chat\n  \
@@ -56,6 +57,9 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     }
     for admin in &checked.settings.admins {
         config = config.admin(admin.clone());
+    }
+    for list in &checked.settings.policy_lists {
+        config = config.policy_list(list.clone());
     }
     let bridge = Bridge::new(network::Irc::new(checked), config);
     let handle = bridge.handle();

@@ -27,6 +27,9 @@ pub struct Settings {
     pub provisioning_secret: Option<String>,
     /// Matrix users who may link and unlink any room.
     pub admins: Vec<String>,
+    /// Policy lists (room ids or aliases) the bridge follows: Matrix users they ban (by a user
+    /// rule, or a server rule on their server) are not bridged to IRC. Empty: no checks.
+    pub policy_lists: Vec<String>,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
             media_url: None,
             provisioning_secret: None,
             admins: Vec::new(),
+            policy_lists: Vec::new(),
         }
     }
 }

@@ -44,10 +44,18 @@ fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool +
 }
 
 fn joined(user: &str) -> impl Fn(&Value) -> bool + '_ {
+    membership(user, "join")
+}
+
+fn left(user: &str) -> impl Fn(&Value) -> bool + '_ {
+    membership(user, "leave")
+}
+
+fn membership<'a>(user: &'a str, membership: &'a str) -> impl Fn(&Value) -> bool + 'a {
     move |e| {
         e["type"] == "m.room.member"
             && e["state_key"] == user
-            && e["content"]["membership"] == "join"
+            && e["content"]["membership"] == membership
     }
 }
 
@@ -224,13 +232,7 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
     let dave_ghost = "@irc_test_dave:localhost";
     wait_member(&alice, &room, dave_ghost, true).await;
     bob.send("KICK #chat dave :behave").await;
-    let kick = alice
-        .wait_for_event(&room, WAIT, |e| {
-            e["type"] == "m.room.member"
-                && e["state_key"] == dave_ghost
-                && e["content"]["membership"] == "leave"
-        })
-        .await;
+    let kick = alice.wait_for_event(&room, WAIT, left(dave_ghost)).await;
     assert_eq!(kick["sender"], BOT, "{kick}");
     assert_eq!(kick["content"]["reason"], "bob: behave");
     dave.join("#chat").await;
@@ -267,6 +269,16 @@ async fn command(user: &UserClient, room: &str, text: &str, expect: &str) {
     .await;
 }
 
+/// Makes the user's management room and sends `login test <nick>` there; waits for the bot's
+/// answer containing `expect`.
+async fn login(user: &UserClient, nick: &str, expect: &str) {
+    let management = user
+        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
+        .await;
+    wait_member(user, &management, BOT, true).await;
+    command(user, &management, &format!("login test {nick}"), expect).await;
+}
+
 /// The rooms the user is invited to, from an initial `/sync`. Synapse caches an initial sync
 /// for a while, so each call asks with a different filter.
 async fn invites(user: &UserClient, attempt: u32) -> Vec<String> {
@@ -287,15 +299,19 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     let mut bob = RawClient::connect(server.port, "bob").await;
     bob.join("#chat").await;
     let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
-    let setup = Harness::start(
-        registration,
-        trestle_irc::router(settings(server.port)).unwrap(),
-    )
-    .await;
+    let settings = Settings {
+        policy_lists: vec!["#bans:localhost".into()],
+        ..settings(server.port)
+    };
+    let setup = Harness::start(registration, trestle_irc::router(settings).unwrap()).await;
     bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
         .await;
 
     let carol = setup.synapse.register_user("carol", "password-1234").await;
+    // The policy list the bridge follows, empty for now (filled below).
+    let bans = carol
+        .create_room(json!({"preset": "public_chat", "room_alias_name": "bans"}))
+        .await;
 
     // The `irc` protocol: the network as an instance, channel and nick lookups.
     let get = |path: &'static str| carol.call_ok(reqwest::Method::GET, path, None);
@@ -321,17 +337,7 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     wait_member(&carol, &room, bob_ghost, true).await;
 
     // Her own IRC connection, from the management room.
-    let management = carol
-        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
-        .await;
-    wait_member(&carol, &management, BOT, true).await;
-    command(
-        &carol,
-        &management,
-        "login test carol_m",
-        "Logged in as carol_m",
-    )
-    .await;
+    login(&carol, "carol_m", "Logged in as carol_m").await;
     bob.expect(|l| l.command == "JOIN" && l.nick == "carol_m" && l.param(0) == "#chat")
         .await;
 
@@ -408,6 +414,78 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     carol.send_text(&dm, "hey bob").await;
     let line = bob.expect_privmsg("bob").await;
     assert_eq!((line.nick.as_str(), line.param(1)), ("carol_m", "hey bob"));
+
+    // A user the policy list bans is not bridged: mallory speaks before the rule, not after.
+    let mallory = setup
+        .synapse
+        .register_user("mallory", "password-1234")
+        .await;
+    let mallory_id = "@mallory:localhost";
+    mallory.join("#irc_test_chat:localhost").await;
+    mallory.send_text(&room, "hello before the ban").await;
+    assert_eq!(
+        bob.expect_privmsg("#chat").await.param(1),
+        "<mallory> hello before the ban"
+    );
+    let rule = json!({"entity": "@mall*:localhost", "recommendation": "m.ban", "reason": "spam"});
+    carol
+        .send_state(&bans, "m.policy.rule.user", "rule-1", rule)
+        .await;
+    // The rule reaches the bridge no later than carol's next message does.
+    carol.send_text(&room, "a rule is set").await;
+    assert_eq!(bob.expect_privmsg("#chat").await.param(1), "a rule is set");
+    let refused = mallory.send_text(&room, "buy my stuff").await;
+    let told = wait_after(&mallory, &room, &refused, |e| {
+        e["sender"] == BOT && e["content"]["msgtype"] == "m.notice"
+    })
+    .await;
+    let why = told["content"]["body"].as_str().unwrap_or_default();
+    assert!(why.contains(mallory_id) && why.contains("spam"), "{told}");
+    mallory.send_text(&room, "buy it now").await;
+    carol.send_text(&room, "mallory is quiet").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(
+        (line.nick.as_str(), line.param(1)),
+        ("carol_m", "mallory is quiet"),
+        "nothing of mallory's reaches IRC"
+    );
+    setup.app.idle().await;
+    let events = carol.messages(&room).await;
+    let notices = events
+        .iter()
+        .filter(|e| e["sender"] == BOT && e["content"]["msgtype"] == "m.notice");
+    assert_eq!(notices.count(), 1, "she is told once");
+    // Joining again gets her kicked, with the rule's reason.
+    mallory.leave(&room).await;
+    mallory.join("#irc_test_chat:localhost").await;
+    let kicked = left(mallory_id);
+    let kick = carol
+        .wait_for_event(&room, WAIT, |e| kicked(e) && e["sender"] == BOT)
+        .await;
+    let reason = kick["content"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("spam"), "{kick}");
+    // Nor does she get a connection of her own.
+    login(
+        &mallory,
+        "mallory_m",
+        "Not connected: banned by the policy list",
+    )
+    .await;
+    // The rule removed, she is bridged again.
+    carol
+        .send_state(&bans, "m.policy.rule.user", "rule-1", json!({}))
+        .await;
+    carol.send_text(&room, "the rule is gone").await;
+    let gone = bob.expect_privmsg("#chat").await;
+    assert_eq!(gone.param(1), "the rule is gone");
+    mallory.join("#irc_test_chat:localhost").await;
+    wait_member(&carol, &room, mallory_id, true).await;
+    mallory.send_text(&room, "sorry").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(
+        (line.nick.as_str(), line.param(1)),
+        ("trestle", "<mallory> sorry")
+    );
 
     // Leaving the portal takes her nick out of the channel.
     carol.leave(&room).await;

@@ -109,6 +109,7 @@ impl<N: Network> BridgeHandle<N> {
     /// Connects one login and keeps its connection; marks it connected unless the network
     /// reported another state meanwhile.
     async fn connect_login(&self, login: &Login<N>) -> NetworkResult<()> {
+        self.refuse_login(&login.user).await?;
         let handle = self.login_handle(&login.user, &login.id);
         let connection = self.network().connect(login, handle).await?;
         {

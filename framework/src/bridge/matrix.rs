@@ -67,6 +67,9 @@ pub(crate) async fn on_event<N: Network>(
         return Ok(());
     }
     let json: Value = serde_json::from_str(event.json.get())?;
+    if bridge.refused(event, &json).await? {
+        return Ok(());
+    }
     let outcome = match event.event_type.as_str() {
         "m.room.member" => bridge.on_member(event, &json).await,
         "m.room.message" => {
