@@ -69,8 +69,24 @@ impl Lane for InboxLane {
     }
 
     async fn finish(&self, seqs: Vec<i64>) {
-        if let Some(app) = self.app.upgrade() {
+        let Some(app) = self.app.upgrade() else {
+            return;
+        };
+        if app.store.backend() == crate::store::Backend::Sqlite {
             app.writeback.extend(seqs.into_iter().map(Write::Done));
+            return;
+        }
+        // Where processes share the store, the marks must be written before this worker lets
+        // go of the room, or another process would find the items pending and handle them
+        // again.
+        for attempt in 0..5 {
+            match app.store.inbox_done_many(&seqs).await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::error!(items = seqs.len(), %error, attempt, "could not mark items done");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+                }
+            }
         }
     }
 }
