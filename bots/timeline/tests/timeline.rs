@@ -11,52 +11,10 @@ use trestle_tests::{
 };
 use trestle_timeline::{PLUGIN, Settings, content::POST_TYPE, query};
 
-/// The JSON API as one user (or nobody).
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
+#[path = "support/api.rs"]
+mod api;
 
-impl Api {
-    fn new(base: &str, token: Option<&str>) -> Api {
-        Api {
-            http: reqwest::Client::new(),
-            base: base.to_owned(),
-            token: token.map(str::to_owned),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, value) = self.call(method.clone(), path, body).await;
-        assert!(status.is_success(), "{method} {path}: {status} {value}");
-        value
-    }
-
-    async fn post(&self, text: &str) -> Value {
-        self.ok(Method::POST, "/api/posts", Some(json!({ "text": text })))
-            .await
-    }
-}
+use api::Api;
 
 fn enc(segment: &str) -> String {
     trestle_tests::synapse::encode(segment)
