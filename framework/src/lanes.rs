@@ -225,7 +225,7 @@ impl<L: Lane> Lanes<L> {
             return Source::Store;
         }
         if offered.items.is_empty() {
-            active.remove(queue);
+            // The entry stays until the lease is given back (see `work`).
             return Source::Done;
         }
         let mut items = std::mem::take(&mut offered.items);
@@ -258,8 +258,29 @@ impl<L: Lane> Lanes<L> {
         loop {
             let (batch, full) = match self.next_source(&queue, after) {
                 Source::Done => {
-                    self.stopped(&scope, &queue).await;
-                    return;
+                    // The lease goes first, while this worker still holds the queue's entry:
+                    // a worker started for new work in between would find the lease its own
+                    // (same process) and then lose it to this release, leaving another
+                    // process free to work the same items.
+                    if let Err(error) = self.store.release(&scope, &queue, &self.owner).await {
+                        tracing::warn!(%error, queue, "could not release the queue's lease");
+                    }
+                    if self.stop_if_idle(&queue) {
+                        self.stopped();
+                        return;
+                    }
+                    // Work came meanwhile: take the lease again, or leave it to its new owner.
+                    if !matches!(
+                        self.store
+                            .lease(&scope, &queue, &self.owner, LEASE_TTL)
+                            .await,
+                        Ok(true)
+                    ) {
+                        self.stop_worker(&queue);
+                        return;
+                    }
+                    leased_at = Instant::now();
+                    continue;
                 }
                 Source::Memory(items) => (items, false),
                 Source::Store => match self.lane.fetch(&queue, after, self.batch).await {
@@ -315,12 +336,19 @@ impl<L: Lane> Lanes<L> {
         }
     }
 
-    /// What a worker does on its way out: let go of the lease, and rescan if work was turned
-    /// away meanwhile.
-    async fn stopped(&self, scope: &str, queue: &str) {
-        if let Err(error) = self.store.release(scope, queue, &self.owner).await {
-            tracing::warn!(%error, queue, "could not release the queue's lease");
+    /// Removes the queue's entry unless work was offered since the worker last looked.
+    fn stop_if_idle(&self, queue: &str) -> bool {
+        let mut active = self.active();
+        let idle = !active.get(queue).is_some_and(|o| o.anything());
+        if idle {
+            active.remove(queue);
         }
+        idle
+    }
+
+    /// What a worker does on its way out, its lease given back: rescan if work was turned away
+    /// meanwhile.
+    fn stopped(&self) {
         if self.overflow.swap(false, Ordering::SeqCst) {
             self.rescan.notify_one();
         }
