@@ -204,7 +204,7 @@ impl AppserviceBuilder {
         // Where this process is the store's only writer, what the store knows of ghosts and
         // memberships fits in memory and stays true: a miss in the caches is a miss in the
         // store, and the hot path never asks it. Where processes share it, the store decides.
-        let complete = store.backend() == crate::store::Backend::Sqlite;
+        let complete = store.exclusive();
         let (mut registered, mut joined) = (HashSet::new(), HashSet::new());
         if complete {
             for user in store.registered_ghosts().await? {
@@ -428,18 +428,19 @@ impl Appservice {
             return Ok(false);
         };
         self.inner.metrics.transaction(parsed.skipped);
-        let mut by_queue: Vec<(String, Vec<crate::store::InboxItem>)> = Vec::new();
+        // `stored` is in commit order, so each room's items stay in order.
+        let mut by_queue: std::collections::HashMap<String, Vec<crate::store::InboxItem>> =
+            std::collections::HashMap::new();
         for item in stored {
-            match by_queue.iter_mut().find(|(q, _)| *q == item.queue_key) {
-                Some((_, items)) => items.push(item),
-                None => by_queue.push((item.queue_key.clone(), vec![item])),
-            }
+            by_queue
+                .entry(item.queue_key.clone())
+                .or_default()
+                .push(item);
         }
         for (queue, items) in by_queue {
             self.inner.inbox.offer_items(&queue, items);
         }
-        let fresh = true;
-        Ok(fresh)
+        Ok(true)
     }
 
     /// Asks the homeserver to ping us (`POST /_matrix/client/v1/appservice/{id}/ping`). Besides

@@ -72,7 +72,7 @@ impl Lane for InboxLane {
         let Some(app) = self.app.upgrade() else {
             return;
         };
-        if app.store.backend() == crate::store::Backend::Sqlite {
+        if app.store.exclusive() {
             app.writeback.extend(seqs.into_iter().map(Write::Done));
             return;
         }

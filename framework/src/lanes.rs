@@ -382,10 +382,7 @@ impl<L: Lane> Lanes<L> {
                             // Every queue with work in the store has a worker reading it: from
                             // here on, new work can be handed over in memory. Only where no
                             // other process writes the store.
-                            if listed_all
-                                && offered_all
-                                && this.store.backend() == crate::store::Backend::Sqlite
-                            {
+                            if listed_all && offered_all && this.store.exclusive() {
                                 this.handoff.store(true, Ordering::SeqCst);
                             }
                         }

@@ -247,7 +247,7 @@ pub(crate) async fn send_now(
     user_id: &OwnedUserId,
     device_id: Option<&OwnedDeviceId>,
 ) -> Option<Result<Option<OwnedEventId>>> {
-    if app.store.backend() != crate::store::Backend::Sqlite || !in_send_scope() {
+    if !app.store.exclusive() || !in_send_scope() {
         return None;
     }
     let queue = op.queue_key(user_id);

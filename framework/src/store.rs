@@ -150,6 +150,13 @@ impl Store {
         self.backend
     }
 
+    /// Whether this process is the store's only writer (SQLite), so that what it holds in
+    /// memory stays true: hand-overs, direct sends, written-behind marks and complete caches
+    /// all rest on this.
+    pub(crate) fn exclusive(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
     /// The connection pool, for plugins that keep tables of their own. On SQLite it has a single
     /// connection: finish a transaction before making any other store call (a send through an
     /// intent included), or the call waits for the connection the transaction holds.
