@@ -13,7 +13,9 @@
 //!
 //! Install with [`Crypto::install`].
 
+mod late;
 mod machine;
+mod pending;
 mod requests;
 mod rooms;
 
@@ -25,15 +27,19 @@ use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, Outgoing},
-    ruma::{OwnedUserId, RoomId, UserId, events::room::message::RoomMessageEventContent},
+    ruma::{OwnedUserId, RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
 
-use machine::Machine;
+use machine::{Decrypted, Machine};
+pub use requests::{send_outgoing, send_to_device};
 
-/// How long an encrypted event waits for its room key by default, before it is reported and
-/// routed still encrypted.
-const KEY_WAIT: Duration = Duration::from_secs(10);
+/// How long an encrypted event holds its room's queue waiting for its room key by default
+/// before it is set aside to wait (see [`Crypto::with_key_times`]).
+const KEY_WAIT: Duration = Duration::from_millis(500);
+
+/// How long an event set aside waits for its room key by default before the bot reports it.
+const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The appservice's encryption: the bot's device and Olm machine, and one for each ghost that
 /// sends into an encrypted room.
@@ -41,6 +47,9 @@ pub struct Crypto {
     dir: PathBuf,
     machine: OnceCell<Arc<Machine>>,
     key_wait: Duration,
+    key_timeout: Duration,
+    /// The table of events waiting for keys is created.
+    table: OnceCell<()>,
     ghosts: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Machine>>>,
     rooms: rooms::Rooms,
 }
@@ -56,16 +65,25 @@ impl Crypto {
     /// matrix-sdk-sqlite store, and the same for each ghost under `ghosts/<localpart>`. Keep
     /// one directory per appservice.
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Crypto> {
-        Self::with_key_wait(dir, KEY_WAIT)
+        Self::with_key_times(dir, KEY_WAIT, KEY_TIMEOUT)
     }
 
-    /// As [`Crypto::new`], with how long an encrypted event waits for its room key (holding
-    /// its room's queue) before the bot reports in the room that it could not decrypt it.
-    pub fn with_key_wait(dir: impl Into<PathBuf>, key_wait: Duration) -> Arc<Crypto> {
+    /// As [`Crypto::new`], with how long an encrypted event whose room key is missing holds its
+    /// room's queue (`key_wait`, 500 ms by default), and how long it then waits aside for the
+    /// key (`key_timeout`, counted from when it was first seen, 60 s by default). A key that
+    /// arrives in time has the event handled again, decrypted, after what its room queued
+    /// meanwhile; otherwise the bot says in the room that it could not decrypt it.
+    pub fn with_key_times(
+        dir: impl Into<PathBuf>,
+        key_wait: Duration,
+        key_timeout: Duration,
+    ) -> Arc<Crypto> {
         Arc::new(Crypto {
             dir: dir.into(),
             machine: OnceCell::new(),
             key_wait,
+            key_timeout,
+            table: OnceCell::new(),
             ghosts: Default::default(),
             rooms: Default::default(),
         })
@@ -73,8 +91,10 @@ impl Crypto {
 
     /// Installs this encryption on `router`, with a service that sets up the bot's device and
     /// uploads its keys as soon as the appservice starts.
+    /// A second service reports the events whose room key did not arrive in time.
     pub fn install(self: Arc<Self>, router: Router) -> Router {
         let setup = self.clone();
+        let sweep = self.clone();
         router
             .encryption(self)
             .service("e2ee", move |app: Appservice| {
@@ -85,6 +105,24 @@ impl Crypto {
                     Ok(())
                 }
             })
+            .service("e2ee-late-keys", move |app: Appservice| {
+                let crypto = sweep.clone();
+                async move { crypto.sweep_late_keys(app).await }
+            })
+    }
+
+    /// The table of events waiting for keys, created on first use.
+    async fn table(&self, app: &Appservice) -> Result<()> {
+        self.table
+            .get_or_try_init(|| pending::ready(app))
+            .await
+            .copied()
+    }
+
+    /// How many encrypted events are waiting for their room key.
+    pub async fn waiting_for_keys(&self, app: &Appservice) -> Result<i64> {
+        self.table(app).await?;
+        pending::count(app).await
     }
 
     /// The bot's Olm machine, set up on first use.
@@ -150,18 +188,6 @@ fn check_registration(registration: &trestle::Registration) -> Result<()> {
     )))
 }
 
-/// Tells the room that an event could not be decrypted, as mautrix bridges do, so its sender
-/// knows it was not acted on. Queued, not awaited: the room's queue moves on.
-async fn report_undecryptable(app: &Appservice, event: &TimelineEvent) {
-    let notice = RoomMessageEventContent::notice_plain(format!(
-        "Could not decrypt the message {} from {}: its room key did not arrive.",
-        event.event_id, event.sender
-    ));
-    if let Err(error) = app.bot().send(&event.room_id, &notice).queue().await {
-        tracing::warn!(%error, "could not report an undecryptable event");
-    }
-}
-
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
@@ -186,10 +212,17 @@ impl Encryption for Crypto {
                     return;
                 }
             };
+            let mut sessions = Vec::new();
             for machine in machines {
-                if let Err(error) = machine.receive(app, item).await {
-                    tracing::warn!(%error, "end-to-end encryption: could not take in an update");
+                match machine.receive(app, item).await {
+                    Ok(received) => sessions.extend(received),
+                    Err(error) => {
+                        tracing::warn!(%error, "end-to-end encryption: could not take in an update");
+                    }
                 }
+            }
+            if !sessions.is_empty() {
+                self.keys_arrived(app, &sessions).await;
             }
         })
     }
@@ -212,11 +245,21 @@ impl Encryption for Crypto {
                     return None;
                 }
             };
-            let decrypted = machine.timeline(event, self.key_wait).await;
-            if decrypted.is_none() {
-                report_undecryptable(app, event).await;
+            match machine.decrypt(event, self.key_wait).await {
+                Decrypted::Event(json) => Some(json),
+                Decrypted::MissingKey => self.wait_for_key(app, machine, event).await,
+                Decrypted::Failed(reason) => {
+                    late::report(
+                        app,
+                        &event.room_id,
+                        &event.event_id,
+                        event.sender.as_str(),
+                        &reason,
+                    )
+                    .await;
+                    None
+                }
             }
-            decrypted
         })
     }
 

@@ -2,6 +2,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
+use matrix_sdk_common::deserialized_responses::UnableToDecryptReason;
 use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
     RoomEventDecryptionResult, TrustRequirement,
@@ -26,6 +27,30 @@ use crate::{
     requests::{self, error},
     rooms::{self, RoomSettings},
 };
+
+/// What became of an encrypted event.
+pub(crate) enum Decrypted {
+    /// The decrypted event's JSON.
+    Event(Box<RawValue>),
+    /// Its room key is not here (yet): it may come later.
+    MissingKey,
+    /// It cannot be decrypted, for the reason given; waiting would not help.
+    Failed(String),
+}
+
+/// Why an event could not be decrypted, in words for the room.
+fn describe(reason: &UnableToDecryptReason) -> String {
+    match reason {
+        UnableToDecryptReason::MissingMegolmSession {
+            withheld_code: Some(code),
+        } => format!("its sender withheld the room key ({code})"),
+        UnableToDecryptReason::MalformedEncryptedEvent => "it is malformed".to_owned(),
+        UnableToDecryptReason::MismatchedIdentityKeys => {
+            "its sender's keys do not match the room key".to_owned()
+        }
+        _ => "its room key does not decrypt it".to_owned(),
+    }
+}
 
 /// A user's Olm machine (the bot's or a ghost's), with what it needs to use it from many tasks.
 pub(crate) struct Machine {
@@ -88,11 +113,13 @@ impl Machine {
 
     async fn send_requests(&self, app: &Appservice) -> Result<()> {
         let _one_at_a_time = self.sending.lock().await;
-        requests::send_all(app, &self.olm).await
+        requests::send_outgoing(app.client(), &self.olm).await
     }
 
     /// Takes in a to-device event or MSC3202 data; what is not for this device is ignored.
-    pub(crate) async fn receive(&self, app: &Appservice, item: &Incoming) -> Result<()> {
+    /// Returns the session ids of the room keys that came with it (`m.room_key`,
+    /// `m.forwarded_room_key`).
+    pub(crate) async fn receive(&self, app: &Appservice, item: &Incoming) -> Result<Vec<String>> {
         let bot = self.olm.user_id();
         let device = self.olm.device_id();
         let mut to_device_events = Vec::new();
@@ -102,7 +129,7 @@ impl Machine {
         match item {
             Incoming::ToDevice(event) => {
                 if event.to_user_id != bot || event.to_device_id != device {
-                    return Ok(());
+                    return Ok(Vec::new());
                 }
                 to_device_events.push(Raw::from_json(RawValue::to_owned(&event.json)));
             }
@@ -132,7 +159,7 @@ impl Machine {
                             .collect::<Vec<_>>()
                     });
             }
-            _ => return Ok(()),
+            _ => return Ok(Vec::new()),
         }
         let changes = EncryptionSyncChanges {
             to_device_events,
@@ -149,18 +176,12 @@ impl Machine {
         if !room_keys.is_empty() {
             self.keys.send_modify(|n| *n += 1);
         }
-        self.send_requests(app).await
+        self.send_requests(app).await?;
+        Ok(room_keys.into_iter().map(|key| key.session_id).collect())
     }
 
-    /// The decrypted JSON of an `m.room.encrypted` event, waiting up to `wait` for its key.
-    pub(crate) async fn timeline(
-        &self,
-        event: &TimelineEvent,
-        wait: Duration,
-    ) -> Option<Box<RawValue>> {
-        if event.event_type != "m.room.encrypted" {
-            return None;
-        }
+    /// Decrypts an `m.room.encrypted` event, waiting up to `wait` for its room key.
+    pub(crate) async fn decrypt(&self, event: &TimelineEvent, wait: Duration) -> Decrypted {
         let raw = Raw::from_json(RawValue::to_owned(&event.json));
         let deadline = tokio::time::Instant::now() + wait;
         let mut keys = self.keys.subscribe();
@@ -173,24 +194,42 @@ impl Machine {
                 .await
             {
                 Ok(RoomEventDecryptionResult::Decrypted(decrypted)) => {
-                    return Some(decrypted.event.into_json());
+                    return Decrypted::Event(decrypted.event.into_json());
                 }
                 Ok(RoomEventDecryptionResult::UnableToDecrypt(info)) => {
+                    if !info.reason.is_missing_room_key() {
+                        tracing::warn!(event_id = %event.event_id, reason = ?info.reason,
+                            "could not decrypt an event");
+                        return Decrypted::Failed(describe(&info.reason));
+                    }
                     match tokio::time::timeout_at(deadline, keys.changed()).await {
                         Ok(Ok(())) => continue,
-                        _ => {
-                            tracing::warn!(event_id = %event.event_id, reason = ?info.reason,
-                                "could not decrypt an event; routing it encrypted");
-                            return None;
-                        }
+                        _ => return Decrypted::MissingKey,
                     }
                 }
                 Err(e) => {
                     tracing::warn!(event_id = %event.event_id, error = %e, "crypto store failed");
-                    return None;
+                    return Decrypted::Failed("the crypto store failed".to_owned());
                 }
             }
         }
+    }
+
+    /// Whether the event in `json` decrypts now.
+    pub(crate) async fn decrypts(&self, room_id: &str, json: &str) -> bool {
+        let (Ok(room_id), Ok(json)) = (
+            <&RoomId>::try_from(room_id),
+            RawValue::from_string(json.to_owned()),
+        ) else {
+            return false;
+        };
+        let raw = Raw::from_json(json);
+        matches!(
+            self.olm
+                .try_decrypt_room_event(&raw, room_id, &decryption_settings())
+                .await,
+            Ok(RoomEventDecryptionResult::Decrypted(_))
+        )
     }
 
     /// Encrypts `event` for the room's members with the room's `settings`.
@@ -214,9 +253,9 @@ impl Machine {
         let members: Vec<&UserId> = members.iter().map(AsRef::as_ref).collect();
         track(&self.olm, &members).await.map_err(error)?;
         let _one_at_a_time = self.sending.lock().await;
-        requests::send_all(app, &self.olm).await?;
+        requests::send_outgoing(app.client(), &self.olm).await?;
         if let Some((id, claim)) = missing_sessions(&self.olm, &members).await.map_err(error)? {
-            requests::send(app, &self.olm, &id, &claim.into()).await?;
+            requests::send(app.client(), &self.olm, &id, &claim.into()).await?;
         }
         let settings = EncryptionSettings::new(
             settings.encryption,
@@ -227,7 +266,7 @@ impl Machine {
             .await
             .map_err(error)?
         {
-            requests::send_to_device(app, &self.olm, &request).await?;
+            requests::send_to_device(app.client(), &self.olm, &request).await?;
         }
         let content = Raw::from_json(event.content.clone());
         let encrypted = self

@@ -1,11 +1,12 @@
-//! Sending the Olm machine's requests as the bot's device, and handing back the answers.
+//! Sending an Olm machine's requests as its device, and handing back the answers.
 
 use matrix_sdk_crypto::{
     OlmMachine,
     types::requests::{AnyOutgoingRequest, ToDeviceRequest},
 };
 use trestle::{
-    Appservice, Error, Result,
+    Error, Result,
+    client::HomeserverClient,
     ruma::{
         TransactionId,
         api::{
@@ -28,13 +29,12 @@ fn as_device(machine: &OlmMachine) -> AppserviceUserIdentity<'_> {
 
 /// Sends one request of `machine` as its device, and tells the machine the answer.
 pub(crate) async fn send(
-    app: &Appservice,
+    client: &HomeserverClient,
     machine: &OlmMachine,
     id: &TransactionId,
     request: &AnyOutgoingRequest,
 ) -> Result<()> {
     let identity = as_device(machine);
-    let client = app.client();
     match request {
         AnyOutgoingRequest::KeysUpload(r) => {
             let response = client.send(r.clone(), identity).await?;
@@ -52,7 +52,7 @@ pub(crate) async fn send(
             machine.mark_request_as_sent(id, &response).await
         }
         AnyOutgoingRequest::ToDeviceRequest(r) => {
-            return send_to_device(app, machine, r).await;
+            return send_to_device(client, machine, r).await;
         }
         AnyOutgoingRequest::SignatureUpload(r) => {
             let response = client.send(r.clone(), identity).await?;
@@ -64,9 +64,10 @@ pub(crate) async fn send(
     .map_err(error)
 }
 
-/// Sends a to-device request (room keys, Olm messages) as the machine's device.
-pub(crate) async fn send_to_device(
-    app: &Appservice,
+/// Sends a to-device request (room keys, Olm messages) as `machine`'s device, with `client`
+/// (the appservice's, or a user's own: identity assertion is ignored for a user's token).
+pub async fn send_to_device(
+    client: &HomeserverClient,
     machine: &OlmMachine,
     request: &ToDeviceRequest,
 ) -> Result<()> {
@@ -76,17 +77,18 @@ pub(crate) async fn send_to_device(
         request.txn_id.clone(),
         request.messages.clone(),
     );
-    let response = app.client().send(to_device, identity).await?;
+    let response = client.send(to_device, identity).await?;
     machine
         .mark_request_as_sent(&request.txn_id, &response)
         .await
         .map_err(error)
 }
 
-/// Sends every request the machine has waiting.
-pub(crate) async fn send_all(app: &Appservice, machine: &OlmMachine) -> Result<()> {
+/// Sends every request `machine` has waiting (key uploads, queries, to-device messages) as its
+/// device, with `client` (the appservice's, or a user's own).
+pub async fn send_outgoing(client: &HomeserverClient, machine: &OlmMachine) -> Result<()> {
     for request in machine.outgoing_requests().await.map_err(error)? {
-        send(app, machine, request.request_id(), request.request()).await?;
+        send(client, machine, request.request_id(), request.request()).await?;
     }
     Ok(())
 }

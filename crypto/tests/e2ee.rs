@@ -30,17 +30,17 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, oneshot},
 };
-use trestle::{Appservice, Registration, Store};
+use trestle::{Appservice, Store};
 use trestle_crypto::Crypto;
 use trestle_tests::{
     appservice::{Harness, WAIT},
     synapse::UserClient,
 };
 
-const SYNAPSE_E2EE: &str = "experimental_features:
-  msc2409_to_device_messages_enabled: true
-  msc3202_transaction_extensions: true
-";
+#[path = "support/setup.rs"]
+mod setup;
+
+use setup::{Started, wait_for_device};
 
 /// A message seen by the client: sender, body, and whether it arrived encrypted.
 type Seen = (OwnedUserId, String, bool);
@@ -70,17 +70,15 @@ fn short_sync() -> SyncSettings {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
-    let mut registration = Registration::generate("echo", None, "echo", "echo_", "localhost");
-    registration.msc3202 = Some(true);
-    registration.msc4190 = Some(true);
-    let crypto_dir = tempfile::tempdir().unwrap();
-    let crypto = Crypto::with_key_wait(crypto_dir.path(), Duration::from_secs(1));
-    let router = crypto.clone().install(trestle_echo::router());
-    let mut harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
-    let bot = harness.app.bot_user_id().clone();
-
     // The bot's device and keys are set up when the appservice starts.
-    wait_for_device(&crypto).await;
+    let wait = Duration::from_millis(100);
+    let router = trestle_echo::router();
+    let Started {
+        mut harness,
+        crypto,
+        crypto_dir,
+    } = setup::start("echo", router, wait, Duration::from_secs(1)).await;
+    let bot = harness.app.bot_user_id().clone();
 
     let (client, plain) = login(&harness, "alice").await;
     let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
@@ -179,17 +177,6 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
         room_id.as_str(),
         &["secret-1", "secret-2", "ghost-secret-1", "ghost-secret-2"],
     );
-}
-
-async fn wait_for_device(crypto: &Crypto) {
-    let deadline = Instant::now() + WAIT;
-    while crypto.device_id().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the bot's device was never set up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The bot echoes `secret-<n>`, and a ghost, which sends with a device of its own, says

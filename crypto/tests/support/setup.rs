@@ -1,0 +1,56 @@
+//! What the end-to-end tests share: Synapse and a registration set up for encryption, and the
+//! appservice started with `trestle-crypto` installed.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use trestle::{Registration, Router};
+use trestle_crypto::Crypto;
+use trestle_tests::appservice::{Harness, WAIT};
+
+/// Synapse's settings for appservice encryption: to-device events and MSC3202 data in
+/// transactions.
+pub const SYNAPSE_E2EE: &str = "experimental_features:
+  msc2409_to_device_messages_enabled: true
+  msc3202_transaction_extensions: true
+";
+
+/// The running test appservice.
+pub struct Started {
+    pub harness: Harness,
+    pub crypto: Arc<Crypto>,
+    pub crypto_dir: tempfile::TempDir,
+}
+
+/// Starts Synapse and the appservice `id` (its bot `id`, its ghosts `id_…`) serving `router`
+/// with encryption (`key_wait`, `key_timeout` as in [`Crypto::with_key_times`]), and waits
+/// until the bot's device is set up.
+pub async fn start(id: &str, router: Router, key_wait: Duration, key_timeout: Duration) -> Started {
+    let mut registration = Registration::generate(id, None, id, &format!("{id}_"), "localhost");
+    registration.msc3202 = Some(true);
+    registration.msc4190 = Some(true);
+    let crypto_dir = tempfile::tempdir().unwrap();
+    let crypto = Crypto::with_key_times(crypto_dir.path(), key_wait, key_timeout);
+    let router = crypto.clone().install(router);
+    let harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
+    wait_for_device(&crypto).await;
+    Started {
+        harness,
+        crypto,
+        crypto_dir,
+    }
+}
+
+/// Waits until `crypto`'s bot device is set up.
+pub async fn wait_for_device(crypto: &Crypto) {
+    let deadline = Instant::now() + WAIT;
+    while crypto.device_id().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the bot's device was never set up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
