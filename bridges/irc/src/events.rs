@@ -174,7 +174,7 @@ async fn bot_event(
     let irc = bridge.network();
     let own = |nick: &str| irc.is_own_nick(network, nick);
     match event {
-        Event::Registered { nick } => irc.set_own_nick(network, None, &nick),
+        Event::Registered { nick } => tracing::info!(%network, %nick, "the bot is on IRC"),
         Event::Message {
             from,
             target,
@@ -273,9 +273,6 @@ async fn bot_event(
             }
         }
         Event::Nick { old, new } => {
-            if own(&old) {
-                irc.set_own_nick(network, Some(&old), &new);
-            }
             // The old nick's ghost leaves and the new one's joins where the user is.
             for channel in channels_of(irc, network, &old) {
                 set_member(irc, network, &channel, &old, false);
@@ -409,11 +406,7 @@ pub async fn matrix_topic(
 
 /// A Matrix user's own connection: reports its state, and bridges private messages to it
 /// (channels are heard by the bot).
-pub async fn run_puppet(
-    handle: LoginHandle<Irc>,
-    client: Client,
-    mut events: UnboundedReceiver<Event>,
-) {
+pub async fn run_puppet(handle: LoginHandle<Irc>, mut events: UnboundedReceiver<Event>) {
     let network = handle
         .logins(handle.user())
         .await
@@ -423,21 +416,11 @@ pub async fn run_puppet(
         .unwrap_or_else(|| handle.login_id().to_owned());
     while let Some(event) = events.recv().await {
         let result = match event {
-            Event::Registered { nick } => {
-                handle.network().set_own_nick(&network, None, &nick);
-                handle.set_state(ConnectionState::Connected).await
-            }
+            Event::Registered { .. } => handle.set_state(ConnectionState::Connected).await,
             Event::Disconnected { reason } => {
                 handle
                     .set_state(ConnectionState::TransientDisconnect(reason))
                     .await
-            }
-            Event::Nick { old, new }
-                if irc_lowercase(&old) == irc_lowercase(&client.state().nick)
-                    || irc_lowercase(&new) == irc_lowercase(&client.state().nick) =>
-            {
-                handle.network().set_own_nick(&network, Some(&old), &new);
-                Ok(())
             }
             Event::Message {
                 from,

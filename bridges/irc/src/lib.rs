@@ -11,6 +11,7 @@ pub mod network;
 pub mod settings;
 pub mod text;
 pub mod thirdparty;
+pub mod users;
 
 use trestle::{
     Plugin, Router,

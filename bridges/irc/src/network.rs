@@ -1,9 +1,9 @@
 //! The IRC side of the bridge kit: `trestle::bridge::Network` for IRC.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -23,10 +23,11 @@ use crate::{
     ids::{ChatId, UserId},
     irc::{
         connection::{Client, Config},
-        naming::{irc_lowercase, sanitize_nick},
+        naming::{irc_lowercase, nick_candidates, sanitize_nick},
     },
     settings::{Checked, NetworkSettings},
     text::{correction, irc_kind, irc_text, relayed, with_quote},
+    users::is_member,
 };
 
 /// How many sent or received messages are remembered for reply quotes and edit corrections.
@@ -36,8 +37,11 @@ const REMEMBERED: usize = 2000;
 pub struct Irc {
     pub(crate) cfg: Checked,
     bots: Mutex<HashMap<String, Client>>,
-    /// Nicks of our own connections (the bot and puppets) per network, whose lines are echoes.
-    own_nicks: Mutex<HashMap<String, HashSet<String>>>,
+    /// The live puppet connections, whose lines the bots hear as echoes.
+    puppets: Registry,
+    /// Per network and Matrix user, how many times they left a portal: an idle timer acts only
+    /// if no leave came after the one that started it.
+    leaves: Mutex<HashMap<(String, String), u64>>,
     /// Who is in which channel, as the bot sees it: `(network, channel)` → lower-cased nick →
     /// nick as written.
     pub(crate) members: Mutex<HashMap<(String, String), HashMap<String, String>>>,
@@ -56,17 +60,27 @@ struct Recent {
 pub struct LoginData {
     pub network: String,
     pub nick: String,
+    /// Made by the bridge when the user joined a portal (not by `login`): closed when they
+    /// have been in no portal of the network for `idle_timeout`.
+    #[serde(default)]
+    pub auto: bool,
 }
+
+/// The live puppet connections by a number of their own: network, Matrix user, client.
+type Registry = Arc<Mutex<HashMap<u64, (String, String, Client)>>>;
 
 /// A Matrix user's own IRC connection.
 pub struct Puppet {
     pub client: Client,
     task: tokio::task::JoinHandle<()>,
+    registry: Registry,
+    id: u64,
 }
 
 impl Drop for Puppet {
     fn drop(&mut self) {
         self.task.abort();
+        lock(&self.registry).remove(&self.id);
     }
 }
 
@@ -75,11 +89,27 @@ impl Irc {
         Irc {
             cfg,
             bots: Mutex::default(),
-            own_nicks: Mutex::default(),
+            puppets: Registry::default(),
+            leaves: Mutex::default(),
             members: Mutex::default(),
             recent: Mutex::default(),
             seq: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a leave of a portal by a Matrix user on a network; returns the count.
+    pub(crate) fn count_leave(&self, network: &str, user: &str) -> u64 {
+        let mut leaves = lock(&self.leaves);
+        let count = leaves
+            .entry((network.to_owned(), user.to_owned()))
+            .or_default();
+        *count += 1;
+        *count
+    }
+
+    /// Whether no leave was counted since `count`.
+    pub(crate) fn last_leave(&self, network: &str, user: &str, count: u64) -> bool {
+        lock(&self.leaves).get(&(network.to_owned(), user.to_owned())) == Some(&count)
     }
 
     pub(crate) fn network_settings(&self, name: &str) -> Option<&NetworkSettings> {
@@ -97,20 +127,25 @@ impl Irc {
             .ok_or_else(|| BridgeError::NoPortal(format!("no IRC network {network:?}")))
     }
 
-    /// Notes a nick as one of ours (or forgets the old one after a change).
-    pub(crate) fn set_own_nick(&self, network: &str, old: Option<&str>, new: &str) {
-        let mut own = lock(&self.own_nicks);
-        let nicks = own.entry(network.to_owned()).or_default();
-        if let Some(old) = old {
-            nicks.remove(&irc_lowercase(old));
-        }
-        nicks.insert(irc_lowercase(new));
+    /// Whether a nick is one of our connections' (the bot's, a puppet's) on a network: their
+    /// lines are echoes, and they get no ghosts. Read from the connections themselves, so a
+    /// nick that changed (taken at registration, changed later) is always the current one.
+    pub(crate) fn is_own_nick(&self, network: &str, nick: &str) -> bool {
+        self.nick_owner(network, nick).is_some()
     }
 
-    pub(crate) fn is_own_nick(&self, network: &str, nick: &str) -> bool {
-        lock(&self.own_nicks)
-            .get(network)
-            .is_some_and(|n| n.contains(&irc_lowercase(nick)))
+    /// Who holds a nick among our connections: `Some("")` for the bot, a Matrix user id for
+    /// a puppet.
+    fn nick_owner(&self, network: &str, nick: &str) -> Option<String> {
+        let nick = irc_lowercase(nick);
+        let holds = |client: &Client| irc_lowercase(&client.state().nick) == nick;
+        if lock(&self.bots).get(network).is_some_and(holds) {
+            return Some(String::new());
+        }
+        lock(&self.puppets)
+            .values()
+            .find(|(n, _, client)| n == network && holds(client))
+            .map(|(_, user, _)| user.clone())
     }
 
     /// A new message id, and remembers who said what for later quotes and corrections.
@@ -260,12 +295,25 @@ impl Network for Irc {
                     .nick_pattern
                     .replace("{name}", request.user.localpart())
             });
-        let nick = sanitize_nick(&name, request.user.localpart(), 30);
+        let wanted = sanitize_nick(&name, request.user.localpart(), 30);
+        // Two Matrix users with one display name: the second gets the next candidate. (A nick
+        // an IRC user holds is resolved by the server at registration the same way.)
+        let user = request.user.as_str();
+        let nick = nick_candidates(&wanted, 30)
+            .find(|candidate| {
+                self.nick_owner(&network, candidate)
+                    .is_none_or(|owner| owner == user)
+            })
+            .unwrap_or_else(|| wanted.clone());
         Ok(NewLogin::new(
             network.clone(),
             UserId::new(&network, &nick),
             nick.clone(),
-            LoginData { network, nick },
+            LoginData {
+                network,
+                nick,
+                auto: request.automatic,
+            },
         ))
     }
 
@@ -277,18 +325,35 @@ impl Network for Irc {
         let settings = self.network_settings(&login.data.network).ok_or_else(|| {
             BridgeError::BadRequest(format!("no IRC network {:?}", login.data.network))
         })?;
-        // Known as ours before the bot can hear it join, so it never gets a ghost.
-        self.set_own_nick(&login.data.network, None, &login.data.nick);
         let (client, events) = Client::spawn(client_config(settings, &login.data.nick));
+        // Known as ours before the bot can hear it join, so it never gets a ghost.
+        let id = self.seq.fetch_add(1, Ordering::Relaxed);
+        lock(&self.puppets).insert(
+            id,
+            (
+                login.data.network.clone(),
+                login.user.to_string(),
+                client.clone(),
+            ),
+        );
+        let task = tokio::spawn(crate::events::run_puppet(handle.clone(), events));
+        // Built first, so that an error below drops it and its registration.
+        let puppet = Puppet {
+            client,
+            task,
+            registry: self.puppets.clone(),
+            id,
+        };
+        // The channels of the portals the user is in; the others when they join them.
         for portal in handle.portals().await? {
             if let ChatId::Channel { network, channel } = &portal.chat
                 && *network == login.data.network
+                && is_member(&handle, &portal.room_id, &login.user).await
             {
-                client.join(channel);
+                puppet.client.join(channel);
             }
         }
-        let task = tokio::spawn(crate::events::run_puppet(handle, client.clone(), events));
-        Ok(Puppet { client, task })
+        Ok(puppet)
     }
 
     async fn disconnect(&self, connection: &Puppet) -> NetworkResult<()> {
@@ -339,9 +404,10 @@ impl Network for Irc {
         bridge: &BridgeHandle<Self>,
         change: MatrixMembership<'_, Self>,
     ) -> NetworkResult<()> {
-        // Someone joined a portal: the bot makes sure it is in the channel, and the people the
-        // bot already sees there (heard before the portal existed) get their ghosts in. A user
-        // with their own connection joins or leaves the channel with it.
+        // Someone joined a portal: the bot makes sure it is in the channel, the user's own
+        // connection joins it (made now, where the network connects users by itself), and the
+        // people the bot already sees there (heard before the portal existed) get their ghosts
+        // in.
         let ChatId::Channel { network, channel } = &change.portal.chat else {
             return Ok(());
         };
@@ -349,8 +415,9 @@ impl Network for Irc {
         match change.membership.as_str() {
             "join" => {
                 self.bot(network)?.join(channel);
-                if let Some(puppet) = &puppet {
-                    puppet.client.join(channel);
+                match &puppet {
+                    Some(puppet) => puppet.client.join(channel),
+                    None => crate::users::auto_connect(self, bridge, network, &change).await,
                 }
                 for nick in crate::events::channel_members(self, network, channel) {
                     if !self.is_own_nick(network, &nick) {
@@ -365,6 +432,7 @@ impl Network for Irc {
                         .clone()
                         .unwrap_or_else(|| "left the room".into());
                     puppet.client.part(channel, &reason);
+                    crate::users::left_portal(self, bridge, network, change.user).await?;
                 }
             }
             _ => {}

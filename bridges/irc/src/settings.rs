@@ -79,6 +79,37 @@ pub struct NetworkSettings {
     pub flood_burst: u32,
     #[serde(default = "default_rate")]
     pub flood_rate: f64,
+    /// Whether a Matrix user who joins a portal of this network gets their own IRC connection
+    /// (nick from their display name). Off: they are relayed (where relay is on) until they
+    /// `login`.
+    #[serde(default = "default_true")]
+    pub auto_connect: bool,
+    /// Seconds after which an automatic connection whose user is in no portal of this network
+    /// (channels and direct chats) any more is closed.
+    #[serde(default = "default_idle")]
+    pub idle_timeout: u64,
+}
+
+impl NetworkSettings {
+    /// A network at `host:port` with the defaults: plain text, nick `trestle`, no channels,
+    /// automatic connections for Matrix users.
+    pub fn new(name: &str, host: &str, port: u16) -> Self {
+        NetworkSettings {
+            name: name.to_owned(),
+            host: host.to_owned(),
+            port,
+            tls: false,
+            password: None,
+            sasl_account: None,
+            sasl_password: None,
+            nick: default_nick(),
+            channels: Vec::new(),
+            flood_burst: default_burst(),
+            flood_rate: default_rate(),
+            auto_connect: true,
+            idle_timeout: default_idle(),
+        }
+    }
 }
 
 fn default_port() -> u16 {
@@ -92,6 +123,12 @@ fn default_burst() -> u32 {
 }
 fn default_rate() -> f64 {
     2.0
+}
+fn default_true() -> bool {
+    true
+}
+fn default_idle() -> u64 {
+    3600
 }
 
 /// Settings checked and ready.

@@ -1,16 +1,12 @@
 //! The IRC bridge end to end: a real Synapse, a real ngircd, and a plain IRC client written
 //! in the test on the other side.
 
-#[allow(dead_code)]
-#[path = "support/ngircd.rs"]
-mod ngircd;
-#[allow(dead_code)]
-#[path = "support/raw.rs"]
-mod raw;
+#[path = "support/all.rs"]
+mod support;
 
-use ngircd::{Gate, Ngircd};
-use raw::RawClient;
 use serde_json::{Value, json};
+use support::ngircd::{Gate, Ngircd};
+use support::raw::RawClient;
 use trestle_irc::{NetworkSettings, Settings};
 use trestle_tests::{
     appservice::{Harness, WAIT},
@@ -22,18 +18,11 @@ const BOT: &str = "@irc:localhost";
 
 fn settings(port: u16) -> Settings {
     Settings {
+        // Matrix users are relayed here (or `login`); automatic connections are tested in
+        // users.rs.
         networks: vec![NetworkSettings {
-            name: "test".into(),
-            host: "127.0.0.1".into(),
-            port,
-            tls: false,
-            password: None,
-            sasl_account: None,
-            sasl_password: None,
-            nick: "trestle".into(),
-            channels: vec!["#chat".into()],
-            flood_burst: 10,
-            flood_rate: 10.0,
+            auto_connect: false,
+            ..support::network::test_network(port)
         }],
         ..Settings::default()
     }

@@ -130,8 +130,8 @@ async fn run<N: Network>(
         "login" => {
             let fields = login_fields(bridge.network().login_fields(), args)?;
             let request = LoginRequest {
-                user: sender.clone(),
                 fields,
+                ..LoginRequest::new(sender.clone())
             };
             let login = bridge.login(request).await?;
             Ok(format!(

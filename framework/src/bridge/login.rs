@@ -78,6 +78,7 @@ impl<N: Network> BridgeHandle<N> {
     /// stored and connected. A login whose connection fails is not kept.
     pub async fn login(&self, request: LoginRequest) -> NetworkResult<Login<N>> {
         let user = request.user.clone();
+        let quiet = request.automatic;
         let new = self.network().login(request).await?;
         let login = Login {
             user: user.clone(),
@@ -90,7 +91,7 @@ impl<N: Network> BridgeHandle<N> {
         // A second login with the same id replaces the first.
         self.drop_connection(&user, &login.id).await;
         self.store()?.upsert_login(&row_of(&login)?).await?;
-        if let Err(error) = self.connect_login(&login).await {
+        if let Err(error) = self.connect_login(&login, quiet).await {
             self.store()?.delete_login(user.as_str(), &login.id).await?;
             return Err(error);
         }
@@ -107,8 +108,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Connects one login and keeps its connection; marks it connected unless the network
-    /// reported another state meanwhile.
-    async fn connect_login(&self, login: &Login<N>) -> NetworkResult<()> {
+    /// reported another state meanwhile (`quiet`: without telling the user).
+    async fn connect_login(&self, login: &Login<N>, quiet: bool) -> NetworkResult<()> {
         self.refuse_login(&login.user).await?;
         let handle = self.login_handle(&login.user, &login.id);
         let connection = self.network().connect(login, handle).await?;
@@ -130,8 +131,15 @@ impl<N: Network> BridgeHandle<N> {
             .iter()
             .any(|l| l.id == login.id && l.state != ConnectionState::Connected)
         {
-            self.set_login_state(&login.user, &login.id, ConnectionState::Connected)
-                .await?;
+            if quiet {
+                let state = ConnectionState::Connected;
+                self.store()?
+                    .set_login_state(login.user.as_str(), &login.id, state.name(), None)
+                    .await?;
+            } else {
+                self.set_login_state(&login.user, &login.id, ConnectionState::Connected)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -255,7 +263,7 @@ impl<N: Network> BridgeHandle<N> {
     async fn connect_with_retry(&self, app: Appservice, login: Login<N>) {
         let mut wait = FIRST_RETRY;
         loop {
-            match self.connect_login(&login).await {
+            match self.connect_login(&login, false).await {
                 Ok(()) => return,
                 Err(BridgeError::BadRequest(reason) | BridgeError::Forbidden(reason)) => {
                     let state = ConnectionState::BadCredentials(reason);

@@ -192,24 +192,27 @@ impl<N: Network> BridgeHandle<N> {
 
     /// A user's display name in a room, or their user id.
     async fn display_name(&self, room_id: &RoomId, user: &UserId) -> String {
-        let fallback = user.to_string();
-        let Ok(app) = self.app() else { return fallback };
+        self.member_content(room_id, user)
+            .await
+            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| user.to_string())
+    }
+
+    /// The content of a user's current `m.room.member` event in a room, read as the bot
+    /// (`None` when they have none, or it cannot be read).
+    pub async fn member_content(&self, room_id: &RoomId, user: &UserId) -> Option<Value> {
+        let app = self.app().ok()?;
         let request = get_state_event_for_key::v3::Request::new(
             room_id.to_owned(),
             StateEventType::RoomMember,
             user.to_string(),
         );
-        let Ok(response) = app
+        let response = app
             .client()
             .send(request, AppserviceUserIdentity::default())
             .await
-        else {
-            return fallback;
-        };
-        serde_json::from_str::<Value>(response.event_or_content.get())
-            .ok()
-            .and_then(|c| c["displayname"].as_str().map(str::to_owned))
-            .unwrap_or(fallback)
+            .ok()?;
+        serde_json::from_str(response.event_or_content.get()).ok()
     }
 
     /// A Matrix message of a room (read as the bot): its sender and content. `None` when it is
@@ -445,6 +448,7 @@ impl<N: Network> BridgeHandle<N> {
             membership: membership.to_owned(),
             sender: &event.sender,
             reason: json["content"]["reason"].as_str().map(str::to_owned),
+            display_name: json["content"]["displayname"].as_str().map(str::to_owned),
         };
         self.network().matrix_membership(self, change).await
     }

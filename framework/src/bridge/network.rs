@@ -303,6 +303,36 @@ pub struct LoginRequest {
     pub user: OwnedUserId,
     /// The fields given, by name (see [`Network::login_fields`]).
     pub fields: BTreeMap<String, String>,
+    /// Started by the network itself rather than asked for by the user (for example when they
+    /// join a portal and the network gives everyone their own connection): the routine
+    /// "connected." notice is not sent, so no management room is made just for it. Problems
+    /// later (the connection lost, bad credentials) are still told.
+    pub automatic: bool,
+}
+
+impl LoginRequest {
+    /// A request to log `user` in, with no fields yet. A network that logs users in by itself
+    /// builds one, marks it [`LoginRequest::automatic`] and hands it to
+    /// [`BridgeHandle::login`](super::BridgeHandle::login).
+    pub fn new(user: OwnedUserId) -> Self {
+        LoginRequest {
+            user,
+            fields: BTreeMap::new(),
+            automatic: false,
+        }
+    }
+
+    /// The same with a field (see [`Network::login_fields`]).
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.insert(name.into(), value.into());
+        self
+    }
+
+    /// The same, started by the network rather than by the user.
+    pub fn automatic(mut self) -> Self {
+        self.automatic = true;
+        self
+    }
 }
 
 /// What [`Network::login`] answers: who the login is on the network and what to keep.

@@ -181,6 +181,8 @@ pub struct MatrixMembership<'a, N: Network> {
     pub membership: String,
     /// Who changed it (differs from `user` for kicks and bans).
     pub sender: &'a OwnedUserId,
+    /// The user's display name in the room, as the event gives it.
+    pub display_name: Option<String>,
     /// The reason given.
     pub reason: Option<String>,
 }

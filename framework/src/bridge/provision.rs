@@ -198,8 +198,8 @@ async fn login<N: Network>(
 ) -> Answer {
     let user = user_of(user)?;
     let request = LoginRequest {
-        user,
         fields: body.fields,
+        ..LoginRequest::new(user)
     };
     let login = bridge.login(request).await.map_err(api_error)?;
     Ok(Json(login_json(&login)))
