@@ -182,6 +182,18 @@ write_registrations() {
     trestle_config="$demo_dir/trestle.yaml"
     "$trestle" --config "$trestle_config" init --force --server-name "$server_name" \
         --homeserver-url "$hs_url" --listen "127.0.0.1:$appservice_port" >&2
+    # The echo bot works in end-to-end encrypted rooms too (docs/e2ee.md): its registration then
+    # asks for to-device events, key counts (org.matrix.msc3202) and its own devices
+    # (io.element.msc4190), and Synapse has the matching experimental features (demo.yaml).
+    python3 - "$trestle_config" <<'PY' || die "could not turn on encryption for echo in $trestle_config"
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+text, n = re.subn(r"(?m)^(  echo:\n    enabled: true\n    encryption: )false", r"\1true", text)
+if n != 1:
+    sys.exit(1)
+open(path, "w").write(text)
+PY
     registrations=()
     for plugin in "${plugins[@]}"; do
         # Made once, then the same tokens on every run.
@@ -233,6 +245,9 @@ write_synapse_config() {
         echo "rc_joins: {local: $generous, remote: $generous}"
         echo "rc_invites: {per_room: $generous, per_user: $generous, per_issuer: $generous}"
         echo "rc_presence: {per_user: $generous}"
+        # Encryption for appservices: to-device events (MSC2409) and device lists and one-time
+        # key counts (MSC3202) in transactions; devices made by the appservice (MSC4190) need only
+        # the registration's io.element.msc4190.
         echo "experimental_features:"
         echo "  msc2409_to_device_messages_enabled: true"
         echo "  msc3202_transaction_extensions: true"
@@ -361,6 +376,47 @@ ensure_room() {
     log "created room $room_id"
 }
 
+# wait_joined ROOM USER DEADLINE: waits until USER is in ROOM, failing after DEADLINE ($SECONDS).
+wait_joined() {
+    local room="$1" user="$2" deadline="$3" members_status=""
+    until grep -qxF "$user" <<<"$(joined_members "$room")"; do
+        if ((SECONDS > deadline)); then
+            tail -n 40 "$trestle_log" >&2
+            die "$user did not join $room within ${timeout_s} s (Trestle log above)"
+        fi
+        is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
+        sleep 1
+    done
+}
+
+# An end-to-end encrypted room with the echo bot in it (saved in .demo/encrypted_room_id).
+ensure_encrypted_room() {
+    local room_file="$demo_dir/encrypted_room_id" status members_status="" echo_bot="@echo:$server_name"
+    encrypted_room_id=""
+    if [[ -f "$room_file" ]]; then
+        encrypted_room_id="$(cat "$room_file")"
+        joined_members "$encrypted_room_id" >/dev/null
+        if [[ "$members_status" != 200 ]]; then
+            log "saved encrypted room $encrypted_room_id is gone (HTTP $members_status); creating a new one"
+            encrypted_room_id=""
+        fi
+    fi
+    if [[ -z "$encrypted_room_id" ]]; then
+        status="$(http POST "$hs_url/_matrix/client/v3/createRoom" "$(python3 -c 'import json, sys
+print(json.dumps({"name": sys.argv[1], "preset": "private_chat", "invite": [sys.argv[2]],
+                  "topic": "End-to-end encrypted: the echo bot answers here too",
+                  "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                                     "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]}))' \
+            "$room_name (encrypted)" "$echo_bot")" "$access_token")"
+        [[ "$status" == 200 ]] || api_fail "creating the encrypted room" "$status"
+        encrypted_room_id="$(json_get "$resp_file" room_id)"
+        echo "$encrypted_room_id" >"$room_file"
+        log "created encrypted room $encrypted_room_id"
+    fi
+    wait_joined "$encrypted_room_id" "$echo_bot" "$((SECONDS + timeout_s))"
+    log "$echo_bot is in the encrypted room"
+}
+
 invite_bots() {
     local reg bot status members deadline members_status=""
     bots=()
@@ -386,25 +442,19 @@ invite_bots() {
     done
     deadline=$((SECONDS + timeout_s))
     for bot in "${bots[@]}"; do
-        until grep -qxF "$bot" <<<"$(joined_members "$room_id")"; do
-            if ((SECONDS > deadline)); then
-                tail -n 40 "$trestle_log" >&2
-                die "$bot did not join $room_id within ${timeout_s} s (Trestle log above)"
-            fi
-            is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
-            sleep 1
-        done
+        wait_joined "$room_id" "$bot" "$deadline"
         log "$bot is in the room"
     done
 }
 
 write_demo_json() {
-    python3 - "$demo_dir/demo.json" "$hs_url" "$demo_user" "$password" "$room_id" "${registrations[@]}" <<'PY'
+    python3 - "$demo_dir/demo.json" "$hs_url" "$demo_user" "$password" "$room_id" "$encrypted_room_id" \
+        "${registrations[@]}" <<'PY'
 import json, sys
-out, hs, user, password, room = sys.argv[1:6]
+out, hs, user, password, room, encrypted_room = sys.argv[1:7]
 with open(out, "w") as f:
     json.dump({"homeserver_url": hs, "user_id": user, "password": password, "room_id": room,
-               "registrations": sys.argv[6:]}, f, indent=2)
+               "encrypted_room_id": encrypted_room, "registrations": sys.argv[7:]}, f, indent=2)
     f.write("\n")
 PY
 }
@@ -419,6 +469,7 @@ print_instructions() {
    user        $demo_user   (or just "$demo_localpart")
    password    $password
    room        $room_name  ($room_id)
+   encrypted   $room_name (encrypted)  ($encrypted_room_id): the echo bot answers there too
    bots        ${bots[*]}
 
  Try, in the room:
@@ -464,6 +515,7 @@ start_trestle
 demo_login
 ensure_room
 invite_bots
+ensure_encrypted_room
 write_demo_json
 print_instructions
 

@@ -8,7 +8,7 @@ use tokio::net::TcpListener;
 use trestle::{
     Plugin,
     config::{Config, LogFormat, default_config},
-    host::{Host, enabled_plugins, ensure_registration},
+    host::{EncryptionInstaller, Host, enabled_plugins, ensure_registration},
 };
 
 /// Every plugin this binary can run.
@@ -20,6 +20,9 @@ const PLUGINS: &[Plugin] = &[
     trestle_notify::PLUGIN,
     trestle_irc::PLUGIN,
 ];
+
+/// End-to-end encryption for the plugins configured with `encryption: true`.
+const ENCRYPTION: Option<EncryptionInstaller> = Some(trestle_crypto::install_in_host);
 
 #[derive(Parser)]
 #[command(
@@ -155,7 +158,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Run => {
             let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
             init_logging(&config);
-            let host = Host::new(&config, PLUGINS)
+            let host = Host::with_encryption(&config, PLUGINS, ENCRYPTION)
                 .await
                 .map_err(|e| e.to_string())?;
             let listener = TcpListener::bind(config.listen).await.map_err(|e| {
@@ -209,7 +212,7 @@ async fn check(path: &std::path::Path) -> Result<ExitCode, String> {
             return Ok(ExitCode::FAILURE);
         }
     }
-    let host = match Host::new(&config, PLUGINS).await {
+    let host = match Host::with_encryption(&config, PLUGINS, ENCRYPTION).await {
         Ok(host) => host,
         Err(error) => {
             println!("FAIL  {error}");

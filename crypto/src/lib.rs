@@ -167,6 +167,12 @@ impl Crypto {
     }
 }
 
+/// Installs encryption on a plugin of the `trestle` host ([`trestle::host::EncryptionInstaller`]),
+/// with its crypto state in `dir` and the default key times.
+pub fn install_in_host(router: Router, dir: PathBuf) -> Router {
+    Crypto::new(dir).install(router)
+}
+
 /// The homeserver sends to-device events and key counts, and lets the appservice create
 /// devices, only where the registration asks for them.
 fn check_registration(registration: &trestle::Registration) -> Result<()> {

@@ -112,6 +112,14 @@ pub struct PluginSection {
     /// Whether the plugin runs.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `encryption`: whether the plugin works in end-to-end encrypted rooms: its bot gets a device and
+    /// decrypts and encrypts (see docs/e2ee.md). Needs a host built with encryption (the
+    /// `trestle` binary is) and a homeserver with MSC2409 and MSC3202 enabled; the plugin's
+    /// registration gets `org.matrix.msc3202` and `io.element.msc4190`.
+    /// Checked by [`Config::parse`] (so a bad value names the field), read with
+    /// [`PluginSection::encryption`].
+    #[serde(default)]
+    encryption: Option<Spanned<serde_json::Value>>,
     /// The plugin's own settings, read by the plugin (see [`PluginSection::settings`]).
     #[serde(default)]
     settings: Option<Spanned<serde_json::Value>>,
@@ -187,6 +195,30 @@ impl Secret {
 }
 
 impl PluginSection {
+    /// Whether the plugin works in end-to-end encrypted rooms (`encryption: true`).
+    pub fn encryption(&self) -> bool {
+        self.encryption
+            .as_ref()
+            .is_some_and(|v| v.value == serde_json::Value::Bool(true))
+    }
+
+    /// `encryption` is `true`, `false` or absent.
+    fn check_encryption(&self, config: &Path, plugin: &str) -> Result<()> {
+        match &self.encryption {
+            Some(spanned) if !spanned.value.is_boolean() && !spanned.value.is_null() => {
+                Err(config_error(
+                    config,
+                    format!(
+                        "line {}: field `plugins.{plugin}.encryption`: expected true or false, found {}",
+                        spanned.referenced.line(),
+                        spanned.value
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Reads the plugin's settings into its own type; absent settings give the default.
     /// Errors name the file, the line of the settings block, and the field.
     pub fn settings<T: serde::de::DeserializeOwned + Default>(
@@ -225,6 +257,9 @@ impl Config {
             config_error(path, e.to_string().trim_start_matches("error: "))
         })?;
         config.path = path.to_owned();
+        for (name, section) in &config.plugins {
+            section.check_encryption(path, name)?;
+        }
         if let Some(url) = &config.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -368,7 +403,10 @@ pub fn default_config(
         if plugins.is_empty() { " {}" } else { "" }
     );
     for plugin in plugins {
-        out.push_str(&format!("  {}:\n    enabled: true\n", plugin.name));
+        out.push_str(&format!(
+            "  {}:\n    enabled: true\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n",
+            plugin.name
+        ));
         for line in plugin.settings_help.lines() {
             out.push_str(&format!("    {line}\n"));
         }

@@ -6,13 +6,21 @@
 //! that fails or panics is contained where it runs (see [`crate::router`]); one plugin's
 //! trouble shows in its logs and metrics and leaves the others serving.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, path::PathBuf, time::Duration};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use tokio::net::TcpListener;
 use trestle_registration::Registration;
 
-use crate::{Appservice, Error, Plugin, Result, Store, config::Config, plugin::PluginSettings};
+use crate::{
+    Appservice, Error, Plugin, Result, Router, Store, config::Config, plugin::PluginSettings,
+};
+
+/// Installs end-to-end encryption on a plugin's router, keeping its crypto state in the given
+/// directory. The host calls it for each plugin whose section says `encryption: true`; crate
+/// `trestle-crypto` provides one (`trestle_crypto::install_in_host`), which the framework
+/// cannot depend on.
+pub type EncryptionInstaller = fn(Router, PathBuf) -> Router;
 
 /// Plugins served together.
 #[derive(Clone, Debug)]
@@ -28,16 +36,27 @@ pub struct Host {
 pub fn ensure_registration(config: &Config, plugin: &Plugin) -> Result<Registration> {
     let path = config.registration_path(plugin.name);
     let url = config.plugin_url(plugin.name);
-    let registration = if path.exists() {
-        let mut existing = Registration::from_file(&path)?;
-        if existing.url.as_deref() == Some(url.as_str()) {
-            return Ok(existing);
-        }
-        existing.url = Some(url);
-        existing
+    let mut registration = if path.exists() {
+        Registration::from_file(&path)?
     } else {
-        plugin.generate_registration(Some(url), &config.homeserver.server_name)
+        plugin.generate_registration(None, &config.homeserver.server_name)
     };
+    let before = registration.clone();
+    registration.url = Some(url);
+    if config
+        .plugins
+        .get(plugin.name)
+        .is_some_and(|s| s.encryption())
+    {
+        // To-device events and key counts in transactions, and devices the appservice makes.
+        registration.receive_ephemeral = Some(true);
+        registration.push_ephemeral_unstable = Some(true);
+        registration.msc3202 = Some(true);
+        registration.msc4190 = Some(true);
+    }
+    if path.exists() && registration == before {
+        return Ok(registration);
+    }
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Config(format!("{}: {e}", dir.display())))?;
@@ -67,8 +86,19 @@ pub fn enabled_plugins(config: &Config, available: &[Plugin]) -> Result<Vec<Plug
 }
 
 impl Host {
-    /// Builds every enabled plugin: its registration, store and appservice.
+    /// Builds every enabled plugin: its registration, store and appservice. A plugin with
+    /// `encryption: true` is refused: see [`Host::with_encryption`].
     pub async fn new(config: &Config, available: &[Plugin]) -> Result<Host> {
+        Self::with_encryption(config, available, None).await
+    }
+
+    /// As [`Host::new`], with `encryption` installed on the plugins whose section says
+    /// `encryption: true`, each keeping its crypto state in `<data_dir>/crypto/<plugin>`.
+    pub async fn with_encryption(
+        config: &Config,
+        available: &[Plugin],
+        encryption: Option<EncryptionInstaller>,
+    ) -> Result<Host> {
         let homeserver_url = config.homeserver_url().await?;
         let mut apps = Vec::new();
         for plugin in enabled_plugins(config, available)? {
@@ -86,7 +116,18 @@ impl Host {
                 config: &config.path,
                 plugin: plugin.name,
             };
-            let router = (plugin.build)(&settings)?;
+            let mut router = (plugin.build)(&settings)?;
+            if settings.section.is_some_and(|s| s.encryption()) {
+                let Some(install) = encryption else {
+                    return Err(Error::Config(format!(
+                        "{}: field `plugins.{}.encryption`: this host was built without \
+                         end-to-end encryption",
+                        config.path.display(),
+                        plugin.name
+                    )));
+                };
+                router = install(router, config.data_dir().join("crypto").join(plugin.name));
+            }
             let app = Appservice::builder(
                 registration,
                 homeserver_url.clone(),

@@ -1,6 +1,9 @@
 //! What the end-to-end tests share: Synapse and a registration set up for encryption, and the
 //! appservice started with `trestle-crypto` installed.
 
+// Each test binary uses a part of it.
+#![allow(dead_code)]
+
 use std::{
     sync::Arc,
     time::{Duration, Instant},

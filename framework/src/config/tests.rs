@@ -156,3 +156,18 @@ async fn the_homeserver_is_discovered_through_well_known() {
         "{err}"
     );
 }
+
+#[test]
+fn encryption_is_a_flag_per_plugin() {
+    let config = parse(&GOOD.replace("  other:\n", "    encryption: true\n  other:\n")).unwrap();
+    assert!(config.plugins["echo"].encryption() && !config.plugins["other"].encryption());
+
+    let err = parse(&GOOD.replace("  other:\n", "    encryption: sometimes\n  other:\n"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "conf/trestle.yaml: line 11: field `plugins.echo.encryption`: expected true or false, \
+         found \"sometimes\""
+    );
+}
