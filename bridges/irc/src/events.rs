@@ -17,6 +17,7 @@ use crate::{
         format::{irc_to_html, irc_to_plain},
         naming::irc_lowercase,
     },
+    moderation,
     network::{Irc, client_config, lock},
 };
 
@@ -198,19 +199,36 @@ async fn bot_event(
                 bridge.remote_message(message).await?;
             }
         }
-        Event::Join { nick, channel } => {
+        Event::Join {
+            nick,
+            channel,
+            mask,
+        } => {
+            irc.track_join(network, &channel, &nick, &mask);
             set_member(irc, network, &channel, &nick, true);
             if !own(&nick) {
                 ghost_join(bridge, network, &channel, &nick).await?;
             }
         }
-        Event::Names { channel, nicks } => {
-            for nick in nicks {
-                set_member(irc, network, &channel, &nick, true);
-                if !own(&nick) {
-                    ghost_join(bridge, network, &channel, &nick).await?;
+        Event::Names {
+            channel,
+            nicks,
+            prefixes,
+        } => {
+            let names: Vec<(String, String)> = nicks.into_iter().zip(prefixes).collect();
+            irc.track_names(network, &channel, &names);
+            for (nick, _) in &names {
+                set_member(irc, network, &channel, nick, true);
+                if !own(nick) {
+                    ghost_join(bridge, network, &channel, nick).await?;
                 }
             }
+            // The channel's operators and voiced users get their power levels (a portal's
+            // made, or the bot is back).
+            moderation::sync_power_levels(bridge, network, &channel).await?;
+        }
+        Event::JoinRefused { channel, reason } => {
+            tracing::warn!(%network, %channel, %reason, "the bot cannot join a channel");
         }
         Event::Part {
             nick,
@@ -250,10 +268,19 @@ async fn bot_event(
             reason,
         } => {
             set_member(irc, network, &channel, &nick, false);
+            let owner = irc.nick_owner(network, &nick);
             if irc_lowercase(&nick) == irc_lowercase(&client.state().nick) {
                 // The bot was kicked: back in, so the portal keeps working.
                 client.join(&channel);
-            } else if !own(&nick) {
+            } else if let Some(user) = owner.filter(|u| !u.is_empty()) {
+                // A Matrix user's own connection: they leave the portal too.
+                let why = if reason.is_empty() {
+                    format!("kicked on IRC by {by}")
+                } else {
+                    format!("kicked on IRC by {by}: {reason}")
+                };
+                moderation::puppet_removed(bridge, network, &channel, &user, why).await?;
+            } else if !own(&nick) && ghost_in_portal(bridge, network, &channel, &nick).await {
                 // The bot kicks, naming the IRC kicker: a ghost rarely has the power to.
                 let reason = if reason.is_empty() {
                     by
@@ -273,6 +300,7 @@ async fn bot_event(
             }
         }
         Event::Nick { old, new } => {
+            irc.track_nick(network, &old, &new);
             // The old nick's ghost leaves and the new one's joins where the user is.
             for channel in channels_of(irc, network, &old) {
                 set_member(irc, network, &channel, &old, false);
@@ -291,18 +319,19 @@ async fn bot_event(
             }
         }
         Event::Mode {
-            channel, changes, ..
+            channel,
+            by,
+            changes,
         } => {
-            if !irc.cfg.settings.mode_power_levels {
-                return Ok(());
-            }
-            for (adding, mode, nick) in changes {
-                let (Some(level), Some(nick)) = (mode_level(mode), nick) else {
-                    continue;
-                };
-                if !own(&nick) {
-                    let level = if adding { level } else { 0 };
-                    set_power_level(bridge, network, &channel, &nick, level).await?;
+            for (adding, mode, argument) in changes {
+                let Some(argument) = argument else { continue };
+                if moderation::mode_level(mode).is_some() {
+                    irc.track_mode(network, &channel, &argument, adding, mode);
+                    let level = irc.member_level(network, &channel, &argument);
+                    moderation::set_power_levels(bridge, network, &channel, &[(argument, level)])
+                        .await?;
+                } else if mode == 'b' && adding {
+                    moderation::irc_ban(bridge, network, &channel, &by, &argument).await?;
                 }
             }
         }
@@ -324,64 +353,21 @@ async fn bot_event(
     Ok(())
 }
 
-/// The Matrix power level a channel prefix mode gives.
-fn mode_level(mode: char) -> Option<i64> {
-    match mode {
-        'q' | 'a' | 'o' => Some(50),
-        'h' => Some(25),
-        'v' => Some(10),
-        _ => None,
-    }
-}
-
-/// Sets the power level of a nick's ghost in the channel's portal, as the bot.
-async fn set_power_level(
+/// Whether the ghost of `nick` is in the channel's portal (a ghost kicked from Matrix first
+/// is not kicked again when the IRC kick comes back).
+async fn ghost_in_portal(
     bridge: &BridgeHandle<Irc>,
     network: &str,
     channel: &str,
     nick: &str,
-    level: i64,
-) -> trestle::bridge::NetworkResult<()> {
-    use trestle::ruma::{
-        api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
-        events::StateEventType,
+) -> bool {
+    let Ok(Some(portal)) = bridge.portal(&ChatId::channel(network, channel)).await else {
+        return false;
     };
-    let Some(portal) = bridge.portal(&ChatId::channel(network, channel)).await? else {
-        return Ok(());
+    let Ok(ghost) = bridge.ghost_user_id(&UserId::new(network, nick)) else {
+        return false;
     };
-    let ghost = bridge.ghost_user_id(&UserId::new(network, nick))?;
-    let app = bridge.app()?;
-    let request = get_state_event_for_key::v3::Request::new(
-        portal.room_id.clone(),
-        StateEventType::RoomPowerLevels,
-        String::new(),
-    );
-    let current = app
-        .client()
-        .send(request, AppserviceUserIdentity::default())
-        .await?
-        .event_or_content;
-    let mut levels: serde_json::Value = serde_json::from_str(current.get())?;
-    let users = levels["users"].as_object_mut();
-    let Some(users) = users else {
-        return Ok(());
-    };
-    let old = users
-        .get(ghost.as_str())
-        .and_then(|l| l.as_i64())
-        .unwrap_or(0);
-    if old == level {
-        return Ok(());
-    }
-    if level == 0 {
-        users.remove(ghost.as_str());
-    } else {
-        users.insert(ghost.to_string(), level.into());
-    }
-    app.bot()
-        .send_state_json(&portal.room_id, "m.room.power_levels", "", levels, None)
-        .await?;
-    Ok(())
+    crate::users::is_member(bridge, &portal.room_id, &ghost).await
 }
 
 /// A Matrix user changed a portal's topic: the channel's topic follows, set by the user's own
@@ -417,6 +403,12 @@ pub async fn run_puppet(handle: LoginHandle<Irc>, mut events: UnboundedReceiver<
     while let Some(event) = events.recv().await {
         let result = match event {
             Event::Registered { .. } => handle.set_state(ConnectionState::Connected).await,
+            // Banned (or kept out otherwise): they cannot be in the portal either.
+            Event::JoinRefused { channel, reason } => {
+                let why = format!("cannot join {channel} on IRC: {reason}");
+                let user = handle.user().as_str();
+                moderation::puppet_removed(&handle, &network, &channel, user, why).await
+            }
             Event::Disconnected { reason } => {
                 handle
                     .set_state(ConnectionState::TransientDisconnect(reason))

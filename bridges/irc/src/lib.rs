@@ -7,6 +7,7 @@
 pub mod events;
 pub mod ids;
 pub mod irc;
+pub mod moderation;
 pub mod network;
 pub mod settings;
 pub mod text;

@@ -39,6 +39,8 @@ pub struct Irc {
     bots: Mutex<HashMap<String, Client>>,
     /// The live puppet connections, whose lines the bots hear as echoes.
     puppets: Registry,
+    /// Channel modes and hosts, as the bot sees them.
+    pub(crate) ranks: Mutex<crate::moderation::Ranks>,
     /// Per network and Matrix user, how many times they left a portal: an idle timer acts only
     /// if no leave came after the one that started it.
     leaves: Mutex<HashMap<(String, String), u64>>,
@@ -91,6 +93,7 @@ impl Irc {
             bots: Mutex::default(),
             puppets: Registry::default(),
             leaves: Mutex::default(),
+            ranks: Mutex::default(),
             members: Mutex::default(),
             recent: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -134,9 +137,33 @@ impl Irc {
         self.nick_owner(network, nick).is_some()
     }
 
+    /// The nicks of our connections on a network: the bot's and the puppets'.
+    pub(crate) fn own_nicks(&self, network: &str) -> Vec<String> {
+        let mut nicks: Vec<String> = lock(&self.bots)
+            .get(network)
+            .map(|bot| bot.state().nick)
+            .into_iter()
+            .collect();
+        nicks.extend(
+            self.puppets_on(network)
+                .into_iter()
+                .map(|(_, c)| c.state().nick),
+        );
+        nicks
+    }
+
+    /// The puppet connections on a network, with their Matrix users.
+    pub(crate) fn puppets_on(&self, network: &str) -> Vec<(String, Client)> {
+        lock(&self.puppets)
+            .values()
+            .filter(|(n, _, _)| n == network)
+            .map(|(_, user, client)| (user.clone(), client.clone()))
+            .collect()
+    }
+
     /// Who holds a nick among our connections: `Some("")` for the bot, a Matrix user id for
     /// a puppet.
-    fn nick_owner(&self, network: &str, nick: &str) -> Option<String> {
+    pub(crate) fn nick_owner(&self, network: &str, nick: &str) -> Option<String> {
         let nick = irc_lowercase(nick);
         let holds = |client: &Client| irc_lowercase(&client.state().nick) == nick;
         if lock(&self.bots).get(network).is_some_and(holds) {
@@ -411,6 +438,10 @@ impl Network for Irc {
         let ChatId::Channel { network, channel } = &change.portal.chat else {
             return Ok(());
         };
+        if let Some(target) = &change.remote {
+            // A Matrix user kicked or banned an IRC user's ghost.
+            return crate::moderation::matrix_kick(bridge, network, channel, target, &change).await;
+        }
         let puppet = bridge.connection(change.user, network);
         match change.membership.as_str() {
             "join" => {
@@ -424,6 +455,7 @@ impl Network for Irc {
                         crate::events::ghost_join(bridge, network, channel, &nick).await?;
                     }
                 }
+                crate::moderation::sync_power_levels(bridge, network, channel).await?;
             }
             "leave" | "ban" => {
                 if let Some(puppet) = &puppet {

@@ -181,19 +181,7 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         })
         .await;
     // Portals give Matrix users no power by default; the bot makes alice a moderator.
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
-        trestle_tests::synapse::encode(&room)
-    );
-    let mut levels = alice.call_ok(reqwest::Method::GET, &path, None).await;
-    levels["users"]["@alice:localhost"] = json!(50);
-    let room_id: trestle::ruma::OwnedRoomId = room.as_str().try_into().unwrap();
-    setup
-        .app
-        .bot()
-        .send_state_json(&room_id, "m.room.power_levels", "", levels, None)
-        .await
-        .unwrap();
+    support::matrix::make_moderator(&setup, &alice, &room, "@alice:localhost").await;
     alice
         .send_state(
             &room,
@@ -206,14 +194,6 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         .expect(|l| l.command == "TOPIC" && l.nick == "trestle")
         .await;
     assert_eq!(topic.param(1), "the matrix topic");
-
-    // Channel modes become power levels: bob (the channel's operator) voices himself.
-    bob.send("MODE #chat +v bob").await;
-    alice
-        .wait_for_event(&room, WAIT, |e| {
-            e["type"] == "m.room.power_levels" && e["content"]["users"][bob_ghost] == 10
-        })
-        .await;
 
     // Kicks and quits take ghosts out.
     let mut dave = RawClient::connect(server.port, "dave").await;
@@ -228,6 +208,15 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
     wait_member(&alice, &room, dave_ghost, true).await;
     dave.send("QUIT :bye all").await;
     wait_member(&alice, &room, dave_ghost, false).await;
+
+    // Channel modes become power levels: bob, the channel's operator (50 from the NAMES
+    // list), voices himself and gives up his operator status.
+    bob.send("MODE #chat +v-o bob bob").await;
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.power_levels" && e["content"]["users"][bob_ghost] == 10
+        })
+        .await;
 
     // Leaving: a PART takes bob's ghost out of the room.
     bob.send("PART #chat :later").await;

@@ -53,7 +53,7 @@ async fn messages_flow_both_ways_and_nicks_collide_cleanly() {
     client.join("#test");
     next_event(
         &mut events,
-        |e| matches!(e, Event::Join { nick: n, channel } if *n == nick && channel == "#test"),
+        |e| matches!(e, Event::Join { nick: n, channel, .. } if *n == nick && channel == "#test"),
     )
     .await;
     let names = next_event(&mut events, |e| matches!(e, Event::Names { .. })).await;

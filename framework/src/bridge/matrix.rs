@@ -430,13 +430,23 @@ impl<N: Network> BridgeHandle<N> {
         let Ok(user) = UserId::parse(state_key.as_str()) else {
             return Ok(());
         };
+        // A ghost's own membership is the bridge's doing; a Matrix user kicking or banning
+        // one is passed on (with the remote user it stands for), the rest is not.
+        let mut remote = None;
         if app.is_own_user(&user) {
             if membership == "invite" {
                 return self.ghost_invited(event, &user, json).await;
             }
-            return Ok(());
-        }
-        if matches!(membership, "leave" | "ban") && self.left_management_room(event, &user).await? {
+            if !matches!(membership, "leave" | "ban") || event.sender == user {
+                return Ok(());
+            }
+            let Some(remote_user) = self.network().user_for_ghost(user.localpart()) else {
+                return Ok(());
+            };
+            remote = Some(remote_user);
+        } else if matches!(membership, "leave" | "ban")
+            && self.left_management_room(event, &user).await?
+        {
             return Ok(());
         }
         let Some(portal) = self.portal_for_room(&event.room_id).await? else {
@@ -449,6 +459,10 @@ impl<N: Network> BridgeHandle<N> {
             sender: &event.sender,
             reason: json["content"]["reason"].as_str().map(str::to_owned),
             display_name: json["content"]["displayname"].as_str().map(str::to_owned),
+            remote,
+            previous: json["unsigned"]["prev_content"]["membership"]
+                .as_str()
+                .map(str::to_owned),
         };
         self.network().matrix_membership(self, change).await
     }

@@ -173,9 +173,11 @@ pub trait Network: Send + Sync + Sized + 'static {
         None
     }
 
-    /// Optional: a Matrix user joined or left a portal. A network that gives each Matrix user
-    /// their own connection can log them in here through `bridge` ([`BridgeHandle::login`]).
-    /// Unsupported (and ignored) unless written.
+    /// Optional: a Matrix user joined or left a portal, or kicked, banned or unbanned someone
+    /// there (a ghost too: then [`MatrixMembership::remote`] is the remote user). A network
+    /// that gives each Matrix user their own connection can log them in here through `bridge`
+    /// ([`BridgeHandle::login`] with [`LoginRequest::automatic`]). Unsupported (and ignored)
+    /// unless written.
     fn matrix_membership(
         &self,
         bridge: &BridgeHandle<Self>,

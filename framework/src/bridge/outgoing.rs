@@ -183,6 +183,12 @@ pub struct MatrixMembership<'a, N: Network> {
     pub sender: &'a OwnedUserId,
     /// The user's display name in the room, as the event gives it.
     pub display_name: Option<String>,
+    /// When `user` is a ghost: the remote user it stands for. Ghosts' memberships reach the
+    /// network only when a Matrix user kicks or bans (or unbans) one.
+    pub remote: Option<N::UserId>,
+    /// The membership before this change, when the homeserver says (`ban` before a `leave`
+    /// sent by someone else is an unban).
+    pub previous: Option<String>,
     /// The reason given.
     pub reason: Option<String>,
 }

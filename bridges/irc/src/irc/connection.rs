@@ -112,6 +112,14 @@ pub enum Event {
     Join {
         nick: String,
         channel: String,
+        /// `user@host` from the line's prefix (empty when the server gave none).
+        mask: String,
+    },
+    /// The server refused to let this connection join a channel (banned, invite only, full,
+    /// wrong key): the numeric's text.
+    JoinRefused {
+        channel: String,
+        reason: String,
     },
     Part {
         nick: String,
@@ -147,6 +155,9 @@ pub enum Event {
     Names {
         channel: String,
         nicks: Vec<String>,
+        /// Each nick's channel prefixes (`~&@%+`, several with `multi-prefix`), in the order
+        /// of `nicks`.
+        prefixes: Vec<String>,
     },
 }
 
@@ -465,7 +476,8 @@ struct Session {
     confirming: bool,
     bucket: Bucket,
     offered: Vec<String>,
-    names: BTreeMap<String, Vec<String>>,
+    /// NAMES replies being gathered: nicks with their prefixes.
+    names: BTreeMap<String, Vec<(String, String)>>,
     /// Nicks still to try while registering.
     candidates: VecDeque<String>,
     short_nicks: bool,

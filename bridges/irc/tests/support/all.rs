@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod matrix;
 pub mod network;
 pub mod ngircd;
 pub mod raw;

@@ -123,7 +123,21 @@ impl Actor {
             "JOIN" => self.emit(Event::Join {
                 nick: from,
                 channel: message.param(0).to_owned(),
+                mask: message
+                    .prefix
+                    .as_deref()
+                    .and_then(|p| p.split_once('!'))
+                    .map(|(_, mask)| mask.to_owned())
+                    .unwrap_or_default(),
             }),
+            // Cannot join: full, invite only, banned, bad key.
+            "471" | "473" | "474" | "475" => {
+                self.channels.remove(&irc_lowercase(message.param(1)));
+                self.emit(Event::JoinRefused {
+                    channel: message.param(1).to_owned(),
+                    reason: message.params.last().cloned().unwrap_or_default(),
+                })
+            }
             "PART" => {
                 if me {
                     self.channels.remove(&irc_lowercase(message.param(0)));
@@ -182,17 +196,18 @@ impl Actor {
                     .names
                     .entry(message.param(2).to_owned())
                     .or_default()
-                    .extend(
-                        nicks
-                            .split_whitespace()
-                            .map(|n| n.trim_start_matches(['~', '&', '@', '%', '+']).to_owned()),
-                    );
+                    .extend(nicks.split_whitespace().map(|n| {
+                        let nick = n.trim_start_matches(['~', '&', '@', '%', '+']);
+                        (nick.to_owned(), n[..n.len() - nick.len()].to_owned())
+                    }));
             }
             "366" => {
-                let nicks = session.names.remove(message.param(1)).unwrap_or_default();
+                let names = session.names.remove(message.param(1)).unwrap_or_default();
+                let (nicks, prefixes) = names.into_iter().unzip();
                 self.emit(Event::Names {
                     channel: message.param(1).to_owned(),
                     nicks,
+                    prefixes,
                 });
             }
             _ => {}

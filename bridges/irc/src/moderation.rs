@@ -1,0 +1,430 @@
+//! Moderation across the bridge: channel ranks (`~&@%+`) as Matrix power levels, Matrix kicks
+//! and bans of ghosts as IRC `KICK` and `MODE +b`, IRC kicks and bans of Matrix users' own
+//! connections as kicks from the portal.
+//!
+//! What the bot sees is tracked here: each member's channel modes (from `NAMES` and `MODE`)
+//! and each nick's `user@host` (from `JOIN`), to know which of our connections may kick and
+//! which masks match whom.
+
+use std::collections::HashMap;
+
+use trestle::{
+    bridge::{BridgeHandle, MatrixMembership, NetworkResult},
+    ruma::{
+        RoomId, UserId as MatrixUserId,
+        api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
+        events::{StateEventType, room::message::RoomMessageEventContent},
+    },
+};
+
+use crate::{
+    ids::{ChatId, UserId},
+    irc::{message::Message, naming::irc_lowercase},
+    network::{Irc, lock},
+};
+
+/// What the bot knows of who may do what, per network.
+#[derive(Default)]
+pub(crate) struct Ranks {
+    /// `(network, channel)` (lower-cased) → lower-cased nick → mode letters (`o`, `v`, …).
+    modes: HashMap<(String, String), HashMap<String, String>>,
+    /// `(network, nick)` (lower-cased) → `user@host`.
+    hosts: HashMap<(String, String), String>,
+}
+
+fn key(network: &str, name: &str) -> (String, String) {
+    (network.to_owned(), irc_lowercase(name))
+}
+
+/// The mode letter of a channel prefix.
+fn prefix_mode(prefix: char) -> Option<char> {
+    match prefix {
+        '~' => Some('q'),
+        '&' => Some('a'),
+        '@' => Some('o'),
+        '%' => Some('h'),
+        '+' => Some('v'),
+        _ => None,
+    }
+}
+
+/// The Matrix power level a channel mode gives (with `mode_power_levels`).
+pub(crate) fn mode_level(mode: char) -> Option<i64> {
+    match mode {
+        'q' | 'a' | 'o' => Some(50),
+        'h' => Some(25),
+        'v' => Some(10),
+        _ => None,
+    }
+}
+
+/// The power level a member's modes give: the highest.
+fn level_of(modes: &str) -> i64 {
+    modes.chars().filter_map(mode_level).max().unwrap_or(0)
+}
+
+impl Irc {
+    /// Someone joined a channel (with no modes yet), from `user@host`.
+    pub(crate) fn track_join(&self, network: &str, channel: &str, nick: &str, mask: &str) {
+        let mut ranks = lock(&self.ranks);
+        if !mask.is_empty() {
+            ranks.hosts.insert(key(network, nick), mask.to_owned());
+        }
+        ranks
+            .modes
+            .entry(key(network, channel))
+            .or_default()
+            .remove(&irc_lowercase(nick));
+    }
+
+    /// A channel's NAMES: each nick's modes from its prefixes.
+    pub(crate) fn track_names(&self, network: &str, channel: &str, names: &[(String, String)]) {
+        let mut ranks = lock(&self.ranks);
+        let modes = ranks.modes.entry(key(network, channel)).or_default();
+        for (nick, prefixes) in names {
+            modes.insert(
+                irc_lowercase(nick),
+                prefixes.chars().filter_map(prefix_mode).collect(),
+            );
+        }
+    }
+
+    /// A prefix mode given or taken.
+    pub(crate) fn track_mode(
+        &self,
+        network: &str,
+        channel: &str,
+        nick: &str,
+        add: bool,
+        mode: char,
+    ) {
+        let mut ranks = lock(&self.ranks);
+        let modes = ranks
+            .modes
+            .entry(key(network, channel))
+            .or_default()
+            .entry(irc_lowercase(nick))
+            .or_default();
+        modes.retain(|m| m != mode);
+        if add {
+            modes.push(mode);
+        }
+    }
+
+    /// A nick changed: its modes and host follow.
+    pub(crate) fn track_nick(&self, network: &str, old: &str, new: &str) {
+        let mut ranks = lock(&self.ranks);
+        if let Some(host) = ranks.hosts.remove(&key(network, old)) {
+            ranks.hosts.insert(key(network, new), host);
+        }
+        for ((n, _), modes) in ranks.modes.iter_mut() {
+            if n == network
+                && let Some(m) = modes.remove(&irc_lowercase(old))
+            {
+                modes.insert(irc_lowercase(new), m);
+            }
+        }
+    }
+
+    /// Whether `nick` may kick and ban in `channel` (half-operator or more).
+    pub(crate) fn has_ops(&self, network: &str, channel: &str, nick: &str) -> bool {
+        lock(&self.ranks)
+            .modes
+            .get(&key(network, channel))
+            .and_then(|m| m.get(&irc_lowercase(nick)))
+            .is_some_and(|m| m.contains(['q', 'a', 'o', 'h']))
+    }
+
+    /// The power level a member's modes give.
+    pub(crate) fn member_level(&self, network: &str, channel: &str, nick: &str) -> i64 {
+        lock(&self.ranks)
+            .modes
+            .get(&key(network, channel))
+            .and_then(|m| m.get(&irc_lowercase(nick)))
+            .map_or(0, |modes| level_of(modes))
+    }
+
+    /// The power levels the modes of a channel's members give, by nick.
+    fn levels(&self, network: &str, channel: &str) -> Vec<(String, i64)> {
+        lock(&self.ranks)
+            .modes
+            .get(&key(network, channel))
+            .map(|m| {
+                m.iter()
+                    .map(|(n, modes)| (n.clone(), level_of(modes)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `nick!user@host` of a nick, with `*` for what is not known.
+    fn full_mask(&self, network: &str, nick: &str) -> String {
+        let host = lock(&self.ranks).hosts.get(&key(network, nick)).cloned();
+        format!("{nick}!{}", host.unwrap_or_else(|| "*@*".to_owned()))
+    }
+
+    /// A ban mask for `nick`: `*!*@host`, narrowed to `*!user@host` and then `nick!*@*` when a
+    /// wider one would also ban one of our own connections (which share a host with the bridge).
+    pub(crate) fn ban_mask(&self, network: &str, nick: &str) -> String {
+        let ours: Vec<String> = self
+            .own_nicks(network)
+            .iter()
+            .map(|n| self.full_mask(network, n))
+            .collect();
+        let host = lock(&self.ranks).hosts.get(&key(network, nick)).cloned();
+        let candidates = host
+            .as_deref()
+            .and_then(|h| h.split_once('@'))
+            .map(|(user, host)| vec![format!("*!*@{host}"), format!("*!{user}@{host}")])
+            .unwrap_or_default();
+        candidates
+            .into_iter()
+            .find(|mask| !ours.iter().any(|own| mask_matches(mask, own)))
+            .unwrap_or_else(|| format!("{nick}!*@*"))
+    }
+}
+
+/// Whether an IRC mask (`*` and `?` wildcards) matches `nick!user@host`, case-insensitively.
+pub(crate) fn mask_matches(mask: &str, full: &str) -> bool {
+    let mask: Vec<char> = irc_lowercase(mask).chars().collect();
+    let text: Vec<char> = irc_lowercase(full).chars().collect();
+    // Greedy matching with one remembered star, as in glob matching.
+    let (mut m, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if m < mask.len() && (mask[m] == '?' || mask[m] == text[t]) {
+            m += 1;
+            t += 1;
+        } else if m < mask.len() && mask[m] == '*' {
+            star = Some((m, t));
+            m += 1;
+        } else if let Some((sm, st)) = star {
+            m = sm + 1;
+            t = st + 1;
+            star = Some((sm, st + 1));
+        } else {
+            return false;
+        }
+    }
+    mask[m..].iter().all(|c| *c == '*')
+}
+
+/// Sets the power levels of ghosts in a channel's portal, as the bot, in one state event;
+/// nothing when they are as asked already. Our own nicks are skipped.
+pub(crate) async fn set_power_levels(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    levels: &[(String, i64)],
+) -> NetworkResult<()> {
+    let irc = bridge.network();
+    if !irc.cfg.settings.mode_power_levels {
+        return Ok(());
+    }
+    let Some(portal) = bridge.portal(&ChatId::channel(network, channel)).await? else {
+        return Ok(());
+    };
+    let app = bridge.app()?;
+    let request = get_state_event_for_key::v3::Request::new(
+        portal.room_id.clone(),
+        StateEventType::RoomPowerLevels,
+        String::new(),
+    );
+    let current = app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await?
+        .event_or_content;
+    let mut content: serde_json::Value = serde_json::from_str(current.get())?;
+    let Some(users) = content["users"].as_object_mut() else {
+        return Ok(());
+    };
+    let mut changed = false;
+    for (nick, level) in levels {
+        if irc.is_own_nick(network, nick) {
+            continue;
+        }
+        let ghost = bridge.ghost_user_id(&UserId::new(network, nick))?;
+        let old = users
+            .get(ghost.as_str())
+            .and_then(|l| l.as_i64())
+            .unwrap_or(0);
+        if old == *level {
+            continue;
+        }
+        changed = true;
+        if *level == 0 {
+            users.remove(ghost.as_str());
+        } else {
+            users.insert(ghost.to_string(), (*level).into());
+        }
+    }
+    if changed {
+        app.bot()
+            .send_state_json(&portal.room_id, "m.room.power_levels", "", content, None)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The ghosts of a channel get the power levels their modes give (a portal was made, the bot
+/// joined again, someone joined the portal).
+pub(crate) async fn sync_power_levels(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+) -> NetworkResult<()> {
+    let levels = bridge.network().levels(network, channel);
+    let ranked: Vec<(String, i64)> = levels.into_iter().filter(|(_, l)| *l > 0).collect();
+    if ranked.is_empty() {
+        return Ok(());
+    }
+    set_power_levels(bridge, network, channel, &ranked).await
+}
+
+/// A user's display name in a room, or their user id.
+async fn name_in(bridge: &BridgeHandle<Irc>, room: &RoomId, user: &MatrixUserId) -> String {
+    bridge
+        .member_content(room, user)
+        .await
+        .and_then(|c| c["displayname"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| user.to_string())
+}
+
+/// A Matrix user kicked, banned or unbanned an IRC user's ghost in a portal (the homeserver
+/// checked their power): the channel follows, through the kicker's own connection when it
+/// has operator status there, else the bot's (naming the kicker). With neither, the room is
+/// told it did not reach IRC.
+pub(crate) async fn matrix_kick(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    target: &UserId,
+    change: &MatrixMembership<'_, Irc>,
+) -> NetworkResult<()> {
+    let irc = bridge.network();
+    let room = &change.portal.room_id;
+    let unban = change.membership == "leave" && change.previous.as_deref() == Some("ban");
+    // Worked out the same way as when banning, so an unban lifts that ban while the host
+    // is still known.
+    let mask = irc.ban_mask(network, &target.nick);
+    let own = bridge
+        .connection(change.sender, network)
+        .filter(|p| irc.has_ops(network, channel, &p.client.state().nick));
+    let bot = irc.bot(network)?;
+    let (client, reason) = match own {
+        Some(puppet) => (
+            puppet.client.clone(),
+            change.reason.clone().unwrap_or_default(),
+        ),
+        None if irc.has_ops(network, channel, &bot.state().nick) => {
+            let who = name_in(bridge, room, change.sender).await;
+            let reason = match &change.reason {
+                Some(reason) if !reason.is_empty() => format!("{who}: {reason}"),
+                _ => who,
+            };
+            (bot, reason)
+        }
+        None => {
+            let what = if unban { "unban" } else { "kick" };
+            let notice = format!(
+                "Could not {what} {} on IRC: neither your connection nor the bridge's has operator status in {channel}.",
+                target.nick
+            );
+            bridge
+                .app()?
+                .bot()
+                .send(room, &RoomMessageEventContent::notice_plain(notice))
+                .await?;
+            return Ok(());
+        }
+    };
+    if unban {
+        client.raw(Message::new("MODE", &[channel, "-b", &mask]));
+        return Ok(());
+    }
+    if change.membership == "ban" {
+        client.raw(Message::new("MODE", &[channel, "+b", &mask]));
+    }
+    client.raw(Message::new("KICK", &[channel, &target.nick, &reason]));
+    Ok(())
+}
+
+/// One of our Matrix users' connections was kicked from a channel on IRC: the user is kicked
+/// from the portal by the bot, naming the IRC kicker, and their wait to be disconnected starts.
+pub(crate) async fn puppet_removed(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    user: &str,
+    reason: String,
+) -> NetworkResult<()> {
+    let Some(portal) = bridge.portal(&ChatId::channel(network, channel)).await? else {
+        return Ok(());
+    };
+    let user = MatrixUserId::parse(user)?;
+    if !crate::users::is_member(bridge, &portal.room_id, &user).await {
+        return Ok(());
+    }
+    bridge
+        .app()?
+        .bot()
+        .kick(&portal.room_id, &user, Some(&reason))
+        .await?;
+    crate::users::left_portal(bridge.network(), bridge, network, &user).await
+}
+
+/// A ban set on IRC: the Matrix users whose own connections in that channel it matches are
+/// taken out of it and kicked from the portal. (A Matrix ban would outlive the IRC one, which
+/// channel operators lift on their own; with a kick, the user can try again, and a connection
+/// still banned is refused at the join, which kicks them again.)
+pub(crate) async fn irc_ban(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    by: &str,
+    mask: &str,
+) -> NetworkResult<()> {
+    let irc = bridge.network();
+    let members = crate::events::channel_members(irc, network, channel);
+    for (user, client) in irc.puppets_on(network) {
+        let nick = client.state().nick;
+        if !members
+            .iter()
+            .any(|m| irc_lowercase(m) == irc_lowercase(&nick))
+        {
+            continue;
+        }
+        if mask_matches(mask, &irc.full_mask(network, &nick)) {
+            let reason = format!("banned on IRC by {by} ({mask})");
+            client.part(channel, &reason);
+            puppet_removed(bridge, network, channel, &user, reason).await?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_match_like_irc_servers_do() {
+        assert!(mask_matches("*!*@host.example", "Dave!~d@HOST.example"));
+        assert!(mask_matches("dave!*@*", "DAVE!x@y"));
+        assert!(mask_matches("al?ce*!*@*", "alice[m]!u@h"));
+        assert!(!mask_matches("*!*@other", "dave!d@host"));
+        assert!(!mask_matches("bob!*@*", "bobby!b@h"));
+        assert!(mask_matches("*", "anything!a@b"));
+        assert!(mask_matches("a*b*c!*@*", "aXbYbZc!u@h"));
+    }
+
+    #[test]
+    fn prefixes_are_modes_and_the_highest_sets_the_level() {
+        let modes: String = "@+".chars().filter_map(prefix_mode).collect();
+        assert_eq!(modes, "ov");
+        assert_eq!(level_of(&modes), 50);
+        assert_eq!(level_of("v"), 10);
+        assert_eq!(level_of(""), 0);
+    }
+}
