@@ -19,6 +19,7 @@ use crate::{
     },
     moderation,
     network::{Irc, client_config, lock},
+    status,
 };
 
 /// The bots' service: one connection per network, joined to the configured channels and every
@@ -175,7 +176,10 @@ async fn bot_event(
     let irc = bridge.network();
     let own = |nick: &str| irc.is_own_nick(network, nick);
     match event {
-        Event::Registered { nick } => tracing::info!(%network, %nick, "the bot is on IRC"),
+        Event::Registered { nick } => {
+            tracing::info!(%network, %nick, "the bot is on IRC");
+            status::bot_up(bridge, network).await?;
+        }
         Event::Message {
             from,
             target,
@@ -345,9 +349,7 @@ async fn bot_event(
                 )
                 .await?;
         }
-        Event::Disconnected { reason } => {
-            tracing::warn!(%network, %reason, "the bot's IRC connection dropped; reconnecting");
-        }
+        Event::Disconnected { reason } => status::bot_down(bridge, network, &reason).await?,
         Event::Error { message } => tracing::warn!(%network, %message, "IRC error"),
     }
     Ok(())

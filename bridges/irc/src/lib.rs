@@ -10,6 +10,7 @@ pub mod irc;
 pub mod moderation;
 pub mod network;
 pub mod settings;
+pub mod status;
 pub mod text;
 pub mod thirdparty;
 pub mod users;

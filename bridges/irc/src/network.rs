@@ -39,6 +39,8 @@ pub struct Irc {
     bots: Mutex<HashMap<String, Client>>,
     /// The live puppet connections, whose lines the bots hear as echoes.
     puppets: Registry,
+    /// Whether each network's bot is connected, as reported in its portals.
+    pub(crate) bot_states: Mutex<crate::status::BotStates>,
     /// Channel modes and hosts, as the bot sees them.
     pub(crate) ranks: Mutex<crate::moderation::Ranks>,
     /// Per network and Matrix user, how many times they left a portal: an idle timer acts only
@@ -94,6 +96,7 @@ impl Irc {
             puppets: Registry::default(),
             leaves: Mutex::default(),
             ranks: Mutex::default(),
+            bot_states: Mutex::default(),
             members: Mutex::default(),
             recent: Mutex::default(),
             seq: AtomicU64::new(0),

@@ -153,6 +153,29 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
     // bridge is back by itself; the test's client is let in first so it can hear it.
     gate.set_open(false);
     server.kill();
+    // The portal is told once that the bridge's connection is gone, and once that it is back.
+    let notice = |text: &'static str| {
+        move |e: &Value| {
+            e["sender"] == BOT
+                && e["content"]["msgtype"] == "m.notice"
+                && e["content"]["body"]
+                    .as_str()
+                    .is_some_and(|b| b.contains(text))
+        }
+    };
+    let lost = alice
+        .wait_for_event(
+            &room,
+            WAIT,
+            notice("connection to the IRC network test was lost"),
+        )
+        .await;
+    assert!(
+        lost["content"]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("reaches IRC once it is back")),
+        "{lost}"
+    );
     alice.send_text(&room, "said during the outage").await;
     setup.app.idle().await;
     server.restart().await;
@@ -167,6 +190,22 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
     alice
         .wait_for_event(&room, WAIT, message_from(bob_ghost, "back again"))
         .await;
+    alice
+        .wait_for_event(
+            &room,
+            WAIT,
+            notice("connection to the IRC network test is back"),
+        )
+        .await;
+    let told = alice.messages(&room).await;
+    let notices = told
+        .iter()
+        .filter(|e| notice("IRC network test")(e))
+        .count();
+    assert_eq!(
+        notices, 2,
+        "one notice for the drop (however many reconnects failed), one for the return"
+    );
     alice.send_text(&room, "welcome back").await;
     assert_eq!(
         bob.expect_privmsg("#chat").await.param(1),

@@ -1,0 +1,100 @@
+//! The bot's own connection to a network, reported in that network's portals: its users see
+//! one notice when it drops and one when it is back (not one per failed reconnect), so they
+//! know why IRC has gone quiet and that what they say meanwhile is delivered later.
+//!
+//! Portals rather than a management or admin room: the people who notice IRC going quiet are
+//! the portal's members, and the bot is the one relaying the channel to them (heisenbridge
+//! tells its network room the same way; mautrix's bridge states go to the user whose login it
+//! is, which the kit does for puppets already).
+
+use std::collections::HashMap;
+
+use trestle::{
+    bridge::{BridgeHandle, NetworkResult},
+    ruma::events::room::message::RoomMessageEventContent,
+};
+
+use crate::{
+    ids::ChatId,
+    network::{Irc, lock},
+};
+
+/// Where a bot connection is, as reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum BotState {
+    /// Not registered yet since the bridge started: nothing to report.
+    #[default]
+    Starting,
+    Up,
+    Down,
+}
+
+/// Each network's bot state.
+#[derive(Default)]
+pub(crate) struct BotStates(HashMap<String, BotState>);
+
+impl BotStates {
+    /// Records a new state; returns the previous one.
+    fn set(&mut self, network: &str, state: BotState) -> BotState {
+        self.0.insert(network.to_owned(), state).unwrap_or_default()
+    }
+}
+
+/// The bot registered: after a drop, the portals are told it is back.
+pub(crate) async fn bot_up(bridge: &BridgeHandle<Irc>, network: &str) -> NetworkResult<()> {
+    let previous = lock(&bridge.network().bot_states).set(network, BotState::Up);
+    if previous != BotState::Down {
+        return Ok(());
+    }
+    tracing::info!(%network, "the bot's IRC connection is back");
+    let text = format!("The bridge's connection to the IRC network {network} is back.");
+    announce(bridge, network, &text).await
+}
+
+/// The bot's connection broke: the first time since it was up, the portals are told.
+pub(crate) async fn bot_down(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    reason: &str,
+) -> NetworkResult<()> {
+    let previous = lock(&bridge.network().bot_states).set(network, BotState::Down);
+    tracing::warn!(%network, %reason, "the bot's IRC connection dropped; reconnecting");
+    if previous != BotState::Up {
+        return Ok(());
+    }
+    let text = format!(
+        "The bridge's connection to the IRC network {network} was lost ({reason}); reconnecting. \
+         What is said here meanwhile reaches IRC once it is back."
+    );
+    announce(bridge, network, &text).await
+}
+
+/// A notice from the bot in each channel portal of the network.
+async fn announce(bridge: &BridgeHandle<Irc>, network: &str, text: &str) -> NetworkResult<()> {
+    let bot = bridge.app()?.bot();
+    let notice = RoomMessageEventContent::notice_plain(text);
+    for portal in bridge.portals().await? {
+        if !matches!(&portal.chat, ChatId::Channel { network: n, .. } if n == network) {
+            continue;
+        }
+        if let Err(error) = bot.send(&portal.room_id, &notice).await {
+            tracing::warn!(room_id = %portal.room_id, %error, "could not report the connection");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_remember_the_previous_one_per_network() {
+        let mut states = BotStates::default();
+        assert_eq!(states.set("a", BotState::Up), BotState::Starting);
+        assert_eq!(states.set("a", BotState::Down), BotState::Up);
+        assert_eq!(states.set("a", BotState::Down), BotState::Down);
+        assert_eq!(states.set("b", BotState::Down), BotState::Starting);
+        assert_eq!(states.set("a", BotState::Up), BotState::Down);
+    }
+}
