@@ -93,5 +93,27 @@ mod tests {
             ..Settings::default()
         };
         assert!(router(bad).is_err());
+        let network = NetworkSettings {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..NetworkSettings::new("net", "irc.example", 6697)
+        };
+        let plain = Settings {
+            networks: vec![network.clone()],
+            ..Settings::default()
+        };
+        let error = router(plain).err().expect("refused").to_string();
+        assert!(
+            error.contains("tls_ca_file is set but tls is not"),
+            "{error}"
+        );
+        let missing = Settings {
+            networks: vec![NetworkSettings {
+                tls: true,
+                ..network
+            }],
+            ..Settings::default()
+        };
+        let error = router(missing).err().expect("refused").to_string();
+        assert!(error.contains("not a readable file"), "{error}");
     }
 }

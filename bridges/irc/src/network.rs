@@ -239,6 +239,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub(crate) fn client_config(network: &NetworkSettings, nick: &str) -> Config {
     let mut config = Config::new(&network.host, network.port, nick);
     config.tls = network.tls;
+    config.tls_ca_file = network.tls_ca_file.as_ref().map(Into::into);
     config.password = network.password.clone();
     config.flood_burst = network.flood_burst;
     config.flood_rate = network.flood_rate;

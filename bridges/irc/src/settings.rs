@@ -60,6 +60,10 @@ pub struct NetworkSettings {
     pub port: u16,
     #[serde(default)]
     pub tls: bool,
+    /// A PEM file of certificates to trust for TLS besides the system's (a self-signed
+    /// server's certificate, or a private CA's).
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
     /// The server password (`PASS`).
     #[serde(default)]
     pub password: Option<String>,
@@ -99,6 +103,7 @@ impl NetworkSettings {
             host: host.to_owned(),
             port,
             tls: false,
+            tls_ca_file: None,
             password: None,
             sasl_account: None,
             sasl_password: None,
@@ -164,6 +169,20 @@ impl Settings {
             }
             if !seen.insert(network.name.clone()) {
                 return Err(format!("networks: {:?} is listed twice", network.name));
+            }
+            if let Some(file) = &network.tls_ca_file {
+                if !network.tls {
+                    return Err(format!(
+                        "networks.{}: tls_ca_file is set but tls is not",
+                        network.name
+                    ));
+                }
+                if !std::path::Path::new(file).is_file() {
+                    return Err(format!(
+                        "networks.{}: tls_ca_file {file:?} is not a readable file",
+                        network.name
+                    ));
+                }
             }
             if network.sasl_account.is_some() != network.sasl_password.is_some() {
                 return Err(format!(

@@ -14,13 +14,33 @@ use trestle_tests::{
     synapse::UserClient,
 };
 
-fn settings(port: u16) -> Settings {
+/// The bridge reaches the server over TLS, trusting the test's certificate by `tls_ca_file`
+/// (the test's own client uses the plain port).
+fn settings(server: &Ngircd) -> Settings {
+    let (port, cert) = server.tls.clone().expect("a TLS server");
     Settings {
         networks: vec![NetworkSettings {
             idle_timeout: 1,
+            tls: true,
+            tls_ca_file: Some(cert.display().to_string()),
             ..support::network::test_network(port)
         }],
         ..Settings::default()
+    }
+}
+
+/// Whether the server says `nick` is connected over TLS (ngircd's `WHOIS` line 275).
+async fn over_tls(client: &mut RawClient, nick: &str) -> bool {
+    client.send(&format!("WHOIS {nick}")).await;
+    let mut secure = false;
+    loop {
+        let line = client
+            .expect(|l| matches!(l.command.as_str(), "275" | "318"))
+            .await;
+        if line.command == "318" {
+            return secure;
+        }
+        secure = true;
     }
 }
 
@@ -39,11 +59,11 @@ async fn set_display_name(user: &UserClient, user_id: &str, name: &str) {
 
 #[tokio::test]
 async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
-    let server = Ngircd::start().await;
+    let server = Ngircd::start_with_tls().await;
     let mut bob = RawClient::connect(server.port, "bob").await;
     bob.join("#chat").await;
     let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
-    let router = trestle_irc::router(settings(server.port)).unwrap();
+    let router = trestle_irc::router(settings(&server)).unwrap();
     let mut setup = Harness::start(registration, router).await;
     bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
         .await;
@@ -63,6 +83,10 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
         (line.nick.as_str(), line.param(1)),
         ("Alice_Smith[m]", "hello from my own nick")
     );
+
+    assert!(over_tls(&mut bob, "trestle").await, "the bot is on TLS");
+    assert!(over_tls(&mut bob, "Alice_Smith[m]").await, "so is hers");
+    assert!(!over_tls(&mut bob, "bob").await, "bob's is plain text");
 
     // A second user with the same display name gets another nick.
     let other = setup.synapse.register_user("alice2", "password-1234").await;

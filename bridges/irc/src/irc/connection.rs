@@ -39,6 +39,9 @@ pub struct Config {
     pub host: String,
     pub port: u16,
     pub tls: bool,
+    /// A PEM file of certificates to trust besides the system's roots (a self-signed
+    /// server's, or a private CA's).
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The server password (`PASS`).
     pub password: Option<String>,
     /// SASL PLAIN account and password.
@@ -64,6 +67,7 @@ impl Config {
             host: host.to_owned(),
             port,
             tls: false,
+            tls_ca_file: None,
             password: None,
             sasl: None,
             nick: nick.to_owned(),
@@ -368,7 +372,8 @@ impl Actor {
         if !self.config.tls {
             return Ok(Box::new(tcp));
         }
-        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let connector =
+            tokio_rustls::TlsConnector::from(tls_config(self.config.tls_ca_file.as_deref())?);
         let name = rustls_pki_types::ServerName::try_from(self.config.host.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         Ok(Box::new(connector.connect(name, tcp).await?))
@@ -542,15 +547,35 @@ async fn write_lines(
     write.flush().await
 }
 
-fn tls_config() -> Arc<rustls::ClientConfig> {
+/// The TLS settings: the system's root certificates, plus those of `ca_file`. A file that
+/// cannot be read or holds no certificate fails the connection attempt, with the reason.
+fn tls_config(ca_file: Option<&std::path::Path>) -> std::io::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         let _ = roots.add(cert);
     }
-    Arc::new(
+    if let Some(path) = ca_file {
+        let invalid = |e: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("tls_ca_file {}: {e}", path.display()),
+            )
+        };
+        let mut added = 0;
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| invalid(e.to_string()))? {
+            let cert = cert.map_err(|e| invalid(e.to_string()))?;
+            roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(invalid("no certificate in it".into()));
+        }
+    }
+    Ok(Arc::new(
         rustls::ClientConfig::builder()
             .with_root_certificates(roots)
             .with_no_client_auth(),
-    )
+    ))
 }

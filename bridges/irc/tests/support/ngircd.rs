@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// A running ngircd.
 pub struct Ngircd {
     pub port: u16,
+    /// With TLS: its port, and the server's self-signed certificate (PEM) to trust.
+    pub tls: Option<(u16, PathBuf)>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -49,6 +51,46 @@ impl Ngircd {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Ngircd {
             port: free_port(),
+            tls: None,
+            dir,
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// A server that also listens with TLS, on a certificate made for the test (with the
+    /// `openssl` command) for `127.0.0.1`.
+    pub async fn start_with_tls() -> Ngircd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("cert.pem");
+        let config = dir.path().join("cert.cnf");
+        std::fs::write(
+            &config,
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3\nprompt = no\n\
+             [dn]\nCN = localhost\n\
+             [v3]\nbasicConstraints = critical,CA:FALSE\n\
+             subjectAltName = DNS:localhost,IP:127.0.0.1\n\
+             keyUsage = critical,digitalSignature,keyEncipherment\nextendedKeyUsage = serverAuth\n",
+        )
+        .expect("write cert.cnf");
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .arg("-keyout")
+            .arg(dir.path().join("key.pem"))
+            .arg("-out")
+            .arg(&cert)
+            .arg("-config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(made.success(), "openssl could not make a certificate");
+        let mut server = Ngircd {
+            port: free_port(),
+            tls: Some((free_port(), cert)),
             dir,
             child: None,
         };
@@ -65,8 +107,9 @@ impl Ngircd {
                  Ports = {port}\nMotdPhrase = hello\nAdminInfo1 = test\nAdminInfo2 = test\n\
                  AdminEMail = test@example.org\n\
                  [Limits]\nMaxConnectionsIP = 0\nMaxNickLength = 30\nPingTimeout = 120\nPongTimeout = 20\n\
-                 [Options]\nPAM = no\nIdent = no\nDNS = no\n",
-                port = self.port
+                 [Options]\nPAM = no\nIdent = no\nDNS = no\n{tls}",
+                port = self.port,
+                tls = self.tls_section(),
             ),
         )
         .expect("write ngircd.conf");
@@ -80,13 +123,29 @@ impl Ngircd {
             .spawn()
             .expect("start ngircd");
         self.child = Some(child);
+        let ports = [Some(self.port), self.tls.as_ref().map(|(p, _)| *p)];
         for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            let mut up = true;
+            for port in ports.iter().flatten() {
+                up &= TcpStream::connect(("127.0.0.1", *port)).await.is_ok();
+            }
+            if up {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("ngircd did not start listening on port {}", self.port);
+    }
+
+    fn tls_section(&self) -> String {
+        match &self.tls {
+            Some((port, cert)) => format!(
+                "[SSL]\nCertFile = {}\nKeyFile = {}\nPorts = {port}\n",
+                cert.display(),
+                self.dir.path().join("key.pem").display()
+            ),
+            None => String::new(),
+        }
     }
 
     /// Kills the server at once (SIGKILL): every client's connection breaks.

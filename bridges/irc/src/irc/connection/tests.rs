@@ -172,3 +172,19 @@ async fn a_line_written_but_unconfirmed_is_sent_again_after_a_break() {
     // Confirmed lines are not repeated: the next message is "two".
     assert_eq!(second.expect("PRIVMSG").await, "PRIVMSG #c two");
 }
+
+#[test]
+fn a_ca_file_without_certificates_is_refused_with_its_name() {
+    let dir = std::env::temp_dir().join(format!("trestle-irc-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "not a certificate\n").unwrap();
+    let error = tls_config(Some(&empty)).expect_err("refused").to_string();
+    assert!(
+        error.contains("empty.pem") && error.contains("no certificate"),
+        "{error}"
+    );
+    assert!(tls_config(Some(&dir.join("missing.pem"))).is_err());
+    assert!(tls_config(None).is_ok());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
