@@ -26,7 +26,9 @@ use crate::{
         naming::{irc_lowercase, nick_candidates, sanitize_nick},
     },
     settings::{Checked, NetworkSettings},
-    text::{correction, irc_kind, irc_text, relayed, with_quote},
+    text::{
+        correction, irc_kind, irc_text, line_count, media_link, paste_line, relayed, with_quote,
+    },
     users::is_member,
 };
 
@@ -231,6 +233,35 @@ impl Irc {
     }
 }
 
+impl Irc {
+    /// A long message as its first line and a link to the whole text (`body`, uploaded as a
+    /// text file by the bot). If the upload fails, the message is sent whole: long, not lost.
+    async fn paste(&self, bridge: &BridgeHandle<Self>, body: &str, text: String) -> String {
+        let uploaded = match bridge.app() {
+            Ok(app) => app
+                .media()
+                .upload_bytes(
+                    body.as_bytes().to_vec(),
+                    "text/plain; charset=utf-8",
+                    Some("message.txt"),
+                )
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match uploaded {
+            Ok(mxc) => {
+                let link = media_link(&mxc, self.cfg.settings.media_url.as_deref());
+                paste_line(&text, line_count(&text), &link)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not upload a long message; sent whole");
+                text
+            }
+        }
+    }
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -402,6 +433,13 @@ impl Network for Irc {
     ) -> NetworkResult<Option<String>> {
         let media = self.cfg.settings.media_url.as_deref();
         let mut text = irc_text(&message.content, media);
+        if let Some(limit) = self.cfg.settings.paste_over_lines
+            && line_count(&text) > limit
+        {
+            text = self
+                .paste(message.bridge, &message.content.body, text)
+                .await;
+        }
         if let Some(target) = &message.reply_to
             && let Some((nick, quoted)) = self.recalled(target)
         {

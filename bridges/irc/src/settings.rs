@@ -23,6 +23,10 @@ pub struct Settings {
     /// The public address of the homeserver, for links to media (`https://matrix.example`);
     /// without it, media are linked as `mxc://` URIs.
     pub media_url: Option<String>,
+    /// A Matrix message of more lines than this goes to IRC as its first line and a link to
+    /// the whole text, uploaded to the homeserver's media repository. Off (`None`): every line
+    /// is sent.
+    pub paste_over_lines: Option<usize>,
     /// The provisioning API's shared secret (the API is off without one).
     pub provisioning_secret: Option<String>,
     /// Matrix users who may link and unlink any room.
@@ -42,6 +46,7 @@ impl Default for Settings {
             relay: true,
             mode_power_levels: true,
             media_url: None,
+            paste_over_lines: None,
             provisioning_secret: None,
             admins: Vec::new(),
             policy_lists: Vec::new(),

@@ -13,18 +13,36 @@ pub fn irc_text(content: &MessageContent, media_url: Option<&str>) -> String {
     let Some(mxc) = &content.media else {
         return text;
     };
-    let link = match (media_url, mxc.parts()) {
-        (Some(base), Ok((server, id))) => format!(
-            "{}/_matrix/client/v1/media/download/{server}/{id}",
-            base.trim_end_matches('/')
-        ),
-        _ => mxc.to_string(),
-    };
+    let link = media_link(mxc, media_url);
     if text.is_empty() || text == link {
         link
     } else {
         format!("{text}: {link}")
     }
+}
+
+/// A link to a file of the homeserver's media repository: its download address under
+/// `media_url`, or the `mxc://` URI without one.
+pub fn media_link(mxc: &trestle::ruma::MxcUri, media_url: Option<&str>) -> String {
+    match (media_url, mxc.parts()) {
+        (Some(base), Ok((server, id))) => format!(
+            "{}/_matrix/client/v1/media/download/{server}/{id}",
+            base.trim_end_matches('/')
+        ),
+        _ => mxc.to_string(),
+    }
+}
+
+/// The IRC text of a long message posted as a file at `link`: its first line, then how many
+/// lines there are and where.
+pub fn paste_line(text: &str, lines: usize, link: &str) -> String {
+    let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    format!("{first} [{lines} lines: {link}]")
+}
+
+/// How many lines IRC would get for `text` (blank ones are dropped).
+pub fn line_count(text: &str) -> usize {
+    text.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
 /// How a message kind is sent on IRC.
@@ -140,5 +158,15 @@ mod tests {
         assert_eq!(irc_text(&content, None), "cat.png: mxc://example.org/abc");
         let html = MessageContent::text("b").html("<b>b</b>");
         assert_eq!(irc_text(&html, None), "\x02b\x02");
+    }
+
+    #[test]
+    fn a_paste_is_the_first_line_its_length_and_the_link() {
+        let text = "\n  \nfirst line\nsecond\n\nthird";
+        assert_eq!(line_count(text), 3);
+        assert_eq!(
+            paste_line(text, line_count(text), "https://hs/x"),
+            "first line [3 lines: https://hs/x]"
+        );
     }
 }

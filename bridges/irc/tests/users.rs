@@ -25,6 +25,7 @@ fn settings(server: &Ngircd) -> Settings {
             tls_ca_file: Some(cert.display().to_string()),
             ..support::network::test_network(port)
         }],
+        paste_over_lines: Some(5),
         ..Settings::default()
     }
 }
@@ -103,9 +104,37 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
     let line = bob.expect_privmsg("#chat").await;
     assert_eq!(line.nick, "Alice_Smith[m]");
 
+    let bob_ghost = "@irc_test_bob:localhost";
+    // Five lines go as lines; more than `paste_over_lines` as the first and a link to the
+    // whole text in the homeserver's media repository.
+    let lines: Vec<String> = (1..=8).map(|i| format!("line {i}")).collect();
+    alice.send_text(&room, &lines[..5].join("\n")).await;
+    for expected in &lines[..5] {
+        assert_eq!(bob.expect_privmsg("#chat").await.param(1), expected);
+    }
+    let long = lines.join("\n");
+    alice.send_text(&room, &long).await;
+    let line = bob.expect_privmsg("#chat").await;
+    let text = line.param(1);
+    let link = text
+        .strip_prefix("line 1 [8 lines: mxc://localhost/")
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or_else(|| panic!("not a paste line: {text}"));
+    let url = format!(
+        "{}/_matrix/client/v1/media/download/localhost/{link}",
+        alice.base_url()
+    );
+    let pasted = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&alice.access_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(pasted.status().is_success(), "{url}: {}", pasted.status());
+    assert_eq!(pasted.text().await.unwrap(), long);
+
     // IRC → Matrix still comes from ghosts, and our own nicks have none.
     bob.privmsg("#chat", "hi both").await;
-    let bob_ghost = "@irc_test_bob:localhost";
     alice
         .wait_for_event(&room, WAIT, |e| {
             e["sender"] == bob_ghost && e["content"]["body"] == "hi both"

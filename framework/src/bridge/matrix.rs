@@ -324,6 +324,7 @@ impl<N: Network> BridgeHandle<N> {
         let sent = self
             .network()
             .send_message(MatrixMessage {
+                bridge: self,
                 portal: &portal,
                 via: speaker.via(),
                 sender: &sender,

@@ -4,7 +4,7 @@ use std::fmt;
 
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 
-use super::{Login, Network};
+use super::{BridgeHandle, Login, Network};
 
 /// Whose behalf a Matrix event is sent on.
 #[non_exhaustive]
@@ -99,6 +99,9 @@ pub struct PortalRef<N: Network> {
 /// A Matrix message to send to the network.
 #[non_exhaustive]
 pub struct MatrixMessage<'a, N: Network> {
+    /// The bridge, for what sending needs of the appservice (uploading media, reading the
+    /// room).
+    pub bridge: &'a BridgeHandle<N>,
     /// Where it was sent.
     pub portal: &'a PortalRef<N>,
     /// Who sent it, and through what.
