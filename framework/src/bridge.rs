@@ -147,6 +147,7 @@ impl<N: Network> Bridge<N> {
             connections: Mutex::new(Vec::new()),
             portal_lock: tokio::sync::Mutex::new(()),
             typing: Mutex::new(HashMap::new()),
+            quiet: Mutex::new(HashSet::new()),
         };
         Bridge {
             handle: BridgeHandle {
@@ -211,6 +212,9 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) portal_lock: tokio::sync::Mutex<()>,
     /// Who was typing in each portal at the last `m.typing`.
     pub(crate) typing: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
+    /// Automatic logins (user, login id) not connected yet: their first "connected." is not
+    /// told, whichever of the kit and the network records it first.
+    pub(crate) quiet: Mutex<HashSet<(OwnedUserId, String)>>,
 }
 
 /// One live connection of a login.

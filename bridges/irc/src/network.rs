@@ -407,13 +407,20 @@ impl Network for Irc {
             id,
         };
         // The channels of the portals the user is in; the others when they join them.
+        let mut joined = false;
         for portal in handle.portals().await? {
             if let ChatId::Channel { network, channel } = &portal.chat
                 && *network == login.data.network
                 && is_member(&handle, &portal.room_id, &login.user).await
             {
                 puppet.client.join(channel);
+                joined = true;
             }
+        }
+        // An automatic connection brought back at start for a user who left every channel
+        // while the bridge was down waits to be closed like one whose user just left.
+        if login.data.auto && !joined {
+            crate::users::left_portal(self, &handle, &login.data.network, &login.user).await?;
         }
         Ok(puppet)
     }

@@ -85,6 +85,21 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
         ("Alice_Smith[m]", "hello from my own nick")
     );
 
+    // Made by the bridge, not asked for: no "connected." notice, so no management room.
+    setup.app.idle().await;
+    let sync = alice
+        .call_ok(
+            reqwest::Method::GET,
+            "/_matrix/client/v3/sync?timeout=0",
+            None,
+        )
+        .await;
+    assert_eq!(
+        sync["rooms"]["invite"].as_object().map_or(0, |r| r.len()),
+        0,
+        "{sync}"
+    );
+
     assert!(over_tls(&mut bob, "trestle").await, "the bot is on TLS");
     assert!(over_tls(&mut bob, "Alice_Smith[m]").await, "so is hers");
     assert!(!over_tls(&mut bob, "bob").await, "bob's is plain text");

@@ -1,10 +1,10 @@
 //! Logins (puppets): stored, connected on start, reconnected with back-off, their state told
 //! to their user in the management room.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use ruma::{
-    OwnedRoomId, RoomId, UserId,
+    OwnedRoomId, OwnedUserId, RoomId, UserId,
     api::{AppserviceUserIdentity, client::room::create_room},
     events::room::message::RoomMessageEventContent,
 };
@@ -90,8 +90,11 @@ impl<N: Network> BridgeHandle<N> {
         };
         // A second login with the same id replaces the first.
         self.drop_connection(&user, &login.id).await;
+        if quiet {
+            self.quiet_set().insert((user.clone(), login.id.clone()));
+        }
         self.store()?.upsert_login(&row_of(&login)?).await?;
-        if let Err(error) = self.connect_login(&login, quiet).await {
+        if let Err(error) = self.connect_login(&login).await {
             self.store()?.delete_login(user.as_str(), &login.id).await?;
             return Err(error);
         }
@@ -108,8 +111,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Connects one login and keeps its connection; marks it connected unless the network
-    /// reported another state meanwhile (`quiet`: without telling the user).
-    async fn connect_login(&self, login: &Login<N>, quiet: bool) -> NetworkResult<()> {
+    /// reported another state meanwhile.
+    async fn connect_login(&self, login: &Login<N>) -> NetworkResult<()> {
         self.refuse_login(&login.user).await?;
         let handle = self.login_handle(&login.user, &login.id);
         let connection = self.network().connect(login, handle).await?;
@@ -131,15 +134,8 @@ impl<N: Network> BridgeHandle<N> {
             .iter()
             .any(|l| l.id == login.id && l.state != ConnectionState::Connected)
         {
-            if quiet {
-                let state = ConnectionState::Connected;
-                self.store()?
-                    .set_login_state(login.user.as_str(), &login.id, state.name(), None)
-                    .await?;
-            } else {
-                self.set_login_state(&login.user, &login.id, ConnectionState::Connected)
-                    .await?;
-            }
+            self.set_login_state(&login.user, &login.id, ConnectionState::Connected)
+                .await?;
         }
         Ok(())
     }
@@ -182,6 +178,13 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(());
         }
         tracing::info!(%user, login_id, from = previous, to = state.name(), "login state changed");
+        let first_of_automatic = state == ConnectionState::Connected
+            && self
+                .quiet_set()
+                .remove(&(user.to_owned(), login_id.to_owned()));
+        if first_of_automatic {
+            return Ok(());
+        }
         // The state is recorded either way; a notice that cannot be sent is not worth failing
         // the connection for.
         if let Some(text) = state_notice(login_id, &previous, &state)
@@ -190,6 +193,10 @@ impl<N: Network> BridgeHandle<N> {
             tracing::warn!(%user, login_id, %error, "could not tell the user of a state change");
         }
         Ok(())
+    }
+
+    fn quiet_set(&self) -> std::sync::MutexGuard<'_, HashSet<(OwnedUserId, String)>> {
+        self.shared.quiet.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The management room of a user, made now if they have none: a direct chat with the bot.
@@ -263,7 +270,7 @@ impl<N: Network> BridgeHandle<N> {
     async fn connect_with_retry(&self, app: Appservice, login: Login<N>) {
         let mut wait = FIRST_RETRY;
         loop {
-            match self.connect_login(&login, false).await {
+            match self.connect_login(&login).await {
                 Ok(()) => return,
                 Err(BridgeError::BadRequest(reason) | BridgeError::Forbidden(reason)) => {
                     let state = ConnectionState::BadCredentials(reason);
