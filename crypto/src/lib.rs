@@ -13,13 +13,14 @@
 //!
 //! Install with [`Crypto::install`].
 
+mod ghosts;
 mod late;
 mod machine;
 mod pending;
 mod requests;
 mod rooms;
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -27,7 +28,7 @@ use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, Outgoing},
-    ruma::{OwnedUserId, RoomId, UserId},
+    ruma::{RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
 
@@ -41,6 +42,31 @@ const KEY_WAIT: Duration = Duration::from_millis(500);
 /// How long an event set aside waits for its room key by default before the bot reports it.
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How [`Crypto`] behaves; start from `Settings::default()`.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct Settings {
+    /// How long an encrypted event whose room key is missing holds its room's queue before it
+    /// is set aside to wait for the key (500 ms).
+    pub key_wait: Duration,
+    /// How long an event set aside waits for its key, counted from when it was first seen,
+    /// before the bot reports in the room that it could not decrypt it (60 s).
+    pub key_timeout: Duration,
+    /// How many ghosts' Olm machines stay open (64). Each holds a SQLite pool (about five open
+    /// files); the least recently used beyond this are closed and reopened when needed.
+    pub open_ghosts: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            key_wait: KEY_WAIT,
+            key_timeout: KEY_TIMEOUT,
+            open_ghosts: 64,
+        }
+    }
+}
+
 /// The appservice's encryption: the bot's device and Olm machine, and one for each ghost that
 /// sends into an encrypted room.
 pub struct Crypto {
@@ -50,7 +76,7 @@ pub struct Crypto {
     key_timeout: Duration,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
-    ghosts: tokio::sync::Mutex<HashMap<OwnedUserId, Arc<Machine>>>,
+    ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
 }
 
@@ -65,33 +91,43 @@ impl Crypto {
     /// matrix-sdk-sqlite store, and the same for each ghost under `ghosts/<localpart>`. Keep
     /// one directory per appservice.
     pub fn new(dir: impl Into<PathBuf>) -> Arc<Crypto> {
-        Self::with_key_times(dir, KEY_WAIT, KEY_TIMEOUT)
+        Self::with_settings(dir, Settings::default())
     }
 
     /// As [`Crypto::new`], with how long an encrypted event whose room key is missing holds its
-    /// room's queue (`key_wait`, 500 ms by default), and how long it then waits aside for the
-    /// key (`key_timeout`, counted from when it was first seen, 60 s by default). A key that
-    /// arrives in time has the event handled again, decrypted, after what its room queued
-    /// meanwhile; otherwise the bot says in the room that it could not decrypt it.
+    /// room's queue (`key_wait`) and then waits aside for the key (`key_timeout`): see
+    /// [`Settings`]. A key that arrives in time has the event handled again, decrypted, after
+    /// what its room queued meanwhile; otherwise the bot says in the room that it could not
+    /// decrypt it.
     pub fn with_key_times(
         dir: impl Into<PathBuf>,
         key_wait: Duration,
         key_timeout: Duration,
     ) -> Arc<Crypto> {
+        let settings = Settings {
+            key_wait,
+            key_timeout,
+            ..Settings::default()
+        };
+        Self::with_settings(dir, settings)
+    }
+
+    /// As [`Crypto::new`], with `settings`.
+    pub fn with_settings(dir: impl Into<PathBuf>, settings: Settings) -> Arc<Crypto> {
         Arc::new(Crypto {
             dir: dir.into(),
             machine: OnceCell::new(),
-            key_wait,
-            key_timeout,
+            key_wait: settings.key_wait,
+            key_timeout: settings.key_timeout,
             table: OnceCell::new(),
-            ghosts: Default::default(),
+            ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
         })
     }
 
     /// Installs this encryption on `router`, with a service that sets up the bot's device and
-    /// uploads its keys as soon as the appservice starts.
-    /// A second service reports the events whose room key did not arrive in time.
+    /// uploads its keys as soon as the appservice starts. A second service reports the events
+    /// whose room key did not arrive in time.
     pub fn install(self: Arc<Self>, router: Router) -> Router {
         let setup = self.clone();
         let sweep = self.clone();
@@ -131,7 +167,7 @@ impl Crypto {
             .get_or_try_init(|| async {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
-                let machine = Machine::open(app, bot, &self.dir).await?;
+                let machine = Machine::open(app, bot, &self.dir, false).await?;
                 Ok::<_, trestle::Error>(Arc::new(machine))
             })
             .await
@@ -148,17 +184,31 @@ impl Crypto {
         if user == app.bot_user_id() {
             return self.machine(app).await.map(|m| Some(m.clone()));
         }
-        let mut ghosts = self.ghosts.lock().await;
-        if let Some(machine) = ghosts.get(user) {
-            return Ok(Some(machine.clone()));
+        let owned = user.to_owned();
+        self.ghosts
+            .get_or_open(&owned, async {
+                let dir = self.dir.join("ghosts").join(user.localpart());
+                if !create && !dir.exists() {
+                    return Ok(None);
+                }
+                Machine::open(app, user, &dir, true).await.map(Some)
+            })
+            .await
+    }
+
+    /// How many ghosts' machines are open (see [`Settings::open_ghosts`]).
+    pub async fn open_ghosts(&self) -> usize {
+        self.ghosts.count().await
+    }
+
+    /// Sets up `ghost`'s device (created on the homeserver and its keys uploaded the first
+    /// time, its store opened after a restart) ahead of its first encrypted message, and
+    /// returns the device id.
+    pub async fn ghost_device(&self, app: &Appservice, ghost: &UserId) -> Result<String> {
+        match self.machine_for(app, ghost, true).await? {
+            Some(machine) => Ok(machine.device_id().to_string()),
+            None => Err(trestle::Error::Other(format!("no device for {ghost}"))),
         }
-        let dir = self.dir.join("ghosts").join(user.localpart());
-        if !create && !dir.exists() {
-            return Ok(None);
-        }
-        let machine = Arc::new(Machine::open(app, user, &dir).await?);
-        ghosts.insert(user.to_owned(), machine.clone());
-        Ok(Some(machine))
     }
 
     /// The bot's device id, once set up.
@@ -205,7 +255,7 @@ impl Encryption for Crypto {
                 _ => match self.machine(app).await {
                     Ok(bot) => {
                         let mut all = vec![bot.clone()];
-                        all.extend(self.ghosts.lock().await.values().cloned());
+                        all.extend(self.ghosts.all().await);
                         Ok(all)
                     }
                     Err(e) => Err(e),

@@ -7,7 +7,7 @@ use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
     RoomEventDecryptionResult, TrustRequirement,
 };
-use matrix_sdk_sqlite::SqliteCryptoStore;
+use matrix_sdk_sqlite::{SqliteCryptoStore, SqliteStoreConfig};
 use serde_json::value::RawValue;
 use trestle::{
     Appservice, Error, Result,
@@ -69,12 +69,19 @@ fn decryption_settings() -> DecryptionSettings {
 }
 
 impl Machine {
-    /// Opens `user`'s store in `dir`, creating its device the first time.
-    pub(crate) async fn open(app: &Appservice, user: &UserId, dir: &Path) -> Result<Machine> {
+    /// Opens `user`'s store in `dir`, creating its device the first time. A `light` store
+    /// (a ghost's) keeps fewer connections and a smaller cache.
+    pub(crate) async fn open(
+        app: &Appservice,
+        user: &UserId,
+        dir: &Path,
+        light: bool,
+    ) -> Result<Machine> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(dir)?;
         let bot = user.to_owned();
         let id_file = dir.join("device_id");
+        let mut reopened = true;
         let device_id: OwnedDeviceId = match std::fs::read_to_string(&id_file) {
             Ok(id) => id.trim().into(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -86,16 +93,28 @@ impl Machine {
                     .send(create, AppserviceUserIdentity::new(&bot))
                     .await?;
                 std::fs::write(&id_file, id.as_str())?;
+                reopened = false;
                 id
             }
             Err(e) => return Err(e.into()),
         };
-        let store = SqliteCryptoStore::open(dir.join("store"), None)
+        let path = dir.join("store");
+        let config = if light {
+            SqliteStoreConfig::with_low_memory_config(path)
+        } else {
+            SqliteStoreConfig::new(path)
+        };
+        let store = SqliteCryptoStore::open_with_config(&config)
             .await
             .map_err(error)?;
         let olm = OlmMachine::with_store(&bot, &device_id, store, None)
             .await
             .map_err(error)?;
+        if reopened {
+            // Device-list changes that came while the machine was closed (a ghost's, closed
+            // for being little used) never reached it: ask again before encrypting.
+            olm.mark_all_tracked_users_as_dirty().await.map_err(error)?;
+        }
         let machine = Machine {
             olm,
             sending: tokio::sync::Mutex::new(()),

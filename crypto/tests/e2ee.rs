@@ -12,7 +12,7 @@ use matrix_sdk_crypto::vodozemac::{
 };
 use tokio::{net::TcpListener, sync::oneshot};
 use trestle::{Appservice, Store};
-use trestle_crypto::Crypto;
+use trestle_crypto::{Crypto, Settings};
 use trestle_tests::appservice::Harness;
 
 #[path = "support/client.rs"]
@@ -25,14 +25,18 @@ use setup::{Started, wait_for_device};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
-    // The bot's device and keys are set up when the appservice starts.
-    let wait = Duration::from_millis(100);
+    // The bot's device and keys are set up when the appservice starts. One ghost's machine
+    // open at a time: a second ghost closes the first, which is opened again to send.
+    let mut settings = Settings::default();
+    settings.key_wait = Duration::from_millis(100);
+    settings.key_timeout = Duration::from_secs(1);
+    settings.open_ghosts = 1;
     let router = trestle_echo::router();
     let Started {
         mut harness,
         crypto,
         crypto_dir,
-    } = setup::start("echo", router, wait, Duration::from_secs(1)).await;
+    } = setup::start("echo", router, settings).await;
     let bot = harness.app.bot_user_id().clone();
 
     let mut alice = User::register(&harness.synapse, "alice").await;
@@ -41,6 +45,16 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
 
     let first_device = crypto.device_id().unwrap();
     rounds(&mut alice, &room, &bot, 1).await;
+    let other = OwnedUserId::try_from("@echo_other:localhost").unwrap();
+    alice
+        .echo_round(&room, &other, "!echo-as Other other-secret", "other-secret")
+        .await;
+    assert_eq!(crypto.open_ghosts().await, 1);
+    let ghosty = OwnedUserId::try_from("@echo_ghosty:localhost").unwrap();
+    let command = "!echo-as Ghosty reopened-secret";
+    alice
+        .echo_round(&room, &ghosty, command, "reopened-secret")
+        .await;
 
     // An event whose room key never comes is reported in the room (encrypted, like the rest).
     let mut unshared = GroupSession::new(SessionConfig::version_1());
@@ -97,7 +111,14 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     assert_no_plaintext(
         &harness,
         room_id.as_str(),
-        &["secret-1", "secret-2", "ghost-secret-1", "ghost-secret-2"],
+        &[
+            "secret-1",
+            "secret-2",
+            "ghost-secret-1",
+            "ghost-secret-2",
+            "other-secret",
+            "reopened-secret",
+        ],
     );
 }
 

@@ -18,7 +18,7 @@ use trestle::{
         serde::Raw,
     },
 };
-use trestle_crypto::{send_outgoing, send_to_device};
+use trestle_crypto::{Settings, send_outgoing, send_to_device};
 use trestle_tests::appservice::WAIT;
 
 #[path = "support/setup.rs"]
@@ -49,12 +49,14 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once() {
         .on(record)
         .with_state(seen.clone());
     // The timeout is far off: this test must see the key win, never the report.
-    let (wait, timeout) = (Duration::from_millis(100), Duration::from_secs(600));
+    let mut settings = Settings::default();
+    settings.key_wait = Duration::from_millis(100);
+    settings.key_timeout = Duration::from_secs(600);
     let setup::Started {
         mut harness,
         crypto,
         crypto_dir: _dir,
-    } = setup::start("late", router, wait, timeout).await;
+    } = setup::start("late", router, settings).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
 

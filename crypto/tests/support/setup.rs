@@ -10,7 +10,7 @@ use std::{
 };
 
 use trestle::{Registration, Router};
-use trestle_crypto::Crypto;
+use trestle_crypto::{Crypto, Settings};
 use trestle_tests::appservice::{Harness, WAIT};
 
 /// Synapse's settings for appservice encryption: to-device events and MSC3202 data in
@@ -28,14 +28,13 @@ pub struct Started {
 }
 
 /// Starts Synapse and the appservice `id` (its bot `id`, its ghosts `id_…`) serving `router`
-/// with encryption (`key_wait`, `key_timeout` as in [`Crypto::with_key_times`]), and waits
-/// until the bot's device is set up.
-pub async fn start(id: &str, router: Router, key_wait: Duration, key_timeout: Duration) -> Started {
+/// with encryption (`settings`), and waits until the bot's device is set up.
+pub async fn start(id: &str, router: Router, settings: Settings) -> Started {
     let mut registration = Registration::generate(id, None, id, &format!("{id}_"), "localhost");
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
     let crypto_dir = tempfile::tempdir().unwrap();
-    let crypto = Crypto::with_key_times(crypto_dir.path(), key_wait, key_timeout);
+    let crypto = Crypto::with_settings(crypto_dir.path(), settings);
     let router = crypto.clone().install(router);
     let harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
     wait_for_device(&crypto).await;
