@@ -269,9 +269,15 @@ impl Encryption for Crypto {
                 }
             };
             let mut sessions = Vec::new();
+            let bot = self.machine.get();
             for machine in machines {
                 match machine.receive(app, item).await {
-                    Ok(received) => sessions.extend(received),
+                    // Only the bot decrypts: a key to a ghost's device (clients share with every
+                    // member's devices) brings nothing back.
+                    Ok(received) if bot.is_some_and(|bot| Arc::ptr_eq(bot, &machine)) => {
+                        sessions.extend(received);
+                    }
+                    Ok(_) => {}
                     Err(error) => {
                         tracing::warn!(%error, "end-to-end encryption: could not take in an update");
                     }

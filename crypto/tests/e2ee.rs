@@ -10,9 +10,7 @@ use matrix_sdk_crypto::vodozemac::{
     Curve25519PublicKey,
     megolm::{GroupSession, SessionConfig},
 };
-use tokio::{net::TcpListener, sync::oneshot};
-use trestle::{Appservice, Store};
-use trestle_crypto::{Crypto, Settings};
+use trestle_crypto::Settings;
 use trestle_tests::appservice::Harness;
 
 #[path = "support/client.rs"]
@@ -21,7 +19,7 @@ mod client;
 mod setup;
 
 use client::User;
-use setup::{Started, wait_for_device};
+use setup::Started;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
@@ -71,33 +69,10 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
 
     // Trestle restarted: a new appservice on the same store and crypto directory decrypts with
     // the room key it stored, and encrypts again.
-    harness.app.idle().await;
-    harness.stop().await;
-    let crypto = Crypto::new(crypto_dir.path());
-    let app = Appservice::builder(
-        harness.registration.clone(),
-        harness.synapse.base_url(),
-        "localhost",
-    )
-    .router(crypto.clone().install(trestle_echo::router()))
-    .store(
-        Store::connect(&format!(
-            "sqlite://{}",
-            harness.dir.path().join("store.db").display()
-        ))
-        .await
-        .unwrap(),
-    )
-    .build()
-    .await
-    .unwrap();
-    let port: u16 = harness.url.rsplit(':').next().unwrap().parse().unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runner = tokio::spawn(app.clone().run(listener, async {
-        let _ = stopped.await;
-    }));
-    wait_for_device(&crypto).await;
+    let router = trestle_echo::router();
+    let restarted =
+        setup::restart(&mut harness, crypto_dir.path(), router, Settings::default()).await;
+    let crypto = &restarted.crypto;
     assert_eq!(
         crypto.device_id().unwrap(),
         first_device,
@@ -105,9 +80,7 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     );
     rounds(&mut alice, &room, &bot, 2).await;
 
-    app.idle().await;
-    let _ = stop.send(());
-    runner.await.unwrap().unwrap();
+    restarted.stop().await;
     assert_no_plaintext(
         &harness,
         room_id.as_str(),

@@ -1,6 +1,7 @@
 //! Late room keys against a real Synapse: a user with an Olm machine of her own (driven here,
 //! so the order is ours) sends an encrypted message first and its room key only once the
-//! appservice has set the event aside. The handler then sees the message decrypted, once.
+//! appservice has set the event aside and Trestle has restarted. The handler then sees the
+//! message decrypted, once.
 
 use std::{
     sync::{Arc, Mutex},
@@ -41,13 +42,16 @@ async fn record(State(seen): State<Seen>, message: Event<RoomMessageEventContent
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_whose_key_comes_later_is_handled_decrypted_once() {
-    let seen = Seen::default();
-    let router = Router::new()
+fn router(seen: &Seen) -> Router {
+    Router::new()
         .accept_invites(true)
         .on(record)
-        .with_state(seen.clone());
+        .with_state(seen.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_restart() {
+    let seen = Seen::default();
     // The timeout is far off: this test must see the key win, never the report.
     let mut settings = Settings::default();
     settings.key_wait = Duration::from_millis(100);
@@ -55,8 +59,8 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once() {
     let setup::Started {
         mut harness,
         crypto,
-        crypto_dir: _dir,
-    } = setup::start("late", router, settings).await;
+        crypto_dir,
+    } = setup::start("late", router(&seen), settings).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
 
@@ -137,6 +141,12 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once() {
     })
     .await;
 
+    // Trestle restarts: the event still waits, in the store.
+    let dir = crypto_dir.path();
+    let restarted = setup::restart(&mut harness, dir, router(&seen), settings).await;
+    let (app, crypto) = (restarted.app.clone(), restarted.crypto.clone());
+    assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 1);
+
     // The key arrives: the handler sees the message, decrypted, after what was queued.
     for message in &key_messages {
         send_to_device(&client, &olm, message).await.unwrap();
@@ -150,7 +160,7 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once() {
     assert_eq!(*seen.lock().unwrap(), ["plain-after", "late-secret"]);
     assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 0);
     assert_no_report(&plain, &room_id, &bot).await;
-    harness.stop().await;
+    restarted.stop().await;
 }
 
 /// The bot said nothing in the room (a report would be an event of its, encrypted or not).

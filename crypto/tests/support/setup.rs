@@ -5,11 +5,13 @@
 #![allow(dead_code)]
 
 use std::{
+    path::Path,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use trestle::{Registration, Router};
+use tokio::{net::TcpListener, sync::oneshot};
+use trestle::{Appservice, Registration, Router, Store};
 use trestle_crypto::{Crypto, Settings};
 use trestle_tests::appservice::{Harness, WAIT};
 
@@ -54,5 +56,56 @@ pub async fn wait_for_device(crypto: &Crypto) {
             "the bot's device was never set up"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The appservice started again by [`restart`].
+pub struct Restarted {
+    pub app: Appservice,
+    pub crypto: Arc<Crypto>,
+    stop: oneshot::Sender<()>,
+    runner: tokio::task::JoinHandle<trestle::Result<()>>,
+}
+
+/// Stops the harness's appservice and starts a new one serving `router` for the same
+/// registration, on the same store and crypto directory, as after a restart of Trestle.
+pub async fn restart(
+    harness: &mut Harness,
+    crypto_dir: &Path,
+    router: Router,
+    settings: Settings,
+) -> Restarted {
+    harness.app.idle().await;
+    harness.stop().await;
+    let crypto = Crypto::with_settings(crypto_dir, settings);
+    let store_url = format!("sqlite://{}", harness.dir.path().join("store.db").display());
+    let base_url = harness.synapse.base_url();
+    let app = Appservice::builder(harness.registration.clone(), base_url, "localhost")
+        .router(crypto.clone().install(router))
+        .store(Store::connect(&store_url).await.unwrap())
+        .build()
+        .await
+        .unwrap();
+    let port: u16 = harness.url.rsplit(':').next().unwrap().parse().unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runner = tokio::spawn(app.clone().run(listener, async {
+        let _ = stopped.await;
+    }));
+    wait_for_device(&crypto).await;
+    Restarted {
+        app,
+        crypto,
+        stop,
+        runner,
+    }
+}
+
+impl Restarted {
+    /// Lets the appservice finish its work, then stops it.
+    pub async fn stop(self) {
+        self.app.idle().await;
+        let _ = self.stop.send(());
+        self.runner.await.unwrap().unwrap();
     }
 }
