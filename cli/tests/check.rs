@@ -152,3 +152,35 @@ fn a_typo_in_the_configuration_is_refused_with_its_line_and_field() {
         assert!(said.contains("expected one of"), "{said}");
     }
 }
+
+#[test]
+fn a_bad_encryption_value_is_refused_with_its_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("trestle.yaml");
+    init(&config, "http://127.0.0.1:8008", free_port());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen("    encryption: false", "    encryption: maybe", 1);
+    std::fs::write(&config, &text).unwrap();
+    let line = text.lines().position(|l| l.contains("maybe")).unwrap() + 1;
+    let plugin = text
+        .lines()
+        .nth(line - 3)
+        .unwrap()
+        .trim()
+        .trim_end_matches(':');
+    for args in [&["run"][..], &["check"][..]] {
+        let output = trestle(&config, args);
+        assert!(!output.status.success());
+        let said = format!(
+            "{}{}",
+            stdout(&output),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let expected = format!(
+            "{}: line {line}: field `plugins.{plugin}.encryption`: expected true or false, found \
+             \"maybe\"",
+            config.display()
+        );
+        assert!(said.contains(&expected), "{said}");
+    }
+}
