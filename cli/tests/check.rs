@@ -124,6 +124,17 @@ async fn check_reports_what_works_and_why_not() {
     );
 }
 
+/// Runs `trestle` with `args`, which must fail; returns what it said on stdout and stderr.
+fn refused(config: &Path, args: &[&str]) -> String {
+    let output = trestle(config, args);
+    assert!(!output.status.success());
+    format!(
+        "{}{}",
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 #[test]
 fn a_typo_in_the_configuration_is_refused_with_its_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,13 +150,7 @@ fn a_typo_in_the_configuration_is_refused_with_its_line_and_field() {
         .unwrap()
         + 1;
     for args in [&["run"][..], &["check"][..]] {
-        let output = trestle(&config, args);
-        assert!(!output.status.success());
-        let said = format!(
-            "{}{}",
-            stdout(&output),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let said = refused(&config, args);
         assert!(said.contains(&config.display().to_string()), "{said}");
         assert!(said.contains(&format!("line {line}")), "{said}");
         assert!(said.contains("unknown field `server_nmae`"), "{said}");
@@ -169,13 +174,7 @@ fn a_bad_encryption_value_is_refused_with_its_file_line_and_field() {
         .trim()
         .trim_end_matches(':');
     for args in [&["run"][..], &["check"][..]] {
-        let output = trestle(&config, args);
-        assert!(!output.status.success());
-        let said = format!(
-            "{}{}",
-            stdout(&output),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let said = refused(&config, args);
         let expected = format!(
             "{}: line {line}: field `plugins.{plugin}.encryption`: expected true or false, found \
              \"maybe\"",
