@@ -76,6 +76,8 @@ pub struct Crypto {
     key_timeout: Duration,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
+    /// A to-device event has come in this process: the homeserver sends them.
+    to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
 }
@@ -120,6 +122,7 @@ impl Crypto {
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
             table: OnceCell::new(),
+            to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
         })
@@ -247,6 +250,10 @@ fn check_registration(registration: &trestle::Registration) -> Result<()> {
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            if matches!(item, Incoming::ToDevice(_)) {
+                self.to_device_seen
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
             let machines = match item {
                 Incoming::ToDevice(event) => self
                     .machine_for(app, &event.to_user_id, false)
