@@ -129,7 +129,7 @@ pub(crate) struct Waiting {
     pub(crate) sender: String,
     pub(crate) event: String,
     attempt: i64,
-    pub(crate) state: i64,
+    state: i64,
 }
 
 impl Waiting {
@@ -168,7 +168,7 @@ pub(crate) async fn keys_arrived(app: &Appservice, session_ids: &[String]) -> Re
         .await?;
         for row in &rows {
             let event = waiting(row)?;
-            if claim(app, &event, REDELIVERING).await? {
+            if claim_for_redelivery(app, &event).await? {
                 redeliver(app, &event).await?;
                 redelivered += 1;
             }
@@ -191,7 +191,7 @@ pub(crate) async fn overdue(app: &Appservice, cutoff: i64) -> Result<Vec<Waiting
 }
 
 /// Moves a waiting event to `state`; `false` if something else claimed it first.
-pub(crate) async fn claim(app: &Appservice, event: &Waiting, state: i64) -> Result<bool> {
+async fn claim(app: &Appservice, event: &Waiting, state: i64) -> Result<bool> {
     let done = sqlx::query(
         "UPDATE crypto_waiting_events SET state = $1
          WHERE event_id = $2 AND attempt = $3 AND state = $4",
