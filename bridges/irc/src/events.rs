@@ -404,7 +404,23 @@ pub async fn run_puppet(handle: LoginHandle<Irc>, mut events: UnboundedReceiver<
         .unwrap_or_else(|| handle.login_id().to_owned());
     while let Some(event) = events.recv().await {
         let result = match event {
-            Event::Registered { .. } => handle.set_state(ConnectionState::Connected).await,
+            Event::Registered { nick } => match settled(&handle, &network, &nick).await {
+                Ok(()) => handle.set_state(ConnectionState::Connected).await,
+                failed => failed,
+            },
+            Event::Nick { new, .. }
+                if handle.network().nick_owner(&network, &new).as_deref()
+                    == Some(handle.user().as_str()) =>
+            {
+                settled(&handle, &network, &new).await
+            }
+            Event::Error { message } => {
+                handle
+                    .network()
+                    .settle_nick(&network, handle.user().as_str());
+                tracing::info!(user = %handle.user(), %message, "IRC refused");
+                Ok(())
+            }
             // Banned (or kept out otherwise): they cannot be in the portal either.
             Event::JoinRefused { channel, reason } => {
                 let why = format!("cannot join {channel} on IRC: {reason}");
@@ -431,6 +447,34 @@ pub async fn run_puppet(handle: LoginHandle<Irc>, mut events: UnboundedReceiver<
             tracing::warn!(user = %handle.user(), %error, "an IRC event could not be bridged");
         }
     }
+}
+
+/// The server gave a user's connection `nick` (at registration, or a change): pending
+/// changes are settled, and a nick other than the login's (taken, so the server gave the next
+/// one) is stored with the login, so the IRC user holding the first is not taken for ours.
+async fn settled(
+    handle: &LoginHandle<Irc>,
+    network: &str,
+    nick: &str,
+) -> trestle::bridge::NetworkResult<()> {
+    handle
+        .network()
+        .settle_nick(network, handle.user().as_str());
+    let Some(mut login) = handle
+        .logins(handle.user())
+        .await?
+        .into_iter()
+        .find(|l| l.id == handle.login_id())
+    else {
+        return Ok(());
+    };
+    if irc_lowercase(&login.data.nick) == irc_lowercase(nick) {
+        return Ok(());
+    }
+    login.data.nick = nick.to_owned();
+    login.remote_user = UserId::new(network, nick);
+    login.remote_name = nick.to_owned();
+    handle.save_login(&login).await
 }
 
 async fn private_message(

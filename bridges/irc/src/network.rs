@@ -43,6 +43,8 @@ pub struct Irc {
     puppets: Registry,
     /// Whether each network's bot is connected, as reported in its portals.
     pub(crate) bot_states: Mutex<crate::status::BotStates>,
+    /// Nicks asked for by puppets and not confirmed yet: `(network, nick)` → Matrix user.
+    pending: Mutex<HashMap<(String, String), String>>,
     /// Channel modes and hosts, as the bot sees them.
     pub(crate) ranks: Mutex<crate::moderation::Ranks>,
     /// Per network and Matrix user, how many times they left a portal: an idle timer acts only
@@ -70,6 +72,10 @@ pub struct LoginData {
     /// have been in no portal of the network for `idle_timeout`.
     #[serde(default)]
     pub auto: bool,
+    /// For an automatic connection, the display name its nick was made from: a new one
+    /// changes the nick.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// The live puppet connections by a number of their own: network, Matrix user, client.
@@ -99,6 +105,7 @@ impl Irc {
             leaves: Mutex::default(),
             ranks: Mutex::default(),
             bot_states: Mutex::default(),
+            pending: Mutex::default(),
             members: Mutex::default(),
             recent: Mutex::default(),
             seq: AtomicU64::new(0),
@@ -174,10 +181,26 @@ impl Irc {
         if lock(&self.bots).get(network).is_some_and(holds) {
             return Some(String::new());
         }
-        lock(&self.puppets)
+        let puppet = lock(&self.puppets)
             .values()
             .find(|(n, _, client)| n == network && holds(client))
-            .map(|(_, user, _)| user.clone())
+            .map(|(_, user, _)| user.clone());
+        puppet.or_else(|| {
+            lock(&self.pending)
+                .get(&(network.to_owned(), nick))
+                .cloned()
+        })
+    }
+
+    /// A nick one of our connections asked for and the server has not confirmed yet: ours
+    /// already, so that the bot, hearing the change first, makes no ghost for it.
+    pub(crate) fn expect_nick(&self, network: &str, nick: &str, user: &str) {
+        lock(&self.pending).insert((network.to_owned(), irc_lowercase(nick)), user.to_owned());
+    }
+
+    /// The server answered a user's nick change (took it, or refused it).
+    pub(crate) fn settle_nick(&self, network: &str, user: &str) {
+        lock(&self.pending).retain(|(n, _), u| !(n == network && u == user));
     }
 
     /// A new message id, and remembers who said what for later quotes and corrections.
@@ -375,6 +398,7 @@ impl Network for Irc {
                 network,
                 nick,
                 auto: request.automatic,
+                name: request.fields.get("display_name").cloned(),
             },
         ))
     }
@@ -496,7 +520,10 @@ impl Network for Irc {
             "join" => {
                 self.bot(network)?.join(channel);
                 match &puppet {
-                    Some(puppet) => puppet.client.join(channel),
+                    Some(puppet) => {
+                        puppet.client.join(channel);
+                        crate::users::renamed(self, bridge, network, &change, puppet).await?;
+                    }
                     None => crate::users::auto_connect(self, bridge, network, &change).await,
                 }
                 for nick in crate::events::channel_members(self, network, channel) {

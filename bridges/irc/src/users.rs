@@ -8,7 +8,10 @@ use trestle::{
     ruma::{RoomId, UserId},
 };
 
-use crate::network::Irc;
+use crate::{
+    irc::naming::{irc_lowercase, nick_candidates, sanitize_nick},
+    network::{Irc, Puppet},
+};
 
 /// Whether `user` is joined to `room`, as the bot sees it (`false` when it cannot tell).
 pub(crate) async fn is_member(bridge: &BridgeHandle<Irc>, room: &RoomId, user: &UserId) -> bool {
@@ -54,6 +57,7 @@ pub(crate) async fn auto_connect(
     let request = LoginRequest::new(change.user.clone())
         .field("network", network)
         .field("nick", nick)
+        .field("display_name", name)
         .automatic();
     match bridge.login(request).await {
         Ok(login) => {
@@ -63,6 +67,53 @@ pub(crate) async fn auto_connect(
             tracing::info!(user = %change.user, %network, %error, "no connection of their own; relayed where relay is on")
         }
     }
+}
+
+/// A Matrix user with an automatic connection changed their display name (a `join` after a
+/// `join`): the connection takes the nick made from the new one, and the login keeps it.
+pub(crate) async fn renamed(
+    irc: &Irc,
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    change: &MatrixMembership<'_, Irc>,
+    puppet: &Puppet,
+) -> NetworkResult<()> {
+    let Some(name) = change
+        .display_name
+        .as_deref()
+        .filter(|n| !n.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    let Some(mut login) = bridge
+        .logins(change.user)
+        .await?
+        .into_iter()
+        .find(|l| l.id == network && l.data.auto)
+    else {
+        return Ok(());
+    };
+    if login.data.name.as_deref() == Some(name) {
+        return Ok(());
+    }
+    let wanted = sanitize_nick(
+        &irc.cfg.settings.nick_pattern.replace("{name}", name),
+        change.user.localpart(),
+        30,
+    );
+    let user = change.user.as_str();
+    let nick = nick_candidates(&wanted, 30)
+        .find(|c| irc.nick_owner(network, c).is_none_or(|owner| owner == user))
+        .unwrap_or_else(|| wanted.clone());
+    if irc_lowercase(&nick) != irc_lowercase(&puppet.client.state().nick) {
+        irc.expect_nick(network, &nick, user);
+        puppet.client.set_nick(&nick);
+    }
+    login.data.name = Some(name.to_owned());
+    login.data.nick = nick.clone();
+    login.remote_user = crate::ids::UserId::new(network, &nick);
+    login.remote_name = nick;
+    bridge.save_login(&login).await
 }
 
 /// A Matrix user with a connection on `network` left one of its portals. An automatic

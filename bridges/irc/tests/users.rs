@@ -162,6 +162,42 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
         "{members:?}"
     );
 
+    // A new display name is a new nick; the bot makes no ghost of it.
+    set_display_name(&other, "@alice2:localhost", "Ally").await;
+    let nick = bob.expect(|l| l.command == "NICK").await;
+    assert_eq!(
+        (nick.nick.as_str(), nick.param(0)),
+        ("Alice_Smith[m]_", "Ally[m]")
+    );
+    other.send_text(&room, "new name").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!((line.nick.as_str(), line.param(1)), ("Ally[m]", "new name"));
+
+    // An IRC user holding the nick a Matrix user's connection asks for keeps it (the server
+    // gives ours the next), and is still bridged as themselves.
+    let mut zed = RawClient::connect(server.port, "zed").await;
+    zed.send("NICK Zed[m]").await;
+    zed.expect(|l| l.command == "NICK").await;
+    zed.join("#chat").await;
+    // Nicks are lower-cased the IRC way (`[]` is `{}`), then escaped.
+    let zed_ghost = "@irc_test_zed=7bm=7d:localhost";
+    wait_member(&alice, &room, zed_ghost, true).await;
+    let matrix_zed = setup.synapse.register_user("zed", "password-1234").await;
+    set_display_name(&matrix_zed, "@zed:localhost", "Zed").await;
+    matrix_zed.join(&room).await;
+    matrix_zed.send_text(&room, "from matrix").await;
+    let line = bob.expect_privmsg("#chat").await;
+    assert_eq!(
+        (line.nick.as_str(), line.param(1)),
+        ("Zed[m]_", "from matrix")
+    );
+    zed.privmsg("#chat", "from irc").await;
+    alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["sender"] == zed_ghost && e["content"]["body"] == "from irc"
+        })
+        .await;
+
     // Power: bob opened #chat, so the NAMES list the bot got names him operator, and his
     // ghost has power level 50 from the portal's start.
     let watcher = setup
@@ -225,7 +261,7 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
     assert_eq!(unban.param(2), mask);
 
     // IRC kicks and bans of Matrix users: kicked from the portal by the bot.
-    bob.send("KICK #chat Alice_Smith[m]_ :out").await;
+    bob.send("KICK #chat Ally[m] :out").await;
     let kicked = watcher
         .wait_for_event(&room, WAIT, |e| {
             e["type"] == "m.room.member"
@@ -260,11 +296,11 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
         })
         .await;
 
-    // Alice2, out of every portal, is disconnected once idle.
+    // Ally, out of every portal, is disconnected once idle.
     // Sharing no channel with it, bob sees no QUIT: he asks the server until it is gone.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        bob.send("ISON Alice_Smith[m]_").await;
+        bob.send("ISON Ally[m]").await;
         let online = bob.expect(|l| l.command == "303").await;
         if online.param(1).trim().is_empty() {
             break;

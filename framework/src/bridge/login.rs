@@ -103,6 +103,23 @@ impl<N: Network> BridgeHandle<N> {
         Ok(logins.pop().unwrap_or(login))
     }
 
+    /// Stores what changed of a login (its remote user and name, its data: a nick the server
+    /// changed, a refreshed token); its state and connection stay as they are.
+    pub async fn save_login(&self, login: &Login<N>) -> NetworkResult<()> {
+        let mut row = row_of(login)?;
+        if let Some(stored) = self
+            .store()?
+            .logins_of(login.user.as_str())
+            .await?
+            .into_iter()
+            .find(|r| r.login_id == login.id)
+        {
+            row.state = stored.state;
+            row.state_reason = stored.state_reason;
+        }
+        self.store()?.upsert_login(&row).await
+    }
+
     /// Logs a Matrix user's login out: its connection ends and it is forgotten. Returns whether
     /// there was such a login.
     pub async fn logout(&self, user: &UserId, login_id: &str) -> NetworkResult<bool> {
