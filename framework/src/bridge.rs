@@ -13,7 +13,9 @@
 //!   ([`Network::ghost_localpart`]); its display name and avatar follow the remote profile,
 //!   set only when they change.
 //! - **Puppets**: a Matrix user's own login on the network ([`Login`]), whose messages go out
-//!   through its connection; its [`ConnectionState`] is reported to the user as notices.
+//!   through its connection; its [`ConnectionState`] is reported to the user as notices. The
+//!   user asks for one (`login`), or the network makes one itself, for example when they join a
+//!   portal ([`LoginRequest::automatic`], from [`Network::matrix_membership`]).
 //! - **Relay mode**: in a portal with relay on, a Matrix user without a login is spoken for by
 //!   the bridge, with their name ([`Via::Relay`]).
 //! - **The message map**: remote message id ↔ Matrix event id per portal, so replies, edits,
@@ -22,7 +24,8 @@
 //!   reach the kit's handlers, so nothing the bridge sent comes back to the network.
 //! - **Policy lists**: with [`BridgeConfig::policy_lists`], Matrix users banned by those lists
 //!   ([`crate::policy`]) are not bridged: their portal events stop here (they are told why
-//!   once), their portal joins are kicked, their logins do not connect.
+//!   once), their portal joins are kicked, their logins do not connect (one connected before the
+//!   rule is closed at their next portal event).
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
 //!   secret for the same operations.

@@ -432,17 +432,22 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     let line = bob.expect_privmsg("bob").await;
     assert_eq!((line.nick.as_str(), line.param(1)), ("carol_m", "hey bob"));
 
-    // A user the policy list bans is not bridged: mallory speaks before the rule, not after.
+    // A user the policy list bans is not bridged: mallory speaks before the rule (with a
+    // connection of her own), not after.
     let mallory = setup
         .synapse
         .register_user("mallory", "password-1234")
         .await;
     let mallory_id = "@mallory:localhost";
     mallory.join("#irc_test_chat:localhost").await;
+    login(&mallory, "mallory_m", "Logged in as mallory_m").await;
+    bob.expect(|l| l.command == "JOIN" && l.nick == "mallory_m")
+        .await;
     mallory.send_text(&room, "hello before the ban").await;
+    let line = bob.expect_privmsg("#chat").await;
     assert_eq!(
-        bob.expect_privmsg("#chat").await.param(1),
-        "<mallory> hello before the ban"
+        (line.nick.as_str(), line.param(1)),
+        ("mallory_m", "hello before the ban")
     );
     let rule = json!({"entity": "@mall*:localhost", "recommendation": "m.ban", "reason": "spam"});
     carol
@@ -458,6 +463,9 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
     .await;
     let why = told["content"]["body"].as_str().unwrap_or_default();
     assert!(why.contains(mallory_id) && why.contains("spam"), "{told}");
+    // Her connection, made before the rule, is closed.
+    bob.expect(|l| l.command == "QUIT" && l.nick == "mallory_m")
+        .await;
     mallory.send_text(&room, "buy it now").await;
     carol.send_text(&room, "mallory is quiet").await;
     let line = bob.expect_privmsg("#chat").await;

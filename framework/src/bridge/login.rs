@@ -157,7 +157,7 @@ impl<N: Network> BridgeHandle<N> {
         Ok(())
     }
 
-    async fn drop_connection(&self, user: &UserId, login_id: &str) {
+    pub(crate) async fn drop_connection(&self, user: &UserId, login_id: &str) {
         let removed = {
             let mut connections = self
                 .shared

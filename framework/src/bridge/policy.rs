@@ -81,6 +81,20 @@ impl<N: Network> BridgeHandle<N> {
         }
     }
 
+    /// Ends the live connections of a user the lists now ban (made before the rule came): they
+    /// are marked as needing a new login, which is refused while the rule stands.
+    async fn disconnect_banned(&self, user: &UserId, rule: &Rule) -> NetworkResult<()> {
+        for login in self.logins(user).await? {
+            if self.connection(user, &login.id).is_none() {
+                continue;
+            }
+            self.drop_connection(user, &login.id).await;
+            let state = super::ConnectionState::BadCredentials(refusal(rule));
+            self.set_login_state(user, &login.id, state).await?;
+        }
+        Ok(())
+    }
+
     /// Whether `event` (a message, reaction, redaction, or a join) in a portal comes from a
     /// user the lists ban: then it is not bridged, a join is kicked, and the user is told why
     /// once.
@@ -106,6 +120,9 @@ impl<N: Network> BridgeHandle<N> {
         };
         let app = self.app()?;
         let protocol = self.network().protocol().displayname;
+        if first {
+            self.disconnect_banned(&event.sender, &rule).await?;
+        }
         if join {
             let reason = format!("Not bridged to {protocol}: {}", refusal(&rule));
             match app
