@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs ngircd (the IRC server the IRC bridge's end-to-end tests start) and prints the path of its binary.
+# Installs ngircd (the IRC server the IRC bridge's end-to-end tests start; openssl too, for their TLS certificate) and
+# prints the path of its binary.
 # Uses apt-get when it is missing; needs root (or sudo) the first time.
 set -euo pipefail
 
@@ -7,10 +8,16 @@ find_ngircd() {
     command -v ngircd 2>/dev/null || { [[ -x /usr/sbin/ngircd ]] && echo /usr/sbin/ngircd; } || true
 }
 
+sudo=""
+if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+# The TLS test makes a throw-away certificate with the openssl command.
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "installing openssl with apt-get" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends openssl >&2
+fi
 bin="$(find_ngircd)"
 if [[ -z "$bin" ]]; then
-    sudo=""
-    if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
     echo "installing ngircd with apt-get" >&2
     $sudo apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends ngircd >&2
