@@ -19,8 +19,8 @@ use trestle::{
 
 use crate::{
     ids::{ChatId, UserId},
-    irc::{message::Message, naming::irc_lowercase},
-    network::{Irc, lock},
+    irc::{connection::Client, message::Message, naming::irc_lowercase},
+    network::{Irc, Puppet, lock},
 };
 
 /// What the bot knows of who may do what, per network.
@@ -308,36 +308,18 @@ pub(crate) async fn matrix_kick(
     // Worked out the same way as when banning, so an unban lifts that ban while the host
     // is still known.
     let mask = irc.ban_mask(network, &target.nick);
-    let own = bridge
-        .connection(change.sender, network)
-        .filter(|p| irc.has_ops(network, channel, &p.client.state().nick));
-    let bot = irc.bot(network)?;
-    let (client, reason) = match own {
-        Some(puppet) => (
-            puppet.client.clone(),
-            change.reason.clone().unwrap_or_default(),
-        ),
-        None if irc.has_ops(network, channel, &bot.state().nick) => {
-            let who = name_in(bridge, room, change.sender).await;
-            let reason = match &change.reason {
-                Some(reason) if !reason.is_empty() => format!("{who}: {reason}"),
-                _ => who,
-            };
-            (bot, reason)
-        }
-        None => {
-            let what = if unban { "unban" } else { "kick" };
-            let notice = format!(
-                "Could not {what} {} on IRC: neither your connection nor the bridge's has operator status in {channel}.",
-                target.nick
-            );
-            bridge
-                .app()?
-                .bot()
-                .send(room, &RoomMessageEventContent::notice_plain(notice))
-                .await?;
-            return Ok(());
-        }
+    let Some((client, reason)) = operator(bridge, network, channel, change).await? else {
+        let what = if unban { "unban" } else { "kick" };
+        let notice = format!(
+            "Could not {what} {} on IRC: neither your connection nor the bridge's has operator status in {channel}.",
+            target.nick
+        );
+        bridge
+            .app()?
+            .bot()
+            .send(room, &RoomMessageEventContent::notice_plain(notice))
+            .await?;
+        return Ok(());
     };
     if unban {
         client.raw(Message::new("MODE", &[channel, "-b", &mask]));
@@ -347,6 +329,59 @@ pub(crate) async fn matrix_kick(
         client.raw(Message::new("MODE", &[channel, "+b", &mask]));
     }
     client.raw(Message::new("KICK", &[channel, &target.nick, &reason]));
+    Ok(())
+}
+
+/// The connection that acts for the sender of `change` as a channel operator, with the reason
+/// to give: their own when it has operator status there, else the bot's (the reason naming
+/// them); `None` when neither has.
+async fn operator(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    change: &MatrixMembership<'_, Irc>,
+) -> NetworkResult<Option<(Client, String)>> {
+    let irc = bridge.network();
+    let own = bridge
+        .connection(change.sender, network)
+        .filter(|p| irc.has_ops(network, channel, &p.client.state().nick));
+    if let Some(puppet) = own {
+        let reason = change.reason.clone().unwrap_or_default();
+        return Ok(Some((puppet.client.clone(), reason)));
+    }
+    let bot = irc.bot(network)?;
+    if !irc.has_ops(network, channel, &bot.state().nick) {
+        return Ok(None);
+    }
+    let who = name_in(bridge, &change.portal.room_id, change.sender).await;
+    let reason = match &change.reason {
+        Some(reason) if !reason.is_empty() => format!("{who}: {reason}"),
+        _ => who,
+    };
+    Ok(Some((bot, reason)))
+}
+
+/// A Matrix user kicked or banned another Matrix user who has a connection in the channel: IRC
+/// sees a `KICK` when the kicker's connection or the bot can give one, else the kicked user's
+/// connection parts. (No IRC ban: the Matrix ban keeps them out of the portal, and so of the
+/// channel.)
+pub(crate) async fn matrix_kick_puppet(
+    bridge: &BridgeHandle<Irc>,
+    network: &str,
+    channel: &str,
+    puppet: &Puppet,
+    change: &MatrixMembership<'_, Irc>,
+) -> NetworkResult<()> {
+    match operator(bridge, network, channel, change).await? {
+        Some((client, reason)) => {
+            let nick = puppet.client.state().nick;
+            client.raw(Message::new("KICK", &[channel, &nick, &reason]));
+        }
+        None => {
+            let reason = change.reason.clone().unwrap_or_else(|| "kicked".into());
+            puppet.client.part(channel, &reason);
+        }
+    }
     Ok(())
 }
 

@@ -535,11 +535,18 @@ impl Network for Irc {
             }
             "leave" | "ban" => {
                 if let Some(puppet) = &puppet {
-                    let reason = change
-                        .reason
-                        .clone()
-                        .unwrap_or_else(|| "left the room".into());
-                    puppet.client.part(channel, &reason);
+                    if change.sender != change.user {
+                        crate::moderation::matrix_kick_puppet(
+                            bridge, network, channel, puppet, &change,
+                        )
+                        .await?;
+                    } else {
+                        let reason = change
+                            .reason
+                            .clone()
+                            .unwrap_or_else(|| "left the room".into());
+                        puppet.client.part(channel, &reason);
+                    }
                     crate::users::left_portal(self, bridge, network, change.user).await?;
                 }
             }

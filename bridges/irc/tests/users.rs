@@ -259,6 +259,22 @@ async fn matrix_users_who_join_a_portal_get_their_own_irc_connections() {
         .expect(|l| l.command == "MODE" && l.param(1) == "-b")
         .await;
     assert_eq!(unban.param(2), mask);
+    // Kicking a Matrix user kicks their connection on IRC too.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/kick",
+        trestle_tests::synapse::encode(&room)
+    );
+    let body = json!({"user_id": "@zed:localhost", "reason": "bye"});
+    alice
+        .call_ok(reqwest::Method::POST, &path, Some(&body))
+        .await;
+    let kick = bob
+        .expect(|l| l.command == "KICK" && l.param(1) == "Zed[m]_")
+        .await;
+    assert_eq!(
+        (kick.nick.as_str(), kick.param(2)),
+        ("trestle", "Alice Smith!: bye")
+    );
 
     // IRC kicks and bans of Matrix users: kicked from the portal by the bot.
     bob.send("KICK #chat Ally[m] :out").await;
