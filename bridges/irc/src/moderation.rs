@@ -305,6 +305,11 @@ pub(crate) async fn matrix_kick(
     let irc = bridge.network();
     let room = &change.portal.room_id;
     let unban = change.membership == "leave" && change.previous.as_deref() == Some("ban");
+    // A `leave` of a ghost that was not in the room (an invite withdrawn) is no kick.
+    let kick = change.membership == "leave" && change.previous.as_deref() == Some("join");
+    if !(unban || kick || change.membership == "ban") {
+        return Ok(());
+    }
     // Worked out the same way as when banning, so an unban lifts that ban while the host
     // is still known.
     let mask = irc.ban_mask(network, &target.nick);
