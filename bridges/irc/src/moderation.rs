@@ -36,18 +36,6 @@ fn key(network: &str, name: &str) -> (String, String) {
     (network.to_owned(), irc_lowercase(name))
 }
 
-/// The mode letter of a channel prefix.
-fn prefix_mode(prefix: char) -> Option<char> {
-    match prefix {
-        '~' => Some('q'),
-        '&' => Some('a'),
-        '@' => Some('o'),
-        '%' => Some('h'),
-        '+' => Some('v'),
-        _ => None,
-    }
-}
-
 /// The Matrix power level a channel mode gives (with `mode_power_levels`).
 pub(crate) fn mode_level(mode: char) -> Option<i64> {
     match mode {
@@ -77,15 +65,12 @@ impl Irc {
             .remove(&irc_lowercase(nick));
     }
 
-    /// A channel's NAMES: each nick's modes from its prefixes.
+    /// A channel's NAMES: each nick with its modes.
     pub(crate) fn track_names(&self, network: &str, channel: &str, names: &[(String, String)]) {
         let mut ranks = lock(&self.ranks);
         let modes = ranks.modes.entry(key(network, channel)).or_default();
-        for (nick, prefixes) in names {
-            modes.insert(
-                irc_lowercase(nick),
-                prefixes.chars().filter_map(prefix_mode).collect(),
-            );
+        for (nick, letters) in names {
+            modes.insert(irc_lowercase(nick), letters.clone());
         }
     }
 
@@ -460,10 +445,8 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_are_modes_and_the_highest_sets_the_level() {
-        let modes: String = "@+".chars().filter_map(prefix_mode).collect();
-        assert_eq!(modes, "ov");
-        assert_eq!(level_of(&modes), 50);
+    fn the_highest_mode_sets_the_level() {
+        assert_eq!(level_of("ov"), 50);
         assert_eq!(level_of("v"), 10);
         assert_eq!(level_of(""), 0);
     }

@@ -57,13 +57,24 @@ async fn messages_flow_both_ways_and_nicks_collide_cleanly() {
     )
     .await;
     let names = next_event(&mut events, |e| matches!(e, Event::Names { .. })).await;
-    let Event::Names { nicks, .. } = names else {
+    let Event::Names {
+        nicks, prefixes, ..
+    } = names
+    else {
         unreachable!()
     };
     assert!(
         nicks.contains(&"alice".to_owned()) && nicks.contains(&nick),
         "{nicks:?}"
     );
+    // Prefixes become modes: alice opened the channel, so she is its operator.
+    let modes: Vec<(&str, &str)> = nicks
+        .iter()
+        .map(String::as_str)
+        .zip(prefixes.iter().map(String::as_str))
+        .collect();
+    assert!(modes.contains(&("alice", "o")), "{modes:?}");
+    assert!(modes.contains(&(nick.as_str(), "")), "{modes:?}");
     alice
         .expect(|l| l.command == "JOIN" && l.nick == nick)
         .await;

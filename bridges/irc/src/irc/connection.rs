@@ -159,8 +159,8 @@ pub enum Event {
     Names {
         channel: String,
         nicks: Vec<String>,
-        /// Each nick's channel prefixes (`~&@%+`, several with `multi-prefix`), in the order
-        /// of `nicks`.
+        /// Each nick's channel modes from its prefixes (`o` for `@`, as the server's `PREFIX`
+        /// says; several with `multi-prefix`), in the order of `nicks`.
         prefixes: Vec<String>,
     },
 }
@@ -486,7 +486,13 @@ struct Session {
     /// Nicks still to try while registering.
     candidates: VecDeque<String>,
     short_nicks: bool,
+    /// The server's channel prefixes, symbol → mode (`ISUPPORT PREFIX`).
+    prefixes: Vec<(char, char)>,
 }
+
+/// The prefixes a server that does not say uses: `~&@%+` for `qaohv`.
+const DEFAULT_PREFIXES: [(char, char); 5] =
+    [('~', 'q'), ('&', 'a'), ('@', 'o'), ('%', 'h'), ('+', 'v')];
 
 /// The nick length servers commonly allow, and RFC 1459's minimum.
 const LONG_NICK: usize = 30;
@@ -502,6 +508,7 @@ impl Session {
             names: BTreeMap::new(),
             candidates: VecDeque::new(),
             short_nicks: false,
+            prefixes: DEFAULT_PREFIXES.to_vec(),
         }
     }
 

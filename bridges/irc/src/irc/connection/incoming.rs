@@ -197,9 +197,31 @@ impl Actor {
                     .entry(message.param(2).to_owned())
                     .or_default()
                     .extend(nicks.split_whitespace().map(|n| {
-                        let nick = n.trim_start_matches(['~', '&', '@', '%', '+']);
-                        (nick.to_owned(), n[..n.len() - nick.len()].to_owned())
+                        let nick = n.trim_start_matches(|c| {
+                            session.prefixes.iter().any(|(symbol, _)| *symbol == c)
+                        });
+                        let modes = n[..n.len() - nick.len()]
+                            .chars()
+                            .filter_map(|c| {
+                                session
+                                    .prefixes
+                                    .iter()
+                                    .find(|(s, _)| *s == c)
+                                    .map(|(_, m)| *m)
+                            })
+                            .collect();
+                        (nick.to_owned(), modes)
                     }));
+            }
+            // `ISUPPORT`: the channel prefixes (`PREFIX=(ov)@+`).
+            "005" => {
+                let prefix = message
+                    .params
+                    .iter()
+                    .find_map(|p| p.strip_prefix("PREFIX="));
+                if let Some(table) = prefix.and_then(parse_prefix) {
+                    session.prefixes = table;
+                }
             }
             "366" => {
                 let names = session.names.remove(message.param(1)).unwrap_or_default();
@@ -255,6 +277,13 @@ impl Actor {
     }
 }
 
+/// The `PREFIX` of `ISUPPORT`, `(modes)symbols`, as symbol → mode pairs.
+pub(super) fn parse_prefix(value: &str) -> Option<Vec<(char, char)>> {
+    let (modes, symbols) = value.strip_prefix('(')?.split_once(')')?;
+    (modes.chars().count() == symbols.chars().count())
+        .then(|| symbols.chars().zip(modes.chars()).collect())
+}
+
 /// Splits `+ov-b nick nick mask` into changes with their arguments. Modes that take an
 /// argument are the usual ones (list modes, prefixes, key; limit only when set).
 pub(super) fn mode_changes(modes: &str, args: &[String]) -> Vec<(bool, char, Option<String>)> {
@@ -282,7 +311,17 @@ pub(super) fn mode_changes(modes: &str, args: &[String]) -> Vec<(bool, char, Opt
 
 #[cfg(test)]
 mod tests {
-    use super::mode_changes;
+    use super::{mode_changes, parse_prefix};
+
+    #[test]
+    fn the_prefix_table_is_read_from_isupport() {
+        assert_eq!(
+            parse_prefix("(Yov)!@+"),
+            Some(vec![('!', 'Y'), ('@', 'o'), ('+', 'v')])
+        );
+        assert_eq!(parse_prefix("(ov)@"), None);
+        assert_eq!(parse_prefix("ov@+"), None);
+    }
 
     #[test]
     fn modes_split_with_their_arguments() {
