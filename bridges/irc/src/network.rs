@@ -508,8 +508,16 @@ impl Network for Irc {
         // connection joins it (made now, where the network connects users by itself), and the
         // people the bot already sees there (heard before the portal existed) get their ghosts
         // in.
-        let ChatId::Channel { network, channel } = &change.portal.chat else {
-            return Ok(());
+        let (network, channel) = match &change.portal.chat {
+            ChatId::Channel { network, channel } => (network, channel),
+            // Leaving a direct chat may leave an automatic connection in no portal at all.
+            ChatId::Private { network, .. } => {
+                let leaving = matches!(change.membership.as_str(), "leave" | "ban");
+                if leaving && change.remote.is_none() {
+                    crate::users::left_portal(self, bridge, network, change.user).await?;
+                }
+                return Ok(());
+            }
         };
         if let Some(target) = &change.remote {
             // A Matrix user kicked or banned an IRC user's ghost.
