@@ -80,3 +80,20 @@ fn users_hear_of_drops_and_recoveries_but_not_of_routine() {
         None
     );
 }
+
+#[test]
+fn a_network_builds_its_own_login_requests() {
+    let user = ruma::owned_user_id!("@alice:localhost");
+    let asked = super::LoginRequest::new(user.clone()).field("nick", "alice");
+    assert!(!asked.automatic);
+    assert_eq!(asked.fields.get("nick").map(String::as_str), Some("alice"));
+    let made = asked.field("nick", "ally").automatic();
+    assert!(made.automatic);
+    assert_eq!(made.user, user);
+    assert_eq!(
+        made.fields.len(),
+        1,
+        "a field given twice keeps the last value"
+    );
+    assert_eq!(made.fields["nick"], "ally");
+}
