@@ -28,12 +28,13 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
     .with_protocols(&["irc"])
     .with_settings_help(
         "settings:\n  \
-         relay: true                    # the bot speaks for Matrix users without their own IRC login\n  \
+         relay: true                    # the bot speaks for Matrix users without their own IRC connection\n  \
          mode_power_levels: true        # +o/+h/+v give ghosts power 50/25/10\n  \
          alias_pattern: \"irc_{network}_{channel}\"\n  \
          ghost_pattern: \"irc_{network}_{nick}\"\n  \
-         nick_pattern: \"{name}[m]\"      # nicks of Matrix users who log in\n  \
+         nick_pattern: \"{name}[m]\"      # nicks of Matrix users; {name} is their display name\n  \
          # media_url: https://matrix.example.org   # public homeserver address for media links\n  \
+         # paste_over_lines: 10         # longer messages go to IRC as a link to the text\n  \
          # provisioning_secret: change-me\n  \
          policy_lists: []               # policy list rooms; users they ban are not bridged\n  \
          networks: []\n  \
@@ -41,10 +42,13 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
          #   host: irc.libera.chat\n  \
          #   port: 6697\n  \
          #   tls: true\n  \
+         #   tls_ca_file: /etc/ssl/irc-ca.pem   # certificates to trust besides the system's\n  \
          #   nick: trestle\n  \
          #   channels: [\"#trestle\"]\n  \
          #   sasl_account: trestle\n  \
-         #   sasl_password: secret",
+         #   sasl_password: secret\n  \
+         #   auto_connect: true         # Matrix users joining a portal get their own connection\n  \
+         #   idle_timeout: 3600         # seconds in no portal before it closes",
     );
 
 fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
