@@ -421,11 +421,25 @@ impl Appservice {
             .collect();
         // Items of one room must reach its worker in the order they were committed.
         let _order = self.inner.receiving.lock().await;
-        let Some(stored) = self
+        // Done marks written behind ride along with the commit this transaction needs anyway
+        // (one commit instead of two when events arrive one at a time). Only where this
+        // process is the store's one writer: elsewhere a worker writes its own before it lets
+        // go of a room.
+        let done = if self.store().exclusive() {
+            self.inner.writeback.take_done()
+        } else {
+            Vec::new()
+        };
+        let received = self
             .store()
-            .receive_transaction_items(&self.inner.registration.id, txn_id, items)
-            .await?
-        else {
+            .receive_and_mark_done(&self.inner.registration.id, txn_id, items, &done)
+            .await;
+        if received.is_err() && !done.is_empty() {
+            self.inner
+                .writeback
+                .extend(done.into_iter().map(crate::writeback::Write::Done));
+        }
+        let Some(stored) = received? else {
             return Ok(false);
         };
         self.inner.metrics.transaction(parsed.skipped);

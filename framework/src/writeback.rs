@@ -56,6 +56,23 @@ impl WriteBack {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// Takes the waiting done marks, leaving the other writes in their order: on SQLite the
+    /// next transaction's receive script writes them, which saves a commit per transaction
+    /// when events arrive one at a time. A caller that fails to write them gives them back
+    /// with [`WriteBack::extend`].
+    pub(crate) fn take_done(&self) -> Vec<i64> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = Vec::new();
+        pending.retain(|write| match write {
+            Write::Done(seq) => {
+                done.push(*seq);
+                false
+            }
+            _ => true,
+        });
+        done
+    }
+
     fn take(&self) -> Vec<Write> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -34,6 +34,27 @@ pub struct InboxItem {
 /// Rows per multi-row insert; SQLite allows 32,766 bound parameters and each row binds six.
 const INSERT_CHUNK: usize = 200;
 
+/// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`).
+macro_rules! receive_items {
+    () => {
+        "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING; \
+         INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at) \
+         SELECT $1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, value ->> 3, $3 \
+         FROM json_each($4) WHERE changes() = 1 ORDER BY key \
+         RETURNING seq, item_key; \
+         COMMIT;"
+    };
+}
+
+const RECEIVE: &str = concat!("BEGIN; ", receive_items!());
+
+/// The same, first marking handled the items whose `seq` is in the JSON array `$5`.
+const RECEIVE_MARKING_DONE: &str = concat!(
+    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($5)); ",
+    receive_items!()
+);
+
 impl Store {
     /// Stores a transaction's items and its id in one database transaction, before the
     /// homeserver is answered. Returns `false`, storing nothing, when the id was seen before.
@@ -58,10 +79,23 @@ impl Store {
         txn_id: &str,
         items: Vec<NewInboxItem>,
     ) -> Result<Option<Vec<InboxItem>>> {
+        self.receive_and_mark_done(appservice_id, txn_id, items, &[])
+            .await
+    }
+
+    /// As [`Store::receive_transaction_items`], marking the items `done` handled in the same
+    /// database transaction (also when the transaction id was seen before).
+    pub(crate) async fn receive_and_mark_done(
+        &self,
+        appservice_id: &str,
+        txn_id: &str,
+        items: Vec<NewInboxItem>,
+        done: &[i64],
+    ) -> Result<Option<Vec<InboxItem>>> {
         let now = now_ms();
         if self.backend == super::Backend::Sqlite && !items.is_empty() {
             let seqs = self
-                .receive_in_one_trip(appservice_id, txn_id, &items, now)
+                .receive_in_one_trip(appservice_id, txn_id, &items, done, now)
                 .await?;
             if seqs.is_empty() {
                 return Ok(None);
@@ -69,6 +103,7 @@ impl Store {
             return Ok(Some(stored_items(txn_id, items, seqs)?));
         }
         let mut tx = self.pool.begin().await?;
+        mark_done(&mut tx, done).await?;
         let fresh = sqlx::query(
             "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3)
              ON CONFLICT DO NOTHING",
@@ -81,7 +116,7 @@ impl Store {
         .rows_affected()
             == 1;
         if !fresh {
-            tx.rollback().await?;
+            tx.commit().await?;
             return Ok(None);
         }
         let mut seqs = Vec::with_capacity(items.len());
@@ -120,6 +155,7 @@ impl Store {
         appservice_id: &str,
         txn_id: &str,
         items: &[NewInboxItem],
+        done: &[i64],
         now: i64,
     ) -> Result<Vec<(String, i64)>> {
         // The items travel as one JSON array, so that one statement, prepared once, serves
@@ -130,20 +166,23 @@ impl Store {
             .map(|i| (i.queue_key.as_str(), i.index, i.kind, i.payload.as_str()))
             .collect();
         let rows = serde_json::to_string(&rows)?;
-        let query = sqlx::query(
-            "BEGIN; \
-             INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING; \
-             INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at) \
-             SELECT $1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, value ->> 3, $3 \
-             FROM json_each($4) WHERE changes() = 1 ORDER BY key \
-             RETURNING seq, item_key; \
-             COMMIT;",
-        )
-        .bind(appservice_id)
-        .bind(txn_id)
-        .bind(now)
-        .bind(rows);
+        // Two fixed texts, so both stay prepared. The marks go first: `changes()` below must
+        // count the transaction id's insert.
+        let script = if done.is_empty() {
+            RECEIVE
+        } else {
+            RECEIVE_MARKING_DONE
+        };
+        let query = sqlx::query(script)
+            .bind(appservice_id)
+            .bind(txn_id)
+            .bind(now)
+            .bind(rows);
+        let query = if done.is_empty() {
+            query
+        } else {
+            query.bind(serde_json::to_string(done)?)
+        };
         let mut conn = self.pool.acquire().await?;
         match query.fetch_all(&mut *conn).await {
             Ok(rows) => Ok(rows.into_iter().map(|r| (r.get(1), r.get(0))).collect()),

@@ -194,6 +194,36 @@ mod tests {
         assert_eq!(store.inbox_depth("as").await.unwrap(), 1);
     }
 
+    #[tokio::test]
+    async fn done_marks_ride_along_with_the_next_transaction_even_a_repeated_one() {
+        let store = Store::in_memory().await.unwrap();
+        let item = |index| NewInboxItem {
+            queue_key: "!r:x".into(),
+            index,
+            kind: "timeline",
+            payload: "{}".into(),
+        };
+        let first = store
+            .receive_and_mark_done("as", "t1", vec![item(0), item(1)], &[])
+            .await
+            .unwrap()
+            .unwrap();
+        let second = store
+            .receive_and_mark_done("as", "t2", vec![item(0)], &[first[0].seq])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(store.inbox_depth("as").await.unwrap(), 2);
+        // A resent transaction stores nothing, but the marks it carried are written.
+        let resent = store
+            .receive_and_mark_done("as", "t2", vec![item(0)], &[first[1].seq])
+            .await
+            .unwrap();
+        assert!(resent.is_none());
+        assert_eq!(store.inbox_depth("as").await.unwrap(), 1);
+    }
+
     #[test]
     fn parameters_are_renumbered_whole() {
         assert_eq!(
