@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use trestle::{
     bridge::{BridgeHandle, MatrixMembership, NetworkResult},
     ruma::{
-        RoomId, UserId as MatrixUserId,
+        UserId as MatrixUserId,
         api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
         events::{StateEventType, room::message::RoomMessageEventContent},
     },
@@ -267,15 +267,6 @@ pub(crate) async fn sync_power_levels(
     set_power_levels(bridge, network, channel, &ranked).await
 }
 
-/// A user's display name in a room, or their user id.
-async fn name_in(bridge: &BridgeHandle<Irc>, room: &RoomId, user: &MatrixUserId) -> String {
-    bridge
-        .member_content(room, user)
-        .await
-        .and_then(|c| c["displayname"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| user.to_string())
-}
-
 /// A Matrix user kicked, banned or unbanned an IRC user's ghost in a portal (the homeserver
 /// checked their power): the channel follows, through the kicker's own connection when it
 /// has operator status there, else the bot's (naming the kicker). With neither, the room is
@@ -343,7 +334,9 @@ async fn operator(
     if !irc.has_ops(network, channel, &bot.state().nick) {
         return Ok(None);
     }
-    let who = name_in(bridge, &change.portal.room_id, change.sender).await;
+    let who = bridge
+        .display_name(&change.portal.room_id, change.sender)
+        .await;
     let reason = match &change.reason {
         Some(reason) if !reason.is_empty() => format!("{who}: {reason}"),
         _ => who,

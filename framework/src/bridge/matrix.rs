@@ -190,8 +190,8 @@ impl<N: Network> BridgeHandle<N> {
         Ok(None)
     }
 
-    /// A user's display name in a room, or their user id.
-    async fn display_name(&self, room_id: &RoomId, user: &UserId) -> String {
+    /// A user's display name in a room, or their user id (read as the bot).
+    pub async fn display_name(&self, room_id: &RoomId, user: &UserId) -> String {
         self.member_content(room_id, user)
             .await
             .and_then(|c| c["displayname"].as_str().map(str::to_owned))
