@@ -5,10 +5,13 @@
 //! runtime queries through sqlx's `Any` driver, written once with `$n` placeholders, which both
 //! dialects read; each dialect has its own migrations, run at connect.
 
+mod conn;
 mod inbox;
 mod leases;
 mod migrate;
 mod outbox;
+#[cfg(test)]
+mod tests;
 mod users;
 mod writeback;
 
@@ -38,6 +41,8 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// On a SQLite file, the framework's own connection, kept out of the pool (see `conn.rs`).
+    held: Option<std::sync::Arc<tokio::sync::Mutex<conn::Held>>>,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
@@ -81,8 +86,13 @@ impl Store {
                     // a file, SQLite throws away a connection's whole page cache whenever another
                     // connection wrote, which with several made every statement re-read its pages
                     // through the WAL (a third of the work in a profile). Writes take turns
-                    // anyway. So: never hold a transaction open across another store call.
+                    // anyway. So: never hold a transaction open across another store call. (On a
+                    // file the framework takes this first connection for itself, and the pool
+                    // opens one more for plugins: see `conn.rs`.)
                     .max_connections(1)
+                    // A local file does not hang up; the ping would be one more trip to the
+                    // connection's thread before every statement.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers proceed while one writer commits; NORMAL sync
@@ -122,7 +132,22 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        // An in-memory database exists once per connection: there, everything shares the
+        // pool's one connection.
+        let held = if backend == Backend::Sqlite
+            && !url.contains(":memory:")
+            && !url.contains("mode=memory")
+        {
+            let conn = pool.acquire().await?.detach();
+            Some(std::sync::Arc::new(conn::Held::new(conn)))
+        } else {
+            None
+        };
+        Ok(Store {
+            pool,
+            backend,
+            held,
+        })
     }
 
     /// As [`Store::connect`], with the tables of `scope` (a plugin's name) kept apart from
@@ -158,8 +183,10 @@ impl Store {
     }
 
     /// The connection pool, for plugins that keep tables of their own. On SQLite it has a single
-    /// connection: finish a transaction before making any other store call (a send through an
-    /// intent included), or the call waits for the connection the transaction holds.
+    /// connection, and SQLite lets one connection write at a time: finish a transaction before
+    /// making any other store call (a send through an intent included), or the call waits for
+    /// the transaction (the framework's own statements, on a connection of their own, up to
+    /// 10 s; others on the pool's connection up to 30 s).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -172,24 +199,49 @@ impl Store {
     pub async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
         let items_before = now_ms() - keep_items.as_millis() as i64;
         let txns_before = now_ms() - keep_txn_ids.as_millis() as i64;
+        // SQLite keeps no index on the times (see migration 0003): rows go in the order they
+        // arrive, so the oldest are found by walking from the first row to the first recent
+        // one. The newest inbox row always stays, which keeps seqs from being handed out again.
+        let statements = match self.backend {
+            Backend::Sqlite => [
+                (
+                    "DELETE FROM inbox WHERE done_at < $1 AND seq < COALESCE(
+                         (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
+                         (SELECT MAX(seq) FROM inbox))",
+                    items_before,
+                ),
+                (
+                    "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
+                    items_before,
+                ),
+                (
+                    "DELETE FROM transactions WHERE rowid < COALESCE(
+                         (SELECT rowid FROM transactions WHERE received_at >= $1
+                          ORDER BY rowid LIMIT 1),
+                         (SELECT MAX(rowid) + 1 FROM transactions))",
+                    txns_before,
+                ),
+            ],
+            Backend::Postgres => [
+                (
+                    "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
+                    items_before,
+                ),
+                (
+                    "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
+                    items_before,
+                ),
+                (
+                    "DELETE FROM transactions WHERE received_at < $1",
+                    txns_before,
+                ),
+            ],
+        };
         let mut removed = 0;
-        for (sql, before) in [
-            (
-                "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
-                items_before,
-            ),
-            (
-                "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
-                items_before,
-            ),
-            (
-                "DELETE FROM transactions WHERE received_at < $1",
-                txns_before,
-            ),
-        ] {
+        for (sql, before) in statements {
             removed += sqlx::query(sql)
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?
                 .rows_affected();
         }

@@ -1,4 +1,4 @@
-use sqlx::{Connection, Executor, Row};
+use sqlx::Row;
 
 use super::{Store, now_ms};
 use crate::Result;
@@ -199,18 +199,8 @@ impl Store {
         } else {
             query.bind(serde_json::to_string(done)?)
         };
-        let mut conn = self.pool.acquire().await?;
-        match query.fetch_all(&mut *conn).await {
-            Ok(rows) => Ok(rows.into_iter().map(|r| (r.get(1), r.get(0))).collect()),
-            Err(error) => {
-                // The script stopped midway: end its transaction here, or the connection
-                // goes back to the pool inside it. A connection that cannot is closed.
-                if conn.execute("ROLLBACK").await.is_err() {
-                    let _ = conn.detach().close().await;
-                }
-                Err(error.into())
-            }
-        }
+        let rows = self.script(query).await?;
+        Ok(rows.into_iter().map(|r| (r.get(1), r.get(0))).collect())
     }
 
     /// Up to `limit` unhandled items of one queue after `after_seq`, in order.
@@ -232,7 +222,7 @@ impl Store {
             .bind(appservice_id)
             .bind(queue_key)
             .bind(after_seq)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         Ok(rows
             .into_iter()
@@ -251,15 +241,14 @@ impl Store {
         sqlx::query("UPDATE inbox SET done_at = $1 WHERE seq = $2")
             .bind(now_ms())
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
 
     /// Marks several items handled, in one statement.
     pub async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        mark_done(&mut conn, seqs).await
+        mark_done(&mut *self.conn().await?, seqs).await
     }
 
     /// Queues that have unhandled items, oldest first.
@@ -274,7 +263,7 @@ impl Store {
         )
         .bind(appservice_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
@@ -284,7 +273,7 @@ impl Store {
         let row =
             sqlx::query("SELECT COUNT(*) FROM inbox WHERE appservice_id = $1 AND done_at IS NULL")
                 .bind(appservice_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?;
         Ok(row.get(0))
     }

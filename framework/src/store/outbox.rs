@@ -52,7 +52,7 @@ impl Store {
         .bind(device_id)
         .bind(op)
         .bind(now_ms())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(row.get(0))
     }
@@ -76,7 +76,7 @@ impl Store {
             .bind(appservice_id)
             .bind(queue_key)
             .bind(after_seq)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         Ok(rows
             .into_iter()
@@ -95,7 +95,7 @@ impl Store {
     pub async fn outbox_attempted(&self, seq: i64) -> Result<()> {
         sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1")
             .bind(seq)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -121,7 +121,7 @@ impl Store {
         .bind(error)
         .bind(now_ms())
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Store {
     ) -> Result<Option<(OutboxState, Option<String>, Option<String>)>> {
         let row = sqlx::query("SELECT state, event_id, error FROM outbox WHERE seq = $1")
             .bind(seq)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.map(|r| {
             let state = match r.get::<String, _>(0).as_str() {
@@ -157,7 +157,7 @@ impl Store {
         )
         .bind(appservice_id)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
@@ -168,7 +168,7 @@ impl Store {
             "SELECT COUNT(*) FROM outbox WHERE appservice_id = $1 AND state = 'pending'",
         )
         .bind(appservice_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(row.get(0))
     }

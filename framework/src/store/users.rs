@@ -29,7 +29,7 @@ impl Store {
             "SELECT registered, display_name, avatar_url FROM ghosts WHERE user_id = $1",
         )
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(row.map(|row| GhostRecord {
             registered: row.get::<i64, _>(0) != 0,
@@ -42,7 +42,7 @@ impl Store {
     pub async fn set_ghost_registered(&self, user_id: &str) -> Result<()> {
         sqlx::query(SET_REGISTERED)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -55,7 +55,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(name)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -68,7 +68,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(url)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -79,7 +79,7 @@ impl Store {
             sqlx::query("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
                 .bind(user_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
         Ok(row.map(|r| r.get(0)))
     }
@@ -95,7 +95,7 @@ impl Store {
             .bind(room_id)
             .bind(user_id)
             .bind(membership)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -105,7 +105,7 @@ impl Store {
     /// Every ghost recorded as registered.
     pub async fn registered_ghosts(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT user_id FROM ghosts WHERE registered = 1")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
@@ -114,7 +114,7 @@ impl Store {
     pub async fn joined_memberships(&self) -> Result<Vec<(String, String)>> {
         let rows =
             sqlx::query("SELECT room_id, user_id FROM memberships WHERE membership = 'join'")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }

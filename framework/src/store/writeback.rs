@@ -1,5 +1,3 @@
-use sqlx::{Connection, Executor};
-
 use super::{Backend, Store, now_ms, users};
 use crate::{Result, writeback::Write};
 
@@ -95,14 +93,7 @@ impl Store {
                 } => query = query.bind(room_id).bind(user_id).bind(membership),
             }
         }
-        let mut conn = self.pool.acquire().await?;
-        if let Err(error) = query.execute(&mut *conn).await {
-            // As in `receive_in_one_trip`: never hand back a connection inside a transaction.
-            if conn.execute("ROLLBACK").await.is_err() {
-                let _ = conn.detach().close().await;
-            }
-            return Err(error.into());
-        }
+        self.script(query).await?;
         Ok(())
     }
 }

@@ -1,0 +1,130 @@
+use std::time::Duration;
+
+use sqlx::{Executor, Row};
+
+use super::*;
+
+fn item(index: usize) -> NewInboxItem {
+    NewInboxItem {
+        queue_key: "!r:x".into(),
+        index,
+        kind: "timeline",
+        payload: "{}".into(),
+    }
+}
+
+async fn receive(store: &Store, txn_id: &str) -> Option<i64> {
+    store
+        .receive_transaction_items("as", txn_id, vec![item(0)])
+        .await
+        .unwrap()
+        .map(|items| items[0].seq)
+}
+
+async fn seqs(store: &Store) -> Vec<i64> {
+    sqlx::query("SELECT seq FROM inbox ORDER BY seq")
+        .fetch_all(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A store on a file, where the framework has a connection of its own beside the pool's.
+async fn on_file() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    assert!(store.held.is_some());
+    (dir, store)
+}
+
+async fn pruning_forgets_what_is_old_and_done_and_keeps_the_rest(store: Store) {
+    let a = receive(&store, "t1").await.unwrap();
+    let b = receive(&store, "t2").await.unwrap();
+    store.inbox_done_many(&[a, b]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pending = receive(&store, "t3").await.unwrap();
+    let recent = receive(&store, "t4").await.unwrap();
+    store.inbox_done(recent).await.unwrap();
+
+    let keep = Duration::from_millis(500);
+    // Two items and two transaction ids; nothing from the outbox.
+    assert_eq!(store.prune(keep, keep).await.unwrap(), 4);
+    assert_eq!(seqs(&store).await, [pending, recent]);
+    assert!(
+        receive(&store, "t1").await.is_some(),
+        "an id older than keep_txn_ids is forgotten"
+    );
+    assert!(receive(&store, "t3").await.is_none(), "a recent id is not");
+
+    // With everything done and old, the newest row stays, so no seq is handed out twice.
+    let newest = receive(&store, "t5").await.unwrap();
+    store.inbox_done_many(&seqs(&store).await).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store.prune(Duration::ZERO, keep).await.unwrap();
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 0);
+    let after = receive(&store, "t6").await.unwrap();
+    assert!(after > newest, "seq {after} after {newest}");
+}
+
+#[tokio::test]
+async fn pruning_in_memory() {
+    pruning_forgets_what_is_old_and_done_and_keeps_the_rest(Store::in_memory().await.unwrap())
+        .await;
+}
+
+#[tokio::test]
+async fn pruning_on_a_file() {
+    let (_dir, store) = on_file().await;
+    pruning_forgets_what_is_old_and_done_and_keeps_the_rest(store).await;
+}
+
+#[tokio::test]
+async fn a_script_its_caller_dropped_midway_is_rolled_back_before_anything_else_runs() {
+    let (_dir, store) = on_file().await;
+    // What a dropped caller leaves: sqlx stops a script nobody reads any more, so its BEGIN
+    // ran and its COMMIT did not.
+    {
+        let mut held = store.held.as_ref().unwrap().lock().await;
+        held.clean = false;
+        held.conn
+            .execute("BEGIN; INSERT INTO ghosts (user_id, registered) VALUES ('@half:x', 1);")
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.registered_ghosts().await.unwrap().is_empty(),
+        "the uncommitted row is not read"
+    );
+    // Were the transaction still open, this BEGIN would nest and fail.
+    store
+        .apply(&[crate::writeback::Write::Registered("@g:x".into())])
+        .await
+        .unwrap();
+    assert_eq!(store.registered_ghosts().await.unwrap(), ["@g:x"]);
+}
+
+#[tokio::test]
+async fn plugins_on_the_pool_and_the_framework_on_its_own_connection_see_each_others_writes() {
+    let (_dir, store) = on_file().await;
+    store
+        .pool()
+        .execute("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('from a plugin')")
+        .await
+        .unwrap();
+    let seq = receive(&store, "t1").await.unwrap();
+    let body: String = sqlx::query("SELECT body FROM notes")
+        .fetch_one(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "from a plugin");
+    let seen: i64 = sqlx::query("SELECT seq FROM inbox WHERE done_at IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, seq);
+}
