@@ -59,9 +59,10 @@ impl HomeserverClient {
             .user_agent(concat!("trestle/", env!("CARGO_PKG_VERSION")))
             // The client-server API does not redirect, and retrying is the outbox's business:
             // turned off. (reqwest keeps its redirect layer all the same, and it parses each URL
-            // twice per request: docs/benchmarks.md, "What is still in the way".)
+            // twice per request: docs/benchmarks.md, "What is still in the way".) `never()` alone
+            // still copies every request in case it is retried; a limit of 0 retries does not.
             .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         // Synapse and every current homeserver speak v1.11+; choosing the stable paths from these
         // avoids a /versions round-trip before the first request.

@@ -12,9 +12,10 @@
 
 use std::ops::{Deref, DerefMut};
 
+use futures_util::TryStreamExt;
 use sqlx::{
-    Any, AnyConnection, Connection, Executor,
-    any::{AnyArguments, AnyRow},
+    Any, AnyConnection, Either, Executor,
+    any::{AnyArguments, AnyQueryResult, AnyRow},
     pool::PoolConnection,
     query::Query,
 };
@@ -32,11 +33,18 @@ pub(crate) struct Held {
     /// next user first rolls the half-done transaction back, so that nothing reads or extends
     /// writes that were never committed.
     pub(super) clean: bool,
+    /// The seq the next inbox item gets, once known. The inbox's rows are written only on this
+    /// connection, so it can number them itself instead of asking for the numbers back.
+    pub(super) next_seq: Option<i64>,
 }
 
 impl Held {
     pub(crate) fn new(conn: AnyConnection) -> Mutex<Held> {
-        Mutex::new(Held { conn, clean: true })
+        Mutex::new(Held {
+            conn,
+            clean: true,
+            next_seq: None,
+        })
     }
 }
 
@@ -81,29 +89,36 @@ impl Store {
         Ok(Conn::Held(held))
     }
 
-    /// Runs a script that opens and commits its own transaction, returning its rows. If it
-    /// stops midway, its transaction is rolled back here, so that the connection is never left
-    /// inside it.
+    /// Runs a script that opens and commits its own transaction (see [`script_on`]).
     pub(crate) async fn script<'q>(
         &self,
         query: Query<'q, Any, AnyArguments>,
-    ) -> Result<Vec<AnyRow>> {
-        let mut conn = self.conn().await?;
-        if let Conn::Held(held) = &mut conn {
-            held.clean = false;
-        }
-        let result = query.fetch_all(&mut *conn).await;
-        if result.is_err()
-            && conn.execute("ROLLBACK").await.is_err()
-            && let Conn::Pooled(pooled) = conn
-        {
-            // Not to be handed to the next caller in an unknown state.
-            let _ = pooled.detach().close().await;
-            return Ok(result?);
-        }
-        if let Conn::Held(held) = &mut conn {
-            held.clean = true;
-        }
-        Ok(result?)
+    ) -> Result<Vec<Either<AnyQueryResult, AnyRow>>> {
+        script_on(&mut self.conn().await?, query).await
     }
+}
+
+/// Runs a script that opens and commits its own transaction, returning each statement's
+/// result and rows. If it stops midway, its transaction is rolled back here, so that the
+/// connection is never left inside it.
+pub(crate) async fn script_on<'q>(
+    conn: &mut Conn<'_>,
+    query: Query<'q, Any, AnyArguments>,
+) -> Result<Vec<Either<AnyQueryResult, AnyRow>>> {
+    if let Conn::Held(held) = conn {
+        held.clean = false;
+    }
+    let result: std::result::Result<Vec<_>, _> =
+        (&mut **conn).fetch_many(query).try_collect().await;
+    if result.is_err()
+        && conn.execute("ROLLBACK").await.is_err()
+        && let Conn::Pooled(pooled) = conn
+    {
+        // Not to be handed to the next caller in an unknown state: taken out of the pool.
+        pooled.close_on_drop();
+    }
+    if let Conn::Held(held) = conn {
+        held.clean = true;
+    }
+    Ok(result?)
 }

@@ -1,6 +1,10 @@
 use sqlx::Row;
 
-use super::{Store, now_ms};
+use super::{
+    Store,
+    conn::{Conn, script_on},
+    now_ms,
+};
 use crate::Result;
 
 /// An item to put in the inbox.
@@ -34,26 +38,46 @@ pub struct InboxItem {
 /// Rows per multi-row insert; SQLite allows 32,766 bound parameters and each row binds six.
 const INSERT_CHUNK: usize = 200;
 
-/// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`).
+/// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`):
+/// either the store numbers the items and names them back (`RETURNING`), or they come
+/// numbered from `$6` on (see `conn.rs`, `Held::next_seq`).
 macro_rules! receive_items {
-    () => {
-        "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING; \
-         INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at) \
-         SELECT $1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, \
-         CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3 \
-         FROM json_each($4) WHERE changes() = 1 ORDER BY key \
-         RETURNING seq, item_key; \
-         COMMIT;"
+    ($seq_column:literal, $seq:literal, $returning:literal) => {
+        concat!(
+            "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING; \
+             INSERT INTO inbox (",
+            $seq_column,
+            "appservice_id, queue_key, item_key, kind, payload, received_at) \
+             SELECT ",
+            $seq,
+            "$1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, \
+             CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3 \
+             FROM json_each($4) WHERE changes() = 1 ORDER BY key",
+            $returning,
+            "; COMMIT;"
+        )
     };
 }
 
-const RECEIVE: &str = concat!("BEGIN; ", receive_items!());
+const RECEIVE: &str = concat!(
+    "BEGIN; ",
+    receive_items!("", "", " RETURNING seq, item_key")
+);
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$6`.
 const RECEIVE_MARKING_DONE: &str = concat!(
     "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($6)); ",
-    receive_items!()
+    receive_items!("", "", " RETURNING seq, item_key")
+);
+
+/// The items numbered from `$6`.
+const RECEIVE_NUMBERED: &str = concat!("BEGIN; ", receive_items!("seq, ", "$6 + key, ", ""));
+
+/// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
+const RECEIVE_NUMBERED_MARKING_DONE: &str = concat!(
+    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
+    receive_items!("seq, ", "$6 + key, ", "")
 );
 
 impl Store {
@@ -181,26 +205,78 @@ impl Store {
             })
             .collect();
         let rows = serde_json::to_string(&rows)?;
-        // Two fixed texts, so both stay prepared. The marks go first: `changes()` below must
-        // count the transaction id's insert.
-        let script = if done.is_empty() {
-            RECEIVE
+        let done = if done.is_empty() {
+            None
         } else {
-            RECEIVE_MARKING_DONE
+            Some(serde_json::to_string(done)?)
+        };
+        let mut conn = self.conn().await?;
+        let Conn::Held(held) = &mut conn else {
+            // Fixed texts, so that each stays prepared. The marks go first: `changes()` must
+            // count the transaction id's insert.
+            let script = if done.is_some() {
+                RECEIVE_MARKING_DONE
+            } else {
+                RECEIVE
+            };
+            let query = sqlx::query(script)
+                .bind(appservice_id)
+                .bind(txn_id)
+                .bind(now)
+                .bind(rows)
+                .bind(payloads)
+                .bind(done);
+            let results = script_on(&mut conn, query).await?;
+            return Ok(results
+                .into_iter()
+                .filter_map(|result| result.right())
+                .map(|row| (row.get(1), row.get(0)))
+                .collect());
+        };
+        // Where this connection is the inbox's only writer, it numbers the items itself: the
+        // store then sends back one result per statement instead of one more per item.
+        let first = match held.next_seq {
+            Some(next) => next,
+            None => {
+                let max: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+                    .fetch_one(&mut held.conn)
+                    .await?
+                    .get(0);
+                max + 1
+            }
+        };
+        let script = if done.is_some() {
+            RECEIVE_NUMBERED_MARKING_DONE
+        } else {
+            RECEIVE_NUMBERED
         };
         let query = sqlx::query(script)
             .bind(appservice_id)
             .bind(txn_id)
             .bind(now)
             .bind(rows)
-            .bind(payloads);
-        let query = if done.is_empty() {
-            query
-        } else {
-            query.bind(serde_json::to_string(done)?)
-        };
-        let rows = self.script(query).await?;
-        Ok(rows.into_iter().map(|r| (r.get(1), r.get(0))).collect())
+            .bind(payloads)
+            .bind(first)
+            .bind(done);
+        let results = script_on(&mut conn, query).await?;
+        // The statement before COMMIT inserted the items, or nothing for an id seen before.
+        let inserted = results
+            .iter()
+            .rev()
+            .filter_map(|result| result.as_ref().left())
+            .nth(1)
+            .map_or(0, |result| result.rows_affected());
+        if inserted == 0 {
+            return Ok(Vec::new());
+        }
+        if let Conn::Held(held) = &mut conn {
+            held.next_seq = Some(first + items.len() as i64);
+        }
+        Ok(items
+            .iter()
+            .zip(first..)
+            .map(|(item, seq)| (format!("{txn_id}.{}", item.index), seq))
+            .collect())
     }
 
     /// Up to `limit` unhandled items of one queue after `after_seq`, in order.
