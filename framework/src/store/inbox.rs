@@ -40,7 +40,7 @@ const INSERT_CHUNK: usize = 200;
 
 /// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`):
 /// either the store numbers the items and names them back (`RETURNING`), or they come
-/// numbered from `$6` on (see `conn.rs`, `Held::next_seq`).
+/// numbered from `$6` on (see `conn.rs`, `Held::next_seq`). Marks to write go in `$7`.
 macro_rules! receive_items {
     ($seq_column:literal, $seq:literal, $returning:literal) => {
         concat!(
@@ -65,9 +65,9 @@ const RECEIVE: &str = concat!(
     receive_items!("", "", " RETURNING seq, item_key")
 );
 
-/// The same, first marking handled the items whose `seq` is in the JSON array `$6`.
+/// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_MARKING_DONE: &str = concat!(
-    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($6)); ",
+    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
     receive_items!("", "", " RETURNING seq, item_key")
 );
 
@@ -211,44 +211,28 @@ impl Store {
             Some(serde_json::to_string(done)?)
         };
         let mut conn = self.conn().await?;
-        let Conn::Held(held) = &mut conn else {
-            // Fixed texts, so that each stays prepared. The marks go first: `changes()` must
-            // count the transaction id's insert.
-            let script = if done.is_some() {
-                RECEIVE_MARKING_DONE
-            } else {
-                RECEIVE
-            };
-            let query = sqlx::query(script)
-                .bind(appservice_id)
-                .bind(txn_id)
-                .bind(now)
-                .bind(rows)
-                .bind(payloads)
-                .bind(done);
-            let results = script_on(&mut conn, query).await?;
-            return Ok(results
-                .into_iter()
-                .filter_map(|result| result.right())
-                .map(|row| (row.get(1), row.get(0)))
-                .collect());
-        };
         // Where this connection is the inbox's only writer, it numbers the items itself: the
         // store then sends back one result per statement instead of one more per item.
-        let first = match held.next_seq {
-            Some(next) => next,
-            None => {
-                let max: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM inbox")
-                    .fetch_one(&mut held.conn)
-                    .await?
-                    .get(0);
-                max + 1
-            }
+        let first = match &mut conn {
+            Conn::Held(held) => Some(match held.next_seq {
+                Some(next) => next,
+                None => {
+                    let max: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+                        .fetch_one(&mut held.conn)
+                        .await?
+                        .get(0);
+                    max + 1
+                }
+            }),
+            Conn::Pooled(_) => None,
         };
-        let script = if done.is_some() {
-            RECEIVE_NUMBERED_MARKING_DONE
-        } else {
-            RECEIVE_NUMBERED
+        // Fixed texts, so that each stays prepared. The marks go first: `changes()` must count
+        // the transaction id's insert.
+        let script = match (first.is_some(), done.is_some()) {
+            (true, true) => RECEIVE_NUMBERED_MARKING_DONE,
+            (true, false) => RECEIVE_NUMBERED,
+            (false, true) => RECEIVE_MARKING_DONE,
+            (false, false) => RECEIVE,
         };
         let query = sqlx::query(script)
             .bind(appservice_id)
@@ -259,6 +243,13 @@ impl Store {
             .bind(first)
             .bind(done);
         let results = script_on(&mut conn, query).await?;
+        let Some(first) = first else {
+            return Ok(results
+                .into_iter()
+                .filter_map(|result| result.right())
+                .map(|row| (row.get(1), row.get(0)))
+                .collect());
+        };
         // The statement before COMMIT inserted the items, or nothing for an id seen before.
         let inserted = results
             .iter()

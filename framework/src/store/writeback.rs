@@ -187,7 +187,13 @@ mod tests {
 
     #[tokio::test]
     async fn done_marks_ride_along_with_the_next_transaction_even_a_repeated_one() {
-        let store = Store::in_memory().await.unwrap();
+        marks_ride_along(Store::in_memory().await.unwrap()).await;
+        // On a file, the framework's own connection numbers the items.
+        let (_dir, store) = crate::store::tests::on_file().await;
+        marks_ride_along(store).await;
+    }
+
+    async fn marks_ride_along(store: Store) {
         let item = |index| NewInboxItem {
             queue_key: "!r:x".into(),
             index,
