@@ -443,14 +443,26 @@ impl Appservice {
             return Ok(false);
         };
         self.inner.metrics.transaction(parsed.skipped);
+        // Items handed to their workers in memory go as they were taken apart here, not to be
+        // parsed again. An item's key is `<txn id>.<its index among the parsed items>`.
+        let mut incoming: Vec<Option<Incoming>> = parsed.items.into_iter().map(Some).collect();
+        let index_of = |key: &str| {
+            key.strip_prefix(txn_id)?
+                .strip_prefix('.')?
+                .parse::<usize>()
+                .ok()
+        };
         // `stored` is in commit order, so each room's items stay in order.
-        let mut by_queue: std::collections::HashMap<String, Vec<crate::store::InboxItem>> =
+        let mut by_queue: std::collections::HashMap<String, Vec<crate::inbox::Pending>> =
             std::collections::HashMap::new();
         for item in stored {
+            let parsed = index_of(&item.item_key)
+                .and_then(|i| incoming.get_mut(i))
+                .and_then(Option::take);
             by_queue
                 .entry(item.queue_key.clone())
                 .or_default()
-                .push(item);
+                .push(crate::inbox::Pending { item, parsed });
         }
         for (queue, items) in by_queue {
             self.inner.inbox.offer_items(&queue, items);

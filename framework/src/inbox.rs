@@ -12,6 +12,19 @@ use crate::{
     writeback::Write,
 };
 
+/// An inbox item on its way to its room's worker. Items handed over in memory come already
+/// taken apart, as `receive` parsed them: read back from the store, they are parsed again.
+pub(crate) struct Pending {
+    pub(crate) item: InboxItem,
+    pub(crate) parsed: Option<Incoming>,
+}
+
+impl From<InboxItem> for Pending {
+    fn from(item: InboxItem) -> Self {
+        Pending { item, parsed: None }
+    }
+}
+
 pub(crate) struct InboxLane {
     pub(crate) app: Weak<AppInner>,
     pub(crate) scope: String,
@@ -29,23 +42,25 @@ impl InboxLane {
 }
 
 impl Lane for InboxLane {
-    type Item = InboxItem;
+    type Item = Pending;
 
     fn scope(&self) -> &str {
         &self.scope
     }
 
-    async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<InboxItem>> {
+    async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<Pending>> {
         let Some(app) = self.app.upgrade() else {
             return Ok(Vec::new());
         };
-        app.store
+        let items = app
+            .store
             .inbox_next(&self.appservice_id, queue, after, limit)
-            .await
+            .await?;
+        Ok(items.into_iter().map(Pending::from).collect())
     }
 
-    fn seq(item: &InboxItem) -> i64 {
-        item.seq
+    fn seq(pending: &Pending) -> i64 {
+        pending.item.seq
     }
 
     async fn pending_queues(&self, limit: i64) -> Result<Vec<String>> {
@@ -57,12 +72,16 @@ impl Lane for InboxLane {
             .await
     }
 
-    async fn process(&self, item: InboxItem) {
+    async fn process(&self, Pending { item, parsed }: Pending) {
         let Some(inner) = self.app.upgrade() else {
             return;
         };
         let app = Appservice { inner };
-        match Incoming::from_stored(&item.kind, &item.payload) {
+        let incoming = match parsed {
+            Some(incoming) => Ok(incoming),
+            None => Incoming::from_stored(&item.kind, &item.payload),
+        };
+        match incoming {
             Ok(incoming) => app.handle(incoming, &item.item_key).await,
             Err(error) => tracing::error!(seq = item.seq, %error, "skipping a damaged inbox row"),
         }
