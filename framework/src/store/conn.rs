@@ -82,7 +82,7 @@ impl Store {
         };
         let mut held = held.lock().await;
         if !held.clean {
-            // Fails harmlessly when the script got no further than its BEGIN's neighbours.
+            // Fails harmlessly if the script had not reached its BEGIN, or had committed.
             let _ = held.conn.execute("ROLLBACK").await;
             held.clean = true;
         }
