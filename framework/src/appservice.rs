@@ -455,10 +455,14 @@ impl Appservice {
         // `stored` is in commit order, so each room's items stay in order.
         let mut by_queue: std::collections::HashMap<String, Vec<crate::inbox::Pending>> =
             std::collections::HashMap::new();
-        for item in stored {
+        for mut item in stored {
             let parsed = index_of(&item.item_key)
                 .and_then(|i| incoming.get_mut(i))
                 .and_then(Option::take);
+            if parsed.is_some() {
+                // The parsed item holds the same JSON; up to 256 items a room wait in memory.
+                item.payload = String::new();
+            }
             by_queue
                 .entry(item.queue_key.clone())
                 .or_default()
