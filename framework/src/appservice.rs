@@ -29,6 +29,7 @@ use crate::{
 
 mod members;
 mod redeliver;
+mod state;
 
 /// Called with each request the homeserver refused for good and nobody awaited.
 pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;

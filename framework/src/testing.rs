@@ -49,6 +49,11 @@ impl MockHomeserver {
                     found(create)
                 } else if method == Method::GET && path.contains("/state/m.room.power_levels/") {
                     found(power_levels)
+                } else if method == Method::GET && path.contains("/state/m.room.server_acl/") {
+                    (
+                        StatusCode::NOT_FOUND,
+                        Json(json!({"errcode": "M_NOT_FOUND", "error": "no such state"})),
+                    )
                 } else if method == Method::POST && path.contains("/join") {
                     found(json!({"room_id": "!r:x"}))
                 } else if method == Method::PUT && path.contains("/send/m.room.message/") {

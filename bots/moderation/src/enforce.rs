@@ -10,11 +10,7 @@ use trestle::{
         OwnedRoomId, OwnedUserId, RoomId, UserId,
         api::{
             AppserviceUserIdentity,
-            client::{
-                membership::{get_member_events, unban_user},
-                state::get_state_event_for_key,
-            },
-            error::ErrorKind,
+            client::membership::{get_member_events, unban_user},
         },
         events::{StateEventType, room::power_levels::UserPowerLevel},
     },
@@ -376,20 +372,10 @@ fn set_rule(change: &Change) -> Option<&Rule> {
 /// server ACL and the join rules.
 pub async fn missing_powers(app: &Appservice, room: &RoomId) -> Result<Vec<&'static str>> {
     let own = trestle::router::power_level(app, room, app.bot_user_id()).await?;
-    let request = get_state_event_for_key::v3::Request::new(
-        room.to_owned(),
-        StateEventType::RoomPowerLevels,
-        String::new(),
-    );
-    let levels: Value = match app
-        .client()
-        .send(request, AppserviceUserIdentity::default())
-        .await
-    {
-        Ok(response) => serde_json::from_str(response.event_or_content.get())?,
-        Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => json!({}),
-        Err(e) => return Err(e),
-    };
+    let levels: Value = app
+        .state_content(room, StateEventType::RoomPowerLevels, "")
+        .await?
+        .unwrap_or_else(|| json!({}));
     Ok(needed_powers(&levels)
         .into_iter()
         .filter(|(_, needed)| {
@@ -426,20 +412,8 @@ pub async fn unban(app: &Appservice, room: &RoomId, user: &UserId, why: &str) ->
 
 /// The room's current `m.room.server_acl` content, if it has one.
 async fn server_acl(app: &Appservice, room: &RoomId) -> Result<Option<Value>> {
-    let request = get_state_event_for_key::v3::Request::new(
-        room.to_owned(),
-        StateEventType::RoomServerAcl,
-        String::new(),
-    );
-    match app
-        .client()
-        .send(request, AppserviceUserIdentity::default())
+    app.state_content(room, StateEventType::RoomServerAcl, "")
         .await
-    {
-        Ok(response) => Ok(Some(serde_json::from_str(response.event_or_content.get())?)),
-        Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => Ok(None),
-        Err(e) => Err(e),
-    }
 }
 
 /// The ACL content to send so that `deny` is what the room denies, or `None` if it already

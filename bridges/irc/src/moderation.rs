@@ -12,7 +12,6 @@ use trestle::{
     bridge::{BridgeHandle, MatrixMembership, NetworkResult},
     ruma::{
         UserId as MatrixUserId,
-        api::{AppserviceUserIdentity, client::state::get_state_event_for_key},
         events::{StateEventType, room::message::RoomMessageEventContent},
     },
 };
@@ -210,17 +209,12 @@ pub(crate) async fn set_power_levels(
         return Ok(());
     };
     let app = bridge.app()?;
-    let request = get_state_event_for_key::v3::Request::new(
-        portal.room_id.clone(),
-        StateEventType::RoomPowerLevels,
-        String::new(),
-    );
-    let current = app
-        .client()
-        .send(request, AppserviceUserIdentity::default())
+    let Some(mut content) = app
+        .state_content::<serde_json::Value>(&portal.room_id, StateEventType::RoomPowerLevels, "")
         .await?
-        .event_or_content;
-    let mut content: serde_json::Value = serde_json::from_str(current.get())?;
+    else {
+        return Ok(());
+    };
     let Some(users) = content["users"].as_object_mut() else {
         return Ok(());
     };

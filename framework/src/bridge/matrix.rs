@@ -7,10 +7,7 @@ use std::sync::Arc;
 
 use ruma::{
     EventId, OwnedEventId, OwnedUserId, RoomId, UserId,
-    api::{
-        AppserviceUserIdentity,
-        client::{room::get_room_event, state::get_state_event_for_key},
-    },
+    api::{AppserviceUserIdentity, client::room::get_room_event},
     events::{
         StateEventType,
         room::message::{MessageType, Relation, RoomMessageEventContent},
@@ -202,17 +199,10 @@ impl<N: Network> BridgeHandle<N> {
     /// (`None` when they have none, or it cannot be read).
     pub async fn member_content(&self, room_id: &RoomId, user: &UserId) -> Option<Value> {
         let app = self.app().ok()?;
-        let request = get_state_event_for_key::v3::Request::new(
-            room_id.to_owned(),
-            StateEventType::RoomMember,
-            user.to_string(),
-        );
-        let response = app
-            .client()
-            .send(request, AppserviceUserIdentity::default())
+        app.state_content(room_id, StateEventType::RoomMember, user.as_str())
             .await
-            .ok()?;
-        serde_json::from_str(response.event_or_content.get()).ok()
+            .ok()
+            .flatten()
     }
 
     /// A Matrix message of a room (read as the bot): its sender and content. `None` when it is

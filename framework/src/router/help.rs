@@ -12,7 +12,6 @@ use ruma::{
     api::{
         AppserviceUserIdentity,
         client::state::get_state_event_for_key::{self, v3::StateEventFormat},
-        error::ErrorKind,
     },
     events::{
         StateEventType,
@@ -140,20 +139,10 @@ pub async fn power_level(
         .send(create, AppserviceUserIdentity::default())
         .await?
         .event_or_content;
-    let power_levels = get_state_event_for_key::v3::Request::new(
-        room_id.to_owned(),
-        StateEventType::RoomPowerLevels,
-        String::new(),
-    );
-    let power_levels = match client
-        .send(power_levels, AppserviceUserIdentity::default())
-        .await
-    {
-        Ok(response) => Some(response.event_or_content),
-        // No power levels yet: the spec's defaults apply.
-        Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound)) => None,
-        Err(e) => return Err(e),
-    };
+    // No power levels yet: the spec's defaults apply.
+    let power_levels: Option<Box<serde_json::value::RawValue>> = app
+        .state_content(room_id, StateEventType::RoomPowerLevels, "")
+        .await?;
     let levels = room_power_levels(create.get(), power_levels.as_deref().map(|p| p.get()))?;
     Ok(levels.for_user(user_id))
 }
