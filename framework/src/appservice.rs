@@ -444,30 +444,29 @@ impl Appservice {
             return Ok(false);
         };
         self.inner.metrics.transaction(parsed.skipped);
-        // Items handed to their workers in memory go as they were taken apart here, not to be
-        // parsed again. An item's key is `<txn id>.<its index among the parsed items>`.
-        let mut incoming: Vec<Option<Incoming>> = parsed.items.into_iter().map(Some).collect();
-        let index_of = |key: &str| {
-            key.strip_prefix(txn_id)?
-                .strip_prefix('.')?
-                .parse::<usize>()
-                .ok()
-        };
-        // `stored` is in commit order, so each room's items stay in order.
+        // `stored` is in the items' order. Items handed to their workers in memory go as they
+        // were taken apart here, without their stored JSON (the parsed item holds it; up to 256
+        // items a room wait in memory), not to be parsed again.
+        let mut pending: Vec<crate::inbox::Pending> = stored
+            .into_iter()
+            .zip(parsed.items)
+            .map(|(mut item, incoming)| {
+                item.payload = String::new();
+                crate::inbox::Pending {
+                    item,
+                    parsed: Some(incoming),
+                }
+            })
+            .collect();
+        // In commit order, so that each room's items stay in order.
+        pending.sort_by_key(|p| p.item.seq);
         let mut by_queue: std::collections::HashMap<String, Vec<crate::inbox::Pending>> =
             std::collections::HashMap::new();
-        for mut item in stored {
-            let parsed = index_of(&item.item_key)
-                .and_then(|i| incoming.get_mut(i))
-                .and_then(Option::take);
-            if parsed.is_some() {
-                // The parsed item holds the same JSON; up to 256 items a room wait in memory.
-                item.payload = String::new();
-            }
+        for p in pending {
             by_queue
-                .entry(item.queue_key.clone())
+                .entry(p.item.queue_key.clone())
                 .or_default()
-                .push(crate::inbox::Pending { item, parsed });
+                .push(p);
         }
         for (queue, items) in by_queue {
             self.inner.inbox.offer_items(&queue, items);

@@ -202,41 +202,29 @@ impl Store {
         // SQLite keeps no index on the times (see migration 0003): rows go in the order they
         // arrive, so the oldest are found by walking from the first row to the first recent
         // one. The newest inbox row always stays, which keeps seqs from being handed out again.
-        let statements = match self.backend {
-            Backend::Sqlite => [
-                (
-                    "DELETE FROM inbox WHERE done_at < $1 AND seq < COALESCE(
-                         (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
-                         (SELECT MAX(seq) FROM inbox))",
-                    items_before,
-                ),
-                (
-                    "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
-                    items_before,
-                ),
-                (
-                    "DELETE FROM transactions WHERE rowid < COALESCE(
-                         (SELECT rowid FROM transactions WHERE received_at >= $1
-                          ORDER BY rowid LIMIT 1),
-                         (SELECT MAX(rowid) + 1 FROM transactions))",
-                    txns_before,
-                ),
-            ],
-            Backend::Postgres => [
-                (
-                    "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
-                    items_before,
-                ),
-                (
-                    "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
-                    items_before,
-                ),
-                (
-                    "DELETE FROM transactions WHERE received_at < $1",
-                    txns_before,
-                ),
-            ],
+        let (inbox, transactions) = match self.backend {
+            Backend::Sqlite => (
+                "DELETE FROM inbox WHERE done_at < $1 AND seq < COALESCE(
+                     (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
+                     (SELECT MAX(seq) FROM inbox))",
+                "DELETE FROM transactions WHERE rowid < COALESCE(
+                     (SELECT rowid FROM transactions WHERE received_at >= $1
+                      ORDER BY rowid LIMIT 1),
+                     (SELECT MAX(rowid) + 1 FROM transactions))",
+            ),
+            Backend::Postgres => (
+                "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
+                "DELETE FROM transactions WHERE received_at < $1",
+            ),
         };
+        let statements = [
+            (inbox, items_before),
+            (
+                "DELETE FROM outbox WHERE state <> 'pending' AND finished_at < $1",
+                items_before,
+            ),
+            (transactions, txns_before),
+        ];
         let mut removed = 0;
         for (sql, before) in statements {
             removed += sqlx::query(sql)

@@ -96,8 +96,8 @@ impl Store {
     }
 
     /// As [`Store::receive_transaction`], giving back the stored items with their sequence
-    /// numbers (`None` for a transaction seen before), so they can be handled without being
-    /// read back.
+    /// numbers, in the order given (`None` for a transaction seen before), so they can be
+    /// handled without being read back.
     pub async fn receive_transaction_items(
         &self,
         appservice_id: &str,
@@ -125,7 +125,7 @@ impl Store {
             if seqs.is_empty() {
                 return Ok(None);
             }
-            return Ok(Some(stored_items(txn_id, items, seqs)?));
+            return Ok(Some(stored_items(txn_id, items, seqs)));
         }
         let mut tx = self.pool.begin().await?;
         mark_done(&mut tx, done).await?;
@@ -167,14 +167,15 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(Some(stored_items(txn_id, items, seqs)?))
+        let seqs = in_item_order(txn_id, &items, seqs)?;
+        Ok(Some(stored_items(txn_id, items, seqs)))
     }
 
     /// The same on SQLite, in one trip to the database: the transaction id and the items in
     /// one script, the items inserted only if the id was new (`changes()` still counts the
     /// statement before). Each statement through sqlx is a round trip to its connection
     /// thread, and at one event per transaction those trips were most of the cost. Returns
-    /// the items' keys and sequence numbers, none for a transaction seen before.
+    /// the items' sequence numbers in their order, none for a transaction seen before.
     async fn receive_in_one_trip(
         &self,
         appservice_id: &str,
@@ -182,7 +183,7 @@ impl Store {
         items: &[NewInboxItem],
         done: &[i64],
         now: i64,
-    ) -> Result<Vec<(String, i64)>> {
+    ) -> Result<Vec<i64>> {
         // The items travel as one JSON array, so that one statement, prepared once, serves
         // every transaction size: preparing a statement of 50 rows of parameters cost more
         // than inserting them (a sixth of all the work in a profile). Their payloads travel
@@ -244,11 +245,16 @@ impl Store {
             .bind(done);
         let results = script_on(&mut conn, query).await?;
         let Some(first) = first else {
-            return Ok(results
+            let returned: Vec<(String, i64)> = results
                 .into_iter()
                 .filter_map(|result| result.right())
                 .map(|row| (row.get(1), row.get(0)))
-                .collect());
+                .collect();
+            // No rows: the id was seen before.
+            if returned.is_empty() {
+                return Ok(Vec::new());
+            }
+            return in_item_order(txn_id, items, returned);
         };
         // The statement before COMMIT inserted the items, or nothing for an id seen before.
         let inserted = results
@@ -263,11 +269,7 @@ impl Store {
         if let Conn::Held(held) = &mut conn {
             held.next_seq = Some(first + items.len() as i64);
         }
-        Ok(items
-            .iter()
-            .zip(first..)
-            .map(|(item, seq)| (format!("{txn_id}.{}", item.index), seq))
-            .collect())
+        Ok((first..).take(items.len()).collect())
     }
 
     /// Up to `limit` unhandled items of one queue after `after_seq`, in order.
@@ -382,31 +384,40 @@ fn bind_rows<'q>(
     query
 }
 
-/// The stored items, with the sequence numbers the store gave them, in order.
-fn stored_items(
+/// The sequence numbers `RETURNING` gave, as `(item key, seq)` in no promised order, put in
+/// the items' order.
+fn in_item_order(
     txn_id: &str,
-    items: Vec<NewInboxItem>,
-    seqs: Vec<(String, i64)>,
-) -> Result<Vec<InboxItem>> {
-    let seqs: std::collections::HashMap<String, i64> = seqs.into_iter().collect();
-    let mut stored = Vec::with_capacity(items.len());
-    for item in items {
-        let item_key = format!("{txn_id}.{}", item.index);
-        let seq = *seqs.get(&item_key).ok_or_else(|| {
-            crate::Error::Other(format!(
-                "the store returned no sequence number for {item_key}"
-            ))
-        })?;
-        stored.push(InboxItem {
+    items: &[NewInboxItem],
+    returned: Vec<(String, i64)>,
+) -> Result<Vec<i64>> {
+    let returned: std::collections::HashMap<String, i64> = returned.into_iter().collect();
+    items
+        .iter()
+        .map(|item| {
+            let item_key = format!("{txn_id}.{}", item.index);
+            returned.get(&item_key).copied().ok_or_else(|| {
+                crate::Error::Other(format!(
+                    "the store returned no sequence number for {item_key}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The stored items, given their sequence numbers in the items' order, in that order.
+fn stored_items(txn_id: &str, items: Vec<NewInboxItem>, seqs: Vec<i64>) -> Vec<InboxItem> {
+    items
+        .into_iter()
+        .zip(seqs)
+        .map(|(item, seq)| InboxItem {
             seq,
+            item_key: format!("{txn_id}.{}", item.index),
             queue_key: item.queue_key,
-            item_key,
             kind: item.kind.to_owned(),
             payload: item.payload,
-        });
-    }
-    stored.sort_by_key(|item| item.seq);
-    Ok(stored)
+        })
+        .collect()
 }
 
 /// Marks items handled on `conn`, 500 to a statement.
