@@ -6,6 +6,7 @@
 //! dialects read; each dialect has its own migrations, run at connect.
 
 mod conn;
+mod direct;
 mod inbox;
 mod leases;
 mod migrate;
@@ -139,7 +140,7 @@ impl Store {
             && !url.contains("mode=memory")
         {
             let conn = pool.acquire().await?.detach();
-            Some(std::sync::Arc::new(conn::Held::new(conn)))
+            Some(std::sync::Arc::new(conn::Held::new(conn).await?))
         } else {
             None
         };

@@ -21,7 +21,7 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::Store;
+use super::{Store, direct::Direct};
 use crate::Result;
 
 /// The framework's SQLite connection.
@@ -33,18 +33,36 @@ pub(crate) struct Held {
     /// next user first rolls the half-done transaction back, so that nothing reads or extends
     /// writes that were never committed.
     pub(super) clean: bool,
-    /// The seq the next inbox item gets, once known. The inbox's rows are written only on this
-    /// connection, so it can number them itself instead of asking for the numbers back.
+    /// The seq the next inbox item gets, once known. The inbox's rows are written only under
+    /// this lock (on this connection or on `direct`), so it can number them itself instead of
+    /// asking for the numbers back.
     pub(super) next_seq: Option<i64>,
+    /// The second connection the receive commit runs on, without a trip to sqlx's thread
+    /// (`direct.rs`).
+    pub(super) direct: Option<Direct>,
 }
 
 impl Held {
-    pub(crate) fn new(conn: AnyConnection) -> Mutex<Held> {
-        Mutex::new(Held {
+    /// Takes `conn` for the framework, and opens the second connection beside it; without
+    /// that one (it could not be opened), everything goes through `conn`.
+    pub(crate) async fn new(mut conn: AnyConnection) -> Result<Mutex<Held>> {
+        let path: String =
+            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                .fetch_one(&mut conn)
+                .await?;
+        let direct = match Direct::open(&path) {
+            Ok(direct) => Some(direct),
+            Err(error) => {
+                tracing::warn!(%error, path, "receiving through sqlx only: could not open the store a second time");
+                None
+            }
+        };
+        Ok(Mutex::new(Held {
             conn,
             clean: true,
             next_seq: None,
-        })
+            direct,
+        }))
     }
 }
 

@@ -1,8 +1,9 @@
-use sqlx::Row;
+use sqlx::{Executor, Row};
 
 use super::{
     Store,
     conn::{Conn, script_on},
+    direct::{CHECKPOINT_EVERY, Receive},
     now_ms,
 };
 use crate::Result;
@@ -41,12 +42,23 @@ const INSERT_CHUNK: usize = 200;
 /// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`):
 /// either the store numbers the items and names them back (`RETURNING`), or they come
 /// numbered from `$6` on (see `conn.rs`, `Held::next_seq`). Marks to write go in `$7`.
-macro_rules! receive_items {
+macro_rules! mark_done_sql {
+    () => {
+        "UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7))"
+    };
+}
+
+macro_rules! transaction_sql {
+    () => {
+        "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING"
+    };
+}
+
+macro_rules! items_sql {
     ($seq_column:literal, $seq:literal, $returning:literal) => {
         concat!(
-            "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT DO NOTHING; \
-             INSERT INTO inbox (",
+            "INSERT INTO inbox (",
             $seq_column,
             "appservice_id, queue_key, item_key, kind, payload, received_at) \
              SELECT ",
@@ -54,11 +66,26 @@ macro_rules! receive_items {
             "$1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, \
              CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3 \
              FROM json_each($4) WHERE changes() = 1 ORDER BY key",
-            $returning,
+            $returning
+        )
+    };
+}
+
+macro_rules! receive_items {
+    ($seq_column:literal, $seq:literal, $returning:literal) => {
+        concat!(
+            transaction_sql!(),
+            "; ",
+            items_sql!($seq_column, $seq, $returning),
             "; COMMIT;"
         )
     };
 }
+
+/// The statements of the numbered script one by one, for `direct.rs`.
+pub(super) const MARK_DONE_SQL: &str = mark_done_sql!();
+pub(super) const TRANSACTION_SQL: &str = transaction_sql!();
+pub(super) const ITEMS_NUMBERED_SQL: &str = items_sql!("seq, ", "$6 + key, ", "");
 
 const RECEIVE: &str = concat!(
     "BEGIN; ",
@@ -67,7 +94,9 @@ const RECEIVE: &str = concat!(
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_MARKING_DONE: &str = concat!(
-    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
+    "BEGIN; ",
+    mark_done_sql!(),
+    "; ",
     receive_items!("", "", " RETURNING seq, item_key")
 );
 
@@ -76,7 +105,9 @@ const RECEIVE_NUMBERED: &str = concat!("BEGIN; ", receive_items!("seq, ", "$6 + 
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_NUMBERED_MARKING_DONE: &str = concat!(
-    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
+    "BEGIN; ",
+    mark_done_sql!(),
+    "; ",
     receive_items!("seq, ", "$6 + key, ", "")
 );
 
@@ -227,6 +258,48 @@ impl Store {
             }),
             Conn::Pooled(_) => None,
         };
+        if let (Conn::Held(held), Some(first)) = (&mut conn, first)
+            && let Some(direct) = held.direct.as_mut()
+        {
+            let receive = Receive {
+                appservice_id,
+                txn_id,
+                now,
+                rows: &rows,
+                payloads: &payloads,
+                first_seq: first,
+                done: done.as_deref(),
+            };
+            match direct.receive(&receive) {
+                Ok(inserted) => {
+                    let checkpoint = direct.commits >= CHECKPOINT_EVERY;
+                    if checkpoint {
+                        direct.commits = 0;
+                    }
+                    if inserted > 0 {
+                        held.next_seq = Some(first + items.len() as i64);
+                    }
+                    if checkpoint {
+                        // On sqlx's thread, where syncing to disk blocks nobody else. PASSIVE
+                        // never waits for readers; what it leaves is copied next time.
+                        if let Err(error) = (&mut held.conn)
+                            .execute("PRAGMA wal_checkpoint(PASSIVE)")
+                            .await
+                        {
+                            tracing::warn!(%error, "could not checkpoint the store's WAL");
+                        }
+                    }
+                    return Ok(if inserted == 0 {
+                        Vec::new()
+                    } else {
+                        (first..).take(items.len()).collect()
+                    });
+                }
+                // Busy (another connection writes) or failed: nothing was written, and the
+                // same script goes through sqlx, which waits for the lock on its own thread.
+                Err(error) => tracing::debug!(%error, "receiving through sqlx instead"),
+            }
+        }
         // Fixed texts, so that each stays prepared. The marks go first: `changes()` must count
         // the transaction id's insert.
         let script = match (first.is_some(), done.is_some()) {

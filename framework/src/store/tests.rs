@@ -164,3 +164,71 @@ async fn on_a_file_the_framework_numbers_inbox_items_itself_and_goes_on_after_a_
     let after = receive(&store, "t3").await.unwrap();
     assert!(after > second[0].seq, "seq {after} after a restart");
 }
+
+async fn direct_commits(store: &Store) -> u32 {
+    let held = store.held.as_ref().unwrap().lock().await;
+    held.direct.as_ref().expect("the second connection").commits
+}
+
+#[tokio::test]
+async fn the_receive_commit_skips_sqlx_unless_another_connection_writes_then_waits_for_it() {
+    let (_dir, store) = on_file().await;
+    let first = receive(&store, "t1").await.unwrap();
+    assert_eq!(direct_commits(&store).await, 1);
+
+    // A plugin holds the write lock: the direct connection cannot wait for it, so the receive
+    // goes through sqlx, which waits.
+    let mut plugin = store.pool().begin().await.unwrap();
+    (&mut *plugin)
+        .execute("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine')")
+        .await
+        .unwrap();
+    let waiting = tokio::spawn({
+        let store = store.clone();
+        async move { receive(&store, "t2").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the receive waits for the plugin");
+    plugin.commit().await.unwrap();
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(second, first + 1);
+    assert_eq!(
+        direct_commits(&store).await,
+        1,
+        "the second went through sqlx"
+    );
+
+    // Then straight on, numbered after the one sqlx wrote, and a repeat stores nothing.
+    let third = receive(&store, "t3").await.unwrap();
+    assert_eq!(third, second + 1);
+    assert_eq!(receive(&store, "t2").await, None);
+    assert_eq!(direct_commits(&store).await, 3);
+    assert_eq!(seqs(&store).await, [first, second, third]);
+}
+
+#[tokio::test]
+async fn the_direct_connection_has_the_wal_checkpointed_now_and_then() {
+    let (dir, store) = on_file().await;
+    let file = dir.path().join("store.db");
+    receive(&store, "t1").await.unwrap();
+    // The migrations and t1 are still in the WAL: the sqlx connections check point only after
+    // many pages, the direct one never itself.
+    let before = std::fs::metadata(&file).unwrap().len();
+    store
+        .held
+        .as_ref()
+        .unwrap()
+        .lock()
+        .await
+        .direct
+        .as_mut()
+        .unwrap()
+        .commits = direct::CHECKPOINT_EVERY - 1;
+    receive(&store, "t2").await.unwrap();
+    assert_eq!(direct_commits(&store).await, 0);
+    let after = std::fs::metadata(&file).unwrap().len();
+    assert!(
+        after > before,
+        "pages copied into the file: {before} → {after} bytes"
+    );
+}
