@@ -11,17 +11,18 @@
 //! - it never waits for a lock: `busy_timeout` is 0, and when another connection writes (a
 //!   plugin's transaction, or the framework's connection) the caller goes the usual way,
 //!   through sqlx, which waits on its own thread;
-//! - it never checkpoints, which is what syncs to disk (`wal_autocheckpoint` is 0): the caller
-//!   asks the framework's connection for a checkpoint every [`CHECKPOINT_EVERY`] commits;
+//! - it never checkpoints, which is what syncs to disk (`wal_autocheckpoint` is 0): every
+//!   [`CHECKPOINT_EVERY`] commits the caller has the plugins' connection do it, in a task of its
+//!   own;
 //! - a commit appends a few pages to the WAL in the operating system's cache (`synchronous =
 //!   NORMAL` syncs only at checkpoints), which survives a crash of the process: what the
 //!   answer to the homeserver promises.
 
 use rusqlite::{Connection, OpenFlags, named_params};
 
-/// Commits between checkpoints asked for: a commit here writes about six pages, so this keeps
-/// the WAL under SQLite's own threshold of `wal_autocheckpoint` (see `Store::connect`).
-pub(super) const CHECKPOINT_EVERY: u32 = 2_000;
+/// Commits between checkpoints: a commit here writes about five pages, so the WAL stays near
+/// 4 MB, well under the threshold the sqlx connections check point at (see `Store::connect`).
+pub(super) const CHECKPOINT_EVERY: u32 = 200;
 
 /// The second connection, and how many commits it made since the last checkpoint.
 pub(crate) struct Direct {

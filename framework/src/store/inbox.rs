@@ -280,14 +280,17 @@ impl Store {
                         held.next_seq = Some(first + items.len() as i64);
                     }
                     if checkpoint {
-                        // On sqlx's thread, where syncing to disk blocks nobody else. PASSIVE
-                        // never waits for readers; what it leaves is copied next time.
-                        if let Err(error) = (&mut held.conn)
-                            .execute("PRAGMA wal_checkpoint(PASSIVE)")
-                            .await
-                        {
-                            tracing::warn!(%error, "could not checkpoint the store's WAL");
-                        }
+                        // On the plugins' connection, in a task of its own: a checkpoint syncs
+                        // to disk, which neither this thread nor the framework's connection
+                        // should wait for. PASSIVE never waits for readers or the writer; what
+                        // it leaves is copied next time.
+                        let pool = self.pool.clone();
+                        tokio::spawn(async move {
+                            if let Err(error) = pool.execute("PRAGMA wal_checkpoint(PASSIVE)").await
+                            {
+                                tracing::warn!(%error, "could not checkpoint the store's WAL");
+                            }
+                        });
                     }
                     return Ok(if inserted == 0 {
                         Vec::new()
