@@ -76,24 +76,31 @@ impl Direct {
     pub(super) fn receive(&mut self, r: &Receive<'_>) -> rusqlite::Result<usize> {
         // IMMEDIATE takes the write lock now or fails at once (`SQLITE_BUSY`), before anything
         // is read under a snapshot that another writer could make stale.
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.run("BEGIN IMMEDIATE")?;
         let result = self.script(r);
         match result {
-            Ok(inserted) => match self.conn.execute_batch("COMMIT") {
+            Ok(inserted) => match self.run("COMMIT") {
                 Ok(()) => {
                     self.commits += 1;
                     Ok(inserted)
                 }
                 Err(error) => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    let _ = self.run("ROLLBACK");
                     Err(error)
                 }
             },
             Err(error) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
+                let _ = self.run("ROLLBACK");
                 Err(error)
             }
         }
+    }
+
+    /// A statement without parameters, prepared once (`execute_batch` would parse it again
+    /// every time).
+    fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([])?;
+        Ok(())
     }
 
     fn script(&mut self, r: &Receive<'_>) -> rusqlite::Result<usize> {
