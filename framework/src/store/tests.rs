@@ -240,3 +240,22 @@ async fn the_direct_connection_has_the_wal_checkpointed_now_and_then() {
         "pages copied into the file: {before} → {after} bytes"
     );
 }
+
+#[tokio::test]
+async fn after_other_framework_statements_one_receive_goes_through_the_framework_connection() {
+    let (_dir, store) = on_file().await;
+    receive(&store, "t1").await.unwrap();
+    receive(&store, "t2").await.unwrap();
+    assert_eq!(direct_commits(&store).await, 2);
+    // The outbox, a stored backlog or the writeback used the framework's connection.
+    store.inbox_depth("as").await.unwrap();
+    receive(&store, "t3").await.unwrap();
+    assert_eq!(
+        direct_commits(&store).await,
+        2,
+        "t3 kept that connection's cache"
+    );
+    receive(&store, "t4").await.unwrap();
+    assert_eq!(direct_commits(&store).await, 3, "t4 went direct again");
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 4);
+}
