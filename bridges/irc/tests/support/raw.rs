@@ -67,9 +67,20 @@ pub struct RawClient {
 impl RawClient {
     /// Connects and registers as `nick`.
     pub async fn connect(port: u16, nick: &str) -> RawClient {
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .expect("connect to ngircd");
+        // Refused for a moment now and then just after ngircd (re)starts, though it answered the
+        // readiness probe (seen once in CI): try again for up to two seconds.
+        let mut attempts = 0;
+        let stream = loop {
+            match TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(stream) => break stream,
+                Err(error) if attempts < 40 => {
+                    attempts += 1;
+                    eprintln!("connect to ngircd on port {port}: {error}; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(error) => panic!("connect to ngircd on port {port}: {error}"),
+            }
+        };
         let (read, write) = stream.into_split();
         let mut client = RawClient {
             nick: nick.to_owned(),
