@@ -77,23 +77,16 @@ impl Direct {
         // IMMEDIATE takes the write lock now or fails at once (`SQLITE_BUSY`), before anything
         // is read under a snapshot that another writer could make stale.
         self.run("BEGIN IMMEDIATE")?;
-        let result = self.script(r);
+        let result = self
+            .script(r)
+            .and_then(|inserted| self.run("COMMIT").map(|()| inserted));
         match result {
-            Ok(inserted) => match self.run("COMMIT") {
-                Ok(()) => {
-                    self.commits += 1;
-                    Ok(inserted)
-                }
-                Err(error) => {
-                    let _ = self.run("ROLLBACK");
-                    Err(error)
-                }
-            },
-            Err(error) => {
+            Ok(_) => self.commits += 1,
+            Err(_) => {
                 let _ = self.run("ROLLBACK");
-                Err(error)
             }
         }
+        result
     }
 
     /// A statement without parameters, prepared once (`execute_batch` would parse it again
