@@ -24,10 +24,11 @@ use crate::{
     outbox::{OutboxLane, SendFailure, with_send_scope},
     router::EventContext,
     thirdparty::ThirdPartyLookup,
-    transaction::{Incoming, TransactionBody},
+    transaction::Incoming,
 };
 
 mod members;
+mod receive;
 mod redeliver;
 mod state;
 
@@ -85,6 +86,8 @@ pub(crate) struct AppInner {
     pub(crate) writeback: Arc<crate::writeback::WriteBack>,
     /// Held from a transaction's commit until its items are handed to the inbox lanes.
     pub(crate) receiving: tokio::sync::Mutex<()>,
+    /// Whether received transactions go through the store's journal (see `receive.rs`).
+    pub(crate) journaled: bool,
     /// `true` once the appservice begins to stop; services watch it.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
 }
@@ -226,6 +229,7 @@ impl AppserviceBuilder {
         let id = self.registration.id.clone();
         let max_rooms = self.options.max_rooms;
         let hooks = self.router.options.hooks.clone();
+        let journaled = store.claim_journal();
         let inner = Arc::new_cyclic(|weak| AppInner {
             inbox: Lanes::new(
                 InboxLane::new(weak.clone(), &id),
@@ -257,6 +261,7 @@ impl AppserviceBuilder {
             body_limit: self.body_limit,
             stop: tokio::sync::watch::Sender::new(false),
             receiving: tokio::sync::Mutex::new(()),
+            journaled,
             writeback: Default::default(),
             on_send_failure: self.on_send_failure,
             metrics: Metrics::default(),
@@ -305,6 +310,9 @@ impl Appservice {
         tokio::spawn(crate::writeback::WriteBack::flush_forever(Arc::downgrade(
             &self.inner,
         )));
+        if self.inner.journaled {
+            tokio::spawn(receive::commit_forever(Arc::downgrade(&self.inner)));
+        }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             loop {
@@ -395,8 +403,10 @@ impl Appservice {
     /// Waits until every received item has been handled and every request sent (or given up).
     pub async fn idle(&self) {
         loop {
-            let busy =
-                self.inner.inbox.busy() + self.inner.outbox.busy() + self.inner.writeback.len();
+            let busy = self.inner.inbox.busy()
+                + self.inner.outbox.busy()
+                + self.inner.writeback.len()
+                + self.store().journal_backlog();
             if busy == 0
                 && self.inbox_depth().await.unwrap_or(1) == 0
                 && self.outbox_depth().await.unwrap_or(1) == 0
@@ -408,70 +418,6 @@ impl Appservice {
                 _ = self.inner.outbox.changed(Duration::from_millis(50)) => {}
             }
         }
-    }
-
-    /// Stores a transaction in the inbox and has its items handled. Returns `false` when the
-    /// transaction id was seen before (and nothing was stored).
-    pub(crate) async fn receive(&self, txn_id: &str, body: TransactionBody) -> Result<bool> {
-        let parsed = body.into_items(txn_id);
-        let items: Vec<_> = parsed
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| item.to_stored(i))
-            .collect();
-        // Items of one room must reach its worker in the order they were committed.
-        let _order = self.inner.receiving.lock().await;
-        // Done marks written behind ride along with the commit this transaction needs anyway
-        // (one commit instead of two when events arrive one at a time). Only where this
-        // process is the store's one writer: elsewhere a worker writes its own before it lets
-        // go of a room.
-        let done = if self.store().exclusive() {
-            self.inner.writeback.take_done()
-        } else {
-            Vec::new()
-        };
-        let received = self
-            .store()
-            .receive_and_mark_done(&self.inner.registration.id, txn_id, items, &done)
-            .await;
-        if received.is_err() && !done.is_empty() {
-            self.inner
-                .writeback
-                .extend(done.into_iter().map(crate::writeback::Write::Done));
-        }
-        let Some(stored) = received? else {
-            return Ok(false);
-        };
-        self.inner.metrics.transaction(parsed.skipped);
-        // `stored` is in the items' order. Items handed to their workers in memory go as they
-        // were taken apart here, without their stored JSON (the parsed item holds it; up to 256
-        // items a room wait in memory), not to be parsed again.
-        let mut pending: Vec<crate::inbox::Pending> = stored
-            .into_iter()
-            .zip(parsed.items)
-            .map(|(mut item, incoming)| {
-                item.payload = String::new();
-                crate::inbox::Pending {
-                    item,
-                    parsed: Some(incoming),
-                }
-            })
-            .collect();
-        // In commit order, so that each room's items stay in order.
-        pending.sort_by_key(|p| p.item.seq);
-        let mut by_queue: std::collections::HashMap<String, Vec<crate::inbox::Pending>> =
-            std::collections::HashMap::new();
-        for p in pending {
-            by_queue
-                .entry(p.item.queue_key.clone())
-                .or_default()
-                .push(p);
-        }
-        for (queue, items) in by_queue {
-            self.inner.inbox.offer_items(&queue, items);
-        }
-        Ok(true)
     }
 
     /// Asks the homeserver to ping us (`POST /_matrix/client/v1/appservice/{id}/ping`). Besides

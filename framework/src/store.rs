@@ -6,8 +6,8 @@
 //! dialects read; each dialect has its own migrations, run at connect.
 
 mod conn;
-mod direct;
 mod inbox;
+mod journal;
 mod leases;
 mod migrate;
 mod outbox;
@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
+pub(crate) use inbox::record_items;
 pub use inbox::{InboxItem, NewInboxItem};
 pub use migrate::Migration;
 pub use outbox::{OutboxItem, OutboxState};
@@ -44,6 +45,9 @@ pub struct Store {
     backend: Backend,
     /// On a SQLite file, the framework's own connection, kept out of the pool (see `conn.rs`).
     held: Option<std::sync::Arc<tokio::sync::Mutex<conn::Held>>>,
+    /// Beside a SQLite file, where received transactions are stored before they are answered
+    /// (see `journal.rs`).
+    journal: Option<std::sync::Arc<journal::Journal>>,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
@@ -135,19 +139,24 @@ impl Store {
         }
         // An in-memory database exists once per connection: there, everything shares the
         // pool's one connection.
-        let held = if backend == Backend::Sqlite
+        let (held, journal) = if backend == Backend::Sqlite
             && !url.contains(":memory:")
             && !url.contains("mode=memory")
         {
             let conn = pool.acquire().await?.detach();
-            Some(std::sync::Arc::new(conn::Held::new(conn).await?))
+            let (held, journal) = conn::Held::new(conn).await?;
+            (
+                Some(std::sync::Arc::new(held)),
+                Some(std::sync::Arc::new(journal)),
+            )
         } else {
-            None
+            (None, None)
         };
         Ok(Store {
             pool,
             backend,
             held,
+            journal,
         })
     }
 

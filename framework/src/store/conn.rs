@@ -21,7 +21,7 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, MutexGuard};
 
-use super::{Store, direct::Direct};
+use super::{Store, journal::Journal};
 use crate::Result;
 
 /// The framework's SQLite connection.
@@ -33,44 +33,30 @@ pub(crate) struct Held {
     /// next user first rolls the half-done transaction back, so that nothing reads or extends
     /// writes that were never committed.
     pub(super) clean: bool,
-    /// The seq the next inbox item gets, once known. The inbox's rows are written only under
-    /// this lock (on this connection or on `direct`), so it can number them itself instead of
-    /// asking for the numbers back.
-    pub(super) next_seq: Option<i64>,
-    /// The second connection the receive commit runs on, without a trip to sqlx's thread
-    /// (`direct.rs`).
-    pub(super) direct: Option<Direct>,
-    /// Whether other framework statements ran on `conn` since the last receive. Then the next
-    /// receive goes through `conn` too: SQLite drops a connection's whole page cache when
-    /// another connection wrote, so a busy `conn` (the outbox, stored backlogs, at 50 events
-    /// a transaction) would re-read its pages after every direct commit (echo B=50 fell from
-    /// 0.6–0.77 to 0.47 of the null appservice with every receive direct). `direct` is for
-    /// when the receives are all `conn` would do: one event at a time.
-    pub(super) used_between_receives: bool,
 }
 
 impl Held {
-    /// Takes `conn` for the framework, and opens the second connection beside it; without
-    /// that one (it could not be opened), everything goes through `conn`.
-    pub(crate) async fn new(mut conn: AnyConnection) -> Result<Mutex<Held>> {
+    /// Takes `conn` for the framework, opens the receive journal beside its file, and commits
+    /// what a previous run left in the journal before anything else reads the inbox.
+    pub(crate) async fn new(mut conn: AnyConnection) -> Result<(Mutex<Held>, Journal)> {
         let path: String =
             sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(&mut conn)
                 .await?;
-        let direct = match Direct::open(&path) {
-            Ok(direct) => Some(direct),
-            Err(error) => {
-                tracing::warn!(%error, path, "receiving through sqlx only: could not open the store a second time");
-                None
-            }
-        };
-        Ok(Mutex::new(Held {
-            conn,
-            clean: true,
-            next_seq: None,
-            direct,
-            used_between_receives: false,
-        }))
+        let (journal, left) = Journal::open(std::path::Path::new(&path))?;
+        if !left.is_empty() {
+            let fresh = super::inbox::commit_records(&mut conn, &left, &[]).await?;
+            tracing::info!(
+                records = left.len(),
+                fresh = fresh.len(),
+                "committed the transactions a previous run left in the inbox journal"
+            );
+        }
+        let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+            .fetch_one(&mut conn)
+            .await?;
+        journal.start(max + 1)?;
+        Ok((Mutex::new(Held { conn, clean: true }), journal))
     }
 }
 
@@ -103,15 +89,6 @@ impl DerefMut for Conn<'_> {
 impl Store {
     /// The connection for a framework statement.
     pub(crate) async fn conn(&self) -> Result<Conn<'_>> {
-        let mut conn = self.conn_for_receive().await?;
-        if let Conn::Held(held) = &mut conn {
-            held.used_between_receives = true;
-        }
-        Ok(conn)
-    }
-
-    /// The same for the receive script, which keeps track of [`Held::used_between_receives`].
-    pub(crate) async fn conn_for_receive(&self) -> Result<Conn<'_>> {
         let Some(held) = &self.held else {
             return Ok(Conn::Pooled(self.pool.acquire().await?));
         };

@@ -165,97 +165,99 @@ async fn on_a_file_the_framework_numbers_inbox_items_itself_and_goes_on_after_a_
     assert!(after > second[0].seq, "seq {after} after a restart");
 }
 
-async fn direct_commits(store: &Store) -> u32 {
-    let held = store.held.as_ref().unwrap().lock().await;
-    held.direct.as_ref().expect("the second connection").commits
+async fn count(store: &Store, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap()
+}
+
+fn append(store: &Store, txn_id: &str, items: usize) {
+    store
+        .append_to_journal("as", txn_id, (0..items).map(item).collect(), Box::new(()))
+        .unwrap();
 }
 
 #[tokio::test]
-async fn the_receive_commit_skips_sqlx_unless_another_connection_writes_then_waits_for_it() {
+async fn a_journal_batch_stores_each_new_id_once_and_skips_ids_seen_before() {
     let (_dir, store) = on_file().await;
-    let first = receive(&store, "t1").await.unwrap();
-    assert_eq!(direct_commits(&store).await, 1);
+    assert!(store.claim_journal());
+    assert!(!store.claim_journal(), "one appservice commits a journal");
+    append(&store, "t1", 1);
+    let batch = store.take_journal().unwrap();
+    assert_eq!(store.commit_journal(&batch, &[]).await.unwrap().len(), 1);
+    // Sent again after it was committed, twice in one batch, and a new one.
+    append(&store, "t1", 1);
+    append(&store, "t2", 2);
+    append(&store, "t2", 2);
+    assert_eq!(store.journal_backlog(), 3);
+    let batch = store.take_journal().unwrap();
+    let fresh = store.commit_journal(&batch, &[]).await.unwrap();
+    let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+    assert_eq!(fresh.into_iter().collect::<Vec<_>>(), [numbers[1]]);
+    assert_eq!(store.journal_backlog(), 0);
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM transactions").await, 2);
+    // t1's item, then t2's two, numbered as appended.
+    let first = batch.records[1].first_seq;
+    assert_eq!(seqs(&store).await[1..], [first, first + 1]);
+    // The sqlx path numbers after what the journal handed out, even what it skipped.
+    let next = receive(&store, "t3").await.unwrap();
+    assert_eq!(next, batch.records[2].first_seq + 2);
+}
 
-    // A plugin holds the write lock: the direct connection cannot wait for it, so the receive
-    // goes through sqlx, which waits.
-    let mut plugin = store.pool().begin().await.unwrap();
-    (&mut *plugin)
-        .execute("CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES ('mine')")
+#[tokio::test]
+async fn done_marks_ride_along_with_a_journal_batch() {
+    let (_dir, store) = on_file().await;
+    store.claim_journal();
+    append(&store, "t1", 2);
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[]).await.unwrap();
+    let first = batch.records[0].first_seq;
+    append(&store, "t2", 1);
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[first]).await.unwrap();
+    let pending: Vec<i64> =
+        sqlx::query_scalar("SELECT seq FROM inbox WHERE done_at IS NULL ORDER BY seq")
+            .fetch_all(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(pending, [first + 1, first + 2]);
+}
+
+#[tokio::test]
+async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.claim_journal();
+    append(&store, "t1", 1);
+    // Committed, but "crashed" before its file was emptied.
+    let batch = store.take_journal().unwrap();
+    let query = super::inbox::commit_records_query_for_tests(&batch.records);
+    conn::script_on(&mut store.conn().await.unwrap(), query)
         .await
         .unwrap();
-    let waiting = tokio::spawn({
-        let store = store.clone();
-        async move { receive(&store, "t2").await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "the receive waits for the plugin");
-    plugin.commit().await.unwrap();
-    let second = waiting.await.unwrap().unwrap();
-    assert_eq!(second, first + 1);
+    append(&store, "t2", 2);
+    append(&store, "t3", 1);
+    let last = store.journal_backlog();
+    assert_eq!(last, 3);
+    drop(batch);
+    drop(store);
+
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM transactions").await, 3);
+    assert_eq!(seqs(&store).await.len(), 4, "t1 once, t2 and t3");
+    assert_eq!(store.journal_backlog(), 0);
+    // Resent by the homeserver, which never got its answer: nothing new.
+    store.claim_journal();
+    append(&store, "t3", 1);
+    let batch = store.take_journal().unwrap();
+    assert!(store.commit_journal(&batch, &[]).await.unwrap().is_empty());
+    drop(store);
+    let store = Store::connect(&url).await.unwrap();
     assert_eq!(
-        direct_commits(&store).await,
-        1,
-        "the second went through sqlx"
+        seqs(&store).await.len(),
+        4,
+        "and nothing found again at the next start"
     );
-
-    // Then straight on, numbered after the one sqlx wrote, and a repeat stores nothing.
-    let third = receive(&store, "t3").await.unwrap();
-    assert_eq!(third, second + 1);
-    assert_eq!(receive(&store, "t2").await, None);
-    assert_eq!(direct_commits(&store).await, 3);
-    assert_eq!(seqs(&store).await, [first, second, third]);
-}
-
-#[tokio::test]
-async fn the_direct_connection_has_the_wal_checkpointed_now_and_then() {
-    let (dir, store) = on_file().await;
-    let file = dir.path().join("store.db");
-    receive(&store, "t1").await.unwrap();
-    // The migrations and t1 are still in the WAL: the sqlx connections check point only after
-    // many pages, the direct one never itself.
-    let before = std::fs::metadata(&file).unwrap().len();
-    store
-        .held
-        .as_ref()
-        .unwrap()
-        .lock()
-        .await
-        .direct
-        .as_mut()
-        .unwrap()
-        .commits = direct::CHECKPOINT_EVERY - 1;
-    receive(&store, "t2").await.unwrap();
-    assert_eq!(direct_commits(&store).await, 0);
-    // In a task of its own.
-    let mut after = before;
-    for _ in 0..100 {
-        after = std::fs::metadata(&file).unwrap().len();
-        if after > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        after > before,
-        "pages copied into the file: {before} → {after} bytes"
-    );
-}
-
-#[tokio::test]
-async fn after_other_framework_statements_one_receive_goes_through_the_framework_connection() {
-    let (_dir, store) = on_file().await;
-    receive(&store, "t1").await.unwrap();
-    receive(&store, "t2").await.unwrap();
-    assert_eq!(direct_commits(&store).await, 2);
-    // The outbox, a stored backlog or the writeback used the framework's connection.
-    store.inbox_depth("as").await.unwrap();
-    receive(&store, "t3").await.unwrap();
-    assert_eq!(
-        direct_commits(&store).await,
-        2,
-        "t3 kept that connection's cache"
-    );
-    receive(&store, "t4").await.unwrap();
-    assert_eq!(direct_commits(&store).await, 3, "t4 went direct again");
-    assert_eq!(store.inbox_depth("as").await.unwrap(), 4);
 }
