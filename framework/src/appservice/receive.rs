@@ -36,6 +36,7 @@ impl Appservice {
             .map(|(i, item)| item.to_stored(i))
             .collect();
         if self.inner.journaled && !items.is_empty() {
+            self.store().journal_room().await;
             let attachment = Box::new(Parsed {
                 items: parsed.items,
                 skipped: parsed.skipped,

@@ -562,6 +562,19 @@ impl Store {
         Ok(())
     }
 
+    /// Waits while the journal holds [`MAX_BACKLOG`](super::journal::MAX_BACKLOG) records
+    /// or more, until the commit catches up.
+    pub(crate) async fn journal_room(&self) {
+        let Some(journal) = &self.journal else { return };
+        while journal.backlog() >= super::journal::MAX_BACKLOG {
+            let committed = journal.committed.notified();
+            if journal.backlog() < super::journal::MAX_BACKLOG {
+                return;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(100), committed).await;
+        }
+    }
+
     /// Waits until something was appended to the journal, for at most `timeout`; false if
     /// nothing was.
     pub(crate) async fn journal_appended(&self, timeout: std::time::Duration) -> bool {

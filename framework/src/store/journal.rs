@@ -33,6 +33,11 @@ const HEADER: usize = 8;
 /// A record larger than this is damage, not a transaction (the HTTP body limit is 32 MiB).
 const MAX_RECORD: usize = 1 << 30;
 
+/// Records the journal holds before receivers wait for the commit: answering faster than the
+/// database takes the records would pile them up in memory (say while a plugin holds SQLite's
+/// write lock), where waiting lets the homeserver feel it, as it did before the journal.
+pub(crate) const MAX_BACKLOG: usize = 1024;
+
 /// One received transaction.
 pub(crate) struct Record {
     /// Appends are numbered, so that a start can put the two files' records in order.
@@ -72,6 +77,8 @@ pub(crate) struct Journal {
     state: Mutex<State>,
     /// Wakes the task that commits the records.
     pub(crate) notify: tokio::sync::Notify,
+    /// Wakes receivers waiting for the backlog to shrink (see [`MAX_BACKLOG`]).
+    pub(crate) committed: tokio::sync::Notify,
     /// Whether an appservice commits this journal's records (see `Store::claim_journal`).
     claimed: std::sync::atomic::AtomicBool,
 }
@@ -94,6 +101,8 @@ struct State {
     in_flight: usize,
     /// The file of a batch taken and not yet finished: the next batch waits for it.
     taken: Option<usize>,
+    /// Whether the batch taken is committed (its file is still to be emptied).
+    committed: bool,
     /// Set when a failed append could not be cut off: nothing can be appended safely after it.
     broken: bool,
 }
@@ -136,9 +145,11 @@ impl Journal {
                 appended: Vec::new(),
                 in_flight: 0,
                 taken: None,
+                committed: false,
                 broken: false,
             }),
             notify: tokio::sync::Notify::new(),
+            committed: tokio::sync::Notify::new(),
             claimed: Default::default(),
         };
         Ok((journal, records))
@@ -225,6 +236,14 @@ impl Journal {
     /// the other file from now on.
     pub(crate) fn take(&self) -> Option<Batch> {
         let mut state = self.lock();
+        if let (Some(file), true) = (state.taken, state.committed) {
+            // The last batch was committed but its file could not be emptied: try again.
+            if truncate(&state.files[file], &state.paths[file]).is_ok() {
+                state.taken = None;
+                state.in_flight = 0;
+                state.committed = false;
+            }
+        }
         if state.taken.is_some() || state.appended.is_empty() {
             return None;
         }
@@ -240,11 +259,15 @@ impl Journal {
     /// The batch's records are committed: its file is emptied for its next turn.
     pub(crate) fn finish(&self, batch: &Batch) -> Result<()> {
         let mut state = self.lock();
-        // On an error the turn is kept, so no batch follows until the file was emptied (a
+        // On an error the turn is kept, so no batch follows until `take` emptied the file (a
         // start would find its records again, committed, and skip them as repeats).
+        state.committed = true;
         truncate(&state.files[batch.file], &state.paths[batch.file])?;
+        state.committed = false;
         state.taken = None;
         state.in_flight = 0;
+        drop(state);
+        self.committed.notify_waiters();
         Ok(())
     }
 
@@ -409,6 +432,11 @@ mod tests {
         }
     }
 
+    fn txn_ids(db: &Path) -> Vec<String> {
+        let (_, records) = Journal::open(db).unwrap();
+        records.into_iter().map(|r| r.txn_id).collect()
+    }
+
     #[test]
     fn records_come_back_in_order_across_both_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -476,12 +504,7 @@ mod tests {
             .append("as", "t3", 5, vec![item("{}")], None)
             .unwrap();
         drop(journal);
-        let txns: Vec<_> = Journal::open(&db)
-            .unwrap()
-            .1
-            .into_iter()
-            .map(|r| r.txn_id)
-            .collect();
+        let txns = txn_ids(&db);
         assert_eq!(txns, ["t2", "t3"]);
     }
 
@@ -502,12 +525,7 @@ mod tests {
         let whole = std::fs::read(&path).unwrap();
 
         std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        let txns: Vec<_> = Journal::open(&db)
-            .unwrap()
-            .1
-            .into_iter()
-            .map(|r| r.txn_id)
-            .collect();
+        let txns = txn_ids(&db);
         assert_eq!(txns, ["t1"]);
 
         let mut flipped = whole.clone();

@@ -261,3 +261,24 @@ async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() 
         "and nothing found again at the next start"
     );
 }
+
+#[tokio::test]
+async fn a_full_journal_makes_receivers_wait_for_the_commit() {
+    let (_dir, store) = on_file().await;
+    store.claim_journal();
+    for i in 0..journal::MAX_BACKLOG {
+        append(&store, &format!("t{i}"), 1);
+    }
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.journal_room().await })
+    };
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(!waiting.is_finished(), "the backlog is full");
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the commit lets the receiver go on")
+        .unwrap();
+}
