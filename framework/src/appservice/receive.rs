@@ -21,13 +21,20 @@ use crate::{
 struct Parsed {
     items: Vec<Incoming>,
     skipped: usize,
+    /// Told whether the transaction was new once it is committed, for a caller that waits.
+    committed: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Appservice {
     /// Stores a transaction and has its items handled. Returns `false` when the transaction id
     /// is known to have been seen before (nothing is stored then); through the journal that is
-    /// known only when it is committed, and this returns `true`.
-    pub(crate) async fn receive(&self, txn_id: &str, body: TransactionBody) -> Result<bool> {
+    /// known only when it is committed, and this returns `true` unless `wait_for_commit`.
+    pub(crate) async fn receive(
+        &self,
+        txn_id: &str,
+        body: TransactionBody,
+        wait_for_commit: bool,
+    ) -> Result<bool> {
         let parsed = body.into_items(txn_id);
         let items: Vec<_> = parsed
             .items
@@ -37,9 +44,16 @@ impl Appservice {
             .collect();
         if self.inner.journaled && !items.is_empty() {
             self.store().journal_room().await;
+            let (tell, committed) = if wait_for_commit {
+                let (tell, committed) = tokio::sync::oneshot::channel();
+                (Some(tell), Some(committed))
+            } else {
+                (None, None)
+            };
             let attachment = Box::new(Parsed {
                 items: parsed.items,
                 skipped: parsed.skipped,
+                committed: tell,
             });
             self.store().append_to_journal(
                 &self.inner.registration.id,
@@ -47,7 +61,13 @@ impl Appservice {
                 items,
                 attachment,
             )?;
-            return Ok(true);
+            return match committed {
+                // Dropped unanswered only with the appservice; the record stays in the journal.
+                Some(committed) => committed.await.map_err(|_| {
+                    crate::Error::Other("stopped before the transaction was committed".into())
+                }),
+                None => Ok(true),
+            };
         }
         // Items of one room must reach its worker in the order they were committed.
         let _order = self.inner.receiving.lock().await;
@@ -147,14 +167,18 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
                 .attachment
                 .take()
                 .and_then(|a| a.downcast::<Parsed>().ok());
-            if !fresh.contains(&record.number) {
+            let Some(mut parsed) = parsed else { continue };
+            let new = fresh.contains(&record.number);
+            if let Some(tell) = parsed.committed.take() {
+                let _ = tell.send(new);
+            }
+            if !new {
                 tracing::debug!(
                     txn_id = record.txn_id,
                     "transaction already received; not handling it again"
                 );
                 continue;
             }
-            let Some(parsed) = parsed else { continue };
             inner.metrics.transaction(parsed.skipped);
             offer(&inner, crate::store::record_items(record), parsed.items);
         }

@@ -22,7 +22,7 @@ impl Appservice {
             ..TransactionBody::default()
         };
         // Homeserver transaction ids never contain this prefix's dot-separated form.
-        self.receive(&format!("trestle.redeliver.{key}"), body)
+        self.receive(&format!("trestle.redeliver.{key}"), body, true)
             .await
     }
 }
@@ -41,7 +41,24 @@ mod tests {
     };
 
     #[tokio::test]
-    async fn a_redelivered_event_is_handled_again_once_per_key() {
+    async fn a_redelivered_event_is_handled_again_once_per_key_in_memory() {
+        a_redelivered_event_is_handled_again_once_per_key(crate::Store::in_memory().await.unwrap())
+            .await;
+    }
+
+    /// On a file, through the journal: the second redelivery learns it was a repeat only once
+    /// the journal is committed, and waits for that.
+    #[tokio::test]
+    async fn a_redelivered_event_is_handled_again_once_per_key_on_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        a_redelivered_event_is_handled_again_once_per_key(
+            crate::Store::connect(&url).await.unwrap(),
+        )
+        .await;
+    }
+
+    async fn a_redelivered_event_is_handled_again_once_per_key(store: crate::Store) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = {
             let seen = seen.clone();
@@ -57,6 +74,7 @@ mod tests {
         let registration =
             trestle_registration::Registration::generate("t", None, "bot", "t_", "x");
         let app = Appservice::builder(registration, hs.url.clone(), "x")
+            .store(store)
             .router(Router::new().on(record))
             .build()
             .await

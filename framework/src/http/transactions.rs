@@ -28,7 +28,7 @@ pub(super) async fn put_transaction(
         }
     })?;
     // Stored before answering: once Synapse has its 200 it forgets the transaction.
-    if !app.receive(&txn_id, body).await? {
+    if !app.receive(&txn_id, body, false).await? {
         tracing::debug!(
             txn_id,
             "transaction already received; not handling it again"
