@@ -562,13 +562,14 @@ impl Store {
         Ok(())
     }
 
-    /// Waits while the journal holds [`MAX_BACKLOG`](super::journal::MAX_BACKLOG) records
-    /// or more, until the commit catches up.
+    /// Waits while the journal holds [`MAX_WAITING_ITEMS`](super::journal::MAX_WAITING_ITEMS)
+    /// items or more, until the commit catches up.
     pub(crate) async fn journal_room(&self) {
         let Some(journal) = &self.journal else { return };
-        while journal.backlog() >= super::journal::MAX_BACKLOG {
+        let max = super::journal::MAX_WAITING_ITEMS;
+        while journal.waiting_items() >= max {
             let committed = journal.committed.notified();
-            if journal.backlog() < super::journal::MAX_BACKLOG {
+            if journal.waiting_items() < max {
                 return;
             }
             let _ = tokio::time::timeout(std::time::Duration::from_millis(100), committed).await;

@@ -266,7 +266,7 @@ async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() 
 async fn a_full_journal_makes_receivers_wait_for_the_commit() {
     let (_dir, store) = on_file().await;
     store.claim_journal();
-    for i in 0..journal::MAX_BACKLOG {
+    for i in 0..journal::MAX_WAITING_ITEMS {
         append(&store, &format!("t{i}"), 1);
     }
     let waiting = {
