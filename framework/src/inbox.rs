@@ -1,5 +1,5 @@
-//! The durable inbox: a transaction's items are committed to the store before the homeserver
-//! is answered, then handled from there — in order per room, rooms in parallel — and marked
+//! The durable inbox: a transaction's items are stored before the homeserver is answered (on a
+//! SQLite file in the journal first, `store/journal.rs`), then handled from there — in order per room, rooms in parallel — and marked
 //! done one by one. After a crash, whatever was acknowledged but not marked done is handled on
 //! the next start. Handling is at-least-once; handlers get a stable
 //! [`IdempotencyKey`](crate::router::IdempotencyKey), and the transaction ids of what they
