@@ -44,6 +44,11 @@ impl Appservice {
             .collect();
         if self.inner.journaled && !items.is_empty() {
             self.store().journal_room().await;
+            // A larger transaction is answered once it is committed, as without the journal:
+            // answered at once, transactions of 50 ran ahead of their handlers until each room's
+            // backlog outgrew its worker's memory and was read back (echo B=50 0.52–0.56 of the
+            // null appservice, p50 latency up to 120 ms, against 0.66 and 5 ms).
+            let wait_for_commit = wait_for_commit || items.len() > ANSWER_AT_ONCE_UP_TO;
             let (tell, committed) = if wait_for_commit {
                 let (tell, committed) = tokio::sync::oneshot::channel();
                 (Some(tell), Some(committed))
@@ -61,6 +66,9 @@ impl Appservice {
                 items,
                 attachment,
             )?;
+            if committed.is_some() {
+                self.store().journal_hurry();
+            }
             return match committed {
                 // Dropped unanswered only with the appservice; the record stays in the journal.
                 Some(committed) => committed.await.map_err(|_| {
@@ -126,6 +134,9 @@ fn offer(inner: &AppInner, stored: Vec<InboxItem>, parsed: Vec<Incoming>) {
     }
 }
 
+/// The most items a transaction may have to be answered as soon as it is in the journal.
+const ANSWER_AT_ONCE_UP_TO: usize = 4;
+
 /// How long the first record after a lull waits for others to be committed with it. At one
 /// event per transaction a commit each cost more than the rest of the work together (echo
 /// B=1: 0.58 of the null appservice at 172 µs of CPU a transaction); handling starts later
@@ -144,8 +155,9 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
             drop(inner);
             if store.journal_appended(Duration::from_secs(1)).await {
                 // Woken by the first record after a lull: a moment more gathers a batch when
-                // transactions come one at a time, instead of one commit for each.
-                tokio::time::sleep(GATHER).await;
+                // transactions come one at a time, instead of one commit for each. Not when a
+                // receiver waits for the commit.
+                store.journal_gather(GATHER).await;
             }
             continue;
         };
@@ -182,5 +194,50 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
             inner.metrics.transaction(parsed.skipped);
             offer(&inner, crate::store::record_items(record), parsed.items);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::{
+        Appservice,
+        testing::{MockHomeserver, text},
+        transaction::TransactionBody,
+    };
+
+    /// Through the journal a transaction of a few events is answered once appended; a larger one
+    /// once committed, so that answers do not run ahead of the handlers.
+    #[tokio::test]
+    async fn a_larger_transaction_is_answered_once_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("store.db").display());
+        let store = crate::Store::connect(&url).await.unwrap();
+        let hs = MockHomeserver::start(json!({}), json!({})).await;
+        let registration =
+            trestle_registration::Registration::generate("t", None, "bot", "t_", "x");
+        let app = Appservice::builder(registration, hs.url.clone(), "x")
+            .store(store.clone())
+            .build()
+            .await
+            .unwrap();
+        assert!(app.inner.journaled);
+        let events: Vec<_> = (0..=super::ANSWER_AT_ONCE_UP_TO)
+            .map(|i| text(&format!("${i}"), "!r:x", "@u:x", "hi"))
+            .collect();
+        let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
+        assert!(app.receive("big", body, false).await.unwrap());
+        assert_eq!(
+            store.journal_backlog(),
+            0,
+            "answered before it was committed"
+        );
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inbox")
+            .fetch_one(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored, events.len() as i64);
+        app.idle().await;
     }
 }

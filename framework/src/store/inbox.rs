@@ -41,7 +41,8 @@ const INSERT_CHUNK: usize = 200;
 
 /// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`):
 /// either the store numbers the items and names them back (`RETURNING`), or they come
-/// numbered from `$6` on (see `conn.rs`, `Held::next_seq`). Marks to write go in `$7`.
+/// numbered from `$6` on (by the journal, `journal.rs`, which numbers every inbox item on a file).
+/// Marks to write go in `$7`.
 macro_rules! mark_done_sql {
     () => {
         "UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7))"
@@ -584,6 +585,20 @@ impl Store {
                 .await
                 .is_ok(),
             None => false,
+        }
+    }
+
+    /// Has the commit task stop gathering: a receiver waits for the commit.
+    pub(crate) fn journal_hurry(&self) {
+        if let Some(journal) = &self.journal {
+            journal.hurry.notify_one();
+        }
+    }
+
+    /// Waits for `gather`, or less if a receiver waits for the commit.
+    pub(crate) async fn journal_gather(&self, gather: std::time::Duration) {
+        if let Some(journal) = &self.journal {
+            let _ = tokio::time::timeout(gather, journal.hurry.notified()).await;
         }
     }
 

@@ -82,6 +82,8 @@ pub(crate) struct Journal {
     state: Mutex<State>,
     /// Wakes the task that commits the records.
     pub(crate) notify: tokio::sync::Notify,
+    /// Tells the commit task that a receiver waits for the commit, so it stops gathering.
+    pub(crate) hurry: tokio::sync::Notify,
     /// Wakes receivers waiting for the backlog to shrink (see [`MAX_WAITING_ITEMS`]).
     pub(crate) committed: tokio::sync::Notify,
     /// Whether an appservice commits this journal's records (see `Store::claim_journal`).
@@ -160,6 +162,7 @@ impl Journal {
             }),
             notify: tokio::sync::Notify::new(),
             committed: tokio::sync::Notify::new(),
+            hurry: tokio::sync::Notify::new(),
             claimed: Default::default(),
         };
         Ok((journal, records))
