@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
-pub(crate) use inbox::record_items;
 pub use inbox::{InboxItem, NewInboxItem};
+pub(crate) use journal::record_items;
 pub use migrate::Migration;
 pub use outbox::{OutboxItem, OutboxState};
 pub use users::GhostRecord;

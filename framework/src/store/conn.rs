@@ -45,7 +45,7 @@ impl Held {
                 .await?;
         let (journal, left) = Journal::open(std::path::Path::new(&path))?;
         if !left.is_empty() {
-            let fresh = super::inbox::commit_records(&mut conn, &left, &[]).await?;
+            let fresh = super::journal::commit_records(&mut conn, &left, &[]).await?;
             tracing::info!(
                 records = left.len(),
                 fresh = fresh.len(),

@@ -27,6 +27,13 @@ use std::{
 use super::inbox::NewInboxItem;
 use crate::{Error, Result};
 
+mod commit;
+
+pub(super) use commit::commit_records;
+#[cfg(test)]
+pub(super) use commit::commit_records_query_for_tests;
+pub(crate) use commit::record_items;
+
 /// Bytes before a record's body: its length and its CRC-32.
 const HEADER: usize = 8;
 
