@@ -62,9 +62,9 @@ impl WriteBack {
     }
 
     /// Takes the waiting done marks, leaving the other writes in their order: on SQLite the
-    /// next transaction's receive script writes them, which saves a commit per transaction
-    /// when events arrive one at a time. A caller that fails to write them gives them back
-    /// with [`WriteBack::extend`].
+    /// next commit of received transactions writes them (the journal's, or the receive script),
+    /// which saves a commit per transaction when events arrive one at a time. A caller that
+    /// fails to write them gives them back with [`WriteBack::extend`].
     pub(crate) fn take_done(&self) -> Vec<i64> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let mut done = Vec::new();
@@ -99,8 +99,9 @@ impl WriteBack {
                 {
                     // Woken by the first write after a lull: a moment more gathers a batch
                     // when transactions arrive one event at a time. On SQLite, done marks ride
-                    // along with the next transaction's commit meanwhile, so while transactions
-                    // keep coming this task wakes only every `GATHER` and seldom commits.
+                    // along with the next commit of received transactions meanwhile, so while
+                    // transactions keep coming this task wakes only every `GATHER` and seldom
+                    // commits.
                     tokio::time::sleep(GATHER).await;
                 }
                 continue;

@@ -44,6 +44,8 @@ impl Held {
                 .fetch_one(&mut conn)
                 .await?;
         let (journal, left) = Journal::open(std::path::Path::new(&path))?;
+        let held = Mutex::new(Held { conn, clean: true });
+        let mut conn = Conn::Held(held.lock().await);
         if !left.is_empty() {
             let fresh = super::journal::commit_records(&mut conn, &left, &[]).await?;
             tracing::info!(
@@ -53,10 +55,11 @@ impl Held {
             );
         }
         let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
-            .fetch_one(&mut conn)
+            .fetch_one(&mut *conn)
             .await?;
         journal.start(max + 1)?;
-        Ok((Mutex::new(Held { conn, clean: true }), journal))
+        drop(conn);
+        Ok((held, journal))
     }
 }
 

@@ -40,25 +40,14 @@ const INSERT_CHUNK: usize = 200;
 
 /// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`):
 /// either the store numbers the items and names them back (`RETURNING`), or they come
-/// numbered from `$6` on (by the journal, `journal.rs`, which numbers every inbox item on a file).
-/// Marks to write go in `$7`.
-macro_rules! mark_done_sql {
-    () => {
-        "UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7))"
-    };
-}
-
-macro_rules! transaction_sql {
-    () => {
-        "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING"
-    };
-}
-
-macro_rules! items_sql {
+/// numbered from `$6` on (by the journal, `journal.rs`, which numbers every inbox item on a
+/// file). Marks to write go in `$7`.
+macro_rules! receive_items {
     ($seq_column:literal, $seq:literal, $returning:literal) => {
         concat!(
-            "INSERT INTO inbox (",
+            "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING; \
+             INSERT INTO inbox (",
             $seq_column,
             "appservice_id, queue_key, item_key, kind, payload, received_at) \
              SELECT ",
@@ -66,17 +55,7 @@ macro_rules! items_sql {
             "$1, value ->> 0, $2 || '.' || (value ->> 1), value ->> 2, \
              CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3 \
              FROM json_each($4) WHERE changes() = 1 ORDER BY key",
-            $returning
-        )
-    };
-}
-
-macro_rules! receive_items {
-    ($seq_column:literal, $seq:literal, $returning:literal) => {
-        concat!(
-            transaction_sql!(),
-            "; ",
-            items_sql!($seq_column, $seq, $returning),
+            $returning,
             "; COMMIT;"
         )
     };
@@ -89,9 +68,7 @@ const RECEIVE: &str = concat!(
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_MARKING_DONE: &str = concat!(
-    "BEGIN; ",
-    mark_done_sql!(),
-    "; ",
+    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
     receive_items!("", "", " RETURNING seq, item_key")
 );
 
@@ -100,9 +77,7 @@ const RECEIVE_NUMBERED: &str = concat!("BEGIN; ", receive_items!("seq, ", "$6 + 
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_NUMBERED_MARKING_DONE: &str = concat!(
-    "BEGIN; ",
-    mark_done_sql!(),
-    "; ",
+    "BEGIN; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
     receive_items!("seq, ", "$6 + key, ", "")
 );
 

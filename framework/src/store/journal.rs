@@ -30,8 +30,6 @@ use crate::{Error, Result};
 mod commit;
 
 pub(super) use commit::commit_records;
-#[cfg(test)]
-pub(super) use commit::commit_records_query_for_tests;
 pub(crate) use commit::record_items;
 
 /// Bytes before a record's body: its length and its CRC-32.
@@ -82,6 +80,16 @@ pub(crate) struct Batch {
     file: usize,
 }
 
+/// What the journal remembers of the batch it handed out.
+#[derive(Debug)]
+struct Taken {
+    file: usize,
+    records: usize,
+    items: usize,
+    /// Committed, but its file could not be emptied yet.
+    committed: bool,
+}
+
 #[derive(Debug)]
 pub(crate) struct Journal {
     state: Mutex<State>,
@@ -109,15 +117,8 @@ struct State {
     next_seq: i64,
     /// Records in the current file, not yet taken.
     appended: Vec<Record>,
-    /// Records taken and not yet finished.
-    in_flight: usize,
-    /// Items of `appended` and of the records in flight.
-    items: usize,
-    in_flight_items: usize,
-    /// The file of a batch taken and not yet finished: the next batch waits for it.
-    taken: Option<usize>,
-    /// Whether the batch taken is committed (its file is still to be emptied).
-    committed: bool,
+    /// The batch taken and not yet finished: the next batch waits for it.
+    taken: Option<Taken>,
     /// Set when a failed append could not be cut off: nothing can be appended safely after it.
     broken: bool,
 }
@@ -158,11 +159,7 @@ impl Journal {
                 number,
                 next_seq: 1,
                 appended: Vec::new(),
-                in_flight: 0,
-                items: 0,
-                in_flight_items: 0,
                 taken: None,
-                committed: false,
                 broken: false,
             }),
             notify: tokio::sync::Notify::new(),
@@ -217,7 +214,7 @@ impl Journal {
                 "the inbox journal could not be written; restart to read it back".into(),
             ));
         }
-        let mut record = Record {
+        let record = Record {
             number: state.number,
             appservice_id: appservice_id.to_owned(),
             txn_id: txn_id.to_owned(),
@@ -242,9 +239,7 @@ impl Journal {
         state.len += bytes.len() as u64;
         state.number += 1;
         state.next_seq += record.items.len() as i64;
-        state.items += record.items.len();
         let first = record.first_seq;
-        record.items.shrink_to_fit();
         state.appended.push(record);
         drop(state);
         self.notify.notify_one();
@@ -255,39 +250,35 @@ impl Journal {
     /// the other file from now on.
     pub(crate) fn take(&self) -> Option<Batch> {
         let mut state = self.lock();
-        if let (Some(file), true) = (state.taken, state.committed) {
+        if state.taken.as_ref().is_some_and(|taken| taken.committed) {
             // The last batch was committed but its file could not be emptied: try again.
-            if truncate(&state.files[file], &state.paths[file]).is_ok() {
-                state.taken = None;
-                state.items -= std::mem::take(&mut state.in_flight_items);
-                state.in_flight = 0;
-                state.committed = false;
-            }
+            let _ = state.end_turn();
         }
         if state.taken.is_some() || state.appended.is_empty() {
             return None;
         }
         let records = std::mem::take(&mut state.appended);
         let file = state.current;
-        state.taken = Some(file);
-        state.in_flight = records.len();
-        state.in_flight_items = records.iter().map(|r| r.items.len()).sum();
+        state.taken = Some(Taken {
+            file,
+            records: records.len(),
+            items: records.iter().map(|r| r.items.len()).sum(),
+            committed: false,
+        });
         state.current = 1 - file;
         state.len = 0;
         Some(Batch { records, file })
     }
 
-    /// The batch's records are committed: its file is emptied for its next turn.
+    /// The batch's records are committed: its file is emptied for its next turn. On an error
+    /// the turn is kept, so no batch follows until `take` emptied the file (a start would find
+    /// its records again, committed, and skip them as repeats).
     pub(crate) fn finish(&self, batch: &Batch) -> Result<()> {
         let mut state = self.lock();
-        // On an error the turn is kept, so no batch follows until `take` emptied the file (a
-        // start would find its records again, committed, and skip them as repeats).
-        state.committed = true;
-        truncate(&state.files[batch.file], &state.paths[batch.file])?;
-        state.committed = false;
-        state.taken = None;
-        state.in_flight = 0;
-        state.items -= std::mem::take(&mut state.in_flight_items);
+        if let Some(taken) = state.taken.as_mut().filter(|t| t.file == batch.file) {
+            taken.committed = true;
+        }
+        state.end_turn()?;
         drop(state);
         self.committed.notify_waiters();
         Ok(())
@@ -295,13 +286,26 @@ impl Journal {
 
     /// Items not yet committed.
     pub(crate) fn waiting_items(&self) -> usize {
-        self.lock().items
+        let state = self.lock();
+        let appended: usize = state.appended.iter().map(|r| r.items.len()).sum();
+        appended + state.taken.as_ref().map_or(0, |t| t.items)
     }
 
     /// Records not yet committed.
     pub(crate) fn backlog(&self) -> usize {
         let state = self.lock();
-        state.appended.len() + state.in_flight
+        state.appended.len() + state.taken.as_ref().map_or(0, |t| t.records)
+    }
+}
+
+impl State {
+    /// Empties the file of the committed batch, which ends its turn.
+    fn end_turn(&mut self) -> Result<()> {
+        if let Some(taken) = &self.taken {
+            truncate(&self.files[taken.file], &self.paths[taken.file])?;
+            self.taken = None;
+        }
+        Ok(())
     }
 }
 
@@ -459,6 +463,23 @@ mod tests {
         }
     }
 
+    /// A journal beside `store.db` in a fresh directory, started, numbering from `first_seq`.
+    fn started(first_seq: i64) -> (tempfile::TempDir, PathBuf, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let (journal, left) = Journal::open(&db).unwrap();
+        assert!(left.is_empty());
+        journal.start(first_seq).unwrap();
+        (dir, db, journal)
+    }
+
+    /// Appends a transaction of one empty event.
+    fn append(journal: &Journal, txn_id: &str) -> i64 {
+        journal
+            .append("as", txn_id, 5, vec![item("{}")], None)
+            .unwrap()
+    }
+
     fn txn_ids(db: &Path) -> Vec<String> {
         let (_, records) = Journal::open(db).unwrap();
         records.into_iter().map(|r| r.txn_id).collect()
@@ -466,17 +487,8 @@ mod tests {
 
     #[test]
     fn records_come_back_in_order_across_both_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("store.db");
-        let (journal, left) = Journal::open(&db).unwrap();
-        assert!(left.is_empty());
-        journal.start(10).unwrap();
-        assert_eq!(
-            journal
-                .append("as", "t1", 5, vec![item("{}")], None)
-                .unwrap(),
-            10
-        );
+        let (_dir, db, journal) = started(10);
+        assert_eq!(append(&journal, "t1"), 10);
         let batch = journal.take().unwrap();
         assert!(journal.take().is_none(), "one batch at a time");
         assert_eq!(
@@ -485,12 +497,7 @@ mod tests {
                 .unwrap(),
             11
         );
-        assert_eq!(
-            journal
-                .append("as", "t3", 7, vec![item("{}")], None)
-                .unwrap(),
-            13
-        );
+        assert_eq!(append(&journal, "t3"), 13);
         assert_eq!(journal.backlog(), 3);
         // Stopped before the first batch was committed: everything comes back, in order.
         drop(journal);
@@ -503,57 +510,37 @@ mod tests {
         journal.start(14).unwrap();
         drop(journal);
         let _ = batch;
-        assert!(
-            Journal::open(&db).unwrap().1.is_empty(),
-            "start empties the files"
-        );
+        assert!(txn_ids(&db).is_empty(), "start empties the files");
     }
 
     #[test]
     fn a_finished_batch_is_not_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("store.db");
-        let (journal, _) = Journal::open(&db).unwrap();
-        journal.start(1).unwrap();
-        journal
-            .append("as", "t1", 5, vec![item("{}")], None)
-            .unwrap();
+        let (_dir, db, journal) = started(1);
+        append(&journal, "t1");
         let batch = journal.take().unwrap();
-        journal
-            .append("as", "t2", 5, vec![item("{}")], None)
-            .unwrap();
+        append(&journal, "t2");
         journal.finish(&batch).unwrap();
         assert_eq!(journal.backlog(), 1);
         let second = journal.take().unwrap();
         assert_eq!(second.records[0].txn_id, "t2");
         // The next turn goes to the emptied file again.
-        journal
-            .append("as", "t3", 5, vec![item("{}")], None)
-            .unwrap();
+        append(&journal, "t3");
         drop(journal);
-        let txns = txn_ids(&db);
-        assert_eq!(txns, ["t2", "t3"]);
+        assert_eq!(txn_ids(&db), ["t2", "t3"]);
     }
 
     #[test]
     fn a_record_cut_short_is_dropped_and_a_damaged_one_stops_the_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("store.db");
-        let (journal, _) = Journal::open(&db).unwrap();
-        journal.start(1).unwrap();
-        journal
-            .append("as", "t1", 5, vec![item("{}")], None)
-            .unwrap();
-        journal
-            .append("as", "t2", 5, vec![item("{}")], None)
-            .unwrap();
+        let (_dir, db, journal) = started(1);
+        append(&journal, "t1");
+        append(&journal, "t2");
         drop(journal);
-        let path = dir.path().join("store.db-inbox-0");
+        let mut path = db.clone().into_os_string();
+        path.push("-inbox-0");
         let whole = std::fs::read(&path).unwrap();
 
         std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        let txns = txn_ids(&db);
-        assert_eq!(txns, ["t1"]);
+        assert_eq!(txn_ids(&db), ["t1"]);
 
         let mut flipped = whole.clone();
         flipped[HEADER + 2] ^= 0xff;

@@ -233,8 +233,7 @@ async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() 
     append(&store, "t1", 1);
     // Committed, but "crashed" before its file was emptied.
     let batch = store.take_journal().unwrap();
-    let query = super::journal::commit_records_query_for_tests(&batch.records);
-    conn::script_on(&mut store.conn().await.unwrap(), query)
+    journal::commit_records(&mut store.conn().await.unwrap(), &batch.records, &[])
         .await
         .unwrap();
     append(&store, "t2", 2);

@@ -1,12 +1,17 @@
 //! Committing the journal's records to the inbox: one script per batch, which stores each new
 //! transaction id once and skips the ones seen before.
 
-use sqlx::{Executor, Row};
+use sqlx::Row;
 
 use super::{Batch, Record};
 use crate::{
     Result,
-    store::{InboxItem, NewInboxItem, Store, conn::script_on, inbox::stored_items, now_ms},
+    store::{
+        InboxItem, NewInboxItem, Store,
+        conn::{Conn, script_on},
+        inbox::stored_items,
+        now_ms,
+    },
 };
 
 /// The journal's records to the inbox: which records are new (rows of their numbers), then
@@ -91,13 +96,6 @@ fn commit_records_query(
     })
 }
 
-#[cfg(test)]
-pub(in crate::store) fn commit_records_query_for_tests(
-    records: &[Record],
-) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-    commit_records_query(records, &[]).unwrap()
-}
-
 /// The numbers of the new records, from the results of [`commit_records_query`].
 fn fresh_records(
     results: Vec<sqlx::Either<sqlx::any::AnyQueryResult, sqlx::any::AnyRow>>,
@@ -109,21 +107,16 @@ fn fresh_records(
         .collect()
 }
 
-/// Commits records of the receive journal on a connection not yet shared (at connect), and
+/// Commits journal records on `conn` in one transaction, with the done marks `done`, and
 /// returns the numbers of those whose items were stored: a transaction id seen before stores
 /// nothing.
 pub(in crate::store) async fn commit_records(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut Conn<'_>,
     records: &[Record],
     done: &[i64],
 ) -> Result<std::collections::HashSet<u64>> {
-    use futures_util::TryStreamExt;
     let query = commit_records_query(records, done)?;
-    let results: std::result::Result<Vec<_>, _> = conn.fetch_many(query).try_collect().await;
-    if results.is_err() {
-        let _ = conn.execute("ROLLBACK").await;
-    }
-    Ok(fresh_records(results?))
+    Ok(fresh_records(script_on(conn, query).await?))
 }
 
 impl Store {
@@ -210,8 +203,7 @@ impl Store {
         batch: &Batch,
         done: &[i64],
     ) -> Result<std::collections::HashSet<u64>> {
-        let query = commit_records_query(&batch.records, done)?;
-        let fresh = fresh_records(script_on(&mut self.conn().await?, query).await?);
+        let fresh = commit_records(&mut self.conn().await?, &batch.records, done).await?;
         if let Some(journal) = &self.journal
             && let Err(error) = journal.finish(batch)
         {
