@@ -192,11 +192,24 @@ impl Store {
         self.backend == Backend::Sqlite
     }
 
+    /// Begins a transaction on the pool that may write: on SQLite it takes the write lock at
+    /// once (`BEGIN IMMEDIATE`). A plain `BEGIN` that reads first and writes later fails at
+    /// its first write with `SQLITE_BUSY`, without waiting, when the framework's connection
+    /// committed in between (its commits run beside the handlers: the inbox journal, the
+    /// writeback). Use this instead of `pool().begin()` for a transaction that writes.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// The connection pool, for plugins that keep tables of their own. On SQLite it has a single
     /// connection, and SQLite lets one connection write at a time: finish a transaction before
     /// making any other store call (a send through an intent included), or the call waits for
     /// the transaction (the framework's own statements, on a connection of their own, up to
-    /// 10 s; others on the pool's connection up to 30 s).
+    /// 10 s; others on the pool's connection up to 30 s). Begin a transaction that writes with
+    /// [`Store::begin`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

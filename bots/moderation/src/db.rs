@@ -223,7 +223,7 @@ impl Db {
 
     /// Replaces every rule of `list` (after reading its whole state).
     pub async fn replace_rules(&self, list: &str, rules: &[Rule]) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         sqlx::query("DELETE FROM moderation_rules WHERE list_room = $1")
             .bind(list)
             .execute(&mut *tx)

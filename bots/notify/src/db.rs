@@ -157,7 +157,7 @@ pub(crate) async fn remove(
         return Ok(None);
     };
     let (id, label): (String, String) = (row.get(0), row.get(1));
-    let mut tx = app.store().pool().begin().await?;
+    let mut tx = app.store().begin().await?;
     for sql in [removal.children, removal.parent] {
         sqlx::query(sql).bind(&id).execute(&mut *tx).await?;
     }

@@ -110,7 +110,7 @@ async fn add(
     };
     let id = db::random_id(12);
     let now = db::now_ms();
-    let mut tx = app.store().pool().begin().await?;
+    let mut tx = app.store().begin().await?;
     sqlx::query(
         "INSERT INTO notify_feeds (id, room_id, url, title, interval_secs, etag, last_modified,
                                    next_poll_at, created_by, created_at)

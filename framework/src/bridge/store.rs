@@ -155,7 +155,7 @@ impl BridgeStore {
 
     /// Forgets the portal of a room and its message map; `false` if it had none.
     pub(crate) async fn delete_portal(&self, room_id: &str) -> NetworkResult<bool> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         sqlx::query("DELETE FROM bridge_messages WHERE appservice = $1 AND room_id = $2")
             .bind(&self.appservice)
             .bind(room_id)
@@ -254,7 +254,7 @@ impl BridgeStore {
         state: &str,
         reason: Option<&str>,
     ) -> NetworkResult<Option<(String, Option<String>)>> {
-        let mut tx = self.store.pool().begin().await?;
+        let mut tx = self.store.begin().await?;
         let previous = sqlx::query(
             "SELECT state, state_reason FROM bridge_logins
              WHERE appservice = $1 AND user_id = $2 AND login_id = $3",

@@ -128,7 +128,7 @@ impl Store {
             }
             return Ok(Some(stored_items(txn_id, items, seqs)));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         mark_done(&mut tx, done).await?;
         let fresh = sqlx::query(
             "INSERT INTO transactions (appservice_id, txn_id, received_at) VALUES ($1, $2, $3)

@@ -44,7 +44,7 @@ impl Store {
                 Backend::Sqlite => migration.sqlite,
                 Backend::Postgres => migration.postgres,
             };
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin().await?;
             tx.execute(sqlx::AssertSqlSafe(sql))
                 .await
                 .map_err(|error| {

@@ -281,3 +281,32 @@ async fn a_full_journal_makes_receivers_wait_for_the_commit() {
         .expect("the commit lets the receiver go on")
         .unwrap();
 }
+
+/// A plugin's transaction that reads, then writes after the framework's connection committed,
+/// still commits: `Store::begin` took the write lock first, and the framework's write waited.
+#[tokio::test]
+async fn a_plugin_transaction_that_reads_then_writes_survives_a_framework_commit_between() {
+    let (_dir, store) = on_file().await;
+    store
+        .pool()
+        .execute("CREATE TABLE plugin (n INTEGER)")
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM plugin")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let framework = {
+        let store = store.clone();
+        tokio::spawn(async move { receive(&store, "t1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("INSERT INTO plugin (n) VALUES ($1)")
+        .bind(before)
+        .execute(&mut *tx)
+        .await
+        .expect("the write after the framework's commit");
+    tx.commit().await.unwrap();
+    assert!(framework.await.unwrap().is_some());
+}

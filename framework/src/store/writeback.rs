@@ -14,7 +14,7 @@ impl Store {
             }
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         super::inbox::mark_done(&mut tx, &done_seqs(writes)).await?;
         for write in writes {
             match write {

@@ -262,7 +262,7 @@ async fn succeeded(
             .collect();
         let max = shared.settings.feed_max_new_items.max(1);
         skipped = new.len().saturating_sub(max);
-        let mut tx = pool.begin().await?;
+        let mut tx = app.store().begin().await?;
         for (i, entry) in new.iter().enumerate() {
             let (state, content, txn) = if i < skipped {
                 (SKIPPED, None, None)
