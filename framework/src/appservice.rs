@@ -29,6 +29,8 @@ use crate::{
 
 mod members;
 mod receive;
+
+pub(crate) use receive::Delivery;
 mod redeliver;
 mod state;
 

@@ -15,6 +15,8 @@ use std::{
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
     transactions: AtomicU64,
+    reused_ids: AtomicU64,
+    repeated_events: AtomicU64,
     skipped: AtomicU64,
     handled: AtomicU64,
     handling_micros: AtomicU64,
@@ -28,6 +30,16 @@ impl Metrics {
     pub(crate) fn transaction(&self, skipped: usize) {
         self.transactions.fetch_add(1, Relaxed);
         self.skipped.fetch_add(skipped as u64, Relaxed);
+    }
+
+    /// A transaction id the homeserver used again for other contents.
+    pub(crate) fn reused_id(&self) {
+        self.reused_ids.fetch_add(1, Relaxed);
+    }
+
+    /// Events not handled again, having come before in another transaction.
+    pub(crate) fn repeated_events(&self, count: usize) {
+        self.repeated_events.fetch_add(count as u64, Relaxed);
     }
 
     pub(crate) fn handled(&self, event_type: Option<&str>, took: Duration) {
@@ -90,6 +102,21 @@ impl Metrics {
             "Transactions received from the homeserver (resends not counted).",
             l(&[]),
             self.transactions.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_transaction_ids_reused_total",
+            "counter",
+            "Transactions whose id the homeserver had used before for other contents (stored and \
+             handled as new: Synapse on SQLite reuses ids after a restart).",
+            l(&[]),
+            self.reused_ids.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_events_repeated_total",
+            "counter",
+            "Events that came again in another transaction and were not handled again.",
+            l(&[]),
+            self.repeated_events.load(Relaxed) as f64,
         );
         add(
             "trestle_events_malformed_total",

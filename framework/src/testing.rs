@@ -17,7 +17,11 @@ pub(crate) async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         .to_string();
     let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
-    assert!(app.receive(&txn, body, false).await.unwrap());
+    assert!(
+        app.receive(&txn, body, false, crate::appservice::Delivery::Homeserver)
+            .await
+            .unwrap()
+    );
     app.idle().await;
 }
 

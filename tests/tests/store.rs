@@ -24,6 +24,7 @@ fn item(queue: &str, index: usize, payload: &str) -> NewInboxItem {
         index,
         kind: "timeline",
         payload: payload.into(),
+        event_id: None,
     }
 }
 

@@ -12,9 +12,20 @@ use super::{AppInner, Appservice};
 use crate::{
     Result,
     inbox::Pending,
-    store::InboxItem,
+    store::{InboxItem, TxnName},
     transaction::{Incoming, TransactionBody},
 };
+
+/// Where a transaction comes from, which decides what names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Pushed by the homeserver: named by its id and a digest of its contents, since an id may
+    /// come again with other contents; an event stored before is not stored again.
+    Homeserver,
+    /// Given back by [`Appservice::redeliver`]: named by its key alone, and its events stored
+    /// again, which is the point.
+    Redelivery,
+}
 
 /// What the journal keeps with a record until it is committed: the items as `receive` took
 /// them apart, so they are not parsed again.
@@ -26,22 +37,36 @@ struct Parsed {
 }
 
 impl Appservice {
-    /// Stores a transaction and has its items handled. Returns `false` when the transaction id
-    /// is known to have been seen before (nothing is stored then); through the journal that is
+    /// Stores a transaction and has its items handled. Returns `false` when the transaction is
+    /// known to have been seen before (nothing is stored then); through the journal that is
     /// known only when it is committed, and this returns `true` unless `wait_for_commit`.
     pub(crate) async fn receive(
         &self,
         txn_id: &str,
         body: TransactionBody,
         wait_for_commit: bool,
+        delivery: Delivery,
     ) -> Result<bool> {
         let parsed = body.into_items(txn_id);
-        let items: Vec<_> = parsed
+        let mut items: Vec<_> = parsed
             .items
             .iter()
             .enumerate()
             .map(|(i, item)| item.to_stored(i))
             .collect();
+        let digest = match delivery {
+            Delivery::Homeserver => parsed.digest(),
+            Delivery::Redelivery => {
+                for item in &mut items {
+                    item.event_id = None;
+                }
+                String::new()
+            }
+        };
+        let txn = TxnName {
+            id: txn_id,
+            digest: &digest,
+        };
         if self.inner.journaled && !items.is_empty() {
             self.store().journal_room().await;
             // A larger transaction is answered once it is committed, as without the journal:
@@ -61,12 +86,8 @@ impl Appservice {
                 skipped: parsed.skipped,
                 committed: tell,
             });
-            self.store().append_to_journal(
-                &self.inner.registration.id,
-                txn_id,
-                items,
-                attachment,
-            )?;
+            self.store()
+                .append_to_journal(&self.inner.registration.id, txn, items, attachment)?;
             let Some(committed) = committed else {
                 return Ok(true);
             };
@@ -89,37 +110,63 @@ impl Appservice {
         };
         let received = self
             .store()
-            .receive_and_mark_done(&self.inner.registration.id, txn_id, items, &done)
+            .receive_and_mark_done(&self.inner.registration.id, txn, items, &done)
             .await;
         if received.is_err() && !done.is_empty() {
             self.inner
                 .writeback
                 .extend(done.into_iter().map(crate::writeback::Write::Done));
         }
-        let Some(stored) = received? else {
+        let Some(received) = received? else {
             return Ok(false);
         };
+        if received.reused {
+            reused_id(&self.inner, txn_id);
+        }
         self.inner.metrics.transaction(parsed.skipped);
-        offer(&self.inner, stored, parsed.items);
+        offer(&self.inner, received.items, parsed.items);
         Ok(true)
     }
 }
 
+/// Says that the homeserver used `txn_id` again for other contents.
+fn reused_id(inner: &AppInner, txn_id: &str) {
+    inner.metrics.reused_id();
+    tracing::warn!(
+        txn_id,
+        "the homeserver sent a transaction id it had used before, with other events; storing \
+         and handling it as a new transaction (Synapse on SQLite starts its appservice \
+         transaction ids again after a restart: element-hq/synapse#14556)"
+    );
+}
+
 /// Hands committed items to their rooms' workers, in commit order. `stored` and `parsed` are in
-/// the transaction's order. Items handed over in memory go without their stored JSON (the
-/// parsed item holds it; up to 256 items a room wait in memory).
-fn offer(inner: &AppInner, stored: Vec<InboxItem>, parsed: Vec<Incoming>) {
+/// the transaction's order; a `None` in `stored` is an event that came before in another
+/// transaction, not handled again. Items handed over in memory go without their stored JSON
+/// (the parsed item holds it; up to 256 items a room wait in memory).
+fn offer(inner: &AppInner, stored: Vec<Option<InboxItem>>, parsed: Vec<Incoming>) {
+    let mut repeated = 0;
     let mut pending: Vec<Pending> = stored
         .into_iter()
         .zip(parsed)
-        .map(|(mut item, incoming)| {
+        .filter_map(|(item, incoming)| {
+            let Some(mut item) = item else {
+                repeated += 1;
+                if let Incoming::Timeline(event) = &incoming {
+                    tracing::info!(event_id = %event.event_id, "event received before; not handling it again");
+                }
+                return None;
+            };
             item.payload = String::new();
-            Pending {
+            Some(Pending {
                 item,
                 parsed: Some(incoming),
-            }
+            })
         })
         .collect();
+    if repeated > 0 {
+        inner.metrics.repeated_events(repeated);
+    }
     pending.sort_by_key(|p| p.item.seq);
     let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
     for p in pending {
@@ -162,9 +209,9 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
         };
         let done = inner.writeback.take_done();
         let mut attempt = 0u32;
-        let fresh = loop {
+        let committed = loop {
             match inner.store.commit_journal(&batch, &done).await {
-                Ok(fresh) => break fresh,
+                Ok(committed) => break committed,
                 Err(error) => {
                     // The records stay in the journal's file meanwhile: a crash loses nothing.
                     tracing::error!(records = batch.records.len(), %error, attempt, "could not commit received transactions; trying again");
@@ -179,7 +226,7 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
                 .take()
                 .and_then(|a| a.downcast::<Parsed>().ok());
             let Some(mut parsed) = parsed else { continue };
-            let new = fresh.contains(&record.number);
+            let new = committed.fresh.contains(&record.number);
             if let Some(tell) = parsed.committed.take() {
                 let _ = tell.send(new);
             }
@@ -190,8 +237,12 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
                 );
                 continue;
             }
+            if committed.reused.contains(&record.number) {
+                reused_id(&inner, &record.txn_id);
+            }
             inner.metrics.transaction(parsed.skipped);
-            offer(&inner, crate::store::record_items(record), parsed.items);
+            let stored = crate::store::record_items(record, &committed.repeated_events);
+            offer(&inner, stored, parsed.items);
         }
     }
 }
@@ -226,7 +277,11 @@ mod tests {
             .map(|i| text(&format!("${i}"), "!r:x", "@u:x", "hi"))
             .collect();
         let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
-        assert!(app.receive("big", body, false).await.unwrap());
+        assert!(
+            app.receive("big", body, false, super::Delivery::Homeserver)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store.journal_backlog(),
             0,

@@ -22,7 +22,8 @@ impl Appservice {
             ..TransactionBody::default()
         };
         // Homeserver transaction ids never contain this prefix's dot-separated form.
-        self.receive(&format!("trestle.redeliver.{key}"), body, true)
+        let key = format!("trestle.redeliver.{key}");
+        self.receive(&key, body, true, super::receive::Delivery::Redelivery)
             .await
     }
 }

@@ -5,14 +5,15 @@ use axum::{
 use serde_json::{Value, json};
 
 use super::{ApiError, ruma_extract::read_body};
-use crate::{Appservice, transaction::TransactionBody};
+use crate::{Appservice, appservice::Delivery, transaction::TransactionBody};
 
 /// `PUT /_matrix/app/v1/transactions/{txnId}`: the homeserver pushes events.
 ///
 /// The answer comes as soon as the events are queued, not when they are handled: Synapse
-/// sends one transaction at a time and stalls every room behind a slow answer. A transaction id
-/// seen before is answered 200 and not handled again — Synapse resends with the same id after
-/// any failure.
+/// sends one transaction at a time and stalls every room behind a slow answer. A transaction seen
+/// before (the same id with the same events: Synapse resends after any failure) is answered 200
+/// and not handled again; the same id with other events is a new transaction, since Synapse on
+/// SQLite reuses ids after a restart.
 /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
 pub(super) async fn put_transaction(
     State(app): State<Appservice>,
@@ -28,7 +29,10 @@ pub(super) async fn put_transaction(
         }
     })?;
     // Stored before answering: once Synapse has its 200 it forgets the transaction.
-    if !app.receive(&txn_id, body, false).await? {
+    if !app
+        .receive(&txn_id, body, false, Delivery::Homeserver)
+        .await?
+    {
         tracing::debug!(
             txn_id,
             "transaction already received; not handling it again"

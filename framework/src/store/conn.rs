@@ -47,10 +47,11 @@ impl Held {
         let held = Mutex::new(Held { conn, clean: true });
         let mut conn = Conn::Held(held.lock().await);
         if !left.is_empty() {
-            let fresh = super::journal::commit_records(&mut conn, &left, &[]).await?;
+            let committed = super::journal::commit_records(&mut conn, &left, &[]).await?;
             tracing::info!(
                 records = left.len(),
-                fresh = fresh.len(),
+                fresh = committed.fresh.len(),
+                reused_ids = committed.reused.len(),
                 "committed the transactions a previous run left in the inbox journal"
             );
         }

@@ -24,7 +24,7 @@ use std::{
     sync::Mutex,
 };
 
-use super::inbox::NewInboxItem;
+use super::inbox::{NewInboxItem, TxnName};
 use crate::{Error, Result};
 
 mod commit;
@@ -52,6 +52,8 @@ pub(crate) struct Record {
     pub(crate) number: u64,
     pub(crate) appservice_id: String,
     pub(crate) txn_id: String,
+    /// What names the transaction with its id (see [`TxnName`]).
+    pub(crate) digest: String,
     pub(crate) received_at: i64,
     /// The seq of the first item; the others follow.
     pub(crate) first_seq: i64,
@@ -203,7 +205,7 @@ impl Journal {
     pub(crate) fn append(
         &self,
         appservice_id: &str,
-        txn_id: &str,
+        txn: TxnName<'_>,
         received_at: i64,
         items: Vec<NewInboxItem>,
         attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
@@ -217,7 +219,8 @@ impl Journal {
         let record = Record {
             number: state.number,
             appservice_id: appservice_id.to_owned(),
-            txn_id: txn_id.to_owned(),
+            txn_id: txn.id.to_owned(),
+            digest: txn.digest.to_owned(),
             received_at,
             first_seq: state.next_seq,
             items,
@@ -341,6 +344,11 @@ fn encode(record: &Record) -> Vec<u8> {
         put_str(&mut out, item.kind);
         put_str(&mut out, &item.payload);
     }
+    // After the items, so that records written before there were digests still read.
+    put_str(&mut out, &record.digest);
+    for item in &record.items {
+        put_str(&mut out, item.event_id.as_deref().unwrap_or_default());
+    }
     let body_len = (out.len() - HEADER) as u32;
     let crc = crc32fast::hash(&out[HEADER..]);
     out[..4].copy_from_slice(&body_len.to_le_bytes());
@@ -434,7 +442,16 @@ fn decode(body: &[u8]) -> Option<Record> {
             index,
             kind,
             payload,
+            event_id: None,
         });
+    }
+    // Records from before digests end here: their ids alone named them.
+    let mut digest = String::new();
+    if !r.0.is_empty() {
+        digest = r.str()?.to_owned();
+        for item in &mut items {
+            item.event_id = Some(r.str()?.to_owned()).filter(|id| !id.is_empty());
+        }
     }
     if !r.0.is_empty() {
         return None;
@@ -443,6 +460,7 @@ fn decode(body: &[u8]) -> Option<Record> {
         number,
         appservice_id,
         txn_id,
+        digest,
         received_at,
         first_seq,
         items,
@@ -451,104 +469,4 @@ fn decode(body: &[u8]) -> Option<Record> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn item(payload: &str) -> NewInboxItem {
-        NewInboxItem {
-            queue_key: "!r:x".into(),
-            index: 0,
-            kind: "timeline",
-            payload: payload.into(),
-        }
-    }
-
-    /// A journal beside `store.db` in a fresh directory, started, numbering from `first_seq`.
-    fn started(first_seq: i64) -> (tempfile::TempDir, PathBuf, Journal) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("store.db");
-        let (journal, left) = Journal::open(&db).unwrap();
-        assert!(left.is_empty());
-        journal.start(first_seq).unwrap();
-        (dir, db, journal)
-    }
-
-    /// Appends a transaction of one empty event.
-    fn append(journal: &Journal, txn_id: &str) -> i64 {
-        journal
-            .append("as", txn_id, 5, vec![item("{}")], None)
-            .unwrap()
-    }
-
-    fn txn_ids(db: &Path) -> Vec<String> {
-        let (_, records) = Journal::open(db).unwrap();
-        records.into_iter().map(|r| r.txn_id).collect()
-    }
-
-    #[test]
-    fn records_come_back_in_order_across_both_files() {
-        let (_dir, db, journal) = started(10);
-        assert_eq!(append(&journal, "t1"), 10);
-        let batch = journal.take().unwrap();
-        assert!(journal.take().is_none(), "one batch at a time");
-        assert_eq!(
-            journal
-                .append("as", "t2", 6, vec![item("{\"a\":1}"), item("[]")], None)
-                .unwrap(),
-            11
-        );
-        assert_eq!(append(&journal, "t3"), 13);
-        assert_eq!(journal.backlog(), 3);
-        // Stopped before the first batch was committed: everything comes back, in order.
-        drop(journal);
-        let (journal, left) = Journal::open(&db).unwrap();
-        let txns: Vec<_> = left.iter().map(|r| r.txn_id.as_str()).collect();
-        assert_eq!(txns, ["t1", "t2", "t3"]);
-        assert_eq!(left[1].first_seq, 11);
-        assert_eq!(left[1].items[0].payload, "{\"a\":1}");
-        assert_eq!(left[1].received_at, 6);
-        journal.start(14).unwrap();
-        drop(journal);
-        let _ = batch;
-        assert!(txn_ids(&db).is_empty(), "start empties the files");
-    }
-
-    #[test]
-    fn a_finished_batch_is_not_read_back() {
-        let (_dir, db, journal) = started(1);
-        append(&journal, "t1");
-        let batch = journal.take().unwrap();
-        append(&journal, "t2");
-        journal.finish(&batch).unwrap();
-        assert_eq!(journal.backlog(), 1);
-        let second = journal.take().unwrap();
-        assert_eq!(second.records[0].txn_id, "t2");
-        // The next turn goes to the emptied file again.
-        append(&journal, "t3");
-        drop(journal);
-        assert_eq!(txn_ids(&db), ["t2", "t3"]);
-    }
-
-    #[test]
-    fn a_record_cut_short_is_dropped_and_a_damaged_one_stops_the_start() {
-        let (_dir, db, journal) = started(1);
-        append(&journal, "t1");
-        append(&journal, "t2");
-        drop(journal);
-        let mut path = db.clone().into_os_string();
-        path.push("-inbox-0");
-        let whole = std::fs::read(&path).unwrap();
-
-        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
-        assert_eq!(txn_ids(&db), ["t1"]);
-
-        let mut flipped = whole.clone();
-        flipped[HEADER + 2] ^= 0xff;
-        std::fs::write(&path, &flipped).unwrap();
-        let error = Journal::open(&db).unwrap_err().to_string();
-        assert!(
-            error.contains("store.db-inbox-0") && error.contains("damaged record at byte 0"),
-            "{error}"
-        );
-    }
-}
+mod tests;

@@ -10,6 +10,7 @@ fn item(index: usize) -> NewInboxItem {
         index,
         kind: "timeline",
         payload: "{}".into(),
+        event_id: None,
     }
 }
 
@@ -174,7 +175,15 @@ async fn count(store: &Store, sql: &'static str) -> i64 {
 
 fn append(store: &Store, txn_id: &str, items: usize) {
     store
-        .append_to_journal("as", txn_id, (0..items).map(item).collect(), Box::new(()))
+        .append_to_journal(
+            "as",
+            TxnName {
+                id: txn_id,
+                digest: "",
+            },
+            (0..items).map(item).collect(),
+            Box::new(()),
+        )
         .unwrap();
 }
 
@@ -185,14 +194,17 @@ async fn a_journal_batch_stores_each_new_id_once_and_skips_ids_seen_before() {
     assert!(!store.claim_journal(), "one appservice commits a journal");
     append(&store, "t1", 1);
     let batch = store.take_journal().unwrap();
-    assert_eq!(store.commit_journal(&batch, &[]).await.unwrap().len(), 1);
+    assert_eq!(
+        store.commit_journal(&batch, &[]).await.unwrap().fresh.len(),
+        1
+    );
     // Sent again after it was committed, twice in one batch, and a new one.
     append(&store, "t1", 1);
     append(&store, "t2", 2);
     append(&store, "t2", 2);
     assert_eq!(store.journal_backlog(), 3);
     let batch = store.take_journal().unwrap();
-    let fresh = store.commit_journal(&batch, &[]).await.unwrap();
+    let fresh = store.commit_journal(&batch, &[]).await.unwrap().fresh;
     let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
     assert_eq!(fresh.into_iter().collect::<Vec<_>>(), [numbers[1]]);
     assert_eq!(store.journal_backlog(), 0);
@@ -251,7 +263,14 @@ async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() 
     store.claim_journal();
     append(&store, "t3", 1);
     let batch = store.take_journal().unwrap();
-    assert!(store.commit_journal(&batch, &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .commit_journal(&batch, &[])
+            .await
+            .unwrap()
+            .fresh
+            .is_empty()
+    );
     drop(store);
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(
@@ -309,4 +328,104 @@ async fn a_plugin_transaction_that_reads_then_writes_survives_a_framework_commit
         .expect("the write after the framework's commit");
     tx.commit().await.unwrap();
     assert!(framework.await.unwrap().is_some());
+}
+
+/// Appends a transaction named by `txn_id` and `digest` whose items are the events `events`.
+fn append_events(store: &Store, txn_id: &str, digest: &str, events: &[&str]) {
+    let items = events
+        .iter()
+        .enumerate()
+        .map(|(index, event_id)| NewInboxItem {
+            event_id: Some((*event_id).to_owned()),
+            ..item(index)
+        })
+        .collect();
+    let txn = TxnName { id: txn_id, digest };
+    store
+        .append_to_journal("as", txn, items, Box::new(()))
+        .unwrap();
+}
+
+/// Through the journal, a transaction is its id and digest: an id again with another digest is
+/// new (and said to reuse the id), in the same batch or a later one; an event is stored once,
+/// whichever transaction brings it again.
+#[tokio::test]
+async fn a_journal_batch_names_transactions_by_id_and_digest_and_stores_each_event_once() {
+    let (_dir, store) = on_file().await;
+    assert!(store.claim_journal());
+    append_events(&store, "t1", "aaaa", &["$x"]);
+    append_events(&store, "t1", "bbbb", &["$y", "$x"]);
+    let batch = store.take_journal().unwrap();
+    let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+    let committed = store.commit_journal(&batch, &[]).await.unwrap();
+    assert_eq!(committed.fresh.len(), 2, "{committed:?}");
+    assert_eq!(committed.reused.iter().collect::<Vec<_>>(), [&numbers[1]]);
+    let second = batch.records[1].first_seq;
+    assert_eq!(
+        committed.repeated_events.iter().collect::<Vec<_>>(),
+        [&(second + 1)],
+        "$x again in the same batch"
+    );
+    // Later: a resend of the second, the first's contents under the same id again (a new
+    // transaction, whose event is stored already), and a new one repeating $y.
+    append_events(&store, "t1", "bbbb", &["$y", "$x"]);
+    append_events(&store, "t1", "aaaa", &["$x"]);
+    append_events(&store, "t2", "cccc", &["$y", "$z"]);
+    let batch = store.take_journal().unwrap();
+    let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+    let committed = store.commit_journal(&batch, &[]).await.unwrap();
+    let mut fresh: Vec<_> = committed.fresh.iter().copied().collect();
+    fresh.sort();
+    assert_eq!(fresh, [numbers[1], numbers[2]]);
+    let third = batch.records[2].first_seq;
+    assert!(
+        committed
+            .repeated_events
+            .contains(&batch.records[1].first_seq)
+    );
+    assert!(committed.repeated_events.contains(&third));
+    assert!(!committed.repeated_events.contains(&(third + 1)));
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_id, item_key FROM inbox ORDER BY seq")
+            .fetch_all(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+    assert_eq!(
+        events,
+        [
+            ("$x".to_owned(), "t1~aaaa.0".to_owned()),
+            ("$y".to_owned(), "t1~bbbb.0".to_owned()),
+            ("$z".to_owned(), "t2~cccc.1".to_owned()),
+        ]
+    );
+}
+
+/// The sqlx path (no journal) names transactions and stores events the same way.
+#[tokio::test]
+async fn a_transaction_is_named_by_id_and_digest_without_the_journal() {
+    let store = Store::in_memory().await.unwrap();
+    let events = |ids: &[&str]| -> Vec<NewInboxItem> {
+        ids.iter()
+            .enumerate()
+            .map(|(index, event_id)| NewInboxItem {
+                event_id: Some((*event_id).to_owned()),
+                ..item(index)
+            })
+            .collect()
+    };
+    let receive = async |id, digest, ids: &[&str]| {
+        store
+            .receive_and_mark_done("as", TxnName { id, digest }, events(ids), &[])
+            .await
+            .unwrap()
+    };
+    let first = receive("t1", "aaaa", &["$x", "$x"]).await.unwrap();
+    assert!(!first.reused);
+    assert!(first.items[0].is_some() && first.items[1].is_none());
+    assert!(receive("t1", "aaaa", &["$x"]).await.is_none(), "a resend");
+    let reused = receive("t1", "bbbb", &["$x", "$y"]).await.unwrap();
+    assert!(reused.reused);
+    assert!(reused.items[0].is_none(), "$x was stored before");
+    assert_eq!(reused.items[1].as_ref().unwrap().item_key, "t1~bbbb.1");
+    assert!(receive("t1", "bbbb", &["$x", "$y"]).await.is_none());
 }

@@ -132,7 +132,7 @@ fn done_seqs(writes: &[Write]) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::NewInboxItem;
+    use crate::store::{NewInboxItem, TxnName};
 
     #[tokio::test]
     async fn one_script_marks_items_done_and_records_ghosts_and_memberships_in_order() {
@@ -143,6 +143,7 @@ mod tests {
                 index,
                 kind: "timeline",
                 payload: "{}".into(),
+                event_id: None,
             })
             .collect();
         let stored = store
@@ -199,22 +200,28 @@ mod tests {
             index,
             kind: "timeline",
             payload: "{}".into(),
+            event_id: None,
         };
-        let first = store
-            .receive_and_mark_done("as", "t1", vec![item(0), item(1)], &[])
+        let txn = |id| TxnName { id, digest: "" };
+        let first: Vec<_> = store
+            .receive_and_mark_done("as", txn("t1"), vec![item(0), item(1)], &[])
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .items
+            .into_iter()
+            .flatten()
+            .collect();
         let second = store
-            .receive_and_mark_done("as", "t2", vec![item(0)], &[first[0].seq])
+            .receive_and_mark_done("as", txn("t2"), vec![item(0)], &[first[0].seq])
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(second.len(), 1);
+        assert_eq!(second.items.len(), 1);
         assert_eq!(store.inbox_depth("as").await.unwrap(), 2);
         // A resent transaction stores nothing, but the marks it carried are written.
         let resent = store
-            .receive_and_mark_done("as", "t2", vec![item(0)], &[first[1].seq])
+            .receive_and_mark_done("as", txn("t2"), vec![item(0)], &[first[1].seq])
             .await
             .unwrap();
         assert!(resent.is_none());

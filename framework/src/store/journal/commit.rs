@@ -1,5 +1,8 @@
 //! Committing the journal's records to the inbox: one script per batch, which stores each new
-//! transaction id once and skips the ones seen before.
+//! transaction once and skips resends and events stored before (`store/inbox/receive.rs` says
+//! how a transaction is named).
+
+use std::collections::HashSet;
 
 use sqlx::Row;
 
@@ -9,32 +12,47 @@ use crate::{
     store::{
         InboxItem, NewInboxItem, Store,
         conn::{Conn, script_on},
-        inbox::stored_items,
+        inbox::{TxnName, stored_items},
         now_ms,
     },
 };
 
-/// The journal's records to the inbox: which records are new (rows of their numbers), then
-/// their items, then their transaction ids, in one transaction. The ids go in `$1` as
-/// `[appservice, txn, received_at, number]`, the items in `$3` as `[appservice, queue, txn,
-/// index, kind, start, length, received_at, seq]` with their payloads one after another in
-/// `$2` (as in the receive script).
+/// The journal's records to the inbox, in one transaction: tagged rows `(0, number)` for the
+/// records that are new (their id and digest unseen), `(1, number)` for those that reuse an id
+/// seen with other contents, `(2, seq)` for items whose event the inbox holds already; then
+/// the items of new records (but those events), then their ids, replacing the row of an id
+/// used before (so that rows stay in the order they came, for pruning). The records go in `$1`
+/// as `[appservice, txn, received_at, number, digest]`, the items in `$3` as `[appservice,
+/// queue, txn, index, kind, start, length, received_at, seq, event id, digest, key prefix]`
+/// with their payloads one after another in `$2` (as in the receive script). IMMEDIATE, as
+/// there: it reads before it writes.
 macro_rules! commit_records_sql {
     ($marks:literal) => {
         concat!(
-            "BEGIN; ",
+            "BEGIN IMMEDIATE; ",
             $marks,
-            "SELECT t.value ->> 3 FROM json_each($1) AS t WHERE NOT EXISTS (SELECT 1 FROM \
-             transactions WHERE appservice_id = t.value ->> 0 AND txn_id = t.value ->> 1); \
+            "SELECT 0, t.value ->> 3 FROM json_each($1) AS t WHERE NOT EXISTS (SELECT 1 FROM \
+             transactions WHERE appservice_id = t.value ->> 0 AND txn_id = t.value ->> 1 \
+             AND COALESCE(digest, '') = t.value ->> 4); \
+             SELECT 1, t.value ->> 3 FROM json_each($1) AS t WHERE EXISTS (SELECT 1 FROM \
+             transactions WHERE appservice_id = t.value ->> 0 AND txn_id = t.value ->> 1 \
+             AND COALESCE(digest, '') <> t.value ->> 4); \
+             SELECT 2, i.value ->> 8 FROM json_each($3) AS i WHERE i.value ->> 9 IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM inbox WHERE appservice_id = i.value ->> 0 \
+             AND event_id = i.value ->> 9); \
              INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-             received_at) SELECT i.value ->> 8, i.value ->> 0, i.value ->> 1, \
-             (i.value ->> 2) || '.' || (i.value ->> 3), i.value ->> 4, \
-             CAST(substr($2, i.value ->> 5, i.value ->> 6) AS TEXT), i.value ->> 7 \
-             FROM json_each($3) AS i WHERE NOT EXISTS (SELECT 1 FROM transactions WHERE \
-             appservice_id = i.value ->> 0 AND txn_id = i.value ->> 2) ORDER BY i.key; \
-             INSERT INTO transactions (appservice_id, txn_id, received_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true \
-             ON CONFLICT DO NOTHING; COMMIT;"
+             received_at, event_id) SELECT i.value ->> 8, i.value ->> 0, i.value ->> 1, \
+             (i.value ->> 11) || '.' || (i.value ->> 3), i.value ->> 4, \
+             CAST(substr($2, i.value ->> 5, i.value ->> 6) AS TEXT), i.value ->> 7, \
+             i.value ->> 9 FROM json_each($3) AS i WHERE NOT EXISTS (SELECT 1 FROM \
+             transactions WHERE appservice_id = i.value ->> 0 AND txn_id = i.value ->> 2 \
+             AND COALESCE(digest, '') = i.value ->> 10) ORDER BY i.key \
+             ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+             INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
+             SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 4 \
+             FROM json_each($1) AS t WHERE NOT EXISTS (SELECT 1 FROM transactions \
+             WHERE appservice_id = t.value ->> 0 AND txn_id = t.value ->> 1 \
+             AND COALESCE(digest, '') = t.value ->> 4); COMMIT;"
         )
     };
 }
@@ -44,27 +62,62 @@ const COMMIT_RECORDS_MARKING_DONE: &str = commit_records_sql!(
     "UPDATE inbox SET done_at = $4 WHERE seq IN (SELECT value FROM json_each($5)); "
 );
 
-/// The statement that commits `records` (see [`commit_records_sql`]). A transaction id twice
-/// in `records` (the homeserver sent it again before the first was committed) is kept once.
+/// What committing records did.
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    /// The numbers of the records whose items were stored; the others were resends.
+    pub(crate) fresh: HashSet<u64>,
+    /// The numbers of records whose id was seen before with other contents.
+    pub(crate) reused: HashSet<u64>,
+    /// The seqs of items not stored, their events being in the inbox already.
+    pub(crate) repeated_events: HashSet<i64>,
+}
+
+/// The statement that commits `records` (see [`commit_records_sql`]), and what it leaves out by
+/// itself: a transaction twice in `records` (the homeserver sent it again before the first was
+/// committed) is kept once, and an event twice only the first time.
 fn commit_records_query(
     records: &[Record],
     done: &[i64],
-) -> Result<sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>> {
-    let mut seen = std::collections::HashSet::new();
+) -> Result<(
+    sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
+    Committed,
+)> {
+    let mut left_out = Committed::default();
+    let mut seen = HashSet::new();
+    let mut digests = std::collections::HashMap::new();
+    let mut events = HashSet::new();
     let mut txns = Vec::with_capacity(records.len());
     let mut rows = Vec::new();
     let mut payloads = Vec::new();
     for record in records {
-        if !seen.insert((record.appservice_id.as_str(), record.txn_id.as_str())) {
+        let id = (record.appservice_id.as_str(), record.txn_id.as_str());
+        if !seen.insert((id, record.digest.as_str())) {
             continue;
+        }
+        if digests.insert(id, record.digest.as_str()).is_some() {
+            left_out.reused.insert(record.number);
         }
         txns.push((
             &record.appservice_id,
             &record.txn_id,
             record.received_at,
             record.number,
+            &record.digest,
         ));
+        let prefix = TxnName {
+            id: &record.txn_id,
+            digest: &record.digest,
+        }
+        .key_prefix()
+        .into_owned();
         for (seq, item) in (record.first_seq..).zip(&record.items) {
+            if let Some(event_id) = &item.event_id
+                && !events.insert(event_id.as_str())
+            {
+                left_out.repeated_events.insert(seq);
+                continue;
+            }
             let start = payloads.len() + 1;
             payloads.extend_from_slice(item.payload.as_bytes());
             rows.push((
@@ -77,6 +130,9 @@ fn commit_records_query(
                 item.payload.len(),
                 record.received_at,
                 seq,
+                &item.event_id,
+                &record.digest,
+                prefix.clone(),
             ));
         }
     }
@@ -89,34 +145,44 @@ fn commit_records_query(
         .bind(serde_json::to_string(&txns)?)
         .bind(payloads)
         .bind(serde_json::to_string(&rows)?);
-    Ok(if done.is_empty() {
+    let query = if done.is_empty() {
         query
     } else {
         query.bind(now_ms()).bind(serde_json::to_string(done)?)
-    })
+    };
+    Ok((query, left_out))
 }
 
-/// The numbers of the new records, from the results of [`commit_records_query`].
-fn fresh_records(
+/// What the results of [`commit_records_query`] tell, added to what it left out itself.
+fn committed(
     results: Vec<sqlx::Either<sqlx::any::AnyQueryResult, sqlx::any::AnyRow>>,
-) -> std::collections::HashSet<u64> {
-    results
-        .into_iter()
-        .filter_map(|result| result.right())
-        .map(|row| row.get::<i64, _>(0) as u64)
-        .collect()
+    mut committed: Committed,
+) -> Committed {
+    for row in results.into_iter().filter_map(|result| result.right()) {
+        let value: i64 = row.get(1);
+        match row.get::<i64, _>(0) {
+            0 => {
+                committed.fresh.insert(value as u64);
+            }
+            1 => {
+                committed.reused.insert(value as u64);
+            }
+            _ => {
+                committed.repeated_events.insert(value);
+            }
+        }
+    }
+    committed
 }
 
-/// Commits journal records on `conn` in one transaction, with the done marks `done`, and
-/// returns the numbers of those whose items were stored: a transaction id seen before stores
-/// nothing.
+/// Commits journal records on `conn` in one transaction, with the done marks `done`.
 pub(in crate::store) async fn commit_records(
     conn: &mut Conn<'_>,
     records: &[Record],
     done: &[i64],
-) -> Result<std::collections::HashSet<u64>> {
-    let query = commit_records_query(records, done)?;
-    Ok(fresh_records(script_on(conn, query).await?))
+) -> Result<Committed> {
+    let (query, left_out) = commit_records_query(records, done)?;
+    Ok(committed(script_on(conn, query).await?, left_out))
 }
 
 impl Store {
@@ -127,12 +193,12 @@ impl Store {
     }
 
     /// Appends a received transaction to the journal (see [`Store::claim_journal`]). Once this
-    /// returns the transaction may be answered; whether its id was seen before is known when
-    /// it is committed.
+    /// returns the transaction may be answered; whether it was seen before is known when it is
+    /// committed.
     pub(crate) fn append_to_journal(
         &self,
         appservice_id: &str,
-        txn_id: &str,
+        txn: TxnName<'_>,
         items: Vec<NewInboxItem>,
         attachment: Box<dyn std::any::Any + Send + Sync>,
     ) -> Result<()> {
@@ -140,7 +206,7 @@ impl Store {
             .journal
             .as_ref()
             .ok_or_else(|| crate::Error::Other("this store keeps no journal".into()))?;
-        journal.append(appservice_id, txn_id, now_ms(), items, Some(attachment))?;
+        journal.append(appservice_id, txn, now_ms(), items, Some(attachment))?;
         Ok(())
     }
 
@@ -195,27 +261,32 @@ impl Store {
     }
 
     /// Commits a batch from [`Store::take_journal`] to the inbox, with the done marks `done`,
-    /// and empties its file. Returns the numbers of the records whose items were stored (the
-    /// others' ids were seen before). On an error nothing was written: call again with the
-    /// same batch.
-    pub(crate) async fn commit_journal(
-        &self,
-        batch: &Batch,
-        done: &[i64],
-    ) -> Result<std::collections::HashSet<u64>> {
-        let fresh = commit_records(&mut self.conn().await?, &batch.records, done).await?;
+    /// and empties its file. On an error nothing was written: call again with the same batch.
+    pub(crate) async fn commit_journal(&self, batch: &Batch, done: &[i64]) -> Result<Committed> {
+        let committed = commit_records(&mut self.conn().await?, &batch.records, done).await?;
         if let Some(journal) = &self.journal
             && let Err(error) = journal.finish(batch)
         {
             // The records are committed; found again at the next start, they store nothing.
             tracing::warn!(%error, "could not empty the inbox journal");
         }
-        Ok(fresh)
+        Ok(committed)
     }
 }
 
-/// The items of a committed record, as the inbox holds them.
-pub(crate) fn record_items(record: Record) -> Vec<InboxItem> {
-    let seqs = (record.first_seq..).take(record.items.len()).collect();
-    stored_items(&record.txn_id, record.items, seqs)
+/// The items of a committed record, as the inbox holds them, in their order: `None` for those
+/// whose events it held already (`repeated_events`).
+pub(crate) fn record_items(
+    record: Record,
+    repeated_events: &HashSet<i64>,
+) -> Vec<Option<InboxItem>> {
+    let seqs = (record.first_seq..)
+        .take(record.items.len())
+        .map(|seq| Some(seq).filter(|seq| !repeated_events.contains(seq)))
+        .collect();
+    let txn = TxnName {
+        id: &record.txn_id,
+        digest: &record.digest,
+    };
+    stored_items(&txn.key_prefix(), record.items, seqs)
 }
