@@ -39,6 +39,27 @@ impl Harness {
         router: Router,
         extra_yaml: &str,
     ) -> Harness {
+        let port = free_port();
+        Self::start_at(
+            registration,
+            router,
+            extra_yaml,
+            port,
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+    }
+
+    /// As [`Harness::start_with`], with the appservice listening on `port` while Synapse is told
+    /// (the registration's `url`) to reach it at `synapse_url`, e.g. a proxy that forwards to the
+    /// port: [`crate::txn_proxy::TxnProxy`].
+    pub async fn start_at(
+        registration: &mut Registration,
+        router: Router,
+        extra_yaml: &str,
+        port: u16,
+        synapse_url: String,
+    ) -> Harness {
         // Logs show with a failing test's output (RUST_LOG picks the level).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -48,9 +69,8 @@ impl Harness {
             .with_test_writer()
             .try_init();
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
-        registration.url = Some(url.clone());
+        registration.url = Some(synapse_url);
         let path: PathBuf = dir.path().join("registration.yaml");
         registration.write_file(&path).unwrap();
         let synapse = Synapse::start_with(&[path], extra_yaml).await;

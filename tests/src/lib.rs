@@ -7,6 +7,7 @@ pub mod bridge_checks;
 pub mod postgres;
 pub mod synapse;
 pub mod toy_network;
+pub mod txn_proxy;
 
 /// The README's example plugin, compiled by the test suite so it cannot rot.
 #[doc = include_str!("../../README.md")]

@@ -14,7 +14,8 @@ mod config;
 
 pub use client::{UserClient, encode};
 
-use std::fs::File;
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -151,7 +152,7 @@ impl Synapse {
             let yaml = config::build(&generated, synapse.port, &registrations, extra_yaml);
             std::fs::write(synapse.dir_path.join("homeserver.yaml"), yaml)
                 .expect("writing homeserver.yaml");
-            match synapse.spawn_and_wait().await {
+            match synapse.spawn_and_wait(false).await {
                 Ok(()) => return synapse,
                 Err(e)
                     if attempt < START_ATTEMPTS
@@ -168,11 +169,21 @@ impl Synapse {
         unreachable!()
     }
 
-    /// Starts the process (config already written) and waits until it answers `/versions`.
-    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+    /// Starts the process (config already written) and waits until it answers `/versions`. A
+    /// restart appends to the log, so that what happened before it stays readable.
+    async fn spawn_and_wait(&mut self, restart: bool) -> Result<(), String> {
         let python = venv_python();
-        let log =
-            File::create(self.log_path()).map_err(|e| format!("creating synapse.log: {e}"))?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(restart)
+            .truncate(!restart)
+            .open(self.log_path())
+            .map_err(|e| format!("opening synapse.log: {e}"))?;
+        if restart {
+            writeln!(log, "---- restarted by the test harness ----")
+                .map_err(|e| format!("writing synapse.log: {e}"))?;
+        }
         let log2 = log
             .try_clone()
             .map_err(|e| format!("cloning log handle: {e}"))?;
@@ -245,9 +256,39 @@ impl Synapse {
     /// database; waits until it answers.
     pub async fn restart(&mut self) {
         self.kill();
-        if let Err(e) = self.spawn_and_wait().await {
+        if let Err(e) = self.spawn_and_wait(true).await {
             self.fail(&e);
         }
+    }
+
+    /// The transactions Synapse has made for the appservice `appservice_id` and not yet seen
+    /// accepted, oldest first: `(txn_id, event ids)` from its table `application_services_txns`,
+    /// whose rows it deletes once the appservice answers 200. Read from the SQLite database, so it
+    /// works while Synapse is stopped too.
+    pub async fn pending_appservice_txns(&self, appservice_id: &str) -> Vec<(i64, Vec<String>)> {
+        use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+        let mut db = SqliteConnectOptions::new()
+            .filename(self.dir_path.join("homeserver.db"))
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("opening Synapse's homeserver.db");
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT txn_id, event_ids FROM application_services_txns WHERE as_id = ? \
+             ORDER BY txn_id",
+        )
+        .bind(appservice_id)
+        .fetch_all(&mut db)
+        .await
+        .expect("reading application_services_txns");
+        let _ = db.close().await;
+        rows.into_iter()
+            .map(|(id, events)| {
+                let events = serde_json::from_str(&events)
+                    .unwrap_or_else(|e| panic!("event_ids of appservice txn {id}: {e}"));
+                (id, events)
+            })
+            .collect()
     }
 
     /// `http://127.0.0.1:PORT`
