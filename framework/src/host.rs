@@ -9,6 +9,7 @@
 use std::{future::Future, path::PathBuf, time::Duration};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use ruma::{OwnedUserId, UserId};
 use tokio::net::TcpListener;
 use trestle_registration::Registration;
 
@@ -100,7 +101,8 @@ impl Host {
         encryption: Option<EncryptionInstaller>,
     ) -> Result<Host> {
         let homeserver_url = config.homeserver_url().await?;
-        let mut apps = Vec::new();
+        let server_name = &config.homeserver.server_name;
+        let mut built = Vec::new();
         for plugin in enabled_plugins(config, available)? {
             let registration = ensure_registration(config, &plugin)?;
             let database = config.database_url(plugin.name)?;
@@ -128,16 +130,29 @@ impl Host {
                 };
                 router = install(router, config.data_dir().join("crypto").join(plugin.name));
             }
-            let app = Appservice::builder(
+            let bot = UserId::parse(registration.bot_user_id(server_name))?;
+            built.push(Built {
+                plugin,
                 registration,
+                store,
+                router,
+                bot,
+            });
+        }
+        // Every plugin is built before any appservice, so each can be told the others' bots.
+        let command_bots = command_bots(&built);
+        let mut apps = Vec::new();
+        for (built, others) in built.into_iter().zip(command_bots) {
+            let app = Appservice::builder(
+                built.registration,
                 homeserver_url.clone(),
-                config.homeserver.server_name.clone(),
+                server_name.clone(),
             )
-            .router(router)
-            .store(store)
+            .router(built.router.other_bots(others))
+            .store(built.store)
             .build()
             .await?;
-            apps.push((plugin, app));
+            apps.push((built.plugin, app));
         }
         Ok(Host {
             apps,
@@ -231,6 +246,37 @@ impl Host {
         }
         report
     }
+}
+
+/// For each plugin, the bots of the others that take commands with a prefix that overlaps
+/// its own (one starts with the other): in a room with one of them, an unknown command may be
+/// theirs (see [`crate::router::Addressee`]).
+fn command_bots(built: &[Built]) -> Vec<Vec<OwnedUserId>> {
+    built
+        .iter()
+        .map(|this| {
+            let prefix = this.router.options.command_prefix.as_str();
+            built
+                .iter()
+                .filter(|other| {
+                    let theirs = other.router.options.command_prefix.as_str();
+                    other.bot != this.bot
+                        && other.router.takes_commands()
+                        && (prefix.starts_with(theirs) || theirs.starts_with(prefix))
+                })
+                .map(|other| other.bot.clone())
+                .collect()
+        })
+        .collect()
+}
+
+/// A plugin made ready to become an appservice.
+struct Built {
+    plugin: Plugin,
+    registration: Registration,
+    store: Store,
+    router: Router,
+    bot: OwnedUserId,
 }
 
 /// Plain words for why a homeserver-side ping failed.

@@ -43,7 +43,13 @@
 //!         kick,
 //!     );
 //! ```
+//!
+//! Several bots that take commands can share a room. A message can then name the bot it is
+//! for (`!moderation status`, `@notify:example.org: !feed list`), and a bot answers a
+//! command it does not have only where it is named or where no other command-taking bot it
+//! knows of is in the room: see [`Addressee`].
 
+mod address;
 mod command;
 mod context;
 mod extract;
@@ -52,6 +58,9 @@ mod help;
 
 use std::sync::Arc;
 
+use ruma::OwnedUserId;
+
+pub use address::Addressee;
 pub use command::{Command, CommandSpec};
 pub use context::EventContext;
 pub use extract::{
@@ -109,6 +118,10 @@ pub(crate) struct RouterOptions {
     pub(crate) accept_invites: bool,
     pub(crate) own_events: bool,
     pub(crate) help: bool,
+    /// Commands handlers read themselves, for `help` and for knowing the names.
+    pub(crate) declared: Vec<CommandSpec>,
+    /// Other bots that take commands with this prefix.
+    pub(crate) other_bots: Vec<OwnedUserId>,
     pub(crate) hooks: Hooks,
 }
 
@@ -146,6 +159,8 @@ impl Default for RouterOptions {
             accept_invites: false,
             own_events: false,
             help: false,
+            declared: Vec::new(),
+            other_bots: Vec::new(),
             hooks: Hooks::default(),
         }
     }
@@ -291,14 +306,39 @@ where
         self
     }
 
-    /// The commands, in the order they were added, each name once (its first spec), with the
-    /// built-in `help` last when it is on.
+    /// Commands that a handler of the plugin reads itself (an [`on`](Router::on) handler with
+    /// a [`Command`] extractor) rather than through [`command`](Router::command) routes:
+    /// listed by [`commands`](Router::commands) and the built-in `help`, known to the router
+    /// when it reads a message that names this bot (see [`Addressee`]), and making the
+    /// plugin's bot a command-taking bot for the host's other plugins.
+    pub fn declare_commands(mut self, specs: impl IntoIterator<Item = CommandSpec>) -> Self {
+        self.options.declared.extend(specs);
+        self
+    }
+
+    /// Other bots in the plugin's rooms that take commands with the same prefix, such as
+    /// another appservice's bot: where one of them is a member, this bot answers only the
+    /// commands it has, or those named for it (see [`Addressee`]). The other plugins of a
+    /// [`Host`](crate::host::Host) are added by the host.
+    pub fn other_bots(mut self, bots: impl IntoIterator<Item = OwnedUserId>) -> Self {
+        for bot in bots {
+            if !self.options.other_bots.contains(&bot) {
+                self.options.other_bots.push(bot);
+            }
+        }
+        self
+    }
+
+    /// The commands, in the order they were added (routes, then declared ones), each name
+    /// once (its first spec), with the built-in `help` last when it is on.
     pub fn commands(&self) -> Vec<&CommandSpec> {
         let mut specs: Vec<&CommandSpec> = Vec::new();
-        for route in &self.routes {
-            if let Filter::Command(spec) = &route.filter
-                && !specs.iter().any(|s| s.name == spec.name)
-            {
+        let routes = self.routes.iter().filter_map(|route| match &route.filter {
+            Filter::Command(spec) => Some(&**spec),
+            _ => None,
+        });
+        for spec in routes.chain(&self.options.declared) {
+            if !specs.iter().any(|s| s.name == spec.name) {
                 specs.push(spec);
             }
         }
@@ -306,6 +346,28 @@ where
             specs.push(&BUILTIN_HELP);
         }
         specs
+    }
+
+    /// Whether the plugin has a command of this name (a route, a declared one, or the
+    /// built-in `help`).
+    pub(crate) fn knows(&self, name: &str) -> bool {
+        (self.options.help && name == help::HELP)
+            || self.options.declared.iter().any(|s| s.name == name)
+            || self
+                .routes
+                .iter()
+                .any(|r| matches!(&r.filter, Filter::Command(s) if s.name == name))
+    }
+
+    /// Whether the plugin's bot takes commands: it has a command route, a declared command
+    /// or the built-in `help`.
+    pub(crate) fn takes_commands(&self) -> bool {
+        self.options.help
+            || !self.options.declared.is_empty()
+            || self
+                .routes
+                .iter()
+                .any(|r| matches!(r.filter, Filter::Command(_)))
     }
 
     /// The command prefix, `!` unless set.
@@ -380,6 +442,12 @@ impl Router<()> {
 
         let prefix = self.options.command_prefix.as_str();
         let mut gate = help::Gate::default();
+        // Read once for every command route: `None` when the event is no command for this bot.
+        let command = if self.takes_commands() {
+            Command::read(&ctx).filter(|c| !matches!(c.addressee, Addressee::Other(_)))
+        } else {
+            None
+        };
         for route in &self.routes {
             let command = match &route.filter {
                 Filter::Any => None,
@@ -390,13 +458,13 @@ impl Router<()> {
                     None
                 }
                 Filter::Command(spec) => {
-                    let Some(cmd) = Command::parse(&ctx, prefix, Some(&spec.name)) else {
+                    let Some(cmd) = command.as_ref().filter(|c| c.name == spec.name) else {
                         continue;
                     };
-                    if !gate.admits(&ctx, spec, &cmd, prefix).await {
+                    if !gate.admits(&ctx, spec, cmd, prefix).await {
                         continue;
                     }
-                    Some(Arc::new(cmd))
+                    Some(Arc::new(cmd.clone()))
                 }
             };
             let ctx = ctx.for_route(command);
@@ -433,7 +501,7 @@ impl Router<()> {
             .any(|r| matches!(&r.filter, Filter::Command(s) if s.name == help::HELP));
         if self.options.help
             && !own_help
-            && let Some(cmd) = Command::parse(&ctx, prefix, Some(help::HELP))
+            && let Some(cmd) = command.filter(|c| c.name == help::HELP)
         {
             gate.help(&ctx, &self.commands(), &cmd, prefix).await;
         }

@@ -25,12 +25,16 @@ pub(crate) async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
     app.idle().await;
 }
 
-/// A homeserver that knows one room's create event and power levels, lets the bot join, and
-/// records the messages sent.
+/// A homeserver that knows one room's create event, power levels and joined members, lets the
+/// bot join, and records the messages sent.
 pub(crate) struct MockHomeserver {
     pub(crate) url: String,
     pub(crate) sent: Arc<Mutex<Vec<serde_json::Value>>>,
     pub(crate) state_reads: Arc<std::sync::atomic::AtomicUsize>,
+    /// The room's joined members, as `/joined_members` answers.
+    pub(crate) members: Arc<Mutex<Vec<String>>>,
+    /// How often `/joined_members` was asked.
+    pub(crate) member_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockHomeserver {
@@ -41,14 +45,27 @@ impl MockHomeserver {
         };
         let sent: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
         let state_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let members: Arc<Mutex<Vec<String>>> = Arc::default();
+        let member_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (log, reads) = (sent.clone(), state_reads.clone());
+        let (joined, joined_reads) = (members.clone(), member_reads.clone());
         let handler = move |method: Method, uri: Uri, body: String| {
             let (log, reads) = (log.clone(), reads.clone());
+            let (joined, joined_reads) = (joined.clone(), joined_reads.clone());
             let (create, power_levels) = (create.clone(), power_levels.clone());
             async move {
                 let path = uri.path();
                 let found = |v: serde_json::Value| (StatusCode::OK, Json(v));
-                if method == Method::GET && path.contains("/state/m.room.create/") {
+                if method == Method::GET && path.ends_with("/joined_members") {
+                    joined_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let joined: serde_json::Map<String, serde_json::Value> = joined
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .map(|user| (user.clone(), json!({})))
+                        .collect();
+                    found(json!({ "joined": joined }))
+                } else if method == Method::GET && path.contains("/state/m.room.create/") {
                     reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     found(create)
                 } else if method == Method::GET && path.contains("/state/m.room.power_levels/") {
@@ -83,6 +100,8 @@ impl MockHomeserver {
             url,
             sent,
             state_reads,
+            members,
+            member_reads,
         }
     }
 

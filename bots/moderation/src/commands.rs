@@ -2,6 +2,7 @@
 //! enough power there may use them.
 
 mod actions;
+mod parse;
 mod protections;
 
 use trestle::{
@@ -18,6 +19,7 @@ use crate::{
     bot::{Moderation, resolve_room},
     protections::PROTECTIONS,
 };
+use parse::{Action, parse};
 
 /// One command from the management room.
 pub struct Request {
@@ -29,6 +31,18 @@ pub struct Request {
     pub sender: OwnedUserId,
     /// Its name and arguments.
     pub command: Command,
+}
+
+/// Whether the bot has the command, or for `help <topic>`, the command or protection asked
+/// about: a command it does not have may be another bot's.
+pub fn knows(command: &Command, prefix: &str) -> bool {
+    let has = |name: &str| {
+        specs().iter().any(|s| s.name == name) || PROTECTIONS.iter().any(|(n, _)| *n == name)
+    };
+    match (command.name.as_str(), command.argv().first()) {
+        ("help", Some(topic)) => has(topic.strip_prefix(prefix).unwrap_or(topic)),
+        (name, _) => specs().iter().any(|s| s.name == name),
+    }
 }
 
 /// The commands, for `help`.
@@ -93,13 +107,6 @@ impl Moderation {
             );
             return self.answer(app, &request, &answer).await;
         }
-        if !specs().iter().any(|s| s.name == name) {
-            let answer = format!(
-                "Unknown command {name}; say {}help for the list.",
-                self.settings().command_prefix
-            );
-            return self.answer(app, &request, &answer).await;
-        }
         let answer = match self.run(app, &request).await {
             Ok(answer) => answer,
             Err(error) => format!("⚠ {name} failed: {error}"),
@@ -114,57 +121,74 @@ impl Moderation {
     }
 
     async fn run(&self, app: &Appservice, request: &Request) -> Result<String> {
-        let argv = request.command.argv();
-        let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let prefix = self.settings().command_prefix.as_str();
-        let usage = |name: &str| {
-            specs()
-                .into_iter()
-                .find(|s| s.name == name)
-                .map(|s| format!("usage: {}", s.usage_line(prefix)))
-                .unwrap_or_default()
+        let action = match parse(&request.command, &self.settings().command_prefix) {
+            Ok(action) => action,
+            Err(answer) => return Ok(answer),
         };
-        let name = request.command.name.as_str();
         // `ban` and `unban` may name a followed list first; otherwise they use the bot's own.
-        let (list, args) = match args.as_slice() {
-            [first, rest @ ..]
-                if matches!(name, "ban" | "unban")
-                    && !rest.is_empty()
-                    && (first.starts_with('!') || first.starts_with('#')) =>
-            {
-                match resolve_room(app, first).await {
-                    Ok(room) if self.model().is_list(room.as_str()) => (Some(room), rest.to_vec()),
-                    _ => (None, args),
-                }
+        let (list, action) = match &action {
+            Action::Ban {
+                list: Some(first), ..
             }
-            _ => (None, args),
+            | Action::Unban {
+                list: Some(first), ..
+            } => match resolve_room(app, first).await {
+                Ok(room) if self.model().is_list(room.as_str()) => (Some(room), action),
+                _ => match action.list_was_entity() {
+                    Some(action) => (None, action),
+                    None => return Ok(parse::usage("unban", &self.settings().command_prefix)),
+                },
+            },
+            _ => (None, action),
         };
-        Ok(match (name, args.as_slice()) {
-            ("help", _) => self.help(),
-            ("status", _) => self.status(),
-            ("ban", [entity, reason @ ..]) => {
-                self.ban(app, request, list, entity, &reason.join(" "))
+        Ok(match action {
+            Action::Help(None) => self.help(app),
+            Action::Help(Some(topic)) => self.help_on(&topic),
+            Action::Status => self.status(),
+            Action::Ban { entity, reason, .. } => {
+                self.ban(app, request, list, &entity, &reason).await?
+            }
+            Action::Unban { entity, .. } => self.unban(app, list, &entity).await?,
+            Action::Kick { user, reason } => self.kick(app, &user, &reason).await?,
+            Action::Redact { user, limit } => self.redact(app, &user, limit).await?,
+            Action::RoomsList => self.rooms_list(),
+            Action::RoomsAdd(room) => self.rooms_add(app, &room).await?,
+            Action::RoomsRemove(room) => self.rooms_remove(app, &room).await?,
+            Action::ListsList => self.lists_list(),
+            Action::ListsWatch(room) => self.lists_watch(app, &room).await?,
+            Action::ListsUnwatch(room) => self.lists_unwatch(app, &room).await?,
+            Action::ProtectionsList { room } => self.protections_list(app, room.as_deref()).await?,
+            Action::ProtectionSet {
+                name,
+                key,
+                value,
+                room,
+            } => {
+                self.protection_set(app, room.as_deref(), &name, &key, value)
                     .await?
             }
-            ("unban", [entity]) => self.unban(app, list, entity).await?,
-            ("kick", [user, reason @ ..]) => self.kick(app, user, &reason.join(" ")).await?,
-            ("redact", [user]) => self.redact(app, user, 25).await?,
-            ("redact", [user, limit]) => match limit.parse::<u32>() {
-                Ok(limit) if (1..=1000).contains(&limit) => self.redact(app, user, limit).await?,
-                _ => format!("the limit must be a number from 1 to 1000, not `{limit}`"),
-            },
-            ("rooms", ["list"]) => self.rooms_list(),
-            ("rooms", ["add", room]) => self.rooms_add(app, room).await?,
-            ("rooms", ["remove", room]) => self.rooms_remove(app, room).await?,
-            ("lists", ["list"]) => self.lists_list(),
-            ("lists", ["watch", room]) => self.lists_watch(app, room).await?,
-            ("lists", ["unwatch", room]) => self.lists_unwatch(app, room).await?,
-            ("protections", rest) => self.protections_command(app, rest).await?,
-            _ => usage(name),
         })
     }
 
-    fn help(&self) -> String {
+    /// `help <topic>`: one command or protection.
+    fn help_on(&self, topic: &str) -> String {
+        let prefix = self.settings().command_prefix.as_str();
+        if let Some(spec) = specs().into_iter().find(|s| s.name == topic) {
+            return format!(
+                "{} — {}",
+                spec.usage_line(prefix),
+                spec.about.unwrap_or_default()
+            );
+        }
+        match PROTECTIONS.iter().find(|(name, _)| *name == topic) {
+            Some((name, about)) => {
+                format!("Protection {name} — {about} Its settings: {prefix}protections list.")
+            }
+            None => format!("There is no command {prefix}{topic}. Say {prefix}help for the list."),
+        }
+    }
+
+    fn help(&self, app: &Appservice) -> String {
         let prefix = self.settings().command_prefix.as_str();
         let mut out = String::from("Commands (admins and members with enough power here):\n");
         for spec in specs() {
@@ -178,6 +202,11 @@ impl Moderation {
         for (name, about) in PROTECTIONS {
             out.push_str(&format!("{name} — {about}\n"));
         }
+        out.push_str(&format!(
+            "With other bots in this room, {prefix}{} <command> is for me alone. \
+             Quote an argument that has spaces: \"spam, scam\".\n",
+            app.bot_user_id().localpart()
+        ));
         out
     }
 

@@ -12,7 +12,7 @@ use trestle::{
 
 use crate::{
     bot::Moderation,
-    commands::Request,
+    commands::{self, Request},
     protections::{Message, Verdict},
 };
 
@@ -26,9 +26,11 @@ struct Event {
     origin_server_ts: i64,
 }
 
-/// The router's one event handler.
+/// The router's one event handler. `command` is the event read as a command for this bot
+/// (none when it names someone else).
 pub async fn on_event(
     ctx: EventContext,
+    command: Option<Command>,
     State(bot): State<Moderation>,
     app: Appservice,
 ) -> Result<()> {
@@ -50,11 +52,11 @@ pub async fn on_event(
     }
 
     let management = bot.management_room(&app).await.ok().flatten();
+    // A command it does not have may be another bot's: see `Addressee::answers`.
     if management.as_deref() == Some(room)
-        && event_type == "m.room.message"
-        && event.content["msgtype"] == "m.text"
-        && let Some(body) = event.content["body"].as_str()
-        && let Some(command) = Command::parse_body(body, &bot.settings().command_prefix, None)
+        && let Some(command) = command
+        && let known = commands::knows(&command, &bot.settings().command_prefix)
+        && command.addressee.answers(&ctx, known).await
     {
         bot.command(
             &app,

@@ -18,7 +18,7 @@ mod events;
 pub mod protections;
 
 use serde::Deserialize;
-use trestle::{Appservice, Plugin, Router, plugin::PluginSettings};
+use trestle::{Appservice, Plugin, Router, plugin::PluginSettings, ruma::UserId};
 
 pub use bot::Moderation;
 
@@ -30,7 +30,8 @@ pub const PLUGIN: Plugin = Plugin::new("moderation", "moderation", "moderation_"
          management_room: null         # a room ID or alias (\"#mod:example.org\"); null: the first room an admin invites the bot to\n  \
          admins: []                    # may always give commands ([\"@you:example.org\"]); empty: any local user may claim the management room\n  \
          command_power: 50             # the power level in the management room that commands need\n  \
-         exempt_power: 50              # protections leave users with this power level in a room alone",
+         exempt_power: 50              # protections leave users with this power level in a room alone\n  \
+         other_bots: []                # other appservices' bots in the management room that take commands with the same prefix",
     );
 
 /// The moderation bot's settings.
@@ -47,6 +48,10 @@ pub struct Settings {
     pub command_power: i64,
     /// Protections leave users with at least this power level in a room alone.
     pub exempt_power: i64,
+    /// Bots of other appservices that take commands with the same prefix: in a management
+    /// room where one of them is, the bot answers only its own commands and those named for
+    /// it. The host's other plugins are known without this.
+    pub other_bots: Vec<String>,
 }
 
 impl Default for Settings {
@@ -57,6 +62,7 @@ impl Default for Settings {
             admins: Vec::new(),
             command_power: 50,
             exempt_power: 50,
+            other_bots: Vec::new(),
         }
     }
 }
@@ -68,10 +74,15 @@ fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
 }
 
 fn validate(settings: &Settings) -> trestle::Result<()> {
-    for admin in &settings.admins {
-        trestle::ruma::UserId::parse(admin.as_str()).map_err(|e| {
-            trestle::Error::Config(format!("moderation settings: admins: `{admin}`: {e}"))
-        })?;
+    for (field, users) in [
+        ("admins", &settings.admins),
+        ("other_bots", &settings.other_bots),
+    ] {
+        for user in users {
+            UserId::parse(user.as_str()).map_err(|e| {
+                trestle::Error::Config(format!("moderation settings: {field}: `{user}`: {e}"))
+            })?;
+        }
     }
     if let Some(room) = &settings.management_room
         && !(room.starts_with('!') || room.starts_with('#'))
@@ -92,8 +103,15 @@ fn validate(settings: &Settings) -> trestle::Result<()> {
 pub fn router(settings: Settings) -> Router {
     let bot = Moderation::new(settings.clone());
     let service_bot = bot.clone();
+    // Checked by `validate` when the host builds the plugin.
+    let other_bots = settings
+        .other_bots
+        .iter()
+        .filter_map(|user| UserId::parse(user.as_str()).ok());
     Router::new()
         .command_prefix(settings.command_prefix)
+        .declare_commands(commands::specs())
+        .other_bots(other_bots)
         .on(events::on_event)
         .service("moderation", move |app| catch_up(service_bot.clone(), app))
         .with_state(bot)
@@ -141,11 +159,9 @@ mod tests {
     #[test]
     fn default_settings_build_a_router() {
         let router = PLUGIN.router().unwrap();
-        assert_eq!(
-            router.commands().len(),
-            0,
-            "commands are parsed by the bot itself"
-        );
+        let names: Vec<&str> = router.commands().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names.len(), commands::specs().len(), "{names:?}");
+        assert!(names.contains(&"protections"), "{names:?}");
     }
 
     #[test]
@@ -164,6 +180,16 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("management_room")
+        );
+        let bad = Settings {
+            other_bots: vec!["hookshot".into()],
+            ..Settings::default()
+        };
+        assert!(
+            validate(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("other_bots")
         );
         assert!(validate(&Settings::default()).is_ok());
     }

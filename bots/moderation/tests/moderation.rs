@@ -356,6 +356,12 @@ async fn protections_redact_kick_and_report_in_protected_rooms_only() {
             "!protections enable word-filter",
             r#"word-filter in every protected room: {"enabled":true}"#,
         ),
+        // The value forms docs/moderation.md shows: a JSON list, typed with its quotes and a
+        // space, and quoted text split at commas.
+        (
+            r#"!protections set word-filter words ["bad word", "worst"]"#,
+            r#"{"enabled":true,"words":["bad word","worst"]}"#,
+        ),
         (
             "!protections set word-filter words \"badword, worse\"",
             r#"{"enabled":true,"words":["badword","worse"]}"#,

@@ -1,25 +1,37 @@
+mod argv;
+
+use ruma::OwnedUserId;
 use serde::Deserialize;
 
-use super::{EventContext, FromEventContext, Rejection};
+use super::{
+    EventContext, FromEventContext, Rejection,
+    address::{Addressee, Reader},
+};
 use crate::transaction::Incoming;
 
 /// A parsed `!name args…` command from an `m.room.message` event.
 ///
-/// As an extractor it accepts only messages that are commands: in a route added with
-/// [`Router::command`](super::Router::command) that route's command, elsewhere any.
+/// As an extractor it accepts only messages that are commands and not named for someone
+/// else (see [`Addressee`]): in a route added with [`Router::command`](super::Router::command)
+/// that route's command, elsewhere any.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Command {
     /// The command's name, without the prefix.
     pub name: String,
-    /// Everything after the name, with the whitespace between them removed.
+    /// Everything after the name, as typed, with the whitespace between them removed.
     pub args: String,
+    /// Whom the message named as its recipient (see [`Addressee`]).
+    pub addressee: Addressee,
 }
 
 #[derive(Deserialize)]
 struct MessageContent {
     msgtype: Option<String>,
     body: Option<String>,
+    /// Read loosely: a malformed `m.mentions` must not hide the command.
+    #[serde(rename = "m.mentions", default)]
+    mentions: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -126,38 +138,19 @@ impl From<&String> for CommandSpec {
 }
 
 impl Command {
-    /// The arguments split at whitespace, with `"double quoted"` words kept together.
+    /// The arguments, split at whitespace. A wholly quoted argument (`"two words"`) is one
+    /// argument without its quotes; quotes inside an argument stay as typed, so
+    /// `["a","b"]` is the argument `["a","b"]`. The rules are in `router/command/argv.rs`.
     pub fn argv(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut current = String::new();
-        let mut quoted = false;
-        let mut has_word = false;
-        for c in self.args.chars() {
-            match c {
-                '"' => {
-                    quoted = !quoted;
-                    has_word = true;
-                }
-                c if c.is_whitespace() && !quoted => {
-                    if has_word {
-                        out.push(std::mem::take(&mut current));
-                        has_word = false;
-                    }
-                }
-                c => {
-                    current.push(c);
-                    has_word = true;
-                }
-            }
-        }
-        if has_word {
-            out.push(current);
-        }
-        out
+        argv::split(&self.args)
     }
 
-    /// Parses the context's event as a command: `name` when given must match.
-    pub(crate) fn parse(ctx: &EventContext, prefix: &str, name: Option<&str>) -> Option<Command> {
+    /// Reads the context's event as a command for this bot, with its prefix, its commands,
+    /// and the other command-taking bots it knows: `!name args`, `!<bot> name args`, or a
+    /// leading mention of a bot (see [`Addressee`]). `None` when the event is no
+    /// command at all. Old clients prefix replies with quoted `> ` lines; those are skipped
+    /// so a reply can still be a command.
+    pub fn read(ctx: &EventContext) -> Option<Command> {
         let Incoming::Timeline(event) = ctx.incoming() else {
             return None;
         };
@@ -168,11 +161,34 @@ impl Command {
         if message.content.msgtype.as_deref() != Some("m.text") {
             return None;
         }
-        Self::parse_body(&message.content.body?, prefix, name)
+        let mentions: Vec<OwnedUserId> = message.content.mentions["user_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().and_then(|u| OwnedUserId::try_from(u).ok()))
+            .collect();
+        let router = &ctx.app.inner.router;
+        let reader = Reader {
+            prefix: &ctx.command_prefix,
+            me: ctx.app.bot_user_id(),
+            others: &router.options.other_bots,
+            knows: &|name| router.knows(name),
+        };
+        reader.read(strip_reply_fallback(&message.content.body?), &mentions)
     }
 
-    /// Parses a message body. Old clients prefix replies with quoted `> ` lines; those are
-    /// skipped so a reply can still be a command.
+    /// Whether this bot should answer the command: never when the message names someone
+    /// else; a command the bot has (a route, a declared command or `help`), always
+    /// otherwise; one it does not have only when the message names this bot, or when no
+    /// other member of the room is a known command-taking bot (see [`Addressee::answers`]).
+    /// A plugin that answers unknown commands itself asks this first.
+    pub async fn is_for_this_bot(&self, ctx: &EventContext) -> bool {
+        let known = ctx.app.inner.router.knows(&self.name);
+        self.addressee.answers(ctx, known).await
+    }
+
+    /// Parses a message body as `<prefix><name> args`, knowing no bot's name: `name` when
+    /// given must match. Quoted `> ` reply fallback lines are skipped.
     pub fn parse_body(body: &str, prefix: &str, name: Option<&str>) -> Option<Command> {
         let body = strip_reply_fallback(body);
         let rest = body.strip_prefix(prefix)?;
@@ -184,6 +200,7 @@ impl Command {
         Some(Command {
             name: found.to_owned(),
             args: args.trim_start().to_owned(),
+            addressee: Addressee::Anyone,
         })
     }
 }
@@ -203,7 +220,10 @@ impl<S> FromEventContext<S> for Command {
         if let Some(command) = &ctx.command {
             return Ok((**command).clone());
         }
-        Command::parse(ctx, &ctx.command_prefix, None).ok_or(Rejection::Skip)
+        // A command named for someone else is theirs, not this bot's.
+        Command::read(ctx)
+            .filter(|c| !matches!(c.addressee, Addressee::Other(_)))
+            .ok_or(Rejection::Skip)
     }
 }
 

@@ -268,6 +268,8 @@ impl Gate {
                     let text = render(&[spec], prefix, None);
                     RoomMessageEventContent::notice_html(text.plain, text.html)
                 }
+                // Maybe another bot's, if others are here: said only where it can be no one else's.
+                None if !command.addressee.answers(ctx, false).await => return,
                 None => RoomMessageEventContent::notice_plain(format!(
                     "There is no command {prefix}{name}. Try {prefix}{HELP}."
                 )),

@@ -1,4 +1,4 @@
-//! `protections list|enable|disable|set`.
+//! `protections list|enable|disable|set`, once read (see `parse.rs`).
 
 use serde_json::Value;
 use trestle::{Appservice, Result};
@@ -6,46 +6,40 @@ use trestle::{Appservice, Result};
 use crate::{
     bot::{Moderation, resolve_room},
     db::ALL_ROOMS,
-    protections::{self, PROTECTIONS, is_protection, parse_value, set_key},
+    protections::{self, PROTECTIONS, is_protection, set_key},
 };
 
 impl Moderation {
-    pub(super) async fn protections_command(
+    /// The room a `protections` command names, resolved: it must be protected. `Err` is the
+    /// answer when it is not.
+    async fn protections_scope(
         &self,
         app: &Appservice,
-        args: &[&str],
-    ) -> Result<String> {
-        // The optional room comes last: `!room` or `#alias`.
-        let (args, room) = match args.split_last() {
-            Some((last, rest)) if last.starts_with('!') || last.starts_with('#') => {
-                (rest, Some(resolve_room(app, last).await?.to_string()))
-            }
-            _ => (args, None),
+        room: Option<&str>,
+    ) -> Result<std::result::Result<Option<String>, String>> {
+        let Some(room) = room else {
+            return Ok(Ok(None));
         };
-        if let Some(room) = &room
-            && !self.model().is_protected(room)
-        {
-            return Ok(format!(
+        let room = resolve_room(app, room).await?.to_string();
+        if !self.model().is_protected(&room) {
+            return Ok(Err(format!(
                 "{room} is not protected; add it with rooms add first."
-            ));
+            )));
         }
-        let scope = room.as_deref().unwrap_or(ALL_ROOMS);
-        match args {
-            [] | ["list"] => Ok(self.protections_list(room.as_deref())),
-            ["enable", name] => self.protection_set(app, scope, name, "enabled", Value::Bool(true)).await,
-            ["disable", name] => {
-                self.protection_set(app, scope, name, "enabled", Value::Bool(false))
-                    .await
-            }
-            ["set", name, key, value] => {
-                self.protection_set(app, scope, name, key, parse_value(value))
-                    .await
-            }
-            _ => Ok("usage: protections list [room] | protections enable|disable <name> [room] | protections set <name> <key> <value> [room]".into()),
-        }
+        Ok(Ok(Some(room)))
     }
 
-    fn protections_list(&self, room: Option<&str>) -> String {
+    /// `protections list [room]`.
+    pub(super) async fn protections_list(
+        &self,
+        app: &Appservice,
+        room: Option<&str>,
+    ) -> Result<String> {
+        let room = match self.protections_scope(app, room).await? {
+            Ok(room) => room,
+            Err(answer) => return Ok(answer),
+        };
+        let room = room.as_deref();
         let model = self.model();
         let scope = room.unwrap_or(ALL_ROOMS);
         let mut out = format!(
@@ -71,17 +65,23 @@ impl Moderation {
                 Value::Object(settings)
             ));
         }
-        out
+        Ok(out)
     }
 
-    async fn protection_set(
+    /// `protections enable|disable|set <name> … [room]`.
+    pub(super) async fn protection_set(
         &self,
         app: &Appservice,
-        scope: &str,
+        room: Option<&str>,
         name: &str,
         key: &str,
         value: Value,
     ) -> Result<String> {
+        let room = match self.protections_scope(app, room).await? {
+            Ok(room) => room,
+            Err(answer) => return Ok(answer),
+        };
+        let scope = room.as_deref().unwrap_or(ALL_ROOMS);
         if !is_protection(name) {
             let names: Vec<&str> = PROTECTIONS.iter().map(|(n, _)| *n).collect();
             return Ok(format!(
