@@ -31,6 +31,8 @@ mod members;
 mod receive;
 mod redeliver;
 mod state;
+#[cfg(test)]
+mod tests;
 
 /// Called with each request the homeserver refused for good and nobody awaited.
 pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;
