@@ -33,6 +33,8 @@ mod receive;
 pub(crate) use receive::Delivery;
 mod redeliver;
 mod state;
+#[cfg(test)]
+mod tests;
 
 /// Called with each request the homeserver refused for good and nobody awaited.
 pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;
@@ -200,7 +202,11 @@ impl AppserviceBuilder {
     pub async fn build(self) -> Result<Appservice> {
         let origin = format!("registration `{}`", self.registration.id);
         self.registration.validate(&origin)?;
-        self.registration.validate_bot(&self.server_name, &origin)?;
+        for warning in self.registration.warnings() {
+            tracing::warn!(registration = %self.registration.id, "{warning}");
+        }
+        // The bot need not lie in the user namespace (Synapse does not ask it to): it is one
+        // of ours all the same, see `is_own_user`.
         let server_name = OwnedServerName::try_from(self.server_name.as_str())?;
         let bot_user_id = UserId::parse(self.registration.bot_user_id(&self.server_name))?;
         let client = HomeserverClient::new(&self.homeserver_url, &self.registration.as_token)?;
@@ -372,7 +378,8 @@ impl Appservice {
         Ok(self.intent(&user_id))
     }
 
-    /// Whether `user_id` is one of ours: the bot or in an exclusive user namespace.
+    /// Whether `user_id` is one of ours: the bot (inside the user namespace or not) or in an
+    /// exclusive user namespace — Synapse's `is_exclusive_user`.
     pub fn is_own_user(&self, user_id: &UserId) -> bool {
         *user_id == self.inner.bot_user_id
             || self

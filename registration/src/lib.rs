@@ -1,18 +1,21 @@
 //! The application service registration file.
 //!
 //! A registration tells the homeserver how to reach an appservice and which users, aliases and
-//! rooms it owns. Both sides read the same YAML file, so this crate aims to read exactly what
-//! Synapse reads — including the unstable keys that ruma's own `Registration` type drops — and to
-//! reject, with the field named, what Synapse would reject or silently misbehave on.
+//! rooms it owns. Both sides read the same YAML file, so this crate reads exactly what Synapse
+//! reads — YAML 1.1 values as PyYAML gives them, Python regexes, the unstable keys that ruma's
+//! own `Registration` type drops — accepts what Synapse accepts, and refuses, with the field
+//! named, what Synapse refuses. `docs/registration.md` lists the few exceptions.
 //!
 //! Spec: <https://spec.matrix.org/v1.16/application-service-api/#registration>
 
+mod load;
 mod namespace;
 mod tokens;
+mod yaml;
 
 use std::{collections::BTreeMap, path::Path};
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 pub use namespace::{Namespace, NamespaceKind, Namespaces};
 pub use tokens::generate_token;
@@ -54,66 +57,59 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An application service registration, as read by the homeserver.
 ///
+/// Read one with [`Registration::parse`] or [`Registration::from_file`]; each field holds what
+/// Synapse makes of the file.
+///
 /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#registration>
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Registration {
     /// A unique, user-defined ID of the application service which will never change.
     pub id: String,
     /// The URL the homeserver pushes transactions to, or `None` (written as an explicit `null`)
     /// for an appservice that only acts and never receives.
-    #[serde(
-        deserialize_with = "required_nullable",
-        serialize_with = "explicit_null"
-    )]
+    #[serde(serialize_with = "explicit_null")]
     pub url: Option<String>,
     /// The token the appservice uses to talk to the homeserver.
     pub as_token: String,
     /// The token the homeserver uses to talk to the appservice.
     pub hs_token: String,
-    /// The localpart of the appservice's own bot user.
+    /// The localpart of the appservice's own user, the "bot": the user the `as_token` acts as
+    /// when no other is named. It need not match the user namespace (Synapse does not ask it
+    /// to, and mautrix, matrix-appservice-bridge and hookshot registrations often put it
+    /// outside); it is the appservice's own user either way.
     pub sender_localpart: String,
     /// The users, aliases and rooms the appservice is interested in.
-    #[serde(default)]
     pub namespaces: Namespaces,
-    /// Whether requests from masqueraded users are rate-limited. Synapse's default is `true`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Whether requests from masqueraded users are rate-limited. `None` is Synapse's default,
+    /// `true`, which Synapse also takes for any value that is not a boolean.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limited: Option<bool>,
     /// Third-party protocols the appservice provides.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub protocols: Option<Vec<String>>,
-    /// Whether to receive ephemeral events (typing, receipts, presence), stable key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Whether to receive ephemeral events (typing, receipts, presence), stable key. Synapse
+    /// takes any value, for its truth in Python: `1` is true, `""` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub receive_ephemeral: Option<bool>,
-    /// The unstable form of `receive_ephemeral` (MSC2409), which Synapse before 1.156 reads.
+    /// The unstable form of `receive_ephemeral` (MSC2409); Synapse reads both, and sends
+    /// ephemeral events under both keys if either is true.
     #[serde(
-        default,
         rename = "de.sorunome.msc2409.push_ephemeral",
         skip_serializing_if = "Option::is_none"
     )]
     pub push_ephemeral_unstable: Option<bool>,
     /// MSC3202: device lists and one-time-key counts in transactions, and device masquerading.
-    #[serde(
-        default,
-        rename = "org.matrix.msc3202",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "org.matrix.msc3202", skip_serializing_if = "Option::is_none")]
     pub msc3202: Option<bool>,
     /// MSC4190: the appservice manages its users' devices itself.
-    #[serde(
-        default,
-        rename = "io.element.msc4190",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "io.element.msc4190", skip_serializing_if = "Option::is_none")]
     pub msc4190: Option<bool>,
-    /// Keys this type does not know, kept so that reading and writing a file loses nothing.
+    /// Keys this type does not know (`ip_range_whitelist`, MSC4502's scopes, MSC4512's proxy,
+    /// anything else), kept so that reading and writing a file loses nothing. Synapse's checks
+    /// on the ones it knows were made when the file was read.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
-}
-
-/// `url` must be present but may be `null`: Synapse refuses a file without the key.
-fn required_nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Option::<String>::deserialize(d)
 }
 
 fn explicit_null<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -176,14 +172,14 @@ impl Registration {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and validates a registration from YAML (JSON is YAML too). `origin` names the
-    /// source in errors.
+    /// Parses and validates a registration from YAML (JSON is YAML too), as Synapse reads it.
+    /// `origin` names the source in errors.
     pub fn parse(yaml: &str, origin: &str) -> Result<Self> {
-        let registration: Registration =
-            serde_saphyr::from_str(yaml).map_err(|e| Error::Syntax {
-                origin: origin.to_owned(),
-                message: e.to_string(),
-            })?;
+        let tree = yaml::load(yaml).map_err(|message| Error::Syntax {
+            origin: origin.to_owned(),
+            message,
+        })?;
+        let registration = load::registration(&tree, origin)?;
         registration.validate(origin)?;
         Ok(registration)
     }
@@ -210,47 +206,74 @@ impl Registration {
         Ok(())
     }
 
-    /// Checks what can be checked without knowing the server name.
+    /// Checks what Synapse checks of these fields (and, beyond Synapse, that neither token is
+    /// blank): what a registration built in code must pass as well as a file.
     pub fn validate(&self, origin: &str) -> Result<()> {
         let invalid = |field: &str, problem: &str| Error::Invalid {
             origin: origin.to_owned(),
             field: field.to_owned(),
             problem: problem.to_owned(),
         };
-        if self.id.trim().is_empty() {
-            return Err(invalid("id", "must not be empty"));
+        if self.id.contains('|') {
+            return Err(invalid("id", "must not contain `|`"));
         }
         for (field, token) in [("as_token", &self.as_token), ("hs_token", &self.hs_token)] {
+            // Synapse loads a blank token, but then a request with none passes its check, or
+            // Trestle's: the appservice, or the homeserver, would answer anyone.
             if token.trim().is_empty() {
-                return Err(invalid(field, "must not be empty"));
+                return Err(invalid(
+                    field,
+                    "must not be blank: anyone could then pass for the homeserver or the appservice",
+                ));
             }
         }
-        if self.as_token == self.hs_token {
-            return Err(invalid(
-                "hs_token",
-                "must differ from as_token, or either side could impersonate the other",
-            ));
-        }
-        if self.sender_localpart.is_empty()
-            || !self
-                .sender_localpart
-                .chars()
-                .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+'))
+        // Synapse's rule: the localpart must be what `urllib.parse.quote` leaves unchanged.
+        if let Some(c) = self
+            .sender_localpart
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '~' | '/')))
         {
             return Err(invalid(
                 "sender_localpart",
-                "must be a non-empty user localpart of a-z, 0-9 and . _ = - / +",
+                &format!(
+                    "{c:?} would need URL encoding; Synapse allows letters, digits and _ . - ~ /"
+                ),
             ));
+        }
+        self.namespaces.validate(origin)
+    }
+
+    /// Things Synapse accepts that are probably mistakes, in words for a log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.as_token == self.hs_token {
+            warnings.push(
+                "as_token and hs_token are equal: whoever learns one can act as both the \
+                 homeserver and the appservice"
+                    .to_owned(),
+            );
         }
         if let Some(url) = &self.url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return Err(invalid(
-                "url",
-                "must be an http:// or https:// URL, or null",
+            warnings.push(format!(
+                "url `{url}` is not an http:// or https:// URL: the homeserver cannot push to it"
             ));
         }
-        self.namespaces.validate(origin)
+        if self.sender_localpart.is_empty() {
+            warnings.push("sender_localpart is empty: the bot is `@:<server name>`".to_owned());
+        }
+        for kind in NamespaceKind::ALL {
+            for (i, ns) in self.namespaces.of(kind).iter().enumerate() {
+                if ns.regex.is_empty() {
+                    warnings.push(format!(
+                        "namespaces.{}[{i}].regex is empty, so it matches every id",
+                        kind.field()
+                    ));
+                }
+            }
+        }
+        warnings
     }
 
     /// The bot's full user id on `server_name`.
@@ -258,26 +281,31 @@ impl Registration {
         format!("@{}:{}", self.sender_localpart, server_name)
     }
 
-    /// Checks that the bot user lies inside the registration's own user namespaces, so that
-    /// everything the appservice acts as is owned by it.
-    pub fn validate_bot(&self, server_name: &str, origin: &str) -> Result<()> {
-        let bot = self.bot_user_id(server_name);
-        if !self.namespaces.users.is_empty() && !self.namespaces.matches(NamespaceKind::Users, &bot)
-        {
-            return Err(Error::Invalid {
-                origin: origin.to_owned(),
-                field: "sender_localpart".to_owned(),
-                problem: format!(
-                    "the bot {bot} is outside namespaces.users; add it to a user namespace"
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether the registration claims `user_id`.
+    /// Whether the registration's user namespaces claim `user_id`. The bot need not be among
+    /// them: see [`Registration::is_interested_in_user`].
     pub fn is_user_in_namespace(&self, user_id: &str) -> bool {
         self.namespaces.matches(NamespaceKind::Users, user_id)
+    }
+
+    /// Synapse's `is_interested_in_user`: the bot, or a user in a user namespace. These are the
+    /// users the appservice may act as.
+    pub fn is_interested_in_user(&self, user_id: &str, server_name: &str) -> bool {
+        user_id == self.bot_user_id(server_name) || self.is_user_in_namespace(user_id)
+    }
+
+    /// Synapse's `is_exclusive_user`: the bot, or a user in an exclusive user namespace. These
+    /// are the users only this appservice may act as — its own.
+    pub fn is_exclusive_user(&self, user_id: &str, server_name: &str) -> bool {
+        user_id == self.bot_user_id(server_name)
+            || self
+                .namespaces
+                .matches_exclusive(NamespaceKind::Users, user_id)
+    }
+
+    /// Whether Synapse sends this appservice ephemeral events: either `receive_ephemeral` or its
+    /// unstable form is true.
+    pub fn receives_ephemeral(&self) -> bool {
+        self.receive_ephemeral == Some(true) || self.push_ephemeral_unstable == Some(true)
     }
 }
 

@@ -1,24 +1,24 @@
+mod python;
+
 use std::sync::OnceLock;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::{Error, Result};
+use python::Problem;
 
 /// The three namespace lists of a registration.
 ///
 /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#registration>
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Namespaces {
     /// User ids the appservice owns or watches.
-    #[serde(default)]
     pub users: Vec<Namespace>,
     /// Room aliases the appservice owns or watches.
-    #[serde(default)]
     pub aliases: Vec<Namespace>,
     /// Room ids the appservice watches.
-    #[serde(default)]
     pub rooms: Vec<Namespace>,
 }
 
@@ -34,7 +34,15 @@ pub enum NamespaceKind {
 }
 
 impl NamespaceKind {
-    fn field(self) -> &'static str {
+    /// The three kinds, in Synapse's order.
+    pub(crate) const ALL: [NamespaceKind; 3] = [
+        NamespaceKind::Users,
+        NamespaceKind::Aliases,
+        NamespaceKind::Rooms,
+    ];
+
+    /// The key under `namespaces`.
+    pub(crate) fn field(self) -> &'static str {
         match self {
             NamespaceKind::Users => "users",
             NamespaceKind::Aliases => "aliases",
@@ -44,13 +52,14 @@ impl NamespaceKind {
 }
 
 /// One namespace: a regular expression and whether the appservice claims it exclusively.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Namespace {
     /// Whether only this appservice may create or act in this namespace. Required: Synapse
     /// refuses a namespace without it.
     pub exclusive: bool,
-    /// The regular expression, matched the way Synapse does (see [`Namespace::matches`]).
+    /// The regular expression, in Python's syntax, matched the way Synapse does (see
+    /// [`Namespace::matches`]).
     pub regex: String,
     #[serde(skip)]
     compiled: OnceLock<Option<Regex>>,
@@ -74,9 +83,15 @@ impl Namespace {
 
     /// Compiles the regex as Synapse applies it: Python's `re.match`, which is anchored at the
     /// start of the string but not at the end. So `@irc_.*` matches `@irc_bob:example.org`, and
-    /// `irc` matches `ircbot` — but `bot` does not match `@bot:x` (the `@` comes first).
-    fn compile(regex: &str) -> Result<Regex, regex::Error> {
-        Regex::new(&format!("^(?:{regex})"))
+    /// `irc` matches `ircbot` — but `bot` does not match `@bot:x` (the `@` comes first). The
+    /// pattern is Python's syntax, translated (see `python.rs`).
+    fn compile(regex: &str) -> Result<Regex, Problem> {
+        let translated = python::translate(regex)?;
+        Regex::new(&format!("^(?:{translated})")).map_err(|e| {
+            let reason = e.to_string();
+            let reason = reason.lines().last().unwrap_or_default().trim();
+            Problem::Unsupported(format!("the `regex` crate refuses it ({reason})"))
+        })
     }
 
     /// Whether `id` is in this namespace. A regex that does not compile matches nothing; parsing
@@ -111,38 +126,34 @@ impl Namespaces {
             .any(|ns| ns.exclusive && ns.matches(id))
     }
 
+    /// Checks that every regex compiles, as Synapse requires, and that Trestle can match it.
     pub(crate) fn validate(&self, origin: &str) -> Result<()> {
-        for kind in [
-            NamespaceKind::Users,
-            NamespaceKind::Aliases,
-            NamespaceKind::Rooms,
-        ] {
+        for kind in NamespaceKind::ALL {
             for (i, ns) in self.of(kind).iter().enumerate() {
-                let field = format!("namespaces.{}[{i}].regex", kind.field());
-                let invalid = |problem: String| Error::Invalid {
-                    origin: origin.to_owned(),
-                    field: field.clone(),
-                    problem,
-                };
-                if ns.regex.is_empty() {
-                    return Err(invalid("must not be empty".to_owned()));
-                }
-                if let Err(e) = Self::check_regex(&ns.regex) {
-                    return Err(invalid(format!("not a valid regular expression: {e}")));
+                if let Err(problem) = Namespace::compile(&ns.regex) {
+                    return Err(Error::Invalid {
+                        origin: origin.to_owned(),
+                        field: format!("namespaces.{}[{i}].regex", kind.field()),
+                        problem: regex_problem(problem),
+                    });
                 }
             }
         }
         Ok(())
     }
+}
 
-    fn check_regex(regex: &str) -> Result<(), String> {
-        Namespace::compile(regex).map(drop).map_err(|e| {
-            e.to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        })
+/// Why a regex cannot be used, in words for an error.
+fn regex_problem(problem: Problem) -> String {
+    match problem {
+        Problem::Invalid(why) => {
+            format!(
+                "not a valid regular expression (Synapse compiles it with Python's `re`): {why}"
+            )
+        }
+        Problem::Unsupported(why) => format!(
+            "Synapse accepts this regular expression, but Trestle cannot match it: {why} \
+             (see docs/registration.md)"
+        ),
     }
 }
