@@ -16,6 +16,9 @@
 //! commits what it finds before anything else happens. A record cut short by a crash mid-write
 //! was never answered and is dropped; a damaged record anywhere else stops the start with an
 //! error naming the file, since what follows it cannot be read.
+//!
+//! With [`Durability::Disk`] an answer also waits for the record to be synced to disk
+//! (`sync.rs`), which survives a power loss as well.
 
 use std::{
     fs::{File, OpenOptions},
@@ -24,10 +27,12 @@ use std::{
     sync::Mutex,
 };
 
-use super::inbox::NewInboxItem;
+use super::{Durability, inbox::NewInboxItem};
 use crate::{Error, Result};
 
 mod commit;
+mod stall;
+mod sync;
 
 pub(super) use commit::commit_records;
 pub(crate) use commit::record_items;
@@ -101,6 +106,13 @@ pub(crate) struct Journal {
     pub(crate) committed: tokio::sync::Notify,
     /// Whether an appservice commits this journal's records (see `Store::claim_journal`).
     claimed: std::sync::atomic::AtomicBool,
+    /// With [`Durability::Disk`]: what syncs the files before an answer.
+    syncer: Option<sync::Syncer>,
+    /// Why the records cannot be committed, while the commit task has given up on taking more
+    /// (`appservice/receive/stall.rs`): appends are refused meanwhile.
+    stall: Mutex<Option<String>>,
+    /// The database the records go to, named in what the stall says to check.
+    db_path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -121,12 +133,17 @@ struct State {
     taken: Option<Taken>,
     /// Set when a failed append could not be cut off: nothing can be appended safely after it.
     broken: bool,
+    /// For each file, the number after that of the last record appended to it: what a sync
+    /// must cover.
+    last_in: [u64; 2],
+    /// Why the committed batch's file could not be emptied, until it is.
+    unemptied: Option<String>,
 }
 
 impl Journal {
     /// Opens the two files beside the database at `db_path`, and reads back the records left in
     /// them, in order. They must be committed before [`Journal::start`], which empties the files.
-    pub(crate) fn open(db_path: &Path) -> Result<(Journal, Vec<Record>)> {
+    pub(crate) fn open(db_path: &Path, durability: Durability) -> Result<(Journal, Vec<Record>)> {
         let paths = [0, 1].map(|i| {
             let mut name = db_path.as_os_str().to_owned();
             name.push(format!("-inbox-{i}"));
@@ -150,6 +167,10 @@ impl Journal {
         }
         records.sort_by_key(|r| r.number);
         let number = records.last().map_or(0, |r| r.number + 1);
+        let syncer = match durability {
+            Durability::OsCache => None,
+            Durability::Disk => Some(sync::Syncer::new(db_path, &files, &paths, number)?),
+        };
         let journal = Journal {
             state: Mutex::new(State {
                 files,
@@ -161,11 +182,16 @@ impl Journal {
                 appended: Vec::new(),
                 taken: None,
                 broken: false,
+                last_in: [0; 2],
+                unemptied: None,
             }),
             notify: tokio::sync::Notify::new(),
             committed: tokio::sync::Notify::new(),
             hurry: tokio::sync::Notify::new(),
             claimed: Default::default(),
+            syncer,
+            stall: Mutex::new(None),
+            db_path: db_path.to_owned(),
         };
         Ok((journal, records))
     }
@@ -208,6 +234,9 @@ impl Journal {
         items: Vec<NewInboxItem>,
         attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> Result<i64> {
+        if let Some(reason) = self.stalled() {
+            return Err(Error::Other(format!("not taking transactions: {reason}")));
+        }
         let mut state = self.lock();
         if state.broken {
             return Err(Error::Other(
@@ -238,6 +267,7 @@ impl Journal {
         }
         state.len += bytes.len() as u64;
         state.number += 1;
+        state.last_in[current] = state.number;
         state.next_seq += record.items.len() as i64;
         let first = record.first_seq;
         state.appended.push(record);
@@ -302,8 +332,12 @@ impl State {
     /// Empties the file of the committed batch, which ends its turn.
     fn end_turn(&mut self) -> Result<()> {
         if let Some(taken) = &self.taken {
-            truncate(&self.files[taken.file], &self.paths[taken.file])?;
+            if let Err(error) = truncate(&self.files[taken.file], &self.paths[taken.file]) {
+                self.unemptied = Some(error.to_string());
+                return Err(error);
+            }
             self.taken = None;
+            self.unemptied = None;
         }
         Ok(())
     }
@@ -454,7 +488,7 @@ fn decode(body: &[u8]) -> Option<Record> {
 mod tests {
     use super::*;
 
-    fn item(payload: &str) -> NewInboxItem {
+    pub(super) fn item(payload: &str) -> NewInboxItem {
         NewInboxItem {
             queue_key: "!r:x".into(),
             index: 0,
@@ -464,24 +498,24 @@ mod tests {
     }
 
     /// A journal beside `store.db` in a fresh directory, started, numbering from `first_seq`.
-    fn started(first_seq: i64) -> (tempfile::TempDir, PathBuf, Journal) {
+    pub(super) fn started(first_seq: i64) -> (tempfile::TempDir, PathBuf, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("store.db");
-        let (journal, left) = Journal::open(&db).unwrap();
+        let (journal, left) = Journal::open(&db, Durability::OsCache).unwrap();
         assert!(left.is_empty());
         journal.start(first_seq).unwrap();
         (dir, db, journal)
     }
 
     /// Appends a transaction of one empty event.
-    fn append(journal: &Journal, txn_id: &str) -> i64 {
+    pub(super) fn append(journal: &Journal, txn_id: &str) -> i64 {
         journal
             .append("as", txn_id, 5, vec![item("{}")], None)
             .unwrap()
     }
 
     fn txn_ids(db: &Path) -> Vec<String> {
-        let (_, records) = Journal::open(db).unwrap();
+        let (_, records) = Journal::open(db, Durability::OsCache).unwrap();
         records.into_iter().map(|r| r.txn_id).collect()
     }
 
@@ -501,7 +535,7 @@ mod tests {
         assert_eq!(journal.backlog(), 3);
         // Stopped before the first batch was committed: everything comes back, in order.
         drop(journal);
-        let (journal, left) = Journal::open(&db).unwrap();
+        let (journal, left) = Journal::open(&db, Durability::OsCache).unwrap();
         let txns: Vec<_> = left.iter().map(|r| r.txn_id.as_str()).collect();
         assert_eq!(txns, ["t1", "t2", "t3"]);
         assert_eq!(left[1].first_seq, 11);
@@ -545,7 +579,9 @@ mod tests {
         let mut flipped = whole.clone();
         flipped[HEADER + 2] ^= 0xff;
         std::fs::write(&path, &flipped).unwrap();
-        let error = Journal::open(&db).unwrap_err().to_string();
+        let error = Journal::open(&db, Durability::OsCache)
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("store.db-inbox-0") && error.contains("damaged record at byte 0"),
             "{error}"
