@@ -59,7 +59,7 @@ impl Stall {
         self.failures += 1;
         inner.metrics.journal_commit_failed();
         if self.failures < STALL_AFTER {
-            tracing::warn!(failures = self.failures, %reason, "trying again");
+            tracing::warn!(failures = self.failures, "{reason}; trying again");
             return;
         }
         let now = Instant::now();
