@@ -404,6 +404,12 @@ impl Appservice {
         self.store().inbox_depth(&self.inner.registration.id).await
     }
 
+    /// Why received transactions are refused, while they are: the inbox journal cannot be
+    /// committed to the database (`docs/durability.md`). `/health/ready` answers 503 with it.
+    pub fn stalled(&self) -> Option<String> {
+        self.store().journal_stalled()
+    }
+
     /// Requests waiting to be sent.
     pub async fn outbox_depth(&self) -> Result<i64> {
         self.store().outbox_depth(&self.inner.registration.id).await

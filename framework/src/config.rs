@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::{Error, Result};
+use crate::{Error, Result, store::Durability};
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -36,6 +36,10 @@ pub struct Config {
     /// A PostgreSQL URL to use instead of SQLite; each plugin gets its own schema.
     #[serde(default)]
     pub database: Option<Secret>,
+    /// `os-cache` (the default) or `disk`: whether a transaction is synced to disk before the
+    /// homeserver is answered, on SQLite (see [`Durability`] and `docs/durability.md`).
+    #[serde(default)]
+    pub durability: Durability,
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -391,6 +395,10 @@ pub fn default_config(
          # PostgreSQL instead of SQLite (each plugin gets its own schema). The URL can also come\n\
          # from the environment or a file: {{env: TRESTLE_DATABASE_URL}} or {{file: /run/secrets/db}}.\n\
          # database: postgres://trestle:secret@localhost/trestle\n\
+         # What an answer to the homeserver promises, on SQLite: os-cache (the transaction is in\n\
+         # the operating system's cache: it survives a crash of Trestle) or disk (synced to disk\n\
+         # first: it survives a power loss too, at some cost; see docs/durability.md).\n\
+         durability: os-cache\n\
          \n\
          logging:\n\
          \x20 level: info        # or e.g. info,trestle=debug; RUST_LOG overrides it\n\

@@ -15,6 +15,7 @@ use trestle_registration::Registration;
 
 use crate::{
     Appservice, Error, Plugin, Result, Router, Store, config::Config, plugin::PluginSettings,
+    store::StoreOptions,
 };
 
 /// Installs end-to-end encryption on a plugin's router, keeping its crypto state in the given
@@ -110,7 +111,10 @@ impl Host {
                 std::fs::create_dir_all(config.data_dir())
                     .map_err(|e| Error::Config(format!("{}: {e}", config.data_dir().display())))?;
             }
-            let store = Store::connect_scoped(&database, plugin.name)
+            let options = StoreOptions::default()
+                .scope(plugin.name)
+                .durability(config.durability);
+            let store = Store::connect_with(&database, options)
                 .await
                 .map_err(|e| Error::Config(format!("plugin {}: database: {e}", plugin.name)))?;
             let settings = PluginSettings {
@@ -309,6 +313,12 @@ fn explain_ping_failure(error: &Error, plugin: &str) -> String {
 
 async fn ready(State(host): State<Host>) -> impl IntoResponse {
     for (plugin, app) in &host.apps {
+        if let Some(reason) = app.stalled() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}: {reason}", plugin.name),
+            );
+        }
         if let Err(error) = app.inbox_depth().await {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -333,3 +343,6 @@ async fn metrics(State(host): State<Host>) -> impl IntoResponse {
         families.render(),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use std::{
     fmt::Write,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
 };
@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     handler_panics: AtomicU64,
     events_by_type: Mutex<HashMap<String, u64>>,
     homeserver_errors: Mutex<HashMap<String, u64>>,
+    journal_commit_failures: AtomicU64,
+    journal_stalled: AtomicBool,
 }
 
 impl Metrics {
@@ -65,6 +67,16 @@ impl Metrics {
 
     pub(crate) fn handler_panicked(&self) {
         self.handler_panics.fetch_add(1, Relaxed);
+    }
+
+    /// A commit of the inbox journal failed (or its file could not be emptied).
+    pub(crate) fn journal_commit_failed(&self) {
+        self.journal_commit_failures.fetch_add(1, Relaxed);
+    }
+
+    /// Whether received transactions are refused because the journal cannot be committed.
+    pub(crate) fn journal_stalled(&self, stalled: bool) {
+        self.journal_stalled.store(stalled, Relaxed);
     }
 
     pub(crate) fn homeserver_error(&self, errcode: &str) {
@@ -182,6 +194,21 @@ impl Metrics {
             );
         }
         add(
+            "trestle_journal_commit_failures_total",
+            "counter",
+            "Failed attempts to commit the inbox journal to the database, or to empty its file.",
+            l(&[]),
+            self.journal_commit_failures.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_journal_stalled",
+            "gauge",
+            "1 while received transactions are refused because the inbox journal cannot be \
+             committed (see /health/ready for why).",
+            l(&[]),
+            u8::from(self.journal_stalled.load(Relaxed)) as f64,
+        );
+        add(
             "trestle_inbox_depth",
             "gauge",
             "Events received and not yet handled.",
@@ -262,6 +289,8 @@ mod tests {
         a.handled(Some("m.room.message"), Duration::from_millis(2));
         b.homeserver_error("M_FORBIDDEN");
         b.handler_panicked();
+        b.journal_commit_failed();
+        b.journal_stalled(true);
         let mut families = Families::default();
         a.collect("echo", 0, 1, &mut families);
         b.collect("ping", 2, 0, &mut families);
@@ -281,5 +310,8 @@ mod tests {
         ));
         assert!(text.contains("trestle_handler_panics_total{appservice=\"ping\"} 1\n"));
         assert!(text.contains("trestle_inbox_depth{appservice=\"ping\"} 2\n"));
+        assert!(text.contains("trestle_journal_commit_failures_total{appservice=\"ping\"} 1\n"));
+        assert!(text.contains("trestle_journal_stalled{appservice=\"ping\"} 1\n"));
+        assert!(text.contains("trestle_journal_stalled{appservice=\"echo\"} 0\n"));
     }
 }

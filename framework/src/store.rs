@@ -10,6 +10,7 @@ mod inbox;
 mod journal;
 mod leases;
 mod migrate;
+mod options;
 mod outbox;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub(crate) use inbox::TxnName;
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use journal::record_items;
 pub use migrate::Migration;
+pub use options::{Durability, StoreOptions};
 pub use outbox::{OutboxItem, OutboxState};
 pub use users::GhostRecord;
 
@@ -49,6 +51,7 @@ pub struct Store {
     /// Beside a SQLite file, where received transactions are stored before they are answered
     /// (see `journal.rs`).
     journal: Option<std::sync::Arc<journal::Journal>>,
+    durability: Durability,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp column.
@@ -64,10 +67,33 @@ impl Store {
     /// to date. `sqlite://path/to/file.db`, `sqlite::memory:` (private, for tests), or
     /// `postgres://user:password@host/database`.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_inner(url, None).await
+        Self::connect_inner(url, None, Durability::default()).await
     }
 
-    async fn connect_inner(url: &str, schema: Option<String>) -> Result<Self> {
+    /// As [`Store::connect`], with `options`: a scope for a shared database, the durability of
+    /// an answer.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self> {
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let schema = match options.scope {
+            Some(scope) if postgres => {
+                if scope.is_empty() || !scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(Error::Other(format!(
+                        "store scope `{scope}`: use letters, digits and _"
+                    )));
+                }
+                Some(format!("trestle_{}", scope.to_ascii_lowercase()))
+            }
+            _ => None,
+        };
+        Self::connect_inner(url, schema, options.durability).await
+    }
+
+    async fn connect_inner(
+        url: &str,
+        schema: Option<String>,
+        durability: Durability,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             (Backend::Postgres, url.to_owned())
@@ -99,18 +125,26 @@ impl Store {
                     // A local file does not hang up; the ping would be one more trip to the
                     // connection's thread before every statement.
                     .test_before_acquire(false)
-                    .after_connect(|conn, _| {
+                    .after_connect(move |conn, _| {
                         Box::pin(async move {
                             // WAL lets readers proceed while one writer commits; NORMAL sync
-                            // survives a process crash, which is what an acknowledgement promises.
+                            // survives a process crash, which is what an acknowledgement promises
+                            // by default; FULL syncs the WAL at every commit, for `Disk`.
                             // With readers busy, SQLite's default checkpoint every 1,000 pages
                             // rarely completes and is retried on nearly every commit: check
                             // point less often, in bigger steps.
-                            conn.execute(
-                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA busy_timeout = 10000; \
-                                 PRAGMA wal_autocheckpoint = 20000;",
-                            )
+                            conn.execute(match durability {
+                                Durability::OsCache => {
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                     PRAGMA busy_timeout = 10000; \
+                                     PRAGMA wal_autocheckpoint = 20000;"
+                                }
+                                Durability::Disk => {
+                                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                                     PRAGMA busy_timeout = 10000; \
+                                     PRAGMA wal_autocheckpoint = 20000;"
+                                }
+                            })
                             .await?;
                             Ok(())
                         })
@@ -145,7 +179,7 @@ impl Store {
             && !url.contains("mode=memory")
         {
             let conn = pool.acquire().await?.detach();
-            let (held, journal) = conn::Held::new(conn).await?;
+            let (held, journal) = conn::Held::new(conn, durability).await?;
             (
                 Some(std::sync::Arc::new(held)),
                 Some(std::sync::Arc::new(journal)),
@@ -158,6 +192,7 @@ impl Store {
             backend,
             held,
             journal,
+            durability,
         })
     }
 
@@ -165,15 +200,7 @@ impl Store {
     /// other plugins' on a shared database: on PostgreSQL in a schema `trestle_<scope>`; on
     /// SQLite, where each plugin has its own file, `scope` changes nothing.
     pub async fn connect_scoped(url: &str, scope: &str) -> Result<Self> {
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Self::connect(url).await;
-        }
-        if scope.is_empty() || !scope.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(Error::Other(format!(
-                "store scope `{scope}`: use letters, digits and _"
-            )));
-        }
-        Self::connect_inner(url, Some(format!("trestle_{}", scope.to_ascii_lowercase()))).await
+        Self::connect_with(url, StoreOptions::default().scope(scope)).await
     }
 
     /// A private in-memory SQLite store, for tests and benchmarks.
@@ -184,6 +211,11 @@ impl Store {
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// How durable an answer to the homeserver is (see [`StoreOptions::durability`]).
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Whether this process is the store's only writer (SQLite), so that what it holds in

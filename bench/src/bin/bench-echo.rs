@@ -5,9 +5,9 @@
 //! - `!ghost <rest>` from `@<local>:<server>` — the ghost `@bench_<local>:<server>` sends it
 //!   (registered, joined and sending through the outbox).
 //!
-//! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS]`, listening at the
-//! registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless `RUST_LOG` says
-//! otherwise.
+//! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS] [--durability disk]`,
+//! listening at the registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless
+//! `RUST_LOG` says otherwise.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -17,6 +17,7 @@ use trestle::{
     Appservice, Router, Store,
     intent::SendOptions,
     router::{Command, Room, Sender, State},
+    store::{Durability, StoreOptions},
 };
 use trestle_bench::app_args::{AppArgs, echo_body, load, shutdown_signal};
 
@@ -99,7 +100,13 @@ async fn run(args: AppArgs) -> Result<(), String> {
         Some(url) => url.clone(),
         None => format!("sqlite://{}", dir.path().join("bench.db").display()),
     };
-    let store = Store::connect(&url).await.map_err(|e| e.to_string())?;
+    let durability = match args.durability.as_str() {
+        "disk" => Durability::Disk,
+        _ => Durability::OsCache,
+    };
+    let store = Store::connect_with(&url, StoreOptions::default().durability(durability))
+        .await
+        .map_err(|e| e.to_string())?;
     let router = Router::new()
         .command("echo", echo)
         .command("ghost", ghost)

@@ -27,6 +27,8 @@ pub(crate) enum Delivery {
     Redelivery,
 }
 
+mod stall;
+
 /// What the journal keeps with a record until it is committed: the items as `receive` took
 /// them apart, so they are not parsed again.
 struct Parsed {
@@ -191,11 +193,21 @@ const GATHER: Duration = Duration::from_millis(1);
 
 /// Commits the journal's records as they come, until the appservice is dropped. While one
 /// batch commits the next gathers, so batches grow with the load. Done marks written behind
-/// ride along.
+/// ride along. Failures are retried; a few in a row stall receiving (`receive/stall.rs`).
 pub(super) async fn commit_forever(app: Weak<AppInner>) {
+    let mut stall = stall::Stall::default();
     loop {
         let Some(inner) = app.upgrade() else { return };
         let Some(batch) = inner.store.take_journal() else {
+            if let Some(error) = inner.store.journal_unemptied() {
+                // No batch until the last one's file is emptied: `take_journal` tries again.
+                stall.failed(&inner, stall::emptying_failed(&inner, &error));
+                let backoff = stall.backoff();
+                drop(inner);
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            stall.succeeded(&inner);
             // Waits holding only a weak reference, so a dropped appservice ends this task.
             let store = inner.store.clone();
             drop(inner);
@@ -208,18 +220,20 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
             continue;
         };
         let done = inner.writeback.take_done();
-        let mut attempt = 0u32;
         let committed = loop {
             match inner.store.commit_journal(&batch, &done).await {
                 Ok(committed) => break committed,
                 Err(error) => {
                     // The records stay in the journal's file meanwhile: a crash loses nothing.
-                    tracing::error!(records = batch.records.len(), %error, attempt, "could not commit received transactions; trying again");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
-                    attempt += 1;
+                    stall.failed(&inner, stall::commit_failed(&inner, &error));
+                    tokio::time::sleep(stall.backoff()).await;
                 }
             }
         };
+        match inner.store.journal_unemptied() {
+            Some(error) => stall.failed(&inner, stall::emptying_failed(&inner, &error)),
+            None => stall.succeeded(&inner),
+        }
         for mut record in batch.records {
             let parsed = record
                 .attachment

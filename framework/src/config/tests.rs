@@ -106,6 +106,22 @@ fn secrets_come_from_the_environment_or_a_file() {
 }
 
 #[test]
+fn durability_is_os_cache_unless_disk_is_asked_for() {
+    assert_eq!(parse(GOOD).unwrap().durability, Durability::OsCache);
+    let config = parse(&format!("{GOOD}durability: disk\n")).unwrap();
+    assert_eq!(config.durability, Durability::Disk);
+    let err = parse(&format!("{GOOD}durability: fsync\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("conf/trestle.yaml: "), "{err}");
+    assert!(err.contains("line 13"), "{err}");
+    assert!(
+        err.contains("unknown variant `fsync`") && err.contains("os-cache"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_urls_are_refused() {
     let err = parse(&GOOD.replace("url: http://127.0.0.1:8008/", "url: 127.0.0.1:8008"))
         .unwrap_err()

@@ -2,6 +2,8 @@ use axum::{
     Json,
     extract::{Path, State},
 };
+use http::StatusCode;
+use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
 use super::{ApiError, ruma_extract::read_body};
@@ -20,6 +22,15 @@ pub(super) async fn put_transaction(
     Path(txn_id): Path<String>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    if app.stalled().is_some() {
+        // Logged by the commit task, once a minute; the homeserver keeps the transaction
+        // and retries.
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unknown,
+            "cannot store transactions now; try again later",
+        ));
+    }
     let bytes = read_body(body, app.inner.body_limit).await?;
     let body: TransactionBody = serde_json::from_slice(&bytes).map_err(|e| {
         use serde_json::error::Category;
@@ -38,5 +49,7 @@ pub(super) async fn put_transaction(
             "transaction already received; not handling it again"
         );
     }
+    // With durability `disk`, on disk too; answers waiting together share one sync.
+    app.store().sync_journal().await?;
     Ok(Json(json!({})))
 }

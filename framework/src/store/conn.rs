@@ -38,12 +38,15 @@ pub(crate) struct Held {
 impl Held {
     /// Takes `conn` for the framework, opens the receive journal beside its file, and commits
     /// what a previous run left in the journal before anything else reads the inbox.
-    pub(crate) async fn new(mut conn: AnyConnection) -> Result<(Mutex<Held>, Journal)> {
+    pub(crate) async fn new(
+        mut conn: AnyConnection,
+        durability: super::Durability,
+    ) -> Result<(Mutex<Held>, Journal)> {
         let path: String =
             sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
                 .fetch_one(&mut conn)
                 .await?;
-        let (journal, left) = Journal::open(std::path::Path::new(&path))?;
+        let (journal, left) = Journal::open(std::path::Path::new(&path), durability)?;
         let held = Mutex::new(Held { conn, clean: true });
         let mut conn = Conn::Held(held.lock().await);
         if !left.is_empty() {

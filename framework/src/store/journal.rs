@@ -16,6 +16,9 @@
 //! commits what it finds before anything else happens. A record cut short by a crash mid-write
 //! was never answered and is dropped; a damaged record anywhere else stops the start with an
 //! error naming the file, since what follows it cannot be read.
+//!
+//! With [`Durability::Disk`] an answer also waits for the record to be synced to disk
+//! (`sync.rs`), which survives a power loss as well.
 
 use std::{
     fs::{File, OpenOptions},
@@ -24,19 +27,21 @@ use std::{
     sync::Mutex,
 };
 
-use super::inbox::{NewInboxItem, TxnName};
+use super::{
+    Durability,
+    inbox::{NewInboxItem, TxnName},
+};
 use crate::{Error, Result};
 
 mod commit;
+mod format;
+mod stall;
+mod sync;
+
+use format::{decode_all, encode};
 
 pub(super) use commit::commit_records;
 pub(crate) use commit::record_items;
-
-/// Bytes before a record's body: its length and its CRC-32.
-const HEADER: usize = 8;
-
-/// A record larger than this is damage, not a transaction (the HTTP body limit is 32 MiB).
-const MAX_RECORD: usize = 1 << 30;
 
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's
@@ -103,6 +108,13 @@ pub(crate) struct Journal {
     pub(crate) committed: tokio::sync::Notify,
     /// Whether an appservice commits this journal's records (see `Store::claim_journal`).
     claimed: std::sync::atomic::AtomicBool,
+    /// With [`Durability::Disk`]: what syncs the files before an answer.
+    syncer: Option<sync::Syncer>,
+    /// Why the records cannot be committed, while the commit task has given up on taking more
+    /// (`appservice/receive/stall.rs`): appends are refused meanwhile.
+    stall: Mutex<Option<String>>,
+    /// The database the records go to, named in what the stall says to check.
+    db_path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -123,12 +135,17 @@ struct State {
     taken: Option<Taken>,
     /// Set when a failed append could not be cut off: nothing can be appended safely after it.
     broken: bool,
+    /// For each file, the number after that of the last record appended to it: what a sync
+    /// must cover.
+    last_in: [u64; 2],
+    /// Why the committed batch's file could not be emptied, until it is.
+    unemptied: Option<String>,
 }
 
 impl Journal {
     /// Opens the two files beside the database at `db_path`, and reads back the records left in
     /// them, in order. They must be committed before [`Journal::start`], which empties the files.
-    pub(crate) fn open(db_path: &Path) -> Result<(Journal, Vec<Record>)> {
+    pub(crate) fn open(db_path: &Path, durability: Durability) -> Result<(Journal, Vec<Record>)> {
         let paths = [0, 1].map(|i| {
             let mut name = db_path.as_os_str().to_owned();
             name.push(format!("-inbox-{i}"));
@@ -152,6 +169,10 @@ impl Journal {
         }
         records.sort_by_key(|r| r.number);
         let number = records.last().map_or(0, |r| r.number + 1);
+        let syncer = match durability {
+            Durability::OsCache => None,
+            Durability::Disk => Some(sync::Syncer::new(db_path, &files, &paths, number)?),
+        };
         let journal = Journal {
             state: Mutex::new(State {
                 files,
@@ -163,11 +184,16 @@ impl Journal {
                 appended: Vec::new(),
                 taken: None,
                 broken: false,
+                last_in: [0; 2],
+                unemptied: None,
             }),
             notify: tokio::sync::Notify::new(),
             committed: tokio::sync::Notify::new(),
             hurry: tokio::sync::Notify::new(),
             claimed: Default::default(),
+            syncer,
+            stall: Mutex::new(None),
+            db_path: db_path.to_owned(),
         };
         Ok((journal, records))
     }
@@ -210,6 +236,9 @@ impl Journal {
         items: Vec<NewInboxItem>,
         attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) -> Result<i64> {
+        if let Some(reason) = self.stalled() {
+            return Err(Error::Other(format!("not taking transactions: {reason}")));
+        }
         let mut state = self.lock();
         if state.broken {
             return Err(Error::Other(
@@ -241,6 +270,7 @@ impl Journal {
         }
         state.len += bytes.len() as u64;
         state.number += 1;
+        state.last_in[current] = state.number;
         state.next_seq += record.items.len() as i64;
         let first = record.first_seq;
         state.appended.push(record);
@@ -305,8 +335,12 @@ impl State {
     /// Empties the file of the committed batch, which ends its turn.
     fn end_turn(&mut self) -> Result<()> {
         if let Some(taken) = &self.taken {
-            truncate(&self.files[taken.file], &self.paths[taken.file])?;
+            if let Err(error) = truncate(&self.files[taken.file], &self.paths[taken.file]) {
+                self.unemptied = Some(error.to_string());
+                return Err(error);
+            }
             self.taken = None;
+            self.unemptied = None;
         }
         Ok(())
     }
@@ -317,156 +351,159 @@ fn truncate(file: &File, path: &Path) -> Result<()> {
         .map_err(|e| Error::Other(format!("inbox journal {}: {e}", path.display())))
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn encode(record: &Record) -> Vec<u8> {
-    let size = 64
-        + record.txn_id.len()
-        + record
-            .items
-            .iter()
-            .map(|i| 32 + i.queue_key.len() + i.payload.len())
-            .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&[0; HEADER]);
-    out.extend_from_slice(&record.number.to_le_bytes());
-    out.extend_from_slice(&record.received_at.to_le_bytes());
-    out.extend_from_slice(&record.first_seq.to_le_bytes());
-    put_str(&mut out, &record.appservice_id);
-    put_str(&mut out, &record.txn_id);
-    out.extend_from_slice(&(record.items.len() as u32).to_le_bytes());
-    for item in &record.items {
-        put_str(&mut out, &item.queue_key);
-        out.extend_from_slice(&(item.index as u32).to_le_bytes());
-        put_str(&mut out, item.kind);
-        put_str(&mut out, &item.payload);
-    }
-    // After the items, so that records written before there were digests still read.
-    put_str(&mut out, &record.digest);
-    for item in &record.items {
-        put_str(&mut out, item.event_id.as_deref().unwrap_or_default());
-    }
-    let body_len = (out.len() - HEADER) as u32;
-    let crc = crc32fast::hash(&out[HEADER..]);
-    out[..4].copy_from_slice(&body_len.to_le_bytes());
-    out[4..HEADER].copy_from_slice(&crc.to_le_bytes());
-    out
-}
-
-/// The records in a file's bytes. A last record cut short is dropped: it was being written when
-/// the process stopped, so it was never answered.
-fn decode_all(bytes: &[u8], path: &Path) -> Result<Vec<Record>> {
-    let mut records = Vec::new();
-    let mut at = 0;
-    while at < bytes.len() {
-        let rest = &bytes[at..];
-        let damaged = |what: &str| {
-            Error::Other(format!(
-                "inbox journal {}: damaged record at byte {at}: {what}. It holds transactions \
-                 that were acknowledged but not yet stored; move the file aside to start \
-                 without them",
-                path.display()
-            ))
-        };
-        if rest.len() < HEADER {
-            tracing::warn!(path = %path.display(), at, "dropping a record cut short");
-            break;
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..HEADER].try_into().expect("4 bytes"));
-        if len > MAX_RECORD {
-            return Err(damaged("impossible length"));
-        }
-        if rest.len() < HEADER + len {
-            tracing::warn!(path = %path.display(), at, "dropping a record cut short");
-            break;
-        }
-        let body = &rest[HEADER..HEADER + len];
-        if crc32fast::hash(body) != crc {
-            return Err(damaged("checksum mismatch"));
-        }
-        records.push(decode(body).ok_or_else(|| damaged("unreadable contents"))?);
-        at += HEADER + len;
-    }
-    Ok(records)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.bytes(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.bytes(8)?.try_into().ok()?))
-    }
-    fn str(&mut self) -> Option<&'a str> {
-        let n = self.u32()? as usize;
-        std::str::from_utf8(self.bytes(n)?).ok()
-    }
-}
-
-fn decode(body: &[u8]) -> Option<Record> {
-    let mut r = Reader(body);
-    let number = r.u64()?;
-    let received_at = r.u64()? as i64;
-    let first_seq = r.u64()? as i64;
-    let appservice_id = r.str()?.to_owned();
-    let txn_id = r.str()?.to_owned();
-    let count = r.u32()? as usize;
-    let mut items = Vec::with_capacity(count.min(body.len()));
-    for _ in 0..count {
-        let queue_key = r.str()?.to_owned();
-        let index = r.u32()? as usize;
-        let kind = match r.str()? {
-            "timeline" => "timeline",
-            "ephemeral" => "ephemeral",
-            "to_device" => "to_device",
-            "device_lists" => "device_lists",
-            _ => return None,
-        };
-        let payload = r.str()?.to_owned();
-        items.push(NewInboxItem {
-            queue_key,
-            index,
-            kind,
-            payload,
-            event_id: None,
-        });
-    }
-    // Records from before digests end here: their ids alone named them.
-    let mut digest = String::new();
-    if !r.0.is_empty() {
-        digest = r.str()?.to_owned();
-        for item in &mut items {
-            item.event_id = Some(r.str()?.to_owned()).filter(|id| !id.is_empty());
-        }
-    }
-    if !r.0.is_empty() {
-        return None;
-    }
-    Some(Record {
-        number,
-        appservice_id,
-        txn_id,
-        digest,
-        received_at,
-        first_seq,
-        items,
-        attachment: None,
-    })
-}
-
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::{format::HEADER, *};
+
+    pub(super) fn item(payload: &str) -> NewInboxItem {
+        NewInboxItem {
+            queue_key: "!r:x".into(),
+            index: 0,
+            kind: "timeline",
+            payload: payload.into(),
+            event_id: None,
+        }
+    }
+
+    /// A journal beside `store.db` in a fresh directory, started, numbering from `first_seq`.
+    pub(super) fn started(first_seq: i64) -> (tempfile::TempDir, PathBuf, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("store.db");
+        let (journal, left) = Journal::open(&db, Durability::OsCache).unwrap();
+        assert!(left.is_empty());
+        journal.start(first_seq).unwrap();
+        (dir, db, journal)
+    }
+
+    /// Appends a transaction of one empty event.
+    pub(super) fn append(journal: &Journal, txn_id: &str) -> i64 {
+        journal
+            .append(
+                "as",
+                TxnName {
+                    id: txn_id,
+                    digest: "",
+                },
+                5,
+                vec![item("{}")],
+                None,
+            )
+            .unwrap()
+    }
+
+    fn txn_ids(db: &Path) -> Vec<String> {
+        let (_, records) = Journal::open(db, Durability::OsCache).unwrap();
+        records.into_iter().map(|r| r.txn_id).collect()
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_both_files() {
+        let (_dir, db, journal) = started(10);
+        assert_eq!(append(&journal, "t1"), 10);
+        let batch = journal.take().unwrap();
+        assert!(journal.take().is_none(), "one batch at a time");
+        assert_eq!(
+            journal
+                .append(
+                    "as",
+                    TxnName {
+                        id: "t2",
+                        digest: "",
+                    },
+                    6,
+                    vec![item("{\"a\":1}"), item("[]")],
+                    None,
+                )
+                .unwrap(),
+            11
+        );
+        assert_eq!(append(&journal, "t3"), 13);
+        assert_eq!(journal.backlog(), 3);
+        // Stopped before the first batch was committed: everything comes back, in order.
+        drop(journal);
+        let (journal, left) = Journal::open(&db, Durability::OsCache).unwrap();
+        let txns: Vec<_> = left.iter().map(|r| r.txn_id.as_str()).collect();
+        assert_eq!(txns, ["t1", "t2", "t3"]);
+        assert_eq!(left[1].first_seq, 11);
+        assert_eq!(left[1].items[0].payload, "{\"a\":1}");
+        assert_eq!(left[1].received_at, 6);
+        journal.start(14).unwrap();
+        drop(journal);
+        let _ = batch;
+        assert!(txn_ids(&db).is_empty(), "start empties the files");
+    }
+
+    #[test]
+    fn a_finished_batch_is_not_read_back() {
+        let (_dir, db, journal) = started(1);
+        append(&journal, "t1");
+        let batch = journal.take().unwrap();
+        append(&journal, "t2");
+        journal.finish(&batch).unwrap();
+        assert_eq!(journal.backlog(), 1);
+        let second = journal.take().unwrap();
+        assert_eq!(second.records[0].txn_id, "t2");
+        // The next turn goes to the emptied file again.
+        append(&journal, "t3");
+        drop(journal);
+        assert_eq!(txn_ids(&db), ["t2", "t3"]);
+    }
+
+    #[test]
+    fn a_record_cut_short_is_dropped_and_a_damaged_one_stops_the_start() {
+        let (_dir, db, journal) = started(1);
+        append(&journal, "t1");
+        append(&journal, "t2");
+        drop(journal);
+        let mut path = db.clone().into_os_string();
+        path.push("-inbox-0");
+        let whole = std::fs::read(&path).unwrap();
+
+        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        assert_eq!(txn_ids(&db), ["t1"]);
+
+        let mut flipped = whole.clone();
+        flipped[HEADER + 2] ^= 0xff;
+        std::fs::write(&path, &flipped).unwrap();
+        let error = Journal::open(&db, Durability::OsCache)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("store.db-inbox-0") && error.contains("damaged record at byte 0"),
+            "{error}"
+        );
+    }
+
+    /// A record keeps its digest and its items' event ids; one written before there were
+    /// either (no trailer) still reads, named by its id alone.
+    #[test]
+    fn a_record_keeps_its_digest_and_event_ids_and_old_records_still_read() {
+        let record = Record {
+            number: 7,
+            appservice_id: "as".into(),
+            txn_id: "t1".into(),
+            digest: "00ff".into(),
+            received_at: 5,
+            first_seq: 3,
+            items: vec![
+                NewInboxItem {
+                    event_id: Some("$e".into()),
+                    ..item("{}")
+                },
+                item("[]"),
+            ],
+            attachment: None,
+        };
+        let bytes = format::encode(&record);
+        let read = format::decode(&bytes[HEADER..]).unwrap();
+        assert_eq!(read.digest, "00ff");
+        let ids: Vec<_> = read.items.iter().map(|i| i.event_id.as_deref()).collect();
+        assert_eq!(ids, [Some("$e"), None]);
+        // The trailer: the digest, then an id (or "") for each item, each a length and bytes.
+        let trailer = 4 + 4 + 4 + 2 + 4;
+        let old = format::decode(&bytes[HEADER..bytes.len() - trailer]).unwrap();
+        assert_eq!((old.txn_id.as_str(), old.digest.as_str()), ("t1", ""));
+        assert!(old.items.iter().all(|i| i.event_id.is_none()));
+        assert_eq!(old.items.len(), 2);
+    }
+}

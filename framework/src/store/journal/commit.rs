@@ -211,11 +211,12 @@ impl Store {
     }
 
     /// Waits while the journal holds [`MAX_WAITING_ITEMS`](super::MAX_WAITING_ITEMS)
-    /// items or more, until the commit catches up.
+    /// items or more, until the commit catches up, or gives up (a stall: the append is then
+    /// refused).
     pub(crate) async fn journal_room(&self) {
         let Some(journal) = &self.journal else { return };
         let max = super::MAX_WAITING_ITEMS;
-        while journal.waiting_items() >= max {
+        while journal.waiting_items() >= max && journal.stalled().is_none() {
             let committed = journal.committed.notified();
             if journal.waiting_items() < max {
                 return;

@@ -1,0 +1,105 @@
+//! When the journal's records cannot be committed: the commit task stalls the journal
+//! (`appservice/receive/stall.rs`), and appends are refused until it is lifted, so that the
+//! homeserver is told to retry later instead of being answered for records that pile up.
+
+use std::path::Path;
+
+use super::Journal;
+use crate::store::Store;
+
+impl Journal {
+    pub(super) fn stalled(&self) -> Option<String> {
+        self.stall.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_stalled(&self, reason: Option<String>) {
+        *self.stall.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        // Receivers waiting for room (`Store::journal_room`) stop waiting, and are refused.
+        self.committed.notify_waiters();
+    }
+
+    fn unemptied(&self) -> Option<String> {
+        self.lock().unemptied.clone()
+    }
+}
+
+impl Store {
+    /// Why received transactions are refused, while they are (see [`Store::stall_journal`]).
+    pub(crate) fn journal_stalled(&self) -> Option<String> {
+        self.journal.as_ref()?.stalled()
+    }
+
+    /// Refuses received transactions, saying `Some(reason)`, or takes them again (`None`).
+    pub(crate) fn stall_journal(&self, reason: Option<String>) {
+        if let Some(journal) = &self.journal {
+            journal.set_stalled(reason);
+        }
+    }
+
+    /// Why the file of the last committed batch could not be emptied, until it is: no batch
+    /// is taken meanwhile (see `Journal::finish`).
+    pub(crate) fn journal_unemptied(&self) -> Option<String> {
+        self.journal.as_ref()?.unemptied()
+    }
+
+    /// The database file the journal's records are committed to.
+    pub(crate) fn journal_database(&self) -> Option<&Path> {
+        Some(&self.journal.as_ref()?.db_path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{append, started};
+    use crate::store::TxnName;
+
+    #[test]
+    fn a_stalled_journal_refuses_appends_until_lifted() {
+        let (_dir, _db, journal) = started(1);
+        append(&journal, "t1");
+        journal.set_stalled(Some("disk full".into()));
+        let error = journal
+            .append(
+                "as",
+                TxnName {
+                    id: "t2",
+                    digest: "",
+                },
+                5,
+                Vec::new(),
+                None,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("disk full"), "{error}");
+        assert_eq!(journal.backlog(), 1);
+        journal.set_stalled(None);
+        append(&journal, "t3");
+        assert_eq!(journal.backlog(), 2);
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_emptied_is_reported_until_it_is() {
+        let (_dir, db, journal) = started(1);
+        append(&journal, "t1");
+        let batch = journal.take().unwrap();
+        // A handle that cannot truncate, in place of the file: as a read-only file system would.
+        let mut path = db.clone().into_os_string();
+        path.push("-inbox-0");
+        let writable = std::mem::replace(
+            &mut journal.lock().files[batch.file],
+            std::fs::File::open(&path).unwrap(),
+        );
+        assert!(journal.finish(&batch).is_err());
+        let reason = journal.unemptied().expect("reported");
+        assert!(reason.contains("store.db-inbox-0"), "{reason}");
+        append(&journal, "t2");
+        assert!(journal.take().is_none(), "no batch while the file is full");
+        assert!(journal.unemptied().is_some());
+
+        journal.lock().files[batch.file] = writable;
+        let next = journal.take().expect("the file emptied, the next batch");
+        assert_eq!(next.records[0].txn_id, "t2");
+        assert!(journal.unemptied().is_none());
+    }
+}
