@@ -15,7 +15,11 @@
 //! - **Puppets**: a Matrix user's own login on the network ([`Login`]), whose messages go out
 //!   through its connection; its [`ConnectionState`] is reported to the user as notices. The
 //!   user asks for one (`login`), or the network makes one itself, for example when they join a
-//!   portal ([`LoginRequest::automatic`], from [`Network::matrix_membership`]).
+//!   portal ([`LoginRequest::automatic`], from [`Network::matrix_membership`]). A user with a
+//!   login is never relayed: while its connection is not there yet (being restored at start,
+//!   being made by `login`), their events in portals wait for it, in order, up to
+//!   [`BridgeConfig::connection_wait`]; when it does not come in time, or needs a new login,
+//!   they are told in the room that their message was not delivered, and why.
 //! - **Relay mode**: in a portal with relay on, a Matrix user without a login is spoken for by
 //!   the bridge, with their name ([`Via::Relay`]).
 //! - **The message map**: remote message id ↔ Matrix event id per portal, so replies, edits,
@@ -49,6 +53,7 @@ mod policy;
 mod portal;
 mod provision;
 mod remote;
+mod speaker;
 mod store;
 mod typing;
 
@@ -79,7 +84,7 @@ use crate::{Router, appservice::AppInner};
 /// The kit's settings, for a bridge to embed in its own settings as a field (serde's
 /// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
 /// [`Bridge::new`].
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BridgeConfig {
@@ -97,6 +102,24 @@ pub struct BridgeConfig {
     /// bridged — their events in portals do not reach the network, their joins are kicked,
     /// their logins do not connect. Empty: nobody is checked.
     pub policy_lists: Vec<String>,
+    /// Seconds an event of a user with a login waits for that login's connection when it is
+    /// not there yet (restored at start, made by `login`), holding up the events after it in
+    /// the room so that order is kept. Past it, they are told the event was not delivered; the
+    /// relay never speaks for a user with a login. Counted once per outage: once a wait has
+    /// run out, their next events fail at once until the connection is back.
+    pub connection_wait: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        BridgeConfig {
+            relay: false,
+            provisioning_secret: None,
+            admins: Vec::new(),
+            policy_lists: Vec::new(),
+            connection_wait: 30,
+        }
+    }
 }
 
 impl BridgeConfig {
@@ -121,6 +144,12 @@ impl BridgeConfig {
     /// Follows a policy list (a room id or alias).
     pub fn policy_list(mut self, room: impl Into<String>) -> Self {
         self.policy_lists.push(room.into());
+        self
+    }
+
+    /// How long, in seconds, events of a user with a login wait for its connection.
+    pub fn connection_wait(mut self, seconds: u64) -> Self {
+        self.connection_wait = seconds;
         self
     }
 }
@@ -151,6 +180,7 @@ impl<N: Network> Bridge<N> {
             portal_lock: tokio::sync::Mutex::new(()),
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
+            waits: speaker::Waits::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -218,6 +248,8 @@ pub(crate) struct Shared<N: Network> {
     /// Automatic logins (user, login id) not connected yet: their first "connected." is not
     /// told, whichever of the kit and the network records it first.
     pub(crate) quiet: Mutex<HashSet<(OwnedUserId, String)>>,
+    /// What events waiting for a login's connection watch.
+    pub(crate) waits: speaker::Waits,
 }
 
 /// One live connection of a login.

@@ -74,29 +74,7 @@ impl Harness {
         let path: PathBuf = dir.path().join("registration.yaml");
         registration.write_file(&path).unwrap();
         let synapse = Synapse::start_with(&[path], extra_yaml).await;
-        let store = Store::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("store.db").display()
-        ))
-        .await
-        .unwrap();
-        let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
-            .router(router)
-            .store(store)
-            .build()
-            .await
-            .unwrap();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let runner = app.clone();
-        let task = tokio::spawn(async move {
-            runner
-                .run(listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
+        let (app, stop, task) = serve(registration, &synapse, dir.path(), port, router).await;
         synapse
             .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
             .await;
@@ -124,6 +102,24 @@ impl Harness {
         (user, room)
     }
 
+    /// Stops the appservice and starts `router` in its place on the same store and address, as
+    /// a new process after a restart would: it finds in the store what the old one left.
+    pub async fn restart(&mut self, router: Router) {
+        self.stop().await;
+        let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
+        let (app, stop, task) = serve(
+            &self.registration,
+            &self.synapse,
+            self.dir.path(),
+            port,
+            router,
+        )
+        .await;
+        self.app = app;
+        self.stop = Some(stop);
+        self.task = Some(task);
+    }
+
     /// Stops the appservice and waits for it to finish.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -133,4 +129,36 @@ impl Harness {
             let _ = task.await;
         }
     }
+}
+
+/// Serves `router` for `registration` on the SQLite store in `dir`, listening on `port`; returns
+/// the appservice, what stops it, and its task.
+async fn serve(
+    registration: &Registration,
+    synapse: &Synapse,
+    dir: &std::path::Path,
+    port: u16,
+    router: Router,
+) -> (Appservice, oneshot::Sender<()>, JoinHandle<()>) {
+    let store = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
+        .await
+        .unwrap();
+    let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
+        .router(router)
+        .store(store)
+        .build()
+        .await
+        .unwrap();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let runner = app.clone();
+    let task = tokio::spawn(async move {
+        runner
+            .run(listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    (app, stop, task)
 }

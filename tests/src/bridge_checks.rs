@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
 use trestle::{
     Registration,
     bridge::{Bridge, BridgeConfig, BridgeHandle},
@@ -12,8 +12,8 @@ use trestle::{
 
 use crate::{
     appservice::{Harness, WAIT},
-    synapse::{UserClient, encode},
-    toy_network::{ToyNetwork, ToyWorld},
+    synapse::{Synapse, UserClient, encode},
+    toy_network::{TOY_PASSWORD, ToyNetwork, ToyWorld},
 };
 
 /// Synapse and the toy bridge with `config` (bot `@toybot`, ghosts and aliases `toy_…`), and
@@ -33,6 +33,21 @@ pub async fn start_toy_bridge(
 
 /// The toy bridge's bot.
 pub const BOT: &str = "@toybot:localhost";
+
+/// A new user `name` in the toy portal `#toy_lobby`, logged in to the toy network as `name`
+/// from a management room of theirs; returns them, the portal and the management room.
+pub async fn logged_in_toy_user(synapse: &Synapse, name: &str) -> (UserClient, String, String) {
+    let user = synapse.register_user(name, "password-1234").await;
+    let lobby = user.join("#toy_lobby:localhost").await;
+    let mgmt = user
+        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
+        .await;
+    user.wait_for_event(&mgmt, WAIT, |e| e["sender"] == BOT)
+        .await;
+    let login = format!("login {name} {TOY_PASSWORD}");
+    command(&user, &mgmt, &login, &format!("Logged in as {name}")).await;
+    (user, lobby, mgmt)
+}
 
 /// Sends `text` in the management room and waits for the bot's notice after it that
 /// contains `expect`; returns the notice's body.

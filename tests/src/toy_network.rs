@@ -70,6 +70,8 @@ pub struct ToyWorld {
     arrived: Mutex<Vec<Arrived>>,
     handles: Mutex<HashMap<String, LoginHandle<ToyNetwork>>>,
     next_id: Mutex<u64>,
+    /// While true, connecting a login waits: a slow network.
+    held: tokio::sync::watch::Sender<bool>,
 }
 
 impl ToyWorld {
@@ -92,6 +94,12 @@ impl ToyWorld {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Holds every connection being made until `false` is set: the network is slow to let
+    /// logins in.
+    pub fn hold_connections(&self, held: bool) {
+        self.held.send_replace(held);
     }
 
     /// The login handle the kit gave the connection of toy user `name`.
@@ -190,6 +198,7 @@ impl Network for ToyNetwork {
         login: &Login<Self>,
         handle: LoginHandle<Self>,
     ) -> NetworkResult<ToyConnection> {
+        let _ = self.world.held.subscribe().wait_for(|held| !held).await;
         self.world
             .handles
             .lock()

@@ -129,7 +129,7 @@ async fn portals_and_the_message_map_live_in_postgres() {
     use trestle::bridge::{MessageContent, RemoteMessage};
     use trestle_tests::{
         appservice::WAIT,
-        bridge_checks::{BOT, command},
+        bridge_checks::{command, logged_in_toy_user},
         synapse::{Synapse, free_port},
         toy_network::Arrived,
     };
@@ -161,15 +161,7 @@ async fn portals_and_the_message_map_live_in_postgres() {
         .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
         .await;
 
-    let alice = synapse.register_user("alice", "password-1234").await;
-    let lobby = alice.join("#toy_lobby:localhost").await;
-    let mgmt = alice
-        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
-        .await;
-    alice
-        .wait_for_event(&mgmt, WAIT, |e| e["sender"] == BOT)
-        .await;
-    command(&alice, &mgmt, "login alice secret", "Logged in as alice").await;
+    let (alice, lobby, mgmt) = logged_in_toy_user(&synapse, "alice").await;
     let hi = RemoteMessage::new(
         "lobby".into(),
         "bob".into(),

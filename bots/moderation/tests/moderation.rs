@@ -307,14 +307,11 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
     admin
         .send_state(&list, "m.policy.rule.user", "rule-3", json!({}))
         .await;
-    let restarted = restart(
-        &h,
-        Settings {
-            admins: vec!["@admin:localhost".into()],
-            management_room: Some("#moderators:localhost".into()),
-            ..Settings::default()
-        },
-    )
+    h.restart(trestle_moderation::router(Settings {
+        admins: vec!["@admin:localhost".into()],
+        management_room: Some("#moderators:localhost".into()),
+        ..Settings::default()
+    }))
     .await;
     let unbanned = admin
         .wait_for_event(&protected, WAIT, |e| {
@@ -326,7 +323,7 @@ async fn policy_lists_ban_unban_and_acl_only_in_protected_rooms() {
         })
         .await;
     assert_eq!(unbanned["content"]["membership"], "leave");
-    restarted.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{BOT, bodies, restart, settings, start, wait_for_text};
+use common::{BOT, bodies, settings, start, wait_for_text};
 use tokio::{net::TcpListener, task::JoinHandle};
 use trestle::axum::{
     self,
@@ -296,7 +296,8 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
     // Trestle stops; the feed changes meanwhile; after the restart only the new entry comes.
     harness.stop().await;
     change_rss(&feeds, |rss| rss.insert(0, item("a5", "Alpha five")));
-    let (app, stop, task) = restart(&harness, settings()).await;
+    let router = trestle_notify::router_with(settings()).unwrap();
+    harness.restart(router).await;
     wait_for_text(&user, &room, BOT, "News: Alpha five").await;
     // A few more polls after the restart post nothing again.
     let polled = feeds.lock().unwrap().not_modified;
@@ -304,7 +305,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
         feeds.lock().unwrap().not_modified >= polled + 4
     })
     .await;
-    app.idle().await;
+    harness.app.idle().await;
 
     let posted = bodies(&user, &room, |sender| sender == BOT).await;
     let count = |prefix: &str| posted.iter().filter(|b| b.starts_with(prefix)).count();
@@ -336,8 +337,7 @@ async fn new_entries_are_posted_exactly_once_across_changes_and_a_restart() {
         .await;
     wait_for_text(&user, &room, BOT, "No longer following **News**").await;
 
-    let _ = stop.send(());
-    task.await.unwrap();
+    harness.stop().await;
     server.abort();
 }
 

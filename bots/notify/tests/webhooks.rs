@@ -260,9 +260,11 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
         assert_eq!(post_signed(&url, &secret, &json).await, 200);
     }
     harness.stop().await;
-    let (app, stop, task) = common::restart(&harness, limited).await;
+    harness
+        .restart(trestle_notify::router_with(limited).unwrap())
+        .await;
     wait_for_text(&user, &room, &ghost, "burst 14").await;
-    app.idle().await;
+    harness.app.idle().await;
     let posted: Vec<String> = common::bodies(&user, &room, |s| s == ghost)
         .await
         .into_iter()
@@ -319,6 +321,5 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
     user.send_text(&room, "!webhook remove Deployer").await;
     wait_for_text(&user, &room, BOT, "Removed webhook Deployer").await;
     assert_eq!(post_signed(&url, &secret, &signed).await, 404);
-    let _ = stop.send(());
-    task.await.unwrap();
+    harness.stop().await;
 }

@@ -29,6 +29,7 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
     .with_settings_help(
         "settings:\n  \
          relay: true                    # the bot speaks for Matrix users without their own IRC connection\n  \
+         connection_wait: 30            # seconds a user's messages wait for their own connection at start\n  \
          mode_power_levels: true        # +o/+h/+v give ghosts power 50/25/10\n  \
          alias_pattern: \"irc_{network}_{channel}\"\n  \
          ghost_pattern: \"irc_{network}_{nick}\"\n  \
@@ -58,7 +59,9 @@ fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
 /// The bridge's router for `settings`.
 pub fn router(settings: Settings) -> trestle::Result<Router> {
     let checked = settings.check().map_err(trestle::Error::Config)?;
-    let mut config = BridgeConfig::default().relay(checked.settings.relay);
+    let mut config = BridgeConfig::default()
+        .relay(checked.settings.relay)
+        .connection_wait(checked.settings.connection_wait);
     if let Some(secret) = &checked.settings.provisioning_secret {
         config = config.provisioning_secret(secret.clone());
     }

@@ -18,6 +18,10 @@ pub struct Settings {
     pub nick_pattern: String,
     /// Whether the bot speaks for Matrix users who have no IRC connection of their own.
     pub relay: bool,
+    /// Seconds a Matrix user's messages wait for their own connection when it is not there
+    /// yet (restored at start, being made): they are never relayed meanwhile, and are told
+    /// when it does not come in time.
+    pub connection_wait: u64,
     /// Whether channel modes +o/+h/+v give ghosts power levels 50/25/10 in portals.
     pub mode_power_levels: bool,
     /// The public address of the homeserver, for links to media (`https://matrix.example`);
@@ -44,6 +48,7 @@ impl Default for Settings {
             ghost_pattern: "irc_{network}_{nick}".to_owned(),
             nick_pattern: "{name}[m]".to_owned(),
             relay: true,
+            connection_wait: 30,
             mode_power_levels: true,
             media_url: None,
             paste_over_lines: None,

@@ -5,27 +5,19 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::matrix::{BOT, login};
 use support::ngircd::{Gate, Ngircd};
 use support::raw::RawClient;
-use trestle_irc::{NetworkSettings, Settings};
+use trestle_irc::Settings;
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{wait_after, wait_member},
     synapse::UserClient,
 };
 
-const BOT: &str = "@irc:localhost";
-
+/// Matrix users are relayed here (or `login`); automatic connections are tested in users.rs.
 fn settings(port: u16) -> Settings {
-    Settings {
-        // Matrix users are relayed here (or `login`); automatic connections are tested in
-        // users.rs.
-        networks: vec![NetworkSettings {
-            auto_connect: false,
-            ..support::network::test_network(port)
-        }],
-        ..Settings::default()
-    }
+    support::network::settings_without_auto_connect(port)
 }
 
 fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
@@ -272,28 +264,6 @@ async fn a_conversation_flows_both_ways_and_survives_an_irc_server_restart() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-}
-
-/// Sends a command in the management room and waits for the bot's answer containing `expect`.
-async fn command(user: &UserClient, room: &str, text: &str, expect: &str) {
-    let sent = user.send_text(room, text).await;
-    wait_after(user, room, &sent, |e| {
-        e["sender"] == BOT
-            && e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains(expect))
-    })
-    .await;
-}
-
-/// Makes the user's management room and sends `login test <nick>` there; waits for the bot's
-/// answer containing `expect`.
-async fn login(user: &UserClient, nick: &str, expect: &str) {
-    let management = user
-        .create_room(json!({"invite": [BOT], "is_direct": true, "preset": "trusted_private_chat"}))
-        .await;
-    wait_member(user, &management, BOT, true).await;
-    command(user, &management, &format!("login test {nick}"), expect).await;
 }
 
 /// The rooms the user is invited to, from an initial `/sync`. Synapse caches an initial sync

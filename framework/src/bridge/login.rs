@@ -90,12 +90,14 @@ impl<N: Network> BridgeHandle<N> {
         };
         // A second login with the same id replaces the first.
         self.drop_connection(&user, &login.id).await;
+        self.expect_connection(&user, &login.id);
         if quiet {
             self.quiet_set().insert((user.clone(), login.id.clone()));
         }
         self.store()?.upsert_login(&row_of(&login)?).await?;
         if let Err(error) = self.connect_login(&login).await {
             self.store()?.delete_login(user.as_str(), &login.id).await?;
+            self.connections_changed();
             return Err(error);
         }
         let mut logins = self.logins(&user).await?;
@@ -124,7 +126,10 @@ impl<N: Network> BridgeHandle<N> {
     /// there was such a login.
     pub async fn logout(&self, user: &UserId, login_id: &str) -> NetworkResult<bool> {
         self.drop_connection(user, login_id).await;
-        self.store()?.delete_login(user.as_str(), login_id).await
+        let deleted = self.store()?.delete_login(user.as_str(), login_id).await;
+        // Without the login, their events are relayed again (where relay is on).
+        self.expect_connection(user, login_id);
+        deleted
     }
 
     /// Connects one login and keeps its connection; marks it connected unless the network
@@ -146,6 +151,7 @@ impl<N: Network> BridgeHandle<N> {
                 connection: Arc::new(connection),
             });
         }
+        self.expect_connection(&login.user, &login.id);
         let current = self.logins(&login.user).await?;
         if current
             .iter()
@@ -169,6 +175,7 @@ impl<N: Network> BridgeHandle<N> {
                 .position(|c| c.user == *user && c.login_id == login_id);
             index.map(|i| connections.remove(i))
         };
+        self.connections_changed();
         if let Some(live) = removed
             && let Err(error) = self.network().disconnect(&live.connection).await
         {
@@ -188,6 +195,7 @@ impl<N: Network> BridgeHandle<N> {
             .store()?
             .set_login_state(user.as_str(), login_id, state.name(), state.reason())
             .await?;
+        self.connections_changed();
         let Some((previous, previous_reason)) = previous else {
             return Ok(());
         };
@@ -276,6 +284,7 @@ impl<N: Network> BridgeHandle<N> {
                 .unwrap_or_else(|e| e.into_inner());
             connections.drain(..).collect()
         };
+        self.connections_changed();
         for connection in live {
             if let Err(error) = self.network().disconnect(&connection.connection).await {
                 tracing::warn!(user = %connection.user, %error, "disconnecting failed");

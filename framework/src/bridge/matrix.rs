@@ -3,8 +3,6 @@
 //! Events of the appservice's own users never get here (the router's `own_events` is off), so
 //! what the bridge itself sent is never sent back to the network.
 
-use std::sync::Arc;
-
 use ruma::{
     EventId, OwnedEventId, OwnedUserId, RoomId, UserId,
     api::{AppserviceUserIdentity, client::room::get_room_event},
@@ -16,33 +14,14 @@ use ruma::{
 use serde_json::Value;
 
 use super::{
-    BridgeError, BridgeHandle, ConnectionState, Login, MatrixEdit, MatrixMembership, MatrixMessage,
-    MatrixReaction, MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult,
-    PortalRef, Via, commands,
+    BridgeError, BridgeHandle, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
+    MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, commands,
 };
 use crate::{
     Appservice,
     router::{EventContext, State},
     transaction::{Incoming, TimelineEvent},
 };
-
-/// Who speaks for a Matrix user in a portal, owned so that a [`Via`] can borrow it.
-pub(crate) enum Speaker<N: Network> {
-    Puppet(Login<N>, Arc<N::Connection>),
-    Relay(String),
-}
-
-impl<N: Network> Speaker<N> {
-    pub(crate) fn via(&self) -> Via<'_, N> {
-        match self {
-            Speaker::Puppet(login, connection) => Via::Puppet {
-                login,
-                connection: connection.as_ref(),
-            },
-            Speaker::Relay(name) => Via::Relay { name: name.clone() },
-        }
-    }
-}
 
 /// The kit's one route: every event the appservice is sent.
 pub(crate) async fn on_event<N: Network>(
@@ -159,34 +138,6 @@ pub(crate) fn strip_reply_fallback(body: &str) -> String {
 }
 
 impl<N: Network> BridgeHandle<N> {
-    /// Who speaks for `sender` in `portal`: their first connected login that covers the chat,
-    /// else the relay if the portal has it on. `None`: nobody may.
-    pub(crate) async fn speaker(
-        &self,
-        portal: &PortalRef<N>,
-        sender: &UserId,
-    ) -> NetworkResult<Option<Speaker<N>>> {
-        for login in self.logins(sender).await? {
-            // A login that is down for a while still speaks (the network may hold messages
-            // until it is back); one that needs the user to log in again does not.
-            let usable = !matches!(
-                login.state,
-                ConnectionState::BadCredentials(_) | ConnectionState::LoggedOut
-            );
-            if !usable || !self.network().login_covers(&login, &portal.chat) {
-                continue;
-            }
-            if let Some(connection) = self.connection(sender, &login.id) {
-                return Ok(Some(Speaker::Puppet(login, connection)));
-            }
-        }
-        if portal.relay {
-            let name = self.display_name(&portal.room_id, sender).await;
-            return Ok(Some(Speaker::Relay(name)));
-        }
-        Ok(None)
-    }
-
     /// A user's display name in a room, or their user id (read as the bot).
     pub async fn display_name(&self, room_id: &RoomId, user: &UserId) -> String {
         self.member_content(room_id, user)
@@ -271,8 +222,8 @@ impl<N: Network> BridgeHandle<N> {
         let Some(portal) = self.portal_for_room(&event.room_id).await? else {
             return Ok(());
         };
-        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
-            tracing::debug!(sender = %event.sender, "not bridged: no login and no relay");
+        let Some(speaker) = self.speaker_for(&portal, event).await? else {
+            tracing::debug!(sender = %event.sender, "not bridged: no login that speaks, no relay");
             return Ok(());
         };
         let content: RoomMessageEventContent = serde_json::from_value(json["content"].clone())?;
@@ -334,8 +285,13 @@ impl<N: Network> BridgeHandle<N> {
         }
     }
 
-    /// Tells the room, in a notice replying to the message, that the network refused it.
-    async fn not_delivered(&self, portal: &PortalRef<N>, event_id: &OwnedEventId, reason: &str) {
+    /// Tells the room, in a notice replying to the event, that it did not reach the network.
+    pub(crate) async fn not_delivered(
+        &self,
+        portal: &PortalRef<N>,
+        event_id: &OwnedEventId,
+        reason: &str,
+    ) {
         let protocol = self.network().protocol().displayname;
         let mut notice =
             RoomMessageEventContent::notice_plain(format!("Not delivered to {protocol}: {reason}"));
@@ -363,7 +319,7 @@ impl<N: Network> BridgeHandle<N> {
         let Some(target) = self.remote_for(&portal, target).await? else {
             return Ok(());
         };
-        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
+        let Some(speaker) = self.speaker_for(&portal, event).await? else {
             return Ok(());
         };
         let remote = self
@@ -393,7 +349,7 @@ impl<N: Network> BridgeHandle<N> {
         let Some(target) = self.remote_for(&portal, redacts).await? else {
             return Ok(());
         };
-        let Some(speaker) = self.speaker(&portal, &event.sender).await? else {
+        let Some(speaker) = self.speaker_for(&portal, event).await? else {
             return Ok(());
         };
         self.network()

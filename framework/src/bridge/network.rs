@@ -95,7 +95,10 @@ pub trait Network: Send + Sync + Sized + 'static {
     /// Connects one stored login. The network keeps `handle` to report what happens remotely
     /// (messages, membership, the connection dropping or coming back with
     /// [`LoginHandle::set_state`]). Called after a login and again for every stored login
-    /// when the bridge starts.
+    /// when the bridge starts. Until it returns, the user's events in portals wait for the
+    /// connection (up to [`BridgeConfig::connection_wait`](super::BridgeConfig::connection_wait)),
+    /// so it should return as soon as the connection can take messages, queueing them if it
+    /// is not registered yet.
     fn connect(
         &self,
         login: &Login<Self>,
@@ -113,7 +116,9 @@ pub trait Network: Send + Sync + Sized + 'static {
 
     /// Whether `login` can speak in `chat` (a login of one IRC network cannot speak on
     /// another). The first connected login of the sender for which this holds sends their
-    /// messages; with none, the portal's relay (if on) does. Every login can, unless written.
+    /// messages (waited for while it connects); a sender with no such login is spoken for by
+    /// the portal's relay (if on), one whose login needs a new `login` by nobody (they are
+    /// told). Every login can, unless written.
     fn login_covers(&self, login: &Login<Self>, chat: &Self::ChatId) -> bool {
         let _ = (login, chat);
         true

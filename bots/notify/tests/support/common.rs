@@ -6,8 +6,6 @@ use std::time::Instant;
 
 use reqwest::Method;
 use serde_json::Value;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use trestle::{Appservice, Store};
 use trestle_notify::Settings;
 use trestle_tests::{
     appservice::{Harness, WAIT},
@@ -72,40 +70,4 @@ pub async fn bodies(user: &UserClient, room: &str, sender: impl Fn(&str) -> bool
         .filter(|e| e["type"] == "m.room.message" && sender(e["sender"].as_str().unwrap_or("")))
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect()
-}
-
-/// The appservice again, on the same store, port and Synapse: a restart.
-pub async fn restart(
-    harness: &Harness,
-    settings: Settings,
-) -> (Appservice, oneshot::Sender<()>, JoinHandle<()>) {
-    let store = Store::connect(&format!(
-        "sqlite://{}",
-        harness.dir.path().join("store.db").display()
-    ))
-    .await
-    .unwrap();
-    let app = Appservice::builder(
-        harness.registration.clone(),
-        harness.synapse.base_url(),
-        "localhost",
-    )
-    .router(trestle_notify::router_with(settings).unwrap())
-    .store(store)
-    .build()
-    .await
-    .unwrap();
-    let address = harness.url.trim_start_matches("http://").to_owned();
-    let listener = TcpListener::bind(address).await.unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let runner = app.clone();
-    let task = tokio::spawn(async move {
-        runner
-            .run(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-    });
-    (app, stop, task)
 }
