@@ -4,7 +4,8 @@
 //! Synapse appends the API paths to a registration's `url`, so a plugin registered at
 //! `http://host:29300/echo` is asked at `http://host:29300/echo/_matrix/app/v1/…`. A handler
 //! that fails or panics is contained where it runs (see [`crate::router`]); one plugin's
-//! trouble shows in its logs and metrics and leaves the others serving.
+//! trouble shows in its logs and metrics and leaves the others serving. A plugin's own web
+//! root answers at `/<plugin>/` as well as `/<plugin>` (see [`nest_plugin`]).
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -176,7 +177,7 @@ impl Host {
     pub fn router(&self) -> axum::Router {
         let mut router = axum::Router::new();
         for (plugin, app) in &self.apps {
-            router = router.nest(&format!("/{}", plugin.name), app.http_router());
+            router = nest_plugin(router, plugin.name, app.http_router());
         }
         router = router
             .route("/health/live", get(|| async { "ok" }))
@@ -279,6 +280,33 @@ struct Built {
     bot: OwnedUserId,
 }
 
+/// `plugin`'s routes (an [`Appservice::http_router`]) under `/<name>` in `router`, the way the
+/// host serves each plugin. The plugin's root answers at `/<name>/` as well as at `/<name>`:
+/// axum's `nest` matches only the form without the slash, and people and links use both.
+pub fn nest_plugin(router: axum::Router, name: &str, plugin: axum::Router) -> axum::Router {
+    use tower::ServiceExt;
+    let prefix = format!("/{name}");
+    let root = plugin.clone().map_request(to_root);
+    router
+        .nest(&prefix, plugin)
+        .route_service(&format!("{prefix}/"), root)
+}
+
+/// The request for `/<name>/?query` as the plugin's own `/?query`, which `nest` would have
+/// made of `/<name>?query`. The host's router has already recorded the `OriginalUri`.
+fn to_root(mut request: axum::extract::Request) -> axum::extract::Request {
+    let root = match request.uri().query() {
+        Some(query) => format!("/?{query}"),
+        None => "/".to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = root.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
+}
+
 /// Plain words for why a homeserver-side ping failed.
 fn explain_ping_failure(error: &Error, plugin: &str) -> String {
     use ruma::api::error::ErrorKind;
@@ -332,4 +360,83 @@ async fn metrics(State(host): State<Host>) -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         families.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{body::Body, extract::OriginalUri};
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn paged(_: &PluginSettings<'_>) -> Result<Router> {
+        Ok(Router::new().web(|_| {
+            axum::Router::new()
+                .route(
+                    "/",
+                    get(|uri: OriginalUri| async move { format!("root, asked as {}", uri.0) }),
+                )
+                .route("/page", get(|| async { "page" }))
+        }))
+    }
+
+    /// Two plugins, one with web routes, served by a host built from a configuration file.
+    async fn host(dir: &std::path::Path) -> Host {
+        let path = dir.join("trestle.yaml");
+        let text = "homeserver:\n  server_name: localhost\n  url: http://127.0.0.1:9\n\
+                    listen: 127.0.0.1:0\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let plugins = [
+            Plugin::new("paged", "paged", "paged_", paged),
+            Plugin::new("bare", "bare", "bare_", |_| Ok(Router::new())),
+        ];
+        Host::new(&config, &plugins).await.unwrap()
+    }
+
+    async fn get_text(router: &axum::Router, path: &str) -> (u16, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_plugins_root_answers_with_and_without_a_trailing_slash() {
+        let dir = tempfile::tempdir().unwrap();
+        let router = host(dir.path()).await.router();
+        assert_eq!(
+            get_text(&router, "/paged").await,
+            (200, "root, asked as /paged".to_owned())
+        );
+        assert_eq!(
+            get_text(&router, "/paged/").await,
+            (200, "root, asked as /paged/".to_owned())
+        );
+        assert_eq!(
+            get_text(&router, "/paged/?q=1").await,
+            (200, "root, asked as /paged/?q=1".to_owned())
+        );
+        assert_eq!(
+            get_text(&router, "/paged/page").await,
+            (200, "page".to_owned())
+        );
+        // A plugin without a page answers both forms alike: the API's 404 M_UNRECOGNIZED.
+        for path in ["/bare", "/bare/"] {
+            let (status, body) = get_text(&router, path).await;
+            assert_eq!(status, 404, "{path}");
+            assert!(body.contains("M_UNRECOGNIZED"), "{path}: {body}");
+        }
+        // The API under each plugin is unchanged.
+        let (status, body) = get_text(
+            &router,
+            "/paged/_matrix/app/v1/users/%40paged_a%3Alocalhost",
+        )
+        .await;
+        assert_eq!(status, 401, "{body}");
+    }
 }
