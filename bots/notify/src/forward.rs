@@ -12,13 +12,13 @@ use sqlx::Row;
 use tokio::task::JoinSet;
 use trestle::{
     Appservice,
+    fetch::{check_url, describe},
     router::{RawEvent, Room, State},
     ruma::{RoomId, UserId},
 };
 
 use crate::{
     Error, Manage, Result, Shared, answer, db, dm,
-    fetch::{check_url, describe},
     hooks::split_word,
     lease,
     render::{Message, escape_markdown},

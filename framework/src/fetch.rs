@@ -1,10 +1,16 @@
-//! Fetching from servers that room members name: feeds and forwarding targets.
+//! Fetching URLs that strangers chose, without reaching what they must not reach.
 //!
-//! A URL typed into a room must not reach the machine Trestle runs on or its private network
-//! (server-side request forgery). Names are resolved by our own resolver, which drops private,
-//! loopback and link-local addresses unless the configuration allows them; literal addresses
-//! are checked before the request and at every redirect; redirects are bounded; bodies are
-//! read up to a limit.
+//! A URL typed into a room (a feed, a webhook target, an image to upload) must not reach the
+//! machine Trestle runs on or its private network: that is server-side request forgery, and
+//! the cloud metadata address `169.254.169.254` is its classic prize. A [`Fetcher`] resolves
+//! names with its own resolver, which drops private, loopback and link-local addresses unless
+//! its [`FetchPolicy`] allows them; checks literal addresses before the request and at every
+//! redirect; bounds redirects; reads bodies up to a limit; and ignores proxies from the
+//! environment, which would resolve names where the resolver cannot see.
+//!
+//! [`Media::upload_from_url`](crate::media::Media::upload_from_url) fetches through one by
+//! default; plugins that fetch on their users' behalf (the notification bot's feeds and
+//! forwards) build their own with their settings.
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -20,20 +26,32 @@ use reqwest::{
 
 use crate::{Error, Result};
 
-/// What fetches may do.
+/// What a [`Fetcher`] may do.
 #[derive(Clone, Debug)]
 pub struct FetchPolicy {
     /// Whether private, loopback and link-local addresses may be reached.
     pub allow_private: bool,
     /// How many redirects are followed.
     pub max_redirects: usize,
-    /// How many bytes of a response are read.
+    /// How many bytes of a response [`Fetcher::body`] reads.
     pub max_bytes: usize,
     /// How long one request may take.
     pub timeout: Duration,
 }
 
-/// Whether `ip` is somewhere a room member must not send the bot: this machine, a private or
+impl Default for FetchPolicy {
+    /// Public addresses only, 5 redirects, 5 MiB, 30 seconds.
+    fn default() -> Self {
+        FetchPolicy {
+            allow_private: false,
+            max_redirects: 5,
+            max_bytes: 5 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Whether `ip` is somewhere a stranger must not send Trestle: this machine, a private or
 /// link-local network, or an address that is no host at all.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
@@ -76,7 +94,8 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Refuses a URL that is not http(s), or names a forbidden literal address.
+/// Refuses a URL that is not http(s), or names a forbidden literal address (or `localhost`),
+/// with [`Error::Fetch`] saying why.
 pub fn check_url(url: &Url, allow_private: bool) -> Result<()> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(Error::Fetch(format!(
@@ -92,15 +111,30 @@ pub fn check_url(url: &Url, allow_private: bool) -> Result<()> {
     };
     if forbidden && !allow_private {
         return Err(Error::Fetch(format!(
-            "{} is a private or local address, which this bot may not fetch",
+            "{} is a private or local address, which may not be fetched",
             url.host_str().unwrap_or_default()
         )));
     }
     Ok(())
 }
 
-/// Resolves names with the system resolver, keeping only the addresses the policy allows.
+/// The operating system's resolver.
+struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Resolves names with another resolver, keeping only the addresses the policy allows.
 struct GuardedResolver {
+    inner: Arc<dyn Resolve>,
     allow_private: bool,
 }
 
@@ -108,11 +142,10 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let allow_private = self.allow_private;
         let host = name.as_str().to_owned();
+        let found = self.inner.resolve(name);
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let allowed: Vec<SocketAddr> = found
-                .into_iter()
+                .await?
                 .filter(|addr| allow_private || !is_private(addr.ip()))
                 .collect();
             if allowed.is_empty() {
@@ -124,16 +157,31 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// An HTTP client that follows the policy.
-#[derive(Clone, Debug)]
+/// An HTTP client that follows a [`FetchPolicy`]. Cheap to clone; connections are reused.
+#[derive(Clone)]
 pub struct Fetcher {
     client: Client,
     policy: FetchPolicy,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fetcher {
-    /// A client for `policy`.
+    /// A client for `policy`, resolving names with the operating system's resolver.
     pub fn new(policy: FetchPolicy) -> Result<Self> {
+        Self::with_resolver(policy, Arc::new(SystemResolver))
+    }
+
+    /// A client for `policy` that resolves names with `resolver` (another DNS client, or fixed
+    /// answers in tests), still dropping the addresses the policy forbids.
+    pub fn with_resolver(policy: FetchPolicy, resolver: Arc<dyn Resolve>) -> Result<Self> {
         let allow_private = policy.allow_private;
         let max_redirects = policy.max_redirects;
         let redirects = redirect::Policy::custom(move |attempt| {
@@ -145,16 +193,26 @@ impl Fetcher {
                 attempt.follow()
             }
         });
+        let guarded = GuardedResolver {
+            inner: resolver.clone(),
+            allow_private,
+        };
         let client = Client::builder()
-            // A proxy from the environment would resolve names where our resolver cannot see.
             .no_proxy()
             .redirect(redirects)
-            .dns_resolver(Arc::new(GuardedResolver { allow_private }))
+            .dns_resolver(Arc::new(guarded))
+            .connect_timeout(Duration::from_secs(10).min(policy.timeout))
+            // A stalled server fails long before a long transfer's own timeout.
+            .read_timeout(Duration::from_secs(60).min(policy.timeout))
             .timeout(policy.timeout)
-            .user_agent(concat!("trestle-notify/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("trestle/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Fetch(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Fetcher { client, policy })
+        Ok(Fetcher {
+            client,
+            policy,
+            resolver,
+        })
     }
 
     /// The policy.
@@ -162,11 +220,41 @@ impl Fetcher {
         &self.policy
     }
 
-    /// A request builder for `url`, which is checked first.
+    /// A request builder for `url`, which is checked first (scheme and literal address; the
+    /// name's addresses are checked when the request connects).
     pub fn request(&self, method: reqwest::Method, url: &str) -> Result<reqwest::RequestBuilder> {
-        let parsed = Url::parse(url).map_err(|e| Error::Fetch(format!("bad URL {url}: {e}")))?;
+        let parsed = Url::parse(url).map_err(|e| Error::Fetch(format!("not a URL: {e}")))?;
         check_url(&parsed, self.policy.allow_private)?;
         Ok(self.client.request(method, parsed))
+    }
+
+    /// Refuses, now, a URL that requests would refuse for its address: [`check_url`], then a
+    /// name that resolves only to addresses the policy forbids. For a URL kept to be fetched
+    /// later (a forwarding target), so that whoever gives it hears at once why it cannot work.
+    ///
+    /// A name that does not resolve at all passes: it may resolve later, and requests check
+    /// its addresses again.
+    pub async fn check_destination(&self, url: &Url) -> Result<()> {
+        check_url(url, self.policy.allow_private)?;
+        let Some(url::Host::Domain(host)) = url.host() else {
+            return Ok(());
+        };
+        if self.policy.allow_private {
+            return Ok(());
+        }
+        let Ok(name) = host.parse::<Name>() else {
+            return Err(Error::Fetch(format!("{host} is not a host name")));
+        };
+        let Ok(found) = self.resolver.resolve(name).await else {
+            return Ok(());
+        };
+        let found: Vec<IpAddr> = found.map(|addr| addr.ip()).collect();
+        match found.first() {
+            Some(ip) if found.iter().all(|ip| is_private(*ip)) => Err(Error::Fetch(format!(
+                "{host} resolves to {ip}, a private or local address, which may not be fetched"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Reads a response's body, failing past the size limit.
@@ -193,7 +281,8 @@ impl Fetcher {
     }
 }
 
-/// A request error with its causes, which reqwest keeps in its source chain.
+/// A request error with its causes, which reqwest keeps in its source chain (its own message
+/// alone says only "error sending request").
 pub fn describe(error: &reqwest::Error) -> String {
     let mut text = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -206,110 +295,4 @@ pub fn describe(error: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::10.0.0.1",
-            "64:ff9b::7f00:1",
-        ] {
-            assert!(is_private(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "93.184.216.34",
-            "2606:4700::1111",
-            "1.1.1.1",
-            "64:ff9b::5db8:d822",
-        ] {
-            assert!(!is_private(ip.parse().unwrap()), "{ip}");
-        }
-    }
-
-    #[test]
-    fn urls_are_checked_for_scheme_and_literal_addresses() {
-        let check = |u: &str, allow| check_url(&Url::parse(u).unwrap(), allow).is_ok();
-        assert!(check("https://example.org/feed", false));
-        assert!(!check("http://127.0.0.1:8080/feed", false));
-        assert!(!check("http://[::1]/feed", false));
-        assert!(!check("http://localhost/feed", false));
-        assert!(check("http://127.0.0.1:8080/feed", true));
-        assert!(!check("file:///etc/passwd", true));
-    }
-
-    #[tokio::test]
-    async fn a_name_resolving_to_loopback_is_refused_unless_allowed() {
-        let policy = FetchPolicy {
-            allow_private: false,
-            max_redirects: 3,
-            max_bytes: 1024,
-            timeout: Duration::from_secs(5),
-        };
-        let resolver = GuardedResolver {
-            allow_private: false,
-        };
-        let name: Name = "localhost".parse().unwrap();
-        assert!(resolver.resolve(name).await.is_err());
-        let allowing = GuardedResolver {
-            allow_private: true,
-        };
-        let name: Name = "localhost".parse().unwrap();
-        assert!(allowing.resolve(name).await.is_ok());
-        // And the URL check stops a literal loopback address before any request.
-        let fetcher = Fetcher::new(policy).unwrap();
-        assert!(
-            fetcher
-                .request(reqwest::Method::GET, "http://127.0.0.1:1/")
-                .is_err()
-        );
-    }
-
-    #[tokio::test]
-    async fn redirects_are_bounded_and_bodies_limited() {
-        use trestle::axum::{self, response::Redirect, routing::get};
-        let app = axum::Router::new()
-            .route("/loop", get(|| async { Redirect::temporary("/loop") }))
-            .route("/big", get(|| async { "x".repeat(2048) }))
-            .route("/small", get(|| async { "hello" }))
-            .route("/hop", get(|| async { Redirect::temporary("/small") }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        let fetcher = Fetcher::new(FetchPolicy {
-            allow_private: true,
-            max_redirects: 3,
-            max_bytes: 1024,
-            timeout: Duration::from_secs(5),
-        })
-        .unwrap();
-        let get = |path: &str| {
-            fetcher
-                .request(reqwest::Method::GET, &format!("{base}{path}"))
-                .unwrap()
-                .send()
-        };
-        let looping = get("/loop").await.unwrap_err();
-        assert!(
-            describe(&looping).contains("more than 3 redirects"),
-            "{looping}"
-        );
-        let big = get("/big").await.unwrap();
-        let error = fetcher.body(big).await.unwrap_err().to_string();
-        assert!(error.contains("over 1024 bytes"), "{error}");
-        let hopped = get("/hop").await.unwrap();
-        assert_eq!(fetcher.body(hopped).await.unwrap(), b"hello");
-        server.abort();
-    }
-}
+mod tests;
