@@ -132,6 +132,43 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// A resolver with fixed answers: for tests (no network, and any address you like), or to pin
+/// names. A name not in the table does not resolve.
+#[derive(Clone, Debug, Default)]
+pub struct FixedResolver {
+    names: Vec<(String, Vec<IpAddr>)>,
+}
+
+impl FixedResolver {
+    /// A resolver that knows no names yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same, resolving `name` to `addresses`.
+    pub fn with(mut self, name: &str, addresses: &[IpAddr]) -> Self {
+        self.names
+            .push((name.to_ascii_lowercase(), addresses.to_vec()));
+        self
+    }
+}
+
+impl Resolve for FixedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let found: Option<Vec<SocketAddr>> = self
+            .names
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name.as_str()))
+            .map(|(_, ips)| ips.iter().map(|ip| SocketAddr::new(*ip, 0)).collect());
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found = found.ok_or_else(|| format!("{host} is not a known name"))?;
+            let addrs: Addrs = Box::new(found.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 /// Resolves names with another resolver, keeping only the addresses the policy allows.
 struct GuardedResolver {
     inner: Arc<dyn Resolve>,

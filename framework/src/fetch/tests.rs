@@ -1,34 +1,14 @@
 use super::*;
 
-/// A resolver with fixed answers, so that tests need no network: any other name fails.
-struct Fixed(Vec<(&'static str, Vec<&'static str>)>);
-
-impl Resolve for Fixed {
-    fn resolve(&self, name: Name) -> Resolving {
-        let found: Option<Vec<SocketAddr>> =
-            self.0
-                .iter()
-                .find(|(n, _)| *n == name.as_str())
-                .map(|(_, ips)| {
-                    ips.iter()
-                        .map(|ip| SocketAddr::new(ip.parse().unwrap(), 0))
-                        .collect()
-                });
-        Box::pin(async move {
-            let found = found.ok_or("no such name")?;
-            let addrs: Addrs = Box::new(found.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-fn names() -> Arc<Fixed> {
-    Arc::new(Fixed(vec![
-        ("intranet.example", vec!["127.0.0.1"]),
-        ("metadata.example", vec!["169.254.169.254", "fd00::1"]),
-        ("mixed.example", vec!["10.0.0.1", "93.184.216.34"]),
-        ("public.example", vec!["93.184.216.34"]),
-    ]))
+fn names() -> Arc<FixedResolver> {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    Arc::new(
+        FixedResolver::new()
+            .with("intranet.example", &[ip("127.0.0.1")])
+            .with("metadata.example", &[ip("169.254.169.254"), ip("fd00::1")])
+            .with("mixed.example", &[ip("10.0.0.1"), ip("93.184.216.34")])
+            .with("public.example", &[ip("93.184.216.34")]),
+    )
 }
 
 fn policy(allow_private: bool) -> FetchPolicy {
