@@ -185,6 +185,7 @@ write_registrations() {
     # The echo bot works in end-to-end encrypted rooms too (docs/e2ee.md): its registration then
     # asks for to-device events, key counts (org.matrix.msc3202) and its own devices
     # (io.element.msc4190), and Synapse has the matching experimental features (demo.yaml).
+    # Rewritten in place, the file keeps the owner-only mode (0600) `init` gave it.
     python3 - "$trestle_config" <<'PY' || die "could not turn on encryption for echo in $trestle_config"
 import re, sys
 path = sys.argv[1]

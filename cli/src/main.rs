@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 use trestle::{
     Plugin,
-    config::{Config, LogFormat, default_config},
+    config::{Config, LogFormat, default_config, write_config},
     host::{EncryptionInstaller, Host, enabled_plugins, ensure_registration},
 };
 
@@ -139,8 +139,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 ));
             }
             let text = default_config(&server_name, &homeserver_url, listen, PLUGINS);
-            std::fs::write(&cli.config, text)
-                .map_err(|e| format!("{}: {e}", cli.config.display()))?;
+            write_config(&cli.config, &text).map_err(|e| e.to_string())?;
             eprintln!("wrote {}", cli.config.display());
         }
         Command::Registration { plugin, path } => {

@@ -422,5 +422,26 @@ pub fn default_config(
     out
 }
 
+/// Writes a configuration file readable by its owner only (mode 0600 on Unix), like the
+/// registration files: it may hold secrets inline (a database password, a bridge's network
+/// passwords, a provisioning secret). A new file is created so; an existing one is emptied and
+/// narrowed before the new text goes in, so no secret is ever readable by others.
+pub fn write_config(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| config_error(path, e);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(failed)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(failed)?;
+    }
+    file.write_all(text.as_bytes()).map_err(failed)
+}
+
 #[cfg(test)]
 mod tests;

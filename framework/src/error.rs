@@ -34,6 +34,9 @@ pub enum Error {
     /// A file or socket failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    /// A URL could not, or may not, be fetched: see [`crate::fetch`]. The message says why.
+    #[error("{0}")]
+    Fetch(String),
     /// The configuration is unreadable or invalid; the message names the file, line and field.
     #[error("{0}")]
     Config(String),

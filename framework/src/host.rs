@@ -4,7 +4,8 @@
 //! Synapse appends the API paths to a registration's `url`, so a plugin registered at
 //! `http://host:29300/echo` is asked at `http://host:29300/echo/_matrix/app/v1/…`. A handler
 //! that fails or panics is contained where it runs (see [`crate::router`]); one plugin's
-//! trouble shows in its logs and metrics and leaves the others serving.
+//! trouble shows in its logs and metrics and leaves the others serving. A plugin's own web
+//! root answers at `/<plugin>/` as well as `/<plugin>` (see [`nest_plugin`]).
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -180,7 +181,7 @@ impl Host {
     pub fn router(&self) -> axum::Router {
         let mut router = axum::Router::new();
         for (plugin, app) in &self.apps {
-            router = router.nest(&format!("/{}", plugin.name), app.http_router());
+            router = nest_plugin(router, plugin.name, app.http_router());
         }
         router = router
             .route("/health/live", get(|| async { "ok" }))
@@ -281,6 +282,33 @@ struct Built {
     store: Store,
     router: Router,
     bot: OwnedUserId,
+}
+
+/// `plugin`'s routes (an [`Appservice::http_router`]) under `/<name>` in `router`, the way the
+/// host serves each plugin. The plugin's root answers at `/<name>/` as well as at `/<name>`:
+/// axum's `nest` matches only the form without the slash, and people and links use both.
+pub fn nest_plugin(router: axum::Router, name: &str, plugin: axum::Router) -> axum::Router {
+    use tower::ServiceExt;
+    let prefix = format!("/{name}");
+    let root = plugin.clone().map_request(to_root);
+    router
+        .nest(&prefix, plugin)
+        .route_service(&format!("{prefix}/"), root)
+}
+
+/// The request for `/<name>/?query` as the plugin's own `/?query`, which `nest` would have
+/// made of `/<name>?query`. The host's router has already recorded the `OriginalUri`.
+fn to_root(mut request: axum::extract::Request) -> axum::extract::Request {
+    let root = match request.uri().query() {
+        Some(query) => format!("/?{query}"),
+        None => "/".to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = root.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    request
 }
 
 /// Plain words for why a homeserver-side ping failed.

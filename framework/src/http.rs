@@ -3,7 +3,9 @@
 //! Spec: <https://spec.matrix.org/v1.16/application-service-api/>
 //!
 //! Every known route checks the homeserver's token first; unknown routes and wrong methods get
-//! the spec's `M_UNRECOGNIZED` whatever the token, as Synapse expects when it probes.
+//! the spec's `M_UNRECOGNIZED` whatever the token, as Synapse expects when it probes. Every
+//! other refusal is a Matrix error too (JSON with an `errcode`, never axum's plain text): a
+//! path parameter that does not decode (`%FF`) or parse is `400 M_INVALID_PARAM`.
 
 mod auth;
 mod error;

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod encryption;
 mod error;
+pub mod fetch;
 pub mod host;
 pub mod http;
 mod inbox;

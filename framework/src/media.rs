@@ -30,7 +30,11 @@ use http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
 use ruma::{IdParseError, MxcUri, OwnedMxcUri, OwnedUserId, UserId, api::EndpointError};
 use serde::Deserialize;
 
-use crate::{Appservice, Error, Result, intent::ensure_registered};
+use crate::{
+    Appservice, Error, Result,
+    fetch::{FetchPolicy, Fetcher, describe},
+    intent::ensure_registered,
+};
 
 /// The default size limit: Synapse's default `max_upload_size`.
 pub const DEFAULT_LIMIT: u64 = 50 * 1024 * 1024;
@@ -63,6 +67,8 @@ pub struct Media {
     user_id: OwnedUserId,
     limit: u64,
     timeout: Duration,
+    /// What [`Media::upload_from_url`] fetches with; `None`: [`default_fetcher`].
+    fetcher: Option<Fetcher>,
 }
 
 impl Appservice {
@@ -73,6 +79,7 @@ impl Appservice {
             user_id: self.bot_user_id().clone(),
             limit: DEFAULT_LIMIT,
             timeout: DEFAULT_TIMEOUT,
+            fetcher: None,
         }
     }
 }
@@ -140,6 +147,14 @@ impl Media {
         self
     }
 
+    /// The same, fetching [`Media::upload_from_url`]'s URLs with `fetcher`: a plugin's own
+    /// [`FetchPolicy`], say one that lets private addresses through because its configuration
+    /// says so.
+    pub fn with_fetcher(mut self, fetcher: Fetcher) -> Media {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
     /// The user this acts as.
     pub fn user_id(&self) -> &UserId {
         &self.user_id
@@ -194,22 +209,55 @@ impl Media {
     /// the file name is `filename`, else the remote's `Content-Disposition` name. A remote that
     /// announces more than the limit is refused before its body is read.
     ///
-    /// The fetch is an ordinary HTTP request from this process, without the appservice's token;
-    /// a plugin fetching URLs that strangers chose should check them first, since they may point
-    /// at internal services.
+    /// The URL may come from a stranger, so it is fetched through a [`Fetcher`] that will not
+    /// reach this machine or a private, loopback or link-local network (checked for the URL,
+    /// each name's addresses and every redirect; `localhost` and `127.0.0.1` are refused with
+    /// [`Error::Fetch`] before any request): by default one with [`FetchPolicy::default`]'s
+    /// rules, or the one [`Media::with_fetcher`] gave. For a URL the plugin itself trusts, see
+    /// [`Media::upload_from_trusted_url`]. The fetch never carries the appservice's token.
     pub async fn upload_from_url(&self, url: &str, filename: Option<&str>) -> Result<OwnedMxcUri> {
+        let fetcher = match &self.fetcher {
+            Some(fetcher) => fetcher.clone(),
+            None => default_fetcher()?,
+        };
+        let request = fetcher
+            .request(reqwest::Method::GET, url)
+            .map_err(|e| Error::Fetch(format!("fetching {}: {e}", without_query(url))))?;
+        self.upload_fetched(request, url, filename).await
+    }
+
+    /// As [`Media::upload_from_url`], for a URL the plugin trusts: fetched wherever it points,
+    /// this machine and private networks included, following up to 10 redirects anywhere
+    /// (through the environment's proxy, if one is set). Only for URLs that come from the
+    /// plugin's own code or its administrator's configuration — never for one a room member
+    /// typed or a remote network sent, which could make Trestle read internal services.
+    pub async fn upload_from_trusted_url(
+        &self,
+        url: &str,
+        filename: Option<&str>,
+    ) -> Result<OwnedMxcUri> {
+        let request = trusted_client()?.get(url);
+        self.upload_fetched(request, url, filename).await
+    }
+
+    async fn upload_fetched(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        filename: Option<&str>,
+    ) -> Result<OwnedMxcUri> {
         let shown = without_query(url);
-        let fetch_error =
-            move |e: reqwest::Error| Error::Other(format!("fetching {shown}: {}", e.without_url()));
-        let response = fetch_client()?
-            .get(url)
+        let fetch_error = move |e: reqwest::Error| {
+            Error::Fetch(format!("fetching {shown}: {}", describe(&e.without_url())))
+        };
+        let response = request
             .timeout(self.timeout)
             .send()
             .await
             .map_err(fetch_error.clone())?;
         let status = response.status();
         if !status.is_success() {
-            return Err(Error::Other(format!(
+            return Err(Error::Fetch(format!(
                 "fetching {}: the server answered {status}",
                 without_query(url)
             )));
@@ -433,9 +481,25 @@ fn without_query(url: &str) -> String {
     }
 }
 
-/// The client for remote URLs. It is not the homeserver client, so that the `as_token` can
-/// never travel to a stranger; it is shared, so connections to one host are reused.
-fn fetch_client() -> Result<reqwest::Client> {
+/// The [`Fetcher`] of [`Media::upload_from_url`] unless another is given: public addresses only.
+/// It is not the homeserver client, so that the `as_token` can never travel to a stranger; it
+/// is shared, so connections to one host are reused.
+fn default_fetcher() -> Result<Fetcher> {
+    static FETCHER: OnceLock<Fetcher> = OnceLock::new();
+    if let Some(fetcher) = FETCHER.get() {
+        return Ok(fetcher.clone());
+    }
+    let fetcher = Fetcher::new(FetchPolicy {
+        // Each transfer sets its own ([`Media::with_timeout`]).
+        timeout: DEFAULT_TIMEOUT,
+        ..FetchPolicy::default()
+    })?;
+    Ok(FETCHER.get_or_init(|| fetcher).clone())
+}
+
+/// The client of [`Media::upload_from_trusted_url`], which reaches any address. Like the
+/// default fetcher, never the homeserver client.
+fn trusted_client() -> Result<reqwest::Client> {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     if let Some(client) = CLIENT.get() {
         return Ok(client.clone());

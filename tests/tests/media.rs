@@ -274,10 +274,11 @@ async fn a_url_is_streamed_into_the_media_repository() {
         },
     ])
     .await;
+    // The test's file server is on loopback, which only a trusted URL may reach.
     let media = harness.app.media();
 
     let mxc = media
-        .upload_from_url(&format!("{remote}/photo.jpg"), Some("photo.jpg"))
+        .upload_from_trusted_url(&format!("{remote}/photo.jpg"), Some("photo.jpg"))
         .await
         .unwrap();
     let download = media.download(&mxc).await.unwrap();
@@ -287,7 +288,7 @@ async fn a_url_is_streamed_into_the_media_repository() {
 
     // No length announced: spooled, then uploaded with its length.
     let mxc = media
-        .upload_from_url(&format!("{remote}/table"), None)
+        .upload_from_trusted_url(&format!("{remote}/table"), None)
         .await
         .unwrap();
     let (bytes, content_type) = media.download_bytes(&mxc).await.unwrap();
@@ -297,7 +298,7 @@ async fn a_url_is_streamed_into_the_media_repository() {
     assert_eq!(content_type.as_deref(), Some("text/csv; charset=UTF-8"));
 
     let error = media
-        .upload_from_url(&format!("{remote}/nothing-here"), None)
+        .upload_from_trusted_url(&format!("{remote}/nothing-here"), None)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("404"), "{error}");
@@ -336,14 +337,14 @@ async fn over_the_limit_nothing_is_stored() {
         "{error}"
     );
     let error = media
-        .upload_from_url(&format!("{remote}/announced"), None)
+        .upload_from_trusted_url(&format!("{remote}/announced"), None)
         .await
         .unwrap_err();
     assert!(is_too_large(&error), "{error}");
 
     // Unknown size: cut off while spooling, before anything is sent.
     let error = media
-        .upload_from_url(&format!("{remote}/unannounced"), None)
+        .upload_from_trusted_url(&format!("{remote}/unannounced"), None)
         .await
         .unwrap_err();
     assert!(is_too_large(&error), "{error}");

@@ -12,13 +12,13 @@ use sqlx::Row;
 use tokio::task::JoinSet;
 use trestle::{
     Appservice,
+    fetch::{Fetcher, describe},
     router::{RawEvent, Room, State},
     ruma::{RoomId, UserId},
 };
 
 use crate::{
     Error, Manage, Result, Shared, answer, db, dm,
-    fetch::{check_url, describe},
     hooks::split_word,
     lease,
     render::{Message, escape_markdown},
@@ -50,10 +50,7 @@ async fn add(
     sender: &UserId,
     url: &str,
 ) -> Result<String> {
-    let parsed = url::Url::parse(url)
-        .map_err(|_| Error::Invalid("Give the full URL to send messages to.".into()))?;
-    check_url(&parsed, shared.settings.allow_private_addresses)
-        .map_err(|e| Error::Invalid(format!("I cannot send there: {e}")))?;
+    check_target(&shared.fetcher, url).await?;
     let exists = sqlx::query("SELECT id FROM notify_forwards WHERE room_id = $1 AND url = $2")
         .bind(room.as_str())
         .bind(url)
@@ -83,6 +80,18 @@ async fn add(
         "From now on this room's messages are sent to {}; I sent you the signing secret in a direct message.",
         escape_markdown(url)
     ))
+}
+
+/// Refuses a target that deliveries could never reach: not an http(s) URL, or one whose
+/// address (literal, or every address its name resolves to) the fetcher refuses. Were it
+/// accepted, every delivery would be refused and retried forever.
+async fn check_target(fetcher: &Fetcher, url: &str) -> Result<()> {
+    let parsed = url::Url::parse(url)
+        .map_err(|_| Error::Invalid("Give the full URL to send messages to.".into()))?;
+    fetcher
+        .check_destination(&parsed)
+        .await
+        .map_err(|e| Error::Invalid(format!("I cannot send there: {e}")))
 }
 
 async fn list(app: &Appservice, room: &RoomId) -> Result<String> {
@@ -360,7 +369,62 @@ async fn post(
 
 #[cfg(test)]
 mod tests {
+    use std::{net::IpAddr, sync::Arc};
+
+    use trestle::fetch::{FetchPolicy, FixedResolver};
+
     use super::*;
+
+    fn fetcher(allow_private: bool) -> Fetcher {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let names = FixedResolver::new()
+            .with("hooks.internal.example", &[ip("127.0.0.1")])
+            .with("hooks.example", &[ip("93.184.216.34")]);
+        let policy = FetchPolicy {
+            allow_private,
+            ..FetchPolicy::default()
+        };
+        Fetcher::with_resolver(policy, Arc::new(names)).unwrap()
+    }
+
+    async fn refusal(fetcher: &Fetcher, url: &str) -> String {
+        match check_target(fetcher, url).await {
+            Err(Error::Invalid(reason)) => reason,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_target_whose_name_resolves_to_loopback_is_refused_with_the_reason() {
+        let strict = fetcher(false);
+        assert_eq!(
+            refusal(&strict, "http://hooks.internal.example:8080/in").await,
+            "I cannot send there: hooks.internal.example resolves to 127.0.0.1, a private or \
+             local address, which may not be fetched"
+        );
+        assert!(
+            refusal(&strict, "http://localhost/in")
+                .await
+                .contains("private or local address")
+        );
+        assert!(
+            refusal(&strict, "ftp://hooks.example/")
+                .await
+                .contains("only http")
+        );
+        assert!(
+            refusal(&strict, "hooks.example/in")
+                .await
+                .contains("full URL")
+        );
+        check_target(&strict, "https://hooks.example/in")
+            .await
+            .unwrap();
+        // allow_private_addresses: true lets it through, as deliveries would.
+        check_target(&fetcher(true), "http://hooks.internal.example:8080/in")
+            .await
+            .unwrap();
+    }
 
     #[test]
     fn answers_are_classified() {

@@ -13,7 +13,6 @@ pub mod db;
 pub mod dm;
 pub mod error;
 pub mod feeds;
-pub mod fetch;
 pub mod forward;
 pub mod hooks;
 pub mod lease;
@@ -24,7 +23,11 @@ use std::{sync::Arc, time::Duration};
 
 use serde::Deserialize;
 use trestle::{
-    Appservice, Plugin, Router, intent::SendOptions, plugin::PluginSettings, router::CommandSpec,
+    Appservice, Plugin, Router,
+    fetch::{FetchPolicy, Fetcher},
+    intent::SendOptions,
+    plugin::PluginSettings,
+    router::CommandSpec,
     ruma::RoomId,
 };
 
@@ -118,7 +121,7 @@ pub struct SharedInner {
     /// The settings.
     pub settings: Settings,
     /// The client for feeds and forwards.
-    pub fetcher: fetch::Fetcher,
+    pub fetcher: Fetcher,
     /// Webhook rate limits.
     pub limiter: hooks::inbound::Limiter,
     /// Wakes the forwarding service when a delivery is queued.
@@ -139,7 +142,7 @@ impl std::ops::Deref for Shared {
 impl Shared {
     /// The shared parts for `settings`.
     pub fn new(settings: Settings) -> Result<Self> {
-        let fetcher = fetch::Fetcher::new(fetch::FetchPolicy {
+        let fetcher = Fetcher::new(FetchPolicy {
             allow_private: settings.allow_private_addresses,
             max_redirects: settings.max_redirects,
             max_bytes: settings.max_fetch_bytes,

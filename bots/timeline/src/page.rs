@@ -118,7 +118,7 @@ mod tests {
             .build()
             .await
             .unwrap();
-        trestle::axum::Router::new().nest(&format!("/{}", PLUGIN.name), app.http_router())
+        trestle::host::nest_plugin(trestle::axum::Router::new(), PLUGIN.name, app.http_router())
     }
 
     async fn get(router: &trestle::axum::Router, path: &str) -> (u16, String, String) {
@@ -154,6 +154,8 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("src=\"/timeline/timeline.js\""), "{html}");
+        // With a trailing slash: the same page, finding the same files.
+        assert_eq!(get(&router, "/timeline/").await, (200, content_type, html));
         let (status, content_type, script) = get(&router, "/timeline/timeline.js").await;
         assert_eq!(status, 200);
         assert!(

@@ -7,6 +7,8 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use super::Host;
+
+mod nesting;
 use crate::{Plugin, Router, config::Config, store::Durability, testing::text};
 
 fn quiet(_: &crate::plugin::PluginSettings<'_>) -> crate::Result<Router> {

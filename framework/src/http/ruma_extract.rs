@@ -1,5 +1,7 @@
-use axum::extract::{FromRequest, RawPathParams, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, RawPathParams, Request};
+use http::{StatusCode, request::Parts};
 use ruma::api::{IncomingRequest, error::FromHttpRequestError};
+use serde::de::DeserializeOwned;
 
 use super::ApiError;
 use crate::Appservice;
@@ -18,7 +20,7 @@ impl<T: IncomingRequest> FromRequest<Appservice> for Ruma<T> {
                 &mut parts, app,
             )
             .await
-            .map_err(|e| ApiError::invalid_param(e.body_text()))?;
+            .map_err(|e| path_error(e.status(), e.body_text()))?;
         let args: Vec<String> = params.iter().map(|(_, v)| v.to_owned()).collect();
         let bytes = read_body(body, app.inner.body_limit).await?;
         let request = http::Request::from_parts(parts, bytes);
@@ -28,6 +30,32 @@ impl<T: IncomingRequest> FromRequest<Appservice> for Ruma<T> {
                 FromHttpRequestError::Deserialization(e) => ApiError::invalid_param(e.to_string()),
                 other => ApiError::bad_json(other.to_string()),
             })
+    }
+}
+
+/// Path parameters, like axum's `Path`, refused the way the Matrix spec wants: a parameter that
+/// does not decode (`%FF` is no UTF-8) or does not parse is `400 M_INVALID_PARAM` as JSON,
+/// where axum would answer in plain text.
+pub(super) struct MatrixPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for MatrixPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| MatrixPath(value))
+            .map_err(|e| path_error(e.status(), e.body_text()))
+    }
+}
+
+/// axum's path rejections as Matrix errors: the client's mistakes are `M_INVALID_PARAM`; the
+/// rest (a route without the parameters its handler wants) is our bug.
+fn path_error(status: StatusCode, text: String) -> ApiError {
+    if status.is_client_error() {
+        ApiError::invalid_param(text)
+    } else {
+        ApiError::internal(text)
     }
 }
 

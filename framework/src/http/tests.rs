@@ -214,3 +214,63 @@ async fn user_query_with_a_bad_user_id_is_400() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["errcode"], "M_INVALID_PARAM");
 }
+
+#[tokio::test]
+async fn path_parameters_that_do_not_decode_are_400_invalid_param() {
+    let (app, seen) = app().await;
+    let token = app.registration().hs_token.clone();
+    // %FF decodes to a byte that is no UTF-8: axum's own rejection would be plain text.
+    for (method, path) in [
+        ("PUT", "/_matrix/app/v1/transactions/%FF"),
+        ("PUT", "/_matrix/app/v1/transactions/a%C3"),
+        ("GET", "/_matrix/app/v1/users/%FF"),
+        ("GET", "/_matrix/app/v1/rooms/%FF"),
+        ("GET", "/_matrix/app/v1/thirdparty/protocol/%FF"),
+        ("GET", "/_matrix/app/v1/thirdparty/user/%FF"),
+        ("GET", "/_matrix/app/v1/thirdparty/location/%FF"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"events": [message("$1")]}).to_string()))
+            .unwrap();
+        let (status, body) = call(&app, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(
+            body["errcode"], "M_INVALID_PARAM",
+            "{method} {path}: {body}"
+        );
+        assert!(body["error"].is_string(), "{method} {path}: {body}");
+    }
+    app.idle().await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused transaction is not handled"
+    );
+}
+
+#[tokio::test]
+async fn a_path_with_a_parameter_too_many_or_missing_is_404_unrecognized() {
+    let (app, _) = app().await;
+    let token = app.registration().hs_token.clone();
+    for (method, path) in [
+        ("PUT", "/_matrix/app/v1/transactions/1/2"),
+        ("PUT", "/_matrix/app/v1/transactions/"),
+        ("GET", "/_matrix/app/v1/users/"),
+        ("GET", "/_matrix/app/v1/rooms/a/b"),
+        ("GET", "/_matrix/app/v1/thirdparty/protocol/"),
+        ("POST", "/_matrix/app/v1/ping/%FF"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from("{}"))
+            .unwrap();
+        let (status, body) = call(&app, request).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}");
+        assert_eq!(body["errcode"], "M_UNRECOGNIZED", "{method} {path}: {body}");
+    }
+}

@@ -1,12 +1,12 @@
-use axum::{
-    Json,
-    extract::{Path, State},
-};
+use axum::{Json, extract::State};
 use http::StatusCode;
 use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
-use super::{ApiError, ruma_extract::read_body};
+use super::{
+    ApiError,
+    ruma_extract::{MatrixPath, read_body},
+};
 use crate::{Appservice, appservice::Delivery, transaction::TransactionBody};
 
 /// `PUT /_matrix/app/v1/transactions/{txnId}`: the homeserver pushes events.
@@ -19,7 +19,7 @@ use crate::{Appservice, appservice::Delivery, transaction::TransactionBody};
 /// Spec: <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
 pub(super) async fn put_transaction(
     State(app): State<Appservice>,
-    Path(txn_id): Path<String>,
+    MatrixPath(txn_id): MatrixPath<String>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
     if app.stalled().is_some() {

@@ -313,14 +313,24 @@ async fn the_homeservers_refusal_is_a_matrix_error() {
     assert!(is_too_large(&error), "{error}");
 }
 
+/// A fetcher that may reach the mock on loopback, as a plugin configured so would pass.
+fn loopback_fetcher() -> crate::fetch::Fetcher {
+    crate::fetch::Fetcher::new(crate::fetch::FetchPolicy {
+        allow_private: true,
+        ..Default::default()
+    })
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_url_is_fetched_and_uploaded_with_its_type() {
     let (app, seen, base) = mock().await;
-    app.media()
+    let media = app.media().with_fetcher(loopback_fetcher());
+    media
         .upload_from_url(&format!("{base}/remote/known.webp"), None)
         .await
         .unwrap();
-    app.media()
+    media
         .upload_from_url(
             &format!("{base}/remote/chunked?secret=1"),
             Some("named.bin"),
@@ -339,15 +349,14 @@ async fn a_url_is_fetched_and_uploaded_with_its_type() {
     assert_eq!(uploads[1].body, pattern(1000).repeat(3));
     assert_eq!(uploads[1].query["filename"], "named.bin");
 
-    let error = app
-        .media()
+    let error = media
+        .clone()
         .with_limit(2999)
         .upload_from_url(&format!("{base}/remote/known.webp"), None)
         .await
         .unwrap_err();
     assert!(is_too_large(&error), "{error}");
-    let error = app
-        .media()
+    let error = media
         .upload_from_url(&format!("{base}/remote/gone?token=hunter2"), None)
         .await
         .unwrap_err();
@@ -355,6 +364,34 @@ async fn a_url_is_fetched_and_uploaded_with_its_type() {
     assert!(message.contains("404"), "{message}");
     assert!(!message.contains("hunter2"), "{message}");
     assert_eq!(complete(&seen).len(), 2);
+}
+
+#[tokio::test]
+async fn a_url_on_this_machine_is_refused_unless_trusted() {
+    let (app, seen, base) = mock().await;
+    let port = base.rsplit(':').next().unwrap();
+    for url in [
+        format!("{base}/remote/known.webp?token=hunter2"),
+        format!("http://localhost:{port}/remote/known.webp"),
+        format!("http://[::1]:{port}/remote/known.webp"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let error = app.media().upload_from_url(&url, None).await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, crate::Error::Fetch(_)), "{url}: {error:?}");
+        assert!(
+            message.contains("a private or local address, which may not be fetched"),
+            "{url}: {message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+    }
+    assert!(complete(&seen).is_empty());
+    // The explicit opt-in fetches the very same URL.
+    app.media()
+        .upload_from_trusted_url(&format!("{base}/remote/known.webp"), None)
+        .await
+        .unwrap();
+    assert_eq!(complete(&seen)[0].body, pattern(3000));
 }
 
 #[tokio::test]

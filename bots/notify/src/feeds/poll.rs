@@ -12,15 +12,14 @@ use sqlx::{Any, Row, Transaction};
 use tokio::task::JoinSet;
 use trestle::{
     Appservice,
+    fetch::describe,
     intent::SendOptions,
     ruma::{OwnedTransactionId, RoomId},
 };
 
 use super::parse::{self, Feed};
 use crate::{
-    Error, Result, Shared, db,
-    fetch::describe,
-    lease,
+    Error, Result, Shared, db, lease,
     render::{Message, escape_markdown},
 };
 
