@@ -19,8 +19,10 @@ use crate::{
 
 /// The journal's records to the inbox, in one transaction: tagged rows `(0, number)` for the
 /// records that are new (their id and digest unseen), `(1, number)` for those that reuse an id
-/// seen with other contents, `(2, seq)` for items whose event the inbox holds already; then
-/// the items of new records (but those events), then their ids, replacing the row of an id
+/// seen with other contents; then the items of new records but those whose event the inbox
+/// holds already, and `(2, seq)` for each item not stored (looked up only when the insert
+/// stored fewer than it was given, so the common batch pays no lookup per item); then their
+/// ids, replacing the row of an id
 /// used before (so that rows stay in the order they came, for pruning). The records go in `$1`
 /// as `[appservice, txn, received_at, number, digest]`, the items in `$3` as `[appservice,
 /// queue, txn, index, kind, start, length, received_at, seq, event id, digest, key prefix]`
@@ -37,9 +39,6 @@ macro_rules! commit_records_sql {
              SELECT 1, t.value ->> 3 FROM json_each($1) AS t WHERE EXISTS (SELECT 1 FROM \
              transactions WHERE appservice_id = t.value ->> 0 AND txn_id = t.value ->> 1 \
              AND COALESCE(digest, '') <> t.value ->> 4); \
-             SELECT 2, i.value ->> 8 FROM json_each($3) AS i WHERE i.value ->> 9 IS NOT NULL \
-             AND EXISTS (SELECT 1 FROM inbox WHERE appservice_id = i.value ->> 0 \
-             AND event_id = i.value ->> 9); \
              INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
              received_at, event_id) SELECT i.value ->> 8, i.value ->> 0, i.value ->> 1, \
              (i.value ->> 11) || '.' || (i.value ->> 3), i.value ->> 4, \
@@ -48,6 +47,9 @@ macro_rules! commit_records_sql {
              transactions WHERE appservice_id = i.value ->> 0 AND txn_id = i.value ->> 2 \
              AND COALESCE(digest, '') = i.value ->> 10) ORDER BY i.key \
              ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+             SELECT 2, i.value ->> 8 FROM (SELECT changes() AS stored) AS c, json_each($3) AS i \
+             WHERE c.stored < json_array_length($3) \
+             AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 8); \
              INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
              SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 4 \
              FROM json_each($1) AS t WHERE NOT EXISTS (SELECT 1 FROM transactions \
@@ -69,7 +71,8 @@ pub(crate) struct Committed {
     pub(crate) fresh: HashSet<u64>,
     /// The numbers of records whose id was seen before with other contents.
     pub(crate) reused: HashSet<u64>,
-    /// The seqs of items not stored, their events being in the inbox already.
+    /// The seqs of items not stored: their events were in the inbox already (or their record
+    /// was a resend, which is not handed over anyway).
     pub(crate) repeated_events: HashSet<i64>,
 }
 
