@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
-pub(crate) use inbox::TxnName;
 pub use inbox::{InboxItem, NewInboxItem};
+pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::record_items;
 pub use migrate::Migration;
 pub use options::{Durability, StoreOptions};

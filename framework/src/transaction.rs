@@ -160,44 +160,6 @@ pub struct Parsed {
     pub skipped: usize,
 }
 
-impl Parsed {
-    /// What names this transaction together with its id: a digest of its contents, so that a
-    /// resend (same id, same contents) can be told from a new transaction that reuses an id, as
-    /// Synapse on SQLite does after a restart (element-hq/synapse#14556).
-    ///
-    /// Where there are timeline events, their ids alone: a resend carries the same events, but
-    /// serialised again (`unsigned.age` differs), and without the ephemeral and to-device data,
-    /// which Synapse does not keep for a retry. Otherwise the items' JSON. Sixteen hex digits
-    /// of SHA-256.
-    pub fn digest(&self) -> String {
-        use sha2::Digest as _;
-        let mut hash = sha2::Sha256::new();
-        let events: Vec<&TimelineEvent> = self
-            .items
-            .iter()
-            .filter_map(|item| match item {
-                Incoming::Timeline(event) => Some(event),
-                _ => None,
-            })
-            .collect();
-        if events.is_empty() {
-            for (index, item) in self.items.iter().enumerate() {
-                hash.update(item.to_stored(index).payload.as_bytes());
-                hash.update(b"\n");
-            }
-        } else {
-            for event in events {
-                hash.update(event.event_id.as_bytes());
-                hash.update(b"\n");
-            }
-        }
-        hash.finalize()[..8]
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
-    }
-}
-
 impl TransactionBody {
     /// Takes the transaction apart. Malformed items are logged (with the transaction id and,
     /// where readable, the event id) and skipped.

@@ -57,7 +57,7 @@ impl Appservice {
             .map(|(i, item)| item.to_stored(i))
             .collect();
         let digest = match delivery {
-            Delivery::Homeserver => parsed.digest(),
+            Delivery::Homeserver => crate::store::digest(&items),
             Delivery::Redelivery => {
                 for item in &mut items {
                     item.event_id = None;

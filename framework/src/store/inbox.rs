@@ -5,7 +5,7 @@ use crate::Result;
 
 mod receive;
 
-pub(crate) use receive::{TxnName, stored_items};
+pub(crate) use receive::{TxnName, digest, stored_items};
 
 /// An item to put in the inbox.
 #[derive(Clone, Debug)]

@@ -23,24 +23,54 @@ use crate::{
 };
 
 /// A transaction as the inbox names it: the homeserver's id and a digest of what it carried
-/// (`transaction::Parsed::digest`), or `""` where the id alone names it (redeliveries, and
-/// callers of [`Store::receive_transaction`]).
+/// ([`digest`]), or `""` where the id alone names it (redeliveries, and callers of
+/// [`Store::receive_transaction`]).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TxnName<'a> {
     pub(crate) id: &'a str,
     pub(crate) digest: &'a str,
 }
 
-impl TxnName<'_> {
+impl<'a> TxnName<'a> {
     /// What the keys of its items start with. The digest is part of it so that a reused id's
     /// items get keys of their own: sends derive their transaction ids from item keys, and the
     /// homeserver would take a second send under the same one as a repeat of the first.
-    pub(crate) fn key_prefix(&self) -> Cow<'_, str> {
+    pub(crate) fn key_prefix(&self) -> Cow<'a, str> {
         match self.digest {
             "" => Cow::Borrowed(self.id),
             digest => Cow::Owned(format!("{}~{digest}", self.id)),
         }
     }
+}
+
+/// What names a homeserver's transaction together with its id: a digest of the items it
+/// carried, so that a resend (same id, same items) can be told from a new transaction that
+/// reuses an id, as Synapse on SQLite does after a restart (element-hq/synapse#14556).
+///
+/// Where there are timeline events, their ids alone: a resend carries the same events, but
+/// serialised again (`unsigned.age` differs), and without the ephemeral and to-device data,
+/// which Synapse does not keep for a retry. Otherwise the items' JSON. Sixteen hex digits of
+/// SHA-256.
+pub(crate) fn digest(items: &[NewInboxItem]) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    let events = items.iter().filter_map(|item| item.event_id.as_deref());
+    let mut any = false;
+    for event_id in events {
+        hash.update(event_id.as_bytes());
+        hash.update(b"\n");
+        any = true;
+    }
+    if !any {
+        for item in items {
+            hash.update(item.payload.as_bytes());
+            hash.update(b"\n");
+        }
+    }
+    hash.finalize()[..8]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// What storing a new transaction did.

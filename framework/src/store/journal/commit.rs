@@ -90,10 +90,21 @@ fn commit_records_query(
     let mut seen = HashSet::new();
     let mut digests = std::collections::HashMap::new();
     let mut events = HashSet::new();
+    // Each record's key prefix once, for all its rows to borrow.
+    let prefixes: Vec<_> = records
+        .iter()
+        .map(|record| {
+            TxnName {
+                id: &record.txn_id,
+                digest: &record.digest,
+            }
+            .key_prefix()
+        })
+        .collect();
     let mut txns = Vec::with_capacity(records.len());
     let mut rows = Vec::new();
     let mut payloads = Vec::new();
-    for record in records {
+    for (record, prefix) in records.iter().zip(&prefixes) {
         let id = (record.appservice_id.as_str(), record.txn_id.as_str());
         if !seen.insert((id, record.digest.as_str())) {
             continue;
@@ -108,12 +119,6 @@ fn commit_records_query(
             record.number,
             &record.digest,
         ));
-        let prefix = TxnName {
-            id: &record.txn_id,
-            digest: &record.digest,
-        }
-        .key_prefix()
-        .into_owned();
         for (seq, item) in (record.first_seq..).zip(&record.items) {
             if let Some(event_id) = &item.event_id
                 && !events.insert(event_id.as_str())
@@ -135,7 +140,7 @@ fn commit_records_query(
                 seq,
                 &item.event_id,
                 &record.digest,
-                prefix.clone(),
+                prefix.as_ref(),
             ));
         }
     }
