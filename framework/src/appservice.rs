@@ -35,6 +35,9 @@ mod redeliver;
 mod state;
 #[cfg(test)]
 mod tests;
+mod weak;
+
+pub use weak::WeakAppservice;
 
 /// Called with each request the homeserver refused for good and nobody awaited.
 pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;

@@ -12,7 +12,6 @@
 //! See `ARCHITECTURE.md` in the repository for the path of one event through these parts.
 
 mod appservice;
-pub mod bridge;
 pub mod client;
 pub mod config;
 pub mod encryption;
@@ -37,7 +36,9 @@ pub mod thirdparty;
 pub mod transaction;
 mod writeback;
 
-pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery};
+pub use appservice::{
+    AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery, WeakAppservice,
+};
 pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;

@@ -54,8 +54,9 @@ pub struct Store {
     durability: Durability,
 }
 
-/// Milliseconds since the Unix epoch, the unit of every timestamp column.
-pub(crate) fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, the unit of every timestamp column. Public so that the
+/// tables of plugins and the bridge kit, migrated through [`Store::migrate`], keep the same unit.
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

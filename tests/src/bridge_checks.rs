@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle::{
-    Registration,
-    bridge::{Bridge, BridgeConfig, BridgeHandle},
-};
+use trestle::Registration;
+use trestle_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
 use crate::{
     appservice::{Harness, WAIT},

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use trestle::bridge::{
+use trestle_bridge::{
     BridgeError, BridgeHandle, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
     MatrixMembership, MatrixMessage, MatrixRedaction, MatrixTyping, Network, NetworkResult,
     NewLogin, Protocol, Via,

@@ -6,10 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use trestle::{
-    Appservice, Registration, Store,
-    bridge::{Bridge, BridgeConfig},
-};
+use trestle::{Appservice, Registration, Store};
+use trestle_bridge::{Bridge, BridgeConfig};
 use trestle_tests::{postgres::fresh_database, toy_network::ToyNetwork};
 
 const SECRET: &str = "provisioning-secret-456";
@@ -126,7 +124,7 @@ async fn logins_live_in_postgres_and_reconnect_after_a_restart() {
 /// Portals, the message map and management rooms on PostgreSQL, against a real Synapse.
 #[tokio::test]
 async fn portals_and_the_message_map_live_in_postgres() {
-    use trestle::bridge::{MessageContent, RemoteMessage};
+    use trestle_bridge::{MessageContent, RemoteMessage};
     use trestle_tests::{
         appservice::WAIT,
         bridge_checks::{command, logged_in_toy_user},

@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle::bridge::{BridgeConfig, MessageContent, RemoteMessage};
+use trestle_bridge::{BridgeConfig, MessageContent, RemoteMessage};
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{BOT, provision, start_toy_bridge, wait_for_invite},

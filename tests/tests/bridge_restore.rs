@@ -7,7 +7,7 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;
-use trestle::bridge::{Bridge, BridgeConfig, ConnectionState};
+use trestle_bridge::{Bridge, BridgeConfig, ConnectionState};
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{BOT, command, logged_in_toy_user, start_toy_bridge, wait_after},

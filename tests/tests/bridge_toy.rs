@@ -6,7 +6,7 @@
 
 use reqwest::Method;
 use serde_json::json;
-use trestle::bridge::{
+use trestle_bridge::{
     BridgeConfig, ChatInfo, ConnectionState, MessageContent, RemoteEdit, RemoteMembership,
     RemoteMessage, RemoteReaction, UserInfo,
 };

@@ -1,13 +1,10 @@
 //! What happens on IRC, bridged into Matrix through the kit.
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use trestle::{
-    Appservice,
-    bridge::{
-        BridgeHandle, ChatInfo, ConnectionState, LoginHandle, MessageContent, MessageKind,
-        RemoteMembership, RemoteMessage, UserInfo,
-    },
-    ruma::MilliSecondsSinceUnixEpoch,
+use trestle::{Appservice, ruma::MilliSecondsSinceUnixEpoch};
+use trestle_bridge::{
+    BridgeHandle, ChatInfo, ConnectionState, LoginHandle, MessageContent, MessageKind,
+    RemoteMembership, RemoteMessage, UserInfo,
 };
 
 use crate::{
@@ -155,7 +152,7 @@ pub(crate) async fn ghost_join(
     network: &str,
     channel: &str,
     nick: &str,
-) -> trestle::bridge::NetworkResult<()> {
+) -> trestle_bridge::NetworkResult<()> {
     let user = UserId::new(network, nick);
     bridge.remote_profile(&user, &UserInfo::named(nick)).await?;
     bridge
@@ -172,7 +169,7 @@ async fn bot_event(
     network: &str,
     client: &Client,
     event: Event,
-) -> trestle::bridge::NetworkResult<()> {
+) -> trestle_bridge::NetworkResult<()> {
     let irc = bridge.network();
     let own = |nick: &str| irc.is_own_nick(network, nick);
     match event {
@@ -377,7 +374,7 @@ async fn ghost_in_portal(
 pub async fn matrix_topic(
     bridge: &BridgeHandle<Irc>,
     topic: trestle::router::Event<trestle::ruma::events::room::topic::RoomTopicEventContent>,
-) -> trestle::bridge::NetworkResult<()> {
+) -> trestle_bridge::NetworkResult<()> {
     let Some(portal) = bridge.portal_for_room(&topic.room_id).await? else {
         return Ok(());
     };
@@ -456,7 +453,7 @@ async fn settled(
     handle: &LoginHandle<Irc>,
     network: &str,
     nick: &str,
-) -> trestle::bridge::NetworkResult<()> {
+) -> trestle_bridge::NetworkResult<()> {
     handle
         .network()
         .settle_nick(network, handle.user().as_str());
@@ -484,7 +481,7 @@ async fn private_message(
     kind: Kind,
     text: &str,
     time: Option<&str>,
-) -> trestle::bridge::NetworkResult<()> {
+) -> trestle_bridge::NetworkResult<()> {
     let remote = UserId::new(network, from);
     let chat = ChatId::Private {
         network: network.to_owned(),

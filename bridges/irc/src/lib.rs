@@ -15,11 +15,9 @@ pub mod text;
 pub mod thirdparty;
 pub mod users;
 
-use trestle::{
-    Plugin, Router,
-    bridge::{Bridge, BridgeConfig},
-    plugin::PluginSettings,
-};
+use trestle::{Plugin, Router, plugin::PluginSettings};
+
+use trestle_bridge::{Bridge, BridgeConfig};
 
 pub use settings::{NetworkSettings, Settings};
 

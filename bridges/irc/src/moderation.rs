@@ -8,13 +8,12 @@
 
 use std::collections::HashMap;
 
-use trestle::{
-    bridge::{BridgeHandle, MatrixMembership, NetworkResult},
-    ruma::{
-        UserId as MatrixUserId,
-        events::{StateEventType, room::message::RoomMessageEventContent},
-    },
+use trestle::ruma::{
+    UserId as MatrixUserId,
+    events::{StateEventType, room::message::RoomMessageEventContent},
 };
+
+use trestle_bridge::{BridgeHandle, MatrixMembership, NetworkResult};
 
 use crate::{
     ids::{ChatId, UserId},

@@ -1,4 +1,4 @@
-//! The IRC side of the bridge kit: `trestle::bridge::Network` for IRC.
+//! The IRC side of the bridge kit: `trestle_bridge::Network` for IRC.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -10,13 +10,10 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use trestle::{
-    bridge::{
-        BridgeError, BridgeHandle, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest,
-        MatrixEdit, MatrixMembership, MatrixMessage, Network, NetworkResult, NewLogin, Protocol,
-        Via,
-    },
-    ruma::UserId as MatrixUserId,
+use trestle::ruma::UserId as MatrixUserId;
+use trestle_bridge::{
+    BridgeError, BridgeHandle, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
+    MatrixMembership, MatrixMessage, Network, NetworkResult, NewLogin, Protocol, Via,
 };
 
 use crate::{
@@ -236,7 +233,7 @@ impl Irc {
         &self,
         chat: &ChatId,
         via: &Via<'_, Self>,
-        kind: trestle::bridge::MessageKind,
+        kind: trestle_bridge::MessageKind,
         text: &str,
     ) -> NetworkResult<(String, String)> {
         let kind = irc_kind(kind);

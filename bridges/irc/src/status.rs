@@ -9,10 +9,9 @@
 
 use std::collections::HashMap;
 
-use trestle::{
-    bridge::{BridgeHandle, NetworkResult},
-    ruma::events::room::message::RoomMessageEventContent,
-};
+use trestle::ruma::events::room::message::RoomMessageEventContent;
+
+use trestle_bridge::{BridgeHandle, NetworkResult};
 
 use crate::{
     ids::ChatId,

@@ -1,6 +1,6 @@
 //! Matrix messages as IRC text: formatting, relayed names, reply quotes, edits, media links.
 
-use trestle::bridge::{MessageContent, MessageKind};
+use trestle_bridge::{MessageContent, MessageKind};
 
 use crate::irc::{connection::Kind, format::html_to_irc};
 

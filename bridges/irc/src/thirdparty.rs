@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use trestle::{
-    bridge::{BridgeHandle, Network},
     ruma::{
         OwnedRoomAliasId, OwnedUserId, RoomAliasId, UserId as MatrixUserId,
         api::appservice::thirdparty::get_protocol::v1::{
@@ -17,6 +16,7 @@ use trestle::{
     },
     thirdparty::ThirdPartyLookup,
 };
+use trestle_bridge::{BridgeHandle, Network};
 
 use crate::{
     ids::{ChatId, UserId},

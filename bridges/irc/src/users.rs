@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use trestle::{
-    bridge::{BridgeHandle, LoginRequest, MatrixMembership, NetworkResult},
-    ruma::{RoomId, UserId},
-};
+use trestle::ruma::{RoomId, UserId};
+
+use trestle_bridge::{BridgeHandle, LoginRequest, MatrixMembership, NetworkResult};
 
 use crate::{
     irc::naming::{irc_lowercase, nick_candidates, sanitize_nick},

@@ -18,11 +18,11 @@ use std::{
 
 use ruma::{OwnedUserId, UserId};
 use tokio::{sync::watch, time::Instant};
+use trestle::transaction::TimelineEvent;
 
 use super::{
     BridgeError, BridgeHandle, ConnectionState, Login, Network, NetworkResult, PortalRef, Via,
 };
-use crate::transaction::TimelineEvent;
 
 /// Who speaks for a Matrix user in a portal, owned so that a [`Via`] can borrow it.
 pub(crate) enum Speaker<N: Network> {

@@ -3,11 +3,11 @@
 use std::{ops::Deref, sync::Arc};
 
 use ruma::{OwnedUserId, UserId};
+use trestle::{Appservice, Intent, WeakAppservice};
 
 use super::{
     BridgeConfig, BridgeError, ConnectionState, Network, NetworkResult, Shared, store::BridgeStore,
 };
-use crate::{Appservice, Intent};
 
 /// The kit, as the network and the bridge's own code see it: report what happens remotely
 /// (`remote_*` methods), find portals, ghosts and logins. Cheap to clone; keep one in each
@@ -49,10 +49,9 @@ impl<N: Network> BridgeHandle<N> {
         self.shared
             .app
             .get()
-            .and_then(|weak| weak.upgrade())
-            .map(|inner| Appservice { inner })
+            .and_then(WeakAppservice::upgrade)
             .ok_or_else(|| {
-                BridgeError::Trestle(crate::Error::Other("the bridge is not running".into()))
+                BridgeError::Trestle(trestle::Error::Other("the bridge is not running".into()))
             })
     }
 
@@ -61,7 +60,7 @@ impl<N: Network> BridgeHandle<N> {
     /// or service start; a bridge's own service, which may start first, calls it before using
     /// the handle.
     pub async fn attach(&self, app: &Appservice) -> NetworkResult<()> {
-        let _ = self.shared.app.set(Arc::downgrade(&app.inner));
+        let _ = self.shared.app.set(app.downgrade());
         self.shared
             .migrated
             .get_or_try_init(|| async { self.store_of(app).migrate().await })

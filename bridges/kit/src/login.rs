@@ -8,12 +8,12 @@ use ruma::{
     api::{AppserviceUserIdentity, client::room::create_room},
     events::room::message::RoomMessageEventContent,
 };
+use trestle::Appservice;
 
 use super::{
     BridgeError, BridgeHandle, ConnectionState, LiveConnection, Login, LoginRequest, Network,
     NetworkResult, store::LoginRow,
 };
-use crate::Appservice;
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);

@@ -33,9 +33,9 @@ use ruma::{OwnedUserId, RoomId, api::error::ErrorKind};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use trestle::{Appservice, http::ApiError};
 
 use super::{BridgeError, BridgeHandle, Login, LoginRequest, Network, PortalRef};
-use crate::{Appservice, http::ApiError};
 
 /// The routes, to be served by the appservice beside its API.
 pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> axum::Router {

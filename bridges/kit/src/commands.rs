@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use ruma::{OwnedUserId, RoomId, events::room::message::RoomMessageEventContent};
 use serde_json::Value;
+use trestle::transaction::TimelineEvent;
 
 use super::{
     BridgeError, BridgeHandle, LoginRequest, Network, NetworkResult, portal::resolve_room,
 };
-use crate::transaction::TimelineEvent;
 
 /// The commands, with their usage, for `help`.
 const COMMANDS: &[(&str, &str, &str)] = &[

@@ -7,12 +7,12 @@ use std::{collections::HashSet, sync::Mutex};
 
 use ruma::{OwnedUserId, UserId, events::room::message::RoomMessageEventContent};
 use serde_json::Value;
-
-use super::{BridgeError, BridgeHandle, Network, NetworkResult};
-use crate::{
+use trestle::{
     policy::{PolicyLists, Rule},
     transaction::TimelineEvent,
 };
+
+use super::{BridgeError, BridgeHandle, Network, NetworkResult};
 
 /// The lists a bridge follows, and whom it has told already.
 #[derive(Debug)]
@@ -167,7 +167,7 @@ mod tests {
     fn a_refusal_names_the_list_the_rule_and_its_reason() {
         let rule = Rule {
             list: "!list:example.org".into(),
-            kind: crate::policy::Kind::User,
+            kind: trestle::policy::Kind::User,
             state_key: "r".into(),
             entity: "@mall*:example.org".into(),
             reason: String::new(),

@@ -12,15 +12,15 @@ use ruma::{
     },
 };
 use serde_json::Value;
+use trestle::{
+    Appservice,
+    router::{EventContext, State},
+    transaction::{Incoming, TimelineEvent},
+};
 
 use super::{
     BridgeError, BridgeHandle, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
     MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, commands,
-};
-use crate::{
-    Appservice,
-    router::{EventContext, State},
-    transaction::{Incoming, TimelineEvent},
 };
 
 /// The kit's one route: every event the appservice is sent.

@@ -27,7 +27,7 @@
 //! - **Loop prevention**: events of the appservice's own users (the bot, the ghosts) never
 //!   reach the kit's handlers, so nothing the bridge sent comes back to the network.
 //! - **Policy lists**: with [`BridgeConfig::policy_lists`], Matrix users banned by those lists
-//!   ([`crate::policy`]) are not bridged: their portal events stop here (they are told why
+//!   ([`trestle::policy`]) are not bridged: their portal events stop here (they are told why
 //!   once), their portal joins are kicked, their logins do not connect (one connected before the
 //!   rule is closed at their next portal event).
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
@@ -59,12 +59,12 @@ mod typing;
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock, Weak},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use ruma::{OwnedRoomId, OwnedUserId};
-
 use serde::Deserialize;
+use trestle::{Router, WeakAppservice};
 
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
@@ -78,8 +78,6 @@ pub use outgoing::{
 };
 pub use portal::BRIDGE_STATE_TYPES;
 pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
-
-use crate::{Router, appservice::AppInner};
 
 /// The kit's settings, for a bridge to embed in its own settings as a field (serde's
 /// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
@@ -97,7 +95,7 @@ pub struct BridgeConfig {
     /// Users who may `link` and `unlink` any room and set relay mode (full user ids). Others
     /// need power level 50 in the room.
     pub admins: Vec<String>,
-    /// Policy lists to follow (room ids or aliases; see [`crate::policy::PolicyLists`]): a
+    /// Policy lists to follow (room ids or aliases; see [`trestle::policy::PolicyLists`]): a
     /// Matrix user banned by them (a user rule, or a server rule on their server) is not
     /// bridged — their events in portals do not reach the network, their joins are kicked,
     /// their logins do not connect. Empty: nobody is checked.
@@ -158,8 +156,8 @@ impl BridgeConfig {
 /// keep its [`BridgeHandle`] if the bridge's own code needs one.
 ///
 /// ```no_run
-/// # fn demo<N: trestle::bridge::Network>(network: N) -> trestle::Router {
-/// use trestle::bridge::{Bridge, BridgeConfig};
+/// # fn demo<N: trestle_bridge::Network>(network: N) -> trestle::Router {
+/// use trestle_bridge::{Bridge, BridgeConfig};
 /// Bridge::new(network, BridgeConfig::default().relay(true)).router()
 /// # }
 /// ```
@@ -237,7 +235,7 @@ pub(crate) struct Shared<N: Network> {
     /// The policy lists of `config`, when there are any.
     pub(crate) policy: Option<policy::Gate>,
     /// The appservice, known once it first calls us; weak, because its router holds us.
-    pub(crate) app: OnceLock<Weak<AppInner>>,
+    pub(crate) app: OnceLock<WeakAppservice>,
     pub(crate) migrated: tokio::sync::OnceCell<()>,
     /// Live connections by (Matrix user, login id).
     pub(crate) connections: Mutex<Vec<LiveConnection<N>>>,

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
+use trestle::transaction::EphemeralEvent;
 
 use super::{BridgeHandle, MatrixTyping, Network, NetworkResult};
-use crate::transaction::EphemeralEvent;
 
 #[derive(Deserialize)]
 struct Typing {

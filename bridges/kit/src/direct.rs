@@ -6,9 +6,9 @@ use ruma::{
     api::{AppserviceUserIdentity, client::room::create_room},
 };
 use serde_json::Value;
+use trestle::transaction::TimelineEvent;
 
 use super::{BridgeHandle, Network, NetworkResult, PortalRef, store::PortalRow};
-use crate::transaction::TimelineEvent;
 
 impl<N: Network> BridgeHandle<N> {
     /// The portal of the direct chat `chat` between the remote user `remote` and the Matrix

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use crate::{
+use trestle::{
     Store,
     store::{Migration, now_ms},
 };

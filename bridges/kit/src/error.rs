@@ -26,7 +26,7 @@ pub enum BridgeError {
     Remote(String),
     /// The homeserver or the store failed.
     #[error(transparent)]
-    Trestle(#[from] crate::Error),
+    Trestle(#[from] trestle::Error),
 }
 
 impl From<sqlx::Error> for BridgeError {
@@ -47,11 +47,11 @@ impl From<ruma::IdParseError> for BridgeError {
     }
 }
 
-impl From<BridgeError> for crate::Error {
+impl From<BridgeError> for trestle::Error {
     fn from(e: BridgeError) -> Self {
         match e {
             BridgeError::Trestle(e) => e,
-            other => crate::Error::Other(other.to_string()),
+            other => trestle::Error::Other(other.to_string()),
         }
     }
 }

@@ -14,12 +14,12 @@ use ruma::{
     serde::Raw,
 };
 use serde_json::{Value, json};
+use trestle::Appservice;
 
 use super::{
     BridgeError, BridgeHandle, ChatInfo, InfoSection, Network, NetworkResult, PortalRef,
     store::PortalRow,
 };
-use crate::Appservice;
 
 /// The state event types of bridge info: MSC2346's, and the unstable one older clients read.
 /// Spec: <https://github.com/matrix-org/matrix-spec-proposals/pull/2346>
@@ -242,7 +242,7 @@ impl<N: Network> BridgeHandle<N> {
         if self.config().admins.iter().any(|a| a == user.as_str()) {
             return Ok(true);
         }
-        let level = crate::router::power_level(&self.app()?, room_id, user).await?;
+        let level = trestle::router::power_level(&self.app()?, room_id, user).await?;
         Ok(match level {
             UserPowerLevel::Infinite => true,
             UserPowerLevel::Int(level) => level >= Int::from(MANAGE_LEVEL as i32),

@@ -46,7 +46,7 @@ pub struct MessageContent {
     pub body: String,
     /// HTML (`org.matrix.custom.html`), if the message has formatting.
     pub html: Option<String>,
-    /// For media: the `mxc://` URI of the file (upload remote files with [`crate::media`]
+    /// For media: the `mxc://` URI of the file (upload remote files with [`trestle::media`]
     /// first).
     pub media: Option<OwnedMxcUri>,
     /// For media: its MIME type, which picks `m.image`, `m.video`, `m.audio` or `m.file`.

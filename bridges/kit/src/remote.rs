@@ -13,11 +13,11 @@ use ruma::{
         },
     },
 };
+use trestle::{Intent, intent::SendOptions};
 
 use super::{
     BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, UserInfo,
 };
-use crate::{Intent, intent::SendOptions};
 
 /// A message seen on the network, for [`BridgeHandle::remote_message`].
 #[non_exhaustive]
