@@ -26,7 +26,6 @@ pub mod media;
 mod metrics;
 pub mod outbox;
 pub mod plugin;
-pub mod policy;
 pub mod router;
 mod service;
 pub mod store;

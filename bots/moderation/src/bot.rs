@@ -5,15 +5,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
-pub use trestle::policy::resolve_room;
 use trestle::{
     Appservice, Error, Result,
-    policy::PolicySet,
     ruma::{
         OwnedRoomId, RoomId, UserId, events::room::message::RoomMessageEventContent,
         events::room::power_levels::UserPowerLevel,
     },
 };
+use trestle_policy::PolicySet;
+pub use trestle_policy::resolve_room;
 
 use crate::{
     Settings,

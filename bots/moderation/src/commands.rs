@@ -7,13 +7,14 @@ mod protections;
 
 use trestle::{
     Appservice, Result,
-    policy::Kind,
     router::{Command, CommandSpec},
     ruma::{
         OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
         events::room::message::RoomMessageEventContent,
     },
 };
+
+use trestle_policy::Kind;
 
 use crate::{
     bot::{Moderation, resolve_room},

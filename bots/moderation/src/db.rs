@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use trestle::{Result, Store, store::Migration};
 
-use trestle::policy::{Kind, Rule};
+use trestle_policy::{Kind, Rule};
 
 const SCHEMA: &str = "
 CREATE TABLE moderation_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -5,7 +5,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use trestle::{
     Appservice, Result,
-    policy::{self, Change, Kind, Rule},
     ruma::{
         OwnedRoomId, OwnedUserId, RoomId, UserId,
         api::{
@@ -15,6 +14,7 @@ use trestle::{
         events::{StateEventType, room::power_levels::UserPowerLevel},
     },
 };
+use trestle_policy::{Change, Kind, Rule};
 
 use crate::{bot::Moderation, db::Ban};
 
@@ -186,7 +186,7 @@ impl Moderation {
                     };
                     for user in users {
                         if !app.is_own_user(&user)
-                            && trestle::policy::glob::matches(&rule.entity, user.as_str())
+                            && trestle_policy::glob::matches(&rule.entity, user.as_str())
                         {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
@@ -311,7 +311,7 @@ impl Moderation {
 
     /// Reads every rule of list `room` from its current state and applies the difference.
     pub async fn sync_list(&self, app: &Appservice, room: &RoomId) -> Result<usize> {
-        let rules = policy::read_list(app, room).await?;
+        let rules = trestle_policy::read_list(app, room).await?;
         let known: Vec<Rule> = self
             .model()
             .rules

@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use trestle::{
-    Appservice, Result, policy,
+    Appservice, Result,
     router::{Command, EventContext, State},
     ruma::{OwnedEventId, RoomId, UserId},
     transaction::Incoming,
@@ -80,7 +80,7 @@ pub async fn on_event(
     if is_list {
         if let Some(state_key) = state_key
             && let Some(change) =
-                policy::parse_event(room.as_str(), event_type, state_key, &event.content)
+                trestle_policy::parse_event(room.as_str(), event_type, state_key, &event.content)
         {
             bot.apply_change(&app, change).await?;
         } else if event_type == "m.room.redaction" {

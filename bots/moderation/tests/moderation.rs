@@ -10,8 +10,8 @@ mod support {
 
 use serde_json::{Value, json};
 use support::matrix::*;
-use trestle::policy::PolicyLists;
 use trestle_moderation::{PLUGIN, Settings};
+use trestle_policy::PolicyLists;
 use trestle_tests::appservice::{Harness, WAIT};
 
 #[tokio::test]

@@ -27,7 +27,7 @@
 //! - **Loop prevention**: events of the appservice's own users (the bot, the ghosts) never
 //!   reach the kit's handlers, so nothing the bridge sent comes back to the network.
 //! - **Policy lists**: with [`BridgeConfig::policy_lists`], Matrix users banned by those lists
-//!   ([`trestle::policy`]) are not bridged: their portal events stop here (they are told why
+//!   ([`trestle_policy`]) are not bridged: their portal events stop here (they are told why
 //!   once), their portal joins are kicked, their logins do not connect (one connected before the
 //!   rule is closed at their next portal event).
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
@@ -95,7 +95,7 @@ pub struct BridgeConfig {
     /// Users who may `link` and `unlink` any room and set relay mode (full user ids). Others
     /// need power level 50 in the room.
     pub admins: Vec<String>,
-    /// Policy lists to follow (room ids or aliases; see [`trestle::policy::PolicyLists`]): a
+    /// Policy lists to follow (room ids or aliases; see [`trestle_policy::PolicyLists`]): a
     /// Matrix user banned by them (a user rule, or a server rule on their server) is not
     /// bridged — their events in portals do not reach the network, their joins are kicked,
     /// their logins do not connect. Empty: nobody is checked.

@@ -7,10 +7,8 @@ use std::{collections::HashSet, sync::Mutex};
 
 use ruma::{OwnedUserId, UserId, events::room::message::RoomMessageEventContent};
 use serde_json::Value;
-use trestle::{
-    policy::{PolicyLists, Rule},
-    transaction::TimelineEvent,
-};
+use trestle::transaction::TimelineEvent;
+use trestle_policy::{PolicyLists, Rule};
 
 use super::{BridgeError, BridgeHandle, Network, NetworkResult};
 
@@ -167,7 +165,7 @@ mod tests {
     fn a_refusal_names_the_list_the_rule_and_its_reason() {
         let rule = Rule {
             list: "!list:example.org".into(),
-            kind: trestle::policy::Kind::User,
+            kind: trestle_policy::Kind::User,
             state_key: "r".into(),
             entity: "@mall*:example.org".into(),
             reason: String::new(),

@@ -4,7 +4,6 @@ use serde::Deserialize;
 use serde_json::json;
 use trestle::{
     Appservice, Result,
-    policy::{Change, Kind, Rule, glob},
     ruma::{
         OwnedEventId, OwnedRoomId, RoomId, UInt, UserId,
         api::{
@@ -13,6 +12,7 @@ use trestle::{
         },
     },
 };
+use trestle_policy::{Change, Kind, Rule, glob};
 
 use super::Request;
 use crate::{

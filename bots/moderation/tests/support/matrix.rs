@@ -2,8 +2,8 @@
 //! actions, the rooms it works with, and starting it again.
 
 use serde_json::{Value, json};
-use trestle::policy::PolicyLists;
 use trestle_moderation::{PLUGIN, Settings, router};
+use trestle_policy::PolicyLists;
 use trestle_tests::{
     appservice::{Harness, WAIT},
     synapse::UserClient,

@@ -15,8 +15,9 @@ use ruma::{
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{Change, PolicySet, Rule, parse_event};
-use crate::{Appservice, Result, Router, router::EventContext, transaction::Incoming};
+use trestle::{Appservice, Result, Router, router::EventContext, transaction::Incoming};
+
+use crate::{Change, PolicySet, Rule, parse_event};
 
 /// How long a list that could not be read is left alone before the next check tries again.
 const RETRY: Duration = Duration::from_secs(60);
@@ -28,7 +29,8 @@ const RETRY: Duration = Duration::from_secs(60);
 /// users write reach it only if the router sees its own events, [`Router::own_events`].)
 ///
 /// ```no_run
-/// use trestle::{Appservice, Router, policy::PolicyLists};
+/// use trestle::{Appservice, Router};
+/// use trestle_policy::PolicyLists;
 ///
 /// let lists = PolicyLists::new(["#community-bans:example.org"]);
 /// let router: Router = lists.route(Router::new());
