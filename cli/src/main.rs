@@ -5,10 +5,11 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
-use trestle::{
-    Plugin,
+use trestle::Plugin;
+use trestle_host::{
+    EncryptionInstaller, Host,
     config::{Config, LogFormat, default_config, write_config},
-    host::{EncryptionInstaller, Host, enabled_plugins, ensure_registration},
+    enabled_plugins, ensure_registration,
 };
 
 /// Every plugin this binary can run.

@@ -220,7 +220,7 @@ impl Crypto {
     }
 }
 
-/// Installs encryption on a plugin of the `trestle` host ([`trestle::host::EncryptionInstaller`]),
+/// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
 /// with its crypto state in `dir` and the default key times.
 pub fn install_in_host(router: Router, dir: PathBuf) -> Router {
     Crypto::new(dir).install(router)

@@ -7,10 +7,7 @@ use std::{path::Path, time::Duration};
 
 use matrix_sdk::ruma::OwnedUserId;
 use tokio::{net::TcpListener, sync::oneshot};
-use trestle::{
-    config::Config,
-    host::{Host, ensure_registration},
-};
+use trestle_host::{Host, config::Config, ensure_registration};
 use trestle_tests::{
     appservice::WAIT,
     synapse::{Synapse, free_port},
@@ -60,7 +57,7 @@ async fn the_host_runs_a_plugin_with_encryption_from_its_configuration() {
         )
     );
 
-    let installer = Some(trestle_crypto::install_in_host as trestle::host::EncryptionInstaller);
+    let installer = Some(trestle_crypto::install_in_host as trestle_host::EncryptionInstaller);
     let host = Host::with_encryption(&config, &plugins, installer)
         .await
         .unwrap();

@@ -485,13 +485,11 @@ impl Appservice {
     ) -> Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(appservice = %self.inner.registration.id, %addr, "listening");
-        let ping = self.ping_in_background();
-        let services = self.start_services();
+        let started = self.start();
         let served = axum::serve(listener, self.http_router())
             .with_graceful_shutdown(shutdown)
             .await;
-        ping.abort();
-        self.stop_services(services).await;
+        self.stop(started).await;
         // What is not finished now is in the store and is finished on the next start.
         if tokio::time::timeout(Duration::from_secs(10), self.idle())
             .await

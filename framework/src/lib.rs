@@ -13,24 +13,22 @@
 
 mod appservice;
 pub mod client;
-pub mod config;
 pub mod encryption;
 mod error;
 pub mod fetch;
-pub mod host;
 pub mod http;
 mod inbox;
 pub mod intent;
 mod lanes;
 pub mod media;
-mod metrics;
+pub mod metrics;
 pub mod outbox;
 pub mod plugin;
 pub mod router;
 mod service;
 pub mod store;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod thirdparty;
 pub mod transaction;
 mod writeback;
@@ -42,6 +40,7 @@ pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;
 pub use router::Router;
+pub use service::Started;
 pub use store::Store;
 pub use trestle_registration as registration;
 pub use trestle_registration::Registration;

@@ -11,6 +11,8 @@ use std::{
     time::Duration,
 };
 
+use crate::Appservice;
+
 /// One appservice's counters.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -231,6 +233,22 @@ type Family = (
     &'static str,
     Vec<(Vec<(String, String)>, f64)>,
 );
+
+/// The Prometheus text exposition of several appservices served together, each sample labelled
+/// with its `appservice` name: one family per metric, so the text stays valid. A queue depth
+/// the store cannot tell is -1. Public for a host of several plugins (crate `trestle-host`);
+/// an appservice alone serves its own at `/metrics`.
+pub async fn exposition<'a>(apps: impl IntoIterator<Item = (&'a str, &'a Appservice)>) -> String {
+    let mut families = Families::default();
+    for (name, app) in apps {
+        let inbox = app.inbox_depth().await.unwrap_or(-1);
+        let outbox = app.outbox_depth().await.unwrap_or(-1);
+        app.inner
+            .metrics
+            .collect(name, inbox, outbox, &mut families);
+    }
+    families.render()
+}
 
 /// Samples grouped by metric, so several appservices render as one valid exposition.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use trestle_registration::Registration;
 
-use crate::{Result, Router, config::PluginSection};
+use crate::{Error, Result, Router};
 
 /// A bundled plugin: a bot or a bridge that the `trestle` host can run.
 #[derive(Clone, Copy, Debug)]
@@ -30,27 +30,55 @@ pub struct Plugin {
 /// A plugin's settings section, for the plugin to read into its own type.
 #[derive(Clone, Copy, Debug)]
 pub struct PluginSettings<'a> {
-    pub(crate) section: Option<&'a PluginSection>,
-    pub(crate) config: &'a Path,
-    pub(crate) plugin: &'a str,
+    settings: Option<&'a serde_json::Value>,
+    line: u64,
+    config: &'a Path,
+    plugin: &'a str,
 }
 
-impl PluginSettings<'_> {
+impl<'a> PluginSettings<'a> {
     /// No settings: every plugin's defaults.
     pub fn none() -> PluginSettings<'static> {
         PluginSettings {
-            section: None,
+            settings: None,
+            line: 0,
             config: Path::new("<defaults>"),
             plugin: "",
+        }
+    }
+
+    /// The settings of `plugin` as its host read them from the file `config`, where they start
+    /// at `line` (`None`: no settings, the plugin's defaults). Public so that a host reading
+    /// its own configuration format (crate `trestle-host` reads YAML) hands them to plugins,
+    /// and their errors still name the file, the line and the field.
+    pub fn new(
+        config: &'a Path,
+        plugin: &'a str,
+        settings: Option<&'a serde_json::Value>,
+        line: u64,
+    ) -> Self {
+        PluginSettings {
+            settings,
+            line,
+            config,
+            plugin,
         }
     }
 
     /// Reads the settings into the plugin's type; missing settings give its default. Errors
     /// name the configuration file, the line and the field.
     pub fn get<T: DeserializeOwned + Default>(&self) -> Result<T> {
-        match self.section {
-            Some(section) => section.settings(self.config, self.plugin),
+        match self.settings {
             None => Ok(T::default()),
+            Some(settings) if settings.is_null() => Ok(T::default()),
+            Some(settings) => serde_json::from_value(settings.clone()).map_err(|e| {
+                Error::Config(format!(
+                    "{}: line {}: field `plugins.{}.settings`: {e}",
+                    self.config.display(),
+                    self.line,
+                    self.plugin
+                ))
+            }),
         }
     }
 }

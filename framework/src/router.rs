@@ -318,8 +318,8 @@ where
 
     /// Other bots in the plugin's rooms that take commands with the same prefix, such as
     /// another appservice's bot: where one of them is a member, this bot answers only the
-    /// commands it has, or those named for it (see [`Addressee`]). The other plugins of a
-    /// [`Host`](crate::host::Host) are added by the host.
+    /// commands it has, or those named for it (see [`Addressee`]). A host of several plugins
+    /// (crate `trestle-host`) adds the other plugins' bots (see [`Router::commands_overlap`]).
     pub fn other_bots(mut self, bots: impl IntoIterator<Item = OwnedUserId>) -> Self {
         for bot in bots {
             if !self.options.other_bots.contains(&bot) {
@@ -357,6 +357,18 @@ where
                 .routes
                 .iter()
                 .any(|r| matches!(&r.filter, Filter::Command(s) if s.name == name))
+    }
+
+    /// Whether `other` takes commands with a prefix that overlaps this router's (one starts
+    /// with the other): then, in a room with both bots, an unknown command may be for the
+    /// other's, which this one should be told of through [`Router::other_bots`]. Public for a
+    /// host of several plugins (crate `trestle-host`), which tells each plugin of the others.
+    pub fn commands_overlap(&self, other: &Self) -> bool {
+        let (prefix, theirs) = (
+            self.options.command_prefix.as_str(),
+            other.options.command_prefix.as_str(),
+        );
+        other.takes_commands() && (prefix.starts_with(theirs) || theirs.starts_with(prefix))
     }
 
     /// Whether the plugin's bot takes commands: it has a command route, a declared command

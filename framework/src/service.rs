@@ -22,8 +22,18 @@ pub(crate) struct Service {
 }
 
 /// The running services of one appservice.
+#[derive(Debug)]
 pub(crate) struct Running {
     tasks: JoinSet<()>,
+}
+
+/// What runs beside an appservice's listener, from [`Appservice::start`] to
+/// [`Appservice::stop`]: the first ping of the homeserver and the router's services.
+#[derive(Debug)]
+#[must_use = "stop it with Appservice::stop"]
+pub struct Started {
+    ping: tokio::task::JoinHandle<()>,
+    services: Running,
 }
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -42,6 +52,24 @@ impl Appservice {
     /// Whether the appservice has begun to stop.
     pub fn is_stopping(&self) -> bool {
         *self.inner.stop.borrow()
+    }
+
+    /// Starts what runs beside serving the Application Service API: a ping of the homeserver
+    /// (which can reach the appservice only once it listens) and the router's services.
+    /// [`Appservice::run`] does it; public for a host that serves several appservices on one
+    /// listener (crate `trestle-host`), which stops each with [`Appservice::stop`].
+    pub fn start(&self) -> Started {
+        Started {
+            ping: self.ping_in_background(),
+            services: self.start_services(),
+        }
+    }
+
+    /// Stops what [`Appservice::start`] started, once the listener is closed: services are told
+    /// to stop and given a little time to finish cleanly.
+    pub async fn stop(&self, started: Started) {
+        started.ping.abort();
+        self.stop_services(started.services).await;
     }
 
     /// Starts the router's services, each restarted with a back-off when it fails or ends early.

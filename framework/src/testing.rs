@@ -1,17 +1,21 @@
-//! Test helpers shared by the framework's unit tests.
+//! Test helpers shared by the framework's unit tests, and by the unit tests of crates built on
+//! it (`trestle-host`, …) through the cargo feature `testing`, so they need no copy of them.
 
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::{Appservice, transaction::TransactionBody};
+use crate::{Appservice, Store, transaction::TransactionBody};
 
-pub(crate) fn text(id: &str, room: &str, sender: &str, body: &str) -> serde_json::Value {
+/// A text message `body` from `sender` in `room`, as the homeserver sends it.
+pub fn text(id: &str, room: &str, sender: &str, body: &str) -> serde_json::Value {
     json!({"type": "m.room.message", "room_id": room, "sender": sender, "event_id": id,
            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": body}})
 }
 
-pub(crate) async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
+/// Delivers `events` to `app` as one transaction from the homeserver, and waits until they
+/// are handled.
+pub async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
     static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let txn = TXN
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -27,18 +31,22 @@ pub(crate) async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
 
 /// A homeserver that knows one room's create event, power levels and joined members, lets the
 /// bot join, and records the messages sent.
-pub(crate) struct MockHomeserver {
-    pub(crate) url: String,
-    pub(crate) sent: Arc<Mutex<Vec<serde_json::Value>>>,
-    pub(crate) state_reads: Arc<std::sync::atomic::AtomicUsize>,
+pub struct MockHomeserver {
+    /// Where it listens.
+    pub url: String,
+    /// The contents of the messages sent.
+    pub sent: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// How often the create event was read.
+    pub state_reads: Arc<std::sync::atomic::AtomicUsize>,
     /// The room's joined members, as `/joined_members` answers.
-    pub(crate) members: Arc<Mutex<Vec<String>>>,
+    pub members: Arc<Mutex<Vec<String>>>,
     /// How often `/joined_members` was asked.
-    pub(crate) member_reads: Arc<std::sync::atomic::AtomicUsize>,
+    pub member_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockHomeserver {
-    pub(crate) async fn start(create: serde_json::Value, power_levels: serde_json::Value) -> Self {
+    /// Starts one on a free local port, knowing `create` and `power_levels`.
+    pub async fn start(create: serde_json::Value, power_levels: serde_json::Value) -> Self {
         use axum::{
             Json,
             http::{Method, StatusCode, Uri},
@@ -105,10 +113,37 @@ impl MockHomeserver {
         }
     }
 
-    pub(crate) fn bodies(&self) -> Vec<String> {
+    /// The bodies of the messages sent since the last call.
+    pub fn bodies(&self) -> Vec<String> {
         let sent = std::mem::take(&mut *self.sent.lock().unwrap());
         sent.iter()
             .map(|c| c["body"].as_str().unwrap_or_default().to_owned())
             .collect()
+    }
+}
+
+/// What a host's unit tests see of a store's inbox journal (`store/journal.rs`), which no plugin
+/// should touch: import it to call these as methods of [`Store`].
+pub trait JournalProbe {
+    /// Syncs of the journal done so far.
+    fn journal_syncs(&self) -> u64;
+    /// Journal records not yet committed.
+    fn journal_backlog(&self) -> usize;
+    /// Refuses received transactions, saying `Some(reason)`, as when the journal's commits
+    /// keep failing; `None` takes them again.
+    fn stall_journal(&self, reason: Option<String>);
+}
+
+impl JournalProbe for Store {
+    fn journal_syncs(&self) -> u64 {
+        Store::journal_syncs(self)
+    }
+
+    fn journal_backlog(&self) -> usize {
+        Store::journal_backlog(self)
+    }
+
+    fn stall_journal(&self, reason: Option<String>) {
+        Store::stall_journal(self, reason)
     }
 }

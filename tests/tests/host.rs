@@ -5,13 +5,8 @@ use std::{path::PathBuf, time::Duration};
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use trestle::{
-    Plugin, Router,
-    config::Config,
-    host::{Host, ensure_registration},
-    plugin::PluginSettings,
-    router::Command,
-};
+use trestle::{Plugin, Router, plugin::PluginSettings, router::Command};
+use trestle_host::{Host, config::Config, ensure_registration};
 use trestle_tests::synapse::{Synapse, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -12,10 +12,7 @@ use std::{
 
 use serde_json::json;
 use tokio::net::TcpListener;
-use trestle::{
-    config::Config,
-    host::{Host, ensure_registration},
-};
+use trestle_host::{Host, config::Config, ensure_registration};
 use trestle_tests::synapse::{Synapse, free_port};
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -8,11 +8,8 @@ use std::path::PathBuf;
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use trestle::{
-    Plugin,
-    config::Config,
-    host::{Host, ensure_registration},
-};
+use trestle::Plugin;
+use trestle_host::{Host, config::Config, ensure_registration};
 use trestle_tests::{
     appservice::WAIT,
     synapse::{Synapse, UserClient, encode, free_port},

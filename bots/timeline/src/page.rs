@@ -118,7 +118,7 @@ mod tests {
             .build()
             .await
             .unwrap();
-        trestle::host::nest_plugin(trestle::axum::Router::new(), PLUGIN.name, app.http_router())
+        trestle_host::nest_plugin(trestle::axum::Router::new(), PLUGIN.name, app.http_router())
     }
 
     async fn get(router: &trestle::axum::Router, path: &str) -> (u16, String, String) {

@@ -106,7 +106,7 @@ impl Journal {
     }
 
     /// Syncs done so far (with [`Durability::Disk`](crate::store::Durability::Disk)).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn syncs(&self) -> u64 {
         self.syncer
             .as_ref()
@@ -125,7 +125,7 @@ impl Store {
     }
 
     /// Syncs of the journal done so far.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn journal_syncs(&self) -> u64 {
         self.journal.as_ref().map_or(0, |journal| journal.syncs())
     }

@@ -13,7 +13,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use crate::{Error, Result, store::Durability};
+use trestle::{Error, Plugin, Result, plugin::PluginSettings, store::Durability};
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -230,19 +230,18 @@ impl PluginSection {
         config: &Path,
         plugin: &str,
     ) -> Result<T> {
-        match &self.settings {
-            None => Ok(T::default()),
-            Some(spanned) if spanned.value.is_null() => Ok(T::default()),
-            Some(spanned) => serde_json::from_value(spanned.value.clone()).map_err(|e| {
-                config_error(
-                    config,
-                    format!(
-                        "line {}: field `plugins.{plugin}.settings`: {e}",
-                        spanned.referenced.line()
-                    ),
-                )
-            }),
-        }
+        self.plugin_settings(config, plugin).get()
+    }
+
+    /// The plugin's settings, as the plugin reads them ([`PluginSettings::get`]).
+    pub fn plugin_settings<'a>(&'a self, config: &'a Path, plugin: &'a str) -> PluginSettings<'a> {
+        let line = self.settings.as_ref().map_or(0, |s| s.referenced.line());
+        PluginSettings::new(
+            config,
+            plugin,
+            self.settings.as_ref().map(|s| &s.value),
+            line,
+        )
     }
 }
 
@@ -373,7 +372,7 @@ pub fn default_config(
     server_name: &str,
     homeserver_url: &str,
     listen: SocketAddr,
-    plugins: &[crate::Plugin],
+    plugins: &[Plugin],
 ) -> String {
     let mut out = format!(
         "# Trestle's configuration. Every field but homeserver.server_name has a default.\n\

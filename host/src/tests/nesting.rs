@@ -4,7 +4,7 @@ use axum::{body::Body, extract::OriginalUri};
 use http::Request;
 use tower::ServiceExt;
 
-use crate::host::*;
+use crate::*;
 
 fn paged(_: &PluginSettings<'_>) -> Result<Router> {
     Ok(Router::new().web(|_| {

@@ -5,13 +5,18 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tower::ServiceExt;
+use trestle::{
+    Plugin, Router,
+    store::Durability,
+    testing::{JournalProbe, text},
+};
 
 use super::Host;
+use crate::config::Config;
 
 mod nesting;
-use crate::{Plugin, Router, config::Config, store::Durability, testing::text};
 
-fn quiet(_: &crate::plugin::PluginSettings<'_>) -> crate::Result<Router> {
+fn quiet(_: &trestle::plugin::PluginSettings<'_>) -> trestle::Result<Router> {
     Ok(Router::new())
 }
 

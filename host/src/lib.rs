@@ -3,7 +3,7 @@
 //!
 //! Synapse appends the API paths to a registration's `url`, so a plugin registered at
 //! `http://host:29300/echo` is asked at `http://host:29300/echo/_matrix/app/v1/…`. A handler
-//! that fails or panics is contained where it runs (see [`crate::router`]); one plugin's
+//! that fails or panics is contained where it runs (see [`trestle::router`]); one plugin's
 //! trouble shows in its logs and metrics and leaves the others serving. A plugin's own web
 //! root answers at `/<plugin>/` as well as `/<plugin>` (see [`nest_plugin`]).
 
@@ -12,12 +12,14 @@ use std::{future::Future, path::PathBuf, time::Duration};
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use ruma::{OwnedUserId, UserId};
 use tokio::net::TcpListener;
-use trestle_registration::Registration;
-
-use crate::{
-    Appservice, Error, Plugin, Result, Router, Store, config::Config, plugin::PluginSettings,
+use trestle::{
+    Appservice, Error, Plugin, Registration, Result, Router, Store, plugin::PluginSettings,
     store::StoreOptions,
 };
+
+pub mod config;
+
+use config::Config;
 
 /// Installs end-to-end encryption on a plugin's router, keeping its crypto state in the given
 /// directory. The host calls it for each plugin whose section says `encryption: true`; crate
@@ -118,13 +120,13 @@ impl Host {
             let store = Store::connect_with(&database, options)
                 .await
                 .map_err(|e| Error::Config(format!("plugin {}: database: {e}", plugin.name)))?;
-            let settings = PluginSettings {
-                section: config.plugins.get(plugin.name),
-                config: &config.path,
-                plugin: plugin.name,
+            let section = config.plugins.get(plugin.name);
+            let settings = match section {
+                Some(section) => section.plugin_settings(&config.path, plugin.name),
+                None => PluginSettings::none(),
             };
             let mut router = (plugin.build)(&settings)?;
-            if settings.section.is_some_and(|s| s.encryption()) {
+            if section.is_some_and(|s| s.encryption()) {
                 let Some(install) = encryption else {
                     return Err(Error::Config(format!(
                         "{}: field `plugins.{}.encryption`: this host was built without \
@@ -203,24 +205,12 @@ impl Host {
         let addr = listener.local_addr()?;
         let names: Vec<_> = self.apps.iter().map(|(p, _)| p.name).collect();
         tracing::info!(%addr, plugins = ?names, "listening");
-        let pings: Vec<_> = self
-            .apps
-            .iter()
-            .map(|(_, app)| app.ping_in_background())
-            .collect();
-        let services: Vec<_> = self
-            .apps
-            .iter()
-            .map(|(_, app)| app.start_services())
-            .collect();
+        let started: Vec<_> = self.apps.iter().map(|(_, app)| app.start()).collect();
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
-        for ping in pings {
-            ping.abort();
-        }
-        for ((_, app), running) in self.apps.iter().zip(services) {
-            app.stop_services(running).await;
+        for ((_, app), started) in self.apps.iter().zip(started) {
+            app.stop(started).await;
         }
         for (plugin, app) in &self.apps {
             if tokio::time::timeout(Duration::from_secs(10), app.idle())
@@ -255,19 +245,15 @@ impl Host {
 
 /// For each plugin, the bots of the others that take commands with a prefix that overlaps
 /// its own (one starts with the other): in a room with one of them, an unknown command may be
-/// theirs (see [`crate::router::Addressee`]).
+/// theirs (see [`trestle::router::Addressee`]).
 fn command_bots(built: &[Built]) -> Vec<Vec<OwnedUserId>> {
     built
         .iter()
         .map(|this| {
-            let prefix = this.router.options.command_prefix.as_str();
             built
                 .iter()
                 .filter(|other| {
-                    let theirs = other.router.options.command_prefix.as_str();
-                    other.bot != this.bot
-                        && other.router.takes_commands()
-                        && (prefix.starts_with(theirs) || theirs.starts_with(prefix))
+                    other.bot != this.bot && this.router.commands_overlap(&other.router)
                 })
                 .map(|other| other.bot.clone())
                 .collect()
@@ -358,17 +344,10 @@ async fn ready(State(host): State<Host>) -> impl IntoResponse {
 }
 
 async fn metrics(State(host): State<Host>) -> impl IntoResponse {
-    let mut families = crate::metrics::Families::default();
-    for (plugin, app) in &host.apps {
-        let inbox = app.inbox_depth().await.unwrap_or(-1);
-        let outbox = app.outbox_depth().await.unwrap_or(-1);
-        app.inner
-            .metrics
-            .collect(plugin.name, inbox, outbox, &mut families);
-    }
+    let apps: Vec<_> = host.apps.iter().map(|(p, app)| (p.name, app)).collect();
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        families.render(),
+        trestle::metrics::exposition(apps).await,
     )
 }
 
