@@ -477,7 +477,7 @@ impl Appservice {
     }
 
     /// Serves the Application Service API on `listener` until `shutdown` completes, then stops
-    /// accepting requests and waits (up to 30 s) for queued events to be handled.
+    /// accepting requests and lets in-flight work finish (see [`Appservice::stop`]).
     pub async fn run(
         self,
         listener: TcpListener,
@@ -490,13 +490,6 @@ impl Appservice {
             .with_graceful_shutdown(shutdown)
             .await;
         self.stop(started).await;
-        // What is not finished now is in the store and is finished on the next start.
-        if tokio::time::timeout(Duration::from_secs(10), self.idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!("stopping with work left in the store for the next start");
-        }
         served.map_err(Error::from)
     }
 

@@ -40,6 +40,8 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// How long services get to finish cleanly (say goodbye to a network) before being cut off.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long received work gets to be handled and sent once the listener is closed.
+const IDLE_GRACE: Duration = Duration::from_secs(10);
 
 impl Appservice {
     /// Completes when the appservice begins to stop: services finish their work and return.
@@ -66,10 +68,14 @@ impl Appservice {
     }
 
     /// Stops what [`Appservice::start`] started, once the listener is closed: services are told
-    /// to stop and given a little time to finish cleanly.
+    /// to stop and given a little time to finish cleanly, then received work a little more.
     pub async fn stop(&self, started: Started) {
         started.ping.abort();
         self.stop_services(started.services).await;
+        // What is not finished now is in the store and is finished on the next start.
+        if tokio::time::timeout(IDLE_GRACE, self.idle()).await.is_err() {
+            tracing::warn!(appservice = %self.inner.registration.id, "stopping with work left in the store for the next start");
+        }
     }
 
     /// Starts the router's services, each restarted with a back-off when it fails or ends early.

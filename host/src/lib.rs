@@ -212,17 +212,6 @@ impl Host {
         for ((_, app), started) in self.apps.iter().zip(started) {
             app.stop(started).await;
         }
-        for (plugin, app) in &self.apps {
-            if tokio::time::timeout(Duration::from_secs(10), app.idle())
-                .await
-                .is_err()
-            {
-                tracing::warn!(
-                    plugin = plugin.name,
-                    "stopping with work left in the store for the next start"
-                );
-            }
-        }
         tracing::info!("stopped");
         served.map_err(Error::from)
     }

@@ -1,7 +1,7 @@
 //! The IRC bridge: IRC channels as Matrix rooms (portals), IRC users as Matrix ghosts, and
 //! Matrix users on IRC through their own connections (after `login`) or relayed by the bot.
 //!
-//! Built on the framework's bridge kit (`trestle::bridge`): this crate writes the IRC side
+//! Built on the bridge kit (`trestle_bridge`): this crate writes the IRC side
 //! ([`network::Irc`]), the kit does portals, ghosts, the message map and management rooms.
 
 pub mod events;
