@@ -384,7 +384,10 @@ pub async fn matrix_topic(
     let ChatId::Channel { network, channel } = &portal.chat else {
         return Ok(());
     };
-    let line = crate::irc::message::Message::new("TOPIC", &[channel, &topic.content.topic]);
+    let line = crate::irc::message::Message::new(
+        crate::irc::message::Command::Topic,
+        &[channel, &topic.content.topic],
+    );
     match bridge.connection(&topic.sender, network) {
         Some(puppet) => puppet.client.raw(line),
         None => bridge.network().bot(network)?.raw(line),

@@ -18,7 +18,11 @@ use trestle::{
 
 use crate::{
     ids::{ChatId, UserId},
-    irc::{connection::Client, message::Message, naming::irc_lowercase},
+    irc::{
+        connection::Client,
+        message::{Command, Message},
+        naming::irc_lowercase,
+    },
     network::{Irc, Puppet, lock},
 };
 
@@ -297,13 +301,16 @@ pub(crate) async fn matrix_kick(
         return Ok(());
     };
     if unban {
-        client.raw(Message::new("MODE", &[channel, "-b", &mask]));
+        client.raw(Message::new(Command::Mode, &[channel, "-b", &mask]));
         return Ok(());
     }
     if change.membership == "ban" {
-        client.raw(Message::new("MODE", &[channel, "+b", &mask]));
+        client.raw(Message::new(Command::Mode, &[channel, "+b", &mask]));
     }
-    client.raw(Message::new("KICK", &[channel, &target.nick, &reason]));
+    client.raw(Message::new(
+        Command::Kick,
+        &[channel, &target.nick, &reason],
+    ));
     Ok(())
 }
 
@@ -352,7 +359,7 @@ pub(crate) async fn matrix_kick_puppet(
     match operator(bridge, network, channel, change).await? {
         Some((client, reason)) => {
             let nick = puppet.client.state().nick;
-            client.raw(Message::new("KICK", &[channel, &nick, &reason]));
+            client.raw(Message::new(Command::Kick, &[channel, &nick, &reason]));
         }
         None => {
             let reason = change.reason.clone().unwrap_or_else(|| "kicked".into());
