@@ -14,7 +14,7 @@ use trestle::{
 };
 
 use crate::{
-    hub::{Kit, client_config},
+    hub::{Hub, Kit, client_config},
     ids::{ChatId, UserId},
     irc::{
         connection::{Client, Event, Kind},
@@ -184,20 +184,34 @@ async fn channel_message(
         return Ok(());
     }
     let chat = ChatId::channel(network, target);
-    let id = irc.remember(from, text);
-    let mut message = RemoteMessage::new(chat, UserId::new(network, from), id, content(kind, text))
+    let message = heard(irc, chat, UserId::new(network, from), kind, text, time)
         .sender_info(UserInfo::named(from));
-    if let Some(ts) = server_time(time) {
-        message = message.ts(ts);
-    }
     if bridge.portal(&message.chat).await?.is_some() {
         bridge.remote_message(message).await?;
     }
     Ok(())
 }
 
+/// A message heard on IRC as the kit takes it: remembered for quotes and corrections, its
+/// formatting as HTML, and the server's time when it gave one.
+pub(crate) fn heard(
+    hub: &Hub,
+    chat: ChatId,
+    sender: UserId,
+    kind: Kind,
+    text: &str,
+    time: Option<&str>,
+) -> RemoteMessage<Hub> {
+    let id = hub.remember(&sender.nick, text);
+    let message = RemoteMessage::new(chat, sender, id, content(kind, text));
+    match server_time(time) {
+        Some(ts) => message.ts(ts),
+        None => message,
+    }
+}
+
 /// The IRCv3 `server-time` tag (`YYYY-MM-DDThh:mm:ss.sssZ`) as a Matrix timestamp.
-pub(crate) fn server_time(time: Option<&str>) -> Option<MilliSecondsSinceUnixEpoch> {
+fn server_time(time: Option<&str>) -> Option<MilliSecondsSinceUnixEpoch> {
     let time = time?;
     // `YYYY-MM-DDThh:mm:ss.sssZ`
     let (date, clock) = time.trim_end_matches('Z').split_once('T')?;
@@ -224,7 +238,7 @@ pub(crate) fn server_time(time: Option<&str>) -> Option<MilliSecondsSinceUnixEpo
 }
 
 /// An IRC message's text (formatting codes and all) as Matrix message content.
-pub(crate) fn content(kind: Kind, text: &str) -> MessageContent {
+fn content(kind: Kind, text: &str) -> MessageContent {
     let kind = match kind {
         Kind::Privmsg => MessageKind::Text,
         Kind::Notice => MessageKind::Notice,

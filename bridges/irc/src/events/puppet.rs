@@ -2,9 +2,9 @@
 //! messages it hears (channels are heard by the bot).
 
 use tokio::sync::mpsc::UnboundedReceiver;
-use trestle::bridge::{ConnectionState, LoginHandle, NetworkResult, RemoteMessage, UserInfo};
+use trestle::bridge::{ConnectionState, LoginHandle, NetworkResult, UserInfo};
 
-use super::{content, server_time};
+use super::heard;
 use crate::{
     hub::Hub,
     ids::{ChatId, UserId},
@@ -116,11 +116,7 @@ async fn private_message(
     handle
         .ensure_direct_portal(&chat, &remote, handle.user())
         .await?;
-    let id = handle.network().remember(from, text);
-    let mut message = RemoteMessage::new(chat, remote, id, content(kind, text));
-    if let Some(ts) = server_time(time) {
-        message = message.ts(ts);
-    }
+    let message = heard(handle.network(), chat, remote, kind, text, time);
     handle.remote_message(message).await?;
     Ok(())
 }
