@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use trestle::{
-    bridge::{BridgeHandle, Network},
+    bridge::Network,
     ruma::{
         OwnedRoomAliasId, OwnedUserId, RoomAliasId, UserId as MatrixUserId,
         api::appservice::thirdparty::get_protocol::v1::{
@@ -19,14 +19,14 @@ use trestle::{
 };
 
 use crate::{
+    hub::Kit,
     ids::{ChatId, UserId},
-    network::Irc,
 };
 
 pub const PROTOCOL: &str = "irc";
 
 /// Answers the homeserver's third-party lookups for the bridge.
-pub struct Lookup(pub BridgeHandle<Irc>);
+pub struct Lookup(pub Kit);
 
 impl Lookup {
     fn server_name(&self) -> Option<String> {
