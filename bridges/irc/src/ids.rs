@@ -2,7 +2,7 @@
 
 use std::{fmt, str::FromStr};
 
-use crate::irc::naming::irc_lowercase;
+use crate::irc::naming::{irc_lowercase, is_channel};
 
 /// A chat on a network: a channel, or the private conversation of a Matrix user with a nick.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -60,7 +60,7 @@ impl FromStr for ChatId {
         let (network, rest) = s
             .split_once('/')
             .ok_or_else(|| format!("bad chat id {s:?}"))?;
-        if rest.starts_with(['#', '&', '!', '+']) {
+        if is_channel(rest) {
             return Ok(ChatId::channel(network, rest));
         }
         let (nick, user) = rest

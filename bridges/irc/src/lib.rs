@@ -2,9 +2,35 @@
 //! Matrix users on IRC through their own connections (after `login`) or relayed by the bot.
 //!
 //! Built on the bridge kit (`trestle_bridge`): this crate writes the IRC side
-//! ([`network::Irc`]), the kit does portals, ghosts, the message map and management rooms.
+//! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
+//! management rooms.
+//!
+//! # Modules
+//!
+//! The parts share state through the hub ([`hub::Hub`]: settings, our connections, what the
+//! bot sees of channels, remembered messages), which they reach through the kit's handle
+//! ([`hub::Kit`]), never by calling back into `network`. Each module uses (`use crate::…`)
+//! only modules on lines below its own, so none uses one that uses it back, directly or
+//! through others; a test (`layering.rs`) reads the sources and holds the crate to it.
+//!
+//! ```text
+//! network      → events, moderation, users, hub, text, ids, irc   (the kit's Network trait)
+//! thirdparty   → hub, ids
+//! events       → moderation, status, hub, ids, irc                 (IRC into Matrix)
+//! moderation   → users, hub, ids, irc                              (kicks, bans, power levels)
+//! users        → hub, ids, irc                                     (Matrix users' connections)
+//! status       → hub, ids                                          (the bots' state in portals)
+//! hub          → settings, irc                                     (the shared state)
+//! settings     → irc
+//! text         → irc
+//! ids          → irc
+//! irc                                                              (the protocol alone)
+//! ```
+//!
+//! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
 pub mod events;
+pub mod hub;
 pub mod ids;
 pub mod irc;
 pub mod moderation;
@@ -69,7 +95,7 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     for list in &checked.settings.policy_lists {
         config = config.policy_list(list.clone());
     }
-    let bridge = Bridge::new(network::Irc::new(checked), config);
+    let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     let topics = bridge.handle();
@@ -85,6 +111,9 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
             async move { events::run_bots(handle, app).await }
         }))
 }
+
+#[cfg(test)]
+mod layering;
 
 #[cfg(test)]
 mod tests {

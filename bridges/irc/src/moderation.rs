@@ -2,37 +2,27 @@
 //! and bans of ghosts as IRC `KICK` and `MODE +b`, IRC kicks and bans of Matrix users' own
 //! connections as kicks from the portal.
 //!
-//! What the bot sees is tracked here: each member's channel modes (from `NAMES` and `MODE`)
-//! and each nick's `user@host` (from `JOIN`), to know which of our connections may kick and
-//! which masks match whom.
-
-use std::collections::HashMap;
+//! What the bot sees (each member's channel modes, each nick's `user@host`) is kept by the hub
+//! (`hub/channels.rs`); this module says what it means: power levels, which of our
+//! connections may kick, which masks match whom.
 
 use trestle::ruma::{
     UserId as MatrixUserId,
     events::{StateEventType, room::message::RoomMessageEventContent},
 };
 
-use trestle_bridge::{BridgeHandle, MatrixMembership, NetworkResult};
+use trestle_bridge::{MatrixMembership, NetworkResult};
 
 use crate::{
+    hub::{Hub, Kit, Puppet, is_member},
     ids::{ChatId, UserId},
-    irc::{connection::Client, message::Message, naming::irc_lowercase},
-    network::{Irc, Puppet, lock},
+    irc::{
+        connection::Client,
+        message::{Command, Message},
+        naming::irc_lowercase,
+    },
+    users,
 };
-
-/// What the bot knows of who may do what, per network.
-#[derive(Default)]
-pub(crate) struct Ranks {
-    /// `(network, channel)` (lower-cased) → lower-cased nick → mode letters (`o`, `v`, …).
-    modes: HashMap<(String, String), HashMap<String, String>>,
-    /// `(network, nick)` (lower-cased) → `user@host`.
-    hosts: HashMap<(String, String), String>,
-}
-
-fn key(network: &str, name: &str) -> (String, String) {
-    (network.to_owned(), irc_lowercase(name))
-}
 
 /// The Matrix power level a channel mode gives (with `mode_power_levels`).
 pub(crate) fn mode_level(mode: char) -> Option<i64> {
@@ -49,122 +39,42 @@ fn level_of(modes: &str) -> i64 {
     modes.chars().filter_map(mode_level).max().unwrap_or(0)
 }
 
-impl Irc {
-    /// Someone joined a channel (with no modes yet), from `user@host`.
-    pub(crate) fn track_join(&self, network: &str, channel: &str, nick: &str, mask: &str) {
-        let mut ranks = lock(&self.ranks);
-        if !mask.is_empty() {
-            ranks.hosts.insert(key(network, nick), mask.to_owned());
-        }
-        ranks
-            .modes
-            .entry(key(network, channel))
-            .or_default()
-            .remove(&irc_lowercase(nick));
-    }
+/// Whether `nick` may kick and ban in `channel` (half-operator or more).
+fn has_ops(hub: &Hub, network: &str, channel: &str, nick: &str) -> bool {
+    hub.member_modes(network, channel, nick)
+        .is_some_and(|m| m.contains(['q', 'a', 'o', 'h']))
+}
 
-    /// A channel's NAMES: each nick with its modes.
-    pub(crate) fn track_names(&self, network: &str, channel: &str, names: &[(String, String)]) {
-        let mut ranks = lock(&self.ranks);
-        let modes = ranks.modes.entry(key(network, channel)).or_default();
-        for (nick, letters) in names {
-            modes.insert(irc_lowercase(nick), letters.clone());
-        }
-    }
+/// The power level a member's modes give.
+pub(crate) fn member_level(hub: &Hub, network: &str, channel: &str, nick: &str) -> i64 {
+    hub.member_modes(network, channel, nick)
+        .map_or(0, |modes| level_of(&modes))
+}
 
-    /// A prefix mode given or taken.
-    pub(crate) fn track_mode(
-        &self,
-        network: &str,
-        channel: &str,
-        nick: &str,
-        add: bool,
-        mode: char,
-    ) {
-        let mut ranks = lock(&self.ranks);
-        let modes = ranks
-            .modes
-            .entry(key(network, channel))
-            .or_default()
-            .entry(irc_lowercase(nick))
-            .or_default();
-        modes.retain(|m| m != mode);
-        if add {
-            modes.push(mode);
-        }
-    }
+/// `nick!user@host` of a nick, with `*` for what is not known.
+fn full_mask(hub: &Hub, network: &str, nick: &str) -> String {
+    let host = hub.host(network, nick);
+    format!("{nick}!{}", host.unwrap_or_else(|| "*@*".to_owned()))
+}
 
-    /// A nick changed: its modes and host follow.
-    pub(crate) fn track_nick(&self, network: &str, old: &str, new: &str) {
-        let mut ranks = lock(&self.ranks);
-        if let Some(host) = ranks.hosts.remove(&key(network, old)) {
-            ranks.hosts.insert(key(network, new), host);
-        }
-        for ((n, _), modes) in ranks.modes.iter_mut() {
-            if n == network
-                && let Some(m) = modes.remove(&irc_lowercase(old))
-            {
-                modes.insert(irc_lowercase(new), m);
-            }
-        }
-    }
-
-    /// Whether `nick` may kick and ban in `channel` (half-operator or more).
-    pub(crate) fn has_ops(&self, network: &str, channel: &str, nick: &str) -> bool {
-        lock(&self.ranks)
-            .modes
-            .get(&key(network, channel))
-            .and_then(|m| m.get(&irc_lowercase(nick)))
-            .is_some_and(|m| m.contains(['q', 'a', 'o', 'h']))
-    }
-
-    /// The power level a member's modes give.
-    pub(crate) fn member_level(&self, network: &str, channel: &str, nick: &str) -> i64 {
-        lock(&self.ranks)
-            .modes
-            .get(&key(network, channel))
-            .and_then(|m| m.get(&irc_lowercase(nick)))
-            .map_or(0, |modes| level_of(modes))
-    }
-
-    /// The power levels the modes of a channel's members give, by nick.
-    fn levels(&self, network: &str, channel: &str) -> Vec<(String, i64)> {
-        lock(&self.ranks)
-            .modes
-            .get(&key(network, channel))
-            .map(|m| {
-                m.iter()
-                    .map(|(n, modes)| (n.clone(), level_of(modes)))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// `nick!user@host` of a nick, with `*` for what is not known.
-    fn full_mask(&self, network: &str, nick: &str) -> String {
-        let host = lock(&self.ranks).hosts.get(&key(network, nick)).cloned();
-        format!("{nick}!{}", host.unwrap_or_else(|| "*@*".to_owned()))
-    }
-
-    /// A ban mask for `nick`: `*!*@host`, narrowed to `*!user@host` and then `nick!*@*` when a
-    /// wider one would also ban one of our own connections (which share a host with the bridge).
-    pub(crate) fn ban_mask(&self, network: &str, nick: &str) -> String {
-        let ours: Vec<String> = self
-            .own_nicks(network)
-            .iter()
-            .map(|n| self.full_mask(network, n))
-            .collect();
-        let host = lock(&self.ranks).hosts.get(&key(network, nick)).cloned();
-        let candidates = host
-            .as_deref()
-            .and_then(|h| h.split_once('@'))
-            .map(|(user, host)| vec![format!("*!*@{host}"), format!("*!{user}@{host}")])
-            .unwrap_or_default();
-        candidates
-            .into_iter()
-            .find(|mask| !ours.iter().any(|own| mask_matches(mask, own)))
-            .unwrap_or_else(|| format!("{nick}!*@*"))
-    }
+/// A ban mask for `nick`: `*!*@host`, narrowed to `*!user@host` and then `nick!*@*` when a
+/// wider one would also ban one of our own connections (which share a host with the bridge).
+fn ban_mask(hub: &Hub, network: &str, nick: &str) -> String {
+    let ours: Vec<String> = hub
+        .own_nicks(network)
+        .iter()
+        .map(|n| full_mask(hub, network, n))
+        .collect();
+    let host = hub.host(network, nick);
+    let candidates = host
+        .as_deref()
+        .and_then(|h| h.split_once('@'))
+        .map(|(user, host)| vec![format!("*!*@{host}"), format!("*!{user}@{host}")])
+        .unwrap_or_default();
+    candidates
+        .into_iter()
+        .find(|mask| !ours.iter().any(|own| mask_matches(mask, own)))
+        .unwrap_or_else(|| format!("{nick}!*@*"))
 }
 
 /// Whether an IRC mask (`*` and `?` wildcards) matches `nick!user@host`, case-insensitively.
@@ -195,7 +105,7 @@ pub(crate) fn mask_matches(mask: &str, full: &str) -> bool {
 /// Sets the power levels of ghosts in a channel's portal, as the bot, in one state event;
 /// nothing when they are as asked already. Our own nicks are skipped.
 pub(crate) async fn set_power_levels(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
     levels: &[(String, i64)],
@@ -248,12 +158,17 @@ pub(crate) async fn set_power_levels(
 /// The ghosts of a channel get the power levels their modes give (a portal was made, the bot
 /// joined again, someone joined the portal).
 pub(crate) async fn sync_power_levels(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
 ) -> NetworkResult<()> {
-    let levels = bridge.network().levels(network, channel);
-    let ranked: Vec<(String, i64)> = levels.into_iter().filter(|(_, l)| *l > 0).collect();
+    let ranked: Vec<(String, i64)> = bridge
+        .network()
+        .channel_modes(network, channel)
+        .into_iter()
+        .map(|(nick, modes)| (nick, level_of(&modes)))
+        .filter(|(_, l)| *l > 0)
+        .collect();
     if ranked.is_empty() {
         return Ok(());
     }
@@ -265,11 +180,11 @@ pub(crate) async fn sync_power_levels(
 /// has operator status there, else the bot's (naming the kicker). With neither, the room is
 /// told it did not reach IRC.
 pub(crate) async fn matrix_kick(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
     target: &UserId,
-    change: &MatrixMembership<'_, Irc>,
+    change: &MatrixMembership<'_, Hub>,
 ) -> NetworkResult<()> {
     let irc = bridge.network();
     let room = &change.portal.room_id;
@@ -281,7 +196,7 @@ pub(crate) async fn matrix_kick(
     }
     // Worked out the same way as when banning, so an unban lifts that ban while the host
     // is still known.
-    let mask = irc.ban_mask(network, &target.nick);
+    let mask = ban_mask(irc, network, &target.nick);
     let Some((client, reason)) = operator(bridge, network, channel, change).await? else {
         let what = if unban { "unban" } else { "kick" };
         let notice = format!(
@@ -296,13 +211,16 @@ pub(crate) async fn matrix_kick(
         return Ok(());
     };
     if unban {
-        client.raw(Message::new("MODE", &[channel, "-b", &mask]));
+        client.raw(Message::new(Command::Mode, &[channel, "-b", &mask]));
         return Ok(());
     }
     if change.membership == "ban" {
-        client.raw(Message::new("MODE", &[channel, "+b", &mask]));
+        client.raw(Message::new(Command::Mode, &[channel, "+b", &mask]));
     }
-    client.raw(Message::new("KICK", &[channel, &target.nick, &reason]));
+    client.raw(Message::new(
+        Command::Kick,
+        &[channel, &target.nick, &reason],
+    ));
     Ok(())
 }
 
@@ -310,21 +228,21 @@ pub(crate) async fn matrix_kick(
 /// to give: their own when it has operator status there, else the bot's (the reason naming
 /// them); `None` when neither has.
 async fn operator(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
-    change: &MatrixMembership<'_, Irc>,
+    change: &MatrixMembership<'_, Hub>,
 ) -> NetworkResult<Option<(Client, String)>> {
     let irc = bridge.network();
     let own = bridge
         .connection(change.sender, network)
-        .filter(|p| irc.has_ops(network, channel, &p.client.state().nick));
+        .filter(|p| has_ops(irc, network, channel, &p.client.state().nick));
     if let Some(puppet) = own {
         let reason = change.reason.clone().unwrap_or_default();
         return Ok(Some((puppet.client.clone(), reason)));
     }
     let bot = irc.bot(network)?;
-    if !irc.has_ops(network, channel, &bot.state().nick) {
+    if !has_ops(irc, network, channel, &bot.state().nick) {
         return Ok(None);
     }
     let who = bridge
@@ -342,16 +260,16 @@ async fn operator(
 /// connection parts. (No IRC ban: the Matrix ban keeps them out of the portal, and so of the
 /// channel.)
 pub(crate) async fn matrix_kick_puppet(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
     puppet: &Puppet,
-    change: &MatrixMembership<'_, Irc>,
+    change: &MatrixMembership<'_, Hub>,
 ) -> NetworkResult<()> {
     match operator(bridge, network, channel, change).await? {
         Some((client, reason)) => {
             let nick = puppet.client.state().nick;
-            client.raw(Message::new("KICK", &[channel, &nick, &reason]));
+            client.raw(Message::new(Command::Kick, &[channel, &nick, &reason]));
         }
         None => {
             let reason = change.reason.clone().unwrap_or_else(|| "kicked".into());
@@ -364,7 +282,7 @@ pub(crate) async fn matrix_kick_puppet(
 /// One of our Matrix users' connections was kicked from a channel on IRC: the user is kicked
 /// from the portal by the bot, naming the IRC kicker, and their wait to be disconnected starts.
 pub(crate) async fn puppet_removed(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
     user: &str,
@@ -374,7 +292,7 @@ pub(crate) async fn puppet_removed(
         return Ok(());
     };
     let user = MatrixUserId::parse(user)?;
-    if !crate::users::is_member(bridge, &portal.room_id, &user).await {
+    if !is_member(bridge, &portal.room_id, &user).await {
         return Ok(());
     }
     bridge
@@ -382,7 +300,7 @@ pub(crate) async fn puppet_removed(
         .bot()
         .kick(&portal.room_id, &user, Some(&reason))
         .await?;
-    crate::users::left_portal(bridge.network(), bridge, network, &user).await
+    users::left_portal(bridge, network, &user).await
 }
 
 /// A ban set on IRC: the Matrix users whose own connections in that channel it matches are
@@ -390,14 +308,14 @@ pub(crate) async fn puppet_removed(
 /// channel operators lift on their own; with a kick, the user can try again, and a connection
 /// still banned is refused at the join, which kicks them again.)
 pub(crate) async fn irc_ban(
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
     channel: &str,
     by: &str,
     mask: &str,
 ) -> NetworkResult<()> {
     let irc = bridge.network();
-    let members = crate::events::channel_members(irc, network, channel);
+    let members = irc.channel_members(network, channel);
     for (user, client) in irc.puppets_on(network) {
         let nick = client.state().nick;
         if !members
@@ -406,7 +324,7 @@ pub(crate) async fn irc_ban(
         {
             continue;
         }
-        if mask_matches(mask, &irc.full_mask(network, &nick)) {
+        if mask_matches(mask, &full_mask(irc, network, &nick)) {
             let reason = format!("banned on IRC by {by} ({mask})");
             client.part(channel, &reason);
             puppet_removed(bridge, network, channel, &user, reason).await?;

@@ -7,40 +7,17 @@
 //! tells its network room the same way; mautrix's bridge states go to the user whose login it
 //! is, which the kit does for puppets already).
 
-use std::collections::HashMap;
-
 use trestle::ruma::events::room::message::RoomMessageEventContent;
 
-use trestle_bridge::{BridgeHandle, NetworkResult};
+use trestle_bridge::NetworkResult;
 
 use crate::{
+    hub::{BotState, Kit, lock},
     ids::ChatId,
-    network::{Irc, lock},
 };
 
-/// Where a bot connection is, as reported.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) enum BotState {
-    /// Not registered yet since the bridge started: nothing to report.
-    #[default]
-    Starting,
-    Up,
-    Down,
-}
-
-/// Each network's bot state.
-#[derive(Default)]
-pub(crate) struct BotStates(HashMap<String, BotState>);
-
-impl BotStates {
-    /// Records a new state; returns the previous one.
-    fn set(&mut self, network: &str, state: BotState) -> BotState {
-        self.0.insert(network.to_owned(), state).unwrap_or_default()
-    }
-}
-
 /// The bot registered: after a drop, the portals are told it is back.
-pub(crate) async fn bot_up(bridge: &BridgeHandle<Irc>, network: &str) -> NetworkResult<()> {
+pub(crate) async fn bot_up(bridge: &Kit, network: &str) -> NetworkResult<()> {
     let previous = lock(&bridge.network().bot_states).set(network, BotState::Up);
     if previous != BotState::Down {
         return Ok(());
@@ -51,11 +28,7 @@ pub(crate) async fn bot_up(bridge: &BridgeHandle<Irc>, network: &str) -> Network
 }
 
 /// The bot's connection broke: the first time since it was up, the portals are told.
-pub(crate) async fn bot_down(
-    bridge: &BridgeHandle<Irc>,
-    network: &str,
-    reason: &str,
-) -> NetworkResult<()> {
+pub(crate) async fn bot_down(bridge: &Kit, network: &str, reason: &str) -> NetworkResult<()> {
     let previous = lock(&bridge.network().bot_states).set(network, BotState::Down);
     tracing::warn!(%network, %reason, "the bot's IRC connection dropped; reconnecting");
     if previous != BotState::Up {
@@ -69,7 +42,7 @@ pub(crate) async fn bot_down(
 }
 
 /// A notice from the bot in each channel portal of the network.
-async fn announce(bridge: &BridgeHandle<Irc>, network: &str, text: &str) -> NetworkResult<()> {
+async fn announce(bridge: &Kit, network: &str, text: &str) -> NetworkResult<()> {
     let bot = bridge.app()?.bot();
     let notice = RoomMessageEventContent::notice_plain(text);
     for portal in bridge.portals().await? {
@@ -81,19 +54,4 @@ async fn announce(bridge: &BridgeHandle<Irc>, network: &str, text: &str) -> Netw
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_remember_the_previous_one_per_network() {
-        let mut states = BotStates::default();
-        assert_eq!(states.set("a", BotState::Up), BotState::Starting);
-        assert_eq!(states.set("a", BotState::Down), BotState::Up);
-        assert_eq!(states.set("a", BotState::Down), BotState::Down);
-        assert_eq!(states.set("b", BotState::Down), BotState::Starting);
-        assert_eq!(states.set("a", BotState::Up), BotState::Down);
-    }
 }

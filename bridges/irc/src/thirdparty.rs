@@ -16,17 +16,17 @@ use trestle::{
     },
     thirdparty::ThirdPartyLookup,
 };
-use trestle_bridge::{BridgeHandle, Network};
+use trestle_bridge::Network;
 
 use crate::{
+    hub::Kit,
     ids::{ChatId, UserId},
-    network::Irc,
 };
 
 pub const PROTOCOL: &str = "irc";
 
 /// Answers the homeserver's third-party lookups for the bridge.
-pub struct Lookup(pub BridgeHandle<Irc>);
+pub struct Lookup(pub Kit);
 
 impl Lookup {
     fn server_name(&self) -> Option<String> {

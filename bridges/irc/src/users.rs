@@ -3,22 +3,15 @@
 
 use std::time::Duration;
 
-use trestle::ruma::{RoomId, UserId};
+use trestle::ruma::UserId;
 
-use trestle_bridge::{BridgeHandle, LoginRequest, MatrixMembership, NetworkResult};
+use trestle_bridge::{LoginRequest, MatrixMembership, NetworkResult};
 
 use crate::{
+    hub::{Hub, Kit, Puppet, is_member},
+    ids,
     irc::naming::{irc_lowercase, nick_candidates, sanitize_nick},
-    network::{Irc, Puppet},
 };
-
-/// Whether `user` is joined to `room`, as the bot sees it (`false` when it cannot tell).
-pub(crate) async fn is_member(bridge: &BridgeHandle<Irc>, room: &RoomId, user: &UserId) -> bool {
-    bridge
-        .member_content(room, user)
-        .await
-        .is_some_and(|content| content["membership"] == "join")
-}
 
 /// A Matrix user without a connection on `network` joined one of its portals: where the
 /// network connects users by itself, they get their own connection now, its nick made from
@@ -26,12 +19,8 @@ pub(crate) async fn is_member(bridge: &BridgeHandle<Irc>, room: &RoomId, user: &
 /// they send next (handled after this join, in the room's order) go out through it: queued
 /// until it is registered and in the channel, never relayed meanwhile. When it cannot be made,
 /// they stay relayed (where relay is on).
-pub(crate) async fn auto_connect(
-    irc: &Irc,
-    bridge: &BridgeHandle<Irc>,
-    network: &str,
-    change: &MatrixMembership<'_, Irc>,
-) {
+pub(crate) async fn auto_connect(bridge: &Kit, network: &str, change: &MatrixMembership<'_, Hub>) {
+    let irc = bridge.network();
     if !irc
         .network_settings(network)
         .is_some_and(|n| n.auto_connect)
@@ -71,12 +60,12 @@ pub(crate) async fn auto_connect(
 /// A Matrix user with an automatic connection changed their display name (a `join` after a
 /// `join`): the connection takes the nick made from the new one, and the login keeps it.
 pub(crate) async fn renamed(
-    irc: &Irc,
-    bridge: &BridgeHandle<Irc>,
+    bridge: &Kit,
     network: &str,
-    change: &MatrixMembership<'_, Irc>,
+    change: &MatrixMembership<'_, Hub>,
     puppet: &Puppet,
 ) -> NetworkResult<()> {
+    let irc = bridge.network();
     let Some(name) = change
         .display_name
         .as_deref()
@@ -110,7 +99,7 @@ pub(crate) async fn renamed(
     }
     login.data.name = Some(name.to_owned());
     login.data.nick = nick.clone();
-    login.remote_user = crate::ids::UserId::new(network, &nick);
+    login.remote_user = ids::UserId::new(network, &nick);
     login.remote_name = nick;
     bridge.save_login(&login).await
 }
@@ -118,12 +107,8 @@ pub(crate) async fn renamed(
 /// A Matrix user with a connection on `network` left one of its portals. An automatic
 /// connection is closed once they have been in none of the network's portals for the
 /// network's `idle_timeout`; a leave or a join meanwhile starts the wait again (or ends it).
-pub(crate) async fn left_portal(
-    irc: &Irc,
-    bridge: &BridgeHandle<Irc>,
-    network: &str,
-    user: &UserId,
-) -> NetworkResult<()> {
+pub(crate) async fn left_portal(bridge: &Kit, network: &str, user: &UserId) -> NetworkResult<()> {
+    let irc = bridge.network();
     let automatic = bridge
         .logins(user)
         .await?
@@ -160,11 +145,7 @@ pub(crate) async fn left_portal(
 }
 
 /// Whether `user` is in some portal of `network` (a channel or a direct chat).
-async fn in_a_portal(
-    bridge: &BridgeHandle<Irc>,
-    network: &str,
-    user: &UserId,
-) -> NetworkResult<bool> {
+async fn in_a_portal(bridge: &Kit, network: &str, user: &UserId) -> NetworkResult<bool> {
     for portal in bridge.portals().await? {
         if portal.chat.network() == network && is_member(bridge, &portal.room_id, user).await {
             return Ok(true);

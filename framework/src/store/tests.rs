@@ -429,3 +429,19 @@ async fn a_transaction_is_named_by_id_and_digest_without_the_journal() {
     assert_eq!(reused.items[1].as_ref().unwrap().item_key, "t1~bbbb.1");
     assert!(receive("t1", "bbbb", &["$x", "$y"]).await.is_none());
 }
+
+/// The digest is the first 8 bytes of SHA-256 over the event ids, one per line, in hex: stored
+/// digests must stay comparable across versions, so the format is pinned here.
+#[test]
+fn the_digest_is_sixteen_hex_digits_of_sha256_over_the_event_ids() {
+    let items: Vec<_> = ["$a", "$b"]
+        .iter()
+        .enumerate()
+        .map(|(index, event_id)| NewInboxItem {
+            event_id: Some((*event_id).to_owned()),
+            ..item(index)
+        })
+        .collect();
+    // python3 -c "import hashlib; print(hashlib.sha256(b'\$a\n\$b\n').hexdigest()[:16])"
+    assert_eq!(inbox::digest(&items), "80aee2a077a6eac3");
+}

@@ -28,7 +28,7 @@ mod tests;
 use bucket::Bucket;
 
 use super::{
-    message::{Message, make_action},
+    message::{Command, Message, make_action},
     naming::{irc_lowercase, nick_candidates},
     split::{split_lines, text_budget},
 };
@@ -174,7 +174,8 @@ pub struct State {
     pub sessions: u64,
 }
 
-enum Command {
+/// What a handle asks of the actor.
+enum Request {
     Lines(Vec<Message>),
     Join(String),
     Part(String, String),
@@ -185,7 +186,7 @@ enum Command {
 /// A handle to a connection; cheap to clone. Dropping every handle closes the connection.
 #[derive(Clone)]
 pub struct Client {
-    commands: mpsc::UnboundedSender<Command>,
+    commands: mpsc::UnboundedSender<Request>,
     state: watch::Receiver<State>,
 }
 
@@ -233,41 +234,41 @@ impl Client {
         let lines = split_lines(text, budget)
             .into_iter()
             .map(|line| match kind {
-                Kind::Privmsg => Message::new("PRIVMSG", &[target, &line]),
-                Kind::Notice => Message::new("NOTICE", &[target, &line]),
-                Kind::Action => Message::new("PRIVMSG", &[target, &make_action(&line)]),
+                Kind::Privmsg => Message::new(Command::Privmsg, &[target, &line]),
+                Kind::Notice => Message::new(Command::Notice, &[target, &line]),
+                Kind::Action => Message::new(Command::Privmsg, &[target, &make_action(&line)]),
             })
             .collect::<Vec<_>>();
         if !lines.is_empty() {
-            let _ = self.commands.send(Command::Lines(lines));
+            let _ = self.commands.send(Request::Lines(lines));
         }
     }
 
     /// Sends a raw message (through the queue and flood control).
     pub fn raw(&self, message: Message) {
-        let _ = self.commands.send(Command::Lines(vec![message]));
+        let _ = self.commands.send(Request::Lines(vec![message]));
     }
 
     /// Joins a channel, now and after every reconnect.
     pub fn join(&self, channel: &str) {
-        let _ = self.commands.send(Command::Join(channel.to_owned()));
+        let _ = self.commands.send(Request::Join(channel.to_owned()));
     }
 
     /// Leaves a channel for good.
     pub fn part(&self, channel: &str, reason: &str) {
         let _ = self
             .commands
-            .send(Command::Part(channel.to_owned(), reason.to_owned()));
+            .send(Request::Part(channel.to_owned(), reason.to_owned()));
     }
 
     /// Changes nick (now, and the nick used on reconnects).
     pub fn set_nick(&self, nick: &str) {
-        let _ = self.commands.send(Command::Nick(nick.to_owned()));
+        let _ = self.commands.send(Request::Nick(nick.to_owned()));
     }
 
     /// Sends what is queued (when connected), says goodbye and ends the connection.
     pub fn quit(&self, reason: &str) {
-        let _ = self.commands.send(Command::Quit(reason.to_owned()));
+        let _ = self.commands.send(Request::Quit(reason.to_owned()));
     }
 }
 
@@ -278,7 +279,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
 struct Actor {
     config: Config,
     wanted_nick: String,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::UnboundedReceiver<Request>,
     events: mpsc::UnboundedSender<Event>,
     state: watch::Sender<State>,
     /// Lines not yet written.
@@ -340,24 +341,25 @@ impl Actor {
     }
 
     /// Takes a command while not connected (or before writing it).
-    fn take(&mut self, command: Command) {
+    fn take(&mut self, command: Request) {
         match command {
-            Command::Lines(lines) => self.queue.extend(lines),
-            Command::Join(channel) => {
+            Request::Lines(lines) => self.queue.extend(lines),
+            Request::Join(channel) => {
                 self.channels
                     .insert(irc_lowercase(&channel), channel.clone());
-                self.queue.push_back(Message::new("JOIN", &[&channel]));
+                self.queue
+                    .push_back(Message::new(Command::Join, &[&channel]));
             }
-            Command::Part(channel, reason) => {
+            Request::Part(channel, reason) => {
                 self.channels.remove(&irc_lowercase(&channel));
                 self.queue
-                    .push_back(Message::new("PART", &[&channel, &reason]));
+                    .push_back(Message::new(Command::Part, &[&channel, &reason]));
             }
-            Command::Nick(nick) => {
+            Request::Nick(nick) => {
                 self.wanted_nick = nick.clone();
-                self.queue.push_back(Message::new("NICK", &[&nick]));
+                self.queue.push_back(Message::new(Command::Nick, &[&nick]));
             }
-            Command::Quit(reason) => self.stopping = Some(reason),
+            Request::Quit(reason) => self.stopping = Some(reason),
         }
     }
 
@@ -390,13 +392,13 @@ impl Actor {
         session.candidates = nick_candidates(&self.wanted_nick, LONG_NICK).collect();
         let first_nick = session.next_nick();
         self.state.send_modify(|s| s.nick = first_nick.clone());
-        let mut hello = vec![Message::new("CAP", &["LS", "302"])];
+        let mut hello = vec![Message::new(Command::Cap, &["LS", "302"])];
         if let Some(password) = &self.config.password {
-            hello.push(Message::new("PASS", &[password]));
+            hello.push(Message::new(Command::Pass, &[password]));
         }
-        hello.push(Message::new("NICK", &[&first_nick]));
+        hello.push(Message::new(Command::Nick, &[&first_nick]));
         hello.push(Message::new(
-            "USER",
+            Command::User,
             &[&self.config.username, "0", "*", &self.config.realname],
         ));
         if let Err(e) = write_lines(&mut write, &hello).await {
@@ -422,7 +424,7 @@ impl Actor {
                     let line = String::from_utf8_lossy(&buf).into_owned();
                     buf.clear();
                     let Ok(message) = Message::parse(&line) else { continue };
-                    if message.command == "ERROR" {
+                    if message.command == Command::Error {
                         return (End::Broken(format!("server error: {}", message.param(0))), session.registered);
                     }
                     self.handle(message, &mut session, &mut out);
@@ -447,7 +449,7 @@ impl Actor {
                     }
                     keepalive_sent = true;
                     last_heard = Instant::now();
-                    out.push(Message::new("PING", &["keepalive"]));
+                    out.push(Message::new(Command::Ping, &["keepalive"]));
                 }
             }
             if let Some(reason) = self.stopping.clone()
@@ -455,7 +457,7 @@ impl Actor {
                 && self.queue.is_empty()
                 && self.unconfirmed.is_empty()
             {
-                let _ = write_lines(&mut write, &[Message::new("QUIT", &[&reason])]).await;
+                let _ = write_lines(&mut write, &[Message::new(Command::Quit, &[&reason])]).await;
                 return (End::Quit, true);
             }
             if self.stopping.is_some() && !session.registered {
@@ -471,7 +473,7 @@ impl Actor {
     fn confirm_ping(&mut self, session: &mut Session) -> Message {
         self.seq += 1;
         session.confirming = true;
-        Message::new("PING", &[&format!("trestle-{}", self.seq)])
+        Message::new(Command::Ping, &[&format!("trestle-{}", self.seq)])
     }
 }
 

@@ -3,6 +3,12 @@
 
 use std::fmt;
 
+mod command;
+mod numeric;
+
+pub use command::Command;
+pub use numeric::Numeric;
+
 /// The longest line a server accepts, CRLF included, tags excluded (RFC 1459 §2.3).
 pub const MAX_LINE: usize = 512;
 
@@ -13,8 +19,8 @@ pub struct Message {
     pub tags: Vec<(String, Option<String>)>,
     /// Who sent it (`nick!user@host` or a server name), if given.
     pub prefix: Option<String>,
-    /// The command or three-digit numeric, upper-case.
-    pub command: String,
+    /// The command or numeric reply, read once when the line is parsed.
+    pub command: Command,
     /// The parameters; the last may contain spaces.
     pub params: Vec<String>,
 }
@@ -26,11 +32,11 @@ pub struct ParseError(pub String);
 
 impl Message {
     /// A message with a command and parameters.
-    pub fn new(command: &str, params: &[&str]) -> Self {
+    pub fn new(command: impl Into<Command>, params: &[&str]) -> Self {
         Message {
             tags: Vec::new(),
             prefix: None,
-            command: command.to_owned(),
+            command: command.into(),
             params: params.iter().map(|p| (*p).to_owned()).collect(),
         }
     }
@@ -61,7 +67,7 @@ impl Message {
         if command.is_empty() {
             return Err(err());
         }
-        message.command = command.to_ascii_uppercase();
+        message.command = Command::parse(command);
         loop {
             rest = rest.trim_start_matches(' ');
             if rest.is_empty() {
@@ -118,7 +124,7 @@ impl fmt::Display for Message {
         if let Some(prefix) = &self.prefix {
             write!(f, ":{prefix} ")?;
         }
-        f.write_str(&self.command)?;
+        f.write_str(self.command.as_str())?;
         for (i, param) in self.params.iter().enumerate() {
             let last = i + 1 == self.params.len();
             if last && (param.is_empty() || param.contains(' ') || param.starts_with(':')) {
@@ -219,6 +225,20 @@ mod tests {
         assert!(Message::parse("").is_err());
         assert!(Message::parse(":onlyprefix").is_err());
         assert!(Message::parse("@a=b").is_err());
+    }
+
+    #[test]
+    fn commands_are_typed_whatever_their_case() {
+        let m = Message::parse(":n!u@h privmsg #c :hi").unwrap();
+        assert_eq!(m.command, Command::Privmsg);
+        assert_eq!(m.to_string(), ":n!u@h PRIVMSG #c hi");
+        let m = Message::parse(":srv 433 * bob :Nickname is already in use").unwrap();
+        assert_eq!(m.command, Command::Numeric(Numeric::ERR_NICKNAMEINUSE));
+        let m = Message::parse(":srv 742 me #c k v :odd").unwrap();
+        assert_eq!(m.command.numeric().map(Numeric::code), Some(742));
+        assert_eq!(m.to_string(), ":srv 742 me #c k v odd");
+        let m = Message::parse("FOO bar").unwrap();
+        assert_eq!(m.command, Command::Other("FOO".into()));
     }
 
     #[test]

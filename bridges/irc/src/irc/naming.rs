@@ -1,5 +1,11 @@
 //! Names: IRC nicks from Matrix display names, and Matrix localparts for IRC channels and nicks.
 
+/// Whether a message target or parameter names a channel (by the prefixes RFC 2812 §1.3
+/// allows), rather than a nick.
+pub fn is_channel(name: &str) -> bool {
+    name.starts_with(['#', '&', '!', '+'])
+}
+
 /// IRC's default case mapping (`rfc1459`): ASCII letters, and `[]\~` as the upper case of `{}|^`.
 pub fn irc_lowercase(s: &str) -> String {
     s.chars()

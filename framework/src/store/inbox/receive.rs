@@ -67,10 +67,14 @@ pub(crate) fn digest(items: &[NewInboxItem]) -> String {
             hash.update(b"\n");
         }
     }
-    hash.finalize()[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    // Not `format!` per byte: this runs for every transaction.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(16);
+    for byte in &hash.finalize()[..8] {
+        hex.push(HEX[usize::from(byte >> 4)].into());
+        hex.push(HEX[usize::from(byte & 15)].into());
+    }
+    hex
 }
 
 /// What storing a new transaction did.
