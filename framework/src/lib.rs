@@ -37,7 +37,9 @@ pub mod thirdparty;
 pub mod transaction;
 mod writeback;
 
-pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery};
+pub use appservice::{
+    AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, Standalone, UserQuery,
+};
 pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;
