@@ -31,7 +31,9 @@ mod members;
 mod receive;
 
 pub(crate) use receive::Delivery;
+pub use standalone::Standalone;
 mod redeliver;
+mod standalone;
 mod state;
 #[cfg(test)]
 mod tests;

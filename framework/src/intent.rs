@@ -10,6 +10,8 @@
 mod ephemeral;
 mod relations;
 
+pub(crate) use relations::reply_content;
+
 use std::{
     future::{Future, IntoFuture},
     pin::Pin,

@@ -34,7 +34,8 @@ pub mod transaction;
 mod writeback;
 
 pub use appservice::{
-    AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery, WeakAppservice,
+    AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, Standalone, UserQuery,
+    WeakAppservice,
 };
 pub use error::{Error, Result};
 pub use intent::Intent;

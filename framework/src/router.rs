@@ -1,10 +1,10 @@
 //! Routing events to handler functions, the way axum routes requests.
 //!
 //! A handler is a plain `async fn` whose arguments are extractors ([`State`], [`Room`],
-//! [`Sender`], [`Event`], [`Command`], [`Appservice`](crate::Appservice), …). When an event
-//! arrives every route whose filter matches is tried; a handler runs when all of its extractors
-//! accept the event. A handler that asks for a `State<T>` the router was not given does not
-//! compile.
+//! [`Sender`], [`Event`], [`Command`], [`Reply`], [`Appservice`](crate::Appservice), …).
+//! When an event arrives every route whose filter matches is tried; a handler runs when all of
+//! its extractors accept the event. A handler that asks for a `State<T>` the router was not
+//! given does not compile.
 //!
 //! ```
 //! use trestle::{Router, router::{Command, Room, State}, Appservice};
@@ -55,6 +55,7 @@ mod context;
 mod extract;
 mod handler;
 mod help;
+mod reply;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub use extract::{
 };
 pub use handler::{Handler, HandlerOutcome, IntoHandlerOutcome};
 pub use help::power_level;
+pub use reply::Reply;
 
 type BoxedHandler<S> = Arc<
     dyn Fn(EventContext, S) -> futures_util::future::BoxFuture<'static, HandlerOutcome>

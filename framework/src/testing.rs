@@ -36,6 +36,8 @@ pub struct MockHomeserver {
     pub url: String,
     /// The contents of the messages sent.
     pub sent: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// The path of each message sent, in the order of `sent`.
+    pub sent_paths: Arc<Mutex<Vec<String>>>,
     /// How often the create event was read.
     pub state_reads: Arc<std::sync::atomic::AtomicUsize>,
     /// The room's joined members, as `/joined_members` answers.
@@ -52,13 +54,15 @@ impl MockHomeserver {
             http::{Method, StatusCode, Uri},
         };
         let sent: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let sent_paths: Arc<Mutex<Vec<String>>> = Arc::default();
+        let paths = sent_paths.clone();
         let state_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let members: Arc<Mutex<Vec<String>>> = Arc::default();
         let member_reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (log, reads) = (sent.clone(), state_reads.clone());
         let (joined, joined_reads) = (members.clone(), member_reads.clone());
         let handler = move |method: Method, uri: Uri, body: String| {
-            let (log, reads) = (log.clone(), reads.clone());
+            let (log, reads, paths) = (log.clone(), reads.clone(), paths.clone());
             let (joined, joined_reads) = (joined.clone(), joined_reads.clone());
             let (create, power_levels) = (create.clone(), power_levels.clone());
             async move {
@@ -88,6 +92,7 @@ impl MockHomeserver {
                 } else if method == Method::PUT && path.contains("/send/m.room.message/") {
                     let mut log = log.lock().unwrap();
                     log.push(serde_json::from_str(&body).unwrap());
+                    paths.lock().unwrap().push(path.to_owned());
                     found(json!({"event_id": format!("$sent{}", log.len())}))
                 } else {
                     (
@@ -107,6 +112,7 @@ impl MockHomeserver {
         MockHomeserver {
             url,
             sent,
+            sent_paths,
             state_reads,
             members,
             member_reads,

@@ -8,8 +8,7 @@ use serde::Deserialize;
 use trestle::{
     Appservice, Plugin, Router,
     plugin::PluginSettings,
-    router::{Command, CommandSpec, Event, Room},
-    ruma::events::room::message::RoomMessageEventContent,
+    router::{Command, CommandSpec, Reply, Room},
 };
 
 /// The plugin, for the `trestle` host.
@@ -56,22 +55,10 @@ pub fn router() -> Router {
         )
 }
 
-async fn echo(
-    cmd: Command,
-    message: Event<RoomMessageEventContent>,
-    app: Appservice,
-) -> trestle::Result<()> {
-    if cmd.args.is_empty() {
-        return Ok(());
+async fn echo(cmd: Command, reply: Reply) -> trestle::Result<()> {
+    if !cmd.args.is_empty() {
+        reply.text(&cmd.args).await?;
     }
-    app.bot()
-        .reply_text(
-            &message.room_id,
-            &message.event_id,
-            &message.sender,
-            &cmd.args,
-        )
-        .await?;
     Ok(())
 }
 

@@ -3,9 +3,9 @@
 //! appservice path are healthy.
 
 use trestle::{
-    Appservice, Plugin, Router,
+    Plugin, Router,
     plugin::PluginSettings,
-    router::{Command, CommandSpec, Event},
+    router::{Command, CommandSpec, Event, Reply},
     ruma::{MilliSecondsSinceUnixEpoch, events::room::message::RoomMessageEventContent},
 };
 
@@ -28,14 +28,11 @@ pub fn router() -> Router {
 async fn ping(
     _: Command,
     message: Event<RoomMessageEventContent>,
-    app: Appservice,
+    reply: Reply,
 ) -> trestle::Result<()> {
     let now = MilliSecondsSinceUnixEpoch::now().get();
     let sent = message.origin_server_ts.get();
     let took = u64::from(now).saturating_sub(u64::from(sent));
-    let text = format!("pong ({took} ms)");
-    app.bot()
-        .reply_text(&message.room_id, &message.event_id, &message.sender, &text)
-        .await?;
+    reply.text(&format!("pong ({took} ms)")).await?;
     Ok(())
 }

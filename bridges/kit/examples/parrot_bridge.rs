@@ -1,10 +1,9 @@
 //! A toy bridge on the kit: in every chat of its "network" lives a parrot that repeats
 //! backwards what Matrix users say. Joining `#parrot_<chat>:<server>` makes the portal; relay
 //! mode carries messages to the parrot (it has no accounts), and it answers as `@parrot_polly`.
-//! Run with a registration whose namespaces hold `@parrot_.*` and `#parrot_.*`:
-//! `cargo run -p trestle-bridge --example parrot_bridge -- reg.yaml http://localhost:8008 localhost`
+//! `cargo run -p trestle-bridge --example parrot_bridge`, set up as the framework's examples
+//! are (`framework/examples/README.md`).
 
-use trestle::{Appservice, Registration};
 use trestle_bridge::{
     Bridge, BridgeConfig, BridgeError, ChatInfo, Login, LoginHandle, LoginRequest, MatrixMessage,
     MessageContent, Network, NetworkResult, NewLogin, Protocol, RemoteMessage,
@@ -65,19 +64,11 @@ impl Network for Parrot {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    let [_, path, homeserver, server_name] = &args[..] else {
-        return Err("usage: parrot_bridge <registration.yaml> <homeserver url> <server>".into());
-    };
-    let registration = Registration::from_file(path)?;
-    let url = registration.url.clone().unwrap_or_default();
-    let listener = tokio::net::TcpListener::bind(url.trim_start_matches("http://")).await?;
+async fn main() -> trestle::Result<()> {
+    // The registration `Standalone` writes on the first run holds `@parrot_.*` and
+    // `#parrot_.*`: the parrot's ghost and the portals' aliases.
     let bridge = Bridge::new(Parrot, BridgeConfig::default().relay(true));
-    let app = Appservice::builder(registration, homeserver, server_name.as_str())
-        .router(bridge.router())
-        .build()
-        .await?;
-    let stop = async { tokio::signal::ctrl_c().await.unwrap_or(()) };
-    Ok(app.run(listener, stop).await?)
+    trestle::Standalone::from_env("parrot", "parrotbot", "parrot_")?
+        .run(bridge.router())
+        .await
 }

@@ -16,6 +16,23 @@ use ruma::{
 use super::Intent;
 use crate::Result;
 
+/// `content` made a rich reply to `event_id` (sent by `sender`), mentioning the sender. In a
+/// thread it stays there, as a genuine reply (`is_falling_back: false`), not as the fallback
+/// that a plain thread message carries for clients without threads.
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#replies-within-threads>
+pub(crate) fn reply_content(
+    event_id: &EventId,
+    sender: &UserId,
+    thread: Option<&Thread>,
+    content: RoomMessageEventContent,
+) -> RoomMessageEventContent {
+    let metadata = ReplyMetadata::new(event_id, sender, thread);
+    match thread {
+        Some(_) => content.make_for_thread(metadata, ReplyWithinThread::Yes, AddMentions::Yes),
+        None => content.make_reply_to(metadata, ForwardThread::No, AddMentions::Yes),
+    }
+}
+
 impl Intent {
     /// Replies to `event_id` (sent by `sender`) with `content`, mentioning the sender. A reply
     /// to an event in a thread stays in that thread.
@@ -27,11 +44,7 @@ impl Intent {
         thread: Option<&Thread>,
         content: RoomMessageEventContent,
     ) -> Result<OwnedEventId> {
-        let content = content.make_reply_to(
-            ReplyMetadata::new(event_id, sender, thread),
-            ForwardThread::Yes,
-            AddMentions::Yes,
-        );
+        let content = reply_content(event_id, sender, thread, content);
         self.send(room_id, &content).await
     }
 
