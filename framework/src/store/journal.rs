@@ -40,8 +40,8 @@ mod sync;
 
 use format::{decode_all, encode};
 
-pub(super) use commit::commit_records;
 pub(crate) use commit::record_items;
+pub(super) use commit::{Form, commit_records};
 
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's

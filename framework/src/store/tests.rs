@@ -351,13 +351,24 @@ fn append_events(store: &Store, txn_id: &str, digest: &str, events: &[&str]) {
 /// whichever transaction brings it again.
 #[tokio::test]
 async fn a_journal_batch_names_transactions_by_id_and_digest_and_stores_each_event_once() {
+    names_transactions_and_stores_each_event_once(None).await;
+}
+
+/// The same batches in each of the commit script's forms, whichever the batch would get.
+#[tokio::test]
+async fn both_forms_of_the_commit_name_transactions_and_store_each_event_once() {
+    names_transactions_and_stores_each_event_once(Some(journal::Form::PerRecord)).await;
+    names_transactions_and_stores_each_event_once(Some(journal::Form::PerItem)).await;
+}
+
+async fn names_transactions_and_stores_each_event_once(form: Option<journal::Form>) {
     let (_dir, store) = on_file().await;
     assert!(store.claim_journal());
     append_events(&store, "t1", "aaaa", &["$x"]);
     append_events(&store, "t1", "bbbb", &["$y", "$x"]);
     let batch = store.take_journal().unwrap();
     let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
-    let committed = store.commit_journal(&batch, &[]).await.unwrap();
+    let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
     assert_eq!(committed.fresh.len(), 2, "{committed:?}");
     assert_eq!(committed.reused.iter().collect::<Vec<_>>(), [&numbers[1]]);
     let second = batch.records[1].first_seq;
@@ -373,7 +384,7 @@ async fn a_journal_batch_names_transactions_by_id_and_digest_and_stores_each_eve
     append_events(&store, "t2", "cccc", &["$y", "$z"]);
     let batch = store.take_journal().unwrap();
     let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
-    let committed = store.commit_journal(&batch, &[]).await.unwrap();
+    let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
     let mut fresh: Vec<_> = committed.fresh.iter().copied().collect();
     fresh.sort();
     assert_eq!(fresh, [numbers[1], numbers[2]]);

@@ -21,42 +21,31 @@ use crate::{
 /// number)` if its id is new, `(1, number)` if the id was seen with other contents (a new
 /// transaction all the same), `(3, number)` if seen with these (a resend: nothing stored), from
 /// one lookup of the id; then the items of new records but those whose event the inbox holds
-/// already, and `(2, seq)` for each item not stored (looked up only when the insert stored
-/// fewer than it was given, so the common batch pays no lookup per item); then the ids, each
-/// replacing the row of its earlier use (so that rows stay in the order they came, for pruning;
-/// a resend's row is only moved to the end).
+/// already (`$items`, by [`Form`]), and `(2, seq)` for each item not stored (looked up only
+/// when the insert stored fewer than it was given, so the common batch pays no lookup per
+/// item); then the ids, each replacing the row of its earlier use (so that rows stay in the
+/// order they came, for pruning; a resend's row is only moved to the end).
 ///
 /// The records go in `$1` as `[appservice, txn, received_at, number, digest, key prefix]`, the
-/// items in `$3` as `[record, queue, index, kind, start, length, seq, event id]`, where
-/// `record` is the record's place in `$1`, with their payloads one after another in `$2` (as
-/// in the receive script), and the number of items in `$4`.
+/// items in `$3` as `[record, queue, index, kind, start, length, seq, event id, …]`, where
+/// `record` is the record's place in `$1` and the rest is the form's, with their payloads one
+/// after another in `$2` (as in the receive script), and the number of items in `$4`.
 ///
 /// Each item's fields are read from a JSONB copy of its row made once (the `items` table):
 /// `json_each` gives an array element's `value` as JSON text, made again from its parse each
-/// time the column is read, so that reading twelve fields straight from `value` converted and
-/// parsed the row twelve times (a third of the script's instructions under callgrind).
-/// `MATERIALIZED` keeps SQLite from folding the copy back into each reference. Likewise the new
-/// records are found once per batch, not once per item. IMMEDIATE, as in the receive script:
-/// it reads before it writes.
+/// time the column is read, so reading each field straight from `value` converts and parses
+/// the row once per field. `MATERIALIZED` keeps SQLite from folding the copy back into each
+/// reference. IMMEDIATE, as in the receive script: it reads before it writes.
 macro_rules! commit_records_sql {
-    ($marks:literal) => {
+    ($marks:expr, $items:expr) => {
         concat!(
             "BEGIN IMMEDIATE; ",
             $marks,
             "SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = t.value ->> 4 \
              FROM transactions WHERE appservice_id = t.value ->> 0 \
-             AND txn_id = t.value ->> 1), 0), t.value ->> 3 FROM json_each($1) AS t; \
-             WITH records AS MATERIALIZED (SELECT t.key AS place, t.value ->> 0 AS appservice, \
-             t.value ->> 2 AS received_at, t.value ->> 5 AS prefix FROM json_each($1) AS t \
-             WHERE NOT EXISTS (SELECT 1 FROM transactions WHERE appservice_id = t.value ->> 0 \
-             AND txn_id = t.value ->> 1 AND COALESCE(digest, '') = t.value ->> 4)), \
-             items AS MATERIALIZED (SELECT key AS place, jsonb(value) AS v FROM json_each($3)) \
-             INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-             received_at, event_id) SELECT i.v ->> 6, r.appservice, i.v ->> 1, \
-             r.prefix || '.' || (i.v ->> 2), i.v ->> 3, \
-             CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), r.received_at, i.v ->> 7 \
-             FROM items AS i, records AS r WHERE r.place = i.v ->> 0 ORDER BY i.place \
-             ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+             AND txn_id = t.value ->> 1), 0), t.value ->> 3 FROM json_each($1) AS t; ",
+            $items,
+            " ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
              SELECT 2, i.value ->> 6 FROM (SELECT changes() AS stored) AS c, json_each($3) AS i \
              WHERE c.stored < $4 AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); \
              INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
@@ -66,10 +55,77 @@ macro_rules! commit_records_sql {
     };
 }
 
-const COMMIT_RECORDS: &str = commit_records_sql!("");
-const COMMIT_RECORDS_MARKING_DONE: &str = commit_records_sql!(
-    "UPDATE inbox SET done_at = $5 WHERE seq IN (SELECT value FROM json_each($6)); "
-);
+/// The insert of [`Form::PerRecord`]: new records found once each (a table of their own),
+/// their items joined to them.
+macro_rules! items_per_record {
+    () => {
+        "WITH records AS MATERIALIZED (SELECT t.key AS place, t.value ->> 0 AS appservice, \
+         t.value ->> 2 AS received_at, t.value ->> 5 AS prefix FROM json_each($1) AS t \
+         WHERE NOT EXISTS (SELECT 1 FROM transactions WHERE appservice_id = t.value ->> 0 \
+         AND txn_id = t.value ->> 1 AND COALESCE(digest, '') = t.value ->> 4)), \
+         items AS MATERIALIZED (SELECT key AS place, jsonb(value) AS v FROM json_each($3)) \
+         INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
+         received_at, event_id) SELECT i.v ->> 6, r.appservice, i.v ->> 1, \
+         r.prefix || '.' || (i.v ->> 2), i.v ->> 3, \
+         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), r.received_at, i.v ->> 7 \
+         FROM items AS i, records AS r WHERE r.place = i.v ->> 0 ORDER BY i.place"
+    };
+}
+
+/// The insert of [`Form::PerItem`]: each item carries its record's `[appservice, txn, digest,
+/// received_at, key prefix]` after the common fields, and looks its record's id up itself.
+macro_rules! items_per_item {
+    () => {
+        "WITH items AS MATERIALIZED (SELECT key AS place, jsonb(value) AS v FROM json_each($3)) \
+         INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
+         received_at, event_id) SELECT i.v ->> 6, i.v ->> 8, i.v ->> 1, \
+         (i.v ->> 12) || '.' || (i.v ->> 2), i.v ->> 3, \
+         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), i.v ->> 11, i.v ->> 7 \
+         FROM items AS i WHERE NOT EXISTS (SELECT 1 FROM transactions \
+         WHERE appservice_id = i.v ->> 8 AND txn_id = i.v ->> 9 \
+         AND COALESCE(digest, '') = i.v ->> 10) ORDER BY i.place"
+    };
+}
+
+/// The done marks that ride along with a commit.
+macro_rules! marks {
+    () => {
+        "UPDATE inbox SET done_at = $5 WHERE seq IN (SELECT value FROM json_each($6)); "
+    };
+}
+
+/// How a batch's items are told which are new: the same result, at costs that suit different
+/// batches. Finding the new records once costs a second table per commit (about as much as
+/// storing a few items, measured with callgrind), which pays when records have many items
+/// (transactions of 50 events); when they have one or two (one event per transaction, several
+/// gathered in a batch), each item looking its record up is cheaper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::store) enum Form {
+    /// New records found once, their items joined to them.
+    PerRecord,
+    /// Each item looks its record up.
+    PerItem,
+}
+
+impl Form {
+    /// The cheaper form for a batch of `records` records holding `items` items.
+    fn for_batch(records: usize, items: usize) -> Form {
+        if items >= 3 * records {
+            Form::PerRecord
+        } else {
+            Form::PerItem
+        }
+    }
+
+    fn script(self, marking_done: bool) -> &'static str {
+        match (self, marking_done) {
+            (Form::PerRecord, false) => commit_records_sql!("", items_per_record!()),
+            (Form::PerRecord, true) => commit_records_sql!(marks!(), items_per_record!()),
+            (Form::PerItem, false) => commit_records_sql!("", items_per_item!()),
+            (Form::PerItem, true) => commit_records_sql!(marks!(), items_per_item!()),
+        }
+    }
+}
 
 /// What committing records did.
 #[derive(Debug, Default)]
@@ -89,10 +145,17 @@ pub(crate) struct Committed {
 fn commit_records_query(
     records: &[Record],
     done: &[i64],
+    form: Option<Form>,
 ) -> Result<(
     sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
     Committed,
 )> {
+    let form = form.unwrap_or_else(|| {
+        Form::for_batch(
+            records.len(),
+            records.iter().map(|record| record.items.len()).sum(),
+        )
+    });
     let mut left_out = Committed::default();
     let mut seen = HashSet::new();
     let mut digests = std::collections::HashMap::new();
@@ -137,24 +200,16 @@ fn commit_records_query(
             }
             let start = payloads.len() + 1;
             payloads.extend_from_slice(item.payload.as_bytes());
-            rows.push((
+            rows.push(ItemRow {
                 place,
-                &item.queue_key,
-                item.index,
-                item.kind,
+                item,
                 start,
-                item.payload.len(),
                 seq,
-                &item.event_id,
-            ));
+                record: (form == Form::PerItem).then_some((record, prefix.as_ref())),
+            });
         }
     }
-    let script = if done.is_empty() {
-        COMMIT_RECORDS
-    } else {
-        COMMIT_RECORDS_MARKING_DONE
-    };
-    let query = sqlx::query(script)
+    let query = sqlx::query(form.script(!done.is_empty()))
         .bind(serde_json::to_string(&txns)?)
         .bind(payloads)
         .bind(serde_json::to_string(&rows)?)
@@ -165,6 +220,42 @@ fn commit_records_query(
         query.bind(now_ms()).bind(serde_json::to_string(done)?)
     };
     Ok((query, left_out))
+}
+
+/// An item's row in `$3` (see [`commit_records_sql`]), with its record's fields after the
+/// common ones in [`Form::PerItem`].
+struct ItemRow<'a> {
+    place: usize,
+    item: &'a NewInboxItem,
+    start: usize,
+    seq: i64,
+    record: Option<(&'a Record, &'a str)>,
+}
+
+impl serde::Serialize for ItemRow<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut row = serializer.serialize_tuple(if self.record.is_some() { 13 } else { 8 })?;
+        row.serialize_element(&self.place)?;
+        row.serialize_element(&self.item.queue_key)?;
+        row.serialize_element(&self.item.index)?;
+        row.serialize_element(self.item.kind)?;
+        row.serialize_element(&self.start)?;
+        row.serialize_element(&self.item.payload.len())?;
+        row.serialize_element(&self.seq)?;
+        row.serialize_element(&self.item.event_id)?;
+        if let Some((record, prefix)) = self.record {
+            row.serialize_element(&record.appservice_id)?;
+            row.serialize_element(&record.txn_id)?;
+            row.serialize_element(&record.digest)?;
+            row.serialize_element(&record.received_at)?;
+            row.serialize_element(prefix)?;
+        }
+        row.end()
+    }
 }
 
 /// What the results of [`commit_records_query`] tell, added to what it left out itself.
@@ -197,7 +288,17 @@ pub(in crate::store) async fn commit_records(
     records: &[Record],
     done: &[i64],
 ) -> Result<Committed> {
-    let (query, left_out) = commit_records_query(records, done)?;
+    commit_records_as(conn, records, done, None).await
+}
+
+/// As [`commit_records`], in the form given (the cheaper one for the batch if `None`).
+pub(in crate::store) async fn commit_records_as(
+    conn: &mut Conn<'_>,
+    records: &[Record],
+    done: &[i64],
+    form: Option<Form>,
+) -> Result<Committed> {
+    let (query, left_out) = commit_records_query(records, done, form)?;
     Ok(committed(script_on(conn, query).await?, left_out))
 }
 
@@ -280,7 +381,19 @@ impl Store {
     /// Commits a batch from [`Store::take_journal`] to the inbox, with the done marks `done`,
     /// and empties its file. On an error nothing was written: call again with the same batch.
     pub(crate) async fn commit_journal(&self, batch: &Batch, done: &[i64]) -> Result<Committed> {
-        let committed = commit_records(&mut self.conn().await?, &batch.records, done).await?;
+        self.commit_journal_as(batch, done, None).await
+    }
+
+    /// As [`Store::commit_journal`], in the form given (the cheaper one for the batch if
+    /// `None`): tests commit the same batches in each.
+    pub(in crate::store) async fn commit_journal_as(
+        &self,
+        batch: &Batch,
+        done: &[i64],
+        form: Option<Form>,
+    ) -> Result<Committed> {
+        let conn = &mut self.conn().await?;
+        let committed = commit_records_as(conn, &batch.records, done, form).await?;
         if let Some(journal) = &self.journal
             && let Err(error) = journal.finish(batch)
         {
