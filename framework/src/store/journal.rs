@@ -41,7 +41,9 @@ mod sync;
 use format::{decode_all, encode};
 
 pub(crate) use commit::record_items;
-pub(super) use commit::{Form, commit_records};
+pub(super) use commit::commit_records;
+#[cfg(test)]
+pub(super) use commit::Form;
 
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's
