@@ -362,8 +362,7 @@ async fn metrics(State(host): State<Host>) -> impl IntoResponse {
     for (plugin, app) in &host.apps {
         let inbox = app.inbox_depth().await.unwrap_or(-1);
         let outbox = app.outbox_depth().await.unwrap_or(-1);
-        app.inner
-            .metrics
+        app.metrics()
             .collect(plugin.name, inbox, outbox, &mut families);
     }
     (

@@ -79,8 +79,7 @@ async fn metrics(
     let inbox = app.inbox_depth().await?;
     let outbox = app.outbox_depth().await?;
     let mut families = crate::metrics::Families::default();
-    app.inner
-        .metrics
+    app.metrics()
         .collect(&app.registration().id, inbox, outbox, &mut families);
     Ok(families.render())
 }

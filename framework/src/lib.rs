@@ -20,14 +20,16 @@ mod error;
 pub mod fetch;
 pub mod host;
 pub mod http;
-mod inbox;
 pub mod intent;
-mod lanes;
 pub mod media;
 mod metrics;
-pub mod outbox;
+/// What the outbox tells of a request: its outcome, or its failure for good.
+pub mod outbox {
+    pub use crate::queues::{Delivery, SendFailure};
+}
 pub mod plugin;
 pub mod policy;
+mod queues;
 pub mod router;
 mod service;
 pub mod store;
@@ -35,7 +37,6 @@ pub mod store;
 mod testing;
 pub mod thirdparty;
 pub mod transaction;
-mod writeback;
 
 pub use appservice::{AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, UserQuery};
 pub use error::{Error, Result};

@@ -63,9 +63,20 @@ pub(crate) struct Record {
     /// The seq of the first item; the others follow.
     pub(crate) first_seq: i64,
     pub(crate) items: Vec<NewInboxItem>,
-    /// What the appender keeps with the record until it is committed (the parsed items),
-    /// not written to the file.
-    pub(crate) attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// What the receiver keeps with the record until it is committed, not written to the
+    /// file: `None` for records read back at a start.
+    pub(crate) parsed: Option<Parsed>,
+}
+
+/// A received transaction as `receive` took it apart, kept with its record until the record is
+/// committed, so that its items are not parsed again.
+pub(crate) struct Parsed {
+    /// The items, in the transaction's order.
+    pub(crate) items: Vec<crate::transaction::Incoming>,
+    /// Malformed items left out.
+    pub(crate) skipped: usize,
+    /// Told whether the transaction was new once it is committed, for a caller that waits.
+    pub(crate) committed: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Record {
@@ -234,7 +245,7 @@ impl Journal {
         txn: TxnName<'_>,
         received_at: i64,
         items: Vec<NewInboxItem>,
-        attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
+        parsed: Option<Parsed>,
     ) -> Result<i64> {
         if let Some(reason) = self.stalled() {
             return Err(Error::Other(format!("not taking transactions: {reason}")));
@@ -253,7 +264,7 @@ impl Journal {
             received_at,
             first_seq: state.next_seq,
             items,
-            attachment,
+            parsed,
         };
         let bytes = encode(&record);
         let current = state.current;
@@ -492,7 +503,7 @@ mod tests {
                 },
                 item("[]"),
             ],
-            attachment: None,
+            parsed: None,
         };
         let bytes = format::encode(&record);
         let read = format::decode(&bytes[HEADER..]).unwrap();

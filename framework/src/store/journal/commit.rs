@@ -216,13 +216,13 @@ impl Store {
         appservice_id: &str,
         txn: TxnName<'_>,
         items: Vec<NewInboxItem>,
-        attachment: Box<dyn std::any::Any + Send + Sync>,
+        parsed: super::Parsed,
     ) -> Result<()> {
         let journal = self
             .journal
             .as_ref()
             .ok_or_else(|| crate::Error::Other("this store keeps no journal".into()))?;
-        journal.append(appservice_id, txn, now_ms(), items, Some(attachment))?;
+        journal.append(appservice_id, txn, now_ms(), items, Some(parsed))?;
         Ok(())
     }
 
