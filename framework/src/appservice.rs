@@ -276,16 +276,6 @@ impl Appservice {
                 .matches_exclusive(NamespaceKind::Users, user_id.as_str())
     }
 
-    /// The axum router serving the Application Service API, for embedding or testing with
-    /// `tower::ServiceExt::oneshot`.
-    pub fn http_router(&self) -> axum::Router {
-        let api = crate::http::router(self.clone());
-        match self.web_routes() {
-            Some(web) => api.merge(web),
-            None => api,
-        }
-    }
-
     /// Items received but not yet handled.
     pub async fn inbox_depth(&self) -> Result<i64> {
         self.store().inbox_depth(&self.inner.registration.id).await

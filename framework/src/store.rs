@@ -183,7 +183,7 @@ impl Store {
             && !url.contains("mode=memory")
         {
             let conn = pool.acquire().await?.detach();
-            let (held, journal) = conn::Held::new(conn, durability).await?;
+            let (held, journal) = journal::open_beside(conn, durability).await?;
             (
                 Some(std::sync::Arc::new(held)),
                 Some(std::sync::Arc::new(journal)),

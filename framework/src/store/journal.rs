@@ -40,7 +40,9 @@ mod sync;
 
 use format::{decode_all, encode};
 
+#[cfg(test)]
 pub(super) use commit::commit_records;
+pub(super) use commit::open_beside;
 pub(crate) use commit::record_items;
 
 /// Items the journal holds before receivers wait for the commit. Answering faster than the

@@ -6,12 +6,12 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::{Batch, Record};
+use super::{Batch, Journal, Record};
 use crate::{
     Result,
     store::{
         InboxItem, NewInboxItem, Store,
-        conn::{Conn, script_on},
+        conn::{Conn, Held, script_on},
         inbox::{TxnName, stored_items},
         now_ms,
     },
@@ -199,6 +199,36 @@ pub(in crate::store) async fn commit_records(
 ) -> Result<Committed> {
     let (query, left_out) = commit_records_query(records, done)?;
     Ok(committed(script_on(conn, query).await?, left_out))
+}
+
+/// Takes `conn` for the framework, opens the journal beside its file, and commits what a
+/// previous run left in the journal before anything else reads the inbox.
+pub(in crate::store) async fn open_beside(
+    mut conn: sqlx::AnyConnection,
+    durability: crate::store::Durability,
+) -> Result<(tokio::sync::Mutex<Held>, Journal)> {
+    let path: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut conn)
+            .await?;
+    let (journal, left) = Journal::open(std::path::Path::new(&path), durability)?;
+    let held = tokio::sync::Mutex::new(Held { conn, clean: true });
+    let mut conn = Conn::Held(held.lock().await);
+    if !left.is_empty() {
+        let committed = commit_records(&mut conn, &left, &[]).await?;
+        tracing::info!(
+            records = left.len(),
+            fresh = committed.fresh.len(),
+            reused_ids = committed.reused.len(),
+            "committed the transactions a previous run left in the inbox journal"
+        );
+    }
+    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+        .fetch_one(&mut *conn)
+        .await?;
+    journal.start(max + 1)?;
+    drop(conn);
+    Ok((held, journal))
 }
 
 impl Store {
