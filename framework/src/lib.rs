@@ -10,6 +10,12 @@
 //! - a durable [`Store`] (SQLite).
 //!
 //! See `ARCHITECTURE.md` in the repository for the path of one event through these parts.
+//!
+//! The core's modules, each importing only those below it: `intent` (and `media`) →
+//! `appservice` (with `http`, and `router`, which know each other) → `queues` (receive, lanes,
+//! inbox, outbox, writeback around one `Core`; up only through `queues::Upstream`) → `store`
+//! (whose `Mode` is the one place SQLite and PostgreSQL differ) → `transaction`, `client`,
+//! `metrics`.
 
 mod appservice;
 pub mod bridge;

@@ -48,7 +48,7 @@ pub(crate) use commit::record_items;
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's
 /// write lock); waiting lets the homeserver feel it, as it did before the journal. (Larger
-/// transactions wait for their own commit anyway: `appservice/receive.rs`.) Measured before
+/// transactions wait for their own commit anyway: `queues/receive.rs`.) Measured before
 /// they did, at echo B=50: 50 items 0.32 of the null appservice (every transaction waited for
 /// the one before), 100 items 0.62, 200 to 2,000 items about 0.5, with p50 latency above 100 ms.
 pub(crate) const MAX_WAITING_ITEMS: usize = 100;
@@ -124,7 +124,7 @@ pub(crate) struct Journal {
     /// With [`Durability::Disk`]: what syncs the files before an answer.
     syncer: Option<sync::Syncer>,
     /// Why the records cannot be committed, while the commit task has given up on taking more
-    /// (`appservice/receive/stall.rs`): appends are refused meanwhile.
+    /// (`queues/receive/stall.rs`): appends are refused meanwhile.
     stall: Mutex<Option<String>>,
     /// The database the records go to, named in what the stall says to check.
     db_path: PathBuf,
