@@ -15,11 +15,11 @@ use crate::{
     Error, Result, Router, Store,
     client::HomeserverClient,
     metrics::Metrics,
-    queues::{Core, Options, Queues, SendFailure, Source, Users, WriteBack, with_send_scope},
+    queues::{Core, Options, Queues, SendFailure, Users, WriteBack, with_send_scope},
     router::EventContext,
     store::Mode,
     thirdparty::ThirdPartyLookup,
-    transaction::{Incoming, TransactionBody},
+    transaction::Incoming,
 };
 
 mod members;
@@ -368,21 +368,6 @@ impl Appservice {
             tracing::warn!("stopping with work left in the store for the next start");
         }
         served.map_err(Error::from)
-    }
-
-    /// Stores a transaction and has its items handled (see `queues/receive.rs`). Returns
-    /// `false` when the transaction is known to have been seen before.
-    pub(crate) async fn receive(
-        &self,
-        txn_id: &str,
-        body: TransactionBody,
-        wait_for_commit: bool,
-        source: Source,
-    ) -> Result<bool> {
-        self.inner
-            .queues
-            .receive(txn_id, body, wait_for_commit, source)
-            .await
     }
 
     /// Handles one inbox item: built-in behaviour, then the router. `item_key` identifies the

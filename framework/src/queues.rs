@@ -32,7 +32,7 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 
-pub(crate) use self::core::{Core, Options, Upstream};
+pub(crate) use self::core::{Core, Options, Sealed, Upstream};
 use crate::{Result, transaction::TransactionBody};
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;

@@ -8,7 +8,12 @@ use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
 use super::{AppInner, Appservice};
-use crate::{Error, Result, encryption::EncryptionHook, queues::Upstream, transaction::Incoming};
+use crate::{
+    Error, Result,
+    encryption::EncryptionHook,
+    queues::{Sealed, Upstream},
+    transaction::Incoming,
+};
 
 /// The appservice behind a weak reference, so that the queues never keep it alive.
 pub(super) struct Up {
@@ -44,7 +49,7 @@ impl Upstream for Up {
         room_id: &'a RoomId,
         event_type: &'a str,
         content: &'a RawValue,
-    ) -> BoxFuture<'a, Result<Option<(String, Box<RawValue>)>>> {
+    ) -> BoxFuture<'a, Result<Option<Sealed>>> {
         Box::pin(async move {
             if self.encryption.is_none() {
                 return Ok(None);

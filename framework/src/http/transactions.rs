@@ -41,6 +41,7 @@ pub(super) async fn put_transaction(
     })?;
     // Stored before answering: once Synapse has its 200 it forgets the transaction.
     if !app
+        .queues()
         .receive(&txn_id, body, false, Source::Homeserver)
         .await?
     {

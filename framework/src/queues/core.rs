@@ -12,6 +12,9 @@ use crate::{
     Result, Store, client::HomeserverClient, metrics::Metrics, store::Mode, transaction::Incoming,
 };
 
+/// An event to send in place of another: its type and its content.
+pub(crate) type Sealed = (String, Box<RawValue>);
+
 /// What the queues call in the layer above them, which the appservice gives them: the queues
 /// never see the router, the handlers or the encryption, only this.
 pub(crate) trait Upstream: Send + Sync + 'static {
@@ -27,7 +30,7 @@ pub(crate) trait Upstream: Send + Sync + 'static {
         room_id: &'a RoomId,
         event_type: &'a str,
         content: &'a RawValue,
-    ) -> BoxFuture<'a, Result<Option<(String, Box<RawValue>)>>>;
+    ) -> BoxFuture<'a, Result<Option<Sealed>>>;
 
     /// Whether the appservice still stands: items handled while it did not are not marked
     /// done.

@@ -287,7 +287,8 @@ mod tests {
             .collect();
         let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
         assert!(
-            app.receive("big", body, false, super::Source::Homeserver)
+            app.queues()
+                .receive("big", body, false, super::Source::Homeserver)
                 .await
                 .unwrap()
         );

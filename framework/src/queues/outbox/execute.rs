@@ -156,12 +156,8 @@ pub(super) async fn execute(
         }
         Op::DisplayName { name } => {
             let value = ProfileFieldValue::DisplayName(name.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
+            let request = set_profile_field::v3::Request::new(user_id.clone(), value);
+            client.send(request, identity).await?;
             store
                 .set_ghost_display_name(user_id.as_str(), Some(name))
                 .await?;
@@ -169,12 +165,8 @@ pub(super) async fn execute(
         }
         Op::AvatarUrl { url } => {
             let value = ProfileFieldValue::AvatarUrl(url.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
+            let request = set_profile_field::v3::Request::new(user_id.clone(), value);
+            client.send(request, identity).await?;
             store
                 .set_ghost_avatar_url(user_id.as_str(), Some(url.as_str()))
                 .await?;
