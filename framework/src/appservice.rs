@@ -1,48 +1,38 @@
 //! The appservice: registration, homeserver client, store and router, tied together and served.
 
-use std::{
-    collections::HashSet,
-    future::Future,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
 use ruma::{
-    OwnedRoomAliasId, OwnedRoomId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId,
+    OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId,
     api::{AppserviceUserIdentity, client::appservice::request_ping},
 };
 use tokio::net::TcpListener;
 use trestle_registration::{NamespaceKind, Registration};
 
+pub use crate::queues::SendFailureHook;
 use crate::{
-    Error, Intent, Result, Router, Store,
+    Error, Result, Router, Store,
     client::HomeserverClient,
-    inbox::InboxLane,
-    lanes::Lanes,
     metrics::Metrics,
-    outbox::{OutboxLane, SendFailure, with_send_scope},
+    queues::{Core, Options, Queues, SendFailure, Users, WriteBack, with_send_scope},
     router::EventContext,
+    store::Mode,
     thirdparty::ThirdPartyLookup,
     transaction::Incoming,
 };
 
 mod members;
-mod receive;
-
-pub(crate) use receive::Delivery;
-pub use standalone::Standalone;
 mod redeliver;
 mod standalone;
 mod state;
 #[cfg(test)]
 mod tests;
+mod upstream;
 mod weak;
 
+pub use standalone::Standalone;
 pub use weak::WeakAppservice;
-
-/// Called with each request the homeserver refused for good and nobody awaited.
-pub type SendFailureHook = Arc<dyn Fn(SendFailure) + Send + Sync>;
 
 /// Answers the homeserver's question "does this user exist?" (`GET /users/{userId}`): return
 /// `true` to have the ghost registered and the homeserver told yes.
@@ -68,35 +58,18 @@ impl std::fmt::Debug for Appservice {
     }
 }
 
+/// What the appservice holds; the queues below it hold only their [`Core`], and reach up
+/// through [`upstream::Up`].
 pub(crate) struct AppInner {
     pub(crate) registration: Registration,
     pub(crate) server_name: OwnedServerName,
-    pub(crate) bot_user_id: OwnedUserId,
-    pub(crate) client: HomeserverClient,
-    pub(crate) store: Store,
     pub(crate) router: Router,
     pub(crate) command_prefix: Arc<str>,
-    pub(crate) inbox: Arc<Lanes<InboxLane>>,
-    pub(crate) outbox: Arc<Lanes<OutboxLane>>,
-    pub(crate) registered: tokio::sync::Mutex<HashSet<OwnedUserId>>,
-    pub(crate) joins_queued: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
-    /// Rooms our users are known to be in: saves a store read on every send.
-    pub(crate) joined: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
-    /// Whether `registered` and `joined` hold all the store knows (see `build`).
-    pub(crate) caches_complete: bool,
-    pub(crate) on_send_failure: Option<SendFailureHook>,
-    pub(crate) metrics: Metrics,
-    pub(crate) options: Options,
+    pub(crate) queues: Queues,
     pub(crate) user_query: Option<UserQuery>,
     pub(crate) alias_query: Option<AliasQuery>,
     pub(crate) thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
     pub(crate) body_limit: usize,
-    /// Marks and records written behind, in batches.
-    pub(crate) writeback: Arc<crate::writeback::WriteBack>,
-    /// Held from a transaction's commit until its items are handed to the inbox lanes.
-    pub(crate) receiving: tokio::sync::Mutex<()>,
-    /// Whether received transactions go through the store's journal (see `receive.rs`).
-    pub(crate) journaled: bool,
     /// `true` once the appservice begins to stop; services watch it.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
 }
@@ -115,24 +88,6 @@ pub struct AppserviceBuilder {
     body_limit: usize,
     on_send_failure: Option<SendFailureHook>,
     options: Options,
-}
-
-/// Tuning of the inbox and outbox.
-#[derive(Clone, Debug)]
-pub(crate) struct Options {
-    pub(crate) max_rooms: usize,
-    pub(crate) keep_items: Duration,
-    pub(crate) keep_txn_ids: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            max_rooms: 256,
-            keep_items: Duration::from_secs(24 * 3600),
-            keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
 }
 
 impl AppserviceBuilder {
@@ -219,70 +174,41 @@ impl AppserviceBuilder {
             Some(store) => store,
             None => Store::in_memory().await?,
         };
-        // Where this process is the store's only writer, what the store knows of ghosts and
-        // memberships fits in memory and stays true: a miss in the caches is a miss in the
-        // store, and the hot path never asks it. Where processes share it, the store decides.
-        let complete = store.exclusive();
-        let (mut registered, mut joined) = (HashSet::new(), HashSet::new());
-        if complete {
-            for user in store.registered_ghosts().await? {
-                if let Ok(user) = OwnedUserId::try_from(user) {
-                    registered.insert(user);
-                }
-            }
-            for (room, user) in store.joined_memberships().await? {
-                if let (Ok(room), Ok(user)) =
-                    (OwnedRoomId::try_from(room), OwnedUserId::try_from(user))
-                {
-                    joined.insert((room, user));
-                }
-            }
-        }
+        // Chosen once: the queues ask the mode, never the backend (`store/mode.rs`).
+        let mode = Mode::choose(&store);
+        let writeback = Arc::new(WriteBack::new(store.clone()));
+        let users = Users::load(bot_user_id, store.clone(), mode, writeback.clone()).await?;
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
-        let id = self.registration.id.clone();
-        let max_rooms = self.options.max_rooms;
         let hooks = self.router.options.hooks.clone();
-        let journaled = store.claim_journal();
+        let id = self.registration.id.clone();
         let inner = Arc::new_cyclic(|weak| AppInner {
-            inbox: Lanes::new(
-                InboxLane::new(weak.clone(), &id),
-                store.clone(),
-                max_rooms,
-                32,
-            ),
-            outbox: Lanes::new(
-                OutboxLane::new(weak.clone(), &id),
-                store.clone(),
-                max_rooms,
-                32,
-            ),
+            queues: Queues::new(Core {
+                appservice_id: id,
+                client,
+                store,
+                mode,
+                users,
+                metrics: Metrics::default(),
+                writeback,
+                on_send_failure: self.on_send_failure,
+                options: self.options,
+                // The way up: to the handlers and the encryption, never holding the appservice.
+                upstream: Box::new(upstream::Up::new(weak.clone(), hooks.encryption.clone())),
+                receiving: tokio::sync::Mutex::new(()),
+            }),
             registration: self.registration,
             server_name,
-            bot_user_id,
-            client,
-            store,
             router: self.router,
             command_prefix,
-            registered: tokio::sync::Mutex::new(registered),
-            caches_complete: complete,
-            joins_queued: Mutex::new(HashSet::new()),
-            joined: Mutex::new(joined),
             // Set on the builder, or else by the plugin on its router.
             user_query: self.user_query.or_else(|| hooks.user_query.clone()),
             alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
             thirdparty: self.thirdparty.or_else(|| hooks.thirdparty.clone()),
             body_limit: self.body_limit,
             stop: tokio::sync::watch::Sender::new(false),
-            receiving: tokio::sync::Mutex::new(()),
-            journaled,
-            writeback: Default::default(),
-            on_send_failure: self.on_send_failure,
-            metrics: Metrics::default(),
-            options: self.options,
         });
-        let app = Appservice { inner };
-        app.start_background_tasks();
-        Ok(app)
+        inner.queues.start();
+        Ok(Appservice { inner })
     }
 }
 
@@ -309,39 +235,6 @@ impl Appservice {
         }
     }
 
-    /// Picks up work left in the store (by a crash, or by another process on PostgreSQL), and
-    /// prunes what is old. The tasks end when the appservice is dropped.
-    fn start_background_tasks(&self) {
-        let scan = match self.store().backend() {
-            // Only this process writes a SQLite file: the scan is a safety net.
-            crate::store::Backend::Sqlite => Duration::from_secs(30),
-            // Other processes may leave work behind, or let go of a room.
-            _ => Duration::from_secs(2),
-        };
-        self.inner.inbox.scan_forever(scan);
-        self.inner.outbox.scan_forever(scan);
-        tokio::spawn(crate::writeback::WriteBack::flush_forever(Arc::downgrade(
-            &self.inner,
-        )));
-        if self.inner.journaled {
-            tokio::spawn(receive::commit_forever(Arc::downgrade(&self.inner)));
-        }
-        let weak = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let (items, txn_ids) = (inner.options.keep_items, inner.options.keep_txn_ids);
-                match inner.store.prune(items, txn_ids).await {
-                    Ok(0) => {}
-                    Ok(rows) => tracing::debug!(rows, "pruned the store"),
-                    Err(error) => tracing::warn!(%error, "could not prune the store"),
-                }
-                drop(inner);
-                tokio::time::sleep(Duration::from_secs(600)).await;
-            }
-        });
-    }
-
     /// The registration.
     pub fn registration(&self) -> &Registration {
         &self.inner.registration
@@ -354,54 +247,38 @@ impl Appservice {
 
     /// The bot's user id.
     pub fn bot_user_id(&self) -> &OwnedUserId {
-        &self.inner.bot_user_id
+        self.inner.queues.core.users.bot_user_id()
     }
 
     /// The homeserver client.
     pub fn client(&self) -> &HomeserverClient {
-        &self.inner.client
+        &self.inner.queues.core.client
     }
 
     /// The store.
     pub fn store(&self) -> &Store {
-        &self.inner.store
+        &self.inner.queues.core.store
     }
 
-    /// Acts as the bot.
-    pub fn bot(&self) -> Intent {
-        Intent::new(self.clone(), self.inner.bot_user_id.clone())
+    /// The queues, for the intents.
+    pub(crate) fn queues(&self) -> &Queues {
+        &self.inner.queues
     }
 
-    /// Acts as any user of the appservice.
-    pub fn intent(&self, user_id: &UserId) -> Intent {
-        Intent::new(self.clone(), user_id.to_owned())
-    }
-
-    /// Acts as the ghost `@<localpart>:<server name>`.
-    pub fn ghost(&self, localpart: &str) -> Result<Intent> {
-        let user_id = UserId::parse(format!("@{localpart}:{}", self.inner.server_name))?;
-        Ok(self.intent(&user_id))
+    /// The counters of `/metrics`.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.inner.queues.core.metrics
     }
 
     /// Whether `user_id` is one of ours: the bot (inside the user namespace or not) or in an
     /// exclusive user namespace — Synapse's `is_exclusive_user`.
     pub fn is_own_user(&self, user_id: &UserId) -> bool {
-        *user_id == self.inner.bot_user_id
+        user_id == self.bot_user_id()
             || self
                 .inner
                 .registration
                 .namespaces
                 .matches_exclusive(NamespaceKind::Users, user_id.as_str())
-    }
-
-    /// The axum router serving the Application Service API, for embedding or testing with
-    /// `tower::ServiceExt::oneshot`.
-    pub fn http_router(&self) -> axum::Router {
-        let api = crate::http::router(self.clone());
-        match self.web_routes() {
-            Some(web) => api.merge(web),
-            None => api,
-        }
     }
 
     /// Items received but not yet handled.
@@ -423,20 +300,14 @@ impl Appservice {
     /// Waits until every received item has been handled and every request sent (or given up).
     pub async fn idle(&self) {
         loop {
-            let busy = self.inner.inbox.busy()
-                + self.inner.outbox.busy()
-                + self.inner.writeback.len()
-                + self.store().journal_backlog();
+            let busy = self.inner.queues.busy();
             if busy == 0
                 && self.inbox_depth().await.unwrap_or(1) == 0
                 && self.outbox_depth().await.unwrap_or(1) == 0
             {
                 return;
             }
-            tokio::select! {
-                _ = self.inner.inbox.changed(Duration::from_millis(50)) => {}
-                _ = self.inner.outbox.changed(Duration::from_millis(50)) => {}
-            }
+            self.inner.queues.changed(Duration::from_millis(50)).await;
         }
     }
 
@@ -514,8 +385,7 @@ impl Appservice {
             span,
         )
         .await;
-        self.inner
-            .metrics
+        self.metrics()
             .handled(event_type.as_deref(), started.elapsed());
     }
 

@@ -25,6 +25,18 @@ pub use ruma_extract::Ruma;
 
 use crate::Appservice;
 
+impl Appservice {
+    /// The axum router serving the Application Service API, for embedding or testing with
+    /// `tower::ServiceExt::oneshot`.
+    pub fn http_router(&self) -> axum::Router {
+        let api = router(self.clone());
+        match self.web_routes() {
+            Some(web) => api.merge(web),
+            None => api,
+        }
+    }
+}
+
 /// The API's routes, bound to `app`.
 pub(crate) fn router(app: Appservice) -> Router {
     const V1: &str = "/_matrix/app/v1";
@@ -79,8 +91,7 @@ async fn metrics(
     let inbox = app.inbox_depth().await?;
     let outbox = app.outbox_depth().await?;
     let mut families = crate::metrics::Families::default();
-    app.inner
-        .metrics
+    app.metrics()
         .collect(&app.registration().id, inbox, outbox, &mut families);
     Ok(families.render())
 }

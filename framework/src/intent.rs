@@ -15,20 +15,17 @@ pub(crate) use relations::reply_content;
 use std::{
     future::{Future, IntoFuture},
     pin::Pin,
-    sync::Arc,
 };
 
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedMxcUri,
     OwnedTransactionId, OwnedUserId, RoomId, UserId,
-    api::{AppserviceUserIdentity, client::account::register, error::ErrorKind},
     events::{MessageLikeEventContent, StateEventContent, room::message::RoomMessageEventContent},
 };
 
 use crate::{
     Appservice, Error, Result,
-    appservice::AppInner,
-    outbox::{Delivery, Op, next_txn_id},
+    queues::{Delivery, Op, next_txn_id},
 };
 
 /// One of the appservice's users, ready to act.
@@ -65,41 +62,26 @@ impl SendOptions {
     }
 }
 
-/// Registers `user_id` on the homeserver unless that was already done. The bot exists from the
-/// homeserver's start; `M_USER_IN_USE` means the user was registered before.
-pub(crate) async fn ensure_registered(app: &Arc<AppInner>, user_id: &OwnedUserId) -> Result<()> {
-    if *user_id == app.bot_user_id || app.registered.lock().await.contains(user_id) {
-        return Ok(());
+impl Appservice {
+    /// Acts as the bot.
+    pub fn bot(&self) -> Intent {
+        Intent::new(self.clone(), self.bot_user_id().clone())
     }
-    if app.caches_complete
-        || !app
-            .store
-            .ghost(user_id.as_str())
-            .await?
-            .is_some_and(|g| g.registered)
-    {
-        let mut request = register::v3::Request::new();
-        request.username = Some(user_id.localpart().to_owned());
-        request.login_type = Some(register::LoginType::ApplicationService);
-        request.inhibit_login = true;
-        match app
-            .client
-            .send(request, AppserviceUserIdentity::default())
-            .await
-        {
-            Ok(_) => tracing::debug!(%user_id, "registered ghost"),
-            Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
-            Err(e) => return Err(e),
-        }
-        app.writeback
-            .push(crate::writeback::Write::Registered(user_id.to_string()));
+
+    /// Acts as any user of the appservice.
+    pub fn intent(&self, user_id: &UserId) -> Intent {
+        Intent::new(self.clone(), user_id.to_owned())
     }
-    app.registered.lock().await.insert(user_id.clone());
-    Ok(())
+
+    /// Acts as the ghost `@<localpart>:<server name>`.
+    pub fn ghost(&self, localpart: &str) -> Result<Intent> {
+        let user_id = UserId::parse(format!("@{localpart}:{}", self.server_name()))?;
+        Ok(self.intent(&user_id))
+    }
 }
 
 impl Intent {
-    pub(crate) fn new(app: Appservice, user_id: OwnedUserId) -> Self {
+    fn new(app: Appservice, user_id: OwnedUserId) -> Self {
         Intent {
             app,
             user_id,
@@ -125,27 +107,16 @@ impl Intent {
 
     /// Registers the user on the homeserver now, unless that was already done.
     pub async fn ensure_registered(&self) -> Result<()> {
-        ensure_registered(&self.app.inner, &self.user_id).await
+        let core = &self.app.queues().core;
+        core.users
+            .ensure_registered(&core.client, &self.user_id)
+            .await
     }
 
     /// Stores `op` in the outbox and has it sent.
     async fn push(&self, op: Op) -> Result<Delivery> {
-        let inner = &self.app.inner;
-        let queue = op.queue_key(&self.user_id);
-        let json = serde_json::to_string(&op)?;
-        let seq = inner
-            .store
-            .outbox_push(
-                &inner.registration.id,
-                &queue,
-                self.user_id.as_str(),
-                self.device_id.as_deref().map(|d| d.as_str()),
-                &json,
-            )
-            .await?;
-        let delivery = inner.outbox.lane().delivery(seq);
-        inner.outbox.offer(&queue);
-        Ok(delivery)
+        let device_id = self.device_id.as_ref();
+        self.app.queues().push(&self.user_id, device_id, op).await
     }
 
     async fn act(&self, op: Op) -> Result<()> {
@@ -154,13 +125,10 @@ impl Intent {
     }
 
     /// Sends `op` and waits for the outcome: at once when its queue is idle and a handler's
-    /// inbox item covers it (see [`crate::outbox::send_now`]), else through the outbox.
+    /// inbox item covers it, else through the outbox.
     async fn run(&self, op: Op) -> Result<Option<OwnedEventId>> {
-        let app = &self.app.inner;
-        match crate::outbox::send_now(app, &op, &self.user_id, self.device_id.as_ref()).await {
-            Some(outcome) => outcome,
-            None => self.push(op).await?.await,
-        }
+        let device_id = self.device_id.as_ref();
+        self.app.queues().run(&self.user_id, device_id, op).await
     }
 
     /// Joins a room.
@@ -181,22 +149,8 @@ impl Intent {
     }
 
     async fn is_joined(&self, room_id: &RoomId) -> Result<bool> {
-        let inner = &self.app.inner;
-        if inner.is_joined_cached(room_id, &self.user_id) {
-            return Ok(true);
-        }
-        if inner.caches_complete {
-            return Ok(false);
-        }
-        let membership = inner
-            .store
-            .membership(room_id.as_str(), self.user_id.as_str())
-            .await?;
-        let joined = membership.as_deref() == Some("join");
-        if joined {
-            inner.set_joined_cached(room_id, &self.user_id, true);
-        }
-        Ok(joined)
+        let users = &self.app.queues().core.users;
+        users.is_joined(room_id, &self.user_id).await
     }
 
     /// Invites a user.
@@ -401,7 +355,9 @@ impl Outgoing {
             && !self
                 .intent
                 .app
-                .inner
+                .queues()
+                .core
+                .users
                 .join_queued(room_id, &self.intent.user_id)
         {
             // Queued ahead of the event in the same room queue, so it is sent first; the
@@ -435,7 +391,10 @@ impl IntoFuture for Outgoing {
             let event_id = match room_id {
                 // Awaited, so nothing else of this handler can be in line behind it: sent
                 // directly when the room's queue is idle, joining first if needed.
-                Some(room_id) if !intent.app.inner.join_is_queued(&room_id, &intent.user_id) => {
+                Some(room_id)
+                    if !(intent.app.queues().core.users)
+                        .join_is_queued(&room_id, &intent.user_id) =>
+                {
                     if !intent.is_joined(&room_id).await? {
                         intent.run(Op::Join { room_id }).await?;
                     }

@@ -10,6 +10,12 @@
 //! - a durable [`Store`] (SQLite).
 //!
 //! See `ARCHITECTURE.md` in the repository for the path of one event through these parts.
+//!
+//! The core's modules, each importing only those below it: `intent` (and `media`) →
+//! `appservice` (with `http`, and `router`, which know each other) → `queues` (receive, lanes,
+//! inbox, outbox, writeback around one `Core`; up only through `queues::Upstream`) → `store`
+//! (whose `Mode` is the one place SQLite and PostgreSQL differ) → `transaction`, `client`,
+//! `metrics`.
 
 mod appservice;
 pub mod client;
@@ -17,13 +23,15 @@ pub mod encryption;
 mod error;
 pub mod fetch;
 pub mod http;
-mod inbox;
 pub mod intent;
-mod lanes;
 pub mod media;
 pub mod metrics;
-pub mod outbox;
+/// What the outbox tells of a request: its outcome, or its failure for good.
+pub mod outbox {
+    pub use crate::queues::{Delivery, SendFailure};
+}
 pub mod plugin;
+mod queues;
 pub mod router;
 mod service;
 pub mod store;
@@ -31,7 +39,6 @@ pub mod store;
 pub mod testing;
 pub mod thirdparty;
 pub mod transaction;
-mod writeback;
 
 pub use appservice::{
     AliasQuery, Appservice, AppserviceBuilder, SendFailureHook, Standalone, UserQuery,

@@ -33,7 +33,6 @@ use serde::Deserialize;
 use crate::{
     Appservice, Error, Result,
     fetch::{FetchPolicy, Fetcher, describe},
-    intent::ensure_registered,
 };
 
 /// The default size limit: Synapse's default `max_upload_size`.
@@ -289,7 +288,7 @@ impl Media {
                 (limit::file_stream(file), size)
             }
         };
-        ensure_registered(&self.app.inner, &self.user_id).await?;
+        self.app.intent(&self.user_id).ensure_registered().await?;
 
         // reqwest turns a failing body into its own error, which says only that the body
         // failed; the slot keeps ours, which says why.
@@ -340,7 +339,7 @@ impl Media {
             upload_size: Option<u64>,
         }
         let url = self.url(&["_matrix", "client", "v1", "media", "config"])?;
-        ensure_registered(&self.app.inner, &self.user_id).await?;
+        self.app.intent(&self.user_id).ensure_registered().await?;
         let client = self.app.client();
         let response = client
             .http()
@@ -382,7 +381,7 @@ impl Media {
             server_name.as_str(),
             media_id,
         ])?;
-        ensure_registered(&self.app.inner, &self.user_id).await?;
+        self.app.intent(&self.user_id).ensure_registered().await?;
         let client = self.app.client();
         let response = client
             .http()

@@ -243,9 +243,7 @@ pub async fn exposition<'a>(apps: impl IntoIterator<Item = (&'a str, &'a Appserv
     for (name, app) in apps {
         let inbox = app.inbox_depth().await.unwrap_or(-1);
         let outbox = app.outbox_depth().await.unwrap_or(-1);
-        app.inner
-            .metrics
-            .collect(name, inbox, outbox, &mut families);
+        app.metrics().collect(name, inbox, outbox, &mut families);
     }
     families.render()
 }

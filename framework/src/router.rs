@@ -482,8 +482,8 @@ impl Router<()> {
                 }
             };
             let ctx = ctx.for_route(command);
-            let ctx_metrics = ctx.appservice().inner.clone();
-            let ctx_metrics = &ctx_metrics.metrics;
+            let ctx_metrics = ctx.appservice().clone();
+            let ctx_metrics = ctx_metrics.metrics();
             let event_id = ctx.event_id().map(|e| e.to_string()).unwrap_or_default();
             let outcome = std::panic::AssertUnwindSafe((route.handler)(ctx, ()))
                 .catch_unwind()

@@ -10,6 +10,7 @@ mod inbox;
 mod journal;
 mod leases;
 mod migrate;
+mod mode;
 mod options;
 mod outbox;
 #[cfg(test)]
@@ -23,11 +24,14 @@ use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
+pub(crate) use journal::Parsed;
 pub(crate) use journal::record_items;
 pub use migrate::Migration;
+pub(crate) use mode::Mode;
 pub use options::{Durability, StoreOptions};
 pub use outbox::{OutboxItem, OutboxState};
-pub use users::GhostRecord;
+pub use users::{GhostRecord, Membership};
+pub(crate) use writeback::Write;
 
 use crate::{Error, Result};
 
@@ -180,7 +184,7 @@ impl Store {
             && !url.contains("mode=memory")
         {
             let conn = pool.acquire().await?.detach();
-            let (held, journal) = conn::Held::new(conn, durability).await?;
+            let (held, journal) = journal::open_beside(conn, durability).await?;
             (
                 Some(std::sync::Arc::new(held)),
                 Some(std::sync::Arc::new(journal)),
@@ -217,13 +221,6 @@ impl Store {
     /// How durable an answer to the homeserver is (see [`StoreOptions::durability`]).
     pub fn durability(&self) -> Durability {
         self.durability
-    }
-
-    /// Whether this process is the store's only writer (SQLite), so that what it holds in
-    /// memory stays true: hand-overs, direct sends, written-behind marks and complete caches
-    /// all rest on this.
-    pub(crate) fn exclusive(&self) -> bool {
-        self.backend == Backend::Sqlite
     }
 
     /// Begins a transaction on the pool that may write: on SQLite it takes the write lock at

@@ -22,7 +22,8 @@ pub async fn deliver(app: &Appservice, events: Vec<serde_json::Value>) {
         .to_string();
     let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
     assert!(
-        app.receive(&txn, body, false, crate::appservice::Delivery::Homeserver)
+        app.queues()
+            .receive(&txn, body, false, crate::queues::Source::Homeserver)
             .await
             .unwrap()
     );

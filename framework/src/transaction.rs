@@ -317,29 +317,6 @@ impl Incoming {
 }
 
 impl Incoming {
-    /// The item as an inbox row.
-    pub(crate) fn to_stored(&self, index: usize) -> crate::store::NewInboxItem {
-        let (kind, payload) = match self {
-            Incoming::Timeline(e) => ("timeline", e.json.get().to_owned()),
-            Incoming::Ephemeral(e) => ("ephemeral", e.json.get().to_owned()),
-            Incoming::ToDevice(e) => ("to_device", e.json.get().to_owned()),
-            // Serialising maps of strings and numbers cannot fail.
-            Incoming::DeviceLists(d) => {
-                ("device_lists", serde_json::to_string(d).unwrap_or_default())
-            }
-        };
-        crate::store::NewInboxItem {
-            queue_key: self.queue_key().map(|r| r.to_string()).unwrap_or_default(),
-            index,
-            kind,
-            payload,
-            event_id: match self {
-                Incoming::Timeline(e) => Some(e.event_id.to_string()),
-                _ => None,
-            },
-        }
-    }
-
     /// Reads an inbox row back. It was valid when stored, so failure means a damaged row.
     pub(crate) fn from_stored(kind: &str, payload: &str) -> Result<Incoming, serde_json::Error> {
         let raw = RawValue::from_string(payload.to_owned())?;

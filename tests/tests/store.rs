@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use trestle::{
     Store,
-    store::{Backend, NewInboxItem, OutboxState},
+    store::{Backend, Membership, NewInboxItem, OutboxState},
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -143,10 +143,20 @@ async fn ghosts_and_memberships(store: Store) {
     assert!(ghost.registered);
     assert_eq!(ghost.display_name.as_deref(), Some("G"));
     assert_eq!(ghost.avatar_url.as_deref(), Some("mxc://x/y"));
-    store.set_membership("!r", "@g:x", "join").await.unwrap();
-    store.set_membership("!r", "@g:x", "leave").await.unwrap();
+    store
+        .set_membership("!r", "@g:x", Membership::Join)
+        .await
+        .unwrap();
+    store
+        .set_membership("!r", "@g:x", Membership::Leave)
+        .await
+        .unwrap();
     assert_eq!(
-        store.membership("!r", "@g:x").await.unwrap().as_deref(),
+        store
+            .membership("!r", "@g:x")
+            .await
+            .unwrap()
+            .map(Membership::as_str),
         Some("leave")
     );
 }

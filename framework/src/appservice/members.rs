@@ -1,10 +1,10 @@
-//! What the appservice knows of its own users' memberships: kept from the events it receives
-//! and the joins it makes, cached in memory and written behind to the store.
+//! Memberships of the appservice's own users, as the events it receives tell them.
 
-use ruma::{RoomId, UserId};
+use ruma::UserId;
 use serde::Deserialize;
 
-use super::{AppInner, Appservice};
+use super::Appservice;
+use crate::{queues::Op, store::Membership};
 
 impl Appservice {
     /// Records a membership event of one of our users, and joins the bot on invite when the
@@ -30,66 +30,25 @@ impl Appservice {
         let Ok(member) = serde_json::from_str::<Member>(event.json.get()) else {
             return;
         };
-        let membership = member.content.membership;
-        self.inner
-            .record_membership(&event.room_id, &user_id, &membership);
-        self.inner.join_settled(&event.room_id, &user_id);
-        if membership == "invite"
-            && user_id == self.inner.bot_user_id
+        let membership = Membership::parse(&member.content.membership);
+        let users = &self.queues().core.users;
+        if let Some(membership) = membership {
+            users.record_membership(&event.room_id, &user_id, membership);
+        }
+        users.join_settled(&event.room_id, &user_id);
+        if membership == Some(Membership::Invite)
+            && user_id == *self.bot_user_id()
             && self.inner.router.options.accept_invites
         {
-            match self.bot().join(&event.room_id).await {
-                Ok(()) => tracing::info!(room_id = %event.room_id, "joined on invite"),
+            let join = Op::Join {
+                room_id: event.room_id.clone(),
+            };
+            match self.queues().run(self.bot_user_id(), None, join).await {
+                Ok(_) => tracing::info!(room_id = %event.room_id, "joined on invite"),
                 Err(error) => {
                     tracing::warn!(room_id = %event.room_id, %error, "could not join on invite")
                 }
             }
-        }
-    }
-}
-
-impl AppInner {
-    /// Whether a join of `user_id` into `room_id` is already queued; marks it queued if not.
-    pub(crate) fn join_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
-        !queued.insert((room_id.to_owned(), user_id.to_owned()))
-    }
-
-    /// Records a membership of one of our users, in the cache now and in the store soon.
-    pub(crate) fn record_membership(&self, room_id: &RoomId, user_id: &UserId, membership: &str) {
-        self.writeback.push(crate::writeback::Write::Membership {
-            room_id: room_id.to_string(),
-            user_id: user_id.to_string(),
-            membership: membership.to_owned(),
-        });
-        self.set_joined_cached(room_id, user_id, membership == "join");
-    }
-
-    /// Whether a join of `user_id` into `room_id` is queued.
-    pub(crate) fn join_is_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
-        queued.contains(&(room_id.to_owned(), user_id.to_owned()))
-    }
-
-    /// Forgets a queued join once its outcome is known.
-    pub(crate) fn join_settled(&self, room_id: &RoomId, user_id: &UserId) {
-        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
-        queued.remove(&(room_id.to_owned(), user_id.to_owned()));
-    }
-
-    pub(crate) fn is_joined_cached(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
-        joined.contains(&(room_id.to_owned(), user_id.to_owned()))
-    }
-
-    /// Keeps the cache in step with every membership the store records.
-    pub(crate) fn set_joined_cached(&self, room_id: &RoomId, user_id: &UserId, joined: bool) {
-        let mut cache = self.joined.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (room_id.to_owned(), user_id.to_owned());
-        if joined {
-            cache.insert(key);
-        } else {
-            cache.remove(&key);
         }
     }
 }

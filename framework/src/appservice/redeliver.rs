@@ -23,7 +23,8 @@ impl Appservice {
         };
         // Homeserver transaction ids never contain this prefix's dot-separated form.
         let key = format!("trestle.redeliver.{key}");
-        self.receive(&key, body, true, super::receive::Delivery::Redelivery)
+        self.queues()
+            .receive(&key, body, true, crate::queues::Source::Redelivery)
             .await
     }
 }

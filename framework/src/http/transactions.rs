@@ -7,7 +7,7 @@ use super::{
     ApiError,
     ruma_extract::{MatrixPath, read_body},
 };
-use crate::{Appservice, appservice::Delivery, transaction::TransactionBody};
+use crate::{Appservice, queues::Source, transaction::TransactionBody};
 
 /// `PUT /_matrix/app/v1/transactions/{txnId}`: the homeserver pushes events.
 ///
@@ -41,7 +41,8 @@ pub(super) async fn put_transaction(
     })?;
     // Stored before answering: once Synapse has its 200 it forgets the transaction.
     if !app
-        .receive(&txn_id, body, false, Delivery::Homeserver)
+        .queues()
+        .receive(&txn_id, body, false, Source::Homeserver)
         .await?
     {
         tracing::debug!(

@@ -19,9 +19,9 @@ use sqlx::{
     pool::PoolConnection,
     query::Query,
 };
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::MutexGuard;
 
-use super::{Store, journal::Journal};
+use super::Store;
 use crate::Result;
 
 /// The framework's SQLite connection.
@@ -33,38 +33,6 @@ pub(crate) struct Held {
     /// next user first rolls the half-done transaction back, so that nothing reads or extends
     /// writes that were never committed.
     pub(super) clean: bool,
-}
-
-impl Held {
-    /// Takes `conn` for the framework, opens the receive journal beside its file, and commits
-    /// what a previous run left in the journal before anything else reads the inbox.
-    pub(crate) async fn new(
-        mut conn: AnyConnection,
-        durability: super::Durability,
-    ) -> Result<(Mutex<Held>, Journal)> {
-        let path: String =
-            sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
-                .fetch_one(&mut conn)
-                .await?;
-        let (journal, left) = Journal::open(std::path::Path::new(&path), durability)?;
-        let held = Mutex::new(Held { conn, clean: true });
-        let mut conn = Conn::Held(held.lock().await);
-        if !left.is_empty() {
-            let committed = super::journal::commit_records(&mut conn, &left, &[]).await?;
-            tracing::info!(
-                records = left.len(),
-                fresh = committed.fresh.len(),
-                reused_ids = committed.reused.len(),
-                "committed the transactions a previous run left in the inbox journal"
-            );
-        }
-        let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
-            .fetch_one(&mut *conn)
-            .await?;
-        journal.start(max + 1)?;
-        drop(conn);
-        Ok((held, journal))
-    }
 }
 
 /// A connection for one store call: the held one, or one from the pool.

@@ -1,7 +1,7 @@
 use sqlx::Row;
 
 use super::{Store, now_ms};
-use crate::Result;
+use crate::{Result, transaction::Incoming};
 
 mod receive;
 
@@ -22,6 +22,31 @@ pub struct NewInboxItem {
     /// whatever transaction it comes back; `None` for other items (and for redeliveries, which
     /// bring an event back on purpose).
     pub event_id: Option<String>,
+}
+
+impl NewInboxItem {
+    /// `item`, the `index`th of its transaction, as an inbox row.
+    pub(crate) fn from_incoming(item: &Incoming, index: usize) -> Self {
+        let (kind, payload) = match item {
+            Incoming::Timeline(e) => ("timeline", e.json.get().to_owned()),
+            Incoming::Ephemeral(e) => ("ephemeral", e.json.get().to_owned()),
+            Incoming::ToDevice(e) => ("to_device", e.json.get().to_owned()),
+            // Serialising maps of strings and numbers cannot fail.
+            Incoming::DeviceLists(d) => {
+                ("device_lists", serde_json::to_string(d).unwrap_or_default())
+            }
+        };
+        NewInboxItem {
+            queue_key: item.queue_key().map(|r| r.to_string()).unwrap_or_default(),
+            index,
+            kind,
+            payload,
+            event_id: match item {
+                Incoming::Timeline(e) => Some(e.event_id.to_string()),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// An item read back from the inbox.

@@ -40,15 +40,17 @@ mod sync;
 
 use format::{decode_all, encode};
 
-pub(crate) use commit::record_items;
-pub(super) use commit::commit_records;
 #[cfg(test)]
 pub(super) use commit::Form;
+#[cfg(test)]
+pub(super) use commit::commit_records;
+pub(super) use commit::open_beside;
+pub(crate) use commit::record_items;
 
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's
 /// write lock); waiting lets the homeserver feel it, as it did before the journal. (Larger
-/// transactions wait for their own commit anyway: `appservice/receive.rs`.) Measured before
+/// transactions wait for their own commit anyway: `queues/receive.rs`.) Measured before
 /// they did, at echo B=50: 50 items 0.32 of the null appservice (every transaction waited for
 /// the one before), 100 items 0.62, 200 to 2,000 items about 0.5, with p50 latency above 100 ms.
 pub(crate) const MAX_WAITING_ITEMS: usize = 100;
@@ -65,9 +67,20 @@ pub(crate) struct Record {
     /// The seq of the first item; the others follow.
     pub(crate) first_seq: i64,
     pub(crate) items: Vec<NewInboxItem>,
-    /// What the appender keeps with the record until it is committed (the parsed items),
-    /// not written to the file.
-    pub(crate) attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
+    /// What the receiver keeps with the record until it is committed, not written to the
+    /// file: `None` for records read back at a start.
+    pub(crate) parsed: Option<Parsed>,
+}
+
+/// A received transaction as `receive` took it apart, kept with its record until the record is
+/// committed, so that its items are not parsed again.
+pub(crate) struct Parsed {
+    /// The items, in the transaction's order.
+    pub(crate) items: Vec<crate::transaction::Incoming>,
+    /// Malformed items left out.
+    pub(crate) skipped: usize,
+    /// Told whether the transaction was new once it is committed, for a caller that waits.
+    pub(crate) committed: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl std::fmt::Debug for Record {
@@ -113,7 +126,7 @@ pub(crate) struct Journal {
     /// With [`Durability::Disk`]: what syncs the files before an answer.
     syncer: Option<sync::Syncer>,
     /// Why the records cannot be committed, while the commit task has given up on taking more
-    /// (`appservice/receive/stall.rs`): appends are refused meanwhile.
+    /// (`queues/receive/stall.rs`): appends are refused meanwhile.
     stall: Mutex<Option<String>>,
     /// The database the records go to, named in what the stall says to check.
     db_path: PathBuf,
@@ -236,7 +249,7 @@ impl Journal {
         txn: TxnName<'_>,
         received_at: i64,
         items: Vec<NewInboxItem>,
-        attachment: Option<Box<dyn std::any::Any + Send + Sync>>,
+        parsed: Option<Parsed>,
     ) -> Result<i64> {
         if let Some(reason) = self.stalled() {
             return Err(Error::Other(format!("not taking transactions: {reason}")));
@@ -255,7 +268,7 @@ impl Journal {
             received_at,
             first_seq: state.next_seq,
             items,
-            attachment,
+            parsed,
         };
         let bytes = encode(&record);
         let current = state.current;
@@ -494,7 +507,7 @@ mod tests {
                 },
                 item("[]"),
             ],
-            attachment: None,
+            parsed: None,
         };
         let bytes = format::encode(&record);
         let read = format::decode(&bytes[HEADER..]).unwrap();

@@ -3,6 +3,55 @@ use sqlx::Row;
 use super::Store;
 use crate::Result;
 
+/// One of our users' membership in a room: the states the spec names, stored as its strings
+/// (`join`, `invite`, `leave`, `ban`, `knock`).
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#mroommember>
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Membership {
+    /// In the room.
+    Join,
+    /// Invited.
+    Invite,
+    /// Left, or was kicked.
+    Leave,
+    /// Banned.
+    Ban,
+    /// Asked to join.
+    Knock,
+}
+
+impl Membership {
+    /// The spec's string, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Join => "join",
+            Membership::Invite => "invite",
+            Membership::Leave => "leave",
+            Membership::Ban => "ban",
+            Membership::Knock => "knock",
+        }
+    }
+
+    /// Reads the spec's string; `None` for a state the spec does not name.
+    pub fn parse(membership: &str) -> Option<Self> {
+        Some(match membership {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "leave" => Membership::Leave,
+            "ban" => Membership::Ban,
+            "knock" => Membership::Knock,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What the store remembers about a ghost.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -74,14 +123,14 @@ impl Store {
     }
 
     /// The membership we last saw or made for `user_id` in `room_id`.
-    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<String>> {
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<Membership>> {
         let row =
             sqlx::query("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
                 .bind(user_id)
                 .fetch_optional(&mut *self.conn().await?)
                 .await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.and_then(|r| Membership::parse(r.get(0))))
     }
 
     /// Records a membership.
@@ -89,12 +138,12 @@ impl Store {
         &self,
         room_id: &str,
         user_id: &str,
-        membership: &str,
+        membership: Membership,
     ) -> Result<()> {
         sqlx::query(SET_MEMBERSHIP)
             .bind(room_id)
             .bind(user_id)
-            .bind(membership)
+            .bind(membership.as_str())
             .execute(&mut *self.conn().await?)
             .await?;
         Ok(())

@@ -1,5 +1,21 @@
-use super::{Backend, Store, now_ms, users};
-use crate::{Result, writeback::Write};
+use super::{Backend, Membership, Store, now_ms, users};
+use crate::Result;
+
+/// One write that may lag behind (see `queues/writeback.rs`): its loss in a crash costs a
+/// repeat, never an event.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Write {
+    /// An inbox item was handled.
+    Done(i64),
+    /// A ghost is registered on the homeserver.
+    Registered(String),
+    /// One of our users' membership in a room.
+    Membership {
+        room_id: String,
+        user_id: String,
+        membership: Membership,
+    },
+}
 
 /// Writes per script on SQLite: well under its limit of 32,766 bound parameters.
 const SCRIPT_WRITES: usize = 500;
@@ -33,7 +49,7 @@ impl Store {
                     sqlx::query(users::SET_MEMBERSHIP)
                         .bind(room_id)
                         .bind(user_id)
-                        .bind(membership)
+                        .bind(membership.as_str())
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -90,7 +106,7 @@ impl Store {
                     room_id,
                     user_id,
                     membership,
-                } => query = query.bind(room_id).bind(user_id).bind(membership),
+                } => query = query.bind(room_id).bind(user_id).bind(membership.as_str()),
             }
         }
         self.script(query).await?;
@@ -152,26 +168,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
-        let member = |membership: &str| Write::Membership {
+        let member = |membership: Membership| Write::Membership {
             room_id: "!r:x".into(),
             user_id: "@g:x".into(),
-            membership: membership.into(),
+            membership,
         };
         store
             .apply(&[
                 Write::Done(stored[0].seq),
-                member("join"),
+                member(Membership::Join),
                 Write::Registered("@g:x".into()),
                 Write::Done(stored[2].seq),
-                member("leave"),
-                member("join"),
+                member(Membership::Leave),
+                member(Membership::Join),
             ])
             .await
             .unwrap();
         assert_eq!(store.inbox_depth("as").await.unwrap(), 1);
         assert_eq!(store.registered_ghosts().await.unwrap(), ["@g:x"]);
         assert_eq!(
-            store.membership("!r:x", "@g:x").await.unwrap().as_deref(),
+            store
+                .membership("!r:x", "@g:x")
+                .await
+                .unwrap()
+                .map(Membership::as_str),
             Some("join"),
             "the last of several writes to one row wins"
         );
@@ -246,7 +266,7 @@ mod tests {
         let failing = [Write::Membership {
             room_id: "!r:x".into(),
             user_id: "@g:x".into(),
-            membership: "join".into(),
+            membership: Membership::Join,
         }];
         assert!(store.apply(&failing).await.is_err());
         // Were the script's transaction still open, this would nest a BEGIN and fail.

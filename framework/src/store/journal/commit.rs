@@ -6,12 +6,12 @@ use std::collections::HashSet;
 
 use sqlx::Row;
 
-use super::{Batch, Record};
+use super::{Batch, Journal, Record};
 use crate::{
     Result,
     store::{
         InboxItem, NewInboxItem, Store,
-        conn::{Conn, script_on},
+        conn::{Conn, Held, script_on},
         inbox::{TxnName, stored_items},
         now_ms,
     },
@@ -302,6 +302,36 @@ pub(in crate::store) async fn commit_records_as(
     Ok(committed(script_on(conn, query).await?, left_out))
 }
 
+/// Takes `conn` for the framework, opens the journal beside its file, and commits what a
+/// previous run left in the journal before anything else reads the inbox.
+pub(in crate::store) async fn open_beside(
+    mut conn: sqlx::AnyConnection,
+    durability: crate::store::Durability,
+) -> Result<(tokio::sync::Mutex<Held>, Journal)> {
+    let path: String =
+        sqlx::query_scalar("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_one(&mut conn)
+            .await?;
+    let (journal, left) = Journal::open(std::path::Path::new(&path), durability)?;
+    let held = tokio::sync::Mutex::new(Held { conn, clean: true });
+    let mut conn = Conn::Held(held.lock().await);
+    if !left.is_empty() {
+        let committed = commit_records(&mut conn, &left, &[]).await?;
+        tracing::info!(
+            records = left.len(),
+            fresh = committed.fresh.len(),
+            reused_ids = committed.reused.len(),
+            "committed the transactions a previous run left in the inbox journal"
+        );
+    }
+    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM inbox")
+        .fetch_one(&mut *conn)
+        .await?;
+    journal.start(max + 1)?;
+    drop(conn);
+    Ok((held, journal))
+}
+
 impl Store {
     /// Whether received transactions go to the journal; the first caller to ask gets it, and
     /// must then commit what it appends ([`Store::take_journal`], [`Store::commit_journal`]).
@@ -317,13 +347,13 @@ impl Store {
         appservice_id: &str,
         txn: TxnName<'_>,
         items: Vec<NewInboxItem>,
-        attachment: Box<dyn std::any::Any + Send + Sync>,
+        parsed: super::Parsed,
     ) -> Result<()> {
         let journal = self
             .journal
             .as_ref()
             .ok_or_else(|| crate::Error::Other("this store keeps no journal".into()))?;
-        journal.append(appservice_id, txn, now_ms(), items, Some(attachment))?;
+        journal.append(appservice_id, txn, now_ms(), items, Some(parsed))?;
         Ok(())
     }
 

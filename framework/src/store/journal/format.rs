@@ -159,6 +159,6 @@ pub(super) fn decode(body: &[u8]) -> Option<Record> {
         received_at,
         first_seq,
         items,
-        attachment: None,
+        parsed: None,
     })
 }

@@ -1,5 +1,5 @@
 //! When the journal's records cannot be committed: the commit task stalls the journal
-//! (`appservice/receive/stall.rs`), and appends are refused until it is lifted, so that the
+//! (`queues/receive/stall.rs`), and appends are refused until it is lifted, so that the
 //! homeserver is told to retry later instead of being answered for records that pile up.
 
 use std::path::Path;

@@ -1,7 +1,5 @@
 //! Turning a stored [`Op`] into the homeserver request it stands for.
 
-use std::sync::Arc;
-
 use ruma::{
     MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedUserId, UInt,
     api::{
@@ -19,7 +17,8 @@ use ruma::{
 };
 
 use super::Op;
-use crate::{Result, appservice::AppInner};
+use crate::queues::core::Core;
+use crate::{Result, store::Membership};
 
 fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
     ms.and_then(|ms| UInt::try_from(ms).ok())
@@ -28,16 +27,17 @@ fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
 
 /// Sends one request, registering the user first if needed.
 pub(super) async fn execute(
-    app: &Arc<AppInner>,
+    core: &Core,
     op: &Op,
     user_id: &OwnedUserId,
     device_id: Option<&OwnedDeviceId>,
 ) -> Result<Option<OwnedEventId>> {
-    crate::intent::ensure_registered(app, user_id).await?;
+    let users = &core.users;
+    users.ensure_registered(&core.client, user_id).await?;
     let mut identity = AppserviceUserIdentity::new(user_id);
     identity.device_id = device_id.map(|d| &**d);
-    let client = &app.client;
-    let store = &app.store;
+    let client = &core.client;
+    let store = &core.store;
     match op {
         Op::Message {
             room_id,
@@ -47,16 +47,12 @@ pub(super) async fn execute(
             ts: at,
         } => {
             // End-to-end encryption (see encryption.rs): a no-op unless installed.
-            let encrypted = match app.router.options.hooks.encryption {
-                Some(_) => {
-                    crate::Appservice { inner: app.clone() }
-                        .encrypt_outgoing(user_id, room_id, event_type, content)
-                        .await?
-                }
-                None => None,
-            };
-            let (event_type, content) = match &encrypted {
-                Some(e) => (&e.event_type, &e.content),
+            let sealed = core
+                .upstream
+                .seal(user_id, room_id, event_type, content)
+                .await?;
+            let (event_type, content) = match &sealed {
+                Some((event_type, content)) => (event_type, content),
                 None => (event_type, content),
             };
             let body = Raw::from_json(content.clone());
@@ -99,15 +95,15 @@ pub(super) async fn execute(
         Op::Join { room_id } => {
             let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
             let outcome = join().await;
-            app.join_settled(room_id, user_id);
+            users.join_settled(room_id, user_id);
             match outcome {
                 // A ghost cannot join an invite-only room by itself: the bot, already there,
                 // invites it. Sent directly, since this room's queue is the one running.
-                Err(e) if e.is_forbidden() && *user_id != app.bot_user_id => {
+                Err(e) if e.is_forbidden() && user_id != users.bot_user_id() => {
                     let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
                     let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
                     client
-                        .send(invite, AppserviceUserIdentity::new(&app.bot_user_id))
+                        .send(invite, AppserviceUserIdentity::new(users.bot_user_id()))
                         .await?;
                     join().await?;
                 }
@@ -115,14 +111,14 @@ pub(super) async fn execute(
                     other?;
                 }
             }
-            app.record_membership(room_id, user_id, "join");
+            users.record_membership(room_id, user_id, Membership::Join);
             Ok(None)
         }
         Op::Leave { room_id } => {
             client
                 .send(leave_room::v3::Request::new(room_id.clone()), identity)
                 .await?;
-            app.record_membership(room_id, user_id, "leave");
+            users.record_membership(room_id, user_id, Membership::Leave);
             Ok(None)
         }
         Op::Invite {
@@ -160,12 +156,8 @@ pub(super) async fn execute(
         }
         Op::DisplayName { name } => {
             let value = ProfileFieldValue::DisplayName(name.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
+            let request = set_profile_field::v3::Request::new(user_id.clone(), value);
+            client.send(request, identity).await?;
             store
                 .set_ghost_display_name(user_id.as_str(), Some(name))
                 .await?;
@@ -173,12 +165,8 @@ pub(super) async fn execute(
         }
         Op::AvatarUrl { url } => {
             let value = ProfileFieldValue::AvatarUrl(url.clone());
-            client
-                .send(
-                    set_profile_field::v3::Request::new(user_id.clone(), value),
-                    identity,
-                )
-                .await?;
+            let request = set_profile_field::v3::Request::new(user_id.clone(), value);
+            client.send(request, identity).await?;
             store
                 .set_ghost_avatar_url(user_id.as_str(), Some(url.as_str()))
                 .await?;

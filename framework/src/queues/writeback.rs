@@ -9,41 +9,37 @@
 //! nothing.
 
 use std::{
-    sync::{Mutex, Weak},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
 use tokio::sync::Notify;
 
-use crate::appservice::AppInner;
-
-/// One deferred write.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Write {
-    /// An inbox item was handled.
-    Done(i64),
-    /// A ghost is registered on the homeserver.
-    Registered(String),
-    /// One of our users' membership in a room.
-    Membership {
-        room_id: String,
-        user_id: String,
-        membership: String,
-    },
-}
+use crate::Store;
+pub(crate) use crate::store::Write;
 
 /// How long writes wait to be gathered into one commit. The cost of a longer wait: after a
 /// crash, the items handled in the last `GATHER` are handled again (their sends repeat the
 /// same transaction ids, so the homeserver deduplicates them).
 const GATHER: Duration = Duration::from_millis(10);
 
-#[derive(Default)]
+/// The writes waiting for the next flush, and the store they go to.
 pub(crate) struct WriteBack {
+    store: Store,
     pending: Mutex<Vec<Write>>,
-    notify: Notify,
+    /// Shared with the flushing task, which waits on it holding nothing else.
+    notify: Arc<Notify>,
 }
 
 impl WriteBack {
+    pub(crate) fn new(store: Store) -> Self {
+        WriteBack {
+            store,
+            pending: Mutex::default(),
+            notify: Arc::default(),
+        }
+    }
+
     pub(crate) fn push(&self, write: Write) {
         self.extend(std::iter::once(write));
     }
@@ -82,18 +78,20 @@ impl WriteBack {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Flushes as writes come, until the appservice is dropped.
-    pub(crate) async fn flush_forever(app: Weak<AppInner>) {
+    /// Flushes as writes come, until the appservice (which holds the only strong reference)
+    /// is dropped.
+    pub(crate) async fn flush_forever(this: Weak<WriteBack>) {
         loop {
-            let Some(inner) = app.upgrade() else { return };
-            let writeback = inner.writeback.clone();
+            let Some(writeback) = this.upgrade() else {
+                return;
+            };
             let writes = writeback.take();
             if writes.is_empty() {
                 // Waits holding only a weak reference, and looks again now and then, so a
                 // dropped appservice ends this task.
-                let notified = writeback.notify.notified();
-                drop(inner);
-                if tokio::time::timeout(Duration::from_secs(1), notified)
+                let notify = writeback.notify.clone();
+                drop(writeback);
+                if tokio::time::timeout(Duration::from_secs(1), notify.notified())
                     .await
                     .is_ok()
                 {
@@ -107,7 +105,7 @@ impl WriteBack {
                 continue;
             }
             for attempt in 0..5u32 {
-                match inner.store.apply(&writes).await {
+                match writeback.store.apply(&writes).await {
                     Ok(()) => break,
                     Err(error) => {
                         tracing::error!(writes = writes.len(), %error, attempt, "could not write to the store");

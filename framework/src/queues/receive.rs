@@ -6,134 +6,126 @@
 //! append only, one `write`, instead of a SQLite commit (`store/journal.rs` says why). Elsewhere
 //! (PostgreSQL, an in-memory store) the transaction is committed before it is answered.
 
-use std::{collections::HashMap, sync::Weak, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
-use super::{AppInner, Appservice};
+use super::{
+    core::Core,
+    inbox::{InboxLane, Pending},
+    lanes::Lanes,
+    writeback::Write,
+};
 use crate::{
     Result,
-    inbox::Pending,
-    store::{InboxItem, TxnName},
+    store::{InboxItem, NewInboxItem, Parsed, TxnName},
     transaction::{Incoming, TransactionBody},
 };
 
 /// Where a transaction comes from, which decides what names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Delivery {
+pub(crate) enum Source {
     /// Pushed by the homeserver: named by its id and a digest of its contents, since an id may
     /// come again with other contents; an event stored before is not stored again.
     Homeserver,
-    /// Given back by [`Appservice::redeliver`]: named by its key alone, and its events stored
+    /// Given back by `Appservice::redeliver`: named by its key alone, and its events stored
     /// again, which is the point.
     Redelivery,
 }
 
 mod stall;
 
-/// What the journal keeps with a record until it is committed: the items as `receive` took
-/// them apart, so they are not parsed again.
-struct Parsed {
-    items: Vec<Incoming>,
-    skipped: usize,
-    /// Told whether the transaction was new once it is committed, for a caller that waits.
-    committed: Option<tokio::sync::oneshot::Sender<bool>>,
-}
-
-impl Appservice {
-    /// Stores a transaction and has its items handled. Returns `false` when the transaction is
-    /// known to have been seen before (nothing is stored then); through the journal that is
-    /// known only when it is committed, and this returns `true` unless `wait_for_commit`.
-    pub(crate) async fn receive(
-        &self,
-        txn_id: &str,
-        body: TransactionBody,
-        wait_for_commit: bool,
-        delivery: Delivery,
-    ) -> Result<bool> {
-        let parsed = body.into_items(txn_id);
-        let mut items: Vec<_> = parsed
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| item.to_stored(i))
-            .collect();
-        let digest = match delivery {
-            Delivery::Homeserver => crate::store::digest(&items),
-            Delivery::Redelivery => {
-                for item in &mut items {
-                    item.event_id = None;
-                }
-                String::new()
+/// Stores a transaction and has its items handled. Returns `false` when the transaction is
+/// known to have been seen before (nothing is stored then); through the journal that is known
+/// only when it is committed, and this returns `true` unless `wait_for_commit`.
+pub(super) async fn receive(
+    core: &Core,
+    inbox: &Arc<Lanes<InboxLane>>,
+    txn_id: &str,
+    body: TransactionBody,
+    wait_for_commit: bool,
+    delivery: Source,
+) -> Result<bool> {
+    let parsed = body.into_items(txn_id);
+    let mut items: Vec<_> = parsed
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| NewInboxItem::from_incoming(item, i))
+        .collect();
+    let digest = match delivery {
+        Source::Homeserver => crate::store::digest(&items),
+        Source::Redelivery => {
+            for item in &mut items {
+                item.event_id = None;
             }
-        };
-        let txn = TxnName {
-            id: txn_id,
-            digest: &digest,
-        };
-        if self.inner.journaled && !items.is_empty() {
-            self.store().journal_room().await;
-            // A larger transaction is answered once it is committed, as without the journal:
-            // answered at once, transactions of 50 ran ahead of their handlers until each room's
-            // backlog outgrew its worker's memory and was read back (echo B=50 0.52–0.56 of the
-            // null appservice, p50 latency up to 120 ms, against 0.66 and 5 ms).
-            let wait_for_commit = wait_for_commit || items.len() > ANSWER_AT_ONCE_UP_TO;
-            let (tell, committed) = match wait_for_commit {
-                true => {
-                    let (tell, committed) = tokio::sync::oneshot::channel();
-                    (Some(tell), Some(committed))
-                }
-                false => (None, None),
-            };
-            let attachment = Box::new(Parsed {
-                items: parsed.items,
-                skipped: parsed.skipped,
-                committed: tell,
-            });
-            self.store()
-                .append_to_journal(&self.inner.registration.id, txn, items, attachment)?;
-            let Some(committed) = committed else {
-                return Ok(true);
-            };
-            self.store().journal_hurry();
-            // Dropped unanswered only with the appservice; the record stays in the journal.
-            return committed.await.map_err(|_| {
-                crate::Error::Other("stopped before the transaction was committed".into())
-            });
+            String::new()
         }
-        // Items of one room must reach its worker in the order they were committed.
-        let _order = self.inner.receiving.lock().await;
-        // Done marks written behind ride along with the commit this transaction needs anyway
-        // (one commit instead of two when events arrive one at a time). Only where this
-        // process is the store's one writer: elsewhere a worker writes its own before it lets
-        // go of a room.
-        let done = if self.store().exclusive() {
-            self.inner.writeback.take_done()
-        } else {
-            Vec::new()
+    };
+    let txn = TxnName {
+        id: txn_id,
+        digest: &digest,
+    };
+    if core.mode.journaled() && !items.is_empty() {
+        core.store.journal_room().await;
+        // A larger transaction is answered once it is committed, as without the journal:
+        // answered at once, transactions of 50 ran ahead of their handlers until each room's
+        // backlog outgrew its worker's memory and was read back (echo B=50 0.52–0.56 of the
+        // null appservice, p50 latency up to 120 ms, against 0.66 and 5 ms).
+        let wait_for_commit = wait_for_commit || items.len() > ANSWER_AT_ONCE_UP_TO;
+        let (tell, committed) = match wait_for_commit {
+            true => {
+                let (tell, committed) = tokio::sync::oneshot::channel();
+                (Some(tell), Some(committed))
+            }
+            false => (None, None),
         };
-        let received = self
-            .store()
-            .receive_and_mark_done(&self.inner.registration.id, txn, items, &done)
-            .await;
-        if received.is_err() && !done.is_empty() {
-            self.inner
-                .writeback
-                .extend(done.into_iter().map(crate::writeback::Write::Done));
-        }
-        let Some(received) = received? else {
-            return Ok(false);
+        let parsed = Parsed {
+            items: parsed.items,
+            skipped: parsed.skipped,
+            committed: tell,
         };
-        if received.reused {
-            reused_id(&self.inner, txn_id);
-        }
-        self.inner.metrics.transaction(parsed.skipped);
-        offer(&self.inner, received.items, parsed.items);
-        Ok(true)
+        core.store
+            .append_to_journal(&core.appservice_id, txn, items, parsed)?;
+        let Some(committed) = committed else {
+            return Ok(true);
+        };
+        core.store.journal_hurry();
+        // Dropped unanswered only with the appservice; the record stays in the journal.
+        return committed.await.map_err(|_| {
+            crate::Error::Other("stopped before the transaction was committed".into())
+        });
     }
+    // Items of one room must reach its worker in the order they were committed.
+    let _order = core.receiving.lock().await;
+    // Done marks written behind ride along with the commit this transaction needs anyway
+    // (one commit instead of two when events arrive one at a time). There are some only
+    // where the mode writes them behind: elsewhere a worker writes its own before it lets
+    // go of a room.
+    let done = core.writeback.take_done();
+    let received = core
+        .store
+        .receive_and_mark_done(&core.appservice_id, txn, items, &done)
+        .await;
+    if received.is_err() && !done.is_empty() {
+        core.writeback.extend(done.into_iter().map(Write::Done));
+    }
+    let Some(received) = received? else {
+        return Ok(false);
+    };
+    if received.reused {
+        reused_id(core, txn_id);
+    }
+    core.metrics.transaction(parsed.skipped);
+    offer(core, inbox, received.items, parsed.items);
+    Ok(true)
 }
 
 /// Says that the homeserver used `txn_id` again for other contents.
-fn reused_id(inner: &AppInner, txn_id: &str) {
-    inner.metrics.reused_id();
+fn reused_id(core: &Core, txn_id: &str) {
+    core.metrics.reused_id();
     tracing::warn!(
         txn_id,
         "the homeserver sent a transaction id it had used before, with other events; storing \
@@ -146,7 +138,12 @@ fn reused_id(inner: &AppInner, txn_id: &str) {
 /// the transaction's order; a `None` in `stored` is an event that came before in another
 /// transaction, not handled again. Items handed over in memory go without their stored JSON
 /// (the parsed item holds it; up to 256 items a room wait in memory).
-fn offer(inner: &AppInner, stored: Vec<Option<InboxItem>>, parsed: Vec<Incoming>) {
+fn offer(
+    core: &Core,
+    inbox: &Arc<Lanes<InboxLane>>,
+    stored: Vec<Option<InboxItem>>,
+    parsed: Vec<Incoming>,
+) {
     let mut repeated = 0;
     let mut pending: Vec<Pending> = stored
         .into_iter()
@@ -167,7 +164,7 @@ fn offer(inner: &AppInner, stored: Vec<Option<InboxItem>>, parsed: Vec<Incoming>
         })
         .collect();
     if repeated > 0 {
-        inner.metrics.repeated_events(repeated);
+        core.metrics.repeated_events(repeated);
     }
     pending.sort_by_key(|p| p.item.seq);
     let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
@@ -178,7 +175,7 @@ fn offer(inner: &AppInner, stored: Vec<Option<InboxItem>>, parsed: Vec<Incoming>
             .push(p);
     }
     for (queue, items) in by_queue {
-        inner.inbox.offer_items(&queue, items);
+        inbox.offer_items(&queue, items);
     }
 }
 
@@ -194,23 +191,23 @@ const GATHER: Duration = Duration::from_millis(1);
 /// Commits the journal's records as they come, until the appservice is dropped. While one
 /// batch commits the next gathers, so batches grow with the load. Done marks written behind
 /// ride along. Failures are retried; a few in a row stall receiving (`receive/stall.rs`).
-pub(super) async fn commit_forever(app: Weak<AppInner>) {
+pub(super) async fn commit_forever(weak: Weak<Core>, inbox: Arc<Lanes<InboxLane>>) {
     let mut stall = stall::Stall::default();
     loop {
-        let Some(inner) = app.upgrade() else { return };
-        let Some(batch) = inner.store.take_journal() else {
-            if let Some(error) = inner.store.journal_unemptied() {
+        let Some(core) = weak.upgrade() else { return };
+        let Some(batch) = core.store.take_journal() else {
+            if let Some(error) = core.store.journal_unemptied() {
                 // No batch until the last one's file is emptied: `take_journal` tries again.
-                stall.failed(&inner, stall::emptying_failed(&inner, &error));
+                stall.failed(&core, stall::emptying_failed(&core, &error));
                 let backoff = stall.backoff();
-                drop(inner);
+                drop(core);
                 tokio::time::sleep(backoff).await;
                 continue;
             }
-            stall.succeeded(&inner);
+            stall.succeeded(&core);
             // Waits holding only a weak reference, so a dropped appservice ends this task.
-            let store = inner.store.clone();
-            drop(inner);
+            let store = core.store.clone();
+            drop(core);
             if store.journal_appended(Duration::from_secs(1)).await {
                 // Woken by the first record after a lull: a moment more gathers a batch when
                 // transactions come one at a time, instead of one commit for each. Not when a
@@ -219,27 +216,25 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
             }
             continue;
         };
-        let done = inner.writeback.take_done();
+        let done = core.writeback.take_done();
         let committed = loop {
-            match inner.store.commit_journal(&batch, &done).await {
+            match core.store.commit_journal(&batch, &done).await {
                 Ok(committed) => break committed,
                 Err(error) => {
                     // The records stay in the journal's file meanwhile: a crash loses nothing.
-                    stall.failed(&inner, stall::commit_failed(&inner, &error));
+                    stall.failed(&core, stall::commit_failed(&core, &error));
                     tokio::time::sleep(stall.backoff()).await;
                 }
             }
         };
-        match inner.store.journal_unemptied() {
-            Some(error) => stall.failed(&inner, stall::emptying_failed(&inner, &error)),
-            None => stall.succeeded(&inner),
+        match core.store.journal_unemptied() {
+            Some(error) => stall.failed(&core, stall::emptying_failed(&core, &error)),
+            None => stall.succeeded(&core),
         }
         for mut record in batch.records {
-            let parsed = record
-                .attachment
-                .take()
-                .and_then(|a| a.downcast::<Parsed>().ok());
-            let Some(mut parsed) = parsed else { continue };
+            let Some(mut parsed) = record.parsed.take() else {
+                continue;
+            };
             let new = committed.fresh.contains(&record.number);
             if let Some(tell) = parsed.committed.take() {
                 let _ = tell.send(new);
@@ -252,11 +247,11 @@ pub(super) async fn commit_forever(app: Weak<AppInner>) {
                 continue;
             }
             if committed.reused.contains(&record.number) {
-                reused_id(&inner, &record.txn_id);
+                reused_id(&core, &record.txn_id);
             }
-            inner.metrics.transaction(parsed.skipped);
+            core.metrics.transaction(parsed.skipped);
             let stored = crate::store::record_items(record, &committed.repeated_events);
-            offer(&inner, stored, parsed.items);
+            offer(&core, &inbox, stored, parsed.items);
         }
     }
 }
@@ -286,13 +281,14 @@ mod tests {
             .build()
             .await
             .unwrap();
-        assert!(app.inner.journaled);
+        assert!(app.queues().core.mode.journaled());
         let events: Vec<_> = (0..=super::ANSWER_AT_ONCE_UP_TO)
             .map(|i| text(&format!("${i}"), "!r:x", "@u:x", "hi"))
             .collect();
         let body: TransactionBody = serde_json::from_value(json!({ "events": events })).unwrap();
         assert!(
-            app.receive("big", body, false, super::Delivery::Homeserver)
+            app.queues()
+                .receive("big", body, false, super::Source::Homeserver)
                 .await
                 .unwrap()
         );

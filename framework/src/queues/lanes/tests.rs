@@ -62,7 +62,13 @@ async fn lanes(max_workers: usize, stored: Vec<(&str, i64)>) -> Arc<Lanes<ListLa
         processed: Mutex::default(),
         reads: AtomicUsize::new(0),
     };
-    Lanes::new(lane, Store::in_memory().await.unwrap(), max_workers, 4)
+    Lanes::new(
+        lane,
+        Store::in_memory().await.unwrap(),
+        Mode::Alone,
+        max_workers,
+        4,
+    )
 }
 
 async fn until_idle(lanes: &Lanes<ListLane>) {

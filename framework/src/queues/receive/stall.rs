@@ -6,11 +6,11 @@
 //! retries later. The first success lifts it all, and pings the homeserver so that it retries
 //! at once instead of at the end of its back-off.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::appservice::{AppInner, Appservice};
+use crate::queues::core::Core;
 
 /// Failures in a row before transactions are refused: a busy database or a passing error
 /// should not turn the appservice away.
@@ -29,35 +29,34 @@ pub(super) struct Stall {
 }
 
 /// What a failure to commit says: the error, and what to check.
-pub(super) fn commit_failed(inner: &AppInner, error: &crate::Error) -> String {
+pub(super) fn commit_failed(core: &Core, error: &crate::Error) -> String {
     format!(
         "the inbox journal cannot be committed to the database: {error}; check the disk space \
          and the permissions of {} and its directory",
-        database(inner)
+        database(core)
     )
 }
 
 /// What a failure to empty a committed file of the journal says.
-pub(super) fn emptying_failed(inner: &AppInner, error: &str) -> String {
+pub(super) fn emptying_failed(core: &Core, error: &str) -> String {
     format!(
         "a committed file of the inbox journal cannot be emptied: {error}; check the disk space \
          and the permissions of the files beside {}",
-        database(inner)
+        database(core)
     )
 }
 
-fn database(inner: &AppInner) -> String {
-    inner
-        .store
+fn database(core: &Core) -> String {
+    core.store
         .journal_database()
         .map_or_else(|| "the database".to_owned(), |p| p.display().to_string())
 }
 
 impl Stall {
     /// Counts a failure; after [`STALL_AFTER`] in a row, refuses transactions and says why.
-    pub(super) fn failed(&mut self, inner: &AppInner, reason: String) {
+    pub(super) fn failed(&mut self, core: &Core, reason: String) {
         self.failures += 1;
-        inner.metrics.journal_commit_failed();
+        core.metrics.journal_commit_failed();
         if self.failures < STALL_AFTER {
             tracing::warn!(failures = self.failures, "{reason}; trying again");
             return;
@@ -65,8 +64,8 @@ impl Stall {
         let now = Instant::now();
         let since = *self.since.get_or_insert(now);
         // The reason is renewed: the error may change while it lasts.
-        inner.store.stall_journal(Some(reason.clone()));
-        inner.metrics.journal_stalled(true);
+        core.store.stall_journal(Some(reason.clone()));
+        core.metrics.journal_stalled(true);
         if self
             .logged
             .is_none_or(|logged| now.duration_since(logged) >= LOG_EVERY)
@@ -82,26 +81,20 @@ impl Stall {
     }
 
     /// A commit succeeded, and its file was emptied: a stall is lifted.
-    pub(super) fn succeeded(&mut self, inner: &Arc<AppInner>) {
+    pub(super) fn succeeded(&mut self, core: &Core) {
         if self.failures == 0 {
             return;
         }
         if let Some(since) = self.since {
-            inner.store.stall_journal(None);
-            inner.metrics.journal_stalled(false);
+            core.store.stall_journal(None);
+            core.metrics.journal_stalled(false);
             tracing::info!(
                 failures = self.failures,
                 stalled_for = ?since.elapsed(),
                 "the inbox journal is committed again; taking transactions again"
             );
             // The homeserver backs off up to minutes between retries; a ping retries at once.
-            // Runs on its own; its handle is not needed.
-            drop(
-                Appservice {
-                    inner: inner.clone(),
-                }
-                .ping_in_background(),
-            );
+            core.upstream.ping();
         }
         *self = Stall::default();
     }

@@ -25,10 +25,13 @@ use tokio::sync::oneshot;
 
 mod execute;
 
+use super::{
+    core::Core,
+    failure::SendFailure,
+    lanes::{Lane, Lanes},
+};
 use crate::{
     Error, Result,
-    appservice::AppInner,
-    lanes::Lane,
     store::{OutboxItem, OutboxState},
 };
 use execute::execute;
@@ -119,20 +122,6 @@ impl Op {
     }
 }
 
-/// A request that failed for good, as told to the plugin.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct SendFailure {
-    /// Who tried to send.
-    pub user_id: String,
-    /// The room, or `user:<id>` for profile changes.
-    pub queue: String,
-    /// What kind of request (`message`, `join`, …).
-    pub what: &'static str,
-    /// Why the homeserver refused it.
-    pub error: Error,
-}
-
 /// A request in the outbox. Await it to learn the event id once the homeserver accepted the
 /// request; drop it to fire and forget — it will be sent all the same.
 #[must_use = "a Delivery does nothing until awaited; drop it explicitly to fire and forget"]
@@ -182,16 +171,16 @@ type Waiters = Mutex<Waiting>;
 
 /// The outbox lane: sends stored requests.
 pub(crate) struct OutboxLane {
-    pub(crate) app: Weak<AppInner>,
-    pub(crate) scope: String,
-    pub(crate) appservice_id: String,
-    pub(crate) waiters: Arc<Waiters>,
+    core: Weak<Core>,
+    scope: String,
+    appservice_id: String,
+    waiters: Arc<Waiters>,
 }
 
 impl OutboxLane {
-    pub(crate) fn new(app: Weak<AppInner>, appservice_id: &str) -> Self {
+    pub(crate) fn new(core: Weak<Core>, appservice_id: &str) -> Self {
         OutboxLane {
-            app,
+            core,
             scope: format!("out:{appservice_id}"),
             appservice_id: appservice_id.to_owned(),
             waiters: Arc::default(),
@@ -242,21 +231,22 @@ impl OutboxLane {
 /// unfinished until the handler returns, so after a crash the item is handled again and the
 /// request made again, with the same transaction id, which the homeserver deduplicates.
 pub(crate) async fn send_now(
-    app: &Arc<AppInner>,
+    core: &Core,
+    outbox: &Arc<Lanes<OutboxLane>>,
     op: &Op,
     user_id: &OwnedUserId,
     device_id: Option<&OwnedDeviceId>,
 ) -> Option<Result<Option<OwnedEventId>>> {
-    if !app.store.exclusive() || !in_send_scope() {
+    if !core.mode.hand_off() || !in_send_scope() {
         return None;
     }
     let queue = op.queue_key(user_id);
-    let _claim = app.outbox.claim(&queue)?;
+    let _claim = outbox.claim(&queue)?;
     let mut attempt = 0;
     Some(loop {
-        match execute(app, op, user_id, device_id).await {
+        match execute(core, op, user_id, device_id).await {
             Ok(event_id) => break Ok(event_id),
-            Err(error) => match failed_attempt(app, op, &queue, error, attempt) {
+            Err(error) => match failed_attempt(core, op, &queue, error, attempt) {
                 Ok(delay) => {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
@@ -270,16 +260,16 @@ pub(crate) async fn send_now(
 /// Counts and logs a failed attempt; gives the wait before the next one, or the error when
 /// there is none.
 fn failed_attempt(
-    app: &AppInner,
+    core: &Core,
     op: &Op,
     queue: &str,
     error: Error,
     attempt: u32,
 ) -> std::result::Result<Duration, Error> {
     if let Some(kind) = error.kind() {
-        app.metrics.homeserver_error(kind.errcode().as_str());
+        core.metrics.homeserver_error(kind.errcode().as_str());
     } else if let Error::Http(_) = &error {
-        app.metrics.homeserver_error("connection");
+        core.metrics.homeserver_error("connection");
     }
     match retry_policy(&error, attempt) {
         Retry::After(delay) => {
@@ -332,10 +322,10 @@ impl Lane for OutboxLane {
     }
 
     async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<OutboxItem>> {
-        let Some(app) = self.app.upgrade() else {
+        let Some(core) = self.core.upgrade() else {
             return Ok(Vec::new());
         };
-        app.store
+        core.store
             .outbox_next(&self.appservice_id, queue, after, limit)
             .await
     }
@@ -345,10 +335,10 @@ impl Lane for OutboxLane {
     }
 
     async fn pending_queues(&self, limit: i64) -> Result<Vec<String>> {
-        let Some(app) = self.app.upgrade() else {
+        let Some(core) = self.core.upgrade() else {
             return Ok(Vec::new());
         };
-        app.store
+        core.store
             .outbox_pending_queues(&self.appservice_id, limit)
             .await
     }
@@ -358,7 +348,7 @@ impl Lane for OutboxLane {
     }
 
     async fn process(&self, item: OutboxItem) {
-        let Some(app) = self.app.upgrade() else {
+        let Some(core) = self.core.upgrade() else {
             return;
         };
         let parsed = serde_json::from_str::<Op>(&item.op)
@@ -368,7 +358,7 @@ impl Lane for OutboxLane {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::error!(seq = item.seq, %error, "dropping a damaged outbox row");
-                let _ = app
+                let _ = core
                     .store
                     .outbox_finish(
                         item.seq,
@@ -383,10 +373,10 @@ impl Lane for OutboxLane {
         let device_id = item.device_id.map(OwnedDeviceId::from);
         let mut attempt = item.attempts.max(0) as u32;
         loop {
-            match execute(&app, &op, &user_id, device_id.as_ref()).await {
+            match execute(&core, &op, &user_id, device_id.as_ref()).await {
                 Ok(event_id) => {
                     let id = event_id.as_ref().map(|e| e.as_str());
-                    if let Err(error) = app
+                    if let Err(error) = core
                         .store
                         .outbox_finish(item.seq, OutboxState::Sent, id, None)
                         .await
@@ -396,20 +386,20 @@ impl Lane for OutboxLane {
                     self.resolve(item.seq, Ok(event_id));
                     return;
                 }
-                Err(error) => match failed_attempt(&app, &op, &item.queue_key, error, attempt) {
+                Err(error) => match failed_attempt(&core, &op, &item.queue_key, error, attempt) {
                     Ok(delay) => {
-                        let _ = app.store.outbox_attempted(item.seq).await;
+                        let _ = core.store.outbox_attempted(item.seq).await;
                         tokio::time::sleep(delay).await;
                         attempt += 1;
                     }
                     Err(error) => {
                         let message = error.to_string();
-                        let _ = app
+                        let _ = core
                             .store
                             .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
                             .await;
                         if let Some(error) = self.resolve(item.seq, Err(error))
-                            && let Some(hook) = &app.on_send_failure
+                            && let Some(hook) = &core.on_send_failure
                         {
                             hook(SendFailure {
                                 user_id: item.user_id.clone(),

@@ -23,7 +23,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::{Result, Store};
+use crate::{Result, Store, store::Mode};
 
 /// How long a queue lease lasts without renewal (PostgreSQL only).
 const LEASE_TTL: Duration = Duration::from_secs(30);
@@ -56,6 +56,7 @@ pub(crate) trait Lane: Send + Sync + 'static {
 pub(crate) struct Lanes<L: Lane> {
     lane: L,
     store: Store,
+    mode: Mode,
     owner: String,
     max_workers: usize,
     batch: i64,
@@ -104,10 +105,17 @@ enum Source<T> {
 }
 
 impl<L: Lane> Lanes<L> {
-    pub(crate) fn new(lane: L, store: Store, max_workers: usize, batch: i64) -> Arc<Self> {
+    pub(crate) fn new(
+        lane: L,
+        store: Store,
+        mode: Mode,
+        max_workers: usize,
+        batch: i64,
+    ) -> Arc<Self> {
         Arc::new(Lanes {
             lane,
             store,
+            mode,
             owner: format!("{:016x}", rand::random::<u64>()),
             max_workers,
             batch,
@@ -380,9 +388,9 @@ impl<L: Lane> Lanes<L> {
                                 offered_all &= this.offer(&queue);
                             }
                             // Every queue with work in the store has a worker reading it: from
-                            // here on, new work can be handed over in memory. Only where no
-                            // other process writes the store.
-                            if listed_all && offered_all && this.store.exclusive() {
+                            // here on, new work can be handed over in memory, where the mode
+                            // allows it.
+                            if listed_all && offered_all && this.mode.hand_off() {
                                 this.handoff.store(true, Ordering::SeqCst);
                             }
                         }

@@ -1,0 +1,78 @@
+//! What the queues share: the store and its mode, the homeserver client, our users, the
+//! metrics, the write-behind, and the narrow way up to the appservice's handlers.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use ruma::{RoomId, UserId};
+use serde_json::value::RawValue;
+
+use super::{failure::SendFailureHook, users::Users, writeback::WriteBack};
+use crate::{
+    Result, Store, client::HomeserverClient, metrics::Metrics, store::Mode, transaction::Incoming,
+};
+
+/// An event to send in place of another: its type and its content.
+pub(crate) type Sealed = (String, Box<RawValue>);
+
+/// What the queues call in the layer above them, which the appservice gives them: the queues
+/// never see the router, the handlers or the encryption, only this.
+pub(crate) trait Upstream: Send + Sync + 'static {
+    /// Handles one inbox item (built-in behaviour, then the handlers); `item_key` names it
+    /// across re-handling.
+    fn handle(&self, item: Incoming, item_key: String) -> BoxFuture<'static, ()>;
+
+    /// The event to send instead of `content` of `event_type` in `room_id` (its encrypted
+    /// form), or `None` to send it as it is. An error fails the send.
+    fn seal<'a>(
+        &'a self,
+        sender: &'a UserId,
+        room_id: &'a RoomId,
+        event_type: &'a str,
+        content: &'a RawValue,
+    ) -> BoxFuture<'a, Result<Option<Sealed>>>;
+
+    /// Whether the appservice still stands: items handled while it did not are not marked
+    /// done.
+    fn alive(&self) -> bool;
+
+    /// Has the homeserver retry what it holds back: received transactions are taken again.
+    fn ping(&self);
+}
+
+/// How long items stay, and how many rooms are worked at once.
+#[derive(Clone, Debug)]
+pub(crate) struct Options {
+    pub(crate) max_rooms: usize,
+    pub(crate) keep_items: Duration,
+    pub(crate) keep_txn_ids: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_rooms: 256,
+            keep_items: Duration::from_secs(24 * 3600),
+            keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The one value the inbox, the outbox and their tasks share.
+pub(crate) struct Core {
+    /// The registration's id: what names this appservice's rows in the store.
+    pub(crate) appservice_id: String,
+    pub(crate) client: HomeserverClient,
+    pub(crate) store: Store,
+    /// Chosen once, when the appservice is built.
+    pub(crate) mode: Mode,
+    pub(crate) users: Users,
+    pub(crate) metrics: Metrics,
+    /// Marks and records written behind, in batches.
+    pub(crate) writeback: Arc<WriteBack>,
+    pub(crate) on_send_failure: Option<SendFailureHook>,
+    pub(crate) options: Options,
+    pub(crate) upstream: Box<dyn Upstream>,
+    /// Held from a transaction's commit until its items are handed to the inbox lanes.
+    pub(crate) receiving: tokio::sync::Mutex<()>,
+}
