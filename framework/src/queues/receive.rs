@@ -72,8 +72,8 @@ pub(super) async fn receive(
         core.store.journal_room().await;
         // A larger transaction is answered once it is committed, as without the journal:
         // answered at once, transactions of 50 ran ahead of their handlers until each room's
-        // backlog outgrew its worker's memory and was read back (echo B=50 0.52–0.56 of the
-        // null appservice, p50 latency up to 120 ms, against 0.66 and 5 ms).
+        // backlog outgrew its worker's memory and was read back, slower and much later
+        // (docs/benchmarks.md, "Why the receive path's constants are what they are").
         let wait_for_commit = wait_for_commit || items.len() > ANSWER_AT_ONCE_UP_TO;
         let (tell, committed) = match wait_for_commit {
             true => {
@@ -183,9 +183,9 @@ fn offer(
 const ANSWER_AT_ONCE_UP_TO: usize = 4;
 
 /// How long the first record after a lull waits for others to be committed with it. At one
-/// event per transaction a commit each cost more than the rest of the work together (echo
-/// B=1: 0.58 of the null appservice at 172 µs of CPU a transaction); handling starts later
-/// by as much.
+/// event per transaction a commit each cost more than the rest of the work together
+/// (docs/benchmarks.md, "Why the receive path's constants are what they are"); handling
+/// starts later by as much.
 const GATHER: Duration = Duration::from_millis(1);
 
 /// Commits the journal's records as they come, until the appservice is dropped. While one

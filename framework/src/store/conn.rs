@@ -4,8 +4,8 @@
 //! thread and back: two thread wake-ups. A statement through the pool costs two trips more,
 //! since sqlx pings a connection when it goes back to the pool (and, by default, before handing it
 //! out). Wake-ups across CPUs are what the one-event-per-transaction path spent most of its time
-//! on: on the 2-vCPU machine of `docs/benchmarks.md`, `perf bench sched pipe` measures 36 µs per
-//! round trip across CPUs against 4 µs on one. So on a SQLite file the framework keeps one
+//! on (a round trip across CPUs costs about nine times one on the same CPU: `docs/benchmarks.md`,
+//! "Why the receive path's constants are what they are"). So on a SQLite file the framework keeps one
 //! connection out of the pool for its inbox, outbox and caches, and leaves the pool to plugins.
 //! PostgreSQL, where each connection is a socket and processes share the database, keeps using
 //! the pool.

@@ -3,8 +3,8 @@
 //! The answer to a transaction promises that it is stored. Committing it to SQLite before
 //! answering cost half of Trestle's speed at one event per transaction: a commit writes a WAL
 //! frame and its header for every b-tree it touches, takes and drops five file locks, and
-//! checkpoints now and then (`docs/benchmarks.md`: 0.49 of the null appservice with the commit,
-//! 0.96 with an append to a file in its place). So a transaction is appended here, one
+//! checkpoints now and then (`docs/benchmarks.md`, "Why the receive path's constants are what
+//! they are"). So a transaction is appended here, one
 //! `write` of one record, and answered; a task then commits the records to the inbox in
 //! batches (`Store::commit_journal`), and only then are they handled. What the two steps
 //! promise is the same as a WAL commit with `synchronous = NORMAL`: the bytes are in the
@@ -50,9 +50,9 @@ pub(crate) use commit::record_items;
 /// Items the journal holds before receivers wait for the commit. Answering faster than the
 /// database takes the records would pile them up in memory (say while a plugin holds SQLite's
 /// write lock); waiting lets the homeserver feel it, as it did before the journal. (Larger
-/// transactions wait for their own commit anyway: `queues/receive.rs`.) Measured before
-/// they did, at echo B=50: 50 items 0.32 of the null appservice (every transaction waited for
-/// the one before), 100 items 0.62, 200 to 2,000 items about 0.5, with p50 latency above 100 ms.
+/// transactions wait for their own commit anyway: `queues/receive.rs`.) Fewer makes every
+/// transaction wait for the one before, more lets latency grow (measured in
+/// `docs/benchmarks.md`, "Why the receive path's constants are what they are").
 pub(crate) const MAX_WAITING_ITEMS: usize = 100;
 
 /// One received transaction.

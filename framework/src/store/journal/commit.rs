@@ -96,7 +96,7 @@ macro_rules! marks {
 
 /// How a batch's items are told which are new: the same result, at costs that suit different
 /// batches. Finding the new records once costs a second table per commit (about as much as
-/// storing a few items, measured with callgrind), which pays when records have many items
+/// storing a few items: `docs/benchmarks.md`), which pays when records have many items
 /// (transactions of 50 events); when they have one or two (one event per transaction, several
 /// gathered in a batch), each item looking its record up is cheaper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
