@@ -82,9 +82,6 @@ pub struct AppserviceBuilder {
     server_name: String,
     router: Router,
     store: Option<Store>,
-    user_query: Option<UserQuery>,
-    alias_query: Option<AliasQuery>,
-    thirdparty: Option<Arc<dyn ThirdPartyLookup>>,
     body_limit: usize,
     on_send_failure: Option<SendFailureHook>,
     options: Options,
@@ -122,32 +119,6 @@ impl AppserviceBuilder {
     /// The store; an in-memory SQLite store unless set.
     pub fn store(mut self, store: Store) -> Self {
         self.store = Some(store);
-        self
-    }
-
-    /// Answers user queries from the homeserver.
-    pub fn on_user_query<F, Fut>(mut self, query: F) -> Self
-    where
-        F: Fn(Appservice, OwnedUserId) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<bool>> + Send + 'static,
-    {
-        self.user_query = Some(Arc::new(move |app, user| Box::pin(query(app, user))));
-        self
-    }
-
-    /// Answers room alias queries from the homeserver.
-    pub fn on_alias_query<F, Fut>(mut self, query: F) -> Self
-    where
-        F: Fn(Appservice, OwnedRoomAliasId) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<bool>> + Send + 'static,
-    {
-        self.alias_query = Some(Arc::new(move |app, alias| Box::pin(query(app, alias))));
-        self
-    }
-
-    /// Answers the `/thirdparty` endpoints.
-    pub fn thirdparty(mut self, lookup: impl ThirdPartyLookup) -> Self {
-        self.thirdparty = Some(Arc::new(lookup));
         self
     }
 
@@ -200,10 +171,10 @@ impl AppserviceBuilder {
             server_name,
             router: self.router,
             command_prefix,
-            // Set on the builder, or else by the plugin on its router.
-            user_query: self.user_query.or_else(|| hooks.user_query.clone()),
-            alias_query: self.alias_query.or_else(|| hooks.alias_query.clone()),
-            thirdparty: self.thirdparty.or_else(|| hooks.thirdparty.clone()),
+            // Declared on the router, with the handlers: one place for what a plugin answers.
+            user_query: hooks.user_query.clone(),
+            alias_query: hooks.alias_query.clone(),
+            thirdparty: hooks.thirdparty.clone(),
             body_limit: self.body_limit,
             stop: tokio::sync::watch::Sender::new(false),
         });
@@ -226,9 +197,6 @@ impl Appservice {
             server_name: server_name.into(),
             router: Router::new(),
             store: None,
-            user_query: None,
-            alias_query: None,
-            thirdparty: None,
             body_limit: 32 * 1024 * 1024,
             on_send_failure: None,
             options: Options::default(),
