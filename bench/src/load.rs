@@ -68,7 +68,10 @@ impl Load {
                         })
                     })
                     .collect();
-                Bytes::from(serde_json::to_vec(&json!({ "events": events })).unwrap())
+                Bytes::from(
+                    serde_json::to_vec(&json!({ "events": events }))
+                        .expect("a JSON value with string keys always serialises"),
+                )
             })
             .collect()
     }
@@ -90,7 +93,10 @@ pub fn bot_joins(bot: &str, rooms: usize) -> Bytes {
             })
         })
         .collect();
-    Bytes::from(serde_json::to_vec(&json!({ "events": events })).unwrap())
+    Bytes::from(
+        serde_json::to_vec(&json!({ "events": events }))
+            .expect("a JSON value with string keys always serialises"),
+    )
 }
 
 /// Pushes transactions to one appservice, one at a time, with the homeserver's token.

@@ -1,6 +1,9 @@
 //! `trestle check` against a real Synapse: success, and a clear reason for each way the
 //! registration can be wrong; and a configuration typo refused with its line and field.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::Path,
     process::{Command, Output},

@@ -2,6 +2,8 @@
 //! secrets inline, like the registration files beside it (mode 0600).
 
 #![cfg(unix)]
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
 
 use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 

@@ -1,6 +1,9 @@
 //! The `trestle` binary killed with SIGKILL in the middle of a burst, then started again:
 //! every message is answered exactly once, in order.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     path::Path,
     process::{Child, Command, Stdio},

@@ -3,6 +3,9 @@
 //! encrypted reply, and a ghost's (sent with its own device) too; then again after Trestle
 //! restarted. Synapse's database holds no plaintext.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use matrix_sdk::{Room, ruma::OwnedUserId};

@@ -3,6 +3,9 @@
 //! encrypted room (matrix-sdk as the client). A host without encryption refuses the setting,
 //! naming the file and the field.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{path::Path, time::Duration};
 
 use matrix_sdk::ruma::OwnedUserId;

@@ -3,6 +3,9 @@
 //! appservice has set the event aside and Trestle has restarted. The handler then sees the
 //! message decrypted, once.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},

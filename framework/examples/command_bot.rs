@@ -36,7 +36,10 @@ async fn add(cmd: Command, State(memory): State<Memory>, reply: Reply) -> trestl
 async fn note(cmd: Command, State(memory): State<Memory>, reply: Reply) -> trestle::Result<()> {
     // The guard must go before `.await`: held across it, the future would not be `Send`.
     let answer = {
-        let mut notes = memory.notes.lock().unwrap();
+        let mut notes = memory
+            .notes
+            .lock()
+            .expect("nothing panics while holding the notes, so the lock is never poisoned");
         // `argv` splits at spaces but keeps a quoted "two words" together.
         match cmd.argv().as_slice() {
             [key] => notes.get(key).cloned().unwrap_or(format!("no note {key}")),

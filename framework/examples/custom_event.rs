@@ -44,7 +44,9 @@ async fn score(
 ) -> trestle::Result<()> {
     let ScoreEventContent { player, points } = event.content;
     let total = {
-        let mut board = board.lock().unwrap();
+        let mut board = board
+            .lock()
+            .expect("nothing panics while holding the board, so the lock is never poisoned");
         let total = board
             .entry((event.room_id.to_string(), player.clone()))
             .or_default();

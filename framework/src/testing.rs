@@ -1,6 +1,9 @@
 //! Test helpers shared by the framework's unit tests, and by the unit tests of crates built on
 //! it (`trestle-host`, …) through the cargo feature `testing`, so they need no copy of them.
 
+// Test support only: a failed unwrap here is the test that called it failing.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;

@@ -1,6 +1,9 @@
 //! The examples' routers driven the way a homeserver drives them: a transaction in through
 //! the Application Service API, the answers out to a stand-in homeserver.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 
 use axum::{Json, body::Body, http::Method, http::Request, http::Uri};

@@ -6,6 +6,9 @@
 //! `namespace_regexes_match_as_in_python` ask Synapse itself (its own loader, from the
 //! virtualenv the end-to-end tests use) and compare.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::{Path, PathBuf};
 
 use trestle_registration::{Error, NamespaceKind, Registration};

@@ -2,6 +2,9 @@
 //!
 //! [`synapse`] starts real Synapse homeservers and talks to them as ordinary Matrix users.
 
+// Test support only: a failed unwrap here is the test that called it failing.
+#![allow(clippy::unwrap_used)]
+
 pub mod appservice;
 pub mod bridge_checks;
 pub mod postgres;

@@ -296,6 +296,7 @@ impl Synapse {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The local port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -2,6 +2,9 @@
 //! and a bridge started again on the same database connects it by itself; portals, the
 //! message map and management rooms work there against a real Synapse.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};

@@ -2,6 +2,9 @@
 //! secret, Matrix errors, logins, portals, linking, and a user without a management room
 //! getting one.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use reqwest::Method;
 use serde_json::{Value, json};
 use trestle_bridge::{BridgeConfig, MessageContent, RemoteMessage};

@@ -4,6 +4,9 @@
 //! the room that the message was not delivered; one waiting when Trestle stops is sent after
 //! the next start. Logged out, they are relayed again.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{sync::Arc, time::Duration};
 
 use serde_json::Value;

@@ -4,6 +4,9 @@
 //! the management room, connection state notices, relay mode and linking. The provisioning
 //! API has its own test, `bridge_provisioning.rs`.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use reqwest::Method;
 use serde_json::json;
 use trestle_bridge::{

@@ -2,6 +2,9 @@
 //! needs a power level, checked against the room's current power levels (room version 12,
 //! where the creator's power is infinite and not listed).
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use reqwest::Method;
 use serde_json::{Value, json};
 use trestle::{

@@ -4,6 +4,9 @@
 //! comes again in another transaction is not handled again. On SQLite (through the journal) and
 //! PostgreSQL, across a restart of the appservice.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};

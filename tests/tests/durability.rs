@@ -1,6 +1,9 @@
 //! Nothing lost: homeserver outages, rate limits, and several processes on one PostgreSQL
 //! database. Each test checks that every message arrives exactly once and in order.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},

@@ -1,5 +1,8 @@
 //! The echo bot against a real Synapse: commands, replies, ghosts, and transaction handling.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use serde_json::{Value, json};
 use trestle_tests::{
     appservice::{Harness, WAIT},

@@ -1,6 +1,9 @@
 //! Typing notifications, receipts and presence against a real Synapse: sent as a ghost and seen
 //! by a real user, and sent by a real user and received by the appservice.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},

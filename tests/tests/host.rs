@@ -1,6 +1,9 @@
 //! The host: several plugins from one process on one listener, each its own appservice, with
 //! health, metrics, and one plugin's panics contained.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::json;

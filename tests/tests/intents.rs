@@ -1,5 +1,8 @@
 //! Intents against a real Synapse: every action, and the relation shapes Synapse accepts.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use ruma::{
     OwnedRoomId, events::room::message::RoomMessageEventContent,
     events::room::topic::RoomTopicEventContent,

@@ -1,6 +1,9 @@
 //! Media against a real Synapse: uploads as the bot, from a URL and over the limit; downloads as
 //! a real user and as a ghost, through the authenticated endpoints.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use ruma::{

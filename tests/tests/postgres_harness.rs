@@ -1,6 +1,9 @@
 //! The PostgreSQL harness itself: every `fresh_database()` is a new, empty, working database of
 //! its own on the test process's throwaway server.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Mutex;
 
 use sqlx::Connection;

@@ -3,6 +3,9 @@
 //! refuses transactions so that Synapse keeps them; once the cause goes away it is ready again
 //! and every event is handled exactly once.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     io::Write,
     path::PathBuf,

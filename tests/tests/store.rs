@@ -1,5 +1,8 @@
 //! One store test suite, run against SQLite and against a real PostgreSQL server.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use trestle::{

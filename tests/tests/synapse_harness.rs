@@ -1,5 +1,8 @@
 //! Proves the Synapse harness works: two users, a room, an invite, a message read back.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;

@@ -1,6 +1,9 @@
 //! A plugin answering the homeserver's queries — third-party lookups, unknown users, unknown
 //! aliases — as a real Synapse asks them on behalf of a client.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;

@@ -6,6 +6,9 @@
 //! appservice has already seen, with other events in them. Either way every command must be
 //! answered exactly once.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::{
     collections::{BTreeMap, HashSet},
     time::{Duration, Instant},

@@ -8,6 +8,8 @@
 //! `cargo run --release -p trestle-bench --bin flood -- --events 100000`
 
 use std::{
+    error::Error,
+    process::ExitCode,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -46,15 +48,23 @@ async fn slow(_: RawEvent, State((handled, ms)): State<(Arc<AtomicU64>, u64)>) {
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = Args::parse();
-    let dir = tempfile::tempdir().unwrap();
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("flood: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    let dir = tempfile::tempdir()?;
     let store = Store::connect(&format!(
         "sqlite://{}",
         dir.path().join("flood.db").display()
     ))
-    .await
-    .unwrap();
+    .await?;
     let registration = Registration::generate("flood", None, "floodbot", "flood_", "localhost");
     let handled = Arc::new(AtomicU64::new(0));
     let router = Router::new()
@@ -65,10 +75,9 @@ async fn main() {
         .router(router)
         .store(store)
         .build()
-        .await
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+        .await?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(app.clone().run(listener, std::future::pending()));
 
     let (rss_start, _) = rss_kib();
@@ -111,8 +120,7 @@ async fn main() {
             .bearer_auth(&registration.hs_token)
             .json(&json!({ "events": events }))
             .send()
-            .await
-            .unwrap();
+            .await?;
         assert!(response.status().is_success());
     }
     let pushed = started.elapsed();
@@ -133,4 +141,5 @@ async fn main() {
         rss_end as f64 / 1024.0,
         hwm as f64 / 1024.0
     );
+    Ok(())
 }

@@ -3,6 +3,9 @@
 //! to people without power, protections act on floods, banned words, mention spam and link
 //! spam — and nothing happens in rooms the bot does not protect.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 mod support {
     #[path = "matrix.rs"]
     pub mod matrix;

@@ -3,6 +3,9 @@
 //! and those named for it, and none answers another's with "unknown command". Alone with
 //! people, the moderation bot says so again.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use reqwest::Method;

@@ -2,6 +2,9 @@
 //! each new entry is posted exactly once, across reorders, edits, an entry that disappears
 //! and comes back, and a restart of the appservice.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/common.rs"]
 mod common;
 

@@ -1,5 +1,8 @@
 //! Outbound webhooks against a real Synapse and a local receiver that is down for a while.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/common.rs"]
 mod common;
 

@@ -1,5 +1,8 @@
 //! Inbound webhooks against a real Synapse: made with a command, posted to over HTTP.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/common.rs"]
 mod common;
 

@@ -35,9 +35,19 @@ pub enum Refusal {
     /// The text is empty.
     Empty,
     /// Longer than the limit (characters).
-    TooLong { limit: usize, length: usize },
+    TooLong {
+        /// The most characters a post may have.
+        limit: usize,
+        /// How many the draft has.
+        length: usize,
+    },
     /// The HTML is longer than its limit (characters).
-    HtmlTooLong { limit: usize, length: usize },
+    HtmlTooLong {
+        /// The most characters a post's HTML may have.
+        limit: usize,
+        /// How many the draft's HTML has.
+        length: usize,
+    },
     /// The HTML contains something that is never allowed (scripts, event handlers, …).
     UnsafeHtml(&'static str),
 }
@@ -230,9 +240,13 @@ pub fn edit_content(original: &str, draft: &Draft) -> Value {
 /// redacted one has no text).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed {
+    /// The plain text (the post's own key, else `body`).
     pub text: String,
+    /// The HTML, sanitised here, if the post had any.
     pub html: Option<String>,
+    /// For a reply, the event id of the post that started the thread.
     pub thread_root: Option<String>,
+    /// For a repost, the event id of the original post.
     pub repost_of: Option<String>,
 }
 

@@ -7,11 +7,15 @@ use trestle::Result;
 /// A post as the page and the JSON API show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Post {
+    /// The post's event id, which is its id everywhere.
     pub event_id: String,
+    /// The timeline room it was posted in (its author's).
     pub room_id: String,
     /// The sender: posts are written by whoever sent them.
     pub author: String,
+    /// The author's display name, when the index knows one.
     pub author_name: Option<String>,
+    /// The plain text.
     pub text: String,
     /// Sanitised HTML.
     pub html: Option<String>,
@@ -23,7 +27,9 @@ pub struct Post {
     pub repost_of: Option<String>,
     /// When the post was last edited, if it was.
     pub edited_ts: Option<i64>,
+    /// How many replies its thread has.
     pub reply_count: i64,
+    /// How many likes it has.
     pub like_count: i64,
     /// Whether the user asking liked it.
     pub liked: bool,
@@ -32,6 +38,7 @@ pub struct Post {
 /// One page of posts, and the cursor of the next (older) one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Page {
+    /// The posts, newest first.
     pub posts: Vec<Post>,
     /// Pass as `before` to read on; `None` at the end.
     pub next: Option<String>,
@@ -40,14 +47,19 @@ pub struct Page {
 /// A user and their posts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Profile {
+    /// The user's Matrix id.
     pub user_id: String,
+    /// The user's display name, when the index knows one.
     pub display_name: Option<String>,
     /// The user's timeline room, `None` until they post for the first time.
     pub room_id: Option<String>,
+    /// How many users follow them.
     pub followers: i64,
+    /// How many users they follow.
     pub following: i64,
     /// Whether the user asking follows them.
     pub followed: bool,
+    /// Their posts, a page at a time.
     #[serde(flatten)]
     pub page: Page,
 }
@@ -55,7 +67,9 @@ pub struct Profile {
 /// A post with its replies, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Thread {
+    /// The post that started the thread.
     pub post: Post,
+    /// The replies in it, oldest first.
     pub replies: Vec<Post>,
 }
 

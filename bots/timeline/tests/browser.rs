@@ -2,6 +2,9 @@
 //! older room version 10 (room ids with a server name): Bob logs in through the page and posts; Alice logs in,
 //! follows him from his profile and sees the post in her home feed. A screenshot is saved.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/cdp.rs"]
 mod cdp;
 

@@ -2,6 +2,9 @@
 //! its cursor, threads, likes, bad input, the Atom feed, and a reindex into an empty
 //! PostgreSQL store that yields the same feed.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle::{Appservice, Store};

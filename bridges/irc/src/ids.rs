@@ -8,16 +8,25 @@ use crate::irc::naming::{irc_lowercase, is_channel};
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ChatId {
     /// `network/#channel` (lower-cased).
-    Channel { network: String, channel: String },
+    Channel {
+        /// The network's short name.
+        network: String,
+        /// The channel, lower-cased the IRC way.
+        channel: String,
+    },
     /// `network/nick/@user:server`.
     Private {
+        /// The network's short name.
         network: String,
+        /// The IRC side's nick, lower-cased the IRC way.
         nick: String,
+        /// The Matrix side's user id.
         user: String,
     },
 }
 
 impl ChatId {
+    /// The id of a channel of a network (any case: it is lower-cased here).
     pub fn channel(network: &str, channel: &str) -> Self {
         ChatId::Channel {
             network: network.to_owned(),
@@ -25,6 +34,7 @@ impl ChatId {
         }
     }
 
+    /// The short name of the network the chat is on.
     pub fn network(&self) -> &str {
         match self {
             ChatId::Channel { network, .. } | ChatId::Private { network, .. } => network,
@@ -77,11 +87,14 @@ impl FromStr for ChatId {
 /// An IRC user: `network/nick` (lower-cased: IRC nicks are case-insensitive).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UserId {
+    /// The network's short name.
     pub network: String,
+    /// The nick, lower-cased the IRC way.
     pub nick: String,
 }
 
 impl UserId {
+    /// The id of a nick on a network (any case: it is lower-cased here).
     pub fn new(network: &str, nick: &str) -> Self {
         UserId {
             network: network.to_owned(),

@@ -28,7 +28,9 @@ use crate::{
 /// What a Matrix user's IRC login keeps.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LoginData {
+    /// The short name of the network logged in to.
     pub network: String,
+    /// The nick the login connects with.
     pub nick: String,
     /// Made by the bridge when the user joined a portal (not by `login`): closed when they
     /// have been in no portal of the network for `idle_timeout`.

@@ -65,9 +65,12 @@ impl Default for Settings {
 pub struct NetworkSettings {
     /// A short name, used in aliases and ghost names (`libera`).
     pub name: String,
+    /// The server's host name.
     pub host: String,
+    /// The server's port (6667 unless set).
     #[serde(default = "default_port")]
     pub port: u16,
+    /// Whether to connect over TLS (off unless set).
     #[serde(default)]
     pub tls: bool,
     /// A PEM file of certificates to trust for TLS besides the system's (a self-signed
@@ -80,6 +83,7 @@ pub struct NetworkSettings {
     /// SASL PLAIN for the bot.
     #[serde(default)]
     pub sasl_account: Option<String>,
+    /// The password of `sasl_account`; set both or neither.
     #[serde(default)]
     pub sasl_password: Option<String>,
     /// The bot's nick.
@@ -91,6 +95,7 @@ pub struct NetworkSettings {
     /// Flood control: lines at once, then lines per second.
     #[serde(default = "default_burst")]
     pub flood_burst: u32,
+    /// Flood control: lines per second once the burst is spent.
     #[serde(default = "default_rate")]
     pub flood_rate: f64,
     /// Whether a Matrix user who joins a portal of this network gets their own IRC connection

@@ -23,6 +23,7 @@ use crate::{
     ids::{ChatId, UserId},
 };
 
+/// The third-party protocol the bridge answers for (the registration's `protocols`).
 pub const PROTOCOL: &str = "irc";
 
 /// Answers the homeserver's third-party lookups for the bridge.

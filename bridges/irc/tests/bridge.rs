@@ -1,6 +1,9 @@
 //! The IRC bridge end to end: a real Synapse, a real ngircd, and a plain IRC client written
 //! in the test on the other side.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/all.rs"]
 mod support;
 

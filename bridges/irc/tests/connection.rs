@@ -1,6 +1,9 @@
 //! The IRC connection against a real ngircd: registration, channels, messages both ways,
 //! nick collisions, flood-controlled multi-line sends, and recovery after the server restarts.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[allow(dead_code)]
 #[path = "support/ngircd.rs"]
 mod ngircd;

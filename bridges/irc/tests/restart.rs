@@ -2,6 +2,9 @@
 //! ngircd, a plain IRC client): what she sends as Trestle comes back, while her connection is
 //! being restored, goes out through that connection, in order, never relayed by the bot.
 
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
 #[path = "support/all.rs"]
 mod support;
 

@@ -36,7 +36,9 @@ fn txn_id() -> String {
 /// A logged-in user (or an appservice acting with its `as_token`).
 #[derive(Clone)]
 pub struct UserClient {
+    /// Whom requests are made as.
     pub user_id: String,
+    /// The token sent with every request (a user's, or the appservice's `as_token`).
     pub access_token: String,
     base_url: String,
     http: reqwest::Client,
@@ -52,6 +54,7 @@ impl std::fmt::Debug for UserClient {
 }
 
 impl UserClient {
+    /// A client of the homeserver at `base_url` acting as `user_id` with `access_token`.
     pub fn new(
         base_url: String,
         user_id: String,
@@ -66,6 +69,7 @@ impl UserClient {
         }
     }
 
+    /// The base URL of the homeserver requests go to.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
@@ -130,6 +134,7 @@ impl UserClient {
             .to_owned()
     }
 
+    /// Invites `user_id` to a room.
     pub async fn invite(&self, room_id: &str, user_id: &str) {
         let path = Self::room_path(room_id, "invite");
         self.call_ok(Method::POST, &path, Some(&json!({ "user_id": user_id })))
@@ -146,6 +151,7 @@ impl UserClient {
             .to_owned()
     }
 
+    /// Leaves a room.
     pub async fn leave(&self, room_id: &str) {
         let path = Self::room_path(room_id, "leave");
         self.call_ok(Method::POST, &path, Some(&json!({}))).await;

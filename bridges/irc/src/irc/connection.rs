@@ -36,8 +36,11 @@ use super::{
 /// Where and how to connect.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The server's host name (also the name its TLS certificate must carry).
     pub host: String,
+    /// The server's port, commonly 6667 in plain text and 6697 over TLS.
     pub port: u16,
+    /// Whether to speak TLS to the server.
     pub tls: bool,
     /// A PEM file of certificates to trust besides the system's roots (a self-signed
     /// server's, or a private CA's).
@@ -46,8 +49,11 @@ pub struct Config {
     pub password: Option<String>,
     /// SASL PLAIN account and password.
     pub sasl: Option<(String, String)>,
+    /// The nick to register with; when it is taken, variants of it are tried.
     pub nick: String,
+    /// The user name of `USER` (the `user` of `nick!user@host`).
     pub username: String,
+    /// The "real name" of `USER`, shown by `WHOIS`.
     pub realname: String,
     /// Lines that may be sent at once before the steady rate applies.
     pub flood_burst: u32,
@@ -55,6 +61,7 @@ pub struct Config {
     pub flood_rate: f64,
     /// The first wait before reconnecting; it doubles up to `reconnect_max`.
     pub reconnect_min: Duration,
+    /// The longest wait between two attempts to reconnect.
     pub reconnect_max: Duration,
     /// Silence after which the server is pinged, and then considered gone.
     pub keepalive: Duration,
@@ -85,8 +92,11 @@ impl Config {
 /// How a message was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// An ordinary message (`PRIVMSG`).
     Privmsg,
+    /// A `NOTICE`, which by convention no bot answers automatically.
     Notice,
+    /// A CTCP `ACTION`, the `/me` of IRC clients.
     Action,
 }
 
@@ -95,26 +105,37 @@ pub enum Kind {
 pub enum Event {
     /// Registered (again) under `nick`; channels are being rejoined.
     Registered {
+        /// The nick the server accepted, perhaps a variant of the configured one.
         nick: String,
     },
     /// The connection broke; it is being re-established.
     Disconnected {
+        /// Why, in words: the socket's error, the server's `ERROR`, or its silence.
         reason: String,
     },
     /// The server refused a nick change (or SASL failed); in words.
     Error {
+        /// What was refused and the server's reason.
         message: String,
     },
+    /// A message from a user, to a channel or to this connection's nick.
     Message {
+        /// The sender's nick.
         from: String,
+        /// The channel it was sent to, or this connection's nick for a private message.
         target: String,
+        /// How it was sent.
         kind: Kind,
+        /// The text, without the CTCP framing of an action.
         text: String,
         /// The IRCv3 `server-time` tag, when the server sent one.
         time: Option<String>,
     },
+    /// Someone (this connection included) joined a channel.
     Join {
+        /// Who joined.
         nick: String,
+        /// The channel joined.
         channel: String,
         /// `user@host` from the line's prefix (empty when the server gave none).
         mask: String,
@@ -122,42 +143,68 @@ pub enum Event {
     /// The server refused to let this connection join a channel (banned, invite only, full,
     /// wrong key): the numeric's text.
     JoinRefused {
+        /// The channel that could not be joined.
         channel: String,
+        /// The server's explanation.
         reason: String,
     },
+    /// Someone left a channel.
     Part {
+        /// Who left.
         nick: String,
+        /// The channel left.
         channel: String,
+        /// The parting message (empty when none was given).
         reason: String,
     },
+    /// Someone left the server, and so every channel shared with them.
     Quit {
+        /// Who quit.
         nick: String,
+        /// The quit message (empty when none was given).
         reason: String,
     },
+    /// Someone was removed from a channel by an operator.
     Kick {
+        /// The channel.
         channel: String,
+        /// Who was kicked.
         nick: String,
+        /// Who kicked them.
         by: String,
+        /// The kick message (empty when none was given).
         reason: String,
     },
+    /// Someone changed nick.
     Nick {
+        /// The nick before the change.
         old: String,
+        /// The nick after it.
         new: String,
     },
+    /// A channel's topic, when it changes or on joining the channel.
     Topic {
+        /// The channel.
         channel: String,
+        /// The topic's text (empty when it was cleared).
         topic: String,
+        /// Who set it: `None` for the topic sent on joining (`RPL_TOPIC`).
         by: Option<String>,
     },
-    /// Channel modes changed: each `(adding, mode, argument)`.
+    /// Channel modes changed.
     Mode {
+        /// The channel.
         channel: String,
+        /// The nick of who changed them (a server's name when a server did).
         by: String,
+        /// Each change as `(adding, mode, argument)`: `+o alice` is `(true, 'o', Some("alice"))`.
         changes: Vec<(bool, char, Option<String>)>,
     },
     /// Who is in a channel (prefixes such as `@` removed), after joining it.
     Names {
+        /// The channel.
         channel: String,
+        /// Its members' nicks.
         nicks: Vec<String>,
         /// Each nick's channel modes from its prefixes (`o` for `@`, as the server's `PREFIX`
         /// says; several with `multi-prefix`), in the order of `nicks`.
@@ -168,7 +215,9 @@ pub enum Event {
 /// What the connection is like now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
+    /// Whether the current connection is registered (false while reconnecting).
     pub registered: bool,
+    /// The connection's nick: the one it is registering with, then the one it has.
     pub nick: String,
     /// How many times it registered; grows with each reconnect.
     pub sessions: u64,

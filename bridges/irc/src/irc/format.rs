@@ -1,14 +1,23 @@
 //! IRC formatting codes ↔ Matrix HTML and plain text.
 //! Codes: <https://modern.ircdocs.horse/formatting>; Matrix HTML: <https://spec.matrix.org/v1.16/client-server-api/#mroommessage-msgtypes>
 
+/// Toggles bold.
 pub const BOLD: char = '\x02';
+/// Sets the colours by mIRC number: `\x03fg[,bg]`; alone, turns colour off.
 pub const COLOR: char = '\x03';
+/// Sets the colours in hex: `\x04RRGGBB[,RRGGBB]`.
 pub const HEX_COLOR: char = '\x04';
+/// Turns every formatting off.
 pub const RESET: char = '\x0f';
+/// Toggles monospace.
 pub const MONOSPACE: char = '\x11';
+/// Toggles swapping the foreground and background colours.
 pub const REVERSE: char = '\x16';
+/// Toggles italics.
 pub const ITALIC: char = '\x1d';
+/// Toggles strikethrough.
 pub const STRIKE: char = '\x1e';
+/// Toggles underline.
 pub const UNDERLINE: char = '\x1f';
 
 /// The 16 standard mIRC colours.
@@ -20,12 +29,19 @@ const PALETTE: [&str; 16] = [
 /// The formatting in effect at a point of an IRC line.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Style {
+    /// Bold text.
     pub bold: bool,
+    /// Italic text.
     pub italic: bool,
+    /// Underlined text.
     pub underline: bool,
+    /// Struck-through text.
     pub strike: bool,
+    /// Monospaced text (code).
     pub monospace: bool,
+    /// The foreground colour's mIRC number, if one is set.
     pub fg: Option<u8>,
+    /// The background colour's mIRC number, if one is set (only with a foreground).
     pub bg: Option<u8>,
 }
 
