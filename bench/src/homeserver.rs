@@ -14,6 +14,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
 };
+use trestle::sync::{MutexExt, RwLockExt};
 
 use axum::{
     Json, Router,
@@ -99,18 +100,15 @@ impl Session {
 
     /// Records echoes in `arrivals` from now on.
     pub fn expect(&self, arrivals: Arc<Arrivals>) {
-        *self.arrivals.write().unwrap_or_else(|e| e.into_inner()) = arrivals;
+        *self.arrivals.write_unpoisoned() = arrivals;
     }
 
     fn arrivals(&self) -> Arc<Arrivals> {
-        self.arrivals
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.arrivals.read_unpoisoned().clone()
     }
 
     fn users(&self) -> std::sync::MutexGuard<'_, Users> {
-        self.users.lock().unwrap_or_else(|e| e.into_inner())
+        self.users.lock_unpoisoned()
     }
 
     /// Users registered so far.
@@ -128,14 +126,11 @@ pub struct Homeserver {
 impl Homeserver {
     /// Serves `session` from now on.
     pub fn start_session(&self, session: Arc<Session>) {
-        *self.session.write().unwrap_or_else(|e| e.into_inner()) = Some(session);
+        *self.session.write_unpoisoned() = Some(session);
     }
 
     fn session(&self) -> Option<Arc<Session>> {
-        self.session
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.session.read_unpoisoned().clone()
     }
 
     /// The client-server API routes.

@@ -2,6 +2,7 @@
 //! history visibility, and who gets the room key.
 
 use std::{collections::HashMap, sync::Mutex};
+use trestle::sync::MutexExt;
 
 use serde::Deserialize;
 use trestle::{
@@ -63,7 +64,7 @@ pub(crate) async fn settings(
     user: &UserId,
     room_id: &RoomId,
 ) -> Result<Option<RoomSettings>> {
-    if let Some(known) = rooms.lock().unwrap_or_else(|e| e.into_inner()).get(room_id) {
+    if let Some(known) = rooms.lock_unpoisoned().get(room_id) {
         return Ok(known.clone());
     }
     let settings = match state(app, user, room_id, StateEventType::RoomEncryption).await? {
@@ -85,8 +86,7 @@ pub(crate) async fn settings(
         None => None,
     };
     rooms
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .lock_unpoisoned()
         .insert(room_id.to_owned(), settings.clone());
     Ok(settings)
 }
@@ -104,7 +104,7 @@ pub(crate) fn note_state(rooms: &Rooms, event: &TimelineEvent) {
     struct Visibility {
         history_visibility: HistoryVisibility,
     }
-    let mut rooms = rooms.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rooms = rooms.lock_unpoisoned();
     match event.event_type.as_str() {
         "m.room.encryption" => {
             let Ok(state) =

@@ -35,6 +35,7 @@ mod queues;
 pub mod router;
 mod service;
 pub mod store;
+pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod thirdparty;

@@ -18,6 +18,7 @@ mod limit;
 #[cfg(test)]
 mod tests;
 
+use crate::sync::MutexExt;
 use std::{
     fmt,
     sync::{Arc, Mutex, OnceLock},
@@ -296,7 +297,7 @@ impl Media {
         let slot = failure.clone();
         let body = limit::Limited::new(body, self.limit, Some(size)).map_err(move |e| {
             let message = e.to_string();
-            *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            *slot.lock_unpoisoned() = Some(e);
             message
         });
 
@@ -316,7 +317,7 @@ impl Media {
             .body(reqwest::Body::wrap_stream(body))
             .send()
             .await;
-        let taken = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = failure.lock_unpoisoned().take();
         let response = match (sent, taken) {
             (Err(_), Some(ours)) => return Err(ours),
             (Err(e), None) => return Err(self.explain_broken_upload(e.into(), size).await),

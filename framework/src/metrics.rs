@@ -1,6 +1,7 @@
 //! Counters an operator wants to see, served as Prometheus text at `/metrics`, labelled by
 //! plugin (appservice).
 
+use crate::sync::MutexExt;
 use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write,
@@ -50,10 +51,7 @@ impl Metrics {
         self.handled.fetch_add(1, Relaxed);
         self.handling_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
-        let mut types = self
-            .events_by_type
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut types = self.events_by_type.lock_unpoisoned();
         // Event types are chosen by remote users; cap the label set so they cannot blow it up.
         let key = match event_type {
             Some(t) if types.contains_key(t) || types.len() < 200 => t.to_owned(),
@@ -82,10 +80,7 @@ impl Metrics {
     }
 
     pub(crate) fn homeserver_error(&self, errcode: &str) {
-        let mut errors = self
-            .homeserver_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut errors = self.homeserver_errors.lock_unpoisoned();
         *errors.entry(errcode.to_owned()).or_default() += 1;
     }
 
@@ -146,12 +141,7 @@ impl Metrics {
             l(&[]),
             self.handled.load(Relaxed) as f64,
         );
-        for (event_type, count) in self
-            .events_by_type
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (event_type, count) in self.events_by_type.lock_unpoisoned().iter() {
             add(
                 "trestle_events_handled_by_type_total",
                 "counter",
@@ -181,12 +171,7 @@ impl Metrics {
             l(&[]),
             self.handler_panics.load(Relaxed) as f64,
         );
-        for (errcode, count) in self
-            .homeserver_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for (errcode, count) in self.homeserver_errors.lock_unpoisoned().iter() {
             add(
                 "trestle_homeserver_errors_total",
                 "counter",

@@ -4,6 +4,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use trestle::sync::RwLockExt;
 
 use ruma::{
     OwnedRoomAliasId, OwnedRoomId, RoomId, UserId,
@@ -108,12 +109,7 @@ impl PolicyLists {
         let Incoming::Timeline(event) = ctx.incoming() else {
             return;
         };
-        let followed = self
-            .inner
-            .rooms
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&event.room_id);
+        let followed = self.inner.rooms.read_unpoisoned().contains(&event.room_id);
         if !followed {
             return;
         }
@@ -146,11 +142,7 @@ impl PolicyLists {
     }
 
     fn apply(&self, change: &Change) {
-        self.inner
-            .rules
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .apply(change);
+        self.inner.rules.write_unpoisoned().apply(change);
     }
 
     /// Reads every list not read yet (each failed one at most once a minute): resolves its
@@ -196,14 +188,14 @@ impl PolicyLists {
             None => resolve_room(app, configured).await?,
         };
         {
-            let mut rooms = self.inner.rooms.write().unwrap_or_else(|p| p.into_inner());
+            let mut rooms = self.inner.rooms.write_unpoisoned();
             if !rooms.contains(&room) {
                 rooms.push(room.clone());
             }
         }
         app.bot().ensure_joined(&room).await?;
         let read = read_list(app, &room).await?;
-        let mut rules = self.inner.rules.write().unwrap_or_else(|p| p.into_inner());
+        let mut rules = self.inner.rules.write_unpoisoned();
         rules.remove_list(room.as_str());
         for rule in read {
             rules.apply(&Change::Set(rule));
@@ -213,11 +205,7 @@ impl PolicyLists {
 
     /// The rules of every list read so far.
     pub fn rules(&self) -> PolicySet {
-        self.inner
-            .rules
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.rules.read_unpoisoned().clone()
     }
 
     /// The rule banning `user` — a user rule, or a server rule on its server — if any.

@@ -27,6 +27,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
+use trestle::sync::MutexExt;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -240,7 +241,7 @@ fn spawn_and_wait(
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
-            *exit2.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+            *exit2.lock_unpoisoned() = Some(status);
         })
         .map_err(|e| format!("spawning the postgres thread: {e}"))?;
     let pid = spawned_rx
@@ -269,7 +270,7 @@ fn spawn_and_wait(
 }
 
 fn exited(exit: &ExitSlot) -> Option<String> {
-    exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    exit.lock_unpoisoned().clone()
 }
 
 /// Whether the postmaster `pid` says it accepts connections: line 8 of `postmaster.pid` is

@@ -2,6 +2,7 @@
 //! protection settings, read once from the store and written through.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use trestle::sync::MutexExt;
 
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
@@ -141,10 +142,7 @@ impl Moderation {
 
     /// The in-memory model. Never held across an await.
     pub fn model(&self) -> MutexGuard<'_, Model> {
-        self.inner
-            .model
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.model.lock_unpoisoned()
     }
 
     /// Serializes ACL updates.
@@ -154,10 +152,7 @@ impl Moderation {
 
     /// What the protections remember. Never held across an await.
     pub fn tracker(&self) -> MutexGuard<'_, Tracker> {
-        self.inner
-            .tracker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.tracker.lock_unpoisoned()
     }
 
     /// The tables, migrated, with the model loaded from them.
@@ -199,22 +194,14 @@ impl Moderation {
         let Some(configured) = self.settings().management_room.as_deref() else {
             return Ok(None);
         };
-        let failed = *self
-            .inner
-            .resolve_failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let failed = *self.inner.resolve_failed.lock_unpoisoned();
         if failed.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(30)) {
             return Ok(None);
         }
         let room = match resolve_room(app, configured).await {
             Ok(room) => room,
             Err(error) => {
-                *self
-                    .inner
-                    .resolve_failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+                *self.inner.resolve_failed.lock_unpoisoned() = Some(std::time::Instant::now());
                 return Err(error);
             }
         };

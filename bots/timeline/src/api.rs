@@ -10,6 +10,7 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+use trestle::sync::MutexExt;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -190,7 +191,7 @@ impl Web {
             })?
             .to_owned();
         let cached = {
-            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let sessions = self.sessions.lock_unpoisoned();
             sessions
                 .get(&token)
                 .filter(|(_, at)| at.elapsed() < SESSION_TTL)
@@ -200,7 +201,7 @@ impl Web {
             Some(user) => user,
             None => {
                 let user = self.users.whoami(&token).await?;
-                let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sessions = self.sessions.lock_unpoisoned();
                 if sessions.len() > 10_000 {
                     sessions.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
                 }

@@ -12,6 +12,7 @@ use std::{
     sync::{Mutex, MutexGuard, atomic::AtomicU64},
     time::Duration,
 };
+use trestle::sync::MutexExt;
 
 use trestle::ruma::{RoomId, UserId};
 
@@ -78,7 +79,7 @@ impl Hub {
 
 /// Locks a mutex; a panic elsewhere while it was held leaves data that is still usable.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+    mutex.lock_unpoisoned()
 }
 
 /// A connection's configuration from a network's settings.

@@ -1,6 +1,7 @@
 //! The handle a network and a bridge's code act through.
 
 use std::{ops::Deref, sync::Arc};
+use trestle::sync::MutexExt;
 
 use ruma::{OwnedUserId, UserId};
 use trestle::{Appservice, Intent, WeakAppservice};
@@ -93,11 +94,7 @@ impl<N: Network> BridgeHandle<N> {
 
     /// The live connection of a login, if it is connected.
     pub fn connection(&self, user: &UserId, login_id: &str) -> Option<Arc<N::Connection>> {
-        let connections = self
-            .shared
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let connections = self.shared.connections.lock_unpoisoned();
         connections
             .iter()
             .find(|c| c.user == *user && c.login_id == login_id)

@@ -2,6 +2,7 @@
 //! to their user in the management room.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
+use trestle::sync::MutexExt;
 
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UserId,
@@ -139,11 +140,7 @@ impl<N: Network> BridgeHandle<N> {
         let handle = self.login_handle(&login.user, &login.id);
         let connection = self.network().connect(login, handle).await?;
         {
-            let mut connections = self
-                .shared
-                .connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut connections = self.shared.connections.lock_unpoisoned();
             connections.retain(|c| !(c.user == login.user && c.login_id == login.id));
             connections.push(LiveConnection {
                 user: login.user.clone(),
@@ -165,11 +162,7 @@ impl<N: Network> BridgeHandle<N> {
 
     pub(crate) async fn drop_connection(&self, user: &UserId, login_id: &str) {
         let removed = {
-            let mut connections = self
-                .shared
-                .connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut connections = self.shared.connections.lock_unpoisoned();
             let index = connections
                 .iter()
                 .position(|c| c.user == *user && c.login_id == login_id);
@@ -221,7 +214,7 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     fn quiet_set(&self) -> std::sync::MutexGuard<'_, HashSet<(OwnedUserId, String)>> {
-        self.shared.quiet.lock().unwrap_or_else(|e| e.into_inner())
+        self.shared.quiet.lock_unpoisoned()
     }
 
     /// The management room of a user, made now if they have none: a direct chat with the bot.
@@ -277,11 +270,7 @@ impl<N: Network> BridgeHandle<N> {
         app.stopping().await;
         tasks.abort_all();
         let live: Vec<_> = {
-            let mut connections = self
-                .shared
-                .connections
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut connections = self.shared.connections.lock_unpoisoned();
             connections.drain(..).collect()
         };
         self.connections_changed();

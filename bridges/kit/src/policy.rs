@@ -4,6 +4,7 @@
 //! the power), and their logins do not connect.
 
 use std::{collections::HashSet, sync::Mutex};
+use trestle::sync::MutexExt;
 
 use ruma::{OwnedUserId, UserId, events::room::message::RoomMessageEventContent};
 use serde_json::Value;
@@ -30,7 +31,7 @@ impl Gate {
 
     /// Whether `user` is told now: the first time since they were last found not banned.
     fn tell(&self, user: &UserId, banned: bool) -> bool {
-        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        let mut told = self.told.lock_unpoisoned();
         if banned {
             told.insert(user.to_owned())
         } else {

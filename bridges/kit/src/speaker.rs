@@ -15,6 +15,7 @@ use std::{
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
+use trestle::sync::MutexExt;
 
 use ruma::{OwnedUserId, UserId};
 use tokio::{sync::watch, time::Instant};
@@ -56,7 +57,7 @@ pub(crate) struct Waits {
 
 impl Waits {
     fn given_up(&self) -> MutexGuard<'_, HashSet<(OwnedUserId, String)>> {
-        self.given_up.lock().unwrap_or_else(|e| e.into_inner())
+        self.given_up.lock_unpoisoned()
     }
 }
 

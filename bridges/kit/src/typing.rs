@@ -2,6 +2,7 @@
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#mtyping>
 
 use std::collections::HashSet;
+use trestle::sync::MutexExt;
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
@@ -62,7 +63,7 @@ impl<N: Network> BridgeHandle<N> {
         room_id: &OwnedRoomId,
         now: HashSet<OwnedUserId>,
     ) -> HashSet<OwnedUserId> {
-        let mut typing = self.shared.typing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut typing = self.shared.typing.lock_unpoisoned();
         if now.is_empty() {
             typing.remove(room_id).unwrap_or_default()
         } else {

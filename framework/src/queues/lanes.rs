@@ -11,6 +11,7 @@
 //! left by a crash, work over the worker limit, and (on PostgreSQL) queues another process let
 //! go of.
 
+use crate::sync::MutexExt;
 use std::{
     collections::HashMap,
     future::Future,
@@ -132,7 +133,7 @@ impl<L: Lane> Lanes<L> {
     }
 
     fn active(&self) -> std::sync::MutexGuard<'_, HashMap<String, Offered<L::Item>>> {
-        self.active.lock().unwrap_or_else(|e| e.into_inner())
+        self.active.lock_unpoisoned()
     }
 
     /// Says that `queue` has new work (already committed to the store). Returns `false` when

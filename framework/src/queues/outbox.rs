@@ -7,6 +7,7 @@
 //! while the homeserver is down are sent, in order, once it is back — also after a restart of
 //! Trestle, since they are read back from the store.
 
+use crate::sync::MutexExt;
 use std::{
     collections::HashMap,
     future::{Future, IntoFuture},
@@ -189,7 +190,7 @@ impl OutboxLane {
 
     /// Registers interest in the outcome of `seq`.
     pub(crate) fn delivery(&self, seq: i64) -> Delivery {
-        let mut waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = self.waiters.lock_unpoisoned();
         // The queue's worker may have sent it already, between the insert and this call.
         if let Some(outcome) = waiting.orphans.remove(&seq) {
             return Delivery::ready(seq, outcome.map_err(Error::Other));
@@ -202,7 +203,7 @@ impl OutboxLane {
     /// Hands the outcome to whoever awaits it. With nobody waiting it is kept a while, for a
     /// caller that is just about to ask; a failure is also returned for the failure hook.
     fn resolve(&self, seq: i64, outcome: Result<Option<OwnedEventId>>) -> Option<Error> {
-        let mut waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiting = self.waiters.lock_unpoisoned();
         if let Some(tx) = waiting.waiters.remove(&seq) {
             let _ = tx.send(outcome);
             return None;

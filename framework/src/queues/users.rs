@@ -3,6 +3,7 @@
 //! cached in memory and written behind to the store; on a miss the [`Mode`] says whether the
 //! store can know more.
 
+use crate::sync::MutexExt;
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
@@ -100,7 +101,7 @@ impl Users {
 
     /// Whether a join of `user_id` into `room_id` is already queued; marks it queued if not.
     pub(crate) fn join_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.joins_queued.lock_unpoisoned();
         !queued.insert((room_id.to_owned(), user_id.to_owned()))
     }
 
@@ -121,24 +122,24 @@ impl Users {
 
     /// Whether a join of `user_id` into `room_id` is queued.
     pub(crate) fn join_is_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        let queued = self.joins_queued.lock_unpoisoned();
         queued.contains(&(room_id.to_owned(), user_id.to_owned()))
     }
 
     /// Forgets a queued join once its outcome is known.
     pub(crate) fn join_settled(&self, room_id: &RoomId, user_id: &UserId) {
-        let mut queued = self.joins_queued.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queued = self.joins_queued.lock_unpoisoned();
         queued.remove(&(room_id.to_owned(), user_id.to_owned()));
     }
 
     fn is_joined_cached(&self, room_id: &RoomId, user_id: &UserId) -> bool {
-        let joined = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        let joined = self.joined.lock_unpoisoned();
         joined.contains(&(room_id.to_owned(), user_id.to_owned()))
     }
 
     /// Keeps the cache in step with every membership the store records.
     fn set_joined_cached(&self, room_id: &RoomId, user_id: &UserId, joined: bool) {
-        let mut cache = self.joined.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.joined.lock_unpoisoned();
         let key = (room_id.to_owned(), user_id.to_owned());
         if joined {
             cache.insert(key);

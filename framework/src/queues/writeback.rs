@@ -8,6 +8,7 @@
 //! runs the next batch gathers, so batches grow with the load and a lone write waits for
 //! nothing.
 
+use crate::sync::MutexExt;
 use std::{
     sync::{Arc, Mutex, Weak},
     time::Duration,
@@ -45,16 +46,13 @@ impl WriteBack {
     }
 
     pub(crate) fn extend(&self, writes: impl IntoIterator<Item = Write>) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(writes);
+        self.pending.lock_unpoisoned().extend(writes);
         self.notify.notify_one();
     }
 
     /// Writes waiting to be flushed.
     pub(crate) fn len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending.lock_unpoisoned().len()
     }
 
     /// Takes the waiting done marks, leaving the other writes in their order: on SQLite the
@@ -62,7 +60,7 @@ impl WriteBack {
     /// which saves a commit per transaction when events arrive one at a time. A caller that
     /// fails to write them gives them back with [`WriteBack::extend`].
     pub(crate) fn take_done(&self) -> Vec<i64> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending.lock_unpoisoned();
         let mut done = Vec::new();
         pending.retain(|write| match write {
             Write::Done(seq) => {
@@ -75,7 +73,7 @@ impl WriteBack {
     }
 
     fn take(&self) -> Vec<Write> {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.pending.lock_unpoisoned())
     }
 
     /// Flushes as writes come, until the appservice (which holds the only strong reference)

@@ -20,6 +20,7 @@
 //! With [`Durability::Disk`] an answer also waits for the record to be synced to disk
 //! (`sync.rs`), which survives a power loss as well.
 
+use crate::sync::MutexExt;
 use std::{
     fs::{File, OpenOptions},
     io::{Read, Write},
@@ -230,7 +231,7 @@ impl Journal {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock_unpoisoned()
     }
 
     /// Hands out `n` seqs for items stored some other way (the store's own receive script).

@@ -9,6 +9,7 @@ use std::{
     sync::Mutex,
     time::{Duration, Instant},
 };
+use trestle::sync::MutexExt;
 
 use subtle::ConstantTimeEq;
 use trestle::{
@@ -157,7 +158,7 @@ impl Limiter {
         if self.per_minute <= 0.0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock_unpoisoned();
         let (tokens, last) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
         let refill = now.saturating_duration_since(*last).as_secs_f64() * self.per_minute / 60.0;
         *tokens = (*tokens + refill).min(self.burst);

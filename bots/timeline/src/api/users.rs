@@ -1,6 +1,7 @@
 //! Sessions, feeds and people: login, the home feed, profiles, follows, and the admins' reindex.
 
 use super::*;
+use trestle::sync::MutexExt;
 
 pub(super) fn routes() -> Router<Web> {
     Router::new()
@@ -31,10 +32,7 @@ async fn login(State(web): State<Web>, login: Result<Json<Login>, JsonRejection>
 async fn logout(State(web): State<Web>, headers: HeaderMap) -> ApiResult {
     let caller = web.caller(&headers).await?;
     web.users.logout(&caller.token).await?;
-    web.sessions
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&caller.token);
+    web.sessions.lock_unpoisoned().remove(&caller.token);
     Ok(Json(json!({})))
 }
 

@@ -2,6 +2,7 @@
 //! (`queues/receive/stall.rs`), and appends are refused until it is lifted, so that the
 //! homeserver is told to retry later instead of being answered for records that pile up.
 
+use crate::sync::MutexExt;
 use std::path::Path;
 
 use super::Journal;
@@ -9,11 +10,11 @@ use crate::store::Store;
 
 impl Journal {
     pub(super) fn stalled(&self) -> Option<String> {
-        self.stall.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.stall.lock_unpoisoned().clone()
     }
 
     fn set_stalled(&self, reason: Option<String>) {
-        *self.stall.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+        *self.stall.lock_unpoisoned() = reason;
         // Receivers waiting for room (`Store::journal_room`) stop waiting, and are refused.
         self.committed.notify_waiters();
     }
