@@ -14,6 +14,8 @@ mod mode;
 mod options;
 mod outbox;
 #[cfg(test)]
+mod suite;
+#[cfg(test)]
 mod tests;
 mod users;
 mod writeback;
@@ -250,7 +252,7 @@ impl Store {
     ///
     /// Transaction ids should be kept longer than Synapse may take to resend a transaction
     /// whose answer it never got — which, across a homeserver restart, can be days.
-    pub async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
+    pub(crate) async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
         let items_before = now_ms() - keep_items.as_millis() as i64;
         let txns_before = now_ms() - keep_txn_ids.as_millis() as i64;
         // SQLite keeps no index on the times (see migration 0003): rows go in the order they

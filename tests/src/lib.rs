@@ -7,7 +7,8 @@
 
 pub mod appservice;
 pub mod bridge_checks;
-pub mod postgres;
+/// A throwaway PostgreSQL server (a crate of its own, so that the framework's store tests use it too).
+pub use trestle_postgres_harness as postgres;
 pub mod synapse;
 pub mod toy_network;
 pub mod txn_proxy;

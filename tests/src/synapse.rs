@@ -16,7 +16,6 @@ pub use client::{UserClient, encode};
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +40,7 @@ pub struct Synapse {
     log_shown: bool,
 }
 
-/// A free TCP port on 127.0.0.1 (bind port 0, read, drop).
-pub fn free_port() -> u16 {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
+pub use trestle_postgres_harness::free_port;
 
 /// The virtualenv holding Synapse.
 pub fn venv_dir() -> PathBuf {

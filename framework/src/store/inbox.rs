@@ -68,7 +68,7 @@ pub struct InboxItem {
 
 impl Store {
     /// Up to `limit` unhandled items of one queue after `after_seq`, in order.
-    pub async fn inbox_next(
+    pub(crate) async fn inbox_next(
         &self,
         appservice_id: &str,
         queue_key: &str,
@@ -101,7 +101,8 @@ impl Store {
     }
 
     /// Marks an item handled.
-    pub async fn inbox_done(&self, seq: i64) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) async fn inbox_done(&self, seq: i64) -> Result<()> {
         sqlx::query("UPDATE inbox SET done_at = $1 WHERE seq = $2")
             .bind(now_ms())
             .bind(seq)
@@ -111,12 +112,12 @@ impl Store {
     }
 
     /// Marks several items handled, in one statement.
-    pub async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
+    pub(crate) async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
         mark_done(&mut *self.conn().await?, seqs).await
     }
 
     /// Queues that have unhandled items, oldest first.
-    pub async fn inbox_pending_queues(
+    pub(crate) async fn inbox_pending_queues(
         &self,
         appservice_id: &str,
         limit: i64,

@@ -34,7 +34,7 @@ pub struct OutboxItem {
 
 impl Store {
     /// Adds a request to the outbox. Returns its sequence number.
-    pub async fn outbox_push(
+    pub(crate) async fn outbox_push(
         &self,
         appservice_id: &str,
         queue_key: &str,
@@ -58,7 +58,7 @@ impl Store {
     }
 
     /// Up to `limit` pending requests of one queue after `after_seq`, in order.
-    pub async fn outbox_next(
+    pub(crate) async fn outbox_next(
         &self,
         appservice_id: &str,
         queue_key: &str,
@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// Counts one more try.
-    pub async fn outbox_attempted(&self, seq: i64) -> Result<()> {
+    pub(crate) async fn outbox_attempted(&self, seq: i64) -> Result<()> {
         sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1")
             .bind(seq)
             .execute(&mut *self.conn().await?)
@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// Records the outcome of a request.
-    pub async fn outbox_finish(
+    pub(crate) async fn outbox_finish(
         &self,
         seq: i64,
         state: OutboxState,
@@ -127,7 +127,8 @@ impl Store {
     }
 
     /// Where a request stands, the event id it produced, and the error that ended it.
-    pub async fn outbox_state(
+    #[cfg(test)]
+    pub(crate) async fn outbox_state(
         &self,
         seq: i64,
     ) -> Result<Option<(OutboxState, Option<String>, Option<String>)>> {
@@ -146,7 +147,7 @@ impl Store {
     }
 
     /// Queues that have pending requests, oldest first.
-    pub async fn outbox_pending_queues(
+    pub(crate) async fn outbox_pending_queues(
         &self,
         appservice_id: &str,
         limit: i64,

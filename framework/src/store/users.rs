@@ -88,7 +88,8 @@ impl Store {
     }
 
     /// Remembers that a ghost is registered.
-    pub async fn set_ghost_registered(&self, user_id: &str) -> Result<()> {
+    #[cfg(test)]
+    pub(crate) async fn set_ghost_registered(&self, user_id: &str) -> Result<()> {
         sqlx::query(SET_REGISTERED)
             .bind(user_id)
             .execute(&mut *self.conn().await?)
@@ -97,7 +98,11 @@ impl Store {
     }
 
     /// Remembers a ghost's display name.
-    pub async fn set_ghost_display_name(&self, user_id: &str, name: Option<&str>) -> Result<()> {
+    pub(crate) async fn set_ghost_display_name(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO ghosts (user_id, display_name) VALUES ($1, $2)
              ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
@@ -110,7 +115,11 @@ impl Store {
     }
 
     /// Remembers a ghost's avatar.
-    pub async fn set_ghost_avatar_url(&self, user_id: &str, url: Option<&str>) -> Result<()> {
+    pub(crate) async fn set_ghost_avatar_url(
+        &self,
+        user_id: &str,
+        url: Option<&str>,
+    ) -> Result<()> {
         sqlx::query(
             "INSERT INTO ghosts (user_id, avatar_url) VALUES ($1, $2)
              ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
@@ -123,7 +132,11 @@ impl Store {
     }
 
     /// The membership we last saw or made for `user_id` in `room_id`.
-    pub async fn membership(&self, room_id: &str, user_id: &str) -> Result<Option<Membership>> {
+    pub(crate) async fn membership(
+        &self,
+        room_id: &str,
+        user_id: &str,
+    ) -> Result<Option<Membership>> {
         let row =
             sqlx::query("SELECT membership FROM memberships WHERE room_id = $1 AND user_id = $2")
                 .bind(room_id)
@@ -134,7 +147,8 @@ impl Store {
     }
 
     /// Records a membership.
-    pub async fn set_membership(
+    #[cfg(test)]
+    pub(crate) async fn set_membership(
         &self,
         room_id: &str,
         user_id: &str,
@@ -152,7 +166,7 @@ impl Store {
 
 impl Store {
     /// Every ghost recorded as registered.
-    pub async fn registered_ghosts(&self) -> Result<Vec<String>> {
+    pub(crate) async fn registered_ghosts(&self) -> Result<Vec<String>> {
         let rows = sqlx::query("SELECT user_id FROM ghosts WHERE registered = 1")
             .fetch_all(&mut *self.conn().await?)
             .await?;
@@ -160,7 +174,7 @@ impl Store {
     }
 
     /// Every `(room, user)` recorded as joined.
-    pub async fn joined_memberships(&self) -> Result<Vec<(String, String)>> {
+    pub(crate) async fn joined_memberships(&self) -> Result<Vec<(String, String)>> {
         let rows =
             sqlx::query("SELECT room_id, user_id FROM memberships WHERE membership = 'join'")
                 .fetch_all(&mut *self.conn().await?)

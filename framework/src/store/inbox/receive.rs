@@ -141,7 +141,8 @@ impl Store {
     /// Stores a transaction's items and its id in one database transaction, before the
     /// homeserver is answered. Returns `false`, storing nothing, when the id was seen before.
     /// An item whose event the inbox holds already is not stored again.
-    pub async fn receive_transaction(
+    #[cfg(test)]
+    pub(crate) async fn receive_transaction(
         &self,
         appservice_id: &str,
         txn_id: &str,
@@ -156,7 +157,8 @@ impl Store {
     /// As [`Store::receive_transaction`], giving back the stored items with their sequence
     /// numbers, in the order given (`None` for a transaction seen before), so they can be
     /// handled without being read back.
-    pub async fn receive_transaction_items(
+    #[cfg(test)]
+    pub(crate) async fn receive_transaction_items(
         &self,
         appservice_id: &str,
         txn_id: &str,

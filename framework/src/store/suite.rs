@@ -1,11 +1,9 @@
-//! One store test suite, run against SQLite and against a real PostgreSQL server.
-
-// A failed unwrap in a test is the test failing, with the error in its message.
-#![allow(clippy::unwrap_used)]
+//! One store test suite, run against SQLite and against a real PostgreSQL server (from
+//! `trestle-postgres-harness`: a missing PostgreSQL is a failure, never a skip).
 
 use std::time::Duration;
 
-use trestle::{
+use crate::{
     Store,
     store::{Backend, Membership, NewInboxItem, OutboxState},
 };
@@ -17,7 +15,7 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 }
 
 async fn postgres() -> (Store, ()) {
-    let url = trestle_tests::postgres::fresh_database().await;
+    let url = trestle_postgres_harness::fresh_database().await;
     (Store::connect(&url).await.unwrap(), ())
 }
 

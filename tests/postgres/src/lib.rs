@@ -27,7 +27,6 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
-use trestle::sync::MutexExt;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -161,7 +160,7 @@ fn start() -> Result<Server, String> {
     let initdb_done = started.elapsed();
 
     for attempt in 1..=START_ATTEMPTS {
-        let port = crate::synapse::free_port();
+        let port = free_port();
         match spawn_and_wait(&bin, &dir, port, owner) {
             Ok((pid, exit)) => {
                 register_exit_cleanup(pid, exit, &dir);
@@ -241,7 +240,9 @@ fn spawn_and_wait(
                 Ok(status) => status.to_string(),
                 Err(e) => format!("wait failed: {e}"),
             };
-            *exit2.lock_unpoisoned() = Some(status);
+            *exit2
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
         })
         .map_err(|e| format!("spawning the postgres thread: {e}"))?;
     let pid = spawned_rx
@@ -270,7 +271,9 @@ fn spawn_and_wait(
 }
 
 fn exited(exit: &ExitSlot) -> Option<String> {
-    exit.lock_unpoisoned().clone()
+    exit.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// Whether the postmaster `pid` says it accepts connections: line 8 of `postmaster.pid` is
@@ -485,4 +488,13 @@ fn log_tail(dir: &Path) -> String {
         }
         Err(_) => String::new(),
     }
+}
+
+/// A free TCP port on 127.0.0.1 (bind port 0, read, drop); the Synapse harness takes its ports
+/// here too.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
 }
