@@ -330,16 +330,20 @@ async fn a_plugin_transaction_that_reads_then_writes_survives_a_framework_commit
     assert!(framework.await.unwrap().is_some());
 }
 
-/// Appends a transaction named by `txn_id` and `digest` whose items are the events `events`.
-fn append_events(store: &Store, txn_id: &str, digest: &str, events: &[&str]) {
-    let items = events
-        .iter()
+/// Timeline items of the events `ids`, in order.
+fn event_items(ids: &[&str]) -> Vec<NewInboxItem> {
+    ids.iter()
         .enumerate()
         .map(|(index, event_id)| NewInboxItem {
             event_id: Some((*event_id).to_owned()),
             ..item(index)
         })
-        .collect();
+        .collect()
+}
+
+/// Appends a transaction named by `txn_id` and `digest` whose items are the events `events`.
+fn append_events(store: &Store, txn_id: &str, digest: &str, events: &[&str]) {
+    let items = event_items(events);
     let txn = TxnName { id: txn_id, digest };
     store
         .append_to_journal("as", txn, items, nothing_parsed())
@@ -415,18 +419,9 @@ async fn names_transactions_and_stores_each_event_once(form: Option<journal::For
 #[tokio::test]
 async fn a_transaction_is_named_by_id_and_digest_without_the_journal() {
     let store = Store::in_memory().await.unwrap();
-    let events = |ids: &[&str]| -> Vec<NewInboxItem> {
-        ids.iter()
-            .enumerate()
-            .map(|(index, event_id)| NewInboxItem {
-                event_id: Some((*event_id).to_owned()),
-                ..item(index)
-            })
-            .collect()
-    };
     let receive = async |id, digest, ids: &[&str]| {
         store
-            .receive_and_mark_done("as", TxnName { id, digest }, events(ids), &[])
+            .receive_and_mark_done("as", TxnName { id, digest }, event_items(ids), &[])
             .await
             .unwrap()
     };
@@ -445,14 +440,7 @@ async fn a_transaction_is_named_by_id_and_digest_without_the_journal() {
 /// digests must stay comparable across versions, so the format is pinned here.
 #[test]
 fn the_digest_is_sixteen_hex_digits_of_sha256_over_the_event_ids() {
-    let items: Vec<_> = ["$a", "$b"]
-        .iter()
-        .enumerate()
-        .map(|(index, event_id)| NewInboxItem {
-            event_id: Some((*event_id).to_owned()),
-            ..item(index)
-        })
-        .collect();
+    let items = event_items(&["$a", "$b"]);
     // python3 -c "import hashlib; print(hashlib.sha256(b'\$a\n\$b\n').hexdigest()[:16])"
     assert_eq!(inbox::digest(&items), "80aee2a077a6eac3");
 }
