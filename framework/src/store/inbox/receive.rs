@@ -67,14 +67,7 @@ pub(crate) fn digest(items: &[NewInboxItem]) -> String {
             hash.update(b"\n");
         }
     }
-    // Not `format!` per byte: this runs for every transaction.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut hex = String::with_capacity(16);
-    for byte in &hash.finalize()[..8] {
-        hex.push(HEX[usize::from(byte >> 4)].into());
-        hex.push(HEX[usize::from(byte & 15)].into());
-    }
-    hex
+    hex::encode(&hash.finalize()[..8])
 }
 
 /// What storing a new transaction did.
