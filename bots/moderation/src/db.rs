@@ -51,13 +51,6 @@ pub struct Ban {
     pub entity: String,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
 fn ban_of(row: &sqlx::any::AnyRow) -> Result<Ban> {
     Ok(Ban {
         room_id: row.try_get("room_id")?,
@@ -115,7 +108,7 @@ impl Db {
             "INSERT INTO {table} (room_id, added_at) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING"
         )))
         .bind(room_id)
-        .bind(now_ms())
+        .bind(trestle::store::now_ms())
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected() > 0)

@@ -100,13 +100,8 @@ pub(crate) async fn ready(app: &Appservice) -> Result<()> {
     Ok(())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
+/// The store's timestamp unit, so this bot's columns agree with the framework's.
+pub(crate) use trestle::store::now_ms;
 
 /// A random string of `len` lowercase letters and digits: ids in ghost localparts.
 pub(crate) fn random_id(len: usize) -> String {
