@@ -372,6 +372,9 @@ impl Appservice {
         }
         // End-to-end encryption (see encryption.rs): a no-op unless installed.
         let item = self.offer_to_encryption(item).await;
+        if self.taken_by_encryption(&item).await {
+            return;
+        }
         let ctx = EventContext::new(
             self.clone(),
             item,

@@ -4,7 +4,9 @@
 //! The framework calls an installed [`Encryption`] at three points: with each transaction's
 //! to-device events and MSC3202 device-list and key-count data, with each timeline event before
 //! it is routed (so an `m.room.encrypted` event reaches handlers decrypted), and with each room
-//! message before it is sent (so it is encrypted in encrypted rooms).
+//! message before it is sent (so it is encrypted in encrypted rooms). Last, before routing, it
+//! may take an item as its own, which handlers then never see (a user's answer to an
+//! interactive verification).
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>,
 //! MSC2409 (to-device events for appservices), MSC3202 (device lists and key counts).
@@ -43,6 +45,15 @@ pub trait Encryption: Send + Sync + 'static {
         app: &'a Appservice,
         event: &'a TimelineEvent,
     ) -> BoxFuture<'a, Option<Box<RawValue>>>;
+
+    /// Called with each item after the other hooks (a timeline event decrypted where it could
+    /// be), before it is routed. Returns `true` when the encryption took the item as its own
+    /// and no handler is to see it, such as a user's answer to an interactive verification the
+    /// bot is waiting for. The default takes nothing.
+    fn takes<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+        let _ = (app, item);
+        Box::pin(async { false })
+    }
 
     /// Called before `sender` sends a room event. Returns the event to send instead (an
     /// `m.room.encrypted` one in an encrypted room), or `None` to send it as it is. An error
@@ -87,6 +98,14 @@ impl Appservice {
                 None => item,
             },
             _ => item,
+        }
+    }
+
+    /// Whether the installed encryption takes `item` as its own (see [`Encryption::takes`]).
+    pub(crate) async fn taken_by_encryption(&self, item: &Incoming) -> bool {
+        match self.encryption() {
+            Some(encryption) => encryption.takes(self, item).await,
+            None => false,
         }
     }
 
@@ -150,6 +169,17 @@ mod tests {
             })
         }
 
+        /// Takes the decrypted messages that say `mine`.
+        fn takes<'a>(&'a self, _: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+            Box::pin(async move {
+                let Incoming::Timeline(event) = item else {
+                    return false;
+                };
+                let json: serde_json::Value = serde_json::from_str(event.json.get()).unwrap();
+                json["content"]["body"] == "mine"
+            })
+        }
+
         fn encrypt<'a>(
             &'a self,
             _: &'a Appservice,
@@ -170,7 +200,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handlers_see_decrypted_events_and_sends_are_encrypted() {
+    async fn handlers_see_decrypted_events_and_sends_are_encrypted_and_not_those_taken() {
         async fn repeat(message: Event<RoomMessageEventContent>, app: Appservice) -> Result<()> {
             let body = format!("you said {}", message.content.body());
             app.bot().send_text(&message.room_id, &body).await?;
@@ -187,7 +217,10 @@ mod tests {
         let encrypted = json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
             "event_id": "$1", "origin_server_ts": 1,
             "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh"}});
-        deliver(&app, vec![encrypted]).await;
+        let taken = json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
+            "event_id": "$2", "origin_server_ts": 2,
+            "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "enim"}});
+        deliver(&app, vec![taken, encrypted]).await;
         assert_eq!(hs.bodies(), [reversed("you said hello")]);
     }
 }
