@@ -19,6 +19,7 @@ mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod verification;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -42,8 +43,12 @@ const KEY_WAIT: Duration = Duration::from_millis(500);
 /// How long an event set aside waits for its room key by default before the bot reports it.
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an interactive verification may take by default, from the request to the end: the
+/// longest a SAS flow lasts in matrix-sdk-crypto too.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How [`Crypto`] behaves; start from `Settings::default()`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Settings {
     /// How long an encrypted event whose room key is missing holds its room's queue before it
@@ -55,6 +60,14 @@ pub struct Settings {
     /// How many ghosts' Olm machines stay open (64). Each holds a SQLite pool (about five open
     /// files); the least recently used beyond this are closed and reopened when needed.
     pub open_ghosts: usize,
+    /// Who may verify the bot's device interactively (SAS over to-device, see
+    /// `docs/e2ee.md`): globs of user ids, `*` any run of characters and `?` one, as in
+    /// policy lists. `None`: the users of the appservice's own homeserver
+    /// (`@*:<server name>`), the default. Requests from anyone else are declined.
+    pub verify_users: Option<Vec<String>>,
+    /// How long an interactive verification may take, from the request until the user has
+    /// confirmed, before the bot cancels it with `m.timeout` (5 min).
+    pub verify_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +76,8 @@ impl Default for Settings {
             key_wait: KEY_WAIT,
             key_timeout: KEY_TIMEOUT,
             open_ghosts: 64,
+            verify_users: None,
+            verify_timeout: VERIFY_TIMEOUT,
         }
     }
 }
@@ -80,6 +95,7 @@ pub struct Crypto {
     to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
+    verifications: Arc<verification::Verifications>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -125,6 +141,10 @@ impl Crypto {
             to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
+            verifications: Arc::new(verification::Verifications::new(
+                settings.verify_users,
+                settings.verify_timeout,
+            )),
         })
     }
 
@@ -277,6 +297,14 @@ impl Encryption for Crypto {
             };
             let mut sessions = Vec::new();
             let bot = self.machine.get();
+            // Interactive verification of the bot's device (verification.rs).
+            let verifying = match (item, bot) {
+                (Incoming::ToDevice(event), Some(bot)) => Some((event, bot)),
+                _ => None,
+            };
+            if let Some((event, bot)) = verifying {
+                self.verifications.prepare(app, bot, event).await;
+            }
             for machine in machines {
                 match machine.receive(app, item).await {
                     // Only the bot decrypts: a key to a ghost's device (clients share with every
@@ -293,7 +321,14 @@ impl Encryption for Crypto {
             if !sessions.is_empty() {
                 self.keys_arrived(app, &sessions).await;
             }
+            if let Some((event, bot)) = verifying {
+                self.verifications.opened(app, bot, event).await;
+            }
         })
+    }
+
+    fn takes<'a>(&'a self, _: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.verifications.take_answer(item) })
     }
 
     fn timeline<'a>(

@@ -130,7 +130,12 @@ impl Machine {
         self.olm.device_id()
     }
 
-    async fn send_requests(&self, app: &Appservice) -> Result<()> {
+    pub(crate) fn olm(&self) -> &OlmMachine {
+        &self.olm
+    }
+
+    /// Sends the machine's waiting requests, one task at a time.
+    pub(crate) async fn send_requests(&self, app: &Appservice) -> Result<()> {
         let _one_at_a_time = self.sending.lock().await;
         requests::send_outgoing(app.client(), &self.olm).await
     }

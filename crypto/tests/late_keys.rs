@@ -63,7 +63,7 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
         mut harness,
         crypto,
         crypto_dir,
-    } = setup::start("late", router(&seen), settings).await;
+    } = setup::start("late", router(&seen), settings.clone()).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
 
