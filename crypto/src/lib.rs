@@ -13,6 +13,7 @@
 //!
 //! Install with [`Crypto::install`].
 
+mod cross_signing;
 mod ghosts;
 mod late;
 mod machine;
@@ -34,6 +35,7 @@ use trestle::{
 };
 
 use machine::{Decrypted, Machine};
+pub use cross_signing::cross_sign;
 pub use requests::{send_outgoing, send_to_device};
 
 /// How long an encrypted event holds its room's queue waiting for its room key by default

@@ -24,6 +24,7 @@ use trestle::{
 };
 
 use crate::{
+    cross_signing,
     requests::{self, error},
     rooms::{self, RoomSettings},
 };
@@ -121,6 +122,7 @@ impl Machine {
             keys: tokio::sync::watch::Sender::new(0),
         };
         machine.send_requests(app).await?;
+        cross_signing::cross_sign(app.client(), &machine.olm).await?;
         tracing::info!(user = %bot, %device_id, elapsed_ms = started.elapsed().as_millis(),
             "end-to-end encryption ready");
         Ok(machine)
