@@ -203,6 +203,12 @@ async fn a_user_verifies_the_bot_by_confirming_the_emoji_in_a_direct_chat() {
         device.is_verified(),
         "alice's client does not trust the bot's device"
     );
+    // The bot is cross-signed: its master key came with its MAC, and alice's client signed it.
+    let identity = encryption.get_user_identity(&bot).await.unwrap().unwrap();
+    assert!(
+        identity.is_verified(),
+        "alice's client does not trust the bot's identity"
+    );
     alice.say(&room_id, "after").await;
     let deadline = Instant::now() + WAIT;
     while !seen.lock().unwrap().iter().any(|b| b == "after") {
