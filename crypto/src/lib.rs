@@ -8,6 +8,9 @@
 //!   in with transactions through [`trestle::encryption::Encryption::receive`].
 //! - `m.room.encrypted` events reach handlers decrypted; the bot's messages into encrypted rooms
 //!   are encrypted with the room's `m.room.encryption` settings (rotation included).
+//! - A user can verify the bot's device from their client (SAS emoji over to-device); the bot
+//!   shows the emoji in a direct chat and confirms when the user says so there (see
+//!   [`Settings::verify_users`]).
 //! - Crypto state lives in a matrix-sdk-sqlite store in the directory given to [`Crypto::new`],
 //!   so it survives restarts.
 //!
@@ -34,8 +37,8 @@ use trestle::{
     transaction::{Incoming, TimelineEvent},
 };
 
-use machine::{Decrypted, Machine};
 pub use cross_signing::cross_sign;
+use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
 /// How long an encrypted event holds its room's queue waiting for its room key by default

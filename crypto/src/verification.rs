@@ -19,7 +19,7 @@ use serde::Deserialize;
 use trestle::{
     Appservice,
     ruma::{
-        DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId,
+        DeviceId, OwnedDeviceId, OwnedRoomId, OwnedUserId, ServerName, UserId,
         events::{
             AnyToDeviceEventContent,
             key::verification::cancel::{CancelCode, ToDeviceKeyVerificationCancelEventContent},
@@ -76,10 +76,10 @@ impl Verifications {
         }
     }
 
-    /// Whether `user` may verify the bot.
-    fn allows(&self, app: &Appservice, user: &UserId) -> bool {
+    /// Whether `user` may verify the bot of the homeserver `server`.
+    fn allows(&self, server: &ServerName, user: &UserId) -> bool {
         match &self.users {
-            None => user.server_name() == app.server_name(),
+            None => user.server_name() == server,
             Some(globs) => globs.iter().any(|g| glob::matches(g, user.as_str())),
         }
     }
@@ -117,7 +117,7 @@ impl Verifications {
         let Some((sender, device, _)) = self.opening(bot, event) else {
             return;
         };
-        if !self.allows(app, sender) {
+        if !self.allows(app.server_name(), sender) {
             return;
         }
         let olm = bot.olm();
@@ -147,7 +147,7 @@ impl Verifications {
         let Some((sender, device, flow_id)) = self.opening(bot, event) else {
             return;
         };
-        if !self.allows(app, sender) {
+        if !self.allows(app.server_name(), sender) {
             tracing::info!(user = %sender, "declined a verification request: the user is not allowed");
             let reason = format!("{} does not verify with {sender}", app.bot_user_id());
             cancel(
@@ -314,6 +314,24 @@ async fn cancel(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_own_homeserver_by_default_else_the_globs() {
+        let server = <&ServerName>::try_from("example.org").unwrap();
+        let allows = |users: Option<Vec<&str>>, user: &str| {
+            let users = users.map(|u| u.into_iter().map(str::to_owned).collect());
+            let verifications = Verifications::new(users, Duration::from_secs(1));
+            verifications.allows(server, <&UserId>::try_from(user).unwrap())
+        };
+        assert!(allows(None, "@alice:example.org"));
+        assert!(!allows(None, "@alice:example.org.evil"));
+        assert!(!allows(None, "@alice:other.org"));
+        let admins = Some(vec!["@admin-*:example.org", "@*:trusted.org"]);
+        assert!(allows(admins.clone(), "@admin-1:example.org"));
+        assert!(allows(admins.clone(), "@anyone:trusted.org"));
+        assert!(!allows(admins, "@alice:example.org"));
+        assert!(!allows(Some(vec![]), "@alice:example.org"));
+    }
 
     #[test]
     fn answers_are_the_two_commands_in_any_case() {
