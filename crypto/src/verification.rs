@@ -45,11 +45,13 @@ pub(crate) struct Verifications {
     timeout: Duration,
     /// The flows being driven, by user and flow id: each is driven once.
     active: Mutex<HashSet<(OwnedUserId, String)>>,
-    /// Verifications showing their emoji, waiting for the user's answer in a room: by room and
-    /// user, the flow id and where the answer goes.
-    waiting:
-        Mutex<HashMap<(OwnedRoomId, OwnedUserId), (String, tokio::sync::oneshot::Sender<bool>)>>,
+    /// Verifications showing their emoji, waiting for the user's answer in a room, by room and
+    /// user.
+    waiting: Mutex<HashMap<(OwnedRoomId, OwnedUserId), Waiting>>,
 }
+
+/// A verification waiting for its user's answer: its flow id, and where the answer goes.
+type Waiting = (String, tokio::sync::oneshot::Sender<bool>);
 
 /// The first event of a verification: a request, or a start that came without one.
 #[derive(Deserialize)]
