@@ -14,9 +14,7 @@ use matrix_sdk_crypto::{CrossSigningBootstrapRequests, OlmMachine};
 use trestle::{
     Result,
     client::HomeserverClient,
-    ruma::{
-        api::{AppserviceUserIdentity, client::keys::upload_signing_keys},
-    },
+    ruma::api::{AppserviceUserIdentity, client::keys::upload_signing_keys},
 };
 
 use crate::requests::{self, error};
@@ -30,7 +28,12 @@ const UPLOADED: &str = "trestle.cross_signing_uploaded";
 /// appservice's (identity assertion as the machine's user) or the user's own.
 pub async fn cross_sign(client: &HomeserverClient, machine: &OlmMachine) -> Result<()> {
     let store = machine.store();
-    if store.get_custom_value(UPLOADED).await.map_err(error)?.is_some() {
+    if store
+        .get_custom_value(UPLOADED)
+        .await
+        .map_err(error)?
+        .is_some()
+    {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -38,7 +41,10 @@ pub async fn cross_sign(client: &HomeserverClient, machine: &OlmMachine) -> Resu
         upload_keys_req,
         upload_signing_keys_req,
         upload_signatures_req,
-    } = machine.bootstrap_cross_signing(false).await.map_err(error)?;
+    } = machine
+        .bootstrap_cross_signing(false)
+        .await
+        .map_err(error)?;
     // The device's keys go first: the signature is over them.
     if let Some(request) = upload_keys_req {
         requests::send(client, machine, request.request_id(), request.request()).await?;
