@@ -23,16 +23,16 @@ mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod trust;
 mod verification;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
-    encryption::{Encryption, Outgoing},
+    encryption::{Encryption, EncryptionOptions, Outgoing},
     ruma::{RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
@@ -73,6 +73,12 @@ pub struct Settings {
     /// How long an interactive verification may take, from the request until the user has
     /// confirmed, before the bot cancels it with `m.timeout` (5 min).
     pub verify_timeout: Duration,
+    /// Decrypt messages from devices that their owner did not cross-sign (true, like
+    /// Element's default). When false, such an event reaches handlers still encrypted (as
+    /// `m.room.encrypted`) and the bot says once in the room that it did not decrypt it, as for
+    /// an event it cannot decrypt. Handlers see each decrypted event's
+    /// [`trestle::encryption::SenderTrust`] either way.
+    pub accept_unsigned_devices: bool,
 }
 
 impl Default for Settings {
@@ -83,6 +89,7 @@ impl Default for Settings {
             open_ghosts: 64,
             verify_users: None,
             verify_timeout: VERIFY_TIMEOUT,
+            accept_unsigned_devices: true,
         }
     }
 }
@@ -94,6 +101,7 @@ pub struct Crypto {
     machine: OnceCell<Arc<Machine>>,
     key_wait: Duration,
     key_timeout: Duration,
+    accept_unsigned_devices: bool,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
     /// A to-device event has come in this process: the homeserver sends them.
@@ -142,6 +150,7 @@ impl Crypto {
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
+            accept_unsigned_devices: settings.accept_unsigned_devices,
             table: OnceCell::new(),
             to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
@@ -196,7 +205,8 @@ impl Crypto {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
-                Ok::<_, trestle::Error>(Arc::new(machine))
+                let requirement = trust::requirement(self.accept_unsigned_devices);
+                Ok::<_, trestle::Error>(Arc::new(machine.requiring(requirement)))
             })
             .await
     }
@@ -246,9 +256,13 @@ impl Crypto {
 }
 
 /// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
-/// with its crypto state in `dir` and the default key times.
-pub fn install_in_host(router: Router, dir: PathBuf) -> Router {
-    Crypto::new(dir).install(router)
+/// with its crypto state in `dir`, the host configuration's `options` and the default key times.
+pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
+    let settings = Settings {
+        accept_unsigned_devices: options.accept_unsigned_devices,
+        ..Settings::default()
+    };
+    Crypto::with_settings(dir, settings).install(router)
 }
 
 /// The homeserver sends to-device events and key counts, and lets the appservice create
@@ -340,7 +354,7 @@ impl Encryption for Crypto {
         &'a self,
         app: &'a Appservice,
         event: &'a TimelineEvent,
-    ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+    ) -> BoxFuture<'a, Option<trestle::encryption::Decrypted>> {
         Box::pin(async move {
             rooms::note_state(&self.rooms, event);
             // Only encrypted events need the machine: a failing setup must not slow the rest.
@@ -354,8 +368,8 @@ impl Encryption for Crypto {
                     return None;
                 }
             };
-            match machine.decrypt(event, self.key_wait).await {
-                Decrypted::Event(json) => Some(json),
+            match machine.decrypt(app, event, self.key_wait).await {
+                Decrypted::Event(decrypted) => Some(decrypted),
                 Decrypted::MissingKey => self.wait_for_key(app, machine, event).await,
                 Decrypted::Failed(reason) => {
                     late::report(

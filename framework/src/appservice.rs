@@ -371,7 +371,7 @@ impl Appservice {
             return;
         }
         // End-to-end encryption (see encryption.rs): a no-op unless installed.
-        let item = self.offer_to_encryption(item).await;
+        let (item, sender_trust) = self.offer_to_encryption(item).await;
         if self.taken_by_encryption(&item).await {
             return;
         }
@@ -380,6 +380,7 @@ impl Appservice {
             item,
             self.inner.command_prefix.clone(),
             Arc::from(key),
+            sender_trust,
         );
         self.inner.router.dispatch(ctx).await;
     }
