@@ -260,6 +260,7 @@ impl Crypto {
 pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
     let settings = Settings {
         accept_unsigned_devices: options.accept_unsigned_devices,
+        verify_users: options.verify_users.clone(),
         ..Settings::default()
     };
     Crypto::with_settings(dir, settings).install(router)

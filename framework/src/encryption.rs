@@ -83,12 +83,16 @@ pub struct EncryptionOptions {
     /// owner (true, like Element's default). When false, their events reach handlers still
     /// encrypted, and the bot says in the room that it did not decrypt them.
     pub accept_unsigned_devices: bool,
+    /// Who may verify the bot's device interactively: globs of user ids (`*`, `?`); `None`,
+    /// the default, for the users of the appservice's own homeserver.
+    pub verify_users: Option<Vec<String>>,
 }
 
 impl Default for EncryptionOptions {
     fn default() -> Self {
         EncryptionOptions {
             accept_unsigned_devices: true,
+            verify_users: None,
         }
     }
 }

@@ -181,7 +181,7 @@ fn config_error(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 /// The fields of an `encryption` map.
-const ENCRYPTION_FIELDS: &str = "enabled, accept_unsigned_devices";
+const ENCRYPTION_FIELDS: &str = "enabled, accept_unsigned_devices, verify_users";
 
 /// Reads `encryption`: the options when encryption is on, `None` when off, or the field (after
 /// `encryption`) that is wrong and why.
@@ -202,6 +202,13 @@ fn read_encryption(
     let mut options = EncryptionOptions::default();
     let mut enabled = true;
     for (key, value) in map {
+        if key == "verify_users" {
+            options.verify_users = Some(read_globs(value).ok_or_else(|| {
+                let message = format!("expected a list of user id globs, found {value}");
+                (format!(".{key}"), message)
+            })?);
+            continue;
+        }
         let field = match key.as_str() {
             "enabled" => &mut enabled,
             "accept_unsigned_devices" => &mut options.accept_unsigned_devices,
@@ -218,6 +225,15 @@ fn read_encryption(
         })?;
     }
     Ok(enabled.then_some(options))
+}
+
+/// A list of strings, such as `["@*:example.org"]`.
+fn read_globs(value: &serde_json::Value) -> Option<Vec<String>> {
+    value
+        .as_array()?
+        .iter()
+        .map(|glob| glob.as_str().map(str::to_owned))
+        .collect()
 }
 
 impl Secret {

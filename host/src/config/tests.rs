@@ -174,6 +174,26 @@ async fn the_homeserver_is_discovered_through_well_known() {
 }
 
 #[test]
+fn encryption_says_who_may_verify_the_bot() {
+    let with = |encryption: &str| GOOD.replace("  other:\n", &format!("{encryption}\n  other:\n"));
+    let config = parse(&with("    encryption: true")).unwrap();
+    let options = config.plugins["echo"].encryption_options().unwrap();
+    assert_eq!(options.verify_users, None);
+    let map = "    encryption:\n      verify_users: [\"@admin-*:example.org\"]";
+    let config = parse(&with(map)).unwrap();
+    let options = config.plugins["echo"].encryption_options().unwrap();
+    assert_eq!(options.verify_users.unwrap(), ["@admin-*:example.org"]);
+    let error = parse(&with("    encryption: {verify_users: [1]}"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "conf/trestle.yaml: line 11: field `plugins.echo.encryption.verify_users`: expected a \
+         list of user id globs, found [1]"
+    );
+}
+
+#[test]
 fn encryption_is_a_flag_or_a_map_per_plugin() {
     let with = |encryption: &str| GOOD.replace("  other:\n", &format!("{encryption}\n  other:\n"));
     let config = parse(&with("    encryption: true")).unwrap();
@@ -192,7 +212,7 @@ fn encryption_is_a_flag_or_a_map_per_plugin() {
     assert_eq!(
         error("    encryption: sometimes"),
         "conf/trestle.yaml: line 11: field `plugins.echo.encryption`: expected true, false or a \
-         map (enabled, accept_unsigned_devices), found \"sometimes\""
+         map (enabled, accept_unsigned_devices, verify_users), found \"sometimes\""
     );
     assert_eq!(
         error("    encryption: {accept_unsigned_devices: maybe}"),
@@ -202,6 +222,6 @@ fn encryption_is_a_flag_or_a_map_per_plugin() {
     assert_eq!(
         error("    encryption:\n      enabled: true\n      accept_unsigned: false"),
         "conf/trestle.yaml: line 12: field `plugins.echo.encryption.accept_unsigned`: unknown \
-         field; known: enabled, accept_unsigned_devices"
+         field; known: enabled, accept_unsigned_devices, verify_users"
     );
 }
