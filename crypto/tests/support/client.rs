@@ -19,7 +19,7 @@ use matrix_sdk::{
     deserialized_responses::EncryptionInfo,
     encryption::EncryptionSettings,
     ruma::{
-        OwnedUserId,
+        OwnedDeviceId, OwnedUserId,
         api::client::room::create_room,
         events::{
             InitialStateEvent,
@@ -144,6 +144,24 @@ impl User {
             .await
             .unwrap();
         self.wait_for(from, secret).await;
+    }
+
+    /// Syncs until the client knows `user`'s device `device`, cross-signed by its owner, as a
+    /// client that syncs all the time would before sending.
+    pub async fn wait_for_device(&self, user: &OwnedUserId, device: &str) {
+        let deadline = Instant::now() + WAIT;
+        let device = OwnedDeviceId::from(device);
+        loop {
+            let known = self.client.encryption().get_device(user, &device).await;
+            if known.unwrap().is_some_and(|d| d.is_cross_signed_by_owner()) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{user}'s device {device} never showed up cross-signed"
+            );
+            self.client.sync_once(short_sync()).await.unwrap();
+        }
     }
 
     /// Syncs until `from` says something containing `needle`, which must come encrypted.
