@@ -175,8 +175,23 @@ impl Verifications {
             },
         };
         let Some(start) = start else {
+            // Its keys could not be fetched, or the request is too old: the client would wait.
             tracing::warn!(user = %sender, %device, flow_id,
                 "a verification the machine did not take (unknown device, or too old)");
+            let reason = format!(
+                "{} could not take the request of device {device}",
+                app.bot_user_id()
+            );
+            cancel(
+                app,
+                bot,
+                sender,
+                &device,
+                &flow_id,
+                CancelCode::User,
+                &reason,
+            )
+            .await;
             return;
         };
         if !self
