@@ -51,7 +51,10 @@ impl Ghosts {
         let now = self.clock.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = machines.get_mut(user) {
             entry.used = now;
-            return Ok(Some(entry.machine.clone()));
+            let machine = entry.machine.clone();
+            // Machines that were in use when others opened may be idle now.
+            close_least_recently_used(&mut machines, self.limit);
+            return Ok(Some(machine));
         }
         let Some(machine) = open.await? else {
             return Ok(None);

@@ -8,30 +8,36 @@
 //!   in with transactions through [`trestle::encryption::Encryption::receive`].
 //! - `m.room.encrypted` events reach handlers decrypted; the bot's messages into encrypted rooms
 //!   are encrypted with the room's `m.room.encryption` settings (rotation included).
+//! - A user can verify the bot's device from their client (SAS emoji over to-device); the bot
+//!   shows the emoji in a direct chat and confirms when the user says so there (see
+//!   [`Settings::verify_users`]).
 //! - Crypto state lives in a matrix-sdk-sqlite store in the directory given to [`Crypto::new`],
 //!   so it survives restarts.
 //!
 //! Install with [`Crypto::install`].
 
+mod cross_signing;
 mod ghosts;
 mod late;
 mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod trust;
+mod verification;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
-    encryption::{Encryption, Outgoing},
+    encryption::{Encryption, EncryptionOptions, Outgoing},
     ruma::{RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
 
+pub use cross_signing::cross_sign;
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
@@ -42,8 +48,12 @@ const KEY_WAIT: Duration = Duration::from_millis(500);
 /// How long an event set aside waits for its room key by default before the bot reports it.
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long an interactive verification may take by default, from the request to the end: the
+/// longest a SAS flow lasts in matrix-sdk-crypto too.
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How [`Crypto`] behaves; start from `Settings::default()`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Settings {
     /// How long an encrypted event whose room key is missing holds its room's queue before it
@@ -55,6 +65,20 @@ pub struct Settings {
     /// How many ghosts' Olm machines stay open (64). Each holds a SQLite pool (about five open
     /// files); the least recently used beyond this are closed and reopened when needed.
     pub open_ghosts: usize,
+    /// Who may verify the bot's device interactively (SAS over to-device, see
+    /// `docs/e2ee.md`): globs of user ids, `*` any run of characters and `?` one, as in
+    /// policy lists. `None`: the users of the appservice's own homeserver
+    /// (`@*:<server name>`), the default. Requests from anyone else are declined.
+    pub verify_users: Option<Vec<String>>,
+    /// How long an interactive verification may take, from the request until the user has
+    /// confirmed, before the bot cancels it with `m.timeout` (5 min).
+    pub verify_timeout: Duration,
+    /// Decrypt messages from devices that their owner did not cross-sign (true, like
+    /// Element's default). When false, such an event reaches handlers still encrypted (as
+    /// `m.room.encrypted`) and the bot says once in the room that it did not decrypt it, as for
+    /// an event it cannot decrypt. Handlers see each decrypted event's
+    /// [`trestle::encryption::SenderTrust`] either way.
+    pub accept_unsigned_devices: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +87,9 @@ impl Default for Settings {
             key_wait: KEY_WAIT,
             key_timeout: KEY_TIMEOUT,
             open_ghosts: 64,
+            verify_users: None,
+            verify_timeout: VERIFY_TIMEOUT,
+            accept_unsigned_devices: true,
         }
     }
 }
@@ -74,12 +101,14 @@ pub struct Crypto {
     machine: OnceCell<Arc<Machine>>,
     key_wait: Duration,
     key_timeout: Duration,
+    accept_unsigned_devices: bool,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
     /// A to-device event has come in this process: the homeserver sends them.
     to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
+    verifications: Arc<verification::Verifications>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -121,10 +150,15 @@ impl Crypto {
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
+            accept_unsigned_devices: settings.accept_unsigned_devices,
             table: OnceCell::new(),
             to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
+            verifications: Arc::new(verification::Verifications::new(
+                settings.verify_users,
+                settings.verify_timeout,
+            )),
         })
     }
 
@@ -171,7 +205,8 @@ impl Crypto {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
-                Ok::<_, trestle::Error>(Arc::new(machine))
+                let requirement = trust::requirement(self.accept_unsigned_devices);
+                Ok::<_, trestle::Error>(Arc::new(machine.requiring(requirement)))
             })
             .await
     }
@@ -221,9 +256,14 @@ impl Crypto {
 }
 
 /// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
-/// with its crypto state in `dir` and the default key times.
-pub fn install_in_host(router: Router, dir: PathBuf) -> Router {
-    Crypto::new(dir).install(router)
+/// with its crypto state in `dir`, the host configuration's `options` and the default key times.
+pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
+    let settings = Settings {
+        accept_unsigned_devices: options.accept_unsigned_devices,
+        verify_users: options.verify_users.clone(),
+        ..Settings::default()
+    };
+    Crypto::with_settings(dir, settings).install(router)
 }
 
 /// The homeserver sends to-device events and key counts, and lets the appservice create
@@ -277,6 +317,14 @@ impl Encryption for Crypto {
             };
             let mut sessions = Vec::new();
             let bot = self.machine.get();
+            // Interactive verification of the bot's device (verification.rs).
+            let verifying = match (item, bot) {
+                (Incoming::ToDevice(event), Some(bot)) => Some((event, bot)),
+                _ => None,
+            };
+            if let Some((event, bot)) = verifying {
+                self.verifications.prepare(app, bot, event).await;
+            }
             for machine in machines {
                 match machine.receive(app, item).await {
                     // Only the bot decrypts: a key to a ghost's device (clients share with every
@@ -293,14 +341,21 @@ impl Encryption for Crypto {
             if !sessions.is_empty() {
                 self.keys_arrived(app, &sessions).await;
             }
+            if let Some((event, bot)) = verifying {
+                self.verifications.opened(app, bot, event).await;
+            }
         })
+    }
+
+    fn takes<'a>(&'a self, _: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.verifications.take_answer(item) })
     }
 
     fn timeline<'a>(
         &'a self,
         app: &'a Appservice,
         event: &'a TimelineEvent,
-    ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+    ) -> BoxFuture<'a, Option<trestle::encryption::Decrypted>> {
         Box::pin(async move {
             rooms::note_state(&self.rooms, event);
             // Only encrypted events need the machine: a failing setup must not slow the rest.
@@ -314,8 +369,8 @@ impl Encryption for Crypto {
                     return None;
                 }
             };
-            match machine.decrypt(event, self.key_wait).await {
-                Decrypted::Event(json) => Some(json),
+            match machine.decrypt(app, event, self.key_wait).await {
+                Decrypted::Event(decrypted) => Some(decrypted),
                 Decrypted::MissingKey => self.wait_for_key(app, machine, event).await,
                 Decrypted::Failed(reason) => {
                     late::report(

@@ -1,7 +1,8 @@
 //! End to end against a real Synapse, with matrix-sdk as the E2EE client: the client creates an
 //! encrypted room, invites the echo bot, sends `!echo secret-1`, and decrypts the bot's
 //! encrypted reply, and a ghost's (sent with its own device) too; then again after Trestle
-//! restarted. Synapse's database holds no plaintext.
+//! restarted, and after it lost its crypto directory (a new, cross-signed identity). Synapse's
+//! database holds no plaintext.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -50,6 +51,10 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
     alice
         .echo_round(&room, &other, "!echo-as Other other-secret", "other-secret")
         .await;
+    // A machine in use when another opens (by a device-list update, say) closes on a later use
+    // of the ghosts' machines, once idle.
+    harness.app.idle().await;
+    crypto.ghost_device(&harness.app, &other).await.unwrap();
     assert_eq!(crypto.open_ghosts().await, 1);
     let ghosty = OwnedUserId::try_from("@echo_ghosty:localhost").unwrap();
     let command = "!echo-as Ghosty reopened-secret";
@@ -82,8 +87,22 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
         "a new device after restart"
     );
     rounds(&mut alice, &room, &bot, 2).await;
-
     restarted.stop().await;
+
+    // The crypto directory is lost: the bot gets a new device and, with no private keys, a new
+    // cross-signing identity, which Synapse lets the appservice put in place of the old one
+    // without interactive auth. The strict client talks to it as before.
+    let master_before = master_key(&alice, &bot).await;
+    let lost = tempfile::tempdir().unwrap();
+    let router = trestle_echo::router();
+    let restarted = setup::restart(&mut harness, lost.path(), router, Settings::default()).await;
+    let new_device = restarted.crypto.device_id().unwrap();
+    assert_ne!(new_device, first_device);
+    assert_ne!(master_key(&alice, &bot).await, master_before);
+    alice.wait_for_device(&bot, &new_device).await;
+    rounds(&mut alice, &room, &bot, 3).await;
+    restarted.stop().await;
+
     assert_no_plaintext(
         &harness,
         room_id.as_str(),
@@ -92,6 +111,8 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
             "secret-2",
             "ghost-secret-1",
             "ghost-secret-2",
+            "secret-3",
+            "ghost-secret-3",
             "other-secret",
             "reopened-secret",
         ],
@@ -109,6 +130,22 @@ async fn rounds(alice: &mut User, room: &Room, bot: &OwnedUserId, n: u32) {
     let secret = format!("ghost-secret-{n}");
     let command = format!("!echo-as Ghosty {secret}");
     alice.echo_round(room, &ghost, &command, &secret).await;
+}
+
+/// `user`'s cross-signing master key as the homeserver gives it to others.
+async fn master_key(alice: &User, user: &OwnedUserId) -> serde_json::Value {
+    let query = serde_json::json!({"device_keys": {user.as_str(): []}});
+    let keys = alice
+        .plain
+        .call_ok(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/keys/query",
+            Some(&query),
+        )
+        .await;
+    let master = keys["master_keys"][user.as_str()]["keys"].clone();
+    assert!(master.is_object(), "{user} has no master key: {keys}");
+    master
 }
 
 /// Scans Synapse's SQLite files for the secrets. The room id is there, which shows the scan

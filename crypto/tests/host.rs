@@ -1,4 +1,5 @@
-//! The `trestle` host with `encryption: true` in its configuration file, against a real Synapse:
+//! The `trestle` host with encryption on in its configuration file (`encryption:` as a map,
+//! refusing devices that are not cross-signed), against a real Synapse:
 //! the echo plugin's registration asks for devices and key counts, and the bot answers in an
 //! encrypted room (matrix-sdk as the client). A host without encryption refuses the setting,
 //! naming the file and the field.
@@ -21,11 +22,12 @@ mod client;
 #[path = "support/setup.rs"]
 mod setup;
 
-/// Writes and loads the host's configuration: the echo plugin with `encryption: true`.
+/// Writes and loads the host's configuration: the echo plugin with encryption, accepting only
+/// cross-signed devices (the test's client is one).
 fn config(dir: &Path, port: u16, homeserver: &str) -> Config {
     let text = format!(
         "homeserver:\n  server_name: localhost\n  url: {homeserver}\nlisten: 127.0.0.1:{port}\n\
-         plugins:\n  echo:\n    encryption: true\n"
+         plugins:\n  echo:\n    encryption: {{enabled: true, accept_unsigned_devices: false}}\n"
     );
     let path = dir.join("trestle.yaml");
     std::fs::write(&path, &text).unwrap();

@@ -4,10 +4,15 @@
 //! The framework calls an installed [`Encryption`] at three points: with each transaction's
 //! to-device events and MSC3202 device-list and key-count data, with each timeline event before
 //! it is routed (so an `m.room.encrypted` event reaches handlers decrypted), and with each room
-//! message before it is sent (so it is encrypted in encrypted rooms).
+//! message before it is sent (so it is encrypted in encrypted rooms). Last, before routing, it
+//! may take an item as its own, which handlers then never see (a user's answer to an
+//! interactive verification).
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>,
 //! MSC2409 (to-device events for appservices), MSC3202 (device lists and key counts).
+//!
+//! A decrypted event comes with its sender's [`SenderTrust`], which handlers take as an
+//! extractor (`Option<SenderTrust>`: `None` for an event that was not encrypted).
 
 use std::sync::Arc;
 
@@ -29,6 +34,69 @@ pub struct Outgoing {
     pub content: Box<RawValue>,
 }
 
+/// How far the device that sent a decrypted event is trusted, by cross-signing: whether its
+/// owner's self-signing key signed it, and whether the owner's identity is verified by the
+/// receiving user. Ordered from least to most trusted.
+///
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#cross-signing>; MSC4153 (clients
+/// that show or decrypt only cross-signed devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum SenderTrust {
+    /// The sending device is not known (its keys could not be fetched), so its signatures
+    /// cannot be checked.
+    Unknown,
+    /// The sending device is not signed by its owner's self-signing key, or its owner has no
+    /// cross-signing identity.
+    NotCrossSigned,
+    /// The device is cross-signed by its owner's identity, which the receiving user has not
+    /// verified (or verified once, before the identity changed).
+    CrossSigned,
+    /// The device is cross-signed by its owner's identity, and the receiving user verified that
+    /// identity ([key verification](https://spec.matrix.org/v1.16/client-server-api/#device-verification)).
+    Verified,
+}
+
+/// A timeline event decrypted by [`Encryption::timeline`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Decrypted {
+    /// The decrypted event's JSON, routed instead of the encrypted one.
+    pub json: Box<RawValue>,
+    /// How far its sender's device is trusted.
+    pub trust: SenderTrust,
+}
+
+impl Decrypted {
+    /// The decrypted event `json`, sent from a device trusted as far as `trust`.
+    pub fn new(json: Box<RawValue>, trust: SenderTrust) -> Decrypted {
+        Decrypted { json, trust }
+    }
+}
+
+/// What a host's configuration says about a plugin's encryption, handed to the encryption it
+/// installs (`plugins.<name>.encryption` in the `trestle` host's file).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EncryptionOptions {
+    /// Decrypt and hand to handlers messages from devices that are not cross-signed by their
+    /// owner (true, like Element's default). When false, their events reach handlers still
+    /// encrypted, and the bot says in the room that it did not decrypt them.
+    pub accept_unsigned_devices: bool,
+    /// Who may verify the bot's device interactively: globs of user ids (`*`, `?`); `None`,
+    /// the default, for the users of the appservice's own homeserver.
+    pub verify_users: Option<Vec<String>>,
+}
+
+impl Default for EncryptionOptions {
+    fn default() -> Self {
+        EncryptionOptions {
+            accept_unsigned_devices: true,
+            verify_users: None,
+        }
+    }
+}
+
 /// End-to-end encryption for an appservice, installed with [`crate::Router::encryption`].
 pub trait Encryption: Send + Sync + 'static {
     /// Takes in a to-device event or an MSC3202 update ([`Incoming::ToDevice`],
@@ -36,13 +104,22 @@ pub trait Encryption: Send + Sync + 'static {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()>;
 
     /// Called with each timeline event that is about to be routed.
-    /// Returns the JSON of the event to route instead (the decrypted event of an
-    /// `m.room.encrypted` one), or `None` to route the event as it is.
+    /// Returns the event to route instead (the decrypted event of an `m.room.encrypted` one,
+    /// with its sender's trust), or `None` to route the event as it is.
     fn timeline<'a>(
         &'a self,
         app: &'a Appservice,
         event: &'a TimelineEvent,
-    ) -> BoxFuture<'a, Option<Box<RawValue>>>;
+    ) -> BoxFuture<'a, Option<Decrypted>>;
+
+    /// Called with each item after the other hooks (a timeline event decrypted where it could
+    /// be), before it is routed. Returns `true` when the encryption took the item as its own
+    /// and no handler is to see it, such as a user's answer to an interactive verification the
+    /// bot is waiting for. The default takes nothing.
+    fn takes<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+        let _ = (app, item);
+        Box::pin(async { false })
+    }
 
     /// Called before `sender` sends a room event. Returns the event to send instead (an
     /// `m.room.encrypted` one in an encrypted room), or `None` to send it as it is. An error
@@ -66,27 +143,39 @@ impl Appservice {
     }
 
     /// Offers `item` to the installed encryption: to-device and MSC3202 items are taken in,
-    /// and a timeline event is replaced by its decrypted form where there is one.
-    pub(crate) async fn offer_to_encryption(&self, item: Arc<Incoming>) -> Arc<Incoming> {
+    /// and a timeline event is replaced by its decrypted form where there is one, which comes
+    /// with its sender's trust.
+    pub(crate) async fn offer_to_encryption(
+        &self,
+        item: Arc<Incoming>,
+    ) -> (Arc<Incoming>, Option<SenderTrust>) {
         let Some(encryption) = self.encryption() else {
-            return item;
+            return (item, None);
         };
         match &*item {
             Incoming::ToDevice(_) | Incoming::DeviceLists(_) => {
                 encryption.receive(self, &item).await;
-                item
+                (item, None)
             }
             Incoming::Timeline(event) => match encryption.timeline(self, event).await {
-                Some(json) => match Incoming::from_stored("timeline", json.get()) {
-                    Ok(event) => Arc::new(event),
+                Some(decrypted) => match Incoming::from_stored("timeline", decrypted.json.get()) {
+                    Ok(event) => (Arc::new(event), Some(decrypted.trust)),
                     Err(error) => {
                         tracing::warn!(%error, "a decrypted event is malformed; routing it encrypted");
-                        item
+                        (item, None)
                     }
                 },
-                None => item,
+                None => (item, None),
             },
-            _ => item,
+            _ => (item, None),
+        }
+    }
+
+    /// Whether the installed encryption takes `item` as its own (see [`Encryption::takes`]).
+    pub(crate) async fn taken_by_encryption(&self, item: &Incoming) -> bool {
+        match self.encryption() {
+            Some(encryption) => encryption.takes(self, item).await,
+            None => false,
         }
     }
 
@@ -137,16 +226,33 @@ mod tests {
             &'a self,
             _: &'a Appservice,
             event: &'a TimelineEvent,
-        ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+        ) -> BoxFuture<'a, Option<Decrypted>> {
             Box::pin(async move {
                 if event.event_type != "m.room.encrypted" {
                     return None;
                 }
                 let mut json: serde_json::Value = serde_json::from_str(event.json.get()).ok()?;
                 let body = reversed(json["content"]["ciphertext"].as_str()?);
+                // The sender's device id says how far the test trusts it.
+                let trust = match json["content"]["device_id"].as_str() {
+                    Some("SIGNED") => SenderTrust::CrossSigned,
+                    _ => SenderTrust::NotCrossSigned,
+                };
                 json["type"] = json!("m.room.message");
                 json["content"] = json!({"msgtype": "m.text", "body": body});
-                serde_json::value::to_raw_value(&json).ok()
+                let json = serde_json::value::to_raw_value(&json).ok()?;
+                Some(Decrypted::new(json, trust))
+            })
+        }
+
+        /// Takes the decrypted messages that say `mine`.
+        fn takes<'a>(&'a self, _: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, bool> {
+            Box::pin(async move {
+                let Incoming::Timeline(event) = item else {
+                    return false;
+                };
+                let json: serde_json::Value = serde_json::from_str(event.json.get()).unwrap();
+                json["content"]["body"] == "mine"
             })
         }
 
@@ -170,9 +276,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handlers_see_decrypted_events_and_sends_are_encrypted() {
-        async fn repeat(message: Event<RoomMessageEventContent>, app: Appservice) -> Result<()> {
-            let body = format!("you said {}", message.content.body());
+    async fn handlers_see_decrypted_events_with_their_trust_not_those_taken_and_sends_are_encrypted()
+     {
+        async fn repeat(
+            message: Event<RoomMessageEventContent>,
+            trust: Option<SenderTrust>,
+            app: Appservice,
+        ) -> Result<()> {
+            let body = format!("you said {} ({trust:?})", message.content.body());
             app.bot().send_text(&message.room_id, &body).await?;
             Ok(())
         }
@@ -184,10 +295,33 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let encrypted = json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
-            "event_id": "$1", "origin_server_ts": 1,
-            "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh"}});
-        deliver(&app, vec![encrypted]).await;
-        assert_eq!(hs.bodies(), [reversed("you said hello")]);
+        let encrypted = |id: &str, device: &str| {
+            json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
+                "event_id": id, "origin_server_ts": 1,
+                "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh",
+                    "device_id": device}})
+        };
+        let plain = json!({"type": "m.room.message", "room_id": "!r:x", "sender": "@u:x",
+            "event_id": "$3", "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": "plain"}});
+        // The encryption takes this one: no handler sees it.
+        let taken = json!({"type": "m.room.message", "room_id": "!r:x", "sender": "@u:x",
+            "event_id": "$4", "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": "mine"}});
+        let events = vec![
+            encrypted("$1", "SIGNED"),
+            encrypted("$2", "OTHER"),
+            taken,
+            plain,
+        ];
+        deliver(&app, events).await;
+        assert_eq!(
+            hs.bodies(),
+            [
+                reversed("you said hello (Some(CrossSigned))"),
+                reversed("you said hello (Some(NotCrossSigned))"),
+                reversed("you said plain (None)"),
+            ]
+        );
     }
 }
