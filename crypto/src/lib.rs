@@ -13,7 +13,9 @@
 //!
 //! Install with [`Crypto::install`].
 
+mod backup;
 mod ghosts;
+mod key_requests;
 mod late;
 mod machine;
 mod pending;
@@ -32,6 +34,7 @@ use trestle::{
     transaction::{Incoming, TimelineEvent},
 };
 
+pub use backup::RecoveryKey;
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
@@ -80,6 +83,8 @@ pub struct Crypto {
     to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
+    /// The bot's key backup, when a recovery key is configured.
+    backup: Option<backup::Backup>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -116,8 +121,25 @@ impl Crypto {
 
     /// As [`Crypto::new`], with `settings`.
     pub fn with_settings(dir: impl Into<PathBuf>, settings: Settings) -> Arc<Crypto> {
-        Arc::new(Crypto {
-            dir: dir.into(),
+        Arc::new(Self::build(dir.into(), settings, None))
+    }
+
+    /// As [`Crypto::with_settings`], with the bot's room keys backed up on the homeserver
+    /// (`m.megolm_backup.v1.curve25519-aes-sha2`) under `recovery_key`: a bot started on an
+    /// empty crypto directory with the same key restores from the backup the keys it needs to
+    /// decrypt history. See docs/e2ee.md.
+    pub fn with_backup(
+        dir: impl Into<PathBuf>,
+        settings: Settings,
+        recovery_key: RecoveryKey,
+    ) -> Arc<Crypto> {
+        let backup = backup::Backup::new(recovery_key);
+        Arc::new(Self::build(dir.into(), settings, Some(backup)))
+    }
+
+    fn build(dir: PathBuf, settings: Settings, backup: Option<backup::Backup>) -> Crypto {
+        Crypto {
+            dir,
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
@@ -125,7 +147,8 @@ impl Crypto {
             to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
-        })
+            backup,
+        }
     }
 
     /// Installs this encryption on `router`, with a service that sets up the bot's device and
@@ -134,6 +157,15 @@ impl Crypto {
     pub fn install(self: Arc<Self>, router: Router) -> Router {
         let setup = self.clone();
         let sweep = self.clone();
+        let backup = self.clone();
+        let router = if self.backup.is_some() {
+            router.service("e2ee-backup", move |app: Appservice| {
+                let crypto = backup.clone();
+                async move { crypto.back_up(app).await }
+            })
+        } else {
+            router
+        };
         router
             .encryption(self)
             .service("e2ee", move |app: Appservice| {
@@ -171,6 +203,12 @@ impl Crypto {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
+                if let Some(backup) = &self.backup {
+                    // Without a backup the bot still works: the service tries again.
+                    if let Err(error) = backup.enable(app, machine.olm()).await {
+                        tracing::warn!(%error, "key backup not enabled yet");
+                    }
+                }
                 Ok::<_, trestle::Error>(Arc::new(machine))
             })
             .await
@@ -291,6 +329,7 @@ impl Encryption for Crypto {
                 }
             }
             if !sessions.is_empty() {
+                self.back_up_soon();
                 self.keys_arrived(app, &sessions).await;
             }
         })
@@ -316,7 +355,17 @@ impl Encryption for Crypto {
             };
             match machine.decrypt(event, self.key_wait).await {
                 Decrypted::Event(json) => Some(json),
-                Decrypted::MissingKey => self.wait_for_key(app, machine, event).await,
+                Decrypted::MissingKey => {
+                    match self.restore_from_backup(app, machine, event).await {
+                        Some(json) => Some(json),
+                        None => {
+                            if let Err(error) = machine.request_key(app, event).await {
+                                tracing::warn!(%error, "could not ask for a missing room key");
+                            }
+                            self.wait_for_key(app, machine, event).await
+                        }
+                    }
+                }
                 Decrypted::Failed(reason) => {
                     late::report(
                         app,
@@ -348,7 +397,12 @@ impl Encryption for Crypto {
             match self.machine_for(app, sender, true).await? {
                 Some(machine) => {
                     let encrypted = machine.encrypt(app, sender, room_id, settings, event);
-                    encrypted.await.map(Some)
+                    let encrypted = encrypted.await.map(Some);
+                    if sender == app.bot_user_id() {
+                        // A new outbound session made a room key of the bot's own.
+                        self.back_up_soon();
+                    }
+                    encrypted
                 }
                 None => Ok(None),
             }
