@@ -1,6 +1,6 @@
-//! Key backup against a real Synapse: the bot backs up the room key of a message it decrypted;
-//! its crypto directory is then lost and Trestle restarts on an empty one (a new device) with the
-//! same recovery key; the message, fetched from the homeserver, still decrypts.
+//! Key backup against a real Synapse: the bot backs up the room key of a message it decrypted,
+//! and its own; its crypto directory is then lost and Trestle restarts on an empty one (a new
+//! device) with the same recovery key; the message, fetched from the homeserver, still decrypts.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -8,7 +8,11 @@
 use serde_json::Value;
 use trestle::{
     Appservice,
-    ruma::api::{AppserviceUserIdentity, client::backup::get_latest_backup_info},
+    ruma::{
+        RoomId,
+        api::{AppserviceUserIdentity, client::backup::get_latest_backup_info},
+        events::room::message::RoomMessageEventContent,
+    },
 };
 use trestle_crypto::{Crypto, RecoveryKey, Settings};
 
@@ -25,6 +29,16 @@ async fn latest_backup(app: &Appservice) -> Option<(String, u64)> {
     let bot = AppserviceUserIdentity::new(app.bot_user_id());
     let response = app.client().send(request, bot).await.ok()?;
     Some((response.version, response.count.into()))
+}
+
+/// Waits until the backup holds `keys` room keys.
+async fn until_backed_up(app: &Appservice, keys: u64, what: &str) {
+    until(what, || async move {
+        latest_backup(app)
+            .await
+            .is_some_and(|(_, count)| count >= keys)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,15 +71,12 @@ async fn a_bot_on_an_empty_crypto_store_decrypts_history_from_its_key_backup() {
         async move { saw(&seen, "before-the-loss") }
     })
     .await;
-    until("the room key was never backed up", || {
-        let app = app.clone();
-        async move {
-            latest_backup(&app)
-                .await
-                .is_some_and(|(_, count)| count >= 1)
-        }
-    })
-    .await;
+    until_backed_up(&app, 1, "the room key was never backed up").await;
+    // The bot's own room key, made when it first sends into the room, is backed up too.
+    let room = <&RoomId>::try_from(room_id.as_str()).unwrap();
+    let text = RoomMessageEventContent::notice_plain("the bot's own");
+    app.bot().send(room, &text).await.unwrap();
+    until_backed_up(&app, 2, "the bot's own room key was never backed up").await;
 
     // The crypto directory is lost. Trestle restarts on an empty one, with the recovery key
     // read again from its text form.
