@@ -268,15 +268,15 @@ impl Crypto {
         app: &Appservice,
         machine: &Machine,
         event: &TimelineEvent,
-    ) -> Option<Box<RawValue>> {
+    ) -> Option<trestle::encryption::Decrypted> {
         let backup = self.backup.as_ref()?;
         let session_id = pending::session_id(event)?;
         match backup
             .restore(app, machine.olm(), &event.room_id, &session_id)
             .await
         {
-            Ok(true) => match machine.decrypt(event, Duration::ZERO).await {
-                Decrypted::Event(json) => Some(json),
+            Ok(true) => match machine.decrypt(app, event, Duration::ZERO).await {
+                Decrypted::Event(decrypted) => Some(decrypted),
                 _ => None,
             },
             Ok(false) => None,
@@ -289,12 +289,13 @@ impl Crypto {
 
     /// Decrypts an `m.room.encrypted` event the appservice fetched itself (`/messages`,
     /// `/event`, a reply's target) with the bot's keys, restoring the room key from the backup
-    /// if it is missing. `None` if the key is neither in the store nor in the backup.
+    /// if it is missing; the decrypted event comes with its sender's trust. `None` if the key
+    /// is neither in the store nor in the backup.
     pub async fn decrypt_event(
         &self,
         app: &Appservice,
         event: &RawValue,
-    ) -> Result<Option<Box<RawValue>>> {
+    ) -> Result<Option<trestle::encryption::Decrypted>> {
         let machine = self.machine(app).await?;
         let body = TransactionBody {
             events: vec![event.to_owned()],
@@ -303,8 +304,8 @@ impl Crypto {
         let Some(Incoming::Timeline(event)) = body.into_items("fetched").items.pop() else {
             return Err(Error::Other("not a room event".to_owned()));
         };
-        match machine.decrypt(&event, Duration::ZERO).await {
-            Decrypted::Event(json) => Ok(Some(json)),
+        match machine.decrypt(app, &event, Duration::ZERO).await {
+            Decrypted::Event(decrypted) => Ok(Some(decrypted)),
             Decrypted::MissingKey => Ok(self.restore_from_backup(app, machine, &event).await),
             Decrypted::Failed(reason) => Err(Error::Other(format!(
                 "could not decrypt {}: {reason}",

@@ -6,7 +6,6 @@ use std::{
     time::Duration,
 };
 
-use serde_json::value::RawValue;
 use trestle::{
     Appservice, Result,
     ruma::{RoomId, events::room::message::RoomMessageEventContent},
@@ -28,7 +27,7 @@ impl Crypto {
         app: &Appservice,
         machine: &Machine,
         event: &TimelineEvent,
-    ) -> Option<Box<RawValue>> {
+    ) -> Option<trestle::encryption::Decrypted> {
         let remembered = match pending::session_id(event) {
             Some(session_id) => match self.table(app).await {
                 Ok(()) => pending::remember(app, event, &session_id).await,
@@ -61,7 +60,7 @@ impl Crypto {
         }
         // A key that arrived between the first attempt and the row being written found nothing
         // to redeliver: try once more now that the row is there.
-        if let Decrypted::Event(json) = machine.decrypt(event, Duration::ZERO).await {
+        if let Decrypted::Event(json) = machine.decrypt(app, event, Duration::ZERO).await {
             return match pending::take(app, event.event_id.as_str()).await {
                 Ok(true) => Some(json),
                 // The key's arrival claimed the row and redelivers the event.

@@ -14,6 +14,7 @@
 //! Install with [`Crypto::install`].
 
 mod backup;
+mod cross_signing;
 mod ghosts;
 mod key_requests;
 mod late;
@@ -21,20 +22,21 @@ mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod trust;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use futures_util::future::BoxFuture;
-use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use trestle::{
     Appservice, Result, Router,
-    encryption::{Encryption, Outgoing},
+    encryption::{Encryption, EncryptionOptions, Outgoing},
     ruma::{RoomId, UserId},
     transaction::{Incoming, TimelineEvent},
 };
 
 pub use backup::RecoveryKey;
+pub use cross_signing::cross_sign;
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
@@ -58,6 +60,12 @@ pub struct Settings {
     /// How many ghosts' Olm machines stay open (64). Each holds a SQLite pool (about five open
     /// files); the least recently used beyond this are closed and reopened when needed.
     pub open_ghosts: usize,
+    /// Decrypt messages from devices that their owner did not cross-sign (true, like
+    /// Element's default). When false, such an event reaches handlers still encrypted (as
+    /// `m.room.encrypted`) and the bot says once in the room that it did not decrypt it, as for
+    /// an event it cannot decrypt. Handlers see each decrypted event's
+    /// [`trestle::encryption::SenderTrust`] either way.
+    pub accept_unsigned_devices: bool,
 }
 
 impl Default for Settings {
@@ -66,6 +74,7 @@ impl Default for Settings {
             key_wait: KEY_WAIT,
             key_timeout: KEY_TIMEOUT,
             open_ghosts: 64,
+            accept_unsigned_devices: true,
         }
     }
 }
@@ -77,6 +86,7 @@ pub struct Crypto {
     machine: OnceCell<Arc<Machine>>,
     key_wait: Duration,
     key_timeout: Duration,
+    accept_unsigned_devices: bool,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
     /// A to-device event has come in this process: the homeserver sends them.
@@ -143,6 +153,7 @@ impl Crypto {
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
+            accept_unsigned_devices: settings.accept_unsigned_devices,
             table: OnceCell::new(),
             to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
@@ -203,6 +214,8 @@ impl Crypto {
                 check_registration(app.registration())?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
+                let requirement = trust::requirement(self.accept_unsigned_devices);
+                let machine = machine.requiring(requirement);
                 if let Some(backup) = &self.backup {
                     // Without a backup the bot still works: the service tries again.
                     if let Err(error) = backup.enable(app, machine.olm()).await {
@@ -259,9 +272,13 @@ impl Crypto {
 }
 
 /// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
-/// with its crypto state in `dir` and the default key times.
-pub fn install_in_host(router: Router, dir: PathBuf) -> Router {
-    Crypto::new(dir).install(router)
+/// with its crypto state in `dir`, the host configuration's `options` and the default key times.
+pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
+    let settings = Settings {
+        accept_unsigned_devices: options.accept_unsigned_devices,
+        ..Settings::default()
+    };
+    Crypto::with_settings(dir, settings).install(router)
 }
 
 /// The homeserver sends to-device events and key counts, and lets the appservice create
@@ -339,7 +356,7 @@ impl Encryption for Crypto {
         &'a self,
         app: &'a Appservice,
         event: &'a TimelineEvent,
-    ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+    ) -> BoxFuture<'a, Option<trestle::encryption::Decrypted>> {
         Box::pin(async move {
             rooms::note_state(&self.rooms, event);
             // Only encrypted events need the machine: a failing setup must not slow the rest.
@@ -353,8 +370,8 @@ impl Encryption for Crypto {
                     return None;
                 }
             };
-            match machine.decrypt(event, self.key_wait).await {
-                Decrypted::Event(json) => Some(json),
+            match machine.decrypt(app, event, self.key_wait).await {
+                Decrypted::Event(decrypted) => Some(decrypted),
                 Decrypted::MissingKey => {
                     match self.restore_from_backup(app, machine, event).await {
                         Some(json) => Some(json),

@@ -5,13 +5,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use matrix_sdk_common::deserialized_responses::UnableToDecryptReason;
 use matrix_sdk_crypto::{
     CollectStrategy, DecryptionSettings, EncryptionSettings, EncryptionSyncChanges, OlmMachine,
-    RoomEventDecryptionResult, TrustRequirement,
+    RoomEventDecryptionResult, TrustRequirement, types::requests::AnyOutgoingRequest,
 };
 use matrix_sdk_sqlite::{SqliteCryptoStore, SqliteStoreConfig};
 use serde_json::value::RawValue;
 use trestle::{
     Appservice, Error, Result,
-    encryption::Outgoing,
+    encryption::{Outgoing, SenderTrust},
     ruma::{
         DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, RoomId, UInt, UserId,
         api::{
@@ -24,14 +24,16 @@ use trestle::{
 };
 
 use crate::{
+    cross_signing,
     requests::{self, error},
     rooms::{self, RoomSettings},
+    trust,
 };
 
 /// What became of an encrypted event.
 pub(crate) enum Decrypted {
-    /// The decrypted event's JSON.
-    Event(Box<RawValue>),
+    /// The decrypted event, with its sender's trust.
+    Event(trestle::encryption::Decrypted),
     /// Its room key is not here (yet): it may come later.
     MissingKey,
     /// It cannot be decrypted, for the reason given; waiting would not help.
@@ -48,6 +50,10 @@ fn describe(reason: &UnableToDecryptReason) -> String {
         UnableToDecryptReason::MismatchedIdentityKeys => {
             "its sender's keys do not match the room key".to_owned()
         }
+        UnableToDecryptReason::SenderIdentityNotTrusted(_) => {
+            "its sender's device is not cross-signed, and this bot accepts only devices that are"
+                .to_owned()
+        }
         _ => "its room key does not decrypt it".to_owned(),
     }
 }
@@ -59,13 +65,8 @@ pub(crate) struct Machine {
     sending: tokio::sync::Mutex<()>,
     /// Bumped whenever room keys arrive, so events waiting for one try again.
     keys: tokio::sync::watch::Sender<u64>,
-}
-
-fn decryption_settings() -> DecryptionSettings {
-    // Bridged users are not cross-signed as a rule; MSC4153's stricter modes come later.
-    DecryptionSettings {
-        sender_device_trust_requirement: TrustRequirement::Untrusted,
-    }
+    /// What decrypting requires of the sender's device (see `trust::requirement`).
+    requirement: TrustRequirement,
 }
 
 impl Machine {
@@ -123,11 +124,27 @@ impl Machine {
             olm,
             sending: tokio::sync::Mutex::new(()),
             keys: tokio::sync::watch::Sender::new(0),
+            requirement: TrustRequirement::Untrusted,
         };
         machine.send_requests(app).await?;
+        cross_signing::cross_sign(app.client(), &machine.olm).await?;
         tracing::info!(user = %bot, %device_id, elapsed_ms = started.elapsed().as_millis(),
             "end-to-end encryption ready");
         Ok(machine)
+    }
+
+    /// The machine, decrypting only what meets `requirement`.
+    pub(crate) fn requiring(self, requirement: TrustRequirement) -> Machine {
+        Machine {
+            requirement,
+            ..self
+        }
+    }
+
+    fn decryption_settings(&self) -> DecryptionSettings {
+        DecryptionSettings {
+            sender_device_trust_requirement: self.requirement,
+        }
     }
 
     pub(crate) fn device_id(&self) -> &DeviceId {
@@ -202,7 +219,7 @@ impl Machine {
         };
         let (_, room_keys) = self
             .olm
-            .receive_sync_changes(changes, &decryption_settings())
+            .receive_sync_changes(changes, &self.decryption_settings())
             .await
             .map_err(error)?;
         if !room_keys.is_empty() {
@@ -213,22 +230,48 @@ impl Machine {
     }
 
     /// Decrypts an `m.room.encrypted` event, waiting up to `wait` for its room key.
-    pub(crate) async fn decrypt(&self, event: &TimelineEvent, wait: Duration) -> Decrypted {
+    pub(crate) async fn decrypt(
+        &self,
+        app: &Appservice,
+        event: &TimelineEvent,
+        wait: Duration,
+    ) -> Decrypted {
         let raw = Raw::from_json(RawValue::to_owned(&event.json));
         let deadline = tokio::time::Instant::now() + wait;
         let mut keys = self.keys.subscribe();
+        let mut asked = false;
         loop {
             // Marked seen before trying, so a key arriving during the attempt wakes us.
             keys.borrow_and_update();
             match self
                 .olm
-                .try_decrypt_room_event(&raw, &event.room_id, &decryption_settings())
+                .try_decrypt_room_event(&raw, &event.room_id, &self.decryption_settings())
                 .await
             {
                 Ok(RoomEventDecryptionResult::Decrypted(decrypted)) => {
-                    return Decrypted::Event(decrypted.event.into_json());
+                    let trust = trust::sender_trust(&decrypted.encryption_info.verification_state);
+                    if trust == SenderTrust::Unknown && !asked {
+                        // The sender's device is not known yet: fetch it, to tell handlers.
+                        asked = true;
+                        if let Err(error) = self.fetch_keys(app, &event.sender).await {
+                            tracing::warn!(%error, "could not fetch a sender's keys");
+                        }
+                        continue;
+                    }
+                    let json = decrypted.event.into_json();
+                    return Decrypted::Event(trestle::encryption::Decrypted::new(json, trust));
                 }
                 Ok(RoomEventDecryptionResult::UnableToDecrypt(info)) => {
+                    if let UnableToDecryptReason::SenderIdentityNotTrusted(_) = info.reason
+                        && !asked
+                    {
+                        // The sender's keys may just not be here yet: fetch them, try again.
+                        asked = true;
+                        if let Err(error) = self.fetch_keys(app, &event.sender).await {
+                            tracing::warn!(%error, "could not fetch a sender's keys");
+                        }
+                        continue;
+                    }
                     if !info.reason.is_missing_room_key() {
                         tracing::warn!(event_id = %event.event_id, reason = ?info.reason,
                             "could not decrypt an event");
@@ -247,6 +290,17 @@ impl Machine {
         }
     }
 
+    /// Fetches `user`'s devices and cross-signing keys now (and tracks them from now on):
+    /// a change to them may not have reached the machine yet.
+    async fn fetch_keys(&self, app: &Appservice, user: &UserId) -> Result<()> {
+        let users = [user];
+        track(&self.olm, &users).await.map_err(error)?;
+        let (id, query) = self.olm.query_keys_for_users(users);
+        let request = AnyOutgoingRequest::KeysQuery(query);
+        let _one_at_a_time = self.sending.lock().await;
+        requests::send(app.client(), &self.olm, &id, &request).await
+    }
+
     /// Whether the event in `json` decrypts now.
     pub(crate) async fn decrypts(&self, room_id: &str, json: &str) -> bool {
         let (Ok(room_id), Ok(json)) = (
@@ -258,7 +312,7 @@ impl Machine {
         let raw = Raw::from_json(json);
         matches!(
             self.olm
-                .try_decrypt_room_event(&raw, room_id, &decryption_settings())
+                .try_decrypt_room_event(&raw, room_id, &self.decryption_settings())
                 .await,
             Ok(RoomEventDecryptionResult::Decrypted(_))
         )

@@ -99,7 +99,8 @@ async fn a_bot_on_an_empty_crypto_store_decrypts_history_from_its_key_backup() {
     assert_eq!(fetched["type"], "m.room.encrypted");
     let fetched = serde_json::value::to_raw_value(&fetched).unwrap();
     let decrypted = crypto.decrypt_event(&app, &fetched).await.unwrap();
-    let decrypted: Value = serde_json::from_str(decrypted.expect("no room key").get()).unwrap();
+    let decrypted: Value =
+        serde_json::from_str(decrypted.expect("no room key").json.get()).unwrap();
     assert_eq!(decrypted["content"]["body"], "before-the-loss");
     restarted.stop().await;
 }

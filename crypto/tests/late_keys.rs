@@ -1,7 +1,11 @@
-//! Late room keys against a real Synapse: a user with an Olm machine of her own (driven here,
-//! so the order is ours) sends an encrypted message first and its room key only once the
-//! appservice has set the event aside and Trestle has restarted. The handler then sees the
-//! message decrypted, once.
+//! Against a real Synapse, a user with an Olm machine of her own (driven here, so the order is
+//! ours):
+//! - late room keys: she sends an encrypted message first and its room key only once the
+//!   appservice has set the event aside and Trestle has restarted. The handler then sees the
+//!   message decrypted, once.
+//! - trust: a bot that accepts only cross-signed devices does not decrypt her messages while
+//!   her device is not cross-signed (they reach handlers encrypted and the bot reports them),
+//!   and does once she cross-signed it, with handlers seeing that trust.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -11,19 +15,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use matrix_sdk_crypto::{EncryptionSettings, OlmMachine};
+use matrix_sdk_crypto::{EncryptionSettings, OlmMachine, types::requests::ToDeviceRequest};
 use serde_json::json;
 use trestle::{
     Result, Router,
     client::HomeserverClient,
-    router::{Event, State},
+    encryption::SenderTrust,
+    router::{Event, RawEvent, Room, State},
     ruma::{
         OwnedDeviceId, OwnedUserId, RoomId, UserId, events::room::message::RoomMessageEventContent,
         serde::Raw,
     },
 };
-use trestle_crypto::{Settings, send_outgoing, send_to_device};
-use trestle_tests::appservice::WAIT;
+use trestle_crypto::{Settings, cross_sign, send_outgoing, send_to_device};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    synapse::UserClient,
+};
 
 #[path = "support/setup.rs"]
 mod setup;
@@ -67,69 +75,13 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
 
-    // Alice, with her own Olm machine talking to Synapse with her own token.
-    let plain = harness
-        .synapse
-        .register_user("alice", "password-1234")
-        .await;
-    let whoami = plain
-        .call_ok(
-            reqwest::Method::GET,
-            "/_matrix/client/v3/account/whoami",
-            None,
-        )
-        .await;
-    let alice = OwnedUserId::try_from(plain.user_id.as_str()).unwrap();
-    let device = OwnedDeviceId::from(whoami["device_id"].as_str().unwrap());
-    let client = HomeserverClient::new(harness.synapse.base_url(), &plain.access_token).unwrap();
-    let olm = OlmMachine::new(&alice, &device).await;
-    send_outgoing(&client, &olm).await.unwrap();
+    let alice = Alice::register(&harness).await;
+    let room_id = alice.encrypted_room_with(&bot).await;
+    let plain = &alice.plain;
 
-    let room_id = plain
-        .create_room(json!({
-            "invite": [bot],
-            "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
-        }))
-        .await;
-    until("the bot never joined", || {
-        let plain = &plain;
-        let (room_id, bot) = (&room_id, bot.to_string());
-        async move { plain.joined_members(room_id).await.contains(&bot) }
-    })
-    .await;
-
-    // An Olm session with the bot's device, and a room key shared with it but held back.
-    let room = <&RoomId>::try_from(room_id.as_str()).unwrap();
-    let users: [&UserId; 1] = [&bot];
-    olm.update_tracked_users(users.into_iter()).await.unwrap();
-    send_outgoing(&client, &olm).await.unwrap();
-    if let Some((id, claim)) = olm.get_missing_sessions(users.into_iter()).await.unwrap() {
-        let response = client
-            .send(
-                claim,
-                trestle::ruma::api::AppserviceUserIdentity::new(&alice),
-            )
-            .await
-            .unwrap();
-        olm.mark_request_as_sent(&id, &response).await.unwrap();
-    }
-    let key_messages = olm
-        .share_room_key(room, users.into_iter(), EncryptionSettings::default())
-        .await
-        .unwrap();
-    assert!(!key_messages.is_empty(), "no room key for the bot's device");
-    let content = Raw::new(&json!({"msgtype": "m.text", "body": "late-secret"}))
-        .unwrap()
-        .cast_unchecked();
-    let encrypted = olm
-        .encrypt_room_event_raw(room, "m.room.message", &content)
-        .await
-        .unwrap();
-    let encrypted: serde_json::Value = encrypted.content.deserialize_as_unchecked().unwrap();
-    plain
-        .send_event(&room_id, "m.room.encrypted", encrypted)
-        .await;
+    // A room key shared with the bot's device but held back.
+    let key_messages = alice.share_room_key(&room_id, &bot).await;
+    alice.send_encrypted(&room_id, "late-secret").await;
 
     // The event is set aside, not handled, and its room's queue moves on.
     until("the event was never set aside", || {
@@ -151,9 +103,7 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
     assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 1);
 
     // The key arrives: the handler sees the message, decrypted, after what was queued.
-    for message in &key_messages {
-        send_to_device(&client, &olm, message).await.unwrap();
-    }
+    alice.send_keys(&key_messages).await;
     until("the event was never handled decrypted", || {
         let seen = seen.clone();
         async move { seen.lock().unwrap().len() == 2 }
@@ -162,8 +112,211 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
     app.idle().await;
     assert_eq!(*seen.lock().unwrap(), ["plain-after", "late-secret"]);
     assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 0);
-    assert_no_report(&plain, &room_id, &bot).await;
+    assert_no_report(plain, &room_id, &bot).await;
     restarted.stop().await;
+}
+
+/// Alice: her own Olm machine, talking to Synapse with her own token.
+struct Alice {
+    plain: UserClient,
+    client: HomeserverClient,
+    olm: OlmMachine,
+    user: OwnedUserId,
+}
+
+impl Alice {
+    async fn register(harness: &Harness) -> Alice {
+        let plain = harness
+            .synapse
+            .register_user("alice", "password-1234")
+            .await;
+        let whoami = plain
+            .call_ok(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/account/whoami",
+                None,
+            )
+            .await;
+        let user = OwnedUserId::try_from(plain.user_id.as_str()).unwrap();
+        let device = OwnedDeviceId::from(whoami["device_id"].as_str().unwrap());
+        let client =
+            HomeserverClient::new(harness.synapse.base_url(), &plain.access_token).unwrap();
+        let olm = OlmMachine::new(&user, &device).await;
+        send_outgoing(&client, &olm).await.unwrap();
+        Alice {
+            plain,
+            client,
+            olm,
+            user,
+        }
+    }
+
+    /// Creates an encrypted room, invites `bot`, and waits until it joined.
+    async fn encrypted_room_with(&self, bot: &UserId) -> String {
+        let room_id = self
+            .plain
+            .create_room(json!({
+                "invite": [bot],
+                "initial_state": [{"type": "m.room.encryption", "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
+            }))
+            .await;
+        until("the bot never joined", || {
+            let plain = &self.plain;
+            let (room_id, bot) = (&room_id, bot.to_string());
+            async move { plain.joined_members(room_id).await.contains(&bot) }
+        })
+        .await;
+        room_id
+    }
+
+    /// An Olm session with the bot's device, and the room key for it (not sent yet).
+    async fn share_room_key(&self, room_id: &str, bot: &UserId) -> Vec<Arc<ToDeviceRequest>> {
+        let (client, olm) = (&self.client, &self.olm);
+        let room = <&RoomId>::try_from(room_id).unwrap();
+        let users: [&UserId; 1] = [bot];
+        olm.update_tracked_users(users.into_iter()).await.unwrap();
+        send_outgoing(client, olm).await.unwrap();
+        if let Some((id, claim)) = olm.get_missing_sessions(users.into_iter()).await.unwrap() {
+            let identity = trestle::ruma::api::AppserviceUserIdentity::new(&self.user);
+            let response = client.send(claim, identity).await.unwrap();
+            olm.mark_request_as_sent(&id, &response).await.unwrap();
+        }
+        let key_messages = olm
+            .share_room_key(room, users.into_iter(), EncryptionSettings::default())
+            .await
+            .unwrap();
+        assert!(!key_messages.is_empty(), "no room key for the bot's device");
+        key_messages
+    }
+
+    async fn send_keys(&self, key_messages: &[Arc<ToDeviceRequest>]) {
+        for message in key_messages {
+            send_to_device(&self.client, &self.olm, message)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Sends `body` encrypted with the room's current session; returns the event id.
+    async fn send_encrypted(&self, room_id: &str, body: &str) -> String {
+        let room = <&RoomId>::try_from(room_id).unwrap();
+        let content = Raw::new(&json!({"msgtype": "m.text", "body": body}))
+            .unwrap()
+            .cast_unchecked();
+        let encrypted = self
+            .olm
+            .encrypt_room_event_raw(room, "m.room.message", &content)
+            .await
+            .unwrap();
+        let encrypted: serde_json::Value = encrypted.content.deserialize_as_unchecked().unwrap();
+        self.plain
+            .send_event(room_id, "m.room.encrypted", encrypted)
+            .await
+    }
+}
+
+/// What the trust test's handlers saw: each decrypted message with its sender's trust, and
+/// each event that stayed encrypted.
+async fn record_trust(
+    State(seen): State<Seen>,
+    message: Event<RoomMessageEventContent>,
+    trust: Option<SenderTrust>,
+) -> Result<()> {
+    let said = format!("{} {trust:?}", message.content.body());
+    seen.lock().unwrap().push(said);
+    Ok(())
+}
+
+async fn record_encrypted(State(seen): State<Seen>, _: Room, event: RawEvent) -> Result<()> {
+    // Timeline events only (`Room`): to-device events are `m.room.encrypted` too.
+    if event.event_type == "m.room.encrypted" {
+        let id = event.deserialize::<serde_json::Value>().unwrap()["event_id"].clone();
+        seen.lock()
+            .unwrap()
+            .push(format!("encrypted {}", id.as_str().unwrap()));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_refusing_unsigned_devices_decrypts_only_once_the_sender_is_cross_signed() {
+    let seen = Seen::default();
+    let mut settings = Settings::default();
+    settings.key_wait = Duration::from_millis(100);
+    settings.accept_unsigned_devices = false;
+    let router = Router::new()
+        .accept_invites(true)
+        .on(record_trust)
+        .on(record_encrypted)
+        .with_state(seen.clone());
+    // The crypto directory is bound to a name: it lives until the test ends.
+    let setup::Started {
+        harness,
+        crypto_dir: _crypto_dir,
+        ..
+    } = setup::start("trust", router, settings).await;
+    let app = harness.app.clone();
+    let bot = app.bot_user_id().clone();
+    let alice = Alice::register(&harness).await;
+    let room_id = alice.encrypted_room_with(&bot).await;
+
+    // Her device is not cross-signed: the event reaches handlers encrypted, and the bot says
+    // (encrypted) that it did not decrypt it.
+    let keys = alice.share_room_key(&room_id, &bot).await;
+    alice.send_keys(&keys).await;
+    let unsigned = alice.send_encrypted(&room_id, "unsigned-secret").await;
+    let stayed_encrypted = format!("encrypted {unsigned}");
+    until("the unsigned event never reached handlers", || {
+        let seen = seen.clone();
+        let stayed_encrypted = stayed_encrypted.clone();
+        async move { seen.lock().unwrap().contains(&stayed_encrypted) }
+    })
+    .await;
+    until("the bot never reported the unsigned event", || {
+        let (plain, room_id, bot) = (&alice.plain, &room_id, &bot);
+        async move {
+            let said = plain.messages(room_id).await;
+            said.iter()
+                .any(|e| e["sender"] == bot.as_str() && e["type"] == "m.room.encrypted")
+        }
+    })
+    .await;
+
+    // She cross-signs her device (her first upload: no interactive auth) and sends with a new
+    // session: the bot decrypts, and the handler sees her device cross-signed.
+    cross_sign(&alice.client, &alice.olm).await.unwrap();
+    let room = <&RoomId>::try_from(room_id.as_str()).unwrap();
+    alice.olm.discard_room_key(room).await.unwrap();
+    let keys = alice.share_room_key(&room_id, &bot).await;
+    alice.send_keys(&keys).await;
+    alice.send_encrypted(&room_id, "signed-secret").await;
+    until("the cross-signed message was never handled", || {
+        let seen = seen.clone();
+        async move {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|s| s.starts_with("signed-secret"))
+        }
+    })
+    .await;
+    app.idle().await;
+    // (The signed message may also have reached handlers encrypted first, had its room key
+    // come after it: then it waited for the key, as in the test above.)
+    let seen = seen.lock().unwrap();
+    let decrypted: Vec<&String> = seen
+        .iter()
+        .filter(|s| !s.starts_with("encrypted"))
+        .collect();
+    assert_eq!(
+        decrypted,
+        [&format!(
+            "signed-secret {:?}",
+            Some(SenderTrust::CrossSigned)
+        )]
+    );
+    assert!(seen.contains(&stayed_encrypted));
 }
 
 /// The bot said nothing in the room (a report would be an event of its, encrypted or not).

@@ -371,12 +371,13 @@ impl Appservice {
             return;
         }
         // End-to-end encryption (see encryption.rs): a no-op unless installed.
-        let item = self.offer_to_encryption(item).await;
+        let (item, sender_trust) = self.offer_to_encryption(item).await;
         let ctx = EventContext::new(
             self.clone(),
             item,
             self.inner.command_prefix.clone(),
             Arc::from(key),
+            sender_trust,
         );
         self.inner.router.dispatch(ctx).await;
     }

@@ -8,6 +8,9 @@
 //!
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#end-to-end-encryption>,
 //! MSC2409 (to-device events for appservices), MSC3202 (device lists and key counts).
+//!
+//! A decrypted event comes with its sender's [`SenderTrust`], which handlers take as an
+//! extractor (`Option<SenderTrust>`: `None` for an event that was not encrypted).
 
 use std::sync::Arc;
 
@@ -29,6 +32,65 @@ pub struct Outgoing {
     pub content: Box<RawValue>,
 }
 
+/// How far the device that sent a decrypted event is trusted, by cross-signing: whether its
+/// owner's self-signing key signed it, and whether the owner's identity is verified by the
+/// receiving user. Ordered from least to most trusted.
+///
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#cross-signing>; MSC4153 (clients
+/// that show or decrypt only cross-signed devices).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum SenderTrust {
+    /// The sending device is not known (its keys could not be fetched), so its signatures
+    /// cannot be checked.
+    Unknown,
+    /// The sending device is not signed by its owner's self-signing key, or its owner has no
+    /// cross-signing identity.
+    NotCrossSigned,
+    /// The device is cross-signed by its owner's identity, which the receiving user has not
+    /// verified (or verified once, before the identity changed).
+    CrossSigned,
+    /// The device is cross-signed by its owner's identity, and the receiving user verified that
+    /// identity ([key verification](https://spec.matrix.org/v1.16/client-server-api/#device-verification)).
+    Verified,
+}
+
+/// A timeline event decrypted by [`Encryption::timeline`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Decrypted {
+    /// The decrypted event's JSON, routed instead of the encrypted one.
+    pub json: Box<RawValue>,
+    /// How far its sender's device is trusted.
+    pub trust: SenderTrust,
+}
+
+impl Decrypted {
+    /// The decrypted event `json`, sent from a device trusted as far as `trust`.
+    pub fn new(json: Box<RawValue>, trust: SenderTrust) -> Decrypted {
+        Decrypted { json, trust }
+    }
+}
+
+/// What a host's configuration says about a plugin's encryption, handed to the encryption it
+/// installs (`plugins.<name>.encryption` in the `trestle` host's file).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EncryptionOptions {
+    /// Decrypt and hand to handlers messages from devices that are not cross-signed by their
+    /// owner (true, like Element's default). When false, their events reach handlers still
+    /// encrypted, and the bot says in the room that it did not decrypt them.
+    pub accept_unsigned_devices: bool,
+}
+
+impl Default for EncryptionOptions {
+    fn default() -> Self {
+        EncryptionOptions {
+            accept_unsigned_devices: true,
+        }
+    }
+}
+
 /// End-to-end encryption for an appservice, installed with [`crate::Router::encryption`].
 pub trait Encryption: Send + Sync + 'static {
     /// Takes in a to-device event or an MSC3202 update ([`Incoming::ToDevice`],
@@ -36,13 +98,13 @@ pub trait Encryption: Send + Sync + 'static {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()>;
 
     /// Called with each timeline event that is about to be routed.
-    /// Returns the JSON of the event to route instead (the decrypted event of an
-    /// `m.room.encrypted` one), or `None` to route the event as it is.
+    /// Returns the event to route instead (the decrypted event of an `m.room.encrypted` one,
+    /// with its sender's trust), or `None` to route the event as it is.
     fn timeline<'a>(
         &'a self,
         app: &'a Appservice,
         event: &'a TimelineEvent,
-    ) -> BoxFuture<'a, Option<Box<RawValue>>>;
+    ) -> BoxFuture<'a, Option<Decrypted>>;
 
     /// Called before `sender` sends a room event. Returns the event to send instead (an
     /// `m.room.encrypted` one in an encrypted room), or `None` to send it as it is. An error
@@ -66,27 +128,31 @@ impl Appservice {
     }
 
     /// Offers `item` to the installed encryption: to-device and MSC3202 items are taken in,
-    /// and a timeline event is replaced by its decrypted form where there is one.
-    pub(crate) async fn offer_to_encryption(&self, item: Arc<Incoming>) -> Arc<Incoming> {
+    /// and a timeline event is replaced by its decrypted form where there is one, which comes
+    /// with its sender's trust.
+    pub(crate) async fn offer_to_encryption(
+        &self,
+        item: Arc<Incoming>,
+    ) -> (Arc<Incoming>, Option<SenderTrust>) {
         let Some(encryption) = self.encryption() else {
-            return item;
+            return (item, None);
         };
         match &*item {
             Incoming::ToDevice(_) | Incoming::DeviceLists(_) => {
                 encryption.receive(self, &item).await;
-                item
+                (item, None)
             }
             Incoming::Timeline(event) => match encryption.timeline(self, event).await {
-                Some(json) => match Incoming::from_stored("timeline", json.get()) {
-                    Ok(event) => Arc::new(event),
+                Some(decrypted) => match Incoming::from_stored("timeline", decrypted.json.get()) {
+                    Ok(event) => (Arc::new(event), Some(decrypted.trust)),
                     Err(error) => {
                         tracing::warn!(%error, "a decrypted event is malformed; routing it encrypted");
-                        item
+                        (item, None)
                     }
                 },
-                None => item,
+                None => (item, None),
             },
-            _ => item,
+            _ => (item, None),
         }
     }
 
@@ -137,16 +203,22 @@ mod tests {
             &'a self,
             _: &'a Appservice,
             event: &'a TimelineEvent,
-        ) -> BoxFuture<'a, Option<Box<RawValue>>> {
+        ) -> BoxFuture<'a, Option<Decrypted>> {
             Box::pin(async move {
                 if event.event_type != "m.room.encrypted" {
                     return None;
                 }
                 let mut json: serde_json::Value = serde_json::from_str(event.json.get()).ok()?;
                 let body = reversed(json["content"]["ciphertext"].as_str()?);
+                // The sender's device id says how far the test trusts it.
+                let trust = match json["content"]["device_id"].as_str() {
+                    Some("SIGNED") => SenderTrust::CrossSigned,
+                    _ => SenderTrust::NotCrossSigned,
+                };
                 json["type"] = json!("m.room.message");
                 json["content"] = json!({"msgtype": "m.text", "body": body});
-                serde_json::value::to_raw_value(&json).ok()
+                let json = serde_json::value::to_raw_value(&json).ok()?;
+                Some(Decrypted::new(json, trust))
             })
         }
 
@@ -170,9 +242,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn handlers_see_decrypted_events_and_sends_are_encrypted() {
-        async fn repeat(message: Event<RoomMessageEventContent>, app: Appservice) -> Result<()> {
-            let body = format!("you said {}", message.content.body());
+    async fn handlers_see_decrypted_events_with_their_trust_and_sends_are_encrypted() {
+        async fn repeat(
+            message: Event<RoomMessageEventContent>,
+            trust: Option<SenderTrust>,
+            app: Appservice,
+        ) -> Result<()> {
+            let body = format!("you said {} ({trust:?})", message.content.body());
             app.bot().send_text(&message.room_id, &body).await?;
             Ok(())
         }
@@ -184,10 +260,24 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let encrypted = json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
-            "event_id": "$1", "origin_server_ts": 1,
-            "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh"}});
-        deliver(&app, vec![encrypted]).await;
-        assert_eq!(hs.bodies(), [reversed("you said hello")]);
+        let encrypted = |id: &str, device: &str| {
+            json!({"type": "m.room.encrypted", "room_id": "!r:x", "sender": "@u:x",
+                "event_id": id, "origin_server_ts": 1,
+                "content": {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "olleh",
+                    "device_id": device}})
+        };
+        let plain = json!({"type": "m.room.message", "room_id": "!r:x", "sender": "@u:x",
+            "event_id": "$3", "origin_server_ts": 1,
+            "content": {"msgtype": "m.text", "body": "plain"}});
+        let events = vec![encrypted("$1", "SIGNED"), encrypted("$2", "OTHER"), plain];
+        deliver(&app, events).await;
+        assert_eq!(
+            hs.bodies(),
+            [
+                reversed("you said hello (Some(CrossSigned))"),
+                reversed("you said hello (Some(NotCrossSigned))"),
+                reversed("you said plain (None)"),
+            ]
+        );
     }
 }

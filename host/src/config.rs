@@ -13,7 +13,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
-use trestle::{Error, Plugin, Result, plugin::PluginSettings, store::Durability};
+use trestle::{
+    Error, Plugin, Result, encryption::EncryptionOptions, plugin::PluginSettings, store::Durability,
+};
 
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
@@ -120,8 +122,11 @@ pub struct PluginSection {
     /// decrypts and encrypts (see docs/e2ee.md). Needs a host built with encryption (the
     /// `trestle` binary is) and a homeserver with MSC2409 and MSC3202 enabled; the plugin's
     /// registration gets `org.matrix.msc3202` and `io.element.msc4190`.
+    /// `true` or `false`, or a map: `{enabled: true, accept_unsigned_devices: false}`
+    /// (`enabled` defaults to true there; `accept_unsigned_devices`, default true, decrypts
+    /// messages from devices their owner did not cross-sign).
     /// Checked by [`Config::parse`] (so a bad value names the field), read with
-    /// [`PluginSection::encryption`].
+    /// [`PluginSection::encryption`] and [`PluginSection::encryption_options`].
     #[serde(default)]
     encryption: Option<Spanned<serde_json::Value>>,
     /// The plugin's own settings, read by the plugin (see [`PluginSection::settings`]).
@@ -175,6 +180,46 @@ fn config_error(path: &Path, message: impl std::fmt::Display) -> Error {
     Error::Config(format!("{}: {message}", path.display()))
 }
 
+/// The fields of an `encryption` map.
+const ENCRYPTION_FIELDS: &str = "enabled, accept_unsigned_devices";
+
+/// Reads `encryption`: the options when encryption is on, `None` when off, or the field (after
+/// `encryption`) that is wrong and why.
+fn read_encryption(
+    value: &serde_json::Value,
+) -> std::result::Result<Option<EncryptionOptions>, (String, String)> {
+    use serde_json::Value;
+    let map = match value {
+        Value::Null | Value::Bool(false) => return Ok(None),
+        Value::Bool(true) => return Ok(Some(EncryptionOptions::default())),
+        Value::Object(map) => map,
+        other => {
+            let message =
+                format!("expected true, false or a map ({ENCRYPTION_FIELDS}), found {other}");
+            return Err((String::new(), message));
+        }
+    };
+    let mut options = EncryptionOptions::default();
+    let mut enabled = true;
+    for (key, value) in map {
+        let field = match key.as_str() {
+            "enabled" => &mut enabled,
+            "accept_unsigned_devices" => &mut options.accept_unsigned_devices,
+            _ => {
+                let message = format!("unknown field; known: {ENCRYPTION_FIELDS}");
+                return Err((format!(".{key}"), message));
+            }
+        };
+        *field = value.as_bool().ok_or_else(|| {
+            (
+                format!(".{key}"),
+                format!("expected true or false, found {value}"),
+            )
+        })?;
+    }
+    Ok(enabled.then_some(options))
+}
+
 impl Secret {
     /// The secret's value. `field` names it in errors.
     pub fn reveal(&self, config: &Path, field: &str) -> Result<String> {
@@ -199,28 +244,34 @@ impl Secret {
 }
 
 impl PluginSection {
-    /// Whether the plugin works in end-to-end encrypted rooms (`encryption: true`).
+    /// Whether the plugin works in end-to-end encrypted rooms (`encryption: true`, or a map
+    /// whose `enabled` is not false).
     pub fn encryption(&self) -> bool {
-        self.encryption
-            .as_ref()
-            .is_some_and(|v| v.value == serde_json::Value::Bool(true))
+        self.encryption_options().is_some()
     }
 
-    /// `encryption` is `true`, `false` or absent.
+    /// The encryption options of a plugin that works in encrypted rooms, else `None`.
+    pub fn encryption_options(&self) -> Option<EncryptionOptions> {
+        let value = &self.encryption.as_ref()?.value;
+        read_encryption(value).ok().flatten()
+    }
+
+    /// `encryption` is `true`, `false`, absent, or a map of known fields with boolean values.
     fn check_encryption(&self, config: &Path, plugin: &str) -> Result<()> {
-        match &self.encryption {
-            Some(spanned) if !spanned.value.is_boolean() && !spanned.value.is_null() => {
-                Err(config_error(
+        let Some(spanned) = &self.encryption else {
+            return Ok(());
+        };
+        read_encryption(&spanned.value)
+            .map(drop)
+            .map_err(|(field, message)| {
+                config_error(
                     config,
                     format!(
-                        "line {}: field `plugins.{plugin}.encryption`: expected true or false, found {}",
+                        "line {}: field `plugins.{plugin}.encryption{field}`: {message}",
                         spanned.referenced.line(),
-                        spanned.value
                     ),
-                ))
-            }
-            _ => Ok(()),
-        }
+                )
+            })
     }
 
     /// Reads the plugin's settings into its own type; absent settings give the default.

@@ -13,8 +13,8 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::ge
 use ruma::{OwnedUserId, UserId};
 use tokio::net::TcpListener;
 use trestle::{
-    Appservice, Error, Plugin, Registration, Result, Router, Store, plugin::PluginSettings,
-    store::StoreOptions,
+    Appservice, Error, Plugin, Registration, Result, Router, Store, encryption::EncryptionOptions,
+    plugin::PluginSettings, store::StoreOptions,
 };
 
 pub mod config;
@@ -22,10 +22,10 @@ pub mod config;
 use config::Config;
 
 /// Installs end-to-end encryption on a plugin's router, keeping its crypto state in the given
-/// directory. The host calls it for each plugin whose section says `encryption: true`; crate
-/// `trestle-crypto` provides one (`trestle_crypto::install_in_host`), which the framework
-/// cannot depend on.
-pub type EncryptionInstaller = fn(Router, PathBuf) -> Router;
+/// directory, with the options of the plugin's `encryption` section. The host calls it for each
+/// plugin whose section says `encryption: true` (or a map); crate `trestle-crypto` provides one
+/// (`trestle_crypto::install_in_host`), which the framework cannot depend on.
+pub type EncryptionInstaller = fn(Router, PathBuf, &EncryptionOptions) -> Router;
 
 /// Plugins served together.
 #[derive(Clone, Debug)]
@@ -126,7 +126,7 @@ impl Host {
                 None => PluginSettings::none(),
             };
             let mut router = (plugin.build)(&settings)?;
-            if section.is_some_and(|s| s.encryption()) {
+            if let Some(options) = section.and_then(|s| s.encryption_options()) {
                 let Some(install) = encryption else {
                     return Err(Error::Config(format!(
                         "{}: field `plugins.{}.encryption`: this host was built without \
@@ -135,7 +135,8 @@ impl Host {
                         plugin.name
                     )));
                 };
-                router = install(router, config.data_dir().join("crypto").join(plugin.name));
+                let dir = config.data_dir().join("crypto").join(plugin.name);
+                router = install(router, dir, &options);
             }
             let bot = UserId::parse(registration.bot_user_id(server_name))?;
             built.push(Built {

@@ -1,5 +1,5 @@
 //! What a ghost's own device costs: creates N ghost devices (device, Olm account, keys uploaded,
-//! matrix-sdk-sqlite store) against a mock homeserver that answers instantly, then opens them
+//! cross-signing keys made and uploaded, device signed, matrix-sdk-sqlite store) against a mock homeserver that answers instantly, then opens them
 //! all again in a fresh process, as after a restart. Prints time, resident memory, open files
 //! and disk per ghost. Linux only (reads /proc).
 //!
@@ -108,7 +108,8 @@ async fn phase(name: &str, ghosts: usize, open: usize, dir: &Path) -> Result<(),
     Ok(())
 }
 
-/// A homeserver that accepts devices and keys: just enough for an Olm machine to set up.
+/// A homeserver that accepts devices, keys, cross-signing keys and signatures: just enough for
+/// an Olm machine to set up.
 async fn mock_homeserver() -> Result<String, Error> {
     async fn upload(Json(body): Json<Value>) -> Json<Value> {
         let uploaded = body["one_time_keys"]
@@ -122,6 +123,14 @@ async fn mock_homeserver() -> Result<String, Error> {
             routing::put(|| async { Json(json!({})) }),
         )
         .route("/_matrix/client/v3/keys/upload", routing::post(upload))
+        .route(
+            "/_matrix/client/v3/keys/device_signing/upload",
+            routing::post(|| async { Json(json!({})) }),
+        )
+        .route(
+            "/_matrix/client/v3/keys/signatures/upload",
+            routing::post(|| async { Json(json!({"failures": {}})) }),
+        )
         .route(
             "/_matrix/client/v3/keys/query",
             routing::post(|| async { Json(json!({"device_keys": {}, "failures": {}})) }),

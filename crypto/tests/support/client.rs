@@ -1,5 +1,12 @@
 //! The E2EE client of the end-to-end tests: matrix-sdk, which nobody here wrote, logged in as a
 //! fresh user, creating encrypted rooms and reading what bots say there.
+//!
+//! It is configured the strict way Element's 2026 default is (MSC4153, "invisible crypto"), or
+//! stricter: its own identity cross-signed; room keys shared only with devices their owner
+//! cross-signed (`IdentityBasedStrategy`, Element's "exclude insecure devices"); and events
+//! decrypted only from cross-signed devices (`TrustRequirement::CrossSigned`: stricter than
+//! Element's `CrossSignedOrLegacy`, which also accepts sessions received before trust was
+//! recorded; every session here is new, so passing this passes Element's).
 
 // Each test binary uses a part of it.
 #![allow(dead_code)]
@@ -10,12 +17,14 @@ use matrix_sdk::{
     Client, Room,
     config::SyncSettings,
     deserialized_responses::EncryptionInfo,
+    encryption::EncryptionSettings,
     ruma::{
         OwnedUserId,
         api::client::room::create_room,
         events::{
             InitialStateEvent,
             room::{
+                encrypted::OriginalSyncRoomEncryptedEvent,
                 encryption::RoomEncryptionEventContent,
                 member::MembershipState,
                 message::{OriginalSyncRoomMessageEvent, RoomMessageEventContent},
@@ -23,6 +32,7 @@ use matrix_sdk::{
         },
     },
 };
+use matrix_sdk_crypto::{CollectStrategy, DecryptionSettings, TrustRequirement};
 use tokio::sync::mpsc;
 use trestle_tests::{
     appservice::WAIT,
@@ -37,6 +47,8 @@ pub struct User {
     pub client: Client,
     pub plain: UserClient,
     seen: mpsc::UnboundedReceiver<Seen>,
+    /// Events the client could not decrypt: sender and event id.
+    undecrypted: mpsc::UnboundedReceiver<(OwnedUserId, String)>,
 }
 
 fn short_sync() -> SyncSettings {
@@ -48,8 +60,14 @@ impl User {
     pub async fn register(synapse: &Synapse, localpart: &str) -> User {
         let password = "password-1234";
         let plain = synapse.register_user(localpart, password).await;
+        let strict = DecryptionSettings {
+            sender_device_trust_requirement: TrustRequirement::CrossSigned,
+        };
         let client = Client::builder()
             .homeserver_url(synapse.base_url())
+            .with_encryption_settings(EncryptionSettings::default())
+            .with_room_key_recipient_strategy(CollectStrategy::IdentityBasedStrategy)
+            .with_decryption_settings(strict)
             .build()
             .await
             .unwrap();
@@ -60,6 +78,18 @@ impl User {
             .send()
             .await
             .unwrap();
+        // The first upload of a user's cross-signing keys needs no interactive auth (MSC3967).
+        let encryption = client.encryption();
+        encryption.bootstrap_cross_signing(None).await.unwrap();
+        let status = encryption.cross_signing_status().await.unwrap();
+        assert!(status.is_complete(), "{localpart} is not cross-signed");
+        let (undecrypted_tx, undecrypted) = mpsc::unbounded_channel();
+        client.add_event_handler(move |event: OriginalSyncRoomEncryptedEvent| {
+            let undecrypted_tx = undecrypted_tx.clone();
+            async move {
+                let _ = undecrypted_tx.send((event.sender, event.event_id.to_string()));
+            }
+        });
         let (seen_tx, seen) = mpsc::unbounded_channel::<Seen>();
         client.add_event_handler(
             move |event: OriginalSyncRoomMessageEvent, info: Option<EncryptionInfo>| {
@@ -75,6 +105,7 @@ impl User {
             client,
             plain,
             seen,
+            undecrypted,
         }
     }
 
@@ -118,8 +149,15 @@ impl User {
     /// Syncs until `from` says something containing `needle`, which must come encrypted.
     pub async fn wait_for(&mut self, from: &OwnedUserId, needle: &str) {
         let deadline = Instant::now() + WAIT;
+        let mut undecrypted = Vec::new();
         loop {
-            assert!(Instant::now() < deadline, "{from} never said {needle}");
+            while let Ok(event) = self.undecrypted.try_recv() {
+                undecrypted.push(event);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{from} never said {needle}; not decrypted: {undecrypted:?}"
+            );
             self.client.sync_once(short_sync()).await.unwrap();
             while let Ok((sender, body, encrypted)) = self.seen.try_recv() {
                 if sender == *from && body.contains(needle) {

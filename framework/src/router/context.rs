@@ -3,7 +3,7 @@ use std::sync::Arc;
 use ruma::{EventId, RoomId, UserId};
 
 use super::Command;
-use crate::{Appservice, transaction::Incoming};
+use crate::{Appservice, encryption::SenderTrust, transaction::Incoming};
 
 /// Everything a handler's extractors can draw from: the item being handled, the appservice it
 /// arrived at, and the command the route matched. Cheap to clone.
@@ -14,6 +14,7 @@ pub struct EventContext {
     pub(crate) command_prefix: Arc<str>,
     pub(crate) command: Option<Arc<Command>>,
     pub(crate) item_key: Arc<str>,
+    pub(crate) sender_trust: Option<SenderTrust>,
 }
 
 impl EventContext {
@@ -22,6 +23,7 @@ impl EventContext {
         incoming: Arc<Incoming>,
         command_prefix: Arc<str>,
         item_key: Arc<str>,
+        sender_trust: Option<SenderTrust>,
     ) -> Self {
         EventContext {
             app,
@@ -29,6 +31,7 @@ impl EventContext {
             command_prefix,
             command: None,
             item_key,
+            sender_trust,
         }
     }
 
@@ -48,6 +51,12 @@ impl EventContext {
     /// The item being handled.
     pub fn incoming(&self) -> &Incoming {
         &self.incoming
+    }
+
+    /// How far the sender's device is trusted, for an event that arrived encrypted and was
+    /// decrypted; `None` for anything else.
+    pub fn sender_trust(&self) -> Option<SenderTrust> {
+        self.sender_trust
     }
 
     /// The appservice the item arrived at.

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use super::EventContext;
 use crate::{
     Appservice,
+    encryption::SenderTrust,
     transaction::{DeviceListUpdate, Incoming, ToDeviceEvent},
 };
 
@@ -240,6 +241,15 @@ pub struct IdempotencyKey(pub String);
 impl<S> FromEventContext<S> for IdempotencyKey {
     fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
         Ok(IdempotencyKey(ctx.idempotency_key().to_owned()))
+    }
+}
+
+/// How far the sender's device of an event that arrived encrypted is trusted (see
+/// [`SenderTrust`]); skips events that were not encrypted, so take `Option<SenderTrust>` to see
+/// those too. Spec: <https://spec.matrix.org/v1.16/client-server-api/#cross-signing>.
+impl<S> FromEventContext<S> for SenderTrust {
+    fn from_event_context(ctx: &EventContext, _: &S) -> Result<Self, Rejection> {
+        ctx.sender_trust().ok_or(Rejection::Skip)
     }
 }
 

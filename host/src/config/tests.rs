@@ -174,16 +174,34 @@ async fn the_homeserver_is_discovered_through_well_known() {
 }
 
 #[test]
-fn encryption_is_a_flag_per_plugin() {
-    let config = parse(&GOOD.replace("  other:\n", "    encryption: true\n  other:\n")).unwrap();
+fn encryption_is_a_flag_or_a_map_per_plugin() {
+    let with = |encryption: &str| GOOD.replace("  other:\n", &format!("{encryption}\n  other:\n"));
+    let config = parse(&with("    encryption: true")).unwrap();
     assert!(config.plugins["echo"].encryption() && !config.plugins["other"].encryption());
+    let options = config.plugins["echo"].encryption_options().unwrap();
+    assert!(options.accept_unsigned_devices);
 
-    let err = parse(&GOOD.replace("  other:\n", "    encryption: sometimes\n  other:\n"))
-        .unwrap_err()
-        .to_string();
+    let config = parse(&with("    encryption: {accept_unsigned_devices: false}")).unwrap();
+    let options = config.plugins["echo"].encryption_options().unwrap();
+    assert!(!options.accept_unsigned_devices);
+    let map = "    encryption:\n      enabled: false\n      accept_unsigned_devices: false";
+    let config = parse(&with(map)).unwrap();
+    assert!(!config.plugins["echo"].encryption());
+
+    let error = |encryption: &str| parse(&with(encryption)).unwrap_err().to_string();
     assert_eq!(
-        err,
-        "conf/trestle.yaml: line 11: field `plugins.echo.encryption`: expected true or false, \
-         found \"sometimes\""
+        error("    encryption: sometimes"),
+        "conf/trestle.yaml: line 11: field `plugins.echo.encryption`: expected true, false or a \
+         map (enabled, accept_unsigned_devices), found \"sometimes\""
+    );
+    assert_eq!(
+        error("    encryption: {accept_unsigned_devices: maybe}"),
+        "conf/trestle.yaml: line 11: field `plugins.echo.encryption.accept_unsigned_devices`: \
+         expected true or false, found \"maybe\""
+    );
+    assert_eq!(
+        error("    encryption:\n      enabled: true\n      accept_unsigned: false"),
+        "conf/trestle.yaml: line 12: field `plugins.echo.encryption.accept_unsigned`: unknown \
+         field; known: enabled, accept_unsigned_devices"
     );
 }
