@@ -175,7 +175,7 @@ impl Alice {
         let (client, olm) = (&self.client, &self.olm);
         let room = <&RoomId>::try_from(room_id).unwrap();
         let users: [&UserId; 1] = [bot];
-        olm.update_tracked_users(users.into_iter()).await.unwrap();
+        olm.update_tracked_users(users).await.unwrap();
         send_outgoing(client, olm).await.unwrap();
         if let Some((id, claim)) = olm.get_missing_sessions(users.into_iter()).await.unwrap() {
             let identity = trestle::ruma::api::AppserviceUserIdentity::new(&self.user);
