@@ -272,13 +272,22 @@ impl Crypto {
 }
 
 /// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
-/// with its crypto state in `dir`, the host configuration's `options` and the default key times.
-pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
+/// with its crypto state in `dir`, the host configuration's `options` (a recovery key turns
+/// the key backup on) and the default key times. Fails on a malformed recovery key.
+pub fn install_in_host(
+    router: Router,
+    dir: PathBuf,
+    options: &EncryptionOptions,
+) -> Result<Router> {
     let settings = Settings {
         accept_unsigned_devices: options.accept_unsigned_devices,
         ..Settings::default()
     };
-    Crypto::with_settings(dir, settings).install(router)
+    let crypto = match &options.recovery_key {
+        Some(key) => Crypto::with_backup(dir, settings, RecoveryKey::parse(key)?),
+        None => Crypto::with_settings(dir, settings),
+    };
+    Ok(crypto.install(router))
 }
 
 /// The homeserver sends to-device events and key counts, and lets the appservice create

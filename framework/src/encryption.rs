@@ -74,20 +74,36 @@ impl Decrypted {
 
 /// What a host's configuration says about a plugin's encryption, handed to the encryption it
 /// installs (`plugins.<name>.encryption` in the `trestle` host's file).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct EncryptionOptions {
     /// Decrypt and hand to handlers messages from devices that are not cross-signed by their
     /// owner (true, like Element's default). When false, their events reach handlers still
     /// encrypted, and the bot says in the room that it did not decrypt them.
     pub accept_unsigned_devices: bool,
+    /// The recovery key of the bot's key backup, as clients show it (base58). With it the
+    /// bot's room keys are backed up on the homeserver
+    /// ([server-side key backups](https://spec.matrix.org/v1.16/client-server-api/#server-side-key-backups))
+    /// and restored from there on an empty crypto store; `None`: no backup.
+    pub recovery_key: Option<String>,
 }
 
 impl Default for EncryptionOptions {
     fn default() -> Self {
         EncryptionOptions {
             accept_unsigned_devices: true,
+            recovery_key: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EncryptionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let recovery_key = self.recovery_key.as_ref().map(|_| "<secret>");
+        f.debug_struct("EncryptionOptions")
+            .field("accept_unsigned_devices", &self.accept_unsigned_devices)
+            .field("recovery_key", &recovery_key)
+            .finish()
     }
 }
 
