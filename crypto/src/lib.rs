@@ -9,7 +9,10 @@
 //! - `m.room.encrypted` events reach handlers decrypted; the bot's messages into encrypted rooms
 //!   are encrypted with the room's `m.room.encryption` settings (rotation included).
 //! - Crypto state lives in a matrix-sdk-sqlite store in the directory given to [`Crypto::new`],
-//!   so it survives restarts.
+//!   so it survives restarts. With a [`RecoveryKey`] ([`Crypto::with_backup`]) the bot's room
+//!   keys are also backed up on the homeserver and restored from there when missing.
+//! - A room key still missing is asked for (`m.room_key_request`) before the event waits, and
+//!   the bot's and ghosts' machines answer requests for the keys they sent.
 //!
 //! Install with [`Crypto::install`].
 
