@@ -12,12 +12,17 @@
 //!   shows the emoji in a direct chat and confirms when the user says so there (see
 //!   [`Settings::verify_users`]).
 //! - Crypto state lives in a matrix-sdk-sqlite store in the directory given to [`Crypto::new`],
-//!   so it survives restarts.
+//!   so it survives restarts. With a [`RecoveryKey`] ([`Crypto::with_backup`]) the bot's room
+//!   keys are also backed up on the homeserver and restored from there when missing.
+//! - A room key still missing is asked for (`m.room_key_request`) before the event waits, and
+//!   the bot's and ghosts' machines answer requests for the keys they sent.
 //!
 //! Install with [`Crypto::install`].
 
+mod backup;
 mod cross_signing;
 mod ghosts;
+mod key_requests;
 mod late;
 mod machine;
 mod pending;
@@ -37,6 +42,7 @@ use trestle::{
     transaction::{Incoming, TimelineEvent},
 };
 
+pub use backup::RecoveryKey;
 pub use cross_signing::cross_sign;
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
@@ -109,6 +115,8 @@ pub struct Crypto {
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
     verifications: Arc<verification::Verifications>,
+    /// The bot's key backup, when a recovery key is configured.
+    backup: Option<backup::Backup>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -145,8 +153,25 @@ impl Crypto {
 
     /// As [`Crypto::new`], with `settings`.
     pub fn with_settings(dir: impl Into<PathBuf>, settings: Settings) -> Arc<Crypto> {
-        Arc::new(Crypto {
-            dir: dir.into(),
+        Arc::new(Self::build(dir.into(), settings, None))
+    }
+
+    /// As [`Crypto::with_settings`], with the bot's room keys backed up on the homeserver
+    /// (`m.megolm_backup.v1.curve25519-aes-sha2`) under `recovery_key`: a bot started on an
+    /// empty crypto directory with the same key restores from the backup the keys it needs to
+    /// decrypt history. See docs/e2ee.md.
+    pub fn with_backup(
+        dir: impl Into<PathBuf>,
+        settings: Settings,
+        recovery_key: RecoveryKey,
+    ) -> Arc<Crypto> {
+        let backup = backup::Backup::new(recovery_key);
+        Arc::new(Self::build(dir.into(), settings, Some(backup)))
+    }
+
+    fn build(dir: PathBuf, settings: Settings, backup: Option<backup::Backup>) -> Crypto {
+        Crypto {
+            dir,
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
@@ -159,7 +184,8 @@ impl Crypto {
                 settings.verify_users,
                 settings.verify_timeout,
             )),
-        })
+            backup,
+        }
     }
 
     /// Installs this encryption on `router`, with a service that sets up the bot's device and
@@ -168,6 +194,15 @@ impl Crypto {
     pub fn install(self: Arc<Self>, router: Router) -> Router {
         let setup = self.clone();
         let sweep = self.clone();
+        let backup = self.clone();
+        let router = if self.backup.is_some() {
+            router.service("e2ee-backup", move |app: Appservice| {
+                let crypto = backup.clone();
+                async move { crypto.back_up(app).await }
+            })
+        } else {
+            router
+        };
         router
             .encryption(self)
             .service("e2ee", move |app: Appservice| {
@@ -206,7 +241,14 @@ impl Crypto {
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
                 let requirement = trust::requirement(self.accept_unsigned_devices);
-                Ok::<_, trestle::Error>(Arc::new(machine.requiring(requirement)))
+                let machine = machine.requiring(requirement);
+                if let Some(backup) = &self.backup {
+                    // Without a backup the bot still works: the service tries again.
+                    if let Err(error) = backup.enable(app, machine.olm()).await {
+                        tracing::warn!(%error, "key backup not enabled yet");
+                    }
+                }
+                Ok::<_, trestle::Error>(Arc::new(machine))
             })
             .await
     }
@@ -256,14 +298,23 @@ impl Crypto {
 }
 
 /// Installs encryption on a plugin of the `trestle` host (`trestle_host::EncryptionInstaller`),
-/// with its crypto state in `dir`, the host configuration's `options` and the default key times.
-pub fn install_in_host(router: Router, dir: PathBuf, options: &EncryptionOptions) -> Router {
+/// with its crypto state in `dir`, the host configuration's `options` (a recovery key turns
+/// the key backup on) and the default key times. Fails on a malformed recovery key.
+pub fn install_in_host(
+    router: Router,
+    dir: PathBuf,
+    options: &EncryptionOptions,
+) -> Result<Router> {
     let settings = Settings {
         accept_unsigned_devices: options.accept_unsigned_devices,
         verify_users: options.verify_users.clone(),
         ..Settings::default()
     };
-    Crypto::with_settings(dir, settings).install(router)
+    let crypto = match &options.recovery_key {
+        Some(key) => Crypto::with_backup(dir, settings, RecoveryKey::parse(key)?),
+        None => Crypto::with_settings(dir, settings),
+    };
+    Ok(crypto.install(router))
 }
 
 /// The homeserver sends to-device events and key counts, and lets the appservice create
@@ -339,6 +390,7 @@ impl Encryption for Crypto {
                 }
             }
             if !sessions.is_empty() {
+                self.back_up_soon();
                 self.keys_arrived(app, &sessions).await;
             }
             if let Some((event, bot)) = verifying {
@@ -371,7 +423,17 @@ impl Encryption for Crypto {
             };
             match machine.decrypt(app, event, self.key_wait).await {
                 Decrypted::Event(decrypted) => Some(decrypted),
-                Decrypted::MissingKey => self.wait_for_key(app, machine, event).await,
+                Decrypted::MissingKey => {
+                    match self.restore_from_backup(app, machine, event).await {
+                        Some(json) => Some(json),
+                        None => {
+                            if let Err(error) = machine.request_key(app, event).await {
+                                tracing::warn!(%error, "could not ask for a missing room key");
+                            }
+                            self.wait_for_key(app, machine, event).await
+                        }
+                    }
+                }
                 Decrypted::Failed(reason) => {
                     late::report(
                         app,
@@ -403,7 +465,12 @@ impl Encryption for Crypto {
             match self.machine_for(app, sender, true).await? {
                 Some(machine) => {
                     let encrypted = machine.encrypt(app, sender, room_id, settings, event);
-                    encrypted.await.map(Some)
+                    let encrypted = encrypted.await.map(Some);
+                    if sender == app.bot_user_id() {
+                        // A new outbound session made a room key of the bot's own.
+                        self.back_up_soon();
+                    }
+                    encrypted
                 }
                 None => Ok(None),
             }

@@ -111,6 +111,10 @@ impl Machine {
         let olm = OlmMachine::with_store(&bot, &device_id, store, None)
             .await
             .map_err(error)?;
+        // Room key requests are made by `request_key`, to the sender's device as well; the
+        // crate's own (on decryption failure, to the bot's own devices) would come first and
+        // share its transaction id. Answering requests (forwarding) stays on.
+        olm.set_room_key_requests_enabled(false);
         if reopened {
             // Device-list changes that came while the machine was closed (a ghost's, closed
             // for being little used) never reached it: ask again before encrypting.
@@ -149,6 +153,11 @@ impl Machine {
 
     pub(crate) fn olm(&self) -> &OlmMachine {
         &self.olm
+    }
+
+    /// The lock that serialises sending the machine's requests.
+    pub(crate) fn sending(&self) -> &tokio::sync::Mutex<()> {
+        &self.sending
     }
 
     /// Sends the machine's waiting requests, one task at a time.

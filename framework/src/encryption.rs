@@ -76,7 +76,7 @@ impl Decrypted {
 
 /// What a host's configuration says about a plugin's encryption, handed to the encryption it
 /// installs (`plugins.<name>.encryption` in the `trestle` host's file).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct EncryptionOptions {
     /// Decrypt and hand to handlers messages from devices that are not cross-signed by their
@@ -86,6 +86,11 @@ pub struct EncryptionOptions {
     /// Who may verify the bot's device interactively: globs of user ids (`*`, `?`); `None`,
     /// the default, for the users of the appservice's own homeserver.
     pub verify_users: Option<Vec<String>>,
+    /// The recovery key of the bot's key backup, as clients show it (base58). With it the
+    /// bot's room keys are backed up on the homeserver
+    /// ([server-side key backups](https://spec.matrix.org/v1.16/client-server-api/#server-side-key-backups))
+    /// and restored from there on an empty crypto store; `None`: no backup.
+    pub recovery_key: Option<String>,
 }
 
 impl Default for EncryptionOptions {
@@ -93,7 +98,19 @@ impl Default for EncryptionOptions {
         EncryptionOptions {
             accept_unsigned_devices: true,
             verify_users: None,
+            recovery_key: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EncryptionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let recovery_key = self.recovery_key.as_ref().map(|_| "<secret>");
+        f.debug_struct("EncryptionOptions")
+            .field("accept_unsigned_devices", &self.accept_unsigned_devices)
+            .field("verify_users", &self.verify_users)
+            .field("recovery_key", &recovery_key)
+            .finish()
     }
 }
 

@@ -181,7 +181,7 @@ fn config_error(path: &Path, message: impl std::fmt::Display) -> Error {
 }
 
 /// The fields of an `encryption` map.
-const ENCRYPTION_FIELDS: &str = "enabled, accept_unsigned_devices, verify_users";
+const ENCRYPTION_FIELDS: &str = "enabled, accept_unsigned_devices, verify_users, recovery_key";
 
 /// Reads `encryption`: the options when encryption is on, `None` when off, or the field (after
 /// `encryption`) that is wrong and why.
@@ -207,6 +207,15 @@ fn read_encryption(
                 let message = format!("expected a list of user id globs, found {value}");
                 (format!(".{key}"), message)
             })?);
+            continue;
+        }
+        if key == "recovery_key" {
+            // A secret, revealed when the host starts (see `PluginSection::recovery_key`).
+            Secret::deserialize(value).map_err(|_| {
+                let message =
+                    format!("expected a string, {{env: NAME}} or {{file: PATH}}, found {value}");
+                (format!(".{key}"), message)
+            })?;
             continue;
         }
         let field = match key.as_str() {
@@ -272,7 +281,24 @@ impl PluginSection {
         read_encryption(value).ok().flatten()
     }
 
-    /// `encryption` is `true`, `false`, absent, or a map of known fields with boolean values.
+    /// The recovery key of the bot's key backup (`encryption: {recovery_key: …}`, a secret:
+    /// inline, `{env: NAME}` or `{file: PATH}`), if set.
+    pub fn recovery_key(&self, config: &Path, plugin: &str) -> Result<Option<String>> {
+        let Some(value) = self
+            .encryption
+            .as_ref()
+            .and_then(|e| e.value.get("recovery_key"))
+        else {
+            return Ok(None);
+        };
+        let field = format!("plugins.{plugin}.encryption.recovery_key");
+        let secret = Secret::deserialize(value)
+            .map_err(|e| config_error(config, format!("field `{field}`: {e}")))?;
+        secret.reveal(config, &field).map(Some)
+    }
+
+    /// `encryption` is `true`, `false`, absent, or a map of known fields: booleans, and the
+    /// recovery key as a secret.
     fn check_encryption(&self, config: &Path, plugin: &str) -> Result<()> {
         let Some(spanned) = &self.encryption else {
             return Ok(());

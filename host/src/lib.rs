@@ -25,7 +25,7 @@ use config::Config;
 /// directory, with the options of the plugin's `encryption` section. The host calls it for each
 /// plugin whose section says `encryption: true` (or a map); crate `trestle-crypto` provides one
 /// (`trestle_crypto::install_in_host`), which the framework cannot depend on.
-pub type EncryptionInstaller = fn(Router, PathBuf, &EncryptionOptions) -> Router;
+pub type EncryptionInstaller = fn(Router, PathBuf, &EncryptionOptions) -> Result<Router>;
 
 /// Plugins served together.
 #[derive(Clone, Debug)]
@@ -126,7 +126,8 @@ impl Host {
                 None => PluginSettings::none(),
             };
             let mut router = (plugin.build)(&settings)?;
-            if let Some(options) = section.and_then(|s| s.encryption_options()) {
+            let encrypted = section.and_then(|s| s.encryption_options().map(|o| (s, o)));
+            if let Some((section, mut options)) = encrypted {
                 let Some(install) = encryption else {
                     return Err(Error::Config(format!(
                         "{}: field `plugins.{}.encryption`: this host was built without \
@@ -135,8 +136,15 @@ impl Host {
                         plugin.name
                     )));
                 };
+                options.recovery_key = section.recovery_key(&config.path, plugin.name)?;
                 let dir = config.data_dir().join("crypto").join(plugin.name);
-                router = install(router, dir, &options);
+                router = install(router, dir, &options).map_err(|e| {
+                    Error::Config(format!(
+                        "{}: field `plugins.{}.encryption`: {e}",
+                        config.path.display(),
+                        plugin.name
+                    ))
+                })?;
             }
             let bot = UserId::parse(registration.bot_user_id(server_name))?;
             built.push(Built {

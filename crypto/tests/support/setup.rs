@@ -32,11 +32,21 @@ pub struct Started {
 /// Starts Synapse and the appservice `id` (its bot `id`, its ghosts `id_…`) serving `router`
 /// with encryption (`settings`), and waits until the bot's device is set up.
 pub async fn start(id: &str, router: Router, settings: Settings) -> Started {
+    let crypto_dir = tempfile::tempdir().unwrap();
+    let crypto = Crypto::with_settings(crypto_dir.path(), settings);
+    start_with(id, router, crypto, crypto_dir).await
+}
+
+/// As [`start`], with `crypto` (keeping its state in `crypto_dir`).
+pub async fn start_with(
+    id: &str,
+    router: Router,
+    crypto: Arc<Crypto>,
+    crypto_dir: tempfile::TempDir,
+) -> Started {
     let mut registration = Registration::generate(id, None, id, &format!("{id}_"), "localhost");
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
-    let crypto_dir = tempfile::tempdir().unwrap();
-    let crypto = Crypto::with_settings(crypto_dir.path(), settings);
     let router = crypto.clone().install(router);
     let harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
     wait_for_device(&crypto).await;
@@ -75,9 +85,14 @@ pub async fn restart(
     router: Router,
     settings: Settings,
 ) -> Restarted {
+    let crypto = Crypto::with_settings(crypto_dir, settings);
+    restart_with(harness, router, crypto).await
+}
+
+/// As [`restart`], with `crypto`.
+pub async fn restart_with(harness: &mut Harness, router: Router, crypto: Arc<Crypto>) -> Restarted {
     harness.app.idle().await;
     harness.stop().await;
-    let crypto = Crypto::with_settings(crypto_dir, settings);
     let store_url = format!("sqlite://{}", harness.dir.path().join("store.db").display());
     let base_url = harness.synapse.base_url();
     let app = Appservice::builder(harness.registration.clone(), base_url, "localhost")

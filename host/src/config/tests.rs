@@ -212,7 +212,7 @@ fn encryption_is_a_flag_or_a_map_per_plugin() {
     assert_eq!(
         error("    encryption: sometimes"),
         "conf/trestle.yaml: line 11: field `plugins.echo.encryption`: expected true, false or a \
-         map (enabled, accept_unsigned_devices, verify_users), found \"sometimes\""
+         map (enabled, accept_unsigned_devices, verify_users, recovery_key), found \"sometimes\""
     );
     assert_eq!(
         error("    encryption: {accept_unsigned_devices: maybe}"),
@@ -222,6 +222,44 @@ fn encryption_is_a_flag_or_a_map_per_plugin() {
     assert_eq!(
         error("    encryption:\n      enabled: true\n      accept_unsigned: false"),
         "conf/trestle.yaml: line 12: field `plugins.echo.encryption.accept_unsigned`: unknown \
-         field; known: enabled, accept_unsigned_devices, verify_users"
+         field; known: enabled, accept_unsigned_devices, verify_users, recovery_key"
+    );
+}
+
+#[test]
+fn the_recovery_key_is_a_secret_in_the_encryption_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("trestle.yaml");
+    let with = |key: &str| {
+        let encryption = format!("    encryption:\n      recovery_key: {key}\n");
+        GOOD.replace("  other:\n", &format!("{encryption}  other:\n"))
+    };
+    let key = |config: &Config| config.plugins["echo"].recovery_key(&path, "echo");
+
+    let config = Config::parse(&with("EsTc abcd"), &path).unwrap();
+    assert!(config.plugins["echo"].encryption());
+    assert_eq!(key(&config).unwrap().as_deref(), Some("EsTc abcd"));
+    std::fs::write(dir.path().join("recovery.key"), "EsTfrom file\n").unwrap();
+    let config = Config::parse(&with("{file: recovery.key}"), &path).unwrap();
+    assert_eq!(key(&config).unwrap().as_deref(), Some("EsTfrom file"));
+    let config = Config::parse(&with("{env: TRESTLE_TEST_UNSET_RECOVERY}"), &path).unwrap();
+    assert_eq!(
+        key(&config).unwrap_err().to_string(),
+        format!(
+            "{}: field `plugins.echo.encryption.recovery_key`: environment variable \
+             TRESTLE_TEST_UNSET_RECOVERY is not set",
+            path.display()
+        )
+    );
+    // Not shown in debug output.
+    let mut options = config.plugins["echo"].encryption_options().unwrap();
+    options.recovery_key = Some("EsTc abcd".to_owned());
+    assert!(!format!("{options:?}").contains("EsTc"), "{options:?}");
+
+    let error = parse(&with("[1, 2]")).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "conf/trestle.yaml: line 12: field `plugins.echo.encryption.recovery_key`: expected a \
+         string, {env: NAME} or {file: PATH}, found [1,2]"
     );
 }
