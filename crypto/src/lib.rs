@@ -5,7 +5,9 @@
 //!   assertion (MSC4190; the registration needs `io.element.msc4190: true`), and every key
 //!   upload, query, claim and to-device message is sent as that device (`?user_id=&device_id=`).
 //! - To-device events (MSC2409) and device-list changes and one-time-key counts (MSC3202) come
-//!   in with transactions through [`trestle::encryption::Encryption::receive`].
+//!   in with transactions through [`trestle::encryption::Encryption::receive`] where the
+//!   homeserver pushes them; elsewhere each open device fetches them with its own filtered
+//!   `/sync`. Which one is found out at start ([`Delivery`]).
 //! - `m.room.encrypted` events reach handlers decrypted; the bot's messages into encrypted rooms
 //!   are encrypted with the room's `m.room.encryption` settings (rotation included).
 //! - Crypto state lives in a matrix-sdk-sqlite store in the directory given to [`Crypto::new`],
@@ -13,14 +15,20 @@
 //!
 //! Install with [`Crypto::install`].
 
+mod delivery;
 mod ghosts;
 mod late;
 mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod sync;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock, Weak},
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
@@ -29,9 +37,11 @@ use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, Outgoing},
     ruma::{RoomId, UserId},
+    sync::MutexExt,
     transaction::{Incoming, TimelineEvent},
 };
 
+pub use delivery::{Delivery, Recorded, recorded as recorded_delivery};
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
@@ -41,6 +51,9 @@ const KEY_WAIT: Duration = Duration::from_millis(500);
 
 /// How long an event set aside waits for its room key by default before the bot reports it.
 const KEY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the start-up probe waits for the homeserver to push its to-device event by default.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 /// How [`Crypto`] behaves; start from `Settings::default()`.
 #[derive(Clone, Copy, Debug)]
@@ -55,6 +68,10 @@ pub struct Settings {
     /// How many ghosts' Olm machines stay open (64). Each holds a SQLite pool (about five open
     /// files); the least recently used beyond this are closed and reopened when needed.
     pub open_ghosts: usize,
+    /// How long the bot waits at start for a transaction to bring the to-device event it sent
+    /// its own device (5 s), before it concludes the homeserver does not push them and has
+    /// each open device `/sync` instead (see [`Delivery`]).
+    pub probe_wait: Duration,
 }
 
 impl Default for Settings {
@@ -63,6 +80,7 @@ impl Default for Settings {
             key_wait: KEY_WAIT,
             key_timeout: KEY_TIMEOUT,
             open_ghosts: 64,
+            probe_wait: PROBE_WAIT,
         }
     }
 }
@@ -76,10 +94,16 @@ pub struct Crypto {
     key_timeout: Duration,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
-    /// A to-device event has come in this process: the homeserver sends them.
-    to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
+    /// This, for the sync loops it starts.
+    me: Weak<Crypto>,
+    probe: delivery::Probe,
+    probe_wait: Duration,
+    /// How events reach the devices, once the probe found out.
+    delivery: OnceLock<Delivery>,
+    /// The devices' sync loops (with [`Delivery::Sync`]).
+    loops: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -116,15 +140,19 @@ impl Crypto {
 
     /// As [`Crypto::new`], with `settings`.
     pub fn with_settings(dir: impl Into<PathBuf>, settings: Settings) -> Arc<Crypto> {
-        Arc::new(Crypto {
+        Arc::new_cyclic(|me| Crypto {
             dir: dir.into(),
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
             table: OnceCell::new(),
-            to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
+            me: me.clone(),
+            probe: delivery::Probe::new(),
+            probe_wait: settings.probe_wait,
+            delivery: OnceLock::new(),
+            loops: Default::default(),
         })
     }
 
@@ -139,8 +167,14 @@ impl Crypto {
             .service("e2ee", move |app: Appservice| {
                 let crypto = setup.clone();
                 async move {
-                    crypto.machine(&app).await?;
+                    let bot = crypto.machine(&app).await?.clone();
+                    tokio::select! {
+                        () = crypto.choose_delivery(&app, &bot) => {}
+                        () = app.stopping() => return Ok(()),
+                    }
                     app.stopping().await;
+                    let loops = std::mem::take(&mut *crypto.loops.lock_unpoisoned());
+                    loops.join_all().await;
                     Ok(())
                 }
             })
@@ -148,6 +182,47 @@ impl Crypto {
                 let crypto = sweep.clone();
                 async move { crypto.sweep_late_keys(app).await }
             })
+    }
+
+    /// Finds out how the homeserver delivers to-device events and device lists (once per
+    /// process), records it for `trestle check`, and starts the sync loops if they are needed.
+    async fn choose_delivery(&self, app: &Appservice, bot: &Arc<Machine>) {
+        let delivery = match self.delivery.get() {
+            Some(delivery) => *delivery,
+            None => {
+                let delivery = self.probe.run(app, bot, self.probe_wait).await;
+                let _ = self.delivery.set(delivery);
+                delivery::record(&self.dir, delivery);
+                delivery
+            }
+        };
+        if delivery == Delivery::Sync {
+            self.start_sync(app, bot);
+            for ghost in self.ghosts.all().await {
+                self.start_sync(app, &ghost);
+            }
+        }
+    }
+
+    /// How the homeserver delivers to-device events and device lists, once found out at start.
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.delivery.get().copied()
+    }
+
+    /// Starts `machine`'s sync loop if events come by `/sync` and it has none yet.
+    fn start_sync(&self, app: &Appservice, machine: &Arc<Machine>) {
+        if self.delivery() != Some(Delivery::Sync) || !machine.claim_sync() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let app = app.clone();
+        let machine = Arc::downgrade(machine);
+        let mut loops = self.loops.lock_unpoisoned();
+        // Loops of closed ghosts' machines have ended: forget them.
+        while loops.try_join_next().is_some() {}
+        loops.spawn(async move { me.sync_device(&app, machine).await });
     }
 
     /// The table of events waiting for keys, created on first use.
@@ -188,7 +263,8 @@ impl Crypto {
             return self.machine(app).await.map(|m| Some(m.clone()));
         }
         let owned = user.to_owned();
-        self.ghosts
+        let machine = self
+            .ghosts
             .get_or_open(&owned, async {
                 let dir = self.dir.join("ghosts").join(user.localpart());
                 if !create && !dir.exists() {
@@ -196,7 +272,11 @@ impl Crypto {
                 }
                 Machine::open(app, user, &dir, true).await.map(Some)
             })
-            .await
+            .await?;
+        if let Some(machine) = &machine {
+            self.start_sync(app, machine);
+        }
+        Ok(machine)
     }
 
     /// How many ghosts' machines are open (see [`Settings::open_ghosts`]).
@@ -250,9 +330,12 @@ fn check_registration(registration: &trestle::Registration) -> Result<()> {
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if matches!(item, Incoming::ToDevice(_)) {
-                self.to_device_seen
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            if self.probe.note(app.bot_user_id(), item) {
+                return;
+            }
+            if self.delivery() == Some(Delivery::Sync) {
+                // Each device's `/sync` brings them: taking them in twice would not do.
+                return;
             }
             let machines = match item {
                 Incoming::ToDevice(event) => self
