@@ -135,7 +135,7 @@ impl Host {
                         plugin.name
                     )));
                 };
-                router = install(router, config.data_dir().join("crypto").join(plugin.name));
+                router = install(router, config.crypto_dir(plugin.name));
             }
             let bot = UserId::parse(registration.bot_user_id(server_name))?;
             built.push(Built {
