@@ -5,8 +5,9 @@
 //! No homeserver says whether it pushes them (Synapse advertises neither flag), so at start the
 //! bot probes: it sends a to-device event to its own device and waits a few seconds for a
 //! transaction to bring it, with the bot's one-time-key counts (Synapse adds them to every
-//! transaction when MSC3202 is on). Both arrived: push. Anything missing: `/sync`, which works
-//! on every homeserver; pushed items are then ignored so that nothing is taken in twice.
+//! transaction when MSC3202 is on). Both arrived: push. Anything missing: `/sync`; pushed items
+//! are then ignored so that nothing is taken in twice. (Synapse refuses `/sync` to the bot, the
+//! appservice's own user: see `sync`.)
 
 use std::{
     collections::BTreeMap,

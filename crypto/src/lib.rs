@@ -26,7 +26,7 @@ mod sync;
 
 use std::{
     path::PathBuf,
-    sync::{Arc, OnceLock, Weak},
+    sync::{Arc, OnceLock, Weak, atomic::Ordering},
     time::Duration,
 };
 
@@ -104,6 +104,9 @@ pub struct Crypto {
     delivery: OnceLock<Delivery>,
     /// The devices' sync loops (with [`Delivery::Sync`]).
     loops: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The homeserver neither pushes nor lets the bot `/sync`: no device-list change reaches
+    /// the bot's machine, which must ask again before each message it encrypts.
+    bot_unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -153,6 +156,7 @@ impl Crypto {
             probe_wait: settings.probe_wait,
             delivery: OnceLock::new(),
             loops: Default::default(),
+            bot_unsynced: Default::default(),
         })
     }
 
@@ -430,6 +434,10 @@ impl Encryption for Crypto {
             };
             match self.machine_for(app, sender, true).await? {
                 Some(machine) => {
+                    if sender == app.bot_user_id() && self.bot_unsynced.load(Ordering::Relaxed) {
+                        // A member's new device would otherwise never get the room key.
+                        machine.forget_device_lists().await?;
+                    }
                     let encrypted = machine.encrypt(app, sender, room_id, settings, event);
                     encrypted.await.map(Some)
                 }

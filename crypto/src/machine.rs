@@ -220,6 +220,14 @@ impl Machine {
         self.olm.store().next_batch_token().await.map_err(error)
     }
 
+    /// Asks again for the devices of every user the machine tracks, before it next encrypts.
+    pub(crate) async fn forget_device_lists(&self) -> Result<()> {
+        self.olm
+            .mark_all_tracked_users_as_dirty()
+            .await
+            .map_err(error)
+    }
+
     /// Whether the caller is the first to ask, and so starts the machine's sync loop.
     pub(crate) fn claim_sync(&self) -> bool {
         !self

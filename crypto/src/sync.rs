@@ -3,7 +3,9 @@
 //!
 //! The bot's device and each ghost's device whose machine is open long-poll
 //! `GET /_matrix/client/v3/sync` as themselves (identity assertion with `device_id`, which
-//! Synapse allows an appservice for its users' devices without any flag), with a filter that
+//! Synapse allows an appservice for its users' devices without any flag; but Synapse refuses
+//! `/sync` to the appservice's own user, the bot, which then gets no room keys: that is logged
+//! and recorded for `trestle check`), with a filter that
 //! leaves out rooms, presence and account data: what is left is what the Olm machine needs
 //! (to-device events, device-list changes, one-time-key counts, unused fallback key types).
 //! Each response is taken in with its `next_batch` saved in the device's crypto store in the
@@ -17,7 +19,7 @@
 //! for the device lists of the users it tracks).
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, Weak, atomic::Ordering},
     time::Duration,
 };
 
@@ -94,6 +96,7 @@ impl Crypto {
                 Ok(response) => {
                     if is_bot && !answered {
                         delivery::record_bot_sync(&self.dir, true);
+                        self.bot_unsynced.store(false, Ordering::Relaxed);
                     }
                     answered = true;
                     self.take_in_sync(app, &machine, response).await
@@ -110,10 +113,12 @@ impl Crypto {
                     if !refused {
                         refused = true;
                         delivery::record_bot_sync(&self.dir, false);
+                        self.bot_unsynced.store(true, Ordering::Relaxed);
                         tracing::error!(%user, %error, "end-to-end encryption: the homeserver \
                             refuses /sync for the appservice's own user (Synapse does), and does \
                             not push to-device events: the bot's device gets no room keys and \
-                            cannot decrypt. Turn on Synapse's experimental_features \
+                            cannot decrypt, and asks for its members' devices before each \
+                            message it encrypts. Turn on Synapse's experimental_features \
                             msc2409_to_device_messages_enabled and msc3202_transaction_extensions \
                             (docs/e2ee.md)");
                     }

@@ -3,15 +3,21 @@
 //! `msc3202_transaction_extensions`): the bot finds out at start and each open ghost device
 //! fetches its own with `/sync`. A to-device event sent to a ghost's device is fetched (Synapse
 //! then empties its inbox), one sent while the ghost's machine is closed waits and is fetched
-//! when it opens again, also after Trestle restarts (from the saved `next_batch`). Synapse refuses `/sync` to the bot, the appservice's own user: that is
-//! recorded for `trestle check`.
+//! when it opens again, also after Trestle restarts (from the saved `next_batch`). Synapse
+//! refuses `/sync` to the bot, the appservice's own user: that is recorded for `trestle check`,
+//! and the bot, which then hears of no device change, still encrypts what it sends for a device
+//! its member added since its last message.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use matrix_sdk::ruma::OwnedUserId;
+use matrix_sdk::{
+    Client,
+    config::SyncSettings,
+    ruma::{EventId, OwnedUserId, RoomId, events::room::message::RoomMessageEventContent},
+};
 use reqwest::Method;
 use serde_json::json;
 use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
@@ -21,9 +27,12 @@ use trestle_tests::{
     synapse::{Synapse, UserClient, encode},
 };
 
+#[path = "support/client.rs"]
+mod client;
 #[path = "support/setup.rs"]
 mod setup;
 
+use client::User;
 use setup::Started;
 
 fn settings() -> Settings {
@@ -60,6 +69,20 @@ async fn without_experimental_features_open_ghost_devices_sync() {
         assert!(Instant::now() < deadline, "the bot's /sync never answered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The bot cannot decrypt, but what it sends is encrypted for every device of the room's
+    // members, also one added after its last message (it asks for their devices again).
+    let bot = harness.app.bot_user_id().clone();
+    let carol = User::register(&harness.synapse, "carol").await;
+    let room = carol.encrypted_room_with(&bot).await;
+    let room_id = RoomId::parse(room.room_id().as_str()).unwrap();
+    let notice = RoomMessageEventContent::notice_plain("bot-secret-1");
+    let first = harness.app.bot().send(&room_id, &notice).await.unwrap();
+    decrypted(&carol.client, &room_id, &first, "bot-secret-1").await;
+    let second_device = log_in(&harness.synapse, "carol").await;
+    let notice = RoomMessageEventContent::notice_plain("bot-secret-2");
+    let second = harness.app.bot().send(&room_id, &notice).await.unwrap();
+    decrypted(&second_device, &room_id, &second, "bot-secret-2").await;
 
     let synapse = &harness.synapse;
     let alice = synapse.register_user("alice", "password-1234").await;
@@ -100,6 +123,47 @@ async fn without_experimental_features_open_ghost_devices_sync() {
     assert_eq!(reopened.await.unwrap(), other_device);
     inbox_emptied(&harness.synapse, &other).await;
     restarted.stop().await;
+}
+
+/// Logs `localpart` in with a new matrix-sdk device (the password of `client::User`).
+async fn log_in(synapse: &Synapse, localpart: &str) -> Client {
+    let client = Client::builder()
+        .homeserver_url(synapse.base_url())
+        .build()
+        .await
+        .unwrap();
+    client
+        .matrix_auth()
+        .login_username(localpart, "password-1234")
+        .send()
+        .await
+        .unwrap();
+    client.sync_once(SyncSettings::default()).await.unwrap();
+    client
+}
+
+/// Waits until `client` decrypts `event_id` in `room_id` and its body says `secret`.
+async fn decrypted(client: &Client, room_id: &RoomId, event_id: &EventId, secret: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "{event_id} was never decrypted");
+        let short = SyncSettings::default().timeout(Duration::from_millis(500));
+        client.sync_once(short).await.unwrap();
+        let Some(room) = client.get_room(room_id) else {
+            continue;
+        };
+        let event = room.event(event_id, None).await.unwrap();
+        if event.kind.is_utd() {
+            continue;
+        }
+        let json = event.raw().json().get().to_owned();
+        assert!(json.contains(secret), "{json}");
+        assert!(
+            event.encryption_info().is_some(),
+            "{event_id} was not encrypted"
+        );
+        return;
+    }
 }
 
 /// Sends an `m.dummy` to-device event from `from` to `user`'s `device`.
