@@ -1,6 +1,8 @@
 //! `trestle`: the host that runs Trestle's bundled plugins. Everything here is argument
 //! handling; the work is in the `trestle` library (`config`, `host`).
 
+mod delivery;
+
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -251,6 +253,20 @@ async fn check(path: &std::path::Path) -> Result<ExitCode, String> {
     }
     if let Some(task) = serving {
         task.abort();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for plugin in &plugins {
+        if config
+            .plugins
+            .get(plugin.name)
+            .is_some_and(|s| s.encryption())
+        {
+            let line = delivery::line(plugin.name, &config.crypto_dir(plugin.name), now);
+            failed |= line.starts_with("FAIL");
+            println!("{line}");
+        }
     }
     if plugins.is_empty() {
         println!("note  no plugin is enabled");

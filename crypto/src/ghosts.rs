@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -75,6 +75,18 @@ impl Ghosts {
     pub(crate) async fn all(&self) -> Vec<Arc<Machine>> {
         let machines = self.open.lock().await;
         machines.values().map(|o| o.machine.clone()).collect()
+    }
+
+    /// `user`'s open machine if it is the one `machine` points to (not closed, nor closed and
+    /// opened again), without counting as a use.
+    pub(crate) async fn open_instance(
+        &self,
+        user: &OwnedUserId,
+        machine: &Weak<Machine>,
+    ) -> Option<Arc<Machine>> {
+        let machines = self.open.lock().await;
+        let open = &machines.get(user)?.machine;
+        std::ptr::eq(Arc::as_ptr(open), machine.as_ptr()).then(|| open.clone())
     }
 
     /// How many are open.

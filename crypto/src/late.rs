@@ -1,10 +1,7 @@
 //! Late room keys: an encrypted event whose key is missing is set aside (see `pending`) and
 //! handled again when the key comes, or reported in the room when it does not come in time.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use trestle::{
     Appservice, Result,
@@ -135,14 +132,6 @@ impl Crypto {
         ) else {
             return pending::forget(app, event).await;
         };
-        if !self.to_device_seen.load(Ordering::Relaxed) {
-            // Room keys come as to-device events; none at all usually means the homeserver does
-            // not send them to appservices.
-            tracing::warn!(event_id = %event_id, "no to-device event has arrived since the start: \
-                check the homeserver's experimental_features (Synapse: \
-                msc2409_to_device_messages_enabled, msc3202_transaction_extensions) and the \
-                registration (receive_ephemeral, org.matrix.msc3202, io.element.msc4190)");
-        }
         report(app, room_id, &event_id, &event.sender, &reason).await;
         pending::forget(app, event).await
     }

@@ -5,7 +5,9 @@
 //!   assertion (MSC4190; the registration needs `io.element.msc4190: true`), and every key
 //!   upload, query, claim and to-device message is sent as that device (`?user_id=&device_id=`).
 //! - To-device events (MSC2409) and device-list changes and one-time-key counts (MSC3202) come
-//!   in with transactions through [`trestle::encryption::Encryption::receive`].
+//!   in with transactions through [`trestle::encryption::Encryption::receive`] where the
+//!   homeserver pushes them; elsewhere each open device fetches them with its own filtered
+//!   `/sync`. Which one is found out at start ([`Delivery`]).
 //! - `m.room.encrypted` events reach handlers decrypted; the bot's messages into encrypted rooms
 //!   are encrypted with the room's `m.room.encryption` settings (rotation included).
 //! - A user can verify the bot's device from their client (SAS emoji over to-device); the bot
@@ -21,6 +23,7 @@
 
 mod backup;
 mod cross_signing;
+mod delivery;
 mod ghosts;
 mod key_requests;
 mod late;
@@ -30,8 +33,13 @@ mod requests;
 mod rooms;
 mod trust;
 mod verification;
+mod sync;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Arc, OnceLock, Weak, atomic::Ordering},
+    time::Duration,
+};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::OnceCell;
@@ -39,11 +47,13 @@ use trestle::{
     Appservice, Result, Router,
     encryption::{Encryption, EncryptionOptions, Outgoing},
     ruma::{RoomId, UserId},
+    sync::MutexExt,
     transaction::{Incoming, TimelineEvent},
 };
 
 pub use backup::RecoveryKey;
 pub use cross_signing::cross_sign;
+pub use delivery::{Delivery, Recorded, recorded as recorded_delivery};
 use machine::{Decrypted, Machine};
 pub use requests::{send_outgoing, send_to_device};
 
@@ -57,6 +67,8 @@ const KEY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an interactive verification may take by default, from the request to the end: the
 /// longest a SAS flow lasts in matrix-sdk-crypto too.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the start-up probe waits for the homeserver to push its to-device event by default.
+const PROBE_WAIT: Duration = Duration::from_secs(5);
 
 /// How [`Crypto`] behaves; start from `Settings::default()`.
 #[derive(Clone, Debug)]
@@ -85,6 +97,10 @@ pub struct Settings {
     /// an event it cannot decrypt. Handlers see each decrypted event's
     /// [`trestle::encryption::SenderTrust`] either way.
     pub accept_unsigned_devices: bool,
+    /// How long the bot waits at start for a transaction to bring the to-device event it sent
+    /// its own device (5 s), before it concludes the homeserver does not push them and has
+    /// each open device `/sync` instead (see [`Delivery`]).
+    pub probe_wait: Duration,
 }
 
 impl Default for Settings {
@@ -96,6 +112,7 @@ impl Default for Settings {
             verify_users: None,
             verify_timeout: VERIFY_TIMEOUT,
             accept_unsigned_devices: true,
+            probe_wait: PROBE_WAIT,
         }
     }
 }
@@ -110,13 +127,22 @@ pub struct Crypto {
     accept_unsigned_devices: bool,
     /// The table of events waiting for keys is created.
     table: OnceCell<()>,
-    /// A to-device event has come in this process: the homeserver sends them.
-    to_device_seen: std::sync::atomic::AtomicBool,
     ghosts: ghosts::Ghosts,
     rooms: rooms::Rooms,
     verifications: Arc<verification::Verifications>,
     /// The bot's key backup, when a recovery key is configured.
     backup: Option<backup::Backup>,
+    /// This, for the sync loops it starts.
+    me: Weak<Crypto>,
+    probe: delivery::Probe,
+    probe_wait: Duration,
+    /// How events reach the devices, once the probe found out.
+    delivery: OnceLock<Delivery>,
+    /// The devices' sync loops (with [`Delivery::Sync`]).
+    loops: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The homeserver neither pushes nor lets the bot `/sync`: no device-list change reaches
+    /// the bot's machine, which must ask again before each message it encrypts.
+    bot_unsynced: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Crypto {
@@ -153,7 +179,7 @@ impl Crypto {
 
     /// As [`Crypto::new`], with `settings`.
     pub fn with_settings(dir: impl Into<PathBuf>, settings: Settings) -> Arc<Crypto> {
-        Arc::new(Self::build(dir.into(), settings, None))
+        Self::build(dir.into(), settings, None)
     }
 
     /// As [`Crypto::with_settings`], with the bot's room keys backed up on the homeserver
@@ -166,18 +192,17 @@ impl Crypto {
         recovery_key: RecoveryKey,
     ) -> Arc<Crypto> {
         let backup = backup::Backup::new(recovery_key);
-        Arc::new(Self::build(dir.into(), settings, Some(backup)))
+        Self::build(dir.into(), settings, Some(backup))
     }
 
-    fn build(dir: PathBuf, settings: Settings, backup: Option<backup::Backup>) -> Crypto {
-        Crypto {
+    fn build(dir: PathBuf, settings: Settings, backup: Option<backup::Backup>) -> Arc<Crypto> {
+        Arc::new_cyclic(|me| Crypto {
             dir,
             machine: OnceCell::new(),
             key_wait: settings.key_wait,
             key_timeout: settings.key_timeout,
             accept_unsigned_devices: settings.accept_unsigned_devices,
             table: OnceCell::new(),
-            to_device_seen: Default::default(),
             ghosts: ghosts::Ghosts::new(settings.open_ghosts),
             rooms: Default::default(),
             verifications: Arc::new(verification::Verifications::new(
@@ -185,7 +210,13 @@ impl Crypto {
                 settings.verify_timeout,
             )),
             backup,
-        }
+            me: me.clone(),
+            probe: delivery::Probe::new(),
+            probe_wait: settings.probe_wait,
+            delivery: OnceLock::new(),
+            loops: Default::default(),
+            bot_unsynced: Default::default(),
+        })
     }
 
     /// Installs this encryption on `router`, with a service that sets up the bot's device and
@@ -208,8 +239,14 @@ impl Crypto {
             .service("e2ee", move |app: Appservice| {
                 let crypto = setup.clone();
                 async move {
-                    crypto.machine(&app).await?;
+                    let bot = crypto.machine(&app).await?.clone();
+                    tokio::select! {
+                        () = crypto.choose_delivery(&app, &bot) => {}
+                        () = app.stopping() => return Ok(()),
+                    }
                     app.stopping().await;
+                    let loops = std::mem::take(&mut *crypto.loops.lock_unpoisoned());
+                    loops.join_all().await;
                     Ok(())
                 }
             })
@@ -217,6 +254,47 @@ impl Crypto {
                 let crypto = sweep.clone();
                 async move { crypto.sweep_late_keys(app).await }
             })
+    }
+
+    /// Finds out how the homeserver delivers to-device events and device lists (once per
+    /// process), records it for `trestle check`, and starts the sync loops if they are needed.
+    async fn choose_delivery(&self, app: &Appservice, bot: &Arc<Machine>) {
+        let delivery = match self.delivery.get() {
+            Some(delivery) => *delivery,
+            None => {
+                let delivery = self.probe.run(app, bot, self.probe_wait).await;
+                let _ = self.delivery.set(delivery);
+                delivery::record(&self.dir, delivery);
+                delivery
+            }
+        };
+        if delivery == Delivery::Sync {
+            self.start_sync(app, bot);
+            for ghost in self.ghosts.all().await {
+                self.start_sync(app, &ghost);
+            }
+        }
+    }
+
+    /// How the homeserver delivers to-device events and device lists, once found out at start.
+    pub fn delivery(&self) -> Option<Delivery> {
+        self.delivery.get().copied()
+    }
+
+    /// Starts `machine`'s sync loop if events come by `/sync` and it has none yet.
+    fn start_sync(&self, app: &Appservice, machine: &Arc<Machine>) {
+        if self.delivery() != Some(Delivery::Sync) || !machine.claim_sync() {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        let app = app.clone();
+        let machine = Arc::downgrade(machine);
+        let mut loops = self.loops.lock_unpoisoned();
+        // Loops of closed ghosts' machines have ended: forget them.
+        while loops.try_join_next().is_some() {}
+        loops.spawn(async move { me.sync_device(&app, machine).await });
     }
 
     /// The table of events waiting for keys, created on first use.
@@ -265,7 +343,8 @@ impl Crypto {
             return self.machine(app).await.map(|m| Some(m.clone()));
         }
         let owned = user.to_owned();
-        self.ghosts
+        let machine = self
+            .ghosts
             .get_or_open(&owned, async {
                 let dir = self.dir.join("ghosts").join(user.localpart());
                 if !create && !dir.exists() {
@@ -273,7 +352,11 @@ impl Crypto {
                 }
                 Machine::open(app, user, &dir, true).await.map(Some)
             })
-            .await
+            .await?;
+        if let Some(machine) = &machine {
+            self.start_sync(app, machine);
+        }
+        Ok(machine)
     }
 
     /// How many ghosts' machines are open (see [`Settings::open_ghosts`]).
@@ -341,9 +424,12 @@ fn check_registration(registration: &trestle::Registration) -> Result<()> {
 impl Encryption for Crypto {
     fn receive<'a>(&'a self, app: &'a Appservice, item: &'a Incoming) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if matches!(item, Incoming::ToDevice(_)) {
-                self.to_device_seen
-                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            if self.probe.note(app.bot_user_id(), item) {
+                return;
+            }
+            if self.delivery() == Some(Delivery::Sync) {
+                // Each device's `/sync` brings them: taking them in twice would not do.
+                return;
             }
             let machines = match item {
                 Incoming::ToDevice(event) => self
@@ -464,6 +550,10 @@ impl Encryption for Crypto {
             };
             match self.machine_for(app, sender, true).await? {
                 Some(machine) => {
+                    if sender == app.bot_user_id() && self.bot_unsynced.load(Ordering::Relaxed) {
+                        // A member's new device would otherwise never get the room key.
+                        machine.forget_device_lists().await?;
+                    }
                     let encrypted = machine.encrypt(app, sender, room_id, settings, event);
                     let encrypted = encrypted.await.map(Some);
                     if sender == app.bot_user_id() {

@@ -16,7 +16,10 @@ use trestle::{
         DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, RoomId, UInt, UserId,
         api::{
             AppserviceUserIdentity,
-            client::{device::update_device, sync::sync_events::DeviceLists},
+            client::{
+                device::update_device,
+                sync::sync_events::{self, DeviceLists},
+            },
         },
         serde::Raw,
     },
@@ -67,6 +70,8 @@ pub(crate) struct Machine {
     keys: tokio::sync::watch::Sender<u64>,
     /// What decrypting requires of the sender's device (see `trust::requirement`).
     requirement: TrustRequirement,
+    /// A sync loop was started for it (see `sync`).
+    syncing: std::sync::atomic::AtomicBool,
 }
 
 impl Machine {
@@ -125,6 +130,7 @@ impl Machine {
             sending: tokio::sync::Mutex::new(()),
             keys: tokio::sync::watch::Sender::new(0),
             requirement: TrustRequirement::Untrusted,
+            syncing: Default::default(),
         };
         machine.send_requests(app).await?;
         cross_signing::cross_sign(app.client(), &machine.olm).await?;
@@ -218,6 +224,59 @@ impl Machine {
             unused_fallback_keys: fallback.as_deref(),
             next_batch_token: None,
         };
+        self.take_in(app, changes).await
+    }
+
+    /// Takes in what this device's own `/sync` brought (see `sync`), and keeps its
+    /// `next_batch` in the crypto store with the changes it made, so a restart goes on from
+    /// there and nothing the homeserver had for the device is skipped. Returns the session ids
+    /// of the room keys that came.
+    pub(crate) async fn receive_sync(
+        &self,
+        app: &Appservice,
+        response: sync_events::v3::Response,
+    ) -> Result<Vec<String>> {
+        let changes = EncryptionSyncChanges {
+            to_device_events: response.to_device.events,
+            changed_devices: &response.device_lists,
+            one_time_keys_counts: &response.device_one_time_keys_count,
+            unused_fallback_keys: response.device_unused_fallback_key_types.as_deref(),
+            next_batch_token: Some(response.next_batch),
+        };
+        self.take_in(app, changes).await
+    }
+
+    /// The `next_batch` of this device's last `/sync` taken in, if any.
+    pub(crate) async fn sync_token(&self) -> Result<Option<String>> {
+        self.olm.store().next_batch_token().await.map_err(error)
+    }
+
+    /// Asks again for the devices of every user the machine tracks, before it next encrypts.
+    pub(crate) async fn forget_device_lists(&self) -> Result<()> {
+        self.olm
+            .mark_all_tracked_users_as_dirty()
+            .await
+            .map_err(error)
+    }
+
+    /// Whether the caller is the first to ask, and so starts the machine's sync loop.
+    pub(crate) fn claim_sync(&self) -> bool {
+        !self
+            .syncing
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn user_id(&self) -> &UserId {
+        self.olm.user_id()
+    }
+
+    /// Feeds `changes` to the Olm machine, wakes the events waiting for a room key that came,
+    /// and sends what the machine has to send in answer (new one-time keys, key queries).
+    async fn take_in(
+        &self,
+        app: &Appservice,
+        changes: EncryptionSyncChanges<'_>,
+    ) -> Result<Vec<String>> {
         let (_, room_keys) = self
             .olm
             .receive_sync_changes(changes, &self.decryption_settings())

@@ -14,7 +14,7 @@ use matrix_sdk_crypto::vodozemac::{
     Curve25519PublicKey,
     megolm::{GroupSession, SessionConfig},
 };
-use trestle_crypto::Settings;
+use trestle_crypto::{Delivery, Settings};
 use trestle_tests::appservice::Harness;
 
 #[path = "support/client.rs"]
@@ -39,6 +39,9 @@ async fn echo_bot_answers_in_an_encrypted_room_across_a_restart() {
         crypto,
         crypto_dir,
     } = setup::start("echo", router, settings).await;
+    // Synapse pushes to-device events and device lists here (the harness turns its
+    // experimental features on): the bot finds that out and needs no `/sync`.
+    assert_eq!(setup::wait_for_delivery(&crypto).await, Delivery::Push);
     let bot = harness.app.bot_user_id().clone();
 
     let mut alice = User::register(&harness.synapse, "alice").await;

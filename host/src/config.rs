@@ -388,6 +388,11 @@ impl Config {
         self.base_dir().join(&self.data_dir)
     }
 
+    /// Where plugin `name` keeps its end-to-end encryption state (`encryption: true`).
+    pub fn crypto_dir(&self, name: &str) -> PathBuf {
+        self.data_dir().join("crypto").join(name)
+    }
+
     /// The URL the homeserver reaches plugin `name` at.
     pub fn plugin_url(&self, name: &str) -> String {
         let base = self

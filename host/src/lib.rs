@@ -137,7 +137,7 @@ impl Host {
                     )));
                 };
                 options.recovery_key = section.recovery_key(&config.path, plugin.name)?;
-                let dir = config.data_dir().join("crypto").join(plugin.name);
+                let dir = config.crypto_dir(plugin.name);
                 router = install(router, dir, &options).map_err(|e| {
                     Error::Config(format!(
                         "{}: field `plugins.{}.encryption`: {e}",

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{net::TcpListener, sync::oneshot};
 use trestle::{Appservice, Registration, Router, Store};
-use trestle_crypto::{Crypto, Settings};
+use trestle_crypto::{Crypto, Delivery, Settings};
 use trestle_tests::appservice::{Harness, WAIT};
 
 /// Synapse's settings for appservice encryption: to-device events and MSC3202 data in
@@ -21,6 +21,10 @@ pub const SYNAPSE_E2EE: &str = "experimental_features:
   msc2409_to_device_messages_enabled: true
   msc3202_transaction_extensions: true
 ";
+
+/// Synapse as it comes, without the experimental features: to-device events and device lists
+/// are not pushed, so each device fetches them with `/sync`.
+pub const SYNAPSE_STOCK: &str = "experimental_features: {}\n";
 
 /// The running test appservice.
 pub struct Started {
@@ -32,9 +36,14 @@ pub struct Started {
 /// Starts Synapse and the appservice `id` (its bot `id`, its ghosts `id_…`) serving `router`
 /// with encryption (`settings`), and waits until the bot's device is set up.
 pub async fn start(id: &str, router: Router, settings: Settings) -> Started {
+    start_on(id, router, settings, SYNAPSE_E2EE).await
+}
+
+/// As [`start`], with `synapse_yaml` for Synapse's configuration instead of [`SYNAPSE_E2EE`].
+pub async fn start_on(id: &str, router: Router, settings: Settings, synapse_yaml: &str) -> Started {
     let crypto_dir = tempfile::tempdir().unwrap();
     let crypto = Crypto::with_settings(crypto_dir.path(), settings);
-    start_with(id, router, crypto, crypto_dir).await
+    start_crypto_on(id, router, crypto, crypto_dir, synapse_yaml).await
 }
 
 /// As [`start`], with `crypto` (keeping its state in `crypto_dir`).
@@ -44,11 +53,21 @@ pub async fn start_with(
     crypto: Arc<Crypto>,
     crypto_dir: tempfile::TempDir,
 ) -> Started {
+    start_crypto_on(id, router, crypto, crypto_dir, SYNAPSE_E2EE).await
+}
+
+async fn start_crypto_on(
+    id: &str,
+    router: Router,
+    crypto: Arc<Crypto>,
+    crypto_dir: tempfile::TempDir,
+    synapse_yaml: &str,
+) -> Started {
     let mut registration = Registration::generate(id, None, id, &format!("{id}_"), "localhost");
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
     let router = crypto.clone().install(router);
-    let harness = Harness::start_with(&mut registration, router, SYNAPSE_E2EE).await;
+    let harness = Harness::start_with(&mut registration, router, synapse_yaml).await;
     wait_for_device(&crypto).await;
     Started {
         harness,
@@ -64,6 +83,21 @@ pub async fn wait_for_device(crypto: &Crypto) {
         assert!(
             Instant::now() < deadline,
             "the bot's device was never set up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `crypto` has found out how the homeserver delivers to-device events.
+pub async fn wait_for_delivery(crypto: &Crypto) -> Delivery {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(delivery) = crypto.delivery() {
+            return delivery;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the delivery of to-device events was never decided"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
