@@ -303,35 +303,38 @@ impl Machine {
         loop {
             // Marked seen before trying, so a key arriving during the attempt wakes us.
             keys.borrow_and_update();
-            match self
+            let attempt = self
                 .olm
                 .try_decrypt_room_event(&raw, &event.room_id, &self.decryption_settings())
-                .await
-            {
+                .await;
+            let unsure_of_sender = match &attempt {
+                Ok(RoomEventDecryptionResult::Decrypted(decrypted)) => {
+                    let state = &decrypted.encryption_info.verification_state;
+                    trust::sender_trust(state) == SenderTrust::Unknown
+                }
+                Ok(RoomEventDecryptionResult::UnableToDecrypt(info)) => {
+                    matches!(
+                        info.reason,
+                        UnableToDecryptReason::SenderIdentityNotTrusted(_)
+                    )
+                }
+                Err(_) => false,
+            };
+            if unsure_of_sender && !asked {
+                // The sender's keys may not be here yet, or be out of date: fetch them, retry.
+                asked = true;
+                if let Err(error) = self.fetch_keys(app, &event.sender).await {
+                    tracing::warn!(%error, "could not fetch a sender's keys");
+                }
+                continue;
+            }
+            match attempt {
                 Ok(RoomEventDecryptionResult::Decrypted(decrypted)) => {
                     let trust = trust::sender_trust(&decrypted.encryption_info.verification_state);
-                    if trust == SenderTrust::Unknown && !asked {
-                        // The sender's device is not known yet: fetch it, to tell handlers.
-                        asked = true;
-                        if let Err(error) = self.fetch_keys(app, &event.sender).await {
-                            tracing::warn!(%error, "could not fetch a sender's keys");
-                        }
-                        continue;
-                    }
                     let json = decrypted.event.into_json();
                     return Decrypted::Event(trestle::encryption::Decrypted::new(json, trust));
                 }
                 Ok(RoomEventDecryptionResult::UnableToDecrypt(info)) => {
-                    if let UnableToDecryptReason::SenderIdentityNotTrusted(_) = info.reason
-                        && !asked
-                    {
-                        // The sender's keys may just not be here yet: fetch them, try again.
-                        asked = true;
-                        if let Err(error) = self.fetch_keys(app, &event.sender).await {
-                            tracing::warn!(%error, "could not fetch a sender's keys");
-                        }
-                        continue;
-                    }
                     if !info.reason.is_missing_room_key() {
                         tracing::warn!(event_id = %event.event_id, reason = ?info.reason,
                             "could not decrypt an event");
