@@ -47,7 +47,7 @@ async fn a_bot_on_an_empty_crypto_store_decrypts_history_from_its_key_backup() {
     let recovery_key = RecoveryKey::generate();
     let settings = Settings::default();
     let crypto_dir = tempfile::tempdir().unwrap();
-    let crypto = Crypto::with_backup(crypto_dir.path(), settings, recovery_key.clone());
+    let crypto = Crypto::with_backup(crypto_dir.path(), settings.clone(), recovery_key.clone());
     let setup::Started {
         mut harness,
         crypto,
