@@ -179,8 +179,8 @@ fn a_bad_encryption_value_is_refused_with_its_file_line_and_field() {
     for args in [&["run"][..], &["check"][..]] {
         let said = refused(&config, args);
         let expected = format!(
-            "{}: line {line}: field `plugins.{plugin}.encryption`: expected true or false, found \
-             \"maybe\"",
+            "{}: line {line}: field `plugins.{plugin}.encryption`: expected true, false or a \
+             map (enabled, accept_unsigned_devices, verify_users, recovery_key), found \"maybe\"",
             config.display()
         );
         assert!(said.contains(&expected), "{said}");
