@@ -31,9 +31,9 @@ mod machine;
 mod pending;
 mod requests;
 mod rooms;
+mod sync;
 mod trust;
 mod verification;
-mod sync;
 
 use std::{
     path::PathBuf,
