@@ -10,55 +10,22 @@
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
-use matrix_sdk_crypto::{EncryptionSettings, OlmMachine, types::requests::ToDeviceRequest};
-use serde_json::json;
 use trestle::{
     Result, Router,
-    client::HomeserverClient,
     encryption::SenderTrust,
     router::{Event, RawEvent, Room, State},
-    ruma::{
-        OwnedDeviceId, OwnedUserId, RoomId, UserId, events::room::message::RoomMessageEventContent,
-        serde::Raw,
-    },
+    ruma::{RoomId, UserId, events::room::message::RoomMessageEventContent},
 };
-use trestle_crypto::{Settings, cross_sign, send_outgoing, send_to_device};
-use trestle_tests::{
-    appservice::{Harness, WAIT},
-    synapse::UserClient,
-};
+use trestle_crypto::{Settings, cross_sign};
 
+#[path = "support/olm_user.rs"]
+mod olm_user;
 #[path = "support/setup.rs"]
 mod setup;
 
-/// Waits until `done` holds, failing with `what` after [`WAIT`].
-async fn until<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
-    let deadline = Instant::now() + WAIT;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The bodies of the messages the handler saw.
-type Seen = Arc<Mutex<Vec<String>>>;
-
-async fn record(State(seen): State<Seen>, message: Event<RoomMessageEventContent>) -> Result<()> {
-    seen.lock().unwrap().push(message.content.body().to_owned());
-    Ok(())
-}
-
-fn router(seen: &Seen) -> Router {
-    Router::new()
-        .accept_invites(true)
-        .on(record)
-        .with_state(seen.clone())
-}
+use olm_user::{OlmUser, Seen, recording_router, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_restart() {
@@ -71,16 +38,16 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
         mut harness,
         crypto,
         crypto_dir,
-    } = setup::start("late", router(&seen), settings.clone()).await;
+    } = setup::start("late", recording_router(&seen), settings.clone()).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
 
-    let alice = Alice::register(&harness).await;
-    let room_id = alice.encrypted_room_with(&bot).await;
+    let alice = OlmUser::register(&harness.synapse, "alice").await;
+    let room_id = alice.encrypted_room_with(&[&bot]).await;
     let plain = &alice.plain;
 
     // A room key shared with the bot's device but held back.
-    let key_messages = alice.share_room_key(&room_id, &bot).await;
+    let key_messages = alice.room_key_for(&room_id, &[&bot]).await;
     alice.send_encrypted(&room_id, "late-secret").await;
 
     // The event is set aside, not handled, and its room's queue moves on.
@@ -98,12 +65,12 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
 
     // Trestle restarts: the event still waits, in the store.
     let dir = crypto_dir.path();
-    let restarted = setup::restart(&mut harness, dir, router(&seen), settings).await;
+    let restarted = setup::restart(&mut harness, dir, recording_router(&seen), settings).await;
     let (app, crypto) = (restarted.app.clone(), restarted.crypto.clone());
     assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 1);
 
     // The key arrives: the handler sees the message, decrypted, after what was queued.
-    alice.send_keys(&key_messages).await;
+    alice.send(&key_messages).await;
     until("the event was never handled decrypted", || {
         let seen = seen.clone();
         async move { seen.lock().unwrap().len() == 2 }
@@ -114,106 +81,6 @@ async fn an_event_whose_key_comes_later_is_handled_decrypted_once_even_across_a_
     assert_eq!(crypto.waiting_for_keys(&app).await.unwrap(), 0);
     assert_no_report(plain, &room_id, &bot).await;
     restarted.stop().await;
-}
-
-/// Alice: her own Olm machine, talking to Synapse with her own token.
-struct Alice {
-    plain: UserClient,
-    client: HomeserverClient,
-    olm: OlmMachine,
-    user: OwnedUserId,
-}
-
-impl Alice {
-    async fn register(harness: &Harness) -> Alice {
-        let plain = harness
-            .synapse
-            .register_user("alice", "password-1234")
-            .await;
-        let whoami = plain
-            .call_ok(
-                reqwest::Method::GET,
-                "/_matrix/client/v3/account/whoami",
-                None,
-            )
-            .await;
-        let user = OwnedUserId::try_from(plain.user_id.as_str()).unwrap();
-        let device = OwnedDeviceId::from(whoami["device_id"].as_str().unwrap());
-        let client =
-            HomeserverClient::new(harness.synapse.base_url(), &plain.access_token).unwrap();
-        let olm = OlmMachine::new(&user, &device).await;
-        send_outgoing(&client, &olm).await.unwrap();
-        Alice {
-            plain,
-            client,
-            olm,
-            user,
-        }
-    }
-
-    /// Creates an encrypted room, invites `bot`, and waits until it joined.
-    async fn encrypted_room_with(&self, bot: &UserId) -> String {
-        let room_id = self
-            .plain
-            .create_room(json!({
-                "invite": [bot],
-                "initial_state": [{"type": "m.room.encryption", "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"}}],
-            }))
-            .await;
-        until("the bot never joined", || {
-            let plain = &self.plain;
-            let (room_id, bot) = (&room_id, bot.to_string());
-            async move { plain.joined_members(room_id).await.contains(&bot) }
-        })
-        .await;
-        room_id
-    }
-
-    /// An Olm session with the bot's device, and the room key for it (not sent yet).
-    async fn share_room_key(&self, room_id: &str, bot: &UserId) -> Vec<Arc<ToDeviceRequest>> {
-        let (client, olm) = (&self.client, &self.olm);
-        let room = <&RoomId>::try_from(room_id).unwrap();
-        let users: [&UserId; 1] = [bot];
-        olm.update_tracked_users(users).await.unwrap();
-        send_outgoing(client, olm).await.unwrap();
-        if let Some((id, claim)) = olm.get_missing_sessions(users.into_iter()).await.unwrap() {
-            let identity = trestle::ruma::api::AppserviceUserIdentity::new(&self.user);
-            let response = client.send(claim, identity).await.unwrap();
-            olm.mark_request_as_sent(&id, &response).await.unwrap();
-        }
-        let key_messages = olm
-            .share_room_key(room, users.into_iter(), EncryptionSettings::default())
-            .await
-            .unwrap();
-        assert!(!key_messages.is_empty(), "no room key for the bot's device");
-        key_messages
-    }
-
-    async fn send_keys(&self, key_messages: &[Arc<ToDeviceRequest>]) {
-        for message in key_messages {
-            send_to_device(&self.client, &self.olm, message)
-                .await
-                .unwrap();
-        }
-    }
-
-    /// Sends `body` encrypted with the room's current session; returns the event id.
-    async fn send_encrypted(&self, room_id: &str, body: &str) -> String {
-        let room = <&RoomId>::try_from(room_id).unwrap();
-        let content = Raw::new(&json!({"msgtype": "m.text", "body": body}))
-            .unwrap()
-            .cast_unchecked();
-        let encrypted = self
-            .olm
-            .encrypt_room_event_raw(room, "m.room.message", &content)
-            .await
-            .unwrap();
-        let encrypted: serde_json::Value = encrypted.content.deserialize_as_unchecked().unwrap();
-        self.plain
-            .send_event(room_id, "m.room.encrypted", encrypted)
-            .await
-    }
 }
 
 /// What the trust test's handlers saw: each decrypted message with its sender's trust, and
@@ -258,14 +125,14 @@ async fn a_bot_refusing_unsigned_devices_decrypts_only_once_the_sender_is_cross_
     } = setup::start("trust", router, settings).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();
-    let alice = Alice::register(&harness).await;
-    let room_id = alice.encrypted_room_with(&bot).await;
+    let alice = OlmUser::register(&harness.synapse, "alice").await;
+    let room_id = alice.encrypted_room_with(&[&bot]).await;
 
     // Her device is not cross-signed: the event reaches handlers encrypted, and the bot says
     // (encrypted) that it did not decrypt it.
-    let keys = alice.share_room_key(&room_id, &bot).await;
-    alice.send_keys(&keys).await;
-    let unsigned = alice.send_encrypted(&room_id, "unsigned-secret").await;
+    let keys = alice.room_key_for(&room_id, &[&bot]).await;
+    alice.send(&keys).await;
+    let (unsigned, _) = alice.send_encrypted(&room_id, "unsigned-secret").await;
     let stayed_encrypted = format!("encrypted {unsigned}");
     until("the unsigned event never reached handlers", || {
         let seen = seen.clone();
@@ -288,8 +155,8 @@ async fn a_bot_refusing_unsigned_devices_decrypts_only_once_the_sender_is_cross_
     cross_sign(&alice.client, &alice.olm).await.unwrap();
     let room = <&RoomId>::try_from(room_id.as_str()).unwrap();
     alice.olm.discard_room_key(room).await.unwrap();
-    let keys = alice.share_room_key(&room_id, &bot).await;
-    alice.send_keys(&keys).await;
+    let keys = alice.room_key_for(&room_id, &[&bot]).await;
+    alice.send(&keys).await;
     alice.send_encrypted(&room_id, "signed-secret").await;
     until("the cross-signed message was never handled", || {
         let seen = seen.clone();
