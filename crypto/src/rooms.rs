@@ -140,6 +140,24 @@ pub(crate) async fn recipients(
     room_id: &RoomId,
     visibility: &HistoryVisibility,
 ) -> Result<Vec<OwnedUserId>> {
+    let invited_too = *visibility != HistoryVisibility::Joined;
+    let members = memberships(app, AppserviceUserIdentity::new(user), room_id).await?;
+    Ok(members
+        .into_iter()
+        .filter(|(_, membership)| {
+            *membership == MembershipState::Join
+                || (invited_too && *membership == MembershipState::Invite)
+        })
+        .map(|(user, _)| user)
+        .collect())
+}
+
+/// Each member of `room_id` with their membership, as `who` sees them.
+pub(crate) async fn memberships(
+    app: &Appservice,
+    who: AppserviceUserIdentity<'_>,
+    room_id: &RoomId,
+) -> Result<Vec<(OwnedUserId, MembershipState)>> {
     #[derive(Deserialize)]
     struct Member {
         state_key: OwnedUserId,
@@ -150,20 +168,12 @@ pub(crate) async fn recipients(
         membership: MembershipState,
     }
     let request = get_member_events::v3::Request::new(room_id.to_owned());
-    let response = app
-        .client()
-        .send(request, AppserviceUserIdentity::new(user))
-        .await?;
-    let invited_too = *visibility != HistoryVisibility::Joined;
+    let response = app.client().send(request, who).await?;
     Ok(response
         .chunk
         .iter()
         .filter_map(|raw| raw.deserialize_as_unchecked::<Member>().ok())
-        .filter(|m| {
-            m.content.membership == MembershipState::Join
-                || (invited_too && m.content.membership == MembershipState::Invite)
-        })
-        .map(|m| m.state_key)
+        .map(|m| (m.state_key, m.content.membership))
         .collect())
 }
 

@@ -3,17 +3,16 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use trestle::{
     Appservice, Result,
     ruma::{
-        OwnedRoomId, OwnedUserId, RoomId, UserId,
+        OwnedRoomId, RoomId, UserId,
         api::{
             AppserviceUserIdentity,
             client::{
                 config::{get_global_account_data, set_global_account_data},
-                membership::{get_member_events, joined_rooms},
+                membership::joined_rooms,
                 room::{Visibility, create_room},
             },
         },
@@ -95,38 +94,21 @@ async fn remember(app: &Appservice, direct: Map<String, Value>) -> Result<()> {
 /// Whether the bot is joined to `room` and the only other member (joined or invited) is
 /// `user`. A room the bot cannot read is not.
 async fn alone_with(app: &Appservice, room: &RoomId, user: &UserId) -> bool {
-    #[derive(Deserialize)]
-    struct Member {
-        state_key: OwnedUserId,
-        content: Content,
-    }
-    #[derive(Deserialize)]
-    struct Content {
-        membership: MembershipState,
-    }
     let bot = app.bot_user_id();
-    let request = get_member_events::v3::Request::new(room.to_owned());
-    let Ok(response) = app
-        .client()
-        .send(request, AppserviceUserIdentity::default())
-        .await
-    else {
+    let who = AppserviceUserIdentity::default();
+    let Ok(members) = crate::rooms::memberships(app, who, room).await else {
         return false;
     };
     let mut present = BTreeSet::new();
     let mut bot_joined = false;
-    for member in response
-        .chunk
-        .iter()
-        .filter_map(|raw| raw.deserialize_as_unchecked::<Member>().ok())
-    {
-        match member.content.membership {
+    for (member, membership) in members {
+        match membership {
             MembershipState::Join => {
-                bot_joined |= member.state_key == *bot;
-                present.insert(member.state_key);
+                bot_joined |= member == *bot;
+                present.insert(member);
             }
             MembershipState::Invite => {
-                present.insert(member.state_key);
+                present.insert(member);
             }
             _ => {}
         }
