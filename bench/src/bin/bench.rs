@@ -93,6 +93,12 @@ struct Args {
     /// Memory and time figures are then those of the wrapper.
     #[arg(long)]
     wrap: Option<String>,
+    /// Pins each appservice to CPU 0 (`taskset -c 0`, inside any `--wrap`) and this driver,
+    /// with its mock homeserver, to the other CPUs: the appservice's figures are then those of
+    /// one core, as single-threaded peers (Node, Python) are measured, and the driver does not
+    /// take that core's time.
+    #[arg(long)]
+    pin: bool,
     /// More arguments for bench-echo, split at spaces — for analysis, e.g.
     /// `--echo-args "--database sqlite::memory:"`.
     #[arg(long, allow_hyphen_values = true)]
@@ -191,11 +197,17 @@ impl Driver {
         let log = self.work.join(format!("{n}-{}.log", app.binary()));
         let binary = self.bin_dir.join(app.binary());
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let wrap: Vec<String> = self
-            .args
-            .wrap
-            .iter()
-            .flat_map(|w| w.split_whitespace().map(str::to_owned))
+        let pin = self.args.pin.then_some(["taskset", "-c", APP_CPU]);
+        let wrap: Vec<String> = pin
+            .into_iter()
+            .flatten()
+            .map(str::to_owned)
+            .chain(
+                self.args
+                    .wrap
+                    .iter()
+                    .flat_map(|w| w.split_whitespace().map(str::to_owned)),
+            )
             .collect();
         let process = AppProcess::start(
             &wrap,
@@ -498,8 +510,44 @@ fn table(figures: &Figures, args: &Args) -> String {
     markdown(&rows)
 }
 
+/// The CPU `--pin` gives the appservice.
+const APP_CPU: &str = "0";
+
+/// Moves every thread of this process to the CPUs other than [`APP_CPU`] (`--pin`). Done
+/// with `taskset` rather than a system call so the driver needs no unsafe code, and since the
+/// runtime's threads already exist, with `-a` for all of them.
+fn pin_driver() -> Result<String, String> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        return Err(format!(
+            "--pin needs two CPUs or more; this machine shows {cpus}"
+        ));
+    }
+    let others = if cpus == 2 {
+        "1".to_owned()
+    } else {
+        format!("1-{}", cpus - 1)
+    };
+    let pid = std::process::id().to_string();
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &others, &pid])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("--pin runs taskset (util-linux): {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "--pin: taskset -a -p -c {others} {pid} failed: {status}"
+        ));
+    }
+    Ok(others)
+}
+
 async fn run(args: Args) -> Result<(), String> {
     let bin_dir = binaries_dir()?;
+    if args.pin {
+        let others = pin_driver()?;
+        println!("pinned: appservices on CPU {APP_CPU}, this driver on CPU {others}");
+    }
     let homeserver = Homeserver::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -541,8 +589,13 @@ async fn run(args: Args) -> Result<(), String> {
             }
         }
     }
+    let placement = if driver.args.pin {
+        format!("appservice pinned to CPU {APP_CPU}, driver on the others")
+    } else {
+        "unpinned".to_owned()
+    };
     println!(
-        "\nmedians of {runs} runs, {:.0} s in all\n",
+        "\nmedians of {runs} runs, {placement}, {:.0} s in all\n",
         began.elapsed().as_secs_f64()
     );
     print!("{}", table(&driver.figures, &driver.args));
