@@ -42,13 +42,8 @@ pub(crate) async fn ready(app: &Appservice) -> Result<()> {
     app.store().migrate("crypto", MIGRATIONS).await
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
+/// The store's timestamp unit, so this table's columns agree with the framework's.
+pub(crate) use trestle::store::now_ms;
 
 /// The Megolm session an `m.room.encrypted` event was encrypted with.
 pub(crate) fn session_id(event: &TimelineEvent) -> Option<String> {
