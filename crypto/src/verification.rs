@@ -152,16 +152,7 @@ impl Verifications {
         if !self.allows(app.server_name(), sender) {
             tracing::info!(user = %sender, "declined a verification request: the user is not allowed");
             let reason = format!("{} does not verify with {sender}", app.bot_user_id());
-            cancel(
-                app,
-                bot,
-                sender,
-                &device,
-                &flow_id,
-                CancelCode::User,
-                &reason,
-            )
-            .await;
+            decline(app, bot, sender, &device, &flow_id, &reason).await;
             return;
         }
         let olm = bot.olm();
@@ -182,16 +173,7 @@ impl Verifications {
                 "{} could not take the request of device {device}",
                 app.bot_user_id()
             );
-            cancel(
-                app,
-                bot,
-                sender,
-                &device,
-                &flow_id,
-                CancelCode::User,
-                &reason,
-            )
-            .await;
+            decline(app, bot, sender, &device, &flow_id, &reason).await;
             return;
         };
         if !self
@@ -289,6 +271,18 @@ fn answer(json: &str) -> Option<bool> {
 /// Cancels the verification `flow_id` of `user`'s `device` with `code`: through its SAS when
 /// there is one (which cancels its request too), else with a cancel event of the bot's own,
 /// which says `reason`, the machine's request (if any) marked cancelled without sending.
+/// Cancels a verification the bot does not take, with `m.user` and `reason`.
+async fn decline(
+    app: &Appservice,
+    bot: &Machine,
+    user: &UserId,
+    device: &DeviceId,
+    flow_id: &str,
+    reason: &str,
+) {
+    cancel(app, bot, user, device, flow_id, CancelCode::User, reason).await;
+}
+
 async fn cancel(
     app: &Appservice,
     bot: &Machine,
