@@ -228,13 +228,19 @@ impl Verifications {
         if event.event_type != "m.room.message" {
             return false;
         }
+        let key = (event.room_id.clone(), event.sender.clone());
+        // Every message passes here: parse the body only where an answer is awaited.
+        let mut waiting = self.waiting.lock_unpoisoned();
+        if !waiting.contains_key(&key) {
+            return false;
+        }
         let Some(answer) = answer(event.json.get()) else {
             return false;
         };
-        let key = (event.room_id.clone(), event.sender.clone());
-        let Some((flow_id, tx)) = self.waiting.lock_unpoisoned().remove(&key) else {
+        let Some((flow_id, tx)) = waiting.remove(&key) else {
             return false;
         };
+        drop(waiting);
         tracing::info!(user = %event.sender, flow_id, answer, "verification answered");
         // The flow may have just ended; the answer is taken all the same.
         let _ = tx.send(answer);
