@@ -54,7 +54,9 @@ async fn wait_to_device(
 async fn the_bot_asks_the_sender_for_a_missing_room_key() {
     let seen = Seen::default();
     let setup::Started {
-        harness, crypto, ..
+        harness,
+        crypto,
+        crypto_dir: _crypto_dir,
     } = setup::start("askkey", recording_router(&seen), settings()).await;
     let bot = harness.app.bot_user_id().clone();
     let bot_device = crypto.device_id().unwrap();
@@ -95,7 +97,9 @@ async fn the_bot_asks_the_sender_for_a_missing_room_key() {
 async fn a_ghost_forwards_the_room_key_it_sent_to_a_member_who_asks() {
     let seen = Seen::default();
     let setup::Started {
-        harness, crypto, ..
+        harness,
+        crypto,
+        crypto_dir: _crypto_dir,
     } = setup::start("fwdkey", recording_router(&seen), settings()).await;
     let app = harness.app.clone();
     let bot = app.bot_user_id().clone();

@@ -27,6 +27,9 @@ pub const SYNAPSE_E2EE: &str = "experimental_features:
 pub const SYNAPSE_STOCK: &str = "experimental_features: {}\n";
 
 /// The running test appservice.
+///
+/// Bind `crypto_dir` by name when destructuring: a `..` pattern drops it at the end of the
+/// `let`, which deletes the crypto store under the running appservice.
 pub struct Started {
     pub harness: Harness,
     pub crypto: Arc<Crypto>,
