@@ -265,6 +265,20 @@ impl Appservice {
         self.store().outbox_depth(&self.inner.registration.id).await
     }
 
+    /// Items received but not yet handled, and the oldest's arrival.
+    pub async fn inbox_backlog(&self) -> Result<crate::store::Backlog> {
+        self.store()
+            .inbox_backlog(&self.inner.registration.id)
+            .await
+    }
+
+    /// Requests waiting to be sent, and the oldest's creation.
+    pub async fn outbox_backlog(&self) -> Result<crate::store::Backlog> {
+        self.store()
+            .outbox_backlog(&self.inner.registration.id)
+            .await
+    }
+
     /// Waits until every received item has been handled and every request sent (or given up).
     pub async fn idle(&self) {
         loop {

@@ -85,15 +85,8 @@ pub(crate) fn router(app: Appservice) -> Router {
 }
 
 /// `GET /metrics`: counters and queue depths in Prometheus' text format.
-async fn metrics(
-    axum::extract::State(app): axum::extract::State<Appservice>,
-) -> Result<String, ApiError> {
-    let inbox = app.inbox_depth().await?;
-    let outbox = app.outbox_depth().await?;
-    let mut families = crate::metrics::Families::default();
-    app.metrics()
-        .collect(&app.registration().id, inbox, outbox, &mut families);
-    Ok(families.render())
+async fn metrics(axum::extract::State(app): axum::extract::State<Appservice>) -> String {
+    crate::metrics::exposition([(app.registration().id.as_str(), &app)]).await
 }
 
 #[cfg(test)]

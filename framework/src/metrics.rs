@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use crate::Appservice;
+use crate::{
+    Appservice,
+    store::{Backlog, now_ms},
+};
 
 /// One appservice's counters.
 #[derive(Debug, Default)]
@@ -88,10 +91,14 @@ impl Metrics {
     pub(crate) fn collect(
         &self,
         appservice: &str,
-        inbox_depth: i64,
-        outbox_depth: i64,
+        inbox: Option<Backlog>,
+        outbox: Option<Backlog>,
         families: &mut Families,
     ) {
+        let now = now_ms();
+        // -1 says the store could not tell, which an alert on depth or age must not read as 0.
+        let depth = |b: Option<Backlog>| b.map_or(-1.0, |b| b.depth as f64);
+        let age = |b: Option<Backlog>| b.map_or(-1.0, |b| b.oldest_age(now).as_secs_f64());
         let l = |extra: &[(&str, &str)]| {
             let mut labels = vec![("appservice".to_owned(), appservice.to_owned())];
             labels.extend(
@@ -200,14 +207,28 @@ impl Metrics {
             "gauge",
             "Events received and not yet handled.",
             l(&[]),
-            inbox_depth as f64,
+            depth(inbox),
+        );
+        add(
+            "trestle_inbox_oldest_age_seconds",
+            "gauge",
+            "How long the oldest event not yet handled has waited (0 when none waits).",
+            l(&[]),
+            age(inbox),
         );
         add(
             "trestle_outbox_depth",
             "gauge",
             "Requests waiting to be sent to the homeserver.",
             l(&[]),
-            outbox_depth as f64,
+            depth(outbox),
+        );
+        add(
+            "trestle_outbox_oldest_age_seconds",
+            "gauge",
+            "How long the oldest request not yet sent has waited (0 when none waits).",
+            l(&[]),
+            age(outbox),
         );
     }
 }
@@ -226,8 +247,8 @@ type Family = (
 pub async fn exposition<'a>(apps: impl IntoIterator<Item = (&'a str, &'a Appservice)>) -> String {
     let mut families = Families::default();
     for (name, app) in apps {
-        let inbox = app.inbox_depth().await.unwrap_or(-1);
-        let outbox = app.outbox_depth().await.unwrap_or(-1);
+        let inbox = app.inbox_backlog().await.ok();
+        let outbox = app.outbox_backlog().await.ok();
         app.metrics().collect(name, inbox, outbox, &mut families);
     }
     families.render()
@@ -293,8 +314,17 @@ mod tests {
         b.journal_commit_failed();
         b.journal_stalled(true);
         let mut families = Families::default();
-        a.collect("echo", 0, 1, &mut families);
-        b.collect("ping", 2, 0, &mut families);
+        let waiting = |depth, waited_ms| Backlog {
+            depth,
+            oldest_ms: Some(now_ms() - waited_ms),
+        };
+        a.collect(
+            "echo",
+            Some(Backlog::default()),
+            Some(waiting(1, 5_000)),
+            &mut families,
+        );
+        b.collect("ping", Some(waiting(2, 90_000)), None, &mut families);
         let text = families.render();
         assert_eq!(
             text.matches("# TYPE trestle_transactions_total counter")
@@ -314,5 +344,23 @@ mod tests {
         assert!(text.contains("trestle_journal_commit_failures_total{appservice=\"ping\"} 1\n"));
         assert!(text.contains("trestle_journal_stalled{appservice=\"ping\"} 1\n"));
         assert!(text.contains("trestle_journal_stalled{appservice=\"echo\"} 0\n"));
+        let sample = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        };
+        assert_eq!(
+            sample("trestle_inbox_oldest_age_seconds{appservice=\"echo\"}"),
+            0.0
+        );
+        let echo_outbox = sample("trestle_outbox_oldest_age_seconds{appservice=\"echo\"}");
+        assert!((5.0..6.0).contains(&echo_outbox), "{echo_outbox}");
+        let ping_inbox = sample("trestle_inbox_oldest_age_seconds{appservice=\"ping\"}");
+        assert!((90.0..91.0).contains(&ping_inbox), "{ping_inbox}");
+        // A store that cannot tell is not an empty queue.
+        assert_eq!(sample("trestle_outbox_depth{appservice=\"ping\"}"), -1.0);
+        assert_eq!(
+            sample("trestle_outbox_oldest_age_seconds{appservice=\"ping\"}"),
+            -1.0
+        );
     }
 }

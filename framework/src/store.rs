@@ -60,6 +60,35 @@ pub struct Store {
     durability: Durability,
 }
 
+/// What waits in a queue (the inbox or the outbox): how much, and since when. `/metrics` shows
+/// both, since a queue that is short but old is stuck, and one that is long but young is busy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// How many items wait.
+    pub depth: i64,
+    /// When the oldest of them came, in milliseconds since the Unix epoch ([`now_ms`]).
+    pub oldest_ms: Option<i64>,
+}
+
+impl Backlog {
+    /// Reads a `COUNT(*), MIN(<timestamp>)` row.
+    fn from_row(row: &sqlx::any::AnyRow) -> Backlog {
+        use sqlx::Row;
+        Backlog {
+            depth: row.get(0),
+            oldest_ms: row.get(1),
+        }
+    }
+
+    /// How long the oldest item has waited, at `now_ms`; zero when nothing waits.
+    pub fn oldest_age(&self, now_ms: i64) -> std::time::Duration {
+        let waited = self
+            .oldest_ms
+            .map_or(0, |oldest| now_ms.saturating_sub(oldest));
+        std::time::Duration::from_millis(u64::try_from(waited).unwrap_or(0))
+    }
+}
+
 /// Milliseconds since the Unix epoch, the unit of every timestamp column. Public so that the
 /// tables of plugins and the bridge kit, migrated through [`Store::migrate`], keep the same unit.
 pub fn now_ms() -> i64 {

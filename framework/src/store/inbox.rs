@@ -1,6 +1,6 @@
 use sqlx::Row;
 
-use super::{Store, now_ms};
+use super::{Backlog, Store, now_ms};
 use crate::{Result, transaction::Incoming};
 
 mod receive;
@@ -135,12 +135,19 @@ impl Store {
 
     /// How many items wait to be handled.
     pub async fn inbox_depth(&self, appservice_id: &str) -> Result<i64> {
-        let row =
-            sqlx::query("SELECT COUNT(*) FROM inbox WHERE appservice_id = $1 AND done_at IS NULL")
-                .bind(appservice_id)
-                .fetch_one(&mut *self.conn().await?)
-                .await?;
-        Ok(row.get(0))
+        Ok(self.inbox_backlog(appservice_id).await?.depth)
+    }
+
+    /// How many items wait to be handled, and since when the oldest has.
+    pub async fn inbox_backlog(&self, appservice_id: &str) -> Result<Backlog> {
+        let row = sqlx::query(
+            "SELECT COUNT(*), MIN(received_at) FROM inbox
+             WHERE appservice_id = $1 AND done_at IS NULL",
+        )
+        .bind(appservice_id)
+        .fetch_one(&mut *self.conn().await?)
+        .await?;
+        Ok(Backlog::from_row(&row))
     }
 }
 

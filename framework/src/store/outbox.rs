@@ -1,6 +1,6 @@
 use sqlx::Row;
 
-use super::{Store, now_ms};
+use super::{Backlog, Store, now_ms};
 use crate::Result;
 
 /// Where an outbox item stands.
@@ -165,12 +165,18 @@ impl Store {
 
     /// How many requests wait to be sent.
     pub async fn outbox_depth(&self, appservice_id: &str) -> Result<i64> {
+        Ok(self.outbox_backlog(appservice_id).await?.depth)
+    }
+
+    /// How many requests wait to be sent, and since when the oldest has.
+    pub async fn outbox_backlog(&self, appservice_id: &str) -> Result<Backlog> {
         let row = sqlx::query(
-            "SELECT COUNT(*) FROM outbox WHERE appservice_id = $1 AND state = 'pending'",
+            "SELECT COUNT(*), MIN(created_at) FROM outbox
+             WHERE appservice_id = $1 AND state = 'pending'",
         )
         .bind(appservice_id)
         .fetch_one(&mut *self.conn().await?)
         .await?;
-        Ok(row.get(0))
+        Ok(Backlog::from_row(&row))
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     Store,
-    store::{Backend, Membership, NewInboxItem, OutboxState},
+    store::{Backend, Backlog, Membership, NewInboxItem, OutboxState, now_ms},
 };
 
 async fn sqlite() -> (Store, tempfile::TempDir) {
@@ -47,6 +47,16 @@ async fn transactions_are_stored_once(store: Store) {
     );
     assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
     assert_eq!(store.inbox_depth("other").await.unwrap(), 1);
+    let backlog = store.inbox_backlog("as").await.unwrap();
+    let oldest = backlog.oldest_ms.unwrap();
+    assert!(
+        oldest <= now_ms() && now_ms() - oldest < 60_000,
+        "{backlog:?}"
+    );
+    assert_eq!(
+        store.inbox_backlog("none").await.unwrap(),
+        Backlog::default()
+    );
 }
 
 async fn inbox_keeps_order_per_queue(store: Store) {
@@ -95,6 +105,14 @@ async fn outbox_records_outcomes(store: Store) {
         .unwrap();
     assert!(a < b);
     assert_eq!(store.outbox_depth("as").await.unwrap(), 2);
+    assert!(
+        store
+            .outbox_backlog("as")
+            .await
+            .unwrap()
+            .oldest_ms
+            .is_some()
+    );
     let pending = store.outbox_next("as", "!r", 0, 10).await.unwrap();
     assert_eq!(pending.iter().map(|p| p.seq).collect::<Vec<_>>(), [a, b]);
     assert_eq!(pending[1].device_id.as_deref(), Some("DEV"));
@@ -120,6 +138,7 @@ async fn outbox_records_outcomes(store: Store) {
         (OutboxState::Failed, Some("M_FORBIDDEN"))
     );
     assert_eq!(store.outbox_depth("as").await.unwrap(), 0);
+    assert_eq!(store.outbox_backlog("as").await.unwrap().oldest_ms, None);
     assert!(
         store
             .outbox_pending_queues("as", 10)
