@@ -62,4 +62,7 @@ step "cargo test"
 test_log="$(mktemp)"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
 summary="$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d tests passed, %d failed, %d ignored", p, f, i }' "$test_log")"
+
+step "contrib: alert rules, dashboard queries, systemd unit"
+bash scripts/check-contrib.sh "$(realpath "${CARGO_TARGET_DIR:-target}")/debug/trestle"
 current="done"

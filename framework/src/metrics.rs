@@ -363,4 +363,34 @@ mod tests {
             -1.0
         );
     }
+
+    /// The Grafana dashboard and the alert rules in `contrib/` name only metrics that exist:
+    /// a renamed metric would otherwise leave an empty panel and an alert that never fires.
+    #[test]
+    fn contrib_names_only_metrics_that_exist() {
+        let metrics = Metrics::default();
+        metrics.transaction(1);
+        metrics.handled(Some("m.room.message"), Duration::from_millis(1));
+        metrics.homeserver_error("M_FORBIDDEN");
+        let mut families = Families::default();
+        metrics.collect("echo", None, None, &mut families);
+        let text = families.render();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib");
+        let mut named = 0;
+        for file in ["grafana/trestle.json", "prometheus/trestle-alerts.yml"] {
+            let contents = std::fs::read_to_string(root.join(file)).unwrap();
+            for (at, _) in contents.match_indices("trestle_") {
+                let name: String = contents[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                assert!(
+                    text.contains(&format!("# TYPE {name} ")),
+                    "{file} names `{name}`, which /metrics does not have"
+                );
+                named += 1;
+            }
+        }
+        assert!(named > 20, "only {named} metric names found in contrib/");
+    }
 }

@@ -36,6 +36,16 @@ impl Store {
                 )));
             }
         }
+        let known = migrations.last().map_or(0, |m| m.version);
+        if applied > known {
+            // A downgrade: this build would read tables whose shape it does not know. The
+            // framework's own tables refuse the same way (sqlx's migrator).
+            return Err(Error::Other(format!(
+                "the database's tables of `{namespace}` are at version {applied}, newer than this \
+                 build knows ({known}): run the newer trestle again, or restore the backup taken \
+                 before the upgrade"
+            )));
+        }
         for migration in migrations {
             if migration.version <= applied {
                 continue;
@@ -112,6 +122,24 @@ mod tests {
         let error = store.migrate("bad", &[bad]).await.unwrap_err().to_string();
         assert!(error.contains("migration 1 of `bad`"), "{error}");
         store.migrate("bad", &[V1]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_build_is_refused() {
+        let store = Store::in_memory().await.unwrap();
+        store.migrate("notes", &[V1, V2]).await.unwrap();
+        let error = store.migrate("notes", &[V1]).await.unwrap_err().to_string();
+        assert!(
+            error.contains("at version 2, newer than this build knows (1)"),
+            "{error}"
+        );
+        // Other plugins' versions are their own.
+        let other = Migration {
+            version: 1,
+            sqlite: "CREATE TABLE other (id INTEGER)",
+            postgres: "CREATE TABLE other (id BIGINT)",
+        };
+        store.migrate("other", &[other]).await.unwrap();
     }
 
     #[tokio::test]
