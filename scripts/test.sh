@@ -58,6 +58,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
 step "cargo test"
 test_log="$(mktemp)"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$test_log"
@@ -65,4 +68,7 @@ summary="$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d t
 
 step "contrib: alert rules, dashboard queries, systemd unit"
 bash scripts/check-contrib.sh "$(realpath "${CARGO_TARGET_DIR:-target}")/debug/trestle"
+
+step "the book: build and check its links"
+bash scripts/check-book.sh
 current="done"

@@ -1,5 +1,5 @@
 //! End-to-end encryption for Trestle appservices, the way mautrix does it first: one device for
-//! the appservice bot, with an [`OlmMachine`] from matrix-sdk-crypto fed from transactions.
+//! the appservice bot, with an [`OlmMachine`](matrix_sdk_crypto::OlmMachine) from matrix-sdk-crypto fed from transactions.
 //!
 //! - The device is created with `PUT /_matrix/client/v3/devices/{deviceId}` under identity
 //!   assertion (MSC4190; the registration needs `io.element.msc4190: true`), and every key

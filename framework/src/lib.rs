@@ -11,6 +11,21 @@
 //!
 //! See `ARCHITECTURE.md` in the repository for the path of one event through these parts.
 //!
+//! # Examples
+//!
+//! Complete programs in `framework/examples/` (their `README.md` says how to run each against a
+//! homeserver), read in this order:
+//!
+//! - `command_bot.rs`: commands with typed arguments, shared [`State`](router::State), `!help`,
+//!   answering with a [`Reply`](router::Reply);
+//! - `ghost_bot.rs`: acting as ghost users through [`Intent`]s, and the user query;
+//! - `web_and_service.rs`: a web route ([`Router::web`]) and a background task
+//!   ([`Router::service`]) that stops when asked;
+//! - `custom_event.rs`: reading and sending an event type of your own, typed with ruma's derive;
+//! - `bridges/kit/examples/parrot_bridge.rs`: a toy bridge on the bridge kit (`trestle-bridge`).
+//!
+//! `cargo run -p trestle --example command_bot` runs the first.
+//!
 //! The core's modules, each importing only those below it: `intent` (and `media`) →
 //! `appservice` (with `http`, and `router`, which know each other) → `queues` (receive, lanes,
 //! inbox, outbox, writeback around one `Core`; up only through `queues::Upstream`) → `store`

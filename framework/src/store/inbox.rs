@@ -57,7 +57,7 @@ pub struct InboxItem {
     /// The queue.
     pub queue_key: String,
     /// `<txn id>.<position>`, or `<txn id>~<digest>.<position>` for a homeserver's
-    /// transaction (see [`TxnName`]): the same however often the item is handled, and never
+    /// transaction (a `TxnName`: see `docs/durability.md`): the same however often the item is handled, and never
     /// the same for two items.
     pub item_key: String,
     /// The kind.
