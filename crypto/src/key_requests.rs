@@ -5,14 +5,22 @@
 //! request cancelled) and addresses it to the bot's own devices only; the copy sent here also
 //! goes to the device that sent the event, which holds the key. The crate accepts a forwarded key
 //! only from the bot's own verified devices (see docs/e2ee.md).
+//!
+//! Answering: the crate forwards a session to a device it was first shared with. Trestle also
+//! asks that the device be cross-signed by its owner, the trust that clients hold every device to
+//! since MSC4153: a request from any other device is dropped before the crate sees it, so a
+//! device added to an account by someone who took its password cannot pull the room's keys.
 
 use matrix_sdk_crypto::types::requests::AnyOutgoingRequest;
 use serde_json::value::RawValue;
 use trestle::{
     Appservice, Result,
     ruma::{
-        OwnedDeviceId, UserId, api::client::to_device::send_event_to_device::v3::Messages,
-        events::AnyToDeviceEventContent, serde::Raw, to_device::DeviceIdOrAllDevices,
+        OwnedDeviceId, OwnedUserId, UserId,
+        api::client::to_device::send_event_to_device::v3::Messages,
+        events::{AnyToDeviceEvent, AnyToDeviceEventContent},
+        serde::Raw,
+        to_device::DeviceIdOrAllDevices,
     },
     transaction::TimelineEvent,
 };
@@ -50,6 +58,73 @@ impl Machine {
         tracing::info!(event_id = %event.event_id, "asking for a missing room key");
         requests::send_to_device(app.client(), self.olm(), &to_device).await
     }
+}
+
+impl Machine {
+    /// `events` without the room key requests from devices their owner has not cross-signed.
+    /// A device not yet cross-signed as far as the machine knows has its keys fetched once
+    /// first: its owner may have signed it a moment ago. Requests are rare, so that costs
+    /// little.
+    pub(crate) async fn answerable(
+        &self,
+        app: &Appservice,
+        events: Vec<Raw<AnyToDeviceEvent>>,
+    ) -> Vec<Raw<AnyToDeviceEvent>> {
+        let mut kept = Vec::with_capacity(events.len());
+        for event in events {
+            let request = match event.get_field::<String>("type") {
+                Ok(Some(kind)) if kind == "m.room_key_request" => {
+                    event.deserialize_as_unchecked::<KeyRequest>().ok()
+                }
+                _ => None,
+            };
+            match request {
+                Some(request) if !self.may_answer(app, &request).await => {
+                    tracing::info!(user = %request.sender, device = ?request.content.requesting_device_id,
+                        "not answering a room key request from a device its owner has not cross-signed");
+                }
+                _ => kept.push(event),
+            }
+        }
+        kept
+    }
+
+    async fn may_answer(&self, app: &Appservice, request: &KeyRequest) -> bool {
+        let (Some("request"), Some(device)) = (
+            request.content.action.as_deref(),
+            &request.content.requesting_device_id,
+        ) else {
+            // A cancellation, or a request the crate will find malformed itself.
+            return true;
+        };
+        let signed = async || {
+            matches!(
+                self.olm().get_device(&request.sender, device, None).await,
+                Ok(Some(found)) if found.is_cross_signed_by_owner()
+            )
+        };
+        if signed().await {
+            return true;
+        }
+        if let Err(error) = self.fetch_keys(app, &request.sender).await {
+            tracing::warn!(%error, user = %request.sender, "could not fetch the keys of a user asking for a room key");
+            return false;
+        }
+        signed().await
+    }
+}
+
+/// What decides whether an `m.room_key_request` may be answered.
+#[derive(serde::Deserialize)]
+struct KeyRequest {
+    sender: OwnedUserId,
+    content: KeyRequestContent,
+}
+
+#[derive(serde::Deserialize)]
+struct KeyRequestContent {
+    action: Option<String>,
+    requesting_device_id: Option<OwnedDeviceId>,
 }
 
 /// Adds the device that sent `event` (from its content's deprecated `device_id`, else all of

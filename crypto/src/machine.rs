@@ -275,8 +275,10 @@ impl Machine {
     async fn take_in(
         &self,
         app: &Appservice,
-        changes: EncryptionSyncChanges<'_>,
+        mut changes: EncryptionSyncChanges<'_>,
     ) -> Result<Vec<String>> {
+        let events = std::mem::take(&mut changes.to_device_events);
+        changes.to_device_events = self.answerable(app, events).await;
         let (_, room_keys) = self
             .olm
             .receive_sync_changes(changes, &self.decryption_settings())
@@ -355,7 +357,7 @@ impl Machine {
 
     /// Fetches `user`'s devices and cross-signing keys now (and tracks them from now on):
     /// a change to them may not have reached the machine yet.
-    async fn fetch_keys(&self, app: &Appservice, user: &UserId) -> Result<()> {
+    pub(crate) async fn fetch_keys(&self, app: &Appservice, user: &UserId) -> Result<()> {
         let users = [user];
         track(&self.olm, &users).await.map_err(error)?;
         let (id, query) = self.olm.query_keys_for_users(users);

@@ -2,7 +2,8 @@
 //! - a room key that never reaches the bot makes the bot ask for it: the sender's device
 //!   receives an `m.room_key_request` for that session from the bot's device;
 //! - a ghost answers a member's request for a key it sent: the member's device receives the
-//!   key forwarded (`m.forwarded_room_key`) by the ghost's device.
+//!   key forwarded (`m.forwarded_room_key`) by the ghost's device, once her device is
+//!   cross-signed; a member whose device is not cross-signed asks first and gets nothing.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -106,7 +107,10 @@ async fn a_ghost_forwards_the_room_key_it_sent_to_a_member_who_asks() {
     let ghost = OwnedUserId::try_from("@fwdkey_ghost:localhost").unwrap();
 
     let mut alice = OlmUser::register(&harness.synapse, "alice").await;
+    let mut bob = OlmUser::register(&harness.synapse, "bob").await;
     let room_id = alice.encrypted_room_with(&[&bot]).await;
+    alice.plain.invite(&room_id, bob.user_id.as_str()).await;
+    bob.plain.join(&room_id).await;
     alice.plain.invite(&room_id, ghost.as_str()).await;
 
     // The ghost sends an encrypted message; the room key it sends Alice's device is lost.
@@ -129,48 +133,65 @@ async fn a_ghost_forwards_the_room_key_it_sent_to_a_member_who_asks() {
     let session_id = sent["content"]["session_id"].as_str().unwrap().to_owned();
     let ghost_device = crypto.ghost_device(&app, &ghost).await.unwrap();
     alice.olm_sessions_with(&[&ghost]).await;
+    bob.olm_sessions_with(&[&ghost]).await;
+    let ask = async |who: &OlmUser, request_id: &str| {
+        let request = json!({
+            "action": "request",
+            "requesting_device_id": who.device_id,
+            "request_id": request_id,
+            "body": {
+                "algorithm": "m.megolm.v1.aes-sha2",
+                "room_id": room_id,
+                "session_id": session_id,
+                "sender_key": sent["content"]["sender_key"],
+            },
+        });
+        let body = json!({"messages": {ghost.as_str(): {ghost_device.as_str(): request}}});
+        let path = format!("/_matrix/client/v3/sendToDevice/m.room_key_request/{request_id}");
+        who.plain
+            .call_ok(reqwest::Method::PUT, &path, Some(&body))
+            .await;
+    };
 
-    // Alice's device asks the ghost's device for it.
-    let request = json!({
-        "action": "request",
-        "requesting_device_id": alice.device_id,
-        "request_id": "ask-1",
-        "body": {
-            "algorithm": "m.megolm.v1.aes-sha2",
-            "room_id": room_id,
-            "session_id": session_id,
-            "sender_key": sent["content"]["sender_key"],
-        },
-    });
-    let body = json!({"messages": {ghost.as_str(): {ghost_device.as_str(): request}}});
-    let path = "/_matrix/client/v3/sendToDevice/m.room_key_request/ask-1";
-    alice
-        .plain
-        .call_ok(reqwest::Method::PUT, path, Some(&body))
-        .await;
+    // Bob's device, which the session was shared with but which he never cross-signed, asks
+    // first; then Alice's, once she has cross-signed it.
+    ask(&bob, "ask-bob").await;
+    alice.cross_sign().await;
+    ask(&alice, "ask-alice").await;
 
     // The ghost's device forwards the key, Olm-encrypted, to her device.
-    let deadline = std::time::Instant::now() + trestle_tests::appservice::WAIT;
-    let forwarded = loop {
-        let events = alice.sync_to_device().await;
-        let processed = alice.receive(&events).await;
-        let found = processed.into_iter().find_map(|event| match event {
-            ProcessedToDeviceEvent::Decrypted { raw, .. } => {
-                let event: Value = raw.deserialize_as_unchecked().unwrap();
-                let wanted = event["type"] == "m.forwarded_room_key"
-                    && event["content"]["session_id"] == *session_id;
-                wanted.then_some(event)
-            }
-            _ => None,
-        });
-        if let Some(found) = found {
-            break found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the ghost never forwarded the room key"
-        );
-    };
+    let forwarded = forwarded_key(&mut alice, &session_id)
+        .await
+        .expect("the ghost never forwarded the room key");
     assert_eq!(forwarded["sender"], ghost.as_str());
     assert_eq!(forwarded["content"]["room_id"], room_id);
+    // Bob's request came before hers, to the same device, and was not answered: whatever the
+    // ghost sent him is in his to-device inbox by now.
+    let events = bob.sync_to_device().await;
+    assert_eq!(forwarded_in(bob.receive(&events).await, &session_id), None);
+}
+
+/// The `m.forwarded_room_key` for `session_id` that reaches `user`, syncing until it comes.
+async fn forwarded_key(user: &mut OlmUser, session_id: &str) -> Option<Value> {
+    let deadline = std::time::Instant::now() + trestle_tests::appservice::WAIT;
+    loop {
+        let events = user.sync_to_device().await;
+        let found = forwarded_in(user.receive(&events).await, session_id);
+        if found.is_some() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+    }
+}
+
+/// The `m.forwarded_room_key` for `session_id` among `processed`.
+fn forwarded_in(processed: Vec<ProcessedToDeviceEvent>, session_id: &str) -> Option<Value> {
+    processed.into_iter().find_map(|event| match event {
+        ProcessedToDeviceEvent::Decrypted { raw, .. } => {
+            let event: Value = raw.deserialize_as_unchecked().unwrap();
+            let wanted = event["type"] == "m.forwarded_room_key"
+                && event["content"]["session_id"] == session_id;
+            wanted.then_some(event)
+        }
+        _ => None,
+    })
 }

@@ -72,6 +72,13 @@ impl OlmUser {
         }
     }
 
+    /// Gives her a cross-signing identity that signs her device, as a client of 2026 does.
+    pub async fn cross_sign(&self) {
+        trestle_crypto::cross_sign(&self.client, &self.olm)
+            .await
+            .unwrap();
+    }
+
     /// Creates an encrypted room, invites `users` and waits until they joined.
     pub async fn encrypted_room_with(&self, users: &[&UserId]) -> String {
         let room_id = self
