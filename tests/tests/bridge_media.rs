@@ -82,6 +82,18 @@ async fn a_link_serves_its_file_within_the_limit_and_its_stored_key_outlives_a_r
         (413, &Value::from("M_TOO_LARGE"))
     );
 
+    // A mangled link is refused with a Matrix error too.
+    let mangled = format!(
+        "{}/media/v1/download/localhost/%FF%FE?expires=x&sig=%",
+        harness.url
+    );
+    let (status, _, _, body) = get(&mangled).await;
+    let error: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (status, &error["errcode"]),
+        (403, &Value::from("M_FORBIDDEN"))
+    );
+
     // After a restart on the same store, the link still opens: the key was kept.
     let network = || ToyNetwork {
         world: world.clone(),

@@ -126,6 +126,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_settings_help_reads_as_settings() {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            settings: Settings,
+        }
+        let section: Section = serde_saphyr::from_str(PLUGIN.settings_help).unwrap();
+        let links = &section.settings.media_links;
+        assert_eq!((links.lifetime, links.max_size), (604_800, 52_428_800));
+        assert!(router(section.settings).is_ok());
+    }
+
+    #[test]
     fn defaults_build_and_bad_settings_are_refused() {
         assert!(PLUGIN.router().is_ok());
         let bad = Settings {

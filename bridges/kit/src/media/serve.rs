@@ -2,7 +2,10 @@
 
 use axum::{
     body::Body,
-    extract::{Path, Query, State},
+    extract::{
+        Path, Query, State,
+        rejection::{PathRejection, QueryRejection},
+    },
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -30,19 +33,23 @@ pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> ax
         .with_state((bridge, app))
 }
 
-/// The query of a link. Both are read as text, so that a mangled link is refused with a
-/// Matrix error like any forged one rather than with the extractor's plain text.
+/// The query of a link. Both are read as text, so that a mangled link is refused as forged.
 #[derive(Deserialize)]
 struct LinkQuery {
     expires: Option<String>,
     sig: Option<String>,
 }
 
+/// A path or query the extractors cannot read (bad percent-encoding) is a mangled link,
+/// refused with a Matrix error like any forged one rather than with their plain text.
 async fn download<N: Network>(
     State((bridge, app)): State<(BridgeHandle<N>, Appservice)>,
-    Path((server, media_id)): Path<(String, String)>,
-    Query(query): Query<LinkQuery>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<LinkQuery>, QueryRejection>,
 ) -> Response {
+    let (Ok(Path((server, media_id))), Ok(Query(query))) = (path, query) else {
+        return ApiError::forbidden("this media link is not valid").into_response();
+    };
     match answer(&bridge, &app, &server, &media_id, query).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
