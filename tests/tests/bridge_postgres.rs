@@ -1,6 +1,7 @@
 //! The bridge kit's tables on PostgreSQL: a login made through the provisioning API is stored,
 //! and a bridge started again on the same database connects it by itself; portals, the
-//! message map and management rooms work there against a real Synapse.
+//! message map, management rooms and the key of media links work there against a real
+//! Synapse.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -155,7 +156,7 @@ async fn portals_and_the_message_map_live_in_postgres() {
         .unwrap();
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(app.run(listener, async {
+    let task = tokio::spawn(app.clone().run(listener, async {
         let _ = stopped.await;
     }));
     synapse
@@ -187,6 +188,18 @@ async fn portals_and_the_message_map_live_in_postgres() {
     );
     let list = command(&alice, &mgmt, "list", "Portals:").await;
     assert!(list.contains(&format!("lobby → {lobby}")), "{list}");
+
+    // Media links: their key is made and kept in PostgreSQL.
+    let mxc = app
+        .media()
+        .upload_bytes(b"kept in postgres".to_vec(), "text/plain", None)
+        .await
+        .unwrap();
+    let served = reqwest::get(handle.media_link(&mxc).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(served.status().as_u16(), 200);
+    assert_eq!(served.text().await.unwrap(), "kept in postgres");
 
     let _ = stop.send(());
     task.await.unwrap().unwrap();

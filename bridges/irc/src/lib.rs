@@ -58,7 +58,12 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
          alias_pattern: \"irc_{network}_{channel}\"\n  \
          ghost_pattern: \"irc_{network}_{nick}\"\n  \
          nick_pattern: \"{name}[m]\"      # nicks of Matrix users; {name} is their display name\n  \
-         # media_url: https://matrix.example.org   # public homeserver address for media links\n  \
+         media_links:                   # signed links to Matrix media, served by the bridge\n    \
+         # public_url: https://bridge.example.org/irc   # where IRC users reach it (default: the registration's url)\n    \
+         lifetime: 604800               # seconds a link stays valid\n    \
+         max_size: 52428800             # the largest file served, in bytes\n    \
+         # key: a-long-random-secret    # default: made once and kept in the store\n  \
+         # media_url: https://matrix.example.org   # instead: an address serving media without authentication\n  \
          # paste_over_lines: 10         # longer messages go to IRC as a link to the text\n  \
          # provisioning_secret: change-me\n  \
          policy_lists: []               # policy list rooms; users they ban are not bridged\n  \
@@ -85,7 +90,8 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     let checked = settings.check().map_err(trestle::Error::Config)?;
     let mut config = BridgeConfig::default()
         .relay(checked.settings.relay)
-        .connection_wait(checked.settings.connection_wait);
+        .connection_wait(checked.settings.connection_wait)
+        .media_links(checked.settings.media_links.clone());
     if let Some(secret) = &checked.settings.provisioning_secret {
         config = config.provisioning_secret(secret.clone());
     }
@@ -118,6 +124,18 @@ mod layering;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settings_help_reads_as_settings() {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            settings: Settings,
+        }
+        let section: Section = serde_saphyr::from_str(PLUGIN.settings_help).unwrap();
+        let links = &section.settings.media_links;
+        assert_eq!((links.lifetime, links.max_size), (604_800, 52_428_800));
+        assert!(router(section.settings).is_ok());
+    }
 
     #[test]
     fn defaults_build_and_bad_settings_are_refused() {

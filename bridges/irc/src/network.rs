@@ -3,10 +3,11 @@
 //! kit's handle; none of them imports this module.
 
 use serde::{Deserialize, Serialize};
-use trestle::ruma::UserId as MatrixUserId;
+use trestle::ruma::{MxcUri, UserId as MatrixUserId};
 use trestle_bridge::{
     BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMembership, MatrixMessage, Network, NetworkResult, NewLogin, Protocol, Via,
+    MatrixMembership, MatrixMessage, MessageContent, Network, NetworkResult, NewLogin, Protocol,
+    Via,
 };
 
 use crate::{
@@ -20,7 +21,7 @@ use crate::{
     },
     moderation,
     text::{
-        correction, irc_kind, irc_text, line_count, media_link, paste_line, relayed, with_quote,
+        correction, irc_kind, irc_text, line_count, media_url_link, paste_line, relayed, with_quote,
     },
     users,
 };
@@ -69,6 +70,30 @@ impl Hub {
         }
     }
 
+    /// Where IRC users can open `mxc`: under `media_url` when one is set, else a signed link
+    /// the bridge serves (the `mxc://` URI if it cannot make one, which is logged).
+    async fn media_link(&self, bridge: &Kit, mxc: &MxcUri) -> String {
+        if let Some(base) = &self.cfg.settings.media_url {
+            return media_url_link(mxc, base);
+        }
+        match bridge.media_link(mxc).await {
+            Ok(link) => link,
+            Err(error) => {
+                tracing::warn!(%mxc, %error, "could not make a media link");
+                mxc.to_string()
+            }
+        }
+    }
+
+    /// The IRC text of a Matrix message, its media linked.
+    async fn text_of(&self, bridge: &Kit, content: &MessageContent) -> String {
+        let link = match &content.media {
+            Some(mxc) => Some(self.media_link(bridge, mxc).await),
+            None => None,
+        };
+        irc_text(content, link.as_deref())
+    }
+
     /// A long message as its first line and a link to the whole text (`body`, uploaded as a
     /// text file by the bot). If the upload fails, the message is sent whole: long, not lost.
     async fn paste(&self, bridge: &Kit, body: &str, text: String) -> String {
@@ -86,7 +111,7 @@ impl Hub {
         };
         match uploaded {
             Ok(mxc) => {
-                let link = media_link(&mxc, self.cfg.settings.media_url.as_deref());
+                let link = self.media_link(bridge, &mxc).await;
                 paste_line(&text, line_count(&text), &link)
             }
             Err(error) => {
@@ -245,8 +270,7 @@ impl Network for Hub {
         &self,
         message: MatrixMessage<'_, Self>,
     ) -> NetworkResult<Option<String>> {
-        let media = self.cfg.settings.media_url.as_deref();
-        let mut text = irc_text(&message.content, media);
+        let mut text = self.text_of(message.bridge, &message.content).await;
         if let Some(limit) = self.cfg.settings.paste_over_lines
             && line_count(&text) > limit
         {
@@ -266,8 +290,7 @@ impl Network for Hub {
     }
 
     async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
-        let media = self.cfg.settings.media_url.as_deref();
-        let new = irc_text(&edit.content, media);
+        let new = self.text_of(edit.bridge, &edit.content).await;
         let old = self.recalled(&edit.target).map(|(_, text)| text);
         let text = correction(old.as_deref(), &new);
         let (nick, _) = self.deliver(&edit.portal.chat, &edit.via, edit.content.kind, &text)?;

@@ -1,6 +1,7 @@
 //! The bridge's settings.
 
 use serde::Deserialize;
+use trestle_bridge::MediaLinkConfig;
 
 use crate::irc::naming::Pattern;
 
@@ -24,8 +25,13 @@ pub struct Settings {
     pub connection_wait: u64,
     /// Whether channel modes +o/+h/+v give ghosts power levels 50/25/10 in portals.
     pub mode_power_levels: bool,
-    /// The public address of the homeserver, for links to media (`https://matrix.example`);
-    /// without it, media are linked as `mxc://` URIs.
+    /// Links to media for IRC users: signed links the bridge serves itself, which stream the
+    /// file from the homeserver on the bot's behalf (see `trestle_bridge::media`). Used unless
+    /// `media_url` is set.
+    pub media_links: MediaLinkConfig,
+    /// An address that serves the homeserver's media without authentication
+    /// (`https://matrix.example` for `…/_matrix/client/v1/media/download/…`), for a server or
+    /// proxy that does: media are then linked there instead of through `media_links`.
     pub media_url: Option<String>,
     /// A Matrix message of more lines than this goes to IRC as its first line and a link to
     /// the whole text, uploaded to the homeserver's media repository. Off (`None`): every line
@@ -50,6 +56,7 @@ impl Default for Settings {
             relay: true,
             connection_wait: 30,
             mode_power_levels: true,
+            media_links: MediaLinkConfig::default(),
             media_url: None,
             paste_over_lines: None,
             provisioning_secret: None,
@@ -168,6 +175,16 @@ impl Settings {
             Pattern::new(&self.ghost_pattern, "nick").map_err(|e| format!("ghost_pattern: {e}"))?;
         if !self.nick_pattern.contains("{name}") {
             return Err("nick_pattern: must contain {name}".into());
+        }
+        if self.media_links.lifetime == 0 {
+            return Err("media_links.lifetime: must be at least one second".into());
+        }
+        if let Some(url) = &self.media_links.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "media_links.public_url: expected an http:// or https:// URL, not {url:?}"
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for network in &self.networks {

@@ -4,8 +4,9 @@ use trestle_bridge::{MessageContent, MessageKind};
 
 use crate::irc::{connection::Kind, format::html_to_irc};
 
-/// The IRC text of a Matrix message: its HTML as IRC codes when it has HTML, and a link for media.
-pub fn irc_text(content: &MessageContent, media_url: Option<&str>) -> String {
+/// The IRC text of a Matrix message: its HTML as IRC codes when it has HTML, and `link` (where
+/// IRC users can open its media) for media.
+pub fn irc_text(content: &MessageContent, link: Option<&str>) -> String {
     let text = match &content.html {
         Some(html) => html_to_irc(html),
         None => content.body.clone(),
@@ -13,7 +14,7 @@ pub fn irc_text(content: &MessageContent, media_url: Option<&str>) -> String {
     let Some(mxc) = &content.media else {
         return text;
     };
-    let link = media_link(mxc, media_url);
+    let link = link.map_or_else(|| mxc.to_string(), str::to_owned);
     if text.is_empty() || text == link {
         link
     } else {
@@ -21,15 +22,15 @@ pub fn irc_text(content: &MessageContent, media_url: Option<&str>) -> String {
     }
 }
 
-/// A link to a file of the homeserver's media repository: its download address under
-/// `media_url`, or the `mxc://` URI without one.
-pub fn media_link(mxc: &trestle::ruma::MxcUri, media_url: Option<&str>) -> String {
-    match (media_url, mxc.parts()) {
-        (Some(base), Ok((server, id))) => format!(
+/// A link to a file of the homeserver's media repository at `media_url`, an address that serves
+/// media without authentication (the `mxc://` URI if it cannot be one).
+pub fn media_url_link(mxc: &trestle::ruma::MxcUri, media_url: &str) -> String {
+    match mxc.parts() {
+        Ok((server, id)) => format!(
             "{}/_matrix/client/v1/media/download/{server}/{id}",
-            base.trim_end_matches('/')
+            media_url.trim_end_matches('/')
         ),
-        _ => mxc.to_string(),
+        Err(_) => mxc.to_string(),
     }
 }
 
@@ -151,10 +152,15 @@ mod tests {
     fn media_become_links() {
         let mut content = MessageContent::text("cat.png");
         content.media = Some("mxc://example.org/abc".into());
-        assert_eq!(
-            irc_text(&content, Some("https://matrix.example.org/")),
-            "cat.png: https://matrix.example.org/_matrix/client/v1/media/download/example.org/abc"
+        let link = media_url_link(
+            <&trestle::ruma::MxcUri>::from("mxc://example.org/abc"),
+            "https://matrix.example.org/",
         );
+        assert_eq!(
+            link,
+            "https://matrix.example.org/_matrix/client/v1/media/download/example.org/abc"
+        );
+        assert_eq!(irc_text(&content, Some(&link)), format!("cat.png: {link}"));
         assert_eq!(irc_text(&content, None), "cat.png: mxc://example.org/abc");
         let html = MessageContent::text("b").html("<b>b</b>");
         assert_eq!(irc_text(&html, None), "\x02b\x02");

@@ -33,6 +33,9 @@
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
 //!   secret for the same operations.
+//! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
+//!   expiring link the bridge serves itself, for networks that show media as links (module
+//!   [`media`]).
 //!
 //! What happens on the network comes in through a [`BridgeHandle`] (for example
 //! [`BridgeHandle::remote_message`]), which the network keeps: the kit turns it into ghost
@@ -47,6 +50,7 @@ mod error;
 mod handle;
 mod login;
 mod matrix;
+pub mod media;
 mod network;
 mod outgoing;
 mod policy;
@@ -68,6 +72,7 @@ use trestle::{Router, WeakAppservice};
 
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
+pub use media::MediaLinkConfig;
 pub use network::{
     ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, Network, NetworkResult, NewLogin,
     Protocol, RemoteId, UserInfo,
@@ -106,6 +111,9 @@ pub struct BridgeConfig {
     /// relay never speaks for a user with a login. Counted once per outage: once a wait has
     /// run out, their next events fail at once until the connection is back.
     pub connection_wait: u64,
+    /// Links to Matrix media for the remote side ([`BridgeHandle::media_link`], module
+    /// [`media`]).
+    pub media_links: MediaLinkConfig,
 }
 
 impl Default for BridgeConfig {
@@ -116,6 +124,7 @@ impl Default for BridgeConfig {
             admins: Vec::new(),
             policy_lists: Vec::new(),
             connection_wait: 30,
+            media_links: MediaLinkConfig::default(),
         }
     }
 }
@@ -150,6 +159,12 @@ impl BridgeConfig {
         self.connection_wait = seconds;
         self
     }
+
+    /// The settings of media links.
+    pub fn media_links(mut self, media_links: MediaLinkConfig) -> Self {
+        self.media_links = media_links;
+        self
+    }
 }
 
 /// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
@@ -179,6 +194,7 @@ impl<N: Network> Bridge<N> {
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
             waits: speaker::Waits::default(),
+            media: media::Links::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -219,7 +235,9 @@ impl<N: Network> Bridge<N> {
                 let bridge = user.clone();
                 async move { Ok(bridge.answer_user_query(&app, &user_id).await?) }
             })
-            .web(move |app| provision::routes(web.clone(), app))
+            .web(move |app| {
+                provision::routes(web.clone(), app.clone()).merge(media::routes(web.clone(), app))
+            })
             .service("bridge", move |app| {
                 let bridge = service.clone();
                 async move { Ok(bridge.run(app).await?) }
@@ -248,6 +266,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) quiet: Mutex<HashSet<(OwnedUserId, String)>>,
     /// What events waiting for a login's connection watch.
     pub(crate) waits: speaker::Waits,
+    /// The key of media links, once known.
+    pub(crate) media: media::Links,
 }
 
 /// One live connection of a login.

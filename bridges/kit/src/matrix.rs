@@ -238,6 +238,7 @@ impl<N: Network> BridgeHandle<N> {
             let remote = self
                 .network()
                 .edit_message(MatrixEdit {
+                    bridge: self,
                     portal: &portal,
                     via: speaker.via(),
                     event_id: &event.event_id,

@@ -122,6 +122,8 @@ pub struct MatrixMessage<'a, N: Network> {
 /// An edit of a bridged message.
 #[non_exhaustive]
 pub struct MatrixEdit<'a, N: Network> {
+    /// The bridge, as for [`MatrixMessage::bridge`] (an edit may carry media to link).
+    pub bridge: &'a BridgeHandle<N>,
     /// Where.
     pub portal: &'a PortalRef<N>,
     /// Who, through what.
