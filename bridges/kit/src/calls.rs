@@ -43,29 +43,34 @@ pub struct MatrixCall<'a, N: Network> {
     pub content: &'a Value,
 }
 
-/// The calls whose caller was told already.
+/// A call: its room and its `call_id`.
+type CallKey = (OwnedRoomId, String);
+
+/// The calls whose caller was told already, oldest first.
 #[derive(Default)]
 pub(crate) struct Told {
-    calls: std::sync::Mutex<(
-        HashSet<(OwnedRoomId, String)>,
-        VecDeque<(OwnedRoomId, String)>,
-    )>,
+    calls: std::sync::Mutex<Remembered>,
+}
+
+#[derive(Default)]
+struct Remembered {
+    seen: HashSet<CallKey>,
+    order: VecDeque<CallKey>,
 }
 
 impl Told {
     /// Records a call; `false` if it was recorded already.
     fn first(&self, room_id: &OwnedRoomId, call_id: &str) -> bool {
         let mut calls = self.calls.lock_unpoisoned();
-        let (seen, order) = &mut *calls;
         let key = (room_id.clone(), call_id.to_owned());
-        if !seen.insert(key.clone()) {
+        if !calls.seen.insert(key.clone()) {
             return false;
         }
-        order.push_back(key);
-        if order.len() > REMEMBERED_CALLS
-            && let Some(oldest) = order.pop_front()
+        calls.order.push_back(key);
+        if calls.order.len() > REMEMBERED_CALLS
+            && let Some(oldest) = calls.order.pop_front()
         {
-            seen.remove(&oldest);
+            calls.seen.remove(&oldest);
         }
         true
     }
@@ -128,5 +133,26 @@ impl<N: Network> BridgeHandle<N> {
             tracing::warn!(room_id = %event.room_id, %error, "could not say that calls do not cross");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::owned_room_id;
+
+    use super::*;
+
+    #[test]
+    fn a_call_is_told_once_and_the_oldest_calls_are_forgotten() {
+        let told = Told::default();
+        let room = owned_room_id!("!room:example.org");
+        assert!(told.first(&room, "c0"));
+        assert!(!told.first(&room, "c0"), "the same call ringing again");
+        assert!(told.first(&owned_room_id!("!other:example.org"), "c0"));
+        for n in 1..=REMEMBERED_CALLS {
+            assert!(told.first(&room, &format!("c{n}")));
+        }
+        assert!(told.first(&room, "c0"), "forgotten past the limit");
+        assert!(!told.first(&room, &format!("c{REMEMBERED_CALLS}")));
     }
 }
