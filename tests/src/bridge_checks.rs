@@ -174,9 +174,10 @@ pub async fn upgrade_room(user: &UserClient, room: &str, body: Value) -> String 
         .to_owned()
 }
 
-/// Gives `user` power level `level` in `room`, as the bridge's bot (which made the room).
+/// Gives `user` power level `level` in `room`, as the bot of `app` (which made the room),
+/// reading the room's power levels as `viewer`.
 pub async fn set_power_level(
-    harness: &Harness,
+    app: &trestle::Appservice,
     viewer: &UserClient,
     room: &str,
     user: &str,
@@ -189,9 +190,7 @@ pub async fn set_power_level(
     let mut levels = viewer.call_ok(Method::GET, &path, None).await;
     levels["users"][user] = json!(level);
     let room_id = trestle::ruma::RoomId::parse(room).unwrap();
-    harness
-        .app
-        .bot()
+    app.bot()
         .send_state_json(&room_id, "m.room.power_levels", "", levels, None)
         .await
         .unwrap();

@@ -69,7 +69,7 @@ async fn portals_and_management_rooms_follow_an_upgrade_to_room_version_12() {
     // Alice, made an admin of the portal, upgrades it. Portals are made in the homeserver's
     // default room version, 12 here: the bot made the room, so it is its creator, whose power
     // no power levels name; the new room's creator is alice alone.
-    set_power_level(&harness, &alice, &lobby, "@alice:localhost", 150).await;
+    set_power_level(&harness.app, &alice, &lobby, "@alice:localhost", 150).await;
     let new_lobby = upgrade_room(&alice, &lobby, json!({"new_version": "12"})).await;
     assert!(
         !new_lobby.contains(':'),

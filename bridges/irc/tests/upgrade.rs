@@ -32,7 +32,7 @@ async fn a_channel_portal_upgraded_to_room_version_12_bridges_both_ways() {
 
     // Alice, made an admin of the portal (the bot made it, in version 12: it is its creator,
     // above 100), upgrades it.
-    set_power_level(&setup, &alice, &room, "@alice:localhost", 150).await;
+    set_power_level(&setup.app, &alice, &room, "@alice:localhost", 150).await;
     let new_room = upgrade_room(&alice, &room, json!({"new_version": "12"})).await;
     wait_member(&alice, &new_room, BOT, true).await;
     wait_member(&alice, &new_room, bob_ghost, true).await;
