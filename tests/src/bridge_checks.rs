@@ -160,3 +160,38 @@ pub async fn wait_for_invite(user: &UserClient, except: Option<&str>) -> String 
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Upgrades `room` as `user` (who needs the power to send its tombstone), as a client does,
+/// with `body` (`new_version`, and `additional_creators` in room version 12); returns the
+/// replacement room's id.
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#post_matrixclientv3roomsroomidupgrade>
+pub async fn upgrade_room(user: &UserClient, room: &str, body: Value) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{}/upgrade", encode(room));
+    let upgraded = user.call_ok(Method::POST, &path, Some(&body)).await;
+    upgraded["replacement_room"]
+        .as_str()
+        .expect("replacement_room in the upgrade's answer")
+        .to_owned()
+}
+
+/// Gives `user` power level `level` in `room`, as the bot of `app` (which made the room),
+/// reading the room's power levels as `viewer`.
+pub async fn set_power_level(
+    app: &trestle::Appservice,
+    viewer: &UserClient,
+    room: &str,
+    user: &str,
+    level: i64,
+) {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        encode(room)
+    );
+    let mut levels = viewer.call_ok(Method::GET, &path, None).await;
+    levels["users"][user] = json!(level);
+    let room_id = trestle::ruma::RoomId::parse(room).unwrap();
+    app.bot()
+        .send_state_json(&room_id, "m.room.power_levels", "", levels, None)
+        .await
+        .unwrap();
+}

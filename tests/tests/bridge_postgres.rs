@@ -125,13 +125,14 @@ async fn logins_live_in_postgres_and_reconnect_after_a_restart() {
     second.stop().await;
 }
 
-/// Portals, the message map and management rooms on PostgreSQL, against a real Synapse.
+/// Portals, the message map and management rooms on PostgreSQL, against a real Synapse; a
+/// portal upgraded moves there too.
 #[tokio::test]
 async fn portals_and_the_message_map_live_in_postgres() {
     use trestle_bridge::{MessageContent, RemoteMessage};
     use trestle_tests::{
         appservice::WAIT,
-        bridge_checks::{command, logged_in_toy_user},
+        bridge_checks::{command, logged_in_toy_user, set_power_level, upgrade_room},
         synapse::{Synapse, free_port},
         toy_network::Arrived,
     };
@@ -200,6 +201,38 @@ async fn portals_and_the_message_map_live_in_postgres() {
         .unwrap();
     assert_eq!(served.status().as_u16(), 200);
     assert_eq!(served.text().await.unwrap(), "kept in postgres");
+    // Upgraded, the portal moves to the new room, and the message map still answers there.
+    set_power_level(&app, &alice, &lobby, "@alice:localhost", 150).await;
+    let new_lobby = upgrade_room(&alice, &lobby, json!({"new_version": "12"})).await;
+    let started = Instant::now();
+    let new_lobby_id = trestle::ruma::RoomId::parse(&new_lobby).unwrap();
+    while handle
+        .portal_for_room(&new_lobby_id)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(started.elapsed() < WAIT, "the portal never moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice
+        .send_event(
+            &new_lobby,
+            "m.room.message",
+            json!({"msgtype": "m.text", "body": "still about hi",
+                   "m.relates_to": {"m.in_reply_to": {"event_id": hi.as_str()}}}),
+        )
+        .await;
+    let reply = world
+        .wait_for(
+            "the reply from the new room",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "still about hi"),
+        )
+        .await;
+    assert!(
+        matches!(&reply, Arrived::Message { reply_to: Some(r), .. } if r == "r1"),
+        "{reply:?}"
+    );
 
     let _ = stop.send(());
     task.await.unwrap().unwrap();

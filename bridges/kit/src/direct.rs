@@ -40,14 +40,18 @@ impl<N: Network> BridgeHandle<N> {
         .await
     }
 
-    /// A ghost was invited. With `is_direct`, and a direct chat the network has for the two,
-    /// the room becomes that chat's portal and the ghost joins; otherwise it declines.
+    /// A ghost was invited. To the room that replaces a portal of its (a room upgrade), it
+    /// follows. With `is_direct`, and a direct chat the network has for the two, the room
+    /// becomes that chat's portal and the ghost joins; otherwise it declines.
     pub(crate) async fn ghost_invited(
         &self,
         event: &TimelineEvent,
         ghost: &UserId,
         json: &Value,
     ) -> NetworkResult<()> {
+        if self.invited_to_replacement(event, ghost, json).await? {
+            return Ok(());
+        }
         let app = self.app()?;
         let intent = app.intent(ghost);
         let remote = self.network().user_for_ghost(ghost.localpart());

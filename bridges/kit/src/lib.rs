@@ -30,6 +30,15 @@
 //!   ([`trestle_policy`]) are not bridged: their portal events stop here (they are told why
 //!   once), their portal joins are kicked, their logins do not connect (one connected before the
 //!   rule is closed at their next portal event).
+//! - **Room upgrades**: a portal, a direct chat's portal or a management room follows its
+//!   `m.room.tombstone` to the room that replaces it (room version 12 too): the bot and the
+//!   ghosts join it and the bridge goes on there. The message map stays: replies find
+//!   messages from before the upgrade both ways; the network's edits, reactions and
+//!   redactions of those are not bridged, since they belong in the old room, which the
+//!   upgrade locked.
+//! - **Calls**: `m.call.*` events go to a network that carries calls
+//!   ([`Network::matrix_call`]); elsewhere they are never bridged, and the caller is told once
+//!   per call that calls do not cross.
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
 //!   secret for the same operations.
@@ -44,6 +53,7 @@
 //! The model is mautrix-go's bridgev2, without its runtime downcasts: ids and login data are
 //! the network's associated types, and optional capabilities are trait methods with defaults.
 
+mod calls;
 mod commands;
 mod direct;
 mod error;
@@ -60,6 +70,7 @@ mod remote;
 mod speaker;
 mod store;
 mod typing;
+mod upgrade;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -70,6 +81,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use trestle::{Router, WeakAppservice};
 
+pub use calls::MatrixCall;
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
 pub use media::MediaLinkConfig;
@@ -195,6 +207,7 @@ impl<N: Network> Bridge<N> {
             quiet: Mutex::new(HashSet::new()),
             waits: speaker::Waits::default(),
             media: media::Links::default(),
+            calls: calls::Told::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -268,6 +281,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) waits: speaker::Waits,
     /// The key of media links, once known.
     pub(crate) media: media::Links,
+    /// Calls whose caller was told that calls do not cross.
+    pub(crate) calls: calls::Told,
 }
 
 /// One live connection of a login.

@@ -59,6 +59,8 @@ pub(crate) async fn on_event<N: Network>(
         }
         "m.reaction" => bridge.on_reaction(event, &json).await,
         "m.room.redaction" => bridge.on_redaction(event, &json).await,
+        "m.room.tombstone" => bridge.on_tombstone(event, &json).await,
+        call if call.starts_with("m.call.") => bridge.on_call(event, &json).await,
         _ => Ok(()),
     };
     unsupported_is_fine(outcome, event.event_id.as_str())
@@ -434,6 +436,12 @@ impl<N: Network> BridgeHandle<N> {
     /// The bot was invited: it joins. A direct chat becomes the inviter's management room.
     async fn bot_invited(&self, event: &TimelineEvent, json: &Value) -> NetworkResult<()> {
         let app = self.app()?;
+        if self
+            .invited_to_replacement(event, app.bot_user_id(), json)
+            .await?
+        {
+            return Ok(());
+        }
         app.bot().join(&event.room_id).await?;
         if json["content"]["is_direct"].as_bool() == Some(true) {
             self.store()?

@@ -12,8 +12,8 @@ use ruma::{OwnedMxcUri, OwnedUserId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    BridgeError, BridgeHandle, LoginHandle, MatrixEdit, MatrixMembership, MatrixMessage,
-    MatrixReaction, MatrixRedaction, MatrixTyping,
+    BridgeError, BridgeHandle, LoginHandle, MatrixCall, MatrixEdit, MatrixMembership,
+    MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping,
 };
 
 /// An identifier on the remote network (a chat, a user, a message). Stored as its
@@ -168,6 +168,19 @@ pub trait Network: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = NetworkResult<()>> + Send {
         let _ = typing;
         async { Err(BridgeError::Unsupported("typing")) }
+    }
+
+    /// Optional: a Matrix call event (`m.call.invite`, `m.call.answer`, `m.call.candidates`,
+    /// `m.call.hangup`, …) in a portal, for a network that carries calls. Unsupported unless
+    /// written: then call events are never bridged, and the caller is told once per call (at
+    /// its `m.call.invite`) that calls do not cross.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#voice-over-ip>
+    fn matrix_call(
+        &self,
+        call: MatrixCall<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = call;
+        async { Err(BridgeError::Unsupported("calls")) }
     }
 
     /// Optional: the direct chat of a Matrix user with a remote user, for a Matrix user who

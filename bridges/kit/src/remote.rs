@@ -290,7 +290,7 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Bridges a remote edit as an `m.replace` of the mapped message. Skipped (`None`) when the
-    /// edited message was never bridged.
+    /// edited message was never bridged, or is in a room an upgrade left behind.
     pub async fn remote_edit(&self, edit: RemoteEdit<N>) -> NetworkResult<Option<OwnedEventId>> {
         let Some(portal) = self.portal(&edit.chat).await? else {
             return Ok(None);
@@ -298,6 +298,9 @@ impl<N: Network> BridgeHandle<N> {
         let Some(original) = self.event_for(&edit.chat, &edit.target).await? else {
             return Ok(None);
         };
+        if self.left_behind(&portal, &original).await? {
+            return Ok(None);
+        }
         let ghost = self.ghost(&edit.sender)?;
         let event_id = ghost
             .edit(&portal.room_id, &original, matrix_content(&edit.content))
@@ -316,7 +319,7 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Bridges a remote deletion as a redaction of the mapped event, by the sender's ghost.
-    /// Returns whether there was something to redact.
+    /// Returns whether there was something to redact (not in a room an upgrade left behind).
     pub async fn remote_redaction(
         &self,
         chat: &N::ChatId,
@@ -329,6 +332,9 @@ impl<N: Network> BridgeHandle<N> {
         let Some(event_id) = self.event_for(chat, target).await? else {
             return Ok(false);
         };
+        if self.left_behind(&portal, &event_id).await? {
+            return Ok(false);
+        }
         self.ghost(sender)?
             .redact(&portal.room_id, &event_id, None)
             .await?;
@@ -336,7 +342,7 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Bridges a remote reaction as an `m.reaction` to the mapped event. Skipped (`None`) when
-    /// the message was never bridged.
+    /// the message was never bridged, or is in a room an upgrade left behind.
     pub async fn remote_reaction(
         &self,
         reaction: RemoteReaction<N>,
@@ -347,6 +353,9 @@ impl<N: Network> BridgeHandle<N> {
         let Some(target) = self.event_for(&reaction.chat, &reaction.target).await? else {
             return Ok(None);
         };
+        if self.left_behind(&portal, &target).await? {
+            return Ok(None);
+        }
         let event_id = self
             .ghost(&reaction.sender)?
             .react(&portal.room_id, &target, &reaction.key)
