@@ -107,7 +107,18 @@ async fn plugins_share_a_listener_and_one_plugins_panic_spares_the_others() {
     };
     assert_eq!(get("/health/live").await.status(), 200);
     assert_eq!(get("/health/ready").await.status(), 200);
-    let metrics = get("/metrics").await.text().await.unwrap();
+    // Every plugin sees every message of the room: echo may still be handling `!ping` (not its
+    // command) when ping has answered. Its inbox must drain, not be empty at this instant.
+    let started = std::time::Instant::now();
+    let metrics = loop {
+        let metrics = get("/metrics").await.text().await.unwrap();
+        if metrics.contains("trestle_inbox_depth{appservice=\"echo\"} 0\n")
+            || started.elapsed() > WAIT
+        {
+            break metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let value = |line_start: &str| -> f64 {
         metrics
             .lines()
