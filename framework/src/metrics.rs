@@ -29,6 +29,8 @@ pub(crate) struct Metrics {
     homeserver_errors: Mutex<HashMap<String, u64>>,
     journal_commit_failures: AtomicU64,
     journal_stalled: AtomicBool,
+    /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
+    gauges: Mutex<BTreeMap<(&'static str, Vec<(String, String)>), (&'static str, f64)>>,
 }
 
 impl Metrics {
@@ -77,6 +79,23 @@ impl Metrics {
     /// Whether received transactions are refused because the journal cannot be committed.
     pub(crate) fn journal_stalled(&self, stalled: bool) {
         self.journal_stalled.store(stalled, Relaxed);
+    }
+
+    /// Sets a plugin's own gauge.
+    pub(crate) fn set_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.gauges
+            .lock_unpoisoned()
+            .insert((name, labels), (help, value));
     }
 
     pub(crate) fn homeserver_error(&self, errcode: &str) {
@@ -195,6 +214,11 @@ impl Metrics {
             l(&[]),
             u8::from(self.journal_stalled.load(Relaxed)) as f64,
         );
+        for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
+            let extra: Vec<(&str, &str)> =
+                extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            add(name, "gauge", help, l(&extra), *value);
+        }
         add(
             "trestle_inbox_depth",
             "gauge",
@@ -292,6 +316,8 @@ mod tests {
         b.handler_panicked();
         b.journal_commit_failed();
         b.journal_stalled(true);
+        b.set_gauge("plugin_things", "Things.", &[("kind", "x")], 3.0);
+        b.set_gauge("plugin_things", "Things.", &[("kind", "x")], 2.0);
         let mut families = Families::default();
         a.collect("echo", 0, 1, &mut families);
         b.collect("ping", 2, 0, &mut families);
@@ -314,5 +340,7 @@ mod tests {
         assert!(text.contains("trestle_journal_commit_failures_total{appservice=\"ping\"} 1\n"));
         assert!(text.contains("trestle_journal_stalled{appservice=\"ping\"} 1\n"));
         assert!(text.contains("trestle_journal_stalled{appservice=\"echo\"} 0\n"));
+        assert!(text.contains("# TYPE plugin_things gauge\n"));
+        assert!(text.contains("plugin_things{appservice=\"ping\",kind=\"x\"} 2\n"));
     }
 }

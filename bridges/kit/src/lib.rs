@@ -42,6 +42,7 @@
 //! the network's associated types, and optional capabilities are trait methods with defaults.
 
 mod commands;
+mod delivery;
 mod direct;
 mod error;
 mod handle;
@@ -54,6 +55,7 @@ mod portal;
 mod provision;
 mod remote;
 mod speaker;
+mod state;
 mod store;
 mod typing;
 
@@ -66,6 +68,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use trestle::{Router, WeakAppservice};
 
+pub use delivery::MESSAGE_STATUS_TYPE;
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
 pub use network::{
@@ -78,6 +81,7 @@ pub use outgoing::{
 };
 pub use portal::BRIDGE_STATE_TYPES;
 pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
+pub use state::BridgeState;
 
 /// The kit's settings, for a bridge to embed in its own settings as a field (serde's
 /// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
@@ -106,6 +110,16 @@ pub struct BridgeConfig {
     /// relay never speaks for a user with a login. Counted once per outage: once a wait has
     /// run out, their next events fail at once until the connection is back.
     pub connection_wait: u64,
+    /// Whether a Matrix message that reached the network is marked read by the bot and
+    /// answered with a `com.beeper.message_send_status` event (`SUCCESS`, or why it failed).
+    /// The notice telling a sender their message was not delivered is sent either way.
+    pub delivery_status: bool,
+    /// Where every change of a login's bridge state is posted as JSON (with the appservice's
+    /// `as_token` as Bearer token); none while unset. See [`BridgeState`].
+    pub bridge_state_url: Option<String>,
+    /// Milliseconds a login's connection may be lost before that counts as a change of its
+    /// bridge state (served, pushed, counted, told): a blip shorter than this is no outage.
+    pub bridge_state_debounce_ms: u64,
 }
 
 impl Default for BridgeConfig {
@@ -116,6 +130,9 @@ impl Default for BridgeConfig {
             admins: Vec::new(),
             policy_lists: Vec::new(),
             connection_wait: 30,
+            delivery_status: true,
+            bridge_state_url: None,
+            bridge_state_debounce_ms: 10_000,
         }
     }
 }
@@ -150,6 +167,24 @@ impl BridgeConfig {
         self.connection_wait = seconds;
         self
     }
+
+    /// Delivery receipts and status events on or off.
+    pub fn delivery_status(mut self, on: bool) -> Self {
+        self.delivery_status = on;
+        self
+    }
+
+    /// Where changes of bridge state are posted.
+    pub fn bridge_state_url(mut self, url: impl Into<String>) -> Self {
+        self.bridge_state_url = Some(url.into());
+        self
+    }
+
+    /// How long, in milliseconds, a lost connection waits before it counts.
+    pub fn bridge_state_debounce_ms(mut self, ms: u64) -> Self {
+        self.bridge_state_debounce_ms = ms;
+        self
+    }
 }
 
 /// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
@@ -179,6 +214,7 @@ impl<N: Network> Bridge<N> {
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
             waits: speaker::Waits::default(),
+            states: state::Board::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -248,6 +284,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) quiet: Mutex<HashSet<(OwnedUserId, String)>>,
     /// What events waiting for a login's connection watch.
     pub(crate) waits: speaker::Waits,
+    /// Every login's bridge state, debounced.
+    pub(crate) states: state::Board,
 }
 
 /// One live connection of a login.
