@@ -215,8 +215,10 @@ impl Metrics {
             u8::from(self.journal_stalled.load(Relaxed)) as f64,
         );
         for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
-            let extra: Vec<(&str, &str)> =
-                extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let extra: Vec<(&str, &str)> = extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             add(name, "gauge", help, l(&extra), *value);
         }
         add(

@@ -61,7 +61,10 @@ async fn deliveries_and_failures_are_reported_by_the_message() {
     assert_eq!(status["m.relates_to"]["rel_type"], "m.reference");
     let started = Instant::now();
     while bot_read_receipt(&alice, &lobby).await.as_deref() != Some(hello.as_str()) {
-        assert!(started.elapsed() < WAIT, "the bot never marked {hello} read");
+        assert!(
+            started.elapsed() < WAIT,
+            "the bot never marked {hello} read"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -194,7 +197,8 @@ async fn login_states_are_debounced_served_pushed_and_counted() {
         .await
         .unwrap();
     for (state, count) in [("TRANSIENT_DISCONNECT", 1), ("CONNECTED", 0)] {
-        let line = format!("trestle_bridge_logins{{appservice=\"toy\",state=\"{state}\"}} {count}\n");
+        let line =
+            format!("trestle_bridge_logins{{appservice=\"toy\",state=\"{state}\"}} {count}\n");
         assert!(metrics.contains(&line), "no {line} in {metrics}");
     }
 
@@ -223,7 +227,17 @@ async fn login_states_are_debounced_served_pushed_and_counted() {
         .filter(|e| e["sender"] == BOT)
         .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
         .collect();
-    let lost: Vec<&String> = told.iter().filter(|b| b.contains("connection lost")).collect();
-    assert_eq!(lost, ["toynet: connection lost (down); reconnecting."], "{told:#?}");
-    assert!(told.iter().any(|b| b == "toynet: connected again."), "{told:#?}");
+    let lost: Vec<&String> = told
+        .iter()
+        .filter(|b| b.contains("connection lost"))
+        .collect();
+    assert_eq!(
+        lost,
+        ["toynet: connection lost (down); reconnecting."],
+        "{told:#?}"
+    );
+    assert!(
+        told.iter().any(|b| b == "toynet: connected again."),
+        "{told:#?}"
+    );
 }

@@ -537,7 +537,7 @@ async fn a_message_whose_irc_connection_is_refused_is_answered_with_why() {
         .await;
     let body = notice["content"]["body"].as_str().unwrap();
     assert!(
-        body.starts_with("Not delivered to IRC yet: the connection to IRC is down (")
+        body.starts_with("Not delivered to IRC: the connection to IRC is down (")
             && body.ends_with("it is sent when the connection is back"),
         "{body}"
     );

@@ -102,13 +102,9 @@ impl<N: Network> BridgeHandle<N> {
         outcome: Outcome,
     ) {
         let protocol = self.network().protocol().displayname;
-        let yet = if outcome == Outcome::Retriable {
-            " yet"
-        } else {
-            ""
-        };
+        // The reason says whether it may still go out (a network that queued it) or not.
         let mut notice = RoomMessageEventContent::notice_plain(format!(
-            "Not delivered to {protocol}{yet}: {reason}"
+            "Not delivered to {protocol}: {reason}"
         ));
         notice.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(
             event_id.clone(),
@@ -137,12 +133,7 @@ impl<N: Network> BridgeHandle<N> {
         outcome: Outcome,
         message: Option<&str>,
     ) -> Result<(), BridgeError> {
-        let content = status_content(
-            &self.network().protocol().id,
-            event_id,
-            outcome,
-            message,
-        );
+        let content = status_content(&self.network().protocol().id, event_id, outcome, message);
         // One status per event and outcome, so a handler run again after a crash repeats it.
         let txn = format!("status.{}.{event_id}", outcome.status());
         self.app()?

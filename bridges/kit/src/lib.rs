@@ -30,9 +30,18 @@
 //!   ([`trestle_policy`]) are not bridged: their portal events stop here (they are told why
 //!   once), their portal joins are kicked, their logins do not connect (one connected before the
 //!   rule is closed at their next portal event).
+//! - **Delivery status**: a Matrix message the network took is marked read by the bot and gets
+//!   a `com.beeper.message_send_status` event (`SUCCESS`); one it did not take gets a notice
+//!   replying to it with the reason, and a status `FAIL_PERMANENT` ([`BridgeError::Remote`]) or
+//!   `FAIL_RETRIABLE` ([`BridgeError::Retriable`]). On by default
+//!   ([`BridgeConfig::delivery_status`]).
+//! - **Bridge state**: every login's [`ConnectionState`], debounced (a connection lost for less
+//!   than [`BridgeConfig::bridge_state_debounce_ms`] is no outage), served by the provisioning
+//!   API, posted to [`BridgeConfig::bridge_state_url`], counted in `/metrics` and told in the
+//!   management room ([`BridgeState`]).
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
-//!   secret for the same operations.
+//!   secret for the same operations (and the bridge states).
 //!
 //! What happens on the network comes in through a [`BridgeHandle`] (for example
 //! [`BridgeHandle::remote_message`]), which the network keeps: the kit turns it into ghost

@@ -211,7 +211,13 @@ impl<N: Network> BridgeHandle<N> {
 
     /// Publishes `state` unless something was reported after it (`generation`): served,
     /// counted, pushed, told.
-    async fn publish(&self, user: &UserId, login_id: &str, state: ConnectionState, generation: u64) {
+    async fn publish(
+        &self,
+        user: &UserId,
+        login_id: &str,
+        state: ConnectionState,
+        generation: u64,
+    ) {
         let since_ms = now_ms();
         let previous = {
             let mut entries = self.shared.states.entries.lock_unpoisoned();
@@ -240,7 +246,13 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Tells the user of a published change in their management room, where it is news.
-    async fn tell_state(&self, user: &UserId, login_id: &str, previous: &str, state: &ConnectionState) {
+    async fn tell_state(
+        &self,
+        user: &UserId,
+        login_id: &str,
+        previous: &str,
+        state: &ConnectionState,
+    ) {
         let first_of_automatic = *state == ConnectionState::Connected
             && self
                 .shared
