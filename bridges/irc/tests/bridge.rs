@@ -14,7 +14,7 @@ use support::raw::RawClient;
 use trestle_irc::Settings;
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{wait_after, wait_member},
+    bridge_checks::{provision, wait_after, wait_member},
     synapse::UserClient,
 };
 
@@ -511,7 +511,12 @@ async fn a_message_whose_irc_connection_is_refused_is_answered_with_why() {
     let mut bob = RawClient::connect(server.port, "bob").await;
     bob.join("#chat").await;
     let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
-    let router = trestle_irc::router(settings(gate.port)).unwrap();
+    let settings = Settings {
+        provisioning_secret: Some("s3cret".into()),
+        bridge_state_debounce_ms: 200,
+        ..settings(gate.port)
+    };
+    let router = trestle_irc::router(settings).unwrap();
     let setup = Harness::start(registration, router).await;
     bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
         .await;
@@ -544,4 +549,33 @@ async fn a_message_whose_irc_connection_is_refused_is_answered_with_why() {
     let status = status_of(&alice, &room, &refused).await;
     assert_eq!(status["status"], "FAIL_RETRIABLE", "{status}");
     assert_eq!(status["network"], "irc");
+
+    // The bridge state: her connection lost (for longer than the debounce), the bot's up.
+    let started = std::time::Instant::now();
+    loop {
+        let (code, served) = provision(
+            &setup,
+            reqwest::Method::GET,
+            "/provision/v1/bridge_state",
+            Some("s3cret"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{served}");
+        let of = |user: &str| {
+            served["logins"].as_array().and_then(|states| {
+                states
+                    .iter()
+                    .find(|s| s["user_id"] == user && s["login_id"] == "test")
+                    .map(|s| s["state_event"].clone())
+            })
+        };
+        if of("@alice:localhost") == Some(json!("TRANSIENT_DISCONNECT"))
+            && of(BOT) == Some(json!("CONNECTED"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{served:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

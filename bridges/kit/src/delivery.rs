@@ -103,9 +103,8 @@ impl<N: Network> BridgeHandle<N> {
     ) {
         let protocol = self.network().protocol().displayname;
         // The reason says whether it may still go out (a network that queued it) or not.
-        let mut notice = RoomMessageEventContent::notice_plain(format!(
-            "Not delivered to {protocol}: {reason}"
-        ));
+        let mut notice =
+            RoomMessageEventContent::notice_plain(format!("Not delivered to {protocol}: {reason}"));
         notice.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(
             event_id.clone(),
         ))));

@@ -102,7 +102,8 @@ enum Step {
 
 impl<N: Network> BridgeHandle<N> {
     /// Every login's published bridge state (logins nothing was reported for since the start
-    /// are as stored), oldest login first.
+    /// are as stored), oldest login first, then the bridge's own connections
+    /// ([`Self::set_bridge_connection_state`]).
     pub async fn bridge_states(&self) -> NetworkResult<Vec<BridgeState>> {
         let rows = self.store()?.all_logins().await?;
         let entries = self.shared.states.entries.lock_unpoisoned();
@@ -124,7 +125,34 @@ impl<N: Network> BridgeHandle<N> {
                 since_ms,
             });
         }
+        let bot = self.app()?.bot_user_id().clone();
+        let mut own: Vec<BridgeState> = entries
+            .iter()
+            .filter(|((user, _), _)| *user == bot)
+            .map(|((user, id), entry)| BridgeState {
+                user: user.clone(),
+                login_id: id.clone(),
+                state: entry.state.clone(),
+                since_ms: entry.since_ms,
+            })
+            .collect();
+        own.sort_by(|a, b| a.login_id.cmp(&b.login_id));
+        states.extend(own);
         Ok(states)
+    }
+
+    /// Records the state of a connection of the bridge's own rather than of a user's login (its
+    /// bot's connection to one remote network, named `id`): published like a login's, under
+    /// the bot's user id, and never told in a management room.
+    pub async fn set_bridge_connection_state(
+        &self,
+        id: &str,
+        state: ConnectionState,
+    ) -> NetworkResult<()> {
+        let bot = self.app()?.bot_user_id().clone();
+        self.report_state(&bot, id, state, ConnectionState::Connecting)
+            .await;
+        Ok(())
     }
 
     /// A stored login as the bridge starts: its last state until it reports another.
@@ -253,6 +281,11 @@ impl<N: Network> BridgeHandle<N> {
         previous: &str,
         state: &ConnectionState,
     ) {
+        // The bridge's own connections are told where they matter (a bridge's portals), not
+        // in a management room of the bot's.
+        if self.app().is_ok_and(|app| app.bot_user_id() == user) {
+            return;
+        }
         let first_of_automatic = *state == ConnectionState::Connected
             && self
                 .shared
