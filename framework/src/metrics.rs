@@ -30,8 +30,11 @@ pub(crate) struct Metrics {
     journal_commit_failures: AtomicU64,
     journal_stalled: AtomicBool,
     /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
-    gauges: Mutex<BTreeMap<(&'static str, Vec<(String, String)>), (&'static str, f64)>>,
+    gauges: Mutex<BTreeMap<GaugeKey, (&'static str, f64)>>,
 }
+
+/// A plugin's gauge: its name and extra labels.
+type GaugeKey = (&'static str, Vec<(String, String)>);
 
 impl Metrics {
     pub(crate) fn transaction(&self, skipped: usize) {
