@@ -238,6 +238,19 @@ impl Appservice {
         &self.inner.queues.core.metrics
     }
 
+    /// Sets a gauge of the plugin's own, served at `/metrics` beside the framework's, labelled
+    /// with the appservice like them (and with `labels`). Keep label values to a small, fixed
+    /// set (states, kinds), never user input: each value is a series.
+    pub fn set_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        self.metrics().set_gauge(name, help, labels, value);
+    }
+
     /// Whether `user_id` is one of ours: the bot (inside the user namespace or not) or in an
     /// exclusive user namespace — Synapse's `is_exclusive_user`.
     pub fn is_own_user(&self, user_id: &UserId) -> bool {

@@ -32,7 +32,12 @@ pub(crate) struct Metrics {
     homeserver_errors: Mutex<HashMap<String, u64>>,
     journal_commit_failures: AtomicU64,
     journal_stalled: AtomicBool,
+    /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
+    gauges: Mutex<BTreeMap<GaugeKey, (&'static str, f64)>>,
 }
+
+/// A plugin's gauge: its name and extra labels.
+type GaugeKey = (&'static str, Vec<(String, String)>);
 
 impl Metrics {
     pub(crate) fn transaction(&self, skipped: usize) {
@@ -80,6 +85,23 @@ impl Metrics {
     /// Whether received transactions are refused because the journal cannot be committed.
     pub(crate) fn journal_stalled(&self, stalled: bool) {
         self.journal_stalled.store(stalled, Relaxed);
+    }
+
+    /// Sets a plugin's own gauge.
+    pub(crate) fn set_gauge(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let labels = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.gauges
+            .lock_unpoisoned()
+            .insert((name, labels), (help, value));
     }
 
     pub(crate) fn homeserver_error(&self, errcode: &str) {
@@ -202,6 +224,13 @@ impl Metrics {
             l(&[]),
             u8::from(self.journal_stalled.load(Relaxed)) as f64,
         );
+        for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
+            let extra: Vec<(&str, &str)> = extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            add(name, "gauge", help, l(&extra), *value);
+        }
         add(
             "trestle_inbox_depth",
             "gauge",
@@ -313,6 +342,8 @@ mod tests {
         b.handler_panicked();
         b.journal_commit_failed();
         b.journal_stalled(true);
+        b.set_gauge("plugin_things", "Things.", &[("kind", "x")], 3.0);
+        b.set_gauge("plugin_things", "Things.", &[("kind", "x")], 2.0);
         let mut families = Families::default();
         let waiting = |depth, waited_ms| Backlog {
             depth,
@@ -362,6 +393,8 @@ mod tests {
             sample("trestle_outbox_oldest_age_seconds{appservice=\"ping\"}"),
             -1.0
         );
+        assert!(text.contains("# TYPE plugin_things gauge\n"));
+        assert!(text.contains("plugin_things{appservice=\"ping\",kind=\"x\"} 2\n"));
     }
 
     /// The Grafana dashboard and the alert rules in `contrib/` name only metrics that exist:

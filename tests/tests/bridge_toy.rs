@@ -29,7 +29,10 @@ fn text(body: &str) -> MessageContent {
 
 #[tokio::test]
 async fn a_toy_network_bridged_through_the_kit() {
-    let config = BridgeConfig::default().admin("@alice:localhost");
+    // A lost connection counts (and is told) after half a second, not the default ten.
+    let config = BridgeConfig::default()
+        .admin("@alice:localhost")
+        .bridge_state_debounce_ms(500);
     let (mut harness, handle, world) = start_toy_bridge(config, false).await;
     let alice = harness
         .synapse

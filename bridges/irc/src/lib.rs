@@ -66,6 +66,9 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
          # media_url: https://matrix.example.org   # instead: an address serving media without authentication\n  \
          # paste_over_lines: 10         # longer messages go to IRC as a link to the text\n  \
          # provisioning_secret: change-me\n  \
+         delivery_status: true          # read receipts and status events for delivered messages\n  \
+         # bridge_state_url: https://status.example/push   # where connection state changes are posted\n  \
+         bridge_state_debounce_ms: 10000   # a connection lost for less is no outage\n  \
          policy_lists: []               # policy list rooms; users they ban are not bridged\n  \
          networks: []\n  \
          # - name: libera\n  \
@@ -91,7 +94,12 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     let mut config = BridgeConfig::default()
         .relay(checked.settings.relay)
         .connection_wait(checked.settings.connection_wait)
-        .media_links(checked.settings.media_links.clone());
+        .media_links(checked.settings.media_links.clone())
+        .delivery_status(checked.settings.delivery_status)
+        .bridge_state_debounce_ms(checked.settings.bridge_state_debounce_ms);
+    if let Some(url) = &checked.settings.bridge_state_url {
+        config = config.bridge_state_url(url.clone());
+    }
     if let Some(secret) = &checked.settings.provisioning_secret {
         config = config.provisioning_secret(secret.clone());
     }

@@ -2,6 +2,8 @@
 //! are answered here or handed to the parts (`users`, `moderation`, `events`), which take the
 //! kit's handle; none of them imports this module.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use trestle::ruma::{MxcUri, UserId as MatrixUserId};
 use trestle_bridge::{
@@ -15,7 +17,7 @@ use crate::{
     hub::{Hub, Kit, Puppet, client_config, is_member},
     ids::{ChatId, UserId},
     irc::{
-        connection::Client,
+        connection::{Client, Sent},
         format::irc_to_plain,
         naming::{nick_candidates, sanitize_nick},
     },
@@ -46,25 +48,25 @@ pub struct LoginData {
 /// Matrix messages on their way to IRC, for `send_message` and `edit_message` below.
 impl Hub {
     /// Sends text to a chat as the sender's puppet or relayed by the bot; returns the nick it
-    /// went out as and the text as sent.
+    /// went out as, and what says when the server confirmed it.
     fn deliver(
         &self,
         chat: &ChatId,
         via: &Via<'_, Hub>,
         kind: trestle_bridge::MessageKind,
         text: &str,
-    ) -> NetworkResult<(String, String)> {
+    ) -> NetworkResult<(String, Sent)> {
         let kind = irc_kind(kind);
         match via {
             Via::Puppet { connection, .. } => {
-                connection.client.send(chat.target(), kind, text);
-                Ok((connection.client.state().nick, text.to_owned()))
+                let sent = connection.client.send(chat.target(), kind, text);
+                Ok((connection.client.state().nick, sent))
             }
             Via::Relay { name } => {
                 let bot = self.bot(chat.network())?;
                 let (kind, text) = relayed(name, kind, text);
-                bot.send(chat.target(), kind, &text);
-                Ok((bot.state().nick, text))
+                let sent = bot.send(chat.target(), kind, &text);
+                Ok((bot.state().nick, sent))
             }
             _ => Err(BridgeError::Unsupported("this way of sending")),
         }
@@ -285,8 +287,21 @@ impl Network for Hub {
         }
         let chat = &message.portal.chat;
         // Remembered without the relay's name, for quotes and corrections later.
-        let (nick, _) = self.deliver(chat, &message.via, message.content.kind, &text)?;
-        Ok(Some(self.remember(&nick, &text)))
+        let (nick, sent) = self.deliver(chat, &message.via, message.content.kind, &text)?;
+        let id = self.remember(&nick, &text);
+        // Delivered once the server confirmed it (the PONG after it). Waited for as long as
+        // a user's events wait for their connection, so a room is not held up for longer.
+        let wait = Duration::from_secs(message.bridge.config().connection_wait);
+        match tokio::time::timeout(wait, sent.confirmed()).await {
+            Ok(Ok(())) => Ok(Some(id)),
+            Ok(Err(reason)) => Err(BridgeError::Retriable(format!(
+                "the connection to IRC is down ({reason}); it is sent when the connection is back"
+            ))),
+            Err(_) => Err(BridgeError::Retriable(format!(
+                "IRC has not confirmed it within {} s; it is sent when the connection allows",
+                wait.as_secs()
+            ))),
+        }
     }
 
     async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {

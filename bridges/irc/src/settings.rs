@@ -44,6 +44,13 @@ pub struct Settings {
     /// Policy lists (room ids or aliases) the bridge follows: Matrix users they ban (by a user
     /// rule, or a server rule on their server) are not bridged to IRC. Empty: no checks.
     pub policy_lists: Vec<String>,
+    /// Whether a message the IRC server confirmed is marked read by the bot and gets a
+    /// `com.beeper.message_send_status` event (and one that failed a status saying why).
+    pub delivery_status: bool,
+    /// Where changes of the users' connection states are posted as JSON (none when unset).
+    pub bridge_state_url: Option<String>,
+    /// Milliseconds a connection may be lost before that counts as a change of its state.
+    pub bridge_state_debounce_ms: u64,
 }
 
 impl Default for Settings {
@@ -62,6 +69,9 @@ impl Default for Settings {
             provisioning_secret: None,
             admins: Vec::new(),
             policy_lists: Vec::new(),
+            delivery_status: true,
+            bridge_state_url: None,
+            bridge_state_debounce_ms: 10_000,
         }
     }
 }
@@ -184,6 +194,13 @@ impl Settings {
         {
             return Err(format!(
                 "media_links.public_url: expected an http:// or https:// URL, not {url:?}"
+            ));
+        }
+        if let Some(url) = &self.bridge_state_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!(
+                "bridge_state_url: {url:?} is not an http:// or https:// URL"
             ));
         }
         let mut seen = std::collections::HashSet::new();

@@ -2,6 +2,9 @@
 //! one notice when it drops and one when it is back (not one per failed reconnect), so they
 //! know why IRC has gone quiet and that what they say meanwhile is delivered later.
 //!
+//! The same states are the bridge state of the bot's connection (published by the kit under
+//! the bot's user id and the network's name, debounced like a login's).
+//!
 //! Portals rather than a management or admin room: the people who notice IRC going quiet are
 //! the portal's members, and the bot is the one relaying the channel to them (heisenbridge
 //! tells its network room the same way; mautrix's bridge states go to the user whose login it
@@ -9,7 +12,7 @@
 
 use trestle::ruma::events::room::message::RoomMessageEventContent;
 
-use trestle_bridge::NetworkResult;
+use trestle_bridge::{ConnectionState, NetworkResult};
 
 use crate::{
     hub::{BotState, Kit, lock},
@@ -19,6 +22,9 @@ use crate::{
 /// The bot registered: after a drop, the portals are told it is back.
 pub(crate) async fn bot_up(bridge: &Kit, network: &str) -> NetworkResult<()> {
     let previous = lock(&bridge.network().bot_states).set(network, BotState::Up);
+    bridge
+        .set_bridge_connection_state(network, ConnectionState::Connected)
+        .await?;
     if previous != BotState::Down {
         return Ok(());
     }
@@ -31,6 +37,8 @@ pub(crate) async fn bot_up(bridge: &Kit, network: &str) -> NetworkResult<()> {
 pub(crate) async fn bot_down(bridge: &Kit, network: &str, reason: &str) -> NetworkResult<()> {
     let previous = lock(&bridge.network().bot_states).set(network, BotState::Down);
     tracing::warn!(%network, %reason, "the bot's IRC connection dropped; reconnecting");
+    let lost = ConnectionState::TransientDisconnect(reason.to_owned());
+    bridge.set_bridge_connection_state(network, lost).await?;
     if previous != BotState::Up {
         return Ok(());
     }

@@ -14,7 +14,7 @@ use support::raw::RawClient;
 use trestle_irc::Settings;
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{wait_after, wait_member},
+    bridge_checks::{provision, wait_after, wait_member},
     synapse::UserClient,
 };
 
@@ -491,4 +491,91 @@ async fn a_logged_in_user_speaks_with_their_own_nick_and_gets_private_messages()
         .expect(|l| l.command == "PART" && l.nick == "carol_m")
         .await;
     assert_eq!(part.param(0), "#chat");
+}
+
+/// The bot's status event about `event_id`.
+async fn status_of(user: &UserClient, room: &str, event_id: &str) -> Value {
+    user.wait_for_event(room, WAIT, |e| {
+        e["type"] == trestle_bridge::MESSAGE_STATUS_TYPE
+            && e["sender"] == BOT
+            && e["content"]["m.relates_to"]["event_id"] == event_id
+    })
+    .await["content"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_message_whose_irc_connection_is_refused_is_answered_with_why() {
+    let server = Ngircd::start().await;
+    let gate = Gate::new(server.port).await;
+    let mut bob = RawClient::connect(server.port, "bob").await;
+    bob.join("#chat").await;
+    let registration = trestle_irc::PLUGIN.generate_registration(None, "localhost");
+    let settings = Settings {
+        provisioning_secret: Some("s3cret".into()),
+        bridge_state_debounce_ms: 200,
+        ..settings(gate.port)
+    };
+    let router = trestle_irc::router(settings).unwrap();
+    let setup = Harness::start(registration, router).await;
+    bob.expect(|l| l.command == "JOIN" && l.nick == "trestle")
+        .await;
+    let alice = setup.synapse.register_user("alice", "password-1234").await;
+    let room = alice.join("#irc_test_chat:localhost").await;
+
+    // Relayed, and confirmed by the server: a SUCCESS status.
+    let hi = alice.send_text(&room, "hi irc").await;
+    assert_eq!(bob.expect_privmsg("#chat").await.param(1), "<alice> hi irc");
+    assert_eq!(status_of(&alice, &room, &hi).await["status"], "SUCCESS");
+
+    // Alice's own connection is refused by the server (the gate lets no one new in): what
+    // she says is answered with a notice saying why, and a retriable failure.
+    gate.set_open(false);
+    login(&alice, "alice", "Logged in as alice").await;
+    let refused = alice.send_text(&room, "can anyone hear me?").await;
+    let notice = alice
+        .wait_for_event(&room, WAIT, |e| {
+            e["sender"] == BOT
+                && e["content"]["msgtype"] == "m.notice"
+                && e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == refused
+        })
+        .await;
+    let body = notice["content"]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("Not delivered to IRC: the connection to IRC is down (")
+            && body.ends_with("it is sent when the connection is back"),
+        "{body}"
+    );
+    let status = status_of(&alice, &room, &refused).await;
+    assert_eq!(status["status"], "FAIL_RETRIABLE", "{status}");
+    assert_eq!(status["network"], "irc");
+
+    // The bridge state: her connection lost (for longer than the debounce), the bot's up.
+    let started = std::time::Instant::now();
+    loop {
+        let (code, served) = provision(
+            &setup,
+            reqwest::Method::GET,
+            "/provision/v1/bridge_state",
+            Some("s3cret"),
+            None,
+        )
+        .await;
+        assert_eq!(code, 200, "{served}");
+        let of = |user: &str| {
+            served["logins"].as_array().and_then(|states| {
+                states
+                    .iter()
+                    .find(|s| s["user_id"] == user && s["login_id"] == "test")
+                    .map(|s| s["state_event"].clone())
+            })
+        };
+        if of("@alice:localhost") == Some(json!("TRANSIENT_DISCONNECT"))
+            && of(BOT) == Some(json!("CONNECTED"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{served:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

@@ -24,6 +24,11 @@ pub enum BridgeError {
     /// The remote network failed or refused; the message is shown to the user.
     #[error("{0}")]
     Remote(String),
+    /// The remote network could not take it now (its connection is down) but may later: a
+    /// message sent again may go through, or the network may still deliver it when it is back
+    /// (the message, shown to the user, says which). Reported as `FAIL_RETRIABLE`.
+    #[error("{0}")]
+    Retriable(String),
     /// The homeserver or the store failed.
     #[error(transparent)]
     Trestle(#[from] trestle::Error),

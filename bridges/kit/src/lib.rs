@@ -39,9 +39,18 @@
 //! - **Calls**: `m.call.*` events go to a network that carries calls
 //!   ([`Network::matrix_call`]); elsewhere they are never bridged, and the caller is told once
 //!   per call that calls do not cross.
+//! - **Delivery status**: a Matrix message the network took is marked read by the bot and gets
+//!   a `com.beeper.message_send_status` event (`SUCCESS`); one it did not take gets a notice
+//!   replying to it with the reason, and a status `FAIL_PERMANENT` ([`BridgeError::Remote`]) or
+//!   `FAIL_RETRIABLE` ([`BridgeError::Retriable`]). On by default
+//!   ([`BridgeConfig::delivery_status`]).
+//! - **Bridge state**: every login's [`ConnectionState`], debounced (a connection lost for less
+//!   than [`BridgeConfig::bridge_state_debounce_ms`] is no outage), served by the provisioning
+//!   API, posted to [`BridgeConfig::bridge_state_url`], counted in `/metrics` and told in the
+//!   management room ([`BridgeState`]).
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
-//!   secret for the same operations.
+//!   secret for the same operations (and the bridge states).
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).
@@ -55,6 +64,7 @@
 
 mod calls;
 mod commands;
+mod delivery;
 mod direct;
 mod error;
 mod handle;
@@ -68,6 +78,7 @@ mod portal;
 mod provision;
 mod remote;
 mod speaker;
+mod state;
 mod store;
 mod typing;
 mod upgrade;
@@ -82,6 +93,7 @@ use serde::Deserialize;
 use trestle::{Router, WeakAppservice};
 
 pub use calls::MatrixCall;
+pub use delivery::MESSAGE_STATUS_TYPE;
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
 pub use media::MediaLinkConfig;
@@ -95,6 +107,7 @@ pub use outgoing::{
 };
 pub use portal::BRIDGE_STATE_TYPES;
 pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};
+pub use state::BridgeState;
 
 /// The kit's settings, for a bridge to embed in its own settings as a field (serde's
 /// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
@@ -126,6 +139,16 @@ pub struct BridgeConfig {
     /// Links to Matrix media for the remote side ([`BridgeHandle::media_link`], module
     /// [`media`]).
     pub media_links: MediaLinkConfig,
+    /// Whether a Matrix message that reached the network is marked read by the bot and
+    /// answered with a `com.beeper.message_send_status` event (`SUCCESS`, or why it failed).
+    /// The notice telling a sender their message was not delivered is sent either way.
+    pub delivery_status: bool,
+    /// Where every change of a login's bridge state is posted as JSON (with the appservice's
+    /// `as_token` as Bearer token); none while unset. See [`BridgeState`].
+    pub bridge_state_url: Option<String>,
+    /// Milliseconds a login's connection may be lost before that counts as a change of its
+    /// bridge state (served, pushed, counted, told): a blip shorter than this is no outage.
+    pub bridge_state_debounce_ms: u64,
 }
 
 impl Default for BridgeConfig {
@@ -137,6 +160,9 @@ impl Default for BridgeConfig {
             policy_lists: Vec::new(),
             connection_wait: 30,
             media_links: MediaLinkConfig::default(),
+            delivery_status: true,
+            bridge_state_url: None,
+            bridge_state_debounce_ms: 10_000,
         }
     }
 }
@@ -177,6 +203,24 @@ impl BridgeConfig {
         self.media_links = media_links;
         self
     }
+
+    /// Delivery receipts and status events on or off.
+    pub fn delivery_status(mut self, on: bool) -> Self {
+        self.delivery_status = on;
+        self
+    }
+
+    /// Where changes of bridge state are posted.
+    pub fn bridge_state_url(mut self, url: impl Into<String>) -> Self {
+        self.bridge_state_url = Some(url.into());
+        self
+    }
+
+    /// How long, in milliseconds, a lost connection waits before it counts.
+    pub fn bridge_state_debounce_ms(mut self, ms: u64) -> Self {
+        self.bridge_state_debounce_ms = ms;
+        self
+    }
 }
 
 /// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
@@ -208,6 +252,7 @@ impl<N: Network> Bridge<N> {
             waits: speaker::Waits::default(),
             media: media::Links::default(),
             calls: calls::Told::default(),
+            states: state::Board::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -283,6 +328,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) media: media::Links,
     /// Calls whose caller was told that calls do not cross.
     pub(crate) calls: calls::Told,
+    /// Every login's bridge state, debounced.
+    pub(crate) states: state::Board,
 }
 
 /// One live connection of a login.

@@ -1,7 +1,7 @@
 //! Logins (puppets): stored, connected on start, reconnected with back-off, their state told
 //! to their user in the management room.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 use trestle::sync::MutexExt;
 
 use ruma::{
@@ -19,7 +19,7 @@ use super::{
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
-fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
+pub(crate) fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
     let reason = reason.unwrap_or_default();
     match state {
         "CONNECTED" => ConnectionState::Connected,
@@ -96,8 +96,16 @@ impl<N: Network> BridgeHandle<N> {
             self.quiet_set().insert((user.clone(), login.id.clone()));
         }
         self.store()?.upsert_login(&row_of(&login)?).await?;
+        self.report_state(
+            &user,
+            &login.id,
+            ConnectionState::Connecting,
+            ConnectionState::Connecting,
+        )
+        .await;
         if let Err(error) = self.connect_login(&login).await {
             self.store()?.delete_login(user.as_str(), &login.id).await?;
+            self.forget_state(&user, &login.id);
             self.connections_changed();
             return Err(error);
         }
@@ -130,6 +138,9 @@ impl<N: Network> BridgeHandle<N> {
         let deleted = self.store()?.delete_login(user.as_str(), login_id).await;
         // Without the login, their events are relayed again (where relay is on).
         self.expect_connection(user, login_id);
+        if matches!(deleted, Ok(true)) {
+            self.logged_out(user, login_id).await;
+        }
         deleted
     }
 
@@ -176,8 +187,9 @@ impl<N: Network> BridgeHandle<N> {
         }
     }
 
-    /// Records a login's connection state, and tells its user in their management room when
-    /// it changed.
+    /// Records a login's connection state, and publishes it as its bridge state: served,
+    /// pushed, counted, and told to its user in their management room when it changed (a
+    /// connection lost only once it stays lost for the debounce; see [`super::BridgeState`]).
     pub async fn set_login_state(
         &self,
         user: &UserId,
@@ -192,28 +204,14 @@ impl<N: Network> BridgeHandle<N> {
         let Some((previous, previous_reason)) = previous else {
             return Ok(());
         };
-        if previous == state.name() && previous_reason.as_deref() == state.reason() {
-            return Ok(());
-        }
-        tracing::info!(%user, login_id, from = previous, to = state.name(), "login state changed");
-        let first_of_automatic = state == ConnectionState::Connected
-            && self
-                .quiet_set()
-                .remove(&(user.to_owned(), login_id.to_owned()));
-        if first_of_automatic {
-            return Ok(());
-        }
-        // The state is recorded either way; a notice that cannot be sent is not worth failing
-        // the connection for.
-        if let Some(text) = state_notice(login_id, &previous, &state)
-            && let Err(error) = self.notify(user, &text).await
-        {
-            tracing::warn!(%user, login_id, %error, "could not tell the user of a state change");
-        }
+        let recorded = state_from_row(&previous, previous_reason);
+        self.report_state(user, login_id, state, recorded).await;
         Ok(())
     }
 
-    fn quiet_set(&self) -> std::sync::MutexGuard<'_, HashSet<(OwnedUserId, String)>> {
+    fn quiet_set(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashSet<(OwnedUserId, String)>> {
         self.shared.quiet.lock_unpoisoned()
     }
 
@@ -258,7 +256,10 @@ impl<N: Network> BridgeHandle<N> {
         let mut tasks = tokio::task::JoinSet::new();
         for row in rows {
             let login = match self.login_from_row(row) {
-                Ok(login) => login,
+                Ok(login) => {
+                    self.seed_state(&login.user, &login.id, login.state.clone());
+                    login
+                }
                 Err(error) => {
                     tracing::error!(%error, "a stored login does not load; skipped");
                     continue;

@@ -21,6 +21,7 @@ use trestle::{
 use super::{
     BridgeError, BridgeHandle, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
     MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, commands,
+    delivery::Outcome,
 };
 
 /// The kit's one route: every event the appservice is sent.
@@ -279,34 +280,19 @@ impl<N: Network> BridgeHandle<N> {
             })
             .await;
         match sent {
-            Ok(remote) => self.map_sent(&portal, remote, &event.event_id).await,
-            Err(BridgeError::Remote(reason)) => {
-                self.not_delivered(&portal, &event.event_id, &reason).await;
+            Ok(remote) => {
+                self.map_sent(&portal, remote, &event.event_id).await?;
+                self.delivered(&portal, &event.event_id).await;
                 Ok(())
             }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// Tells the room, in a notice replying to the event, that it did not reach the network.
-    pub(crate) async fn not_delivered(
-        &self,
-        portal: &PortalRef<N>,
-        event_id: &OwnedEventId,
-        reason: &str,
-    ) {
-        let protocol = self.network().protocol().displayname;
-        let mut notice =
-            RoomMessageEventContent::notice_plain(format!("Not delivered to {protocol}: {reason}"));
-        notice.relates_to = Some(Relation::Reply(ruma::events::relation::Reply::new(
-            ruma::events::relation::InReplyTo::new(event_id.clone()),
-        )));
-        let sent = match self.app() {
-            Ok(app) => app.bot().send(&portal.room_id, &notice).await.map(drop),
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = sent {
-            tracing::warn!(room_id = %portal.room_id, %error, "could not say a message was not delivered");
+            Err(error) => match Outcome::of(&error) {
+                Some((outcome, reason)) => {
+                    self.not_delivered(&portal, &event.event_id, reason, outcome)
+                        .await;
+                    Ok(())
+                }
+                None => Err(error),
+            },
         }
     }
 

@@ -11,8 +11,10 @@
 //! | GET | `/provision/v1/portals` | | `{"portals": [{"chat", "room_id", "relay"}…]}` |
 //! | POST | `/provision/v1/link?user_id=` | `{"room_id": "…", "chat": "…"}` | portal |
 //! | POST | `/provision/v1/unlink?user_id=` | `{"room_id": "…"}` | `{"chat": "…"}` |
+//! | GET | `/provision/v1/bridge_state` | | `{"logins": [bridge state…]}` (every user's) |
 //!
-//! A login is `{"id", "remote_user", "remote_name", "state", "reason"}`. Errors are Matrix
+//! A login is `{"id", "remote_user", "remote_name", "state", "reason"}`; a bridge state is
+//! `{"state_event", "reason", "user_id", "login_id", "timestamp"}` (see `BridgeState`). Errors are Matrix
 //! errors (`{"errcode", "error"}`): `401 M_UNAUTHORIZED` without a secret, `403 M_FORBIDDEN`
 //! with a wrong one or for an operation the user may not do, `404 M_NOT_FOUND` for an unknown
 //! login or portal (and for everything while no secret is configured), `400 M_BAD_JSON` for a
@@ -51,6 +53,7 @@ pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> ax
         .route("/provision/v1/portals", get(portals::<N>))
         .route("/provision/v1/link", post(link::<N>))
         .route("/provision/v1/unlink", post(unlink::<N>))
+        .route("/provision/v1/bridge_state", get(bridge_state::<N>))
         .layer(axum::middleware::from_fn_with_state(guard, authorize::<N>))
         .with_state(bridge)
 }
@@ -146,6 +149,9 @@ fn api_error(error: BridgeError) -> ApiError {
             e.to_string(),
         ),
         BridgeError::Remote(m) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorKind::Unknown, m),
+        BridgeError::Retriable(m) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unknown, m)
+        }
         other => ApiError::internal(other),
     }
 }
@@ -274,4 +280,10 @@ async fn unlink<N: Network>(
     let room_id = room_of(&body)?;
     let chat = bridge.unlink(&room_id, &user).await.map_err(api_error)?;
     Ok(Json(json!({ "chat": chat.to_string() })))
+}
+
+async fn bridge_state<N: Network>(State(bridge): State<BridgeHandle<N>>) -> Answer {
+    let states = bridge.bridge_states().await.map_err(api_error)?;
+    let states: Vec<Value> = states.iter().map(super::BridgeState::to_json).collect();
+    Ok(Json(json!({ "logins": states })))
 }

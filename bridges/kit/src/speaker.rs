@@ -23,6 +23,7 @@ use trestle::transaction::TimelineEvent;
 
 use super::{
     BridgeError, BridgeHandle, ConnectionState, Login, Network, NetworkResult, PortalRef, Via,
+    delivery::Outcome,
 };
 
 /// Who speaks for a Matrix user in a portal, owned so that a [`Via`] can borrow it.
@@ -67,8 +68,9 @@ enum Choice<N: Network> {
     Speak(Speaker<N>),
     /// Logins of theirs that cover the chat, whose connections are not there yet.
     Wait(Vec<String>),
-    /// Their logins that cover the chat cannot speak: why, for them.
-    Fail(String),
+    /// Their logins that cover the chat cannot speak: why, for them (`Retriable` when it
+    /// may pass).
+    Fail(BridgeError),
     /// No login of theirs covers the chat.
     NoLogin,
 }
@@ -102,10 +104,14 @@ impl<N: Network> BridgeHandle<N> {
         event: &TimelineEvent,
     ) -> NetworkResult<Option<Speaker<N>>> {
         match self.speaker(portal, &event.sender).await {
-            Err(BridgeError::Remote(reason)) => {
-                self.not_delivered(portal, &event.event_id, &reason).await;
-                Ok(None)
-            }
+            Err(error) => match Outcome::of(&error) {
+                Some((outcome, reason)) => {
+                    self.not_delivered(portal, &event.event_id, reason, outcome)
+                        .await;
+                    Ok(None)
+                }
+                None => Err(error),
+            },
             other => other,
         }
     }
@@ -125,7 +131,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Who speaks for `sender`, waiting up to `connection_wait` for a connection of theirs
-    /// that is not there yet. `Err(Remote)`: their login cannot speak, and why.
+    /// that is not there yet. `Err(Remote)` or `Err(Retriable)`: their login cannot speak,
+    /// and why.
     async fn speaker(
         &self,
         portal: &PortalRef<N>,
@@ -139,7 +146,7 @@ impl<N: Network> BridgeHandle<N> {
             let waiting = match self.choose(portal, sender).await? {
                 Choice::Speak(speaker) => return Ok(Some(speaker)),
                 Choice::NoLogin => return Ok(self.relay(portal, sender).await),
-                Choice::Fail(reason) => return Err(BridgeError::Remote(reason)),
+                Choice::Fail(failure) => return Err(failure),
                 Choice::Wait(logins) => logins,
             };
             let wait = Duration::from_secs(self.config().connection_wait);
@@ -187,10 +194,10 @@ impl<N: Network> BridgeHandle<N> {
             }
             if let ConnectionState::BadCredentials(reason) = &login.state {
                 failure.get_or_insert_with(|| {
-                    format!(
+                    BridgeError::Remote(format!(
                         "your login {} was disconnected ({reason}); log in again to reconnect",
                         login.id
-                    )
+                    ))
                 });
                 continue;
             }
@@ -206,10 +213,10 @@ impl<N: Network> BridgeHandle<N> {
                     _ => String::new(),
                 };
                 failure.get_or_insert_with(|| {
-                    format!(
+                    BridgeError::Retriable(format!(
                         "your own connection ({}) is not back yet{why}; send it again in a while",
                         login.id
-                    )
+                    ))
                 });
                 continue;
             }

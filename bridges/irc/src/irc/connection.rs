@@ -16,7 +16,7 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
     net::TcpStream,
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     time::{Instant, sleep_until, timeout},
 };
 
@@ -221,11 +221,15 @@ pub struct State {
     pub nick: String,
     /// How many times it registered; grows with each reconnect.
     pub sessions: u64,
+    /// Why the connection is down, from the moment it broke (or an attempt to connect failed)
+    /// until it is registered again; `None` while it is up or connecting for the first time.
+    pub down: Option<String>,
 }
 
 /// What a handle asks of the actor.
 enum Request {
-    Lines(Vec<Message>),
+    /// Lines to send, and who waits for the server to confirm the last of them.
+    Lines(Vec<Message>, Option<oneshot::Sender<()>>),
     Join(String),
     Part(String, String),
     Nick(String),
@@ -258,6 +262,9 @@ impl Client {
             unconfirmed: VecDeque::new(),
             channels: BTreeMap::new(),
             seq: 0,
+            queued: 0,
+            confirmed: 0,
+            waiters: VecDeque::new(),
             stopping: None,
         };
         tokio::spawn(actor.run());
@@ -276,8 +283,9 @@ impl Client {
         ready.map(|s| s.nick.clone()).unwrap_or_default()
     }
 
-    /// Sends text (several lines, IRC formatting codes allowed) to a channel or nick, split to fit.
-    pub fn send(&self, target: &str, kind: Kind, text: &str) {
+    /// Sends text (several lines, IRC formatting codes allowed) to a channel or nick, split to
+    /// fit. The returned [`Sent`] says when the server confirmed it; it may be dropped.
+    pub fn send(&self, target: &str, kind: Kind, text: &str) -> Sent {
         let nick = self.state.borrow().nick.clone();
         let budget = text_budget(&nick, target, kind == Kind::Action);
         let lines = split_lines(text, budget)
@@ -288,14 +296,21 @@ impl Client {
                 Kind::Action => Message::new(Command::Privmsg, &[target, &make_action(&line)]),
             })
             .collect::<Vec<_>>();
+        let mut sent = Sent {
+            confirmed: None,
+            state: self.state.clone(),
+        };
         if !lines.is_empty() {
-            let _ = self.commands.send(Request::Lines(lines));
+            let (confirm, confirmed) = oneshot::channel();
+            sent.confirmed = Some(confirmed);
+            let _ = self.commands.send(Request::Lines(lines, Some(confirm)));
         }
+        sent
     }
 
     /// Sends a raw message (through the queue and flood control).
     pub fn raw(&self, message: Message) {
-        let _ = self.commands.send(Request::Lines(vec![message]));
+        let _ = self.commands.send(Request::Lines(vec![message], None));
     }
 
     /// Joins a channel, now and after every reconnect.
@@ -321,6 +336,47 @@ impl Client {
     }
 }
 
+/// A message handed to a connection, not confirmed yet.
+pub struct Sent {
+    confirmed: Option<oneshot::Receiver<()>>,
+    state: watch::Receiver<State>,
+}
+
+impl Sent {
+    /// Waits until the server confirmed the message (answered the `PING` written after it,
+    /// servers handling a client's lines in order): `Ok`. `Err`, with why, as soon as the
+    /// connection is down (it was when the message was handed over, or it broke before the
+    /// confirmation): the message stays queued and goes out when the connection is back.
+    pub async fn confirmed(self) -> Result<(), String> {
+        let Sent {
+            confirmed,
+            mut state,
+        } = self;
+        let Some(mut confirmed) = confirmed else {
+            return Ok(());
+        };
+        let closed = || "the connection was closed".to_owned();
+        loop {
+            let down = state.borrow_and_update().down.clone();
+            if let Some(reason) = down {
+                return match confirmed.try_recv() {
+                    Ok(()) => Ok(()),
+                    Err(_) => Err(reason),
+                };
+            }
+            tokio::select! {
+                biased;
+                done = &mut confirmed => return done.map_err(|_| closed()),
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        return Err(closed());
+                    }
+                }
+            }
+        }
+    }
+}
+
 type Stream = Box<dyn AsyncReadWrite>;
 trait AsyncReadWrite: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncReadWrite for T {}
@@ -336,6 +392,12 @@ struct Actor {
     /// Lines written but not yet confirmed by a PONG, with the sequence number of the
     /// confirmation PING that covers them.
     unconfirmed: VecDeque<(u64, Message)>,
+    /// Lines ever queued, and of those confirmed: lines are confirmed in the order they were
+    /// queued (a line sent again after a break keeps its place), so a count says which.
+    queued: u64,
+    confirmed: u64,
+    /// Who waits for the line numbered so (counted by `queued`) to be confirmed.
+    waiters: VecDeque<(u64, oneshot::Sender<()>)>,
     /// Channels to be in, by lower-cased name.
     channels: BTreeMap<String, String>,
     seq: u64,
@@ -354,7 +416,14 @@ impl Actor {
         let mut backoff = self.config.reconnect_min;
         loop {
             let (end, was_registered) = self.session().await;
-            self.state.send_modify(|s| s.registered = false);
+            let down = match &end {
+                End::Broken(reason) => Some(reason.clone()),
+                End::Quit => None,
+            };
+            self.state.send_modify(|s| {
+                s.registered = false;
+                s.down = down;
+            });
             // What was written but not confirmed goes out again first, in order.
             while let Some((_, line)) = self.unconfirmed.pop_back() {
                 self.queue.push_front(line);
@@ -392,19 +461,28 @@ impl Actor {
     /// Takes a command while not connected (or before writing it).
     fn take(&mut self, command: Request) {
         match command {
-            Request::Lines(lines) => self.queue.extend(lines),
+            Request::Lines(lines, waiter) => {
+                self.queued += lines.len() as u64;
+                self.queue.extend(lines);
+                if let Some(waiter) = waiter {
+                    self.waiters.push_back((self.queued, waiter));
+                }
+            }
             Request::Join(channel) => {
+                self.queued += 1;
                 self.channels
                     .insert(irc_lowercase(&channel), channel.clone());
                 self.queue
                     .push_back(Message::new(Command::Join, &[&channel]));
             }
             Request::Part(channel, reason) => {
+                self.queued += 1;
                 self.channels.remove(&irc_lowercase(&channel));
                 self.queue
                     .push_back(Message::new(Command::Part, &[&channel, &reason]));
             }
             Request::Nick(nick) => {
+                self.queued += 1;
                 self.wanted_nick = nick.clone();
                 self.queue.push_back(Message::new(Command::Nick, &[&nick]));
             }

@@ -83,6 +83,16 @@ impl Actor {
         };
         while self.unconfirmed.front().is_some_and(|(s, _)| *s <= seq) {
             self.unconfirmed.pop_front();
+            self.confirmed += 1;
+        }
+        while self
+            .waiters
+            .front()
+            .is_some_and(|(line, _)| *line <= self.confirmed)
+        {
+            if let Some((_, waiter)) = self.waiters.pop_front() {
+                let _ = waiter.send(());
+            }
         }
         session.confirming = false;
         if !self.unconfirmed.is_empty() {

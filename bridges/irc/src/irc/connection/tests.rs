@@ -173,6 +173,41 @@ async fn a_line_written_but_unconfirmed_is_sent_again_after_a_break() {
     assert_eq!(second.expect("PRIVMSG").await, "PRIVMSG #c two");
 }
 
+#[tokio::test]
+async fn a_message_is_confirmed_by_the_pong_after_it() {
+    let (listener, config) = listener().await;
+    let (client, _events) = Client::spawn(config);
+    let mut server = Peer::accept(&listener).await;
+    server.register("bridge").await;
+    let sent = client.send("#c", Kind::Privmsg, "one");
+    let confirmed = tokio::spawn(sent.confirmed());
+    assert_eq!(server.expect("PRIVMSG").await, "PRIVMSG #c one");
+    let ping = server.expect("PING").await;
+    assert!(!confirmed.is_finished(), "confirmed before the PONG");
+    let token = ping.trim_start_matches("PING ");
+    server.send(&format!(":srv PONG srv :{token}")).await;
+    let outcome = timeout(WAIT, confirmed).await.unwrap().unwrap();
+    assert_eq!(outcome, Ok(()));
+}
+
+#[tokio::test]
+async fn a_message_on_a_refused_connection_says_why_and_waits_for_the_next() {
+    let (listener, config) = listener().await;
+    let (client, _events) = Client::spawn(config);
+    // The server lets the connection in, reads its greeting and closes it.
+    let mut first = Peer::accept(&listener).await;
+    first.expect("USER").await;
+    drop(first);
+    let refused = timeout(WAIT, client.send("#c", Kind::Privmsg, "one").confirmed())
+        .await
+        .unwrap();
+    assert_eq!(refused, Err("the server closed the connection".to_owned()));
+    // Still queued: the next connection sends it.
+    let mut second = Peer::accept(&listener).await;
+    second.register("bridge").await;
+    assert_eq!(second.expect("PRIVMSG").await, "PRIVMSG #c one");
+}
+
 #[test]
 fn a_ca_file_without_certificates_is_refused_with_its_name() {
     let dir = std::env::temp_dir().join(format!("trestle-irc-ca-{}", std::process::id()));

@@ -22,6 +22,7 @@ impl Actor {
         session.registered = true;
         self.state.send_modify(|s| {
             s.registered = true;
+            s.down = None;
             s.nick = nick.clone();
             s.sessions += 1;
         });
