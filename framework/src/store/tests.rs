@@ -366,11 +366,11 @@ async fn both_forms_of_the_commit_name_transactions_and_store_each_event_once() 
 }
 
 /// Batches of one record of one event, the shape a transaction of one event committed alone
-/// has, in the form made for it and in the general one: the same transactions new, reused and
+/// has, flat (the form the commit takes for them) and in a JSON form: the same transactions new, reused and
 /// resent, the same events stored, the same done marks written.
 #[tokio::test]
 async fn a_batch_of_one_event_commits_as_the_general_form_does() {
-    for form in [Some(journal::Form::Flat), Some(journal::Form::PerItem), None] {
+    for form in [None, Some(journal::Form::PerItem)] {
         let (_dir, store) = on_file().await;
         assert!(store.claim_journal());
         let mut told = Vec::new();
@@ -423,12 +423,12 @@ async fn a_batch_of_one_event_commits_as_the_general_form_does() {
     }
 }
 
-/// A gathered batch of one-event transactions, in the form made for it and in the general one:
+/// A gathered batch of one-event transactions, flat and in a JSON form:
 /// an id again with its digest is kept once, with another it is new and reused, and an event
 /// twice in the batch is stored for its first transaction only.
 #[tokio::test]
 async fn a_batch_of_one_event_transactions_commits_as_the_general_form_does() {
-    for form in [Some(journal::Form::Flat), Some(journal::Form::PerItem), None] {
+    for form in [None, Some(journal::Form::PerItem)] {
         let (_dir, store) = on_file().await;
         assert!(store.claim_journal());
         for (txn, digest, event) in [

@@ -9,8 +9,6 @@ use sqlx::Row;
 use super::{Batch, Journal, Record};
 
 mod flat;
-
-use flat::{FLAT_SCRIPTS, MAX_FLAT, flat_query};
 use crate::{
     Result,
     store::{
@@ -112,9 +110,6 @@ pub(in crate::store) enum Form {
     PerRecord,
     /// Each item looks its record up.
     PerItem,
-    /// Every record of one item, and at most [`MAX_FLAT`] of them (transactions of one
-    /// event): every value a parameter of its own, no JSON.
-    Flat,
 }
 
 impl Form {
@@ -127,23 +122,18 @@ impl Form {
         }
     }
 
-    /// The script for a batch of `records` records (kept: see [`commit_records_query`]).
-    fn script(self, records: usize, marking_done: bool) -> Result<&'static str> {
-        Ok(match (self, marking_done) {
+    fn script(self, marking_done: bool) -> &'static str {
+        match (self, marking_done) {
             (Form::PerRecord, false) => commit_records_sql!("", items_per_record!()),
             (Form::PerRecord, true) => commit_records_sql!(marks!(), items_per_record!()),
             (Form::PerItem, false) => commit_records_sql!("", items_per_item!()),
             (Form::PerItem, true) => commit_records_sql!(marks!(), items_per_item!()),
-            (Form::Flat, marking_done) => records
-                .checked_sub(1)
-                .and_then(|place| FLAT_SCRIPTS.get(place))
-                .map(|scripts| scripts[usize::from(marking_done)].as_str())
-                .ok_or_else(|| {
-                    crate::Error::Other(format!("no flat commit script for {records} records"))
-                })?,
-        })
+        }
     }
 }
+
+/// A statement with its arguments.
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
 /// What committing records did.
 #[derive(Debug, Default)]
@@ -164,24 +154,20 @@ fn commit_records_query(
     records: &[Record],
     done: &[i64],
     form: Option<Form>,
-) -> Result<(
-    sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
-    Committed,
-)> {
-    let shape = if (1..=MAX_FLAT).contains(&records.len())
-        && records.iter().all(|record| record.items.len() == 1)
+) -> Result<(Query, Committed)> {
+    // Batches of one-event transactions are written out flat (`flat.rs`) unless a form is
+    // asked for.
+    if form.is_none()
+        && let Some(flat) = flat::query(records, done)
     {
-        Form::Flat
-    } else {
+        return flat;
+    }
+    let form = form.unwrap_or_else(|| {
         Form::for_batch(
             records.len(),
             records.iter().map(|record| record.items.len()).sum(),
         )
-    };
-    // Flat fits some batches only; the others fit every batch.
-    let form = form
-        .filter(|form| *form != Form::Flat || shape == Form::Flat)
-        .unwrap_or(shape);
+    });
     let mut left_out = Committed::default();
     let mut seen = HashSet::new();
     let mut digests = std::collections::HashMap::new();
@@ -198,7 +184,6 @@ fn commit_records_query(
         })
         .collect();
     let mut txns = Vec::with_capacity(records.len());
-    let mut flat = Vec::new();
     let mut rows = Vec::new();
     let mut payloads = Vec::new();
     for (record, prefix) in records.iter().zip(&prefixes) {
@@ -218,10 +203,6 @@ fn commit_records_query(
             &record.digest,
             prefix.as_ref(),
         ));
-        if let (Form::Flat, [item]) = (form, record.items.as_slice()) {
-            flat.push((record, item, prefix.as_ref()));
-            continue;
-        }
         for (seq, item) in (record.first_seq..).zip(&record.items) {
             if let Some(event_id) = &item.event_id
                 && !events.insert(event_id.as_str())
@@ -240,10 +221,7 @@ fn commit_records_query(
             });
         }
     }
-    if form == Form::Flat {
-        return Ok((flat_query(&flat, done)?, left_out));
-    }
-    let query = sqlx::query(form.script(txns.len(), !done.is_empty())?)
+    let query = sqlx::query(form.script(!done.is_empty()))
         .bind(serde_json::to_string(&txns)?)
         .bind(payloads)
         .bind(serde_json::to_string(&rows)?)
