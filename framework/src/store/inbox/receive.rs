@@ -41,6 +41,14 @@ impl<'a> TxnName<'a> {
             digest => Cow::Owned(format!("{}~{digest}", self.id)),
         }
     }
+
+    /// The key of its `index`th item: the [key prefix](Self::key_prefix), a dot, the index.
+    pub(crate) fn item_key(&self, index: usize) -> String {
+        match self.digest {
+            "" => format!("{}.{index}", self.id),
+            digest => format!("{}~{digest}.{index}", self.id),
+        }
+    }
 }
 
 /// What names a homeserver's transaction together with its id: a digest of the items it

@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use sqlx::Row;
 
 use super::{Batch, Journal, Record};
+
+mod flat;
 use crate::{
     Result,
     store::{
@@ -130,6 +132,9 @@ impl Form {
     }
 }
 
+/// A statement with its arguments.
+type Query = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
+
 /// What committing records did.
 #[derive(Debug, Default)]
 pub(crate) struct Committed {
@@ -149,10 +154,14 @@ fn commit_records_query(
     records: &[Record],
     done: &[i64],
     form: Option<Form>,
-) -> Result<(
-    sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
-    Committed,
-)> {
+) -> Result<(Query, Committed)> {
+    // Batches of one-event transactions are written out flat (`flat.rs`) unless a form is
+    // asked for.
+    if form.is_none()
+        && let Some(flat) = flat::query(records, done)
+    {
+        return flat;
+    }
     let form = form.unwrap_or_else(|| {
         Form::for_batch(
             records.len(),
