@@ -113,9 +113,11 @@ impl Plugin {
         self
     }
 
-    /// A fresh registration for this plugin on `server_name`, pushed to at `url`.
+    /// A fresh registration for this plugin on `server_name`, pushed to at `url`: its bot
+    /// `@<bot_localpart>` and its ghosts in the exclusive namespace, and a hidden
+    /// `sender_localpart` that never acts ([`Registration::generate_with_bot`]).
     pub fn generate_registration(&self, url: Option<String>, server_name: &str) -> Registration {
-        let mut registration = Registration::generate(
+        let mut registration = Registration::generate_with_bot(
             self.name,
             url,
             self.bot_localpart,
