@@ -44,7 +44,7 @@ pub fn ensure_registration(config: &Config, plugin: &Plugin) -> Result<Registrat
     let mut registration = if path.exists() {
         Registration::from_file(&path)?
     } else {
-        plugin.generate_registration(None, &config.homeserver.server_name)
+        plugin.generate_registration_with_bot(None, &config.homeserver.server_name)
     };
     let before = registration.clone();
     registration.url = Some(url);
