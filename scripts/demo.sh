@@ -7,6 +7,8 @@
 #   DEMO_APPSERVICE_PORT  the port all plugins listen on, on 127.0.0.1 (default 29300)
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
 #   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
+#   DEMO_SYNAPSE_PUSH     1: turn on Synapse's experimental features that push to-device events
+#                         to appservices (encryption works without them, by /sync)
 #
 # Needs: cargo, python3, curl. Writes .demo/demo.json with the connection details.
 set -euo pipefail
@@ -184,7 +186,8 @@ write_registrations() {
         --homeserver-url "$hs_url" --listen "127.0.0.1:$appservice_port" >&2
     # The echo bot works in end-to-end encrypted rooms too (docs/e2ee.md): its registration then
     # asks for to-device events, key counts (org.matrix.msc3202) and its own devices
-    # (io.element.msc4190), and Synapse has the matching experimental features (demo.yaml).
+    # (io.element.msc4190). Synapse's configuration is stock: each device fetches its to-device
+    # events with /sync (DEMO_SYNAPSE_PUSH=1 turns on the experimental features that push them).
     # Rewritten in place, the file keeps the owner-only mode (0600) `init` gave it.
     python3 - "$trestle_config" <<'PY' || die "could not turn on encryption for echo in $trestle_config"
 import re, sys
@@ -201,8 +204,27 @@ PY
         reg="$("$trestle" --config "$trestle_config" registration "$plugin" --path)" \
             || die "'trestle registration $plugin' failed"
         registrations+=("$(cd "$(dirname "$reg")" && pwd)/$(basename "$reg")")
+        give_bot_its_own_user "$plugin" "$reg"
         log "plugin $plugin: http://127.0.0.1:$appservice_port/$plugin, registration $reg"
     done
+}
+
+# give_bot_its_own_user PLUGIN FILE: a registration an older demo wrote has the bot as its
+# sender_localpart, to which Synapse refuses /sync, so the bot could not decrypt on a stock
+# Synapse. Its sender becomes a hidden user, as in the registrations Trestle writes now; the bot
+# keeps its id (it is in the namespace) and Synapse reads the file again when it starts.
+give_bot_its_own_user() {
+    python3 - "$1" "$2" <<'PY' || die "could not give the bot of $2 a user of its own"
+import re, secrets, string, sys
+plugin, path = sys.argv[1:3]
+text = open(path).read()
+suffix = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+text, n = re.subn(r"(?m)^sender_localpart: %s$" % re.escape(plugin),
+                  "sender_localpart: %s-sender-%s" % (plugin, suffix), text)
+if n:
+    open(path, "w").write(text)
+    print("demo: %s: the bot is now a user apart from the registration's sender" % path, file=sys.stderr)
+PY
 }
 
 write_synapse_config() {
@@ -246,12 +268,15 @@ write_synapse_config() {
         echo "rc_joins: {local: $generous, remote: $generous}"
         echo "rc_invites: {per_room: $generous, per_user: $generous, per_issuer: $generous}"
         echo "rc_presence: {per_user: $generous}"
-        # Encryption for appservices: to-device events (MSC2409) and device lists and one-time
-        # key counts (MSC3202) in transactions; devices made by the appservice (MSC4190) need only
-        # the registration's io.element.msc4190.
-        echo "experimental_features:"
-        echo "  msc2409_to_device_messages_enabled: true"
-        echo "  msc3202_transaction_extensions: true"
+        # Encryption for appservices works on a stock Synapse: each device fetches its to-device
+        # events with /sync, and devices made by the appservice (MSC4190) need only the
+        # registration's io.element.msc4190. With DEMO_SYNAPSE_PUSH=1, Synapse pushes to-device
+        # events (MSC2409) and device lists and one-time key counts (MSC3202) in transactions.
+        if [[ "${DEMO_SYNAPSE_PUSH:-}" == 1 ]]; then
+            echo "experimental_features:"
+            echo "  msc2409_to_device_messages_enabled: true"
+            echo "  msc3202_transaction_extensions: true"
+        fi
     } >"$synapse_dir/demo.yaml"
 }
 
@@ -419,15 +444,14 @@ print(json.dumps({"name": sys.argv[1], "preset": "private_chat", "invite": [sys.
 }
 
 invite_bots() {
-    local reg bot status members deadline members_status=""
+    local plugin bot status members deadline members_status=""
     bots=()
-    for reg in "${registrations[@]}"; do
-        local localpart
-        localpart="$(yaml_get "$reg" sender_localpart)"
+    for plugin in "${plugins[@]}"; do
         # The timeline bot joins only timeline rooms, and the IRC bridge has no network until one
-        # is configured: neither belongs in the chat room. The others answer there.
-        case "$localpart" in timeline | irc) continue ;; esac
-        bots+=("@$localpart:$server_name")
+        # is configured: neither belongs in the chat room. The others answer there. Each bundled
+        # plugin's bot is named after it (its registration's sender_localpart is a hidden user).
+        case "$plugin" in timeline | irc) continue ;; esac
+        bots+=("@$plugin:$server_name")
     done
     members="$(joined_members "$room_id")"
     for bot in "${bots[@]}"; do

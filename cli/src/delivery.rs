@@ -24,7 +24,10 @@ pub(crate) fn line(plugin: &str, dir: &Path, now: u64) -> String {
         ),
         (Delivery::Sync, Some(false)) => format!(
             "FAIL  {plugin}: the homeserver neither pushes to-device events to the appservice \
-             nor lets its bot /sync (found at its start {when}): the bot cannot decrypt. Turn on \
+             nor lets its bot /sync, the registration's sender_localpart (found at its start \
+             {when}): the bot cannot decrypt. Give the bot a user of its own: set the \
+             registration's sender_localpart to a new, unused localpart (the bot stays in \
+             namespaces.users), reload it into the homeserver and restart trestle; or turn on \
              Synapse's experimental_features msc2409_to_device_messages_enabled and \
              msc3202_transaction_extensions"
         ),
@@ -73,6 +76,21 @@ mod tests {
         let text = line("echo", dir, 1010);
         assert!(
             text.starts_with("ok    echo: the homeserver pushes"),
+            "{text}"
+        );
+        // A bot that is the registration's sender, refused `/sync`: what to change.
+        std::fs::write(
+            dir.join("delivery.json"),
+            r#"{"delivery":"sync","at":1000,"bot_syncs":false}"#,
+        )
+        .unwrap();
+        let text = line("echo", dir, 1010);
+        assert!(
+            text.starts_with("FAIL  echo: the homeserver neither"),
+            "{text}"
+        );
+        assert!(
+            text.contains("set the registration's sender_localpart to a new"),
             "{text}"
         );
     }

@@ -316,6 +316,8 @@ impl Crypto {
         self.machine
             .get_or_try_init(|| async {
                 check_registration(app.registration())?;
+                // A bot apart from the sender is asserted like a ghost, so it must exist.
+                app.bot().ensure_registered().await?;
                 let bot = app.bot_user_id();
                 let machine = Machine::open(app, bot, &self.dir, false).await?;
                 let requirement = trust::requirement(self.accept_unsigned_devices);

@@ -4,8 +4,9 @@
 //! The bot's device and each ghost's device whose machine is open long-poll
 //! `GET /_matrix/client/v3/sync` as themselves (identity assertion with `device_id`, which
 //! Synapse allows an appservice for its users' devices without any flag; but Synapse refuses
-//! `/sync` to the appservice's own user, the bot, which then gets no room keys: that is logged
-//! and recorded for `trestle check`), with a filter that
+//! `/sync` to the registration's `sender_localpart` user: a bot that is that user, rather than
+//! a user of the namespace apart from it, then gets no room keys, which is logged and recorded
+//! for `trestle check`), with a filter that
 //! leaves out rooms, presence and account data: what is left is what the Olm machine needs
 //! (to-device events, device-list changes, one-time-key counts, unused fallback key types).
 //! Each response is taken in with its `next_batch` saved in the device's crypto store in the
@@ -76,6 +77,8 @@ impl Crypto {
         };
         tracing::debug!(%user, %device, "syncing a device");
         let is_bot = &user == app.bot_user_id();
+        // Synapse refuses `/sync` to the sender only: a bot apart from it syncs like a ghost.
+        let is_sender = &user == app.sender_user_id();
         let mut answered = false;
         let mut refused = false;
         let mut backoff = FIRST_BACKOFF;
@@ -109,18 +112,23 @@ impl Crypto {
                     since = Some(next);
                     backoff = FIRST_BACKOFF;
                 }
-                Err(error) if is_bot && !answered && is_refusal(&error) => {
+                Err(error) if is_sender && !answered && is_refusal(&error) => {
                     if !refused {
                         refused = true;
                         delivery::record_bot_sync(&self.dir, false);
                         self.bot_unsynced.store(true, Ordering::Relaxed);
-                        tracing::error!(%user, %error, "end-to-end encryption: the homeserver \
-                            refuses /sync for the appservice's own user (Synapse does), and does \
-                            not push to-device events: the bot's device gets no room keys and \
-                            cannot decrypt, and asks for its members' devices before each \
-                            message it encrypts. Turn on Synapse's experimental_features \
-                            msc2409_to_device_messages_enabled and msc3202_transaction_extensions \
-                            (docs/e2ee.md)");
+                        tracing::warn!(%user, %error, "end-to-end encryption: the homeserver \
+                            refuses /sync to the bot, which is the registration's \
+                            sender_localpart (Synapse does), and does not push to-device events: \
+                            the bot's device gets no room keys and cannot decrypt, and asks for \
+                            its members' devices before each message it encrypts. Give the bot a \
+                            user of its own: in the registration set sender_localpart to a new, \
+                            unused localpart (the bot's stays in namespaces.users), reload it \
+                            into the homeserver and restart (the trestle host then takes the \
+                            plugin's name as the bot; elsewhere AppserviceBuilder::bot); or turn \
+                            on Synapse's \
+                            experimental_features msc2409_to_device_messages_enabled and \
+                            msc3202_transaction_extensions (docs/e2ee.md)");
                     }
                     tokio::select! {
                         () = tokio::time::sleep(MAX_BACKOFF) => {}

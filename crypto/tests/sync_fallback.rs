@@ -4,9 +4,12 @@
 //! fetches its own with `/sync`. A to-device event sent to a ghost's device is fetched (Synapse
 //! then empties its inbox), one sent while the ghost's machine is closed waits and is fetched
 //! when it opens again, also after Trestle restarts (from the saved `next_batch`). Synapse
-//! refuses `/sync` to the bot, the appservice's own user: that is recorded for `trestle check`,
-//! and the bot, which then hears of no device change, still encrypts what it sends for a device
-//! its member added since its last message.
+//! refuses `/sync` to the bot where it is the appservice's own user (`sender_localpart`): that
+//! is recorded for `trestle check`, and the bot, which then hears of no device change, still
+//! encrypts what it sends for a device its member added since its last message. A bot that is
+//! a user of the namespace apart from a hidden sender (what Trestle generates now) syncs like a
+//! ghost: the strict client's `!echo` is decrypted by it and its answer by the client, also
+//! after a restart.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -122,6 +125,65 @@ async fn without_experimental_features_open_ghost_devices_sync() {
     let reopened = restarted.crypto.ghost_device(&restarted.app, &other);
     assert_eq!(reopened.await.unwrap(), other_device);
     inbox_emptied(&harness.synapse, &other).await;
+    restarted.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_experimental_features_a_bot_apart_from_the_sender_decrypts() {
+    let Started {
+        mut harness,
+        crypto,
+        crypto_dir,
+    } = setup::start_bot_apart_on(
+        "echo",
+        trestle_echo::router(),
+        settings(),
+        setup::SYNAPSE_STOCK,
+    )
+    .await;
+    assert_eq!(setup::wait_for_delivery(&crypto).await, Delivery::Sync);
+    let bot = harness.app.bot_user_id().clone();
+    assert_eq!(bot.as_str(), "@echo:localhost");
+    assert_ne!(harness.app.sender_user_id(), &bot);
+
+    // The strict client (cross-signed devices only, both ways) and the bot, each decrypting
+    // the other; a ghost answers too.
+    let mut alice = User::register(&harness.synapse, "alice").await;
+    let room = alice.encrypted_room_with(&bot).await;
+    alice
+        .echo_round(&room, &bot, "!echo apart-secret-1", "apart-secret-1")
+        .await;
+    let ghost = OwnedUserId::try_from("@echo_ghosty:localhost").unwrap();
+    let command = "!echo-as Ghosty apart-ghost-secret";
+    alice
+        .echo_round(&room, &ghost, command, "apart-ghost-secret")
+        .await;
+    // The bot's `/sync` answered: `trestle check` says so.
+    assert_eq!(
+        recorded_delivery(crypto_dir.path()).unwrap().bot_syncs,
+        Some(true)
+    );
+    // The bot acted as itself (joined, sent), never as the hidden sender.
+    let sender = harness.app.sender_user_id().as_str();
+    let events = alice.plain.messages(room.room_id().as_str()).await;
+    assert!(events.iter().all(|e| e["sender"] != sender), "{events:?}");
+    assert!(events.iter().any(|e| e["sender"] == bot.as_str()));
+
+    // Trestle restarted: the bot's device syncs on from its saved `next_batch`.
+    let restarted = setup::restart(
+        &mut harness,
+        crypto_dir.path(),
+        trestle_echo::router(),
+        settings(),
+    )
+    .await;
+    assert_eq!(
+        setup::wait_for_delivery(&restarted.crypto).await,
+        Delivery::Sync
+    );
+    alice
+        .echo_round(&room, &bot, "!echo apart-secret-2", "apart-secret-2")
+        .await;
     restarted.stop().await;
 }
 

@@ -5,7 +5,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 use ruma::{
     OwnedRoomAliasId, OwnedServerName, OwnedTransactionId, OwnedUserId, UserId,
-    api::{AppserviceUserIdentity, client::appservice::request_ping},
+    api::client::appservice::request_ping,
 };
 use tokio::net::TcpListener;
 use trestle_registration::{NamespaceKind, Registration};
@@ -42,6 +42,27 @@ pub type UserQuery =
 /// alias, then return `true`.
 pub type AliasQuery =
     Arc<dyn Fn(Appservice, OwnedRoomAliasId) -> BoxFuture<'static, Result<bool>> + Send + Sync>;
+
+/// `@<localpart>:<server_name>` as a bot apart from the registration's sender: it must be
+/// the sender or lie in an exclusive user namespace, or the homeserver would not let the
+/// appservice act as it (or would let another appservice act as it too).
+fn bot_apart(
+    registration: &Registration,
+    localpart: &str,
+    server_name: &OwnedServerName,
+) -> Result<OwnedUserId> {
+    let origin = format!("registration `{}`", registration.id);
+    let bot = UserId::parse(format!("@{localpart}:{server_name}"))
+        .map_err(|e| Error::Config(format!("{origin}: the bot `{localpart}`: {e}")))?;
+    if !registration.can_be_bot(localpart, server_name.as_str()) {
+        return Err(Error::Config(format!(
+            "{origin}: the bot {bot} is neither the `sender_localpart` nor in an exclusive \
+             user namespace (`namespaces.users`): the homeserver would not let the appservice \
+             act as it"
+        )));
+    }
+    Ok(bot)
+}
 
 /// A running appservice. Cheap to clone: handlers take it as an extractor to act as the bot
 /// or as ghosts.
@@ -85,9 +106,21 @@ pub struct AppserviceBuilder {
     body_limit: usize,
     on_send_failure: Option<SendFailureHook>,
     options: Options,
+    bot_localpart: Option<String>,
 }
 
 impl AppserviceBuilder {
+    /// The bot's localpart, where the bot is not the registration's `sender_localpart` user:
+    /// an ordinary user inside an exclusive user namespace, registered at start like a ghost
+    /// and asserted (`?user_id=`) on every request made as the bot, while the sender stays
+    /// hidden and never acts (mautrix's shape). Synapse refuses `/sync` to the sender, so an
+    /// encrypted bot on a homeserver that does not push to-device events needs this
+    /// (`docs/e2ee.md`). Unset, the bot is the sender, as before.
+    pub fn bot(mut self, localpart: impl Into<String>) -> Self {
+        self.bot_localpart = Some(localpart.into());
+        self
+    }
+
     /// Called with each request the homeserver refused for good (a 4xx other than 429) that
     /// no handler was awaiting. Such failures are logged either way.
     pub fn on_send_failure(mut self, hook: impl Fn(SendFailure) + Send + Sync + 'static) -> Self {
@@ -136,11 +169,18 @@ impl AppserviceBuilder {
         for warning in self.registration.warnings() {
             tracing::warn!(registration = %self.registration.id, "{warning}");
         }
-        // The bot need not lie in the user namespace (Synapse does not ask it to): it is one
+        // The sender need not lie in the user namespace (Synapse does not ask it to): it is one
         // of ours all the same, see `is_own_user`.
         let server_name = OwnedServerName::try_from(self.server_name.as_str())?;
-        let bot_user_id = UserId::parse(self.registration.bot_user_id(&self.server_name))?;
-        let client = HomeserverClient::new(&self.homeserver_url, &self.registration.as_token)?;
+        let sender = UserId::parse(self.registration.bot_user_id(&self.server_name))?;
+        let bot_user_id = match &self.bot_localpart {
+            Some(localpart) => bot_apart(&self.registration, localpart, &server_name)?,
+            None => sender.clone(),
+        };
+        let mut client = HomeserverClient::new(&self.homeserver_url, &self.registration.as_token)?;
+        if bot_user_id != sender {
+            client = client.acting_as(bot_user_id.clone());
+        }
         let store = match self.store {
             Some(store) => store,
             None => Store::in_memory().await?,
@@ -148,7 +188,8 @@ impl AppserviceBuilder {
         // Chosen once: the queues ask the mode, never the backend (`store/mode.rs`).
         let mode = Mode::choose(&store);
         let writeback = Arc::new(WriteBack::new(store.clone()));
-        let users = Users::load(bot_user_id, store.clone(), mode, writeback.clone()).await?;
+        let users =
+            Users::load(bot_user_id, sender, store.clone(), mode, writeback.clone()).await?;
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
         let hooks = self.router.options.hooks.clone();
         let id = self.registration.id.clone();
@@ -200,6 +241,7 @@ impl Appservice {
             body_limit: 32 * 1024 * 1024,
             on_send_failure: None,
             options: Options::default(),
+            bot_localpart: None,
         }
     }
 
@@ -213,9 +255,15 @@ impl Appservice {
         &self.inner.server_name
     }
 
-    /// The bot's user id.
+    /// The bot's user id: the user the appservice acts as by default, and answers as.
     pub fn bot_user_id(&self) -> &OwnedUserId {
         self.inner.queues.core.users.bot_user_id()
+    }
+
+    /// The registration's `sender_localpart` user: the bot, unless the appservice was built
+    /// with another ([`AppserviceBuilder::bot`]), when it is a hidden user that never acts.
+    pub fn sender_user_id(&self) -> &OwnedUserId {
+        self.inner.queues.core.users.sender()
     }
 
     /// The homeserver client.
@@ -251,10 +299,11 @@ impl Appservice {
         self.metrics().set_gauge(name, help, labels, value);
     }
 
-    /// Whether `user_id` is one of ours: the bot (inside the user namespace or not) or in an
-    /// exclusive user namespace — Synapse's `is_exclusive_user`.
+    /// Whether `user_id` is one of ours: the bot, the sender (inside the user namespace or
+    /// not) or in an exclusive user namespace — Synapse's `is_exclusive_user`.
     pub fn is_own_user(&self, user_id: &UserId) -> bool {
         user_id == self.bot_user_id()
+            || user_id == self.sender_user_id()
             || self
                 .inner
                 .registration
@@ -316,10 +365,8 @@ impl Appservice {
             "trestle-start-{}",
             rand::random::<u64>()
         )));
-        let response = self
-            .client()
-            .send(request, AppserviceUserIdentity::default())
-            .await?;
+        // As the appservice: the ping proves the registration, and needs no bot registered.
+        let response = self.client().send_as_appservice(request).await?;
         Ok(response.duration)
     }
 

@@ -6,12 +6,15 @@
 
 use std::{borrow::Cow, collections::BTreeSet, sync::Arc, time::Duration};
 
-use ruma::api::{
-    AppserviceUserIdentity, IncomingResponse, MatrixVersion, OutgoingRequest,
-    OutgoingRequestAppserviceExt, SupportedVersions,
-    auth_scheme::{AuthScheme, SendAccessToken},
-    error::ErrorKind,
-    path_builder::{PathBuilder, SinglePath, VersionHistory},
+use ruma::{
+    OwnedUserId,
+    api::{
+        AppserviceUserIdentity, IncomingResponse, MatrixVersion, OutgoingRequest,
+        OutgoingRequestAppserviceExt, SupportedVersions,
+        auth_scheme::{AuthScheme, SendAccessToken},
+        error::ErrorKind,
+        path_builder::{PathBuilder, SinglePath, VersionHistory},
+    },
 };
 
 use crate::{Error, Result};
@@ -22,7 +25,7 @@ pub struct HomeserverClient {
     inner: Arc<ClientInner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct ClientInner {
     http: reqwest::Client,
     base_url: String,
@@ -30,6 +33,9 @@ struct ClientInner {
     base: url::Url,
     as_token: String,
     versions: SupportedVersions,
+    /// The user a request naming none acts as, where that is not the registration's
+    /// `sender_localpart` (see [`HomeserverClient::acting_as`]).
+    default_user: Option<OwnedUserId>,
 }
 
 /// Chooses a ruma endpoint's path from the versions we speak. ruma has two path builders, and
@@ -84,8 +90,22 @@ impl HomeserverClient {
                 base_url,
                 as_token: as_token.into(),
                 versions,
+                default_user: None,
             }),
         })
+    }
+
+    /// The same client, sending a request that names no user as `user` rather than as the
+    /// registration's `sender_localpart`: the bot, where it is a user of the namespace apart
+    /// from the sender (`AppserviceBuilder::bot`), so that every action of the bot asserts its
+    /// id. [`HomeserverClient::send_as_appservice`] still acts as the sender.
+    #[must_use]
+    pub fn acting_as(self, user: OwnedUserId) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.default_user = Some(user);
+        HomeserverClient {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The homeserver's base URL.
@@ -106,6 +126,37 @@ impl HomeserverClient {
     /// Sends `request` as the user in `identity` (the bot when empty), once. Retrying is the
     /// outbox's business, which knows whether a request may be repeated.
     pub async fn send<R>(
+        &self,
+        request: R,
+        mut identity: AppserviceUserIdentity<'_>,
+    ) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest,
+        Error: From<ruma::api::error::FromHttpResponseError<R::EndpointError>>,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        if identity.user_id.is_none() {
+            identity.user_id = self.inner.default_user.as_deref();
+        }
+        self.send_asserting(request, identity).await
+    }
+
+    /// Sends `request` as the appservice itself, the registration's `sender_localpart`, even
+    /// where the bot is another user: what only the appservice may ask (registering a user,
+    /// a ping), and which must work before the bot exists.
+    pub async fn send_as_appservice<R>(&self, request: R) -> Result<R::IncomingResponse>
+    where
+        R: OutgoingRequest,
+        Error: From<ruma::api::error::FromHttpResponseError<R::EndpointError>>,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        self.send_asserting(request, AppserviceUserIdentity::default())
+            .await
+    }
+
+    async fn send_asserting<R>(
         &self,
         request: R,
         identity: AppserviceUserIdentity<'_>,

@@ -113,15 +113,41 @@ impl Plugin {
         self
     }
 
-    /// A fresh registration for this plugin on `server_name`, pushed to at `url`.
+    /// A fresh registration for this plugin on `server_name`, pushed to at `url`, whose bot is
+    /// its `sender_localpart` ([`Registration::generate`]): an appservice built for it needs
+    /// no [`AppserviceBuilder::bot`](crate::AppserviceBuilder::bot). See
+    /// [`Plugin::generate_registration_with_bot`] for what the `trestle` host writes.
     pub fn generate_registration(&self, url: Option<String>, server_name: &str) -> Registration {
-        let mut registration = Registration::generate(
+        let registration = Registration::generate(
             self.name,
             url,
             self.bot_localpart,
             self.ghost_prefix,
             server_name,
         );
+        self.with_protocols_listed(registration)
+    }
+
+    /// A fresh registration for this plugin on `server_name`, pushed to at `url`: its bot
+    /// `@<bot_localpart>` and its ghosts in the exclusive namespace, and a hidden
+    /// `sender_localpart` that never acts ([`Registration::generate_with_bot`]). Build its
+    /// appservice with `AppserviceBuilder::bot(plugin.bot_localpart)`.
+    pub fn generate_registration_with_bot(
+        &self,
+        url: Option<String>,
+        server_name: &str,
+    ) -> Registration {
+        let registration = Registration::generate_with_bot(
+            self.name,
+            url,
+            self.bot_localpart,
+            self.ghost_prefix,
+            server_name,
+        );
+        self.with_protocols_listed(registration)
+    }
+
+    fn with_protocols_listed(&self, mut registration: Registration) -> Registration {
         if !self.protocols.is_empty() {
             registration.protocols = Some(self.protocols.iter().map(|p| (*p).to_owned()).collect());
         }

@@ -33,6 +33,7 @@ pub(crate) struct Running {
 #[must_use = "stop it with Appservice::stop"]
 pub struct Started {
     ping: tokio::task::JoinHandle<()>,
+    bot: Option<tokio::task::JoinHandle<()>>,
     services: Running,
 }
 
@@ -61,16 +62,50 @@ impl Appservice {
     /// [`Appservice::run`] does it; public for a host that serves several appservices on one
     /// listener (crate `trestle-host`), which stops each with [`Appservice::stop`].
     pub fn start(&self) -> Started {
+        // First: it clears the stop signal of an earlier run, which the bot's task watches.
+        let services = self.start_services();
         Started {
             ping: self.ping_in_background(),
-            services: self.start_services(),
+            bot: self.register_bot_in_background(),
+            services,
         }
+    }
+
+    /// Registers the bot, where it is not the registration's sender (which the homeserver
+    /// made), from a task retrying until the homeserver answers: requests made as the bot
+    /// assert its id, which the homeserver takes only from a registered user. (The outbox
+    /// registers it too before its first send.)
+    fn register_bot_in_background(&self) -> Option<tokio::task::JoinHandle<()>> {
+        if self.bot_user_id() == self.sender_user_id() {
+            return None;
+        }
+        let app = self.clone();
+        Some(tokio::spawn(async move {
+            let mut backoff = FIRST_BACKOFF;
+            loop {
+                match app.bot().ensure_registered().await {
+                    Ok(()) => return,
+                    Err(error) => {
+                        let bot = app.bot_user_id();
+                        tracing::warn!(%bot, %error, "could not register the bot; retrying");
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = app.stopping() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }))
     }
 
     /// Stops what [`Appservice::start`] started, once the listener is closed: services are told
     /// to stop and given a little time to finish cleanly, then received work a little more.
     pub async fn stop(&self, started: Started) {
         started.ping.abort();
+        if let Some(bot) = started.bot {
+            bot.abort();
+        }
         self.stop_services(started.services).await;
         // What is not finished now is in the store and is finished on the next start.
         if tokio::time::timeout(IDLE_GRACE, self.idle()).await.is_err() {

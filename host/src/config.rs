@@ -118,9 +118,17 @@ pub struct PluginSection {
     /// Whether the plugin runs.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// `bot`: the localpart of the plugin's bot (read with [`PluginSection::bot`]). It must be
+    /// the registration's `sender_localpart` or lie in an exclusive user namespace of it.
+    /// Unset, the bot is the plugin's own name (`echo`) where the registration allows that,
+    /// else the registration's `sender_localpart` (see `docs/registration.md`).
+    #[serde(default)]
+    bot: Option<Spanned<String>>,
     /// `encryption`: whether the plugin works in end-to-end encrypted rooms: its bot gets a device and
     /// decrypts and encrypts (see docs/e2ee.md). Needs a host built with encryption (the
-    /// `trestle` binary is) and a homeserver with MSC2409 and MSC3202 enabled; the plugin's
+    /// `trestle` binary is); the homeserver may push to-device events (MSC2409, MSC3202) or not
+    /// (each device then fetches them with `/sync`, the bot too where it is not the
+    /// registration's sender); the plugin's
     /// registration gets `org.matrix.msc3202` and `io.element.msc4190`.
     /// `true` or `false`, or a map: `{enabled: true, accept_unsigned_devices: false}`
     /// (`enabled` defaults to true there; `accept_unsigned_devices`, default true, decrypts
@@ -269,6 +277,12 @@ impl Secret {
 }
 
 impl PluginSection {
+    /// The configured `bot` localpart and the line it is on, if set.
+    pub fn bot(&self) -> Option<(&str, u64)> {
+        let bot = self.bot.as_ref()?;
+        Some((bot.value.as_str(), bot.referenced.line()))
+    }
+
     /// Whether the plugin works in end-to-end encrypted rooms (`encryption: true`, or a map
     /// whose `enabled` is not false).
     pub fn encryption(&self) -> bool {
@@ -509,8 +523,9 @@ pub fn default_config(
     );
     for plugin in plugins {
         out.push_str(&format!(
-            "  {}:\n    enabled: true\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n",
-            plugin.name
+            "  {}:\n    enabled: true\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n    \
+             # bot: {}  # the bot's localpart, in the registration's namespace (docs/registration.md)\n",
+            plugin.name, plugin.bot_localpart
         ));
         for line in plugin.settings_help.lines() {
             out.push_str(&format!("    {line}\n"));

@@ -44,7 +44,7 @@ pub fn ensure_registration(config: &Config, plugin: &Plugin) -> Result<Registrat
     let mut registration = if path.exists() {
         Registration::from_file(&path)?
     } else {
-        plugin.generate_registration(None, &config.homeserver.server_name)
+        plugin.generate_registration_with_bot(None, &config.homeserver.server_name)
     };
     let before = registration.clone();
     registration.url = Some(url);
@@ -146,13 +146,15 @@ impl Host {
                     ))
                 })?;
             }
-            let bot = UserId::parse(registration.bot_user_id(server_name))?;
+            let bot_localpart = bot_localpart(config, &plugin, &registration)?;
+            let bot = UserId::parse(format!("@{bot_localpart}:{server_name}"))?;
             built.push(Built {
                 plugin,
                 registration,
                 store,
                 router,
                 bot,
+                bot_localpart,
             });
         }
         // Every plugin is built before any appservice, so each can be told the others' bots.
@@ -164,6 +166,7 @@ impl Host {
                 homeserver_url.clone(),
                 server_name.clone(),
             )
+            .bot(built.bot_localpart)
             .router(built.router.other_bots(others))
             .store(built.store)
             .build()
@@ -266,6 +269,47 @@ struct Built {
     store: Store,
     router: Router,
     bot: OwnedUserId,
+    bot_localpart: String,
+}
+
+/// The localpart of `plugin`'s bot: the section's `bot`, which the registration must allow
+/// (an error names the file and field otherwise); unset, the plugin's own bot name where the
+/// registration allows it (what Trestle generates, old or new), else the registration's
+/// `sender_localpart` (a registration written by hand, whose bot stays what it was).
+pub fn bot_localpart(
+    config: &Config,
+    plugin: &Plugin,
+    registration: &Registration,
+) -> Result<String> {
+    let server_name = &config.homeserver.server_name;
+    let configured = config.plugins.get(plugin.name).and_then(|s| s.bot());
+    let Some((bot, line)) = configured else {
+        return Ok(
+            if registration.can_be_bot(plugin.bot_localpart, server_name) {
+                plugin.bot_localpart.to_owned()
+            } else {
+                registration.sender_localpart.clone()
+            },
+        );
+    };
+    let field = |problem: String| {
+        Error::Config(format!(
+            "{}: line {line}: field `plugins.{}.bot`: {problem}",
+            config.path.display(),
+            plugin.name
+        ))
+    };
+    let user_id = format!("@{bot}:{server_name}");
+    UserId::parse(&user_id).map_err(|e| field(format!("`{bot}` is not a valid localpart: {e}")))?;
+    if !registration.can_be_bot(bot, server_name) {
+        return Err(field(format!(
+            "{user_id} is neither the `sender_localpart` of {} nor in an exclusive user \
+             namespace of it (`namespaces.users`): the homeserver would not let the plugin act \
+             as it",
+            config.registration_path(plugin.name).display()
+        )));
+    }
+    Ok(bot.to_owned())
 }
 
 /// `plugin`'s routes (an [`Appservice::http_router`]) under `/<name>` in `router`, the way the

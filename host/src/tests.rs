@@ -14,6 +14,7 @@ use trestle::{
 use super::Host;
 use crate::config::Config;
 
+mod bot;
 mod nesting;
 
 fn quiet(_: &trestle::plugin::PluginSettings<'_>) -> trestle::Result<Router> {

@@ -112,6 +112,16 @@ pub struct Registration {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+/// `<bot>-sender-` and 8 random lowercase letters and digits.
+fn hidden_sender(bot_localpart: &str) -> String {
+    let random: String = generate_token()
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .take(8)
+        .collect();
+    format!("{bot_localpart}-sender-{random}")
+}
+
 fn explicit_null<S: Serializer>(url: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
     match url {
         Some(url) => s.serialize_str(url),
@@ -160,6 +170,25 @@ impl Registration {
             msc4190: None,
             other: BTreeMap::new(),
         }
+    }
+
+    /// A new registration whose bot is an ordinary user of its exclusive namespace,
+    /// `@<bot_localpart>:<server_name>`, and whose `sender_localpart` is a hidden user that
+    /// never acts (`<bot_localpart>-sender-<random>`; random so that nobody registered it
+    /// before the homeserver loads the file): mautrix's shape. The appservice is then built
+    /// with its bot named (`trestle::AppserviceBuilder::bot`). Synapse refuses `/sync` to the
+    /// sender, not to the bot, so the bot's device can fetch its to-device events where the
+    /// homeserver does not push them.
+    pub fn generate_with_bot(
+        id: impl Into<String>,
+        url: Option<String>,
+        bot_localpart: &str,
+        ghost_prefix: &str,
+        server_name: &str,
+    ) -> Self {
+        let mut registration = Self::generate(id, url, bot_localpart, ghost_prefix, server_name);
+        registration.sender_localpart = hidden_sender(bot_localpart);
+        registration
     }
 
     /// Reads and validates a registration file.
@@ -276,9 +305,21 @@ impl Registration {
         warnings
     }
 
-    /// The bot's full user id on `server_name`.
+    /// The full user id of `sender_localpart` on `server_name`: the appservice's own user,
+    /// which is its bot unless the appservice names another (see
+    /// [`Registration::generate_with_bot`]).
     pub fn bot_user_id(&self, server_name: &str) -> String {
         format!("@{}:{}", self.sender_localpart, server_name)
+    }
+
+    /// Whether `@<localpart>:<server_name>` can be the appservice's bot: the sender itself, or
+    /// a user of an exclusive user namespace, whom the homeserver lets this appservice alone
+    /// act as.
+    pub fn can_be_bot(&self, localpart: &str, server_name: &str) -> bool {
+        localpart == self.sender_localpart
+            || self
+                .namespaces
+                .matches_exclusive(NamespaceKind::Users, &format!("@{localpart}:{server_name}"))
     }
 
     /// Whether the registration's user namespaces claim `user_id`. The bot need not be among

@@ -217,6 +217,26 @@ fn generated_tokens_are_strong_and_distinct() {
 }
 
 #[test]
+fn generated_with_a_bot_has_a_hidden_sender() {
+    let a = Registration::generate_with_bot("echo", None, "echo", "echo_", "hs");
+    let b = Registration::generate_with_bot("echo", None, "echo", "echo_", "hs");
+    a.validate("gen").unwrap();
+    assert!(a.sender_localpart.starts_with("echo-sender-"));
+    assert_eq!(a.sender_localpart.len(), "echo-sender-".len() + 8);
+    assert_ne!(a.sender_localpart, b.sender_localpart);
+    // The bot is an ordinary user of the exclusive namespace; the sender is not in it, and is
+    // the appservice's own all the same (Synapse's `is_exclusive_user`).
+    assert!(
+        a.namespaces
+            .matches_exclusive(NamespaceKind::Users, "@echo:hs")
+    );
+    assert!(a.is_user_in_namespace("@echo_alice:hs"));
+    let sender = a.bot_user_id("hs");
+    assert!(!a.is_user_in_namespace(&sender));
+    assert!(a.is_exclusive_user(&sender, "hs"));
+}
+
+#[test]
 fn file_round_trip_is_private() {
     let dir = std::env::temp_dir().join(format!("trestle-reg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -20,6 +20,9 @@ pub struct Harness {
     pub url: String,
     /// The registration Synapse loaded.
     pub registration: Registration,
+    /// The bot's localpart where it is not the registration's sender
+    /// ([`Harness::start_with_bot`]).
+    pub bot_localpart: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     /// The temporary directory with the registration and the store.
@@ -50,11 +53,42 @@ impl Harness {
         .await
     }
 
+    /// As [`Harness::start_with`], with the bot `@<bot_localpart>`, a user of the namespace
+    /// apart from the registration's sender (`AppserviceBuilder::bot`).
+    pub async fn start_with_bot(
+        registration: &mut Registration,
+        bot_localpart: &str,
+        router: Router,
+        extra_yaml: &str,
+    ) -> Harness {
+        let port = free_port();
+        Self::start_as(
+            registration,
+            Some(bot_localpart.to_owned()),
+            router,
+            extra_yaml,
+            port,
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+    }
+
     /// As [`Harness::start_with`], with the appservice listening on `port` while Synapse is told
     /// (the registration's `url`) to reach it at `synapse_url`, e.g. a proxy that forwards to the
     /// port: [`crate::txn_proxy::TxnProxy`].
     pub async fn start_at(
         registration: &mut Registration,
+        router: Router,
+        extra_yaml: &str,
+        port: u16,
+        synapse_url: String,
+    ) -> Harness {
+        Self::start_as(registration, None, router, extra_yaml, port, synapse_url).await
+    }
+
+    async fn start_as(
+        registration: &mut Registration,
+        bot_localpart: Option<String>,
         router: Router,
         extra_yaml: &str,
         port: u16,
@@ -74,7 +108,8 @@ impl Harness {
         let path: PathBuf = dir.path().join("registration.yaml");
         registration.write_file(&path).unwrap();
         let synapse = Synapse::start_with(&[path], extra_yaml).await;
-        let (app, stop, task) = serve(registration, &synapse, dir.path(), port, router).await;
+        let bot = bot_localpart.as_deref();
+        let (app, stop, task) = serve(registration, bot, &synapse, dir.path(), port, router).await;
         synapse
             .wait_for_appservice(&registration.id, &registration.as_token, WAIT)
             .await;
@@ -83,6 +118,7 @@ impl Harness {
             app,
             url,
             registration: registration.clone(),
+            bot_localpart,
             stop: Some(stop),
             task: Some(task),
             dir,
@@ -109,6 +145,7 @@ impl Harness {
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
         let (app, stop, task) = serve(
             &self.registration,
+            self.bot_localpart.as_deref(),
             &self.synapse,
             self.dir.path(),
             port,
@@ -131,10 +168,11 @@ impl Harness {
     }
 }
 
-/// Serves `router` for `registration` on the SQLite store in `dir`, listening on `port`; returns
-/// the appservice, what stops it, and its task.
+/// Serves `router` for `registration` (with `bot` where it is not the sender) on the SQLite
+/// store in `dir`, listening on `port`; returns the appservice, what stops it, and its task.
 async fn serve(
     registration: &Registration,
+    bot: Option<&str>,
     synapse: &Synapse,
     dir: &std::path::Path,
     port: u16,
@@ -143,12 +181,11 @@ async fn serve(
     let store = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
         .await
         .unwrap();
-    let app = Appservice::builder(registration.clone(), synapse.base_url(), "localhost")
-        .router(router)
-        .store(store)
-        .build()
-        .await
-        .unwrap();
+    let mut builder = Appservice::builder(registration.clone(), synapse.base_url(), "localhost");
+    if let Some(bot) = bot {
+        builder = builder.bot(bot);
+    }
+    let app = builder.router(router).store(store).build().await.unwrap();
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let runner = app.clone();

@@ -59,6 +59,19 @@ pub async fn start_with(
     start_crypto_on(id, router, crypto, crypto_dir, SYNAPSE_E2EE).await
 }
 
+/// As [`start_on`], with the registration Trestle generates now: the bot `@<id>` a user of the
+/// namespace apart from a hidden `sender_localpart` (`Registration::generate_with_bot`).
+pub async fn start_bot_apart_on(
+    id: &str,
+    router: Router,
+    settings: Settings,
+    synapse_yaml: &str,
+) -> Started {
+    let crypto_dir = tempfile::tempdir().unwrap();
+    let crypto = Crypto::with_settings(crypto_dir.path(), settings);
+    start_crypto_as(id, true, router, crypto, crypto_dir, synapse_yaml).await
+}
+
 async fn start_crypto_on(
     id: &str,
     router: Router,
@@ -66,11 +79,32 @@ async fn start_crypto_on(
     crypto_dir: tempfile::TempDir,
     synapse_yaml: &str,
 ) -> Started {
-    let mut registration = Registration::generate(id, None, id, &format!("{id}_"), "localhost");
+    start_crypto_as(id, false, router, crypto, crypto_dir, synapse_yaml).await
+}
+
+/// Starts the appservice `id`, whose bot is its sender unless `bot_apart`.
+async fn start_crypto_as(
+    id: &str,
+    bot_apart: bool,
+    router: Router,
+    crypto: Arc<Crypto>,
+    crypto_dir: tempfile::TempDir,
+    synapse_yaml: &str,
+) -> Started {
+    let prefix = format!("{id}_");
+    let mut registration = if bot_apart {
+        Registration::generate_with_bot(id, None, id, &prefix, "localhost")
+    } else {
+        Registration::generate(id, None, id, &prefix, "localhost")
+    };
     registration.msc3202 = Some(true);
     registration.msc4190 = Some(true);
     let router = crypto.clone().install(router);
-    let harness = Harness::start_with(&mut registration, router, synapse_yaml).await;
+    let harness = if bot_apart {
+        Harness::start_with_bot(&mut registration, id, router, synapse_yaml).await
+    } else {
+        Harness::start_with(&mut registration, router, synapse_yaml).await
+    };
     wait_for_device(&crypto).await;
     Started {
         harness,
@@ -132,7 +166,11 @@ pub async fn restart_with(harness: &mut Harness, router: Router, crypto: Arc<Cry
     harness.stop().await;
     let store_url = format!("sqlite://{}", harness.dir.path().join("store.db").display());
     let base_url = harness.synapse.base_url();
-    let app = Appservice::builder(harness.registration.clone(), base_url, "localhost")
+    let mut builder = Appservice::builder(harness.registration.clone(), base_url, "localhost");
+    if let Some(bot) = &harness.bot_localpart {
+        builder = builder.bot(bot);
+    }
+    let app = builder
         .router(crypto.clone().install(router))
         .store(Store::connect(&store_url).await.unwrap())
         .build()

@@ -72,14 +72,15 @@ impl Standalone {
     }
 
     /// Reads the registration file; on the first run, writes a new one (fresh tokens, the
-    /// bot and `<ghost_prefix>…` as exclusive users, pushed to at `listen`) and returns
-    /// `None`, since the homeserver must load it before it sends anything.
+    /// bot and `<ghost_prefix>…` as exclusive users, a hidden `sender_localpart`, pushed to at
+    /// `listen`) and returns `None`, since the homeserver must load it before it sends
+    /// anything.
     pub fn registration(&self) -> Result<Option<Registration>> {
         if self.registration.exists() {
             return Ok(Some(Registration::from_file(&self.registration)?));
         }
         let url = format!("http://{}", self.listen);
-        Registration::generate(
+        Registration::generate_with_bot(
             self.id.as_str(),
             Some(url),
             self.bot_localpart.as_str(),
@@ -101,7 +102,15 @@ impl Standalone {
             );
             return Ok(());
         };
+        // The bot is `bot_localpart` where the registration allows it; a registration written
+        // by hand before, whose sender is another user, keeps that sender as its bot.
+        let bot = if registration.can_be_bot(&self.bot_localpart, &self.server_name) {
+            self.bot_localpart.clone()
+        } else {
+            registration.sender_localpart.clone()
+        };
         let app = Appservice::builder(registration, self.homeserver_url, self.server_name)
+            .bot(bot)
             .store(Store::connect(&self.database).await?)
             .router(router)
             .build()

@@ -74,3 +74,98 @@ async fn a_bot_outside_its_user_namespace_answers_and_drops_its_own_echo() {
     assert_eq!(*count.lock().unwrap(), 1);
     assert!(hs.bodies().is_empty());
 }
+
+/// What a homeserver was asked: method, path and query of each request.
+type Asked = Arc<Mutex<Vec<(String, String, String)>>>;
+
+/// A homeserver that answers registration, joins, sends, state reads and pings, recording
+/// each request.
+async fn recording_homeserver() -> (String, Asked) {
+    use axum::{
+        Json,
+        http::{Method, Uri},
+    };
+    let asked = Asked::default();
+    let log = asked.clone();
+    let handler = move |method: Method, uri: Uri| {
+        let log = log.clone();
+        async move {
+            let path = uri.path().to_owned();
+            let query = uri.query().unwrap_or_default().to_owned();
+            log.lock()
+                .unwrap()
+                .push((method.to_string(), path.clone(), query));
+            Json(if path.ends_with("/register") {
+                json!({"user_id": "@bot:x"})
+            } else if path.ends_with("/join") {
+                json!({"room_id": "!r:x"})
+            } else if path.contains("/send/") {
+                json!({"event_id": "$sent"})
+            } else if path.ends_with("/ping") {
+                json!({"duration_ms": 1})
+            } else {
+                json!({"creator": "@alice:x"})
+            })
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, axum::Router::new().fallback(handler))
+            .await
+            .unwrap()
+    });
+    (url, asked)
+}
+
+#[tokio::test]
+async fn a_bot_apart_from_the_sender_is_registered_and_asserted_on_every_request() {
+    let registration = Registration::generate_with_bot("t", None, "bot", "t_", "x");
+    let sender = format!("@{}:x", registration.sender_localpart);
+    let (url, asked) = recording_homeserver().await;
+    let app = Appservice::builder(registration.clone(), url.clone(), "x")
+        .bot("bot")
+        .build()
+        .await
+        .unwrap();
+    let bot = UserId::parse("@bot:x").unwrap();
+    assert_eq!(app.bot_user_id(), &bot);
+    assert_eq!(app.sender_user_id().as_str(), sender);
+    assert!(app.is_own_user(&bot));
+    assert!(app.is_own_user(app.sender_user_id()));
+
+    let room = ruma::RoomId::parse("!r:x").unwrap();
+    app.bot().send_text(&room, "hi").await.unwrap();
+    let _: Option<serde_json::Value> = app
+        .state_content(&room, "m.room.create".into(), "")
+        .await
+        .unwrap();
+    app.ping_homeserver().await.unwrap();
+    let asked = asked.lock().unwrap().clone();
+    let as_bot = "user_id=%40bot%3Ax";
+    // Registered as the appservice itself (the bot does not exist yet), then everything the
+    // bot does asserts its id, also a request made with no user named; the ping as the sender.
+    let (register, rest) = asked.split_first().unwrap();
+    assert!(register.1.ends_with("/register"), "{asked:?}");
+    assert!(!register.2.contains("user_id"), "{asked:?}");
+    let (ping, rest) = rest.split_last().unwrap();
+    assert!(
+        ping.1.ends_with("/ping") && !ping.2.contains("user_id"),
+        "{asked:?}"
+    );
+    assert!(rest.iter().any(|(_, path, _)| path.contains("/send/")));
+    assert!(
+        rest.iter().all(|(_, _, query)| query.contains(as_bot)),
+        "{asked:?}"
+    );
+
+    // A bot the homeserver would not let the appservice act as is refused.
+    let refused = Appservice::builder(registration, url, "x")
+        .bot("stranger")
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("@stranger:x"), "{refused}");
+    assert!(refused.contains("exclusive user namespace"), "{refused}");
+}

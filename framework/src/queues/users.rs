@@ -11,7 +11,7 @@ use std::{
 
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, UserId,
-    api::{AppserviceUserIdentity, client::account::register, error::ErrorKind},
+    api::{client::account::register, error::ErrorKind},
 };
 
 use super::writeback::{Write, WriteBack};
@@ -24,6 +24,8 @@ use crate::{
 /// The one owner of the caches of ghosts and memberships.
 pub(crate) struct Users {
     bot_user_id: OwnedUserId,
+    /// The registration's `sender_localpart` user: the bot, or a hidden user that never acts.
+    sender: OwnedUserId,
     store: Store,
     mode: Mode,
     writeback: Arc<WriteBack>,
@@ -37,6 +39,7 @@ impl Users {
     /// The caches, filled with what the store knows where the mode says that is all of it.
     pub(crate) async fn load(
         bot_user_id: OwnedUserId,
+        sender: OwnedUserId,
         store: Store,
         mode: Mode,
         writeback: Arc<WriteBack>,
@@ -44,6 +47,7 @@ impl Users {
         let (registered, joined) = mode.known_users(&store).await?;
         Ok(Users {
             bot_user_id,
+            sender,
             store,
             mode,
             writeback,
@@ -58,14 +62,20 @@ impl Users {
         &self.bot_user_id
     }
 
-    /// Registers `user_id` on the homeserver unless that was already done. The bot exists from
-    /// the homeserver's start; `M_USER_IN_USE` means the user was registered before.
+    /// The registration's `sender_localpart` user.
+    pub(crate) fn sender(&self) -> &OwnedUserId {
+        &self.sender
+    }
+
+    /// Registers `user_id` on the homeserver unless that was already done. The sender exists
+    /// from the homeserver's start; a bot apart from it is registered like a ghost.
+    /// `M_USER_IN_USE` means the user was registered before.
     pub(crate) async fn ensure_registered(
         &self,
         client: &HomeserverClient,
         user_id: &OwnedUserId,
     ) -> Result<()> {
-        if *user_id == self.bot_user_id || self.registered.lock().await.contains(user_id) {
+        if *user_id == self.sender || self.registered.lock().await.contains(user_id) {
             return Ok(());
         }
         if !self.mode.registered(&self.store, user_id).await? {
@@ -73,10 +83,8 @@ impl Users {
             request.username = Some(user_id.localpart().to_owned());
             request.login_type = Some(register::LoginType::ApplicationService);
             request.inhibit_login = true;
-            match client
-                .send(request, AppserviceUserIdentity::default())
-                .await
-            {
+            // As the appservice itself: the user to assert does not exist yet.
+            match client.send_as_appservice(request).await {
                 Ok(_) => tracing::debug!(%user_id, "registered ghost"),
                 Err(e) if matches!(e.kind(), Some(ErrorKind::UserInUse)) => {}
                 Err(e) => return Err(e),

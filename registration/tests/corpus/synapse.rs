@@ -160,7 +160,7 @@ fn patterns() -> Vec<&'static str> {
 fn generated() -> &'static (PathBuf, Registration) {
     static GENERATED: OnceLock<(PathBuf, Registration)> = OnceLock::new();
     GENERATED.get_or_init(|| {
-        let registration = Registration::generate(
+        let registration = Registration::generate_with_bot(
             "echo",
             Some("http://localhost:29300/echo".into()),
             "echo",
