@@ -258,6 +258,27 @@ where
     {
         self.options.hooks.services.push(crate::service::Service {
             name,
+            one_process: false,
+            run: Arc::new(move |app| Box::pin(run(app))),
+        });
+        self
+    }
+
+    /// A long-running task, as [`Router::service`], that runs in one process at a time where
+    /// several processes share a PostgreSQL store: work that must not be done twice, such as
+    /// polling a feed whose new items are posted. The process holding the service's lease
+    /// runs it and renews the lease while it runs; when that process stops, another takes the
+    /// service over within 2 s, and when it dies, within the lease's 30 s. A process that
+    /// cannot renew the lease stops the task (drops it) before another may start it. On a
+    /// store one process alone writes (SQLite), the same as [`Router::service`].
+    pub fn singleton<F, Fut>(mut self, name: &'static str, run: F) -> Self
+    where
+        F: Fn(crate::Appservice) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        self.options.hooks.services.push(crate::service::Service {
+            name,
+            one_process: true,
             run: Arc::new(move |app| Box::pin(run(app))),
         });
         self

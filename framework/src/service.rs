@@ -18,6 +18,9 @@ pub(crate) type WebRoutes = Arc<dyn Fn(Appservice) -> axum::Router + Send + Sync
 #[derive(Clone)]
 pub(crate) struct Service {
     pub(crate) name: &'static str,
+    /// Run by one process at a time where processes share the store
+    /// ([`crate::Router::singleton`]).
+    pub(crate) one_process: bool,
     pub(crate) run: Arc<dyn Fn(Appservice) -> BoxFuture<'static, Result<()>> + Send + Sync>,
 }
 
@@ -142,10 +145,23 @@ impl Appservice {
 }
 
 async fn supervise(app: Appservice, service: Service) {
+    let lease = ServiceLease::of(&app, &service);
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if let Some(lease) = &lease
+            && !lease.take(&app).await
+        {
+            return;
+        }
         let started = tokio::time::Instant::now();
-        let result = run_caught((service.run)(app.clone())).await;
+        let run = run_caught((service.run)(app.clone()));
+        let result = match &lease {
+            None => run.await,
+            Some(lease) => lease.hold_while(run).await,
+        };
+        if let Some(lease) = &lease {
+            lease.give_back().await;
+        }
         if app.is_stopping() {
             return;
         }
@@ -167,6 +183,80 @@ async fn supervise(app: Appservice, service: Service) {
             _ = app.stopping() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// The lease that lets one process of those sharing a store run a
+/// [singleton](crate::Router::singleton) service.
+struct ServiceLease {
+    store: crate::Store,
+    scope: String,
+    name: &'static str,
+    owner: String,
+}
+
+/// How often a process that stands by for a singleton service looks whether it is free.
+const STAND_BY_LOOK: Duration = Duration::from_secs(2);
+
+impl ServiceLease {
+    /// The lease `service` needs: none unless it is a singleton on a store that processes
+    /// share.
+    fn of(app: &Appservice, service: &Service) -> Option<Self> {
+        let core = &app.inner.queues.core;
+        if !service.one_process || !core.mode.leases() {
+            return None;
+        }
+        Some(ServiceLease {
+            store: core.store.clone(),
+            scope: format!("service:{}", core.appservice_id),
+            name: service.name,
+            owner: format!("{:016x}", rand::random::<u64>()),
+        })
+    }
+
+    /// Waits until this process holds the lease; `false` when the appservice stops first.
+    async fn take(&self, app: &Appservice) -> bool {
+        let mut told = false;
+        loop {
+            match self.store.lease(&self.scope, self.name, &self.owner, crate::store::LEASE_TTL).await {
+                Ok(true) => {
+                    if told {
+                        tracing::info!(service = self.name, "taking the service over");
+                    }
+                    return true;
+                }
+                Ok(false) if !told => {
+                    told = true;
+                    tracing::info!(service = self.name, "another process runs this service; standing by");
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(service = self.name, %error, "could not take the service's lease"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(STAND_BY_LOOK) => {}
+                () = app.stopping() => return false,
+            }
+        }
+    }
+
+    /// Runs the service while renewing the lease; a lost lease ends it (dropped, before
+    /// another process may start it) with an error, so the supervisor stands by again.
+    async fn hold_while(&self, run: impl Future<Output = Result<()>>) -> Result<()> {
+        let mut leased_at = std::time::Instant::now();
+        self.store
+            .keep_lease_while(&self.scope, self.name, &self.owner, &mut leased_at, run)
+            .await
+            .unwrap_or_else(|| {
+                Err(crate::Error::Other(
+                    "lost its lease to another process; stopped here".into(),
+                ))
+            })
+    }
+
+    async fn give_back(&self) {
+        if let Err(error) = self.store.release(&self.scope, self.name, &self.owner).await {
+            tracing::warn!(service = self.name, %error, "could not give the service's lease back");
+        }
     }
 }
 

@@ -28,6 +28,7 @@ pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::Parsed;
 pub(crate) use journal::record_items;
+pub(crate) use leases::LEASE_TTL;
 pub use migrate::Migration;
 pub(crate) use mode::Mode;
 pub use options::{Durability, StoreOptions};

@@ -113,7 +113,7 @@ pub fn router(settings: Settings) -> Router {
         .declare_commands(commands::specs())
         .other_bots(other_bots)
         .on(events::on_event)
-        .service("moderation", move |app| catch_up(service_bot.clone(), app))
+        .singleton("moderation", move |app| catch_up(service_bot.clone(), app))
         .with_state(bot)
 }
 

@@ -144,7 +144,7 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
                 trestle::axum::Router::new()
             }
         })
-        .service("timeline-backfill", backfill_when_empty))
+        .singleton("timeline-backfill", backfill_when_empty))
 }
 
 /// The event types the index reads.

@@ -24,10 +24,10 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::{Result, Store, store::Mode};
-
-/// How long a queue lease lasts without renewal (PostgreSQL only).
-const LEASE_TTL: Duration = Duration::from_secs(30);
+use crate::{
+    Result, Store,
+    store::{LEASE_TTL, Mode},
+};
 
 /// Where a lane's work comes from and how one item is done.
 pub(crate) trait Lane: Send + Sync + 'static {
@@ -327,7 +327,23 @@ impl<L: Lane> Lanes<L> {
                 after = after.max(L::seq(&item));
                 // Boxed: a handler's future is kilobytes, and would otherwise make every
                 // worker's future as big, copied whole each time a worker is spawned.
-                Box::pin(self.lane.process(item)).await;
+                let work = Box::pin(self.lane.process(item));
+                if !self.mode.leases() {
+                    work.await;
+                } else if self
+                    .store
+                    .keep_lease_while(&scope, &queue, &self.owner, &mut leased_at, work)
+                    .await
+                    .is_none()
+                {
+                    tracing::warn!(
+                        queue,
+                        "lost the queue's lease during a handler; its work was dropped for the new owner"
+                    );
+                    self.lane.finish(processed).await;
+                    self.stop_worker(&queue);
+                    return;
+                }
                 processed.push(after);
             }
             self.lane.finish(processed).await;

@@ -1,7 +1,22 @@
-use std::time::Duration;
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
 
 use super::{Backend, Store, now_ms};
 use crate::Result;
+
+/// How long a lease lasts without renewal: a queue's or a one-process service's whose
+/// process died is taken over after this.
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(30);
+
+/// How long before its lease runs out a holder that could not renew it drops its work: the
+/// lease's end is reckoned by clocks of other machines, so this covers their skew and the
+/// time dropped work takes to stop.
+const FENCE_MARGIN: Duration = Duration::from_secs(5);
+
+/// How soon a renewal that failed (the store unreachable) is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
 
 impl Store {
     /// Takes or renews the lease on a queue for `owner`, for `ttl`. Returns whether `owner`
@@ -33,6 +48,63 @@ impl Store {
         .await?
         .rows_affected();
         Ok(taken == 1)
+    }
+
+    /// Runs `work` while renewing the lease on `queue_key` (taken at `leased_at`, for
+    /// [`LEASE_TTL`]) every third of its life, so work that outlasts the lease keeps it.
+    /// Returns `None`, `work` dropped unfinished, once the lease is lost: refused (another
+    /// process took it after this one stalled) or not renewed by [`FENCE_MARGIN`] before it
+    /// runs out (the store unreachable). Either way this holder stops before another may
+    /// start, so the work is never done by two at once.
+    pub(crate) async fn keep_lease_while<T>(
+        &self,
+        scope: &str,
+        queue_key: &str,
+        owner: &str,
+        leased_at: &mut Instant,
+        work: impl Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(work);
+        let mut next = *leased_at + LEASE_TTL / 3;
+        loop {
+            tokio::select! {
+                biased;
+                output = &mut work => return Some(output),
+                () = tokio::time::sleep_until(next.into()) => {}
+            }
+            let deadline = tokio::time::Instant::from_std(*leased_at + LEASE_TTL - FENCE_MARGIN);
+            let asked = Instant::now();
+            let renewal = tokio::time::timeout_at(
+                deadline,
+                self.lease(scope, queue_key, owner, LEASE_TTL),
+            );
+            tokio::pin!(renewal);
+            // The work goes on while the store answers; a renewal under way is let finish
+            // even when the work does, rather than cut off inside the database.
+            let mut output = None;
+            let renewed = loop {
+                tokio::select! {
+                    out = &mut work, if output.is_none() => output = Some(out),
+                    renewed = &mut renewal => break renewed,
+                }
+            };
+            match renewed {
+                Ok(Ok(true)) => {
+                    *leased_at = asked;
+                    next = asked + LEASE_TTL / 3;
+                }
+                Ok(Err(error)) if Instant::now() + RENEW_RETRY < deadline.into_std() => {
+                    tracing::warn!(%error, queue_key, "could not renew a lease; trying again");
+                    next = Instant::now() + RENEW_RETRY;
+                }
+                // Refused, failed for good, or too late: what finished, finished while the
+                // lease was still this holder's.
+                _ => return output,
+            }
+            if output.is_some() {
+                return output;
+            }
+        }
     }
 
     /// Gives a lease back.

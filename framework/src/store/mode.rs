@@ -59,6 +59,13 @@ impl Mode {
         self != Mode::Shared
     }
 
+    /// Whether a queue's worker holds a lease that other processes respect, renewed while it
+    /// works (even inside one long handler) and given up, its work dropped, when it cannot be
+    /// renewed. Alone in a store there is nobody to keep out.
+    pub(crate) fn leases(self) -> bool {
+        self == Mode::Shared
+    }
+
     /// How often the store is scanned for work nobody announced. Alone, that is only work a
     /// crash left: a safety net. Shared, other processes leave work behind or let go of rooms.
     pub(crate) fn scan_interval(self) -> Duration {
