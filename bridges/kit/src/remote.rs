@@ -8,7 +8,7 @@ use ruma::{
         ImageInfo,
         message::{
             AudioMessageEventContent, EmoteMessageEventContent, FileInfo, FileMessageEventContent,
-            ImageMessageEventContent, MessageType, NoticeMessageEventContent, Relation,
+            ImageMessageEventContent, MessageType, NoticeMessageEventContent,
             RoomMessageEventContent, TextMessageEventContent, VideoMessageEventContent,
         },
     },
@@ -33,6 +33,8 @@ pub struct RemoteMessage<N: Network> {
     pub content: MessageContent,
     /// The message it replies to.
     pub reply_to: Option<N::MessageId>,
+    /// The thread it is in: the id of the thread's root message.
+    pub thread_root: Option<N::MessageId>,
     /// When it was sent, for the Matrix event's timestamp.
     pub ts: Option<MilliSecondsSinceUnixEpoch>,
     /// The sender's profile, synced to their ghost when it changed.
@@ -53,6 +55,7 @@ impl<N: Network> RemoteMessage<N> {
             id,
             content,
             reply_to: None,
+            thread_root: None,
             ts: None,
             sender_info: None,
         }
@@ -61,6 +64,13 @@ impl<N: Network> RemoteMessage<N> {
     /// The same, replying to `target`.
     pub fn reply_to(mut self, target: N::MessageId) -> Self {
         self.reply_to = Some(target);
+        self
+    }
+
+    /// The same, in the thread whose root is `root` (replying, with [`Self::reply_to`], to a
+    /// message in that thread, or to none).
+    pub fn in_thread(mut self, root: N::MessageId) -> Self {
+        self.thread_root = Some(root);
         self
     }
 
@@ -246,7 +256,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Bridges a remote message: its sender's ghost says it in the chat's portal (made first if
-    /// there is none), replying where it replies, and the ids are mapped. A message already
+    /// there is none), replying where it replies and in its thread (`m.thread`) if it is in
+    /// one, and the ids are mapped. A message already
     /// mapped (seen through another login, or an echo of one sent from Matrix) is skipped:
     /// then `None`.
     pub async fn remote_message(
@@ -265,13 +276,13 @@ impl<N: Network> BridgeHandle<N> {
             self.sync_profile(&ghost, info).await?;
         }
         let mut content = matrix_content(&message.content);
-        if let Some(target) = &message.reply_to
-            && let Some(event_id) = self.event_for(&message.chat, target).await?
-        {
-            content.relates_to = Some(Relation::Reply(ruma::events::relation::Reply::new(
-                ruma::events::relation::InReplyTo::new(event_id),
-            )));
-        }
+        content.relates_to = self
+            .remote_relation(
+                &portal,
+                message.thread_root.as_ref(),
+                message.reply_to.as_ref(),
+            )
+            .await?;
         let mut options =
             SendOptions::default().txn_id(txn_id(&portal.room_id, &chat_key, &id_key));
         if let Some(ts) = message.ts {

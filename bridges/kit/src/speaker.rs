@@ -130,6 +130,19 @@ impl<N: Network> BridgeHandle<N> {
         })
     }
 
+    /// The sender's own connection that speaks in `portal` now, if any: for what only a login
+    /// may say and is worth nothing late (read receipts).
+    pub(crate) async fn puppet_now(
+        &self,
+        portal: &PortalRef<N>,
+        sender: &UserId,
+    ) -> NetworkResult<Option<Speaker<N>>> {
+        Ok(match self.choose(portal, sender).await? {
+            Choice::Speak(speaker) => Some(speaker),
+            Choice::NoLogin | Choice::Wait(_) | Choice::Fail(_) => None,
+        })
+    }
+
     /// Who speaks for `sender`, waiting up to `connection_wait` for a connection of theirs
     /// that is not there yet. `Err(Remote)` or `Err(Retriable)`: their login cannot speak,
     /// and why.
