@@ -10,10 +10,7 @@
 //! user's own login reading on the network is not shown by a ghost, so a network that echoes
 //! the receipts it was given does not turn them into a ghost's.
 
-use ruma::{
-    OwnedEventId,
-    events::receipt::{ReceiptEventContent, ReceiptType},
-};
+use ruma::events::receipt::{ReceiptEventContent, ReceiptType};
 use serde::Deserialize;
 use trestle::transaction::EphemeralEvent;
 
@@ -55,7 +52,7 @@ impl<N: Network> BridgeHandle<N> {
                 continue;
             };
             for reader in readers {
-                let Some(speaker) = self.puppet_now(&portal, reader).await? else {
+                let Some(speaker) = self.speaker_now(&portal, reader, false).await? else {
                     continue;
                 };
                 self.network()
@@ -83,17 +80,13 @@ impl<N: Network> BridgeHandle<N> {
         reader: &N::UserId,
         up_to: &N::MessageId,
     ) -> NetworkResult<bool> {
-        let Some(portal) = self.portal(chat).await? else {
+        let Some((portal, event_id)) = self.live_target(chat, up_to).await? else {
             return Ok(false);
         };
-        let Some(event_id): Option<OwnedEventId> = self.event_for(chat, up_to).await? else {
-            return Ok(false);
-        };
-        if self.left_behind(&portal, &event_id).await?
-            || self
-                .store()?
-                .is_login_remote_user(&reader.to_string())
-                .await?
+        if self
+            .store()?
+            .is_login_remote_user(&reader.to_string())
+            .await?
         {
             return Ok(false);
         }

@@ -16,7 +16,8 @@ use ruma::{
 use trestle::{Intent, intent::SendOptions};
 
 use super::{
-    BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, UserInfo,
+    BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, PortalRef,
+    UserInfo,
 };
 
 /// A message seen on the network, for [`BridgeHandle::remote_message`].
@@ -300,18 +301,32 @@ impl<N: Network> BridgeHandle<N> {
         Ok(Some(event_id))
     }
 
+    /// The portal of `chat` and the event `message` was bridged to, when both exist and the
+    /// event is in the portal's current room: what the network's edits, redactions, reactions
+    /// and receipts act on (one in a room an upgrade left behind belongs there, locked).
+    pub(crate) async fn live_target(
+        &self,
+        chat: &N::ChatId,
+        message: &N::MessageId,
+    ) -> NetworkResult<Option<(PortalRef<N>, OwnedEventId)>> {
+        let Some(portal) = self.portal(chat).await? else {
+            return Ok(None);
+        };
+        let Some(event_id) = self.event_for(chat, message).await? else {
+            return Ok(None);
+        };
+        if self.left_behind(&portal, &event_id).await? {
+            return Ok(None);
+        }
+        Ok(Some((portal, event_id)))
+    }
+
     /// Bridges a remote edit as an `m.replace` of the mapped message. Skipped (`None`) when the
     /// edited message was never bridged, or is in a room an upgrade left behind.
     pub async fn remote_edit(&self, edit: RemoteEdit<N>) -> NetworkResult<Option<OwnedEventId>> {
-        let Some(portal) = self.portal(&edit.chat).await? else {
+        let Some((portal, original)) = self.live_target(&edit.chat, &edit.target).await? else {
             return Ok(None);
         };
-        let Some(original) = self.event_for(&edit.chat, &edit.target).await? else {
-            return Ok(None);
-        };
-        if self.left_behind(&portal, &original).await? {
-            return Ok(None);
-        }
         let ghost = self.ghost(&edit.sender)?;
         let event_id = ghost
             .edit(&portal.room_id, &original, matrix_content(&edit.content))
@@ -337,15 +352,9 @@ impl<N: Network> BridgeHandle<N> {
         sender: &N::UserId,
         target: &N::MessageId,
     ) -> NetworkResult<bool> {
-        let Some(portal) = self.portal(chat).await? else {
+        let Some((portal, event_id)) = self.live_target(chat, target).await? else {
             return Ok(false);
         };
-        let Some(event_id) = self.event_for(chat, target).await? else {
-            return Ok(false);
-        };
-        if self.left_behind(&portal, &event_id).await? {
-            return Ok(false);
-        }
         self.ghost(sender)?
             .redact(&portal.room_id, &event_id, None)
             .await?;
@@ -358,15 +367,10 @@ impl<N: Network> BridgeHandle<N> {
         &self,
         reaction: RemoteReaction<N>,
     ) -> NetworkResult<Option<OwnedEventId>> {
-        let Some(portal) = self.portal(&reaction.chat).await? else {
+        let Some((portal, target)) = self.live_target(&reaction.chat, &reaction.target).await?
+        else {
             return Ok(None);
         };
-        let Some(target) = self.event_for(&reaction.chat, &reaction.target).await? else {
-            return Ok(None);
-        };
-        if self.left_behind(&portal, &target).await? {
-            return Ok(None);
-        }
         let event_id = self
             .ghost(&reaction.sender)?
             .react(&portal.room_id, &target, &reaction.key)

@@ -117,28 +117,17 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// As [`Self::speaker_for`], without waiting and without telling: for what is worth
-    /// nothing late (typing).
+    /// nothing late (typing, read receipts). Without `relay`, only the sender's own login
+    /// speaks: for what the relay cannot say for anyone (that they read something).
     pub(crate) async fn speaker_now(
         &self,
         portal: &PortalRef<N>,
         sender: &UserId,
+        relay: bool,
     ) -> NetworkResult<Option<Speaker<N>>> {
         Ok(match self.choose(portal, sender).await? {
             Choice::Speak(speaker) => Some(speaker),
-            Choice::NoLogin => self.relay(portal, sender).await,
-            Choice::Wait(_) | Choice::Fail(_) => None,
-        })
-    }
-
-    /// The sender's own connection that speaks in `portal` now, if any: for what only a login
-    /// may say and is worth nothing late (read receipts).
-    pub(crate) async fn puppet_now(
-        &self,
-        portal: &PortalRef<N>,
-        sender: &UserId,
-    ) -> NetworkResult<Option<Speaker<N>>> {
-        Ok(match self.choose(portal, sender).await? {
-            Choice::Speak(speaker) => Some(speaker),
+            Choice::NoLogin if relay => self.relay(portal, sender).await,
             Choice::NoLogin | Choice::Wait(_) | Choice::Fail(_) => None,
         })
     }
