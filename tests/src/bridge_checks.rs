@@ -1,5 +1,5 @@
 //! Checks shared by the bridge kit's end-to-end tests: commands in a management room, waiting
-//! for events and members, room state, and calls of the provisioning API.
+//! for events, members and read receipts, room state, and calls of the provisioning API.
 
 use std::sync::Arc;
 
@@ -93,6 +93,34 @@ pub async fn wait_member(user: &UserClient, room: &str, member: &str, present: b
         assert!(
             started.elapsed() < WAIT,
             "{member} in {room}: never {present}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The event `reader`'s `m.read` receipt in the room points at, as `user` syncs it.
+pub async fn read_receipt_of(user: &UserClient, room: &str, reader: &str) -> Option<String> {
+    let sync = user
+        .call_ok(Method::GET, "/_matrix/client/v3/sync?timeout=0", None)
+        .await;
+    let events = sync["rooms"]["join"][room]["ephemeral"]["events"].clone();
+    events.as_array()?.iter().find_map(|e| {
+        let content = e["content"].as_object()?;
+        content
+            .iter()
+            .find(|(_, receipts)| receipts["m.read"][reader].is_object())
+            .map(|(event_id, _)| event_id.clone())
+    })
+}
+
+/// Waits until `reader`'s `m.read` receipt in the room is on `event_id`, as `user` syncs it.
+pub async fn wait_read_receipt(user: &UserClient, room: &str, reader: &str, event_id: &str) {
+    let started = std::time::Instant::now();
+    while read_receipt_of(user, room, reader).await.as_deref() != Some(event_id) {
+        assert!(
+            started.elapsed() < WAIT,
+            "{reader} never marked {event_id} read; their receipt is on {:?}",
+            read_receipt_of(user, room, reader).await
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }

@@ -1,18 +1,22 @@
 //! A toy network for the bridge kit's tests: chats, users and messages live in memory, and
 //! what Matrix sends to it is recorded for the test to read. It is deliberately unlike IRC:
-//! messages have ids, edits and redactions exist, logins take a password, and reactions are
-//! left out to exercise the kit's "unsupported" defaults.
+//! messages have ids, edits and redactions exist, threads and read receipts too (threads can be
+//! turned off, for a network without them), logins take a password, and reactions are left out
+//! to exercise the kit's "unsupported" defaults.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use trestle_bridge::{
-    BridgeError, BridgeHandle, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMembership, MatrixMessage, MatrixRedaction, MatrixTyping, Network, NetworkResult,
-    NewLogin, Protocol, Via,
+    BridgeError, BridgeHandle, Capabilities, ChatInfo, InfoSection, Login, LoginHandle,
+    LoginRequest, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReceipt, MatrixRedaction,
+    MatrixTyping, Network, NetworkResult, NewLogin, Protocol, Via,
 };
 
 /// The password every toy login needs.
@@ -31,6 +35,8 @@ pub enum Arrived {
         body: String,
         /// The toy message it replies to.
         reply_to: Option<String>,
+        /// The root of the toy thread it was sent in.
+        thread_root: Option<String>,
         /// The id the toy network gave it.
         id: String,
     },
@@ -55,6 +61,13 @@ pub enum Arrived {
         /// `join`, `leave`, ….
         membership: String,
     },
+    /// Someone read a chat up to a toy message.
+    Read {
+        /// `puppet:<name>`.
+        speaker: String,
+        /// The last message read.
+        up_to: String,
+    },
     /// Someone started or stopped typing.
     Typing {
         /// `puppet:<name>` or `relay:<display name>`.
@@ -72,6 +85,8 @@ pub struct ToyWorld {
     next_id: Mutex<u64>,
     /// While true, connecting a login waits: a slow network.
     held: tokio::sync::watch::Sender<bool>,
+    /// While true, the network says it has no threads.
+    no_threads: AtomicBool,
 }
 
 impl ToyWorld {
@@ -100,6 +115,11 @@ impl ToyWorld {
     /// logins in.
     pub fn hold_connections(&self, held: bool) {
         self.held.send_replace(held);
+    }
+
+    /// Whether the network says it has threads (it does until told otherwise).
+    pub fn set_threads(&self, threads: bool) {
+        self.no_threads.store(!threads, Ordering::Relaxed);
     }
 
     /// The login handle the kit gave the connection of toy user `name`.
@@ -147,6 +167,11 @@ impl Network for ToyNetwork {
 
     fn protocol(&self) -> Protocol {
         Protocol::new("toy", "Toy")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let threads = !self.world.no_threads.load(Ordering::Relaxed);
+        Capabilities::default().threads(threads).read_receipts(true)
     }
 
     fn chat_alias(&self, chat: &String) -> String {
@@ -222,6 +247,7 @@ impl Network for ToyNetwork {
             speaker: speaker(&message.via),
             body: message.content.body.clone(),
             reply_to: message.reply_to.clone(),
+            thread_root: message.thread_root.clone(),
             id: id.clone(),
         });
         Ok(Some(id))
@@ -239,6 +265,14 @@ impl Network for ToyNetwork {
         self.world.record(Arrived::Typing {
             speaker: speaker(&typing.via),
             typing: typing.typing,
+        });
+        Ok(())
+    }
+
+    async fn read_receipt(&self, receipt: MatrixReceipt<'_, Self>) -> NetworkResult<()> {
+        self.world.record(Arrived::Read {
+            speaker: speaker(&receipt.via),
+            up_to: receipt.up_to.clone(),
         });
         Ok(())
     }

@@ -18,7 +18,7 @@ use serde_json::Value;
 use trestle_bridge::{BridgeConfig, ConnectionState, MESSAGE_STATUS_TYPE};
 use trestle_tests::{
     appservice::WAIT,
-    bridge_checks::{BOT, logged_in_toy_user, provision, start_toy_bridge},
+    bridge_checks::{BOT, logged_in_toy_user, provision, read_receipt_of, start_toy_bridge},
     synapse::UserClient,
 };
 
@@ -35,17 +35,7 @@ async fn status_of(user: &UserClient, room: &str, event_id: &str) -> Value {
 
 /// The event the bot's `m.read` receipt in the room points at, as `user` syncs it.
 async fn bot_read_receipt(user: &UserClient, room: &str) -> Option<String> {
-    let sync = user
-        .call_ok(Method::GET, "/_matrix/client/v3/sync?timeout=0", None)
-        .await;
-    let events = sync["rooms"]["join"][room]["ephemeral"]["events"].clone();
-    events.as_array()?.iter().find_map(|e| {
-        let content = e["content"].as_object()?;
-        content
-            .iter()
-            .find(|(_, receipts)| receipts["m.read"][BOT].is_object())
-            .map(|(event_id, _)| event_id.clone())
-    })
+    read_receipt_of(user, room, BOT).await
 }
 
 #[tokio::test]

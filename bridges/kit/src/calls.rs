@@ -87,7 +87,7 @@ impl<N: Network> BridgeHandle<N> {
         let content = &json["content"];
         let call_id = content["call_id"].as_str().unwrap_or_default().to_owned();
         // Calls are live: nothing waits for a connection that is not there yet.
-        let crossed = match self.speaker_now(&portal, &event.sender).await? {
+        let crossed = match self.speaker_now(&portal, &event.sender, true).await? {
             Some(speaker) => {
                 let call = MatrixCall {
                     portal: &portal,

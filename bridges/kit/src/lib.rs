@@ -39,6 +39,15 @@
 //! - **Calls**: `m.call.*` events go to a network that carries calls
 //!   ([`Network::matrix_call`]); elsewhere they are never bridged, and the caller is told once
 //!   per call that calls do not cross.
+//! - **Threads**: a remote message in a thread ([`RemoteMessage::in_thread`]) is an
+//!   `m.thread` event on its root's event, with the reply fallback to the thread's latest
+//!   event, or as a genuine reply inside the thread; a Matrix message in a thread reaches a
+//!   network with threads ([`Capabilities::threads`]) with the root's remote id
+//!   ([`MatrixMessage::thread_root`]), and one without as a reply to the thread's root.
+//! - **Read receipts**: a Matrix user's `m.read` on a bridged message reaches a network that
+//!   takes them ([`Capabilities::read_receipts`], [`Network::read_receipt`]) from the user's
+//!   login; a remote user's reading is their ghost's `m.read` on the mapped event
+//!   ([`BridgeHandle::remote_read`]). Receipts of the bot and the ghosts never go back.
 //! - **Delivery status**: a Matrix message the network took is marked read by the bot and gets
 //!   a `com.beeper.message_send_status` event (`SUCCESS`); one it did not take gets a notice
 //!   replying to it with the reason, and a status `FAIL_PERMANENT` ([`BridgeError::Remote`]) or
@@ -60,7 +69,8 @@
 //! actions in the right portal.
 //!
 //! The model is mautrix-go's bridgev2, without its runtime downcasts: ids and login data are
-//! the network's associated types, and optional capabilities are trait methods with defaults.
+//! the network's associated types, and optional capabilities are trait methods with defaults,
+//! plus the few the kit must know of before it calls, declared once in [`Capabilities`].
 
 mod calls;
 mod commands;
@@ -76,10 +86,12 @@ mod outgoing;
 mod policy;
 mod portal;
 mod provision;
+mod receipts;
 mod remote;
 mod speaker;
 mod state;
 mod store;
+mod threads;
 mod typing;
 mod upgrade;
 
@@ -98,12 +110,12 @@ pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
 pub use media::MediaLinkConfig;
 pub use network::{
-    ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, Network, NetworkResult, NewLogin,
-    Protocol, RemoteId, UserInfo,
+    Capabilities, ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, Network,
+    NetworkResult, NewLogin, Protocol, RemoteId, UserInfo,
 };
 pub use outgoing::{
-    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping,
-    MessageContent, MessageKind, PortalRef, Via,
+    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixReceipt, MatrixRedaction,
+    MatrixTyping, MessageContent, MessageKind, PortalRef, Via,
 };
 pub use portal::BRIDGE_STATE_TYPES;
 pub use remote::{RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction};

@@ -21,7 +21,7 @@ use trestle::{
 use super::{
     BridgeError, BridgeHandle, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
     MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, commands,
-    delivery::Outcome,
+    delivery::Outcome, threads::MatrixTarget,
 };
 
 /// The kit's one route: every event the appservice is sent.
@@ -35,6 +35,9 @@ pub(crate) async fn on_event<N: Network>(
         Incoming::Timeline(event) => event,
         Incoming::Ephemeral(typing) if typing.event_type == "m.typing" => {
             return unsupported_is_fine(bridge.on_typing(typing).await, &typing.event_type);
+        }
+        Incoming::Ephemeral(receipt) if receipt.event_type == "m.receipt" => {
+            return unsupported_is_fine(bridge.on_receipt(receipt).await, &receipt.event_type);
         }
         _ => return Ok(()),
     };
@@ -166,16 +169,7 @@ impl<N: Network> BridgeHandle<N> {
         room_id: &RoomId,
         event_id: &EventId,
     ) -> NetworkResult<Option<(OwnedUserId, MessageContent)>> {
-        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.to_owned());
-        let Ok(response) = self
-            .app()?
-            .client()
-            .send(request, AppserviceUserIdentity::default())
-            .await
-        else {
-            return Ok(None);
-        };
-        let Ok(event) = response.event.deserialize_as::<Value>() else {
+        let Ok(Some(event)) = self.room_event(room_id, event_id).await else {
             return Ok(None);
         };
         let (Ok(sender), Ok(content)) = (
@@ -187,8 +181,24 @@ impl<N: Network> BridgeHandle<N> {
         Ok(Some((sender, message_content(&content))))
     }
 
+    /// An event of a room as JSON, read as the bot (with the homeserver's aggregations in
+    /// `unsigned`). `None` when it is not JSON; an error when it cannot be read.
+    pub(crate) async fn room_event(
+        &self,
+        room_id: &RoomId,
+        event_id: &EventId,
+    ) -> NetworkResult<Option<Value>> {
+        let request = get_room_event::v3::Request::new(room_id.to_owned(), event_id.to_owned());
+        let response = self
+            .app()?
+            .client()
+            .send(request, AppserviceUserIdentity::default())
+            .await?;
+        Ok(response.event.deserialize_as::<Value>().ok())
+    }
+
     /// The remote id a Matrix event maps to, in `chat`.
-    async fn remote_for(
+    pub(crate) async fn remote_for(
         &self,
         portal: &PortalRef<N>,
         event_id: &str,
@@ -251,16 +261,12 @@ impl<N: Network> BridgeHandle<N> {
                 .await?;
             return self.map_sent(&portal, remote, &event.event_id).await;
         }
-        let in_reply_to = match &content.relates_to {
-            Some(Relation::Reply(reply)) => Some(reply.in_reply_to.event_id.clone()),
-            Some(Relation::Thread(thread)) => Some(
-                thread
-                    .in_reply_to
-                    .as_ref()
-                    .map_or_else(|| thread.event_id.clone(), |r| r.event_id.clone()),
-            ),
-            _ => None,
-        };
+        let MatrixTarget {
+            in_reply_to,
+            thread_root,
+        } = self
+            .matrix_target(&portal, content.relates_to.as_ref())
+            .await?;
         let reply_to = match &in_reply_to {
             Some(target) => self.remote_for(&portal, target.as_str()).await?,
             None => None,
@@ -277,6 +283,7 @@ impl<N: Network> BridgeHandle<N> {
                 content: message_content(&content),
                 reply_to,
                 in_reply_to,
+                thread_root,
             })
             .await;
         match sent {

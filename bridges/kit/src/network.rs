@@ -3,8 +3,9 @@
 //! Everything the kit needs from a network goes through [`Network`]: its ids are associated
 //! types (no string-typed ids, no runtime downcasts), its required methods are the few every
 //! network has (naming, logging in, connecting, sending a message), and its optional
-//! capabilities (edits, redactions, reactions, typing, membership) have default methods that
-//! answer [`BridgeError::Unsupported`], so a bridge writes only what its network offers.
+//! capabilities (edits, redactions, reactions, typing, membership, read receipts) have default
+//! methods that answer [`BridgeError::Unsupported`], so a bridge writes only what its network
+//! offers. What the kit must know before it calls at all is said once, in [`Capabilities`].
 
 use std::{collections::BTreeMap, fmt, future::Future, hash::Hash, str::FromStr};
 
@@ -13,7 +14,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
     BridgeError, BridgeHandle, LoginHandle, MatrixCall, MatrixEdit, MatrixMembership,
-    MatrixMessage, MatrixReaction, MatrixRedaction, MatrixTyping,
+    MatrixMessage, MatrixReaction, MatrixReceipt, MatrixRedaction, MatrixTyping,
 };
 
 /// An identifier on the remote network (a chat, a user, a message). Stored as its
@@ -55,6 +56,12 @@ pub trait Network: Send + Sync + Sized + 'static {
 
     /// What the bridge is, for `m.bridge` state and the management room.
     fn protocol(&self) -> Protocol;
+
+    /// The optional capabilities the kit must know of before it hands the network an event.
+    /// None unless written.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
 
     /// The localpart of the alias of `chat`'s portal, without the `#` and server name (e.g.
     /// `irc_libera_rust` for `#irc_libera_rust:example.org`). It must fall in the
@@ -170,6 +177,18 @@ pub trait Network: Send + Sync + Sized + 'static {
         async { Err(BridgeError::Unsupported("typing")) }
     }
 
+    /// Optional: a Matrix user with a login read a portal up to a bridged message (their public
+    /// `m.read` receipt). Called only when [`Capabilities::read_receipts`] is on; unsupported
+    /// unless written.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#receipts>
+    fn read_receipt(
+        &self,
+        receipt: MatrixReceipt<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = receipt;
+        async { Err(BridgeError::Unsupported("read receipts")) }
+    }
+
     /// Optional: a Matrix call event (`m.call.invite`, `m.call.answer`, `m.call.candidates`,
     /// `m.call.hangup`, …) in a portal, for a network that carries calls. Unsupported unless
     /// written: then call events are never bridged, and the caller is told once per call (at
@@ -203,6 +222,46 @@ pub trait Network: Send + Sync + Sized + 'static {
     ) -> impl Future<Output = NetworkResult<()>> + Send {
         let _ = (bridge, change);
         async { Err(BridgeError::Unsupported("membership")) }
+    }
+}
+
+/// The optional capabilities of a network that change what the kit does before it calls the
+/// network: how it shapes an event, or whether it looks at one at all. The others are
+/// [`Network`]'s default methods, which answer [`BridgeError::Unsupported`] until written.
+///
+/// ```
+/// # use trestle_bridge::Capabilities;
+/// let capabilities = Capabilities::default().threads(true).read_receipts(true);
+/// assert!(capabilities.threads && capabilities.read_receipts);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The network has threads. Then a Matrix message in an `m.thread` reaches
+    /// [`Network::send_message`] with [`MatrixMessage::thread_root`] set (and
+    /// [`MatrixMessage::reply_to`] only for a genuine reply inside the thread); without, it
+    /// arrives as a reply to the thread's root. Messages the network puts in a thread
+    /// ([`RemoteMessage::in_thread`](super::RemoteMessage::in_thread)) become Matrix threads
+    /// either way.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#threading>
+    pub threads: bool,
+    /// The network takes read receipts ([`Network::read_receipt`]). Without, the kit does not
+    /// look at Matrix receipts at all; the network's own ([`BridgeHandle::remote_read`]) are
+    /// shown either way.
+    pub read_receipts: bool,
+}
+
+impl Capabilities {
+    /// The same with threads on or off.
+    pub fn threads(mut self, on: bool) -> Self {
+        self.threads = on;
+        self
+    }
+
+    /// The same with read receipts on or off.
+    pub fn read_receipts(mut self, on: bool) -> Self {
+        self.read_receipts = on;
+        self
     }
 }
 

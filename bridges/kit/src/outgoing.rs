@@ -114,9 +114,16 @@ pub struct MatrixMessage<'a, N: Network> {
     pub content: MessageContent,
     /// The remote message it replies to, when that one was bridged.
     pub reply_to: Option<N::MessageId>,
-    /// The Matrix event it replies to (in a thread: the event it follows), bridged or not;
-    /// [`super::BridgeHandle::matrix_message`] reads it, for a network that quotes replies.
+    /// The Matrix event it replies to, bridged or not; [`super::BridgeHandle::matrix_message`]
+    /// reads it, for a network that quotes replies. In a thread: the message it genuinely
+    /// replies to there, if any; for a network without threads, the thread's root otherwise
+    /// (never the reply fallback, which the spec says is no reply).
     pub in_reply_to: Option<OwnedEventId>,
+    /// The thread it was sent in: the remote id of the thread's root, when the network has
+    /// threads ([`Capabilities::threads`](super::Capabilities::threads)) and the root was
+    /// bridged.
+    /// Spec: <https://spec.matrix.org/v1.16/client-server-api/#threading>
+    pub thread_root: Option<N::MessageId>,
 }
 
 /// An edit of a bridged message.
@@ -162,6 +169,21 @@ pub struct MatrixReaction<'a, N: Network> {
     pub target: N::MessageId,
     /// The reaction key (an emoji, usually).
     pub key: String,
+}
+
+/// A Matrix user's read receipt in a portal: they read it up to a bridged message.
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#receipts>
+#[non_exhaustive]
+pub struct MatrixReceipt<'a, N: Network> {
+    /// Where.
+    pub portal: &'a PortalRef<N>,
+    /// Whose login: only users with a login's connection here have their receipts passed on
+    /// (the relay reads for nobody).
+    pub via: Via<'a, N>,
+    /// The Matrix event the receipt is for.
+    pub event_id: &'a OwnedEventId,
+    /// The remote message it maps to: read up to it, and everything before it.
+    pub up_to: N::MessageId,
 }
 
 /// A Matrix user typing in a portal, or stopping.

@@ -8,7 +8,7 @@ use ruma::{
         ImageInfo,
         message::{
             AudioMessageEventContent, EmoteMessageEventContent, FileInfo, FileMessageEventContent,
-            ImageMessageEventContent, MessageType, NoticeMessageEventContent, Relation,
+            ImageMessageEventContent, MessageType, NoticeMessageEventContent,
             RoomMessageEventContent, TextMessageEventContent, VideoMessageEventContent,
         },
     },
@@ -16,7 +16,8 @@ use ruma::{
 use trestle::{Intent, intent::SendOptions};
 
 use super::{
-    BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, UserInfo,
+    BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, PortalRef,
+    UserInfo,
 };
 
 /// A message seen on the network, for [`BridgeHandle::remote_message`].
@@ -33,6 +34,8 @@ pub struct RemoteMessage<N: Network> {
     pub content: MessageContent,
     /// The message it replies to.
     pub reply_to: Option<N::MessageId>,
+    /// The thread it is in: the id of the thread's root message.
+    pub thread_root: Option<N::MessageId>,
     /// When it was sent, for the Matrix event's timestamp.
     pub ts: Option<MilliSecondsSinceUnixEpoch>,
     /// The sender's profile, synced to their ghost when it changed.
@@ -53,6 +56,7 @@ impl<N: Network> RemoteMessage<N> {
             id,
             content,
             reply_to: None,
+            thread_root: None,
             ts: None,
             sender_info: None,
         }
@@ -61,6 +65,13 @@ impl<N: Network> RemoteMessage<N> {
     /// The same, replying to `target`.
     pub fn reply_to(mut self, target: N::MessageId) -> Self {
         self.reply_to = Some(target);
+        self
+    }
+
+    /// The same, in the thread whose root is `root` (replying, with [`Self::reply_to`], to a
+    /// message in that thread, or to none).
+    pub fn in_thread(mut self, root: N::MessageId) -> Self {
+        self.thread_root = Some(root);
         self
     }
 
@@ -246,7 +257,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Bridges a remote message: its sender's ghost says it in the chat's portal (made first if
-    /// there is none), replying where it replies, and the ids are mapped. A message already
+    /// there is none), replying where it replies and in its thread (`m.thread`) if it is in
+    /// one, and the ids are mapped. A message already
     /// mapped (seen through another login, or an echo of one sent from Matrix) is skipped:
     /// then `None`.
     pub async fn remote_message(
@@ -265,13 +277,13 @@ impl<N: Network> BridgeHandle<N> {
             self.sync_profile(&ghost, info).await?;
         }
         let mut content = matrix_content(&message.content);
-        if let Some(target) = &message.reply_to
-            && let Some(event_id) = self.event_for(&message.chat, target).await?
-        {
-            content.relates_to = Some(Relation::Reply(ruma::events::relation::Reply::new(
-                ruma::events::relation::InReplyTo::new(event_id),
-            )));
-        }
+        content.relates_to = self
+            .remote_relation(
+                &portal,
+                message.thread_root.as_ref(),
+                message.reply_to.as_ref(),
+            )
+            .await?;
         let mut options =
             SendOptions::default().txn_id(txn_id(&portal.room_id, &chat_key, &id_key));
         if let Some(ts) = message.ts {
@@ -289,18 +301,32 @@ impl<N: Network> BridgeHandle<N> {
         Ok(Some(event_id))
     }
 
+    /// The portal of `chat` and the event `message` was bridged to, when both exist and the
+    /// event is in the portal's current room: what the network's edits, redactions, reactions
+    /// and receipts act on (one in a room an upgrade left behind belongs there, locked).
+    pub(crate) async fn live_target(
+        &self,
+        chat: &N::ChatId,
+        message: &N::MessageId,
+    ) -> NetworkResult<Option<(PortalRef<N>, OwnedEventId)>> {
+        let Some(portal) = self.portal(chat).await? else {
+            return Ok(None);
+        };
+        let Some(event_id) = self.event_for(chat, message).await? else {
+            return Ok(None);
+        };
+        if self.left_behind(&portal, &event_id).await? {
+            return Ok(None);
+        }
+        Ok(Some((portal, event_id)))
+    }
+
     /// Bridges a remote edit as an `m.replace` of the mapped message. Skipped (`None`) when the
     /// edited message was never bridged, or is in a room an upgrade left behind.
     pub async fn remote_edit(&self, edit: RemoteEdit<N>) -> NetworkResult<Option<OwnedEventId>> {
-        let Some(portal) = self.portal(&edit.chat).await? else {
+        let Some((portal, original)) = self.live_target(&edit.chat, &edit.target).await? else {
             return Ok(None);
         };
-        let Some(original) = self.event_for(&edit.chat, &edit.target).await? else {
-            return Ok(None);
-        };
-        if self.left_behind(&portal, &original).await? {
-            return Ok(None);
-        }
         let ghost = self.ghost(&edit.sender)?;
         let event_id = ghost
             .edit(&portal.room_id, &original, matrix_content(&edit.content))
@@ -326,15 +352,9 @@ impl<N: Network> BridgeHandle<N> {
         sender: &N::UserId,
         target: &N::MessageId,
     ) -> NetworkResult<bool> {
-        let Some(portal) = self.portal(chat).await? else {
+        let Some((portal, event_id)) = self.live_target(chat, target).await? else {
             return Ok(false);
         };
-        let Some(event_id) = self.event_for(chat, target).await? else {
-            return Ok(false);
-        };
-        if self.left_behind(&portal, &event_id).await? {
-            return Ok(false);
-        }
         self.ghost(sender)?
             .redact(&portal.room_id, &event_id, None)
             .await?;
@@ -347,15 +367,10 @@ impl<N: Network> BridgeHandle<N> {
         &self,
         reaction: RemoteReaction<N>,
     ) -> NetworkResult<Option<OwnedEventId>> {
-        let Some(portal) = self.portal(&reaction.chat).await? else {
+        let Some((portal, target)) = self.live_target(&reaction.chat, &reaction.target).await?
+        else {
             return Ok(None);
         };
-        let Some(target) = self.event_for(&reaction.chat, &reaction.target).await? else {
-            return Ok(None);
-        };
-        if self.left_behind(&portal, &target).await? {
-            return Ok(None);
-        }
         let event_id = self
             .ghost(&reaction.sender)?
             .react(&portal.room_id, &target, &reaction.key)

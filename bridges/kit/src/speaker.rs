@@ -117,16 +117,18 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// As [`Self::speaker_for`], without waiting and without telling: for what is worth
-    /// nothing late (typing).
+    /// nothing late (typing, read receipts). Without `relay`, only the sender's own login
+    /// speaks: for what the relay cannot say for anyone (that they read something).
     pub(crate) async fn speaker_now(
         &self,
         portal: &PortalRef<N>,
         sender: &UserId,
+        relay: bool,
     ) -> NetworkResult<Option<Speaker<N>>> {
         Ok(match self.choose(portal, sender).await? {
             Choice::Speak(speaker) => Some(speaker),
-            Choice::NoLogin => self.relay(portal, sender).await,
-            Choice::Wait(_) | Choice::Fail(_) => None,
+            Choice::NoLogin if relay => self.relay(portal, sender).await,
+            Choice::NoLogin | Choice::Wait(_) | Choice::Fail(_) => None,
         })
     }
 

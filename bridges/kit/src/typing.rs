@@ -43,7 +43,7 @@ impl<N: Network> BridgeHandle<N> {
         let started = now.difference(&before).map(|u| (u, true));
         let stopped = before.difference(&now).map(|u| (u, false));
         for (user, typing) in started.chain(stopped) {
-            let Some(speaker) = self.speaker_now(&portal, user).await? else {
+            let Some(speaker) = self.speaker_now(&portal, user, true).await? else {
                 continue;
             };
             self.network()
