@@ -11,6 +11,8 @@ use trestle::{
 use super::network::NetworkResult;
 
 mod moves;
+#[cfg(test)]
+mod tests;
 
 /// The kit's schema, applied with [`Store::migrate`] under the namespace `bridge`.
 /// Version 1 of the schema. `BIGINT` is SQLite's `INTEGER` too, so one text serves both.
