@@ -220,6 +220,9 @@ async fn refused_or_given_up_where_the_token_cannot_act() {
     connected(&world).await;
     let status = "/provision/v1/double_puppet?user_id=@alice:localhost";
 
+    // The command is listed.
+    command(&alice, &mgmt, "help", "double-puppet [on|off]: Shows your messages").await;
+
     // No secret for the server: refused, in the room and over the provisioning API.
     command(
         &alice,
