@@ -96,7 +96,16 @@ impl Harness {
         port: u16,
         synapse_url: String,
     ) -> Harness {
-        Self::start_as(registration, None, &[], router, extra_yaml, port, synapse_url).await
+        Self::start_as(
+            registration,
+            None,
+            &[],
+            router,
+            extra_yaml,
+            port,
+            synapse_url,
+        )
+        .await
     }
 
     async fn start_as(

@@ -18,8 +18,8 @@ use trestle::{
     registration::{Namespace, generate_token},
 };
 use trestle_bridge::{
-    Bridge, BridgeConfig, BridgeHandle, MessageContent, RemoteEdit, RemoteMessage,
-    RemoteReaction, double_puppet::DOUBLE_PUPPET_SOURCE,
+    Bridge, BridgeConfig, BridgeHandle, MessageContent, RemoteEdit, RemoteMessage, RemoteReaction,
+    double_puppet::DOUBLE_PUPPET_SOURCE,
 };
 use trestle_tests::{
     appservice::{Harness, WAIT},
@@ -144,7 +144,10 @@ async fn own_messages_from_the_network_come_from_the_users_own_account() {
     assert_eq!(edit["sender"], "@alice:localhost", "{edit}");
     assert_eq!(edit["content"][DOUBLE_PUPPET_SOURCE], "toy");
     assert_eq!(edit["content"]["m.relates_to"]["rel_type"], "m.replace");
-    assert_eq!(edit["content"]["m.relates_to"]["event_id"], mine_id.as_str());
+    assert_eq!(
+        edit["content"]["m.relates_to"]["event_id"],
+        mine_id.as_str()
+    );
     assert_eq!(edit["content"]["m.new_content"]["body"], "mine, edited");
     let reaction = RemoteReaction::new("lobby".into(), "alice".into(), "r1".into(), "👍");
     let reaction = handle.remote_reaction(reaction).await.unwrap().unwrap();
@@ -169,9 +172,10 @@ async fn own_messages_from_the_network_come_from_the_users_own_account() {
     // arrives (the room's events are handled in order), and nothing before it did.
     alice.send_text(&lobby, "typed in Matrix").await;
     world
-        .wait_for("the message typed in Matrix", |a| {
-            matches!(a, Arrived::Message { body, .. } if body == "typed in Matrix")
-        })
+        .wait_for(
+            "the message typed in Matrix",
+            |a| matches!(a, Arrived::Message { body, .. } if body == "typed in Matrix"),
+        )
         .await;
     let echoes: Vec<Arrived> = world
         .arrived()
@@ -202,7 +206,10 @@ async fn own_messages_from_the_network_come_from_the_users_own_account() {
         Some(r#"{"enabled": "yes"}"#),
     )
     .await;
-    assert_eq!((code, answer["errcode"].as_str()), (400, Some("M_BAD_JSON")));
+    assert_eq!(
+        (code, answer["errcode"].as_str()),
+        (400, Some("M_BAD_JSON"))
+    );
     let remote = RemoteMessage::new("lobby".into(), "alice".into(), "r3".into(), text("ghost"));
     let ghost = handle.remote_message(remote).await.unwrap().unwrap();
     let ghost = event(&alice, &lobby, ghost.as_str()).await;
@@ -221,7 +228,13 @@ async fn refused_or_given_up_where_the_token_cannot_act() {
     let status = "/provision/v1/double_puppet?user_id=@alice:localhost";
 
     // The command is listed.
-    command(&alice, &mgmt, "help", "double-puppet [on|off]: Shows your messages").await;
+    command(
+        &alice,
+        &mgmt,
+        "help",
+        "double-puppet [on|off]: Shows your messages",
+    )
+    .await;
 
     // No secret for the server: refused, in the room and over the provisioning API.
     command(
@@ -236,7 +249,10 @@ async fn refused_or_given_up_where_the_token_cannot_act() {
     assert_eq!(code, 403, "{answer}");
     assert_eq!(answer["errcode"], "M_FORBIDDEN");
     assert!(
-        answer["error"].as_str().unwrap().contains("not set up for localhost"),
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not set up for localhost"),
         "{answer}"
     );
 
@@ -269,9 +285,9 @@ async fn refused_or_given_up_where_the_token_cannot_act() {
     assert_eq!(later["sender"], "@toy_alice:localhost", "{later}");
     alice
         .wait_for_event(&mgmt, WAIT, |e| {
-            e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.starts_with("Double puppeting is off: the bridge can no longer act as you"))
+            e["content"]["body"].as_str().is_some_and(|b| {
+                b.starts_with("Double puppeting is off: the bridge can no longer act as you")
+            })
         })
         .await;
     let (code, answer) = provision(&harness, Method::GET, status, Some(SECRET), None).await;

@@ -75,7 +75,11 @@ pub(crate) struct OwnEvent<'a, C> {
 
 impl<'a, C: Serialize> OwnEvent<'a, C> {
     /// `content` of type `event_type` into `room_id`, now, under a new transaction id.
-    pub(crate) fn new(room_id: &'a RoomId, event_type: MessageLikeEventType, content: &'a C) -> Self {
+    pub(crate) fn new(
+        room_id: &'a RoomId,
+        event_type: MessageLikeEventType,
+        content: &'a C,
+    ) -> Self {
         OwnEvent {
             room_id,
             event_type,
@@ -167,7 +171,13 @@ pub(crate) fn is_double_puppeted(json: &serde_json::Value) -> bool {
 impl<N: Network> BridgeHandle<N> {
     /// The client acting for the users of `server`, from its configured secret.
     fn double_puppet_client(&self, server: &str) -> NetworkResult<HomeserverClient> {
-        if let Some(client) = self.shared.double_puppets.by_server.lock_unpoisoned().get(server) {
+        if let Some(client) = self
+            .shared
+            .double_puppets
+            .by_server
+            .lock_unpoisoned()
+            .get(server)
+        {
             return Ok(client.clone());
         }
         let Some(secret) = self.config().double_puppet.get(server) else {
@@ -236,7 +246,13 @@ impl<N: Network> BridgeHandle<N> {
     /// the bot invites them where they are not, then they join.
     async fn puppet_joined(&self, puppet: &DoublePuppet, room_id: &RoomId) -> NetworkResult<()> {
         let key = (puppet.user.clone(), room_id.to_owned());
-        if self.shared.double_puppets.joined.lock_unpoisoned().contains(&key) {
+        if self
+            .shared
+            .double_puppets
+            .joined
+            .lock_unpoisoned()
+            .contains(&key)
+        {
             return Ok(());
         }
         let membership = self.member_content(room_id, &puppet.user).await;
@@ -248,7 +264,11 @@ impl<N: Network> BridgeHandle<N> {
             }
             puppet.join(room_id).await?;
         }
-        self.shared.double_puppets.joined.lock_unpoisoned().insert(key);
+        self.shared
+            .double_puppets
+            .joined
+            .lock_unpoisoned()
+            .insert(key);
         Ok(())
     }
 
@@ -293,7 +313,11 @@ impl<N: Network> BridgeHandle<N> {
             Err(error) if error.is_forbidden() => {
                 self.forget_joined(puppet, room_id);
                 self.puppet_joined(puppet, room_id).await?;
-                Ok(puppet.client.send(request, puppet.identity()).await?.event_id)
+                Ok(puppet
+                    .client
+                    .send(request, puppet.identity())
+                    .await?
+                    .event_id)
             }
             sent => Ok(sent?.event_id),
         }
@@ -323,7 +347,9 @@ impl<N: Network> BridgeHandle<N> {
             Ok(_) => Ok(true),
             Err(error) => {
                 let room_id = portal.room_id.as_str();
-                store.map_message(&chat, target, room_id, event_id.as_str()).await?;
+                store
+                    .map_message(&chat, target, room_id, event_id.as_str())
+                    .await?;
                 self.double_puppet_failed(&puppet, error.into()).await?;
                 Ok(false)
             }
@@ -332,7 +358,11 @@ impl<N: Network> BridgeHandle<N> {
 
     fn forget_joined(&self, puppet: &DoublePuppet, room_id: &RoomId) {
         let key = (puppet.user.clone(), room_id.to_owned());
-        self.shared.double_puppets.joined.lock_unpoisoned().remove(&key);
+        self.shared
+            .double_puppets
+            .joined
+            .lock_unpoisoned()
+            .remove(&key);
     }
 
     /// Acting as the user failed: the caller lets the ghost speak instead. Where the token no
@@ -345,13 +375,18 @@ impl<N: Network> BridgeHandle<N> {
     ) -> NetworkResult<()> {
         tracing::warn!(%error, user = %puppet.user, "double puppet send failed; the ghost sends");
         if let Err(check) = puppet.whoami().await {
-            self.double_puppet_lost(&puppet.user, &check.to_string()).await?;
+            self.double_puppet_lost(&puppet.user, &check.to_string())
+                .await?;
         }
         Ok(())
     }
 
     async fn double_puppet_lost(&self, user: &UserId, reason: &str) -> NetworkResult<()> {
-        if !self.store()?.set_double_puppet(user.as_str(), false).await? {
+        if !self
+            .store()?
+            .set_double_puppet(user.as_str(), false)
+            .await?
+        {
             return Ok(());
         }
         tracing::warn!(%user, reason, "double puppeting turned off: the token cannot act");

@@ -13,7 +13,7 @@ use ruma::{
             message::{
                 AudioMessageEventContent, EmoteMessageEventContent, FileInfo,
                 FileMessageEventContent, ImageMessageEventContent, MessageType,
-                NoticeMessageEventContent, ReplacementMetadata, Relation, RoomMessageEventContent,
+                NoticeMessageEventContent, Relation, ReplacementMetadata, RoomMessageEventContent,
                 TextMessageEventContent, VideoMessageEventContent,
             },
         },

@@ -47,7 +47,10 @@ async fn double_puppets_follow_logins(store: Store) {
     assert_eq!(other.double_puppet_of_remote("ada").await.unwrap(), None);
 
     // A deleted message leaves the map.
-    bridge.map_message("lobby", "r1", "!r:x", "$e").await.unwrap();
+    bridge
+        .map_message("lobby", "r1", "!r:x", "$e")
+        .await
+        .unwrap();
     bridge.forget_message("lobby", "r1").await.unwrap();
     assert_eq!(bridge.event_for_remote("lobby", "r1").await.unwrap(), None);
 
