@@ -365,20 +365,25 @@ impl<N: Network> BridgeHandle<N> {
             .remove(&key);
     }
 
-    /// Acting as the user failed: the caller lets the ghost speak instead. Where the token no
-    /// longer acts as them (not just one send that failed), double puppeting is turned off for
-    /// them and they are told, once.
+    /// Acting as the user failed: the caller lets the ghost speak instead. Where the homeserver
+    /// says the token no longer acts as them (not just one send that failed), double puppeting
+    /// is turned off for them and they are told, once.
     pub(crate) async fn double_puppet_failed(
         &self,
         puppet: &DoublePuppet,
         error: BridgeError,
     ) -> NetworkResult<()> {
         tracing::warn!(%error, user = %puppet.user, "double puppet send failed; the ghost sends");
-        if let Err(check) = puppet.whoami().await {
-            self.double_puppet_lost(&puppet.user, &check.to_string())
-                .await?;
+        match puppet.whoami().await {
+            Ok(()) => Ok(()),
+            // The homeserver could not be asked (it is down, say): nothing shows that the token
+            // stopped working, so it stays on.
+            Err(BridgeError::Trestle(check)) if check.status().is_none() => Ok(()),
+            Err(check) => {
+                self.double_puppet_lost(&puppet.user, &check.to_string())
+                    .await
+            }
         }
-        Ok(())
     }
 
     async fn double_puppet_lost(&self, user: &UserId, reason: &str) -> NetworkResult<()> {
