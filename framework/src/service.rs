@@ -218,7 +218,11 @@ impl ServiceLease {
     async fn take(&self, app: &Appservice) -> bool {
         let mut told = false;
         loop {
-            match self.store.lease(&self.scope, self.name, &self.owner, crate::store::LEASE_TTL).await {
+            match self
+                .store
+                .lease(&self.scope, self.name, &self.owner, crate::store::LEASE_TTL)
+                .await
+            {
                 Ok(true) => {
                     if told {
                         tracing::info!(service = self.name, "taking the service over");
@@ -227,10 +231,15 @@ impl ServiceLease {
                 }
                 Ok(false) if !told => {
                     told = true;
-                    tracing::info!(service = self.name, "another process runs this service; standing by");
+                    tracing::info!(
+                        service = self.name,
+                        "another process runs this service; standing by"
+                    );
                 }
                 Ok(false) => {}
-                Err(error) => tracing::warn!(service = self.name, %error, "could not take the service's lease"),
+                Err(error) => {
+                    tracing::warn!(service = self.name, %error, "could not take the service's lease")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(STAND_BY_LOOK) => {}
@@ -254,7 +263,11 @@ impl ServiceLease {
     }
 
     async fn give_back(&self) {
-        if let Err(error) = self.store.release(&self.scope, self.name, &self.owner).await {
+        if let Err(error) = self
+            .store
+            .release(&self.scope, self.name, &self.owner)
+            .await
+        {
             tracing::warn!(service = self.name, %error, "could not give the service's lease back");
         }
     }

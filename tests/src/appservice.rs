@@ -65,12 +65,25 @@ impl Harness {
         Self::start_as(
             registration,
             Some(bot_localpart.to_owned()),
+            &[],
             router,
             extra_yaml,
             port,
             format!("http://127.0.0.1:{port}"),
         )
         .await
+    }
+
+    /// As [`Harness::start`], with Synapse also loading `others`: registrations of appservices
+    /// not served here (e.g. a double puppeting registration with no `url`).
+    pub async fn start_beside(
+        mut registration: Registration,
+        others: &[Registration],
+        router: Router,
+    ) -> Harness {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        Self::start_as(&mut registration, None, others, router, "", port, url).await
     }
 
     /// As [`Harness::start_with`], with the appservice listening on `port` while Synapse is told
@@ -83,12 +96,22 @@ impl Harness {
         port: u16,
         synapse_url: String,
     ) -> Harness {
-        Self::start_as(registration, None, router, extra_yaml, port, synapse_url).await
+        Self::start_as(
+            registration,
+            None,
+            &[],
+            router,
+            extra_yaml,
+            port,
+            synapse_url,
+        )
+        .await
     }
 
     async fn start_as(
         registration: &mut Registration,
         bot_localpart: Option<String>,
+        others: &[Registration],
         router: Router,
         extra_yaml: &str,
         port: u16,
@@ -107,7 +130,13 @@ impl Harness {
         registration.url = Some(synapse_url);
         let path: PathBuf = dir.path().join("registration.yaml");
         registration.write_file(&path).unwrap();
-        let synapse = Synapse::start_with(&[path], extra_yaml).await;
+        let mut paths = vec![path];
+        for (n, other) in others.iter().enumerate() {
+            let path = dir.path().join(format!("registration-{n}.yaml"));
+            other.write_file(&path).unwrap();
+            paths.push(path);
+        }
+        let synapse = Synapse::start_with(&paths, extra_yaml).await;
         let bot = bot_localpart.as_deref();
         let (app, stop, task) = serve(registration, bot, &synapse, dir.path(), port, router).await;
         synapse

@@ -172,7 +172,10 @@ async fn a_handler_that_takes_a_minute_keeps_its_room() {
         push(&urls[1], &reg, &format!("fast{n}"), &[(n, 0)]).await;
     }
     log.wait_for("every event handled", Duration::from_secs(120), |s| {
-        (0..=3).all(|n| s.iter().any(|step| matches!(step, Step::End(_, m) if *m == n)))
+        (0..=3).all(|n| {
+            s.iter()
+                .any(|step| matches!(step, Step::End(_, m) if *m == n))
+        })
     })
     .await;
     // Time for a handler that should not run (a second run of any event) to show.

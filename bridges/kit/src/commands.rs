@@ -37,6 +37,11 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "<room id or alias> on|off",
         "Turns relay mode on or off in a portal.",
     ),
+    (
+        "double-puppet",
+        "[on|off]",
+        "Shows your messages from the network as your own account (on) or your ghost (off).",
+    ),
 ];
 
 /// Greets a user in their new management room.
@@ -218,23 +223,53 @@ async fn run<N: Network>(
                     "usage: relay <room id or alias> on|off".into(),
                 ));
             };
-            let on = match *setting {
-                "on" => true,
-                "off" => false,
-                other => {
-                    return Err(BridgeError::BadRequest(format!(
-                        "`{other}` is not on or off"
-                    )));
-                }
-            };
+            let on = on_off(setting)?;
             let room_id = resolve_room(&bridge.app()?, room).await?;
             bridge.set_relay(&room_id, on, sender).await?;
             Ok(format!("Relay mode is {setting} in {room_id}."))
         }
+        "double-puppet" => double_puppet(bridge, sender, args).await,
         other => Ok(format!(
             "Unknown command `{other}`. Send `help` for the commands."
         )),
     }
+}
+
+/// `on` or `off` as a boolean.
+fn on_off(setting: &str) -> NetworkResult<bool> {
+    match setting {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(BridgeError::BadRequest(format!(
+            "`{other}` is not on or off"
+        ))),
+    }
+}
+
+async fn double_puppet<N: Network>(
+    bridge: &BridgeHandle<N>,
+    sender: &OwnedUserId,
+    args: &[&str],
+) -> NetworkResult<String> {
+    let protocol = bridge.network().protocol().displayname;
+    let on = match args {
+        [] => bridge.double_puppeting(sender).await?,
+        [setting] => {
+            let on = on_off(setting)?;
+            bridge.set_double_puppeting(sender, on).await?;
+            on
+        }
+        _ => {
+            return Err(BridgeError::BadRequest(
+                "usage: double-puppet [on|off]".into(),
+            ));
+        }
+    };
+    Ok(if on {
+        format!("Double puppeting is on: what you send on {protocol} shows as your own account.")
+    } else {
+        format!("Double puppeting is off: what you send on {protocol} shows as your ghost.")
+    })
 }
 
 fn help<N: Network>(bridge: &BridgeHandle<N>) -> String {

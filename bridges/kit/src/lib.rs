@@ -57,9 +57,16 @@
 //!   than [`BridgeConfig::bridge_state_debounce_ms`] is no outage), served by the provisioning
 //!   API, posted to [`BridgeConfig::bridge_state_url`], counted in `/metrics` and told in the
 //!   management room ([`BridgeState`]).
+//! - **Double puppeting** (module [`double_puppet`]): with a second registration whose token
+//!   may act as the homeserver's users ([`BridgeConfig::double_puppet`]), a user who turns it
+//!   on (`double-puppet on`) sees their own messages, edits, reactions and deletions from the
+//!   network appear as their own Matrix account rather than a ghost, marked
+//!   `fi.mau.double_puppet_source` so they never go back to the network. Off by default;
+//!   refused where the token cannot act for the user; when it stops working, the ghost speaks
+//!   again and the user is told.
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
-//!   `link`, `unlink`, `list`, `status`; and a **provisioning API** over HTTP with a shared
-//!   secret for the same operations (and the bridge states).
+//!   `link`, `unlink`, `list`, `status`, `relay`, `double-puppet`; and a **provisioning API**
+//!   over HTTP with a shared secret for the same operations (and the bridge states).
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).
@@ -76,6 +83,7 @@ mod calls;
 mod commands;
 mod delivery;
 mod direct;
+pub mod double_puppet;
 mod error;
 mod handle;
 mod login;
@@ -96,7 +104,7 @@ mod typing;
 mod upgrade;
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{Arc, Mutex, OnceLock},
 };
 
@@ -161,6 +169,11 @@ pub struct BridgeConfig {
     /// Milliseconds a login's connection may be lost before that counts as a change of its
     /// bridge state (served, pushed, counted, told): a blip shorter than this is no outage.
     pub bridge_state_debounce_ms: u64,
+    /// Double puppeting by the appservice method ([`double_puppet`]): per homeserver name, the
+    /// secret `as_token:<token>` of a second registration whose `users` namespace covers that
+    /// server's users. A user who turns it on (`double-puppet on`) then sees what they send
+    /// from the network appear as their own account. Empty (the default): off for everyone.
+    pub double_puppet: BTreeMap<String, String>,
 }
 
 impl Default for BridgeConfig {
@@ -175,6 +188,7 @@ impl Default for BridgeConfig {
             delivery_status: true,
             bridge_state_url: None,
             bridge_state_debounce_ms: 10_000,
+            double_puppet: BTreeMap::new(),
         }
     }
 }
@@ -233,6 +247,12 @@ impl BridgeConfig {
         self.bridge_state_debounce_ms = ms;
         self
     }
+
+    /// The double puppeting secret (`as_token:<token>`) for the users of `server`.
+    pub fn double_puppet(mut self, server: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.double_puppet.insert(server.into(), secret.into());
+        self
+    }
 }
 
 /// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
@@ -265,6 +285,7 @@ impl<N: Network> Bridge<N> {
             media: media::Links::default(),
             calls: calls::Told::default(),
             states: state::Board::default(),
+            double_puppets: double_puppet::Clients::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -342,6 +363,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) calls: calls::Told,
     /// Every login's bridge state, debounced.
     pub(crate) states: state::Board,
+    /// The clients that act as users who turned double puppeting on, and where they joined.
+    pub(crate) double_puppets: double_puppet::Clients,
 }
 
 /// One live connection of a login.

@@ -1,7 +1,8 @@
 //! Matrix events in portals and management rooms, turned into calls of the network.
 //!
 //! Events of the appservice's own users never get here (the router's `own_events` is off), so
-//! what the bridge itself sent is never sent back to the network.
+//! what the bridge itself sent is never sent back to the network; nor are events it sent as a
+//! user's own account (marked, see [`super::double_puppet`]).
 
 use ruma::{
     EventId, OwnedEventId, OwnedUserId, RoomId, UserId,
@@ -21,7 +22,7 @@ use trestle::{
 use super::{
     BridgeError, BridgeHandle, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction,
     MatrixRedaction, MessageContent, MessageKind, Network, NetworkResult, PortalRef, commands,
-    delivery::Outcome, threads::MatrixTarget,
+    delivery::Outcome, double_puppet, threads::MatrixTarget,
 };
 
 /// The kit's one route: every event the appservice is sent.
@@ -47,6 +48,12 @@ pub(crate) async fn on_event<N: Network>(
         return Ok(());
     }
     let json: Value = serde_json::from_str(event.json.get())?;
+    // Sent by a bridge as the user's own account (double puppeting): it came from the network,
+    // so it is never bridged back.
+    if double_puppet::is_double_puppeted(&json) {
+        tracing::debug!(event_id = %event.event_id, "not bridged: double puppeted");
+        return Ok(());
+    }
     if bridge.refused(event, &json).await? {
         return Ok(());
     }

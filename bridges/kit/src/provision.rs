@@ -12,13 +12,17 @@
 //! | POST | `/provision/v1/link?user_id=` | `{"room_id": "…", "chat": "…"}` | portal |
 //! | POST | `/provision/v1/unlink?user_id=` | `{"room_id": "…"}` | `{"chat": "…"}` |
 //! | GET | `/provision/v1/bridge_state` | | `{"logins": [bridge state…]}` (every user's) |
+//! | GET | `/provision/v1/double_puppet?user_id=` | | `{"enabled": bool}` |
+//! | PUT | `/provision/v1/double_puppet?user_id=` | `{"enabled": bool}` | `{"enabled": bool}` |
 //!
 //! A login is `{"id", "remote_user", "remote_name", "state", "reason"}`; a bridge state is
 //! `{"state_event", "reason", "user_id", "login_id", "timestamp"}` (see `BridgeState`). Errors are Matrix
 //! errors (`{"errcode", "error"}`): `401 M_UNAUTHORIZED` without a secret, `403 M_FORBIDDEN`
 //! with a wrong one or for an operation the user may not do, `404 M_NOT_FOUND` for an unknown
 //! login or portal (and for everything while no secret is configured), `400 M_BAD_JSON` for a
-//! body or parameter that does not parse.
+//! body or parameter that does not parse. Turning double puppeting on where the bridge cannot
+//! act as the user (no secret for their homeserver, a token that does not act as them) is
+//! `403 M_FORBIDDEN`, saying why.
 
 use std::collections::BTreeMap;
 
@@ -54,6 +58,10 @@ pub(crate) fn routes<N: Network>(bridge: BridgeHandle<N>, app: Appservice) -> ax
         .route("/provision/v1/link", post(link::<N>))
         .route("/provision/v1/unlink", post(unlink::<N>))
         .route("/provision/v1/bridge_state", get(bridge_state::<N>))
+        .route(
+            "/provision/v1/double_puppet",
+            get(double_puppet::<N>).put(set_double_puppet::<N>),
+        )
         .layer(axum::middleware::from_fn_with_state(guard, authorize::<N>))
         .with_state(bridge)
 }
@@ -286,4 +294,32 @@ async fn bridge_state<N: Network>(State(bridge): State<BridgeHandle<N>>) -> Answ
     let states = bridge.bridge_states().await.map_err(api_error)?;
     let states: Vec<Value> = states.iter().map(super::BridgeState::to_json).collect();
     Ok(Json(json!({ "logins": states })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DoublePuppetBody {
+    enabled: bool,
+}
+
+async fn double_puppet<N: Network>(
+    State(bridge): State<BridgeHandle<N>>,
+    Query(user): Query<UserParam>,
+) -> Answer {
+    let user = user_of(user)?;
+    let enabled = bridge.double_puppeting(&user).await.map_err(api_error)?;
+    Ok(Json(json!({ "enabled": enabled })))
+}
+
+async fn set_double_puppet<N: Network>(
+    State(bridge): State<BridgeHandle<N>>,
+    Query(user): Query<UserParam>,
+    Body(body): Body<DoublePuppetBody>,
+) -> Answer {
+    let user = user_of(user)?;
+    bridge
+        .set_double_puppeting(&user, body.enabled)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(json!({ "enabled": body.enabled })))
 }

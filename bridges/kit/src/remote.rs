@@ -4,12 +4,18 @@ use std::time::Duration;
 
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedMxcUri, OwnedTransactionId,
-    events::room::{
-        ImageInfo,
-        message::{
-            AudioMessageEventContent, EmoteMessageEventContent, FileInfo, FileMessageEventContent,
-            ImageMessageEventContent, MessageType, NoticeMessageEventContent,
-            RoomMessageEventContent, TextMessageEventContent, VideoMessageEventContent,
+    events::{
+        MessageLikeEventType,
+        reaction::ReactionEventContent,
+        relation::Annotation,
+        room::{
+            ImageInfo,
+            message::{
+                AudioMessageEventContent, EmoteMessageEventContent, FileInfo,
+                FileMessageEventContent, ImageMessageEventContent, MessageType,
+                NoticeMessageEventContent, ReplacementMetadata, RoomMessageEventContent,
+                TextMessageEventContent, VideoMessageEventContent,
+            },
         },
     },
 };
@@ -17,7 +23,7 @@ use trestle::{Intent, intent::SendOptions};
 
 use super::{
     BridgeHandle, ChatInfo, MessageContent, MessageKind, Network, NetworkResult, PortalRef,
-    UserInfo,
+    UserInfo, double_puppet::OwnEvent,
 };
 
 /// A message seen on the network, for [`BridgeHandle::remote_message`].
@@ -272,10 +278,6 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(None);
         }
         let portal = self.ensure_portal(&message.chat).await?;
-        let ghost = self.ghost(&message.sender)?;
-        if let Some(info) = &message.sender_info {
-            self.sync_profile(&ghost, info).await?;
-        }
         let mut content = matrix_content(&message.content);
         content.relates_to = self
             .remote_relation(
@@ -284,12 +286,24 @@ impl<N: Network> BridgeHandle<N> {
                 message.reply_to.as_ref(),
             )
             .await?;
-        let mut options =
-            SendOptions::default().txn_id(txn_id(&portal.room_id, &chat_key, &id_key));
-        if let Some(ts) = message.ts {
-            options = options.ts(ts);
-        }
-        let event_id = ghost.send_with(&portal.room_id, &content, options).await?;
+        let txn_id = txn_id(&portal.room_id, &chat_key, &id_key);
+        let own = OwnEvent::new(&portal.room_id, MessageLikeEventType::RoomMessage, &content)
+            .txn_id(txn_id.clone())
+            .ts(message.ts);
+        let event_id = match self.send_as_own(&message.sender, own).await? {
+            Some(event_id) => event_id,
+            None => {
+                let ghost = self.ghost(&message.sender)?;
+                if let Some(info) = &message.sender_info {
+                    self.sync_profile(&ghost, info).await?;
+                }
+                let mut options = SendOptions::default().txn_id(txn_id);
+                if let Some(ts) = message.ts {
+                    options = options.ts(ts);
+                }
+                ghost.send_with(&portal.room_id, &content, options).await?
+            }
+        };
         store
             .map_message(
                 &chat_key,
@@ -327,10 +341,17 @@ impl<N: Network> BridgeHandle<N> {
         let Some((portal, original)) = self.live_target(&edit.chat, &edit.target).await? else {
             return Ok(None);
         };
-        let ghost = self.ghost(&edit.sender)?;
-        let event_id = ghost
-            .edit(&portal.room_id, &original, matrix_content(&edit.content))
-            .await?;
+        let content = matrix_content(&edit.content)
+            .make_replacement(ReplacementMetadata::new(original.clone(), None));
+        let own = OwnEvent::new(&portal.room_id, MessageLikeEventType::RoomMessage, &content);
+        let event_id = match self.send_as_own(&edit.sender, own).await? {
+            Some(event_id) => event_id,
+            None => {
+                self.ghost(&edit.sender)?
+                    .edit(&portal.room_id, &original, matrix_content(&edit.content))
+                    .await?
+            }
+        };
         if let Some(id) = &edit.id {
             self.store()?
                 .map_message(
@@ -355,9 +376,14 @@ impl<N: Network> BridgeHandle<N> {
         let Some((portal, event_id)) = self.live_target(chat, target).await? else {
             return Ok(false);
         };
-        self.ghost(sender)?
-            .redact(&portal.room_id, &event_id, None)
-            .await?;
+        if !self
+            .redact_as_own(sender, &portal, &target.to_string(), &event_id)
+            .await?
+        {
+            self.ghost(sender)?
+                .redact(&portal.room_id, &event_id, None)
+                .await?;
+        }
         Ok(true)
     }
 
@@ -371,10 +397,17 @@ impl<N: Network> BridgeHandle<N> {
         else {
             return Ok(None);
         };
-        let event_id = self
-            .ghost(&reaction.sender)?
-            .react(&portal.room_id, &target, &reaction.key)
-            .await?;
+        let content =
+            ReactionEventContent::new(Annotation::new(target.clone(), reaction.key.clone()));
+        let own = OwnEvent::new(&portal.room_id, MessageLikeEventType::Reaction, &content);
+        let event_id = match self.send_as_own(&reaction.sender, own).await? {
+            Some(event_id) => event_id,
+            None => {
+                self.ghost(&reaction.sender)?
+                    .react(&portal.room_id, &target, &reaction.key)
+                    .await?
+            }
+        };
         if let Some(id) = &reaction.id {
             self.store()?
                 .map_message(

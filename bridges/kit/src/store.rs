@@ -11,6 +11,8 @@ use trestle::{
 use super::network::NetworkResult;
 
 mod moves;
+#[cfg(test)]
+mod tests;
 
 /// The kit's schema, applied with [`Store::migrate`] under the namespace `bridge`.
 /// Version 1 of the schema. `BIGINT` is SQLite's `INTEGER` too, so one text serves both.
@@ -34,12 +36,25 @@ const SCHEMA_V1: &str = "
         appservice TEXT NOT NULL, user_id TEXT NOT NULL, room_id TEXT NOT NULL,
         PRIMARY KEY (appservice, user_id))";
 
+/// Version 2: who turned double puppeting on (a row per user; none is off).
+const SCHEMA_V2: &str = "
+    CREATE TABLE bridge_double_puppets (
+        appservice TEXT NOT NULL, user_id TEXT NOT NULL, created_at BIGINT NOT NULL,
+        PRIMARY KEY (appservice, user_id))";
+
 /// The kit's schema, applied with [`Store::migrate`] under the namespace `bridge`.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: SCHEMA_V1,
-    postgres: SCHEMA_V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: SCHEMA_V1,
+        postgres: SCHEMA_V1,
+    },
+    Migration {
+        version: 2,
+        sqlite: SCHEMA_V2,
+        postgres: SCHEMA_V2,
+    },
+];
 
 /// A portal row.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,6 +328,71 @@ impl BridgeStore {
         .fetch_optional(self.store.pool())
         .await?;
         Ok(found.is_some())
+    }
+
+    /// The Matrix user with double puppeting on whose login is this remote user, if any.
+    pub(crate) async fn double_puppet_of_remote(
+        &self,
+        remote_user: &str,
+    ) -> NetworkResult<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT l.user_id FROM bridge_logins l JOIN bridge_double_puppets d
+               ON d.appservice = l.appservice AND d.user_id = l.user_id
+             WHERE l.appservice = $1 AND l.remote_user = $2
+             ORDER BY l.created_at, l.user_id LIMIT 1",
+        )
+        .bind(&self.appservice)
+        .bind(remote_user)
+        .fetch_optional(self.store.pool())
+        .await?)
+    }
+
+    /// Whether a user turned double puppeting on.
+    pub(crate) async fn double_puppet_on(&self, user_id: &str) -> NetworkResult<bool> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT user_id FROM bridge_double_puppets WHERE appservice = $1 AND user_id = $2",
+        )
+        .bind(&self.appservice)
+        .bind(user_id)
+        .fetch_optional(self.store.pool())
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Turns a user's double puppeting on or off; returns whether that changed anything.
+    pub(crate) async fn set_double_puppet(&self, user_id: &str, on: bool) -> NetworkResult<bool> {
+        let done = if on {
+            sqlx::query(
+                "INSERT INTO bridge_double_puppets (appservice, user_id, created_at)
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.appservice)
+            .bind(user_id)
+            .bind(now_ms())
+            .execute(self.store.pool())
+            .await?
+        } else {
+            sqlx::query("DELETE FROM bridge_double_puppets WHERE appservice = $1 AND user_id = $2")
+                .bind(&self.appservice)
+                .bind(user_id)
+                .execute(self.store.pool())
+                .await?
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets the Matrix event of a remote message (deleted as its sender's own account: the
+    /// deletion coming back from Matrix then finds nothing to delete on the network).
+    pub(crate) async fn forget_message(&self, chat_id: &str, remote_id: &str) -> NetworkResult<()> {
+        sqlx::query(
+            "DELETE FROM bridge_messages WHERE appservice = $1 AND chat_id = $2 AND remote_id = $3",
+        )
+        .bind(&self.appservice)
+        .bind(chat_id)
+        .bind(remote_id)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
     }
 
     pub(crate) async fn delete_login(&self, user_id: &str, login_id: &str) -> NetworkResult<bool> {

@@ -74,10 +74,8 @@ impl Store {
             }
             let deadline = tokio::time::Instant::from_std(*leased_at + LEASE_TTL - FENCE_MARGIN);
             let asked = Instant::now();
-            let renewal = tokio::time::timeout_at(
-                deadline,
-                self.lease(scope, queue_key, owner, LEASE_TTL),
-            );
+            let renewal =
+                tokio::time::timeout_at(deadline, self.lease(scope, queue_key, owner, LEASE_TTL));
             tokio::pin!(renewal);
             // The work goes on while the store answers; a renewal under way is let finish
             // even when the work does, rather than cut off inside the database.
