@@ -168,7 +168,9 @@ impl Harness {
     }
 
     /// Stops the appservice and starts `router` in its place on the same store and address, as
-    /// a new process after a restart would: it finds in the store what the old one left.
+    /// a new process after a restart would: it finds in the store what the old one left. Returns
+    /// once Synapse has delivered what it held back meanwhile
+    /// ([`Synapse::wait_appservice_caught_up`] says why).
     pub async fn restart(&mut self, router: Router) {
         self.stop().await;
         let port: u16 = self.url.rsplit(':').next().unwrap().parse().unwrap();
@@ -184,6 +186,9 @@ impl Harness {
         self.app = app;
         self.stop = Some(stop);
         self.task = Some(task);
+        self.synapse
+            .wait_appservice_caught_up(&self.registration.id, WAIT)
+            .await;
     }
 
     /// Stops the appservice and waits for it to finish.

@@ -284,6 +284,48 @@ impl Synapse {
             .collect()
     }
 
+    /// Waits until Synapse has delivered to the appservice `appservice_id` what it held back
+    /// while the appservice was down: its state for it is no longer `down` and none of its
+    /// transactions is pending (read from the SQLite database). Panics after `timeout`.
+    ///
+    /// Why a test waits for this: Synapse 1.163 has a race at the end of a recovery. Its
+    /// transaction sender reads whether the appservice is up *before* it creates a transaction
+    /// (`_TransactionController.send` in `synapse/appservice/scheduler.py`), and its recoverer
+    /// marks the appservice up once it finds no transaction left; an event whose transaction is
+    /// created between the two is not sent, and waits in `application_services_txns` for the
+    /// next outage's recovery, after the events that followed it. No appservice can see that
+    /// from its side; a test that sends right after a restart would be testing Synapse's timing.
+    pub async fn wait_appservice_caught_up(&self, appservice_id: &str, timeout: Duration) {
+        use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+        let started = Instant::now();
+        loop {
+            let mut db = SqliteConnectOptions::new()
+                .filename(self.dir_path.join("homeserver.db"))
+                .busy_timeout(Duration::from_secs(10))
+                .connect()
+                .await
+                .expect("opening Synapse's homeserver.db");
+            let state: Option<Option<String>> =
+                sqlx::query_scalar("SELECT state FROM application_services_state WHERE as_id = ?")
+                    .bind(appservice_id)
+                    .fetch_optional(&mut db)
+                    .await
+                    .expect("reading application_services_state");
+            let _ = db.close().await;
+            let down = state.flatten().as_deref() == Some("down");
+            if !down && self.pending_appservice_txns(appservice_id).await.is_empty() {
+                return;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "Synapse did not catch up with appservice {appservice_id} within {timeout:?}\n\
+                 ---- Synapse log ----\n{}",
+                self.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn base_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
