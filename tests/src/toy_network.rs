@@ -109,6 +109,8 @@ pub struct ToyWorld {
     history_held: tokio::sync::watch::Sender<bool>,
     /// How often history was read, for the test to wait on.
     history_reads: Mutex<u64>,
+    /// While true, the network says it keeps no history (as IRC).
+    without_history: Mutex<bool>,
 }
 
 impl ToyWorld {
@@ -168,6 +170,12 @@ impl ToyWorld {
     /// Holds every read of history until `false` is set: the network is slow to answer.
     pub fn hold_history(&self, held: bool) {
         self.history_held.send_replace(held);
+    }
+
+    /// Whether the network answers reads of history (`true`, the default) or says it keeps
+    /// none.
+    pub fn keep_history(&self, keep: bool) {
+        *self.without_history.lock().unwrap() = !keep;
     }
 
     /// How often the bridge read history so far.
@@ -368,6 +376,9 @@ impl Network for ToyNetwork {
             .wait_for(|held| !held)
             .await;
         *self.world.history_reads.lock().unwrap() += 1;
+        if *self.world.without_history.lock().unwrap() {
+            return Ok(None);
+        }
         let history = self.world.history.lock().unwrap();
         let said = history.get(request.chat).map(Vec::as_slice).unwrap_or(&[]);
         let after = match &request.anchor {

@@ -75,6 +75,9 @@ pub struct HistoryRequest<'a, N: Network> {
     pub connection: Option<&'a N::Connection>,
 }
 
+/// How many chats one catch-up reads and posts at a time.
+const CATCH_UP_AT_ONCE: usize = 4;
+
 /// Each chat's gate: held while its history is posted, and by each live message of it.
 #[derive(Default)]
 pub(crate) struct Gates(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
@@ -162,26 +165,29 @@ impl<N: Network> BridgeHandle<N> {
         Ok(pending)
     }
 
-    /// Catches up the gated chats in the background, one after another, opening each gate
-    /// when its chat is done. `tell_gap`: whether a chat the network cannot catch up is told.
+    /// Catches up the gated chats in the background, a few at a time (a bridge with many
+    /// portals starting should not hold the last one's live messages behind all the others,
+    /// nor ask the network for all at once), opening each gate when its chat is done.
+    /// `tell_gap`: whether a chat the network cannot catch up is told.
     pub(crate) fn spawn_catch_up(
         &self,
         pending: Vec<Pending<N>>,
         login: Option<Login<N>>,
         tell_gap: bool,
     ) {
-        if pending.is_empty() {
-            return;
-        }
-        let bridge = self.clone();
-        tokio::spawn(async move {
-            for (portal, gate) in pending {
-                if let Err(error) = bridge.catch_up_one(&portal, login.as_ref(), tell_gap).await {
+        let slots = Arc::new(tokio::sync::Semaphore::new(CATCH_UP_AT_ONCE));
+        let login = login.map(Arc::new);
+        for (portal, gate) in pending {
+            let (bridge, slots, login) = (self.clone(), slots.clone(), login.clone());
+            tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await;
+                let login = login.as_deref();
+                if let Err(error) = bridge.catch_up_one(&portal, login, tell_gap).await {
                     tracing::warn!(chat = %portal.chat, %error, "could not catch up a chat");
                 }
                 drop(gate);
-            }
-        });
+            });
+        }
     }
 
     /// The chats a login hears that have portals, their gates closed, for a catch-up.
