@@ -150,6 +150,15 @@ impl<N: Network> BridgeHandle<N> {
         Ok(())
     }
 
+    /// The bridge starts: every portal is caught up, since the bridge was away; the gates are
+    /// closed before this returns.
+    pub(crate) async fn start_catch_up(&self) -> NetworkResult<()> {
+        let chats = self.portals().await?.into_iter().map(|p| p.chat).collect();
+        let pending = self.close_gates(chats).await?;
+        self.spawn_catch_up(pending, None, true);
+        Ok(())
+    }
+
     /// Closes the gates of the chats that have portals.
     pub(crate) async fn close_gates(
         &self,

@@ -272,15 +272,10 @@ impl<N: Network> BridgeHandle<N> {
         Ok(())
     }
 
-    /// The bridge's service: catches up every portal (the bridge was away; module
-    /// `history`), connects every stored login (retrying those that fail, with back-off), then
-    /// on stop disconnects them.
+    /// The bridge's service: connects every stored login (retrying those that fail, with
+    /// back-off), then on stop disconnects them.
     pub(crate) async fn run(&self, app: Appservice) -> NetworkResult<()> {
         self.attach(&app).await?;
-        // Gates closed before any connection can hand over a live message.
-        let chats = self.portals().await?.into_iter().map(|p| p.chat).collect();
-        let pending = self.close_gates(chats).await?;
-        self.spawn_catch_up(pending, None, true);
         let rows = self.store()?.all_logins().await?;
         let mut tasks = tokio::task::JoinSet::new();
         for row in rows {
