@@ -9,13 +9,13 @@
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
-use trestle_bridge::{Bridge, BridgeConfig, ConnectionState, MessageContent, RemoteMessage};
+use trestle_bridge::{BridgeConfig, ConnectionState, MessageContent, RemoteMessage};
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{BOT, logged_in_toy_user, start_toy_bridge},
+    bridge_checks::{BOT, logged_in_toy_user, restart_toy_bridge, start_toy_bridge},
     synapse::UserClient,
     toy_network::{ToyNetwork, ToyWorld},
 };
@@ -63,16 +63,6 @@ async fn wait_ghost_messages(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Serves a new toy bridge on the same store and toy world, as after a restart.
-async fn restart(harness: &mut Harness, world: &Arc<ToyWorld>, config: &BridgeConfig) {
-    let network = ToyNetwork {
-        world: world.clone(),
-    };
-    harness
-        .restart(Bridge::new(network, config.clone()).router())
-        .await;
 }
 
 #[tokio::test]
@@ -134,7 +124,7 @@ async fn what_was_said_while_trestle_was_stopped_is_caught_up_once_in_order() {
     world.hold_history(true);
     world.forget_handle("alice");
     let reads = world.history_reads();
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     let started = std::time::Instant::now();
     let login = loop {
         if let Some(login) = world.handle("alice") {
@@ -174,7 +164,7 @@ async fn what_was_said_while_trestle_was_stopped_is_caught_up_once_in_order() {
 
     // Restarted again with nothing new: nothing is posted twice.
     let reads = world.history_reads();
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     let started = std::time::Instant::now();
     while world.history_reads() == reads {
         assert!(started.elapsed() < WAIT, "the restart never read history");

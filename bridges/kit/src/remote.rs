@@ -272,10 +272,8 @@ impl<N: Network> BridgeHandle<N> {
         &self,
         message: RemoteMessage<N>,
     ) -> NetworkResult<Option<OwnedEventId>> {
-        let store = self.store()?;
-        let chat_key = message.chat.to_string();
-        let id_key = message.id.to_string();
-        if store.event_for_remote(&chat_key, &id_key).await?.is_some() {
+        // Checked before the portal too, so that an echo makes no portal.
+        if self.event_for(&message.chat, &message.id).await?.is_some() {
             return Ok(None);
         }
         let portal = self.ensure_portal(&message.chat).await?;
