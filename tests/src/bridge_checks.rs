@@ -29,6 +29,21 @@ pub async fn start_toy_bridge(
     (harness, bridge.handle(), world)
 }
 
+/// Serves a new toy bridge with `config` on the harness's store and the same toy world, as
+/// after a restart of Trestle.
+pub async fn restart_toy_bridge(
+    harness: &mut Harness,
+    world: &Arc<ToyWorld>,
+    config: &BridgeConfig,
+) {
+    let network = ToyNetwork {
+        world: world.clone(),
+    };
+    harness
+        .restart(Bridge::new(network, config.clone()).router())
+        .await;
+}
+
 /// The toy bridge's bot.
 pub const BOT: &str = "@toybot:localhost";
 

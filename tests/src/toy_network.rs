@@ -1,8 +1,9 @@
 //! A toy network for the bridge kit's tests: chats, users and messages live in memory, and
 //! what Matrix sends to it is recorded for the test to read. It is deliberately unlike IRC:
 //! messages have ids, edits and redactions exist, threads and read receipts too (threads can be
-//! turned off, for a network without them), logins take a password, and reactions are left out
-//! to exercise the kit's "unsupported" defaults.
+//! turned off, for a network without them), chats keep a history the test fills
+//! ([`ToyWorld::say`]), logins take a password, and reactions are left out to exercise the
+//! kit's "unsupported" defaults.
 
 use std::{
     collections::HashMap,
@@ -13,10 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use trestle::ruma::{MilliSecondsSinceUnixEpoch, UInt};
 use trestle_bridge::{
-    BridgeError, BridgeHandle, Capabilities, ChatInfo, InfoSection, Login, LoginHandle,
-    LoginRequest, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReceipt, MatrixRedaction,
-    MatrixTyping, Network, NetworkResult, NewLogin, Protocol, Via,
+    BridgeError, BridgeHandle, Capabilities, ChatInfo, HistoryAnchor, HistoryRequest, InfoSection,
+    Login, LoginHandle, LoginRequest, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReceipt,
+    MatrixRedaction, MatrixTyping, MessageContent, Network, NetworkResult, NewLogin, Protocol,
+    RemoteMessage, Via,
 };
 
 /// The password every toy login needs.
@@ -77,6 +80,19 @@ pub enum Arrived {
     },
 }
 
+/// A message in a toy chat's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Said {
+    /// Its toy id.
+    pub id: String,
+    /// The toy user who said it.
+    pub sender: String,
+    /// The text.
+    pub body: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub ts: u64,
+}
+
 /// The toy network's in-memory world, shared with the test.
 #[derive(Default)]
 pub struct ToyWorld {
@@ -87,6 +103,14 @@ pub struct ToyWorld {
     held: tokio::sync::watch::Sender<bool>,
     /// While true, the network says it has no threads.
     no_threads: AtomicBool,
+    /// Each chat's history, oldest first.
+    history: Mutex<HashMap<String, Vec<Said>>>,
+    /// While true, reading history waits: a slow network.
+    history_held: tokio::sync::watch::Sender<bool>,
+    /// How often history was read, for the test to wait on.
+    history_reads: Mutex<u64>,
+    /// While true, the network says it keeps no history (as IRC).
+    without_history: Mutex<bool>,
 }
 
 impl ToyWorld {
@@ -127,6 +151,44 @@ impl ToyWorld {
         self.handles.lock().unwrap().get(name).cloned()
     }
 
+    /// Adds a message to a chat's history, as said on the toy network by `sender` at `ts`,
+    /// without telling the bridge; returns it as the bridge would be told it live.
+    pub fn say(&self, chat: &str, sender: &str, body: &str, ts: u64) -> RemoteMessage<ToyNetwork> {
+        let id = self.fresh_id();
+        let said = Said {
+            id: id.clone(),
+            sender: sender.to_owned(),
+            body: body.to_owned(),
+            ts,
+        };
+        let message = said.message(chat);
+        let mut history = self.history.lock().unwrap();
+        history.entry(chat.to_owned()).or_default().push(said);
+        message
+    }
+
+    /// Holds every read of history until `false` is set: the network is slow to answer.
+    pub fn hold_history(&self, held: bool) {
+        self.history_held.send_replace(held);
+    }
+
+    /// Whether the network answers reads of history (`true`, the default) or says it keeps
+    /// none.
+    pub fn keep_history(&self, keep: bool) {
+        *self.without_history.lock().unwrap() = !keep;
+    }
+
+    /// How often the bridge read history so far.
+    pub fn history_reads(&self) -> u64 {
+        *self.history_reads.lock().unwrap()
+    }
+
+    /// Forgets the login handle of toy user `name`, so that the test can tell when a new
+    /// connection (after a restart) has one.
+    pub fn forget_handle(&self, name: &str) {
+        self.handles.lock().unwrap().remove(name);
+    }
+
     fn record(&self, arrived: Arrived) {
         self.arrived.lock().unwrap().push(arrived);
     }
@@ -135,6 +197,19 @@ impl ToyWorld {
         let mut next = self.next_id.lock().unwrap();
         *next += 1;
         format!("m{next}")
+    }
+}
+
+impl Said {
+    fn message(&self, chat: &str) -> RemoteMessage<ToyNetwork> {
+        let ts = MilliSecondsSinceUnixEpoch(UInt::new_saturating(self.ts));
+        RemoteMessage::new(
+            chat.to_owned(),
+            self.sender.clone(),
+            self.id.clone(),
+            MessageContent::text(&self.body),
+        )
+        .ts(ts)
     }
 }
 
@@ -288,6 +363,38 @@ impl Network for ToyNetwork {
             membership: change.membership.clone(),
         });
         Ok(())
+    }
+
+    async fn fetch_history(
+        &self,
+        request: HistoryRequest<'_, Self>,
+    ) -> NetworkResult<Option<Vec<RemoteMessage<Self>>>> {
+        let _ = self
+            .world
+            .history_held
+            .subscribe()
+            .wait_for(|held| !held)
+            .await;
+        *self.world.history_reads.lock().unwrap() += 1;
+        if *self.world.without_history.lock().unwrap() {
+            return Ok(None);
+        }
+        let history = self.world.history.lock().unwrap();
+        let said = history.get(request.chat).map(Vec::as_slice).unwrap_or(&[]);
+        let after = match &request.anchor {
+            HistoryAnchor::After(id) => match said.iter().position(|s| s.id == *id) {
+                Some(at) => &said[at + 1..],
+                None => said,
+            },
+            _ => said,
+        };
+        let first = after.len().saturating_sub(request.limit);
+        Ok(Some(
+            after[first..]
+                .iter()
+                .map(|s| s.message(request.chat))
+                .collect(),
+        ))
     }
 
     async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {

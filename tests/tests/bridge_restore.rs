@@ -7,26 +7,18 @@
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use serde_json::Value;
-use trestle_bridge::{Bridge, BridgeConfig, ConnectionState};
+use trestle_bridge::{BridgeConfig, ConnectionState};
 use trestle_tests::{
-    appservice::{Harness, WAIT},
-    bridge_checks::{BOT, command, logged_in_toy_user, start_toy_bridge, wait_after},
+    appservice::WAIT,
+    bridge_checks::{
+        BOT, command, logged_in_toy_user, restart_toy_bridge, start_toy_bridge, wait_after,
+    },
     synapse::UserClient,
-    toy_network::{Arrived, ToyNetwork, ToyWorld},
+    toy_network::{Arrived, ToyWorld},
 };
-
-/// Serves a new toy bridge on the same store and toy world, as after a restart.
-async fn restart(harness: &mut Harness, world: &Arc<ToyWorld>, config: &BridgeConfig) {
-    let network = ToyNetwork {
-        world: world.clone(),
-    };
-    harness
-        .restart(Bridge::new(network, config.clone()).router())
-        .await;
-}
 
 /// Who said `body` on the toy network, in the order it arrived.
 fn speakers_of(world: &ToyWorld, body: &str) -> Vec<String> {
@@ -87,7 +79,7 @@ async fn a_user_with_a_login_waits_for_it_and_is_never_relayed() {
     // Restarted, with the network slow to let her login in: what she sends meanwhile waits
     // for it, then goes out through it, in order.
     world.hold_connections(true);
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     alice.send_text(&lobby, "one").await;
     alice.send_text(&lobby, "two").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -105,14 +97,14 @@ async fn a_user_with_a_login_waits_for_it_and_is_never_relayed() {
     // Stopped while a message waits for her login: it is neither relayed nor lost, but left
     // in the inbox for the next start, which sends it once her login is back there.
     world.hold_connections(true);
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     alice.send_text(&lobby, "across").await;
     let started = std::time::Instant::now();
     while harness.app.inbox_depth().await.unwrap() == 0 {
         assert!(started.elapsed() < WAIT, "the message never came");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     world.hold_connections(false);
     arrived(&world, "across").await;
     assert_eq!(speakers_of(&world, "across"), ["puppet:alice"]);
@@ -121,7 +113,7 @@ async fn a_user_with_a_login_waits_for_it_and_is_never_relayed() {
     // room, that her message was not delivered; the next one fails at once, without waiting
     // again; neither is relayed.
     world.hold_connections(true);
-    restart(&mut harness, &world, &config).await;
+    restart_toy_bridge(&mut harness, &world, &config).await;
     let told = refused(&alice, &lobby, "too early").await;
     assert_eq!(
         told,

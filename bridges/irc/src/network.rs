@@ -268,6 +268,13 @@ impl Network for Hub {
         login.data.network == chat.network()
     }
 
+    /// The bot's connection hears the channels; a user's own connection only their private
+    /// messages.
+    fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {
+        matches!(chat, ChatId::Private { network, user, .. }
+            if *network == login.data.network && *user == login.user.as_str())
+    }
+
     async fn send_message(
         &self,
         message: MatrixMessage<'_, Self>,

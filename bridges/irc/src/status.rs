@@ -3,7 +3,9 @@
 //! know why IRC has gone quiet and that what they say meanwhile is delivered later.
 //!
 //! The same states are the bridge state of the bot's connection (published by the kit under
-//! the bot's user id and the network's name, debounced like a login's).
+//! the bot's user id and the network's name, debounced like a login's). When it is back, the
+//! kit catches up the network's channel portals, which for IRC (no history) is a notice that
+//! what was said meanwhile may be missing.
 //!
 //! Portals rather than a management or admin room: the people who notice IRC going quiet are
 //! the portal's members, and the bot is the one relaying the channel to them (heisenbridge
@@ -30,7 +32,18 @@ pub(crate) async fn bot_up(bridge: &Kit, network: &str) -> NetworkResult<()> {
     }
     tracing::info!(%network, "the bot's IRC connection is back");
     let text = format!("The bridge's connection to the IRC network {network} is back.");
-    announce(bridge, network, &text).await
+    announce(bridge, network, &text).await?;
+    // IRC keeps no history: the kit tells each channel portal that what was said meanwhile
+    // may be missing. Its gates close before the bot's next lines are bridged, so the notice
+    // comes before them.
+    let chats = bridge
+        .portals()
+        .await?
+        .into_iter()
+        .map(|portal| portal.chat)
+        .filter(|chat| matches!(chat, ChatId::Channel { network: n, .. } if n == network))
+        .collect();
+    bridge.catch_up(chats, None).await
 }
 
 /// The bot's connection broke: the first time since it was up, the portals are told.

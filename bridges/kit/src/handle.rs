@@ -57,14 +57,20 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Tells the kit its appservice and brings the kit's tables up to date (once; later calls
-    /// are cheap). The kit does this itself on its first event, query, provisioning request
+    /// are cheap), and starts catching up every portal, since the bridge was away (module
+    /// `history`). The kit does this itself on its first event, query, provisioning request
     /// or service start; a bridge's own service, which may start first, calls it before using
     /// the handle.
     pub async fn attach(&self, app: &Appservice) -> NetworkResult<()> {
         let _ = self.shared.app.set(app.downgrade());
         self.shared
             .migrated
-            .get_or_try_init(|| async { self.store_of(app).migrate().await })
+            .get_or_try_init(|| async {
+                self.store_of(app).migrate().await?;
+                // Here rather than in the kit's service: whichever starts first (a network's
+                // own connections may), the gates are closed before its first live message.
+                self.start_catch_up().await
+            })
             .await?;
         Ok(())
     }

@@ -64,6 +64,13 @@
 //!   `fi.mau.double_puppet_source` so they never go back to the network. Off by default;
 //!   refused where the token cannot act for the user; when it stops working, the ghost speaks
 //!   again and the user is told.
+//! - **History**: a portal the kit makes is filled with the chat's last messages
+//!   ([`BridgeConfig::history_fill`]), and what was said while the bridge or a login's
+//!   connection was away is caught up when it is back
+//!   ([`BridgeConfig::history_catch_up`]), before the live messages after it: in order, by
+//!   their senders' ghosts, with their original timestamps, nothing twice (the message map
+//!   decides). From a network that has history ([`Network::fetch_history`]); where it cannot
+//!   say what was missed, the portal gets one notice that messages may be missing.
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`, `relay`, `double-puppet`; and a **provisioning API**
 //!   over HTTP with a shared secret for the same operations (and the bridge states).
@@ -86,6 +93,7 @@ mod direct;
 pub mod double_puppet;
 mod error;
 mod handle;
+mod history;
 mod login;
 mod matrix;
 pub mod media;
@@ -116,6 +124,7 @@ pub use calls::MatrixCall;
 pub use delivery::MESSAGE_STATUS_TYPE;
 pub use error::BridgeError;
 pub use handle::{BridgeHandle, LoginHandle};
+pub use history::{HistoryAnchor, HistoryRequest};
 pub use media::MediaLinkConfig;
 pub use network::{
     Capabilities, ChatInfo, ConnectionState, InfoSection, Login, LoginRequest, Network,
@@ -174,6 +183,13 @@ pub struct BridgeConfig {
     /// server's users. A user who turns it on (`double-puppet on`) then sees what they send
     /// from the network appear as their own account. Empty (the default): off for everyone.
     pub double_puppet: BTreeMap<String, String>,
+    /// How many of a chat's last messages a portal the kit makes is filled with (from
+    /// [`Network::fetch_history`]); 0: none.
+    pub history_fill: usize,
+    /// The most messages posted when a chat is caught up after the bridge or a connection
+    /// was away (the newest of them when more were missed); 0: no catch-up, the portal is
+    /// told that messages may be missing instead.
+    pub history_catch_up: usize,
 }
 
 impl Default for BridgeConfig {
@@ -189,6 +205,8 @@ impl Default for BridgeConfig {
             bridge_state_url: None,
             bridge_state_debounce_ms: 10_000,
             double_puppet: BTreeMap::new(),
+            history_fill: 50,
+            history_catch_up: 500,
         }
     }
 }
@@ -253,6 +271,18 @@ impl BridgeConfig {
         self.double_puppet.insert(server.into(), secret.into());
         self
     }
+
+    /// How many past messages fill a new portal (0: none).
+    pub fn history_fill(mut self, messages: usize) -> Self {
+        self.history_fill = messages;
+        self
+    }
+
+    /// The most messages a catch-up posts (0: none, a gap notice instead).
+    pub fn history_catch_up(mut self, messages: usize) -> Self {
+        self.history_catch_up = messages;
+        self
+    }
 }
 
 /// A bridge: a [`Network`] plus the kit. Build it, take its [`Router`] for the plugin, and
@@ -286,6 +316,7 @@ impl<N: Network> Bridge<N> {
             calls: calls::Told::default(),
             states: state::Board::default(),
             double_puppets: double_puppet::Clients::default(),
+            gates: history::Gates::default(),
         };
         Bridge {
             handle: BridgeHandle {
@@ -365,6 +396,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) states: state::Board,
     /// The clients that act as users who turned double puppeting on, and where they joined.
     pub(crate) double_puppets: double_puppet::Clients,
+    /// Each chat's gate: live messages wait while its history is filled in or caught up.
+    pub(crate) gates: history::Gates,
 }
 
 /// One live connection of a login.

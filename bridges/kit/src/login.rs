@@ -205,7 +205,31 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(());
         };
         let recorded = state_from_row(&previous, previous_reason);
+        let back = state == ConnectionState::Connected && is_lost(&recorded);
+        // Read before the report settles it: a loss not published yet was a blip.
+        let was_out = back && self.outage_published(user, login_id);
         self.report_state(user, login_id, state, recorded).await;
+        if back {
+            self.login_back(user, login_id, was_out).await?;
+        }
+        Ok(())
+    }
+
+    /// A login's connection is back after being lost: the chats it hears are caught up, their
+    /// gates closed before this returns (so the network's next messages come after what was
+    /// missed). The gap notice, where the network has no history, only after an outage that
+    /// outlasted the debounce (`was_out`).
+    async fn login_back(&self, user: &UserId, login_id: &str, was_out: bool) -> NetworkResult<()> {
+        let Some(login) = self
+            .logins(user)
+            .await?
+            .into_iter()
+            .find(|l| l.id == login_id)
+        else {
+            return Ok(());
+        };
+        let pending = self.close_login_gates(&login).await?;
+        self.spawn_catch_up(pending, Some(login), was_out);
         Ok(())
     }
 
@@ -287,7 +311,15 @@ impl<N: Network> BridgeHandle<N> {
         let mut wait = FIRST_RETRY;
         loop {
             match self.connect_login(&login).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    // For a network that reads history only through a login: the start's
+                    // catch-up of its chats could not. Told of a gap by that one, not again.
+                    match self.close_login_gates(&login).await {
+                        Ok(pending) => self.spawn_catch_up(pending, Some(login), false),
+                        Err(error) => tracing::warn!(%error, "could not catch up a login's chats"),
+                    }
+                    return;
+                }
                 Err(BridgeError::BadRequest(reason) | BridgeError::Forbidden(reason)) => {
                     let state = ConnectionState::BadCredentials(reason);
                     if let Err(error) = self.set_login_state(&login.user, &login.id, state).await {
@@ -309,6 +341,15 @@ impl<N: Network> BridgeHandle<N> {
             wait = (wait * 2).min(MAX_RETRY);
         }
     }
+}
+
+/// Whether a recorded state is a connection lost (for a while, or until the user logs in
+/// again).
+fn is_lost(state: &ConnectionState) -> bool {
+    matches!(
+        state,
+        ConnectionState::TransientDisconnect(_) | ConnectionState::BadCredentials(_)
+    )
 }
 
 fn row_of<N: Network>(login: &Login<N>) -> NetworkResult<LoginRow> {

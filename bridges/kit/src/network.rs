@@ -4,8 +4,9 @@
 //! types (no string-typed ids, no runtime downcasts), its required methods are the few every
 //! network has (naming, logging in, connecting, sending a message), and its optional
 //! capabilities (edits, redactions, reactions, typing, membership, read receipts) have default
-//! methods that answer [`BridgeError::Unsupported`], so a bridge writes only what its network
-//! offers. What the kit must know before it calls at all is said once, in [`Capabilities`].
+//! methods that answer [`BridgeError::Unsupported`] (history: `None`), so a bridge writes only
+//! what its network offers. What the kit must know before it calls at all is said once, in
+//! [`Capabilities`].
 
 use std::{collections::BTreeMap, fmt, future::Future, hash::Hash, str::FromStr};
 
@@ -13,8 +14,9 @@ use ruma::{OwnedMxcUri, OwnedUserId, UserId};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{
-    BridgeError, BridgeHandle, LoginHandle, MatrixCall, MatrixEdit, MatrixMembership,
-    MatrixMessage, MatrixReaction, MatrixReceipt, MatrixRedaction, MatrixTyping,
+    BridgeError, BridgeHandle, HistoryRequest, LoginHandle, MatrixCall, MatrixEdit,
+    MatrixMembership, MatrixMessage, MatrixReaction, MatrixReceipt, MatrixRedaction, MatrixTyping,
+    RemoteMessage,
 };
 
 /// An identifier on the remote network (a chat, a user, a message). Stored as its
@@ -129,6 +131,30 @@ pub trait Network: Send + Sync + Sized + 'static {
     fn login_covers(&self, login: &Login<Self>, chat: &Self::ChatId) -> bool {
         let _ = (login, chat);
         true
+    }
+
+    /// Optional: whether `chat`'s messages reach the bridge through `login`'s connection, so
+    /// that while it was lost some may have been missed: its chats are caught up when it comes
+    /// back (module `history`). As [`Network::login_covers`] unless written; a network whose
+    /// bridge hears chats through a connection of its own (a bot's) says which chats a login
+    /// hears only itself (its direct chats), and catches up the others with
+    /// [`BridgeHandle::catch_up`].
+    fn login_hears(&self, login: &Login<Self>, chat: &Self::ChatId) -> bool {
+        self.login_covers(login, chat)
+    }
+
+    /// Optional: messages of a chat, oldest first, where [`HistoryRequest::anchor`] says,
+    /// at most [`HistoryRequest::limit`] (the newest of them when there are more), for
+    /// filling a new portal and catching up what the bridge missed. `None` (the default): the
+    /// network keeps no history, so after an outage its portals are told that messages may be
+    /// missing. Messages the kit has bridged already are skipped, so a network may answer
+    /// more than was missed.
+    fn fetch_history(
+        &self,
+        request: HistoryRequest<'_, Self>,
+    ) -> impl Future<Output = NetworkResult<Option<Vec<RemoteMessage<Self>>>>> + Send {
+        let _ = request;
+        async { Ok(None) }
     }
 
     /// Sends a Matrix message to the network; returns the remote id of what was sent, which

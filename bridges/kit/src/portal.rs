@@ -142,7 +142,8 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// The portal of `chat`, or a new one in the room `make` makes. Made under a lock, so two
-    /// callers at once (two joins of one alias) make one room.
+    /// callers at once (two joins of one alias) make one room. A new portal's history is
+    /// filled in (module `history`) behind its chat's gate, closed before this returns.
     pub(crate) async fn portal_or_make<F>(
         &self,
         chat: &N::ChatId,
@@ -167,6 +168,8 @@ impl<N: Network> BridgeHandle<N> {
         };
         self.store()?.insert_portal(&row).await?;
         tracing::info!(chat = %chat, %room_id, "made a portal");
+        let gate = self.close_gate(chat).await;
+        self.fill_new_portal(self.portal_ref(row.clone())?, gate);
         self.portal_ref(row)
     }
 
@@ -339,6 +342,11 @@ impl<N: Network> BridgeHandle<N> {
             }
         }
         self.store()?.delete_portal(room_id.as_str()).await?;
+        // Its message map is gone, so a catch-up from its old marks would post into a new
+        // portal what was said while the chat had none.
+        self.store()?
+            .forget_history(&portal.chat.to_string())
+            .await?;
         tracing::info!(chat = %portal.chat, %room_id, by = %by, "unlinked a portal");
         Ok(portal.chat)
     }

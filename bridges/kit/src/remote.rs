@@ -264,11 +264,28 @@ impl<N: Network> BridgeHandle<N> {
 
     /// Bridges a remote message: its sender's ghost says it in the chat's portal (made first if
     /// there is none), replying where it replies and in its thread (`m.thread`) if it is in
-    /// one, and the ids are mapped. A message already
-    /// mapped (seen through another login, or an echo of one sent from Matrix) is skipped:
-    /// then `None`.
+    /// one, and the ids are mapped. A message already mapped (seen through another login, an
+    /// echo of one sent from Matrix, or posted meanwhile by a history fill or catch-up) is
+    /// skipped: then `None`. While the chat's history is being filled in or caught up (module
+    /// `history`), it waits, so it comes after what was missed.
     pub async fn remote_message(
         &self,
+        message: RemoteMessage<N>,
+    ) -> NetworkResult<Option<OwnedEventId>> {
+        // Checked before the portal too, so that an echo makes no portal.
+        if self.event_for(&message.chat, &message.id).await?.is_some() {
+            return Ok(None);
+        }
+        let portal = self.ensure_portal(&message.chat).await?;
+        let _gate = self.close_gate(&message.chat).await;
+        self.post_remote(&portal, message).await
+    }
+
+    /// Posts a remote message in its portal unless it was bridged already; the chat's gate is
+    /// held by the caller.
+    pub(crate) async fn post_remote(
+        &self,
+        portal: &PortalRef<N>,
         message: RemoteMessage<N>,
     ) -> NetworkResult<Option<OwnedEventId>> {
         let store = self.store()?;
@@ -277,11 +294,10 @@ impl<N: Network> BridgeHandle<N> {
         if store.event_for_remote(&chat_key, &id_key).await?.is_some() {
             return Ok(None);
         }
-        let portal = self.ensure_portal(&message.chat).await?;
         let mut content = matrix_content(&message.content);
         content.relates_to = self
             .remote_relation(
-                &portal,
+                portal,
                 message.thread_root.as_ref(),
                 message.reply_to.as_ref(),
             )
@@ -312,6 +328,7 @@ impl<N: Network> BridgeHandle<N> {
                 event_id.as_str(),
             )
             .await?;
+        store.history_bridged(&chat_key, &id_key).await?;
         Ok(Some(event_id))
     }
 

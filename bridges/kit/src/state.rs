@@ -212,6 +212,20 @@ impl<N: Network> BridgeHandle<N> {
         }
     }
 
+    /// Whether the login's published state is a connection lost (an outage, not a blip still
+    /// waiting out the debounce).
+    pub(crate) fn outage_published(&self, user: &UserId, login_id: &str) -> bool {
+        let entries = self.shared.states.entries.lock_unpoisoned();
+        entries
+            .get(&(user.to_owned(), login_id.to_owned()))
+            .is_some_and(|entry| {
+                matches!(
+                    entry.state,
+                    ConnectionState::TransientDisconnect(_) | ConnectionState::BadCredentials(_)
+                )
+            })
+    }
+
     /// A login that is not kept (its first connection failed): forgotten without a word.
     pub(crate) fn forget_state(&self, user: &UserId, login_id: &str) {
         let mut entries = self.shared.states.entries.lock_unpoisoned();

@@ -107,7 +107,11 @@ const LOGIN_COLUMNS: &str = "SELECT user_id, login_id, remote_user, remote_name,
 
 impl BridgeStore {
     pub(crate) async fn migrate(&self) -> NetworkResult<()> {
-        Ok(self.store.migrate("bridge", MIGRATIONS).await?)
+        self.store.migrate("bridge", MIGRATIONS).await?;
+        Ok(self
+            .store
+            .migrate("bridge_history", super::history::store::MIGRATIONS)
+            .await?)
     }
 
     pub(crate) async fn portal_by_chat(&self, chat_id: &str) -> NetworkResult<Option<PortalRow>> {
