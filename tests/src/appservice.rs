@@ -233,3 +233,27 @@ async fn serve(
     });
     (app, stop, task)
 }
+
+/// One appservice process of its own on the store at `database` (several of them on one
+/// PostgreSQL database are processes sharing it), with no homeserver behind it: for handlers
+/// and services that only record. Serves on a free local port; returns its URL, the sender
+/// that stops it (dropping it stops it too), and its task.
+pub async fn serve_without_homeserver(
+    registration: &Registration,
+    database: &str,
+    router: Router,
+) -> (String, oneshot::Sender<()>, JoinHandle<trestle::Result<()>>) {
+    let app = Appservice::builder(registration.clone(), "http://127.0.0.1:9", "localhost")
+        .router(router)
+        .store(Store::connect(database).await.unwrap())
+        .build()
+        .await
+        .unwrap();
+    let port = free_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(app.run(listener, async {
+        let _ = stopped.await;
+    }));
+    (format!("http://127.0.0.1:{port}"), stop, task)
+}

@@ -259,13 +259,8 @@ impl Synapse {
     /// whose rows it deletes once the appservice answers 200. Read from the SQLite database, so it
     /// works while Synapse is stopped too.
     pub async fn pending_appservice_txns(&self, appservice_id: &str) -> Vec<(i64, Vec<String>)> {
-        use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
-        let mut db = SqliteConnectOptions::new()
-            .filename(self.dir_path.join("homeserver.db"))
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("opening Synapse's homeserver.db");
+        use sqlx::Connection;
+        let mut db = self.homeserver_db().await;
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT txn_id, event_ids FROM application_services_txns WHERE as_id = ? \
              ORDER BY txn_id",
@@ -296,15 +291,10 @@ impl Synapse {
     /// next outage's recovery, after the events that followed it. No appservice can see that
     /// from its side; a test that sends right after a restart would be testing Synapse's timing.
     pub async fn wait_appservice_caught_up(&self, appservice_id: &str, timeout: Duration) {
-        use sqlx::{ConnectOptions, Connection, sqlite::SqliteConnectOptions};
+        use sqlx::Connection;
         let started = Instant::now();
         loop {
-            let mut db = SqliteConnectOptions::new()
-                .filename(self.dir_path.join("homeserver.db"))
-                .busy_timeout(Duration::from_secs(10))
-                .connect()
-                .await
-                .expect("opening Synapse's homeserver.db");
+            let mut db = self.homeserver_db().await;
             let state: Option<Option<String>> =
                 sqlx::query_scalar("SELECT state FROM application_services_state WHERE as_id = ?")
                     .bind(appservice_id)
@@ -324,6 +314,17 @@ impl Synapse {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A connection to Synapse's SQLite database, which works while Synapse is stopped too.
+    async fn homeserver_db(&self) -> sqlx::SqliteConnection {
+        use sqlx::{ConnectOptions, sqlite::SqliteConnectOptions};
+        SqliteConnectOptions::new()
+            .filename(self.dir_path.join("homeserver.db"))
+            .busy_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .expect("opening Synapse's homeserver.db")
     }
 
     /// `http://127.0.0.1:PORT`

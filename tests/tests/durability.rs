@@ -11,15 +11,14 @@ use std::{
 
 use serde_json::{Value, json};
 use sqlx::Row;
-use tokio::net::TcpListener;
 use trestle::{
-    Appservice, Registration, Router, Store,
+    Registration, Router,
     router::{RawEvent, Room, State},
     ruma::RoomId,
 };
 use trestle_tests::{
-    appservice::{Harness, WAIT},
-    synapse::{UserClient, free_port},
+    appservice::{Harness, WAIT, serve_without_homeserver},
+    synapse::UserClient,
 };
 
 fn registration(id: &str, prefix: &str) -> Registration {
@@ -143,22 +142,15 @@ async fn two_instances_on_one_postgres_database_handle_each_event_once_in_order(
     let reg = registration("shared", "shared_");
     let seen = Seen::default();
     let mut urls = Vec::new();
+    // Kept: dropping one stops its instance.
+    let mut stops = Vec::new();
     for instance in 0..2 {
-        let store = Store::connect(&url).await.unwrap();
         let router = Router::new()
             .on_type("org.trestle.n", record)
             .with_state((instance, seen.clone()));
-        // No homeserver: these handlers only record.
-        let app = Appservice::builder(reg.clone(), "http://127.0.0.1:9", "localhost")
-            .router(router)
-            .store(store)
-            .build()
-            .await
-            .unwrap();
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        tokio::spawn(app.run(listener, std::future::pending()));
-        urls.push(format!("http://127.0.0.1:{port}"));
+        let (url, stop, _) = serve_without_homeserver(&reg, &url, router).await;
+        urls.push(url);
+        stops.push(stop);
     }
 
     // Transactions spread over both instances, as behind a load balancer; some sent to both.

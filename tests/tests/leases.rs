@@ -12,12 +12,11 @@ use std::{
 };
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
 use trestle::{
-    Appservice, Registration, Router, Store,
+    Registration, Router,
     router::{RawEvent, State},
 };
-use trestle_tests::synapse::free_port;
+use trestle_tests::appservice::serve_without_homeserver;
 
 /// What the handlers did, in the order they did it.
 #[derive(Clone, Debug, PartialEq)]
@@ -97,30 +96,24 @@ async fn record(raw: RawEvent, State((instance, log)): State<(usize, Log)>) {
     log.push(Step::End(instance, n));
 }
 
-/// `count` appservices on one fresh PostgreSQL database, with their URLs.
-async fn instances(count: usize, log: &Log) -> (String, Registration, Vec<String>) {
+/// `count` appservices on one fresh PostgreSQL database: the database, the registration, the
+/// URLs, and what keeps them running.
+async fn instances(count: usize, log: &Log) -> (String, Registration, Vec<String>, Vec<Stop>) {
     let url = trestle_tests::postgres::fresh_database().await;
     let reg = Registration::generate("leased", None, "leasedbot", "leased_", "localhost");
-    let mut urls = Vec::new();
+    let (mut urls, mut stops) = (Vec::new(), Vec::new());
     for instance in 0..count {
-        let store = Store::connect(&url).await.unwrap();
         let router = Router::new()
             .on_type("org.trestle.n", record)
             .with_state((instance, log.clone()));
-        // No homeserver: these handlers only record.
-        let app = Appservice::builder(reg.clone(), "http://127.0.0.1:9", "localhost")
-            .router(router)
-            .store(store)
-            .build()
-            .await
-            .unwrap();
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        tokio::spawn(app.run(listener, std::future::pending()));
-        urls.push(format!("http://127.0.0.1:{port}"));
+        let (app_url, stop, _) = serve_without_homeserver(&reg, &url, router).await;
+        urls.push(app_url);
+        stops.push(stop);
     }
-    (url, reg, urls)
+    (url, reg, urls, stops)
 }
+
+type Stop = tokio::sync::oneshot::Sender<()>;
 
 const ROOM: &str = "!leased:localhost";
 
@@ -159,7 +152,7 @@ fn order(steps: &[Step]) -> Vec<String> {
 #[tokio::test]
 async fn a_handler_that_takes_a_minute_keeps_its_room() {
     let log = Log::default();
-    let (_, reg, urls) = instances(2, &log).await;
+    let (_, reg, urls, _running) = instances(2, &log).await;
     // A minute: twice the lease's 30 s. Renewed only between events, the lease would run out
     // in the middle, and the other process would take the room and handle the event again.
     push(&urls[0], &reg, "slow", &[(0, 60_000)]).await;
@@ -194,7 +187,7 @@ async fn a_handler_that_takes_a_minute_keeps_its_room() {
 #[tokio::test]
 async fn a_process_that_lost_its_lease_drops_its_handler_before_another_may_start() {
     let log = Log::default();
-    let (db, reg, urls) = instances(1, &log).await;
+    let (db, reg, urls, _running) = instances(1, &log).await;
     push(&urls[0], &reg, "slow", &[(0, 60_000)]).await;
     log.wait_for("the slow handler starts", Duration::from_secs(30), |s| {
         s.contains(&Step::Start(0, 0))
@@ -255,17 +248,8 @@ async fn a_singleton_service_runs_in_one_process_and_moves_when_that_one_stops()
                 Ok(())
             }
         });
-        let app = Appservice::builder(reg.clone(), "http://127.0.0.1:9", "localhost")
-            .router(router)
-            .store(Store::connect(&url).await.unwrap())
-            .build()
-            .await
-            .unwrap();
-        let listener = TcpListener::bind(("127.0.0.1", free_port())).await.unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tasks.push(tokio::spawn(app.run(listener, async {
-            let _ = stopped.await;
-        })));
+        let (_, stop, task) = serve_without_homeserver(&reg, &url, router).await;
+        tasks.push(task);
         stops.push(Some(stop));
     }
     // Long enough for the second process to have looked for the service a few times.
