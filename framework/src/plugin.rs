@@ -25,6 +25,10 @@ pub struct Plugin {
     pub settings_help: &'static str,
     /// Third-party protocols the plugin answers lookups for (`protocols` in its registration).
     pub protocols: &'static [&'static str],
+    /// Whether a host runs the plugin when its configuration does not mention it (and writes
+    /// it enabled in a new configuration). Off for a plugin that needs a server of its own
+    /// before it does anything (see [`Plugin::off_by_default`]).
+    pub enabled_by_default: bool,
 }
 
 /// A plugin's settings section, for the plugin to read into its own type.
@@ -98,7 +102,14 @@ impl Plugin {
             build,
             settings_help: "",
             protocols: &[],
+            enabled_by_default: true,
         }
+    }
+
+    /// The same plugin, run only where the configuration enables it.
+    pub const fn off_by_default(mut self) -> Self {
+        self.enabled_by_default = false;
+        self
     }
 
     /// The same plugin with settings documentation for `trestle init`.

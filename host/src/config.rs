@@ -523,9 +523,9 @@ pub fn default_config(
     );
     for plugin in plugins {
         out.push_str(&format!(
-            "  {}:\n    enabled: true\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n    \
+            "  {}:\n    enabled: {}\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n    \
              # bot: {}  # the bot's localpart, in the registration's namespace (docs/registration.md)\n",
-            plugin.name, plugin.bot_localpart
+            plugin.name, plugin.enabled_by_default, plugin.bot_localpart
         ));
         for line in plugin.settings_help.lines() {
             out.push_str(&format!("    {line}\n"));
