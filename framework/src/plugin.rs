@@ -31,6 +31,59 @@ pub struct Plugin {
     pub enabled_by_default: bool,
 }
 
+/// A secret in a configuration: inline, from an environment variable, or from a file (whose
+/// trailing newline is dropped). The host reads its own secrets so (the database URL), and a
+/// plugin's settings may take one the same way.
+#[derive(Clone, serde::Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Secret {
+    /// `value`
+    Inline(String),
+    /// `{env: NAME}`
+    Env {
+        /// The variable.
+        env: String,
+    },
+    /// `{file: PATH}`
+    File {
+        /// The file, relative to the configuration file's directory unless absolute.
+        file: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is never printed.
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<inline>)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's value, read for the configuration file `config` (a file's path is relative
+    /// to its directory). `field` names it in errors.
+    pub fn reveal(&self, config: &Path, field: &str) -> Result<String> {
+        let config_error = |message: String| {
+            Error::Config(format!("{}: field `{field}`: {message}", config.display()))
+        };
+        match self {
+            Secret::Inline(value) => Ok(value.clone()),
+            Secret::Env { env } => std::env::var(env)
+                .map_err(|_| config_error(format!("environment variable {env} is not set"))),
+            Secret::File { file } => {
+                let file = config.parent().unwrap_or(Path::new(".")).join(file);
+                std::fs::read_to_string(&file)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| config_error(format!("{}: {e}", file.display())))
+            }
+        }
+    }
+}
+
 /// A plugin's settings section, for the plugin to read into its own type.
 #[derive(Clone, Copy, Debug)]
 pub struct PluginSettings<'a> {
@@ -67,6 +120,12 @@ impl<'a> PluginSettings<'a> {
             config,
             plugin,
         }
+    }
+
+    /// The configuration file the settings were read from, for reading the secrets they
+    /// name ([`Secret::reveal`]).
+    pub fn config_path(&self) -> &'a Path {
+        self.config
     }
 
     /// Reads the settings into the plugin's type; missing settings give its default. Errors

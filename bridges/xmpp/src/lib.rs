@@ -33,10 +33,13 @@ pub mod settings;
 pub mod users;
 pub mod xmpp;
 
-use trestle::{Plugin, Router, plugin::PluginSettings};
-use trestle_bridge::{Bridge, BridgeConfig};
+use std::path::Path;
 
-pub use settings::{Secret, Settings};
+use trestle::{Plugin, Router, plugin::PluginSettings};
+use trestle_bridge::Bridge;
+
+pub use settings::Settings;
+pub use trestle::plugin::Secret;
 
 /// The plugin, for the `trestle` host: off unless its section enables it (it needs an XMPP
 /// server's component to do anything). Without `server` and `secret` it runs and bridges
@@ -49,35 +52,29 @@ pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
          domain: matrix.localhost         # the component's domain: Matrix users are <localpart>@ it\n  \
          # secret: {env: TRESTLE_XMPP_SECRET}   # the component secret: inline, {env: NAME} or {file: PATH}\n  \
          bot_nick: Matrix                 # the bridge's own occupant in each room\n  \
-         connection_wait: 30              # seconds a user's messages wait for their JID at start\n  \
          reconnect_delay: 5               # seconds between attempts to connect\n  \
-         delivery_status: true            # read receipts and status events for delivered messages\n  \
-         # provisioning_secret: change-me\n  \
-         admins: []\n  \
-         policy_lists: []                 # policy list rooms; users they ban are not bridged",
+         bridge:                          # the bridge kit's settings\n    \
+         connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
+         delivery_status: true          # read receipts and status events for delivered messages\n    \
+         # provisioning_secret: change-me\n    \
+         admins: []\n    \
+         policy_lists: []               # policy list rooms; users they ban are not bridged",
     );
 
 fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
-    router(settings.get()?)
+    router_in(settings.get()?, settings.config_path())
 }
 
-/// The bridge's router for `settings`.
+/// The bridge's router for `settings` (a secret in a file is read relative to the current
+/// directory).
 pub fn router(settings: Settings) -> trestle::Result<Router> {
-    let checked = settings.check().map_err(trestle::Error::Config)?;
-    // Every Matrix user speaks as their own JID: nobody is relayed by default.
-    let mut config = BridgeConfig::default()
-        .relay(false)
-        .connection_wait(checked.settings.connection_wait)
-        .delivery_status(checked.settings.delivery_status);
-    if let Some(secret) = &checked.settings.provisioning_secret {
-        config = config.provisioning_secret(secret.clone());
-    }
-    for admin in &checked.settings.admins {
-        config = config.admin(admin.clone());
-    }
-    for list in &checked.settings.policy_lists {
-        config = config.policy_list(list.clone());
-    }
+    router_in(settings, Path::new("."))
+}
+
+/// The bridge's router for `settings` read from the configuration file `config`.
+fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
+    let checked = settings.check(config).map_err(trestle::Error::Config)?;
+    let config = checked.settings.bridge.clone();
     let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let topics = bridge.handle();

@@ -1,9 +1,11 @@
 //! The bridge's settings.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use serde::Deserialize;
 use tokio_xmpp::jid::{BareJid, FullJid};
+use trestle::plugin::Secret;
+use trestle_bridge::BridgeConfig;
 
 /// The XMPP bridge's settings. Without `server` (or without a secret) the bridge runs and
 /// bridges nothing.
@@ -15,26 +17,18 @@ pub struct Settings {
     /// The component's domain, as the server's configuration names it (`Component
     /// "matrix.example.org"`): every Matrix user is `<localpart>@` this domain.
     pub domain: String,
-    /// The component secret (`component_secret` in Prosody's configuration).
+    /// The component secret (`component_secret` in Prosody's configuration): inline,
+    /// `{env: NAME}` or `{file: PATH}`, as the host takes its own secrets.
     pub secret: Option<Secret>,
     /// The nick of the bridge's own occupant in each room, which hears the room for the
     /// portal.
     pub bot_nick: String,
-    /// Seconds a Matrix user's messages wait for their JID to be ready at start.
-    pub connection_wait: u64,
     /// Seconds to wait before connecting again after the server closed the component's
     /// stream or refused it.
     pub reconnect_delay: u64,
-    /// The provisioning API's shared secret (the API is off without one).
-    pub provisioning_secret: Option<String>,
-    /// Matrix users who may link and unlink any room.
-    pub admins: Vec<String>,
-    /// Policy lists (room ids or aliases) the bridge follows: Matrix users they ban are not
-    /// bridged.
-    pub policy_lists: Vec<String>,
-    /// Whether a message the server took is marked read by the bot and gets a
-    /// `com.beeper.message_send_status` event.
-    pub delivery_status: bool,
+    /// The bridge kit's settings (relay, provisioning, admins, policy lists, how long a
+    /// user's messages wait for their JID, media links, delivery status, bridge state).
+    pub bridge: BridgeConfig,
 }
 
 impl Default for Settings {
@@ -44,57 +38,8 @@ impl Default for Settings {
             domain: "matrix.localhost".to_owned(),
             secret: None,
             bot_nick: "Matrix".to_owned(),
-            connection_wait: 30,
             reconnect_delay: 5,
-            provisioning_secret: None,
-            admins: Vec::new(),
-            policy_lists: Vec::new(),
-            delivery_status: true,
-        }
-    }
-}
-
-/// A secret: inline, from an environment variable, or from a file (whose trailing newline is
-/// dropped), the forms the host takes for its own secrets.
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Secret {
-    /// `value`
-    Inline(String),
-    /// `{env: NAME}`
-    Env {
-        /// The variable.
-        env: String,
-    },
-    /// `{file: PATH}`
-    File {
-        /// The file, relative to the directory the host runs in unless absolute.
-        file: PathBuf,
-    },
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never printed: the settings are logged when they are wrong.
-        match self {
-            Secret::Inline(_) => f.write_str("Secret(<inline>)"),
-            Secret::Env { env } => write!(f, "Secret(env {env})"),
-            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
-        }
-    }
-}
-
-impl Secret {
-    /// The secret's value, or why it cannot be read.
-    pub fn reveal(&self) -> Result<String, String> {
-        match self {
-            Secret::Inline(value) => Ok(value.clone()),
-            Secret::Env { env } => {
-                std::env::var(env).map_err(|_| format!("environment variable {env} is not set"))
-            }
-            Secret::File { file } => std::fs::read_to_string(file)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                .map_err(|e| format!("{}: {e}", file.display())),
+            bridge: BridgeConfig::default(),
         }
     }
 }
@@ -131,8 +76,9 @@ impl std::fmt::Debug for ComponentConfig {
 }
 
 impl Settings {
-    /// Checks the settings and reads the secret; the error says which field is wrong and why.
-    pub fn check(self) -> Result<Checked, String> {
+    /// Checks the settings and reads the secret (a file relative to the configuration file
+    /// `config`); the error says which field is wrong and why.
+    pub fn check(self, config: &Path) -> Result<Checked, String> {
         let bot = BareJid::new(&self.domain)
             .ok()
             .filter(|jid| jid.node().is_none())
@@ -152,7 +98,7 @@ impl Settings {
                 if host.is_empty() || port.parse::<u16>().is_err() {
                     return Err(format!("server: {server:?} is not host:port"));
                 }
-                let secret = secret.reveal().map_err(|e| format!("secret: {e}"))?;
+                let secret = secret.reveal(config, "secret").map_err(|e| e.to_string())?;
                 Some(ComponentConfig {
                     server: server.clone(),
                     domain: self.domain.clone(),
@@ -174,23 +120,41 @@ mod tests {
 
     #[test]
     fn server_and_secret_go_together_and_are_checked() {
-        assert!(Settings::default().check().unwrap().component.is_none());
+        assert!(
+            Settings::default()
+                .check(Path::new("trestle.yaml"))
+                .unwrap()
+                .component
+                .is_none()
+        );
         let user = Settings {
             domain: "user@example.org".into(),
             ..Settings::default()
         };
-        assert!(user.check().unwrap_err().contains("not a domain"));
+        assert!(
+            user.check(Path::new("trestle.yaml"))
+                .unwrap_err()
+                .contains("not a domain")
+        );
         let half = Settings {
             server: Some("localhost:5347".into()),
             ..Settings::default()
         };
-        assert!(half.check().unwrap_err().contains("secret is not"));
+        assert!(
+            half.check(Path::new("trestle.yaml"))
+                .unwrap_err()
+                .contains("secret is not")
+        );
         let bad = Settings {
             server: Some("localhost".into()),
             secret: Some(Secret::Inline("s".into())),
             ..Settings::default()
         };
-        assert!(bad.check().unwrap_err().contains("host:port"));
+        assert!(
+            bad.check(Path::new("trestle.yaml"))
+                .unwrap_err()
+                .contains("host:port")
+        );
         let env = Settings {
             server: Some("localhost:5347".into()),
             secret: Some(Secret::Env {
@@ -198,13 +162,21 @@ mod tests {
             }),
             ..Settings::default()
         };
-        assert!(env.check().unwrap_err().contains("is not set"));
+        assert!(
+            env.check(Path::new("trestle.yaml"))
+                .unwrap_err()
+                .contains("is not set")
+        );
         let good = Settings {
             server: Some("localhost:5347".into()),
             secret: Some(Secret::Inline("s3cret".into())),
             ..Settings::default()
         };
-        let component = good.check().unwrap().component.unwrap();
+        let component = good
+            .check(Path::new("trestle.yaml"))
+            .unwrap()
+            .component
+            .unwrap();
         assert_eq!(component.secret, "s3cret");
         assert!(!format!("{component:?}").contains("s3cret"));
     }

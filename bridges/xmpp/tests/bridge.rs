@@ -93,7 +93,7 @@ async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
     // Matrix → XMPP, as bob's occupant (his own JID on the component), once.
     let sent = bob.send_text(&portal, "hi xmpp").await;
     let heard = alice
-        .expect_message("bob's message", |m| body(m).as_deref() == Some("hi xmpp"))
+        .expect_message("bob's message", |m| body(m) == Some("hi xmpp"))
         .await;
     assert_eq!(heard.from.unwrap().to_string(), bob_occupant);
     assert_eq!(heard.type_, MessageType::Groupchat);
@@ -110,9 +110,7 @@ async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
     )
     .await;
     let corrected = alice
-        .expect_message("bob's correction", |m| {
-            body(m).as_deref() == Some("hi, xmpp")
-        })
+        .expect_message("bob's correction", |m| body(m) == Some("hi, xmpp"))
         .await;
     assert_eq!(replaces(&corrected).as_deref(), Some(sent.as_str()));
 
@@ -178,9 +176,7 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
     // bob's answer reaches alice from his JID.
     bob.send_text(&room, "hello alice").await;
     let answer = alice
-        .expect_message("bob's answer", |m| {
-            body(m).as_deref() == Some("hello alice")
-        })
+        .expect_message("bob's answer", |m| body(m) == Some("hello alice"))
         .await;
     assert_eq!(answer.type_, MessageType::Chat);
     assert_eq!(
