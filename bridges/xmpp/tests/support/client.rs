@@ -186,11 +186,11 @@ pub fn body(message: &Message) -> Option<&str> {
     message.bodies.values().next().map(String::as_str)
 }
 
-/// The message a correction replaces.
+/// The id of the message a correction replaces (its `<replace/>`, read as XML).
 pub fn replaces(message: &Message) -> Option<String> {
-    message
+    let replace = message
         .payloads
         .iter()
-        .find_map(|p| Replace::try_from(p.clone()).ok())
-        .map(|r| r.id.0)
+        .find(|p| p.is("replace", "urn:xmpp:message-correct:0"))?;
+    replace.attr("id").map(str::to_owned)
 }
