@@ -213,6 +213,10 @@ async fn incoming(
     message: &Message,
     body: String,
 ) -> NetworkResult<()> {
+    if let Some(target) = stanzas::retracts(message) {
+        bridge.remote_redaction(&chat, &sender, &target).await?;
+        return Ok(());
+    }
     let id = stanzas::message_id(message).unwrap_or_else(fresh_id);
     if let Some(target) = stanzas::replaces(message) {
         let mut edit = RemoteEdit::new(chat, sender, target, content(body));

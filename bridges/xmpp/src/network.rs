@@ -5,12 +5,15 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio_xmpp::jid::BareJid;
+use tokio_xmpp::{
+    jid::{BareJid, Jid},
+    parsers::message::Message,
+};
 use trestle::ruma::UserId as MatrixUserId;
 use trestle_bridge::{
     BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMembership, MatrixMessage, MessageContent, MessageKind, Network, NetworkResult, NewLogin,
-    Protocol, Via,
+    MatrixMembership, MatrixMessage, MatrixRedaction, MessageContent, MessageKind, Network,
+    NetworkResult, NewLogin, Protocol, Via,
 };
 
 use crate::{
@@ -187,6 +190,26 @@ impl Network for Hub {
         let id = edit.event_id.to_string();
         self.deliver(&edit.portal.chat, &edit.via, &id, &text, Some(&edit.target))?;
         Ok(Some(id))
+    }
+
+    async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {
+        // In a room a retraction names the id the room gave the message, which the bridge
+        // does not keep yet; in a direct chat it names the sender's own.
+        let ChatId::Direct { remote, .. } = &redaction.portal.chat else {
+            return Err(BridgeError::Unsupported("retractions in rooms"));
+        };
+        let Via::Puppet { connection, .. } = &redaction.via else {
+            return Err(BridgeError::Unsupported("this way of sending"));
+        };
+        let chat = Message::chat(Jid::from(remote.clone()));
+        let id = redaction.event_id.to_string();
+        self.send(stanzas::retraction(
+            chat,
+            &connection.full,
+            &id,
+            &redaction.target,
+        ));
+        Ok(())
     }
 
     fn direct_chat(&self, user: &MatrixUserId, remote: &UserId) -> Option<ChatId> {

@@ -7,15 +7,17 @@
 #[path = "support/all.rs"]
 mod support;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
-    client::{XmppClient, body, replaces},
+    client::{XmppClient, body, replaces, retracts},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
 };
 use tokio_xmpp::parsers::message::MessageType;
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{set_power_level, wait_for_invite},
+    synapse::encode,
 };
 use trestle_xmpp::{Secret, Settings};
 
@@ -174,7 +176,7 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
     assert_eq!(invite["sender"], alice_ghost);
 
     // bob's answer reaches alice from his JID.
-    bob.send_text(&room, "hello alice").await;
+    let hello = bob.send_text(&room, "hello alice").await;
     let answer = alice
         .expect_message("bob's answer", |m| body(m) == Some("hello alice"))
         .await;
@@ -193,6 +195,26 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
             "again",
         )
         .await;
-    bob.wait_for_event(&room, WAIT, message_from(alice_ghost, "again"))
+    let again = bob
+        .wait_for_event(&room, WAIT, message_from(alice_ghost, "again"))
         .await;
+
+    // Redactions are retractions (XEP-0424), both ways.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
+        encode(&room),
+        encode(&hello)
+    );
+    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    let retraction = alice
+        .expect_message("bob's retraction", |m| retracts(m).is_some())
+        .await;
+    assert_eq!(retracts(&retraction).as_deref(), Some(hello.as_str()));
+    alice
+        .retract(MessageType::Chat, &format!("bob@{COMPONENT}"), "d3", "d2")
+        .await;
+    bob.wait_for_event(&room, WAIT, |e| {
+        e["type"] == "m.room.redaction" && e["redacts"] == again["event_id"]
+    })
+    .await;
 }

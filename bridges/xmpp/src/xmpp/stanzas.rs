@@ -2,7 +2,7 @@
 
 use tokio_xmpp::{
     jid::{BareJid, FullJid, Jid},
-    minidom::Element,
+    minidom::{Element, rxml::xml_ncname},
     parsers::{
         data_forms::{DataForm, DataFormType},
         delay::Delay,
@@ -18,6 +18,9 @@ use tokio_xmpp::{
         stanza_id::OriginId,
     },
 };
+
+/// Message retraction ([XEP-0424](https://xmpp.org/extensions/xep-0424.html)).
+const RETRACT: &str = "urn:xmpp:message-retract:1";
 
 /// The namespace of MUC occupants' extra information, which marks private messages sent
 /// through a room.
@@ -80,6 +83,22 @@ pub fn correction(message: Message, target: &str) -> Message {
     })
 }
 
+/// A retraction ([XEP-0424](https://xmpp.org/extensions/xep-0424.html)) of our message
+/// `target`, with a body for clients that do not know retractions (marked as a fallback) and a
+/// hint to archive it.
+pub fn retraction(message: Message, from: &FullJid, id: &str, target: &str) -> Message {
+    let retract = Element::builder("retract", RETRACT)
+        .attr(xml_ncname!("id").into(), target)
+        .build();
+    let fallback = Element::builder("fallback", "urn:xmpp:fallback:0")
+        .attr(xml_ncname!("for").into(), RETRACT)
+        .build();
+    let store = Element::builder("store", "urn:xmpp:hints").build();
+    let mut message = text(message, from, id, "/me retracted a message");
+    message.payloads.extend([retract, fallback, store]);
+    message
+}
+
 /// A room's new subject.
 pub fn subject(from: &FullJid, room: &BareJid, subject: &str) -> Message {
     let mut message = Message::groupchat(Jid::from(room.clone()));
@@ -139,6 +158,16 @@ pub fn replaces(message: &Message) -> Option<String> {
         .map(|r| r.id.0)
 }
 
+/// The message a retraction retracts, if it is one.
+pub fn retracts(message: &Message) -> Option<String> {
+    message
+        .payloads
+        .iter()
+        .find(|p| p.is("retract", RETRACT))
+        .and_then(|p| p.attr("id"))
+        .map(str::to_owned)
+}
+
 /// Whether the message was delayed (history or offline storage, XEP-0203).
 pub fn is_delayed(message: &Message) -> bool {
     message
@@ -185,6 +214,14 @@ mod tests {
         let fixed = correction(groupchat(&from, &room, "$edit", "hullo"), "$event");
         assert_eq!(replaces(&fixed).as_deref(), Some("$event"));
         assert!(!is_delayed(&fixed) && !through_room(&fixed));
+        let gone = retraction(
+            Message::chat(Jid::from(room.clone())),
+            &from,
+            "$r",
+            "$event",
+        );
+        assert_eq!(retracts(&gone).as_deref(), Some("$event"));
+        assert!(retracts(&sent).is_none());
         let presence = join(&from, &room, "Bob").unwrap();
         assert_eq!(
             presence.to.map(|j| j.to_string()).as_deref(),

@@ -8,6 +8,7 @@ use tokio_xmpp::{
     Client, Event, Stanza,
     connect::DnsConfig,
     jid::{BareJid, Jid},
+    minidom::Element,
     parsers::{
         message::{Id, Lang, Message, MessageType},
         message_correct::Replace,
@@ -163,6 +164,19 @@ impl XmppClient {
         self.send(message).await;
     }
 
+    /// Retracts the message `target` (XEP-0424), with a fallback body as clients send.
+    pub async fn retract(&mut self, kind: MessageType, to: &str, id: &str, target: &str) {
+        let retract: Element =
+            format!("<retract xmlns='urn:xmpp:message-retract:1' id='{target}'/>")
+                .parse()
+                .unwrap();
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), "/me retracted a message".to_owned());
+        message.payloads.push(retract);
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
     /// Sets a room's subject.
     pub async fn set_subject(&mut self, room: &str, subject: &str) {
         let mut message = Message::groupchat(Jid::from_str(room).unwrap());
@@ -184,6 +198,15 @@ pub fn statuses(presence: &Presence) -> Vec<Status> {
 /// A message's body (the tests' messages have one, in no language or the server's).
 pub fn body(message: &Message) -> Option<&str> {
     message.bodies.values().next().map(String::as_str)
+}
+
+/// The id of the message a retraction retracts (its `<retract/>`, read as XML).
+pub fn retracts(message: &Message) -> Option<String> {
+    let retract = message
+        .payloads
+        .iter()
+        .find(|p| p.is("retract", "urn:xmpp:message-retract:1"))?;
+    retract.attr("id").map(str::to_owned)
 }
 
 /// The id of the message a correction replaces (its `<replace/>`, read as XML).
