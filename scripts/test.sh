@@ -41,6 +41,7 @@ pg_bin="$(bash scripts/install-postgres.sh)"
 export TRESTLE_PG_BIN="$pg_bin"
 step "install Chromium"; TRESTLE_CHROMIUM="$(bash scripts/install-chromium.sh)"; export TRESTLE_CHROMIUM  # the timeline page test
 step "install ngircd"; TRESTLE_NGIRCD="$(bash scripts/install-ngircd.sh)"; export TRESTLE_NGIRCD  # the IRC bridge tests
+step "install Prosody"; TRESTLE_PROSODY="$(bash scripts/install-prosody.sh)"; export TRESTLE_PROSODY  # the XMPP bridge tests
 
 step "components"
 for component in rustfmt clippy; do

@@ -22,6 +22,7 @@ const PLUGINS: &[Plugin] = &[
     trestle_moderation::PLUGIN,
     trestle_notify::PLUGIN,
     trestle_irc::PLUGIN,
+    trestle_xmpp::PLUGIN,
 ];
 
 /// End-to-end encryption for the plugins configured with `encryption: true`.

@@ -25,6 +25,63 @@ pub struct Plugin {
     pub settings_help: &'static str,
     /// Third-party protocols the plugin answers lookups for (`protocols` in its registration).
     pub protocols: &'static [&'static str],
+    /// Whether a host runs the plugin when its configuration does not mention it (and writes
+    /// it enabled in a new configuration). Off for a plugin that needs a server of its own
+    /// before it does anything (see [`Plugin::off_by_default`]).
+    pub enabled_by_default: bool,
+}
+
+/// A secret in a configuration: inline, from an environment variable, or from a file (whose
+/// trailing newline is dropped). The host reads its own secrets so (the database URL), and a
+/// plugin's settings may take one the same way.
+#[derive(Clone, serde::Deserialize)]
+#[serde(untagged)]
+#[non_exhaustive]
+pub enum Secret {
+    /// `value`
+    Inline(String),
+    /// `{env: NAME}`
+    Env {
+        /// The variable.
+        env: String,
+    },
+    /// `{file: PATH}`
+    File {
+        /// The file, relative to the configuration file's directory unless absolute.
+        file: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is never printed.
+        match self {
+            Secret::Inline(_) => f.write_str("Secret(<inline>)"),
+            Secret::Env { env } => write!(f, "Secret(env {env})"),
+            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's value, read for the configuration file `config` (a file's path is relative
+    /// to its directory). `field` names it in errors.
+    pub fn reveal(&self, config: &Path, field: &str) -> Result<String> {
+        let config_error = |message: String| {
+            Error::Config(format!("{}: field `{field}`: {message}", config.display()))
+        };
+        match self {
+            Secret::Inline(value) => Ok(value.clone()),
+            Secret::Env { env } => std::env::var(env)
+                .map_err(|_| config_error(format!("environment variable {env} is not set"))),
+            Secret::File { file } => {
+                let file = config.parent().unwrap_or(Path::new(".")).join(file);
+                std::fs::read_to_string(&file)
+                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
+                    .map_err(|e| config_error(format!("{}: {e}", file.display())))
+            }
+        }
+    }
 }
 
 /// A plugin's settings section, for the plugin to read into its own type.
@@ -65,6 +122,12 @@ impl<'a> PluginSettings<'a> {
         }
     }
 
+    /// The configuration file the settings were read from, for reading the secrets they
+    /// name ([`Secret::reveal`]).
+    pub fn config_path(&self) -> &'a Path {
+        self.config
+    }
+
     /// Reads the settings into the plugin's type; missing settings give its default. Errors
     /// name the configuration file, the line and the field.
     pub fn get<T: DeserializeOwned + Default>(&self) -> Result<T> {
@@ -98,7 +161,14 @@ impl Plugin {
             build,
             settings_help: "",
             protocols: &[],
+            enabled_by_default: true,
         }
+    }
+
+    /// The same plugin, run only where the configuration enables it.
+    pub const fn off_by_default(mut self) -> Self {
+        self.enabled_by_default = false;
+        self
     }
 
     /// The same plugin with settings documentation for `trestle init`.

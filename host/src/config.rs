@@ -142,35 +142,9 @@ pub struct PluginSection {
     settings: Option<Spanned<serde_json::Value>>,
 }
 
-/// A secret: inline, from an environment variable, or from a file (whose trailing newline is
-/// dropped).
-#[derive(Clone, Deserialize)]
-#[serde(untagged)]
-#[non_exhaustive]
-pub enum Secret {
-    /// `value`
-    Inline(String),
-    /// `{env: NAME}`
-    Env {
-        /// The variable.
-        env: String,
-    },
-    /// `{file: PATH}`
-    File {
-        /// The file.
-        file: PathBuf,
-    },
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Secret::Inline(_) => f.write_str("Secret(<inline>)"),
-            Secret::Env { env } => write!(f, "Secret(env {env})"),
-            Secret::File { file } => write!(f, "Secret(file {})", file.display()),
-        }
-    }
-}
+/// A secret: inline, `{env: NAME}` or `{file: PATH}` (the framework's, so that plugins take
+/// the same forms in their settings).
+pub use trestle::plugin::Secret;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 29300))
@@ -251,29 +225,6 @@ fn read_globs(value: &serde_json::Value) -> Option<Vec<String>> {
         .iter()
         .map(|glob| glob.as_str().map(str::to_owned))
         .collect()
-}
-
-impl Secret {
-    /// The secret's value. `field` names it in errors.
-    pub fn reveal(&self, config: &Path, field: &str) -> Result<String> {
-        match self {
-            Secret::Inline(value) => Ok(value.clone()),
-            Secret::Env { env } => std::env::var(env).map_err(|_| {
-                config_error(
-                    config,
-                    format!("field `{field}`: environment variable {env} is not set"),
-                )
-            }),
-            Secret::File { file } => {
-                let file = config.parent().unwrap_or(Path::new(".")).join(file);
-                std::fs::read_to_string(&file)
-                    .map(|s| s.trim_end_matches(['\n', '\r']).to_owned())
-                    .map_err(|e| {
-                        config_error(config, format!("field `{field}`: {}: {e}", file.display()))
-                    })
-            }
-        }
-    }
 }
 
 impl PluginSection {
@@ -523,9 +474,9 @@ pub fn default_config(
     );
     for plugin in plugins {
         out.push_str(&format!(
-            "  {}:\n    enabled: true\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n    \
+            "  {}:\n    enabled: {}\n    encryption: false  # true: works in encrypted rooms (docs/e2ee.md)\n    \
              # bot: {}  # the bot's localpart, in the registration's namespace (docs/registration.md)\n",
-            plugin.name, plugin.bot_localpart
+            plugin.name, plugin.enabled_by_default, plugin.bot_localpart
         ));
         for line in plugin.settings_help.lines() {
             out.push_str(&format!("    {line}\n"));

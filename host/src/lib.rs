@@ -71,7 +71,8 @@ pub fn ensure_registration(config: &Config, plugin: &Plugin) -> Result<Registrat
 }
 
 /// The plugins of `available` that the configuration enables, in order. A plugin without a
-/// section runs with its defaults; a section for an unknown plugin is an error.
+/// section runs with its defaults, unless it is off by default (`Plugin::enabled_by_default`);
+/// a section for an unknown plugin is an error.
 pub fn enabled_plugins(config: &Config, available: &[Plugin]) -> Result<Vec<Plugin>> {
     for name in config.plugins.keys() {
         if !available.iter().any(|p| p.name == name) {
@@ -85,7 +86,12 @@ pub fn enabled_plugins(config: &Config, available: &[Plugin]) -> Result<Vec<Plug
     }
     Ok(available
         .iter()
-        .filter(|p| config.plugins.get(p.name).is_none_or(|s| s.enabled))
+        .filter(|p| {
+            config
+                .plugins
+                .get(p.name)
+                .map_or(p.enabled_by_default, |s| s.enabled)
+        })
         .copied()
         .collect())
 }

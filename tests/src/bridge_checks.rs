@@ -182,10 +182,18 @@ pub async fn provision(
 /// Waits until `user` is invited to a room other than `except`, and returns it.
 pub async fn wait_for_invite(user: &UserClient, except: Option<&str>) -> String {
     let started = std::time::Instant::now();
+    // After the first sync, incremental ones: Synapse keeps an initial sync's answer for two
+    // minutes, so repeating it would never show an invite that came after the first.
+    let mut since: Option<String> = None;
     loop {
-        let sync = user
-            .call_ok(Method::GET, "/_matrix/client/v3/sync?timeout=0", None)
-            .await;
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=0&since={}", encode(token)),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = user.call_ok(Method::GET, &path, None).await;
+        if let Some(token) = sync["next_batch"].as_str() {
+            since = Some(token.to_owned());
+        }
         let invited = sync["rooms"]["invite"].as_object().and_then(|rooms| {
             rooms
                 .keys()

@@ -263,3 +263,37 @@ fn the_recovery_key_is_a_secret_in_the_encryption_map() {
          string, {env: NAME} or {file: PATH}, found [1,2]"
     );
 }
+
+#[test]
+fn a_plugin_off_by_default_runs_only_where_enabled() {
+    fn build(_: &PluginSettings<'_>) -> Result<trestle::Router> {
+        Ok(trestle::Router::new())
+    }
+    let on = Plugin::new("echo", "echo", "echo_", build);
+    let off = Plugin::new("bridge", "bridge", "bridge_", build).off_by_default();
+    let names = |config: &Config| -> Vec<&str> {
+        crate::enabled_plugins(config, &[on, off])
+            .unwrap()
+            .iter()
+            .map(|p| p.name)
+            .collect()
+    };
+    let without = parse(&GOOD.replace("  other:\n    enabled: false\n", "")).unwrap();
+    assert_eq!(names(&without), ["echo"]);
+    let enabled = parse(
+        &GOOD
+            .replace("  other:\n", "  bridge:\n")
+            .replace("enabled: false", "enabled: true"),
+    )
+    .unwrap();
+    assert_eq!(names(&enabled), ["echo", "bridge"]);
+    let text = default_config(
+        "example.org",
+        "http://127.0.0.1:8008",
+        "127.0.0.1:29300".parse().unwrap(),
+        &[on, off],
+    );
+    assert!(text.contains("  echo:\n    enabled: true\n"), "{text}");
+    assert!(text.contains("  bridge:\n    enabled: false\n"), "{text}");
+    assert_eq!(names(&parse(&text).unwrap()), ["echo"]);
+}

@@ -1,0 +1,362 @@
+//! XMPP into Matrix: the service that runs the component's connection and turns what the
+//! server sends into the kit's remote events (room messages and occupants, direct messages),
+//! and a room's subject from Matrix.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_xmpp::{
+    Stanza,
+    jid::{BareJid, FullJid, Jid},
+    parsers::{
+        iq::Iq,
+        message::{Message, MessageType},
+        muc::user::Status,
+        presence::{Presence, Type as PresenceType},
+        stanza_error::{DefinedCondition, ErrorType, StanzaError},
+    },
+};
+use trestle::{
+    Appservice,
+    ruma::{OwnedUserId, events::room::topic::RoomTopicEventContent},
+};
+use trestle_bridge::{
+    ChatInfo, MessageContent, MessageKind, NetworkResult, RemoteEdit, RemoteMembership,
+    RemoteMessage, UserInfo,
+};
+
+use crate::{
+    hub::Kit,
+    ids::{self, ChatId, UserId},
+    users::LOGIN_ID,
+    xmpp::{
+        component::{self, Event},
+        stanzas,
+    },
+};
+
+/// The bridge's service: attaches to the appservice, connects the component and handles what
+/// arrives, one stanza after the other (so that one message's copies, and a message and its
+/// correction, are bridged in order), until the appservice stops.
+pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
+    bridge
+        .attach(&app)
+        .await
+        .map_err(|e| trestle::Error::Other(e.to_string()))?;
+    let hub = bridge.network();
+    hub.set_server_name(app.server_name().as_str());
+    let (Some(config), Some(queue)) = (hub.cfg.component.clone(), hub.take_queue()) else {
+        app.stopping().await;
+        return Ok(());
+    };
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let delay = Duration::from_secs(hub.cfg.settings.reconnect_delay);
+    let connection = tokio::spawn(component::run(config, delay, queue, events_tx));
+    // The rooms of the portals made before: the bot hears them again.
+    for portal in bridge.portals().await.unwrap_or_default() {
+        if let ChatId::Muc(room) = &portal.chat {
+            hub.bot_join(room);
+        }
+    }
+    let stopping = app.stopping();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Online { first }) => {
+                    if !first {
+                        hub.rejoin_all();
+                    }
+                }
+                Some(Event::Stanza(received)) => {
+                    if let Err(error) = stanza(&bridge, *received).await {
+                        tracing::warn!(%error, "an XMPP stanza was not bridged");
+                    }
+                }
+                None => break,
+            },
+            () = &mut stopping => break,
+        }
+    }
+    connection.abort();
+    Ok(())
+}
+
+/// One stanza from the server.
+async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
+    tracing::trace!(?received, "from XMPP");
+    match received {
+        Stanza::Message(message) => match message.type_ {
+            MessageType::Groupchat => room_message(bridge, message).await,
+            MessageType::Chat | MessageType::Normal => direct_message(bridge, message).await,
+            MessageType::Error => {
+                let error = message.payloads.first().map(String::from);
+                tracing::info!(from = ?message.from, to = ?message.to, ?error, "XMPP refused a message");
+                Ok(())
+            }
+            MessageType::Headline => Ok(()),
+        },
+        Stanza::Presence(presence) => room_presence(bridge, presence).await,
+        Stanza::Iq(iq) => {
+            answer_iq(bridge, iq);
+            Ok(())
+        }
+    }
+}
+
+/// Requests to the component's JIDs: pings ([XEP-0199](https://xmpp.org/extensions/xep-0199.html),
+/// the connection's own keepalive among them) are answered; the rest (service discovery,
+/// vCards) are not served yet and refused at once, so that the asker does not wait.
+fn answer_iq(bridge: &Kit, iq: Iq) {
+    let (from, to, id, ping) = match iq {
+        Iq::Get {
+            from,
+            to,
+            id,
+            payload,
+        } => (from, to, id, payload.is("ping", "urn:xmpp:ping")),
+        Iq::Set { from, to, id, .. } => (from, to, id, false),
+        Iq::Result { .. } | Iq::Error { .. } => return,
+    };
+    if ping {
+        bridge.network().send(Iq::Result {
+            from: to,
+            to: from,
+            id,
+            payload: None,
+        });
+        return;
+    }
+    let error = StanzaError::new(
+        ErrorType::Cancel,
+        DefinedCondition::ServiceUnavailable,
+        "en",
+        "not served by the Matrix bridge",
+    );
+    bridge.network().send(Iq::Error {
+        from: to,
+        to: from,
+        id,
+        error,
+        payload: None,
+    });
+}
+
+/// A message's content: `/me` (XEP-0245) is an emote.
+fn content(body: String) -> MessageContent {
+    match body.strip_prefix("/me ") {
+        Some(action) => MessageContent::text(action).kind(MessageKind::Emote),
+        None => MessageContent::text(body),
+    }
+}
+
+/// The id of a message that came without one: unique enough for the message map.
+fn fresh_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("trestle-{}", now.as_nanos())
+}
+
+/// Whether a stanza was sent to the bot (a room sends every occupant its own copy: the bot's
+/// is the one bridged).
+fn to_bot(bridge: &Kit, to: Option<&Jid>) -> bool {
+    to.is_some_and(|to| to.as_str() == bridge.network().bot_jid().as_str())
+}
+
+/// A message in a room: a subject, an occupant's message, or a correction of one.
+async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
+    let hub = bridge.network();
+    if !to_bot(bridge, message.to.as_ref()) {
+        return Ok(());
+    }
+    let Some(from) = message.from.clone() else {
+        return Ok(());
+    };
+    let room = from.to_bare();
+    let chat = ChatId::Muc(room.clone());
+    let body = stanzas::body(&message);
+    // The room itself sends the subject (from its bare JID) at the end of a join.
+    if body.is_none()
+        && let Some(subject) = stanzas::subject_of(&message)
+    {
+        // The subject that ends the bot's join is the one the portal was made with.
+        if hub.set_subject(&room, &subject) {
+            let mut info = ChatInfo::default();
+            info.topic = Some(subject);
+            bridge.remote_chat_info(&chat, &info).await?;
+        }
+        return Ok(());
+    }
+    // Messages from the room itself (not an occupant) are not bridged.
+    let Ok(occupant) = from.try_into_full() else {
+        return Ok(());
+    };
+    let nick = occupant.resource().to_string();
+    let Some(body) = body else { return Ok(()) };
+    // Our own messages coming back, and history replayed by the room, are not bridged.
+    if hub.is_ours(&room, &nick) || stanzas::is_delayed(&message) {
+        return Ok(());
+    }
+    let sender = occupant_user(hub.real_jid(&room, &nick), occupant);
+    bridge
+        .remote_profile(&sender, &UserInfo::named(nick))
+        .await?;
+    incoming(bridge, chat, sender, &message, body).await
+}
+
+/// A message or a correction, for the kit.
+async fn incoming(
+    bridge: &Kit,
+    chat: ChatId,
+    sender: UserId,
+    message: &Message,
+    body: String,
+) -> NetworkResult<()> {
+    if let Some(target) = stanzas::retracts(message) {
+        bridge.remote_redaction(&chat, &sender, &target).await?;
+        return Ok(());
+    }
+    let id = stanzas::message_id(message).unwrap_or_else(fresh_id);
+    if let Some(target) = stanzas::replaces(message) {
+        let mut edit = RemoteEdit::new(chat, sender, target, content(body));
+        edit.id = Some(id);
+        bridge.remote_edit(edit).await?;
+        return Ok(());
+    }
+    bridge
+        .remote_message(RemoteMessage::new(chat, sender, id, content(body)))
+        .await?;
+    Ok(())
+}
+
+/// A message to a Matrix user's JID: their direct chat with the sender, made on the first.
+async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
+    let hub = bridge.network();
+    let (Some(from), Some(to), Some(body)) = (
+        message.from.clone(),
+        message.to.clone(),
+        stanzas::body(&message),
+    ) else {
+        return Ok(());
+    };
+    // Private messages through a room (to a Matrix user's occupant) are not bridged yet.
+    if stanzas::through_room(&message) || from.node().is_none() {
+        return Ok(());
+    }
+    let to = to.to_bare();
+    if to.domain().as_str() != hub.domain() {
+        return Ok(());
+    }
+    let user =
+        ids::matrix_user(&to, hub.server_name()?).and_then(|user| OwnedUserId::try_from(user).ok());
+    let Some(user) = user.filter(|user| bridge.app().is_ok_and(|app| app.bot().user_id() != user))
+    else {
+        return Ok(());
+    };
+    let remote = from.to_bare();
+    let sender = UserId::Jid(remote.clone());
+    let chat = ChatId::Direct {
+        user: user.to_string(),
+        remote: remote.clone(),
+    };
+    bridge
+        .remote_profile(&sender, &UserInfo::named(remote.to_string()))
+        .await?;
+    bridge.ensure_direct_portal(&chat, &sender, &user).await?;
+    incoming(bridge, chat, sender, &message, body).await
+}
+
+/// An occupant's presence in a room, as the bot sees it: their ghost joins or leaves the
+/// portal. The bot's own presence in a room it created makes the room usable.
+async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
+    let hub = bridge.network();
+    if presence.type_ == PresenceType::Error {
+        tracing::info!(from = ?presence.from, to = ?presence.to, "a room refused a presence");
+        return Ok(());
+    }
+    if !to_bot(bridge, presence.to.as_ref()) {
+        return Ok(());
+    }
+    let Some(occupant) = presence.from.clone().and_then(|f| f.try_into_full().ok()) else {
+        return Ok(());
+    };
+    let room = occupant.to_bare();
+    let nick = occupant.resource().to_string();
+    let (jid, statuses) = stanzas::occupant(&presence);
+    if statuses.contains(&Status::SelfPresence) {
+        if statuses.contains(&Status::RoomHasBeenCreated) {
+            hub.send(stanzas::instant_room(hub.bot_jid(), &room, &fresh_id()));
+        }
+        return Ok(());
+    }
+    if hub.is_ours(&room, &nick) {
+        return Ok(());
+    }
+    let chat = ChatId::Muc(room.clone());
+    match presence.type_ {
+        PresenceType::None => {
+            // Recorded with or without a portal: one being made gets them when its first
+            // Matrix user joins.
+            let new = hub.occupant_joined(&room, &nick, jid.clone());
+            if new && bridge.portal(&chat).await?.is_some() {
+                ghost_joins(bridge, &chat, &occupant, jid).await?;
+            }
+        }
+        PresenceType::Unavailable => {
+            let known = hub.occupant_left(&room, &nick);
+            if bridge.portal(&chat).await?.is_some() {
+                let user = occupant_user(jid.or(known), occupant);
+                bridge
+                    .remote_membership(&chat, &user, RemoteMembership::Leave(None))
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The ghost of an occupant: by real JID when the room shows it.
+fn occupant_user(jid: Option<BareJid>, occupant: FullJid) -> UserId {
+    match jid {
+        Some(jid) => UserId::Jid(jid),
+        None => UserId::Occupant(occupant),
+    }
+}
+
+/// An occupant's ghost joins the room's portal, named after their nick.
+pub async fn ghost_joins(
+    bridge: &Kit,
+    chat: &ChatId,
+    occupant: &FullJid,
+    jid: Option<BareJid>,
+) -> NetworkResult<()> {
+    let nick = occupant.resource().to_string();
+    let user = occupant_user(jid, occupant.clone());
+    bridge.remote_profile(&user, &UserInfo::named(nick)).await?;
+    bridge
+        .remote_membership(chat, &user, RemoteMembership::Join)
+        .await
+}
+
+/// A Matrix user set a portal's topic: the room's subject, set as them (the room decides
+/// whether they may).
+pub async fn matrix_topic(
+    bridge: &Kit,
+    topic: trestle::router::Event<RoomTopicEventContent>,
+) -> NetworkResult<()> {
+    let Some(portal) = bridge.portal_for_room(&topic.room_id).await? else {
+        return Ok(());
+    };
+    let ChatId::Muc(room) = &portal.chat else {
+        return Ok(());
+    };
+    let hub = bridge.network();
+    let from = match bridge.connection(&topic.sender, LOGIN_ID) {
+        Some(puppet) => puppet.full.clone(),
+        None => hub.bot_jid().clone(),
+    };
+    hub.send(stanzas::subject(&from, room, &topic.content.topic));
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The bridge's shared state: settings, the queue to the component's connection, and what it
+//! knows of each room (who of ours is in it under which nick, who else is, its subject).
+
+use std::{
+    collections::HashMap,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_xmpp::{
+    Stanza,
+    jid::{BareJid, FullJid},
+};
+use trestle::{ruma::OwnedUserId, sync::MutexExt};
+use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
+
+use crate::{ids, settings::Checked, xmpp::stanzas};
+
+/// The kit's handle on this bridge.
+pub type Kit = BridgeHandle<Hub>;
+
+/// The resource of every JID the bridge sends as: one per Matrix user, so one occupant each.
+const RESOURCE: &str = "matrix";
+
+/// A Matrix user's presence on XMPP: their JID on the component (the kit's connection of
+/// their login). Sending goes through the hub's one component stream.
+#[derive(Debug)]
+pub struct Puppet {
+    /// The Matrix user.
+    pub user: OwnedUserId,
+    /// Their JID on the component.
+    pub jid: BareJid,
+    /// The full JID they send from and join rooms as.
+    pub full: FullJid,
+}
+
+impl Puppet {
+    /// The puppet of `user`, whose JID is `jid`.
+    pub fn new(user: OwnedUserId, jid: BareJid) -> NetworkResult<Self> {
+        let full = jid
+            .with_resource_str(RESOURCE)
+            .map_err(|e| BridgeError::BadRequest(format!("{jid}: {e}")))?;
+        Ok(Puppet { user, jid, full })
+    }
+}
+
+/// What the bridge knows of one room.
+#[derive(Debug, Default)]
+struct Room {
+    /// The Matrix users in it: their full JID and the nick they joined with.
+    ours: HashMap<FullJid, String>,
+    /// The other occupants by nick, with their real JID when the room shows it.
+    occupants: HashMap<String, Option<BareJid>>,
+    /// The room's subject, once the room sent it (the last step of joining).
+    subject: Option<String>,
+    /// Whether the bot's join is complete (the subject came).
+    joined: bool,
+}
+
+/// The shared state.
+pub struct Hub {
+    /// The checked settings.
+    pub cfg: Checked,
+    out: mpsc::UnboundedSender<Stanza>,
+    queue: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    server_name: OnceLock<String>,
+    rooms: Mutex<HashMap<BareJid, Room>>,
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// A hub for `cfg`; nothing is sent until the component connects.
+    pub fn new(cfg: Checked) -> Self {
+        let (out, queue) = mpsc::unbounded_channel();
+        Hub {
+            cfg,
+            out,
+            queue: Mutex::new(Some(queue)),
+            server_name: OnceLock::new(),
+            rooms: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The queue of stanzas for the component's connection, taken once by whoever runs it.
+    pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Stanza>> {
+        self.queue.lock_unpoisoned().take()
+    }
+
+    /// Queues a stanza for the server; it waits there while the component is not connected.
+    pub fn send(&self, stanza: impl Into<Stanza>) {
+        // Only closed when the bridge stops, when nothing is sent any more.
+        let _ = self.out.send(stanza.into());
+    }
+
+    /// Records the homeserver's name, which the JIDs of its users leave out.
+    pub fn set_server_name(&self, name: &str) {
+        let _ = self.server_name.set(name.to_owned());
+    }
+
+    /// The homeserver's name, once the bridge started.
+    pub fn server_name(&self) -> NetworkResult<&str> {
+        self.server_name
+            .get()
+            .map(String::as_str)
+            .ok_or_else(|| BridgeError::Retriable("the XMPP bridge is starting".into()))
+    }
+
+    /// The component's domain.
+    pub fn domain(&self) -> &str {
+        &self.cfg.settings.domain
+    }
+
+    /// The JID of a Matrix user on the component.
+    pub fn user_jid(&self, user: &str) -> NetworkResult<BareJid> {
+        ids::user_jid(user, self.server_name()?, self.domain())
+            .ok_or_else(|| BridgeError::BadRequest(format!("{user} has no JID on XMPP")))
+    }
+
+    /// The bridge's own JID, which hears the rooms of portals: the component's domain.
+    pub fn bot_jid(&self) -> &FullJid {
+        &self.cfg.bot
+    }
+
+    /// The bot joins `room` (again), to hear it for its portal.
+    pub fn bot_join(&self, room: &BareJid) {
+        self.rooms
+            .lock_unpoisoned()
+            .entry(room.clone())
+            .or_default();
+        if let Some(presence) = stanzas::join(self.bot_jid(), room, &self.cfg.settings.bot_nick) {
+            self.send(presence);
+        }
+    }
+
+    /// Waits (up to `wait`) until the bot is in `room`, and answers its subject.
+    pub async fn joined(&self, room: &BareJid, wait: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            if let Some(state) = self.rooms.lock_unpoisoned().get(room)
+                && state.joined
+            {
+                return state.subject.clone().filter(|s| !s.is_empty());
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The room told its subject: the bot's join is complete (the subject is the last thing
+    /// a room sends on joining). Answers whether it is news: a change in a room the bot was in
+    /// already, not the subject its join ended with.
+    pub fn set_subject(&self, room: &BareJid, subject: &str) -> bool {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let state = rooms.entry(room.clone()).or_default();
+        let news = state.joined && state.subject.as_deref() != Some(subject);
+        state.subject = Some(subject.to_owned());
+        state.joined = true;
+        drop(rooms);
+        self.changed.notify_waiters();
+        news
+    }
+
+    /// A Matrix user joins `room` as `nick` (again, with a new nick, when it changed).
+    pub fn user_join(&self, room: &BareJid, puppet: &Puppet, nick: &str) {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let state = rooms.entry(room.clone()).or_default();
+        let old = state.ours.insert(puppet.full.clone(), nick.to_owned());
+        drop(rooms);
+        if old.as_deref() == Some(nick) {
+            return;
+        }
+        if let Some(old) = old
+            && let Some(presence) = stanzas::leave(&puppet.full, room, &old)
+        {
+            self.send(presence);
+        }
+        if let Some(presence) = stanzas::join(&puppet.full, room, nick) {
+            self.send(presence);
+        }
+    }
+
+    /// A Matrix user leaves `room`.
+    pub fn user_leave(&self, room: &BareJid, puppet: &Puppet) {
+        let nick = self
+            .rooms
+            .lock_unpoisoned()
+            .get_mut(room)
+            .and_then(|state| state.ours.remove(&puppet.full));
+        if let Some(presence) = nick.and_then(|nick| stanzas::leave(&puppet.full, room, &nick)) {
+            self.send(presence);
+        }
+    }
+
+    /// A Matrix user's JID goes away (logged out, the bridge stopping): they leave every
+    /// room.
+    pub fn leave_all(&self, puppet: &Puppet) {
+        let left: Vec<(BareJid, String)> = self
+            .rooms
+            .lock_unpoisoned()
+            .iter_mut()
+            .filter_map(|(room, state)| Some((room.clone(), state.ours.remove(&puppet.full)?)))
+            .collect();
+        for (room, nick) in left {
+            if let Some(presence) = stanzas::leave(&puppet.full, &room, &nick) {
+                self.send(presence);
+            }
+        }
+    }
+
+    /// Whether `nick` in `room` is the bridge's: the bot, or a Matrix user.
+    pub fn is_ours(&self, room: &BareJid, nick: &str) -> bool {
+        nick == self.cfg.settings.bot_nick
+            || self
+                .rooms
+                .lock_unpoisoned()
+                .get(room)
+                .is_some_and(|state| state.ours.values().any(|n| n == nick))
+    }
+
+    /// The nick a Matrix user has in `room`, if they are in it.
+    pub fn nick_of(&self, room: &BareJid, jid: &FullJid) -> Option<String> {
+        self.rooms
+            .lock_unpoisoned()
+            .get(room)
+            .and_then(|state| state.ours.get(jid).cloned())
+    }
+
+    /// Records an occupant of `room` (with their real JID when the room shows it); answers
+    /// whether they are new.
+    pub fn occupant_joined(&self, room: &BareJid, nick: &str, jid: Option<BareJid>) -> bool {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let state = rooms.entry(room.clone()).or_default();
+        state.occupants.insert(nick.to_owned(), jid).is_none()
+    }
+
+    /// Forgets an occupant who left; answers their real JID if the room showed it.
+    pub fn occupant_left(&self, room: &BareJid, nick: &str) -> Option<BareJid> {
+        self.rooms
+            .lock_unpoisoned()
+            .get_mut(room)
+            .and_then(|state| state.occupants.remove(nick))
+            .flatten()
+    }
+
+    /// The occupants of `room` that are not the bridge's, with their real JIDs when shown.
+    pub fn occupants(&self, room: &BareJid) -> Vec<(String, Option<BareJid>)> {
+        self.rooms
+            .lock_unpoisoned()
+            .get(room)
+            .map(|state| {
+                let all = state.occupants.iter();
+                all.map(|(nick, jid)| (nick.clone(), jid.clone())).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The real JID of an occupant, when the room showed it.
+    pub fn real_jid(&self, room: &BareJid, nick: &str) -> Option<BareJid> {
+        self.rooms
+            .lock_unpoisoned()
+            .get(room)
+            .and_then(|state| state.occupants.get(nick).cloned().flatten())
+    }
+
+    /// After a reconnection: the bot and every Matrix user join their rooms again (the
+    /// server forgot them when the stream dropped).
+    pub fn rejoin_all(&self) {
+        let rooms: Vec<(BareJid, Vec<(FullJid, String)>)> = self
+            .rooms
+            .lock_unpoisoned()
+            .iter_mut()
+            .map(|(room, state)| {
+                state.joined = false;
+                state.occupants.clear();
+                let ours = state.ours.iter().map(|(j, n)| (j.clone(), n.clone()));
+                (room.clone(), ours.collect())
+            })
+            .collect();
+        for (room, ours) in rooms {
+            self.bot_join(&room);
+            for (from, nick) in ours {
+                if let Some(presence) = stanzas::join(&from, &room, &nick) {
+                    self.send(presence);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The XMPP bridge: multi-user chat rooms (XEP-0045) as Matrix rooms (portals), XMPP users as
+//! Matrix ghosts, Matrix users on XMPP as JIDs of the bridge's component (XEP-0114), and
+//! direct chats both ways.
+//!
+//! Built on the bridge kit (`trestle_bridge`): this crate writes the XMPP side
+//! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
+//! management rooms. The bridge is one component of the XMPP server: one stream, over which it
+//! sends as any JID of its domain, so a Matrix user `@bob:example.org` is
+//! `bob@<domain>` without an account anywhere.
+//!
+//! # Modules
+//!
+//! Each module uses (`use crate::…`) only modules on lines below its own, so none uses one
+//! that uses it back:
+//!
+//! ```text
+//! network      → events, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
+//! hub          → settings, ids, xmpp            (the shared state)
+//! settings                                      (the settings, checked)
+//! ids                                           (chats, users, names both ways)
+//! xmpp                                          (the protocol alone: stream and stanzas)
+//! ```
+//!
+//! `lib` itself builds the router from `network` and `events`.
+
+pub mod events;
+pub mod hub;
+pub mod ids;
+pub mod network;
+pub mod settings;
+pub mod users;
+pub mod xmpp;
+
+use std::path::Path;
+
+use trestle::{Plugin, Router, plugin::PluginSettings};
+use trestle_bridge::Bridge;
+
+pub use settings::Settings;
+pub use trestle::plugin::Secret;
+
+/// The plugin, for the `trestle` host: off unless its section enables it (it needs an XMPP
+/// server's component to do anything). Without `server` and `secret` it runs and bridges
+/// nothing.
+pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
+    .off_by_default()
+    .with_settings_help(
+        "settings:\n  \
+         # server: localhost:5347          # the XMPP server's component port (XEP-0114)\n  \
+         domain: matrix.localhost         # the component's domain: Matrix users are <localpart>@ it\n  \
+         # secret: {env: TRESTLE_XMPP_SECRET}   # the component secret: inline, {env: NAME} or {file: PATH}\n  \
+         bot_nick: Matrix                 # the bridge's own occupant in each room\n  \
+         reconnect_delay: 5               # seconds between attempts to connect\n  \
+         bridge:                          # the bridge kit's settings\n    \
+         connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
+         delivery_status: true          # read receipts and status events for delivered messages\n    \
+         # provisioning_secret: change-me\n    \
+         admins: []\n    \
+         policy_lists: []               # policy list rooms; users they ban are not bridged",
+    );
+
+fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
+    router_in(settings.get()?, settings.config_path())
+}
+
+/// The bridge's router for `settings` (a secret in a file is read relative to the current
+/// directory).
+pub fn router(settings: Settings) -> trestle::Result<Router> {
+    router_in(settings, Path::new("."))
+}
+
+/// The bridge's router for `settings` read from the configuration file `config`.
+fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
+    let checked = settings.check(config).map_err(trestle::Error::Config)?;
+    let config = checked.settings.bridge.clone();
+    let bridge = Bridge::new(hub::Hub::new(checked), config);
+    let handle = bridge.handle();
+    let topics = bridge.handle();
+    Ok(bridge
+        .router()
+        .on_type("m.room.topic", move |topic| {
+            let bridge = topics.clone();
+            async move { events::matrix_topic(&bridge, topic).await }
+        })
+        .service("xmpp", move |app| {
+            let handle = handle.clone();
+            async move { events::run(handle, app).await }
+        }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_help_reads_as_settings() {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            settings: Settings,
+        }
+        let section: Section = serde_saphyr::from_str(PLUGIN.settings_help).unwrap();
+        assert_eq!(section.settings.domain, "matrix.localhost");
+        assert!(router(section.settings).is_ok());
+    }
+
+    #[test]
+    fn defaults_build_and_bad_settings_are_refused() {
+        assert!(PLUGIN.router().is_ok());
+        let half = Settings {
+            server: Some("localhost:5347".into()),
+            ..Settings::default()
+        };
+        let error = router(half).err().expect("refused").to_string();
+        assert!(error.contains("secret is not"), "{error}");
+    }
+}

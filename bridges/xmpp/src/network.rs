@@ -1,0 +1,264 @@
+//! The XMPP side of the bridge kit: `trestle_bridge::Network` for the hub. Matrix users speak
+//! as their own JIDs on the component (their automatic logins, [`users`]); a portal's room is
+//! heard by the bot's occupant.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_xmpp::{
+    jid::{BareJid, Jid},
+    parsers::message::Message,
+};
+use trestle::ruma::UserId as MatrixUserId;
+use trestle_bridge::{
+    BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
+    MatrixMembership, MatrixMessage, MatrixRedaction, MessageContent, MessageKind, Network,
+    NetworkResult, NewLogin, Protocol, Via,
+};
+
+use crate::{
+    events,
+    hub::{Hub, Kit, Puppet},
+    ids::{self, ChatId, UserId},
+    users::{self, LOGIN_ID},
+    xmpp::stanzas,
+};
+
+/// How long making a portal waits for the bot to be in the room (to read its subject).
+const JOIN_WAIT: Duration = Duration::from_secs(5);
+
+/// What a Matrix user's login keeps: nothing the JID does not say, so nothing but it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LoginData {
+    /// The user's JID on the component.
+    pub jid: String,
+}
+
+/// The XMPP text of a Matrix message: `/me` for an emote (XEP-0245), a link for media.
+async fn xmpp_text(bridge: &Kit, content: &MessageContent) -> String {
+    let mut text = content.body.clone();
+    if let Some(mxc) = &content.media {
+        match bridge.media_link(mxc).await {
+            Ok(link) if text.is_empty() => text = link,
+            Ok(link) => text = format!("{text}: {link}"),
+            Err(error) => tracing::warn!(%mxc, %error, "could not make a media link"),
+        }
+    }
+    match content.kind {
+        MessageKind::Emote => format!("/me {text}"),
+        _ => text,
+    }
+}
+
+impl Hub {
+    /// Sends `body` (with the id `id`, a correction of `replaces` if set) to a chat as the
+    /// sender's JID, or relayed by the bot with their name.
+    fn deliver(
+        &self,
+        chat: &ChatId,
+        via: &Via<'_, Hub>,
+        id: &str,
+        body: &str,
+        replaces: Option<&str>,
+    ) -> NetworkResult<()> {
+        let (from, body) = match via {
+            Via::Puppet { connection, .. } => (connection.full.clone(), body.to_owned()),
+            Via::Relay { name } if matches!(chat, ChatId::Muc(_)) => {
+                (self.bot_jid().clone(), format!("<{name}> {body}"))
+            }
+            _ => return Err(BridgeError::Unsupported("this way of sending")),
+        };
+        let message = match chat {
+            ChatId::Muc(room) => stanzas::groupchat(&from, room, id, &body),
+            ChatId::Direct { remote, .. } => stanzas::chat(&from, remote, id, &body),
+        };
+        let message = match replaces {
+            Some(target) => stanzas::correction(message, target),
+            None => message,
+        };
+        self.send(message);
+        Ok(())
+    }
+}
+
+impl Network for Hub {
+    type ChatId = ChatId;
+    type UserId = UserId;
+    type MessageId = String;
+    type LoginData = LoginData;
+    type Connection = Puppet;
+
+    fn protocol(&self) -> Protocol {
+        Protocol::new("xmpp", "XMPP")
+    }
+
+    fn chat_alias(&self, chat: &ChatId) -> String {
+        match chat {
+            ChatId::Muc(room) => ids::room_alias(room),
+            // A direct chat has no alias; this one is in no namespace a user can join.
+            ChatId::Direct { user, remote } => {
+                format!(
+                    "{}dm_{}_{}",
+                    ids::PREFIX,
+                    ids::escape(user),
+                    ids::escape(&remote.to_string())
+                )
+            }
+        }
+    }
+
+    fn chat_for_alias(&self, localpart: &str) -> Option<ChatId> {
+        ids::room_for_alias(localpart).map(ChatId::Muc)
+    }
+
+    fn ghost_localpart(&self, user: &UserId) -> String {
+        ids::ghost_localpart(user)
+    }
+
+    fn user_for_ghost(&self, localpart: &str) -> Option<UserId> {
+        ids::user_for_ghost(localpart)
+    }
+
+    async fn chat_info(&self, chat: &ChatId) -> NetworkResult<ChatInfo> {
+        match chat {
+            ChatId::Muc(room) => {
+                if self.cfg.component.is_none() {
+                    return Err(BridgeError::NoPortal(
+                        "the XMPP bridge is not configured".into(),
+                    ));
+                }
+                // A portal is being made: the bot joins the room so that it hears it.
+                self.bot_join(room);
+                let subject = self.joined(room, JOIN_WAIT).await;
+                let name = room
+                    .node()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| room.to_string());
+                let mut info = ChatInfo::named(name).network(InfoSection::new(
+                    room.domain().as_str(),
+                    room.domain().as_str(),
+                ));
+                info.topic = subject;
+                Ok(info)
+            }
+            ChatId::Direct { remote, .. } => Ok(ChatInfo::named(remote.to_string())),
+        }
+    }
+
+    async fn login(&self, request: LoginRequest) -> NetworkResult<NewLogin<Self>> {
+        let jid = self.user_jid(request.user.as_str())?;
+        Ok(NewLogin::new(
+            LOGIN_ID,
+            UserId::Jid(jid.clone()),
+            jid.to_string(),
+            LoginData {
+                jid: jid.to_string(),
+            },
+        ))
+    }
+
+    async fn connect(
+        &self,
+        login: &Login<Self>,
+        handle: LoginHandle<Self>,
+    ) -> NetworkResult<Puppet> {
+        let jid = BareJid::new(&login.data.jid).map_err(|e| {
+            BridgeError::BadRequest(format!("stored JID {:?}: {e}", login.data.jid))
+        })?;
+        let puppet = Puppet::new(login.user.clone(), jid)?;
+        users::connected(&handle, &puppet).await?;
+        Ok(puppet)
+    }
+
+    async fn disconnect(&self, connection: &Puppet) -> NetworkResult<()> {
+        self.leave_all(connection);
+        Ok(())
+    }
+
+    async fn send_message(
+        &self,
+        message: MatrixMessage<'_, Self>,
+    ) -> NetworkResult<Option<String>> {
+        let text = xmpp_text(message.bridge, &message.content).await;
+        let id = message.event_id.to_string();
+        self.deliver(&message.portal.chat, &message.via, &id, &text, None)?;
+        Ok(Some(id))
+    }
+
+    async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
+        let text = xmpp_text(edit.bridge, &edit.content).await;
+        let id = edit.event_id.to_string();
+        self.deliver(&edit.portal.chat, &edit.via, &id, &text, Some(&edit.target))?;
+        Ok(Some(id))
+    }
+
+    async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {
+        // In a room a retraction names the id the room gave the message, which the bridge
+        // does not keep yet; in a direct chat it names the sender's own.
+        let ChatId::Direct { remote, .. } = &redaction.portal.chat else {
+            return Err(BridgeError::Unsupported("retractions in rooms"));
+        };
+        let Via::Puppet { connection, .. } = &redaction.via else {
+            return Err(BridgeError::Unsupported("this way of sending"));
+        };
+        let chat = Message::chat(Jid::from(remote.clone()));
+        let id = redaction.event_id.to_string();
+        self.send(stanzas::retraction(
+            chat,
+            &connection.full,
+            &id,
+            &redaction.target,
+        ));
+        Ok(())
+    }
+
+    fn direct_chat(&self, user: &MatrixUserId, remote: &UserId) -> Option<ChatId> {
+        // An occupant of a semi-anonymous room cannot be written to outside it.
+        match remote {
+            UserId::Jid(jid) => Some(ChatId::Direct {
+                user: user.to_string(),
+                remote: jid.clone(),
+            }),
+            UserId::Occupant(_) => None,
+        }
+    }
+
+    async fn matrix_membership(
+        &self,
+        bridge: &Kit,
+        change: MatrixMembership<'_, Self>,
+    ) -> NetworkResult<()> {
+        // A ghost kicked or banned: not carried to XMPP yet.
+        if change.remote.is_some() {
+            return Ok(());
+        }
+        let joining = change.membership == "join";
+        let leaving = matches!(change.membership.as_str(), "leave" | "ban");
+        if joining {
+            users::ensure_login(bridge, change.user).await;
+        }
+        let ChatId::Muc(room) = &change.portal.chat else {
+            return Ok(());
+        };
+        let Some(puppet) = bridge.connection(change.user, LOGIN_ID) else {
+            return Ok(());
+        };
+        if joining {
+            // A join is also how a new display name shows: the nick follows it.
+            let nick = match change.display_name.as_deref().map(str::trim) {
+                Some(name) if !name.is_empty() => name.to_owned(),
+                _ => users::nick(bridge, &change.portal.room_id, change.user).await,
+            };
+            self.user_join(room, &puppet, &nick);
+            // The people the bot found in the room before the portal was made.
+            for (nick, jid) in self.occupants(room) {
+                if let Ok(occupant) = room.with_resource_str(&nick) {
+                    events::ghost_joins(bridge, &change.portal.chat, &occupant, jid).await?;
+                }
+            }
+        } else if leaving {
+            self.user_leave(room, &puppet);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! The XMPP bridge end to end: a real Synapse, a real Prosody, and an XMPP client written in
+//! the test (on the xmpp-rs crates, not the bridge's code) on the other side.
+
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/all.rs"]
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{
+    client::{XmppClient, body, replaces, retracts},
+    prosody::{COMPONENT, MUC, Prosody, SECRET},
+};
+use tokio_xmpp::parsers::message::MessageType;
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    bridge_checks::{set_power_level, wait_for_invite},
+    synapse::encode,
+};
+use trestle_xmpp::{Secret, Settings};
+
+fn settings(server: &Prosody) -> Settings {
+    Settings {
+        server: Some(server.component_address()),
+        domain: COMPONENT.to_owned(),
+        secret: Some(Secret::Inline(SECRET.to_owned())),
+        ..Settings::default()
+    }
+}
+
+async fn start(server: &Prosody) -> Harness {
+    let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
+    let router = trestle_xmpp::router(settings(server)).unwrap();
+    Harness::start(registration, router).await
+}
+
+fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
+}
+
+#[tokio::test]
+async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
+    let server = Prosody::start(&["alice"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let setup = start(&server).await;
+
+    // A Matrix user joins the room's alias: the portal is made, the bridge's occupant and the
+    // user's own (named after their display name) join the room, and alice's ghost the portal.
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let bob_occupant = format!("{room}/bob");
+    alice
+        .expect_presence("bob in the room", |p| {
+            p.from
+                .as_ref()
+                .is_some_and(|f| f.to_string() == bob_occupant)
+        })
+        .await;
+    // The room is semi-anonymous: alice is known by her occupant JID.
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    bob.wait_for_event(&portal, WAIT, |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == alice_ghost
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+    assert_eq!(
+        bob.get_displayname(alice_ghost).await.as_deref(),
+        Some("alice")
+    );
+
+    // XMPP → Matrix, as alice's ghost; a correction is an edit.
+    alice
+        .say(MessageType::Groupchat, &room, "m1", "hello matrix")
+        .await;
+    let said = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "hello matrix"))
+        .await;
+    alice
+        .correct(MessageType::Groupchat, &room, "m2", "m1", "hello, matrix")
+        .await;
+    let edit = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "* hello, matrix"))
+        .await;
+    assert_eq!(edit["content"]["m.relates_to"]["rel_type"], "m.replace");
+    assert_eq!(
+        edit["content"]["m.relates_to"]["event_id"],
+        said["event_id"]
+    );
+
+    // Matrix → XMPP, as bob's occupant (his own JID on the component), once.
+    let sent = bob.send_text(&portal, "hi xmpp").await;
+    let heard = alice
+        .expect_message("bob's message", |m| body(m) == Some("hi xmpp"))
+        .await;
+    assert_eq!(heard.from.unwrap().to_string(), bob_occupant);
+    assert_eq!(heard.type_, MessageType::Groupchat);
+    // An edit is a correction of the message it edits.
+    bob.send_event(
+        &portal,
+        "m.room.message",
+        json!({
+            "msgtype": "m.text",
+            "body": "* hi, xmpp",
+            "m.new_content": {"msgtype": "m.text", "body": "hi, xmpp"},
+            "m.relates_to": {"rel_type": "m.replace", "event_id": sent},
+        }),
+    )
+    .await;
+    let corrected = alice
+        .expect_message("bob's correction", |m| body(m) == Some("hi, xmpp"))
+        .await;
+    assert_eq!(replaces(&corrected).as_deref(), Some(sent.as_str()));
+
+    // The subject is the topic, both ways.
+    alice.set_subject(&room, "talk about bridges").await;
+    bob.wait_for_event(&portal, WAIT, |e| {
+        e["type"] == "m.room.topic" && e["content"]["topic"] == "talk about bridges"
+    })
+    .await;
+    // Portals give Matrix users no power by default: the bot makes bob a moderator.
+    set_power_level(&setup.app, &bob, &portal, &bob.user_id, 50).await;
+    bob.send_state(
+        &portal,
+        "m.room.topic",
+        "",
+        json!({"topic": "talk about rooms"}),
+    )
+    .await;
+    alice
+        .expect_message("the new subject", |m| {
+            m.subjects.values().any(|s| s == "talk about rooms")
+        })
+        .await;
+
+    // Nothing bob said came back to Matrix as a ghost's message.
+    let events = bob.messages(&portal).await;
+    let echoes = events
+        .iter()
+        .filter(|e| e["content"]["body"] == "hi xmpp")
+        .count();
+    assert_eq!(echoes, 1, "{events:#?}");
+}
+
+#[tokio::test]
+async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
+    let server = Prosody::start(&["alice"]).await;
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    let setup = start(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+
+    // alice writes to bob's JID on the component: bob is invited to a direct chat with her
+    // ghost, where her message is.
+    alice
+        .say(
+            MessageType::Chat,
+            &format!("bob@{COMPONENT}"),
+            "d1",
+            "psst, bob",
+        )
+        .await;
+    let room = wait_for_invite(&bob, None).await;
+    bob.join(&room).await;
+    let alice_ghost = "@xmpp_alice=40localhost:localhost";
+    bob.wait_for_event(&room, WAIT, message_from(alice_ghost, "psst, bob"))
+        .await;
+    let invite = bob
+        .wait_for_event(&room, WAIT, |e| {
+            e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()
+        })
+        .await;
+    assert_eq!(invite["sender"], alice_ghost);
+
+    // bob's answer reaches alice from his JID.
+    let hello = bob.send_text(&room, "hello alice").await;
+    let answer = alice
+        .expect_message("bob's answer", |m| body(m) == Some("hello alice"))
+        .await;
+    assert_eq!(answer.type_, MessageType::Chat);
+    assert_eq!(
+        answer.from.unwrap().to_bare().to_string(),
+        format!("bob@{COMPONENT}")
+    );
+
+    // The next message goes to the same room.
+    alice
+        .say(
+            MessageType::Chat,
+            &format!("bob@{COMPONENT}"),
+            "d2",
+            "again",
+        )
+        .await;
+    let again = bob
+        .wait_for_event(&room, WAIT, message_from(alice_ghost, "again"))
+        .await;
+
+    // Redactions are retractions (XEP-0424), both ways.
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
+        encode(&room),
+        encode(&hello)
+    );
+    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    let retraction = alice
+        .expect_message("bob's retraction", |m| retracts(m).is_some())
+        .await;
+    assert_eq!(retracts(&retraction).as_deref(), Some(hello.as_str()));
+    alice
+        .retract(MessageType::Chat, &format!("bob@{COMPONENT}"), "d3", "d2")
+        .await;
+    bob.wait_for_event(&room, WAIT, |e| {
+        e["type"] == "m.room.redaction" && e["redacts"] == again["event_id"]
+    })
+    .await;
+}

@@ -1,0 +1,219 @@
+//! A plain XMPP client for the tests, on tokio-xmpp and xmpp-parsers (nothing of the
+//! bridge's): logs in to the test server, joins rooms, sends and waits for stanzas.
+
+use std::{str::FromStr, time::Duration};
+
+use futures_util::StreamExt;
+use tokio_xmpp::{
+    Client, Event, Stanza,
+    connect::DnsConfig,
+    jid::{BareJid, Jid},
+    minidom::Element,
+    parsers::{
+        message::{Id, Lang, Message, MessageType},
+        message_correct::Replace,
+        muc::{Muc, user::MucUser, user::Status},
+        presence::Presence,
+    },
+    xmlstream::Timeouts,
+};
+
+use super::prosody::{DOMAIN, Prosody, password};
+
+/// How long a test waits for a stanza.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A logged-in user.
+pub struct XmppClient {
+    client: Client,
+    /// The user's bare JID.
+    pub jid: BareJid,
+}
+
+impl XmppClient {
+    /// Logs `user` in, available (so that messages to their bare JID reach this session).
+    pub async fn connect(server: &Prosody, user: &str) -> XmppClient {
+        let jid = BareJid::new(&format!("{user}@{DOMAIN}")).unwrap();
+        let mut client = Client::new_plaintext(
+            jid.clone(),
+            password(user),
+            DnsConfig::addr(&format!("127.0.0.1:{}", server.c2s_port)),
+            Timeouts::default(),
+        );
+        let online = tokio::time::timeout(WAIT, async {
+            loop {
+                match client.next().await {
+                    Some(Event::Online { .. }) => return,
+                    Some(Event::Disconnected(error)) => panic!("{user} could not log in: {error}"),
+                    Some(_) => {}
+                    None => panic!("{user}'s stream ended"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            online.is_ok(),
+            "{user} did not log in:\n{}",
+            server.log_tail()
+        );
+        let mut me = XmppClient { client, jid };
+        me.send(Presence::available()).await;
+        me
+    }
+
+    /// Sends a stanza.
+    pub async fn send(&mut self, stanza: impl Into<Stanza>) {
+        self.client.send_stanza(stanza.into()).await.unwrap();
+    }
+
+    /// Waits for the first stanza `wanted` takes (others are dropped).
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut wanted: impl FnMut(Stanza) -> Option<T>,
+    ) -> T {
+        let found = tokio::time::timeout(WAIT, async {
+            loop {
+                match self.client.next().await {
+                    Some(Event::Stanza(stanza)) => {
+                        if let Some(found) = wanted(stanza) {
+                            return found;
+                        }
+                    }
+                    Some(_) => {}
+                    None => panic!("the stream ended waiting for {what}"),
+                }
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("{} waited in vain for {what}", self.jid))
+    }
+
+    /// Waits for a message `wanted` takes.
+    pub async fn expect_message(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&Message) -> bool,
+    ) -> Message {
+        self.expect(what, |stanza| match stanza {
+            Stanza::Message(message) if wanted(&message) => Some(message),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for a presence `wanted` takes.
+    pub async fn expect_presence(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&Presence) -> bool,
+    ) -> Presence {
+        self.expect(what, |stanza| match stanza {
+            Stanza::Presence(presence) if wanted(&presence) => Some(presence),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Joins a room as `nick` and waits until in (the room's own presence of us).
+    pub async fn join(&mut self, room: &str, nick: &str) {
+        let occupant = Jid::from_str(&format!("{room}/{nick}")).unwrap();
+        self.send(
+            Presence::available()
+                .with_to(occupant.clone())
+                .with_payload(Muc::new()),
+        )
+        .await;
+        self.expect_presence("our own presence in the room", |p| {
+            p.from.as_ref() == Some(&occupant) && statuses(p).contains(&Status::SelfPresence)
+        })
+        .await;
+        // The subject comes last: then the join is complete.
+        self.expect_message("the room's subject", |m| {
+            m.from
+                .as_ref()
+                .is_some_and(|f| f.to_bare().to_string() == room)
+                && !m.subjects.is_empty()
+        })
+        .await;
+    }
+
+    /// Sends `body` to a room (`groupchat`) or a user (`chat`) with the id `id`.
+    pub async fn say(&mut self, kind: MessageType, to: &str, id: &str, body: &str) {
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), body.to_owned());
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
+    /// Corrects the message `target` (XEP-0308).
+    pub async fn correct(
+        &mut self,
+        kind: MessageType,
+        to: &str,
+        id: &str,
+        target: &str,
+        body: &str,
+    ) {
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), body.to_owned())
+            .with_payload(Replace {
+                id: Id(target.to_owned()),
+            });
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
+    /// Retracts the message `target` (XEP-0424), with a fallback body as clients send.
+    pub async fn retract(&mut self, kind: MessageType, to: &str, id: &str, target: &str) {
+        let retract: Element =
+            format!("<retract xmlns='urn:xmpp:message-retract:1' id='{target}'/>")
+                .parse()
+                .unwrap();
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), "/me retracted a message".to_owned());
+        message.payloads.push(retract);
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
+    /// Sets a room's subject.
+    pub async fn set_subject(&mut self, room: &str, subject: &str) {
+        let mut message = Message::groupchat(Jid::from_str(room).unwrap());
+        message.subjects.insert(Lang::new(), subject.to_owned());
+        self.send(message).await;
+    }
+}
+
+/// A room presence's status codes.
+pub fn statuses(presence: &Presence) -> Vec<Status> {
+    presence
+        .payloads
+        .iter()
+        .find_map(|p| MucUser::try_from(p.clone()).ok())
+        .map(|u| u.status)
+        .unwrap_or_default()
+}
+
+/// A message's body (the tests' messages have one, in no language or the server's).
+pub fn body(message: &Message) -> Option<&str> {
+    message.bodies.values().next().map(String::as_str)
+}
+
+/// The id of the message a retraction retracts (its `<retract/>`, read as XML).
+pub fn retracts(message: &Message) -> Option<String> {
+    let retract = message
+        .payloads
+        .iter()
+        .find(|p| p.is("retract", "urn:xmpp:message-retract:1"))?;
+    retract.attr("id").map(str::to_owned)
+}
+
+/// The id of the message a correction replaces (its `<replace/>`, read as XML).
+pub fn replaces(message: &Message) -> Option<String> {
+    let replace = message
+        .payloads
+        .iter()
+        .find(|p| p.is("replace", "urn:xmpp:message-correct:0"))?;
+    replace.attr("id").map(str::to_owned)
+}
