@@ -21,11 +21,11 @@ use trestle::{
     ruma::{OwnedUserId, events::room::topic::RoomTopicEventContent},
 };
 use trestle_bridge::{
-    ChatInfo, MessageContent, MessageKind, NetworkResult, RemoteEdit, RemoteMembership,
-    RemoteMessage, UserInfo,
+    ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage, UserInfo,
 };
 
 use crate::{
+    archive,
     hub::Kit,
     ids::{self, ChatId, UserId},
     users::LOGIN_ID,
@@ -49,9 +49,27 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
         app.stopping().await;
         return Ok(());
     };
-    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (events_tx, mut received) = mpsc::unbounded_channel();
     let delay = Duration::from_secs(hub.cfg.settings.reconnect_delay);
     let connection = tokio::spawn(component::run(config, delay, queue, events_tx));
+    // Archives' answers are taken off the stream at once: the stanzas handled in turn below
+    // may wait for history that waits for those answers.
+    let (handled_tx, mut events) = mpsc::unbounded_channel();
+    let demux = tokio::spawn({
+        let bridge = bridge.clone();
+        async move {
+            while let Some(event) = received.recv().await {
+                if let Event::Stanza(stanza) = &event
+                    && archive::intercept(bridge.network(), stanza)
+                {
+                    continue;
+                }
+                if handled_tx.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
     // The rooms of the portals made before: the bot hears them again.
     for portal in bridge.portals().await.unwrap_or_default() {
         if let ChatId::Muc(room) = &portal.chat {
@@ -66,6 +84,14 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
                 Some(Event::Online { first }) => {
                     if !first {
                         hub.rejoin_all();
+                        // The rooms said things while the stream was down: caught up before
+                        // what they say next is handled.
+                        let rooms = bridge.portals().await.unwrap_or_default();
+                        let rooms = rooms.into_iter().map(|p| p.chat);
+                        let rooms = rooms.filter(|c| matches!(c, ChatId::Muc(_))).collect();
+                        if let Err(error) = bridge.catch_up(rooms, None).await {
+                            tracing::warn!(%error, "the rooms could not be caught up");
+                        }
                     }
                 }
                 Some(Event::Stanza(received)) => {
@@ -79,6 +105,7 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
         }
     }
     connection.abort();
+    demux.abort();
     Ok(())
 }
 
@@ -142,22 +169,6 @@ fn answer_iq(bridge: &Kit, iq: Iq) {
     });
 }
 
-/// A message's content: `/me` (XEP-0245) is an emote.
-fn content(body: String) -> MessageContent {
-    match body.strip_prefix("/me ") {
-        Some(action) => MessageContent::text(action).kind(MessageKind::Emote),
-        None => MessageContent::text(body),
-    }
-}
-
-/// The id of a message that came without one: unique enough for the message map.
-fn fresh_id() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("trestle-{}", now.as_nanos())
-}
-
 /// Whether a stanza was sent to the bot (a room sends every occupant its own copy: the bot's
 /// is the one bridged).
 fn to_bot(bridge: &Kit, to: Option<&Jid>) -> bool {
@@ -198,7 +209,7 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     if hub.is_ours(&room, &nick) || stanzas::is_delayed(&message) {
         return Ok(());
     }
-    let sender = occupant_user(hub.real_jid(&room, &nick), occupant);
+    let sender = ids::occupant_user(hub.real_jid(&room, &nick), occupant);
     bridge
         .remote_profile(&sender, &UserInfo::named(nick))
         .await?;
@@ -213,19 +224,39 @@ async fn incoming(
     message: &Message,
     body: String,
 ) -> NetworkResult<()> {
+    let hub = bridge.network();
+    let origin = stanzas::message_id(message);
+    // In a room, messages are named by the room's id (what its archive calls them too).
+    let id = match &chat {
+        ChatId::Muc(room) => {
+            let id = stanzas::room_stanza_id(message, room);
+            if let (Some(origin), Some(id)) = (&origin, &id) {
+                hub.remember_stanza_id(room, origin, id);
+            }
+            id.or(origin)
+        }
+        ChatId::Direct { .. } => origin,
+    };
+    // A correction or retraction in a room that names the sender's id is taken to the room's.
+    let target_id = |target: String| match &chat {
+        ChatId::Muc(room) => hub.stanza_id_of(room, &target),
+        ChatId::Direct { .. } => target,
+    };
     if let Some(target) = stanzas::retracts(message) {
-        bridge.remote_redaction(&chat, &sender, &target).await?;
+        bridge
+            .remote_redaction(&chat, &sender, &target_id(target))
+            .await?;
         return Ok(());
     }
-    let id = stanzas::message_id(message).unwrap_or_else(fresh_id);
-    if let Some(target) = stanzas::replaces(message) {
-        let mut edit = RemoteEdit::new(chat, sender, target, content(body));
+    let id = id.unwrap_or_else(stanzas::fresh_id);
+    if let Some(target) = stanzas::replaces(message).map(target_id) {
+        let mut edit = RemoteEdit::new(chat, sender, target, ids::content(body));
         edit.id = Some(id);
         bridge.remote_edit(edit).await?;
         return Ok(());
     }
     bridge
-        .remote_message(RemoteMessage::new(chat, sender, id, content(body)))
+        .remote_message(RemoteMessage::new(chat, sender, id, ids::content(body)))
         .await?;
     Ok(())
 }
@@ -286,7 +317,11 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
     let (jid, statuses) = stanzas::occupant(&presence);
     if statuses.contains(&Status::SelfPresence) {
         if statuses.contains(&Status::RoomHasBeenCreated) {
-            hub.send(stanzas::instant_room(hub.bot_jid(), &room, &fresh_id()));
+            hub.send(stanzas::instant_room(
+                hub.bot_jid(),
+                &room,
+                &stanzas::fresh_id(),
+            ));
         }
         return Ok(());
     }
@@ -306,7 +341,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         PresenceType::Unavailable => {
             let known = hub.occupant_left(&room, &nick);
             if bridge.portal(&chat).await?.is_some() {
-                let user = occupant_user(jid.or(known), occupant);
+                let user = ids::occupant_user(jid.or(known), occupant);
                 bridge
                     .remote_membership(&chat, &user, RemoteMembership::Leave(None))
                     .await?;
@@ -317,14 +352,6 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
     Ok(())
 }
 
-/// The ghost of an occupant: by real JID when the room shows it.
-fn occupant_user(jid: Option<BareJid>, occupant: FullJid) -> UserId {
-    match jid {
-        Some(jid) => UserId::Jid(jid),
-        None => UserId::Occupant(occupant),
-    }
-}
-
 /// An occupant's ghost joins the room's portal, named after their nick.
 pub async fn ghost_joins(
     bridge: &Kit,
@@ -333,7 +360,7 @@ pub async fn ghost_joins(
     jid: Option<BareJid>,
 ) -> NetworkResult<()> {
     let nick = occupant.resource().to_string();
-    let user = occupant_user(jid, occupant.clone());
+    let user = ids::occupant_user(jid, occupant.clone());
     bridge.remote_profile(&user, &UserInfo::named(nick)).await?;
     bridge
         .remote_membership(chat, &user, RemoteMembership::Join)

@@ -15,13 +15,16 @@ use tokio_xmpp::{
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
-use crate::{ids, settings::Checked, xmpp::stanzas};
+use crate::{archive::Queries, ids, settings::Checked, xmpp::stanzas};
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
 
 /// The resource of every JID the bridge sends as: one per Matrix user, so one occupant each.
 const RESOURCE: &str = "matrix";
+
+/// How many rooms' messages' ids [`Hub::remember_stanza_id`] keeps before it starts over.
+const REMEMBERED: usize = 10_000;
 
 /// A Matrix user's presence on XMPP: their JID on the component (the kit's connection of
 /// their login). Sending goes through the hub's one component stream.
@@ -67,6 +70,11 @@ pub struct Hub {
     server_name: OnceLock<String>,
     rooms: Mutex<HashMap<BareJid, Room>>,
     changed: Notify,
+    /// The archive queries waiting for their answers.
+    pub(crate) queries: Queries,
+    /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
+    /// correction names the sender's.
+    stanza_ids: Mutex<HashMap<(BareJid, String), String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -88,6 +96,8 @@ impl Hub {
             server_name: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
+            queries: Queries::default(),
+            stanza_ids: Mutex::new(HashMap::new()),
         }
     }
 
@@ -296,5 +306,24 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Records that the message `origin` (the sender's id) is `stanza_id` in `room`.
+    pub fn remember_stanza_id(&self, room: &BareJid, origin: &str, stanza_id: &str) {
+        let mut ids = self.stanza_ids.lock_unpoisoned();
+        // Corrections name recent messages: a bounded memory is enough.
+        if ids.len() >= REMEMBERED {
+            ids.clear();
+        }
+        ids.insert((room.clone(), origin.to_owned()), stanza_id.to_owned());
+    }
+
+    /// The room's id of the message its sender calls `origin`, if it was seen; else `origin`.
+    pub fn stanza_id_of(&self, room: &BareJid, origin: &str) -> String {
+        self.stanza_ids
+            .lock_unpoisoned()
+            .get(&(room.clone(), origin.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| origin.to_owned())
     }
 }

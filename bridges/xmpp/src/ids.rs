@@ -4,6 +4,7 @@
 use std::{fmt, str::FromStr};
 
 use tokio_xmpp::jid::{BareJid, FullJid};
+use trestle_bridge::{MessageContent, MessageKind};
 
 /// The prefix of every localpart the bridge owns (its ghosts and its portals' aliases).
 pub const PREFIX: &str = "xmpp_";
@@ -223,6 +224,22 @@ pub fn matrix_user(jid: &BareJid, server_name: &str) -> Option<String> {
         Some(format!("@{name}"))
     } else {
         Some(format!("@{name}:{server_name}"))
+    }
+}
+
+/// The ghost of an occupant: by real JID when the room shows it.
+pub fn occupant_user(jid: Option<BareJid>, occupant: FullJid) -> UserId {
+    match jid {
+        Some(jid) => UserId::Jid(jid),
+        None => UserId::Occupant(occupant),
+    }
+}
+
+/// A message's content: `/me` (XEP-0245) is an emote.
+pub fn content(body: String) -> MessageContent {
+    match body.strip_prefix("/me ") {
+        Some(action) => MessageContent::text(action).kind(MessageKind::Emote),
+        None => MessageContent::text(body),
     }
 }
 

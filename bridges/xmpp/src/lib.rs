@@ -14,8 +14,9 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! network      → events, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
 //! hub          → settings, ids, xmpp            (the shared state)
 //! settings                                      (the settings, checked)
@@ -25,6 +26,7 @@
 //!
 //! `lib` itself builds the router from `network` and `events`.
 
+pub mod archive;
 pub mod events;
 pub mod hub;
 pub mod ids;

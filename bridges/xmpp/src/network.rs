@@ -11,9 +11,9 @@ use tokio_xmpp::{
 };
 use trestle::ruma::UserId as MatrixUserId;
 use trestle_bridge::{
-    BridgeError, ChatInfo, InfoSection, Login, LoginHandle, LoginRequest, MatrixEdit,
-    MatrixMembership, MatrixMessage, MatrixRedaction, MessageContent, MessageKind, Network,
-    NetworkResult, NewLogin, Protocol, Via,
+    BridgeError, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle, LoginRequest,
+    MatrixEdit, MatrixMembership, MatrixMessage, MatrixRedaction, MessageContent, MessageKind,
+    Network, NetworkResult, NewLogin, Protocol, RemoteMessage, Via,
 };
 
 use crate::{
@@ -210,6 +210,19 @@ impl Network for Hub {
             &redaction.target,
         ));
         Ok(())
+    }
+
+    fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {
+        // Rooms are heard by the bot, and caught up when the bridge or its stream comes back;
+        // a login hears its own direct chats.
+        matches!(chat, ChatId::Direct { user, .. } if *user == login.user.as_str())
+    }
+
+    async fn fetch_history(
+        &self,
+        request: HistoryRequest<'_, Self>,
+    ) -> NetworkResult<Option<Vec<RemoteMessage<Self>>>> {
+        self.history(request).await
     }
 
     fn direct_chat(&self, user: &MatrixUserId, remote: &UserId) -> Option<ChatId> {

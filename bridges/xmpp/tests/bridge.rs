@@ -13,7 +13,7 @@ use support::{
     client::{XmppClient, body, replaces, retracts},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
 };
-use tokio_xmpp::parsers::message::MessageType;
+use tokio_xmpp::parsers::{message::MessageType, presence::Type as PresenceType};
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{set_power_level, wait_for_invite},
@@ -217,4 +217,113 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
         e["type"] == "m.room.redaction" && e["redacts"] == again["event_id"]
     })
     .await;
+}
+
+fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(now.unwrap().as_millis()).unwrap()
+}
+
+/// The bodies, senders and timestamps of the messages the room's ghosts posted, in order.
+async fn ghost_messages(
+    user: &trestle_tests::synapse::UserClient,
+    room: &str,
+) -> Vec<(String, String, i64)> {
+    let events = user.messages(room).await;
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter(|e| e["sender"].as_str().unwrap().starts_with("@xmpp_chat"))
+        .map(|e| {
+            let body = e["content"]["body"].as_str().unwrap().to_owned();
+            let sender = e["sender"].as_str().unwrap().to_owned();
+            (body, sender, e["origin_server_ts"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_portal_shows_the_rooms_archive_and_a_restart_catches_up() {
+    let server = Prosody::start(&["alice", "carol"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    let mut carol = XmppClient::connect(&server, "carol").await;
+    alice.join(&room, "alice").await;
+    carol.join(&room, "carol").await;
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    let carol_ghost = "@xmpp_chat=40conference.localhost=2fcarol:localhost";
+
+    // 30 messages in the room's archive before there is a bridge, from two people.
+    let started = now_ms();
+    for i in 1..=30 {
+        let speaker = if i % 2 == 1 { &mut alice } else { &mut carol };
+        let text = format!("archived {i}");
+        speaker
+            .say(MessageType::Groupchat, &room, &format!("a{i}"), &text)
+            .await;
+        // Two streams: each message is in the room before the next is sent, for the order.
+        alice
+            .expect_message("the message in the room", |m| body(m) == Some(&text))
+            .await;
+    }
+    let before_portal = now_ms();
+
+    // The portal is made: it shows them, in order, by their senders' ghosts, at the times
+    // they were sent (the archive keeps seconds).
+    let mut setup = start(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    bob.wait_for_event(&portal, WAIT, |e| e["content"]["body"] == "archived 30")
+        .await;
+    let shown = ghost_messages(&bob, &portal).await;
+    let bodies: Vec<&str> = shown.iter().map(|(b, _, _)| b.as_str()).collect();
+    let expected: Vec<String> = (1..=30).map(|i| format!("archived {i}")).collect();
+    assert_eq!(bodies, expected, "{shown:#?}");
+    for (i, (_, sender, ts)) in shown.iter().enumerate() {
+        let expected = if i % 2 == 0 { alice_ghost } else { carol_ghost };
+        assert_eq!(sender, expected);
+        assert!(
+            (started - 1000..=before_portal).contains(ts),
+            "{ts} not in {started}..{before_portal}"
+        );
+    }
+    assert!(shown.windows(2).all(|w| w[0].2 <= w[1].2), "{shown:#?}");
+
+    // Trestle stops; the room goes on.
+    setup.stop().await;
+    for i in 1..=10 {
+        let body = format!("missed {i}");
+        alice
+            .say(MessageType::Groupchat, &room, &format!("m{i}"), &body)
+            .await;
+    }
+    alice
+        .expect_message("the last missed message", |m| body(m) == Some("missed 10"))
+        .await;
+
+    // Started again: what was missed arrives, once and in order, before what comes next.
+    setup
+        .restart(trestle_xmpp::router(settings(&server)).unwrap())
+        .await;
+    let bot = format!("{room}/Matrix");
+    alice
+        .expect_presence("the bridge back in the room", |p| {
+            p.from.as_ref().is_some_and(|f| f.to_string() == bot) && p.type_ == PresenceType::None
+        })
+        .await;
+    alice
+        .say(MessageType::Groupchat, &room, "n1", "after the restart")
+        .await;
+    bob.wait_for_event(
+        &portal,
+        WAIT,
+        message_from(alice_ghost, "after the restart"),
+    )
+    .await;
+    let shown = ghost_messages(&bob, &portal).await;
+    let bodies: Vec<&str> = shown.iter().map(|(b, _, _)| b.as_str()).collect();
+    let mut expected = expected;
+    expected.extend((1..=10).map(|i| format!("missed {i}")));
+    expected.push("after the restart".to_owned());
+    assert_eq!(bodies, expected, "{shown:#?}");
 }

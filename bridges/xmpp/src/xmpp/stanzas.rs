@@ -15,7 +15,7 @@ use tokio_xmpp::{
             user::{MucUser, Status},
         },
         presence::Presence,
-        stanza_id::OriginId,
+        stanza_id::{OriginId, StanzaId},
     },
 };
 
@@ -126,6 +126,15 @@ pub fn instant_room(from: &FullJid, room: &BareJid, id: &str) -> Iq {
     }
 }
 
+/// An id for a stanza (or a message that came without one): unique enough for the message
+/// map and the server.
+pub fn fresh_id() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("trestle-{}", now.as_nanos())
+}
+
 /// The message's body, if it has one.
 pub fn body(message: &Message) -> Option<String> {
     message.get_best_body_cloned(vec![]).map(|(_, body)| body)
@@ -147,6 +156,37 @@ pub fn message_id(message: &Message) -> Option<String> {
         .find_map(|p| OriginId::try_from(p.clone()).ok())
         .map(|o| o.id);
     origin.or_else(|| message.id.as_ref().map(|id| id.0.clone()))
+}
+
+/// The id `room` gave the message (XEP-0359 `stanza-id`): the one its archive knows it by.
+/// Only the room's own counts: a sender could put any `stanza-id` in.
+pub fn room_stanza_id(message: &Message, room: &BareJid) -> Option<String> {
+    message
+        .payloads
+        .iter()
+        .filter_map(|p| StanzaId::try_from(p.clone()).ok())
+        .find(|s| s.by.as_str() == room.as_str())
+        .map(|s| s.id)
+}
+
+/// Whether `id` is one the bridge gave: a Matrix event's id (they start with `$`, which
+/// XMPP servers' ids do not).
+pub fn is_matrix_id(id: &str) -> bool {
+    id.starts_with('$')
+}
+
+/// The sender's real JID in a message from a room, when the room tells it (non-anonymous
+/// rooms, in their archives).
+pub fn occupant_jid(message: &Message) -> Option<BareJid> {
+    message
+        .payloads
+        .iter()
+        .find_map(|p| MucUser::try_from(p.clone()).ok())
+        .and_then(|user| {
+            user.items
+                .iter()
+                .find_map(|item| item.jid.clone().map(FullJid::into_bare))
+        })
 }
 
 /// The message a correction replaces, if it is one.
