@@ -204,6 +204,13 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         return Ok(());
     };
     let nick = occupant.resource().to_string();
+    // The room's id of our own messages too: Matrix redactions and replies name them.
+    if let (Some(origin), Some(id)) = (
+        stanzas::message_id(&message),
+        stanzas::room_stanza_id(&message, &room),
+    ) {
+        hub.remember_stanza_id(&room, &origin, &id);
+    }
     let Some(body) = body else { return Ok(()) };
     // Our own messages coming back, and history replayed by the room, are not bridged.
     if hub.is_ours(&room, &nick) || stanzas::is_delayed(&message) {
@@ -255,9 +262,12 @@ async fn incoming(
         bridge.remote_edit(edit).await?;
         return Ok(());
     }
-    bridge
-        .remote_message(RemoteMessage::new(chat, sender, id, ids::content(body)))
-        .await?;
+    let mut remote = RemoteMessage::new(chat.clone(), sender, id, ids::content(body));
+    remote.reply_to = stanzas::replies_to(message).map(|target| match &chat {
+        ChatId::Muc(room) => hub.mapped_id(room, &target),
+        ChatId::Direct { .. } => target,
+    });
+    bridge.remote_message(remote).await?;
     Ok(())
 }
 

@@ -326,4 +326,15 @@ impl Hub {
             .cloned()
             .unwrap_or_else(|| origin.to_owned())
     }
+
+    /// The id the kit knows a room's message by: its sender's, when the bridge sent it from
+    /// Matrix (the event's id), else the room's.
+    pub fn mapped_id(&self, room: &BareJid, stanza_id: &str) -> String {
+        let ids = self.stanza_ids.lock_unpoisoned();
+        let ours = ids.iter().find(|((r, origin), sid)| {
+            r == room && *sid == stanza_id && stanzas::is_matrix_id(origin)
+        });
+        ours.map(|((_, origin), _)| origin.clone())
+            .unwrap_or_else(|| stanza_id.to_owned())
+    }
 }

@@ -60,6 +60,7 @@ impl Hub {
         id: &str,
         body: &str,
         replaces: Option<&str>,
+        reply_to: Option<&str>,
     ) -> NetworkResult<()> {
         let (from, body) = match via {
             Via::Puppet { connection, .. } => (connection.full.clone(), body.to_owned()),
@@ -75,6 +76,13 @@ impl Hub {
         let message = match replaces {
             Some(target) => stanzas::correction(message, target),
             None => message,
+        };
+        let message = match (reply_to, chat) {
+            (Some(target), ChatId::Muc(room)) => {
+                stanzas::reply(message, &self.stanza_id_of(room, target))
+            }
+            (Some(target), ChatId::Direct { .. }) => stanzas::reply(message, target),
+            (None, _) => message,
         };
         self.send(message);
         Ok(())
@@ -181,34 +189,51 @@ impl Network for Hub {
     ) -> NetworkResult<Option<String>> {
         let text = xmpp_text(message.bridge, &message.content).await;
         let id = message.event_id.to_string();
-        self.deliver(&message.portal.chat, &message.via, &id, &text, None)?;
+        let reply_to = message.reply_to.as_deref();
+        self.deliver(
+            &message.portal.chat,
+            &message.via,
+            &id,
+            &text,
+            None,
+            reply_to,
+        )?;
         Ok(Some(id))
     }
 
     async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
         let text = xmpp_text(edit.bridge, &edit.content).await;
         let id = edit.event_id.to_string();
-        self.deliver(&edit.portal.chat, &edit.via, &id, &text, Some(&edit.target))?;
+        self.deliver(
+            &edit.portal.chat,
+            &edit.via,
+            &id,
+            &text,
+            Some(&edit.target),
+            None,
+        )?;
         Ok(Some(id))
     }
 
     async fn redact_message(&self, redaction: MatrixRedaction<'_, Self>) -> NetworkResult<()> {
-        // In a room a retraction names the id the room gave the message, which the bridge
-        // does not keep yet; in a direct chat it names the sender's own.
-        let ChatId::Direct { remote, .. } = &redaction.portal.chat else {
-            return Err(BridgeError::Unsupported("retractions in rooms"));
-        };
         let Via::Puppet { connection, .. } = &redaction.via else {
             return Err(BridgeError::Unsupported("this way of sending"));
         };
-        let chat = Message::chat(Jid::from(remote.clone()));
         let id = redaction.event_id.to_string();
-        self.send(stanzas::retraction(
-            chat,
-            &connection.full,
-            &id,
-            &redaction.target,
-        ));
+        let (message, target) = match &redaction.portal.chat {
+            // A room names messages by its own id. Only a message sent from Matrix is one a
+            // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
+            ChatId::Muc(room) if stanzas::is_matrix_id(&redaction.target) => (
+                Message::groupchat(Jid::from(room.clone())),
+                self.stanza_id_of(room, &redaction.target),
+            ),
+            ChatId::Muc(_) => return Err(BridgeError::Unsupported("moderation in rooms")),
+            ChatId::Direct { remote, .. } => (
+                Message::chat(Jid::from(remote.clone())),
+                redaction.target.clone(),
+            ),
+        };
+        self.send(stanzas::retraction(message, &connection.full, &id, &target));
         Ok(())
     }
 

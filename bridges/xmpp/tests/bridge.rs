@@ -10,7 +10,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
-    client::{XmppClient, body, replaces, retracts},
+    client::{XmppClient, body, replaces, replies_to, retracts, stanza_id},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
 };
 use tokio_xmpp::parsers::{message::MessageType, presence::Type as PresenceType};
@@ -326,4 +326,101 @@ async fn a_new_portal_shows_the_rooms_archive_and_a_restart_catches_up() {
     expected.extend((1..=10).map(|i| format!("missed {i}")));
     expected.push("after the restart".to_owned());
     assert_eq!(bodies, expected, "{shown:#?}");
+}
+
+#[tokio::test]
+async fn retractions_and_replies_cross_in_rooms() {
+    let server = Prosody::start(&["alice"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let setup = start(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let bob_occupant = format!("{room}/bob");
+    alice
+        .expect_presence("bob in the room", |p| {
+            p.from
+                .as_ref()
+                .is_some_and(|f| f.to_string() == bob_occupant)
+        })
+        .await;
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+
+    // alice retracts her message by the room's id of it: it is redacted.
+    alice
+        .say(MessageType::Groupchat, &room, "x1", "a slip")
+        .await;
+    let slip = alice
+        .expect_message("the slip in the room", |m| body(m) == Some("a slip"))
+        .await;
+    let slip_id = stanza_id(&slip).expect("the room's id");
+    let slipped = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "a slip"))
+        .await;
+    alice
+        .retract(MessageType::Groupchat, &room, "x2", &slip_id)
+        .await;
+    bob.wait_for_event(&portal, WAIT, |e| {
+        e["type"] == "m.room.redaction" && e["redacts"] == slipped["event_id"]
+    })
+    .await;
+
+    // bob redacts his message: a retraction from his occupant, by the room's id of it.
+    let oops = bob.send_text(&portal, "oops").await;
+    let heard = alice
+        .expect_message("bob's message", |m| body(m) == Some("oops"))
+        .await;
+    let oops_id = stanza_id(&heard).expect("the room's id");
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
+        encode(&portal),
+        encode(&oops)
+    );
+    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    let retraction = alice
+        .expect_message("bob's retraction", |m| retracts(m).is_some())
+        .await;
+    assert_eq!(retracts(&retraction).as_deref(), Some(oops_id.as_str()));
+    assert_eq!(retraction.from.unwrap().to_string(), bob_occupant);
+
+    // Replies (XEP-0461), both ways, by the room's ids.
+    alice
+        .say(MessageType::Groupchat, &room, "q1", "a question?")
+        .await;
+    let question = alice
+        .expect_message("the question in the room", |m| {
+            body(m) == Some("a question?")
+        })
+        .await;
+    let question_id = stanza_id(&question).expect("the room's id");
+    let asked = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "a question?"))
+        .await;
+    let answer = bob
+        .send_event(
+            &portal,
+            "m.room.message",
+            json!({
+                "msgtype": "m.text",
+                "body": "an answer",
+                "m.relates_to": {"m.in_reply_to": {"event_id": asked["event_id"]}},
+            }),
+        )
+        .await;
+    let heard = alice
+        .expect_message("bob's answer", |m| body(m) == Some("an answer"))
+        .await;
+    assert_eq!(replies_to(&heard).as_deref(), Some(question_id.as_str()));
+    let answer_id = stanza_id(&heard).expect("the room's id");
+    alice
+        .reply(MessageType::Groupchat, &room, "q2", &answer_id, "thanks")
+        .await;
+    let thanks = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "thanks"))
+        .await;
+    assert_eq!(
+        thanks["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
+        answer.as_str()
+    );
 }

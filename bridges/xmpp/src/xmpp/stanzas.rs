@@ -22,6 +22,9 @@ use tokio_xmpp::{
 /// Message retraction ([XEP-0424](https://xmpp.org/extensions/xep-0424.html)).
 const RETRACT: &str = "urn:xmpp:message-retract:1";
 
+/// Message replies ([XEP-0461](https://xmpp.org/extensions/xep-0461.html)).
+const REPLY: &str = "urn:xmpp:reply:0";
+
 /// The namespace of MUC occupants' extra information, which marks private messages sent
 /// through a room.
 const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
@@ -96,6 +99,16 @@ pub fn retraction(message: Message, from: &FullJid, id: &str, target: &str) -> M
     let store = Element::builder("store", "urn:xmpp:hints").build();
     let mut message = text(message, from, id, "/me retracted a message");
     message.payloads.extend([retract, fallback, store]);
+    message
+}
+
+/// The message as a reply ([XEP-0461](https://xmpp.org/extensions/xep-0461.html)) to the
+/// message `target` (in a room, the room's id of it).
+pub fn reply(mut message: Message, target: &str) -> Message {
+    let reply = Element::builder("reply", REPLY)
+        .attr(xml_ncname!("id").into(), target)
+        .build();
+    message.payloads.push(reply);
     message
 }
 
@@ -204,6 +217,16 @@ pub fn retracts(message: &Message) -> Option<String> {
         .payloads
         .iter()
         .find(|p| p.is("retract", RETRACT))
+        .and_then(|p| p.attr("id"))
+        .map(str::to_owned)
+}
+
+/// The message a reply replies to, if it is one.
+pub fn replies_to(message: &Message) -> Option<String> {
+    message
+        .payloads
+        .iter()
+        .find(|p| p.is("reply", REPLY))
         .and_then(|p| p.attr("id"))
         .map(str::to_owned)
 }

@@ -177,6 +177,18 @@ impl XmppClient {
         self.send(message).await;
     }
 
+    /// Sends `body` as a reply (XEP-0461) to the message `target` (in a room, the room's id).
+    pub async fn reply(&mut self, kind: MessageType, to: &str, id: &str, target: &str, body: &str) {
+        let reply: Element = format!("<reply xmlns='urn:xmpp:reply:0' id='{target}'/>")
+            .parse()
+            .unwrap();
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), body.to_owned());
+        message.payloads.push(reply);
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
     /// Sets a room's subject.
     pub async fn set_subject(&mut self, room: &str, subject: &str) {
         let mut message = Message::groupchat(Jid::from_str(room).unwrap());
@@ -216,4 +228,22 @@ pub fn replaces(message: &Message) -> Option<String> {
         .iter()
         .find(|p| p.is("replace", "urn:xmpp:message-correct:0"))?;
     replace.attr("id").map(str::to_owned)
+}
+
+/// The id the room gave a message (XEP-0359 `stanza-id`, read as XML).
+pub fn stanza_id(message: &Message) -> Option<String> {
+    let id = message
+        .payloads
+        .iter()
+        .find(|p| p.is("stanza-id", "urn:xmpp:sid:0"))?;
+    id.attr("id").map(str::to_owned)
+}
+
+/// The id of the message a reply replies to (XEP-0461, its `<reply/>`, read as XML).
+pub fn replies_to(message: &Message) -> Option<String> {
+    let reply = message
+        .payloads
+        .iter()
+        .find(|p| p.is("reply", "urn:xmpp:reply:0"))?;
+    reply.attr("id").map(str::to_owned)
 }
