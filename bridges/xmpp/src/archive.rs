@@ -11,7 +11,7 @@
 //! the same in the archive and live, so the message map is keyed by it and a message is
 //! bridged once however it came.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_xmpp::{
@@ -31,7 +31,7 @@ use trestle_bridge::{
 };
 
 use crate::{
-    hub::Hub,
+    hub::{Hub, Page},
     ids::{self, ChatId},
     xmpp::stanzas,
 };
@@ -44,16 +44,6 @@ const PAGE: usize = 50;
 
 /// The most pages one catch-up reads: the kit keeps only the newest it asked for anyway.
 const MAX_PAGES: usize = 20;
-
-/// One page's answers, gathered as they come.
-struct Page {
-    results: Vec<Result_>,
-    done: Option<oneshot::Sender<Result<Fin, String>>>,
-}
-
-/// The queries waiting for their answers, by the id of their request (also their `queryid`).
-#[derive(Default)]
-pub struct Queries(Mutex<HashMap<String, Page>>);
 
 /// Takes an archive's answer off the stream; answers whether `stanza` was one.
 pub fn intercept(hub: &Hub, stanza: &Stanza) -> bool {

@@ -21,7 +21,7 @@ use trestle::{
     ruma::{OwnedUserId, events::room::topic::RoomTopicEventContent},
 };
 use trestle_bridge::{
-    ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage, UserInfo,
+    ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction, UserInfo,
 };
 
 use crate::{
@@ -211,12 +211,16 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     ) {
         hub.remember_stanza_id(&room, &origin, &id);
     }
-    let Some(body) = body else { return Ok(()) };
     // Our own messages coming back, and history replayed by the room, are not bridged.
     if hub.is_ours(&room, &nick) || stanzas::is_delayed(&message) {
         return Ok(());
     }
     let sender = ids::occupant_user(hub.real_jid(&room, &nick), occupant);
+    if let Some((target, emojis)) = stanzas::reactions_of(&message) {
+        let target = hub.mapped_id(&room, &target);
+        return reactions(bridge, &chat, &sender, target, emojis).await;
+    }
+    let Some(body) = body else { return Ok(()) };
     bridge
         .remote_profile(&sender, &UserInfo::named(nick))
         .await?;
@@ -274,13 +278,14 @@ async fn incoming(
 /// A message to a Matrix user's JID: their direct chat with the sender, made on the first.
 async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     let hub = bridge.network();
-    let (Some(from), Some(to), Some(body)) = (
-        message.from.clone(),
-        message.to.clone(),
-        stanzas::body(&message),
-    ) else {
+    let (Some(from), Some(to)) = (message.from.clone(), message.to.clone()) else {
         return Ok(());
     };
+    let body = stanzas::body(&message);
+    let reacted = stanzas::reactions_of(&message);
+    if body.is_none() && reacted.is_none() {
+        return Ok(());
+    }
     // Private messages through a room (to a Matrix user's occupant) are not bridged yet.
     if stanzas::through_room(&message) || from.node().is_none() {
         return Ok(());
@@ -301,11 +306,44 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         user: user.to_string(),
         remote: remote.clone(),
     };
+    if let Some((target, emojis)) = reacted {
+        // Reactions to what was never bridged have nothing to go to: no chat is made for them.
+        if bridge.portal(&chat).await?.is_none() {
+            return Ok(());
+        }
+        return reactions(bridge, &chat, &sender, target, emojis).await;
+    }
+    let Some(body) = body else { return Ok(()) };
     bridge
         .remote_profile(&sender, &UserInfo::named(remote.to_string()))
         .await?;
     bridge.ensure_direct_portal(&chat, &sender, &user).await?;
     incoming(bridge, chat, sender, &message, body).await
+}
+
+/// A sender's reactions to a message (XEP-0444), the whole set: those new are reactions, those
+/// gone are redacted.
+async fn reactions(
+    bridge: &Kit,
+    chat: &ChatId,
+    sender: &UserId,
+    target: String,
+    emojis: std::collections::BTreeSet<String>,
+) -> NetworkResult<()> {
+    let key = (chat.to_string(), sender.to_string(), target.clone());
+    let (added, removed) = bridge.network().replace_reactions(key, emojis);
+    // Each reaction's id names who reacted with what to which message: unique in the chat.
+    let id = |emoji: &str| format!("reacted {sender} {target} {emoji}");
+    for emoji in removed {
+        bridge.remote_redaction(chat, sender, &id(&emoji)).await?;
+    }
+    for emoji in added {
+        let mut reaction =
+            RemoteReaction::new(chat.clone(), sender.clone(), target.clone(), &emoji);
+        reaction.id = Some(id(&emoji));
+        bridge.remote_reaction(reaction).await?;
+    }
+    Ok(())
 }
 
 /// An occupant's presence in a room, as the bot sees it: their ghost joins or leaves the

@@ -2,20 +2,21 @@
 //! knows of each room (who of ours is in it under which nick, who else is, its subject).
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Mutex, OnceLock},
     time::Duration,
 };
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
+    parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
-use crate::{archive::Queries, ids, settings::Checked, xmpp::stanzas};
+use crate::{ids, settings::Checked, xmpp::stanzas};
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
@@ -48,6 +49,22 @@ impl Puppet {
     }
 }
 
+/// One page of an archive query's answers, gathered as they come (module `archive`).
+pub struct Page {
+    /// The archived messages so far.
+    pub results: Vec<Result_>,
+    /// Told the query's end, or why it failed.
+    pub done: Option<oneshot::Sender<Result<Fin, String>>>,
+}
+
+/// The archive queries waiting for their answers, by the id of their request (also their
+/// `queryid`).
+#[derive(Default)]
+pub struct Queries(pub Mutex<HashMap<String, Page>>);
+
+/// Whose reactions to which message: chat, sender and message (each as the kit names them).
+type ReactionKey = (String, String, String);
+
 /// What the bridge knows of one room.
 #[derive(Debug, Default)]
 struct Room {
@@ -75,6 +92,9 @@ pub struct Hub {
     /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
     /// correction names the sender's.
     stanza_ids: Mutex<HashMap<(BareJid, String), String>>,
+    /// Each sender's reactions to each message, as last seen or sent: XMPP sends the whole
+    /// set each time (XEP-0444), Matrix one reaction at a time.
+    reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -98,6 +118,7 @@ impl Hub {
             changed: Notify::new(),
             queries: Queries::default(),
             stanza_ids: Mutex::new(HashMap::new()),
+            reactions: Mutex::new(HashMap::new()),
         }
     }
 
@@ -336,5 +357,39 @@ impl Hub {
         });
         ours.map(|((_, origin), _)| origin.clone())
             .unwrap_or_else(|| stanza_id.to_owned())
+    }
+
+    /// A sender's reactions to a message are now `now` (an XMPP reactions message): answers
+    /// those added and those removed since the last.
+    pub fn replace_reactions(
+        &self,
+        key: ReactionKey,
+        now: BTreeSet<String>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut all = self.reactions.lock_unpoisoned();
+        let before = all.remove(&key).unwrap_or_default();
+        let added = now.difference(&before).cloned().collect();
+        let removed = before.difference(&now).cloned().collect();
+        if !now.is_empty() {
+            all.insert(key, now);
+        }
+        (added, removed)
+    }
+
+    /// A Matrix user adds (`on`) or takes back a reaction to a message: answers their whole
+    /// set now, which is what XMPP is sent.
+    pub fn toggle_reaction(&self, key: ReactionKey, emoji: &str, on: bool) -> BTreeSet<String> {
+        let mut all = self.reactions.lock_unpoisoned();
+        let set = all.entry(key.clone()).or_default();
+        if on {
+            set.insert(emoji.to_owned());
+        } else {
+            set.remove(emoji);
+        }
+        let now = set.clone();
+        if now.is_empty() {
+            all.remove(&key);
+        }
+        now
     }
 }

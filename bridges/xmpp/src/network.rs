@@ -12,8 +12,8 @@ use tokio_xmpp::{
 use trestle::ruma::UserId as MatrixUserId;
 use trestle_bridge::{
     BridgeError, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle, LoginRequest,
-    MatrixEdit, MatrixMembership, MatrixMessage, MatrixRedaction, MessageContent, MessageKind,
-    Network, NetworkResult, NewLogin, Protocol, RemoteMessage, Via,
+    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MessageContent,
+    MessageKind, Network, NetworkResult, NewLogin, Protocol, RemoteMessage, Via,
 };
 
 use crate::{
@@ -86,6 +86,42 @@ impl Hub {
         };
         self.send(message);
         Ok(())
+    }
+}
+
+/// The start of the id of a reaction sent from Matrix (no message's id starts so).
+const REACTION: &str = "reaction ";
+
+impl Hub {
+    /// A Matrix user's reaction to `target` added (`on`) or taken back: XMPP is sent their
+    /// whole set of reactions to it (XEP-0444), to the room's id of it in a room.
+    fn send_reactions(
+        &self,
+        chat: &ChatId,
+        puppet: &Puppet,
+        id: &str,
+        target: &str,
+        emoji: &str,
+        on: bool,
+    ) {
+        let key = (chat.to_string(), puppet.jid.to_string(), target.to_owned());
+        let emojis = self.toggle_reaction(key, emoji, on);
+        let (message, target) = match chat {
+            ChatId::Muc(room) => (
+                Message::groupchat(Jid::from(room.clone())),
+                self.stanza_id_of(room, target),
+            ),
+            ChatId::Direct { remote, .. } => {
+                (Message::chat(Jid::from(remote.clone())), target.to_owned())
+            }
+        };
+        self.send(stanzas::reactions(
+            message,
+            &puppet.full,
+            id,
+            &target,
+            &emojis,
+        ));
     }
 }
 
@@ -220,6 +256,17 @@ impl Network for Hub {
             return Err(BridgeError::Unsupported("this way of sending"));
         };
         let id = redaction.event_id.to_string();
+        if let Some(taken_back) = redaction.target.strip_prefix(REACTION) {
+            let mut parts = taken_back.splitn(3, ' ');
+            let (Some(_jid), Some(target), Some(emoji)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(BridgeError::BadRequest(format!("reaction {taken_back:?}")));
+            };
+            let chat = &redaction.portal.chat;
+            self.send_reactions(chat, connection, &id, target, emoji, false);
+            return Ok(());
+        }
         let (message, target) = match &redaction.portal.chat {
             // A room names messages by its own id. Only a message sent from Matrix is one a
             // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
@@ -235,6 +282,26 @@ impl Network for Hub {
         };
         self.send(stanzas::retraction(message, &connection.full, &id, &target));
         Ok(())
+    }
+
+    async fn react(&self, reaction: MatrixReaction<'_, Self>) -> NetworkResult<Option<String>> {
+        let Via::Puppet { connection, .. } = &reaction.via else {
+            return Err(BridgeError::Unsupported("this way of sending"));
+        };
+        let id = reaction.event_id.to_string();
+        self.send_reactions(
+            &reaction.portal.chat,
+            connection,
+            &id,
+            &reaction.target,
+            &reaction.key,
+            true,
+        );
+        // Its redaction takes it back: the id says which message and which emoji.
+        Ok(Some(format!(
+            "{REACTION}{} {} {}",
+            connection.jid, reaction.target, reaction.key
+        )))
     }
 
     fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {

@@ -10,7 +10,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
-    client::{XmppClient, body, replaces, replies_to, retracts, stanza_id},
+    client::{XmppClient, body, reactions, replaces, replies_to, retracts, stanza_id},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
 };
 use tokio_xmpp::parsers::{message::MessageType, presence::Type as PresenceType};
@@ -329,7 +329,7 @@ async fn a_new_portal_shows_the_rooms_archive_and_a_restart_catches_up() {
 }
 
 #[tokio::test]
-async fn retractions_and_replies_cross_in_rooms() {
+async fn retractions_replies_and_reactions_cross_in_rooms() {
     let server = Prosody::start(&["alice"]).await;
     let room = format!("chat@{MUC}");
     let mut alice = XmppClient::connect(&server, "alice").await;
@@ -423,4 +423,60 @@ async fn retractions_and_replies_cross_in_rooms() {
         thanks["content"]["m.relates_to"]["m.in_reply_to"]["event_id"],
         answer.as_str()
     );
+
+    // Reactions (XEP-0444), both ways: XMPP sends a sender's whole set each time.
+    alice
+        .react(MessageType::Groupchat, &room, "r1", &answer_id, &["👍"])
+        .await;
+    let thumb = bob
+        .wait_for_event(&portal, WAIT, |e| {
+            e["type"] == "m.reaction" && e["sender"] == alice_ghost
+        })
+        .await;
+    assert_eq!(
+        thumb["content"]["m.relates_to"]["event_id"],
+        answer.as_str()
+    );
+    assert_eq!(thumb["content"]["m.relates_to"]["key"], "👍");
+    alice
+        .react(MessageType::Groupchat, &room, "r2", &answer_id, &[])
+        .await;
+    bob.wait_for_event(&portal, WAIT, |e| {
+        e["type"] == "m.room.redaction" && e["redacts"] == thumb["event_id"]
+    })
+    .await;
+    let party = bob
+        .send_event(
+            &portal,
+            "m.reaction",
+            json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": asked["event_id"], "key": "🎉"}}),
+        )
+        .await;
+    let heard = alice
+        .expect_message("bob's reaction", |m| {
+            reactions(m).is_some()
+                && m.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_string() == bob_occupant)
+        })
+        .await;
+    assert_eq!(
+        reactions(&heard),
+        Some((question_id.clone(), vec!["🎉".to_owned()]))
+    );
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/redact-2",
+        encode(&portal),
+        encode(&party)
+    );
+    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    let heard = alice
+        .expect_message("bob's reaction taken back", |m| {
+            reactions(m).is_some()
+                && m.from
+                    .as_ref()
+                    .is_some_and(|f| f.to_string() == bob_occupant)
+        })
+        .await;
+    assert_eq!(reactions(&heard), Some((question_id, vec![])));
 }

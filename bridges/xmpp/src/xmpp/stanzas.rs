@@ -1,5 +1,7 @@
 //! The stanzas the bridge sends, built, and the parts it reads of those it receives.
 
+use std::collections::BTreeSet;
+
 use tokio_xmpp::{
     jid::{BareJid, FullJid, Jid},
     minidom::{Element, rxml::xml_ncname},
@@ -15,6 +17,7 @@ use tokio_xmpp::{
             user::{MucUser, Status},
         },
         presence::Presence,
+        reactions::{Reaction, Reactions},
         stanza_id::{OriginId, StanzaId},
     },
 };
@@ -109,6 +112,32 @@ pub fn reply(mut message: Message, target: &str) -> Message {
         .attr(xml_ncname!("id").into(), target)
         .build();
     message.payloads.push(reply);
+    message
+}
+
+/// A sender's reactions ([XEP-0444](https://xmpp.org/extensions/xep-0444.html)) to the
+/// message `target`: the whole set (none takes them all back), with a hint to archive it.
+pub fn reactions(
+    message: Message,
+    from: &FullJid,
+    id: &str,
+    target: &str,
+    emojis: &BTreeSet<String>,
+) -> Message {
+    let reactions = Reactions {
+        id: target.to_owned(),
+        reactions: emojis
+            .iter()
+            .map(|emoji| Reaction {
+                emoji: emoji.clone(),
+            })
+            .collect(),
+    };
+    let store = Element::builder("store", "urn:xmpp:hints").build();
+    let mut message = message.with_payload(reactions);
+    message.payloads.push(store);
+    message.from = Some(Jid::from(from.clone()));
+    message.id = Some(Id(id.to_owned()));
     message
 }
 
@@ -229,6 +258,17 @@ pub fn replies_to(message: &Message) -> Option<String> {
         .find(|p| p.is("reply", REPLY))
         .and_then(|p| p.attr("id"))
         .map(str::to_owned)
+}
+
+/// The message's reactions, if it is a reactions message: the message they are to and the
+/// sender's whole set.
+pub fn reactions_of(message: &Message) -> Option<(String, BTreeSet<String>)> {
+    let reactions = message
+        .payloads
+        .iter()
+        .find_map(|p| Reactions::try_from(p.clone()).ok())?;
+    let emojis = reactions.reactions.into_iter().map(|r| r.emoji).collect();
+    Some((reactions.id, emojis))
 }
 
 /// Whether the message was delayed (history or offline storage, XEP-0203).

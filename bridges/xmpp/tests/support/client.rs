@@ -189,6 +189,30 @@ impl XmppClient {
         self.send(message).await;
     }
 
+    /// Reacts to the message `target` with `emojis` (XEP-0444: the whole set; none takes them
+    /// back).
+    pub async fn react(
+        &mut self,
+        kind: MessageType,
+        to: &str,
+        id: &str,
+        target: &str,
+        emojis: &[&str],
+    ) {
+        let inner: String = emojis
+            .iter()
+            .map(|e| format!("<reaction>{e}</reaction>"))
+            .collect();
+        let reactions: Element =
+            format!("<reactions xmlns='urn:xmpp:reactions:0' id='{target}'>{inner}</reactions>")
+                .parse()
+                .unwrap();
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap());
+        message.payloads.push(reactions);
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
     /// Sets a room's subject.
     pub async fn set_subject(&mut self, room: &str, subject: &str) {
         let mut message = Message::groupchat(Jid::from_str(room).unwrap());
@@ -246,4 +270,14 @@ pub fn replies_to(message: &Message) -> Option<String> {
         .iter()
         .find(|p| p.is("reply", "urn:xmpp:reply:0"))?;
     reply.attr("id").map(str::to_owned)
+}
+
+/// The message a reactions message (XEP-0444) is to and the emojis in it, read as XML.
+pub fn reactions(message: &Message) -> Option<(String, Vec<String>)> {
+    let reactions = message
+        .payloads
+        .iter()
+        .find(|p| p.is("reactions", "urn:xmpp:reactions:0"))?;
+    let emojis = reactions.children().map(|r| r.text()).collect();
+    Some((reactions.attr("id")?.to_owned(), emojis))
 }
