@@ -17,7 +17,7 @@ use tokio_xmpp::parsers::{message::MessageType, presence::Type as PresenceType};
 use trestle_tests::{
     appservice::{Harness, WAIT},
     bridge_checks::{set_power_level, wait_for_invite},
-    synapse::encode,
+    synapse::{UserClient, encode},
 };
 use trestle_xmpp::{Secret, Settings};
 
@@ -40,16 +40,24 @@ fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool +
     move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
 }
 
-#[tokio::test]
-async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
+/// alice in `chat@conference.localhost`, the bridge, and bob, a Matrix user, in the room's
+/// portal (his occupant seen in the room by alice).
+struct InRoom {
+    _server: Prosody,
+    room: String,
+    alice: XmppClient,
+    setup: Harness,
+    bob: UserClient,
+    portal: String,
+    bob_occupant: String,
+}
+
+async fn bob_joins_alices_room() -> InRoom {
     let server = Prosody::start(&["alice"]).await;
     let room = format!("chat@{MUC}");
     let mut alice = XmppClient::connect(&server, "alice").await;
     alice.join(&room, "alice").await;
     let setup = start(&server).await;
-
-    // A Matrix user joins the room's alias: the portal is made, the bridge's occupant and the
-    // user's own (named after their display name) join the room, and alice's ghost the portal.
     let bob = setup.synapse.register_user("bob", "password-1234").await;
     let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
     let bob_occupant = format!("{room}/bob");
@@ -60,6 +68,30 @@ async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
                 .is_some_and(|f| f.to_string() == bob_occupant)
         })
         .await;
+    InRoom {
+        _server: server,
+        room,
+        alice,
+        setup,
+        bob,
+        portal,
+        bob_occupant,
+    }
+}
+
+#[tokio::test]
+async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {
+    // A Matrix user joins the room's alias: the portal is made, the bridge's occupant and the
+    // user's own (named after their display name) join the room, and alice's ghost the portal.
+    let InRoom {
+        _server,
+        room,
+        mut alice,
+        setup,
+        bob,
+        portal,
+        bob_occupant,
+    } = bob_joins_alices_room().await;
     // The room is semi-anonymous: alice is known by her occupant JID.
     let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
     bob.wait_for_event(&portal, WAIT, |e| {
@@ -200,12 +232,7 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
         .await;
 
     // Redactions are retractions (XEP-0424), both ways.
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
-        encode(&room),
-        encode(&hello)
-    );
-    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    redact(&bob, &room, &hello, "redact-1").await;
     let retraction = alice
         .expect_message("bob's retraction", |m| retracts(m).is_some())
         .await;
@@ -219,16 +246,23 @@ async fn a_direct_message_becomes_a_direct_chat_and_replies_cross_back() {
     .await;
 }
 
+/// `user` redacts `event` in `room` (`txn`: the request's transaction id).
+async fn redact(user: &UserClient, room: &str, event: &str, txn: &str) {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
+        encode(room),
+        encode(event)
+    );
+    user.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+}
+
 fn now_ms() -> i64 {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     i64::try_from(now.unwrap().as_millis()).unwrap()
 }
 
 /// The bodies, senders and timestamps of the messages the room's ghosts posted, in order.
-async fn ghost_messages(
-    user: &trestle_tests::synapse::UserClient,
-    room: &str,
-) -> Vec<(String, String, i64)> {
+async fn ghost_messages(user: &UserClient, room: &str) -> Vec<(String, String, i64)> {
     let events = user.messages(room).await;
     events
         .iter()
@@ -330,21 +364,15 @@ async fn a_new_portal_shows_the_rooms_archive_and_a_restart_catches_up() {
 
 #[tokio::test]
 async fn retractions_replies_and_reactions_cross_in_rooms() {
-    let server = Prosody::start(&["alice"]).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let setup = start(&server).await;
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
-    let bob_occupant = format!("{room}/bob");
-    alice
-        .expect_presence("bob in the room", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-        })
-        .await;
+    let InRoom {
+        _server,
+        room,
+        mut alice,
+        setup: _setup,
+        bob,
+        portal,
+        bob_occupant,
+    } = bob_joins_alices_room().await;
     let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
 
     // alice retracts her message by the room's id of it: it is redacted.
@@ -372,12 +400,7 @@ async fn retractions_replies_and_reactions_cross_in_rooms() {
         .expect_message("bob's message", |m| body(m) == Some("oops"))
         .await;
     let oops_id = stanza_id(&heard).expect("the room's id");
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/redact/{}/redact-1",
-        encode(&portal),
-        encode(&oops)
-    );
-    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    redact(&bob, &portal, &oops, "redact-1").await;
     let retraction = alice
         .expect_message("bob's retraction", |m| retracts(m).is_some())
         .await;
@@ -452,31 +475,19 @@ async fn retractions_replies_and_reactions_cross_in_rooms() {
             json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": asked["event_id"], "key": "🎉"}}),
         )
         .await;
-    let heard = alice
-        .expect_message("bob's reaction", |m| {
-            reactions(m).is_some()
-                && m.from
-                    .as_ref()
-                    .is_some_and(|f| f.to_string() == bob_occupant)
-        })
-        .await;
+    // alice's own reactions come back to her too.
+    let bobs_reactions = |m: &tokio_xmpp::parsers::message::Message| {
+        let from = m.from.as_ref().map(|f| f.to_string());
+        reactions(m).is_some() && from.as_deref() == Some(bob_occupant.as_str())
+    };
+    let heard = alice.expect_message("bob's reaction", bobs_reactions).await;
     assert_eq!(
         reactions(&heard),
         Some((question_id.clone(), vec!["🎉".to_owned()]))
     );
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/redact/{}/redact-2",
-        encode(&portal),
-        encode(&party)
-    );
-    bob.call_ok(Method::PUT, &path, Some(&json!({}))).await;
+    redact(&bob, &portal, &party, "redact-2").await;
     let heard = alice
-        .expect_message("bob's reaction taken back", |m| {
-            reactions(m).is_some()
-                && m.from
-                    .as_ref()
-                    .is_some_and(|f| f.to_string() == bob_occupant)
-        })
+        .expect_message("bob's reaction taken back", bobs_reactions)
         .await;
     assert_eq!(reactions(&heard), Some((question_id, vec![])));
 }

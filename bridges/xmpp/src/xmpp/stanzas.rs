@@ -242,20 +242,20 @@ pub fn replaces(message: &Message) -> Option<String> {
 
 /// The message a retraction retracts, if it is one.
 pub fn retracts(message: &Message) -> Option<String> {
-    message
-        .payloads
-        .iter()
-        .find(|p| p.is("retract", RETRACT))
-        .and_then(|p| p.attr("id"))
-        .map(str::to_owned)
+    payload_id(message, "retract", RETRACT)
 }
 
 /// The message a reply replies to, if it is one.
 pub fn replies_to(message: &Message) -> Option<String> {
+    payload_id(message, "reply", REPLY)
+}
+
+/// The `id` of the message's payload `name` in `ns`: the message that payload is about.
+fn payload_id(message: &Message, name: &str, ns: &str) -> Option<String> {
     message
         .payloads
         .iter()
-        .find(|p| p.is("reply", REPLY))
+        .find(|p| p.is(name, ns))
         .and_then(|p| p.attr("id"))
         .map(str::to_owned)
 }

@@ -179,14 +179,8 @@ impl XmppClient {
 
     /// Sends `body` as a reply (XEP-0461) to the message `target` (in a room, the room's id).
     pub async fn reply(&mut self, kind: MessageType, to: &str, id: &str, target: &str, body: &str) {
-        let reply: Element = format!("<reply xmlns='urn:xmpp:reply:0' id='{target}'/>")
-            .parse()
-            .unwrap();
-        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
-            .with_body(Lang::new(), body.to_owned());
-        message.payloads.push(reply);
-        message.id = Some(Id(id.to_owned()));
-        self.send(message).await;
+        let reply = format!("<reply xmlns='urn:xmpp:reply:0' id='{target}'/>");
+        self.send_with(kind, to, id, Some(body), &reply).await;
     }
 
     /// Reacts to the message `target` with `emojis` (XEP-0444: the whole set; none takes them
@@ -203,12 +197,25 @@ impl XmppClient {
             .iter()
             .map(|e| format!("<reaction>{e}</reaction>"))
             .collect();
-        let reactions: Element =
-            format!("<reactions xmlns='urn:xmpp:reactions:0' id='{target}'>{inner}</reactions>")
-                .parse()
-                .unwrap();
+        let reactions =
+            format!("<reactions xmlns='urn:xmpp:reactions:0' id='{target}'>{inner}</reactions>");
+        self.send_with(kind, to, id, None, &reactions).await;
+    }
+
+    /// Sends a message with the id `id`, `body` if any, and the payload `xml`.
+    async fn send_with(
+        &mut self,
+        kind: MessageType,
+        to: &str,
+        id: &str,
+        body: Option<&str>,
+        xml: &str,
+    ) {
         let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap());
-        message.payloads.push(reactions);
+        if let Some(body) = body {
+            message.bodies.insert(Lang::new(), body.to_owned());
+        }
+        message.payloads.push(xml.parse::<Element>().unwrap());
         message.id = Some(Id(id.to_owned()));
         self.send(message).await;
     }
@@ -238,38 +245,22 @@ pub fn body(message: &Message) -> Option<&str> {
 
 /// The id of the message a retraction retracts (its `<retract/>`, read as XML).
 pub fn retracts(message: &Message) -> Option<String> {
-    let retract = message
-        .payloads
-        .iter()
-        .find(|p| p.is("retract", "urn:xmpp:message-retract:1"))?;
-    retract.attr("id").map(str::to_owned)
+    payload_id(message, "retract", "urn:xmpp:message-retract:1")
 }
 
 /// The id of the message a correction replaces (its `<replace/>`, read as XML).
 pub fn replaces(message: &Message) -> Option<String> {
-    let replace = message
-        .payloads
-        .iter()
-        .find(|p| p.is("replace", "urn:xmpp:message-correct:0"))?;
-    replace.attr("id").map(str::to_owned)
+    payload_id(message, "replace", "urn:xmpp:message-correct:0")
 }
 
 /// The id the room gave a message (XEP-0359 `stanza-id`, read as XML).
 pub fn stanza_id(message: &Message) -> Option<String> {
-    let id = message
-        .payloads
-        .iter()
-        .find(|p| p.is("stanza-id", "urn:xmpp:sid:0"))?;
-    id.attr("id").map(str::to_owned)
+    payload_id(message, "stanza-id", "urn:xmpp:sid:0")
 }
 
 /// The id of the message a reply replies to (XEP-0461, its `<reply/>`, read as XML).
 pub fn replies_to(message: &Message) -> Option<String> {
-    let reply = message
-        .payloads
-        .iter()
-        .find(|p| p.is("reply", "urn:xmpp:reply:0"))?;
-    reply.attr("id").map(str::to_owned)
+    payload_id(message, "reply", "urn:xmpp:reply:0")
 }
 
 /// The message a reactions message (XEP-0444) is to and the emojis in it, read as XML.
@@ -280,4 +271,10 @@ pub fn reactions(message: &Message) -> Option<(String, Vec<String>)> {
         .find(|p| p.is("reactions", "urn:xmpp:reactions:0"))?;
     let emojis = reactions.children().map(|r| r.text()).collect();
     Some((reactions.attr("id")?.to_owned(), emojis))
+}
+
+/// The `id` of the message's payload `name` in `ns`, read as XML.
+fn payload_id(message: &Message, name: &str, ns: &str) -> Option<String> {
+    let payload = message.payloads.iter().find(|p| p.is(name, ns))?;
+    payload.attr("id").map(str::to_owned)
 }
