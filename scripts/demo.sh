@@ -48,18 +48,18 @@ resp_file="$demo_dir/.response.json"
 synapse_port="${DEMO_SYNAPSE_PORT:-8008}"
 appservice_port="${DEMO_APPSERVICE_PORT:-29300}"
 irc_port="${DEMO_IRC_PORT:-16667}"
+server_name="localhost"
 # The demo's IRC network and channel; the portal's alias follows the IRC bridge's default
 # alias_pattern, irc_{network}_{channel} (docs/irc.md).
 irc_network="demo"
 irc_channel="#demo"
-irc_alias="#irc_${irc_network}_demo:localhost"
+irc_alias="#irc_${irc_network}_${irc_channel#\#}:$server_name"
 # The IRC user --say speaks as (its ghost is @irc_demo_visitor:localhost).
 say_nick="visitor"
 # How to run this script again for the same demo (in the instructions it prints).
 self="scripts/demo.sh"
 if [[ -n "${DEMO_DIR:-}" ]]; then self="DEMO_DIR=$(printf '%q' "$demo_dir") $self"; fi
 hs_url="http://127.0.0.1:$synapse_port"
-server_name="localhost"
 trestle="${DEMO_TRESTLE_BIN:-$repo_root/target/release/trestle}"
 demo_localpart="demo"
 demo_user="@$demo_localpart:$server_name"
@@ -223,18 +223,20 @@ build() {
 
 write_registrations() {
     local out plugin reg
-    out="$("$trestle" plugins)" || die "'trestle plugins' failed"
+    trestle_config="$demo_dir/trestle.yaml"
+    write_trestle_config
+    # Only the plugins trestle.yaml runs (the XMPP bridge is off by default): Synapse would ping
+    # the others where nobody answers.
+    out="$("$trestle" --config "$trestle_config" plugins --enabled)" || die "'trestle plugins --enabled' failed (see above)"
     plugins=()
     while IFS= read -r plugin; do
         plugin="${plugin//[[:space:]]/}"
         [[ -n "$plugin" ]] || continue
-        [[ "$plugin" =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected plugin name '$plugin' from 'trestle plugins'"
+        [[ "$plugin" =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected plugin name '$plugin' from 'trestle plugins --enabled'"
         plugins+=("$plugin")
     done <<<"$out"
-    ((${#plugins[@]} > 0)) || die "'trestle plugins' listed no plugins"
+    ((${#plugins[@]} > 0)) || die "$trestle_config turns on no plugin"
 
-    trestle_config="$demo_dir/trestle.yaml"
-    write_trestle_config
     registrations=()
     for plugin in "${plugins[@]}"; do
         # Made once, then the same tokens on every run.
@@ -685,11 +687,11 @@ invite_bots() {
     local plugin bot status members deadline members_status=""
     bots=()
     for plugin in "${plugins[@]}"; do
-        # The timeline bot joins only timeline rooms, and the IRC bridge's bot only its portals
-        # (the demo user joins the IRC channel's below): neither belongs in the chat room. The
+        # The timeline bot joins only timeline rooms, and the bridges' bots only their portals
+        # (the demo user joins the IRC channel's below): none belongs in the chat room. The
         # others answer there. Each bundled
         # plugin's bot is named after it (its registration's sender_localpart is a hidden user).
-        case "$plugin" in timeline | irc) continue ;; esac
+        case "$plugin" in timeline | irc | xmpp) continue ;; esac
         bots+=("@$plugin:$server_name")
     done
     members="$(joined_members "$room_id")"
