@@ -11,7 +11,9 @@ prints that it runs:
    in the channel's portal room, sent by that IRC user's ghost;
 2. the demo user answers in the portal; the IRC client hears it from the demo user's own nick;
 3. `demo.sh --say irc TEXT` says a line; the demo user reads it from the ghost of its IRC user;
-4. SIGTERM stops the demo: demo.sh exits, and Synapse, ngircd and Trestle with it.
+4. a user's edit of trestle.yaml, then `demo.sh restart-trestle`: a new Trestle, the same Synapse and
+   ngircd, the edit kept, and a `--say` line bridged again;
+5. SIGTERM stops the demo: demo.sh exits, and Synapse, ngircd and Trestle with it.
 
 Exits non-zero, with the reason and the demo's output, on the first check that fails.
 """
@@ -143,6 +145,11 @@ def wait_demo_running(demo, out_path):
     raise Failed("demo.sh did not say it runs within %d s" % START_TIMEOUT)
 
 
+def count_in(path, text):
+    with open(path, errors="replace") as f:
+        return f.read().count(text)
+
+
 def recorded_pids(demo_dir):
     pids = {}
     for name in ("synapse", "ngircd", "trestle", "demo"):
@@ -215,7 +222,37 @@ def check(trestle, demo_dir, out_path):
         wait_for_message(hs, token, room, "@irc_demo_visitor:localhost", said)
         print("check-demo: --say's line arrived from @irc_demo_visitor:localhost")
 
-        # 4. A clean stop.
+        # 4. The user edits trestle.yaml and restarts Trestle alone: the edit stays, Synapse and
+        # ngircd are the same processes, Trestle a new one that bridges again.
+        config = os.path.join(demo_dir, "trestle.yaml")
+        edit = "\n# check-demo.py: a user's edit %d\n" % time.time_ns()
+        with open(config, "a") as f:
+            f.write(edit)
+        before = recorded_pids(demo_dir)
+        backs = count_in(out_path, "demo: Trestle is back")
+        subprocess.run(["bash", os.path.join(REPO, "scripts/demo.sh"), "restart-trestle"], env=env,
+                       cwd=REPO, check=True, timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while count_in(out_path, "demo: Trestle is back") == backs:
+            if time.monotonic() > deadline or demo.poll() is not None:
+                raise Failed("Trestle was not back within %d s of restart-trestle" % TIMEOUT)
+            time.sleep(0.5)
+        after = recorded_pids(demo_dir)
+        if after["trestle"] == before["trestle"] or alive(before["trestle"]):
+            raise Failed("restart-trestle did not replace Trestle (pid %d)" % before["trestle"])
+        for name in ("synapse", "ngircd", "demo"):
+            if after[name] != before[name] or not alive(after[name]):
+                raise Failed("restart-trestle restarted %s too" % name)
+        with open(config) as f:
+            if edit not in f.read():
+                raise Failed("the user's edit of trestle.yaml is gone after restart-trestle")
+        said = "said after the restart %d" % time.time_ns()
+        subprocess.run(["bash", os.path.join(REPO, "scripts/demo.sh"), "--say", "irc", said], env=env,
+                       cwd=REPO, check=True, timeout=TIMEOUT)
+        wait_for_message(hs, token, room, "@irc_demo_visitor:localhost", said)
+        print("check-demo: restart-trestle restarted Trestle alone, the edit kept, and it bridges again")
+
+        # 5. A clean stop.
         pids = recorded_pids(demo_dir)
         if pids["demo"] != demo.pid:
             raise Failed("demo.pid names %d, not demo.sh's %d" % (pids["demo"], demo.pid))
