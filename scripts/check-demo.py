@@ -13,7 +13,8 @@ prints that it runs:
 3. `demo.sh --say irc TEXT` says a line; the demo user reads it from the ghost of its IRC user;
 4. a user's edit of trestle.yaml, then `demo.sh restart-trestle`: a new Trestle, the same Synapse and
    ngircd, the edit kept, and a `--say` line bridged again;
-5. SIGTERM stops the demo: demo.sh exits, and Synapse, ngircd and Trestle with it.
+5. SIGTERM stops the demo: demo.sh exits, and Synapse, ngircd and Trestle with it;
+6. run again on the same directory, the demo keeps the edited trestle.yaml.
 
 Exits non-zero, with the reason and the demo's output, on the first check that fails.
 """
@@ -265,6 +266,19 @@ def check(trestle, demo_dir, out_path):
         if left:
             raise Failed("still running after the demo stopped: %s" % ", ".join(left))
         print("check-demo: SIGTERM stopped the demo, Synapse, ngircd and Trestle")
+
+        # 6. Run again on the same directory: trestle.yaml is not written again.
+        out.close()
+        out = open(out_path, "w")
+        demo = subprocess.Popen(["bash", os.path.join(REPO, "scripts/demo.sh")], env=env, cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_demo_running(demo, out_path)
+        with open(config) as f:
+            if edit not in f.read():
+                raise Failed("the user's edit of trestle.yaml is gone after the demo ran again")
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=TIMEOUT)
+        print("check-demo: run again, the demo kept the user's trestle.yaml")
     finally:
         if demo.poll() is None:
             demo.send_signal(signal.SIGTERM)
