@@ -1,35 +1,65 @@
 #!/usr/bin/env bash
-# Runs the Trestle demo: a local Synapse, Trestle with every built-in plugin, a demo user and a room
-# with the plugins' bots in it. Stop it with Ctrl-C; run it again at any time (state is kept in
-# <repo>/.demo: Synapse's keys and database, registrations, Trestle's data, the demo user and room).
+# Runs the Trestle demo: a local Synapse, a local IRC server (ngircd), Trestle with every built-in
+# plugin, a demo user, a room with the plugins' bots in it and an IRC channel bridged to a room.
+# Stop it with Ctrl-C; run it again at any time (state is kept in the demo directory, <repo>/.demo:
+# Synapse's keys and database, registrations, Trestle's configuration and data, the demo user and
+# rooms).
 #
+#   scripts/demo.sh                  starts the demo and runs until Ctrl-C
+#   scripts/demo.sh restart-trestle  restarts only Trestle in the running demo (after editing
+#                                    trestle.yaml); Synapse and ngircd keep running
+#   scripts/demo.sh --say irc TEXT   says TEXT in the demo's IRC channel as the IRC user "visitor",
+#                                    whose ghost brings it into the bridged room
+#
+#   DEMO_DIR              the demo directory (default <repo>/.demo)
 #   DEMO_SYNAPSE_PORT     Synapse's port on 127.0.0.1 (default 8008)
 #   DEMO_APPSERVICE_PORT  the port all plugins listen on, on 127.0.0.1 (default 29300)
+#   DEMO_IRC_PORT         the demo IRC server's port on 127.0.0.1 (default 16667)
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
 #   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
 #   DEMO_SYNAPSE_PUSH     1: turn on Synapse's experimental features that push to-device events
 #                         to appservices (encryption works without them, by /sync)
 #
-# Needs: cargo, python3, curl. Writes .demo/demo.json with the connection details.
+# trestle.yaml is written once, at the first run; later runs keep your edits and only add the demo's
+# IRC network when the IRC bridge has none. Needs: cargo, python3, curl (and ngircd, which
+# scripts/install-ngircd.sh installs with apt-get). Writes <demo dir>/demo.json with the connection
+# details.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-demo_dir="$repo_root/.demo"
+demo_dir="${DEMO_DIR:-$repo_root/.demo}"
+mkdir -p "$demo_dir"
+demo_dir="$(cd "$demo_dir" && pwd)"
 synapse_dir="$demo_dir/synapse"
 registrations_dir="$demo_dir/registrations"
 data_dir="$demo_dir/data"
 synapse_pid_file="$demo_dir/synapse.pid"
 trestle_pid_file="$demo_dir/trestle.pid"
+ngircd_pid_file="$demo_dir/ngircd.pid"
+demo_pid_file="$demo_dir/demo.pid"
+ngircd_dir="$demo_dir/ngircd"
+ngircd_log="$demo_dir/ngircd.log"
 synapse_log="$demo_dir/synapse.log"
 trestle_log="$demo_dir/trestle.log"
 resp_file="$demo_dir/.response.json"
 
 synapse_port="${DEMO_SYNAPSE_PORT:-8008}"
 appservice_port="${DEMO_APPSERVICE_PORT:-29300}"
-hs_url="http://127.0.0.1:$synapse_port"
+irc_port="${DEMO_IRC_PORT:-16667}"
 server_name="localhost"
+# The demo's IRC network and channel; the portal's alias follows the IRC bridge's default
+# alias_pattern, irc_{network}_{channel} (docs/irc.md).
+irc_network="demo"
+irc_channel="#demo"
+irc_alias="#irc_${irc_network}_${irc_channel#\#}:$server_name"
+# The IRC user --say speaks as (its ghost is @irc_demo_visitor:localhost).
+say_nick="visitor"
+# How to run this script again for the same demo (in the instructions it prints).
+self="scripts/demo.sh"
+if [[ -n "${DEMO_DIR:-}" ]]; then self="DEMO_DIR=$(printf '%q' "$demo_dir") $self"; fi
+hs_url="http://127.0.0.1:$synapse_port"
 trestle="${DEMO_TRESTLE_BIN:-$repo_root/target/release/trestle}"
 demo_localpart="demo"
 demo_user="@$demo_localpart:$server_name"
@@ -38,6 +68,8 @@ timeout_s=60
 
 synapse_pid=""
 trestle_pid=""
+ngircd_pid=""
+restart_requested=""
 
 log() { echo "demo: $*" >&2; }
 die() {
@@ -48,9 +80,30 @@ die() {
 # ---------------------------------------------------------------------------------------------
 # Processes
 
-# The command line of a process, or nothing if it is gone.
-cmdline_of() {
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
+# The start time of a process (field 22 of /proc/<pid>/stat, in clock ticks since boot), or nothing
+# if it is gone. With the pid it names one process: a pid reused later has another start time.
+start_time_of() {
+    local stat fields
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 0
+    # The command name (field 2) may hold spaces; the fields after its ')' do not.
+    read -r -a fields <<<"${stat##*) }"
+    echo "${fields[19]:-}"
+}
+
+# record_pid PID FILE: writes "PID START_TIME", which stop_leftover and find_demo check.
+record_pid() {
+    echo "$1 $(start_time_of "$1")" >"$2"
+}
+
+# recorded_pid FILE: prints the pid FILE records if that very process still runs (a zombie does not).
+recorded_pid() {
+    local pid started
+    [[ -f "$1" ]] || return 0
+    read -r pid started <"$1" || true
+    if [[ "$pid" =~ ^[0-9]+$ && -n "${started:-}" && "$(start_time_of "$pid")" == "$started" ]] \
+        && is_running "$pid"; then
+        echo "$pid"
+    fi
 }
 
 # Whether a process exists and has not exited (an exited child stays a zombie until reaped, and
@@ -80,14 +133,12 @@ stop_pid() {
     wait "$pid" 2>/dev/null || true
 }
 
-# Stops what a previous run left behind, if the pid file still names a process of that kind.
+# Stops what a previous run left behind (killed before it could clean up), if the pid file still
+# names that process: the same pid with the same start time.
 stop_leftover() {
-    local pid_file="$1" name="$2" pattern="$3" pid
-    [[ -f "$pid_file" ]] || return 0
-    pid="$(cat "$pid_file")"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && [[ "$(cmdline_of "$pid")" == *"$pattern"* ]]; then
-        stop_pid "$pid" "leftover $name"
-    fi
+    local pid_file="$1" name="$2" pid
+    pid="$(recorded_pid "$pid_file")"
+    if [[ -n "$pid" ]]; then stop_pid "$pid" "leftover $name"; fi
     rm -f "$pid_file"
 }
 
@@ -96,8 +147,10 @@ cleanup() {
     trap - EXIT INT TERM
     if [[ -n "$trestle_pid" ]]; then stop_pid "$trestle_pid" Trestle; fi
     rm -f "$trestle_pid_file"
+    if [[ -n "$ngircd_pid" ]]; then stop_pid "$ngircd_pid" ngircd; fi
+    rm -f "$ngircd_pid_file"
     if [[ -n "$synapse_pid" ]]; then stop_pid "$synapse_pid" Synapse; fi
-    rm -f "$synapse_pid_file" "$resp_file"
+    rm -f "$synapse_pid_file" "$resp_file" "$demo_pid_file"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -170,34 +223,20 @@ build() {
 
 write_registrations() {
     local out plugin reg
-    out="$("$trestle" plugins)" || die "'trestle plugins' failed"
+    trestle_config="$demo_dir/trestle.yaml"
+    write_trestle_config
+    # Only the plugins trestle.yaml runs (the XMPP bridge is off by default): Synapse would ping
+    # the others where nobody answers.
+    out="$("$trestle" --config "$trestle_config" plugins --enabled)" || die "'trestle plugins --enabled' failed (see above)"
     plugins=()
     while IFS= read -r plugin; do
         plugin="${plugin//[[:space:]]/}"
         [[ -n "$plugin" ]] || continue
-        [[ "$plugin" =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected plugin name '$plugin' from 'trestle plugins'"
+        [[ "$plugin" =~ ^[A-Za-z0-9._-]+$ ]] || die "unexpected plugin name '$plugin' from 'trestle plugins --enabled'"
         plugins+=("$plugin")
     done <<<"$out"
-    ((${#plugins[@]} > 0)) || die "'trestle plugins' listed no plugins"
+    ((${#plugins[@]} > 0)) || die "$trestle_config turns on no plugin"
 
-    # One listener for every plugin, each under /<plugin>; data (SQLite, registrations) in .demo/data.
-    trestle_config="$demo_dir/trestle.yaml"
-    "$trestle" --config "$trestle_config" init --force --server-name "$server_name" \
-        --homeserver-url "$hs_url" --listen "127.0.0.1:$appservice_port" >&2
-    # The echo bot works in end-to-end encrypted rooms too (docs/e2ee.md): its registration then
-    # asks for to-device events, key counts (org.matrix.msc3202) and its own devices
-    # (io.element.msc4190). Synapse's configuration is stock: each device fetches its to-device
-    # events with /sync (DEMO_SYNAPSE_PUSH=1 turns on the experimental features that push them).
-    # Rewritten in place, the file keeps the owner-only mode (0600) `init` gave it.
-    python3 - "$trestle_config" <<'PY' || die "could not turn on encryption for echo in $trestle_config"
-import re, sys
-path = sys.argv[1]
-text = open(path).read()
-text, n = re.subn(r"(?m)^(  echo:\n    enabled: true\n    encryption: )false", r"\1true", text)
-if n != 1:
-    sys.exit(1)
-open(path, "w").write(text)
-PY
     registrations=()
     for plugin in "${plugins[@]}"; do
         # Made once, then the same tokens on every run.
@@ -207,6 +246,66 @@ PY
         give_bot_its_own_user "$plugin" "$reg"
         log "plugin $plugin: http://127.0.0.1:$appservice_port/$plugin, registration $reg"
     done
+}
+
+# Writes trestle.yaml at the first run only: it is the user's to edit afterwards (docs/irc.md, …).
+# Later runs add the demo's IRC network when the IRC bridge has none, and warn about settings that
+# no longer match this run's ports.
+write_trestle_config() {
+    if [[ ! -f "$trestle_config" ]]; then
+        # One listener for every plugin, each under /<plugin>; data (SQLite, registrations) in data/.
+        "$trestle" --config "$trestle_config" init --server-name "$server_name" \
+            --homeserver-url "$hs_url" --listen "127.0.0.1:$appservice_port" >&2
+        # The echo bot works in end-to-end encrypted rooms too (docs/e2ee.md): its registration then
+        # asks for to-device events, key counts (org.matrix.msc3202) and its own devices
+        # (io.element.msc4190). Synapse's configuration is stock: each device fetches its to-device
+        # events with /sync (DEMO_SYNAPSE_PUSH=1 turns on the experimental features that push them).
+        # Rewritten in place, the file keeps the owner-only mode (0600) `init` gave it.
+        python3 - "$trestle_config" <<'PY' || die "could not turn on encryption for echo in $trestle_config"
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+text, n = re.subn(r"(?m)^(  echo:\n    enabled: true\n    encryption: )false", r"\1true", text)
+if n != 1:
+    sys.exit(1)
+open(path, "w").write(text)
+PY
+    else
+        log "keeping $trestle_config (your edits stay; delete it to start again from the demo's)"
+    fi
+    # The IRC bridge's network for the demo's ngircd, added where `init` left the list empty (in a
+    # file an older demo wrote too). A list the user filled is left alone.
+    python3 - "$trestle_config" "$irc_network" "$irc_port" "$irc_channel" "$hs_url" \
+        "127.0.0.1:$appservice_port" <<'PY' || die "could not add the demo's IRC network to $trestle_config"
+import json, re, sys
+path, network, port, channel, hs_url, listen = sys.argv[1:7]
+text = open(path).read()
+irc = re.search(r"(?m)^  irc:\n(?:(?:    .*)?\n)*", text)
+block = irc.group(0) if irc else ""
+empty = re.search(r"(?m)^      networks: \[\]\n", block)
+if irc and empty:
+    entry = ("      networks:\n"
+             "        - name: %s                # the demo's ngircd (scripts/demo.sh)\n"
+             "          host: 127.0.0.1\n"
+             "          port: %s\n"
+             "          tls: false\n"
+             "          nick: trestle\n"
+             "          channels: [%s]\n") % (network, port, json.dumps(channel))
+    start = irc.start() + empty.start()
+    text = text[:start] + entry + text[irc.start() + empty.end():]
+    open(path, "w").write(text)
+    print("demo: %s: the IRC bridge now has the network %s (127.0.0.1:%s)" % (path, network, port),
+          file=sys.stderr)
+elif not re.search(r"(?m)^\s*port: %s\s*(#.*)?$" % re.escape(port), block):
+    print("demo: warning: the IRC bridge in %s has no network on the demo's IRC port %s: "
+          "the demo channel is not bridged" % (path, port), file=sys.stderr)
+if not re.search(r"(?m)^  url: %s\s*(#.*)?$" % re.escape(hs_url), text):
+    print("demo: warning: %s does not name the homeserver %s (DEMO_SYNAPSE_PORT changed?)"
+          % (path, hs_url), file=sys.stderr)
+if not re.search(r"(?m)^listen: %s\s*(#.*)?$" % re.escape(listen), text):
+    print("demo: warning: %s does not listen on %s (DEMO_APPSERVICE_PORT changed?)"
+          % (path, listen), file=sys.stderr)
+PY
 }
 
 # give_bot_its_own_user PLUGIN FILE: a registration an older demo wrote has the bot as its
@@ -289,7 +388,7 @@ start_synapse() {
     (cd "$synapse_dir" && exec "$venv/bin/python" -m synapse.app.homeserver \
         -c "$synapse_dir/generated.yaml" -c "$synapse_dir/demo.yaml") >>"$synapse_log" 2>&1 &
     synapse_pid=$!
-    echo "$synapse_pid" >"$synapse_pid_file"
+    record_pid "$synapse_pid" "$synapse_pid_file"
 
     local deadline=$((SECONDS + timeout_s))
     until [[ "$(http GET "$hs_url/_matrix/client/versions")" == 200 ]]; do
@@ -306,12 +405,15 @@ start_synapse() {
     log "Synapse is up"
 }
 
+# Starts Trestle and waits until Synapse reaches every appservice; fails (status 1, the reason
+# logged) if it exits or does not answer, so that a restart with a broken configuration leaves the
+# rest of the demo running.
 start_trestle() {
     log "starting Trestle (log: $trestle_log)"
     echo "==== $(date -Is) demo.sh starts Trestle ====" >>"$trestle_log"
     RUST_LOG="${RUST_LOG:-info}" "$trestle" --config "$trestle_config" run >>"$trestle_log" 2>&1 &
     trestle_pid=$!
-    echo "$trestle_pid" >"$trestle_pid_file"
+    record_pid "$trestle_pid" "$trestle_pid_file"
 
     # Synapse pinging each appservice proves it is reachable and ends any delivery back-off.
     local reg id token status deadline
@@ -323,16 +425,154 @@ start_trestle() {
             && [[ "$status" == 200 ]]; do
             if ! is_running "$trestle_pid"; then
                 tail -n 40 "$trestle_log" >&2
-                die "Trestle exited during start-up (log above, full log in $trestle_log)"
+                log "error: Trestle exited during start-up (log above, full log in $trestle_log)"
+                return 1
             fi
             if ((SECONDS > deadline)); then
                 tail -n 40 "$trestle_log" >&2
-                die "appservice $id did not answer Synapse's ping within ${timeout_s} s: HTTP $status $(cat "$resp_file")"
+                log "error: appservice $id did not answer Synapse's ping within ${timeout_s} s: HTTP $status $(cat "$resp_file")"
+                return 1
             fi
             sleep 0.5
         done
         log "appservice $id answers Synapse's ping"
     done
+}
+
+# Starts the demo's IRC server: ngircd on 127.0.0.1:$irc_port, its configuration in
+# <demo dir>/ngircd (rewritten on every run, like Synapse's demo.yaml).
+start_ngircd() {
+    local ngircd deadline
+    ngircd="$(bash "$repo_root/scripts/install-ngircd.sh")" || die "ngircd is needed: see scripts/install-ngircd.sh"
+    if irc_port_open; then
+        die "something already listens on 127.0.0.1:$irc_port (not started by this script); set DEMO_IRC_PORT"
+    fi
+    mkdir -p "$ngircd_dir"
+    cat >"$ngircd_dir/ngircd.conf" <<EOF
+# Written by scripts/demo.sh on every run.
+[Global]
+Name = irc.demo.localhost
+Info = Trestle demo IRC server
+Listen = 127.0.0.1
+Ports = $irc_port
+MotdPhrase = Trestle demo: $irc_channel is bridged to Matrix
+AdminInfo1 = Trestle demo
+AdminInfo2 = scripts/demo.sh
+AdminEMail = demo@localhost
+[Limits]
+MaxConnectionsIP = 0
+MaxNickLength = 30
+PingTimeout = 120
+PongTimeout = 20
+[Options]
+PAM = no
+Ident = no
+DNS = no
+EOF
+    log "starting ngircd on 127.0.0.1:$irc_port (log: $ngircd_log)"
+    echo "==== $(date -Is) demo.sh starts ngircd ====" >>"$ngircd_log"
+    "$ngircd" -n -f "$ngircd_dir/ngircd.conf" </dev/null >>"$ngircd_log" 2>&1 &
+    ngircd_pid=$!
+    record_pid "$ngircd_pid" "$ngircd_pid_file"
+    deadline=$((SECONDS + timeout_s))
+    until irc_port_open; do
+        if ! is_running "$ngircd_pid"; then
+            tail -n 20 "$ngircd_log" >&2
+            die "ngircd exited during start-up (log above)"
+        fi
+        ((SECONDS <= deadline)) || die "ngircd did not listen on port $irc_port within ${timeout_s} s"
+        sleep 0.2
+    done
+    log "ngircd is up"
+}
+
+irc_port_open() {
+    python3 - "$irc_port" <<'PY'
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# Puts the demo user in the IRC channel's portal: joining its alias makes the bridge create the
+# portal (the bot must be in the channel first, so this retries while it connects).
+ensure_irc_room() {
+    local status deadline=$((SECONDS + timeout_s))
+    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$irc_alias")" '{}' "$access_token")" \
+        && [[ "$status" == 200 ]]; do
+        if ((SECONDS > deadline)); then
+            tail -n 40 "$trestle_log" >&2
+            api_fail "joining $irc_alias (Trestle log above)" "$status"
+        fi
+        is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
+        sleep 1
+    done
+    irc_room_id="$(json_get "$resp_file" room_id)"
+    log "$demo_user is in $irc_alias ($irc_room_id), bridged to $irc_channel on 127.0.0.1:$irc_port"
+}
+
+# --say irc TEXT: a tiny IRC client: says TEXT in the demo channel as $say_nick, waits until the
+# server has answered a PING sent after it (so the line was handled), then quits.
+say_irc() {
+    local port
+    [[ -f "$demo_dir/demo.json" ]] || die "no $demo_dir/demo.json: is the demo running? (start it with scripts/demo.sh)"
+    port="$(json_get "$demo_dir/demo.json" irc port)"
+    [[ -n "$port" ]] || die "$demo_dir/demo.json has no IRC port: restart the demo with this version of the script"
+    python3 - "$port" "$say_nick" "$irc_channel" "$1" <<'PY' || die "could not say it on IRC (is the demo running?)"
+import socket, sys, time
+port, nick, channel, text = sys.argv[1:5]
+sock = socket.create_connection(("127.0.0.1", int(port)), timeout=30)
+buf = b""
+def send(line):
+    sock.sendall(line.encode() + b"\r\n")
+def lines():
+    global buf
+    while True:
+        while b"\r\n" in buf:
+            line, buf = buf.split(b"\r\n", 1)
+            yield line.decode("utf-8", "replace")
+        data = sock.recv(4096)
+        if not data:
+            raise SystemExit("the IRC server closed the connection")
+        buf += data
+def until(pred):
+    for line in lines():
+        if line.startswith("PING "):
+            send("PONG " + line[5:])
+        elif line.split(" ")[1:2] in (["433"], ["432"]):
+            raise SystemExit("the IRC server refused the nick %s: %s" % (nick, line))
+        elif pred(line):
+            return line
+send("NICK " + nick)
+send("USER %s 0 * :Trestle demo visitor" % nick)
+until(lambda l: l.split(" ")[1:2] == ["001"])
+send("JOIN " + channel)
+until(lambda l: l.split(" ")[1:2] == ["366"])  # end of NAMES: in the channel
+for part in text.splitlines() or [""]:
+    send("PRIVMSG %s :%s" % (channel, part))
+token = "said-%d" % time.time_ns()
+send("PING :" + token)
+until(lambda l: l.split(" ")[1:2] == ["PONG"] and l.endswith(token))
+send("QUIT :bye")
+sock.close()
+PY
+    log "said on IRC as $say_nick in $irc_channel; it arrives in the room $irc_alias from @irc_${irc_network}_${say_nick}:$server_name"
+}
+
+# The pid of the running demo.sh, if there is one.
+find_demo() {
+    recorded_pid "$demo_pid_file"
+}
+
+# restart-trestle: asks the running demo.sh to stop Trestle and start it again (SIGHUP).
+request_restart() {
+    local pid
+    pid="$(find_demo)"
+    [[ -n "$pid" ]] || die "no demo runs in $demo_dir (start it with scripts/demo.sh)"
+    kill -HUP "$pid"
+    log "asked the demo (pid $pid) to restart Trestle; it says when Trestle is back (log: $trestle_log)"
 }
 
 # Sets $access_token for the demo user: the saved token if still valid, else registers or logs in.
@@ -447,10 +687,11 @@ invite_bots() {
     local plugin bot status members deadline members_status=""
     bots=()
     for plugin in "${plugins[@]}"; do
-        # The timeline bot joins only timeline rooms, and the IRC bridge has no network until one
-        # is configured: neither belongs in the chat room. The others answer there. Each bundled
+        # The timeline bot joins only timeline rooms, and the bridges' bots only their portals
+        # (the demo user joins the IRC channel's below): none belongs in the chat room. The
+        # others answer there. Each bundled
         # plugin's bot is named after it (its registration's sender_localpart is a hidden user).
-        case "$plugin" in timeline | irc) continue ;; esac
+        case "$plugin" in timeline | irc | xmpp) continue ;; esac
         bots+=("@$plugin:$server_name")
     done
     members="$(joined_members "$room_id")"
@@ -474,12 +715,15 @@ invite_bots() {
 
 write_demo_json() {
     python3 - "$demo_dir/demo.json" "$hs_url" "$demo_user" "$password" "$room_id" "$encrypted_room_id" \
-        "${registrations[@]}" <<'PY'
+        "$irc_port" "$irc_channel" "$irc_alias" "$irc_room_id" "${registrations[@]}" <<'PY'
 import json, sys
-out, hs, user, password, room, encrypted_room = sys.argv[1:7]
+out, hs, user, password, room, encrypted_room, irc_port, channel, alias, irc_room = sys.argv[1:11]
 with open(out, "w") as f:
     json.dump({"homeserver_url": hs, "user_id": user, "password": password, "room_id": room,
-               "encrypted_room_id": encrypted_room, "registrations": sys.argv[7:]}, f, indent=2)
+               "encrypted_room_id": encrypted_room,
+               "irc": {"host": "127.0.0.1", "port": int(irc_port), "channel": channel, "alias": alias,
+                       "room_id": irc_room},
+               "registrations": sys.argv[11:]}, f, indent=2)
     f.write("\n")
 PY
 }
@@ -508,8 +752,16 @@ print_instructions() {
 
  The timeline (a microblog in Matrix rooms):  http://127.0.0.1:$appservice_port/timeline
    log in there as $demo_localpart, post, follow other users.
- The IRC bridge idles until a network is added to its settings in $demo_dir/trestle.yaml
-   (see docs/irc.md).
+ IRC: $irc_channel on the demo's IRC server (127.0.0.1:$irc_port) is the room $irc_alias,
+   which you are in. Join it from IRC with any client, e.g. (one line; or irssi -c 127.0.0.1 -p $irc_port
+   -n alice, then /join $irc_channel):
+     weechat 'irc://alice@127.0.0.1:$irc_port/$irc_channel'
+   Or, without an IRC client, say something from IRC:
+     $self --say irc "hello from IRC"
+   (it arrives in the room from the ghost of "$say_nick", @irc_${irc_network}_${say_nick}:$server_name).
+
+ Change the demo: edit $trestle_config (it is kept across runs), then
+   $self restart-trestle       (Synapse and ngircd keep running)
 
  Logs: $trestle_log, $synapse_log
  Details: $demo_dir/demo.json
@@ -522,35 +774,83 @@ EOF
 
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
-mkdir -p "$demo_dir" "$registrations_dir" "$data_dir" "$synapse_dir"
 
-stop_leftover "$trestle_pid_file" Trestle "$trestle run"
-stop_leftover "$synapse_pid_file" Synapse "synapse.app.homeserver"
+case "${1:-}" in
+    "") ;;
+    --say)
+        [[ "${2:-}" == irc && $# -eq 3 ]] || die "usage: scripts/demo.sh --say irc TEXT (the XMPP bridge is not in the demo yet)"
+        say_irc "$3"
+        exit 0
+        ;;
+    restart-trestle)
+        request_restart
+        exit 0
+        ;;
+    *) die "unknown argument '$1'; usage: scripts/demo.sh [restart-trestle | --say irc TEXT]" ;;
+esac
+
+if pid="$(find_demo)" && [[ -n "$pid" ]]; then
+    die "the demo already runs in $demo_dir (pid $pid): stop it with Ctrl-C, or restart Trestle alone with $self restart-trestle"
+fi
+mkdir -p "$registrations_dir" "$data_dir" "$synapse_dir"
+
+stop_leftover "$trestle_pid_file" Trestle
+stop_leftover "$ngircd_pid_file" ngircd
+stop_leftover "$synapse_pid_file" Synapse
 
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# restart-trestle; the main loop's wait returns when it comes.
+trap 'restart_requested=1' HUP
+record_pid $$ "$demo_pid_file"
 
 build
 venv="$(bash "$repo_root/scripts/install-synapse.sh")"
 write_registrations
 write_synapse_config
 start_synapse
-start_trestle
+start_ngircd
+start_trestle || die "Trestle did not start"
 demo_login
 ensure_room
 invite_bots
 ensure_encrypted_room
+ensure_irc_room
 write_demo_json
 print_instructions
 
-# Until Ctrl-C / SIGTERM (the traps stop both), or until one of them dies.
-while is_running "$synapse_pid" && is_running "$trestle_pid"; do
-    wait -n "$synapse_pid" "$trestle_pid" 2>/dev/null || true
+# Until Ctrl-C / SIGTERM (the traps stop everything), or until Synapse or ngircd dies. When Trestle
+# exits (a configuration the user broke, …) Synapse keeps running: restart-trestle starts it again.
+while is_running "$synapse_pid" && is_running "$ngircd_pid"; do
+    if [[ -n "$restart_requested" ]]; then
+        restart_requested=""
+        if [[ -n "$trestle_pid" ]]; then stop_pid "$trestle_pid" Trestle; fi
+        # The same registrations: a plugin turned on since needs the whole demo restarted, for
+        # Synapse to load its registration.
+        if start_trestle; then
+            log "Trestle is back"
+        else
+            log "fix $trestle_config, then run: $self restart-trestle (or press Ctrl-C)"
+            if ! is_running "$trestle_pid"; then
+                wait "$trestle_pid" 2>/dev/null || true
+                trestle_pid=""
+            fi
+        fi
+    elif [[ -n "$trestle_pid" ]] && ! is_running "$trestle_pid"; then
+        wait "$trestle_pid" 2>/dev/null || true
+        tail -n 20 "$trestle_log" >&2
+        log "Trestle exited (log above, full log in $trestle_log); Synapse and ngircd keep running."
+        log "fix $trestle_config if needed, then run: $self restart-trestle (or press Ctrl-C)"
+        trestle_pid=""
+    fi
+    # A short sleep rather than `wait -n`: the HUP trap runs as soon as the sleep ends.
+    sleep 1 &
+    wait $! 2>/dev/null || true
 done
-if ! is_running "$trestle_pid"; then
-    tail -n 20 "$trestle_log" >&2
-    die "Trestle exited (log above, full log in $trestle_log)"
+if ! is_running "$ngircd_pid"; then
+    tail -n 20 "$ngircd_log" >&2
+    die "ngircd exited (log above, full log in $ngircd_log)"
 fi
 tail -n 20 "$synapse_log" >&2
 die "Synapse exited (log above, full log in $synapse_log)"

@@ -70,6 +70,11 @@ summary="$(awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d t
 step "contrib: alert rules, dashboard queries, systemd unit"
 bash scripts/check-contrib.sh "$(realpath "${CARGO_TARGET_DIR:-target}")/debug/trestle"
 
+# The demo as a newcomer runs it, on the debug build cargo test made (no release build), in a
+# temporary demo directory on free ports: an IRC line reaches the demo user from its ghost.
+step "the demo, end to end"
+python3 scripts/check-demo.py "$(realpath "${CARGO_TARGET_DIR:-target}")/debug/trestle"
+
 step "the book: build and check its links"
 bash scripts/check-book.sh
 current="done"

@@ -79,7 +79,11 @@ enum Command {
     /// Runs the enabled plugins until Ctrl-C or SIGTERM.
     Run,
     /// Lists the bundled plugins, one name per line.
-    Plugins,
+    Plugins {
+        /// Only those the configuration runs (turned on, or on by default and not turned off).
+        #[arg(long)]
+        enabled: bool,
+    },
 }
 
 #[tokio::main]
@@ -125,8 +129,14 @@ fn init_logging(config: &Config) {
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Plugins => {
+        Command::Plugins { enabled: false } => {
             for plugin in PLUGINS {
+                println!("{}", plugin.name);
+            }
+        }
+        Command::Plugins { enabled: true } => {
+            let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            for plugin in enabled_plugins(&config, PLUGINS).map_err(|e| e.to_string())? {
                 println!("{}", plugin.name);
             }
         }
