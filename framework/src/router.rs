@@ -251,17 +251,12 @@ where
     /// should return once [`crate::Appservice::stopping`] completes; a task that returns an
     /// error, or ends while the appservice is running, is started again after a back-off
     /// (1 s doubling to 5 min).
-    pub fn service<F, Fut>(mut self, name: &'static str, run: F) -> Self
+    pub fn service<F, Fut>(self, name: &'static str, run: F) -> Self
     where
         F: Fn(crate::Appservice) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
     {
-        self.options.hooks.services.push(crate::service::Service {
-            name,
-            one_process: false,
-            run: Arc::new(move |app| Box::pin(run(app))),
-        });
-        self
+        self.push_service(name, false, run)
     }
 
     /// A long-running task, as [`Router::service`], that runs in one process at a time where
@@ -271,14 +266,22 @@ where
     /// service over within 2 s, and when it dies, within the lease's 30 s. A process that
     /// cannot renew the lease stops the task (drops it) before another may start it. On a
     /// store one process alone writes (SQLite), the same as [`Router::service`].
-    pub fn singleton<F, Fut>(mut self, name: &'static str, run: F) -> Self
+    pub fn singleton<F, Fut>(self, name: &'static str, run: F) -> Self
+    where
+        F: Fn(crate::Appservice) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        self.push_service(name, true, run)
+    }
+
+    fn push_service<F, Fut>(mut self, name: &'static str, one_process: bool, run: F) -> Self
     where
         F: Fn(crate::Appservice) -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
     {
         self.options.hooks.services.push(crate::service::Service {
             name,
-            one_process: true,
+            one_process,
             run: Arc::new(move |app| Box::pin(run(app))),
         });
         self

@@ -293,17 +293,21 @@ impl Synapse {
     pub async fn wait_appservice_caught_up(&self, appservice_id: &str, timeout: Duration) {
         use sqlx::Connection;
         let started = Instant::now();
+        // One connection and one statement per look: held back means marked down, or any
+        // transaction of its still in the table.
+        let mut db = self.homeserver_db().await;
         loop {
-            let mut db = self.homeserver_db().await;
-            let state: Option<Option<String>> =
-                sqlx::query_scalar("SELECT state FROM application_services_state WHERE as_id = ?")
-                    .bind(appservice_id)
-                    .fetch_optional(&mut db)
-                    .await
-                    .expect("reading application_services_state");
-            let _ = db.close().await;
-            let down = state.flatten().as_deref() == Some("down");
-            if !down && self.pending_appservice_txns(appservice_id).await.is_empty() {
+            let held_back: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM application_services_state \
+                                WHERE as_id = ?1 AND state = 'down') \
+                     OR EXISTS (SELECT 1 FROM application_services_txns WHERE as_id = ?1)",
+            )
+            .bind(appservice_id)
+            .fetch_one(&mut db)
+            .await
+            .expect("reading application_services_state and _txns");
+            if !held_back {
+                let _ = db.close().await;
                 return;
             }
             assert!(
