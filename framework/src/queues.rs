@@ -33,10 +33,10 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 
-pub(crate) use self::core::{Core, Options, Sealed, Upstream};
 pub use self::core::DEFAULT_MAX_IN_FLIGHT;
-pub(crate) use admission::Admission;
+pub(crate) use self::core::{Core, Options, Sealed, Upstream};
 use crate::{Result, transaction::TransactionBody};
+pub(crate) use admission::Admission;
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;
 use lanes::Lanes;

@@ -118,10 +118,7 @@ async fn run(args: AppArgs) -> Result<(), String> {
     if let Some(events) = args.max_in_flight {
         builder = builder.max_in_flight(if events == 0 { usize::MAX } else { events });
     }
-    let app = builder
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+    let app = builder.build().await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("listening at {addr}: {e}"))?;

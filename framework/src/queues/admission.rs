@@ -88,7 +88,9 @@ impl Admission {
             }
             // Woken by a release below the bound; the poll every 100 ms sees rooms gone idle.
             let poll = tokio::time::Instant::now() + Duration::from_millis(100);
-            if tokio::time::timeout_at(poll.min(deadline), freed).await.is_err()
+            if tokio::time::timeout_at(poll.min(deadline), freed)
+                .await
+                .is_err()
                 && tokio::time::Instant::now() >= deadline
             {
                 tracing::warn!(
@@ -129,7 +131,10 @@ mod tests {
         assert!(!waiting.is_finished(), "14 in flight against a bound of 10");
         admission.release(3);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "11 in flight is still past the bound");
+        assert!(
+            !waiting.is_finished(),
+            "11 in flight is still past the bound"
+        );
         admission.release(2);
         let waited = tokio::time::timeout(Duration::from_millis(500), waiting)
             .await

@@ -359,11 +359,17 @@ mod tests {
             receive(2).await.unwrap();
             let third = receive(3);
             tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-            assert!(!third.is_finished(), "{url}: 6 events in flight against a bound of 4");
+            assert!(
+                !third.is_finished(),
+                "{url}: 6 events in flight against a bound of 4"
+            );
             assert_eq!(app.events_in_flight(), 6, "{url}");
             gate.add_permits(2);
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            assert!(!third.is_finished(), "{url}: 4 in flight is still the bound");
+            assert!(
+                !third.is_finished(),
+                "{url}: 4 in flight is still the bound"
+            );
             gate.add_permits(1);
             assert!(
                 tokio::time::timeout(std::time::Duration::from_secs(2), third)
