@@ -19,8 +19,9 @@ use trestle::{
 
 use super::parse::{self, Feed};
 use crate::{
-    Error, Result, Shared, db, lease,
+    Error, Result, Shared, db,
     render::{Message, escape_markdown},
+    rounds,
 };
 
 /// Entry states in `notify_feed_items`.
@@ -140,7 +141,7 @@ pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> 
             tracing::warn!(%feed, %error, "could not queue pending feed entries");
         }
     }
-    lease::run_rounds(&app, "feeds", &shared.feed_wake, || poll_due(&app, &shared)).await;
+    rounds::run_rounds(&app, "feeds", &shared.feed_wake, || poll_due(&app, &shared)).await;
     Ok(())
 }
 
