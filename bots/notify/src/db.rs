@@ -83,11 +83,24 @@ CREATE TABLE notify_feed_items (
     };
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: schema_v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
-    postgres: schema_v1!("BIGSERIAL PRIMARY KEY"),
-}];
+/// A feed entry's digest of what its message shows, and the event that message became: an
+/// entry changed after it was posted is edited in place (`feeds/poll.rs`).
+const FEED_EDITS: &str = "
+ALTER TABLE notify_feed_items ADD COLUMN entry_digest TEXT;
+ALTER TABLE notify_feed_items ADD COLUMN event_id TEXT";
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: schema_v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: schema_v1!("BIGSERIAL PRIMARY KEY"),
+    },
+    Migration {
+        version: 2,
+        sqlite: FEED_EDITS,
+        postgres: FEED_EDITS,
+    },
+];
 
 /// Serialises this process's migrations: the web routes, the handlers and the services may
 /// all be first to touch the tables.
