@@ -25,7 +25,7 @@ use trestle_bridge::{
 };
 
 use crate::{
-    archive,
+    archive, files,
     hub::Kit,
     ids::{self, ChatId, UserId},
     users::LOGIN_ID,
@@ -60,7 +60,8 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
         async move {
             while let Some(event) = received.recv().await {
                 if let Event::Stanza(stanza) = &event
-                    && archive::intercept(bridge.network(), stanza)
+                    && (archive::intercept(bridge.network(), stanza)
+                        || files::intercept(bridge.network(), stanza))
                 {
                     continue;
                 }
@@ -266,7 +267,8 @@ async fn incoming(
         bridge.remote_edit(edit).await?;
         return Ok(());
     }
-    let mut remote = RemoteMessage::new(chat.clone(), sender, id, ids::content(body));
+    let content = files::content(bridge, &sender, message, body).await;
+    let mut remote = RemoteMessage::new(chat.clone(), sender, id, content);
     remote.reply_to = stanzas::replies_to(message).map(|target| match &chat {
         ChatId::Muc(room) => hub.mapped_id(room, &target),
         ChatId::Direct { .. } => target,

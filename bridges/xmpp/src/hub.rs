@@ -10,7 +10,8 @@ use std::{
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
-    jid::{BareJid, FullJid},
+    jid::{BareJid, FullJid, Jid},
+    minidom::Element,
     parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
@@ -62,6 +63,19 @@ pub struct Page {
 #[derive(Default)]
 pub struct Queries(pub Mutex<HashMap<String, Page>>);
 
+/// The answer to a request (an `iq`): its payload, or the error's condition.
+pub type Answer = Result<Option<Element>, String>;
+
+/// What module `files` keeps: its requests waiting for their answers, by id, and the server's
+/// upload service once found.
+#[derive(Default)]
+pub struct Requests {
+    /// Told the answer of each request sent, by the request's id.
+    pub waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// The HTTP upload service (XEP-0363), once discovery found it.
+    pub upload_service: Mutex<Option<Jid>>,
+}
+
 /// Whose reactions to which message: chat, sender and message (each as the kit names them).
 type ReactionKey = (String, String, String);
 
@@ -89,6 +103,8 @@ pub struct Hub {
     changed: Notify,
     /// The archive queries waiting for their answers.
     pub(crate) queries: Queries,
+    /// Requests waiting for their answers (module `files`).
+    pub(crate) requests: Requests,
     /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
     /// correction names the sender's.
     stanza_ids: Mutex<HashMap<(BareJid, String), String>>,
@@ -117,6 +133,7 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             queries: Queries::default(),
+            requests: Requests::default(),
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
         }

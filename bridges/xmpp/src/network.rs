@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_xmpp::{
-    jid::{BareJid, Jid},
+    jid::{BareJid, FullJid, Jid},
     parsers::message::Message,
 };
 use trestle::ruma::UserId as MatrixUserId;
@@ -17,7 +17,7 @@ use trestle_bridge::{
 };
 
 use crate::{
-    events,
+    events, files,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
     users::{self, LOGIN_ID},
@@ -50,6 +50,16 @@ async fn xmpp_text(bridge: &Kit, content: &MessageContent) -> String {
     }
 }
 
+/// The JID a Matrix message is sent from: the sender's own, or the bot's when relayed (in
+/// rooms only).
+fn sender_jid(hub: &Hub, chat: &ChatId, via: &Via<'_, Hub>) -> NetworkResult<FullJid> {
+    match via {
+        Via::Puppet { connection, .. } => Ok(connection.full.clone()),
+        Via::Relay { .. } if matches!(chat, ChatId::Muc(_)) => Ok(hub.bot_jid().clone()),
+        _ => Err(BridgeError::Unsupported("this way of sending")),
+    }
+}
+
 impl Hub {
     /// Sends `body` (with the id `id`, a correction of `replaces` if set) to a chat as the
     /// sender's JID, or relayed by the bot with their name.
@@ -62,12 +72,25 @@ impl Hub {
         replaces: Option<&str>,
         reply_to: Option<&str>,
     ) -> NetworkResult<()> {
-        let (from, body) = match via {
-            Via::Puppet { connection, .. } => (connection.full.clone(), body.to_owned()),
-            Via::Relay { name } if matches!(chat, ChatId::Muc(_)) => {
-                (self.bot_jid().clone(), format!("<{name}> {body}"))
-            }
-            _ => return Err(BridgeError::Unsupported("this way of sending")),
+        let message = self.outgoing(chat, via, id, body, replaces, reply_to)?;
+        self.send(message);
+        Ok(())
+    }
+
+    /// The message [`Hub::deliver`] sends.
+    fn outgoing(
+        &self,
+        chat: &ChatId,
+        via: &Via<'_, Hub>,
+        id: &str,
+        body: &str,
+        replaces: Option<&str>,
+        reply_to: Option<&str>,
+    ) -> NetworkResult<Message> {
+        let from = sender_jid(self, chat, via)?;
+        let body = match via {
+            Via::Relay { name } => format!("<{name}> {body}"),
+            _ => body.to_owned(),
         };
         let message = match chat {
             ChatId::Muc(room) => stanzas::groupchat(&from, room, id, &body),
@@ -84,8 +107,7 @@ impl Hub {
             (Some(target), ChatId::Direct { .. }) => stanzas::reply(message, target),
             (None, _) => message,
         };
-        self.send(message);
-        Ok(())
+        Ok(message)
     }
 }
 
@@ -223,17 +245,29 @@ impl Network for Hub {
         &self,
         message: MatrixMessage<'_, Self>,
     ) -> NetworkResult<Option<String>> {
-        let text = xmpp_text(message.bridge, &message.content).await;
         let id = message.event_id.to_string();
         let reply_to = message.reply_to.as_deref();
-        self.deliver(
-            &message.portal.chat,
-            &message.via,
-            &id,
-            &text,
-            None,
-            reply_to,
-        )?;
+        let chat = &message.portal.chat;
+        // A file goes on the server's upload service when it has one, as its URL.
+        if let Some(mxc) = &message.content.media {
+            let from = Jid::from(sender_jid(self, chat, &message.via)?);
+            match self
+                .share_file(message.bridge, &from, mxc, &message.content)
+                .await
+            {
+                Ok(Some(url)) => {
+                    let sent = self.outgoing(chat, &message.via, &id, &url, None, reply_to)?;
+                    self.send(files::with_oob(sent, &url));
+                    return Ok(Some(id));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%mxc, %error, "a file could not be uploaded to XMPP; sent as a link");
+                }
+            }
+        }
+        let text = xmpp_text(message.bridge, &message.content).await;
+        self.deliver(chat, &message.via, &id, &text, None, reply_to)?;
         Ok(Some(id))
     }
 

@@ -5,3 +5,4 @@
 
 pub mod client;
 pub mod prosody;
+pub mod room;
