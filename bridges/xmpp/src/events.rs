@@ -82,9 +82,11 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Online { first }) => {
+                Some(Event::Online { first, resume }) => {
+                    let joins = if first { Vec::new() } else { hub.rejoins() };
+                    // Dropped, the connection sends its queue without waiting longer.
+                    let _ = resume.send(joins);
                     if !first {
-                        hub.rejoin_all();
                         // The rooms said things while the stream was down: caught up before
                         // what they say next is handled.
                         let rooms = bridge.portals().await.unwrap_or_default();

@@ -322,28 +322,23 @@ impl Hub {
             .and_then(|state| state.occupants.get(nick).cloned().flatten())
     }
 
-    /// After a reconnection: the bot and every Matrix user join their rooms again (the
-    /// server forgot them when the stream dropped).
-    pub fn rejoin_all(&self) {
-        let rooms: Vec<(BareJid, Vec<(FullJid, String)>)> = self
-            .rooms
-            .lock_unpoisoned()
-            .iter_mut()
-            .map(|(room, state)| {
-                state.joined = false;
-                state.occupants.clear();
-                let ours = state.ours.iter().map(|(j, n)| (j.clone(), n.clone()));
-                (room.clone(), ours.collect())
-            })
-            .collect();
-        for (room, ours) in rooms {
-            self.bot_join(&room);
-            for (from, nick) in ours {
-                if let Some(presence) = stanzas::join(&from, &room, &nick) {
-                    self.send(presence);
+    /// After a reconnection: the presences with which the bot and every Matrix user join their
+    /// rooms again (the server forgot them when the stream dropped), to be sent before anything
+    /// queued meanwhile.
+    pub fn rejoins(&self) -> Vec<Stanza> {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let mut joins = Vec::new();
+        for (room, state) in rooms.iter_mut() {
+            state.joined = false;
+            state.occupants.clear();
+            let bot = (self.bot_jid(), &self.cfg.settings.bot_nick);
+            for (from, nick) in std::iter::once(bot).chain(state.ours.iter()) {
+                if let Some(presence) = stanzas::join(from, room, nick) {
+                    joins.push(presence.into());
                 }
             }
         }
+        joins
     }
 
     /// Records that the message `origin` (the sender's id) is `stanza_id` in `room`.

@@ -121,6 +121,7 @@ VirtualHost "{DOMAIN}"
 Component "{MUC}" "muc"
     modules_enabled = {{ "muc_mam" }}
     muc_room_locking = false
+    muc_room_default_persistent = true
     muc_room_default_change_subject = true
 Component "{UPLOAD}" "http_file_share"
 Component "{COMPONENT}"
@@ -169,6 +170,20 @@ Component "{COMPONENT}"
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("prosody did not start listening:\n{}", self.log_tail());
+    }
+
+    /// Kills the server at once (SIGKILL: no goodbyes to anyone).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data (its rooms and archives kept).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
     }
 
     /// The end of the server's log, for a failing test's message.
