@@ -20,7 +20,8 @@
 //! files        → hub, ids, xmpp                 (files both ways: out-of-band URLs, HTTP upload)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
-//! hub          → settings, ids, xmpp            (the shared state)
+//! hub          → store, settings, ids, xmpp     (the shared state)
+//! store                                         (the bridge's own tables: what outlives a restart)
 //! settings                                      (the settings, checked)
 //! ids                                           (chats, users, names both ways)
 //! xmpp                                          (the protocol alone: stream and stanzas)
@@ -35,6 +36,7 @@ pub mod hub;
 pub mod ids;
 pub mod network;
 pub mod settings;
+pub mod store;
 pub mod users;
 pub mod xmpp;
 

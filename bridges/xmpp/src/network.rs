@@ -61,8 +61,9 @@ fn sender_jid(hub: &Hub, chat: &ChatId, via: &Via<'_, Hub>) -> NetworkResult<Ful
 }
 
 impl Hub {
-    /// Sends `body` (with the id `id`, a correction of `replaces` if set) to a chat as the
-    /// sender's JID, or relayed by the bot with their name.
+    /// Sends `body` (with the id `id`, a correction of `replaces` if set, a reply to
+    /// `reply_to`, the id the chat knows it by) to a chat as the sender's JID, or relayed by
+    /// the bot with their name.
     fn deliver(
         &self,
         chat: &ChatId,
@@ -100,12 +101,9 @@ impl Hub {
             Some(target) => stanzas::correction(message, target),
             None => message,
         };
-        let message = match (reply_to, chat) {
-            (Some(target), ChatId::Muc(room)) => {
-                stanzas::reply(message, &self.stanza_id_of(room, target))
-            }
-            (Some(target), ChatId::Direct { .. }) => stanzas::reply(message, target),
-            (None, _) => message,
+        let message = match reply_to {
+            Some(target) => stanzas::reply(message, target),
+            None => message,
         };
         Ok(message)
     }
@@ -117,7 +115,7 @@ const REACTION: &str = "reaction ";
 impl Hub {
     /// A Matrix user's reaction to `target` added (`on`) or taken back: XMPP is sent their
     /// whole set of reactions to it (XEP-0444), to the room's id of it in a room.
-    fn send_reactions(
+    async fn send_reactions(
         &self,
         chat: &ChatId,
         puppet: &Puppet,
@@ -125,13 +123,13 @@ impl Hub {
         target: &str,
         emoji: &str,
         on: bool,
-    ) {
+    ) -> NetworkResult<()> {
         let key = (chat.to_string(), puppet.jid.to_string(), target.to_owned());
-        let emojis = self.toggle_reaction(key, emoji, on);
+        let emojis = self.toggle_reaction(key, emoji, on).await?;
         let (message, target) = match chat {
             ChatId::Muc(room) => (
                 Message::groupchat(Jid::from(room.clone())),
-                self.stanza_id_of(room, target),
+                self.room_id_of(room, target).await?,
             ),
             ChatId::Direct { remote, .. } => {
                 (Message::chat(Jid::from(remote.clone())), target.to_owned())
@@ -144,6 +142,19 @@ impl Hub {
             &target,
             &emojis,
         ));
+        Ok(())
+    }
+
+    /// The id a chat knows a message by, for a reply to it: the room's in a room.
+    async fn chat_id_of(
+        &self,
+        chat: &ChatId,
+        target: Option<&str>,
+    ) -> NetworkResult<Option<String>> {
+        match (target, chat) {
+            (Some(target), ChatId::Muc(room)) => Ok(Some(self.room_id_of(room, target).await?)),
+            (target, _) => Ok(target.map(str::to_owned)),
+        }
     }
 }
 
@@ -246,8 +257,9 @@ impl Network for Hub {
         message: MatrixMessage<'_, Self>,
     ) -> NetworkResult<Option<String>> {
         let id = message.event_id.to_string();
-        let reply_to = message.reply_to.as_deref();
         let chat = &message.portal.chat;
+        let reply_to = self.chat_id_of(chat, message.reply_to.as_deref()).await?;
+        let reply_to = reply_to.as_deref();
         // A file goes on the server's upload service when it has one, as its URL.
         if let Some(mxc) = &message.content.media {
             let from = Jid::from(sender_jid(self, chat, &message.via)?);
@@ -298,15 +310,16 @@ impl Network for Hub {
                 return Err(BridgeError::BadRequest(format!("reaction {taken_back:?}")));
             };
             let chat = &redaction.portal.chat;
-            self.send_reactions(chat, connection, &id, target, emoji, false);
-            return Ok(());
+            return self
+                .send_reactions(chat, connection, &id, target, emoji, false)
+                .await;
         }
         let (message, target) = match &redaction.portal.chat {
             // A room names messages by its own id. Only a message sent from Matrix is one a
             // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
             ChatId::Muc(room) if stanzas::is_matrix_id(&redaction.target) => (
                 Message::groupchat(Jid::from(room.clone())),
-                self.stanza_id_of(room, &redaction.target),
+                self.room_id_of(room, &redaction.target).await?,
             ),
             ChatId::Muc(_) => return Err(BridgeError::Unsupported("moderation in rooms")),
             ChatId::Direct { remote, .. } => (
@@ -330,7 +343,8 @@ impl Network for Hub {
             &reaction.target,
             &reaction.key,
             true,
-        );
+        )
+        .await?;
         // Its redaction takes it back: the id says which message and which emoji.
         Ok(Some(format!(
             "{REACTION}{} {} {}",
