@@ -61,24 +61,9 @@ fn sender_jid(hub: &Hub, chat: &ChatId, via: &Via<'_, Hub>) -> NetworkResult<Ful
 }
 
 impl Hub {
-    /// Sends `body` (with the id `id`, a correction of `replaces` if set, a reply to
-    /// `reply_to`, the id the chat knows it by) to a chat as the sender's JID, or relayed by
-    /// the bot with their name.
-    fn deliver(
-        &self,
-        chat: &ChatId,
-        via: &Via<'_, Hub>,
-        id: &str,
-        body: &str,
-        replaces: Option<&str>,
-        reply_to: Option<&str>,
-    ) -> NetworkResult<()> {
-        let message = self.outgoing(chat, via, id, body, replaces, reply_to)?;
-        self.send(message);
-        Ok(())
-    }
-
-    /// The message [`Hub::deliver`] sends.
+    /// The message that sends `body` (with the id `id`, a correction of `replaces` if set, a
+    /// reply to `reply_to`, the id the chat knows it by) to a chat as the sender's JID, or
+    /// relayed by the bot with their name.
     fn outgoing(
         &self,
         chat: &ChatId,
@@ -279,21 +264,15 @@ impl Network for Hub {
             }
         }
         let text = xmpp_text(message.bridge, &message.content).await;
-        self.deliver(chat, &message.via, &id, &text, None, reply_to)?;
+        self.send(self.outgoing(chat, &message.via, &id, &text, None, reply_to)?);
         Ok(Some(id))
     }
 
     async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
         let text = xmpp_text(edit.bridge, &edit.content).await;
         let id = edit.event_id.to_string();
-        self.deliver(
-            &edit.portal.chat,
-            &edit.via,
-            &id,
-            &text,
-            Some(&edit.target),
-            None,
-        )?;
+        let chat = &edit.portal.chat;
+        self.send(self.outgoing(chat, &edit.via, &id, &text, Some(&edit.target), None)?);
         Ok(Some(id))
     }
 

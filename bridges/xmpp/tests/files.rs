@@ -7,55 +7,19 @@
 #[path = "support/all.rs"]
 mod support;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
     client::{body, oob_url},
     room::{InRoom, bob_joins_alices_room},
 };
 use tokio_xmpp::parsers::message::MessageType;
-use trestle::ruma::OwnedMxcUri;
-use trestle_tests::{appservice::WAIT, synapse::UserClient};
+use trestle_tests::appservice::WAIT;
 
 /// Bytes that are not all alike, a few hundred KiB of them.
 fn image(seed: u32) -> Vec<u8> {
     (0..200_000u32)
         .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect()
-}
-
-/// Uploads `data` to Matrix as `user` and returns its `mxc://` URI.
-async fn upload(user: &UserClient, data: &[u8], content_type: &str, name: &str) -> OwnedMxcUri {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/_matrix/media/v3/upload?filename={name}",
-            user.base_url()
-        ))
-        .bearer_auth(&user.access_token)
-        .header("content-type", content_type)
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let body: Value = response.json().await.unwrap();
-    body["content_uri"].as_str().unwrap().into()
-}
-
-/// Downloads Matrix media as `user`.
-async fn download(user: &UserClient, mxc: &str) -> Vec<u8> {
-    let mxc = OwnedMxcUri::from(mxc);
-    let (server_name, media_id) = mxc.parts().unwrap();
-    let response = reqwest::Client::new()
-        .get(format!(
-            "{}/_matrix/client/v1/media/download/{server_name}/{media_id}",
-            user.base_url()
-        ))
-        .bearer_auth(&user.access_token)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    response.bytes().await.unwrap().to_vec()
 }
 
 #[tokio::test]
@@ -87,7 +51,7 @@ async fn an_image_crosses_each_way_and_its_bytes_match() {
     assert_eq!(shared["content"]["info"]["mimetype"], "image/png");
     let mxc = shared["content"]["url"].as_str().unwrap();
     assert!(
-        download(&bob, mxc).await == cat,
+        bob.download_media(mxc).await == cat,
         "the image's bytes changed"
     );
 
@@ -109,7 +73,7 @@ async fn an_image_crosses_each_way_and_its_bytes_match() {
     // Matrix → XMPP: bob's picture goes on the upload service as his JID and reaches the room
     // as its URL, with an out-of-band element, from his occupant.
     let dog = image(2);
-    let mxc = upload(&bob, &dog, "image/png", "dog.png").await;
+    let mxc = bob.upload_media(&dog, "image/png", "dog.png").await;
     bob.send_event(
         &portal,
         "m.room.message",

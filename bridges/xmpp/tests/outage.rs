@@ -13,11 +13,11 @@ use serde_json::Value;
 use support::{
     client::{XmppClient, body},
     gate::Gate,
-    prosody::{MUC, Prosody},
-    room::{message_from, settings},
+    prosody::Prosody,
+    room::{alice_in_room, bob_joins, message_from, settings, start_with},
 };
 use tokio_xmpp::parsers::message::MessageType;
-use trestle_tests::appservice::{Harness, WAIT};
+use trestle_tests::appservice::WAIT;
 
 /// The bodies of the messages `sender` sent in `room`, oldest first.
 async fn bodies_from(
@@ -37,24 +37,12 @@ async fn bodies_from(
 async fn prosody_killed_and_restarted_mid_conversation_loses_nothing_either_way() {
     let mut server = Prosody::start(&["alice"]).await;
     let gate = Gate::start(server.component_port).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
+    let (room, mut alice) = alice_in_room(&server).await;
     let mut bridge = settings(&server);
     bridge.server = Some(gate.address());
     bridge.reconnect_delay = 1;
-    let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
-    let setup = Harness::start(registration, trestle_xmpp::router(bridge).unwrap()).await;
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
-    let bob_occupant = format!("{room}/bob");
-    alice
-        .expect_presence("bob in the room", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-        })
-        .await;
+    let setup = start_with(bridge).await;
+    let (bob, portal, bob_occupant) = bob_joins(&setup, &mut alice, &room).await;
     let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
     let from_bob = |wanted: &'static str| {
         let bob_occupant = bob_occupant.clone();

@@ -215,9 +215,6 @@ impl Drop for Prosody {
         if std::thread::panicking() {
             eprintln!("---- the end of Prosody's log ----\n{}", self.log_tail());
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }

@@ -23,8 +23,13 @@ pub fn settings(server: &Prosody) -> Settings {
 
 /// Synapse and Trestle with the bridge for `server`.
 pub async fn start(server: &Prosody) -> Harness {
+    start_with(settings(server)).await
+}
+
+/// Synapse and Trestle with the bridge's `settings`.
+pub async fn start_with(settings: Settings) -> Harness {
     let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
-    let router = trestle_xmpp::router(settings(server)).unwrap();
+    let router = trestle_xmpp::router(settings).unwrap();
     Harness::start(registration, router).await
 }
 
@@ -45,13 +50,21 @@ pub struct InRoom {
     pub bob_occupant: String,
 }
 
-/// alice joins a room, then bob joins its portal.
-pub async fn bob_joins_alices_room() -> InRoom {
-    let server = Prosody::start(&["alice"]).await;
+/// alice on `server`, in `chat@conference.localhost`: the room and her client.
+pub async fn alice_in_room(server: &Prosody) -> (String, XmppClient) {
     let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
+    let mut alice = XmppClient::connect(server, "alice").await;
     alice.join(&room, "alice").await;
-    let setup = start(&server).await;
+    (room, alice)
+}
+
+/// bob, a new Matrix user, joins the portal of `room` (alice's) and alice sees his occupant
+/// come in: bob, the portal and his occupant's JID.
+pub async fn bob_joins(
+    setup: &Harness,
+    alice: &mut XmppClient,
+    room: &str,
+) -> (UserClient, String, String) {
     let bob = setup.synapse.register_user("bob", "password-1234").await;
     let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
     let bob_occupant = format!("{room}/bob");
@@ -62,6 +75,15 @@ pub async fn bob_joins_alices_room() -> InRoom {
                 .is_some_and(|f| f.to_string() == bob_occupant)
         })
         .await;
+    (bob, portal, bob_occupant)
+}
+
+/// alice joins a room, then bob joins its portal.
+pub async fn bob_joins_alices_room() -> InRoom {
+    let server = Prosody::start(&["alice"]).await;
+    let (room, mut alice) = alice_in_room(&server).await;
+    let setup = start(&server).await;
+    let (bob, portal, bob_occupant) = bob_joins(&setup, &mut alice, &room).await;
     InRoom {
         _server: server,
         room,
