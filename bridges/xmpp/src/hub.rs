@@ -10,13 +10,14 @@ use std::{
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
-    jid::{BareJid, FullJid},
+    jid::{BareJid, FullJid, Jid},
+    minidom::Element,
     parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
-use crate::{ids, settings::Checked, xmpp::stanzas};
+use crate::{ids, settings::Checked, store::XmppStore, xmpp::stanzas};
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
@@ -62,6 +63,19 @@ pub struct Page {
 #[derive(Default)]
 pub struct Queries(pub Mutex<HashMap<String, Page>>);
 
+/// The answer to a request (an `iq`): its payload, or the error's condition.
+pub type Answer = Result<Option<Element>, String>;
+
+/// What module `files` keeps: its requests waiting for their answers, by id, and the server's
+/// upload service once found.
+#[derive(Default)]
+pub struct Requests {
+    /// Told the answer of each request sent, by the request's id.
+    pub waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
+    /// The HTTP upload service (XEP-0363), once discovery found it.
+    pub upload_service: Mutex<Option<Jid>>,
+}
+
 /// Whose reactions to which message: chat, sender and message (each as the kit names them).
 type ReactionKey = (String, String, String);
 
@@ -89,12 +103,17 @@ pub struct Hub {
     changed: Notify,
     /// The archive queries waiting for their answers.
     pub(crate) queries: Queries,
+    /// Requests waiting for their answers (module `files`).
+    pub(crate) requests: Requests,
     /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
     /// correction names the sender's.
     stanza_ids: Mutex<HashMap<(BareJid, String), String>>,
     /// Each sender's reactions to each message, as last seen or sent: XMPP sends the whole
     /// set each time (XEP-0444), Matrix one reaction at a time.
     reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
+    /// The bridge's tables, once the appservice started: what the two maps above must keep
+    /// across restarts.
+    store: OnceLock<XmppStore>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -117,8 +136,10 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             queries: Queries::default(),
+            requests: Requests::default(),
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
+            store: OnceLock::new(),
         }
     }
 
@@ -305,28 +326,28 @@ impl Hub {
             .and_then(|state| state.occupants.get(nick).cloned().flatten())
     }
 
-    /// After a reconnection: the bot and every Matrix user join their rooms again (the
-    /// server forgot them when the stream dropped).
-    pub fn rejoin_all(&self) {
-        let rooms: Vec<(BareJid, Vec<(FullJid, String)>)> = self
-            .rooms
-            .lock_unpoisoned()
-            .iter_mut()
-            .map(|(room, state)| {
-                state.joined = false;
-                state.occupants.clear();
-                let ours = state.ours.iter().map(|(j, n)| (j.clone(), n.clone()));
-                (room.clone(), ours.collect())
-            })
-            .collect();
-        for (room, ours) in rooms {
-            self.bot_join(&room);
-            for (from, nick) in ours {
-                if let Some(presence) = stanzas::join(&from, &room, &nick) {
-                    self.send(presence);
+    /// After a reconnection: the presences with which the bot and every Matrix user join their
+    /// rooms again (the server forgot them when the stream dropped), to be sent before anything
+    /// queued meanwhile.
+    pub fn rejoins(&self) -> Vec<Stanza> {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let mut joins = Vec::new();
+        for (room, state) in rooms.iter_mut() {
+            state.joined = false;
+            state.occupants.clear();
+            let bot = (self.bot_jid(), &self.cfg.settings.bot_nick);
+            for (from, nick) in std::iter::once(bot).chain(state.ours.iter()) {
+                if let Some(presence) = stanzas::join(from, room, nick) {
+                    joins.push(presence.into());
                 }
             }
         }
+        joins
+    }
+
+    /// The bridge's tables, from now on (set once, when the appservice starts).
+    pub fn set_store(&self, store: XmppStore) {
+        let _ = self.store.set(store);
     }
 
     /// Records that the message `origin` (the sender's id) is `stanza_id` in `room`.
@@ -339,7 +360,25 @@ impl Hub {
         ids.insert((room.clone(), origin.to_owned()), stanza_id.to_owned());
     }
 
-    /// The room's id of the message its sender calls `origin`, if it was seen; else `origin`.
+    /// As [`Hub::remember_stanza_id`], and kept in the store when the message was sent from
+    /// Matrix: a redaction, reply or reaction may name it long after, past a restart.
+    pub async fn keep_stanza_id(
+        &self,
+        room: &BareJid,
+        origin: &str,
+        stanza_id: &str,
+    ) -> NetworkResult<()> {
+        self.remember_stanza_id(room, origin, stanza_id);
+        match self.store.get() {
+            Some(store) if stanzas::is_matrix_id(origin) => {
+                store.save_stanza_id(room.as_str(), origin, stanza_id).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The room's id of the message its sender calls `origin`, if it was seen recently; else
+    /// `origin`.
     pub fn stanza_id_of(&self, room: &BareJid, origin: &str) -> String {
         self.stanza_ids
             .lock_unpoisoned()
@@ -348,48 +387,106 @@ impl Hub {
             .unwrap_or_else(|| origin.to_owned())
     }
 
+    /// The room's id of the message its sender calls `origin`: as [`Hub::stanza_id_of`], and
+    /// for a message sent from Matrix also as the store kept it.
+    pub async fn room_id_of(&self, room: &BareJid, origin: &str) -> NetworkResult<String> {
+        if let Some(id) = self
+            .stanza_ids
+            .lock_unpoisoned()
+            .get(&(room.clone(), origin.to_owned()))
+        {
+            return Ok(id.clone());
+        }
+        let kept = match self.store.get() {
+            Some(store) if stanzas::is_matrix_id(origin) => {
+                store.stanza_id(room.as_str(), origin).await?
+            }
+            _ => None,
+        };
+        Ok(kept.unwrap_or_else(|| origin.to_owned()))
+    }
+
     /// The id the kit knows a room's message by: its sender's, when the bridge sent it from
     /// Matrix (the event's id), else the room's.
-    pub fn mapped_id(&self, room: &BareJid, stanza_id: &str) -> String {
-        let ids = self.stanza_ids.lock_unpoisoned();
-        let ours = ids.iter().find(|((r, origin), sid)| {
-            r == room && *sid == stanza_id && stanzas::is_matrix_id(origin)
-        });
-        ours.map(|((_, origin), _)| origin.clone())
-            .unwrap_or_else(|| stanza_id.to_owned())
+    pub async fn mapped_id(&self, room: &BareJid, stanza_id: &str) -> NetworkResult<String> {
+        let remembered = {
+            let ids = self.stanza_ids.lock_unpoisoned();
+            let ours = ids.iter().find(|((r, origin), sid)| {
+                r == room && *sid == stanza_id && stanzas::is_matrix_id(origin)
+            });
+            ours.map(|((_, origin), _)| origin.clone())
+        };
+        if let Some(origin) = remembered {
+            return Ok(origin);
+        }
+        let kept = match self.store.get() {
+            Some(store) => store.origin_id(room.as_str(), stanza_id).await?,
+            None => None,
+        };
+        Ok(kept
+            .filter(|origin| stanzas::is_matrix_id(origin))
+            .unwrap_or_else(|| stanza_id.to_owned()))
+    }
+
+    /// A sender's reactions to a message, as last seen or sent: remembered, or kept in the
+    /// store.
+    async fn reactions_now(&self, key: &ReactionKey) -> NetworkResult<BTreeSet<String>> {
+        if let Some(set) = self.reactions.lock_unpoisoned().get(key) {
+            return Ok(set.clone());
+        }
+        match self.store.get() {
+            Some(store) => store.reactions(&key.0, &key.1, &key.2).await,
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Records a sender's reactions to a message, in memory and in the store.
+    async fn set_reactions(&self, key: ReactionKey, now: &BTreeSet<String>) -> NetworkResult<()> {
+        if let Some(store) = self.store.get() {
+            store.set_reactions(&key.0, &key.1, &key.2, now).await?;
+        }
+        let mut all = self.reactions.lock_unpoisoned();
+        // What the store keeps need not stay in memory for long.
+        if all.len() >= REMEMBERED {
+            all.clear();
+        }
+        if now.is_empty() {
+            all.remove(&key);
+        } else {
+            all.insert(key, now.clone());
+        }
+        Ok(())
     }
 
     /// A sender's reactions to a message are now `now` (an XMPP reactions message): answers
     /// those added and those removed since the last.
-    pub fn replace_reactions(
+    pub async fn replace_reactions(
         &self,
         key: ReactionKey,
         now: BTreeSet<String>,
-    ) -> (Vec<String>, Vec<String>) {
-        let mut all = self.reactions.lock_unpoisoned();
-        let before = all.remove(&key).unwrap_or_default();
+    ) -> NetworkResult<(Vec<String>, Vec<String>)> {
+        let before = self.reactions_now(&key).await?;
         let added = now.difference(&before).cloned().collect();
         let removed = before.difference(&now).cloned().collect();
-        if !now.is_empty() {
-            all.insert(key, now);
-        }
-        (added, removed)
+        self.set_reactions(key, &now).await?;
+        Ok((added, removed))
     }
 
     /// A Matrix user adds (`on`) or takes back a reaction to a message: answers their whole
     /// set now, which is what XMPP is sent.
-    pub fn toggle_reaction(&self, key: ReactionKey, emoji: &str, on: bool) -> BTreeSet<String> {
-        let mut all = self.reactions.lock_unpoisoned();
-        let set = all.entry(key.clone()).or_default();
+    pub async fn toggle_reaction(
+        &self,
+        key: ReactionKey,
+        emoji: &str,
+        on: bool,
+    ) -> NetworkResult<BTreeSet<String>> {
+        let mut set = self.reactions_now(&key).await?;
         if on {
             set.insert(emoji.to_owned());
         } else {
             set.remove(emoji);
         }
-        let now = set.clone();
-        if now.is_empty() {
-            all.remove(&key);
-        }
-        now
+        self.set_reactions(key, &set).await?;
+        Ok(set)
     }
 }
