@@ -83,6 +83,27 @@ CREATE TABLE notify_feed_items (
     };
 }
 
+/// A webhook's recent calls (`hooks/calls.rs`); `$seq` as in `schema_v1`.
+macro_rules! hook_calls {
+    ($seq:literal) => {
+        concat!(
+            "
+CREATE TABLE notify_hook_calls (
+    seq ",
+            $seq,
+            ",
+    hook_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    status BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    request TEXT NOT NULL,
+    message TEXT
+);
+CREATE INDEX notify_hook_calls_by_hook ON notify_hook_calls (hook_id, seq)"
+        )
+    };
+}
+
 /// A feed entry's digest of what its message shows, and the event that message became: an
 /// entry changed after it was posted is edited in place (`feeds/poll.rs`).
 const FEED_EDITS: &str = "
@@ -99,6 +120,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sqlite: FEED_EDITS,
         postgres: FEED_EDITS,
+    },
+    Migration {
+        version: 3,
+        sqlite: hook_calls!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: hook_calls!("BIGSERIAL PRIMARY KEY"),
     },
 ];
 

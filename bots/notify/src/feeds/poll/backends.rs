@@ -187,6 +187,26 @@ async fn exercise(store: Store) {
         .unwrap();
     assert!(hold("second").await.unwrap(), "free once released");
 
+    // A webhook keeps its last calls only, newest first.
+    for i in 0..crate::hooks::calls::KEEP + 5 {
+        let call = crate::hooks::calls::Call {
+            status: 200,
+            outcome: format!("call {i}"),
+            request: serde_json::json!({}),
+            message: None,
+        };
+        crate::hooks::calls::record(&app, "h1", &call)
+            .await
+            .unwrap();
+    }
+    let kept = crate::hooks::calls::recent(&app, "h1", 100).await.unwrap();
+    assert_eq!(kept.len() as i64, crate::hooks::calls::KEEP);
+    assert_eq!(
+        kept[0].outcome,
+        format!("call {}", crate::hooks::calls::KEEP + 4)
+    );
+    assert_eq!(kept.last().unwrap().outcome, "call 5");
+
     // Removing the feed removes its entries.
     let removal = db::Removal {
         find: "SELECT id, title FROM notify_feeds WHERE room_id = $1 AND url = $2",
