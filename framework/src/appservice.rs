@@ -196,6 +196,7 @@ impl AppserviceBuilder {
         let inner = Arc::new_cyclic(|weak| AppInner {
             queues: Queues::new(Core {
                 appservice_id: id,
+                owner: format!("{:016x}", rand::random::<u64>()),
                 client,
                 store,
                 mode,

@@ -37,6 +37,7 @@ use crate::{Result, transaction::TransactionBody};
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;
 use lanes::Lanes;
+pub(crate) use lanes::lease_freed;
 pub use outbox::Delivery;
 use outbox::OutboxLane;
 pub(crate) use outbox::{Op, next_txn_id, with_send_scope};
@@ -65,15 +66,17 @@ impl Queues {
         let core = Arc::new(core);
         let id = core.appservice_id.clone();
         let (store, mode, max) = (core.store.clone(), core.mode, core.options.max_rooms);
+        let owner = core.owner.clone();
         let weak = Arc::downgrade(&core);
         let inbox = Lanes::new(
             InboxLane::new(weak.clone(), &id),
             store.clone(),
             mode,
+            owner.clone(),
             max,
             32,
         );
-        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, max, 32);
+        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, owner, max, 32);
         Queues {
             core,
             inbox,
@@ -174,6 +177,34 @@ impl Queues {
             + self.outbox.busy()
             + self.core.writeback.len()
             + self.core.store.journal_backlog()
+    }
+
+    /// Hands the rooms' queues to the other processes sharing the store, as this one stops
+    /// (see `Lanes::hand_over`): the inbox first, so that what the handlers in hand send is
+    /// still sent from here, then the outbox; then every lease this instance still holds is
+    /// given back. Returns `false`, doing nothing, where the store is this process's alone.
+    pub(crate) async fn hand_over(&self) -> bool {
+        if !self.core.mode.leases() {
+            return false;
+        }
+        // The items in hand get their grace, and their marks and releases a little more.
+        let wait = Duration::from_secs(10);
+        self.inbox.hand_over();
+        if !self.inbox.wait_idle(wait).await {
+            tracing::warn!(appservice = %self.core.appservice_id, "rooms' handlers did not stop in time");
+        }
+        self.outbox.hand_over();
+        if !self.outbox.wait_idle(wait).await {
+            tracing::warn!(appservice = %self.core.appservice_id, "rooms' sends did not stop in time");
+        }
+        let started = tokio::time::Instant::now();
+        while self.core.writeback.len() > 0 && started.elapsed() < wait {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(error) = self.core.store.release_all(&self.core.owner).await {
+            tracing::warn!(%error, "could not give back the leases left; others take them when they run out");
+        }
+        true
     }
 
     /// Waits until a worker stops, or `timeout`.

@@ -110,6 +110,10 @@ impl Appservice {
             bot.abort();
         }
         self.stop_services(started.services).await;
+        // Where processes share the store, the others take over what is left at once.
+        if self.inner.queues.hand_over().await {
+            return;
+        }
         // What is not finished now is in the store and is finished on the next start.
         if tokio::time::timeout(IDLE_GRACE, self.idle()).await.is_err() {
             tracing::warn!(appservice = %self.inner.registration.id, "stopping with work left in the store for the next start");
@@ -210,17 +214,19 @@ impl ServiceLease {
             store: core.store.clone(),
             scope: format!("service:{}", core.appservice_id),
             name: service.name,
-            owner: format!("{:016x}", rand::random::<u64>()),
+            owner: core.owner.clone(),
         })
     }
 
     /// Waits until this process holds the lease; `false` when the appservice stops first.
     async fn take(&self, app: &Appservice) -> bool {
         let mut told = false;
+        // Subscribed before the first try, so a release just after it is heard.
+        let mut notices = self.store.notices();
         loop {
             match self
                 .store
-                .lease(&self.scope, self.name, &self.owner, crate::store::LEASE_TTL)
+                .lease(&self.scope, self.name, &self.owner, self.store.lease_ttl())
                 .await
             {
                 Ok(true) => {
@@ -243,6 +249,7 @@ impl ServiceLease {
             }
             tokio::select! {
                 () = tokio::time::sleep(STAND_BY_LOOK) => {}
+                () = crate::queues::lease_freed(&mut notices) => {}
                 () = app.stopping() => return false,
             }
         }

@@ -62,6 +62,9 @@ impl Default for Options {
 pub(crate) struct Core {
     /// The registration's id: what names this appservice's rows in the store.
     pub(crate) appservice_id: String,
+    /// Names this appservice's instance (one process's) as the owner of leases in a shared
+    /// store: random, so two instances never take each other's for their own.
+    pub(crate) owner: String,
     pub(crate) client: HomeserverClient,
     pub(crate) store: Store,
     /// Chosen once, when the appservice is built.
