@@ -77,7 +77,13 @@ enum Command {
     /// Checks the configuration, the homeserver, and each plugin's registration with it.
     Check,
     /// Runs the enabled plugins until Ctrl-C or SIGTERM.
-    Run,
+    Run {
+        /// What this process does where several share a PostgreSQL database: all, matrix
+        /// (transactions and handlers) or connections (services); overrides `role` in the
+        /// configuration (docs/scaling.md).
+        #[arg(long)]
+        role: Option<trestle::Role>,
+    },
     /// Lists the bundled plugins, one name per line.
     Plugins {
         /// Only those the configuration runs (turned on, or on by default and not turned off).
@@ -168,8 +174,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Check => return check(&cli.config).await,
-        Command::Run => {
-            let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+        Command::Run { role } => {
+            let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            if let Some(role) = role {
+                config.role = role;
+            }
             init_logging(&config);
             let host = Host::with_encryption(&config, PLUGINS, ENCRYPTION)
                 .await

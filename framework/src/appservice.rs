@@ -143,6 +143,14 @@ impl AppserviceBuilder {
         self
     }
 
+    /// What this process does among several sharing a PostgreSQL store: take transactions
+    /// and run the handlers, run the services, or both ([`Role::All`](crate::Role::All), the
+    /// default). Building fails for another role on a store this process has alone (SQLite).
+    pub fn role(mut self, role: crate::Role) -> Self {
+        self.options.role = role;
+        self
+    }
+
     /// The handlers.
     pub fn router(mut self, router: Router) -> Self {
         self.router = router;
@@ -187,6 +195,14 @@ impl AppserviceBuilder {
         };
         // Chosen once: the queues ask the mode, never the backend (`store/mode.rs`).
         let mode = Mode::choose(&store);
+        if self.options.role != crate::Role::All && !mode.leases() {
+            return Err(Error::Config(format!(
+                "role `{}`: roles divide the work of several processes sharing a PostgreSQL \
+                 database; on SQLite one process does everything, so leave the role at `all` \
+                 (or set `database` to a postgres:// URL)",
+                self.options.role
+            )));
+        }
         let writeback = Arc::new(WriteBack::new(store.clone()));
         let users =
             Users::load(bot_user_id, sender, store.clone(), mode, writeback.clone()).await?;

@@ -47,6 +47,7 @@ pub mod outbox {
 }
 pub mod plugin;
 mod queues;
+mod role;
 pub mod router;
 mod service;
 pub mod store;
@@ -63,6 +64,7 @@ pub use appservice::{
 pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;
+pub use role::Role;
 pub use router::Router;
 pub use service::Started;
 pub use store::Store;

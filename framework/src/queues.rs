@@ -89,7 +89,10 @@ impl Queues {
     /// pruning. They end when the core is dropped (the scans keep only the lanes).
     pub(crate) fn start(&self) {
         let mode = self.core.mode;
-        self.inbox.scan_forever(mode.scan_interval());
+        // A process that takes no transactions runs no handlers: the inbox is the others'.
+        if self.core.options.role.handles_events() {
+            self.inbox.scan_forever(mode.scan_interval());
+        }
         self.outbox.scan_forever(mode.scan_interval());
         tokio::spawn(WriteBack::flush_forever(Arc::downgrade(
             &self.core.writeback,

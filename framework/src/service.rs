@@ -124,7 +124,12 @@ impl Appservice {
     pub(crate) fn start_services(&self) -> Running {
         let _ = self.inner.stop.send(false);
         let mut tasks = JoinSet::new();
+        let role = self.inner.queues.core.options.role;
         for service in &self.inner.router.options.hooks.services {
+            if !role.runs_services() {
+                tracing::info!(service = service.name, %role, "not running the service in this role");
+                continue;
+            }
             let (app, service) = (self.clone(), service.clone());
             tasks.spawn(supervise(app, service));
         }
@@ -158,6 +163,7 @@ async fn supervise(app: Appservice, service: Service) {
             return;
         }
         let started = tokio::time::Instant::now();
+        tracing::info!(service = service.name, "running the service");
         let run = run_caught((service.run)(app.clone()));
         let result = match &lease {
             None => run.await,

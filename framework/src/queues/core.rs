@@ -46,6 +46,8 @@ pub(crate) struct Options {
     pub(crate) max_rooms: usize,
     pub(crate) keep_items: Duration,
     pub(crate) keep_txn_ids: Duration,
+    /// What this process does among those sharing the store.
+    pub(crate) role: crate::Role,
 }
 
 impl Default for Options {
@@ -54,6 +56,7 @@ impl Default for Options {
             max_rooms: 256,
             keep_items: Duration::from_secs(24 * 3600),
             keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
+            role: crate::Role::All,
         }
     }
 }
