@@ -98,6 +98,22 @@ impl Queues {
             &self.core.writeback,
         )));
         let weak = Arc::downgrade(&self.core);
+        if let Some(mut notices) = self.core.store.notices() {
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                loop {
+                    let notice = match notices.recv().await {
+                        Ok(notice) => notice,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            crate::store::Notice::Missed
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let Some(core) = weak.upgrade() else { return };
+                    core.users.forget(&notice).await;
+                }
+            });
+        }
         if mode.journaled() {
             tokio::spawn(receive::commit_forever(weak.clone(), self.inbox.clone()));
         }

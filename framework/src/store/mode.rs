@@ -75,6 +75,13 @@ impl Mode {
         }
     }
 
+    /// Whether what the caches say may be out of date: another process may have seen a user
+    /// leave, and told this one too late (`store/notices.rs`). A send refused then is retried
+    /// once after a join.
+    pub(crate) fn stale_caches(self) -> bool {
+        self == Mode::Shared
+    }
+
     /// Whether the caches of ghosts and memberships hold all the store knows, so that a miss
     /// in them is a miss in the store.
     fn caches_complete(self) -> bool {

@@ -125,6 +125,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Tells the other processes what `writes`, just committed, changed of the records their
+    /// caches hold: they forget those entries and ask the store next time.
+    pub(crate) async fn announce_writes(&self, writes: &[super::Write]) {
+        if self.notices.is_none() {
+            return;
+        }
+        for write in writes {
+            let notice = match write {
+                super::Write::Done(_) => continue,
+                super::Write::Registered(user) => Notice::Ghost { user: user.clone() },
+                super::Write::Membership {
+                    room_id, user_id, ..
+                } => Notice::Membership {
+                    room: room_id.clone(),
+                    user: user_id.clone(),
+                },
+            };
+            self.announce(&notice).await;
+        }
+    }
+}
+
 /// Listens on the store's channel and passes on what others say, until the store is gone.
 async fn listen(notices: Weak<Notices>, sender: broadcast::Sender<Notice>) {
     let mut listener = None;
