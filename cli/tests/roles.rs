@@ -171,6 +171,69 @@ async fn a_matrix_and_a_connections_process_share_the_work() {
         "the matrix process runs no service:\n{matrix_text}"
     );
 
+    // `trestle status` reads the database: both processes with their roles, and the
+    // singleton's lease held by the connections process.
+    let output = Command::new(BIN)
+        .arg("--config")
+        .arg(&matrix_config)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{status}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let timeline = status
+        .split("timeline:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no timeline paragraph:\n{status}"));
+    let process_lines: Vec<&str> = timeline
+        .lines()
+        .filter(|l| l.starts_with("  process "))
+        .collect();
+    assert_eq!(process_lines.len(), 2, "{status}");
+    assert!(
+        process_lines.iter().any(|l| l.contains("role matrix")),
+        "{status}"
+    );
+    let connections_at = timeline.find("role connections").unwrap();
+    let held = &timeline[connections_at..];
+    let held = held.split("  process ").next().unwrap();
+    assert!(
+        held.contains("holds service:timeline timeline-backfill"),
+        "the connections process holds the singleton:\n{status}"
+    );
+    assert!(
+        !timeline.contains("of a process gone"),
+        "every lease is a live process's:\n{status}"
+    );
+    // And `/metrics` of each: the connections process holds the singleton's lease.
+    let metrics = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let held_line = "trestle_leases_held{appservice=\"timeline\"} ";
+    let started = Instant::now();
+    loop {
+        let text = metrics(connections_port).await;
+        if text.contains(&format!("{held_line}1\n")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        metrics(matrix_port)
+            .await
+            .contains(&format!("{held_line}0\n"))
+    );
+
     // A transaction pushed to the connections process is refused, and says why.
     let response = reqwest::Client::new()
         .put(format!(

@@ -32,6 +32,10 @@ pub(crate) struct Metrics {
     homeserver_errors: Mutex<HashMap<String, u64>>,
     journal_commit_failures: AtomicU64,
     journal_stalled: AtomicBool,
+    /// Where processes share the store: the leases this one holds, and those it took over
+    /// from processes that died, as of its last heartbeat.
+    leases_held: AtomicU64,
+    lease_takeovers: AtomicU64,
     /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
     gauges: Mutex<BTreeMap<GaugeKey, (&'static str, f64)>>,
 }
@@ -85,6 +89,12 @@ impl Metrics {
     /// Whether received transactions are refused because the journal cannot be committed.
     pub(crate) fn journal_stalled(&self, stalled: bool) {
         self.journal_stalled.store(stalled, Relaxed);
+    }
+
+    /// What this process holds among those sharing the store, at its heartbeat.
+    pub(crate) fn leases(&self, held: u64, takeovers: u64) {
+        self.leases_held.store(held, Relaxed);
+        self.lease_takeovers.store(takeovers, Relaxed);
     }
 
     /// Sets a plugin's own gauge.
@@ -223,6 +233,22 @@ impl Metrics {
              committed (see /health/ready for why).",
             l(&[]),
             u8::from(self.journal_stalled.load(Relaxed)) as f64,
+        );
+        add(
+            "trestle_leases_held",
+            "gauge",
+            "Rooms' queues and singleton services this process holds, where processes share \
+             a PostgreSQL store (docs/scaling.md).",
+            l(&[]),
+            self.leases_held.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_lease_takeovers_total",
+            "counter",
+            "Leases this process took over from a process that let them run out (died or \
+             stalled).",
+            l(&[]),
+            self.lease_takeovers.load(Relaxed) as f64,
         );
         for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
             let extra: Vec<(&str, &str)> = extra

@@ -33,7 +33,7 @@ use std::{sync::Arc, time::Duration};
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 
 pub(crate) use self::core::{Core, Options, Sealed, Upstream};
-use crate::{Result, transaction::TransactionBody};
+use crate::{Result, sync::MutexExt, transaction::TransactionBody};
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;
 use lanes::Lanes;
@@ -45,11 +45,39 @@ pub(crate) use receive::Source;
 pub(crate) use users::Users;
 pub(crate) use writeback::WriteBack;
 
+/// Says, every renewal interval, that this process is alive and what it holds: for
+/// `trestle status` (the `processes` table) and `/metrics`. Ends when the core is dropped.
+async fn heartbeat_forever(core: std::sync::Weak<Core>) {
+    let started_at = crate::store::now_ms();
+    loop {
+        let Some(core) = core.upgrade() else { return };
+        let (store, owner) = (&core.store, &core.owner);
+        let role = core.options.role.to_string();
+        if let Err(error) = store
+            .heartbeat(&core.appservice_id, owner, &role, started_at)
+            .await
+        {
+            tracing::warn!(%error, "could not record this process's heartbeat");
+        }
+        match store.leases_held(owner).await {
+            Ok(held) => core
+                .metrics
+                .leases(u64::try_from(held).unwrap_or(0), store.takeovers()),
+            Err(error) => tracing::warn!(%error, "could not count this process's leases"),
+        }
+        let every = store.lease_times().renew_every();
+        drop(core);
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The core and the lanes of the inbox and the outbox.
 pub(crate) struct Queues {
     pub(crate) core: Arc<Core>,
     inbox: Arc<Lanes<InboxLane>>,
     outbox: Arc<Lanes<OutboxLane>>,
+    /// Where processes share the store, the task that says this one is alive.
+    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -81,6 +109,7 @@ impl Queues {
             core,
             inbox,
             outbox,
+            heartbeat: std::sync::Mutex::default(),
         }
     }
 
@@ -98,6 +127,10 @@ impl Queues {
             &self.core.writeback,
         )));
         let weak = Arc::downgrade(&self.core);
+        if mode.leases() {
+            let task = tokio::spawn(heartbeat_forever(weak.clone()));
+            *self.heartbeat.lock_unpoisoned() = Some(task);
+        }
         if let Some(mut notices) = self.core.store.notices() {
             let weak = weak.clone();
             tokio::spawn(async move {
@@ -220,8 +253,19 @@ impl Queues {
         while self.core.writeback.len() > 0 && started.elapsed() < wait {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if let Err(error) = self.core.store.release_all(&self.core.owner).await {
+        let core = &self.core;
+        if let Some(heartbeat) = self.heartbeat.lock_unpoisoned().take() {
+            heartbeat.abort();
+        }
+        if let Err(error) = core.store.release_all(&core.owner).await {
             tracing::warn!(%error, "could not give back the leases left; others take them when they run out");
+        }
+        if let Err(error) = core
+            .store
+            .forget_process(&core.appservice_id, &core.owner)
+            .await
+        {
+            tracing::warn!(%error, "could not remove this process from the store's list");
         }
         true
     }

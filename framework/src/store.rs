@@ -5,6 +5,7 @@
 //! runtime queries through sqlx's `Any` driver, written once with `$n` placeholders, which both
 //! dialects read; each dialect has its own migrations, run at connect.
 
+mod cluster;
 mod conn;
 mod inbox;
 mod journal;
@@ -25,6 +26,7 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
+pub use cluster::{Cluster, LeaseInfo, ProcessInfo};
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::Parsed;
@@ -65,6 +67,9 @@ pub struct Store {
     leases: LeaseTimes,
     /// On PostgreSQL, word between the processes that share the database (see `notices.rs`).
     notices: Option<std::sync::Arc<notices::Notices>>,
+    /// Leases this store's holders took from another owner whose lease ran out: processes
+    /// that died (or stalled) and were taken over.
+    takeovers: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What waits in a queue (the inbox or the outbox): how much, and since when. `/metrics` shows
@@ -243,6 +248,7 @@ impl Store {
             durability,
             leases: LeaseTimes::from_takeover(DEFAULT_TAKEOVER),
             notices: None,
+            takeovers: Default::default(),
         })
     }
 

@@ -14,8 +14,7 @@ use ruma::{OwnedUserId, UserId};
 use tokio::net::TcpListener;
 use trestle::{
     Appservice, Error, Plugin, Registration, Result, Role, Router, Store,
-    encryption::EncryptionOptions,
-    plugin::PluginSettings, store::StoreOptions,
+    encryption::EncryptionOptions, plugin::PluginSettings, store::StoreOptions,
 };
 
 pub mod config;

@@ -30,9 +30,9 @@ impl Said {
 
     /// The first line of `app` with `step` (and event `n`).
     fn find(&self, app: &str, step: &str, n: Option<i64>) -> Option<Value> {
-        self.lines().into_iter().find(|l| {
-            l["app"] == app && l["step"] == step && n.is_none_or(|n| l["n"] == json!(n))
-        })
+        self.lines()
+            .into_iter()
+            .find(|l| l["app"] == app && l["step"] == step && n.is_none_or(|n| l["n"] == json!(n)))
     }
 
     async fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Value]) -> bool) {
@@ -94,7 +94,10 @@ async fn start(
         .await
         .is_err()
     {
-        assert!(started.elapsed() < Duration::from_secs(30), "{name} listens");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} listens"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     App { child, url }
@@ -141,7 +144,8 @@ async fn a_process_stopped_with_sigterm_hands_its_room_and_singleton_over_at_onc
     // The default takeover (15 s): what a clean stop must not wait for.
     let mut a = start("a", &path, &database, 15, &said).await;
     said.wait_for("a runs the singleton", Duration::from_secs(10), |l| {
-        l.iter().any(|l| l["app"] == "a" && l["step"] == "ticker start")
+        l.iter()
+            .any(|l| l["app"] == "a" && l["step"] == "ticker start")
     })
     .await;
     let _b = start("b", &path, &database, 15, &said).await;
@@ -233,10 +237,11 @@ async fn a_killed_process_is_taken_over_within_the_takeover_time() {
     let takeover_s = 3;
     let mut a = start("a", &path, &database, takeover_s, &said).await;
     said.wait_for("a runs the singleton", Duration::from_secs(10), |l| {
-        l.iter().any(|l| l["app"] == "a" && l["step"] == "ticker start")
+        l.iter()
+            .any(|l| l["app"] == "a" && l["step"] == "ticker start")
     })
     .await;
-    let _b = start("b", &path, &database, takeover_s, &said).await;
+    let b = start("b", &path, &database, takeover_s, &said).await;
     // An event a never finishes, and one behind it.
     push(&a, &reg, "slow", &[(0, 600_000, "a"), (1, 0, "a")]).await;
     said.wait_for("a starts event 0", Duration::from_secs(20), |l| {
@@ -262,12 +267,37 @@ async fn a_killed_process_is_taken_over_within_the_takeover_time() {
     })
     .await;
     eprintln!("taken over within {:?} of the kill", killed.elapsed());
+    // b counts what it took over (the room's queue and the singleton), at its next heartbeat.
+    let started = Instant::now();
+    loop {
+        let text = reqwest::get(format!("{}/metrics", b.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let taken: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("trestle_lease_takeovers_total{appservice=\"handover\"} "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if taken >= 2.0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let b_handled: Vec<(String, i64)> = said
         .lines()
         .iter()
         .filter(|l| l["app"] == "b" && (l["step"] == "start" || l["step"] == "end"))
-        .map(|l| (l["step"].as_str().unwrap().to_owned(), l["n"].as_i64().unwrap()))
+        .map(|l| {
+            (
+                l["step"].as_str().unwrap().to_owned(),
+                l["n"].as_i64().unwrap(),
+            )
+        })
         .collect();
     let expected = [("start", 0), ("end", 0), ("start", 1), ("end", 1)]
         .map(|(s, n)| (s.to_owned(), n))

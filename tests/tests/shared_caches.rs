@@ -72,7 +72,11 @@ async fn a_leave_seen_by_one_process_does_not_fail_the_others_send() {
     let (a, stop_a) = process(&registration, &synapse, &database, port_a).await;
     let (b, _stop_b) = process(&registration, &synapse, &database, free_port()).await;
     synapse
-        .wait_for_appservice(&registration.id, &registration.as_token, Duration::from_secs(30))
+        .wait_for_appservice(
+            &registration.id,
+            &registration.as_token,
+            Duration::from_secs(30),
+        )
         .await;
 
     let user = synapse.register_user("kim", "password-1234").await;

@@ -301,8 +301,7 @@ impl<L: Lane> Lanes<L> {
     async fn work(self: Arc<Self>, queue: String) {
         let scope = self.lane.scope().to_owned();
         let ttl = self.store.lease_ttl();
-        match self.store.lease(&scope, &queue, &self.owner, ttl).await
-        {
+        match self.store.lease(&scope, &queue, &self.owner, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another process works this queue; the periodic scan will look again.

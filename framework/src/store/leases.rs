@@ -59,22 +59,44 @@ impl Store {
             return Ok(true);
         }
         let now = now_ms();
+        // The row before, read in the same statement: a lease taken from another owner is a
+        // takeover, counted for `/metrics`.
         let taken = sqlx::query(
-            "INSERT INTO queue_leases (appservice_id, queue_key, owner, expires_at)
+            "WITH before AS (
+                 SELECT owner FROM queue_leases WHERE appservice_id = $1 AND queue_key = $2)
+             INSERT INTO queue_leases (appservice_id, queue_key, owner, expires_at)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (appservice_id, queue_key) DO UPDATE
              SET owner = excluded.owner, expires_at = excluded.expires_at
-             WHERE queue_leases.owner = excluded.owner OR queue_leases.expires_at < $5",
+             WHERE queue_leases.owner = excluded.owner OR queue_leases.expires_at < $5
+             RETURNING (SELECT owner FROM before)",
         )
         .bind(scope)
         .bind(queue_key)
         .bind(owner)
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(taken == 1)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = taken else {
+            return Ok(false);
+        };
+        let before: Option<String> = sqlx::Row::try_get(&row, 0)?;
+        if before.is_some_and(|before| before != owner) {
+            tracing::info!(
+                scope,
+                queue_key,
+                "took over a lease another process let run out"
+            );
+            self.takeovers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    /// How many leases this store's holders took over from a process that let them run out.
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How long this store's leases last without renewal (see [`StoreOptions::takeover`](super::StoreOptions::takeover)).

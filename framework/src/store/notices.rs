@@ -155,11 +155,7 @@ async fn listen(notices: Weak<Notices>, sender: broadcast::Sender<Notice>) {
         let Some(this) = notices.upgrade() else {
             return;
         };
-        let (channel, origin, url) = (
-            this.channel.clone(),
-            this.origin.clone(),
-            this.url.clone(),
-        );
+        let (channel, origin, url) = (this.channel.clone(), this.origin.clone(), this.url.clone());
         drop(this);
         let Some(open) = &mut listener else {
             match open_listener(&url, &channel).await {
@@ -212,7 +208,9 @@ mod tests {
         for notice in [
             Notice::LeaseFreed,
             member,
-            Notice::Ghost { user: "@g:x".into() },
+            Notice::Ghost {
+                user: "@g:x".into(),
+            },
         ] {
             let payload = notice.encode("me");
             assert_eq!(Notice::decode(&payload, "me"), Some((notice.clone(), true)));
