@@ -54,7 +54,13 @@ async fn heartbeat_forever(core: std::sync::Weak<Core>) {
         let (store, owner) = (&core.store, &core.owner);
         let role = core.options.role.to_string();
         if let Err(error) = store
-            .heartbeat(&core.appservice_id, owner, &role, started_at)
+            .heartbeat(
+                &core.appservice_id,
+                owner,
+                &role,
+                started_at,
+                core.options.encryption,
+            )
             .await
         {
             tracing::warn!(%error, "could not record this process's heartbeat");

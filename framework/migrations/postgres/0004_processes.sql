@@ -9,5 +9,7 @@ CREATE TABLE processes (
     pid BIGINT NOT NULL,
     started_at BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL,
+    -- Whether it runs end-to-end encryption, whose state is per process: a second is refused.
+    encryption BOOLEAN NOT NULL DEFAULT FALSE,
     PRIMARY KEY (appservice_id, owner)
 );

@@ -48,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) keep_txn_ids: Duration,
     /// What this process does among those sharing the store.
     pub(crate) role: crate::Role,
+    /// Whether end-to-end encryption is installed: its state is this process's own.
+    pub(crate) encryption: bool,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             keep_items: Duration::from_secs(24 * 3600),
             keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
             role: crate::Role::All,
+            encryption: false,
         }
     }
 }

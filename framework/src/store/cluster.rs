@@ -58,15 +58,18 @@ impl Store {
         owner: &str,
         role: &str,
         started_at: i64,
+        encryption: bool,
     ) -> Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "?".to_owned());
         sqlx::query(
-            "INSERT INTO processes (appservice_id, owner, role, host, pid, started_at, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO processes
+                 (appservice_id, owner, role, host, pid, started_at, heartbeat_at, encryption)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (appservice_id, owner) DO UPDATE
-             SET role = excluded.role, heartbeat_at = excluded.heartbeat_at",
+             SET role = excluded.role, heartbeat_at = excluded.heartbeat_at,
+                 encryption = excluded.encryption",
         )
         .bind(appservice_id)
         .bind(owner)
@@ -75,9 +78,37 @@ impl Store {
         .bind(i64::from(std::process::id()))
         .bind(started_at)
         .bind(now_ms())
+        .bind(encryption)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// A process of `appservice_id` other than `owner` that runs end-to-end encryption and
+    /// said it was alive within the lease's life, if there is one.
+    pub(crate) async fn live_encrypted_process(
+        &self,
+        appservice_id: &str,
+        owner: &str,
+    ) -> Result<Option<ProcessInfo>> {
+        let row = sqlx::query(
+            "SELECT owner, role, host, pid, started_at, heartbeat_at FROM processes
+             WHERE appservice_id = $1 AND owner <> $2 AND encryption AND heartbeat_at >= $3
+             ORDER BY started_at LIMIT 1",
+        )
+        .bind(appservice_id)
+        .bind(owner)
+        .bind(now_ms() - self.leases.ttl.as_millis() as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| ProcessInfo {
+            owner: row.get(0),
+            role: row.get(1),
+            host: row.get(2),
+            pid: row.get(3),
+            started_at: row.get(4),
+            heartbeat_at: row.get(5),
+        }))
     }
 
     /// How many leases `owner` holds now.
