@@ -50,6 +50,18 @@ pub struct Cluster {
     pub leases: Vec<LeaseInfo>,
 }
 
+/// A process read from `SELECT owner, role, host, pid, started_at, heartbeat_at`.
+fn process_info(row: &sqlx::any::AnyRow) -> ProcessInfo {
+    ProcessInfo {
+        owner: row.get(0),
+        role: row.get(1),
+        host: row.get(2),
+        pid: row.get(3),
+        started_at: row.get(4),
+        heartbeat_at: row.get(5),
+    }
+}
+
 impl Store {
     /// Records that the process `owner` of `appservice_id` is alive, in `role`.
     pub(crate) async fn heartbeat(
@@ -101,14 +113,7 @@ impl Store {
         .bind(now_ms() - self.leases.ttl.as_millis() as i64)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| ProcessInfo {
-            owner: row.get(0),
-            role: row.get(1),
-            host: row.get(2),
-            pid: row.get(3),
-            started_at: row.get(4),
-            heartbeat_at: row.get(5),
-        }))
+        Ok(row.as_ref().map(process_info))
     }
 
     /// How many leases `owner` holds now.
@@ -150,15 +155,8 @@ impl Store {
         .bind(appservice_id)
         .fetch_all(&self.pool)
         .await?
-        .into_iter()
-        .map(|row| ProcessInfo {
-            owner: row.get(0),
-            role: row.get(1),
-            host: row.get(2),
-            pid: row.get(3),
-            started_at: row.get(4),
-            heartbeat_at: row.get(5),
-        })
+        .iter()
+        .map(process_info)
         .collect();
         let suffix = format!(":{appservice_id}");
         let leases = sqlx::query(
