@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// Gives a lease back, and tells the other processes on the database that it is free
-    /// (see [`Store::notices`]), so one that waits for it takes it at once.
+    /// (`LISTEN`/`NOTIFY` on PostgreSQL), so one that waits for it takes it at once.
     pub async fn release(&self, scope: &str, queue_key: &str, owner: &str) -> Result<()> {
         if self.backend == Backend::Sqlite {
             return Ok(());
