@@ -2,6 +2,7 @@
 //! handling; the work is in the `trestle` library (`config`, `host`).
 
 mod delivery;
+mod status;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -77,7 +78,16 @@ enum Command {
     /// Checks the configuration, the homeserver, and each plugin's registration with it.
     Check,
     /// Runs the enabled plugins until Ctrl-C or SIGTERM.
-    Run,
+    Run {
+        /// What this process does where several share a PostgreSQL database: all, matrix
+        /// (transactions and handlers) or connections (services); overrides `role` in the
+        /// configuration (docs/scaling.md).
+        #[arg(long)]
+        role: Option<trestle::Role>,
+    },
+    /// Shows, from the database, the processes sharing it: each one's role and last heartbeat,
+    /// what it holds and for how long, and the queues' depths (docs/scaling.md).
+    Status,
     /// Lists the bundled plugins, one name per line.
     Plugins {
         /// Only those the configuration runs (turned on, or on by default and not turned off).
@@ -168,8 +178,16 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Check => return check(&cli.config).await,
-        Command::Run => {
+        Command::Status => {
             let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let plugins = enabled_plugins(&config, PLUGINS).map_err(|e| e.to_string())?;
+            print!("{}", status::report(&config, &plugins).await?);
+        }
+        Command::Run { role } => {
+            let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            if let Some(role) = role {
+                config.role = role;
+            }
             init_logging(&config);
             let host = Host::with_encryption(&config, PLUGINS, ENCRYPTION)
                 .await

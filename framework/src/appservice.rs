@@ -109,6 +109,24 @@ pub struct AppserviceBuilder {
     bot_localpart: Option<String>,
 }
 
+/// Refuses a second live process with end-to-end encryption on one shared store: each keeps
+/// its devices' keys in its own crypto store (`data_dir/crypto`), so two would each make and
+/// upload their own, and decrypt what the other was sent with neither.
+async fn one_encrypted_process(store: &Store, appservice_id: &str, owner: &str) -> Result<()> {
+    let Some(other) = store.live_encrypted_process(appservice_id, owner).await? else {
+        return Ok(());
+    };
+    let ago = (crate::store::now_ms() - other.heartbeat_at).max(0) / 1000;
+    Err(Error::Config(format!(
+        "appservice `{appservice_id}`: end-to-end encryption (the plugin's `encryption` setting) \
+         keeps its state in each process, and another process already runs it with encryption on \
+         (role {}, on {} pid {}, alive {ago} s ago): run an encrypted plugin in one process, or \
+         turn `encryption` off in this one; a process that died is forgotten after \
+         `leases.takeover_s`",
+        other.role, other.host, other.pid
+    )))
+}
+
 impl AppserviceBuilder {
     /// The bot's localpart, where the bot is not the registration's `sender_localpart` user:
     /// an ordinary user inside an exclusive user namespace, registered at start like a ghost
@@ -150,6 +168,14 @@ impl AppserviceBuilder {
     pub fn retention(mut self, items: Duration, txn_ids: Duration) -> Self {
         self.options.keep_items = items;
         self.options.keep_txn_ids = txn_ids;
+        self
+    }
+
+    /// What this process does among several sharing a PostgreSQL store: take transactions
+    /// and run the handlers, run the services, or both ([`Role::All`](crate::Role::All), the
+    /// default). Building fails for another role on a store this process has alone (SQLite).
+    pub fn role(mut self, role: crate::Role) -> Self {
+        self.options.role = role;
         self
     }
 
@@ -197,15 +223,35 @@ impl AppserviceBuilder {
         };
         // Chosen once: the queues ask the mode, never the backend (`store/mode.rs`).
         let mode = Mode::choose(&store);
+        if self.options.role != crate::Role::All && !mode.leases() {
+            return Err(Error::Config(format!(
+                "role `{}`: roles divide the work of several processes sharing a PostgreSQL \
+                 database; on SQLite one process does everything, so leave the role at `all` \
+                 (or set `database` to a postgres:// URL)",
+                self.options.role
+            )));
+        }
         let writeback = Arc::new(WriteBack::new(store.clone()));
         let users =
             Users::load(bot_user_id, sender, store.clone(), mode, writeback.clone()).await?;
         let command_prefix = Arc::from(self.router.options.command_prefix.as_str());
         let hooks = self.router.options.hooks.clone();
         let id = self.registration.id.clone();
+        let owner = format!("{:016x}", rand::random::<u64>());
+        let mut options = self.options;
+        options.encryption = hooks.encryption.is_some();
+        if options.encryption && mode.leases() {
+            one_encrypted_process(&store, &id, &owner).await?;
+            // Said now, not at the first heartbeat: a process starting just after sees it.
+            let role = options.role.to_string();
+            store
+                .heartbeat(&id, &owner, &role, crate::store::now_ms(), true)
+                .await?;
+        }
         let inner = Arc::new_cyclic(|weak| AppInner {
             queues: Queues::new(Core {
                 appservice_id: id,
+                owner,
                 client,
                 store,
                 mode,
@@ -213,8 +259,8 @@ impl AppserviceBuilder {
                 metrics: Metrics::default(),
                 writeback,
                 on_send_failure: self.on_send_failure,
-                admission: Admission::new(self.options.max_in_flight),
-                options: self.options,
+                admission: Admission::new(options.max_in_flight),
+                options,
                 // The way up: to the handlers and the encryption, never holding the appservice.
                 upstream: Box::new(upstream::Up::new(weak.clone(), hooks.encryption.clone())),
                 receiving: tokio::sync::Mutex::new(()),

@@ -47,6 +47,7 @@ pub mod outbox {
 }
 pub mod plugin;
 mod queues;
+mod role;
 pub mod router;
 mod service;
 pub mod store;
@@ -64,6 +65,7 @@ pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;
 pub use queues::DEFAULT_MAX_IN_FLIGHT;
+pub use role::Role;
 pub use router::Router;
 pub use service::Started;
 pub use store::Store;

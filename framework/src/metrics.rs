@@ -34,6 +34,10 @@ pub(crate) struct Metrics {
     journal_stalled: AtomicBool,
     delayed_answers: AtomicU64,
     delayed_micros: AtomicU64,
+    /// Where processes share the store: the leases this one holds, and those it took over
+    /// from processes that died, as of its last heartbeat.
+    leases_held: AtomicU64,
+    lease_takeovers: AtomicU64,
     /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
     gauges: Mutex<BTreeMap<GaugeKey, (&'static str, f64)>>,
 }
@@ -94,6 +98,12 @@ impl Metrics {
         self.delayed_answers.fetch_add(1, Relaxed);
         self.delayed_micros
             .fetch_add(waited.as_micros() as u64, Relaxed);
+    }
+
+    /// What this process holds among those sharing the store, at its heartbeat.
+    pub(crate) fn leases(&self, held: u64, takeovers: u64) {
+        self.leases_held.store(held, Relaxed);
+        self.lease_takeovers.store(takeovers, Relaxed);
     }
 
     /// Sets a plugin's own gauge.
@@ -255,6 +265,22 @@ impl Metrics {
             "Time transactions waited for the handlers to catch up.",
             l(&[]),
             self.delayed_micros.load(Relaxed) as f64 / 1e6,
+        );
+        add(
+            "trestle_leases_held",
+            "gauge",
+            "Rooms' queues and singleton services this process holds, where processes share \
+             a PostgreSQL store (docs/scaling.md).",
+            l(&[]),
+            self.leases_held.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_lease_takeovers_total",
+            "counter",
+            "Leases this process took over from a process that let them run out (died or \
+             stalled).",
+            l(&[]),
+            self.lease_takeovers.load(Relaxed) as f64,
         );
         for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
             let extra: Vec<(&str, &str)> = extra

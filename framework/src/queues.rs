@@ -35,11 +35,12 @@ use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 
 pub use self::core::DEFAULT_MAX_IN_FLIGHT;
 pub(crate) use self::core::{Core, Options, Sealed, Upstream};
-use crate::{Result, transaction::TransactionBody};
+use crate::{Result, sync::MutexExt, transaction::TransactionBody};
 pub(crate) use admission::Admission;
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;
 use lanes::Lanes;
+pub(crate) use lanes::lease_freed;
 pub use outbox::Delivery;
 use outbox::OutboxLane;
 pub(crate) use outbox::{Op, next_txn_id, with_send_scope};
@@ -47,11 +48,45 @@ pub(crate) use receive::Source;
 pub(crate) use users::Users;
 pub(crate) use writeback::WriteBack;
 
+/// Says, every renewal interval, that this process is alive and what it holds: for
+/// `trestle status` (the `processes` table) and `/metrics`. Ends when the core is dropped.
+async fn heartbeat_forever(core: std::sync::Weak<Core>) {
+    let started_at = crate::store::now_ms();
+    loop {
+        let Some(core) = core.upgrade() else { return };
+        let (store, owner) = (&core.store, &core.owner);
+        let role = core.options.role.to_string();
+        if let Err(error) = store
+            .heartbeat(
+                &core.appservice_id,
+                owner,
+                &role,
+                started_at,
+                core.options.encryption,
+            )
+            .await
+        {
+            tracing::warn!(%error, "could not record this process's heartbeat");
+        }
+        match store.leases_held(owner).await {
+            Ok(held) => core
+                .metrics
+                .leases(u64::try_from(held).unwrap_or(0), store.takeovers()),
+            Err(error) => tracing::warn!(%error, "could not count this process's leases"),
+        }
+        let every = store.lease_times().renew_every();
+        drop(core);
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// The core and the lanes of the inbox and the outbox.
 pub(crate) struct Queues {
     pub(crate) core: Arc<Core>,
     inbox: Arc<Lanes<InboxLane>>,
     outbox: Arc<Lanes<OutboxLane>>,
+    /// Where processes share the store, the task that says this one is alive.
+    heartbeat: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Queues {
@@ -68,19 +103,22 @@ impl Queues {
         let core = Arc::new(core);
         let id = core.appservice_id.clone();
         let (store, mode, max) = (core.store.clone(), core.mode, core.options.max_rooms);
+        let owner = core.owner.clone();
         let weak = Arc::downgrade(&core);
         let inbox = Lanes::new(
             InboxLane::new(weak.clone(), &id),
             store.clone(),
             mode,
+            owner.clone(),
             max,
             32,
         );
-        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, max, 32);
+        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, owner, max, 32);
         Queues {
             core,
             inbox,
             outbox,
+            heartbeat: std::sync::Mutex::default(),
         }
     }
 
@@ -89,12 +127,35 @@ impl Queues {
     /// pruning. They end when the core is dropped (the scans keep only the lanes).
     pub(crate) fn start(&self) {
         let mode = self.core.mode;
-        self.inbox.scan_forever(mode.scan_interval());
+        // A process that takes no transactions runs no handlers: the inbox is the others'.
+        if self.core.options.role.handles_events() {
+            self.inbox.scan_forever(mode.scan_interval());
+        }
         self.outbox.scan_forever(mode.scan_interval());
         tokio::spawn(WriteBack::flush_forever(Arc::downgrade(
             &self.core.writeback,
         )));
         let weak = Arc::downgrade(&self.core);
+        if mode.leases() {
+            let task = tokio::spawn(heartbeat_forever(weak.clone()));
+            *self.heartbeat.lock_unpoisoned() = Some(task);
+        }
+        if let Some(mut notices) = self.core.store.notices() {
+            let weak = weak.clone();
+            tokio::spawn(async move {
+                loop {
+                    let notice = match notices.recv().await {
+                        Ok(notice) => notice,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            crate::store::Notice::Missed
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    };
+                    let Some(core) = weak.upgrade() else { return };
+                    core.users.forget(&notice).await;
+                }
+            });
+        }
         if mode.journaled() {
             tokio::spawn(receive::commit_forever(weak.clone(), self.inbox.clone()));
         }
@@ -177,6 +238,45 @@ impl Queues {
             + self.outbox.busy()
             + self.core.writeback.len()
             + self.core.store.journal_backlog()
+    }
+
+    /// Hands the rooms' queues to the other processes sharing the store, as this one stops
+    /// (see `Lanes::hand_over`): the inbox first, so that what the handlers in hand send is
+    /// still sent from here, then the outbox; then every lease this instance still holds is
+    /// given back. Returns `false`, doing nothing, where the store is this process's alone.
+    pub(crate) async fn hand_over(&self) -> bool {
+        if !self.core.mode.leases() {
+            return false;
+        }
+        // The items in hand get their grace, and their marks and releases a little more.
+        let wait = Duration::from_secs(10);
+        self.inbox.hand_over();
+        if !self.inbox.wait_idle(wait).await {
+            tracing::warn!(appservice = %self.core.appservice_id, "rooms' handlers did not stop in time");
+        }
+        self.outbox.hand_over();
+        if !self.outbox.wait_idle(wait).await {
+            tracing::warn!(appservice = %self.core.appservice_id, "rooms' sends did not stop in time");
+        }
+        let started = tokio::time::Instant::now();
+        while self.core.writeback.len() > 0 && started.elapsed() < wait {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let core = &self.core;
+        if let Some(heartbeat) = self.heartbeat.lock_unpoisoned().take() {
+            heartbeat.abort();
+        }
+        if let Err(error) = core.store.release_all(&core.owner).await {
+            tracing::warn!(%error, "could not give back the leases left; others take them when they run out");
+        }
+        if let Err(error) = core
+            .store
+            .forget_process(&core.appservice_id, &core.owner)
+            .await
+        {
+            tracing::warn!(%error, "could not remove this process from the store's list");
+        }
+        true
     }
 
     /// Waits until a worker stops, or `timeout`.

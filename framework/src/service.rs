@@ -110,6 +110,10 @@ impl Appservice {
             bot.abort();
         }
         self.stop_services(started.services).await;
+        // Where processes share the store, the others take over what is left at once.
+        if self.inner.queues.hand_over().await {
+            return;
+        }
         // What is not finished now is in the store and is finished on the next start.
         if tokio::time::timeout(IDLE_GRACE, self.idle()).await.is_err() {
             tracing::warn!(appservice = %self.inner.registration.id, "stopping with work left in the store for the next start");
@@ -120,7 +124,12 @@ impl Appservice {
     pub(crate) fn start_services(&self) -> Running {
         let _ = self.inner.stop.send(false);
         let mut tasks = JoinSet::new();
+        let role = self.inner.queues.core.options.role;
         for service in &self.inner.router.options.hooks.services {
+            if !role.runs_services() {
+                tracing::info!(service = service.name, %role, "not running the service in this role");
+                continue;
+            }
             let (app, service) = (self.clone(), service.clone());
             tasks.spawn(supervise(app, service));
         }
@@ -154,6 +163,7 @@ async fn supervise(app: Appservice, service: Service) {
             return;
         }
         let started = tokio::time::Instant::now();
+        tracing::info!(service = service.name, "running the service");
         let run = run_caught((service.run)(app.clone()));
         let result = match &lease {
             None => run.await,
@@ -210,17 +220,19 @@ impl ServiceLease {
             store: core.store.clone(),
             scope: format!("service:{}", core.appservice_id),
             name: service.name,
-            owner: format!("{:016x}", rand::random::<u64>()),
+            owner: core.owner.clone(),
         })
     }
 
     /// Waits until this process holds the lease; `false` when the appservice stops first.
     async fn take(&self, app: &Appservice) -> bool {
         let mut told = false;
+        // Subscribed before the first try, so a release just after it is heard.
+        let mut notices = self.store.notices();
         loop {
             match self
                 .store
-                .lease(&self.scope, self.name, &self.owner, crate::store::LEASE_TTL)
+                .lease(&self.scope, self.name, &self.owner, self.store.lease_ttl())
                 .await
             {
                 Ok(true) => {
@@ -243,6 +255,7 @@ impl ServiceLease {
             }
             tokio::select! {
                 () = tokio::time::sleep(STAND_BY_LOOK) => {}
+                () = crate::queues::lease_freed(&mut notices) => {}
                 () = app.stopping() => return false,
             }
         }

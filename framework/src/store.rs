@@ -5,12 +5,14 @@
 //! runtime queries through sqlx's `Any` driver, written once with `$n` placeholders, which both
 //! dialects read; each dialect has its own migrations, run at connect.
 
+mod cluster;
 mod conn;
 mod inbox;
 mod journal;
 mod leases;
 mod migrate;
 mod mode;
+mod notices;
 mod options;
 mod outbox;
 #[cfg(test)]
@@ -24,13 +26,16 @@ use std::time::Duration;
 
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
+pub use cluster::{Cluster, LeaseInfo, ProcessInfo};
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::Parsed;
 pub(crate) use journal::record_items;
-pub(crate) use leases::LEASE_TTL;
+pub use leases::DEFAULT_TAKEOVER;
+pub(crate) use leases::LeaseTimes;
 pub use migrate::Migration;
 pub(crate) use mode::Mode;
+pub(crate) use notices::Notice;
 pub use options::{Durability, StoreOptions};
 pub use outbox::{OutboxItem, OutboxState};
 pub use users::{GhostRecord, Membership};
@@ -59,6 +64,12 @@ pub struct Store {
     /// (see `journal.rs`).
     journal: Option<std::sync::Arc<journal::Journal>>,
     durability: Durability,
+    leases: LeaseTimes,
+    /// On PostgreSQL, word between the processes that share the database (see `notices.rs`).
+    notices: Option<std::sync::Arc<notices::Notices>>,
+    /// Leases this store's holders took from another owner whose lease ran out: processes
+    /// that died (or stalled) and were taken over.
+    takeovers: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What waits in a queue (the inbox or the outbox): how much, and since when. `/metrics` shows
@@ -104,7 +115,7 @@ impl Store {
     /// to date. `sqlite://path/to/file.db`, `sqlite::memory:` (private, for tests), or
     /// `postgres://user:password@host/database`.
     pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_inner(url, None, Durability::default()).await
+        Self::connect_with(url, StoreOptions::default()).await
     }
 
     /// As [`Store::connect`], with `options`: a scope for a shared database, the durability of
@@ -123,7 +134,12 @@ impl Store {
             }
             _ => None,
         };
-        Self::connect_inner(url, schema, options.durability).await
+        let mut store = Self::connect_inner(url, schema.clone(), options.durability).await?;
+        store.leases = LeaseTimes::from_takeover(options.takeover);
+        if store.backend == Backend::Postgres {
+            store.notices = Some(notices::Notices::new(url, schema.as_deref()));
+        }
+        Ok(store)
     }
 
     async fn connect_inner(
@@ -230,6 +246,9 @@ impl Store {
             held,
             journal,
             durability,
+            leases: LeaseTimes::from_takeover(DEFAULT_TAKEOVER),
+            notices: None,
+            takeovers: Default::default(),
         })
     }
 

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use trestle::{
-    Error, Plugin, Result, encryption::EncryptionOptions, plugin::PluginSettings, store::Durability,
+    Error, Plugin, Result, Role, encryption::EncryptionOptions, plugin::PluginSettings,
+    store::Durability,
 };
 
 /// The whole configuration.
@@ -47,6 +48,15 @@ pub struct Config {
     /// rather than behind the handlers; `trestle::DEFAULT_MAX_IN_FLIGHT` unless set.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// What this process does where several share the PostgreSQL `database`: `all` (the
+    /// default), `matrix` (transactions and handlers) or `connections` (services); see
+    /// [`trestle::Role`] and `docs/scaling.md`. `trestle run --role` overrides it.
+    #[serde(default)]
+    pub role: Role,
+    /// The leases that divide rooms and services between processes sharing the PostgreSQL
+    /// `database`.
+    #[serde(default)]
+    pub leases: LeasesConfig,
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -72,6 +82,29 @@ pub struct HomeserverConfig {
     /// `https://<server_name>/.well-known/matrix/client`.
     #[serde(default)]
     pub url: Option<String>,
+}
+
+/// The leases that divide rooms and services between processes sharing a PostgreSQL database.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LeasesConfig {
+    /// How many seconds after a process dies (no clean stop) the others take over its rooms
+    /// and services: 15 unless set (see [`StoreOptions::takeover`](trestle::store::StoreOptions::takeover)).
+    #[serde(default = "default_takeover_s")]
+    pub takeover_s: u64,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            takeover_s: default_takeover_s(),
+        }
+    }
+}
+
+fn default_takeover_s() -> u64 {
+    trestle::store::DEFAULT_TAKEOVER.as_secs()
 }
 
 /// Logging.
@@ -480,6 +513,11 @@ pub fn default_config(
          # Events received and not yet handled (per plugin) past which the homeserver's next\n\
          # transaction waits for the handlers, so a burst waits in the homeserver's queue.\n\
          # max_in_flight: {max_in_flight}\n\
+         # With PostgreSQL, several processes can share the work (docs/scaling.md): role is\n\
+         # all (the default), matrix (transactions and handlers) or connections (services).\n\
+         # role: all\n\
+         # leases:\n\
+         #   takeover_s: 15   # a process that died is taken over after this\n\
          \n\
          logging:\n\
          \x20 level: info        # or e.g. info,trestle=debug; RUST_LOG overrides it\n\

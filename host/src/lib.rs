@@ -13,8 +13,8 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::ge
 use ruma::{OwnedUserId, UserId};
 use tokio::net::TcpListener;
 use trestle::{
-    Appservice, Error, Plugin, Registration, Result, Router, Store, encryption::EncryptionOptions,
-    plugin::PluginSettings, store::StoreOptions,
+    Appservice, Error, Plugin, Registration, Result, Role, Router, Store,
+    encryption::EncryptionOptions, plugin::PluginSettings, store::StoreOptions,
 };
 
 pub mod config;
@@ -116,13 +116,23 @@ impl Host {
         for plugin in enabled_plugins(config, available)? {
             let registration = ensure_registration(config, &plugin)?;
             let database = config.database_url(plugin.name)?;
+            if config.role != Role::All && database.starts_with("sqlite://") {
+                return Err(Error::Config(format!(
+                    "{}: field `role` (or `trestle run --role`): role `{}` divides the work of \
+                     several processes sharing a PostgreSQL `database`; on SQLite one process \
+                     does everything: leave the role at `all`, or set `database`",
+                    config.path.display(),
+                    config.role
+                )));
+            }
             if database.starts_with("sqlite://") {
                 std::fs::create_dir_all(config.data_dir())
                     .map_err(|e| Error::Config(format!("{}: {e}", config.data_dir().display())))?;
             }
             let options = StoreOptions::default()
                 .scope(plugin.name)
-                .durability(config.durability);
+                .durability(config.durability)
+                .takeover(std::time::Duration::from_secs(config.leases.takeover_s));
             let store = Store::connect_with(&database, options)
                 .await
                 .map_err(|e| Error::Config(format!("plugin {}: database: {e}", plugin.name)))?;
@@ -173,6 +183,7 @@ impl Host {
                 server_name.clone(),
             )
             .bot(built.bot_localpart)
+            .role(config.role)
             .router(built.router.other_bots(others))
             .store(built.store)
             .max_in_flight(config.max_in_flight)

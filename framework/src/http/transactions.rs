@@ -22,6 +22,19 @@ pub(super) async fn put_transaction(
     MatrixPath(txn_id): MatrixPath<String>,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
+    let role = app.inner.queues.core.options.role;
+    if !role.handles_events() {
+        // Accepted here, it would wait for a process that handles events to find it; refused,
+        // the homeserver keeps it and retries, and the operator sees why in its logs.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Unknown,
+            format!(
+                "this Trestle process runs the `{role}` role and takes no transactions: \
+                 point the registration's url at processes with role `matrix` or `all`"
+            ),
+        ));
+    }
     if app.stalled().is_some() {
         // Logged by the commit task, once a minute; the homeserver keeps the transaction
         // and retries.

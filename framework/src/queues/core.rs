@@ -51,6 +51,10 @@ pub(crate) struct Options {
     pub(crate) keep_items: Duration,
     pub(crate) keep_txn_ids: Duration,
     pub(crate) max_in_flight: usize,
+    /// What this process does among those sharing the store.
+    pub(crate) role: crate::Role,
+    /// Whether end-to-end encryption is installed: its state is this process's own.
+    pub(crate) encryption: bool,
 }
 
 impl Default for Options {
@@ -60,6 +64,8 @@ impl Default for Options {
             keep_items: Duration::from_secs(24 * 3600),
             keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            role: crate::Role::All,
+            encryption: false,
         }
     }
 }
@@ -68,6 +74,9 @@ impl Default for Options {
 pub(crate) struct Core {
     /// The registration's id: what names this appservice's rows in the store.
     pub(crate) appservice_id: String,
+    /// Names this appservice's instance (one process's) as the owner of leases in a shared
+    /// store: random, so two instances never take each other's for their own.
+    pub(crate) owner: String,
     pub(crate) client: HomeserverClient,
     pub(crate) store: Store,
     /// Chosen once, when the appservice is built.

@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use crate::{
     Result, Store,
-    store::{LEASE_TTL, Mode},
+    store::{Mode, Notice},
 };
 
 /// Where a lane's work comes from and how one item is done.
@@ -71,6 +71,9 @@ pub(crate) struct Lanes<L: Lane> {
     overflow: AtomicBool,
     rescan: Notify,
     changed: Notify,
+    /// Set when this process hands its queues to the others sharing the store
+    /// ([`Lanes::hand_over`]): no new worker starts, and each stops after the item in hand.
+    handing_over: tokio::sync::watch::Sender<bool>,
 }
 
 /// What was offered to a queue's worker since it last looked.
@@ -110,6 +113,7 @@ impl<L: Lane> Lanes<L> {
         lane: L,
         store: Store,
         mode: Mode,
+        owner: String,
         max_workers: usize,
         batch: i64,
     ) -> Arc<Self> {
@@ -117,7 +121,7 @@ impl<L: Lane> Lanes<L> {
             lane,
             store,
             mode,
-            owner: format!("{:016x}", rand::random::<u64>()),
+            owner,
             max_workers,
             batch,
             active: Mutex::new(HashMap::new()),
@@ -125,6 +129,7 @@ impl<L: Lane> Lanes<L> {
             overflow: AtomicBool::new(false),
             rescan: Notify::new(),
             changed: Notify::new(),
+            handing_over: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -150,6 +155,10 @@ impl<L: Lane> Lanes<L> {
     }
 
     fn offer_inner(self: &Arc<Self>, queue: &str, items: Option<Vec<L::Item>>) -> bool {
+        if self.is_handing_over() {
+            // It is in the store, where the process that takes the queue over finds it.
+            return false;
+        }
         let trusted = self.handoff.load(Ordering::SeqCst);
         let mut active = self.active();
         if let Some(offered) = active.get_mut(queue) {
@@ -211,6 +220,42 @@ impl<L: Lane> Lanes<L> {
         })
     }
 
+    /// Hands this process's queues to the other processes sharing the store, as it stops: no
+    /// worker starts any more, each worker stops after the item in hand (given
+    /// [`HANDOVER_GRACE`] to finish, then dropped), its marks written, and gives its lease
+    /// back, which tells the others (see [`Store::release`]). Where the store is this
+    /// process's alone, nothing changes: the work left is finished here.
+    pub(crate) fn hand_over(&self) {
+        if self.mode.leases() {
+            self.handing_over.send_replace(true);
+        }
+    }
+
+    fn is_handing_over(&self) -> bool {
+        *self.handing_over.borrow()
+    }
+
+    /// Completes [`HANDOVER_GRACE`] after the hand-over begins: the item in hand is dropped then.
+    async fn abandoned(&self) {
+        let mut handing_over = self.handing_over.subscribe();
+        if handing_over.wait_for(|h| *h).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(HANDOVER_GRACE).await;
+    }
+
+    /// Waits until no queue has a worker, or `timeout`; whether none has.
+    pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.busy() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            self.changed(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// Number of queues with a worker.
     pub(crate) fn busy(&self) -> usize {
         self.active().len()
@@ -243,13 +288,20 @@ impl<L: Lane> Lanes<L> {
         Source::Memory(items)
     }
 
+    /// Ends a worker that stops before its queue is empty: its marks written, its lease given
+    /// back for another process to take.
+    async fn leave(&self, scope: &str, queue: &str, processed: Vec<i64>) {
+        self.lane.finish(processed).await;
+        if let Err(error) = self.store.release(scope, queue, &self.owner).await {
+            tracing::warn!(%error, queue, "could not release the queue's lease");
+        }
+        self.stop_worker(queue);
+    }
+
     async fn work(self: Arc<Self>, queue: String) {
         let scope = self.lane.scope().to_owned();
-        match self
-            .store
-            .lease(&scope, &queue, &self.owner, LEASE_TTL)
-            .await
-        {
+        let ttl = self.store.lease_ttl();
+        match self.store.lease(&scope, &queue, &self.owner, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 // Another process works this queue; the periodic scan will look again.
@@ -280,9 +332,7 @@ impl<L: Lane> Lanes<L> {
                     }
                     // Work came meanwhile: take the lease again, or leave it to its new owner.
                     if !matches!(
-                        self.store
-                            .lease(&scope, &queue, &self.owner, LEASE_TTL)
-                            .await,
+                        self.store.lease(&scope, &queue, &self.owner, ttl).await,
                         Ok(true)
                     ) {
                         self.stop_worker(&queue);
@@ -307,12 +357,12 @@ impl<L: Lane> Lanes<L> {
             };
             let mut processed = Vec::with_capacity(batch.len());
             for item in batch {
-                if leased_at.elapsed() > LEASE_TTL / 3 {
-                    if let Ok(true) = self
-                        .store
-                        .lease(&scope, &queue, &self.owner, LEASE_TTL)
-                        .await
-                    {
+                if self.is_handing_over() {
+                    self.leave(&scope, &queue, processed).await;
+                    return;
+                }
+                if leased_at.elapsed() > self.store.lease_times().renew_every() {
+                    if let Ok(true) = self.store.lease(&scope, &queue, &self.owner, ttl).await {
                         leased_at = Instant::now();
                     } else {
                         tracing::warn!(
@@ -330,19 +380,40 @@ impl<L: Lane> Lanes<L> {
                 let work = Box::pin(self.lane.process(item));
                 if !self.mode.leases() {
                     work.await;
-                } else if self
-                    .store
-                    .keep_lease_while(&scope, &queue, &self.owner, &mut leased_at, work)
-                    .await
-                    .is_none()
-                {
-                    tracing::warn!(
-                        queue,
-                        "lost the queue's lease during a handler; its work was dropped for the new owner"
-                    );
-                    self.lane.finish(processed).await;
-                    self.stop_worker(&queue);
-                    return;
+                } else {
+                    // A process handing its queues over lets the item in hand finish, for a
+                    // while; dropped after that, it is the next owner's to do again.
+                    let work = async {
+                        tokio::select! {
+                            biased;
+                            () = work => true,
+                            () = self.abandoned() => false,
+                        }
+                    };
+                    match self
+                        .store
+                        .keep_lease_while(&scope, &queue, &self.owner, &mut leased_at, work)
+                        .await
+                    {
+                        Some(true) => {}
+                        Some(false) => {
+                            tracing::warn!(
+                                queue,
+                                "stopping: dropped an unfinished item for the process that takes the queue over"
+                            );
+                            self.leave(&scope, &queue, processed).await;
+                            return;
+                        }
+                        None => {
+                            tracing::warn!(
+                                queue,
+                                "lost the queue's lease during a handler; its work was dropped for the new owner"
+                            );
+                            self.lane.finish(processed).await;
+                            self.stop_worker(&queue);
+                            return;
+                        }
+                    }
                 }
                 processed.push(after);
             }
@@ -392,6 +463,11 @@ impl<L: Lane> Lanes<L> {
         interval: Duration,
     ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
+        let mut notices = if self.mode.leases() {
+            self.store.notices()
+        } else {
+            None
+        };
         tokio::spawn(async move {
             loop {
                 let room = this.max_workers.saturating_sub(this.busy());
@@ -414,9 +490,34 @@ impl<L: Lane> Lanes<L> {
                         Err(error) => tracing::error!(%error, "could not scan for pending work"),
                     }
                 }
-                let _ = tokio::time::timeout(interval, this.rescan.notified()).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(interval, this.rescan.notified()) => {}
+                    () = lease_freed(&mut notices) => {}
+                }
             }
         })
+    }
+}
+
+/// How long the item in hand may take to finish when its process hands its queues over.
+const HANDOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Completes when another process on the store gave a lease back (or may have, unheard):
+/// a queue it held may wait for a worker here. Never, without notices.
+pub(crate) async fn lease_freed(notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>) {
+    let Some(receiver) = notices else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(Notice::LeaseFreed | Notice::Missed)
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *notices = None;
+                return std::future::pending().await;
+            }
+        }
     }
 }
 

@@ -129,6 +129,8 @@ impl Op {
 pub struct Delivery {
     seq: i64,
     rx: oneshot::Receiver<Result<Option<OwnedEventId>>>,
+    /// Where another process may send the request: the store, where its outcome shows.
+    store: Option<crate::Store>,
 }
 
 impl Delivery {
@@ -136,7 +138,11 @@ impl Delivery {
     pub(crate) fn ready(seq: i64, outcome: Result<Option<OwnedEventId>>) -> Self {
         let (tx, rx) = oneshot::channel();
         let _ = tx.send(outcome);
-        Delivery { seq, rx }
+        Delivery {
+            seq,
+            rx,
+            store: None,
+        }
     }
 
     /// The request's place in the outbox.
@@ -151,12 +157,47 @@ impl IntoFuture for Delivery {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            self.rx.await.unwrap_or_else(|_| {
+            let stopped = |_| {
                 Err(Error::Other(
                     "the outbox stopped before the request was sent".into(),
                 ))
-            })
+            };
+            let Some(store) = self.store else {
+                return self.rx.await.unwrap_or_else(stopped);
+            };
+            tokio::select! {
+                outcome = self.rx => outcome.unwrap_or_else(stopped),
+                outcome = outcome_in_store(&store, self.seq) => outcome,
+            }
         })
+    }
+}
+
+/// How often an awaited request another process may send is looked for in the store.
+const LOOK_FOR_OUTCOME: Duration = Duration::from_millis(250);
+
+/// The outcome of request `seq` once the store has it: where another process took the room's
+/// queue, its worker sends the request and this process's waiter would never hear.
+async fn outcome_in_store(store: &crate::Store, seq: i64) -> Result<Option<OwnedEventId>> {
+    loop {
+        tokio::time::sleep(LOOK_FOR_OUTCOME).await;
+        match store.outbox_state(seq).await {
+            Ok(Some((OutboxState::Sent, event_id, _))) => {
+                return Ok(event_id.and_then(|id| OwnedEventId::try_from(id).ok()));
+            }
+            Ok(Some((OutboxState::Failed, _, error))) => {
+                return Err(Error::Other(
+                    error.unwrap_or_else(|| "the request failed".into()),
+                ));
+            }
+            Ok(Some((OutboxState::Pending, ..))) => {}
+            Ok(None) => {
+                return Err(Error::Other(
+                    "the request is no longer in the outbox".into(),
+                ));
+            }
+            Err(error) => tracing::debug!(%error, seq, "could not look for a request's outcome"),
+        }
     }
 }
 
@@ -197,7 +238,12 @@ impl OutboxLane {
         }
         let (tx, rx) = oneshot::channel();
         waiting.waiters.insert(seq, tx);
-        Delivery { seq, rx }
+        let store = self
+            .core
+            .upgrade()
+            .filter(|core| core.mode.others_send())
+            .map(|core| core.store.clone());
+        Delivery { seq, rx, store }
     }
 
     /// Hands the outcome to whoever awaits it. With nobody waiting it is kept a while, for a

@@ -18,7 +18,7 @@ use super::writeback::{Write, WriteBack};
 use crate::{
     Result, Store,
     client::HomeserverClient,
-    store::{Membership, Mode},
+    store::{Membership, Mode, Notice},
 };
 
 /// The one owner of the caches of ghosts and memberships.
@@ -93,6 +93,30 @@ impl Users {
         }
         self.registered.lock().await.insert(user_id.clone());
         Ok(())
+    }
+
+    /// Forgets what the caches hold of what another process changed (see `store/notices.rs`):
+    /// the store is asked next time. [`Notice::Missed`] forgets everything.
+    pub(crate) async fn forget(&self, notice: &Notice) {
+        match notice {
+            Notice::Membership { room, user } => {
+                let mut joined = self.joined.lock_unpoisoned();
+                joined.retain(|(r, u)| r.as_str() != room || u.as_str() != user);
+            }
+            Notice::Ghost { user } => {
+                self.registered.lock().await.retain(|u| u.as_str() != user);
+            }
+            Notice::Missed => {
+                self.joined.lock_unpoisoned().clear();
+                self.registered.lock().await.clear();
+            }
+            Notice::LeaseFreed => {}
+        }
+    }
+
+    /// Forgets that `user_id` is in `room_id`, after the homeserver said otherwise.
+    pub(crate) fn forget_joined(&self, room_id: &RoomId, user_id: &UserId) {
+        self.set_joined_cached(room_id, user_id, false);
     }
 
     /// Whether `user_id` is in `room_id`, as far as we know.

@@ -104,7 +104,12 @@ impl WriteBack {
             }
             for attempt in 0..5u32 {
                 match writeback.store.apply(&writes).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // Only once committed: told earlier, another process would read the
+                        // old record back into its cache.
+                        writeback.store.announce_writes(&writes).await;
+                        break;
+                    }
                     Err(error) => {
                         tracing::error!(writes = writes.len(), %error, attempt, "could not write to the store");
                         tokio::time::sleep(Duration::from_millis(200 << attempt)).await;

@@ -59,6 +59,13 @@ impl Mode {
         self != Mode::Shared
     }
 
+    /// Whether a request this process queued may be sent by another (which took the room's
+    /// queue): its outcome is then looked for in the store too, not only awaited from this
+    /// process's worker.
+    pub(crate) fn others_send(self) -> bool {
+        self == Mode::Shared
+    }
+
     /// Whether a queue's worker holds a lease that other processes respect, renewed while it
     /// works (even inside one long handler) and given up, its work dropped, when it cannot be
     /// renewed. Alone in a store there is nobody to keep out.
@@ -73,6 +80,13 @@ impl Mode {
             Mode::Shared => Duration::from_secs(2),
             Mode::Journaled | Mode::Alone => Duration::from_secs(30),
         }
+    }
+
+    /// Whether what the caches say may be out of date: another process may have seen a user
+    /// leave, and told this one too late (`store/notices.rs`). A send refused then is retried
+    /// once after a join.
+    pub(crate) fn stale_caches(self) -> bool {
+        self == Mode::Shared
     }
 
     /// Whether the caches of ghosts and memberships hold all the store knows, so that a miss

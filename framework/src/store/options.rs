@@ -1,5 +1,7 @@
 //! How a store is opened: its scope on a shared database, and how durable an answer is.
 
+use std::time::Duration;
+
 use serde::Deserialize;
 
 /// What has become of a received transaction when the homeserver is answered, on a SQLite file.
@@ -29,11 +31,22 @@ impl std::fmt::Display for Durability {
 }
 
 /// How [`Store::connect_with`](super::Store::connect_with) opens a store.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StoreOptions {
     pub(super) scope: Option<String>,
     pub(super) durability: Durability,
+    pub(super) takeover: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            scope: None,
+            durability: Durability::default(),
+            takeover: super::DEFAULT_TAKEOVER,
+        }
+    }
 }
 
 impl StoreOptions {
@@ -49,6 +62,17 @@ impl StoreOptions {
     /// server's `synchronous_commit`).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Where processes share a PostgreSQL store, how soon what a process that died owned (its
+    /// rooms' queues, its one-process services) is taken over by the others: its leases last
+    /// this long unrenewed, and are renewed every third of it. Shorter means a faster takeover
+    /// and more renewals; a process that stalls longer than this (a long pause of its machine)
+    /// loses its work to another. Default 15 s ([`DEFAULT_TAKEOVER`](super::DEFAULT_TAKEOVER)); at least a second.
+    /// On SQLite, one process owns the store and this changes nothing.
+    pub fn takeover(mut self, takeover: Duration) -> Self {
+        self.takeover = takeover;
         self
     }
 }

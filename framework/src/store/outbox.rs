@@ -127,7 +127,6 @@ impl Store {
     }
 
     /// Where a request stands, the event id it produced, and the error that ended it.
-    #[cfg(test)]
     pub(crate) async fn outbox_state(
         &self,
         seq: i64,

@@ -66,6 +66,7 @@ async fn lanes(max_workers: usize, stored: Vec<(&str, i64)>) -> Arc<Lanes<ListLa
         lane,
         Store::in_memory().await.unwrap(),
         Mode::Alone,
+        "test".into(),
         max_workers,
         4,
     )

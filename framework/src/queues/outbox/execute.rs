@@ -25,8 +25,69 @@ fn ts(ms: Option<u64>) -> Option<MilliSecondsSinceUnixEpoch> {
         .map(MilliSecondsSinceUnixEpoch)
 }
 
-/// Sends one request, registering the user first if needed.
+/// Sends one request, registering the user first if needed. Where the caches may be stale
+/// (processes share the store, and another saw the user leave), an event the homeserver
+/// refuses with `M_FORBIDDEN` is sent once more after the user joins again: the join that a
+/// true cache would have queued first.
 pub(super) async fn execute(
+    core: &Core,
+    op: &Op,
+    user_id: &OwnedUserId,
+    device_id: Option<&OwnedDeviceId>,
+) -> Result<Option<OwnedEventId>> {
+    let outcome = execute_once(core, op, user_id, device_id).await;
+    let room_id = match op {
+        Op::Message { room_id, .. } | Op::State { room_id, .. } | Op::Redact { room_id, .. } => {
+            room_id
+        }
+        _ => return outcome,
+    };
+    match outcome {
+        Err(error) if error.is_forbidden() && core.mode.stale_caches() => {
+            tracing::info!(%user_id, %room_id, %error, "refused; joining again in case another process saw this user leave, then retrying once");
+            core.users.forget_joined(room_id, user_id);
+            let identity = AppserviceUserIdentity::new(user_id);
+            if let Err(join_error) = join(core, room_id, user_id, identity).await {
+                tracing::info!(%user_id, %room_id, %join_error, "could not join again");
+                return Err(error);
+            }
+            execute_once(core, op, user_id, device_id).await
+        }
+        other => other,
+    }
+}
+
+/// Joins `user_id` to `room_id`; a ghost the room turns away is invited by the bot first.
+async fn join(
+    core: &Core,
+    room_id: &ruma::OwnedRoomId,
+    user_id: &OwnedUserId,
+    identity: AppserviceUserIdentity<'_>,
+) -> Result<()> {
+    let (client, users) = (&core.client, &core.users);
+    let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
+    let outcome = join().await;
+    users.join_settled(room_id, user_id);
+    match outcome {
+        // A ghost cannot join an invite-only room by itself: the bot, already there,
+        // invites it. Sent directly, since this room's queue is the one running.
+        Err(e) if e.is_forbidden() && user_id != users.bot_user_id() => {
+            let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
+            let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
+            client
+                .send(invite, AppserviceUserIdentity::new(users.bot_user_id()))
+                .await?;
+            join().await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    users.record_membership(room_id, user_id, Membership::Join);
+    Ok(())
+}
+
+async fn execute_once(
     core: &Core,
     op: &Op,
     user_id: &OwnedUserId,
@@ -93,25 +154,7 @@ pub(super) async fn execute(
             Ok(Some(client.send(request, identity).await?.event_id))
         }
         Op::Join { room_id } => {
-            let join = || client.send(join_room_by_id::v3::Request::new(room_id.clone()), identity);
-            let outcome = join().await;
-            users.join_settled(room_id, user_id);
-            match outcome {
-                // A ghost cannot join an invite-only room by itself: the bot, already there,
-                // invites it. Sent directly, since this room's queue is the one running.
-                Err(e) if e.is_forbidden() && user_id != users.bot_user_id() => {
-                    let recipient = invite_user::v3::InviteUserId::new(user_id.clone());
-                    let invite = invite_user::v3::Request::new(room_id.clone(), recipient.into());
-                    client
-                        .send(invite, AppserviceUserIdentity::new(users.bot_user_id()))
-                        .await?;
-                    join().await?;
-                }
-                other => {
-                    other?;
-                }
-            }
-            users.record_membership(room_id, user_id, Membership::Join);
+            join(core, room_id, user_id, identity).await?;
             Ok(None)
         }
         Op::Leave { room_id } => {

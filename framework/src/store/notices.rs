@@ -1,0 +1,222 @@
+//! Word between the processes that share a PostgreSQL database, through `LISTEN`/`NOTIFY`:
+//! a lease given back (so a process waiting for the room or the service takes it at once, not
+//! at its next look) and a record its caches may hold changed (a membership, a ghost).
+//!
+//! One listening connection per store, opened by the first to ask ([`Store::notices`]). A
+//! notice is a hint, never the truth: one lost while the connection was down costs a delay
+//! (the periodic scans still find the work) or one stale answer from a cache, which the sender
+//! of a refused request refreshes anyway; [`Notice::Missed`] says some may have been lost.
+
+use std::{
+    sync::{Arc, OnceLock, Weak},
+    time::Duration,
+};
+
+use tokio::sync::broadcast;
+
+use super::{Backend, Store};
+
+/// What a process tells the others sharing its database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A lease was given back: what waits for one may take it now.
+    LeaseFreed,
+    /// What the store records of `user`'s membership in `room` changed.
+    Membership { room: String, user: String },
+    /// What the store records of the ghost `user` (registration, profile) changed.
+    Ghost { user: String },
+    /// The listening connection was lost and opened again: notices may have been missed in
+    /// between, so what they would have said is to be assumed.
+    Missed,
+}
+
+impl Notice {
+    fn encode(&self, origin: &str) -> String {
+        match self {
+            Notice::LeaseFreed => format!("{origin}\tlease"),
+            Notice::Membership { room, user } => format!("{origin}\tmember\t{room}\t{user}"),
+            Notice::Ghost { user } => format!("{origin}\tghost\t{user}"),
+            Notice::Missed => format!("{origin}\tmissed"),
+        }
+    }
+
+    /// The notice in `payload` and whether it came from `origin`; `None` for one this
+    /// version does not know (a newer process's), which is ignored.
+    fn decode(payload: &str, origin: &str) -> Option<(Notice, bool)> {
+        let mut parts = payload.split('\t');
+        let from = parts.next()?;
+        let notice = match (parts.next()?, parts.next(), parts.next()) {
+            ("lease", None, None) => Notice::LeaseFreed,
+            ("member", Some(room), Some(user)) => Notice::Membership {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            },
+            ("ghost", Some(user), None) => Notice::Ghost {
+                user: user.to_owned(),
+            },
+            _ => return None,
+        };
+        Some((notice, from == origin))
+    }
+}
+
+/// A PostgreSQL store's channel, and its listener once someone asked.
+pub(crate) struct Notices {
+    url: String,
+    channel: String,
+    /// Names this store's own notices, which its listener skips.
+    origin: String,
+    sender: OnceLock<broadcast::Sender<Notice>>,
+}
+
+impl std::fmt::Debug for Notices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("Notices")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Notices {
+    /// The notices of the store at `url` whose tables live in `schema`: a channel per schema,
+    /// since `NOTIFY` reaches the whole database and each plugin has a schema of its own.
+    pub(crate) fn new(url: &str, schema: Option<&str>) -> Arc<Self> {
+        Arc::new(Notices {
+            url: url.to_owned(),
+            channel: format!("trestle.{}", schema.unwrap_or("public")),
+            origin: format!("{:016x}", rand::random::<u64>()),
+            sender: OnceLock::new(),
+        })
+    }
+}
+
+/// How long the listener waits for a notice before looking whether its store is gone.
+const LOOK_EVERY: Duration = Duration::from_secs(30);
+
+impl Store {
+    /// The notices other processes on this database send, from a connection that listens for
+    /// them (opened at the first call); `None` on SQLite, where no other process is.
+    pub(crate) fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        let notices = self.notices.as_ref()?;
+        let sender = notices.sender.get_or_init(|| {
+            let (sender, _) = broadcast::channel(1024);
+            tokio::spawn(listen(Arc::downgrade(notices), sender.clone()));
+            sender
+        });
+        Some(sender.subscribe())
+    }
+
+    /// Tells the other processes on this database `notice`. A notice that cannot be sent is
+    /// logged: the others find out later, from their scans or a refused request.
+    pub(crate) async fn announce(&self, notice: &Notice) {
+        let Some(notices) = &self.notices else { return };
+        if self.backend != Backend::Postgres {
+            return;
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&notices.channel)
+            .bind(notice.encode(&notices.origin))
+            .execute(&self.pool)
+            .await;
+        if let Err(error) = sent {
+            tracing::warn!(%error, ?notice, "could not tell the other processes");
+        }
+    }
+}
+
+impl Store {
+    /// Tells the other processes what `writes`, just committed, changed of the records their
+    /// caches hold: they forget those entries and ask the store next time.
+    pub(crate) async fn announce_writes(&self, writes: &[super::Write]) {
+        if self.notices.is_none() {
+            return;
+        }
+        for write in writes {
+            let notice = match write {
+                super::Write::Done(_) => continue,
+                super::Write::Registered(user) => Notice::Ghost { user: user.clone() },
+                super::Write::Membership {
+                    room_id, user_id, ..
+                } => Notice::Membership {
+                    room: room_id.clone(),
+                    user: user_id.clone(),
+                },
+            };
+            self.announce(&notice).await;
+        }
+    }
+}
+
+/// Listens on the store's channel and passes on what others say, until the store is gone.
+async fn listen(notices: Weak<Notices>, sender: broadcast::Sender<Notice>) {
+    let mut listener = None;
+    loop {
+        let Some(this) = notices.upgrade() else {
+            return;
+        };
+        let (channel, origin, url) = (this.channel.clone(), this.origin.clone(), this.url.clone());
+        drop(this);
+        let Some(open) = &mut listener else {
+            match open_listener(&url, &channel).await {
+                Ok(open) => {
+                    listener = Some(open);
+                    // Whatever was said before now is unknown: assume the worst once.
+                    let _ = sender.send(Notice::Missed);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, channel, "could not listen for other processes' notices; trying again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            continue;
+        };
+        match tokio::time::timeout(LOOK_EVERY, open.recv()).await {
+            Err(_) => {}
+            Ok(Ok(notification)) => {
+                if let Some((notice, false)) = Notice::decode(notification.payload(), &origin) {
+                    // No receiver yet is fine: nobody needs it.
+                    let _ = sender.send(notice);
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, channel, "lost the connection that listens for other processes' notices");
+                listener = None;
+            }
+        }
+    }
+}
+
+async fn open_listener(url: &str, channel: &str) -> sqlx::Result<sqlx::postgres::PgListener> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A failed unwrap is the test failing.
+
+    use super::Notice;
+
+    #[test]
+    fn notices_read_back_and_name_their_origin() {
+        let member = Notice::Membership {
+            room: "!r:x".into(),
+            user: "@u:x".into(),
+        };
+        for notice in [
+            Notice::LeaseFreed,
+            member,
+            Notice::Ghost {
+                user: "@g:x".into(),
+            },
+        ] {
+            let payload = notice.encode("me");
+            assert_eq!(Notice::decode(&payload, "me"), Some((notice.clone(), true)));
+            assert_eq!(Notice::decode(&payload, "other"), Some((notice, false)));
+        }
+        assert_eq!(Notice::decode("x\tfuture\tthing", "me"), None);
+        assert_eq!(Notice::decode("", "me"), None);
+    }
+}
