@@ -26,6 +26,7 @@ use trestle_bridge::{
 
 use crate::{
     archive,
+    chatstates::{self, Signals},
     hub::Kit,
     ids::{self, ChatId, UserId},
     users::LOGIN_ID,
@@ -216,6 +217,7 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         return Ok(());
     }
     let sender = ids::occupant_user(hub.real_jid(&room, &nick), occupant);
+    chatstates::incoming(bridge, &chat, &sender, Signals::of(&message)).await?;
     if let Some((target, emojis)) = stanzas::reactions_of(&message) {
         let target = hub.mapped_id(&room, &target);
         return reactions(bridge, &chat, &sender, target, emojis).await;
@@ -283,7 +285,8 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     };
     let body = stanzas::body(&message);
     let reacted = stanzas::reactions_of(&message);
-    if body.is_none() && reacted.is_none() {
+    let signals = Signals::of(&message);
+    if body.is_none() && reacted.is_none() && !signals.any() {
         return Ok(());
     }
     // Private messages through a room (to a Matrix user's occupant) are not bridged yet.
@@ -306,6 +309,7 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         user: user.to_string(),
         remote: remote.clone(),
     };
+    chatstates::incoming(bridge, &chat, &sender, signals).await?;
     if let Some((target, emojis)) = reacted {
         // Reactions to what was never bridged have nothing to go to: no chat is made for them.
         if bridge.portal(&chat).await?.is_none() {

@@ -2,7 +2,7 @@
 //! knows of each room (who of ours is in it under which nick, who else is, its subject).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -95,6 +95,8 @@ pub struct Hub {
     /// Each sender's reactions to each message, as last seen or sent: XMPP sends the whole
     /// set each time (XEP-0444), Matrix one reaction at a time.
     reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
+    /// Who is shown typing, as `chat sender` (module `chatstates`).
+    typing: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -119,7 +121,13 @@ impl Hub {
             queries: Queries::default(),
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
+            typing: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Who is shown typing, as `chat sender`, locked (module `chatstates`).
+    pub(crate) fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.typing.lock_unpoisoned()
     }
 
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.

@@ -15,8 +15,9 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! network      → events, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
 //! hub          → settings, ids, xmpp            (the shared state)
@@ -28,6 +29,7 @@
 //! `lib` itself builds the router from `network` and `events`.
 
 pub mod archive;
+pub mod chatstates;
 pub mod events;
 pub mod hub;
 pub mod ids;

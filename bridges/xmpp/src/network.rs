@@ -11,13 +11,14 @@ use tokio_xmpp::{
 };
 use trestle::ruma::UserId as MatrixUserId;
 use trestle_bridge::{
-    BridgeError, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle, LoginRequest,
-    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MessageContent,
-    MessageKind, Network, NetworkResult, NewLogin, Protocol, RemoteMessage, Via,
+    BridgeError, Capabilities, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle,
+    LoginRequest, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixReceipt,
+    MatrixRedaction, MatrixTyping, MessageContent, MessageKind, Network, NetworkResult, NewLogin,
+    Protocol, RemoteMessage, Via,
 };
 
 use crate::{
-    events,
+    chatstates, events,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
     users::{self, LOGIN_ID},
@@ -84,7 +85,7 @@ impl Hub {
             (Some(target), ChatId::Direct { .. }) => stanzas::reply(message, target),
             (None, _) => message,
         };
-        self.send(message);
+        self.send(chatstates::markable(message));
         Ok(())
     }
 }
@@ -134,6 +135,10 @@ impl Network for Hub {
 
     fn protocol(&self) -> Protocol {
         Protocol::new("xmpp", "XMPP")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().read_receipts(true)
     }
 
     fn chat_alias(&self, chat: &ChatId) -> String {
@@ -302,6 +307,16 @@ impl Network for Hub {
             "{REACTION}{} {} {}",
             connection.jid, reaction.target, reaction.key
         )))
+    }
+
+    async fn typing(&self, typing: MatrixTyping<'_, Self>) -> NetworkResult<()> {
+        self.send_typing(&typing);
+        Ok(())
+    }
+
+    async fn read_receipt(&self, receipt: MatrixReceipt<'_, Self>) -> NetworkResult<()> {
+        self.send_displayed(&receipt);
+        Ok(())
     }
 
     fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {

@@ -1,0 +1,262 @@
+//! People in the XMPP bridge, end to end (a real Synapse, a real Prosody and the tests' own
+//! XMPP client): typing and reading (chat states and chat markers), and who is in a room.
+
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/all.rs"]
+mod support;
+
+use std::{str::FromStr, time::Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{
+    client::{XmppClient, body, stanza_id},
+    prosody::{COMPONENT, MUC, Prosody, SECRET},
+};
+use tokio_xmpp::{
+    jid::Jid,
+    minidom::Element,
+    parsers::message::{Id, Message, MessageType},
+};
+use trestle_tests::{
+    appservice::{Harness, WAIT},
+    bridge_checks::wait_for_invite,
+    synapse::{UserClient, encode},
+};
+use trestle_xmpp::{Secret, Settings};
+
+const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+const MARKERS: &str = "urn:xmpp:chat-markers:0";
+
+/// The bridge for `server`, started beside a fresh Synapse.
+async fn bridge_for(server: &Prosody) -> Harness {
+    let settings = Settings {
+        server: Some(server.component_address()),
+        domain: COMPONENT.to_owned(),
+        secret: Some(Secret::Inline(SECRET.to_owned())),
+        ..Settings::default()
+    };
+    let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
+    Harness::start(registration, trestle_xmpp::router(settings).unwrap()).await
+}
+
+/// A message of `kind` to `to` carrying only the payload `xml`.
+fn bare(kind: MessageType, to: &str, id: &str, xml: &str) -> Message {
+    let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap());
+    message.payloads.push(xml.parse::<Element>().unwrap());
+    message.id = Some(Id(id.to_owned()));
+    message
+}
+
+/// The chat state a message carries, if any (read as XML).
+fn chat_state(message: &Message) -> Option<String> {
+    let state = message.payloads.iter().find(|p| p.ns() == CHATSTATES)?;
+    Some(state.name().to_owned())
+}
+
+/// The message a `displayed` marker names, if the message is one (read as XML).
+fn displayed(message: &Message) -> Option<String> {
+    let marker = message
+        .payloads
+        .iter()
+        .find(|p| p.is("displayed", MARKERS))?;
+    marker.attr("id").map(str::to_owned)
+}
+
+/// Whether a message came from `from` (a full JID).
+fn from(message: &Message, from: &str) -> bool {
+    message.from.as_ref().is_some_and(|f| f.as_str() == from)
+}
+
+/// Syncs as `user` (incrementally: an initial sync may be answered from Synapse's cache) until
+/// an ephemeral event of the room matches `wanted`.
+async fn wait_ephemeral(
+    user: &UserClient,
+    room: &str,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) {
+    let started = Instant::now();
+    let mut since: Option<String> = None;
+    let mut seen = Vec::new();
+    while started.elapsed() < WAIT {
+        let mut path = "/_matrix/client/v3/sync?timeout=1000".to_owned();
+        if let Some(since) = &since {
+            path.push_str(&format!("&since={}", encode(since)));
+        }
+        let sync = user.call_ok(Method::GET, &path, None).await;
+        since = sync["next_batch"].as_str().map(str::to_owned);
+        let events = sync["rooms"]["join"][room]["ephemeral"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for event in events {
+            if wanted(&event) {
+                return;
+            }
+            seen.push(event);
+        }
+    }
+    panic!("{room} never showed {what}; seen: {seen:#?}");
+}
+
+/// Waits until the room's `m.typing` lists exactly `typers`.
+async fn wait_typing(user: &UserClient, room: &str, typers: &[&str]) {
+    wait_ephemeral(user, room, &format!("{typers:?} typing"), |e| {
+        e["type"] == "m.typing" && e["content"]["user_ids"] == json!(typers)
+    })
+    .await;
+}
+
+/// Waits until `reader`'s `m.read` receipt is on `event`.
+async fn wait_read(user: &UserClient, room: &str, reader: &str, event: &str) {
+    wait_ephemeral(user, room, &format!("{reader} reading {event}"), |e| {
+        e["type"] == "m.receipt" && e["content"][event]["m.read"][reader].is_object()
+    })
+    .await;
+}
+
+/// `user` types in the room (`on`) or stops.
+async fn matrix_typing(user: &UserClient, room: &str, on: bool) {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/typing/{}",
+        encode(room),
+        encode(user.user_id.as_str())
+    );
+    let body = json!({"typing": on, "timeout": 30000});
+    user.call_ok(Method::PUT, &path, Some(&body)).await;
+}
+
+/// `user` reads the room up to `event` (a public `m.read` receipt).
+async fn matrix_read(user: &UserClient, room: &str, event: &str) {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        encode(room),
+        encode(event)
+    );
+    user.call_ok(Method::POST, &path, Some(&json!({}))).await;
+}
+
+fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
+    move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
+}
+
+#[tokio::test]
+async fn typing_and_read_markers_cross_in_rooms_and_direct_chats() {
+    let server = Prosody::start(&["alice"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let _setup = bridge_for(&server).await;
+    let bob = _setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let bob_occupant = format!("{room}/bob");
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    alice
+        .expect_presence("bob in the room", |p| {
+            p.from.as_ref().is_some_and(|f| f.as_str() == bob_occupant)
+        })
+        .await;
+
+    // In the room: alice's chat states are her ghost's typing.
+    let composing = format!("<composing xmlns='{CHATSTATES}'/>");
+    let active = format!("<active xmlns='{CHATSTATES}'/>");
+    alice
+        .send(bare(MessageType::Groupchat, &room, "t1", &composing))
+        .await;
+    wait_typing(&bob, &portal, &[alice_ghost]).await;
+    alice
+        .send(bare(MessageType::Groupchat, &room, "t2", &active))
+        .await;
+    wait_typing(&bob, &portal, &[]).await;
+
+    // bob's typing is his occupant's chat states.
+    matrix_typing(&bob, &portal, true).await;
+    alice
+        .expect_message("bob composing", |m| {
+            from(m, &bob_occupant) && chat_state(m).as_deref() == Some("composing")
+        })
+        .await;
+    matrix_typing(&bob, &portal, false).await;
+    alice
+        .expect_message("bob no longer composing", |m| {
+            from(m, &bob_occupant) && chat_state(m).as_deref() == Some("active")
+        })
+        .await;
+
+    // alice marks bob's message displayed by the room's id of it: her ghost read it.
+    let read_me = bob.send_text(&portal, "read me").await;
+    let heard = alice
+        .expect_message("bob's message", |m| body(m) == Some("read me"))
+        .await;
+    assert!(
+        heard.payloads.iter().any(|p| p.is("markable", MARKERS)),
+        "{heard:?}"
+    );
+    let read_me_id = stanza_id(&heard).expect("the room's id");
+    let marker = format!("<displayed xmlns='{MARKERS}' id='{read_me_id}'/>");
+    alice
+        .send(bare(MessageType::Groupchat, &room, "k1", &marker))
+        .await;
+    wait_read(&bob, &portal, alice_ghost, &read_me).await;
+
+    // bob reads alice's message: a marker from his occupant naming the room's id of it.
+    alice
+        .say(MessageType::Groupchat, &room, "m1", "did you read?")
+        .await;
+    let asked = alice
+        .expect_message("alice's message in the room", |m| {
+            body(m) == Some("did you read?")
+        })
+        .await;
+    let asked_id = stanza_id(&asked).expect("the room's id");
+    let asked_event = bob
+        .wait_for_event(&portal, WAIT, message_from(alice_ghost, "did you read?"))
+        .await;
+    matrix_read(&bob, &portal, asked_event["event_id"].as_str().unwrap()).await;
+    let marker = alice
+        .expect_message("bob's marker", |m| {
+            from(m, &bob_occupant) && displayed(m).is_some()
+        })
+        .await;
+    assert_eq!(displayed(&marker), Some(asked_id));
+
+    // In a direct chat: the same, by the sender's ids.
+    let bob_jid = format!("bob@{COMPONENT}");
+    alice.say(MessageType::Chat, &bob_jid, "d1", "psst").await;
+    let direct = wait_for_invite(&bob, Some(&portal)).await;
+    bob.join(&direct).await;
+    let alice_dm_ghost = "@xmpp_alice=40localhost:localhost";
+    let psst = bob
+        .wait_for_event(&direct, WAIT, message_from(alice_dm_ghost, "psst"))
+        .await;
+    alice
+        .send(bare(MessageType::Chat, &bob_jid, "d2", &composing))
+        .await;
+    wait_typing(&bob, &direct, &[alice_dm_ghost]).await;
+    let hello = bob.send_text(&direct, "hello").await;
+    let heard = alice
+        .expect_message("bob's direct message", |m| body(m) == Some("hello"))
+        .await;
+    assert_eq!(
+        heard.id.as_ref().map(|id| id.0.as_str()),
+        Some(hello.as_str())
+    );
+    let marker = format!("<displayed xmlns='{MARKERS}' id='{hello}'/>");
+    alice
+        .send(bare(MessageType::Chat, &bob_jid, "d3", &marker))
+        .await;
+    wait_read(&bob, &direct, alice_dm_ghost, &hello).await;
+    matrix_read(&bob, &direct, psst["event_id"].as_str().unwrap()).await;
+    let marker = alice
+        .expect_message("bob's direct marker", |m| displayed(m).is_some())
+        .await;
+    assert_eq!(displayed(&marker).as_deref(), Some("d1"));
+    assert_eq!(
+        marker.from.unwrap().to_bare().to_string(),
+        bob_jid,
+        "the marker comes from bob's JID"
+    );
+}
