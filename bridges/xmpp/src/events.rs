@@ -29,6 +29,7 @@ use crate::{
     chatstates::{self, Signals},
     hub::Kit,
     ids::{self, ChatId, UserId},
+    occupants,
     users::LOGIN_ID,
     xmpp::{
         component::{self, Event},
@@ -136,6 +137,9 @@ async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
 /// the connection's own keepalive among them) are answered; the rest (service discovery,
 /// vCards) are not served yet and refused at once, so that the asker does not wait.
 fn answer_iq(bridge: &Kit, iq: Iq) {
+    if occupants::answered(bridge.network(), &iq) {
+        return;
+    }
     let (from, to, id, ping) = match iq {
         Iq::Get {
             from,
@@ -377,29 +381,20 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         }
         return Ok(());
     }
+    if presence.type_ == PresenceType::Unavailable {
+        return occupants::left(bridge, occupant, jid, &presence).await;
+    }
     if hub.is_ours(&room, &nick) {
         return Ok(());
     }
     let chat = ChatId::Muc(room.clone());
-    match presence.type_ {
-        PresenceType::None => {
-            // Recorded with or without a portal: one being made gets them when its first
-            // Matrix user joins.
-            let new = hub.occupant_joined(&room, &nick, jid.clone());
-            if new && bridge.portal(&chat).await?.is_some() {
-                ghost_joins(bridge, &chat, &occupant, jid).await?;
-            }
+    if presence.type_ == PresenceType::None {
+        // Recorded with or without a portal: one being made gets them when its first Matrix
+        // user joins.
+        let new = hub.occupant_joined(&room, &nick, jid.clone());
+        if new && bridge.portal(&chat).await?.is_some() {
+            ghost_joins(bridge, &chat, &occupant, jid).await?;
         }
-        PresenceType::Unavailable => {
-            let known = hub.occupant_left(&room, &nick);
-            if bridge.portal(&chat).await?.is_some() {
-                let user = ids::occupant_user(jid.or(known), occupant);
-                bridge
-                    .remote_membership(&chat, &user, RemoteMembership::Leave(None))
-                    .await?;
-            }
-        }
-        _ => {}
     }
     Ok(())
 }

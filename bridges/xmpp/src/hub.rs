@@ -97,6 +97,8 @@ pub struct Hub {
     reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
     /// Who is shown typing, as `chat sender` (module `chatstates`).
     typing: Mutex<HashSet<String>>,
+    /// Requests waiting for their answers, by id: what the room said, or why it refused.
+    answers: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -122,12 +124,30 @@ impl Hub {
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
+            answers: Mutex::new(HashMap::new()),
         }
     }
 
     /// Who is shown typing, as `chat sender`, locked (module `chatstates`).
     pub(crate) fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.typing.lock_unpoisoned()
+    }
+
+    /// Waits for the answer to the request `id` about to be sent: its result, or why it was
+    /// refused.
+    pub fn expect_answer(&self, id: &str) -> oneshot::Receiver<Result<(), String>> {
+        let (tx, rx) = oneshot::channel();
+        let mut answers = self.answers.lock_unpoisoned();
+        // Those nobody waits for any more (timed out) go.
+        answers.retain(|_, waiting| !waiting.is_closed());
+        answers.insert(id.to_owned(), tx);
+        rx
+    }
+
+    /// The answer to the request `id` came; answers whether it was waited for.
+    pub fn answer(&self, id: &str, outcome: Result<(), String>) -> bool {
+        let waiting = self.answers.lock_unpoisoned().remove(id);
+        waiting.map(|w| w.send(outcome)).is_some()
     }
 
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.
@@ -266,6 +286,22 @@ impl Hub {
                 .lock_unpoisoned()
                 .get(room)
                 .is_some_and(|state| state.ours.values().any(|n| n == nick))
+    }
+
+    /// The Matrix user whose occupant in `room` is `nick`, if one is.
+    pub fn nick_owner(&self, room: &BareJid, nick: &str) -> Option<FullJid> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let ours = &rooms.get(room)?.ours;
+        ours.iter()
+            .find(|(_, n)| *n == nick)
+            .map(|(jid, _)| jid.clone())
+    }
+
+    /// Forgets a Matrix user's occupant the room removed (they are not in it any more).
+    pub fn forget_ours(&self, room: &BareJid, jid: &FullJid) {
+        if let Some(state) = self.rooms.lock_unpoisoned().get_mut(room) {
+            state.ours.remove(jid);
+        }
     }
 
     /// The nick a Matrix user has in `room`, if they are in it.

@@ -15,8 +15,9 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! network      → events, occupants, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → occupants, chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
@@ -34,6 +35,7 @@ pub mod events;
 pub mod hub;
 pub mod ids;
 pub mod network;
+pub mod occupants;
 pub mod settings;
 pub mod users;
 pub mod xmpp;

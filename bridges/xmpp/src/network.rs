@@ -21,6 +21,7 @@ use crate::{
     chatstates, events,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
+    occupants,
     users::{self, LOGIN_ID},
     xmpp::stanzas,
 };
@@ -348,9 +349,9 @@ impl Network for Hub {
         bridge: &Kit,
         change: MatrixMembership<'_, Self>,
     ) -> NetworkResult<()> {
-        // A ghost kicked or banned: not carried to XMPP yet.
+        // A ghost kicked or banned: the room is asked to do the same.
         if change.remote.is_some() {
-            return Ok(());
+            return occupants::matrix_removal(bridge, &change).await;
         }
         let joining = change.membership == "join";
         let leaving = matches!(change.membership.as_str(), "leave" | "ban");
@@ -377,6 +378,7 @@ impl Network for Hub {
                 }
             }
         } else if leaving {
+            occupants::matrix_removal(bridge, &change).await?;
             self.user_leave(room, &puppet);
         }
         Ok(())

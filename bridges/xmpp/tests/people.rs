@@ -12,23 +12,32 @@ use std::{str::FromStr, time::Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
-    client::{XmppClient, body, stanza_id},
+    client::{XmppClient, body, stanza_id, statuses},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
 };
 use tokio_xmpp::{
+    Stanza,
     jid::Jid,
     minidom::Element,
-    parsers::message::{Id, Message, MessageType},
+    parsers::{
+        iq::Iq,
+        message::{Id, Message, MessageType},
+        muc::user::Status,
+        presence::{Presence, Type as PresenceType},
+    },
 };
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::wait_for_invite,
+    bridge_checks::{set_power_level, wait_after, wait_for_invite, wait_member},
     synapse::{UserClient, encode},
 };
 use trestle_xmpp::{Secret, Settings};
 
 const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 const MARKERS: &str = "urn:xmpp:chat-markers:0";
+const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
+/// The bridge's bot, which carries out what XMPP's moderators do.
+const BOT: &str = "@xmpp:localhost";
 
 /// The bridge for `server`, started beside a fresh Synapse.
 async fn bridge_for(server: &Prosody) -> Harness {
@@ -259,4 +268,154 @@ async fn typing_and_read_markers_cross_in_rooms_and_direct_chats() {
         bob_jid,
         "the marker comes from bob's JID"
     );
+}
+
+/// `client` asks the room to change the occupant or user named in `item` (an `<item/>` of
+/// XEP-0045's admin namespace), and waits for the room to do it.
+async fn admin(client: &mut XmppClient, room: &str, id: &str, item: &str) {
+    let payload: Element = format!("<query xmlns='{MUC_ADMIN}'>{item}</query>")
+        .parse()
+        .unwrap();
+    client
+        .send(Iq::Set {
+            from: None,
+            to: Some(Jid::from_str(room).unwrap()),
+            id: id.to_owned(),
+            payload,
+        })
+        .await;
+    client
+        .expect("the room's answer", |stanza| match stanza {
+            Stanza::Iq(Iq::Result { id: answered, .. }) if answered == id => Some(()),
+            Stanza::Iq(Iq::Error {
+                id: answered,
+                error,
+                ..
+            }) if answered == id => panic!("the room refused {item}: {error:?}"),
+            _ => None,
+        })
+        .await;
+}
+
+/// `user` kicks (`ban`: false) or bans `member` from the room, saying why.
+async fn remove(user: &UserClient, room: &str, member: &str, ban: bool, reason: &str) {
+    let what = if ban { "ban" } else { "kick" };
+    let path = format!("/_matrix/client/v3/rooms/{}/{what}", encode(room));
+    let body = json!({"user_id": member, "reason": reason});
+    user.call_ok(Method::POST, &path, Some(&body)).await;
+}
+
+/// Whether an event is `member`'s membership `membership` set by `sender`.
+fn membership<'a>(
+    member: &'a str,
+    membership: &'a str,
+    sender: &'a str,
+) -> impl Fn(&Value) -> bool + 'a {
+    move |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == member
+            && e["content"]["membership"] == membership
+            && e["sender"] == sender
+    }
+}
+
+#[tokio::test]
+async fn nick_changes_kicks_and_bans_cross_both_ways() {
+    let server = Prosody::start(&["alice", "carol"]).await;
+    let room = format!("chat@{MUC}");
+    // alice made the room: she owns it.
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let mut carol = XmppClient::connect(&server, "carol").await;
+    carol.join(&room, "carol").await;
+    let setup = bridge_for(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let carol_ghost = "@xmpp_chat=40conference.localhost=2fcarol:localhost";
+    let caroline_ghost = "@xmpp_chat=40conference.localhost=2fcaroline:localhost";
+    wait_member(&bob, &portal, carol_ghost, true).await;
+
+    // carol takes a new nick (303): in this semi-anonymous room her ghost is her occupant's,
+    // so the old one leaves and one named after the new nick joins.
+    carol
+        .send(Presence::available().with_to(Jid::from_str(&format!("{room}/caroline")).unwrap()))
+        .await;
+    bob.wait_for_event(&portal, WAIT, membership(carol_ghost, "leave", carol_ghost))
+        .await;
+    wait_member(&bob, &portal, caroline_ghost, true).await;
+    assert_eq!(
+        bob.get_displayname(caroline_ghost).await.as_deref(),
+        Some("caroline")
+    );
+
+    // bob, a moderator of the portal but no moderator of the room, kicks her ghost: the room
+    // refuses, the portal is told, and her ghost comes back (she is still there).
+    set_power_level(&setup.app, &bob, &portal, &bob.user_id, 50).await;
+    remove(&bob, &portal, caroline_ghost, false, "off topic").await;
+    let refused = bob
+        .wait_for_event(&portal, WAIT, |e| {
+            e["sender"] == BOT
+                && e["content"]["msgtype"] == "m.notice"
+                && e["content"]["body"].as_str().unwrap().contains("refused")
+        })
+        .await;
+    let body = refused["content"]["body"].as_str().unwrap();
+    assert!(body.contains("kick of caroline"), "{body}");
+    wait_after(&bob, &portal, refused["event_id"].as_str().unwrap(), |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == caroline_ghost
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+
+    // alice makes bob's JID an admin of the room: now his kick is the room's.
+    admin(
+        &mut alice,
+        &room,
+        "admin-1",
+        &format!("<item jid='bob@{COMPONENT}' affiliation='admin'/>"),
+    )
+    .await;
+    remove(&bob, &portal, caroline_ghost, false, "off topic").await;
+    let kicked = carol
+        .expect_presence("carol kicked", |p| {
+            p.type_ == PresenceType::Unavailable && statuses(p).contains(&Status::Kicked)
+        })
+        .await;
+    let reason = kicked.payloads.iter().find_map(|p| {
+        let item = p.get_child("item", "http://jabber.org/protocol/muc#user")?;
+        Some(
+            item.get_child("reason", "http://jabber.org/protocol/muc#user")?
+                .text(),
+        )
+    });
+    assert_eq!(reason.as_deref(), Some("off topic"));
+
+    // XMPP's kicks and bans are the bot's in the portal, saying who and why.
+    carol.join(&room, "carol").await;
+    wait_member(&bob, &portal, carol_ghost, true).await;
+    admin(
+        &mut alice,
+        &room,
+        "kick-1",
+        "<item nick='carol' role='none'><reason>spam</reason></item>",
+    )
+    .await;
+    let kick = bob
+        .wait_for_event(&portal, WAIT, membership(carol_ghost, "leave", BOT))
+        .await;
+    assert_eq!(kick["content"]["reason"], "alice: spam");
+    carol.join(&room, "carol").await;
+    wait_member(&bob, &portal, carol_ghost, true).await;
+    admin(
+        &mut alice,
+        &room,
+        "ban-1",
+        "<item jid='carol@localhost' affiliation='outcast'><reason>enough</reason></item>",
+    )
+    .await;
+    let ban = bob
+        .wait_for_event(&portal, WAIT, membership(carol_ghost, "ban", BOT))
+        .await;
+    assert_eq!(ban["content"]["reason"], "alice: enough");
 }
