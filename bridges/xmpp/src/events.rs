@@ -29,7 +29,7 @@ use crate::{
     chatstates::{self, Signals},
     hub::Kit,
     ids::{self, ChatId, UserId},
-    occupants,
+    occupants, powers,
     users::LOGIN_ID,
     xmpp::{
         component::{self, Event},
@@ -392,9 +392,11 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         // Recorded with or without a portal: one being made gets them when its first Matrix
         // user joins.
         let new = hub.occupant_joined(&room, &nick, jid.clone());
+        let user = ids::occupant_user(jid.clone(), occupant.clone());
         if new && bridge.portal(&chat).await?.is_some() {
             ghost_joins(bridge, &chat, &occupant, jid).await?;
         }
+        powers::occupant(bridge, &room, &user, &presence).await?;
     }
     Ok(())
 }

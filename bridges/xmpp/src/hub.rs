@@ -97,6 +97,8 @@ pub struct Hub {
     reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
     /// Who is shown typing, as `chat sender` (module `chatstates`).
     typing: Mutex<HashSet<String>>,
+    /// The power level the bridge gave each ghost in each room (module `powers`).
+    powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
     /// Requests waiting for their answers, by id: what the room said, or why it refused.
     answers: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
 }
@@ -125,12 +127,20 @@ impl Hub {
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
             answers: Mutex::new(HashMap::new()),
+            powers: Mutex::new(HashMap::new()),
         }
     }
 
     /// Who is shown typing, as `chat sender`, locked (module `chatstates`).
     pub(crate) fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.typing.lock_unpoisoned()
+    }
+
+    /// The power level the bridge gave each ghost in each room, locked (module `powers`).
+    pub(crate) fn powers_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
+        self.powers.lock_unpoisoned()
     }
 
     /// Waits for the answer to the request `id` about to be sent: its result, or why it was

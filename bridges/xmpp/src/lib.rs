@@ -15,9 +15,10 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, occupants, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → occupants, chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! network      → events, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → occupants, powers, chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
+//! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
@@ -36,6 +37,7 @@ pub mod hub;
 pub mod ids;
 pub mod network;
 pub mod occupants;
+pub mod powers;
 pub mod settings;
 pub mod users;
 pub mod xmpp;

@@ -21,7 +21,7 @@ use crate::{
     chatstates, events,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
-    occupants,
+    occupants, powers,
     users::{self, LOGIN_ID},
     xmpp::stanzas,
 };
@@ -377,6 +377,7 @@ impl Network for Hub {
                     events::ghost_joins(bridge, &change.portal.chat, &occupant, jid).await?;
                 }
             }
+            powers::catch_up(bridge, room, &change.portal.room_id).await?;
         } else if leaving {
             occupants::matrix_removal(bridge, &change).await?;
             self.user_leave(room, &puppet);

@@ -419,3 +419,110 @@ async fn nick_changes_kicks_and_bans_cross_both_ways() {
         .await;
     assert_eq!(ban["content"]["reason"], "alice: enough");
 }
+
+/// The power levels of the room, as `user` reads them.
+async fn power_levels(user: &UserClient, room: &str) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        encode(room)
+    );
+    user.call_ok(Method::GET, &path, None).await
+}
+
+/// Waits until `member`'s own entry in the room's power levels is `level` (`None`: no entry).
+async fn wait_power(user: &UserClient, room: &str, member: &str, level: Option<i64>) {
+    let started = Instant::now();
+    loop {
+        let levels = power_levels(user, room).await;
+        if levels["users"][member].as_i64() == level {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{member} never had level {level:?}: {levels:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// How many power levels events the room has had, as `user` sees its timeline.
+async fn power_level_events(user: &UserClient, room: &str) -> usize {
+    let events = user.messages(room).await;
+    events
+        .iter()
+        .filter(|e| e["type"] == "m.room.power_levels")
+        .count()
+}
+
+#[tokio::test]
+async fn affiliations_and_roles_are_power_levels() {
+    let server = Prosody::start(&["alice", "carol"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let mut carol = XmppClient::connect(&server, "carol").await;
+    carol.join(&room, "carol").await;
+    let setup = bridge_for(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    let carol_ghost = "@xmpp_chat=40conference.localhost=2fcarol:localhost";
+
+    // alice made the room: its owner's ghost has 90 (below the bot's 100), carol none of her
+    // own.
+    wait_power(&bob, &portal, alice_ghost, Some(90)).await;
+    wait_member(&bob, &portal, carol_ghost, true).await;
+    assert_eq!(
+        power_levels(&bob, &portal).await["users"][carol_ghost],
+        Value::Null
+    );
+
+    // A moderator's ghost has 50, and none again when the role goes.
+    admin(
+        &mut alice,
+        &room,
+        "mod-1",
+        "<item nick='carol' role='moderator'/>",
+    )
+    .await;
+    wait_power(&bob, &portal, carol_ghost, Some(50)).await;
+    admin(
+        &mut alice,
+        &room,
+        "mod-2",
+        "<item nick='carol' role='participant'/>",
+    )
+    .await;
+    wait_power(&bob, &portal, carol_ghost, None).await;
+
+    // A presence that changes nothing of her standing (a status) writes nothing.
+    let before = power_level_events(&bob, &portal).await;
+    let away = Presence::available()
+        .with_to(Jid::from_str(&format!("{room}/carol")).unwrap())
+        .with_show(tokio_xmpp::parsers::presence::Show::Away);
+    carol.send(away).await;
+    alice
+        .expect_presence("carol away", |p| {
+            p.from
+                .as_ref()
+                .is_some_and(|f| f.as_str() == format!("{room}/carol"))
+                && p.show.is_some()
+        })
+        .await;
+    alice
+        .say(MessageType::Groupchat, &room, "p1", "after the status")
+        .await;
+    bob.wait_for_event(&portal, WAIT, message_from(alice_ghost, "after the status"))
+        .await;
+    assert_eq!(power_level_events(&bob, &portal).await, before);
+
+    // An admin's ghost has 75.
+    admin(
+        &mut alice,
+        &room,
+        "admin-1",
+        "<item jid='carol@localhost' affiliation='admin'/>",
+    )
+    .await;
+    wait_power(&bob, &portal, carol_ghost, Some(75)).await;
+}
