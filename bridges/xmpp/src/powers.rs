@@ -16,7 +16,8 @@
 //!
 //! Rooms send every occupant's affiliation and role with each of their presences (a status
 //! change too): the bridge remembers the level it gave each ghost and writes the power levels
-//! only when one changes, one state event per change.
+//! only when one changes, one state event per change (the first presence of each occupant
+//! after a start reads them, to correct what changed while the bridge was away).
 
 use serde_json::{Value, json};
 use tokio_xmpp::{
@@ -139,13 +140,12 @@ fn apply(content: &mut Value, levels: &[(OwnedUserId, i64)]) -> bool {
 }
 
 impl Hub {
-    /// Records the level the bridge gives a ghost in `room`; answers whether it changed (a
-    /// ghost never seen had the default, 0).
+    /// Records the level the bridge gives a ghost in `room`; answers whether it may differ
+    /// from the portal's: it changed, or the ghost was not seen since the bridge started (its
+    /// standing may have changed meanwhile; the portal's levels are read before any write).
     fn set_power(&self, room: &BareJid, ghost: &OwnedUserId, level: i64) -> bool {
-        let mut powers = self.powers_lock();
         let key = (room.clone(), ghost.clone());
-        let before = powers.insert(key, level).unwrap_or(0);
-        before != level
+        self.powers_lock().insert(key, level) != Some(level)
     }
 
     /// The levels the bridge gives ghosts in `room`, other than the default.
