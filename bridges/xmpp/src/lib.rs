@@ -19,6 +19,7 @@
 //! events       → occupants, powers, chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
+//! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
@@ -28,7 +29,7 @@
 //! xmpp                                          (the protocol alone: stream and stanzas)
 //! ```
 //!
-//! `lib` itself builds the router from `network` and `events`.
+//! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
 pub mod archive;
 pub mod chatstates;
@@ -39,6 +40,7 @@ pub mod network;
 pub mod occupants;
 pub mod powers;
 pub mod settings;
+pub mod thirdparty;
 pub mod users;
 pub mod xmpp;
 
@@ -55,6 +57,7 @@ pub use trestle::plugin::Secret;
 /// nothing.
 pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
     .off_by_default()
+    .with_protocols(&[thirdparty::PROTOCOL])
     .with_settings_help(
         "settings:\n  \
          # server: localhost:5347          # the XMPP server's component port (XEP-0114)\n  \
@@ -87,8 +90,10 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let topics = bridge.handle();
+    let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
+        .thirdparty(lookup)
         .on_type("m.room.topic", move |topic| {
             let bridge = topics.clone();
             async move { events::matrix_topic(&bridge, topic).await }

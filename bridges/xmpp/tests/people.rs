@@ -1,5 +1,6 @@
 //! People in the XMPP bridge, end to end (a real Synapse, a real Prosody and the tests' own
-//! XMPP client): typing and reading (chat states and chat markers), and who is in a room.
+//! XMPP client): typing and reading (chat states and chat markers), who is in a room and with
+//! what standing, and finding rooms and users by their JIDs (the `xmpp` third-party protocol).
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -525,4 +526,81 @@ async fn affiliations_and_roles_are_power_levels() {
     )
     .await;
     wait_power(&bob, &portal, carol_ghost, Some(75)).await;
+}
+
+/// A third-party lookup asked of the bridge directly, as the homeserver asks it.
+async fn ask_bridge(setup: &Harness, query: &str) -> Value {
+    let url = format!("{}/_matrix/app/v1/thirdparty/{query}", setup.url);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&setup.registration.hs_token)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn rooms_and_users_are_found_by_their_jids() {
+    let server = Prosody::start(&["alice"]).await;
+    let room = format!("chat@{MUC}");
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    alice.join(&room, "alice").await;
+    let setup = bridge_for(&server).await;
+    let carol = setup.synapse.register_user("carol", "password-1234").await;
+    let get = |path: String| async {
+        let path = path;
+        carol.call_ok(Method::GET, &path, None).await
+    };
+    let lookup = |what: &str, query: &str| format!("/_matrix/client/v3/thirdparty/{what}?{query}");
+
+    let protocols = get("/_matrix/client/v3/thirdparty/protocols".to_owned()).await;
+    let xmpp = &protocols["xmpp"];
+    assert_eq!(xmpp["location_fields"], json!(["room"]), "{protocols}");
+    assert_eq!(xmpp["user_fields"], json!(["jid"]), "{protocols}");
+    assert_eq!(xmpp["instances"][0]["network_id"], "xmpp", "{protocols}");
+
+    // A room's JID is its portal's alias, and back.
+    let alias = format!("#xmpp_chat_{MUC}:localhost");
+    let found = get(lookup("location/xmpp", &format!("room={}", encode(&room)))).await;
+    assert_eq!(
+        found,
+        json!([{"alias": alias, "protocol": "xmpp", "fields": {"room": room}}])
+    );
+    // Synapse asks appservices only by protocol: the reverse lookups are asked of the bridge
+    // as the homeserver would.
+    let back = ask_bridge(&setup, &format!("location?alias={}", encode(&alias))).await;
+    assert_eq!(back[0]["fields"]["room"], room.as_str(), "{back}");
+    let nonsense = get(lookup("location/xmpp", "room=no%20room")).await;
+    assert_eq!(nonsense, json!([]));
+
+    // A JID is its ghost, and back; one of the bridge's component is the Matrix user.
+    let alice_ghost = "@xmpp_alice=40localhost:localhost";
+    let found = get(lookup("user/xmpp", "jid=alice%40localhost")).await;
+    assert_eq!(found[0]["userid"], alice_ghost, "{found}");
+    let back = ask_bridge(&setup, &format!("user?userid={}", encode(alice_ghost))).await;
+    assert_eq!(back[0]["fields"]["jid"], "alice@localhost", "{back}");
+    let matrix = get(lookup("user/xmpp", &format!("jid=bob%40{COMPONENT}"))).await;
+    assert_eq!(matrix[0]["userid"], "@bob:localhost", "{matrix}");
+
+    // The alias found leads to the room.
+    let portal = carol.join(&alias).await;
+    alice
+        .say(MessageType::Groupchat, &room, "f1", "found me")
+        .await;
+    carol
+        .wait_for_event(
+            &portal,
+            WAIT,
+            message_from(
+                "@xmpp_chat=40conference.localhost=2falice:localhost",
+                "found me",
+            ),
+        )
+        .await;
 }
