@@ -25,7 +25,7 @@ use trestle_bridge::{
 };
 
 use crate::{
-    archive,
+    archive, avatars,
     chatstates::{self, Signals},
     hub::Kit,
     ids::{self, ChatId, UserId},
@@ -134,10 +134,11 @@ async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
 }
 
 /// Requests to the component's JIDs: pings ([XEP-0199](https://xmpp.org/extensions/xep-0199.html),
-/// the connection's own keepalive among them) are answered; the rest (service discovery,
-/// vCards) are not served yet and refused at once, so that the asker does not wait.
+/// the connection's own keepalive among them) are answered, vCards of Matrix users served
+/// (module `avatars`); the rest (service discovery) are not served yet and refused at once,
+/// so that the asker does not wait. Answers to the bridge's own requests go to whoever waits.
 fn answer_iq(bridge: &Kit, iq: Iq) {
-    if occupants::answered(bridge.network(), &iq) {
+    if occupants::answered(bridge.network(), &iq) || avatars::vcard_request(bridge, &iq) {
         return;
     }
     let (from, to, id, ping) = match iq {

@@ -16,9 +16,10 @@
 //!
 //! ```text
 //! network      → events, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → occupants, powers, chatstates, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! events       → occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
+//! avatars      → hub, ids                       (Matrix users' profiles as their JIDs' vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
@@ -32,6 +33,7 @@
 //! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
 pub mod archive;
+pub mod avatars;
 pub mod chatstates;
 pub mod events;
 pub mod hub;

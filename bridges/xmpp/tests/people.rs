@@ -604,3 +604,85 @@ async fn rooms_and_users_are_found_by_their_jids() {
         )
         .await;
 }
+
+/// Asks `to` for its vCard as `client`; the answer's vCard, or the error's condition.
+async fn ask_vcard(client: &mut XmppClient, to: &str, id: &str) -> Result<Element, String> {
+    let query: Element = "<vCard xmlns='vcard-temp'/>".parse().unwrap();
+    client
+        .send(Iq::Get {
+            from: None,
+            to: Some(Jid::from_str(to).unwrap()),
+            id: id.to_owned(),
+            payload: query,
+        })
+        .await;
+    client
+        .expect("the vCard", |stanza| match stanza {
+            Stanza::Iq(Iq::Result {
+                id: answered,
+                payload,
+                ..
+            }) if answered == id => Some(Ok(payload.expect("a vCard"))),
+            Stanza::Iq(Iq::Error {
+                id: answered,
+                error,
+                ..
+            }) if answered == id => Some(Err(format!("{:?}", error.defined_condition))),
+            _ => None,
+        })
+        .await
+}
+
+#[tokio::test]
+async fn matrix_users_profiles_are_their_jids_vcards() {
+    let server = Prosody::start(&["alice"]).await;
+    let mut alice = XmppClient::connect(&server, "alice").await;
+    let setup = bridge_for(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+
+    // bob's name and avatar, on his Matrix profile.
+    let picture: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+    let uploaded: Value = reqwest::Client::new()
+        .post(format!("{}/_matrix/media/v3/upload", bob.base_url()))
+        .bearer_auth(&bob.access_token)
+        .header("content-type", "image/png")
+        .body(picture.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let profile = format!(
+        "/_matrix/client/v3/profile/{}",
+        encode(bob.user_id.as_str())
+    );
+    let avatar = json!({"avatar_url": uploaded["content_uri"]});
+    bob.call_ok(Method::PUT, &format!("{profile}/avatar_url"), Some(&avatar))
+        .await;
+    let name = json!({"displayname": "Bob B."});
+    bob.call_ok(Method::PUT, &format!("{profile}/displayname"), Some(&name))
+        .await;
+
+    // alice asks for the vCard of bob's JID: his name and his avatar's bytes.
+    let vcard = ask_vcard(&mut alice, &format!("bob@{COMPONENT}"), "v1")
+        .await
+        .unwrap();
+    let field = |name: &str| vcard.get_child(name, "vcard-temp").map(Element::text);
+    assert_eq!(field("FN").as_deref(), Some("Bob B."));
+    let photo = vcard.get_child("PHOTO", "vcard-temp").expect("a photo");
+    assert_eq!(
+        photo
+            .get_child("TYPE", "vcard-temp")
+            .map(Element::text)
+            .as_deref(),
+        Some("image/png")
+    );
+    let binval = photo.get_child("BINVAL", "vcard-temp").unwrap().text();
+    let read = tokio_xmpp::parsers::vcard::VCard::try_from(vcard.clone()).unwrap();
+    assert_eq!(read.photo.unwrap().binval.data, picture, "{binval}");
+
+    // A JID that is nobody on Matrix has none.
+    let nobody = ask_vcard(&mut alice, &format!("nobody@{COMPONENT}"), "v2").await;
+    assert_eq!(nobody.err().as_deref(), Some("ItemNotFound"));
+}
