@@ -1,23 +1,36 @@
-//! Matrix users' profiles as the vCards of their JIDs ([XEP-0054](https://xmpp.org/extensions/xep-0054.html)):
+//! Avatars both ways, through vCards ([XEP-0054](https://xmpp.org/extensions/xep-0054.html)):
 //! a vCard request to `bob@<domain>` is answered with `@bob`'s display name and avatar, read
-//! from their Matrix profile, so XMPP clients show them.
+//! from their Matrix profile, so XMPP clients show them; and an occupant whose presence names
+//! a new avatar ([XEP-0153](https://xmpp.org/extensions/xep-0153.html)'s hash) has their vCard
+//! asked for, and its photo becomes their ghost's avatar.
+
+use std::time::Duration;
 
 use tokio_xmpp::{
     jid::{BareJid, Jid},
     minidom::Element,
     parsers::{
         iq::Iq,
+        presence::Presence,
         stanza_error::{DefinedCondition, ErrorType, StanzaError},
         vcard::{Binval, Photo, Type, VCard},
+        vcard_update::VCardUpdate,
     },
 };
 use trestle::ruma::{
     OwnedMxcUri, OwnedUserId,
     api::{AppserviceUserIdentity, client::profile::get_profile},
 };
-use trestle_bridge::{BridgeError, NetworkResult};
+use trestle_bridge::{BridgeError, NetworkResult, UserInfo};
 
-use crate::{hub::Kit, ids};
+use crate::{
+    hub::{Hub, Kit},
+    ids::{self, UserId},
+    xmpp::stanzas,
+};
+
+/// How long a vCard request waits for its answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 /// The vCard namespace.
 const VCARD: &str = "vcard-temp";
@@ -144,6 +157,82 @@ fn card(name: &str, photo: Option<Photo>) -> VCard {
     }
 }
 
+/// The avatar hash (XEP-0153, hex) a presence names, if it names one.
+pub fn photo_hash(presence: &Presence) -> Option<String> {
+    let update = presence
+        .payloads
+        .iter()
+        .find_map(|p| VCardUpdate::try_from(p.clone()).ok())?;
+    let hash = update.photo?.data?;
+    Some(hash.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// An occupant's presence: when it names an avatar the bridge has not given their ghost yet,
+/// their vCard is asked for (by their real JID when the room shows it, else through the room,
+/// which passes it on to their account) and its photo becomes the ghost's avatar. Done aside.
+pub fn occupant(bridge: &Kit, user: &UserId, presence: &Presence) {
+    let hub = bridge.network();
+    let Some(hash) = photo_hash(presence) else {
+        return;
+    };
+    if !hub.new_avatar(user, &hash) {
+        return;
+    }
+    let to = match user {
+        UserId::Jid(jid) => Jid::from(jid.clone()),
+        UserId::Occupant(occupant) => Jid::from(occupant.clone()),
+    };
+    let id = stanzas::fresh_id();
+    let answer = hub.expect_answer(&id);
+    hub.send(Iq::Get {
+        from: Some(Jid::from(hub.bot_jid().clone())),
+        to: Some(to),
+        id,
+        payload: Element::builder("vCard", VCARD).build(),
+    });
+    let (bridge, user) = (bridge.clone(), user.clone());
+    tokio::spawn(async move {
+        let photo = match tokio::time::timeout(ANSWER_WAIT, answer).await {
+            Ok(Ok(Iq::Result {
+                payload: Some(payload),
+                ..
+            })) => VCard::try_from(payload).ok().and_then(|card| card.photo),
+            _ => None,
+        };
+        let Some(photo) = photo else {
+            tracing::info!(%user, "an avatar named in a presence could not be read");
+            return;
+        };
+        if let Err(error) = set_avatar(&bridge, &user, photo).await {
+            tracing::warn!(%user, %error, "a ghost's avatar could not be set");
+        }
+    });
+}
+
+/// Uploads a vCard's photo and makes it the ghost's avatar.
+async fn set_avatar(bridge: &Kit, user: &UserId, photo: Photo) -> NetworkResult<()> {
+    let app = bridge.app()?;
+    let content_type = match photo.type_.data.trim() {
+        "" => "image/png".to_owned(),
+        given => given.to_owned(),
+    };
+    let mxc = app
+        .media()
+        .upload_bytes(photo.binval.data, &content_type, None)
+        .await?;
+    let mut info = UserInfo::default();
+    info.avatar_url = Some(mxc);
+    bridge.remote_profile(user, &info).await
+}
+
+impl Hub {
+    /// Records that `user`'s avatar is the one `hash` names; answers whether it is new.
+    fn new_avatar(&self, user: &UserId, hash: &str) -> bool {
+        let mut avatars = self.avatars_lock();
+        avatars.insert(user.to_string(), hash.to_owned()).as_deref() != Some(hash)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,5 +251,23 @@ mod tests {
         let read = VCard::try_from(element.clone()).unwrap();
         assert_eq!(read.photo.unwrap().binval.data, vec![0, 1, 2, 255]);
         assert_eq!(element.get_child("FN", VCARD).unwrap().text(), "Bob");
+    }
+
+    #[test]
+    fn presences_name_their_avatar_by_its_hash() {
+        let presence = |x: &str| {
+            let xml = format!(
+                "<presence xmlns='jabber:client' from='room@conf.example/alice'>{x}</presence>"
+            );
+            Presence::try_from(xml.parse::<Element>().unwrap()).unwrap()
+        };
+        let hash = "a9993e364706816aba3e25717850c26c9cd0d89d";
+        let named = presence(&format!(
+            "<x xmlns='vcard-temp:x:update'><photo>{hash}</photo></x>"
+        ));
+        assert_eq!(photo_hash(&named).as_deref(), Some(hash));
+        let none = presence("<x xmlns='vcard-temp:x:update'><photo/></x>");
+        assert_eq!(photo_hash(&none), None);
+        assert_eq!(photo_hash(&presence("")), None);
     }
 }

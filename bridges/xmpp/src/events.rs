@@ -138,7 +138,10 @@ async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
 /// (module `avatars`); the rest (service discovery) are not served yet and refused at once,
 /// so that the asker does not wait. Answers to the bridge's own requests go to whoever waits.
 fn answer_iq(bridge: &Kit, iq: Iq) {
-    if occupants::answered(bridge.network(), &iq) || avatars::vcard_request(bridge, &iq) {
+    let Some(iq) = bridge.network().deliver_answer(iq) else {
+        return;
+    };
+    if avatars::vcard_request(bridge, &iq) {
         return;
     }
     let (from, to, id, ping) = match iq {
@@ -398,6 +401,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
             ghost_joins(bridge, &chat, &occupant, jid).await?;
         }
         powers::occupant(bridge, &room, &user, &presence).await?;
+        avatars::occupant(bridge, &user, &presence);
     }
     Ok(())
 }

@@ -11,7 +11,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
-    parsers::mam::{Fin, Result_},
+    parsers::{
+        iq::Iq,
+        mam::{Fin, Result_},
+    },
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
@@ -99,8 +102,10 @@ pub struct Hub {
     typing: Mutex<HashSet<String>>,
     /// The power level the bridge gave each ghost in each room (module `powers`).
     powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
-    /// Requests waiting for their answers, by id: what the room said, or why it refused.
-    answers: Mutex<HashMap<String, oneshot::Sender<Result<(), String>>>>,
+    /// Requests waiting for their answers, by id.
+    answers: Mutex<HashMap<String, oneshot::Sender<Iq>>>,
+    /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
+    avatars: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -127,6 +132,7 @@ impl Hub {
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
             answers: Mutex::new(HashMap::new()),
+            avatars: Mutex::new(HashMap::new()),
             powers: Mutex::new(HashMap::new()),
         }
     }
@@ -143,9 +149,13 @@ impl Hub {
         self.powers.lock_unpoisoned()
     }
 
-    /// Waits for the answer to the request `id` about to be sent: its result, or why it was
-    /// refused.
-    pub fn expect_answer(&self, id: &str) -> oneshot::Receiver<Result<(), String>> {
+    /// The avatar last asked for of each remote user, locked (module `avatars`).
+    pub(crate) fn avatars_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.avatars.lock_unpoisoned()
+    }
+
+    /// Waits for the answer to the request `id` about to be sent (a result or an error).
+    pub fn expect_answer(&self, id: &str) -> oneshot::Receiver<Iq> {
         let (tx, rx) = oneshot::channel();
         let mut answers = self.answers.lock_unpoisoned();
         // Those nobody waits for any more (timed out) go.
@@ -154,10 +164,19 @@ impl Hub {
         rx
     }
 
-    /// The answer to the request `id` came; answers whether it was waited for.
-    pub fn answer(&self, id: &str, outcome: Result<(), String>) -> bool {
-        let waiting = self.answers.lock_unpoisoned().remove(id);
-        waiting.map(|w| w.send(outcome)).is_some()
+    /// Hands an answer to whoever waits for it ([`Hub::expect_answer`]); gives back what is no
+    /// awaited answer.
+    pub fn deliver_answer(&self, iq: Iq) -> Option<Iq> {
+        let id = match &iq {
+            Iq::Result { id, .. } | Iq::Error { id, .. } => id,
+            Iq::Get { .. } | Iq::Set { .. } => return Some(iq),
+        };
+        let Some(waiting) = self.answers.lock_unpoisoned().remove(id) else {
+            return Some(iq);
+        };
+        // The waiter may have given up: the answer is dropped then.
+        let _ = waiting.send(iq);
+        None
     }
 
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.

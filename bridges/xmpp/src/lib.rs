@@ -19,7 +19,7 @@
 //! events       → occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
-//! avatars      → hub, ids                       (Matrix users' profiles as their JIDs' vCards)
+//! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)

@@ -319,8 +319,10 @@ pub async fn matrix_removal(bridge: &Kit, change: &MatrixMembership<'_, Hub>) ->
     let room = room.clone();
     tokio::spawn(async move {
         let refused = match tokio::time::timeout(ANSWER_WAIT, answer).await {
-            Ok(Ok(Ok(()))) => return,
-            Ok(Ok(Err(why))) => why,
+            Ok(Ok(answer)) => match outcome(&answer) {
+                Ok(()) => return,
+                Err(why) => why,
+            },
             Ok(Err(_)) | Err(_) => "no answer".to_owned(),
         };
         let text = format!(
@@ -359,22 +361,18 @@ async fn notice(
     Ok(())
 }
 
-/// An answer to a request the bridge waits for (one of [`Hub::expect_answer`]): `true` when it
-/// was one.
-pub fn answered(hub: &Hub, iq: &Iq) -> bool {
-    let (id, outcome) = match iq {
-        Iq::Result { id, .. } => (id, Ok(())),
-        Iq::Error { id, error, .. } => {
-            let text = error.texts.values().next().cloned();
+/// What an answer says: done, or why not.
+pub fn outcome(answer: &Iq) -> Result<(), String> {
+    match answer {
+        Iq::Error { error, .. } => {
             let condition = format!("{:?}", error.defined_condition);
-            (
-                id,
-                Err(text.map_or(condition.clone(), |t| format!("{condition}, {t}"))),
-            )
+            Err(match error.texts.values().next() {
+                Some(text) => format!("{condition}, {text}"),
+                None => condition,
+            })
         }
-        Iq::Get { .. } | Iq::Set { .. } => return false,
-    };
-    hub.answer(id, outcome)
+        Iq::Result { .. } | Iq::Get { .. } | Iq::Set { .. } => Ok(()),
+    }
 }
 
 impl Hub {

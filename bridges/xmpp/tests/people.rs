@@ -634,9 +634,11 @@ async fn ask_vcard(client: &mut XmppClient, to: &str, id: &str) -> Result<Elemen
 }
 
 #[tokio::test]
-async fn matrix_users_profiles_are_their_jids_vcards() {
+async fn avatars_cross_both_ways_through_vcards() {
     let server = Prosody::start(&["alice"]).await;
     let mut alice = XmppClient::connect(&server, "alice").await;
+    let room = format!("chat@{MUC}");
+    alice.join(&room, "alice").await;
     let setup = bridge_for(&server).await;
     let bob = setup.synapse.register_user("bob", "password-1234").await;
 
@@ -685,4 +687,73 @@ async fn matrix_users_profiles_are_their_jids_vcards() {
     // A JID that is nobody on Matrix has none.
     let nobody = ask_vcard(&mut alice, &format!("nobody@{COMPONENT}"), "v2").await;
     assert_eq!(nobody.err().as_deref(), Some("ItemNotFound"));
+
+    // alice's avatar, in her vCard (XEP-0054) and named in her presence (XEP-0153), is her
+    // ghost's.
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    wait_member(&bob, &portal, alice_ghost, true).await;
+    let hers: Vec<u8> = (0..=255u8).rev().cycle().take(2000).collect();
+    let card = tokio_xmpp::parsers::vcard::VCard {
+        photo: Some(tokio_xmpp::parsers::vcard::Photo {
+            type_: tokio_xmpp::parsers::vcard::Type {
+                data: "image/png".into(),
+            },
+            binval: tokio_xmpp::parsers::vcard::Binval { data: hers.clone() },
+        }),
+        payloads: vec![],
+    };
+    alice
+        .send(Iq::Set {
+            from: None,
+            to: None,
+            id: "v3".into(),
+            payload: card.into(),
+        })
+        .await;
+    alice
+        .expect("her vCard stored", |stanza| match stanza {
+            Stanza::Iq(Iq::Result { id, .. }) if id == "v3" => Some(()),
+            Stanza::Iq(Iq::Error { id, error, .. }) if id == "v3" => panic!("{error:?}"),
+            _ => None,
+        })
+        .await;
+    let update: Element = "<x xmlns='vcard-temp:x:update'>\
+                           <photo>a9993e364706816aba3e25717850c26c9cd0d89d</photo></x>"
+        .parse()
+        .unwrap();
+    let mut presence =
+        Presence::available().with_to(Jid::from_str(&format!("{room}/alice")).unwrap());
+    presence.payloads.push(update);
+    alice.send(presence).await;
+    let avatar_path = format!(
+        "/_matrix/client/v3/profile/{}/avatar_url",
+        encode(alice_ghost)
+    );
+    let started = Instant::now();
+    let mxc = loop {
+        let (_, body) = bob.call(Method::GET, &avatar_path, None).await;
+        if let Some(mxc) = body["avatar_url"].as_str() {
+            break mxc.to_owned();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{alice_ghost} has no avatar: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let media = mxc.strip_prefix("mxc://").unwrap();
+    let downloaded = reqwest::Client::new()
+        .get(format!(
+            "{}/_matrix/client/v1/media/download/{media}",
+            bob.base_url()
+        ))
+        .bearer_auth(&bob.access_token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(downloaded.to_vec(), hers);
 }
