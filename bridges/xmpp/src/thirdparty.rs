@@ -35,8 +35,9 @@ pub const PROTOCOL: &str = "xmpp";
 pub struct Lookup(pub Kit);
 
 impl Lookup {
-    fn server_name(&self) -> Option<String> {
-        self.0.app().ok().map(|app| app.server_name().to_string())
+    /// The homeserver's name, once the bridge runs.
+    fn homeserver(&self) -> Option<String> {
+        Some(self.0.app().ok()?.server_name().to_string())
     }
 
     /// The location of a room: its portal's alias, and its JID.
@@ -45,7 +46,7 @@ impl Lookup {
         let alias = format!(
             "#{}:{}",
             self.0.network().chat_alias(&chat),
-            self.server_name()?
+            self.homeserver()?
         );
         let alias = OwnedRoomAliasId::try_from(alias).ok()?;
         let fields = BTreeMap::from([("room".to_owned(), room.to_string())]);
@@ -55,7 +56,7 @@ impl Lookup {
     /// A user as Matrix knows them: an XMPP user's ghost, or the Matrix user a JID of the
     /// component stands for.
     fn user(&self, user: &UserId) -> Option<User> {
-        let server_name = self.server_name()?;
+        let server_name = self.homeserver()?;
         let user_id = match user {
             UserId::Jid(jid) if jid.domain().as_str() == self.0.network().domain() => {
                 ids::matrix_user(jid, &server_name)?
@@ -68,19 +69,21 @@ impl Lookup {
     }
 }
 
-/// A JID with a node (`name@domain`) from a lookup's field, if it holds one.
-fn jid_field(fields: &BTreeMap<String, String>, name: &str) -> Option<BareJid> {
+/// The JID (`name@domain`) in the field `name` of a lookup for `protocol`, if it is ours and
+/// the field holds one.
+fn jid_field(protocol: &str, fields: &BTreeMap<String, String>, name: &str) -> Option<BareJid> {
+    if protocol != PROTOCOL {
+        return None;
+    }
     let jid = BareJid::new(fields.get(name)?.trim()).ok()?;
     jid.node().is_some().then_some(jid)
 }
 
-fn field(regexp: &str, placeholder: &str) -> FieldType {
-    FieldTypeInit {
-        regexp: regexp.into(),
-        placeholder: placeholder.into(),
-    }
-    .into()
-}
+/// The fields lookups take: their names, what they match and an example.
+const FIELDS: [(&str, &str, &str); 2] = [
+    ("room", "[^@/\\s]+@[^@/\\s]+", "room@conference.example.org"),
+    ("jid", "[^@/\\s]+@[^@/\\s]+", "user@example.org"),
+];
 
 impl ThirdPartyLookup for Lookup {
     fn protocol<'a>(&'a self, protocol: &'a str) -> BoxFuture<'a, Option<AppserviceProtocol>> {
@@ -93,16 +96,16 @@ impl ThirdPartyLookup for Lookup {
                 fields: BTreeMap::new(),
                 network_id: PROTOCOL.into(),
             };
-            let field_types = BTreeMap::from([
-                (
-                    "room".to_owned(),
-                    field("[^@/\\s]+@[^@/\\s]+", "room@conference.example.org"),
-                ),
-                (
-                    "jid".to_owned(),
-                    field("[^@/\\s]+@[^@/\\s]+", "user@example.org"),
-                ),
-            ]);
+            let field_types: BTreeMap<String, FieldType> = FIELDS
+                .iter()
+                .map(|(name, regexp, placeholder)| {
+                    let kind = FieldTypeInit {
+                        regexp: (*regexp).to_owned(),
+                        placeholder: (*placeholder).to_owned(),
+                    };
+                    ((*name).to_owned(), kind.into())
+                })
+                .collect();
             Some(
                 ProtocolInit {
                     user_fields: vec!["jid".into()],
@@ -121,12 +124,11 @@ impl ThirdPartyLookup for Lookup {
         protocol: &'a str,
         fields: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Vec<User>> {
+        let jid = jid_field(protocol, fields, "jid");
         Box::pin(async move {
-            let found = (protocol == PROTOCOL)
-                .then(|| jid_field(fields, "jid"))
-                .flatten()
-                .and_then(|jid| self.user(&UserId::Jid(jid)));
-            found.into_iter().collect()
+            jid.and_then(|j| self.user(&UserId::Jid(j)))
+                .into_iter()
+                .collect()
         })
     }
 
@@ -135,28 +137,17 @@ impl ThirdPartyLookup for Lookup {
         protocol: &'a str,
         fields: &'a BTreeMap<String, String>,
     ) -> BoxFuture<'a, Vec<Location>> {
-        Box::pin(async move {
-            let found = (protocol == PROTOCOL)
-                .then(|| jid_field(fields, "room"))
-                .flatten()
-                .and_then(|room| self.location(&room));
-            found.into_iter().collect()
-        })
+        let room = jid_field(protocol, fields, "room");
+        Box::pin(async move { room.and_then(|r| self.location(&r)).into_iter().collect() })
     }
 
     fn users_for_id<'a>(&'a self, user_id: &'a MatrixUserId) -> BoxFuture<'a, Vec<User>> {
-        Box::pin(async move {
-            let user = self.0.network().user_for_ghost(user_id.localpart());
-            user.and_then(|u| self.user(&u)).into_iter().collect()
-        })
+        let remote = ids::user_for_ghost(user_id.localpart());
+        Box::pin(async move { remote.and_then(|r| self.user(&r)).into_iter().collect() })
     }
 
     fn locations_for_alias<'a>(&'a self, alias: &'a RoomAliasId) -> BoxFuture<'a, Vec<Location>> {
-        Box::pin(async move {
-            match self.0.network().chat_for_alias(alias.alias()) {
-                Some(ChatId::Muc(room)) => self.location(&room).into_iter().collect(),
-                _ => Vec::new(),
-            }
-        })
+        let room = ids::room_for_alias(alias.alias());
+        Box::pin(async move { room.and_then(|r| self.location(&r)).into_iter().collect() })
     }
 }

@@ -153,15 +153,51 @@ fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool +
     move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
 }
 
+/// A room (`chat@…`) with XMPP users in it (the first made it, so owns it), the bridge, and
+/// bob, a Matrix user, in its portal.
+struct Gathering {
+    _server: Prosody,
+    room: String,
+    /// The XMPP users, in the order given, each in the room under their own name.
+    xmpp: Vec<XmppClient>,
+    setup: Harness,
+    bob: UserClient,
+    portal: String,
+}
+
+async fn gather(users: &[&str]) -> Gathering {
+    let server = Prosody::start(users).await;
+    let room = format!("chat@{MUC}");
+    let mut xmpp = Vec::new();
+    for user in users {
+        let mut client = XmppClient::connect(&server, user).await;
+        client.join(&room, user).await;
+        xmpp.push(client);
+    }
+    let setup = bridge_for(&server).await;
+    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    Gathering {
+        _server: server,
+        room,
+        xmpp,
+        setup,
+        bob,
+        portal,
+    }
+}
+
 #[tokio::test]
 async fn typing_and_read_markers_cross_in_rooms_and_direct_chats() {
-    let server = Prosody::start(&["alice"]).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let _setup = bridge_for(&server).await;
-    let bob = _setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let Gathering {
+        _server,
+        room,
+        mut xmpp,
+        setup: _setup,
+        bob,
+        portal,
+    } = gather(&["alice"]).await;
+    let mut alice = xmpp.remove(0);
     let bob_occupant = format!("{room}/bob");
     let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
     alice
@@ -322,16 +358,16 @@ fn membership<'a>(
 
 #[tokio::test]
 async fn nick_changes_kicks_and_bans_cross_both_ways() {
-    let server = Prosody::start(&["alice", "carol"]).await;
-    let room = format!("chat@{MUC}");
     // alice made the room: she owns it.
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let mut carol = XmppClient::connect(&server, "carol").await;
-    carol.join(&room, "carol").await;
-    let setup = bridge_for(&server).await;
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let Gathering {
+        _server,
+        room,
+        xmpp,
+        setup,
+        bob,
+        portal,
+    } = gather(&["alice", "carol"]).await;
+    let [mut alice, mut carol] = <[XmppClient; 2]>::try_from(xmpp).ok().unwrap();
     let carol_ghost = "@xmpp_chat=40conference.localhost=2fcarol:localhost";
     let caroline_ghost = "@xmpp_chat=40conference.localhost=2fcaroline:localhost";
     wait_member(&bob, &portal, carol_ghost, true).await;
@@ -393,32 +429,29 @@ async fn nick_changes_kicks_and_bans_cross_both_ways() {
     assert_eq!(reason.as_deref(), Some("off topic"));
 
     // XMPP's kicks and bans are the bot's in the portal, saying who and why.
-    carol.join(&room, "carol").await;
-    wait_member(&bob, &portal, carol_ghost, true).await;
-    admin(
-        &mut alice,
-        &room,
-        "kick-1",
-        "<item nick='carol' role='none'><reason>spam</reason></item>",
-    )
-    .await;
-    let kick = bob
-        .wait_for_event(&portal, WAIT, membership(carol_ghost, "leave", BOT))
-        .await;
-    assert_eq!(kick["content"]["reason"], "alice: spam");
-    carol.join(&room, "carol").await;
-    wait_member(&bob, &portal, carol_ghost, true).await;
-    admin(
-        &mut alice,
-        &room,
-        "ban-1",
-        "<item jid='carol@localhost' affiliation='outcast'><reason>enough</reason></item>",
-    )
-    .await;
-    let ban = bob
-        .wait_for_event(&portal, WAIT, membership(carol_ghost, "ban", BOT))
-        .await;
-    assert_eq!(ban["content"]["reason"], "alice: enough");
+    let removals = [
+        (
+            "kick-1",
+            "<item nick='carol' role='none'><reason>spam</reason></item>",
+            "leave",
+            "alice: spam",
+        ),
+        (
+            "ban-1",
+            "<item jid='carol@localhost' affiliation='outcast'><reason>enough</reason></item>",
+            "ban",
+            "alice: enough",
+        ),
+    ];
+    for (id, item, removed, reason) in removals {
+        carol.join(&room, "carol").await;
+        wait_member(&bob, &portal, carol_ghost, true).await;
+        admin(&mut alice, &room, id, item).await;
+        let event = bob
+            .wait_for_event(&portal, WAIT, membership(carol_ghost, removed, BOT))
+            .await;
+        assert_eq!(event["content"]["reason"], reason);
+    }
 }
 
 /// The power levels of the room, as `user` reads them.
@@ -457,15 +490,15 @@ async fn power_level_events(user: &UserClient, room: &str) -> usize {
 
 #[tokio::test]
 async fn affiliations_and_roles_are_power_levels() {
-    let server = Prosody::start(&["alice", "carol"]).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let mut carol = XmppClient::connect(&server, "carol").await;
-    carol.join(&room, "carol").await;
-    let setup = bridge_for(&server).await;
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
+    let Gathering {
+        _server,
+        room,
+        xmpp,
+        setup: _setup,
+        bob,
+        portal,
+    } = gather(&["alice", "carol"]).await;
+    let [mut alice, mut carol] = <[XmppClient; 2]>::try_from(xmpp).ok().unwrap();
     let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
     let carol_ghost = "@xmpp_chat=40conference.localhost=2fcarol:localhost";
 
