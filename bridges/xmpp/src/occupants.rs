@@ -121,7 +121,13 @@ pub async fn left(
     if let Some(ours) = hub.nick_owner(&room, &nick) {
         return ours_removed(bridge, &chat, &ours, departure).await;
     }
+    // A nick the bridge never saw join is none of its ghosts: the old nick of a Matrix user
+    // who took a new one, or who left (their occupant is forgotten before it goes).
+    let seen = hub.occupants(&room).iter().any(|(n, _)| *n == nick);
     let known = hub.occupant_left(&room, &nick);
+    if !seen {
+        return Ok(());
+    }
     let Some(portal) = bridge.portal(&chat).await? else {
         return Ok(());
     };
