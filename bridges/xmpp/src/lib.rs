@@ -1,7 +1,9 @@
 //! The XMPP bridge: multi-user chat rooms (XEP-0045) as Matrix rooms (portals), XMPP users as
 //! Matrix ghosts, Matrix users on XMPP as JIDs of the bridge's component (XEP-0114), and
 //! direct chats both ways; rooms' archives (XEP-0313) fill new portals and catch up what the
-//! bridge missed.
+//! bridge missed. Typing and read markers, joins, kicks, bans and nick changes, affiliations and
+//! roles (as power levels) and avatars cross too, and the `xmpp` third-party protocol finds
+//! rooms and users by JID.
 //!
 //! Built on the bridge kit (`trestle_bridge`): this crate writes the XMPP side
 //! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
