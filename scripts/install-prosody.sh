@@ -2,6 +2,10 @@
 # Installs Prosody (the XMPP server the XMPP bridge's end-to-end tests start) and prints the path of its binary.
 # Uses apt-get when it is missing; needs root (or sudo) the first time. The tests run their own Prosody in the
 # foreground with their own configuration, data directory and ports, never the system service.
+# Prosody 0.12's own modules are all the bridge needs: mod_muc and mod_muc_mam for rooms and their archives, and
+# mod_http_file_share for file uploads (XEP-0363), on a component such as
+#     Component "upload.example.org" "http_file_share"
+# (see docs/xmpp.md, "The XMPP server").
 set -euo pipefail
 
 find_prosody() {

@@ -26,6 +26,11 @@ pub struct AppArgs {
     /// `docs/durability.md`).
     #[arg(long, default_value = "os-cache", value_parser = ["os-cache", "disk"])]
     pub durability: String,
+    /// bench-echo only: events handed to the handlers and not yet handled past which a
+    /// transaction waits (`AppserviceBuilder::max_in_flight`); 0 for no bound. The framework's
+    /// default unless given.
+    #[arg(long)]
+    pub max_in_flight: Option<usize>,
 }
 
 /// Reads the registration and the `host:port` of its `url`.

@@ -15,7 +15,7 @@ use crate::{
     Error, Result, Router, Store,
     client::HomeserverClient,
     metrics::Metrics,
-    queues::{Core, Options, Queues, SendFailure, Users, WriteBack, with_send_scope},
+    queues::{Admission, Core, Options, Queues, SendFailure, Users, WriteBack, with_send_scope},
     router::EventContext,
     store::Mode,
     thirdparty::ThirdPartyLookup,
@@ -135,6 +135,16 @@ impl AppserviceBuilder {
         self
     }
 
+    /// How many received events may wait for their handlers before the homeserver's next
+    /// transaction waits too (each wait lasts 10 s at most); [`DEFAULT_MAX_IN_FLIGHT`] unless
+    /// set, `usize::MAX` for no bound. A burst then waits in the homeserver's own durable queue
+    /// rather than behind the handlers, so the events handled last in a burst are not seconds
+    /// old. [Pushing transactions](https://spec.matrix.org/v1.16/application-service-api/#pushing-events).
+    pub fn max_in_flight(mut self, events: usize) -> Self {
+        self.options.max_in_flight = events.max(1);
+        self
+    }
+
     /// How long handled events and sent requests stay in the store (a day unless set), and
     /// how long transaction ids are remembered (a week unless set).
     pub fn retention(mut self, items: Duration, txn_ids: Duration) -> Self {
@@ -203,6 +213,7 @@ impl AppserviceBuilder {
                 metrics: Metrics::default(),
                 writeback,
                 on_send_failure: self.on_send_failure,
+                admission: Admission::new(self.options.max_in_flight),
                 options: self.options,
                 // The way up: to the handlers and the encryption, never holding the appservice.
                 upstream: Box::new(upstream::Up::new(weak.clone(), hooks.encryption.clone())),
@@ -284,6 +295,11 @@ impl Appservice {
     /// The counters of `/metrics`.
     pub(crate) fn metrics(&self) -> &Metrics {
         &self.inner.queues.core.metrics
+    }
+
+    /// Events handed to the handlers and not yet handled (`queues/admission.rs`).
+    pub(crate) fn events_in_flight(&self) -> usize {
+        self.inner.queues.core.admission.in_flight()
     }
 
     /// Sets a gauge of the plugin's own, served at `/metrics` beside the framework's, labelled

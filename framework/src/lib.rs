@@ -63,6 +63,7 @@ pub use appservice::{
 pub use error::{Error, Result};
 pub use intent::Intent;
 pub use plugin::Plugin;
+pub use queues::DEFAULT_MAX_IN_FLIGHT;
 pub use router::Router;
 pub use service::Started;
 pub use store::Store;

@@ -32,6 +32,8 @@ pub(crate) struct Metrics {
     homeserver_errors: Mutex<HashMap<String, u64>>,
     journal_commit_failures: AtomicU64,
     journal_stalled: AtomicBool,
+    delayed_answers: AtomicU64,
+    delayed_micros: AtomicU64,
     /// Gauges a plugin sets itself (`Appservice::set_gauge`), by name and extra labels.
     gauges: Mutex<BTreeMap<GaugeKey, (&'static str, f64)>>,
 }
@@ -87,6 +89,13 @@ impl Metrics {
         self.journal_stalled.store(stalled, Relaxed);
     }
 
+    /// A transaction that waited for the handlers to catch up (`queues/admission.rs`).
+    pub(crate) fn answer_delayed(&self, waited: Duration) {
+        self.delayed_answers.fetch_add(1, Relaxed);
+        self.delayed_micros
+            .fetch_add(waited.as_micros() as u64, Relaxed);
+    }
+
     /// Sets a plugin's own gauge.
     pub(crate) fn set_gauge(
         &self,
@@ -115,6 +124,7 @@ impl Metrics {
         appservice: &str,
         inbox: Option<Backlog>,
         outbox: Option<Backlog>,
+        in_flight: usize,
         families: &mut Families,
     ) {
         let now = now_ms();
@@ -224,6 +234,28 @@ impl Metrics {
             l(&[]),
             u8::from(self.journal_stalled.load(Relaxed)) as f64,
         );
+        add(
+            "trestle_events_in_flight",
+            "gauge",
+            "Events handed to the handlers and not yet handled, in this process; past the bound \
+             (max_in_flight) the next transaction waits.",
+            l(&[]),
+            in_flight as f64,
+        );
+        add(
+            "trestle_transactions_delayed_total",
+            "counter",
+            "Transactions that waited for the handlers to catch up before they were taken.",
+            l(&[]),
+            self.delayed_answers.load(Relaxed) as f64,
+        );
+        add(
+            "trestle_transactions_delayed_seconds_total",
+            "counter",
+            "Time transactions waited for the handlers to catch up.",
+            l(&[]),
+            self.delayed_micros.load(Relaxed) as f64 / 1e6,
+        );
         for ((name, extra), (help, value)) in self.gauges.lock_unpoisoned().iter() {
             let extra: Vec<(&str, &str)> = extra
                 .iter()
@@ -278,7 +310,8 @@ pub async fn exposition<'a>(apps: impl IntoIterator<Item = (&'a str, &'a Appserv
     for (name, app) in apps {
         let inbox = app.inbox_backlog().await.ok();
         let outbox = app.outbox_backlog().await.ok();
-        app.metrics().collect(name, inbox, outbox, &mut families);
+        app.metrics()
+            .collect(name, inbox, outbox, app.events_in_flight(), &mut families);
     }
     families.render()
 }
@@ -353,9 +386,10 @@ mod tests {
             "echo",
             Some(Backlog::default()),
             Some(waiting(1, 5_000)),
+            0,
             &mut families,
         );
-        b.collect("ping", Some(waiting(2, 90_000)), None, &mut families);
+        b.collect("ping", Some(waiting(2, 90_000)), None, 0, &mut families);
         let text = families.render();
         assert_eq!(
             text.matches("# TYPE trestle_transactions_total counter")
@@ -406,7 +440,7 @@ mod tests {
         metrics.handled(Some("m.room.message"), Duration::from_millis(1));
         metrics.homeserver_error("M_FORBIDDEN");
         let mut families = Families::default();
-        metrics.collect("echo", None, None, &mut families);
+        metrics.collect("echo", None, None, 0, &mut families);
         let text = families.render();
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let root = repo.join("contrib");

@@ -16,9 +16,10 @@
 //! client, our users (`users.rs`), the metrics, the write-behind. Nothing here imports the
 //! appservice, the router or the intents; they import this.
 //!
-//! Layers (each imports only those below it): `lanes`, `writeback`, `failure` → `users` →
+//! Layers (each imports only those below it): `lanes`, `writeback`, `failure`, `admission` → `users` →
 //! `core` → `inbox`, `outbox` → `receive` → this file.
 
+mod admission;
 mod core;
 mod failure;
 mod inbox;
@@ -32,8 +33,10 @@ use std::{sync::Arc, time::Duration};
 
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedUserId};
 
+pub use self::core::DEFAULT_MAX_IN_FLIGHT;
 pub(crate) use self::core::{Core, Options, Sealed, Upstream};
 use crate::{Result, transaction::TransactionBody};
+pub(crate) use admission::Admission;
 pub use failure::{SendFailure, SendFailureHook};
 use inbox::InboxLane;
 use lanes::Lanes;

@@ -42,6 +42,11 @@ pub struct Config {
     /// homeserver is answered, on SQLite (see [`Durability`] and `docs/durability.md`).
     #[serde(default)]
     pub durability: Durability,
+    /// Events handed to a plugin's handlers and not yet handled past which its next
+    /// transaction waits (at most 10 s), so that a burst waits in the homeserver's queue
+    /// rather than behind the handlers; `trestle::DEFAULT_MAX_IN_FLIGHT` unless set.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -148,6 +153,10 @@ pub use trestle::plugin::Secret;
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 29300))
+}
+
+fn default_max_in_flight() -> usize {
+    trestle::DEFAULT_MAX_IN_FLIGHT
 }
 
 fn default_data_dir() -> PathBuf {
@@ -337,6 +346,13 @@ impl Config {
                 "field `homeserver.url`: expected an http:// or https:// URL",
             ));
         }
+        if config.max_in_flight == 0 {
+            return Err(config_error(
+                path,
+                "field `max_in_flight`: expected at least 1 (events that may wait for the \
+                 handlers before the next transaction waits)",
+            ));
+        }
         Ok(config)
     }
 
@@ -461,6 +477,9 @@ pub fn default_config(
          # the operating system's cache: it survives a crash of Trestle) or disk (synced to disk\n\
          # first: it survives a power loss too, at some cost; see docs/durability.md).\n\
          durability: os-cache\n\
+         # Events received and not yet handled (per plugin) past which the homeserver's next\n\
+         # transaction waits for the handlers, so a burst waits in the homeserver's queue.\n\
+         # max_in_flight: {max_in_flight}\n\
          \n\
          logging:\n\
          \x20 level: info        # or e.g. info,trestle=debug; RUST_LOG overrides it\n\
@@ -470,7 +489,8 @@ pub fn default_config(
          \x20 enabled: true      # Prometheus text at /metrics\n\
          \n\
                   plugins:{}\n",
-        if plugins.is_empty() { " {}" } else { "" }
+        if plugins.is_empty() { " {}" } else { "" },
+        max_in_flight = trestle::DEFAULT_MAX_IN_FLIGHT,
     );
     for plugin in plugins {
         out.push_str(&format!(

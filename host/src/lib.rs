@@ -175,6 +175,7 @@ impl Host {
             .bot(built.bot_localpart)
             .router(built.router.other_bots(others))
             .store(built.store)
+            .max_in_flight(config.max_in_flight)
             .build()
             .await?;
             apps.push((built.plugin, app));

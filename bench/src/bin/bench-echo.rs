@@ -5,7 +5,8 @@
 //! - `!ghost <rest>` from `@<local>:<server>` — the ghost `@bench_<local>:<server>` sends it
 //!   (registered, joined and sending through the outbox).
 //!
-//! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS] [--durability disk]`,
+//! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS] [--durability disk]
+//! [--max-in-flight N]`,
 //! listening at the registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless
 //! `RUST_LOG` says otherwise.
 
@@ -111,12 +112,13 @@ async fn run(args: AppArgs) -> Result<(), String> {
         .command("echo", echo)
         .command("ghost", ghost)
         .with_state(Delay(Duration::from_millis(args.handler_delay_ms)));
-    let app = Appservice::builder(registration, args.homeserver, "localhost")
+    let mut builder = Appservice::builder(registration, args.homeserver, "localhost")
         .router(router)
-        .store(store)
-        .build()
-        .await
-        .map_err(|e| e.to_string())?;
+        .store(store);
+    if let Some(events) = args.max_in_flight {
+        builder = builder.max_in_flight(if events == 0 { usize::MAX } else { events });
+    }
+    let app = builder.build().await.map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("listening at {addr}: {e}"))?;

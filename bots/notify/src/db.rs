@@ -83,11 +83,50 @@ CREATE TABLE notify_feed_items (
     };
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: schema_v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
-    postgres: schema_v1!("BIGSERIAL PRIMARY KEY"),
-}];
+/// A webhook's recent calls (`hooks/calls.rs`); `$seq` as in `schema_v1`.
+macro_rules! hook_calls {
+    ($seq:literal) => {
+        concat!(
+            "
+CREATE TABLE notify_hook_calls (
+    seq ",
+            $seq,
+            ",
+    hook_id TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    status BIGINT NOT NULL,
+    outcome TEXT NOT NULL,
+    request TEXT NOT NULL,
+    message TEXT
+);
+CREATE INDEX notify_hook_calls_by_hook ON notify_hook_calls (hook_id, seq)"
+        )
+    };
+}
+
+/// A feed entry's digest of what its message shows, and the event that message became: an
+/// entry changed after it was posted is edited in place (`feeds/poll.rs`).
+const FEED_EDITS: &str = "
+ALTER TABLE notify_feed_items ADD COLUMN entry_digest TEXT;
+ALTER TABLE notify_feed_items ADD COLUMN event_id TEXT";
+
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: schema_v1!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: schema_v1!("BIGSERIAL PRIMARY KEY"),
+    },
+    Migration {
+        version: 2,
+        sqlite: FEED_EDITS,
+        postgres: FEED_EDITS,
+    },
+    Migration {
+        version: 3,
+        sqlite: hook_calls!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+        postgres: hook_calls!("BIGSERIAL PRIMARY KEY"),
+    },
+];
 
 /// Serialises this process's migrations: the web routes, the handlers and the services may
 /// all be first to touch the tables.

@@ -20,9 +20,8 @@ use trestle::{
 use crate::{
     Error, Manage, Result, Shared, answer, db, dm,
     hooks::split_word,
-    lease,
     render::{Message, escape_markdown},
-    sign,
+    rounds, sign,
 };
 
 pub(crate) const USAGE: &str = "<add|list|remove> [url]";
@@ -194,7 +193,7 @@ pub(crate) async fn on_message(
 /// The `forward` service: delivers queued messages until the appservice stops.
 pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> {
     shared.ready(&app).await.map_err(into_trestle)?;
-    lease::run_rounds(&app, "forward", &shared.forward_wake, || {
+    rounds::run_rounds(&app, "forward", &shared.forward_wake, || {
         deliver_due(&app, &shared)
     })
     .await;

@@ -1,6 +1,7 @@
 //! Inbound webhooks: `!webhook` commands make and manage them; [`inbound`] turns a POST to a
 //! hook's secret URL into a message from the hook's own ghost.
 
+pub(crate) mod calls;
 pub mod inbound;
 pub mod known;
 pub mod payload;
@@ -52,6 +53,17 @@ pub async fn by_token(app: &Appservice, token: &str) -> Result<Option<Hook>> {
     Ok(row.as_ref().map(hook_from))
 }
 
+/// The hook with id `id`.
+pub(crate) async fn by_id(app: &Appservice, id: &str) -> Result<Option<Hook>> {
+    let row = sqlx::query(
+        "SELECT id, token, room_id, name, template, secret FROM notify_hooks WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(app.store().pool())
+    .await?;
+    Ok(row.as_ref().map(hook_from))
+}
+
 async fn by_name(app: &Appservice, room: &RoomId, name: &str) -> Result<Hook> {
     let row = sqlx::query(
         "SELECT id, token, room_id, name, template, secret FROM notify_hooks
@@ -73,17 +85,22 @@ pub fn ghost(app: &Appservice, hook_id: &str) -> Result<Intent> {
 
 /// The public URL of a hook.
 pub fn url(app: &Appservice, shared: &Shared, token: &str) -> String {
+    format!("{}/hook/{token}", base_url(app, shared))
+}
+
+/// Where callers reach the plugin's routes, without a trailing `/`.
+fn base_url(app: &Appservice, shared: &Shared) -> String {
     let base = shared
         .settings
         .public_url
         .clone()
         .or_else(|| app.registration().url.clone())
         .unwrap_or_default();
-    format!("{}/hook/{token}", base.trim_end_matches('/'))
+    base.trim_end_matches('/').to_owned()
 }
 
 pub(crate) const USAGE: &str =
-    "<create|list|remove|rename|avatar|template|secret|url> [name] [value]";
+    "<create|list|remove|rename|avatar|template|secret|url|log> [name] [value]";
 
 /// `!webhook …`.
 pub(crate) async fn command(m: Manage) -> Result<()> {
@@ -98,6 +115,7 @@ pub(crate) async fn command(m: Manage) -> Result<()> {
         "template" => template(&m.app, &m.room, &name, &value).await,
         "secret" => secret(&m.app, &m.room, &m.sender, &name, &value).await,
         "url" => send_url(&m.app, &m.shared, &m.room, &m.sender, &name).await,
+        "log" => send_log(&m.app, &m.shared, &m.room, &m.sender, &name).await,
         _ => Err(Error::Invalid(format!("Usage: !webhook {USAGE}"))),
     };
     answer(&m.app, &m.room, outcome).await
@@ -171,6 +189,42 @@ async fn send_url(
     Ok(format!("I sent you the URL of {name} in a direct message."))
 }
 
+/// `!webhook log NAME`: the hook's last calls, in a direct message (a call's body may say more
+/// than what was posted), with a link to the page of all that are kept.
+async fn send_log(
+    app: &Appservice,
+    shared: &Shared,
+    room: &RoomId,
+    sender: &UserId,
+    name: &str,
+) -> Result<String> {
+    let hook = by_name(app, room, name).await?;
+    let calls = calls::recent(app, &hook.id, 5).await?;
+    let mut text = format!("The last calls of webhook {name} in {room}, newest first:\n");
+    if calls.is_empty() {
+        text.push_str("\nNone yet.\n");
+    }
+    for call in &calls {
+        let message = call.message.as_deref().unwrap_or("(none posted)");
+        let message: String = message.chars().take(200).collect();
+        text.push_str(&format!(
+            "\n- {} — {}: {} — {}",
+            calls::time(call.received_at),
+            call.status,
+            crate::render::escape_markdown(&call.outcome),
+            crate::render::escape_markdown(&message),
+        ));
+    }
+    text.push_str(&format!(
+        "\n\nEach request, its headers and body (secrets redacted), for an hour: {}",
+        calls::link(app, shared, &hook)
+    ));
+    dm::send_private(app, sender, &Message::markdown("m.notice", &text)).await?;
+    Ok(format!(
+        "I sent you the last calls of {name} in a direct message."
+    ))
+}
+
 async fn list(app: &Appservice, room: &RoomId) -> Result<String> {
     let rows = db::rows_of_room(
         app,
@@ -203,10 +257,14 @@ async fn list(app: &Appservice, room: &RoomId) -> Result<String> {
 
 async fn remove(app: &Appservice, room: &RoomId, name: &str) -> Result<String> {
     let hook = by_name(app, room, name).await?;
-    sqlx::query("DELETE FROM notify_hooks WHERE id = $1")
-        .bind(&hook.id)
-        .execute(app.store().pool())
-        .await?;
+    let mut tx = app.store().begin().await?;
+    for sql in [
+        "DELETE FROM notify_hook_calls WHERE hook_id = $1",
+        "DELETE FROM notify_hooks WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(&hook.id).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
     // The URL is dead from here on; the ghost leaving is a courtesy that may fail.
     if let Err(error) = ghost(app, &hook.id)?.leave(room).await {
         tracing::info!(%error, "webhook ghost could not leave");

@@ -15,8 +15,8 @@ pub mod error;
 pub mod feeds;
 pub mod forward;
 pub mod hooks;
-pub mod lease;
 pub mod render;
+pub mod rounds;
 pub mod sign;
 
 use std::{sync::Arc, time::Duration};
@@ -209,8 +209,8 @@ pub fn router_with(settings: Settings) -> Result<Router> {
         )
         .on_type("m.room.message", forward::on_message)
         .web(move |app| hooks::inbound::routes(app, web.clone()))
-        .service("forward", move |app| forward::run(app, forwarder.clone()))
-        .service("feeds", move |app| feeds::poll::run(app, poller.clone()))
+        .singleton("forward", move |app| forward::run(app, forwarder.clone()))
+        .singleton("feeds", move |app| feeds::poll::run(app, poller.clone()))
         .with_state(shared)
         .command_prefix(prefix);
     Ok(router)

@@ -361,3 +361,84 @@ async fn unreadable_and_private_feeds_are_refused() {
         .await;
     wait_for_text(&user, &room, BOT, "Feeds are polled at most every 1 min").await;
 }
+
+/// An entry whose title changes after it was posted: its message is edited (`m.replace`), once
+/// per change, never posted again; after a restart too. An entry never posted changes nothing.
+#[tokio::test]
+async fn an_entry_changed_after_it_was_posted_edits_its_message() {
+    let feeds: Shared = Arc::default();
+    feeds.lock().unwrap().rss = vec![item("a1", "Alpha one")];
+    let (base, server) = feed_server(feeds.clone()).await;
+    let mut harness = start(settings()).await;
+    let (user, room) = harness.user_in_room_with_bot("fay").await;
+    user.send_text(&room, &format!("!feed add {base}/rss 1s"))
+        .await;
+    wait_for_text(&user, &room, BOT, "Following **News**").await;
+
+    change_rss(&feeds, |rss| rss.insert(0, item("a2", "Alpha two")));
+    let original =
+        wait_for_text(&user, &room, BOT, "News: Alpha two https://news.example/a2").await;
+    let original_id = original["event_id"].as_str().unwrap().to_owned();
+
+    let is_edit = |e: &serde_json::Value| {
+        e["sender"] == BOT && e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+    };
+    let edit_to = |text: &'static str| {
+        let original_id = original_id.clone();
+        move |e: &serde_json::Value| {
+            is_edit(e)
+                && e["content"]["m.relates_to"]["event_id"] == original_id.as_str()
+                && e["content"]["m.new_content"]["body"] == text
+        }
+    };
+    change_rss(&feeds, |rss| rss[0].1 = "Alpha two, corrected".into());
+    let edit = user
+        .wait_for_event(
+            &room,
+            WAIT,
+            edit_to("News: Alpha two, corrected https://news.example/a2"),
+        )
+        .await;
+    assert_eq!(
+        edit["content"]["body"], "* News: Alpha two, corrected https://news.example/a2",
+        "{edit}"
+    );
+
+    // Trestle stops, the entry changes again: the edit comes after the restart.
+    harness.stop().await;
+    change_rss(&feeds, |rss| rss[0].1 = "Alpha two, final".into());
+    harness
+        .restart(trestle_notify::router_with(settings()).unwrap())
+        .await;
+    user.wait_for_event(
+        &room,
+        WAIT,
+        edit_to("News: Alpha two, final https://news.example/a2"),
+    )
+    .await;
+
+    // An entry that was there before the feed was added was never posted: nothing to edit.
+    let version = change_rss(&feeds, |rss| rss[1].1 = "Alpha one (edited)".into());
+    until("the poll with a1 changed", || {
+        feeds.lock().unwrap().rss_served == version
+    })
+    .await;
+    let polled = feeds.lock().unwrap().not_modified;
+    until("more polls", || {
+        feeds.lock().unwrap().not_modified >= polled + 3
+    })
+    .await;
+    harness.app.idle().await;
+
+    let events = user.messages(&room).await;
+    let edits: Vec<_> = events.iter().filter(|e| is_edit(e)).collect();
+    assert_eq!(edits.len(), 2, "one edit per change: {edits:#?}");
+    let posted = bodies(&user, &room, |sender| sender == BOT).await;
+    let starting = |prefix: &str| posted.iter().filter(|b| b.starts_with(prefix)).count();
+    assert_eq!(starting("News: Alpha two"), 1, "posted once: {posted:#?}");
+    assert_eq!(starting("News: Alpha one"), 0, "{posted:#?}");
+    assert_eq!(starting("* News: Alpha one"), 0, "{posted:#?}");
+
+    harness.stop().await;
+    server.abort();
+}

@@ -326,3 +326,84 @@ async fn a_webhook_posts_as_its_own_ghost_and_refuses_bad_calls() {
     assert_eq!(post_signed(&url, &secret, &signed).await, 404);
     harness.stop().await;
 }
+
+/// `!webhook log`: the hook's admin gets the last calls privately, what the template made of
+/// each and why one was refused, and a signed link to a page of them, secrets redacted.
+#[tokio::test]
+async fn a_webhooks_recent_calls_are_shown_to_its_admin_with_secrets_redacted() {
+    let harness = start(settings()).await;
+    let (user, room) = harness.user_in_room_with_bot("gina").await;
+    user.send_text(&room, "!webhook create Deploys").await;
+    wait_for_text(&user, &room, BOT, "Created webhook Deploys").await;
+    let dm = accept_dm(&user).await;
+    let text = wait_for_text(&user, &dm, BOT, "/hook/").await["content"]["body"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = text
+        .split_whitespace()
+        .find(|w| w.contains("/hook/"))
+        .unwrap()
+        .to_owned();
+    let token = url.rsplit('/').next().unwrap().to_owned();
+    user.send_text(&room, "!webhook template Deploys Deployed **{{ app }}**")
+        .await;
+    wait_for_text(&user, &room, BOT, "now renders payloads with that template").await;
+
+    let good = json!({"app": "shop", "api_key": "k-12345", "auth": {"password": "p-678"}});
+    let (status, _) = post(
+        &url,
+        "application/json",
+        good.to_string().as_bytes(),
+        &[("authorization", "Bearer b-999")],
+    )
+    .await;
+    assert_eq!(status, 200);
+    user.wait_for_event(&room, WAIT, |e| e["content"]["body"] == "Deployed **shop**")
+        .await;
+    let (status, _) = post(&url, "application/json", b"{not json", &[]).await;
+    assert_eq!(status, 400);
+
+    user.send_text(&room, "!webhook log Deploys").await;
+    wait_for_text(&user, &room, BOT, "I sent you the last calls of Deploys").await;
+    let log = wait_for_text(&user, &dm, BOT, "The last calls of webhook Deploys").await;
+    // As rendered: the outcome and the message are escaped Markdown, shown as they were.
+    let html = log["content"]["formatted_body"].as_str().unwrap();
+    let refused = html.find("400: refused: M_NOT_JSON").expect(html);
+    let posted = html.find("200: posted — Deployed **shop**").expect(html);
+    assert!(refused < posted, "newest first: {html}");
+    let body = log["content"]["body"].as_str().unwrap();
+    let link = body
+        .split_whitespace()
+        .find(|w| w.contains("/hook-calls/"))
+        .expect(body)
+        .to_owned();
+    for secret in ["k-12345", "p-678", "b-999", token.as_str()] {
+        assert!(
+            !body.contains(secret) && !html.contains(secret),
+            "{secret} in {body}"
+        );
+    }
+
+    let page = reqwest::get(&link).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Deployed **shop**"), "{page}");
+    assert!(page.contains("&quot;app&quot;: &quot;shop&quot;"), "{page}");
+    assert!(page.contains("&lt;redacted&gt;"), "{page}");
+    assert!(page.contains("not valid JSON"), "{page}");
+    for secret in ["k-12345", "p-678", "b-999", token.as_str()] {
+        assert!(!page.contains(secret), "{secret} in the page");
+    }
+    // A link altered or expired shows nothing.
+    let tampered = link.replace("expires=", "expires=9");
+    assert_eq!(reqwest::get(&tampered).await.unwrap().status(), 404);
+    let forged = format!("{}x", &link[..link.len() - 1]);
+    assert_eq!(reqwest::get(&forged).await.unwrap().status(), 404);
+}

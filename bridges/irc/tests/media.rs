@@ -21,20 +21,7 @@ const KEY: &str = "a-test-key-for-media-links";
 
 /// Uploads `data` as `user` and returns its `mxc://` URI.
 async fn upload(user: &UserClient, data: &[u8], content_type: &str, name: &str) -> OwnedMxcUri {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}/_matrix/media/v3/upload?filename={name}",
-            user.base_url()
-        ))
-        .bearer_auth(&user.access_token)
-        .header("content-type", content_type)
-        .body(data.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let body: Value = response.json().await.unwrap();
-    body["content_uri"].as_str().unwrap().into()
+    user.upload_media(data, content_type, name).await.into()
 }
 
 /// GETs `url` with no credentials; a refusal must be a Matrix error in JSON.

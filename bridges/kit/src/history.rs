@@ -82,6 +82,18 @@ const CATCH_UP_AT_ONCE: usize = 4;
 #[derive(Default)]
 pub(crate) struct Gates(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
+impl Gates {
+    /// `chat`'s gate. Every chat that ever spoke gets one: those nobody holds or waits for
+    /// (the map's is the only reference) go now and then, so the map follows the chats in use.
+    fn of(&self, chat: String) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.0.lock_unpoisoned();
+        if gates.len() >= 256 && gates.len().is_power_of_two() {
+            gates.retain(|_, gate| Arc::strong_count(gate) > 1);
+        }
+        gates.entry(chat).or_default().clone()
+    }
+}
+
 /// A chat's gate, closed.
 pub(crate) type Gate = OwnedMutexGuard<()>;
 
@@ -91,11 +103,7 @@ type Pending<N> = (PortalRef<N>, Gate);
 impl<N: Network> BridgeHandle<N> {
     /// Closes `chat`'s gate, once what holds it now is done.
     pub(crate) async fn close_gate(&self, chat: &N::ChatId) -> Gate {
-        let gate = {
-            let mut gates = self.shared.gates.0.lock_unpoisoned();
-            gates.entry(chat.to_string()).or_default().clone()
-        };
-        gate.lock_owned().await
+        self.shared.gates.of(chat.to_string()).lock_owned().await
     }
 
     /// A portal was just made (its gate closed as `gate`): its last messages are filled in,
@@ -311,5 +319,30 @@ impl<N: Network> BridgeHandle<N> {
         self.store()?
             .history_gap_told(&portal.chat.to_string())
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::Gates;
+    use trestle::sync::MutexExt as _;
+
+    #[tokio::test]
+    async fn gates_nobody_holds_are_dropped_and_held_ones_kept() {
+        let gates = Gates::default();
+        let held = gates.of("busy".into()).lock_owned().await;
+        for chat in 0..1000 {
+            drop(gates.of(chat.to_string()).lock_owned().await);
+        }
+        let left = gates.0.lock_unpoisoned().len();
+        assert!(left < 300, "{left} gates kept for 1,001 chats");
+        assert!(gates.0.lock_unpoisoned().contains_key("busy"));
+        // The held gate is still the one in the map: a second taker waits for it.
+        let again = gates.of("busy".into());
+        assert!(again.try_lock().is_err());
+        drop(held);
+        assert!(again.try_lock().is_ok());
     }
 }

@@ -141,7 +141,7 @@ pub use state::BridgeState;
 /// The kit's settings, for a bridge to embed in its own settings as a field (serde's
 /// `flatten` does not mix with `deny_unknown_fields`) or build with its methods, and pass to
 /// [`Bridge::new`].
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct BridgeConfig {
@@ -190,6 +190,32 @@ pub struct BridgeConfig {
     /// was away (the newest of them when more were missed); 0: no catch-up, the portal is
     /// told that messages may be missing instead.
     pub history_catch_up: usize,
+}
+
+/// Written out without its secrets (the provisioning secret, the double-puppeting tokens, the
+/// media links' key): settings end up in logs and panic messages.
+impl std::fmt::Debug for BridgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |set: bool| if set { "<hidden>" } else { "<unset>" };
+        let servers: Vec<&String> = self.double_puppet.keys().collect();
+        f.debug_struct("BridgeConfig")
+            .field("relay", &self.relay)
+            .field(
+                "provisioning_secret",
+                &hidden(self.provisioning_secret.is_some()),
+            )
+            .field("admins", &self.admins)
+            .field("policy_lists", &self.policy_lists)
+            .field("connection_wait", &self.connection_wait)
+            .field("media_links", &self.media_links)
+            .field("delivery_status", &self.delivery_status)
+            .field("bridge_state_url", &self.bridge_state_url)
+            .field("bridge_state_debounce_ms", &self.bridge_state_debounce_ms)
+            .field("double_puppet (servers)", &servers)
+            .field("history_fill", &self.history_fill)
+            .field("history_catch_up", &self.history_catch_up)
+            .finish()
+    }
 }
 
 impl Default for BridgeConfig {

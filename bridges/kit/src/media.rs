@@ -38,7 +38,7 @@ pub(crate) use serve::routes;
 pub(crate) const PATH: &str = "/media/v1/download";
 
 /// The settings of media links, [`super::BridgeConfig::media_links`].
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct MediaLinkConfig {
@@ -53,6 +53,18 @@ pub struct MediaLinkConfig {
     pub lifetime: u64,
     /// The largest file a link serves, in bytes (50 MiB unless set).
     pub max_size: u64,
+}
+
+/// Written out without the key, which signs the links.
+impl std::fmt::Debug for MediaLinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaLinkConfig")
+            .field("public_url", &self.public_url)
+            .field("key", &self.key.as_ref().map(|_| "<hidden>"))
+            .field("lifetime", &self.lifetime)
+            .field("max_size", &self.max_size)
+            .finish()
+    }
 }
 
 impl Default for MediaLinkConfig {

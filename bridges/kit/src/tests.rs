@@ -97,3 +97,20 @@ fn a_network_builds_its_own_login_requests() {
     );
     assert_eq!(made.fields["nick"], "ally");
 }
+
+/// Settings reach logs through `{:?}`: the secrets in them must not.
+#[test]
+fn the_settings_debug_output_hides_every_secret() {
+    let config: crate::BridgeConfig = serde_json::from_value(serde_json::json!({
+        "provisioning_secret": "prov-s3cret",
+        "double_puppet": {"example.org": "as_token:dp-s3cret"},
+        "media_links": {"key": "media-s3cret"},
+    }))
+    .unwrap();
+    let text = format!("{config:?}");
+    for secret in ["prov-s3cret", "dp-s3cret", "media-s3cret"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("example.org"), "{text}");
+    assert!(text.contains("<hidden>"), "{text}");
+}

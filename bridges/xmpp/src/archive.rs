@@ -161,12 +161,19 @@ impl Hub {
         anchor: &HistoryAnchor<Hub>,
         limit: usize,
     ) -> NetworkResult<Vec<Result_>> {
-        match anchor {
-            // Our own message is no id the room knows (it kept ours as `origin-id`): the
-            // latest, which the kit skips where bridged.
-            HistoryAnchor::After(id) if !stanzas::is_matrix_id(id) => {
+        // Our own message is named by its event id, which the room keeps as `origin-id`: the
+        // room's id of it, as kept; without one, the latest, which the kit skips where bridged.
+        let after = match anchor {
+            HistoryAnchor::After(id) if stanzas::is_matrix_id(id) => {
+                Some(self.room_id_of(room, id).await?).filter(|kept| kept != id)
+            }
+            HistoryAnchor::After(id) => Some(id.clone()),
+            _ => None,
+        };
+        match after {
+            Some(id) => {
                 let mut all = Vec::new();
-                let mut cursor = Cursor::After(id.clone());
+                let mut cursor = Cursor::After(id);
                 for _ in 0..MAX_PAGES {
                     let (mut results, fin) = self.archive_page(room, &cursor, PAGE).await?;
                     let last = results.last().map(|r| r.id.clone());
@@ -181,7 +188,7 @@ impl Hub {
                 }
                 Ok(all)
             }
-            _ => {
+            None => {
                 // Pages back from the newest, each one older than the one before.
                 let mut pages = Vec::new();
                 let mut count = 0;

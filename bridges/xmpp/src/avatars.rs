@@ -4,8 +4,6 @@
 //! a new avatar ([XEP-0153](https://xmpp.org/extensions/xep-0153.html)'s hash) has their vCard
 //! asked for, and its photo becomes their ghost's avatar.
 
-use std::time::Duration;
-
 use tokio_xmpp::{
     jid::{BareJid, Jid},
     minidom::Element,
@@ -26,11 +24,7 @@ use trestle_bridge::{BridgeError, NetworkResult, UserInfo};
 use crate::{
     hub::{Hub, Kit},
     ids::{self, UserId},
-    xmpp::stanzas,
 };
-
-/// How long a vCard request waits for its answer.
-const ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 /// The vCard namespace.
 const VCARD: &str = "vcard-temp";
@@ -182,22 +176,14 @@ pub fn occupant(bridge: &Kit, user: &UserId, presence: &Presence) {
         UserId::Jid(jid) => Jid::from(jid.clone()),
         UserId::Occupant(occupant) => Jid::from(occupant.clone()),
     };
-    let id = stanzas::fresh_id();
-    let answer = hub.expect_answer(&id);
-    hub.send(Iq::Get {
-        from: Some(Jid::from(hub.bot_jid().clone())),
-        to: Some(to),
-        id,
-        payload: Element::builder("vCard", VCARD).build(),
-    });
     let (bridge, user) = (bridge.clone(), user.clone());
     tokio::spawn(async move {
-        let photo = match tokio::time::timeout(ANSWER_WAIT, answer).await {
-            Ok(Ok(Iq::Result {
-                payload: Some(payload),
-                ..
-            })) => VCard::try_from(payload).ok().and_then(|card| card.photo),
-            _ => None,
+        let hub = bridge.network();
+        let from = Jid::from(hub.bot_jid().clone());
+        let query = Element::builder("vCard", VCARD).build();
+        let photo = match hub.ask(from, to, query).await {
+            Ok(Some(payload)) => VCard::try_from(payload).ok().and_then(|card| card.photo),
+            Ok(None) | Err(_) => None,
         };
         let Some(photo) = photo else {
             tracing::info!(%user, "an avatar named in a presence could not be read");

@@ -77,7 +77,7 @@ pub async fn incoming(
     }
     if let Some(up_to) = signals.displayed {
         let up_to = match chat {
-            ChatId::Muc(room) => bridge.network().mapped_id(room, &up_to),
+            ChatId::Muc(room) => bridge.network().mapped_id(room, &up_to).await?,
             ChatId::Direct { .. } => up_to,
         };
         let shown = bridge.remote_read(chat, sender, &up_to).await?;
@@ -123,17 +123,21 @@ impl Hub {
 
     /// Matrix into XMPP: a Matrix user's read receipt is a `displayed` marker from their JID,
     /// naming the message by the id its chat knows it by (the room's, in a room).
-    pub(crate) fn send_displayed(&self, receipt: &MatrixReceipt<'_, Hub>) {
+    pub(crate) async fn send_displayed(
+        &self,
+        receipt: &MatrixReceipt<'_, Hub>,
+    ) -> NetworkResult<()> {
         let Some(puppet) = own(&receipt.via) else {
-            return;
+            return Ok(());
         };
         let chat = &receipt.portal.chat;
         let id = match chat {
-            ChatId::Muc(room) => self.stanza_id_of(room, &receipt.up_to),
+            ChatId::Muc(room) => self.room_id_of(room, &receipt.up_to).await?,
             ChatId::Direct { .. } => receipt.up_to.clone(),
         };
         let marker = Displayed { id: Id(id) };
         self.send(bare_message(chat, &puppet.full).with_payload(marker));
+        Ok(())
     }
 }
 

@@ -27,9 +27,11 @@ use trestle_bridge::{
 use crate::{
     archive, avatars,
     chatstates::{self, Signals},
-    hub::Kit,
+    files,
+    hub::{self, Kit},
     ids::{self, ChatId, UserId},
     occupants, powers,
+    store::XmppStore,
     users::LOGIN_ID,
     xmpp::{
         component::{self, Event},
@@ -47,6 +49,10 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
         .map_err(|e| trestle::Error::Other(e.to_string()))?;
     let hub = bridge.network();
     hub.set_server_name(app.server_name().as_str());
+    let store = XmppStore::open(app.store().clone(), app.registration().id.clone())
+        .await
+        .map_err(|e| trestle::Error::Other(e.to_string()))?;
+    hub.set_store(store);
     let (Some(config), Some(queue)) = (hub.cfg.component.clone(), hub.take_queue()) else {
         app.stopping().await;
         return Ok(());
@@ -54,15 +60,16 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     let (events_tx, mut received) = mpsc::unbounded_channel();
     let delay = Duration::from_secs(hub.cfg.settings.reconnect_delay);
     let connection = tokio::spawn(component::run(config, delay, queue, events_tx));
-    // Archives' answers are taken off the stream at once: the stanzas handled in turn below
-    // may wait for history that waits for those answers.
+    // Archives' answers, and those to the bridge's other requests, are taken off the stream at
+    // once: the stanzas handled in turn below may wait for history that waits for those answers.
     let (handled_tx, mut events) = mpsc::unbounded_channel();
     let demux = tokio::spawn({
         let bridge = bridge.clone();
         async move {
             while let Some(event) = received.recv().await {
                 if let Event::Stanza(stanza) = &event
-                    && archive::intercept(bridge.network(), stanza)
+                    && (archive::intercept(bridge.network(), stanza)
+                        || hub::requests::intercept(bridge.network(), stanza))
                 {
                     continue;
                 }
@@ -83,9 +90,11 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     loop {
         tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Online { first }) => {
+                Some(Event::Online { first, resume }) => {
+                    let joins = if first { Vec::new() } else { hub.rejoins() };
+                    // Dropped, the connection sends its queue without waiting longer.
+                    let _ = resume.send(joins);
                     if !first {
-                        hub.rejoin_all();
                         // The rooms said things while the stream was down: caught up before
                         // what they say next is handled.
                         let rooms = bridge.portals().await.unwrap_or_default();
@@ -136,11 +145,9 @@ async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
 /// Requests to the component's JIDs: pings ([XEP-0199](https://xmpp.org/extensions/xep-0199.html),
 /// the connection's own keepalive among them) are answered, vCards of Matrix users served
 /// (module `avatars`); the rest (service discovery) are not served yet and refused at once,
-/// so that the asker does not wait. Answers to the bridge's own requests go to whoever waits.
+/// so that the asker does not wait. Answers to the bridge's own requests were taken off the
+/// stream before ([`hub::requests::intercept`]).
 fn answer_iq(bridge: &Kit, iq: Iq) {
-    let Some(iq) = bridge.network().deliver_answer(iq) else {
-        return;
-    };
     if avatars::vcard_request(bridge, &iq) {
         return;
     }
@@ -218,7 +225,7 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         stanzas::message_id(&message),
         stanzas::room_stanza_id(&message, &room),
     ) {
-        hub.remember_stanza_id(&room, &origin, &id);
+        hub.keep_stanza_id(&room, &origin, &id).await?;
     }
     // Our own messages coming back, and history replayed by the room, are not bridged.
     if hub.is_ours(&room, &nick) || stanzas::is_delayed(&message) {
@@ -227,7 +234,7 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     let sender = ids::occupant_user(hub.real_jid(&room, &nick), occupant);
     chatstates::incoming(bridge, &chat, &sender, Signals::of(&message)).await?;
     if let Some((target, emojis)) = stanzas::reactions_of(&message) {
-        let target = hub.mapped_id(&room, &target);
+        let target = hub.mapped_id(&room, &target).await?;
         return reactions(bridge, &chat, &sender, target, emojis).await;
     }
     let Some(body) = body else { return Ok(()) };
@@ -276,11 +283,12 @@ async fn incoming(
         bridge.remote_edit(edit).await?;
         return Ok(());
     }
-    let mut remote = RemoteMessage::new(chat.clone(), sender, id, ids::content(body));
-    remote.reply_to = stanzas::replies_to(message).map(|target| match &chat {
-        ChatId::Muc(room) => hub.mapped_id(room, &target),
-        ChatId::Direct { .. } => target,
-    });
+    let content = files::content(bridge, &sender, message, body).await;
+    let mut remote = RemoteMessage::new(chat.clone(), sender, id, content);
+    remote.reply_to = match (stanzas::replies_to(message), &chat) {
+        (Some(target), ChatId::Muc(room)) => Some(hub.mapped_id(room, &target).await?),
+        (target, _) => target,
+    };
     bridge.remote_message(remote).await?;
     Ok(())
 }
@@ -343,7 +351,7 @@ async fn reactions(
     emojis: std::collections::BTreeSet<String>,
 ) -> NetworkResult<()> {
     let key = (chat.to_string(), sender.to_string(), target.clone());
-    let (added, removed) = bridge.network().replace_reactions(key, emojis);
+    let (added, removed) = bridge.network().replace_reactions(key, emojis).await?;
     // Each reaction's id names who reacted with what to which message: unique in the chat.
     let id = |emoji: &str| format!("reacted {sender} {target} {emoji}");
     for emoji in removed {

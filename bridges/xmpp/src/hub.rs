@@ -11,15 +11,16 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
-    parsers::{
-        iq::Iq,
-        mam::{Fin, Result_},
-    },
+    parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
-use crate::{ids, settings::Checked, xmpp::stanzas};
+use crate::{ids, settings::Checked, store::XmppStore, xmpp::stanzas};
+
+pub mod requests;
+
+pub use requests::Requests;
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
@@ -92,6 +93,8 @@ pub struct Hub {
     changed: Notify,
     /// The archive queries waiting for their answers.
     pub(crate) queries: Queries,
+    /// The bridge's requests waiting for their answers ([`requests`]).
+    pub(crate) requests: Requests,
     /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
     /// correction names the sender's.
     stanza_ids: Mutex<HashMap<(BareJid, String), String>>,
@@ -102,10 +105,11 @@ pub struct Hub {
     typing: Mutex<HashSet<String>>,
     /// The power level the bridge gave each ghost in each room (module `powers`).
     powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
-    /// Requests waiting for their answers, by id.
-    answers: Mutex<HashMap<String, oneshot::Sender<Iq>>>,
     /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
     avatars: Mutex<HashMap<String, String>>,
+    /// The bridge's tables, once the appservice started: what the two maps of messages above
+    /// must keep across restarts.
+    store: OnceLock<XmppStore>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -128,12 +132,13 @@ impl Hub {
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             queries: Queries::default(),
+            requests: Requests::default(),
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
             typing: Mutex::new(HashSet::new()),
-            answers: Mutex::new(HashMap::new()),
             avatars: Mutex::new(HashMap::new()),
             powers: Mutex::new(HashMap::new()),
+            store: OnceLock::new(),
         }
     }
 
@@ -152,31 +157,6 @@ impl Hub {
     /// The avatar last asked for of each remote user, locked (module `avatars`).
     pub(crate) fn avatars_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.avatars.lock_unpoisoned()
-    }
-
-    /// Waits for the answer to the request `id` about to be sent (a result or an error).
-    pub fn expect_answer(&self, id: &str) -> oneshot::Receiver<Iq> {
-        let (tx, rx) = oneshot::channel();
-        let mut answers = self.answers.lock_unpoisoned();
-        // Those nobody waits for any more (timed out) go.
-        answers.retain(|_, waiting| !waiting.is_closed());
-        answers.insert(id.to_owned(), tx);
-        rx
-    }
-
-    /// Hands an answer to whoever waits for it ([`Hub::expect_answer`]); gives back what is no
-    /// awaited answer.
-    pub fn deliver_answer(&self, iq: Iq) -> Option<Iq> {
-        let id = match &iq {
-            Iq::Result { id, .. } | Iq::Error { id, .. } => id,
-            Iq::Get { .. } | Iq::Set { .. } => return Some(iq),
-        };
-        let Some(waiting) = self.answers.lock_unpoisoned().remove(id) else {
-            return Some(iq);
-        };
-        // The waiter may have given up: the answer is dropped then.
-        let _ = waiting.send(iq);
-        None
     }
 
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.
@@ -378,28 +358,28 @@ impl Hub {
             .and_then(|state| state.occupants.get(nick).cloned().flatten())
     }
 
-    /// After a reconnection: the bot and every Matrix user join their rooms again (the
-    /// server forgot them when the stream dropped).
-    pub fn rejoin_all(&self) {
-        let rooms: Vec<(BareJid, Vec<(FullJid, String)>)> = self
-            .rooms
-            .lock_unpoisoned()
-            .iter_mut()
-            .map(|(room, state)| {
-                state.joined = false;
-                state.occupants.clear();
-                let ours = state.ours.iter().map(|(j, n)| (j.clone(), n.clone()));
-                (room.clone(), ours.collect())
-            })
-            .collect();
-        for (room, ours) in rooms {
-            self.bot_join(&room);
-            for (from, nick) in ours {
-                if let Some(presence) = stanzas::join(&from, &room, &nick) {
-                    self.send(presence);
+    /// After a reconnection: the presences with which the bot and every Matrix user join their
+    /// rooms again (the server forgot them when the stream dropped), to be sent before anything
+    /// queued meanwhile.
+    pub fn rejoins(&self) -> Vec<Stanza> {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        let mut joins = Vec::new();
+        for (room, state) in rooms.iter_mut() {
+            state.joined = false;
+            state.occupants.clear();
+            let bot = (self.bot_jid(), &self.cfg.settings.bot_nick);
+            for (from, nick) in std::iter::once(bot).chain(state.ours.iter()) {
+                if let Some(presence) = stanzas::join(from, room, nick) {
+                    joins.push(presence.into());
                 }
             }
         }
+        joins
+    }
+
+    /// The bridge's tables, from now on (set once, when the appservice starts).
+    pub fn set_store(&self, store: XmppStore) {
+        let _ = self.store.set(store);
     }
 
     /// Records that the message `origin` (the sender's id) is `stanza_id` in `room`.
@@ -412,7 +392,25 @@ impl Hub {
         ids.insert((room.clone(), origin.to_owned()), stanza_id.to_owned());
     }
 
-    /// The room's id of the message its sender calls `origin`, if it was seen; else `origin`.
+    /// As [`Hub::remember_stanza_id`], and kept in the store when the message was sent from
+    /// Matrix: a redaction, reply or reaction may name it long after, past a restart.
+    pub async fn keep_stanza_id(
+        &self,
+        room: &BareJid,
+        origin: &str,
+        stanza_id: &str,
+    ) -> NetworkResult<()> {
+        self.remember_stanza_id(room, origin, stanza_id);
+        match self.store.get() {
+            Some(store) if stanzas::is_matrix_id(origin) => {
+                store.save_stanza_id(room.as_str(), origin, stanza_id).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The room's id of the message its sender calls `origin`, if it was seen recently; else
+    /// `origin`.
     pub fn stanza_id_of(&self, room: &BareJid, origin: &str) -> String {
         self.stanza_ids
             .lock_unpoisoned()
@@ -421,48 +419,106 @@ impl Hub {
             .unwrap_or_else(|| origin.to_owned())
     }
 
+    /// The room's id of the message its sender calls `origin`: as [`Hub::stanza_id_of`], and
+    /// for a message sent from Matrix also as the store kept it.
+    pub async fn room_id_of(&self, room: &BareJid, origin: &str) -> NetworkResult<String> {
+        if let Some(id) = self
+            .stanza_ids
+            .lock_unpoisoned()
+            .get(&(room.clone(), origin.to_owned()))
+        {
+            return Ok(id.clone());
+        }
+        let kept = match self.store.get() {
+            Some(store) if stanzas::is_matrix_id(origin) => {
+                store.stanza_id(room.as_str(), origin).await?
+            }
+            _ => None,
+        };
+        Ok(kept.unwrap_or_else(|| origin.to_owned()))
+    }
+
     /// The id the kit knows a room's message by: its sender's, when the bridge sent it from
     /// Matrix (the event's id), else the room's.
-    pub fn mapped_id(&self, room: &BareJid, stanza_id: &str) -> String {
-        let ids = self.stanza_ids.lock_unpoisoned();
-        let ours = ids.iter().find(|((r, origin), sid)| {
-            r == room && *sid == stanza_id && stanzas::is_matrix_id(origin)
-        });
-        ours.map(|((_, origin), _)| origin.clone())
-            .unwrap_or_else(|| stanza_id.to_owned())
+    pub async fn mapped_id(&self, room: &BareJid, stanza_id: &str) -> NetworkResult<String> {
+        let remembered = {
+            let ids = self.stanza_ids.lock_unpoisoned();
+            let ours = ids.iter().find(|((r, origin), sid)| {
+                r == room && *sid == stanza_id && stanzas::is_matrix_id(origin)
+            });
+            ours.map(|((_, origin), _)| origin.clone())
+        };
+        if let Some(origin) = remembered {
+            return Ok(origin);
+        }
+        let kept = match self.store.get() {
+            Some(store) => store.origin_id(room.as_str(), stanza_id).await?,
+            None => None,
+        };
+        Ok(kept
+            .filter(|origin| stanzas::is_matrix_id(origin))
+            .unwrap_or_else(|| stanza_id.to_owned()))
+    }
+
+    /// A sender's reactions to a message, as last seen or sent: remembered, or kept in the
+    /// store.
+    async fn reactions_now(&self, key: &ReactionKey) -> NetworkResult<BTreeSet<String>> {
+        if let Some(set) = self.reactions.lock_unpoisoned().get(key) {
+            return Ok(set.clone());
+        }
+        match self.store.get() {
+            Some(store) => store.reactions(&key.0, &key.1, &key.2).await,
+            None => Ok(BTreeSet::new()),
+        }
+    }
+
+    /// Records a sender's reactions to a message, in memory and in the store.
+    async fn set_reactions(&self, key: ReactionKey, now: &BTreeSet<String>) -> NetworkResult<()> {
+        if let Some(store) = self.store.get() {
+            store.set_reactions(&key.0, &key.1, &key.2, now).await?;
+        }
+        let mut all = self.reactions.lock_unpoisoned();
+        // What the store keeps need not stay in memory for long.
+        if all.len() >= REMEMBERED {
+            all.clear();
+        }
+        if now.is_empty() {
+            all.remove(&key);
+        } else {
+            all.insert(key, now.clone());
+        }
+        Ok(())
     }
 
     /// A sender's reactions to a message are now `now` (an XMPP reactions message): answers
     /// those added and those removed since the last.
-    pub fn replace_reactions(
+    pub async fn replace_reactions(
         &self,
         key: ReactionKey,
         now: BTreeSet<String>,
-    ) -> (Vec<String>, Vec<String>) {
-        let mut all = self.reactions.lock_unpoisoned();
-        let before = all.remove(&key).unwrap_or_default();
+    ) -> NetworkResult<(Vec<String>, Vec<String>)> {
+        let before = self.reactions_now(&key).await?;
         let added = now.difference(&before).cloned().collect();
         let removed = before.difference(&now).cloned().collect();
-        if !now.is_empty() {
-            all.insert(key, now);
-        }
-        (added, removed)
+        self.set_reactions(key, &now).await?;
+        Ok((added, removed))
     }
 
     /// A Matrix user adds (`on`) or takes back a reaction to a message: answers their whole
     /// set now, which is what XMPP is sent.
-    pub fn toggle_reaction(&self, key: ReactionKey, emoji: &str, on: bool) -> BTreeSet<String> {
-        let mut all = self.reactions.lock_unpoisoned();
-        let set = all.entry(key.clone()).or_default();
+    pub async fn toggle_reaction(
+        &self,
+        key: ReactionKey,
+        emoji: &str,
+        on: bool,
+    ) -> NetworkResult<BTreeSet<String>> {
+        let mut set = self.reactions_now(&key).await?;
         if on {
             set.insert(emoji.to_owned());
         } else {
             set.remove(emoji);
         }
-        let now = set.clone();
-        if now.is_empty() {
-            all.remove(&key);
-        }
-        now
+        self.set_reactions(key, &set).await?;
+        Ok(set)
     }
 }

@@ -17,16 +17,18 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
+//! network      → events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
+//! files        → hub, ids, xmpp                 (files both ways: out-of-band URLs, HTTP upload)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
-//! hub          → settings, ids, xmpp            (the shared state)
+//! hub          → store, settings, ids, xmpp     (the shared state; the bridge's requests and their answers)
+//! store                                         (the bridge's own tables: what outlives a restart)
 //! settings                                      (the settings, checked)
 //! ids                                           (chats, users, names both ways)
 //! xmpp                                          (the protocol alone: stream and stanzas)
@@ -38,12 +40,14 @@ pub mod archive;
 pub mod avatars;
 pub mod chatstates;
 pub mod events;
+pub mod files;
 pub mod hub;
 pub mod ids;
 pub mod network;
 pub mod occupants;
 pub mod powers;
 pub mod settings;
+pub mod store;
 pub mod thirdparty;
 pub mod users;
 pub mod xmpp;
@@ -69,6 +73,8 @@ pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
          # secret: {env: TRESTLE_XMPP_SECRET}   # the component secret: inline, {env: NAME} or {file: PATH}\n  \
          bot_nick: Matrix                 # the bridge's own occupant in each room\n  \
          reconnect_delay: 5               # seconds between attempts to connect\n  \
+         # upload_service: upload.localhost   # HTTP upload (XEP-0363); found through discovery if unset\n  \
+         # upload_url: http://localhost:5280/file_share/   # its files, fetched even from loopback\n  \
          bridge:                          # the bridge kit's settings\n    \
          connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
          delivery_status: true          # read receipts and status events for delivered messages\n    \

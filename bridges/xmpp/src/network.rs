@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio_xmpp::{
-    jid::{BareJid, Jid},
+    jid::{BareJid, FullJid, Jid},
     parsers::message::Message,
 };
 use trestle::ruma::UserId as MatrixUserId;
@@ -18,7 +18,7 @@ use trestle_bridge::{
 };
 
 use crate::{
-    chatstates, events,
+    chatstates, events, files,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
     occupants, powers,
@@ -52,10 +52,21 @@ async fn xmpp_text(bridge: &Kit, content: &MessageContent) -> String {
     }
 }
 
+/// The JID a Matrix message is sent from: the sender's own, or the bot's when relayed (in
+/// rooms only).
+fn sender_jid(hub: &Hub, chat: &ChatId, via: &Via<'_, Hub>) -> NetworkResult<FullJid> {
+    match via {
+        Via::Puppet { connection, .. } => Ok(connection.full.clone()),
+        Via::Relay { .. } if matches!(chat, ChatId::Muc(_)) => Ok(hub.bot_jid().clone()),
+        _ => Err(BridgeError::Unsupported("this way of sending")),
+    }
+}
+
 impl Hub {
-    /// Sends `body` (with the id `id`, a correction of `replaces` if set) to a chat as the
-    /// sender's JID, or relayed by the bot with their name.
-    fn deliver(
+    /// The message that sends `body` (with the id `id`, a correction of `replaces` if set, a
+    /// reply to `reply_to`, the id the chat knows it by) to a chat as the sender's JID, or
+    /// relayed by the bot with their name.
+    fn outgoing(
         &self,
         chat: &ChatId,
         via: &Via<'_, Hub>,
@@ -63,13 +74,11 @@ impl Hub {
         body: &str,
         replaces: Option<&str>,
         reply_to: Option<&str>,
-    ) -> NetworkResult<()> {
-        let (from, body) = match via {
-            Via::Puppet { connection, .. } => (connection.full.clone(), body.to_owned()),
-            Via::Relay { name } if matches!(chat, ChatId::Muc(_)) => {
-                (self.bot_jid().clone(), format!("<{name}> {body}"))
-            }
-            _ => return Err(BridgeError::Unsupported("this way of sending")),
+    ) -> NetworkResult<Message> {
+        let from = sender_jid(self, chat, via)?;
+        let body = match via {
+            Via::Relay { name } => format!("<{name}> {body}"),
+            _ => body.to_owned(),
         };
         let message = match chat {
             ChatId::Muc(room) => stanzas::groupchat(&from, room, id, &body),
@@ -79,15 +88,12 @@ impl Hub {
             Some(target) => stanzas::correction(message, target),
             None => message,
         };
-        let message = match (reply_to, chat) {
-            (Some(target), ChatId::Muc(room)) => {
-                stanzas::reply(message, &self.stanza_id_of(room, target))
-            }
-            (Some(target), ChatId::Direct { .. }) => stanzas::reply(message, target),
-            (None, _) => message,
+        let message = match reply_to {
+            Some(target) => stanzas::reply(message, target),
+            None => message,
         };
-        self.send(chatstates::markable(message));
-        Ok(())
+        // Clients mark only messages that ask for it (XEP-0333).
+        Ok(chatstates::markable(message))
     }
 }
 
@@ -97,7 +103,7 @@ const REACTION: &str = "reaction ";
 impl Hub {
     /// A Matrix user's reaction to `target` added (`on`) or taken back: XMPP is sent their
     /// whole set of reactions to it (XEP-0444), to the room's id of it in a room.
-    fn send_reactions(
+    async fn send_reactions(
         &self,
         chat: &ChatId,
         puppet: &Puppet,
@@ -105,13 +111,13 @@ impl Hub {
         target: &str,
         emoji: &str,
         on: bool,
-    ) {
+    ) -> NetworkResult<()> {
         let key = (chat.to_string(), puppet.jid.to_string(), target.to_owned());
-        let emojis = self.toggle_reaction(key, emoji, on);
+        let emojis = self.toggle_reaction(key, emoji, on).await?;
         let (message, target) = match chat {
             ChatId::Muc(room) => (
                 Message::groupchat(Jid::from(room.clone())),
-                self.stanza_id_of(room, target),
+                self.room_id_of(room, target).await?,
             ),
             ChatId::Direct { remote, .. } => {
                 (Message::chat(Jid::from(remote.clone())), target.to_owned())
@@ -124,6 +130,19 @@ impl Hub {
             &target,
             &emojis,
         ));
+        Ok(())
+    }
+
+    /// The id a chat knows a message by, for a reply to it: the room's in a room.
+    async fn chat_id_of(
+        &self,
+        chat: &ChatId,
+        target: Option<&str>,
+    ) -> NetworkResult<Option<String>> {
+        match (target, chat) {
+            (Some(target), ChatId::Muc(room)) => Ok(Some(self.room_id_of(room, target).await?)),
+            (target, _) => Ok(target.map(str::to_owned)),
+        }
     }
 }
 
@@ -229,31 +248,38 @@ impl Network for Hub {
         &self,
         message: MatrixMessage<'_, Self>,
     ) -> NetworkResult<Option<String>> {
-        let text = xmpp_text(message.bridge, &message.content).await;
         let id = message.event_id.to_string();
-        let reply_to = message.reply_to.as_deref();
-        self.deliver(
-            &message.portal.chat,
-            &message.via,
-            &id,
-            &text,
-            None,
-            reply_to,
-        )?;
+        let chat = &message.portal.chat;
+        let reply_to = self.chat_id_of(chat, message.reply_to.as_deref()).await?;
+        let reply_to = reply_to.as_deref();
+        // A file goes on the server's upload service when it has one, as its URL.
+        if let Some(mxc) = &message.content.media {
+            let from = Jid::from(sender_jid(self, chat, &message.via)?);
+            match self
+                .share_file(message.bridge, &from, mxc, &message.content)
+                .await
+            {
+                Ok(Some(url)) => {
+                    let sent = self.outgoing(chat, &message.via, &id, &url, None, reply_to)?;
+                    self.send(files::with_oob(sent, &url));
+                    return Ok(Some(id));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%mxc, %error, "a file could not be uploaded to XMPP; sent as a link");
+                }
+            }
+        }
+        let text = xmpp_text(message.bridge, &message.content).await;
+        self.send(self.outgoing(chat, &message.via, &id, &text, None, reply_to)?);
         Ok(Some(id))
     }
 
     async fn edit_message(&self, edit: MatrixEdit<'_, Self>) -> NetworkResult<Option<String>> {
         let text = xmpp_text(edit.bridge, &edit.content).await;
         let id = edit.event_id.to_string();
-        self.deliver(
-            &edit.portal.chat,
-            &edit.via,
-            &id,
-            &text,
-            Some(&edit.target),
-            None,
-        )?;
+        let chat = &edit.portal.chat;
+        self.send(self.outgoing(chat, &edit.via, &id, &text, Some(&edit.target), None)?);
         Ok(Some(id))
     }
 
@@ -270,15 +296,16 @@ impl Network for Hub {
                 return Err(BridgeError::BadRequest(format!("reaction {taken_back:?}")));
             };
             let chat = &redaction.portal.chat;
-            self.send_reactions(chat, connection, &id, target, emoji, false);
-            return Ok(());
+            return self
+                .send_reactions(chat, connection, &id, target, emoji, false)
+                .await;
         }
         let (message, target) = match &redaction.portal.chat {
             // A room names messages by its own id. Only a message sent from Matrix is one a
             // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
             ChatId::Muc(room) if stanzas::is_matrix_id(&redaction.target) => (
                 Message::groupchat(Jid::from(room.clone())),
-                self.stanza_id_of(room, &redaction.target),
+                self.room_id_of(room, &redaction.target).await?,
             ),
             ChatId::Muc(_) => return Err(BridgeError::Unsupported("moderation in rooms")),
             ChatId::Direct { remote, .. } => (
@@ -302,7 +329,8 @@ impl Network for Hub {
             &reaction.target,
             &reaction.key,
             true,
-        );
+        )
+        .await?;
         // Its redaction takes it back: the id says which message and which emoji.
         Ok(Some(format!(
             "{REACTION}{} {} {}",
@@ -316,8 +344,7 @@ impl Network for Hub {
     }
 
     async fn read_receipt(&self, receipt: MatrixReceipt<'_, Self>) -> NetworkResult<()> {
-        self.send_displayed(&receipt);
-        Ok(())
+        self.send_displayed(&receipt).await
     }
 
     fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {

@@ -7,29 +7,24 @@
 //! refused, and the portal is told so in a notice (the ghost comes back, since it is still in
 //! the room).
 
-use std::time::Duration;
-
 use tokio_xmpp::{
     jid::{BareJid, FullJid, Jid},
     minidom::{Element, rxml::xml_ncname},
-    parsers::{iq::Iq, presence::Presence},
+    parsers::presence::Presence,
 };
 use trestle::ruma::{UserId as MatrixUserId, events::room::message::RoomMessageEventContent};
 use trestle_bridge::{MatrixMembership, NetworkResult, RemoteMembership};
 
 use crate::{
-    hub::{Hub, Kit},
+    hub::{Hub, Kit, requests::Kind},
     ids::{self, ChatId, UserId},
     users::LOGIN_ID,
-    xmpp::stanzas,
 };
 
 /// Multi-user chat's namespace for occupants' extra information in presences.
 const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 /// Multi-user chat's namespace for moderators' and admins' requests.
 const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
-/// How long a role or affiliation change waits for the room's answer.
-const ANSWER_WAIT: Duration = Duration::from_secs(20);
 
 /// Why an occupant is no longer there, as a room's `unavailable` presence says.
 #[derive(Debug, PartialEq, Eq)]
@@ -309,27 +304,22 @@ pub async fn matrix_removal(bridge: &Kit, change: &MatrixMembership<'_, Hub>) ->
         Some(puppet) => puppet.full.clone(),
         None => hub.bot_jid().clone(),
     };
-    let id = stanzas::fresh_id();
-    let answer = hub.expect_answer(&id);
-    hub.send(Iq::Set {
-        from: Some(Jid::from(from)),
-        to: Some(Jid::from(room.clone())),
-        id,
-        payload: query,
-    });
-    // The room's answer comes through the stanzas handled in turn: waited for aside.
+    // The room's answer may take a while: waited for aside.
     let bridge = bridge.clone();
     let portal = change.portal.clone();
     let sender = change.sender.clone();
     let remote = change.remote.clone();
     let room = room.clone();
     tokio::spawn(async move {
-        let refused = match tokio::time::timeout(ANSWER_WAIT, answer).await {
-            Ok(Ok(answer)) => match outcome(&answer) {
-                Ok(()) => return,
-                Err(why) => why,
-            },
-            Ok(Err(_)) | Err(_) => "no answer".to_owned(),
+        let to = Jid::from(room.clone());
+        let answer = bridge
+            .network()
+            .request(Kind::Set, Jid::from(from), to, query)
+            .await;
+        let refused = match answer {
+            Some(Ok(_)) => return,
+            Some(Err(why)) => why,
+            None => "no answer".to_owned(),
         };
         let text = format!(
             "The XMPP room {room} refused {sender}'s {} of {name}: {refused}.",
@@ -365,20 +355,6 @@ async fn notice(
         )
         .await?;
     Ok(())
-}
-
-/// What an answer says: done, or why not.
-pub fn outcome(answer: &Iq) -> Result<(), String> {
-    match answer {
-        Iq::Error { error, .. } => {
-            let condition = format!("{:?}", error.defined_condition);
-            Err(match error.texts.values().next() {
-                Some(text) => format!("{condition}, {text}"),
-                None => condition,
-            })
-        }
-        Iq::Result { .. } | Iq::Get { .. } | Iq::Set { .. } => Ok(()),
-    }
 }
 
 impl Hub {

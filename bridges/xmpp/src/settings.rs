@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
+use reqwest::Url;
 use serde::Deserialize;
-use tokio_xmpp::jid::{BareJid, FullJid};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use trestle::plugin::Secret;
 use trestle_bridge::BridgeConfig;
 
@@ -26,6 +27,16 @@ pub struct Settings {
     /// Seconds to wait before connecting again after the server closed the component's
     /// stream or refused it.
     pub reconnect_delay: u64,
+    /// The JID of the server's HTTP upload service ([XEP-0363](https://xmpp.org/extensions/xep-0363.html)),
+    /// through which files from Matrix are shared. Unset: looked for among the items of the
+    /// server's domain (the component's domain less its first label); none found, files are
+    /// sent as the kit's media links.
+    pub upload_service: Option<String>,
+    /// Where the server's own upload service serves its files (the start of their URLs, as
+    /// `http://localhost:5280/file_share/`): files from XMPP under it are fetched even from a
+    /// loopback or private address. Files anywhere else are fetched only from public
+    /// addresses.
+    pub upload_url: Option<String>,
     /// The bridge kit's settings (relay, provisioning, admins, policy lists, how long a
     /// user's messages wait for their JID, media links, delivery status, bridge state).
     pub bridge: BridgeConfig,
@@ -39,6 +50,8 @@ impl Default for Settings {
             secret: None,
             bot_nick: "Matrix".to_owned(),
             reconnect_delay: 5,
+            upload_service: None,
+            upload_url: None,
             bridge: BridgeConfig::default(),
         }
     }
@@ -76,6 +89,28 @@ impl std::fmt::Debug for ComponentConfig {
 }
 
 impl Settings {
+    /// [`Settings::upload_service`], read; the error says why it is no JID.
+    pub fn upload_service(&self) -> Result<Option<Jid>, String> {
+        self.upload_service
+            .as_deref()
+            .map(|jid| {
+                Jid::new(jid).map_err(|e| format!("upload_service: {jid:?} is not a JID: {e}"))
+            })
+            .transpose()
+    }
+
+    /// [`Settings::upload_url`], read; the error says why it is no http(s) URL.
+    pub fn upload_url(&self) -> Result<Option<Url>, String> {
+        let Some(url) = self.upload_url.as_deref() else {
+            return Ok(None);
+        };
+        let parsed = Url::parse(url).map_err(|e| format!("upload_url: {url:?}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+            return Err(format!("upload_url: {url:?} is not an http(s) URL"));
+        }
+        Ok(Some(parsed))
+    }
+
     /// Checks the settings and reads the secret (a file relative to the configuration file
     /// `config`); the error says which field is wrong and why.
     pub fn check(self, config: &Path) -> Result<Checked, String> {
@@ -87,6 +122,8 @@ impl Settings {
         if self.bot_nick.trim().is_empty() {
             return Err("bot_nick: must not be empty".to_owned());
         }
+        self.upload_service()?;
+        self.upload_url()?;
         let component = match (&self.server, &self.secret) {
             (None, None) => None,
             (Some(_), None) => return Err("server is set but secret is not".to_owned()),
@@ -179,5 +216,18 @@ mod tests {
             .unwrap();
         assert_eq!(component.secret, "s3cret");
         assert!(!format!("{component:?}").contains("s3cret"));
+        for (service, url, error) in [
+            (Some("not a jid@"), None, "upload_service"),
+            (None, Some("ftp://localhost/files/"), "not an http(s) URL"),
+            (None, Some("/file_share/"), "upload_url"),
+        ] {
+            let bad = Settings {
+                upload_service: service.map(str::to_owned),
+                upload_url: url.map(str::to_owned),
+                ..Settings::default()
+            };
+            let refused = bad.check(Path::new("trestle.yaml")).unwrap_err();
+            assert!(refused.contains(error), "{refused}");
+        }
     }
 }

@@ -8,76 +8,18 @@
 mod support;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use support::{
     client::{XmppClient, body, reactions, replaces, replies_to, retracts, stanza_id},
-    prosody::{COMPONENT, MUC, Prosody, SECRET},
+    prosody::{COMPONENT, MUC, Prosody},
+    room::{InRoom, bob_joins_alices_room, message_from, settings, start},
 };
 use tokio_xmpp::parsers::{message::MessageType, presence::Type as PresenceType};
 use trestle_tests::{
-    appservice::{Harness, WAIT},
+    appservice::WAIT,
     bridge_checks::{set_power_level, wait_for_invite},
     synapse::{UserClient, encode},
 };
-use trestle_xmpp::{Secret, Settings};
-
-fn settings(server: &Prosody) -> Settings {
-    Settings {
-        server: Some(server.component_address()),
-        domain: COMPONENT.to_owned(),
-        secret: Some(Secret::Inline(SECRET.to_owned())),
-        ..Settings::default()
-    }
-}
-
-async fn start(server: &Prosody) -> Harness {
-    let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
-    let router = trestle_xmpp::router(settings(server)).unwrap();
-    Harness::start(registration, router).await
-}
-
-fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
-}
-
-/// alice in `chat@conference.localhost`, the bridge, and bob, a Matrix user, in the room's
-/// portal (his occupant seen in the room by alice).
-struct InRoom {
-    _server: Prosody,
-    room: String,
-    alice: XmppClient,
-    setup: Harness,
-    bob: UserClient,
-    portal: String,
-    bob_occupant: String,
-}
-
-async fn bob_joins_alices_room() -> InRoom {
-    let server = Prosody::start(&["alice"]).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let setup = start(&server).await;
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
-    let bob_occupant = format!("{room}/bob");
-    alice
-        .expect_presence("bob in the room", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-        })
-        .await;
-    InRoom {
-        _server: server,
-        room,
-        alice,
-        setup,
-        bob,
-        portal,
-        bob_occupant,
-    }
-}
 
 #[tokio::test]
 async fn a_matrix_user_joins_a_room_and_the_conversation_flows_both_ways() {

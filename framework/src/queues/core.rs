@@ -7,7 +7,7 @@ use futures_util::future::BoxFuture;
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 
-use super::{failure::SendFailureHook, users::Users, writeback::WriteBack};
+use super::{admission::Admission, failure::SendFailureHook, users::Users, writeback::WriteBack};
 use crate::{
     Result, Store, client::HomeserverClient, metrics::Metrics, store::Mode, transaction::Incoming,
 };
@@ -40,12 +40,17 @@ pub(crate) trait Upstream: Send + Sync + 'static {
     fn ping(&self);
 }
 
+/// Received events that may wait for their handlers before a transaction waits too
+/// (`admission.rs`); chosen by measurement (docs/benchmarks.md, "Bounded work in flight").
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+
 /// How long items stay, and how many rooms are worked at once.
 #[derive(Clone, Debug)]
 pub(crate) struct Options {
     pub(crate) max_rooms: usize,
     pub(crate) keep_items: Duration,
     pub(crate) keep_txn_ids: Duration,
+    pub(crate) max_in_flight: usize,
 }
 
 impl Default for Options {
@@ -54,6 +59,7 @@ impl Default for Options {
             max_rooms: 256,
             keep_items: Duration::from_secs(24 * 3600),
             keep_txn_ids: Duration::from_secs(7 * 24 * 3600),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -71,6 +77,8 @@ pub(crate) struct Core {
     /// Marks and records written behind, in batches.
     pub(crate) writeback: Arc<WriteBack>,
     pub(crate) on_send_failure: Option<SendFailureHook>,
+    /// Events handed to the workers and not yet finished, and the transactions that wait.
+    pub(crate) admission: Admission,
     pub(crate) options: Options,
     pub(crate) upstream: Box<dyn Upstream>,
     /// Held from a transaction's commit until its items are handed to the inbox lanes.

@@ -85,6 +85,8 @@ impl Lane for InboxLane {
             }
             Err(error) => tracing::error!(seq = item.seq, %error, "skipping a damaged inbox row"),
         }
+        // Counted one by one, not when the batch is marked done: a room's batch may be long.
+        core.admission.release(1);
     }
 
     async fn finish(&self, seqs: Vec<i64>) {

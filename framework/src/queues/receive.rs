@@ -48,6 +48,10 @@ pub(super) async fn receive(
     wait_for_commit: bool,
     delivery: Source,
 ) -> Result<bool> {
+    // Before anything is taken: a transaction refused by a crash meanwhile was never answered.
+    if let Some(waited) = core.admission.wait(|| inbox.busy() == 0).await {
+        core.metrics.answer_delayed(waited);
+    }
     let parsed = body.into_items(txn_id);
     let mut items: Vec<_> = parsed
         .items
@@ -166,6 +170,7 @@ fn offer(
     if repeated > 0 {
         core.metrics.repeated_events(repeated);
     }
+    core.admission.admit(pending.len());
     pending.sort_by_key(|p| p.item.seq);
     let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
     for p in pending {
@@ -236,22 +241,25 @@ pub(super) async fn commit_forever(weak: Weak<Core>, inbox: Arc<Lanes<InboxLane>
                 continue;
             };
             let new = committed.fresh.contains(&record.number);
-            if let Some(tell) = parsed.committed.take() {
-                let _ = tell.send(new);
-            }
-            if !new {
+            // Told after the items are offered, so that they count as in flight by the time
+            // the homeserver is answered.
+            let tell = parsed.committed.take();
+            if new {
+                if committed.reused.contains(&record.number) {
+                    reused_id(&core, &record.txn_id);
+                }
+                core.metrics.transaction(parsed.skipped);
+                let stored = crate::store::record_items(record, &committed.repeated_events);
+                offer(&core, &inbox, stored, parsed.items);
+            } else {
                 tracing::debug!(
                     txn_id = record.txn_id,
                     "transaction already received; not handling it again"
                 );
-                continue;
             }
-            if committed.reused.contains(&record.number) {
-                reused_id(&core, &record.txn_id);
+            if let Some(tell) = tell {
+                let _ = tell.send(new);
             }
-            core.metrics.transaction(parsed.skipped);
-            let stored = crate::store::record_items(record, &committed.repeated_events);
-            offer(&core, &inbox, stored, parsed.items);
         }
     }
 }
@@ -303,5 +311,75 @@ mod tests {
             .unwrap();
         assert_eq!(stored, events.len() as i64);
         app.idle().await;
+    }
+
+    async fn hold(
+        _event: crate::router::RawEvent,
+        crate::router::State(gate): crate::router::State<std::sync::Arc<tokio::sync::Semaphore>>,
+    ) {
+        gate.acquire().await.unwrap().forget();
+    }
+
+    /// Past `max_in_flight` events handed to the handlers and not handled, the next
+    /// transaction waits until they catch up; both through the journal and without it.
+    #[tokio::test]
+    async fn a_transaction_waits_while_the_handlers_are_too_far_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = format!("sqlite://{}", dir.path().join("store.db").display());
+        for url in ["sqlite::memory:", file.as_str()] {
+            let store = crate::Store::connect(url).await.unwrap();
+            let hs = MockHomeserver::start(json!({}), json!({})).await;
+            let registration =
+                trestle_registration::Registration::generate("t", None, "bot", "t_", "x");
+            let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+            let app = Appservice::builder(registration, hs.url.clone(), "x")
+                .store(store.clone())
+                .router(crate::Router::new().on(hold).with_state(gate.clone()))
+                .max_in_flight(4)
+                .build()
+                .await
+                .unwrap();
+            let txn = |n: usize| -> TransactionBody {
+                let events: Vec<_> = (0..3)
+                    .map(|i| text(&format!("${n}.{i}"), &format!("!r{i}:x"), "@u:x", "hi"))
+                    .collect();
+                serde_json::from_value(json!({ "events": events })).unwrap()
+            };
+            let receive = |n: usize| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    app.queues()
+                        .receive(&n.to_string(), txn(n), true, super::Source::Homeserver)
+                        .await
+                        .unwrap()
+                })
+            };
+            // 3, then 6 in flight: the second is taken, the third waits.
+            receive(1).await.unwrap();
+            receive(2).await.unwrap();
+            let third = receive(3);
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            assert!(
+                !third.is_finished(),
+                "{url}: 6 events in flight against a bound of 4"
+            );
+            assert_eq!(app.events_in_flight(), 6, "{url}");
+            gate.add_permits(2);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert!(
+                !third.is_finished(),
+                "{url}: 4 in flight is still the bound"
+            );
+            gate.add_permits(1);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), third)
+                    .await
+                    .expect("taken once the handlers caught up")
+                    .unwrap()
+            );
+            gate.add_permits(100);
+            app.idle().await;
+            assert_eq!(app.events_in_flight(), 0, "{url}");
+        }
     }
 }

@@ -122,6 +122,27 @@ fn durability_is_os_cache_unless_disk_is_asked_for() {
 }
 
 #[test]
+fn max_in_flight_is_the_framework_default_unless_set_and_never_zero() {
+    assert_eq!(
+        parse(GOOD).unwrap().max_in_flight,
+        trestle::DEFAULT_MAX_IN_FLIGHT
+    );
+    assert_eq!(
+        parse(&format!("{GOOD}max_in_flight: 250\n"))
+            .unwrap()
+            .max_in_flight,
+        250
+    );
+    let err = parse(&format!("{GOOD}max_in_flight: 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("conf/trestle.yaml: field `max_in_flight`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_urls_are_refused() {
     let err = parse(&GOOD.replace("url: http://127.0.0.1:8008/", "url: 127.0.0.1:8008"))
         .unwrap_err()

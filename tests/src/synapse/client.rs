@@ -119,6 +119,57 @@ impl UserClient {
         value
     }
 
+    /// Uploads `data` as this user
+    /// ([`POST /_matrix/media/v3/upload`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixmediav3upload))
+    /// and returns its `mxc://` URI.
+    pub async fn upload_media(&self, data: &[u8], content_type: &str, name: &str) -> String {
+        let url = format!(
+            "{}/_matrix/media/v3/upload?filename={}",
+            self.base_url,
+            encode(name)
+        );
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.access_token)
+            .header("content-type", content_type)
+            .body(data.to_vec())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("uploading {name} as {}: {e}", self.user_id));
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "uploading {name}: {status} {body}");
+        body["content_uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no content_uri in {body}"))
+            .to_owned()
+    }
+
+    /// Downloads `mxc` as this user
+    /// ([`GET /_matrix/client/v1/media/download`](https://spec.matrix.org/v1.16/client-server-api/#get_matrixclientv1mediadownloadservernamemediaid))
+    /// and returns its bytes.
+    pub async fn download_media(&self, mxc: &str) -> Vec<u8> {
+        let path = mxc
+            .strip_prefix("mxc://")
+            .unwrap_or_else(|| panic!("{mxc} is no mxc URI"));
+        let url = format!("{}/_matrix/client/v1/media/download/{path}", self.base_url);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.access_token)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("downloading {mxc} as {}: {e}", self.user_id));
+        let status = response.status();
+        assert!(status.is_success(), "downloading {mxc}: {status}");
+        response
+            .bytes()
+            .await
+            .unwrap_or_else(|e| panic!("downloading {mxc}: {e}"))
+            .to_vec()
+    }
+
     fn room_path(room_id: &str, rest: &str) -> String {
         format!("/_matrix/client/v3/rooms/{}/{rest}", encode(room_id))
     }

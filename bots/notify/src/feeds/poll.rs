@@ -5,6 +5,11 @@
 //! entry, in one database transaction. Pending entries are then put in the durable outbox and
 //! marked posted. A crash between the two leaves them pending, and they are queued again at
 //! the next start with the same transaction ids, which the homeserver does not post twice.
+//!
+//! An entry posted and later changed (what its message shows: title, link) is edited the same
+//! way: recorded as *edit pending* with the new message and a transaction id of its own
+//! version, then sent as an `m.replace` of the message's event, recorded once the homeserver
+//! took it.
 
 use std::time::Duration;
 
@@ -19,8 +24,9 @@ use trestle::{
 
 use super::parse::{self, Feed};
 use crate::{
-    Error, Result, Shared, db, lease,
+    Error, Result, Shared, db,
     render::{Message, escape_markdown},
+    rounds,
 };
 
 /// Entry states in `notify_feed_items`.
@@ -28,6 +34,8 @@ pub(crate) const PENDING: i64 = 0;
 pub(crate) const POSTED: i64 = 1;
 /// Seen but never to be posted: there before the feed was added, or past a poll's maximum.
 pub(crate) const SKIPPED: i64 = 2;
+/// Posted, then changed in the feed: its message is to be edited (`content` is the new one).
+pub(crate) const EDIT_PENDING: i64 = 3;
 
 /// What a fetch found.
 #[derive(Debug)]
@@ -140,7 +148,7 @@ pub(crate) async fn run(app: Appservice, shared: Shared) -> trestle::Result<()> 
             tracing::warn!(%feed, %error, "could not queue pending feed entries");
         }
     }
-    lease::run_rounds(&app, "feeds", &shared.feed_wake, || poll_due(&app, &shared)).await;
+    rounds::run_rounds(&app, "feeds", &shared.feed_wake, || poll_due(&app, &shared)).await;
     Ok(())
 }
 
@@ -246,18 +254,20 @@ async fn succeeded(
         last_modified,
     }) = fetched
     {
-        let known: std::collections::HashSet<String> =
-            sqlx::query("SELECT item_key FROM notify_feed_items WHERE feed_id = $1")
-                .bind(&feed.id)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+        // Each entry seen before, with its state and the digest of what its message shows.
+        let known: std::collections::HashMap<String, (i64, Option<String>)> = sqlx::query(
+            "SELECT item_key, state, entry_digest FROM notify_feed_items WHERE feed_id = $1",
+        )
+        .bind(&feed.id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
         let new: Vec<&parse::Entry> = parsed
             .entries
             .iter()
-            .filter(|e| !known.contains(&e.key))
+            .filter(|e| !known.contains_key(&e.key))
             .collect();
         let max = shared.settings.feed_max_new_items.max(1);
         skipped = new.len().saturating_sub(max);
@@ -275,6 +285,12 @@ async fn succeeded(
                 )
             };
             insert_item(&mut tx, &feed.id, &entry.key, state, content, txn, now, i).await?;
+        }
+        for entry in &parsed.entries {
+            let stored = known
+                .get(&entry.key)
+                .map(|(state, digest)| (*state, digest.as_deref()));
+            changed_entry(&mut tx, feed, &parsed.title, entry, stored).await?;
         }
         sqlx::query(
             "UPDATE notify_feeds SET etag = $1, last_modified = $2, title = $3 WHERE id = $4",
@@ -368,23 +384,50 @@ async fn post_pending(app: &Appservice, feed_id: &str, room: &str) -> Result<()>
     let room = RoomId::parse(room).map_err(trestle::Error::from)?;
     let pool = app.store().pool();
     let rows = sqlx::query(
-        "SELECT item_key, content, txn_id FROM notify_feed_items
-         WHERE feed_id = $1 AND state = $2 ORDER BY position",
+        "SELECT item_key, content, txn_id, state, event_id FROM notify_feed_items
+         WHERE feed_id = $1 AND state IN ($2, $3) ORDER BY position",
     )
     .bind(feed_id)
     .bind(PENDING)
+    .bind(EDIT_PENDING)
     .fetch_all(pool)
     .await?;
     for row in rows {
         let (key, content, txn): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let (state, event_id): (i64, Option<String>) = (row.get(3), row.get(4));
         let content: serde_json::Value = serde_json::from_str(&content)?;
+        let content = match (state, event_id) {
+            (EDIT_PENDING, Some(original)) => edit_of(&original, content),
+            // The original's event id comes once the homeserver has taken it: next round.
+            (EDIT_PENDING, None) => continue,
+            _ => content,
+        };
         let options = SendOptions::default().txn_id(OwnedTransactionId::from(txn));
-        drop(
-            app.bot()
-                .send_json(&room, "m.room.message", content, options)
-                .queue()
-                .await?,
-        );
+        let delivery = app
+            .bot()
+            .send_json(&room, "m.room.message", content, options)
+            .queue()
+            .await?;
+        if state == PENDING {
+            // Kept for an edit later; the outbox sends it whatever happens to this task.
+            let (app, feed_id, key) = (app.clone(), feed_id.to_owned(), key.clone());
+            tokio::spawn(async move {
+                if let Ok(Some(event_id)) = delivery.await {
+                    let recorded = sqlx::query(
+                        "UPDATE notify_feed_items SET event_id = $1
+                         WHERE feed_id = $2 AND item_key = $3",
+                    )
+                    .bind(event_id.as_str())
+                    .bind(&feed_id)
+                    .bind(&key)
+                    .execute(app.store().pool())
+                    .await;
+                    if let Err(error) = recorded {
+                        tracing::warn!(%error, feed = %feed_id, "could not record a posted entry's event");
+                    }
+                }
+            });
+        }
         sqlx::query(
             "UPDATE notify_feed_items SET state = $1, content = NULL WHERE feed_id = $2 AND item_key = $3",
         )
@@ -395,6 +438,94 @@ async fn post_pending(app: &Appservice, feed_id: &str, room: &str) -> Result<()>
         .await?;
     }
     Ok(())
+}
+
+/// The digest of what an entry's message shows: a change of it is an edit.
+fn entry_digest(entry: &parse::Entry) -> String {
+    db::digest(&format!(
+        "{}\n{}",
+        entry.title,
+        entry.link.as_deref().unwrap_or_default()
+    ))
+}
+
+/// Records what `entry` shows now, and where it shows something else than when it was posted,
+/// queues an edit of its message (hookshot#1151: neither silence nor a second post). `stored`
+/// is its state and digest before this poll; `None` for an entry new in this poll. Entries
+/// never posted, and rows from before digests were kept, only have their digest recorded.
+async fn changed_entry(
+    tx: &mut Transaction<'_, Any>,
+    feed: &FeedRow,
+    feed_title: &str,
+    entry: &parse::Entry,
+    stored: Option<(i64, Option<&str>)>,
+) -> Result<()> {
+    let digest = entry_digest(entry);
+    let edit = match stored {
+        Some((_, Some(before))) if before == digest => return Ok(()),
+        Some((POSTED | EDIT_PENDING, Some(_))) => true,
+        _ => false,
+    };
+    if !edit {
+        sqlx::query(
+            "UPDATE notify_feed_items SET entry_digest = $1 WHERE feed_id = $2 AND item_key = $3",
+        )
+        .bind(&digest)
+        .bind(&feed.id)
+        .bind(&entry.key)
+        .execute(&mut **tx)
+        .await?;
+        if let Some((PENDING, Some(_))) = stored {
+            // Changed before it was posted: the new version is what is posted.
+            let message = entry_message(feed_title, entry);
+            sqlx::query(
+                "UPDATE notify_feed_items SET content = $1 WHERE feed_id = $2 AND item_key = $3",
+            )
+            .bind(serde_json::to_string(&message.content())?)
+            .bind(&feed.id)
+            .bind(&entry.key)
+            .execute(&mut **tx)
+            .await?;
+        }
+        return Ok(());
+    }
+    let message = entry_message(feed_title, entry);
+    // One transaction id per version, so each edit is sent once and a later one is not
+    // taken for a repeat of it.
+    let txn = format!(
+        "notify.feed.{}.{}.{}",
+        feed.id,
+        &entry.key[..32],
+        &digest[..16]
+    );
+    sqlx::query(
+        "UPDATE notify_feed_items SET state = $1, content = $2, txn_id = $3, entry_digest = $4
+         WHERE feed_id = $5 AND item_key = $6",
+    )
+    .bind(EDIT_PENDING)
+    .bind(serde_json::to_string(&message.content())?)
+    .bind(txn)
+    .bind(&digest)
+    .bind(&feed.id)
+    .bind(&entry.key)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The content of an edit of `original` to `new`: the new content under `m.new_content`, and
+/// a fallback for clients without edits, marked with `*` as Element does.
+/// [Event replacements](https://spec.matrix.org/v1.16/client-server-api/#event-replacements).
+fn edit_of(original: &str, new: serde_json::Value) -> serde_json::Value {
+    let mut fallback = new.clone();
+    for field in ["body", "formatted_body"] {
+        if let Some(text) = new[field].as_str() {
+            fallback[field] = serde_json::Value::from(format!("* {text}"));
+        }
+    }
+    fallback["m.new_content"] = new;
+    fallback["m.relates_to"] = serde_json::json!({"rel_type": "m.replace", "event_id": original});
+    fallback
 }
 
 /// The message for one entry: the feed's name, and the entry's title as a link.

@@ -19,19 +19,23 @@ use trestle::{
         body::{Body, to_bytes},
         extract::{Path, State},
         http::{HeaderMap, Request, StatusCode},
-        routing::post,
+        routing,
     },
     intent::SendOptions,
     ruma::RoomId,
 };
 
-use super::payload::{Origin, Payload, render};
+use super::{
+    calls,
+    payload::{Origin, Payload, render},
+};
 use crate::{Shared, error::ApiError, sign};
 
 /// The routes, served under the plugin's path.
 pub fn routes(app: Appservice, shared: Shared) -> Router {
     Router::new()
-        .route("/hook/{token}", post(receive).put(receive))
+        .route("/hook/{token}", routing::post(receive).put(receive))
+        .route("/hook-calls/{id}", routing::get(calls::page))
         .with_state((app, shared))
 }
 
@@ -48,38 +52,86 @@ async fn receive(
         .await
         .map_err(|e| ApiError::internal(&e))?
         .ok_or_else(ApiError::not_found)?;
+    // Refused before anything is read or kept: a flood must not become writes.
     shared.limiter.check(&hook.id)?;
     let (parts, body) = request.into_parts();
     let limit = shared.settings.max_body_bytes;
-    let body = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
+    let body = to_bytes(body, limit).await.ok();
+    let request = calls::describe_request(
+        &hook,
+        parts.method.as_str(),
+        &parts.headers,
+        body.as_deref(),
+    );
+    let outcome = match body {
+        Some(body) => post(&app, &hook, &parts.headers, &body).await,
+        None => Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "M_TOO_LARGE",
             format!("the body is over {limit} bytes"),
-        )
-    })?;
-    if let Some(secret) = &hook.secret {
-        check_signature(secret, &parts.headers, &body)?;
+        )),
+    };
+    let call = match &outcome {
+        Ok(posted) => calls::Call {
+            status: 200,
+            outcome: posted.outcome.clone(),
+            request,
+            message: Some(posted.message.clone()),
+        },
+        Err(error) => calls::Call {
+            status: error.status.as_u16(),
+            outcome: format!("refused: {} {}", error.errcode, error.error),
+            request,
+            message: None,
+        },
+    };
+    if let Err(error) = calls::record(&app, &hook.id, &call).await {
+        tracing::warn!(hook = %hook.id, %error, "could not keep a webhook call in its log");
     }
-    let content_type = header(&parts.headers, "content-type");
-    let payload = Payload::read(content_type.as_deref(), &body)
+    outcome.map(|_| Json(serde_json::json!({ "ok": true })))
+}
+
+/// A call that became a message.
+struct Posted {
+    /// `posted`, with what went wrong on the way if anything did.
+    outcome: String,
+    /// The message's plain body.
+    message: String,
+}
+
+/// Checks a call's signature, renders its payload and stores the message in the outbox.
+async fn post(
+    app: &Appservice,
+    hook: &super::Hook,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Posted, ApiError> {
+    if let Some(secret) = &hook.secret {
+        check_signature(secret, headers, body)?;
+    }
+    let content_type = header(headers, "content-type");
+    let payload = Payload::read(content_type.as_deref(), body)
         .map_err(|bad| ApiError::new(StatusCode::BAD_REQUEST, bad.errcode, bad.error))?;
     let origin = Origin {
-        github_event: header(&parts.headers, "x-github-event"),
-        gitlab_event: header(&parts.headers, "x-gitlab-event"),
+        github_event: header(headers, "x-github-event"),
+        gitlab_event: header(headers, "x-gitlab-event"),
     };
-    let message = match render(&payload, &origin, hook.template.as_deref()) {
-        Ok(message) => message,
+    let (message, outcome) = match render(&payload, &origin, hook.template.as_deref()) {
+        Ok(message) => (message, "posted".to_owned()),
         Err(error) => {
             // A broken template must not lose the call: it is posted as if there were none.
             tracing::warn!(hook = %hook.id, %error, "webhook template failed");
-            render(&payload, &origin, None).map_err(|e| ApiError::internal(&e))?
+            let message = render(&payload, &origin, None).map_err(|e| ApiError::internal(&e))?;
+            (
+                message,
+                format!("posted without the template, which failed: {error}"),
+            )
         }
     };
     let room = RoomId::parse(&hook.room_id).map_err(|e| ApiError::internal(&e))?;
-    let ghost = super::ghost(&app, &hook.id).map_err(|e| ApiError::internal(&e))?;
+    let ghost = super::ghost(app, &hook.id).map_err(|e| ApiError::internal(&e))?;
     let mut options = SendOptions::default();
-    if let Some(key) = delivery_key(&parts.headers) {
+    if let Some(key) = delivery_key(headers) {
         // A caller that repeats a call (it timed out, it crashed) sends the same key; the same
         // transaction id makes the homeserver keep one message.
         let digest = crate::db::digest(&key);
@@ -92,7 +144,10 @@ async fn receive(
         .await
         .map_err(|e| ApiError::internal(&e))?;
     drop(stored);
-    Ok(Json(serde_json::json!({ "ok": true })))
+    Ok(Posted {
+        outcome,
+        message: message.body,
+    })
 }
 
 /// What identifies one call across the caller's retries: `Idempotency-Key`, or the delivery

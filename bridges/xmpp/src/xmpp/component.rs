@@ -1,6 +1,8 @@
 //! The component's connection to the server ([XEP-0114](https://xmpp.org/extensions/xep-0114.html)):
 //! one stream for the whole bridge, over which it may send as any JID of its domain. It is
-//! made again whenever it drops; what the bridge sends meanwhile waits in the queue.
+//! made again whenever it drops, waiting longer after each failed attempt; what the bridge
+//! sends meanwhile waits in the queue, and goes once the bridge's JIDs are back in their rooms
+//! (a room refuses a message from a JID that is not in it).
 //!
 //! Written here on tokio-xmpp's XML streams rather than with its `component` feature: that
 //! feature switches xmpp-parsers' stanza namespace to `jabber:component:accept` for the whole
@@ -11,7 +13,11 @@
 use std::{borrow::Cow, io, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::{io::BufStream, net::TcpStream, sync::mpsc};
+use tokio::{
+    io::BufStream,
+    net::TcpStream,
+    sync::{mpsc, oneshot},
+};
 use tokio_xmpp::{
     Stanza,
     minidom::{Element, Node},
@@ -27,14 +33,24 @@ const COMPONENT_NS: &str = "jabber:component:accept";
 /// The namespace xmpp-parsers reads stanzas in.
 const CLIENT_NS: &str = "jabber:client";
 
+/// The longest wait between attempts to connect, however many failed.
+const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// How long a new stream waits for the stanzas to send before the queue (then sends the queue
+/// without them).
+const RESUME_WAIT: Duration = Duration::from_secs(30);
+
 /// What the connection tells whoever runs it.
 #[derive(Debug)]
 pub enum Event {
     /// The stream is up (again): `first` is false after a reconnection, when rooms must be
-    /// joined again.
+    /// joined again. Nothing queued is sent until `resume` is answered with the stanzas to send
+    /// before the queue (the joins), or dropped.
     Online {
         /// Whether this is the first connection since the bridge started.
         first: bool,
+        /// Takes the stanzas that go before the queue.
+        resume: oneshot::Sender<Vec<Stanza>>,
     },
     /// A stanza for one of the component's JIDs.
     Stanza(Box<Stanza>),
@@ -121,8 +137,16 @@ fn incoming_stanza(element: Element) -> Result<Stanza, tokio_xmpp::FromElementEr
     Stanza::try_from(move_namespace(element, COMPONENT_NS, CLIENT_NS))
 }
 
-/// Runs the connection until `outgoing` closes: connects (again after `delay` when refused or
-/// dropped), sends what comes through `outgoing` and hands what arrives to `events`.
+/// The wait after `failures` attempts in a row failed: `delay`, doubled after each failure,
+/// at most [`MAX_DELAY`] (or `delay`, if that is longer).
+fn backoff(delay: Duration, failures: u32) -> Duration {
+    let doubled = delay.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
+    doubled.min(MAX_DELAY.max(delay))
+}
+
+/// Runs the connection until `outgoing` closes: connects (again after a wait that starts at
+/// `delay` and grows while attempts fail), sends what comes through `outgoing` and hands what
+/// arrives to `events`. A stanza the stream failed to take is sent again on the next stream.
 pub async fn run(
     config: ComponentConfig,
     delay: Duration,
@@ -130,74 +154,113 @@ pub async fn run(
     events: mpsc::UnboundedSender<Event>,
 ) {
     let mut first = true;
+    let mut failures = 0;
+    let mut unsent: Option<Element> = None;
     loop {
         let mut stream = match connect(&config).await {
             Ok(stream) => stream,
             Err(error) => {
-                tracing::warn!(server = %config.server, %error, "no component connection to XMPP; trying again");
-                tokio::time::sleep(delay).await;
+                failures += 1;
+                let wait = backoff(delay, failures);
+                tracing::warn!(server = %config.server, %error, ?wait, "no component connection to XMPP; trying again");
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
         tracing::info!(server = %config.server, domain = %config.domain, "connected to XMPP as a component");
-        if events.send(Event::Online { first }).is_err() {
+        let (resume, resumed) = oneshot::channel();
+        if events.send(Event::Online { first, resume }).is_err() {
             return;
         }
         first = false;
-        loop {
-            tokio::select! {
-                received = stream.next() => match received {
-                    Some(Ok(element)) => match incoming_stanza(element) {
-                        Ok(stanza) => {
-                            if events.send(Event::Stanza(Box::new(stanza))).is_err() {
-                                return;
+        let before = match tokio::time::timeout(RESUME_WAIT, resumed).await {
+            Ok(Ok(stanzas)) => stanzas,
+            Ok(Err(_)) | Err(_) => Vec::new(),
+        };
+        'stream: {
+            // The joins are made again for the next stream if this one breaks already.
+            for stanza in before {
+                if let Err(error) = stream.send(&outgoing_element(stanza)).await {
+                    tracing::warn!(%error, "a stanza could not be sent; reconnecting");
+                    break 'stream;
+                }
+            }
+            if let Some(stanza) = unsent.take()
+                && let Err(error) = stream.send(&stanza).await
+            {
+                tracing::warn!(%error, "a stanza could not be sent; reconnecting");
+                unsent = Some(stanza);
+                break 'stream;
+            }
+            loop {
+                tokio::select! {
+                    received = stream.next() => match received {
+                        Some(Ok(element)) => match incoming_stanza(element) {
+                            Ok(stanza) => {
+                                if events.send(Event::Stanza(Box::new(stanza))).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(error) => tracing::info!(%error, "an XMPP element that is no stanza"),
+                        },
+                        // Quiet for a while: a ping to ourselves through the server keeps the
+                        // stream alive (the service answers it).
+                        Some(Err(ReadError::SoftTimeout)) => {
+                            let mut ping = Iq::from_get("keepalive", Ping);
+                            if let Iq::Get { from, to, .. } = &mut ping {
+                                *from = config.domain.parse().ok();
+                                *to = config.domain.parse().ok();
+                            }
+                            if stream.send(&outgoing_element(Stanza::Iq(ping))).await.is_err() {
+                                break;
                             }
                         }
-                        Err(error) => tracing::info!(%error, "an XMPP element that is no stanza"),
+                        Some(Err(ReadError::ParseError(error))) => {
+                            tracing::info!(%error, "an XMPP element that could not be read");
+                        }
+                        Some(Err(ReadError::HardError(error))) => {
+                            tracing::warn!(%error, "the component's stream broke");
+                            break;
+                        }
+                        Some(Err(ReadError::StreamFooterReceived)) | None => break,
                     },
-                    // Quiet for a while: a ping to ourselves through the server keeps the
-                    // stream alive (the service answers it).
-                    Some(Err(ReadError::SoftTimeout)) => {
-                        let mut ping = Iq::from_get("keepalive", Ping);
-                        if let Iq::Get { from, to, .. } = &mut ping {
-                            *from = config.domain.parse().ok();
-                            *to = config.domain.parse().ok();
+                    sending = outgoing.recv() => match sending {
+                        Some(stanza) => {
+                            let element = outgoing_element(stanza);
+                            if let Err(error) = stream.send(&element).await {
+                                tracing::warn!(%error, "a stanza could not be sent; reconnecting");
+                                unsent = Some(element);
+                                break;
+                            }
                         }
-                        if stream.send(&outgoing_element(Stanza::Iq(ping))).await.is_err() {
-                            break;
+                        None => {
+                            let _ = stream.shutdown().await;
+                            return;
                         }
-                    }
-                    Some(Err(ReadError::ParseError(error))) => {
-                        tracing::info!(%error, "an XMPP element that could not be read");
-                    }
-                    Some(Err(ReadError::HardError(error))) => {
-                        tracing::warn!(%error, "the component's stream broke");
-                        break;
-                    }
-                    Some(Err(ReadError::StreamFooterReceived)) | None => break,
-                },
-                sending = outgoing.recv() => match sending {
-                    Some(stanza) => {
-                        if let Err(error) = stream.send(&outgoing_element(stanza)).await {
-                            tracing::warn!(%error, "a stanza could not be sent; reconnecting");
-                            break;
-                        }
-                    }
-                    None => {
-                        let _ = stream.shutdown().await;
-                        return;
-                    }
-                },
+                    },
+                }
             }
         }
         tracing::warn!(server = %config.server, "the XMPP component stream ended; reconnecting");
         tokio::time::sleep(delay).await;
+        // Waits grow from here if the server stays away.
+        failures = 1;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_grow_after_failures_up_to_a_minute() {
+        let second = Duration::from_secs(1);
+        let waits: Vec<u64> = (1..=8).map(|n| backoff(second, n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(second, 500), MAX_DELAY);
+        let long = Duration::from_secs(90);
+        assert_eq!(backoff(long, 3), long);
+    }
 
     #[test]
     fn stanzas_cross_between_the_component_and_client_namespaces() {

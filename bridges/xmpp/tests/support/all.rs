@@ -4,4 +4,6 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod gate;
 pub mod prosody;
+pub mod room;

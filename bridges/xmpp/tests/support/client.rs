@@ -10,15 +10,18 @@ use tokio_xmpp::{
     jid::{BareJid, Jid},
     minidom::Element,
     parsers::{
+        http_upload::{SlotRequest, SlotResult},
+        iq::Iq,
         message::{Id, Lang, Message, MessageType},
         message_correct::Replace,
         muc::{Muc, user::MucUser, user::Status},
+        oob::Oob,
         presence::Presence,
     },
     xmlstream::Timeouts,
 };
 
-use super::prosody::{DOMAIN, Prosody, password};
+use super::prosody::{DOMAIN, Prosody, UPLOAD, password};
 
 /// How long a test waits for a stanza.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -220,6 +223,57 @@ impl XmppClient {
         self.send(message).await;
     }
 
+    /// Puts `data` on the server's upload service (XEP-0363: a slot, then an HTTP PUT) and
+    /// answers the URL it is served at.
+    pub async fn upload(&mut self, data: &[u8], name: &str, content_type: &str) -> String {
+        let request = SlotRequest {
+            filename: name.to_owned(),
+            size: data.len() as u64,
+            content_type: Some(content_type.to_owned()),
+        };
+        let mut iq = Iq::from_get("upload-slot", request);
+        if let Iq::Get { to, .. } = &mut iq {
+            *to = Some(Jid::from_str(UPLOAD).unwrap());
+        }
+        self.send(iq).await;
+        let slot = self
+            .expect("an upload slot", |stanza| match stanza {
+                Stanza::Iq(Iq::Result {
+                    id,
+                    payload: Some(payload),
+                    ..
+                }) if id == "upload-slot" => Some(SlotResult::try_from(payload).unwrap()),
+                Stanza::Iq(Iq::Error { id, error, .. }) if id == "upload-slot" => {
+                    panic!("no upload slot: {error:?}")
+                }
+                _ => None,
+            })
+            .await;
+        let mut put = reqwest::Client::new()
+            .put(&slot.put.url)
+            .header("content-type", content_type)
+            .body(data.to_vec());
+        for header in &slot.put.headers {
+            put = put.header(header.name.as_str(), &header.value);
+        }
+        let status = put.send().await.unwrap().status();
+        assert!(status.is_success(), "the upload service answered {status}");
+        slot.get.url
+    }
+
+    /// Shares `url` in a room or with a user as clients share files: the URL as the body and
+    /// in an out-of-band element (XEP-0066).
+    pub async fn share(&mut self, kind: MessageType, to: &str, id: &str, url: &str) {
+        let mut message = Message::new_with_type(kind, Jid::from_str(to).unwrap())
+            .with_body(Lang::new(), url.to_owned())
+            .with_payload(Oob {
+                url: url.to_owned(),
+                desc: None,
+            });
+        message.id = Some(Id(id.to_owned()));
+        self.send(message).await;
+    }
+
     /// Sets a room's subject.
     pub async fn set_subject(&mut self, room: &str, subject: &str) {
         let mut message = Message::groupchat(Jid::from_str(room).unwrap());
@@ -241,6 +295,15 @@ pub fn statuses(presence: &Presence) -> Vec<Status> {
 /// A message's body (the tests' messages have one, in no language or the server's).
 pub fn body(message: &Message) -> Option<&str> {
     message.bodies.values().next().map(String::as_str)
+}
+
+/// A message's out-of-band URL (XEP-0066), read as XML.
+pub fn oob_url(message: &Message) -> Option<String> {
+    let oob = message
+        .payloads
+        .iter()
+        .find(|p| p.is("x", "jabber:x:oob"))?;
+    oob.get_child("url", "jabber:x:oob").map(Element::text)
 }
 
 /// The id of the message a retraction retracts (its `<retract/>`, read as XML).

@@ -1,7 +1,7 @@
 //! A real Prosody for tests: its own configuration, data directory, ports and pidfile in a
 //! temporary directory, run in the foreground as a child (never the system's service), with
-//! a multi-user chat service, an archive, and a component for the bridge; killed when
-//! dropped.
+//! a multi-user chat service, an archive, an HTTP upload service (`mod_http_file_share`) and
+//! a component for the bridge; killed when dropped.
 
 use std::{
     net::TcpListener as StdListener,
@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 pub const DOMAIN: &str = "localhost";
 /// The multi-user chat service.
 pub const MUC: &str = "conference.localhost";
+/// The HTTP upload service (XEP-0363).
+pub const UPLOAD: &str = "upload.localhost";
 /// The bridge's component.
 pub const COMPONENT: &str = "matrix.localhost";
 /// The component's secret.
@@ -27,6 +29,8 @@ pub struct Prosody {
     pub c2s_port: u16,
     /// The bridge's component connects here (XEP-0114).
     pub component_port: u16,
+    /// The upload service serves files here (HTTP, loopback).
+    pub http_port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -62,6 +66,7 @@ impl Prosody {
         let mut server = Prosody {
             c2s_port: free_port(),
             component_port: free_port(),
+            http_port: free_port(),
             dir,
             child: None,
         };
@@ -80,7 +85,9 @@ impl Prosody {
     fn write_config(&self) {
         let dir = self.dir.path().display();
         std::fs::create_dir_all(self.dir.path().join("data")).expect("data dir");
-        // No TLS, no server-to-server, no HTTP: a server for one test process on loopback.
+        // No TLS, no server-to-server, HTTP for the upload service alone: a server for one test
+        // process on loopback. Files are served at 127.0.0.1 (the upload service's name does
+        // not resolve), whatever host a request names.
         // `run_as_root`: CI runs as root, and prosodyctl would otherwise switch to a
         // `prosody` user that cannot write the temporary directory.
         let config = format!(
@@ -99,8 +106,11 @@ legacy_ssl_ports = {{}}
 component_ports = {{ {component} }}
 component_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{}}
-http_ports = {{}}
+http_ports = {{ {http} }}
+http_interfaces = {{ "127.0.0.1" }}
 https_ports = {{}}
+http_default_host = "{UPLOAD}"
+http_external_url = "http://127.0.0.1:{http}/"
 c2s_require_encryption = false
 s2s_require_encryption = false
 allow_unencrypted_plain_auth = true
@@ -111,12 +121,15 @@ VirtualHost "{DOMAIN}"
 Component "{MUC}" "muc"
     modules_enabled = {{ "muc_mam" }}
     muc_room_locking = false
+    muc_room_default_persistent = true
     muc_room_default_change_subject = true
+Component "{UPLOAD}" "http_file_share"
 Component "{COMPONENT}"
     component_secret = "{SECRET}"
 "#,
             c2s = self.c2s_port,
             component = self.component_port,
+            http = self.http_port,
         );
         std::fs::write(self.config(), config).expect("write prosody.cfg.lua");
     }
@@ -159,11 +172,30 @@ Component "{COMPONENT}"
         panic!("prosody did not start listening:\n{}", self.log_tail());
     }
 
+    /// Kills the server at once (SIGKILL: no goodbyes to anyone).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same ports and data (its rooms and archives kept).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
     /// The end of the server's log, for a failing test's message.
     pub fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Where the upload service serves its files, for the bridge's `upload_url`.
+    pub fn upload_url(&self) -> String {
+        format!("http://127.0.0.1:{}/file_share/", self.http_port)
     }
 
     /// The component's address, for the bridge's settings.
@@ -183,9 +215,6 @@ impl Drop for Prosody {
         if std::thread::panicking() {
             eprintln!("---- the end of Prosody's log ----\n{}", self.log_tail());
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill();
     }
 }

@@ -172,17 +172,40 @@ async fn exercise(store: Store) {
         .unwrap();
     assert_eq!(deliveries, 1);
 
-    // One process at a time works a service on PostgreSQL; on SQLite there is only one.
-    let (first, second) = (
-        crate::lease::Lease::new(&app, "feeds"),
-        crate::lease::Lease::new(&app, "feeds"),
+    // One process at a time works a service on PostgreSQL; on SQLite there is only one. The
+    // services are `Router::singleton`s: the framework's lease table decides, as here.
+    let store = app.store();
+    let ttl = std::time::Duration::from_secs(30);
+    let hold = |owner: &'static str| store.lease("service:notify", "feeds", owner, ttl);
+    assert!(hold("first").await.unwrap());
+    assert!(hold("first").await.unwrap(), "renewed by its holder");
+    let shared_database = store.backend() == trestle::store::Backend::Postgres;
+    assert_eq!(hold("second").await.unwrap(), !shared_database);
+    store
+        .release("service:notify", "feeds", "first")
+        .await
+        .unwrap();
+    assert!(hold("second").await.unwrap(), "free once released");
+
+    // A webhook keeps its last calls only, newest first.
+    for i in 0..crate::hooks::calls::KEEP + 5 {
+        let call = crate::hooks::calls::Call {
+            status: 200,
+            outcome: format!("call {i}"),
+            request: serde_json::json!({}),
+            message: None,
+        };
+        crate::hooks::calls::record(&app, "h1", &call)
+            .await
+            .unwrap();
+    }
+    let kept = crate::hooks::calls::recent(&app, "h1", 100).await.unwrap();
+    assert_eq!(kept.len() as i64, crate::hooks::calls::KEEP);
+    assert_eq!(
+        kept[0].outcome,
+        format!("call {}", crate::hooks::calls::KEEP + 4)
     );
-    assert!(first.hold(&app).await.unwrap());
-    assert!(first.hold(&app).await.unwrap(), "renewed by its holder");
-    let shared_database = app.store().backend() == trestle::store::Backend::Postgres;
-    assert_eq!(second.hold(&app).await.unwrap(), !shared_database);
-    first.release(&app).await;
-    assert!(second.hold(&app).await.unwrap(), "free once released");
+    assert_eq!(kept.last().unwrap().outcome, "call 5");
 
     // Removing the feed removes its entries.
     let removal = db::Removal {
