@@ -14,7 +14,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
     client::{XmppClient, body, stanza_id, statuses},
-    prosody::{COMPONENT, MUC, Prosody, SECRET},
+    prosody::{COMPONENT, MUC, Prosody},
+    room::{self, message_from},
 };
 use tokio_xmpp::{
     Stanza,
@@ -32,25 +33,12 @@ use trestle_tests::{
     bridge_checks::{set_power_level, wait_after, wait_for_invite, wait_member},
     synapse::{UserClient, encode},
 };
-use trestle_xmpp::{Secret, Settings};
 
 const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 const MARKERS: &str = "urn:xmpp:chat-markers:0";
 const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 /// The bridge's bot, which carries out what XMPP's moderators do.
 const BOT: &str = "@xmpp:localhost";
-
-/// The bridge for `server`, started beside a fresh Synapse.
-async fn bridge_for(server: &Prosody) -> Harness {
-    let settings = Settings {
-        server: Some(server.component_address()),
-        domain: COMPONENT.to_owned(),
-        secret: Some(Secret::Inline(SECRET.to_owned())),
-        ..Settings::default()
-    };
-    let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
-    Harness::start(registration, trestle_xmpp::router(settings).unwrap()).await
-}
 
 /// A message of `kind` to `to` carrying only the payload `xml`.
 fn bare(kind: MessageType, to: &str, id: &str, xml: &str) -> Message {
@@ -149,10 +137,6 @@ async fn matrix_read(user: &UserClient, room: &str, event: &str) {
     user.call_ok(Method::POST, &path, Some(&json!({}))).await;
 }
 
-fn message_from<'a>(sender: &'a str, body: &'a str) -> impl Fn(&Value) -> bool + 'a {
-    move |e| e["type"] == "m.room.message" && e["sender"] == sender && e["content"]["body"] == body
-}
-
 /// A room (`chat@…`) with XMPP users in it (the first made it, so owns it), the bridge, and
 /// bob, a Matrix user, in its portal.
 struct Gathering {
@@ -174,7 +158,7 @@ async fn gather(users: &[&str]) -> Gathering {
         client.join(&room, user).await;
         xmpp.push(client);
     }
-    let setup = bridge_for(&server).await;
+    let setup = room::start(&server).await;
     let bob = setup.synapse.register_user("bob", "password-1234").await;
     let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
     Gathering {
@@ -581,10 +565,8 @@ async fn ask_bridge(setup: &Harness, query: &str) -> Value {
 #[tokio::test]
 async fn rooms_and_users_are_found_by_their_jids() {
     let server = Prosody::start(&["alice"]).await;
-    let room = format!("chat@{MUC}");
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    alice.join(&room, "alice").await;
-    let setup = bridge_for(&server).await;
+    let (room, mut alice) = room::alice_in_room(&server).await;
+    let setup = room::start(&server).await;
     let carol = setup.synapse.register_user("carol", "password-1234").await;
     let get = |path: String| async {
         let path = path;
@@ -669,10 +651,8 @@ async fn ask_vcard(client: &mut XmppClient, to: &str, id: &str) -> Result<Elemen
 #[tokio::test]
 async fn avatars_cross_both_ways_through_vcards() {
     let server = Prosody::start(&["alice"]).await;
-    let mut alice = XmppClient::connect(&server, "alice").await;
-    let room = format!("chat@{MUC}");
-    alice.join(&room, "alice").await;
-    let setup = bridge_for(&server).await;
+    let (room, mut alice) = room::alice_in_room(&server).await;
+    let setup = room::start(&server).await;
     let bob = setup.synapse.register_user("bob", "password-1234").await;
 
     // bob's name and avatar, on his Matrix profile.
