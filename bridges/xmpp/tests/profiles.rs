@@ -141,22 +141,12 @@ async fn avatars_cross_both_ways_through_vcards() {
 
     // bob's name and avatar, on his Matrix profile.
     let picture: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    let uploaded: Value = reqwest::Client::new()
-        .post(format!("{}/_matrix/media/v3/upload", bob.base_url()))
-        .bearer_auth(&bob.access_token)
-        .header("content-type", "image/png")
-        .body(picture.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let uploaded = bob.upload_media(&picture, "image/png", "bob.png").await;
     let profile = format!(
         "/_matrix/client/v3/profile/{}",
         encode(bob.user_id.as_str())
     );
-    let avatar = json!({"avatar_url": uploaded["content_uri"]});
+    let avatar = json!({"avatar_url": uploaded});
     bob.call_ok(Method::PUT, &format!("{profile}/avatar_url"), Some(&avatar))
         .await;
     let name = json!({"displayname": "Bob B."});
@@ -239,18 +229,5 @@ async fn avatars_cross_both_ways_through_vcards() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
-    let media = mxc.strip_prefix("mxc://").unwrap();
-    let downloaded = reqwest::Client::new()
-        .get(format!(
-            "{}/_matrix/client/v1/media/download/{media}",
-            bob.base_url()
-        ))
-        .bearer_auth(&bob.access_token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(downloaded.to_vec(), hers);
+    assert_eq!(bob.download_media(&mxc).await, hers);
 }
