@@ -25,9 +25,12 @@ use trestle_bridge::{
 };
 
 use crate::{
-    archive, files,
-    hub::Kit,
+    archive, avatars,
+    chatstates::{self, Signals},
+    files,
+    hub::{self, Kit},
     ids::{self, ChatId, UserId},
+    occupants, powers,
     store::XmppStore,
     users::LOGIN_ID,
     xmpp::{
@@ -57,8 +60,8 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     let (events_tx, mut received) = mpsc::unbounded_channel();
     let delay = Duration::from_secs(hub.cfg.settings.reconnect_delay);
     let connection = tokio::spawn(component::run(config, delay, queue, events_tx));
-    // Archives' answers are taken off the stream at once: the stanzas handled in turn below
-    // may wait for history that waits for those answers.
+    // Archives' answers, and those to the bridge's other requests, are taken off the stream at
+    // once: the stanzas handled in turn below may wait for history that waits for those answers.
     let (handled_tx, mut events) = mpsc::unbounded_channel();
     let demux = tokio::spawn({
         let bridge = bridge.clone();
@@ -66,7 +69,7 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
             while let Some(event) = received.recv().await {
                 if let Event::Stanza(stanza) = &event
                     && (archive::intercept(bridge.network(), stanza)
-                        || files::intercept(bridge.network(), stanza))
+                        || hub::requests::intercept(bridge.network(), stanza))
                 {
                     continue;
                 }
@@ -140,9 +143,14 @@ async fn stanza(bridge: &Kit, received: Stanza) -> NetworkResult<()> {
 }
 
 /// Requests to the component's JIDs: pings ([XEP-0199](https://xmpp.org/extensions/xep-0199.html),
-/// the connection's own keepalive among them) are answered; the rest (service discovery,
-/// vCards) are not served yet and refused at once, so that the asker does not wait.
+/// the connection's own keepalive among them) are answered, vCards of Matrix users served
+/// (module `avatars`); the rest (service discovery) are not served yet and refused at once,
+/// so that the asker does not wait. Answers to the bridge's own requests were taken off the
+/// stream before ([`hub::requests::intercept`]).
 fn answer_iq(bridge: &Kit, iq: Iq) {
+    if avatars::vcard_request(bridge, &iq) {
+        return;
+    }
     let (from, to, id, ping) = match iq {
         Iq::Get {
             from,
@@ -224,6 +232,7 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         return Ok(());
     }
     let sender = ids::occupant_user(hub.real_jid(&room, &nick), occupant);
+    chatstates::incoming(bridge, &chat, &sender, Signals::of(&message)).await?;
     if let Some((target, emojis)) = stanzas::reactions_of(&message) {
         let target = hub.mapped_id(&room, &target).await?;
         return reactions(bridge, &chat, &sender, target, emojis).await;
@@ -292,7 +301,8 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
     };
     let body = stanzas::body(&message);
     let reacted = stanzas::reactions_of(&message);
-    if body.is_none() && reacted.is_none() {
+    let signals = Signals::of(&message);
+    if body.is_none() && reacted.is_none() && !signals.any() {
         return Ok(());
     }
     // Private messages through a room (to a Matrix user's occupant) are not bridged yet.
@@ -315,6 +325,7 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         user: user.to_string(),
         remote: remote.clone(),
     };
+    chatstates::incoming(bridge, &chat, &sender, signals).await?;
     if let Some((target, emojis)) = reacted {
         // Reactions to what was never bridged have nothing to go to: no chat is made for them.
         if bridge.portal(&chat).await?.is_none() {
@@ -382,29 +393,23 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         }
         return Ok(());
     }
+    if presence.type_ == PresenceType::Unavailable {
+        return occupants::left(bridge, occupant, jid, &presence).await;
+    }
     if hub.is_ours(&room, &nick) {
         return Ok(());
     }
     let chat = ChatId::Muc(room.clone());
-    match presence.type_ {
-        PresenceType::None => {
-            // Recorded with or without a portal: one being made gets them when its first
-            // Matrix user joins.
-            let new = hub.occupant_joined(&room, &nick, jid.clone());
-            if new && bridge.portal(&chat).await?.is_some() {
-                ghost_joins(bridge, &chat, &occupant, jid).await?;
-            }
+    if presence.type_ == PresenceType::None {
+        // Recorded with or without a portal: one being made gets them when its first Matrix
+        // user joins.
+        let new = hub.occupant_joined(&room, &nick, jid.clone());
+        let user = ids::occupant_user(jid.clone(), occupant.clone());
+        if new && bridge.portal(&chat).await?.is_some() {
+            ghost_joins(bridge, &chat, &occupant, jid).await?;
         }
-        PresenceType::Unavailable => {
-            let known = hub.occupant_left(&room, &nick);
-            if bridge.portal(&chat).await?.is_some() {
-                let user = ids::occupant_user(jid.or(known), occupant);
-                bridge
-                    .remote_membership(&chat, &user, RemoteMembership::Leave(None))
-                    .await?;
-            }
-        }
-        _ => {}
+        powers::occupant(bridge, &room, &user, &presence).await?;
+        avatars::occupant(bridge, &user, &presence);
     }
     Ok(())
 }

@@ -14,15 +14,11 @@
 use std::time::Duration;
 
 use reqwest::{Method, Url};
-use tokio::sync::oneshot;
 use tokio_xmpp::{
-    Stanza,
     jid::Jid,
-    minidom::Element,
     parsers::{
         disco::{DiscoInfoQuery, DiscoInfoResult, DiscoItemsQuery, DiscoItemsResult},
         http_upload::{SlotRequest, SlotResult},
-        iq::Iq,
         message::Message,
         oob::Oob,
     },
@@ -37,14 +33,10 @@ use trestle_bridge::{BridgeError, MessageContent, NetworkResult};
 use crate::{
     hub::{Hub, Kit},
     ids::{self, UserId},
-    xmpp::stanzas,
 };
 
 /// The feature an HTTP upload service announces.
 const HTTP_UPLOAD: &str = "urn:xmpp:http:upload:0";
-
-/// How long a request (discovery, a slot) waits for its answer.
-const ANSWER_WAIT: Duration = Duration::from_secs(15);
 
 /// The most bytes of one file fetched from XMPP: the homeserver's usual upload limit.
 const MAX_FILE: usize = trestle::media::DEFAULT_LIMIT as usize;
@@ -52,54 +44,7 @@ const MAX_FILE: usize = trestle::media::DEFAULT_LIMIT as usize;
 /// How long fetching or putting one file may take.
 const TRANSFER: Duration = Duration::from_secs(120);
 
-/// Takes the answer to one of this module's requests off the stream; answers whether
-/// `stanza` was one.
-pub fn intercept(hub: &Hub, stanza: &Stanza) -> bool {
-    let (id, answer) = match stanza {
-        Stanza::Iq(Iq::Result { id, payload, .. }) => (id, Ok(payload.clone())),
-        Stanza::Iq(Iq::Error { id, error, .. }) => {
-            (id, Err(format!("{:?}", error.defined_condition)))
-        }
-        _ => return false,
-    };
-    let Some(waiting) = hub.requests.waiting.lock_unpoisoned().remove(id) else {
-        return false;
-    };
-    // Whoever asked may have stopped waiting: the answer is dropped all the same.
-    let _ = waiting.send(answer);
-    true
-}
-
 impl Hub {
-    /// Sends a `get` request with `payload` from `from` to `to` and waits for its answer's
-    /// payload.
-    async fn ask(&self, from: Jid, to: Jid, payload: Element) -> NetworkResult<Option<Element>> {
-        let id = stanzas::fresh_id();
-        let (tell, answer) = oneshot::channel();
-        self.requests
-            .waiting
-            .lock_unpoisoned()
-            .insert(id.clone(), tell);
-        let what = payload.name().to_owned();
-        self.send(Iq::Get {
-            from: Some(from),
-            to: Some(to.clone()),
-            id: id.clone(),
-            payload,
-        });
-        let answer = tokio::time::timeout(ANSWER_WAIT, answer).await;
-        self.requests.waiting.lock_unpoisoned().remove(&id);
-        match answer {
-            Ok(Ok(Ok(payload))) => Ok(payload),
-            Ok(Ok(Err(condition))) => Err(BridgeError::Remote(format!(
-                "{to} refused a {what} request: {condition}"
-            ))),
-            Ok(Err(_)) | Err(_) => Err(BridgeError::Retriable(format!(
-                "{to} did not answer a {what} request"
-            ))),
-        }
-    }
-
     /// Whether `jid` is an HTTP upload service (its service discovery says so).
     async fn is_upload_service(&self, jid: &Jid) -> bool {
         let from = Jid::from(self.bot_jid().clone());

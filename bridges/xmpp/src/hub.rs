@@ -2,7 +2,7 @@
 //! knows of each room (who of ours is in it under which nick, who else is, its subject).
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     sync::{Mutex, OnceLock},
     time::Duration,
 };
@@ -10,14 +10,17 @@ use std::{
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
-    jid::{BareJid, FullJid, Jid},
-    minidom::Element,
+    jid::{BareJid, FullJid},
     parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
 use crate::{ids, settings::Checked, store::XmppStore, xmpp::stanzas};
+
+pub mod requests;
+
+pub use requests::Requests;
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
@@ -63,19 +66,6 @@ pub struct Page {
 #[derive(Default)]
 pub struct Queries(pub Mutex<HashMap<String, Page>>);
 
-/// The answer to a request (an `iq`): its payload, or the error's condition.
-pub type Answer = Result<Option<Element>, String>;
-
-/// What module `files` keeps: its requests waiting for their answers, by id, and the server's
-/// upload service once found.
-#[derive(Default)]
-pub struct Requests {
-    /// Told the answer of each request sent, by the request's id.
-    pub waiting: Mutex<HashMap<String, oneshot::Sender<Answer>>>,
-    /// The HTTP upload service (XEP-0363), once discovery found it.
-    pub upload_service: Mutex<Option<Jid>>,
-}
-
 /// Whose reactions to which message: chat, sender and message (each as the kit names them).
 type ReactionKey = (String, String, String);
 
@@ -103,7 +93,7 @@ pub struct Hub {
     changed: Notify,
     /// The archive queries waiting for their answers.
     pub(crate) queries: Queries,
-    /// Requests waiting for their answers (module `files`).
+    /// The bridge's requests waiting for their answers ([`requests`]).
     pub(crate) requests: Requests,
     /// The room's id (`stanza-id`) of recent messages, by room and the sender's id: a
     /// correction names the sender's.
@@ -111,8 +101,14 @@ pub struct Hub {
     /// Each sender's reactions to each message, as last seen or sent: XMPP sends the whole
     /// set each time (XEP-0444), Matrix one reaction at a time.
     reactions: Mutex<HashMap<ReactionKey, BTreeSet<String>>>,
-    /// The bridge's tables, once the appservice started: what the two maps above must keep
-    /// across restarts.
+    /// Who is shown typing, as `chat sender` (module `chatstates`).
+    typing: Mutex<HashSet<String>>,
+    /// The power level the bridge gave each ghost in each room (module `powers`).
+    powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
+    /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
+    avatars: Mutex<HashMap<String, String>>,
+    /// The bridge's tables, once the appservice started: what the two maps of messages above
+    /// must keep across restarts.
     store: OnceLock<XmppStore>,
 }
 
@@ -139,8 +135,28 @@ impl Hub {
             requests: Requests::default(),
             stanza_ids: Mutex::new(HashMap::new()),
             reactions: Mutex::new(HashMap::new()),
+            typing: Mutex::new(HashSet::new()),
+            avatars: Mutex::new(HashMap::new()),
+            powers: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
         }
+    }
+
+    /// Who is shown typing, as `chat sender`, locked (module `chatstates`).
+    pub(crate) fn typing_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.typing.lock_unpoisoned()
+    }
+
+    /// The power level the bridge gave each ghost in each room, locked (module `powers`).
+    pub(crate) fn powers_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
+        self.powers.lock_unpoisoned()
+    }
+
+    /// The avatar last asked for of each remote user, locked (module `avatars`).
+    pub(crate) fn avatars_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.avatars.lock_unpoisoned()
     }
 
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.
@@ -279,6 +295,22 @@ impl Hub {
                 .lock_unpoisoned()
                 .get(room)
                 .is_some_and(|state| state.ours.values().any(|n| n == nick))
+    }
+
+    /// The Matrix user whose occupant in `room` is `nick`, if one is.
+    pub fn nick_owner(&self, room: &BareJid, nick: &str) -> Option<FullJid> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let ours = &rooms.get(room)?.ours;
+        ours.iter()
+            .find(|(_, n)| *n == nick)
+            .map(|(jid, _)| jid.clone())
+    }
+
+    /// Forgets a Matrix user's occupant the room removed (they are not in it any more).
+    pub fn forget_ours(&self, room: &BareJid, jid: &FullJid) {
+        if let Some(state) = self.rooms.lock_unpoisoned().get_mut(room) {
+            state.ours.remove(jid);
+        }
     }
 
     /// The nick a Matrix user has in `room`, if they are in it.

@@ -1,7 +1,9 @@
 //! The XMPP bridge: multi-user chat rooms (XEP-0045) as Matrix rooms (portals), XMPP users as
 //! Matrix ghosts, Matrix users on XMPP as JIDs of the bridge's component (XEP-0114), and
 //! direct chats both ways; rooms' archives (XEP-0313) fill new portals and catch up what the
-//! bridge missed.
+//! bridge missed. Typing and read markers, joins, kicks, bans and nick changes, affiliations and
+//! roles (as power levels) and avatars cross too, and the `xmpp` third-party protocol finds
+//! rooms and users by JID.
 //!
 //! Built on the bridge kit (`trestle_bridge`): this crate writes the XMPP side
 //! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
@@ -15,28 +17,38 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, files, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
-//! events       → files, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! network      → events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
+//! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
+//! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
+//! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
+//! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
 //! files        → hub, ids, xmpp                 (files both ways: out-of-band URLs, HTTP upload)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
-//! hub          → store, settings, ids, xmpp     (the shared state)
+//! hub          → store, settings, ids, xmpp     (the shared state; the bridge's requests and their answers)
 //! store                                         (the bridge's own tables: what outlives a restart)
 //! settings                                      (the settings, checked)
 //! ids                                           (chats, users, names both ways)
 //! xmpp                                          (the protocol alone: stream and stanzas)
 //! ```
 //!
-//! `lib` itself builds the router from `network` and `events`.
+//! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
 pub mod archive;
+pub mod avatars;
+pub mod chatstates;
 pub mod events;
 pub mod files;
 pub mod hub;
 pub mod ids;
 pub mod network;
+pub mod occupants;
+pub mod powers;
 pub mod settings;
 pub mod store;
+pub mod thirdparty;
 pub mod users;
 pub mod xmpp;
 
@@ -53,6 +65,7 @@ pub use trestle::plugin::Secret;
 /// nothing.
 pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
     .off_by_default()
+    .with_protocols(&[thirdparty::PROTOCOL])
     .with_settings_help(
         "settings:\n  \
          # server: localhost:5347          # the XMPP server's component port (XEP-0114)\n  \
@@ -87,8 +100,10 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let topics = bridge.handle();
+    let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
+        .thirdparty(lookup)
         .on_type("m.room.topic", move |topic| {
             let bridge = topics.clone();
             async move { events::matrix_topic(&bridge, topic).await }

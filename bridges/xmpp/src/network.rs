@@ -11,15 +11,17 @@ use tokio_xmpp::{
 };
 use trestle::ruma::UserId as MatrixUserId;
 use trestle_bridge::{
-    BridgeError, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle, LoginRequest,
-    MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixRedaction, MessageContent,
-    MessageKind, Network, NetworkResult, NewLogin, Protocol, RemoteMessage, Via,
+    BridgeError, Capabilities, ChatInfo, HistoryRequest, InfoSection, Login, LoginHandle,
+    LoginRequest, MatrixEdit, MatrixMembership, MatrixMessage, MatrixReaction, MatrixReceipt,
+    MatrixRedaction, MatrixTyping, MessageContent, MessageKind, Network, NetworkResult, NewLogin,
+    Protocol, RemoteMessage, Via,
 };
 
 use crate::{
-    events, files,
+    chatstates, events, files,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
+    occupants, powers,
     users::{self, LOGIN_ID},
     xmpp::stanzas,
 };
@@ -90,7 +92,8 @@ impl Hub {
             Some(target) => stanzas::reply(message, target),
             None => message,
         };
-        Ok(message)
+        // Clients mark only messages that ask for it (XEP-0333).
+        Ok(chatstates::markable(message))
     }
 }
 
@@ -152,6 +155,10 @@ impl Network for Hub {
 
     fn protocol(&self) -> Protocol {
         Protocol::new("xmpp", "XMPP")
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().read_receipts(true)
     }
 
     fn chat_alias(&self, chat: &ChatId) -> String {
@@ -331,6 +338,15 @@ impl Network for Hub {
         )))
     }
 
+    async fn typing(&self, typing: MatrixTyping<'_, Self>) -> NetworkResult<()> {
+        self.send_typing(&typing);
+        Ok(())
+    }
+
+    async fn read_receipt(&self, receipt: MatrixReceipt<'_, Self>) -> NetworkResult<()> {
+        self.send_displayed(&receipt).await
+    }
+
     fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {
         // Rooms are heard by the bot, and caught up when the bridge or its stream comes back;
         // a login hears its own direct chats.
@@ -360,9 +376,9 @@ impl Network for Hub {
         bridge: &Kit,
         change: MatrixMembership<'_, Self>,
     ) -> NetworkResult<()> {
-        // A ghost kicked or banned: not carried to XMPP yet.
+        // A ghost kicked or banned: the room is asked to do the same.
         if change.remote.is_some() {
-            return Ok(());
+            return occupants::matrix_removal(bridge, &change).await;
         }
         let joining = change.membership == "join";
         let leaving = matches!(change.membership.as_str(), "leave" | "ban");
@@ -388,7 +404,9 @@ impl Network for Hub {
                     events::ghost_joins(bridge, &change.portal.chat, &occupant, jid).await?;
                 }
             }
+            powers::catch_up(bridge, room, &change.portal.room_id).await?;
         } else if leaving {
+            occupants::matrix_removal(bridge, &change).await?;
             self.user_leave(room, &puppet);
         }
         Ok(())
