@@ -92,7 +92,7 @@ pub async fn on_event(
         if event_type == "m.room.member"
             && let Some(user) = state_key.and_then(|k| UserId::parse(k).ok())
         {
-            bot.membership(&app, room, &user, &event).await;
+            bot.membership(&app, room, &user, sender, &event).await;
         } else if event_type == "m.room.message" && state_key.is_none() {
             bot.message(&app, room, sender, &timeline.event_id, &event)
                 .await;
@@ -105,7 +105,23 @@ impl Moderation {
     /// The bot was invited: it joins its management room, and the first invite decides which
     /// room that is when the settings do not.
     async fn invited(&self, app: &Appservice, room: &RoomId, inviter: &UserId) -> Result<()> {
-        match self.management_room(app).await? {
+        let management = self.management_room(app).await?;
+        if management.as_deref() != Some(room)
+            && let Some(why) = self.refused_invite(room, inviter)
+        {
+            // Leaving is how an invite is rejected; the report says why, the inviter is not told.
+            let outcome = match app.bot().leave(room).await {
+                Ok(()) => "rejected it".to_owned(),
+                Err(error) => format!("could not reject it: {error}"),
+            };
+            self.report(
+                app,
+                &format!("🚫 invite to {room} from {inviter}: {why} → {outcome}"),
+            )
+            .await;
+            return Ok(());
+        }
+        match management {
             Some(management) if management == room => {
                 app.bot().join(room).await?;
             }
@@ -134,12 +150,76 @@ impl Moderation {
         Ok(())
     }
 
+    /// Why an invite of the bot to `room` from `inviter` is rejected: a followed list bans the
+    /// inviter (or their server), or the room.
+    fn refused_invite(&self, room: &RoomId, inviter: &UserId) -> Option<String> {
+        let model = self.model();
+        if let Some(rule) = model.rules.user_banned(inviter.as_str()) {
+            return Some(format!(
+                "the inviter is banned by rule {} in {}",
+                rule.label(),
+                rule.list
+            ));
+        }
+        let rule = model.rules.room_rule(room.as_str())?;
+        Some(format!(
+            "the room is banned by rule {} in {}",
+            rule.label(),
+            rule.list
+        ))
+    }
+
+    /// Someone a followed list bans (or whose server it bans) invited `user` to a protected
+    /// room: the invite is withdrawn (a kick of an invited user) and reported.
+    async fn withdraw_banned_invite(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        inviter: &UserId,
+    ) -> bool {
+        let rule = self.model().rules.user_banned(inviter.as_str()).cloned();
+        let Some(rule) = rule else {
+            return false;
+        };
+        if app.is_own_user(inviter) {
+            return false;
+        }
+        let reason = "invited by a user a policy list bans";
+        let outcome = match app.bot().kick(room, user, Some(reason)).await {
+            Ok(()) => "withdrew the invite".to_owned(),
+            Err(error) => format!("could not withdraw the invite: {error}"),
+        };
+        self.report(
+            app,
+            &format!(
+                "🚫 {inviter} (banned by rule {} in {}) invited {user} to {room} → {outcome}",
+                rule.label(),
+                rule.list
+            ),
+        )
+        .await;
+        true
+    }
+
     /// A membership changed in a protected room.
-    async fn membership(&self, app: &Appservice, room: &RoomId, user: &UserId, event: &Event) {
+    async fn membership(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        sender: &UserId,
+        event: &Event,
+    ) {
         let membership = event.content["membership"].as_str().unwrap_or_default();
         match membership {
             "join" | "invite" | "knock" => {
                 if self.ban_if_listed(app, room, user).await {
+                    return;
+                }
+                if membership == "invite"
+                    && self.withdraw_banned_invite(app, room, user, sender).await
+                {
                     return;
                 }
                 let was_joined = event

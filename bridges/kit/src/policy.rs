@@ -164,13 +164,13 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_list_the_rule_and_its_reason() {
-        let rule = Rule {
-            list: "!list:example.org".into(),
-            kind: trestle_policy::Kind::User,
-            state_key: "r".into(),
-            entity: "@mall*:example.org".into(),
-            reason: String::new(),
-        };
+        let rule = Rule::ban(
+            "!list:example.org",
+            trestle_policy::Kind::User,
+            "r",
+            "@mall*:example.org",
+            "",
+        );
         assert_eq!(
             refusal(&rule),
             "banned by the policy list !list:example.org (@mall*:example.org)"
