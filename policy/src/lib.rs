@@ -501,7 +501,10 @@ mod tests {
     #[test]
     fn hashes_are_unpadded_base64_of_sha256() {
         // Known values (Python's hashlib and base64, padding stripped).
-        assert_eq!(sha256_base64(""), "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU");
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
         assert_eq!(
             sha256_base64("@spammer:localhost"),
             "W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk"
@@ -543,7 +546,10 @@ mod tests {
         assert!(set_.user_banned("@anyone:Evil.Example").is_some());
         assert!(set_.user_banned("@anyone:evil.example.org").is_none());
         assert!(set_.room_banned("!room:localhost", []).is_some());
-        assert!(set_.room_banned("!other:localhost", ["#x:localhost"]).is_none());
+        assert!(
+            set_.room_banned("!other:localhost", ["#x:localhost"])
+                .is_none()
+        );
         // A hash has no name to put in an ACL.
         assert!(set_.server_denies("localhost").is_empty());
 
@@ -556,7 +562,12 @@ mod tests {
                    "recommendation": "m.ban"}),
         );
         assert!(both.matches("@a:b") && !both.matches("@spammer:localhost"));
-        for hashes in [json!({"sha256": "not base64!"}), json!({"sha256": "AAAA"}), json!({}), json!("x")] {
+        for hashes in [
+            json!({"sha256": "not base64!"}),
+            json!({"sha256": "AAAA"}),
+            json!({}),
+            json!("x"),
+        ] {
             let content = json!({"hashes": hashes, "recommendation": "m.ban"});
             assert!(
                 matches!(

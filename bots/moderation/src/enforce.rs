@@ -221,8 +221,7 @@ impl Moderation {
                         }
                     };
                     for user in users {
-                        if !app.is_own_user(&user) && rule.matches(user.as_str())
-                        {
+                        if !app.is_own_user(&user) && rule.matches(user.as_str()) {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
                     }
