@@ -1,6 +1,7 @@
 //! Moderation policy lists, for every plugin: the `m.policy.rule.user`, `m.policy.rule.room`
 //! and `m.policy.rule.server` state events of policy list rooms, parsed into [`Rule`]s, and
-//! matched against users, rooms and servers with their globs. [`PolicyLists`] follows a set of
+//! matched against users, rooms and servers with their globs or, for a rule that names its
+//! entity only by hash (MSC4205), the entity's SHA-256. Bans and takedowns (MSC4204) are kept. [`PolicyLists`] follows a set of
 //! lists and answers "is this user (room, server) banned?" — what a bridge asks before letting
 //! someone in; the moderation bot applies the same rules in the rooms it protects.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#moderation-policy-lists>
