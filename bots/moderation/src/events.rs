@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 use trestle::{
     Appservice, Result,
     router::{Command, EventContext, State},
-    ruma::{OwnedEventId, RoomId, UserId},
+    ruma::{OwnedEventId, RoomId, UserId, events::StateEventType},
     transaction::Incoming,
 };
 
@@ -202,6 +202,30 @@ impl Moderation {
         true
     }
 
+    /// The mass invite protection counts an invite `sender` sent in a protected room.
+    async fn count_invite(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        sender: &UserId,
+        event: &Event,
+    ) {
+        let config = self.model().room_protections(room.as_str()).invite_flood;
+        let verdict = self.tracker().invited(
+            room.as_str(),
+            sender.as_str(),
+            user.as_str(),
+            event.origin_server_ts,
+            &config,
+        );
+        if let Some(verdict) = verdict
+            && !self.is_exempt(app, room, sender).await
+        {
+            self.act(app, room, sender, None, &verdict).await;
+        }
+    }
+
     /// A membership changed in a protected room.
     async fn membership(
         &self,
@@ -217,9 +241,10 @@ impl Moderation {
                 if self.ban_if_listed(app, room, user).await {
                     return;
                 }
-                if membership == "invite"
-                    && self.withdraw_banned_invite(app, room, user, sender).await
-                {
+                if membership == "invite" {
+                    if !self.withdraw_banned_invite(app, room, user, sender).await {
+                        self.count_invite(app, room, user, sender, event).await;
+                    }
                     return;
                 }
                 let was_joined = event
@@ -322,6 +347,29 @@ impl Moderation {
                 }
                 Err(error) => failed.push(format!("kick: {error}")),
             }
+        }
+        let mut withdrawn = 0;
+        for (room, invited) in &verdict.withdraw {
+            let (Ok(room), Ok(invited)) = (RoomId::parse(room), UserId::parse(invited)) else {
+                continue;
+            };
+            // Someone who already accepted stays: only a pending invite is withdrawn.
+            let membership = app
+                .state_content::<Value>(&room, StateEventType::RoomMember, invited.as_str())
+                .await;
+            let pending =
+                matches!(&membership, Ok(Some(content)) if content["membership"] == "invite");
+            if !pending {
+                continue;
+            }
+            match bot.kick(&room, &invited, Some(&reason)).await {
+                Ok(()) => withdrawn += 1,
+                Err(error) => failed.push(format!("withdraw the invite of {invited}: {error}")),
+            }
+        }
+        let withdrawn = format!("withdrew {withdrawn} invites");
+        if !verdict.withdraw.is_empty() {
+            done.push(&withdrawn);
         }
         if verdict.lock_room {
             let content = json!({"join_rule": "invite"});

@@ -3,7 +3,7 @@
 //! and applies their bans and takedowns in the rooms it protects — user bans (hashed rules
 //! too), server bans as `m.room.server_acl`, leaving banned rooms, rejecting banned users'
 //! invites — lifting them when a rule is removed; runs protections (word filter,
-//! flood, mention spam, join flood, first-message link spam) per room; takes commands in a
+//! flood, mention spam, join flood, first-message link spam, mass invites) per room; takes commands in a
 //! management room, where it also reports everything it does.
 //!
 //! The management room is the `management_room` setting, or else the first room a configured

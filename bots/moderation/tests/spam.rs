@@ -182,6 +182,66 @@ async fn hashed_room_invite_and_takedown_rules_act_and_lift() {
         .await;
     bot_says_again(&admin, &management, &format!("Protecting {raided}"), 2).await;
 
+    // Mass invites: past max_invites within the window the inviter is kicked and their
+    // pending invites withdrawn; an invite already accepted stays.
+    let mass = synapse.register_user("mass", "password-1234").await;
+    let early = synapse.register_user("early", "password-1234").await;
+    mass.join(&protected).await;
+    // Members without power may invite here.
+    let mut levels = admin
+        .call_ok(
+            reqwest::Method::GET,
+            &state_path(&protected, "m.room.power_levels"),
+            None,
+        )
+        .await;
+    levels["invite"] = json!(0);
+    admin
+        .send_state(&protected, "m.room.power_levels", "", levels)
+        .await;
+    command(
+        &admin,
+        &management,
+        &format!("!protections enable invite-flood {protected}"),
+        "invite-flood",
+    )
+    .await;
+    command(
+        &admin,
+        &management,
+        &format!("!protections set invite-flood max_invites 2 {protected}"),
+        "max_invites",
+    )
+    .await;
+    mass.invite(&protected, &early.user_id).await;
+    early.join(&protected).await;
+    let mut invited = Vec::new();
+    for name in ["victim1", "victim2"] {
+        let victim = synapse.register_user(name, "password-1234").await;
+        mass.invite(&protected, &victim.user_id).await;
+        invited.push(victim.user_id.clone());
+    }
+    bot_sets_membership(&admin, &protected, &mass.user_id, "leave").await;
+    for victim in &invited {
+        bot_sets_membership(&admin, &protected, victim, "leave").await;
+    }
+    bot_says(&admin, &management, "invite-flood fired in").await;
+    let report = bot_says(&admin, &management, "withdrew 2 invites").await;
+    assert!(
+        report["content"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("3 invites in 1 rooms"),
+        "{report}"
+    );
+    assert!(
+        admin
+            .joined_members(&protected)
+            .await
+            .contains(&early.user_id.to_string()),
+        "an accepted invite stays"
+    );
+
     // A takedown bans without repeating its reason in the room, and redacts the user's
     // messages; removing it lifts the ban.
     taker.join(&protected).await;
