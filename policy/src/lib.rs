@@ -156,6 +156,11 @@ impl Rule {
         }
     }
 
+    /// "rule <label> in <list>", for reports.
+    pub fn describe(&self) -> String {
+        format!("rule {} in {}", self.label(), self.list)
+    }
+
     /// Whether the rule matches `text` (a user ID, room ID or alias, server name): its glob,
     /// or the hash of exactly `text`.
     pub fn matches(&self, text: &str) -> bool {

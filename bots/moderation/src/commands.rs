@@ -293,9 +293,8 @@ impl Moderation {
         let aliases: Vec<&str> = [typed].into_iter().filter(|t| t.starts_with('#')).collect();
         if let Some(rule) = self.room_rule(app, &room, &aliases).await {
             return Ok(format!(
-                "{room} is banned by rule {} in {}: I will not protect it.",
-                rule.label(),
-                rule.list
+                "{room} is banned by {}: I will not protect it.",
+                rule.describe()
             ));
         }
         app.bot().join(&room).await?;

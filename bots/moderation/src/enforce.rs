@@ -103,9 +103,8 @@ impl Moderation {
             tracing::warn!(%error, "could not record a ban");
         }
         let mut text = format!(
-            "🔨 banned {user} from {room}: rule {} in {} ({})",
-            rule.label(),
-            rule.list,
+            "🔨 banned {user} from {room}: {} ({})",
+            rule.describe(),
             if rule.reason.is_empty() {
                 &reason
             } else {
@@ -236,9 +235,8 @@ impl Moderation {
                 self.report(
                     app,
                     &format!(
-                        "📋 room rule {} in {}: I will not protect such a room, and bridges asking for a policy check refuse it",
-                        rule.label(),
-                        rule.list
+                        "📋 room {}: I will not protect such a room, and bridges asking for a policy check refuse it",
+                        rule.describe()
                     ),
                 )
                 .await;
@@ -278,16 +276,12 @@ impl Moderation {
     async fn leave_banned_room(&self, app: &Appservice, room: &RoomId, rule: &Rule) -> Result<()> {
         self.db(app).await?.unprotect(room.as_str()).await?;
         self.model().protected.retain(|r| r != room.as_str());
-        let outcome = match app.bot().leave(room).await {
-            Ok(()) => "left it".to_owned(),
-            Err(error) => format!("could not leave it: {error}"),
-        };
+        let outcome = outcome(app.bot().leave(room).await, "left it", "could not leave it");
         self.report(
             app,
             &format!(
-                "🚪 {room} is banned by rule {} in {}: no longer protected, {outcome}",
-                rule.label(),
-                rule.list
+                "🚪 {room} is banned by {}: no longer protected, {outcome}",
+                rule.describe()
             ),
         )
         .await;
@@ -450,6 +444,14 @@ impl Moderation {
             self.rule_gone(app, rule).await?;
         }
         Ok(())
+    }
+}
+
+/// What became of an action, for a report: `done`, or `failed` with the error.
+pub fn outcome(result: Result<()>, done: &str, failed: &str) -> String {
+    match result {
+        Ok(()) => done.to_owned(),
+        Err(error) => format!("{failed}: {error}"),
     }
 }
 

@@ -13,6 +13,7 @@ use trestle::{
 use crate::{
     bot::Moderation,
     commands::{self, Request},
+    enforce::outcome,
     protections::{Message, Verdict},
 };
 
@@ -110,10 +111,11 @@ impl Moderation {
             && let Some(why) = self.refused_invite(room, inviter)
         {
             // Leaving is how an invite is rejected; the report says why, the inviter is not told.
-            let outcome = match app.bot().leave(room).await {
-                Ok(()) => "rejected it".to_owned(),
-                Err(error) => format!("could not reject it: {error}"),
-            };
+            let outcome = outcome(
+                app.bot().leave(room).await,
+                "rejected it",
+                "could not reject it",
+            );
             self.report(
                 app,
                 &format!("🚫 invite to {room} from {inviter}: {why} → {outcome}"),
@@ -155,18 +157,10 @@ impl Moderation {
     fn refused_invite(&self, room: &RoomId, inviter: &UserId) -> Option<String> {
         let model = self.model();
         if let Some(rule) = model.rules.user_banned(inviter.as_str()) {
-            return Some(format!(
-                "the inviter is banned by rule {} in {}",
-                rule.label(),
-                rule.list
-            ));
+            return Some(format!("the inviter is banned by {}", rule.describe()));
         }
         let rule = model.rules.room_rule(room.as_str())?;
-        Some(format!(
-            "the room is banned by rule {} in {}",
-            rule.label(),
-            rule.list
-        ))
+        Some(format!("the room is banned by {}", rule.describe()))
     }
 
     /// Someone a followed list bans (or whose server it bans) invited `user` to a protected
@@ -186,16 +180,16 @@ impl Moderation {
             return false;
         }
         let reason = "invited by a user a policy list bans";
-        let outcome = match app.bot().kick(room, user, Some(reason)).await {
-            Ok(()) => "withdrew the invite".to_owned(),
-            Err(error) => format!("could not withdraw the invite: {error}"),
-        };
+        let outcome = outcome(
+            app.bot().kick(room, user, Some(reason)).await,
+            "withdrew the invite",
+            "could not withdraw the invite",
+        );
         self.report(
             app,
             &format!(
-                "🚫 {inviter} (banned by rule {} in {}) invited {user} to {room} → {outcome}",
-                rule.label(),
-                rule.list
+                "🚫 {inviter} (banned by {}) invited {user} to {room} → {outcome}",
+                rule.describe()
             ),
         )
         .await;
