@@ -156,7 +156,7 @@ impl Rule {
         }
     }
 
-    /// "rule <label> in <list>", for reports.
+    /// `rule <label> in <list>`, for reports: the rule and where it comes from.
     pub fn describe(&self) -> String {
         format!("rule {} in {}", self.label(), self.list)
     }
