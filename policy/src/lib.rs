@@ -1,6 +1,7 @@
 //! Moderation policy lists, for every plugin: the `m.policy.rule.user`, `m.policy.rule.room`
 //! and `m.policy.rule.server` state events of policy list rooms, parsed into [`Rule`]s, and
-//! matched against users, rooms and servers with their globs. [`PolicyLists`] follows a set of
+//! matched against users, rooms and servers with their globs or, for a rule that names its
+//! entity only by hash (MSC4205), the entity's SHA-256. Bans and takedowns (MSC4204) are kept. [`PolicyLists`] follows a set of
 //! lists and answers "is this user (room, server) banned?" — what a bridge asks before letting
 //! someone in; the moderation bot applies the same rules in the rooms it protects.
 //! Spec: <https://spec.matrix.org/v1.16/client-server-api/#moderation-policy-lists>
@@ -78,8 +79,39 @@ impl Kind {
     }
 }
 
-/// One ban rule of a list. Only `m.ban` rules are kept: the spec defines no other
-/// recommendation, and an unknown one must be ignored.
+/// What a rule asks of those who follow the list. Rules with any other recommendation are
+/// ignored, as the spec says of unknown ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Recommendation {
+    /// `m.ban` (and the older `org.matrix.mjolnir.ban`): keep the entity out.
+    #[default]
+    Ban,
+    /// `org.matrix.msc4204.takedown` ([MSC4204](https://github.com/matrix-org/matrix-spec-proposals/pull/4204)):
+    /// a ban whose entity's content should also go from view, and whose reason is not repeated
+    /// where others see it.
+    Takedown,
+}
+
+impl Recommendation {
+    /// The recommendation of a rule's `recommendation` field, if it is one acted on.
+    pub fn parse(recommendation: &str) -> Option<Recommendation> {
+        match recommendation {
+            "m.ban" | "org.matrix.mjolnir.ban" => Some(Recommendation::Ban),
+            "org.matrix.msc4204.takedown" | "m.takedown" => Some(Recommendation::Takedown),
+            _ => None,
+        }
+    }
+
+    /// The name stored in the database and written in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recommendation::Ban => "m.ban",
+            Recommendation::Takedown => "org.matrix.msc4204.takedown",
+        }
+    }
+}
+
+/// One rule of a list that is acted on: a ban or a takedown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// The policy list room the rule is in.
@@ -88,10 +120,65 @@ pub struct Rule {
     pub kind: Kind,
     /// The state key of the rule's event: with the kind and list, what identifies it.
     pub state_key: String,
-    /// The glob of users, rooms or servers it bans.
+    /// The glob of users, rooms or servers it bans; empty for a rule that names its entity
+    /// only by hash ([`Rule::sha256`]).
     pub entity: String,
     /// Why, as the list says.
     pub reason: String,
+    /// What the rule recommends.
+    pub recommendation: Recommendation,
+    /// The entity's SHA-256 as unpadded base64, for a rule without a plain `entity`
+    /// ([MSC4205](https://github.com/matrix-org/matrix-spec-proposals/pull/4205)): the list
+    /// need not say whom it bans for the rule to match them.
+    pub sha256: Option<String>,
+}
+
+impl Rule {
+    /// A ban rule of a plain entity glob, as the bot writes them.
+    pub fn ban(list: &str, kind: Kind, state_key: &str, entity: &str, reason: &str) -> Rule {
+        Rule {
+            list: list.to_owned(),
+            kind,
+            state_key: state_key.to_owned(),
+            entity: entity.to_owned(),
+            reason: reason.to_owned(),
+            recommendation: Recommendation::Ban,
+            sha256: None,
+        }
+    }
+
+    /// What the rule is about, for reports and for the records of what it did: the entity
+    /// glob, or `sha256:<hash>` for a hashed rule.
+    pub fn label(&self) -> String {
+        match &self.sha256 {
+            Some(hash) if self.entity.is_empty() => format!("sha256:{hash}"),
+            _ => self.entity.clone(),
+        }
+    }
+
+    /// `rule <label> in <list>`, for reports: the rule and where it comes from.
+    pub fn describe(&self) -> String {
+        format!("rule {} in {}", self.label(), self.list)
+    }
+
+    /// Whether the rule matches `text` (a user ID, room ID or alias, server name): its glob,
+    /// or the hash of exactly `text`.
+    pub fn matches(&self, text: &str) -> bool {
+        if !self.entity.is_empty() {
+            return glob::matches(&self.entity, text);
+        }
+        self.sha256
+            .as_deref()
+            .is_some_and(|hash| hash == sha256_base64(text))
+    }
+}
+
+/// The unpadded standard base64 of the SHA-256 of `entity`: how MSC4205 names an entity in a
+/// rule's `hashes.sha256`.
+pub fn sha256_base64(entity: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(entity.as_bytes());
+    ruma::serde::Base64::<ruma::serde::base64::Standard, _>::new(&digest[..]).encode()
 }
 
 /// What a policy state event says: a rule, or that the rule under this state key is gone.
@@ -116,6 +203,13 @@ struct RuleContent {
     entity: Option<String>,
     recommendation: Option<String>,
     reason: Option<String>,
+    #[serde(default)]
+    hashes: Option<Hashes>,
+}
+
+#[derive(Deserialize)]
+struct Hashes {
+    sha256: Option<String>,
 }
 
 /// Reads a policy state event of `event_type` with `state_key` and `content` in `list`;
@@ -135,20 +229,41 @@ pub fn parse_event(
     let Ok(content) = RuleContent::deserialize(content) else {
         return Some(removed());
     };
-    let is_ban = matches!(
-        content.recommendation.as_deref(),
-        Some("m.ban") | Some("org.matrix.mjolnir.ban")
-    );
-    match content.entity {
-        Some(entity) if is_ban && !entity.is_empty() => Some(Change::Set(Rule {
-            list: list.to_owned(),
-            kind,
-            state_key: state_key.to_owned(),
-            entity,
-            reason: content.reason.unwrap_or_default(),
-        })),
-        _ => Some(removed()),
+    let Some(recommendation) = content
+        .recommendation
+        .as_deref()
+        .and_then(Recommendation::parse)
+    else {
+        return Some(removed());
+    };
+    let entity = content.entity.unwrap_or_default();
+    // A plain entity wins: the hash is then only a copy of it (MSC4205).
+    let sha256 = content
+        .hashes
+        .and_then(|h| h.sha256)
+        .filter(|_| entity.is_empty())
+        .and_then(|h| unpadded_sha256(&h));
+    if entity.is_empty() && sha256.is_none() {
+        return Some(removed());
     }
+    Some(Change::Set(Rule {
+        list: list.to_owned(),
+        kind,
+        state_key: state_key.to_owned(),
+        entity,
+        reason: content.reason.unwrap_or_default(),
+        recommendation,
+        sha256,
+    }))
+}
+
+/// `hash` as unpadded base64 if it reads as a SHA-256 in base64, padded or not: anything else
+/// could never match, so the rule is not kept.
+fn unpadded_sha256(hash: &str) -> Option<String> {
+    ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(hash)
+        .ok()
+        .filter(|bytes| bytes.as_bytes().len() == 32)
+        .map(|bytes| bytes.encode())
 }
 
 /// The ban rules of every followed list.
@@ -208,13 +323,32 @@ impl PolicySet {
         self.matching(Kind::Room, room)
     }
 
-    /// The first server rule banning `server` (server names are not case-sensitive).
+    /// The first server rule banning `server` (server names are not case-sensitive; a hashed
+    /// rule matches the hash of the name in lower case).
     pub fn server_rule(&self, server: &str) -> Option<&Rule> {
         let server = server.to_ascii_lowercase();
         self.rules
             .iter()
             .filter(|r| r.kind == Kind::Server)
-            .find(|r| glob::matches(&r.entity.to_ascii_lowercase(), &server))
+            .find(|r| {
+                if r.entity.is_empty() {
+                    r.matches(&server)
+                } else {
+                    glob::matches(&r.entity.to_ascii_lowercase(), &server)
+                }
+            })
+    }
+
+    /// The first room rule banning the room `room_id` or any of its `aliases`: what a plugin
+    /// asks before protecting or bridging a room.
+    pub fn room_banned<'a>(
+        &self,
+        room_id: &'a str,
+        aliases: impl IntoIterator<Item = &'a str>,
+    ) -> Option<&Rule> {
+        let mut names = vec![room_id];
+        names.extend(aliases);
+        names.into_iter().find_map(|name| self.room_rule(name))
     }
 
     /// Whether `user_id` is banned: by a user rule, or because its server is.
@@ -226,13 +360,14 @@ impl PolicySet {
     }
 
     /// The server globs to deny in `m.room.server_acl`, sorted and without duplicates; never
-    /// one that matches `own_server`, which would lock the bot out of its own rooms.
+    /// one that matches `own_server`, which would lock the bot out of its own rooms. Hashed
+    /// rules have no name to put there: they are left out.
     pub fn server_denies(&self, own_server: &str) -> Vec<String> {
         let own = own_server.to_ascii_lowercase();
         let mut deny: Vec<String> = self
             .rules
             .iter()
-            .filter(|r| r.kind == Kind::Server)
+            .filter(|r| r.kind == Kind::Server && !r.entity.is_empty())
             .map(|r| r.entity.to_ascii_lowercase())
             .filter(|e| !glob::matches(e, &own))
             .collect();
@@ -245,7 +380,7 @@ impl PolicySet {
         self.rules
             .iter()
             .filter(|r| r.kind == kind)
-            .find(|r| glob::matches(&r.entity, text))
+            .find(|r| r.matches(text))
     }
 }
 
@@ -360,19 +495,114 @@ mod tests {
         let rules = ["evil.example", "*", "*.example", "evil.example", "local*"]
             .iter()
             .enumerate()
-            .map(|(i, e)| Rule {
-                list: "!l".into(),
-                kind: Kind::Server,
-                state_key: i.to_string(),
-                entity: e.to_string(),
-                reason: String::new(),
-            })
+            .map(|(i, e)| Rule::ban("!l", Kind::Server, &i.to_string(), e, ""))
             .collect();
         let set_ = PolicySet::new(rules);
         assert_eq!(
             set_.server_denies("localhost"),
             vec!["*.example".to_owned(), "evil.example".to_owned()]
         );
+    }
+
+    #[test]
+    fn hashes_are_unpadded_base64_of_sha256() {
+        // Known values (Python's hashlib and base64, padding stripped).
+        assert_eq!(
+            sha256_base64(""),
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"
+        );
+        assert_eq!(
+            sha256_base64("@spammer:localhost"),
+            "W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk"
+        );
+    }
+
+    #[test]
+    fn hashed_rules_match_the_entity_they_hash() {
+        let user = set(
+            "!l",
+            "m.policy.rule.user",
+            "h1",
+            json!({"hashes": {"sha256": "W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk"},
+                   "recommendation": "m.ban", "reason": "spam"}),
+        );
+        assert_eq!(user.entity, "");
+        assert_eq!(
+            user.label(),
+            "sha256:W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk"
+        );
+        // Padded base64 is read too.
+        let server = set(
+            "!l",
+            "m.policy.rule.server",
+            "h2",
+            json!({"hashes": {"sha256": "nBgN4M1pnueIl8R8/bPn7h11kG4xt3RqR0fepTaQmDc="},
+                   "recommendation": "m.ban"}),
+        );
+        let room = set(
+            "!l",
+            "m.policy.rule.room",
+            "h3",
+            json!({"hashes": {"sha256": "Spax8GOad9NtnCxsSGvWpd5xcoKZ8qHm4HW/9iRQ1Uo"},
+                   "recommendation": "m.ban"}),
+        );
+        let set_ = PolicySet::new(vec![user.clone(), server, room]);
+        assert_eq!(set_.user_rule("@spammer:localhost"), Some(&user));
+        assert!(set_.user_rule("@spammer2:localhost").is_none());
+        assert!(set_.user_banned("@anyone:Evil.Example").is_some());
+        assert!(set_.user_banned("@anyone:evil.example.org").is_none());
+        assert!(set_.room_banned("!room:localhost", []).is_some());
+        assert!(
+            set_.room_banned("!other:localhost", ["#x:localhost"])
+                .is_none()
+        );
+        // A hash has no name to put in an ACL.
+        assert!(set_.server_denies("localhost").is_empty());
+
+        // A plain entity wins over its hash; a hash that is no SHA-256 makes no rule.
+        let both = set(
+            "!l",
+            "m.policy.rule.user",
+            "h4",
+            json!({"entity": "@a:b", "hashes": {"sha256": "W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk"},
+                   "recommendation": "m.ban"}),
+        );
+        assert!(both.matches("@a:b") && !both.matches("@spammer:localhost"));
+        for hashes in [
+            json!({"sha256": "not base64!"}),
+            json!({"sha256": "AAAA"}),
+            json!({}),
+            json!("x"),
+        ] {
+            let content = json!({"hashes": hashes, "recommendation": "m.ban"});
+            assert!(
+                matches!(
+                    parse_event("!l", "m.policy.rule.user", "k", &content),
+                    Some(Change::Removed { .. })
+                ),
+                "{content}"
+            );
+        }
+    }
+
+    #[test]
+    fn takedowns_are_kept_with_their_recommendation() {
+        for name in ["org.matrix.msc4204.takedown", "m.takedown"] {
+            let rule = set(
+                "!l",
+                "m.policy.rule.user",
+                "t",
+                json!({"entity": "@csam:evil.example", "recommendation": name}),
+            );
+            assert_eq!(rule.recommendation, Recommendation::Takedown);
+        }
+        let rule = set(
+            "!l",
+            "m.policy.rule.user",
+            "b",
+            json!({"entity": "@x:y", "recommendation": "org.matrix.mjolnir.ban"}),
+        );
+        assert_eq!(rule.recommendation, Recommendation::Ban);
     }
 
     #[test]

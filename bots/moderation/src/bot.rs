@@ -89,6 +89,7 @@ impl Model {
             mention_spam: read(self, room, protections::MentionSpam::NAME),
             join_flood: read(self, room, protections::JoinFlood::NAME),
             link_spam: read(self, room, protections::LinkSpam::NAME),
+            invite_flood: read(self, room, protections::InviteFlood::NAME),
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::{
     bot::{Moderation, resolve_room},
     protections::PROTECTIONS,
 };
+pub(crate) use actions::recent_events;
 use parse::{Action, parse};
 
 /// One command from the management room.
@@ -284,9 +285,17 @@ impl Moderation {
     }
 
     async fn rooms_add(&self, app: &Appservice, room: &str) -> Result<String> {
+        let typed = room;
         let room = resolve_room(app, room).await?;
         if self.management_room(app).await?.is_some_and(|m| m == room) {
             return Ok("The management room cannot be protected.".into());
+        }
+        let aliases: Vec<&str> = [typed].into_iter().filter(|t| t.starts_with('#')).collect();
+        if let Some(rule) = self.room_rule(app, &room, &aliases).await {
+            return Ok(format!(
+                "{room} is banned by {}: I will not protect it.",
+                rule.describe()
+            ));
         }
         app.bot().join(&room).await?;
         let db = self.db(app).await?;

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use sqlx::Row;
 use trestle::{Result, Store, store::Migration};
 
-use trestle_policy::{Kind, Rule};
+use trestle_policy::{Kind, Recommendation, Rule};
 
 const SCHEMA: &str = "
 CREATE TABLE moderation_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -22,12 +22,24 @@ CREATE TABLE moderation_protections (
     room_id TEXT NOT NULL, name TEXT NOT NULL, settings TEXT NOT NULL,
     PRIMARY KEY (room_id, name))";
 
+/// Hashed rules (MSC4205) and takedowns (MSC4204): a rule's hash and recommendation.
+const RULE_HASHES: &str = "
+ALTER TABLE moderation_rules ADD COLUMN sha256 TEXT;
+ALTER TABLE moderation_rules ADD COLUMN recommendation TEXT NOT NULL DEFAULT 'm.ban'";
+
 /// The migrations; both dialects read the same SQL.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sqlite: SCHEMA,
-    postgres: SCHEMA,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sqlite: SCHEMA,
+        postgres: SCHEMA,
+    },
+    Migration {
+        version: 2,
+        sqlite: RULE_HASHES,
+        postgres: RULE_HASHES,
+    },
+];
 
 /// The protection settings row for every protected room.
 pub const ALL_ROOMS: &str = "*";
@@ -161,8 +173,8 @@ impl Db {
     /// Every stored rule.
     pub async fn rules(&self) -> Result<Vec<Rule>> {
         let rows = sqlx::query(
-            "SELECT list_room, kind, state_key, entity, reason FROM moderation_rules
-             ORDER BY list_room, kind, state_key",
+            "SELECT list_room, kind, state_key, entity, reason, sha256, recommendation
+             FROM moderation_rules ORDER BY list_room, kind, state_key",
         )
         .fetch_all(self.pool())
         .await?;
@@ -172,12 +184,18 @@ impl Db {
             let Some(kind) = Kind::parse(&kind) else {
                 continue;
             };
+            let recommendation: String = row.try_get("recommendation")?;
+            let Some(recommendation) = Recommendation::parse(&recommendation) else {
+                continue;
+            };
             rules.push(Rule {
                 list: row.try_get("list_room")?,
                 kind,
                 state_key: row.try_get("state_key")?,
                 entity: row.try_get("entity")?,
                 reason: row.try_get("reason")?,
+                recommendation,
+                sha256: row.try_get("sha256")?,
             });
         }
         Ok(rules)
@@ -186,16 +204,20 @@ impl Db {
     /// Stores a rule, replacing the one under its key.
     pub async fn put_rule(&self, rule: &Rule) -> Result<()> {
         sqlx::query(
-            "INSERT INTO moderation_rules (list_room, kind, state_key, entity, reason)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO moderation_rules
+             (list_room, kind, state_key, entity, reason, sha256, recommendation)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (list_room, kind, state_key)
-             DO UPDATE SET entity = excluded.entity, reason = excluded.reason",
+             DO UPDATE SET entity = excluded.entity, reason = excluded.reason,
+             sha256 = excluded.sha256, recommendation = excluded.recommendation",
         )
         .bind(&rule.list)
         .bind(rule.kind.as_str())
         .bind(&rule.state_key)
         .bind(&rule.entity)
         .bind(&rule.reason)
+        .bind(rule.sha256.as_deref())
+        .bind(rule.recommendation.as_str())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -223,14 +245,17 @@ impl Db {
             .await?;
         for rule in rules {
             sqlx::query(
-                "INSERT INTO moderation_rules (list_room, kind, state_key, entity, reason)
-                 VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO moderation_rules
+                 (list_room, kind, state_key, entity, reason, sha256, recommendation)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&rule.list)
             .bind(rule.kind.as_str())
             .bind(&rule.state_key)
             .bind(&rule.entity)
             .bind(&rule.reason)
+            .bind(rule.sha256.as_deref())
+            .bind(rule.recommendation.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -349,13 +374,7 @@ mod tests {
         assert!(!db.protect("!a:hs").await.unwrap());
         assert!(db.watch("!l:hs").await.unwrap());
         assert_eq!(db.protected_rooms().await.unwrap(), vec!["!a:hs"]);
-        let rule = Rule {
-            list: "!l:hs".into(),
-            kind: Kind::User,
-            state_key: "k".into(),
-            entity: "@s*:hs".into(),
-            reason: "spam".into(),
-        };
+        let rule = Rule::ban("!l:hs", Kind::User, "k", "@s*:hs", "spam");
         db.put_rule(&rule).await.unwrap();
         db.put_rule(&Rule {
             reason: "more spam".into(),
@@ -366,6 +385,17 @@ mod tests {
         let rules = db.rules().await.unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].reason, "more spam");
+        // A hashed takedown keeps its hash and recommendation.
+        let hashed = Rule {
+            state_key: "h".into(),
+            entity: String::new(),
+            recommendation: Recommendation::Takedown,
+            sha256: Some("W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk".into()),
+            ..rule.clone()
+        };
+        db.put_rule(&hashed).await.unwrap();
+        assert_eq!(db.rules().await.unwrap()[0], hashed);
+        db.delete_rule("!l:hs", Kind::User, "h").await.unwrap();
         let ban = Ban {
             room_id: "!a:hs".into(),
             user_id: "@sam:hs".into(),

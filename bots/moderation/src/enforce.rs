@@ -14,9 +14,12 @@ use trestle::{
         events::{StateEventType, room::power_levels::UserPowerLevel},
     },
 };
-use trestle_policy::{Change, Kind, Rule};
+use trestle_policy::{Change, Kind, Recommendation, Rule};
 
-use crate::{bot::Moderation, db::Ban};
+use crate::{bot::Moderation, commands::recent_events, db::Ban};
+
+/// How many of a taken-down user's newest events in a room are redacted.
+const TAKEDOWN_REDACTIONS: u32 = 100;
 
 #[derive(Deserialize)]
 struct MemberEvent {
@@ -68,7 +71,11 @@ impl Moderation {
         user: &UserId,
         rule: &Rule,
     ) -> bool {
-        let reason = if rule.reason.is_empty() {
+        let takedown = rule.recommendation == Recommendation::Takedown;
+        // A takedown's reason may describe what is taken down: it stays in the management room.
+        let reason = if takedown {
+            "taken down by a policy list".to_owned()
+        } else if rule.reason.is_empty() {
             "banned by a policy list".to_owned()
         } else {
             rule.reason.clone()
@@ -78,7 +85,7 @@ impl Moderation {
                 app,
                 &format!(
                     "⚠ could not ban {user} from {room} ({}): {error}",
-                    rule.entity
+                    rule.label()
                 ),
             )
             .await;
@@ -88,22 +95,50 @@ impl Moderation {
             room_id: room.to_string(),
             user_id: user.to_string(),
             list_room: rule.list.clone(),
-            entity: rule.entity.clone(),
+            entity: rule.label(),
         };
         if let Ok(db) = self.db(app).await
             && let Err(error) = db.record_ban(&ban).await
         {
             tracing::warn!(%error, "could not record a ban");
         }
-        self.report(
-            app,
-            &format!(
-                "🔨 banned {user} from {room}: rule {} in {} ({reason})",
-                rule.entity, rule.list
-            ),
-        )
-        .await;
+        let mut text = format!(
+            "🔨 banned {user} from {room}: {} ({})",
+            rule.describe(),
+            if rule.reason.is_empty() {
+                &reason
+            } else {
+                &rule.reason
+            }
+        );
+        if takedown {
+            text.push_str(&self.take_down_events(app, room, user).await);
+        }
+        self.report(app, &text).await;
         true
+    }
+
+    /// What a takedown adds to a ban (MSC4204): the user's recent events in the room are
+    /// redacted too. Returns what to add to the report.
+    async fn take_down_events(&self, app: &Appservice, room: &RoomId, user: &UserId) -> String {
+        let events = match recent_events(app, room, user, TAKEDOWN_REDACTIONS).await {
+            Ok(events) => events,
+            Err(error) => return format!("; ⚠ could not read its events: {error}"),
+        };
+        let mut redacted = 0;
+        for event_id in &events {
+            match app
+                .bot()
+                .redact(room, event_id, Some("taken down by a policy list"))
+                .await
+            {
+                Ok(_) => redacted += 1,
+                Err(error) => {
+                    return format!("; takedown: redacted {redacted} events, then failed: {error}");
+                }
+            }
+        }
+        format!("; takedown: redacted {redacted} of their events")
     }
 
     /// Bans every member of `room` that a user rule matches.
@@ -185,9 +220,7 @@ impl Moderation {
                         }
                     };
                     for user in users {
-                        if !app.is_own_user(&user)
-                            && trestle_policy::glob::matches(&rule.entity, user.as_str())
-                        {
+                        if !app.is_own_user(&user) && rule.matches(user.as_str()) {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
                     }
@@ -202,13 +235,56 @@ impl Moderation {
                 self.report(
                     app,
                     &format!(
-                        "📋 room rule {} in {}: bridges asking for a policy check will refuse it",
-                        rule.entity, rule.list
+                        "📋 room {}: I will not protect such a room, and bridges asking for a policy check refuse it",
+                        rule.describe()
                     ),
                 )
                 .await;
+                for room in self.protected_rooms() {
+                    if let Some(banning) = self.room_rule(app, &room, &[]).await {
+                        self.leave_banned_room(app, &room, &banning).await?;
+                    }
+                }
             }
         }
+        Ok(())
+    }
+
+    /// The room rule banning `room` by its ID, its canonical alias or one of `aliases` (as
+    /// typed in a command), if any.
+    pub async fn room_rule(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        aliases: &[&str],
+    ) -> Option<Rule> {
+        let canonical = app
+            .state_content(room, StateEventType::RoomCanonicalAlias, "")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c: Value| c.get("alias").and_then(Value::as_str).map(str::to_owned));
+        let mut names = aliases.to_vec();
+        names.extend(canonical.as_deref());
+        self.model()
+            .rules
+            .room_banned(room.as_str(), names)
+            .cloned()
+    }
+
+    /// A protected room is banned: the bot stops protecting it and leaves.
+    async fn leave_banned_room(&self, app: &Appservice, room: &RoomId, rule: &Rule) -> Result<()> {
+        self.db(app).await?.unprotect(room.as_str()).await?;
+        self.model().protected.retain(|r| r != room.as_str());
+        let outcome = outcome(app.bot().leave(room).await, "left it", "could not leave it");
+        self.report(
+            app,
+            &format!(
+                "🚪 {room} is banned by {}: no longer protected, {outcome}",
+                rule.describe()
+            ),
+        )
+        .await;
         Ok(())
     }
 
@@ -217,8 +293,8 @@ impl Moderation {
         match rule.kind {
             Kind::User => {
                 let db = self.db(app).await?;
-                for ban in db.bans_for(&rule.list, &rule.entity).await? {
-                    let why = format!("rule {} was removed from {}", rule.entity, rule.list);
+                for ban in db.bans_for(&rule.list, &rule.label()).await? {
+                    let why = format!("rule {} was removed from {}", rule.label(), rule.list);
                     self.lift_ban(app, ban, &why).await?;
                 }
             }
@@ -227,7 +303,17 @@ impl Moderation {
                     self.update_acl(app, &room).await?;
                 }
             }
-            Kind::Room => {}
+            Kind::Room => {
+                self.report(
+                    app,
+                    &format!(
+                        "🕊 room rule {} was removed from {}: rooms it matched may be protected again",
+                        rule.label(),
+                        rule.list
+                    ),
+                )
+                .await;
+            }
         }
         Ok(())
     }
@@ -239,10 +325,10 @@ impl Moderation {
         let db = self.db(app).await?;
         let still = self.model().rules.user_rule(&ban.user_id).cloned();
         if let Some(other) = still {
-            if other.list != ban.list_room || other.entity != ban.entity {
+            if other.list != ban.list_room || other.label() != ban.entity {
                 db.record_ban(&Ban {
-                    list_room: other.list,
-                    entity: other.entity,
+                    list_room: other.list.clone(),
+                    entity: other.label(),
                     ..ban
                 })
                 .await?;
@@ -358,6 +444,14 @@ impl Moderation {
             self.rule_gone(app, rule).await?;
         }
         Ok(())
+    }
+}
+
+/// What became of an action, for a report: `done`, or `failed` with the error.
+pub fn outcome(result: Result<()>, done: &str, failed: &str) -> String {
+    match result {
+        Ok(()) => done.to_owned(),
+        Err(error) => format!("{failed}: {error}"),
     }
 }
 

@@ -6,13 +6,14 @@ use serde_json::{Map, Value, json};
 use trestle::{
     Appservice, Result,
     router::{Command, EventContext, State},
-    ruma::{OwnedEventId, RoomId, UserId},
+    ruma::{OwnedEventId, RoomId, UserId, events::StateEventType},
     transaction::Incoming,
 };
 
 use crate::{
     bot::Moderation,
     commands::{self, Request},
+    enforce::outcome,
     protections::{Message, Verdict},
 };
 
@@ -92,7 +93,7 @@ pub async fn on_event(
         if event_type == "m.room.member"
             && let Some(user) = state_key.and_then(|k| UserId::parse(k).ok())
         {
-            bot.membership(&app, room, &user, &event).await;
+            bot.membership(&app, room, &user, sender, &event).await;
         } else if event_type == "m.room.message" && state_key.is_none() {
             bot.message(&app, room, sender, &timeline.event_id, &event)
                 .await;
@@ -105,7 +106,24 @@ impl Moderation {
     /// The bot was invited: it joins its management room, and the first invite decides which
     /// room that is when the settings do not.
     async fn invited(&self, app: &Appservice, room: &RoomId, inviter: &UserId) -> Result<()> {
-        match self.management_room(app).await? {
+        let management = self.management_room(app).await?;
+        if management.as_deref() != Some(room)
+            && let Some(why) = self.refused_invite(room, inviter)
+        {
+            // Leaving is how an invite is rejected; the report says why, the inviter is not told.
+            let outcome = outcome(
+                app.bot().leave(room).await,
+                "rejected it",
+                "could not reject it",
+            );
+            self.report(
+                app,
+                &format!("🚫 invite to {room} from {inviter}: {why} → {outcome}"),
+            )
+            .await;
+            return Ok(());
+        }
+        match management {
             Some(management) if management == room => {
                 app.bot().join(room).await?;
             }
@@ -134,12 +152,93 @@ impl Moderation {
         Ok(())
     }
 
+    /// Why an invite of the bot to `room` from `inviter` is rejected: a followed list bans the
+    /// inviter (or their server), or the room.
+    fn refused_invite(&self, room: &RoomId, inviter: &UserId) -> Option<String> {
+        let model = self.model();
+        if let Some(rule) = model.rules.user_banned(inviter.as_str()) {
+            return Some(format!("the inviter is banned by {}", rule.describe()));
+        }
+        let rule = model.rules.room_rule(room.as_str())?;
+        Some(format!("the room is banned by {}", rule.describe()))
+    }
+
+    /// Someone a followed list bans (or whose server it bans) invited `user` to a protected
+    /// room: the invite is withdrawn (a kick of an invited user) and reported.
+    async fn withdraw_banned_invite(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        inviter: &UserId,
+    ) -> bool {
+        let rule = self.model().rules.user_banned(inviter.as_str()).cloned();
+        let Some(rule) = rule else {
+            return false;
+        };
+        if app.is_own_user(inviter) {
+            return false;
+        }
+        let reason = "invited by a user a policy list bans";
+        let outcome = outcome(
+            app.bot().kick(room, user, Some(reason)).await,
+            "withdrew the invite",
+            "could not withdraw the invite",
+        );
+        self.report(
+            app,
+            &format!(
+                "🚫 {inviter} (banned by {}) invited {user} to {room} → {outcome}",
+                rule.describe()
+            ),
+        )
+        .await;
+        true
+    }
+
+    /// The mass invite protection counts an invite `sender` sent in a protected room.
+    async fn count_invite(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        sender: &UserId,
+        event: &Event,
+    ) {
+        let config = self.model().room_protections(room.as_str()).invite_flood;
+        let verdict = self.tracker().invited(
+            room.as_str(),
+            sender.as_str(),
+            user.as_str(),
+            event.origin_server_ts,
+            &config,
+        );
+        if let Some(verdict) = verdict
+            && !self.is_exempt(app, room, sender).await
+        {
+            self.act(app, room, sender, None, &verdict).await;
+        }
+    }
+
     /// A membership changed in a protected room.
-    async fn membership(&self, app: &Appservice, room: &RoomId, user: &UserId, event: &Event) {
+    async fn membership(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        user: &UserId,
+        sender: &UserId,
+        event: &Event,
+    ) {
         let membership = event.content["membership"].as_str().unwrap_or_default();
         match membership {
             "join" | "invite" | "knock" => {
                 if self.ban_if_listed(app, room, user).await {
+                    return;
+                }
+                if membership == "invite" {
+                    if !self.withdraw_banned_invite(app, room, user, sender).await {
+                        self.count_invite(app, room, user, sender, event).await;
+                    }
                     return;
                 }
                 let was_joined = event
@@ -242,6 +341,29 @@ impl Moderation {
                 }
                 Err(error) => failed.push(format!("kick: {error}")),
             }
+        }
+        let mut withdrawn = 0;
+        for (room, invited) in &verdict.withdraw {
+            let (Ok(room), Ok(invited)) = (RoomId::parse(room), UserId::parse(invited)) else {
+                continue;
+            };
+            // Someone who already accepted stays: only a pending invite is withdrawn.
+            let membership = app
+                .state_content::<Value>(&room, StateEventType::RoomMember, invited.as_str())
+                .await;
+            let pending =
+                matches!(&membership, Ok(Some(content)) if content["membership"] == "invite");
+            if !pending {
+                continue;
+            }
+            match bot.kick(&room, &invited, Some(&reason)).await {
+                Ok(()) => withdrawn += 1,
+                Err(error) => failed.push(format!("withdraw the invite of {invited}: {error}")),
+            }
+        }
+        let withdrawn = format!("withdrew {withdrawn} invites");
+        if !verdict.withdraw.is_empty() {
+            done.push(&withdrawn);
         }
         if verdict.lock_room {
             let content = json!({"join_rule": "invite"});

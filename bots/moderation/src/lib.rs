@@ -1,8 +1,9 @@
 //! A moderation bot in the manner of Draupnir and Mjolnir: it follows policy lists
 //! (`m.policy.rule.user`, `m.policy.rule.room`, `m.policy.rule.server` state in list rooms)
-//! and applies their bans in the rooms it protects — user bans, and server bans as
-//! `m.room.server_acl` — lifting them when a rule is removed; runs protections (word filter,
-//! flood, mention spam, join flood, first-message link spam) per room; takes commands in a
+//! and applies their bans and takedowns in the rooms it protects — user bans (hashed rules
+//! too), server bans as `m.room.server_acl`, leaving banned rooms, rejecting banned users'
+//! invites — lifting them when a rule is removed; runs protections (word filter,
+//! flood, mention spam, join flood, first-message link spam, mass invites) per room; takes commands in a
 //! management room, where it also reports everything it does.
 //!
 //! The management room is the `management_room` setting, or else the first room a configured

@@ -1,5 +1,5 @@
 //! Protections: per-room rules that watch messages and joins and act on abuse (word filter,
-//! flood, mention spam, join flood, first-message link spam).
+//! flood, mention spam, join flood, first-message link spam, mass invites).
 //!
 //! Each protection's configuration is a JSON object: the defaults of its type, overridden by
 //! the settings for every protected room (`*`), overridden by the room's own. The detection
@@ -33,6 +33,10 @@ pub const PROTECTIONS: &[(&str, &str)] = &[
     (
         LinkSpam::NAME,
         "redacts a link in a new user's first message, and kicks them (new_user_seconds, kick)",
+    ),
+    (
+        InviteFlood::NAME,
+        "kicks (or bans) a user sending more than max_invites invites in protected rooms within seconds, and withdraws them (max_invites, seconds, ban)",
     ),
 ];
 
@@ -144,6 +148,37 @@ impl Default for JoinFlood {
     }
 }
 
+/// One user inviting many people: invite spam. Counted across every protected room where it is
+/// on, since a spammer spreads their invites.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InviteFlood {
+    /// On or off.
+    pub enabled: bool,
+    /// More than this many invites from one user…
+    pub max_invites: usize,
+    /// …within this many seconds fires.
+    pub seconds: u64,
+    /// Ban rather than kick the inviter.
+    pub ban: bool,
+}
+
+impl InviteFlood {
+    /// The protection's name.
+    pub const NAME: &'static str = "invite-flood";
+}
+
+impl Default for InviteFlood {
+    fn default() -> Self {
+        InviteFlood {
+            enabled: false,
+            max_invites: 5,
+            seconds: 60,
+            ban: false,
+        }
+    }
+}
+
 /// A link in the first message of a user who just joined.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -199,6 +234,7 @@ pub fn validate(name: &str, layers: &[&Map<String, Value>]) -> Result<(), String
         MentionSpam::NAME => effective::<MentionSpam>(layers).map(drop),
         JoinFlood::NAME => effective::<JoinFlood>(layers).map(drop),
         LinkSpam::NAME => effective::<LinkSpam>(layers).map(drop),
+        InviteFlood::NAME => effective::<InviteFlood>(layers).map(drop),
         other => Err(format!("no protection named `{other}`")),
     }
 }
@@ -260,6 +296,8 @@ pub struct Verdict {
     pub ban: bool,
     /// Make the room invite-only.
     pub lock_room: bool,
+    /// Invites to withdraw: (room, invited user).
+    pub withdraw: Vec<(String, String)>,
 }
 
 /// A message, as the protections see it.
@@ -286,6 +324,8 @@ pub struct RoomProtections {
     pub join_flood: JoinFlood,
     /// The link spam protection.
     pub link_spam: LinkSpam,
+    /// The mass invite protection.
+    pub invite_flood: InviteFlood,
 }
 
 static USER_ID: LazyLock<Regex> = LazyLock::new(|| {
@@ -373,6 +413,8 @@ pub struct Tracker {
     messages: HashMap<(String, String), VecDeque<i64>>,
     joins: HashMap<String, VecDeque<i64>>,
     joined_at: HashMap<(String, String), i64>,
+    /// Per inviter: when they invited whom to which room.
+    invites: HashMap<String, VecDeque<(i64, String, String)>>,
 }
 
 impl Tracker {
@@ -403,6 +445,51 @@ impl Tracker {
             });
         }
         None
+    }
+
+    /// `inviter` invited `invited` to `room` at `now_ms`; returns the mass invite protection's
+    /// verdict, with the invites of the window to withdraw.
+    pub fn invited(
+        &mut self,
+        room: &str,
+        inviter: &str,
+        invited: &str,
+        now_ms: i64,
+        config: &InviteFlood,
+    ) -> Option<Verdict> {
+        if !config.enabled {
+            return None;
+        }
+        let invites = self.invites.entry(inviter.to_owned()).or_default();
+        invites.push_back((now_ms, room.to_owned(), invited.to_owned()));
+        let window = (config.seconds as i64).saturating_mul(1000);
+        while invites
+            .front()
+            .is_some_and(|(t, _, _)| *t < now_ms - window)
+        {
+            invites.pop_front();
+        }
+        if invites.len() <= config.max_invites {
+            return None;
+        }
+        let withdraw: Vec<(String, String)> = invites
+            .drain(..)
+            .map(|(_, room, user)| (room, user))
+            .collect();
+        let rooms: HashSet<&str> = withdraw.iter().map(|(r, _)| r.as_str()).collect();
+        Some(Verdict {
+            protection: InviteFlood::NAME,
+            detail: format!(
+                "{} invites in {} rooms within {} s",
+                withdraw.len(),
+                rooms.len(),
+                config.seconds
+            ),
+            kick: !config.ban,
+            ban: config.ban,
+            withdraw,
+            ..Verdict::default()
+        })
     }
 
     /// A user sent `message` in `room` at `now_ms`; returns what the protections decided, at

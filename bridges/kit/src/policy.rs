@@ -43,12 +43,15 @@ impl Gate {
 
 /// What a refusal says.
 fn refusal(rule: &Rule) -> String {
+    // A hashed rule (MSC4205) names no entity: its label is the hash.
     if rule.reason.is_empty() {
-        format!("banned by the policy list {} ({})", rule.list, rule.entity)
+        format!("banned by the policy list {} ({})", rule.list, rule.label())
     } else {
         format!(
             "banned by the policy list {} ({}): {}",
-            rule.list, rule.entity, rule.reason
+            rule.list,
+            rule.label(),
+            rule.reason
         )
     }
 }
@@ -164,13 +167,13 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_list_the_rule_and_its_reason() {
-        let rule = Rule {
-            list: "!list:example.org".into(),
-            kind: trestle_policy::Kind::User,
-            state_key: "r".into(),
-            entity: "@mall*:example.org".into(),
-            reason: String::new(),
-        };
+        let rule = Rule::ban(
+            "!list:example.org",
+            trestle_policy::Kind::User,
+            "r",
+            "@mall*:example.org",
+            "",
+        );
         assert_eq!(
             refusal(&rule),
             "banned by the policy list !list:example.org (@mall*:example.org)"
@@ -180,5 +183,14 @@ mod tests {
             ..rule
         };
         assert!(refusal(&rule).ends_with("(@mall*:example.org): spam"));
+        let hashed = Rule {
+            entity: String::new(),
+            sha256: Some("W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk".into()),
+            ..rule
+        };
+        assert!(
+            refusal(&hashed)
+                .ends_with("(sha256:W92T4OwtzLiscEoWTpGsFxDuoAYAd/XxSvsg8X+DKLk): spam")
+        );
     }
 }

@@ -75,13 +75,7 @@ impl Moderation {
         app.bot()
             .send_state_json(&list, kind.event_type(), &state_key, content, None)
             .await?;
-        let rule = Rule {
-            list: list.to_string(),
-            kind,
-            state_key,
-            entity: entity.to_owned(),
-            reason: reason.to_owned(),
-        };
+        let rule = Rule::ban(list.as_str(), kind, &state_key, entity, reason);
         self.apply_change(app, Change::Set(rule)).await?;
         Ok(format!(
             "Added a {} ban rule for {entity} to {list}; it applies in every protected room.",
@@ -204,7 +198,7 @@ impl Moderation {
 }
 
 /// The newest `limit` events `user` sent in `room` that are not state and not redacted yet.
-async fn recent_events(
+pub(crate) async fn recent_events(
     app: &Appservice,
     room: &RoomId,
     user: &UserId,

@@ -241,3 +241,42 @@ fn join_flood_locks_the_room_once_over_the_limit() {
         assert_eq!(tracker.joined("!r", "@x", t * 5_000, &config), None);
     }
 }
+
+#[test]
+fn invite_flood_counts_one_inviter_across_rooms_and_withdraws_the_window() {
+    let mut tracker = Tracker::default();
+    let config = InviteFlood {
+        enabled: true,
+        max_invites: 2,
+        seconds: 10,
+        ban: false,
+    };
+    assert!(tracker.invited("!a", "@s", "@x", 0, &config).is_none());
+    // Outside the window: forgotten.
+    assert!(tracker.invited("!a", "@s", "@y", 20_000, &config).is_none());
+    assert!(tracker.invited("!b", "@s", "@z", 21_000, &config).is_none());
+    assert!(
+        tracker.invited("!a", "@t", "@z", 21_500, &config).is_none(),
+        "another inviter counts apart"
+    );
+    let verdict = tracker.invited("!b", "@s", "@w", 22_000, &config).unwrap();
+    assert_eq!(verdict.protection, InviteFlood::NAME);
+    assert!(verdict.kick && !verdict.ban);
+    assert_eq!(verdict.detail, "3 invites in 2 rooms within 10 s");
+    assert_eq!(
+        verdict.withdraw,
+        vec![
+            ("!a".to_owned(), "@y".to_owned()),
+            ("!b".to_owned(), "@z".to_owned()),
+            ("!b".to_owned(), "@w".to_owned())
+        ]
+    );
+    let off = InviteFlood::default();
+    for i in 0..10 {
+        assert!(
+            tracker
+                .invited("!a", "@u", &format!("@{i}"), i, &off)
+                .is_none()
+        );
+    }
+}
