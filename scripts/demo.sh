@@ -20,7 +20,8 @@
 #   DEMO_XMPP_PORT        the demo XMPP server's client port on 127.0.0.1 (default 15222)
 #   DEMO_XMPP_COMPONENT_PORT  its component port, for the XMPP bridge (default 15347)
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
-#   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
+#   DEMO_PROFILE          the cargo profile to build trestle with (default dev: target/debug/trestle)
+#   DEMO_TRESTLE_BIN      use this trestle binary instead of building one
 #   DEMO_SYNAPSE_PUSH     1: turn on Synapse's experimental features that push to-device events
 #                         to appservices (encryption works without them, by /sync)
 #
@@ -83,7 +84,12 @@ xmpp_guest="alice"
 self="scripts/demo.sh"
 if [[ -n "${DEMO_DIR:-}" ]]; then self="DEMO_DIR=$(printf '%q' "$demo_dir") $self"; fi
 hs_url="http://127.0.0.1:$synapse_port"
-trestle="${DEMO_TRESTLE_BIN:-$repo_root/target/release/trestle}"
+# The cargo profile the demo builds: chosen by measurement (docs/benchmarks.md, "The demo's build"):
+# the release profile's fat LTO took 11 minutes on 2 cores, most of the wait before the demo runs.
+demo_profile="${DEMO_PROFILE:-dev}"
+case "$demo_profile" in dev | test) profile_dir="debug" ;; release | bench) profile_dir="release" ;; *) profile_dir="$demo_profile" ;; esac
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+trestle="${DEMO_TRESTLE_BIN:-$target_dir/$profile_dir/trestle}"
 demo_localpart="demo"
 demo_user="@$demo_localpart:$server_name"
 room_name="Trestle demo"
@@ -244,8 +250,11 @@ build() {
         log "using $trestle (DEMO_TRESTLE_BIN; not building)"
         return
     fi
-    log "building trestle (release)"
-    cargo build --release -p trestle-cli
+    # Only the binary the demo runs (not the tests, benchmarks or examples). Cargo shows its
+    # progress; the first build compiles every dependency, later ones only what changed.
+    log "building trestle (cargo profile $demo_profile; the first build compiles every dependency: minutes)"
+    local TIMEFORMAT="demo: built trestle in %0R s (CPU %0U s user + %0S s sys)"
+    time cargo build --profile "$demo_profile" -p trestle-cli --bin trestle
     [[ -x "$trestle" ]] || die "$trestle was not built"
 }
 
