@@ -6,7 +6,7 @@ and XMPP.
 
 demo.sh runs with DEMO_TRESTLE_BIN=TRESTLE_BINARY (CI passes its debug build, so nothing is built
 in release), in a temporary DEMO_DIR (a developer's .demo is untouched) and on free ports. Once it
-prints that it runs:
+prints that it runs, `trestle check` passes on it (the IRC network and the XMPP component reached), and:
 
 1. a plain IRC client (written here) joins the demo channel and says a line; the demo user reads it
    in the channel's portal room, sent by that IRC user's ghost;
@@ -222,6 +222,18 @@ def check(trestle, demo_dir, out_path):
         joined = matrix(hs, "GET", "/_matrix/client/v3/joined_rooms", token)["joined_rooms"]
         if room not in joined:
             raise Failed("the demo user is not in the IRC room %s" % room)
+
+        # `trestle check` on the running demo: everything passes, the bridges' networks included.
+        checked = subprocess.run([trestle, "--config", os.path.join(demo_dir, "trestle.yaml"), "check"],
+                                 capture_output=True, text=True, timeout=TIMEOUT, env=dict(env, RUST_LOG="warn"))
+        for wanted in ("ok    irc: network `demo` (127.0.0.1:%d)" % irc["port"],
+                       "ok    xmpp: component port 127.0.0.1:%d answers" % ports["DEMO_XMPP_COMPONENT_PORT"],
+                       "ok    echo: encryption on", "ok    xmpp: the homeserver reached the plugin"):
+            if wanted not in checked.stdout:
+                raise Failed("trestle check does not say %r:\n%s%s" % (wanted, checked.stdout, checked.stderr))
+        if checked.returncode != 0:
+            raise Failed("trestle check failed on the running demo:\n%s%s" % (checked.stdout, checked.stderr))
+        print("check-demo: trestle check passes on the demo, its IRC network and XMPP component reached")
 
         # 1. IRC -> Matrix, from an IRC client of our own.
         tester = Irc(irc["port"], "tester")

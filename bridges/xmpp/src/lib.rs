@@ -16,6 +16,7 @@
 //!
 //! ```text
 //! network      → events, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! check        → settings                        (its part of `trestle check`: the component port)
 //! events       → archive, users, hub, ids, xmpp          (XMPP into Matrix: the component's service)
 //! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
@@ -28,6 +29,7 @@
 //! `lib` itself builds the router from `network` and `events`.
 
 pub mod archive;
+mod check;
 pub mod events;
 pub mod hub;
 pub mod ids;
@@ -49,6 +51,7 @@ pub use trestle::plugin::Secret;
 /// nothing.
 pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
     .off_by_default()
+    .with_check(check::check)
     .with_settings_help(
         "settings:\n  \
          # server: localhost:5347          # the XMPP server's component port (XEP-0114)\n  \
