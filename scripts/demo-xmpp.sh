@@ -77,7 +77,7 @@ PY
 # and log under <demo dir>/prosody (the configuration rewritten on every run, like ngircd's), on
 # 127.0.0.1 only: clients on $xmpp_port, the bridge's component on $xmpp_component_port.
 start_prosody() {
-    local prosody deadline
+    local prosody
     prosody="$(bash "$repo_root/scripts/install-prosody.sh")" || die "Prosody is needed: see scripts/install-prosody.sh"
     local port
     for port in "$xmpp_port" "$xmpp_component_port"; do
@@ -135,32 +135,14 @@ EOF
     "$prosody" --config "$prosody_dir/prosody.cfg.lua" </dev/null >>"$prosody_log" 2>&1 &
     prosody_pid=$!
     record_pid "$prosody_pid" "$prosody_pid_file"
-    deadline=$((SECONDS + timeout_s))
-    until port_open "$xmpp_port" && port_open "$xmpp_component_port"; do
-        if ! is_running "$prosody_pid"; then
-            tail -n 20 "$prosody_log" >&2
-            die "Prosody exited during start-up (log above)"
-        fi
-        ((SECONDS <= deadline)) || die "Prosody did not listen on ports $xmpp_port and $xmpp_component_port within ${timeout_s} s"
-        sleep 0.2
-    done
-    log "Prosody is up"
+    wait_listening Prosody "$prosody_pid" "$prosody_log" "$xmpp_port" "$xmpp_component_port"
 }
 
-# Puts the demo user in the portal of $xmpp_room: joining its alias makes the bridge's occupant
-# join the MUC (creating it, an instant room) and the portal (retried while the component connects).
+# Puts the demo user in the portal of $xmpp_room: the bridge's occupant joins the MUC (creating
+# it, an instant room, which the bridge then owns) and the portal is made.
 ensure_xmpp_room() {
-    local status deadline=$((SECONDS + timeout_s))
-    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$xmpp_alias")" '{}' "$access_token")" \
-        && [[ "$status" == 200 ]]; do
-        if ((SECONDS > deadline)); then
-            tail -n 40 "$trestle_log" >&2
-            api_fail "joining $xmpp_alias (Trestle log above)" "$status"
-        fi
-        is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
-        sleep 1
-    done
-    xmpp_room_id="$(json_get "$resp_file" room_id)"
+    join_portal "$xmpp_alias"
+    xmpp_room_id="$portal_room_id"
     log "$demo_user is in $xmpp_alias ($xmpp_room_id), bridged to $xmpp_room on 127.0.0.1:$xmpp_port"
 }
 

@@ -483,7 +483,7 @@ start_trestle() {
 # Starts the demo's IRC server: ngircd on 127.0.0.1:$irc_port, its configuration in
 # <demo dir>/ngircd (rewritten on every run, like Synapse's demo.yaml).
 start_ngircd() {
-    local ngircd deadline
+    local ngircd
     ngircd="$(bash "$repo_root/scripts/install-ngircd.sh")" || die "ngircd is needed: see scripts/install-ngircd.sh"
     if port_open "$irc_port"; then
         die "something already listens on 127.0.0.1:$irc_port (not started by this script); set DEMO_IRC_PORT"
@@ -515,16 +515,25 @@ EOF
     "$ngircd" -n -f "$ngircd_dir/ngircd.conf" </dev/null >>"$ngircd_log" 2>&1 &
     ngircd_pid=$!
     record_pid "$ngircd_pid" "$ngircd_pid_file"
-    deadline=$((SECONDS + timeout_s))
-    until port_open "$irc_port"; do
-        if ! is_running "$ngircd_pid"; then
-            tail -n 20 "$ngircd_log" >&2
-            die "ngircd exited during start-up (log above)"
-        fi
-        ((SECONDS <= deadline)) || die "ngircd did not listen on port $irc_port within ${timeout_s} s"
-        sleep 0.2
+    wait_listening ngircd "$ngircd_pid" "$ngircd_log" "$irc_port"
+}
+
+# wait_listening NAME PID LOG PORT...: waits until the server NAME (process PID, logging to LOG)
+# accepts connections on every PORT of 127.0.0.1; dies with the end of its log if it exits first.
+wait_listening() {
+    local name="$1" pid="$2" server_log="$3" deadline=$((SECONDS + timeout_s)) port
+    shift 3
+    for port in "$@"; do
+        until port_open "$port"; do
+            if ! is_running "$pid"; then
+                tail -n 20 "$server_log" >&2
+                die "$name exited during start-up (log above)"
+            fi
+            ((SECONDS <= deadline)) || die "$name did not listen on port $port within ${timeout_s} s"
+            sleep 0.2
+        done
     done
-    log "ngircd is up"
+    log "$name is up"
 }
 
 # port_open PORT: whether something accepts connections on 127.0.0.1:PORT.
@@ -538,20 +547,27 @@ except OSError:
 PY
 }
 
-# Puts the demo user in the IRC channel's portal: joining its alias makes the bridge create the
-# portal (the bot must be in the channel first, so this retries while it connects).
-ensure_irc_room() {
-    local status deadline=$((SECONDS + timeout_s))
-    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$irc_alias")" '{}' "$access_token")" \
+# join_portal ALIAS: puts the demo user in a bridge's portal by joining its alias, which makes the
+# bridge create the portal; retried while the bridge connects to its network (its bot must be in
+# the channel or room first). Sets $portal_room_id.
+join_portal() {
+    local alias="$1" status deadline=$((SECONDS + timeout_s))
+    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$alias")" '{}' "$access_token")" \
         && [[ "$status" == 200 ]]; do
         if ((SECONDS > deadline)); then
             tail -n 40 "$trestle_log" >&2
-            api_fail "joining $irc_alias (Trestle log above)" "$status"
+            api_fail "joining $alias (Trestle log above)" "$status"
         fi
         is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
         sleep 1
     done
-    irc_room_id="$(json_get "$resp_file" room_id)"
+    portal_room_id="$(json_get "$resp_file" room_id)"
+}
+
+# Puts the demo user in the IRC channel's portal.
+ensure_irc_room() {
+    join_portal "$irc_alias"
+    irc_room_id="$portal_room_id"
     log "$demo_user is in $irc_alias ($irc_room_id), bridged to $irc_channel on 127.0.0.1:$irc_port"
 }
 
