@@ -38,6 +38,7 @@ for profile in "${profiles[@]}"; do
     git clone -q --no-local "$repo_root" "$clone"
     log "$profile: clean clone of $(git -C "$clone" rev-parse --short HEAD) in $clone"
     out="$work/demo-$profile.out"
+    : >"$out"
     load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
     started=$(date +%s.%N)
     (
