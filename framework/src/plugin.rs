@@ -169,6 +169,30 @@ impl<'a> PluginSettings<'a> {
     }
 }
 
+impl PluginSettings<'_> {
+    /// Reads the settings into the plugin's type and checks them with `check`, for a plugin's
+    /// [`Check`]: an error is a failing [`Finding`] that names the section and the file.
+    pub fn read_for_check<T, U>(
+        &self,
+        check: impl FnOnce(T) -> std::result::Result<U, String>,
+    ) -> std::result::Result<U, Finding>
+    where
+        T: DeserializeOwned + Default,
+    {
+        self.get::<T>()
+            .map_err(|e| e.to_string())
+            .and_then(check)
+            .map_err(|error| {
+                Finding::Fail(format!(
+                    "{}: settings: {error} (`plugins.{}.settings` in {})",
+                    self.plugin,
+                    self.plugin,
+                    self.config.display()
+                ))
+            })
+    }
+}
+
 impl Plugin {
     /// A plugin from its parts.
     pub const fn new(

@@ -21,19 +21,11 @@ pub(crate) fn check(
     settings: &PluginSettings<'_>,
 ) -> Pin<Box<dyn Future<Output = Vec<Finding>> + Send>> {
     let config = settings.config_path().to_path_buf();
-    let read = settings
-        .get::<Settings>()
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.check().map(|c| c.settings));
+    let read = settings.read_for_check(|s: Settings| s.check().map(|c| c.settings));
     Box::pin(async move {
         let settings = match read {
             Ok(settings) => settings,
-            Err(error) => {
-                return vec![Finding::Fail(format!(
-                    "irc: settings: {error} (`plugins.irc.settings` in {})",
-                    config.display()
-                ))];
-            }
+            Err(finding) => return vec![finding],
         };
         if settings.networks.is_empty() {
             return vec![Finding::Note(format!(

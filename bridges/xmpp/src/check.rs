@@ -24,19 +24,11 @@ pub(crate) fn check(
     settings: &PluginSettings<'_>,
 ) -> Pin<Box<dyn Future<Output = Vec<Finding>> + Send>> {
     let config = settings.config_path().to_path_buf();
-    let read = settings
-        .get::<Settings>()
-        .map_err(|e| e.to_string())
-        .and_then(|s| s.check(&config));
+    let read = settings.read_for_check(|s: Settings| s.check(&config));
     Box::pin(async move {
         let checked = match read {
             Ok(checked) => checked,
-            Err(error) => {
-                return vec![Finding::Fail(format!(
-                    "xmpp: settings: {error} (`plugins.xmpp.settings` in {})",
-                    config.display()
-                ))];
-            }
+            Err(finding) => return vec![finding],
         };
         match checked.component {
             None => vec![Finding::Note(format!(
