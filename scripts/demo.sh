@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
-# Runs the Trestle demo: a local Synapse, a local IRC server (ngircd), Trestle with every built-in
-# plugin, a demo user, a room with the plugins' bots in it and an IRC channel bridged to a room.
+# Runs the Trestle demo: a local Synapse, a local IRC server (ngircd), a local XMPP server
+# (Prosody), Trestle with every built-in plugin, a demo user, a room with the plugins' bots in it,
+# an IRC channel and an XMPP multi-user chat each bridged to a room.
 # Stop it with Ctrl-C; run it again at any time (state is kept in the demo directory, <repo>/.demo:
 # Synapse's keys and database, registrations, Trestle's configuration and data, the demo user and
 # rooms).
 #
 #   scripts/demo.sh                  starts the demo and runs until Ctrl-C
 #   scripts/demo.sh restart-trestle  restarts only Trestle in the running demo (after editing
-#                                    trestle.yaml); Synapse and ngircd keep running
+#                                    trestle.yaml); Synapse, ngircd and Prosody keep running
 #   scripts/demo.sh --say irc TEXT   says TEXT in the demo's IRC channel as the IRC user "visitor",
 #                                    whose ghost brings it into the bridged room
+#   scripts/demo.sh --say xmpp TEXT  says TEXT in the demo's XMPP room as visitor@localhost, likewise
 #
 #   DEMO_DIR              the demo directory (default <repo>/.demo)
 #   DEMO_SYNAPSE_PORT     Synapse's port on 127.0.0.1 (default 8008)
 #   DEMO_APPSERVICE_PORT  the port all plugins listen on, on 127.0.0.1 (default 29300)
 #   DEMO_IRC_PORT         the demo IRC server's port on 127.0.0.1 (default 16667)
+#   DEMO_XMPP_PORT        the demo XMPP server's client port on 127.0.0.1 (default 15222)
+#   DEMO_XMPP_COMPONENT_PORT  its component port, for the XMPP bridge (default 15347)
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
-#   DEMO_TRESTLE_BIN      use this trestle binary instead of building target/release/trestle
+#   DEMO_PROFILE          the cargo profile to build trestle with (default dev: target/debug/trestle)
+#   DEMO_TRESTLE_BIN      use this trestle binary instead of building one
 #   DEMO_SYNAPSE_PUSH     1: turn on Synapse's experimental features that push to-device events
 #                         to appservices (encryption works without them, by /sync)
 #
-# trestle.yaml is written once, at the first run; later runs keep your edits and only add the demo's
-# IRC network when the IRC bridge has none. Needs: cargo, python3, curl (and ngircd, which
-# scripts/install-ngircd.sh installs with apt-get). Writes <demo dir>/demo.json with the connection
-# details.
+# trestle.yaml is written once, at the first run, with the XMPP bridge on for the demo's Prosody;
+# later runs keep your edits, only add the demo's IRC network when the IRC bridge has none, and say
+# what to add when the XMPP bridge is off. Needs: cargo, python3, curl (and ngircd and Prosody,
+# which scripts/install-ngircd.sh and scripts/install-prosody.sh install with apt-get). Writes
+# <demo dir>/demo.json with the connection details.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +47,10 @@ ngircd_pid_file="$demo_dir/ngircd.pid"
 demo_pid_file="$demo_dir/demo.pid"
 ngircd_dir="$demo_dir/ngircd"
 ngircd_log="$demo_dir/ngircd.log"
+prosody_pid_file="$demo_dir/prosody.pid"
+prosody_dir="$demo_dir/prosody"
+prosody_log="$demo_dir/prosody.log"
+xmpp_secret_file="$demo_dir/xmpp-secret"
 synapse_log="$demo_dir/synapse.log"
 trestle_log="$demo_dir/trestle.log"
 resp_file="$demo_dir/.response.json"
@@ -48,19 +58,38 @@ resp_file="$demo_dir/.response.json"
 synapse_port="${DEMO_SYNAPSE_PORT:-8008}"
 appservice_port="${DEMO_APPSERVICE_PORT:-29300}"
 irc_port="${DEMO_IRC_PORT:-16667}"
+xmpp_port="${DEMO_XMPP_PORT:-15222}"
+xmpp_component_port="${DEMO_XMPP_COMPONENT_PORT:-15347}"
 server_name="localhost"
 # The demo's IRC network and channel; the portal's alias follows the IRC bridge's default
 # alias_pattern, irc_{network}_{channel} (docs/irc.md).
 irc_network="demo"
 irc_channel="#demo"
 irc_alias="#irc_${irc_network}_${irc_channel#\#}:$server_name"
-# The IRC user --say speaks as (its ghost is @irc_demo_visitor:localhost).
+# The IRC user --say speaks as (its ghost is @irc_demo_visitor:localhost), and the XMPP user
+# (visitor@localhost, nick visitor).
 say_nick="visitor"
+# The demo's XMPP server: users of $xmpp_domain, rooms on $xmpp_muc_service, the bridge's component
+# (its default domain). The portal's alias and ghosts follow docs/xmpp.md "Names": the bridge's
+# occupant makes the room and owns it, so it sees the occupants' real JIDs: a ghost per user.
+xmpp_domain="localhost"
+xmpp_muc_service="conference.localhost"
+xmpp_component="matrix.localhost"
+xmpp_room="demo@$xmpp_muc_service"
+xmpp_alias="#xmpp_demo_${xmpp_muc_service}:$server_name"
+xmpp_say_ghost="@xmpp_${say_nick}=40${xmpp_domain}:$server_name"
+# An account for the user's own XMPP client (password alice-password).
+xmpp_guest="alice"
 # How to run this script again for the same demo (in the instructions it prints).
 self="scripts/demo.sh"
 if [[ -n "${DEMO_DIR:-}" ]]; then self="DEMO_DIR=$(printf '%q' "$demo_dir") $self"; fi
 hs_url="http://127.0.0.1:$synapse_port"
-trestle="${DEMO_TRESTLE_BIN:-$repo_root/target/release/trestle}"
+# The cargo profile the demo builds: chosen by measurement (docs/benchmarks.md, "The demo's build"):
+# the release profile's fat LTO took 11 minutes on 2 cores, most of the wait before the demo runs.
+demo_profile="${DEMO_PROFILE:-dev}"
+case "$demo_profile" in dev | test) profile_dir="debug" ;; release | bench) profile_dir="release" ;; *) profile_dir="$demo_profile" ;; esac
+target_dir="${CARGO_TARGET_DIR:-$repo_root/target}"
+trestle="${DEMO_TRESTLE_BIN:-$target_dir/$profile_dir/trestle}"
 demo_localpart="demo"
 demo_user="@$demo_localpart:$server_name"
 room_name="Trestle demo"
@@ -69,6 +98,9 @@ timeout_s=60
 synapse_pid=""
 trestle_pid=""
 ngircd_pid=""
+prosody_pid=""
+xmpp_on=""
+xmpp_room_id=""
 restart_requested=""
 
 log() { echo "demo: $*" >&2; }
@@ -149,6 +181,8 @@ cleanup() {
     rm -f "$trestle_pid_file"
     if [[ -n "$ngircd_pid" ]]; then stop_pid "$ngircd_pid" ngircd; fi
     rm -f "$ngircd_pid_file"
+    if [[ -n "$prosody_pid" ]]; then stop_pid "$prosody_pid" Prosody; fi
+    rm -f "$prosody_pid_file"
     if [[ -n "$synapse_pid" ]]; then stop_pid "$synapse_pid" Synapse; fi
     rm -f "$synapse_pid_file" "$resp_file" "$demo_pid_file"
 }
@@ -216,8 +250,11 @@ build() {
         log "using $trestle (DEMO_TRESTLE_BIN; not building)"
         return
     fi
-    log "building trestle (release)"
-    cargo build --release -p trestle-cli
+    # Only the binary the demo runs (not the tests, benchmarks or examples). Cargo shows its
+    # progress; the first build compiles every dependency, later ones only what changed.
+    log "building trestle (cargo profile $demo_profile; the first build compiles every dependency: minutes)"
+    local TIMEFORMAT="demo: built trestle in %0R s (CPU %0U s user + %0S s sys)"
+    time cargo build --profile "$demo_profile" -p trestle-cli --bin trestle
     [[ -x "$trestle" ]] || die "$trestle was not built"
 }
 
@@ -252,6 +289,7 @@ write_registrations() {
 # Later runs add the demo's IRC network when the IRC bridge has none, and warn about settings that
 # no longer match this run's ports.
 write_trestle_config() {
+    ensure_xmpp_secret
     if [[ ! -f "$trestle_config" ]]; then
         # One listener for every plugin, each under /<plugin>; data (SQLite, registrations) in data/.
         "$trestle" --config "$trestle_config" init --server-name "$server_name" \
@@ -270,8 +308,11 @@ if n != 1:
     sys.exit(1)
 open(path, "w").write(text)
 PY
+        enable_xmpp_in_new_config
+        xmpp_on=1
     else
         log "keeping $trestle_config (your edits stay; delete it to start again from the demo's)"
+        check_xmpp_in_kept_config
     fi
     # The IRC bridge's network for the demo's ngircd, added where `init` left the list empty (in a
     # file an older demo wrote too). A list the user filled is left alone.
@@ -442,9 +483,9 @@ start_trestle() {
 # Starts the demo's IRC server: ngircd on 127.0.0.1:$irc_port, its configuration in
 # <demo dir>/ngircd (rewritten on every run, like Synapse's demo.yaml).
 start_ngircd() {
-    local ngircd deadline
+    local ngircd
     ngircd="$(bash "$repo_root/scripts/install-ngircd.sh")" || die "ngircd is needed: see scripts/install-ngircd.sh"
-    if irc_port_open; then
+    if port_open "$irc_port"; then
         die "something already listens on 127.0.0.1:$irc_port (not started by this script); set DEMO_IRC_PORT"
     fi
     mkdir -p "$ngircd_dir"
@@ -474,20 +515,30 @@ EOF
     "$ngircd" -n -f "$ngircd_dir/ngircd.conf" </dev/null >>"$ngircd_log" 2>&1 &
     ngircd_pid=$!
     record_pid "$ngircd_pid" "$ngircd_pid_file"
-    deadline=$((SECONDS + timeout_s))
-    until irc_port_open; do
-        if ! is_running "$ngircd_pid"; then
-            tail -n 20 "$ngircd_log" >&2
-            die "ngircd exited during start-up (log above)"
-        fi
-        ((SECONDS <= deadline)) || die "ngircd did not listen on port $irc_port within ${timeout_s} s"
-        sleep 0.2
-    done
-    log "ngircd is up"
+    wait_listening ngircd "$ngircd_pid" "$ngircd_log" "$irc_port"
 }
 
-irc_port_open() {
-    python3 - "$irc_port" <<'PY'
+# wait_listening NAME PID LOG PORT...: waits until the server NAME (process PID, logging to LOG)
+# accepts connections on every PORT of 127.0.0.1; dies with the end of its log if it exits first.
+wait_listening() {
+    local name="$1" pid="$2" server_log="$3" deadline=$((SECONDS + timeout_s)) port
+    shift 3
+    for port in "$@"; do
+        until port_open "$port"; do
+            if ! is_running "$pid"; then
+                tail -n 20 "$server_log" >&2
+                die "$name exited during start-up (log above)"
+            fi
+            ((SECONDS <= deadline)) || die "$name did not listen on port $port within ${timeout_s} s"
+            sleep 0.2
+        done
+    done
+    log "$name is up"
+}
+
+# port_open PORT: whether something accepts connections on 127.0.0.1:PORT.
+port_open() {
+    python3 - "$1" <<'PY'
 import socket, sys
 try:
     socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
@@ -496,20 +547,27 @@ except OSError:
 PY
 }
 
-# Puts the demo user in the IRC channel's portal: joining its alias makes the bridge create the
-# portal (the bot must be in the channel first, so this retries while it connects).
-ensure_irc_room() {
-    local status deadline=$((SECONDS + timeout_s))
-    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$irc_alias")" '{}' "$access_token")" \
+# join_portal ALIAS: puts the demo user in a bridge's portal by joining its alias, which makes the
+# bridge create the portal; retried while the bridge connects to its network (its bot must be in
+# the channel or room first). Sets $portal_room_id.
+join_portal() {
+    local alias="$1" status deadline=$((SECONDS + timeout_s))
+    until status="$(http POST "$hs_url/_matrix/client/v3/join/$(urlencode "$alias")" '{}' "$access_token")" \
         && [[ "$status" == 200 ]]; do
         if ((SECONDS > deadline)); then
             tail -n 40 "$trestle_log" >&2
-            api_fail "joining $irc_alias (Trestle log above)" "$status"
+            api_fail "joining $alias (Trestle log above)" "$status"
         fi
         is_running "$trestle_pid" || die "Trestle exited (see $trestle_log)"
         sleep 1
     done
-    irc_room_id="$(json_get "$resp_file" room_id)"
+    portal_room_id="$(json_get "$resp_file" room_id)"
+}
+
+# Puts the demo user in the IRC channel's portal.
+ensure_irc_room() {
+    join_portal "$irc_alias"
+    irc_room_id="$portal_room_id"
     log "$demo_user is in $irc_alias ($irc_room_id), bridged to $irc_channel on 127.0.0.1:$irc_port"
 }
 
@@ -715,15 +773,23 @@ invite_bots() {
 
 write_demo_json() {
     python3 - "$demo_dir/demo.json" "$hs_url" "$demo_user" "$password" "$room_id" "$encrypted_room_id" \
-        "$irc_port" "$irc_channel" "$irc_alias" "$irc_room_id" "${registrations[@]}" <<'PY'
+        "$irc_port" "$irc_channel" "$irc_alias" "$irc_room_id" \
+        "$xmpp_on" "$xmpp_port" "$xmpp_component_port" "$xmpp_room" "$xmpp_alias" "$xmpp_room_id" \
+        "$xmpp_guest@$xmpp_domain" "$xmpp_guest-password" "${registrations[@]}" <<'PY'
 import json, sys
 out, hs, user, password, room, encrypted_room, irc_port, channel, alias, irc_room = sys.argv[1:11]
+xmpp_on, xmpp_port, component_port, muc, xmpp_alias, xmpp_room, guest, guest_password = sys.argv[11:19]
+details = {"homeserver_url": hs, "user_id": user, "password": password, "room_id": room,
+           "encrypted_room_id": encrypted_room,
+           "irc": {"host": "127.0.0.1", "port": int(irc_port), "channel": channel, "alias": alias,
+                   "room_id": irc_room},
+           "registrations": sys.argv[19:]}
+if xmpp_on:
+    details["xmpp"] = {"host": "127.0.0.1", "port": int(xmpp_port), "component_port": int(component_port),
+                       "room": muc, "alias": xmpp_alias, "room_id": xmpp_room,
+                       "account": guest, "account_password": guest_password}
 with open(out, "w") as f:
-    json.dump({"homeserver_url": hs, "user_id": user, "password": password, "room_id": room,
-               "encrypted_room_id": encrypted_room,
-               "irc": {"host": "127.0.0.1", "port": int(irc_port), "channel": channel, "alias": alias,
-                       "room_id": irc_room},
-               "registrations": sys.argv[11:]}, f, indent=2)
+    json.dump(details, f, indent=2)
     f.write("\n")
 PY
 }
@@ -760,8 +826,9 @@ print_instructions() {
      $self --say irc "hello from IRC"
    (it arrives in the room from the ghost of "$say_nick", @irc_${irc_network}_${say_nick}:$server_name).
 
+$(xmpp_instructions)
  Change the demo: edit $trestle_config (it is kept across runs), then
-   $self restart-trestle       (Synapse and ngircd keep running)
+   $self restart-trestle       (Synapse, ngircd and Prosody keep running)
 
  Logs: $trestle_log, $synapse_log
  Details: $demo_dir/demo.json
@@ -770,23 +837,46 @@ print_instructions() {
 EOF
 }
 
+xmpp_instructions() {
+    if [[ -z "$xmpp_on" ]]; then
+        echo " XMPP: the XMPP bridge is off in $trestle_config (what to add is said above)."
+        return
+    fi
+    cat <<EOF
+ XMPP: the room $xmpp_room on the demo's XMPP server (127.0.0.1:$xmpp_port) is the room
+   $xmpp_alias, which you are in. Join it from XMPP as $xmpp_guest@$xmpp_domain (password
+   $xmpp_guest-password) with any client, e.g. in profanity (one line; no TLS on this local server), then
+   /join $xmpp_room:
+     /connect $xmpp_guest@$xmpp_domain server 127.0.0.1 port $xmpp_port tls disable
+   Or, without an XMPP client, say something from XMPP:
+     $self --say xmpp "hello from XMPP"
+   (it arrives in the room from the ghost of $say_nick@$xmpp_domain, $xmpp_say_ghost).
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required"
+# shellcheck source=scripts/demo-xmpp.sh
+source "$repo_root/scripts/demo-xmpp.sh"
 
 case "${1:-}" in
     "") ;;
     --say)
-        [[ "${2:-}" == irc && $# -eq 3 ]] || die "usage: scripts/demo.sh --say irc TEXT (the XMPP bridge is not in the demo yet)"
-        say_irc "$3"
+        [[ $# -eq 3 ]] || die "usage: scripts/demo.sh --say irc|xmpp TEXT"
+        case "$2" in
+            irc) say_irc "$3" ;;
+            xmpp) say_xmpp "$3" ;;
+            *) die "usage: scripts/demo.sh --say irc|xmpp TEXT" ;;
+        esac
         exit 0
         ;;
     restart-trestle)
         request_restart
         exit 0
         ;;
-    *) die "unknown argument '$1'; usage: scripts/demo.sh [restart-trestle | --say irc TEXT]" ;;
+    *) die "unknown argument '$1'; usage: scripts/demo.sh [restart-trestle | --say irc|xmpp TEXT]" ;;
 esac
 
 if pid="$(find_demo)" && [[ -n "$pid" ]]; then
@@ -796,6 +886,7 @@ mkdir -p "$registrations_dir" "$data_dir" "$synapse_dir"
 
 stop_leftover "$trestle_pid_file" Trestle
 stop_leftover "$ngircd_pid_file" ngircd
+stop_leftover "$prosody_pid_file" Prosody
 stop_leftover "$synapse_pid_file" Synapse
 
 trap cleanup EXIT
@@ -811,12 +902,14 @@ write_registrations
 write_synapse_config
 start_synapse
 start_ngircd
+if [[ -n "$xmpp_on" ]]; then start_prosody; fi
 start_trestle || die "Trestle did not start"
 demo_login
 ensure_room
 invite_bots
 ensure_encrypted_room
 ensure_irc_room
+if [[ -n "$xmpp_on" ]]; then ensure_xmpp_room; fi
 write_demo_json
 print_instructions
 
@@ -843,6 +936,13 @@ while is_running "$synapse_pid" && is_running "$ngircd_pid"; do
         log "Trestle exited (log above, full log in $trestle_log); Synapse and ngircd keep running."
         log "fix $trestle_config if needed, then run: $self restart-trestle (or press Ctrl-C)"
         trestle_pid=""
+    elif [[ -n "$prosody_pid" ]] && ! is_running "$prosody_pid"; then
+        # Alone: the bridge's component connects again by itself (reconnect_delay), and its
+        # occupant and the Matrix users' join the room again.
+        wait "$prosody_pid" 2>/dev/null || true
+        tail -n 20 "$prosody_log" >&2
+        log "Prosody exited (log above, full log in $prosody_log); starting it again"
+        start_prosody
     fi
     # A short sleep rather than `wait -n`: the HUP trap runs as soon as the sleep ends.
     sleep 1 &

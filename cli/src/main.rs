@@ -1,6 +1,7 @@
 //! `trestle`: the host that runs Trestle's bundled plugins. Everything here is argument
 //! handling; the work is in the `trestle` library (`config`, `host`).
 
+mod check;
 mod delivery;
 mod status;
 
@@ -177,7 +178,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 print!("{}", registration.to_yaml());
             }
         }
-        Command::Check => return check(&cli.config).await,
+        Command::Check => return check::check(&cli.config, PLUGINS, ENCRYPTION).await,
         Command::Status => {
             let config = Config::load(&cli.config).map_err(|e| e.to_string())?;
             let plugins = enabled_plugins(&config, PLUGINS).map_err(|e| e.to_string())?;
@@ -205,110 +206,6 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `trestle check`: says what works and what does not, in plain words.
-async fn check(path: &std::path::Path) -> Result<ExitCode, String> {
-    let config = match Config::load(path) {
-        Ok(config) => {
-            println!("ok    configuration {} is valid", path.display());
-            config
-        }
-        Err(error) => {
-            println!("FAIL  configuration: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let plugins = enabled_plugins(&config, PLUGINS).map_err(|e| e.to_string())?;
-    let homeserver = match config.homeserver_url().await {
-        Ok(url) => url,
-        Err(error) => {
-            println!("FAIL  homeserver: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    match reqwest::get(format!("{homeserver}/_matrix/client/versions")).await {
-        Ok(response) if response.status().is_success() => {
-            println!("ok    homeserver {homeserver} answers")
-        }
-        Ok(response) => {
-            println!(
-                "FAIL  homeserver {homeserver} answered {} to /_matrix/client/versions",
-                response.status()
-            );
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(error) => {
-            println!("FAIL  homeserver {homeserver} is not reachable: {error}");
-            return Ok(ExitCode::FAILURE);
-        }
-    }
-    let host = match Host::with_encryption(&config, PLUGINS, ENCRYPTION).await {
-        Ok(host) => host,
-        Err(error) => {
-            println!("FAIL  {error}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    // The homeserver pings the plugins at their URL: serve them for the check, unless a
-    // running `trestle run` already does.
-    let serving = match TcpListener::bind(config.listen).await {
-        Ok(listener) => {
-            let router = host.router();
-            Some(tokio::spawn(
-                async move { axum_serve(listener, router).await },
-            ))
-        }
-        Err(_) => {
-            println!(
-                "note  {} is in use (a running trestle?); checking through it",
-                config.listen
-            );
-            None
-        }
-    };
-    let mut failed = false;
-    for (name, outcome) in host.check().await {
-        match outcome {
-            Ok(rtt) => println!(
-                "ok    {name}: the homeserver reached the plugin in {} ms",
-                rtt.as_millis()
-            ),
-            Err(reason) => {
-                failed = true;
-                println!("FAIL  {reason}");
-            }
-        }
-    }
-    if let Some(task) = serving {
-        task.abort();
-    }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    for plugin in &plugins {
-        if config
-            .plugins
-            .get(plugin.name)
-            .is_some_and(|s| s.encryption())
-        {
-            let line = delivery::line(plugin.name, &config.crypto_dir(plugin.name), now);
-            failed |= line.starts_with("FAIL");
-            println!("{line}");
-        }
-    }
-    if plugins.is_empty() {
-        println!("note  no plugin is enabled");
-    }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-async fn axum_serve(listener: TcpListener, router: axum::Router) {
-    let _ = axum::serve(listener, router).await;
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,6 @@
 //! What a host needs to know to run a plugin: its name, its users, its settings, its router.
 
-use std::path::Path;
+use std::{future::Future, path::Path, pin::Pin};
 
 use serde::de::DeserializeOwned;
 use trestle_registration::Registration;
@@ -29,7 +29,30 @@ pub struct Plugin {
     /// it enabled in a new configuration). Off for a plugin that needs a server of its own
     /// before it does anything (see [`Plugin::off_by_default`]).
     pub enabled_by_default: bool,
+    /// What the plugin takes from ephemeral events (typing notifications, read receipts), in
+    /// plain words; `None` if it takes nothing. A host's check then wants the registration's
+    /// `receive_ephemeral` ([MSC2409](https://github.com/matrix-org/matrix-spec-proposals/pull/2409)).
+    pub ephemeral: Option<&'static str>,
+    /// The plugin's own check of what it needs besides the homeserver (a bridge's network),
+    /// for `trestle check` (see [`Plugin::with_check`]).
+    pub check: Option<Check>,
 }
+
+/// What one step of a plugin's check found, in plain words: what was checked, and when it
+/// fails, why and what to change (the configuration file and the field).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// It works.
+    Ok(String),
+    /// Worth knowing, not wrong (nothing is configured to check, say).
+    Note(String),
+    /// It does not work.
+    Fail(String),
+}
+
+/// A plugin's check: it reads its settings, then looks at what it needs (connects to its
+/// network, for a bridge) and says what it found, a [`Finding`] each.
+pub type Check = fn(&PluginSettings<'_>) -> Pin<Box<dyn Future<Output = Vec<Finding>> + Send>>;
 
 /// A secret in a configuration: inline, from an environment variable, or from a file (whose
 /// trailing newline is dropped). The host reads its own secrets so (the database URL), and a
@@ -146,6 +169,30 @@ impl<'a> PluginSettings<'a> {
     }
 }
 
+impl PluginSettings<'_> {
+    /// Reads the settings into the plugin's type and checks them with `check`, for a plugin's
+    /// [`Check`]: an error is a failing [`Finding`] that names the section and the file.
+    pub fn read_for_check<T, U>(
+        &self,
+        check: impl FnOnce(T) -> std::result::Result<U, String>,
+    ) -> std::result::Result<U, Finding>
+    where
+        T: DeserializeOwned + Default,
+    {
+        self.get::<T>()
+            .map_err(|e| e.to_string())
+            .and_then(check)
+            .map_err(|error| {
+                Finding::Fail(format!(
+                    "{}: settings: {error} (`plugins.{}.settings` in {})",
+                    self.plugin,
+                    self.plugin,
+                    self.config.display()
+                ))
+            })
+    }
+}
+
 impl Plugin {
     /// A plugin from its parts.
     pub const fn new(
@@ -162,6 +209,29 @@ impl Plugin {
             settings_help: "",
             protocols: &[],
             enabled_by_default: true,
+            ephemeral: None,
+            check: None,
+        }
+    }
+
+    /// The same plugin, taking `what` from ephemeral events (e.g. "typing notifications and
+    /// read receipts"): its registration must ask for them.
+    pub const fn with_ephemeral(mut self, what: &'static str) -> Self {
+        self.ephemeral = Some(what);
+        self
+    }
+
+    /// The same plugin with a check of its own for `trestle check`.
+    pub const fn with_check(mut self, check: Check) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    /// Runs the plugin's own check on `settings` (nothing to say for a plugin without one).
+    pub async fn run_check(&self, settings: &PluginSettings<'_>) -> Vec<Finding> {
+        match self.check {
+            Some(check) => check(settings).await,
+            None => Vec::new(),
         }
     }
 

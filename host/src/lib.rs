@@ -17,6 +17,7 @@ use trestle::{
     encryption::EncryptionOptions, plugin::PluginSettings, store::StoreOptions,
 };
 
+pub mod check;
 pub mod config;
 
 use config::Config;

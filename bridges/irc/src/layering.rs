@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, fs, path::Path};
 
 /// The layers, top first; the modules of one line may not use each other either.
 const LAYERS: &[&[&str]] = &[
-    &["network"],
+    &["network", "check"],
     &["thirdparty"],
     &["events"],
     &["moderation"],

@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! network      → events, moderation, users, hub, text, ids, irc   (the kit's Network trait)
+//! check        → hub, settings, irc                                (its part of `trestle check`)
 //! thirdparty   → hub, ids
 //! events       → moderation, status, hub, ids, irc                 (IRC into Matrix)
 //! moderation   → users, hub, ids, irc                              (kicks, bans, power levels)
@@ -29,6 +30,7 @@
 //!
 //! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
+mod check;
 pub mod events;
 pub mod hub;
 pub mod ids;
@@ -49,6 +51,7 @@ pub use settings::{NetworkSettings, Settings};
 
 /// The plugin, for the `trestle` host. With no networks configured it runs and bridges nothing.
 pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
+    .with_check(check::check)
     .with_protocols(&["irc"])
     .with_settings_help(
         "settings:\n  \

@@ -18,6 +18,7 @@
 //!
 //! ```text
 //! network      → events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! check        → settings                        (its part of `trestle check`: the component port)
 //! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
@@ -39,6 +40,7 @@
 pub mod archive;
 pub mod avatars;
 pub mod chatstates;
+mod check;
 pub mod events;
 pub mod files;
 pub mod hub;
@@ -66,6 +68,7 @@ pub use trestle::plugin::Secret;
 pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
     .off_by_default()
     .with_protocols(&[thirdparty::PROTOCOL])
+    .with_check(check::check)
     .with_settings_help(
         "settings:\n  \
          # server: localhost:5347          # the XMPP server's component port (XEP-0114)\n  \
