@@ -41,8 +41,11 @@ pub(crate) trait Upstream: Send + Sync + 'static {
 }
 
 /// Received events that may wait for their handlers before a transaction waits too
-/// (`admission.rs`); chosen by measurement (docs/benchmarks.md, "Bounded work in flight").
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
+/// (`admission.rs`). Measured at 50 events a transaction on one core (docs/benchmarks.md,
+/// "Bounded work in flight"): 100 kept the burst's p50 at 6 ms, 250 at 11–14 ms, 1,000 at
+/// 44–52 ms, none at 47–74 ms, throughput the same or better. Not below the rooms worked at
+/// once (256): fewer would keep slow handlers of many rooms from running side by side.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// How long items stay, and how many rooms are worked at once.
 #[derive(Clone, Debug)]
