@@ -110,6 +110,29 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Milliseconds since the Unix epoch (the store's unit, [`now_ms`]) as an RFC 3339 UTC
+/// timestamp, `2026-12-06T18:55:20Z`: for feeds, logs and pages that show a stored time.
+pub fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm), proleptic Gregorian.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
 impl Store {
     /// Opens the database at `url`, creating a SQLite file if needed, and brings its schema up
     /// to date. `sqlite://path/to/file.db`, `sqlite::memory:` (private, for tests), or

@@ -209,7 +209,7 @@ async fn send_log(
         let message: String = message.chars().take(200).collect();
         text.push_str(&format!(
             "\n- {} — {}: {} — {}",
-            calls::time(call.received_at),
+            trestle::store::rfc3339(call.received_at),
             call.status,
             crate::render::escape_markdown(&call.outcome),
             crate::render::escape_markdown(&message),

@@ -23,6 +23,8 @@ use trestle::{
     },
 };
 
+use trestle::store::rfc3339;
+
 use super::Hook;
 use crate::{Result, Shared, db};
 
@@ -291,7 +293,7 @@ pub(crate) async fn page(
         html.push_str(&format!(
             "<section><h2>{at} — {status}: {outcome}</h2><h3>Message</h3><pre>{message}</pre>\
              <h3>Request</h3><pre>{request}</pre></section>",
-            at = escape(&time(call.received_at)),
+            at = escape(&rfc3339(call.received_at)),
             status = call.status,
             outcome = escape(&call.outcome),
             message = escape(call.message.as_deref().unwrap_or("(none posted)")),
@@ -312,28 +314,6 @@ pub(crate) async fn page(
         html,
     )
         .into_response()
-}
-
-/// A time in ms as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm), proleptic Gregorian.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 fn escape(text: &str) -> String {
@@ -405,12 +385,5 @@ mod tests {
             ..hook
         };
         assert_ne!(sig, link_signature(&other, 1000));
-    }
-
-    #[test]
-    fn times_read_as_utc() {
-        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(time(1_764_979_200_000), "2025-12-06 00:00:00 UTC");
-        assert_eq!(time(951_825_599_000), "2000-02-29 11:59:59 UTC");
     }
 }
