@@ -154,7 +154,7 @@ impl AppserviceBuilder {
     }
 
     /// How many received events may wait for their handlers before the homeserver's next
-    /// transaction waits too (each wait lasts 10 s at most); [`DEFAULT_MAX_IN_FLIGHT`] unless
+    /// transaction waits too (each wait lasts 10 s at most); [`crate::DEFAULT_MAX_IN_FLIGHT`] unless
     /// set, `usize::MAX` for no bound. A burst then waits in the homeserver's own durable queue
     /// rather than behind the handlers, so the events handled last in a burst are not seconds
     /// old. [Pushing transactions](https://spec.matrix.org/v1.16/application-service-api/#pushing-events).
