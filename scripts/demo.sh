@@ -102,6 +102,7 @@ prosody_pid=""
 xmpp_on=""
 xmpp_room_id=""
 restart_requested=""
+restart_request_file="$demo_dir/restart-trestle.request"
 
 log() { echo "demo: $*" >&2; }
 die() {
@@ -629,6 +630,9 @@ request_restart() {
     local pid
     pid="$(find_demo)"
     [[ -n "$pid" ]] || die "no demo runs in $demo_dir (start it with scripts/demo.sh)"
+    # A file as well as the signal: the main loop looks for it every second, so a request is not
+    # lost to a signal bash did not deliver to its trap (CI saw one go unanswered).
+    touch "$restart_request_file"
     kill -HUP "$pid"
     log "asked the demo (pid $pid) to restart Trestle; it says when Trestle is back (log: $trestle_log)"
 }
@@ -895,6 +899,8 @@ trap 'exit 143' TERM
 # restart-trestle; the main loop's wait returns when it comes.
 trap 'restart_requested=1' HUP
 record_pid $$ "$demo_pid_file"
+# A request left by a run that stopped before it was seen is not this run's.
+rm -f "$restart_request_file"
 
 build
 venv="$(bash "$repo_root/scripts/install-synapse.sh")"
@@ -916,8 +922,9 @@ print_instructions
 # Until Ctrl-C / SIGTERM (the traps stop everything), or until Synapse or ngircd dies. When Trestle
 # exits (a configuration the user broke, …) Synapse keeps running: restart-trestle starts it again.
 while is_running "$synapse_pid" && is_running "$ngircd_pid"; do
-    if [[ -n "$restart_requested" ]]; then
+    if [[ -n "$restart_requested" || -f "$restart_request_file" ]]; then
         restart_requested=""
+        rm -f "$restart_request_file"
         if [[ -n "$trestle_pid" ]]; then stop_pid "$trestle_pid" Trestle; fi
         # The same registrations: a plugin turned on since needs the whole demo restarted, for
         # Synapse to load its registration.
