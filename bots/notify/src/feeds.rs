@@ -129,7 +129,19 @@ async fn add(
     .execute(&mut *tx)
     .await?;
     for (i, entry) in feed.entries.iter().enumerate() {
-        poll::insert_item(&mut tx, &id, &entry.key, poll::SKIPPED, None, None, now, i).await?;
+        let digest = poll::entry_digest(entry);
+        poll::insert_item(
+            &mut tx,
+            &id,
+            &entry.key,
+            Some(&digest),
+            poll::SKIPPED,
+            None,
+            None,
+            now,
+            i,
+        )
+        .await?;
     }
     tx.commit().await?;
     shared.feed_wake.notify_one();

@@ -44,38 +44,35 @@ fn hook_from(row: &sqlx::any::AnyRow) -> Hook {
 
 /// The hook whose URL carries `token`.
 pub async fn by_token(app: &Appservice, token: &str) -> Result<Option<Hook>> {
-    let row = sqlx::query(
-        "SELECT id, token, room_id, name, template, secret FROM notify_hooks WHERE token = $1",
-    )
-    .bind(token)
-    .fetch_optional(app.store().pool())
-    .await?;
-    Ok(row.as_ref().map(hook_from))
+    hook_where(app, "token = $1", &[token]).await
 }
 
 /// The hook with id `id`.
 pub(crate) async fn by_id(app: &Appservice, id: &str) -> Result<Option<Hook>> {
-    let row = sqlx::query(
-        "SELECT id, token, room_id, name, template, secret FROM notify_hooks WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(app.store().pool())
-    .await?;
-    Ok(row.as_ref().map(hook_from))
+    hook_where(app, "id = $1", &[id]).await
 }
 
 async fn by_name(app: &Appservice, room: &RoomId, name: &str) -> Result<Hook> {
-    let row = sqlx::query(
-        "SELECT id, token, room_id, name, template, secret FROM notify_hooks
-         WHERE room_id = $1 AND name = $2",
-    )
-    .bind(room.as_str())
-    .bind(name)
-    .fetch_optional(app.store().pool())
-    .await?;
-    row.as_ref()
-        .map(hook_from)
+    hook_where(app, "room_id = $1 AND name = $2", &[room.as_str(), name])
+        .await?
         .ok_or_else(|| Error::Invalid(format!("There is no webhook named {name} in this room.")))
+}
+
+/// The hook matching `condition` (a literal of this file), with `values` bound in order.
+async fn hook_where(
+    app: &Appservice,
+    condition: &'static str,
+    values: &[&str],
+) -> Result<Option<Hook>> {
+    let sql = format!(
+        "SELECT id, token, room_id, name, template, secret FROM notify_hooks WHERE {condition}"
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for value in values {
+        query = query.bind(*value);
+    }
+    let row = query.fetch_optional(app.store().pool()).await?;
+    Ok(row.as_ref().map(hook_from))
 }
 
 /// The ghost a hook speaks as.

@@ -98,12 +98,13 @@ pub async fn fetch(
     })
 }
 
-/// Records one entry of a feed.
+/// Records one entry of a feed, with the digest of what its message shows ([`entry_digest`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert_item(
     tx: &mut Transaction<'_, Any>,
     feed_id: &str,
     key: &str,
+    digest: Option<&str>,
     state: i64,
     content: Option<String>,
     txn_id: Option<String>,
@@ -111,11 +112,13 @@ pub(crate) async fn insert_item(
     index: usize,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO notify_feed_items (feed_id, item_key, state, content, txn_id, position, seen_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (feed_id, item_key) DO NOTHING",
+        "INSERT INTO notify_feed_items
+             (feed_id, item_key, entry_digest, state, content, txn_id, position, seen_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (feed_id, item_key) DO NOTHING",
     )
     .bind(feed_id)
     .bind(key)
+    .bind(digest)
     .bind(state)
     .bind(content)
     .bind(txn_id)
@@ -284,13 +287,32 @@ async fn succeeded(
                     Some(txn),
                 )
             };
-            insert_item(&mut tx, &feed.id, &entry.key, state, content, txn, now, i).await?;
+            let digest = entry_digest(entry);
+            insert_item(
+                &mut tx,
+                &feed.id,
+                &entry.key,
+                Some(&digest),
+                state,
+                content,
+                txn,
+                now,
+                i,
+            )
+            .await?;
         }
+        // Entries new in this poll were recorded with their digest just now.
         for entry in &parsed.entries {
-            let stored = known
-                .get(&entry.key)
-                .map(|(state, digest)| (*state, digest.as_deref()));
-            changed_entry(&mut tx, feed, &parsed.title, entry, stored).await?;
+            if let Some((state, digest)) = known.get(&entry.key) {
+                changed_entry(
+                    &mut tx,
+                    feed,
+                    &parsed.title,
+                    entry,
+                    (*state, digest.as_deref()),
+                )
+                .await?;
+            }
         }
         sqlx::query(
             "UPDATE notify_feeds SET etag = $1, last_modified = $2, title = $3 WHERE id = $4",
@@ -441,7 +463,7 @@ async fn post_pending(app: &Appservice, feed_id: &str, room: &str) -> Result<()>
 }
 
 /// The digest of what an entry's message shows: a change of it is an edit.
-fn entry_digest(entry: &parse::Entry) -> String {
+pub(crate) fn entry_digest(entry: &parse::Entry) -> String {
     db::digest(&format!(
         "{}\n{}",
         entry.title,
@@ -451,19 +473,19 @@ fn entry_digest(entry: &parse::Entry) -> String {
 
 /// Records what `entry` shows now, and where it shows something else than when it was posted,
 /// queues an edit of its message (hookshot#1151: neither silence nor a second post). `stored`
-/// is its state and digest before this poll; `None` for an entry new in this poll. Entries
-/// never posted, and rows from before digests were kept, only have their digest recorded.
+/// is its state and digest before this poll. Entries never posted, and rows from before
+/// digests were kept, only have their digest recorded.
 async fn changed_entry(
     tx: &mut Transaction<'_, Any>,
     feed: &FeedRow,
     feed_title: &str,
     entry: &parse::Entry,
-    stored: Option<(i64, Option<&str>)>,
+    stored: (i64, Option<&str>),
 ) -> Result<()> {
     let digest = entry_digest(entry);
     let edit = match stored {
-        Some((_, Some(before))) if before == digest => return Ok(()),
-        Some((POSTED | EDIT_PENDING, Some(_))) => true,
+        (_, Some(before)) if before == digest => return Ok(()),
+        (POSTED | EDIT_PENDING, Some(_)) => true,
         _ => false,
     };
     if !edit {
@@ -475,7 +497,7 @@ async fn changed_entry(
         .bind(&entry.key)
         .execute(&mut **tx)
         .await?;
-        if let Some((PENDING, Some(_))) = stored {
+        if let (PENDING, Some(_)) = stored {
             // Changed before it was posted: the new version is what is posted.
             let message = entry_message(feed_title, entry);
             sqlx::query(

@@ -10,10 +10,7 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use sqlx::Row;
-use subtle::ConstantTimeEq;
 use trestle::{
     Appservice,
     axum::{
@@ -26,7 +23,7 @@ use trestle::{
 use trestle::store::rfc3339;
 
 use super::Hook;
-use crate::{Result, Shared, db};
+use crate::{Result, Shared, db, sign};
 
 /// Calls kept per hook.
 pub(crate) const KEEP: i64 = 20;
@@ -99,12 +96,12 @@ pub(crate) fn describe_request(
     let body = match body {
         None => serde_json::Value::from("<not read: over the size limit>"),
         Some(bytes) => match serde_json::from_slice::<serde_json::Value>(bytes) {
-            Ok(mut json) => {
-                redact_json(&mut json);
-                let text = scrub(&json.to_string());
+            Ok(json) => {
+                let json = redact_json(json, &scrub);
+                let text = json.to_string();
                 // Kept as JSON where it is whole, so that the page can lay it out.
                 match text.len() <= BODY_KEPT {
-                    true => serde_json::from_str(&text).unwrap_or_else(|_| cut(&text)),
+                    true => json,
                     false => cut(&text),
                 }
             }
@@ -122,20 +119,27 @@ fn is_form(headers: &serde_json::Map<String, serde_json::Value>) -> bool {
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
 }
 
-/// Replaces the values of fields named like secrets, at any depth.
-fn redact_json(value: &mut serde_json::Value) {
+/// Replaces the values of fields named like secrets, at any depth, and the hook's own token
+/// and secret wherever they appear (`scrub`), keys included.
+fn redact_json(value: serde_json::Value, scrub: &dyn Fn(&str) -> String) -> serde_json::Value {
+    use serde_json::Value;
     match value {
-        serde_json::Value::Object(map) => {
-            for (key, value) in map.iter_mut() {
-                if secret_name(key) && !value.is_object() && !value.is_array() {
-                    *value = REDACTED.into();
-                } else {
-                    redact_json(value);
-                }
-            }
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let value = match secret_name(&key) && !value.is_object() && !value.is_array() {
+                        true => REDACTED.into(),
+                        false => redact_json(value, scrub),
+                    };
+                    (scrub(&key), value)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => {
+            Value::Array(items.into_iter().map(|v| redact_json(v, scrub)).collect())
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
-        _ => {}
+        Value::String(text) => Value::String(scrub(&text)),
+        other => other,
     }
 }
 
@@ -228,11 +232,14 @@ pub(crate) async fn recent(app: &Appservice, hook_id: &str, limit: i64) -> Resul
 
 /// The signature of a link to `hook_id`'s calls valid until `expires` (ms), keyed by the hook's
 /// token: only the bot can make one, and a hook made anew (a new token) voids the old links.
+/// The webhooks' own HMAC ([`crate::sign`]), its hex part only (it goes in a query string).
 fn link_signature(hook: &Hook, expires: i64) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(hook.token.as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-    mac.update(format!("calls:{}:{expires}", hook.id).as_bytes());
-    hex::encode(mac.finalize().into_bytes())
+    let signed = sign::signature(&hook.token, link_message(hook, expires).as_bytes());
+    signed.trim_start_matches("sha256=").to_owned()
+}
+
+fn link_message(hook: &Hook, expires: i64) -> String {
+    format!("calls:{}:{expires}", hook.id)
 }
 
 /// A link to the page of the hook's calls, valid for an hour.
@@ -267,8 +274,12 @@ pub(crate) async fn page(
         Ok(Some(hook)) => hook,
         _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    let expected = link_signature(&hook, query.expires);
-    let signed = bool::from(expected.as_bytes().ct_eq(query.sig.as_bytes()));
+    let message = link_message(&hook, query.expires);
+    let signed = sign::verify(
+        &hook.token,
+        message.as_bytes(),
+        &format!("sha256={}", query.sig),
+    );
     if !signed || query.expires < db::now_ms() {
         return StatusCode::NOT_FOUND.into_response();
     }

@@ -110,6 +110,7 @@ async fn exercise(store: Store) {
         &mut tx,
         "f1",
         &db::digest("id:a"),
+        None,
         SKIPPED,
         None,
         None,
