@@ -2,6 +2,7 @@
 //! their own Matrix access token (`Authorization: Bearer …`), which the API uses to act on the
 //! homeserver as them; reads come from the index.
 
+mod follow;
 mod posts;
 mod users;
 

@@ -19,6 +19,8 @@ use ruma::{
 use serde_json::Value;
 use trestle::{Error, Result, client::PathInput, ruma};
 
+mod remote;
+
 /// The homeserver, as seen by the people using the page.
 #[derive(Clone, Debug)]
 pub(crate) struct UserApi {

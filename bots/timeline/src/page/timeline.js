@@ -158,7 +158,9 @@ async function renderProfile(view, user) {
     el('h2', { id: 'profile-name', textContent: profile.display_name || profile.user_id }),
     el('p', { textContent: profile.user_id }),
     el('p', { id: 'profile-counts', textContent: profile.followers + ' followers · ' + profile.following + ' following' }));
-  if (user !== session.user && profile.room_id) {
+  // A user the index does not know yet may have a timeline on another homeserver: following
+  // looks for it there.
+  if (user !== session.user) {
     const follow = el('button', {
       type: 'button',
       id: 'follow-button',
