@@ -3,6 +3,7 @@
 //! homeserver as them; reads come from the index.
 
 mod follow;
+mod login_sso;
 mod posts;
 mod users;
 
@@ -45,6 +46,8 @@ pub(crate) struct Web {
     pub(crate) settings: Arc<Settings>,
     pub(crate) users: UserApi,
     sessions: Arc<Mutex<HashMap<String, (OwnedUserId, Instant)>>>,
+    /// Single sign-ons in flight.
+    sso: Arc<login_sso::Pending>,
     /// Held while a timeline room is created, so one user never gets two.
     creating: Arc<tokio::sync::Mutex<()>>,
     migrated: Arc<tokio::sync::OnceCell<()>>,
@@ -155,6 +158,7 @@ impl Web {
             settings,
             users,
             sessions: Arc::default(),
+            sso: Arc::default(),
             creating: Arc::default(),
             migrated: Arc::default(),
         })
@@ -334,6 +338,7 @@ impl Web {
 pub(crate) fn routes(web: Web) -> Router {
     Router::new()
         .merge(users::routes())
+        .merge(login_sso::routes())
         .merge(posts::routes())
         .with_state(web)
 }

@@ -91,6 +91,8 @@ pub(crate) fn harness_settings(
             y.push_str(&format!("  - {}\n", quoted(&r.to_string_lossy())));
         }
     }
+    // Where browsers reach it: single sign-on sends them back here.
+    y.push_str(&format!("public_baseurl: \"http://127.0.0.1:{port}/\"\n"));
     y.push_str(
         "enable_registration: true\n\
          enable_registration_without_verification: true\n\

@@ -225,6 +225,30 @@ function show() {
     render();
   } else {
     $('view').replaceChildren();
+    offerLogins();
+  }
+}
+
+// The ways to log in that the homeserver accepts: a password form, single sign-on, or both.
+async function offerLogins() {
+  try {
+    const flows = await api('GET', 'api/login/flows');
+    $('login-form').hidden = !flows.password;
+    $('sso-login').hidden = !flows.sso;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// Back from single sign-on (`?sso`): the server holds the session for this browser, once.
+async function finishSignOn() {
+  if (!new URLSearchParams(location.search).has('sso')) return;
+  history.replaceState(null, '', location.pathname + location.hash);
+  try {
+    const login = await api('POST', 'api/login/sso/finish');
+    session.set(login.user_id, login.access_token);
+  } catch (error) {
+    showError(error);
   }
 }
 
@@ -272,4 +296,4 @@ window.addEventListener('hashchange', () => {
   if (session.token) render();
 });
 
-show();
+finishSignOn().then(show);
