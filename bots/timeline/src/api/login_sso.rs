@@ -17,7 +17,7 @@
 use super::*;
 use trestle::axum::extract::OriginalUri;
 
-/// A Sign-on started and not yet collected is forgotten after this long.
+/// A sign-on started and not yet collected is forgotten after this long.
 const PENDING_TTL: Duration = Duration::from_secs(600);
 /// The cookie that binds a sign-on's state to the browser that started it.
 const COOKIE: &str = "trestle_timeline_sso";
@@ -32,10 +32,13 @@ pub(super) fn routes() -> Router<Web> {
         .route("/api/login/sso/finish", post(finish))
 }
 
+/// A user and their access token.
+type Session = (OwnedUserId, String);
+
 /// Sign-ons in flight: their state, when they started, and the session once the homeserver
 /// gave it.
 #[derive(Default)]
-pub(crate) struct Pending(Mutex<HashMap<String, (Instant, Option<(OwnedUserId, String)>)>>);
+pub(crate) struct Pending(Mutex<HashMap<String, (Instant, Option<Session>)>>);
 
 impl Pending {
     fn begin(&self) -> String {
@@ -62,13 +65,13 @@ impl Pending {
             .is_some_and(|(at, session)| at.elapsed() < PENDING_TTL && session.is_none())
     }
 
-    fn complete(&self, state: &str, session: (OwnedUserId, String)) {
+    fn complete(&self, state: &str, session: Session) {
         if let Some(entry) = self.0.lock_unpoisoned().get_mut(state) {
             entry.1 = Some(session);
         }
     }
 
-    fn collect(&self, state: &str) -> Option<(OwnedUserId, String)> {
+    fn collect(&self, state: &str) -> Option<Session> {
         let mut pending = self.0.lock_unpoisoned();
         match pending.get(state) {
             Some((at, Some(_))) if at.elapsed() < PENDING_TTL => {
