@@ -102,22 +102,11 @@ async fn backward(app: &Appservice, room_id: &OwnedRoomId) -> Result<usize> {
     let mut from: Option<String> = None;
     let mut events = Vec::new();
     loop {
-        let mut request =
-            get_message_events::v3::Request::new(room_id.clone(), Direction::Backward);
-        request.from = from.clone();
-        request.limit = UInt::from(500u32);
-        let response = app
-            .client()
-            .send(request, AppserviceUserIdentity::default())
-            .await?;
-        for raw in &response.chunk {
-            events.push(serde_json::from_str::<Value>(raw.json().get())?);
-        }
-        match response.end {
-            Some(end) if !response.chunk.is_empty() && Some(&end) != from.as_ref() => {
-                from = Some(end)
-            }
-            _ => break,
+        let (chunk, next) = page(app, room_id, Direction::Backward, from.take()).await?;
+        events.extend(chunk);
+        match next {
+            Some(next) => from = Some(next),
+            None => break,
         }
     }
     for event in events.iter().rev() {
@@ -132,26 +121,42 @@ async fn forward(app: &Appservice, room_id: &OwnedRoomId) -> Result<usize> {
     let mut from: Option<String> = None;
     let mut read = 0;
     loop {
-        let mut request = get_message_events::v3::Request::new(room_id.clone(), Direction::Forward);
-        request.from = from.clone();
-        request.limit = UInt::from(500u32);
-        let response = app
-            .client()
-            .send(request, AppserviceUserIdentity::default())
-            .await?;
-        for raw in &response.chunk {
-            let event: Value = serde_json::from_str(raw.json().get())?;
-            index::apply(app, &event).await?;
-            read += 1;
+        let (chunk, next) = page(app, room_id, Direction::Forward, from.take()).await?;
+        for event in &chunk {
+            index::apply(app, event).await?;
         }
+        read += chunk.len();
         if index::room_owner(db, room_id.as_str()).await?.is_none() {
             return Ok(read);
         }
-        match response.end {
-            Some(end) if !response.chunk.is_empty() && Some(&end) != from.as_ref() => {
-                from = Some(end)
-            }
-            _ => return Ok(read),
+        match next {
+            Some(next) => from = Some(next),
+            None => return Ok(read),
         }
     }
+}
+
+/// One page of `/messages` as the bot, and where the next starts (`None` at the end).
+async fn page(
+    app: &Appservice,
+    room_id: &OwnedRoomId,
+    dir: Direction,
+    from: Option<String>,
+) -> Result<(Vec<Value>, Option<String>)> {
+    let mut request = get_message_events::v3::Request::new(room_id.clone(), dir);
+    request.from = from.clone();
+    request.limit = UInt::from(500u32);
+    let response = app
+        .client()
+        .send(request, AppserviceUserIdentity::default())
+        .await?;
+    let events = response
+        .chunk
+        .iter()
+        .map(|raw| serde_json::from_str(raw.json().get()))
+        .collect::<std::result::Result<Vec<Value>, _>>()?;
+    let next = response
+        .end
+        .filter(|end| !events.is_empty() && Some(end) != from.as_ref());
+    Ok((events, next))
 }

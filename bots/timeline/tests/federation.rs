@@ -17,16 +17,7 @@ use trestle_timeline::{PLUGIN, Settings, content::POST_TYPE};
 #[path = "support/api.rs"]
 mod api;
 
-use api::Api;
-
-fn texts(page: &Value) -> Vec<&str> {
-    page["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["text"].as_str().unwrap())
-        .collect()
-}
+use api::{Api, texts};
 
 fn post(text: &str) -> Value {
     json!({ "body": text, "org.trestle.timeline.text": text })
@@ -121,24 +112,20 @@ async fn following_a_user_on_another_homeserver_by_matrix_id() {
     a.post("posted on A by alice").await;
     bob.send_event(&room, POST_TYPE, post("posted on B after the follow"))
         .await;
-    let started = std::time::Instant::now();
-    loop {
-        let feed = a.ok(Method::GET, "/api/feed", None).await;
-        if texts(&feed)
-            == [
-                "posted on B after the follow",
-                "posted on A by alice",
-                "posted on B before anyone followed",
-            ]
-        {
-            break;
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "Bob's new post did not reach Alice's feed: {feed}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    a.poll(
+        "/api/feed",
+        "Bob's new post did not reach Alice's feed",
+        WAIT,
+        |feed| {
+            texts(feed)
+                == [
+                    "posted on B after the follow",
+                    "posted on A by alice",
+                    "posted on B before anyone followed",
+                ]
+        },
+    )
+    .await;
 
     // His profile on A counts her as a follower; following again changes nothing.
     let profile = a

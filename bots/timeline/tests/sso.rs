@@ -181,18 +181,14 @@ async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
         json!(true)
     );
     browser.click("#sso-button").await;
+    // Through Synapse and CAS and back: the page, with Carol's session in it.
     browser
         .wait_for(
-            "the logged-in page",
-            "!document.getElementById('app').hidden",
+            "the page logged in as Carol",
+            "!document.getElementById('app').hidden \
+             && sessionStorage.getItem('timeline.user') === '@carol:localhost'",
         )
         .await;
-    assert_eq!(
-        browser
-            .eval("sessionStorage.getItem('timeline.user')")
-            .await,
-        json!("@carol:localhost")
-    );
     assert_eq!(
         browser
             .eval("document.getElementById('whoami').textContent")
