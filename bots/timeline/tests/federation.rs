@@ -1,7 +1,8 @@
 //! Following a user of another homeserver by their Matrix id: two Synapses federating on
 //! loopback, Trestle's timeline on A, Bob's timeline on B (made by a plain client, as B runs no
 //! Trestle). Alice follows `@bob:B` through A's API; Bob's post from before and his post after
-//! the follow both reach her feed through the index.
+//! the follow both reach her feed through the index. In Chromium, Dave follows Erin of B from
+//! her profile page, which the index had never seen.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -10,17 +11,39 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    synapse::{Synapse, free_port},
+    synapse::{Synapse, UserClient, free_port},
 };
 use trestle_timeline::{PLUGIN, Settings, content::POST_TYPE};
 
 #[path = "support/api.rs"]
 mod api;
+// Shared with browser.rs, which uses all of it.
+#[allow(dead_code)]
+#[path = "support/cdp.rs"]
+mod cdp;
 
 use api::{Api, texts};
 
 fn post(text: &str) -> Value {
     json!({ "body": text, "org.trestle.timeline.text": text })
+}
+
+/// A timeline on B, made by a plain client: the room type, public, world-readable, and the
+/// alias a timeline has.
+async fn timeline_on_b(owner: &UserClient) -> String {
+    let localpart = owner.user_id[1..].split(':').next().unwrap();
+    owner
+        .create_room(json!({
+            "preset": "public_chat",
+            "room_alias_name": format!("timeline_{localpart}"),
+            "creation_content": { "type": "org.trestle.timeline" },
+            "initial_state": [{
+                "type": "m.room.history_visibility",
+                "state_key": "",
+                "content": { "history_visibility": "world_readable" },
+            }],
+        }))
+        .await
 }
 
 #[tokio::test]
@@ -48,20 +71,7 @@ async fn following_a_user_on_another_homeserver_by_matrix_id() {
         "{bob_id}"
     );
 
-    // Bob's timeline on B, made by a plain client: the room type, public, world-readable, and
-    // the alias a timeline has.
-    let room = bob
-        .create_room(json!({
-            "preset": "public_chat",
-            "room_alias_name": "timeline_bob",
-            "creation_content": { "type": "org.trestle.timeline" },
-            "initial_state": [{
-                "type": "m.room.history_visibility",
-                "state_key": "",
-                "content": { "history_visibility": "world_readable" },
-            }],
-        }))
-        .await;
+    let room = timeline_on_b(&bob).await;
     let before = bob
         .send_event(&room, POST_TYPE, post("posted on B before anyone followed"))
         .await;
@@ -149,4 +159,61 @@ async fn following_a_user_on_another_homeserver_by_matrix_id() {
         texts(&a.ok(Method::GET, "/api/feed", None).await),
         ["posted on A by alice"]
     );
+
+    // On the page: Dave, on A, opens the profile of Erin, on B, whom the index has never seen,
+    // and follows her from it; her post shows in his feed.
+    let erin = b.register_user("erin", "password-erin").await;
+    let erins = timeline_on_b(&erin).await;
+    erin.send_event(&erins, POST_TYPE, post("erin's post on B"))
+        .await;
+    harness.synapse.register_user("dave", "password-dave").await;
+    let mut browser = cdp::Browser::start().await;
+    browser.navigate(&format!("{}/", harness.url)).await;
+    browser
+        .wait_for(
+            "the login form",
+            "!document.getElementById('login-form').hidden",
+        )
+        .await;
+    browser.fill("#login-user", "dave").await;
+    browser.fill("#login-password", "password-dave").await;
+    browser.click("#login-button").await;
+    browser
+        .wait_for(
+            "Dave's feed",
+            "document.getElementById('view').dataset.ready !== undefined",
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "location.hash = '#/user/' + encodeURIComponent({}); true",
+            json!(erin.user_id)
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the Follow button on Erin's profile",
+            "document.getElementById('follow-button')",
+        )
+        .await;
+    browser.click("#follow-button").await;
+    browser
+        .wait_for(
+            "the Unfollow button",
+            "document.getElementById('follow-button')?.textContent === 'Unfollow'",
+        )
+        .await;
+    browser.eval("location.hash = '#/'; true").await;
+    browser
+        .wait_for(
+            "Erin's post in Dave's feed",
+            "[...document.querySelectorAll('#view .post .body')].some(e => e.textContent === \"erin's post on B\")",
+        )
+        .await;
+    let members = erin.joined_members(&erins).await;
+    assert!(
+        members.contains(&harness.synapse.user_id("dave")),
+        "{members:?}"
+    );
+    browser.close().await;
 }
