@@ -207,3 +207,29 @@ async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
     eprintln!("screenshot: {}", path.display());
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_homeserver_without_single_sign_on_offers_only_passwords() {
+    let registration = PLUGIN.generate_registration(None, "localhost");
+    let harness = Harness::start(
+        registration,
+        trestle_timeline::router(Settings::default()).unwrap(),
+    )
+    .await;
+    let http = reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap();
+    let flows: Value = get(&http, &format!("{}/api/login/flows", harness.url), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flows, json!({ "password": true, "sso": false }));
+    // Nothing started, nothing bound to the browser.
+    let response = get(&http, &format!("{}/api/login/sso", harness.url), None).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert!(response.headers().get(header::SET_COOKIE).is_none());
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["errcode"], "M_NOT_FOUND", "{error}");
+}

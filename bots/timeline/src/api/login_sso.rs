@@ -170,6 +170,11 @@ async fn start(
     uri: OriginalUri,
 ) -> ApiResult<Response> {
     const SUFFIX: &str = "api/login/sso";
+    if !web.users.login_flows().await?.sso {
+        return Err(ApiError::not_found(
+            "the homeserver offers no single sign-on: log in with a password",
+        ));
+    }
     let state = web.sso.begin();
     let mut callback = url::Url::parse(&format!(
         "{}api/login/sso/callback",
