@@ -117,7 +117,7 @@ impl Settings {
             ("homeserver_public_url", &self.homeserver_public_url),
         ] {
             if let Some(url) = url
-                && !(url.starts_with("https://") || url.starts_with("http://"))
+                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
             {
                 return bad(field, format!("{url:?} is not an http(s) URL"));
             }
@@ -276,6 +276,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("`room_version`"), "{error}");
+        let error = Settings {
+            public_url: Some("example.org/timeline".into()),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`public_url`"), "{error}");
     }
 
     #[test]

@@ -119,6 +119,19 @@ fn path_base(uri: &OriginalUri, suffix: &str) -> String {
     }
 }
 
+/// The path the browser sees the plugin's routes under: `public_url`'s (a proxy in front may
+/// serve them under another prefix than Trestle's), else the request's.
+fn browser_path_base(web: &Web, uri: &OriginalUri, suffix: &str) -> String {
+    public_path_base(web.settings.public_url.as_deref(), uri, suffix)
+}
+
+fn public_path_base(public_url: Option<&str>, uri: &OriginalUri, suffix: &str) -> String {
+    match public_url.and_then(|u| url::Url::parse(u).ok()) {
+        Some(url) => format!("{}/", url.path().trim_end_matches('/')),
+        None => path_base(uri, suffix),
+    }
+}
+
 fn cookie(web: &Web, uri: &OriginalUri, suffix: &str, value: &str, max_age: u64) -> String {
     let secure = web
         .settings
@@ -127,7 +140,7 @@ fn cookie(web: &Web, uri: &OriginalUri, suffix: &str, value: &str, max_age: u64)
         .is_some_and(|u| u.starts_with("https:"));
     format!(
         "{COOKIE}={value}; Path={}api/login/sso; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        path_base(uri, suffix),
+        browser_path_base(web, uri, suffix),
         if secure { "; Secure" } else { "" }
     )
 }
@@ -237,7 +250,7 @@ async fn callback(
     tracing::info!(user = %session.0, "logged in by single sign-on");
     web.sso.complete(&state, session);
     // Back to the page (`…/api/login/sso/callback` → `…/`), which collects the session.
-    let page = path_base(&uri, "api/login/sso/callback");
+    let page = browser_path_base(&web, &uri, "api/login/sso/callback");
     redirect(&format!("{page}?sso"), None)
 }
 
@@ -294,6 +307,13 @@ mod tests {
         assert_eq!(path_base(&uri, "api/login/sso/callback"), "/timeline/");
         let uri = OriginalUri(Uri::from_static("/api/login/sso"));
         assert_eq!(path_base(&uri, "api/login/sso"), "/");
+        // Behind a proxy that serves the routes under another prefix, the browser's path wins.
+        let uri = OriginalUri(Uri::from_static("/timeline/api/login/sso"));
+        let public = Some("https://example.org/tl");
+        assert_eq!(public_path_base(public, &uri, "api/login/sso"), "/tl/");
+        let public = Some("https://example.org/");
+        assert_eq!(public_path_base(public, &uri, "api/login/sso"), "/");
+        assert_eq!(public_path_base(None, &uri, "api/login/sso"), "/timeline/");
     }
 
     #[test]
