@@ -1,8 +1,9 @@
 //! Following a user of another homeserver by their Matrix id: two Synapses federating on
 //! loopback, Trestle's timeline on A, Bob's timeline on B (made by a plain client, as B runs no
 //! Trestle). Alice follows `@bob:B` through A's API; Bob's post from before and his post after
-//! the follow both reach her feed through the index. In Chromium, Dave follows Erin of B from
-//! her profile page, which the index had never seen.
+//! the follow both reach her feed through the index. Frank of B invites the bot instead, and
+//! his timeline is indexed from its start. In Chromium, Dave follows Erin of B from her profile
+//! page, which the index had never seen.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -158,6 +159,34 @@ async fn following_a_user_on_another_homeserver_by_matrix_id() {
     assert_eq!(
         texts(&a.ok(Method::GET, "/api/feed", None).await),
         ["posted on A by alice"]
+    );
+
+    // Frank on B invites the bot to his timeline instead: the bot joins over federation and
+    // reads the room's start from B (here it holds only what came after its join), so the
+    // room is known as a timeline and not left as none, and his earlier post is indexed.
+    let frank = b.register_user("frank", "password-frank").await;
+    let franks = timeline_on_b(&frank).await;
+    frank
+        .send_event(&franks, POST_TYPE, post("frank's post on B"))
+        .await;
+    frank
+        .invite(&franks, harness.app.bot_user_id().as_str())
+        .await;
+    let nobody = Api::new(&harness.url, None);
+    let profile = nobody
+        .poll(
+            &format!("/api/users/{}", frank.user_id),
+            "Frank's invited timeline was not indexed",
+            WAIT,
+            |profile| texts(profile) == ["frank's post on B"],
+        )
+        .await;
+    assert_eq!(profile["room_id"], franks.as_str());
+    assert!(
+        frank
+            .joined_members(&franks)
+            .await
+            .contains(&harness.app.bot_user_id().to_string())
     );
 
     // On the page: Dave, on A, opens the profile of Erin, on B, whom the index has never seen,
