@@ -14,7 +14,7 @@ use ruma::{
     },
 };
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use trestle::{Appservice, Result, Router, router::EventContext, transaction::Incoming};
 
@@ -54,6 +54,8 @@ struct Inner {
     rules: std::sync::RwLock<PolicySet>,
     /// Resolved list rooms, for routing events without waiting.
     rooms: std::sync::RwLock<Vec<OwnedRoomId>>,
+    /// Counts the changes of the rules, for those who act when one comes ([`PolicyLists::changes`]).
+    changed: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,7 @@ impl PolicyLists {
                 state: Mutex::new(Loaded { lists: states }),
                 rules: Default::default(),
                 rooms: Default::default(),
+                changed: watch::Sender::new(0),
             }),
         }
     }
@@ -138,11 +141,26 @@ impl PolicyLists {
                     list.loaded = false;
                 }
             }
+            // Those watching read the lists again, which reads this one anew.
+            self.bump();
         }
     }
 
     fn apply(&self, change: &Change) {
         self.inner.rules.write_unpoisoned().apply(change);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Told each time the rules may have changed: a rule came, went or was redacted, or a list
+    /// was read. For a plugin that acts on what is already there when a rule comes (a bridge
+    /// leaving a room it bridges), rather than only checking what comes after. The lists are
+    /// read at the first check or [`PolicyLists::load`], not by watching.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 
     /// Reads every list not read yet (each failed one at most once a minute): resolves its
@@ -200,6 +218,8 @@ impl PolicyLists {
         for rule in read {
             rules.apply(&Change::Set(rule));
         }
+        drop(rules);
+        self.bump();
         Ok(room)
     }
 
@@ -218,6 +238,21 @@ impl PolicyLists {
     pub async fn check_room(&self, app: &Appservice, room: &str) -> Result<Option<Rule>> {
         self.load(app).await?;
         Ok(self.rules().room_rule(room).cloned())
+    }
+
+    /// The rule banning the room `room_id` or any of its `aliases`, if any: what a plugin asks
+    /// before bridging or protecting a room.
+    pub async fn check_room_names(
+        &self,
+        app: &Appservice,
+        room_id: &str,
+        aliases: &[String],
+    ) -> Result<Option<Rule>> {
+        self.load(app).await?;
+        let rules = self.rules();
+        Ok(rules
+            .room_banned(room_id, aliases.iter().map(String::as_str))
+            .cloned())
     }
 
     /// The rule banning `server`, if any.

@@ -54,7 +54,7 @@ pub(crate) async fn on_event<N: Network>(
         tracing::debug!(event_id = %event.event_id, "not bridged: double puppeted");
         return Ok(());
     }
-    if bridge.refused(event, &json).await? {
+    if bridge.refused(event, &json).await? || bridge.room_left(&event.room_id) {
         return Ok(());
     }
     let outcome = match event.event_type.as_str() {
