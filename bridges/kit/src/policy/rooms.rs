@@ -62,7 +62,10 @@ impl<N: Network> BridgeHandle<N> {
     pub(crate) async fn refuse_new_portal(&self, chat: &N::ChatId) -> NetworkResult<()> {
         let app = self.app()?;
         let alias = self.chat_alias_of(&app, chat);
-        match self.room_banned(&app, "", std::slice::from_ref(&alias)).await {
+        match self
+            .room_banned(&app, "", std::slice::from_ref(&alias))
+            .await
+        {
             Some(rule) => Err(BridgeError::Forbidden(format!(
                 "no portal for {alias}: {}",
                 refusal(&rule)
