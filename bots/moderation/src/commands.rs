@@ -59,13 +59,13 @@ pub fn specs() -> Vec<CommandSpec> {
         ),
         spec(
             "ban",
-            "[list] <entity> [reason]",
-            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one.",
+            "[--hashed] [--takedown] [list] <entity> [reason]",
+            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one; --hashed names one entity by its SHA-256 only (MSC4205), --takedown also redacts their recent events (MSC4204).",
         ),
         spec(
             "unban",
             "[list] <entity>",
-            "Removes the rule from the bot's own list (or the followed one named), lifting its bans.",
+            "Removes the rule (plain or hashed) from the bot's own list (or the followed one named), lifting its bans.",
         ),
         spec(
             "kick",
@@ -147,9 +147,12 @@ impl Moderation {
             Action::Help(None) => self.help(app),
             Action::Help(Some(topic)) => self.help_on(&topic),
             Action::Status => self.status(),
-            Action::Ban { entity, reason, .. } => {
-                self.ban(app, request, list, &entity, &reason).await?
-            }
+            Action::Ban {
+                entity,
+                reason,
+                form,
+                ..
+            } => self.ban(app, request, list, &entity, &reason, form).await?,
             Action::Unban { entity, .. } => self.unban(app, list, &entity).await?,
             Action::Kick { user, reason } => self.kick(app, &user, &reason).await?,
             Action::Redact { user, limit } => self.redact(app, &user, limit).await?,
