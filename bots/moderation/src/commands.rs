@@ -7,6 +7,7 @@ mod protections;
 
 use trestle::{
     Appservice, Result,
+    encryption::SenderTrust,
     router::{Command, CommandSpec},
     ruma::{
         OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
@@ -33,6 +34,8 @@ pub struct Request {
     pub sender: OwnedUserId,
     /// Its name and arguments.
     pub command: Command,
+    /// The trust of the device that sent it, when it came encrypted; `None` in a plain room.
+    pub trust: Option<SenderTrust>,
 }
 
 /// Whether the bot has the command, or for `help <topic>`, the command or protection asked
@@ -106,6 +109,20 @@ impl Moderation {
                 name,
                 request.sender,
                 self.settings().command_power
+            );
+            return self.answer(app, &request, &answer).await;
+        }
+        // In an encrypted management room, a device its owner did not cross-sign could be
+        // anyone's who got hold of the account's token: clients hide what such a device sends
+        // (MSC4153), and the bot does not take orders from it.
+        if let Some(trust @ (SenderTrust::NotCrossSigned | SenderTrust::Unknown)) = request.trust {
+            let why = match trust {
+                SenderTrust::Unknown => "whose keys I could not read",
+                _ => "that its owner did not cross-sign",
+            };
+            let answer = format!(
+                "⛔ {name} refused: {} sent it from a device {why}. Verify that session from another of yours, then try again.",
+                request.sender
             );
             return self.answer(app, &request, &answer).await;
         }
