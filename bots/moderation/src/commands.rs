@@ -62,8 +62,8 @@ pub fn specs() -> Vec<CommandSpec> {
         ),
         spec(
             "ban",
-            "[--hashed] [--takedown] [list] <entity> [reason]",
-            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one; --hashed names one entity by its SHA-256 only (MSC4205), --takedown also redacts their recent events (MSC4204).",
+            "[list] <entity> [reason]",
+            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one. Options, first: --hashed names one entity by its SHA-256 only (MSC4205), --takedown also redacts their recent events (MSC4204).",
         ),
         spec(
             "unban",

@@ -312,7 +312,7 @@ mod tests {
         );
         assert_eq!(
             read("!ban --hashed"),
-            Err("usage: !ban [--hashed] [--takedown] [list] <entity> [reason]".into())
+            Err("usage: !ban [list] <entity> [reason]".into())
         );
     }
 
