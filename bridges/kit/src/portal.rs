@@ -359,6 +359,7 @@ impl<N: Network> BridgeHandle<N> {
             }
         }
         self.store()?.delete_portal(room_id.as_str()).await?;
+        self.forget_left(room_id);
         // Its message map is gone, so a catch-up from its old marks would post into a new
         // portal what was said while the chat had none.
         self.store()?

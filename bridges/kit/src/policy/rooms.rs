@@ -30,6 +30,13 @@ impl<N: Network> BridgeHandle<N> {
             .is_some_and(|gate| gate.left.lock_unpoisoned().contains_key(room_id))
     }
 
+    /// Forgets that `room_id` was left for a rule: it is no portal any more (unlinked).
+    pub(crate) fn forget_left(&self, room_id: &RoomId) {
+        if let Some(gate) = &self.shared.policy {
+            gate.left.lock_unpoisoned().remove(room_id);
+        }
+    }
+
     /// Refuses what would bridge `room_id` while it is left for a rule.
     pub(crate) fn refuse_left(&self, room_id: &RoomId) -> NetworkResult<()> {
         if self.room_left(room_id) {
@@ -77,6 +84,9 @@ impl<N: Network> BridgeHandle<N> {
     /// Refuses to link `room_id` when the lists ban it, by its id or its aliases; the bot,
     /// which joined to link it, leaves again.
     pub(crate) async fn refuse_link(&self, room_id: &RoomId) -> NetworkResult<()> {
+        if self.shared.policy.is_none() {
+            return Ok(());
+        }
         let app = self.app()?;
         let aliases = room_aliases(&app, room_id).await;
         let Some(rule) = self.room_banned(&app, room_id.as_str(), &aliases).await else {
