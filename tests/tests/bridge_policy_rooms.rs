@@ -8,12 +8,12 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle_bridge::{BridgeConfig, BridgeError, MessageContent, RemoteMessage};
+use trestle_bridge::{BridgeConfig, BridgeError, BridgeHandle, MessageContent, RemoteMessage};
 use trestle_tests::{
     appservice::WAIT,
     bridge_checks::{BOT, command, start_toy_bridge, wait_member},
     synapse::{UserClient, encode},
-    toy_network::Arrived,
+    toy_network::{Arrived, ToyNetwork},
 };
 
 fn arrived_body(body: &str) -> impl Fn(&Arrived) -> bool + '_ {
@@ -27,6 +27,38 @@ fn bot_notice<'a>(needle: &'a str) -> impl Fn(&Value) -> bool + 'a {
                 .as_str()
                 .is_some_and(|b| b.contains(needle))
     }
+}
+
+/// Bob's message `id` in the toy lobby.
+fn from_bob(id: &str, body: &str) -> RemoteMessage<ToyNetwork> {
+    RemoteMessage::new(
+        "lobby".into(),
+        "bob".into(),
+        id.into(),
+        MessageContent::text(body),
+    )
+}
+
+/// Bob's message from the network, bridged into the lobby and seen there by `alice`.
+async fn bob_says(
+    handle: &BridgeHandle<ToyNetwork>,
+    alice: &UserClient,
+    lobby: &str,
+    id: &str,
+    body: &str,
+) {
+    let sent = handle.remote_message(from_bob(id, body)).await.unwrap();
+    let sent = sent.expect("bridged");
+    alice
+        .wait_for_event(lobby, WAIT, |e| e["event_id"] == sent.as_str())
+        .await;
+}
+
+/// Joining `alias` fails: the homeserver knows no such room.
+async fn no_such_room(alice: &UserClient, alias: &str) {
+    let path = format!("/_matrix/client/v3/join/{}", encode(alias));
+    let (status, answer) = alice.call(Method::POST, &path, Some(&json!({}))).await;
+    assert_eq!(status, 404, "{answer}");
 }
 
 async fn rule(alice: &UserClient, list: &str, key: &str, content: Value) {
@@ -58,16 +90,7 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
             arrived_body("before the rule"),
         )
         .await;
-    let hi = RemoteMessage::new(
-        "lobby".into(),
-        "bob".into(),
-        "r1".into(),
-        MessageContent::text("hi"),
-    );
-    let hi = handle.remote_message(hi).await.unwrap().expect("bridged");
-    alice
-        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == hi.as_str())
-        .await;
+    bob_says(&handle, &alice, &lobby, "r1", "hi").await;
 
     // Rules: one for aliases of chats not bridged yet, one for the lobby's alias (a glob).
     rule(
@@ -97,14 +120,7 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
     wait_member(&alice, &lobby, BOT, false).await;
 
     // Nothing crosses while the rule stands: not from the network…
-    let refused = handle
-        .remote_message(RemoteMessage::new(
-            "lobby".into(),
-            "bob".into(),
-            "r2".into(),
-            MessageContent::text("while banned"),
-        ))
-        .await;
+    let refused = handle.remote_message(from_bob("r2", "while banned")).await;
     assert!(
         matches!(refused, Err(BridgeError::Forbidden(_))),
         "{refused:?}"
@@ -113,17 +129,7 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
     alice.send_text(&lobby, "said while banned").await;
 
     // No portal is made for an alias a rule bans: the homeserver hears of no such room.
-    let (status, answer) = alice
-        .call(
-            Method::POST,
-            &format!(
-                "/_matrix/client/v3/join/{}",
-                encode("#toy_badlands:localhost")
-            ),
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(status, 404, "{answer}");
+    no_such_room(&alice, "#toy_badlands:localhost").await;
 
     // A room banned by its id cannot be linked.
     let mgmt = alice
@@ -161,16 +167,7 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
         .wait_for_event(&lobby, WAIT, bot_notice("bridged to Toy again"))
         .await;
     wait_member(&alice, &lobby, BOT, true).await;
-    let back = RemoteMessage::new(
-        "lobby".into(),
-        "bob".into(),
-        "r3".into(),
-        MessageContent::text("back again"),
-    );
-    let back = handle.remote_message(back).await.unwrap().expect("bridged");
-    alice
-        .wait_for_event(&lobby, WAIT, |e| e["event_id"] == back.as_str())
-        .await;
+    bob_says(&handle, &alice, &lobby, "r3", "back again").await;
     alice.send_text(&lobby, "after the lift").await;
     world
         .wait_for("the message after the lift", arrived_body("after the lift"))
@@ -186,16 +183,6 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
         world.arrived()
     );
     // The other rules stand.
-    let (status, _) = alice
-        .call(
-            Method::POST,
-            &format!(
-                "/_matrix/client/v3/join/{}",
-                encode("#toy_badlands:localhost")
-            ),
-            Some(&json!({})),
-        )
-        .await;
-    assert_eq!(status, 404);
+    no_such_room(&alice, "#toy_badlands:localhost").await;
     harness.stop().await;
 }

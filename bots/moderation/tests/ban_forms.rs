@@ -15,7 +15,6 @@ mod support {
 
 use serde_json::{Value, json};
 use support::matrix::*;
-use trestle_moderation::Settings;
 use trestle_policy::{PolicyLists, sha256_base64};
 use trestle_tests::{
     appservice::WAIT,
@@ -56,20 +55,10 @@ fn rule<'a>(rules: &'a [Value], state_key: &str) -> &'a Value {
 #[tokio::test]
 async fn ban_writes_hashed_rules_and_takedowns_and_unban_removes_them() {
     let lists = PolicyLists::new(["#bans:localhost"]);
-    let h = harness(
-        Settings {
-            admins: vec!["@admin:localhost".into()],
-            ..Settings::default()
-        },
-        &lists,
-    )
-    .await;
+    let (h, admin, management, protected) = admin_with_rooms(&lists).await;
     let synapse = &h.synapse;
-    let admin = synapse.register_user("admin", "password-1234").await;
     let spammer = synapse.register_user("spammer", "password-1234").await;
     let taker = synapse.register_user("taker", "password-1234").await;
-    let management = management_room(&admin).await;
-    let protected = protected_room(&admin, &management).await;
     spammer.join(&protected).await;
     taker.join(&protected).await;
 
