@@ -312,3 +312,33 @@ pub async fn read_list(app: &Appservice, room: &RoomId) -> Result<Vec<Rule>> {
     }
     Ok(rules)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Kind, Rule};
+
+    #[test]
+    fn a_rule_coming_or_going_is_told_to_those_watching() {
+        let lists = PolicyLists::new(["#bans:example.org"]);
+        let mut changes = lists.changes();
+        assert!(!changes.has_changed().unwrap_or(true));
+        let rule = Rule::ban("!l:example.org", Kind::Room, "r", "#bad:*", "");
+        lists.apply(&Change::Set(rule));
+        assert!(changes.has_changed().unwrap_or(false));
+        changes.borrow_and_update();
+        assert!(
+            lists
+                .rules()
+                .room_banned("!x:example.org", ["#bad:example.org"])
+                .is_some()
+        );
+        lists.apply(&Change::Removed {
+            list: "!l:example.org".into(),
+            kind: Kind::Room,
+            state_key: "r".into(),
+        });
+        assert!(changes.has_changed().unwrap_or(false));
+        assert!(lists.rules().rules().is_empty());
+    }
+}
