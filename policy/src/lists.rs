@@ -167,6 +167,17 @@ impl PolicyLists {
     /// alias, joins it as the bot, and reads its rules from its state. Checks call it; call
     /// it at start to have the bot join early.
     pub async fn load(&self, app: &Appservice) -> Result<()> {
+        self.load_and_record(app, true).await
+    }
+
+    /// As [`PolicyLists::load`], but a list that cannot be read now is not left alone for a
+    /// minute: the next check tries it again. For a first read at start, when a list may not
+    /// exist yet (it is made after the plugin started).
+    pub async fn try_load(&self, app: &Appservice) -> Result<()> {
+        self.load_and_record(app, false).await
+    }
+
+    async fn load_and_record(&self, app: &Appservice, record_failure: bool) -> Result<()> {
         let mut state = self.inner.state.lock().await;
         let mut first_error = None;
         for (i, configured) in self.inner.configured.iter().enumerate() {
@@ -182,7 +193,9 @@ impl PolicyLists {
                 }
                 Err(error) => {
                     tracing::warn!(list = %configured, %error, "could not read a policy list");
-                    list.failed_at = Some(Instant::now());
+                    if record_failure {
+                        list.failed_at = Some(Instant::now());
+                    }
                     first_error.get_or_insert(error);
                 }
             }

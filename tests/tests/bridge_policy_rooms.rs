@@ -1,14 +1,16 @@
 //! Room rules of the policy lists a bridge follows, end to end with the toy network: a portal
 //! a rule comes to ban is left (the bot says why and leaves; nothing crosses either way) and
 //! bridged again when the rule goes; no portal is made for a banned alias, and a banned room
-//! cannot be linked.
+//! cannot be linked. After a restart, a banned portal is found at start.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle_bridge::{BridgeConfig, BridgeError, BridgeHandle, MessageContent, RemoteMessage};
+use trestle_bridge::{
+    Bridge, BridgeConfig, BridgeError, BridgeHandle, MessageContent, RemoteMessage,
+};
 use trestle_tests::{
     appservice::WAIT,
     bridge_checks::{BOT, command, start_toy_bridge, wait_member},
@@ -72,7 +74,7 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
     let config = BridgeConfig::default()
         .relay(true)
         .policy_list("#bans:localhost");
-    let (mut harness, handle, world) = start_toy_bridge(config, false).await;
+    let (mut harness, handle, world) = start_toy_bridge(config.clone(), false).await;
     let alice = harness
         .synapse
         .register_user("alice", "password-1234")
@@ -184,5 +186,40 @@ async fn rooms_a_followed_list_bans_are_not_bridged_until_the_rule_goes() {
     );
     // The other rules stand.
     no_such_room(&alice, "#toy_badlands:localhost").await;
+
+    // Banned again, then Trestle restarts: the new process finds the portal banned when it
+    // starts, before any event of the room reaches it.
+    rule(
+        &alice,
+        &bans,
+        "lobby",
+        json!({"entity": "#toy_lobby:localhost", "recommendation": "m.ban"}),
+    )
+    .await;
+    wait_member(&alice, &lobby, BOT, false).await;
+    let bridge = Bridge::new(
+        ToyNetwork {
+            world: world.clone(),
+        },
+        config,
+    );
+    let handle = bridge.handle();
+    harness.restart(bridge.router()).await;
+    let started = std::time::Instant::now();
+    while !matches!(
+        handle.portal(&"lobby".to_owned()).await,
+        Err(BridgeError::Forbidden(_))
+    ) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the portal is bridged after the restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let refused = handle.remote_message(from_bob("r4", "after restart")).await;
+    assert!(
+        matches!(refused, Err(BridgeError::Forbidden(_))),
+        "{refused:?}"
+    );
     harness.stop().await;
 }

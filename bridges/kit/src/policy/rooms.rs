@@ -2,7 +2,8 @@
 //! is made or linked for one, and a portal a rule comes to ban is left — the bot says why and
 //! leaves, and nothing crosses either way — until the rule goes, when the bot joins again and
 //! the portal is bridged as before. The portal stays in the store meanwhile, so its message
-//! map survives the ban.
+//! map survives the ban. Which portals are left is kept in memory: at start the lists are read
+//! and every portal checked again.
 
 use std::collections::HashMap;
 
@@ -113,6 +114,11 @@ impl<N: Network> BridgeHandle<N> {
             return Ok(());
         };
         let mut changes = gate.lists.changes();
+        // Portals left before a restart are found at once, not at the first check. A list
+        // that does not exist yet is read at the first check as before.
+        if let Err(error) = gate.lists.try_load(&app).await {
+            tracing::info!(%error, "policy lists not read at start");
+        }
         loop {
             tokio::select! {
                 _ = app.stopping() => return Ok(()),
