@@ -14,7 +14,7 @@ use ruma::{
     },
 };
 use serde::Deserialize;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use trestle::{Appservice, Result, Router, router::EventContext, transaction::Incoming};
 
@@ -54,6 +54,8 @@ struct Inner {
     rules: std::sync::RwLock<PolicySet>,
     /// Resolved list rooms, for routing events without waiting.
     rooms: std::sync::RwLock<Vec<OwnedRoomId>>,
+    /// Counts the changes of the rules, for those who act when one comes ([`PolicyLists::changes`]).
+    changed: watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,7 @@ impl PolicyLists {
                 state: Mutex::new(Loaded { lists: states }),
                 rules: Default::default(),
                 rooms: Default::default(),
+                changed: watch::Sender::new(0),
             }),
         }
     }
@@ -138,17 +141,43 @@ impl PolicyLists {
                     list.loaded = false;
                 }
             }
+            // Those watching read the lists again, which reads this one anew.
+            self.bump();
         }
     }
 
     fn apply(&self, change: &Change) {
         self.inner.rules.write_unpoisoned().apply(change);
+        self.bump();
+    }
+
+    fn bump(&self) {
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Told each time the rules may have changed: a rule came, went or was redacted, or a list
+    /// was read. For a plugin that acts on what is already there when a rule comes (a bridge
+    /// leaving a room it bridges), rather than only checking what comes after. The lists are
+    /// read at the first check or [`PolicyLists::load`], not by watching.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changed.subscribe()
     }
 
     /// Reads every list not read yet (each failed one at most once a minute): resolves its
     /// alias, joins it as the bot, and reads its rules from its state. Checks call it; call
     /// it at start to have the bot join early.
     pub async fn load(&self, app: &Appservice) -> Result<()> {
+        self.load_and_record(app, true).await
+    }
+
+    /// As [`PolicyLists::load`], but a list that cannot be read now is not left alone for a
+    /// minute: the next check tries it again. For a first read at start, when a list may not
+    /// exist yet (it is made after the plugin started).
+    pub async fn try_load(&self, app: &Appservice) -> Result<()> {
+        self.load_and_record(app, false).await
+    }
+
+    async fn load_and_record(&self, app: &Appservice, record_failure: bool) -> Result<()> {
         let mut state = self.inner.state.lock().await;
         let mut first_error = None;
         for (i, configured) in self.inner.configured.iter().enumerate() {
@@ -164,7 +193,9 @@ impl PolicyLists {
                 }
                 Err(error) => {
                     tracing::warn!(list = %configured, %error, "could not read a policy list");
-                    list.failed_at = Some(Instant::now());
+                    if record_failure {
+                        list.failed_at = Some(Instant::now());
+                    }
                     first_error.get_or_insert(error);
                 }
             }
@@ -200,6 +231,8 @@ impl PolicyLists {
         for rule in read {
             rules.apply(&Change::Set(rule));
         }
+        drop(rules);
+        self.bump();
         Ok(room)
     }
 
@@ -218,6 +251,21 @@ impl PolicyLists {
     pub async fn check_room(&self, app: &Appservice, room: &str) -> Result<Option<Rule>> {
         self.load(app).await?;
         Ok(self.rules().room_rule(room).cloned())
+    }
+
+    /// The rule banning the room `room_id` or any of its `aliases`, if any: what a plugin asks
+    /// before bridging or protecting a room.
+    pub async fn check_room_names(
+        &self,
+        app: &Appservice,
+        room_id: &str,
+        aliases: &[String],
+    ) -> Result<Option<Rule>> {
+        self.load(app).await?;
+        let rules = self.rules();
+        Ok(rules
+            .room_banned(room_id, aliases.iter().map(String::as_str))
+            .cloned())
     }
 
     /// The rule banning `server`, if any.
@@ -276,4 +324,34 @@ pub async fn read_list(app: &Appservice, room: &RoomId) -> Result<Vec<Rule>> {
         }
     }
     Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Kind, Rule};
+
+    #[test]
+    fn a_rule_coming_or_going_is_told_to_those_watching() {
+        let lists = PolicyLists::new(["#bans:example.org"]);
+        let mut changes = lists.changes();
+        assert!(!changes.has_changed().unwrap_or(true));
+        let rule = Rule::ban("!l:example.org", Kind::Room, "r", "#bad:*", "");
+        lists.apply(&Change::Set(rule));
+        assert!(changes.has_changed().unwrap_or(false));
+        changes.borrow_and_update();
+        assert!(
+            lists
+                .rules()
+                .room_banned("!x:example.org", ["#bad:example.org"])
+                .is_some()
+        );
+        lists.apply(&Change::Removed {
+            list: "!l:example.org".into(),
+            kind: Kind::Room,
+            state_key: "r".into(),
+        });
+        assert!(changes.has_changed().unwrap_or(false));
+        assert!(lists.rules().rules().is_empty());
+    }
 }

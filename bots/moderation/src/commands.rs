@@ -7,6 +7,7 @@ mod protections;
 
 use trestle::{
     Appservice, Result,
+    encryption::SenderTrust,
     router::{Command, CommandSpec},
     ruma::{
         OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
@@ -33,6 +34,8 @@ pub struct Request {
     pub sender: OwnedUserId,
     /// Its name and arguments.
     pub command: Command,
+    /// The trust of the device that sent it, when it came encrypted; `None` in a plain room.
+    pub trust: Option<SenderTrust>,
 }
 
 /// Whether the bot has the command, or for `help <topic>`, the command or protection asked
@@ -60,12 +63,12 @@ pub fn specs() -> Vec<CommandSpec> {
         spec(
             "ban",
             "[list] <entity> [reason]",
-            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one.",
+            "Bans a user, room or server glob in every protected room, through the bot's own list or a followed one. Options, first: --hashed names one entity by its SHA-256 only (MSC4205), --takedown also redacts their recent events (MSC4204).",
         ),
         spec(
             "unban",
             "[list] <entity>",
-            "Removes the rule from the bot's own list (or the followed one named), lifting its bans.",
+            "Removes the rule (plain or hashed) from the bot's own list (or the followed one named), lifting its bans.",
         ),
         spec(
             "kick",
@@ -109,6 +112,20 @@ impl Moderation {
             );
             return self.answer(app, &request, &answer).await;
         }
+        // In an encrypted management room, a device its owner did not cross-sign could be
+        // anyone's who got hold of the account's token: clients hide what such a device sends
+        // (MSC4153), and the bot does not take orders from it.
+        if let Some(trust @ (SenderTrust::NotCrossSigned | SenderTrust::Unknown)) = request.trust {
+            let why = match trust {
+                SenderTrust::Unknown => "whose keys I could not read",
+                _ => "that its owner did not cross-sign",
+            };
+            let answer = format!(
+                "⛔ {name} refused: {} sent it from a device {why}. Verify that session from another of yours, then try again.",
+                request.sender
+            );
+            return self.answer(app, &request, &answer).await;
+        }
         let answer = match self.run(app, &request).await {
             Ok(answer) => answer,
             Err(error) => format!("⚠ {name} failed: {error}"),
@@ -147,9 +164,12 @@ impl Moderation {
             Action::Help(None) => self.help(app),
             Action::Help(Some(topic)) => self.help_on(&topic),
             Action::Status => self.status(),
-            Action::Ban { entity, reason, .. } => {
-                self.ban(app, request, list, &entity, &reason).await?
-            }
+            Action::Ban {
+                entity,
+                reason,
+                form,
+                ..
+            } => self.ban(app, request, list, &entity, &reason, form).await?,
             Action::Unban { entity, .. } => self.unban(app, list, &entity).await?,
             Action::Kick { user, reason } => self.kick(app, &user, &reason).await?,
             Action::Redact { user, limit } => self.redact(app, &user, limit).await?,

@@ -66,6 +66,7 @@ pub async fn on_event(
                 event_id: timeline.event_id.clone(),
                 sender: sender.to_owned(),
                 command,
+                trust: ctx.sender_trust(),
             },
         )
         .await?;

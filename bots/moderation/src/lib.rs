@@ -9,7 +9,8 @@
 //! The management room is the `management_room` setting, or else the first room a configured
 //! admin (with no admins configured: any user of this homeserver) invites the bot to. Commands
 //! there are accepted from the configured admins and from members with `command_power` in it.
-//! See docs/moderation.md.
+//! It may be encrypted (with the plugin's encryption on): a command from a device its owner did
+//! not cross-sign is refused there. See docs/moderation.md.
 
 mod bot;
 mod commands;

@@ -15,29 +15,17 @@ mod support {
 
 use serde_json::json;
 use support::matrix::*;
-use trestle_moderation::Settings;
 use trestle_policy::{PolicyLists, sha256_base64};
 use trestle_tests::appservice::WAIT;
 
 #[tokio::test]
 async fn hashed_room_invite_and_takedown_rules_act_and_lift() {
     let lists = PolicyLists::new(["#spamlist:localhost"]);
-    let h = harness(
-        Settings {
-            admins: vec!["@admin:localhost".into()],
-            ..Settings::default()
-        },
-        &lists,
-    )
-    .await;
+    let (h, admin, management, protected) = admin_with_rooms(&lists).await;
     let synapse = &h.synapse;
-    let admin = synapse.register_user("admin", "password-1234").await;
     let hasher = synapse.register_user("hasher", "password-1234").await;
     let inviter = synapse.register_user("inviter", "password-1234").await;
     let taker = synapse.register_user("taker", "password-1234").await;
-
-    let management = management_room(&admin).await;
-    let protected = protected_room(&admin, &management).await;
     hasher.join(&protected).await;
     let list = admin
         .create_room(json!({

@@ -72,7 +72,7 @@ pub const PLUGIN: Plugin = Plugin::new("irc", "irc", "irc_", build)
          delivery_status: true          # read receipts and status events for delivered messages\n  \
          # bridge_state_url: https://status.example/push   # where connection state changes are posted\n  \
          bridge_state_debounce_ms: 10000   # a connection lost for less is no outage\n  \
-         policy_lists: []               # policy list rooms; users they ban are not bridged\n  \
+         policy_lists: []               # policy list rooms; users and rooms they ban are not bridged\n  \
          networks: []\n  \
          # - name: libera\n  \
          #   host: irc.libera.chat\n  \

@@ -29,7 +29,9 @@
 //! - **Policy lists**: with [`BridgeConfig::policy_lists`], Matrix users banned by those lists
 //!   ([`trestle_policy`]) are not bridged: their portal events stop here (they are told why
 //!   once), their portal joins are kicked, their logins do not connect (one connected before the
-//!   rule is closed at their next portal event).
+//!   rule is closed at their next portal event). Rooms those lists ban (`m.policy.rule.room`,
+//!   by id or alias) get no portal and cannot be linked; a portal a rule comes to ban is left
+//!   (the bot says why and leaves, nothing crosses) until the rule goes.
 //! - **Room upgrades**: a portal, a direct chat's portal or a management room follows its
 //!   `m.room.tombstone` to the room that replaces it (room version 12 too): the bot and the
 //!   ghosts join it and the bridge goes on there. The message map stays: replies find
@@ -157,7 +159,9 @@ pub struct BridgeConfig {
     /// Policy lists to follow (room ids or aliases; see [`trestle_policy::PolicyLists`]): a
     /// Matrix user banned by them (a user rule, or a server rule on their server) is not
     /// bridged — their events in portals do not reach the network, their joins are kicked,
-    /// their logins do not connect. Empty: nobody is checked.
+    /// their logins do not connect. A room they ban (by id or alias) is not bridged: no
+    /// portal is made or linked for it, and a portal is left while a rule bans it. Empty:
+    /// nobody is checked.
     pub policy_lists: Vec<String>,
     /// Seconds an event of a user with a login waits for that login's connection when it is
     /// not there yet (restored at start, made by `login`), holding up the events after it in
@@ -371,7 +375,14 @@ impl<N: Network> Bridge<N> {
         );
         let mut router = Router::<BridgeHandle<N>>::new().own_events(false);
         if let Some(gate) = &self.handle.shared.policy {
-            router = gate.lists.route(router);
+            let rooms = self.handle.clone();
+            router = gate
+                .lists
+                .route(router)
+                .service("policy-rooms", move |app| {
+                    let bridge = rooms.clone();
+                    async move { Ok(bridge.follow_room_rules(app).await?) }
+                });
         }
         router
             .on(matrix::on_event::<N>)

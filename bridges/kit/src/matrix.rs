@@ -32,6 +32,15 @@ pub(crate) async fn on_event<N: Network>(
     app: Appservice,
 ) -> Result<(), BridgeError> {
     bridge.attach(&app).await?;
+    // A portal left for a policy list's rule: its typing and receipts stay here too.
+    if let Incoming::Ephemeral(ephemeral) = ctx.incoming()
+        && ephemeral
+            .room_id
+            .as_deref()
+            .is_some_and(|room| bridge.room_left(room))
+    {
+        return Ok(());
+    }
     let event = match ctx.incoming() {
         Incoming::Timeline(event) => event,
         Incoming::Ephemeral(typing) if typing.event_type == "m.typing" => {
@@ -54,7 +63,7 @@ pub(crate) async fn on_event<N: Network>(
         tracing::debug!(event_id = %event.event_id, "not bridged: double puppeted");
         return Ok(());
     }
-    if bridge.refused(event, &json).await? {
+    if bridge.refused(event, &json).await? || bridge.room_left(&event.room_id) {
         return Ok(());
     }
     let outcome = match event.event_type.as_str() {

@@ -1,7 +1,10 @@
 //! Policy lists in the kit: Matrix users banned by the lists a bridge follows
 //! ([`super::BridgeConfig::policy_lists`]) are not bridged. Their events in portals do not reach
 //! the network (they are told why once, in the room), their joins are kicked (when the bot has
-//! the power), and their logins do not connect.
+//! the power), and their logins do not connect. Rooms they ban are not bridged (module
+//! `rooms`).
+
+mod rooms;
 
 use std::{collections::HashSet, sync::Mutex};
 use trestle::sync::MutexExt;
@@ -18,6 +21,8 @@ use super::{BridgeError, BridgeHandle, Network, NetworkResult};
 pub(crate) struct Gate {
     pub(crate) lists: PolicyLists,
     told: Mutex<HashSet<OwnedUserId>>,
+    /// Portals left for a room rule.
+    left: rooms::Left,
 }
 
 impl Gate {
@@ -26,6 +31,7 @@ impl Gate {
         (!lists.is_empty()).then(|| Gate {
             lists: PolicyLists::new(lists.iter().cloned()),
             told: Mutex::new(HashSet::new()),
+            left: rooms::Left::default(),
         })
     }
 

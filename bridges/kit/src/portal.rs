@@ -58,10 +58,15 @@ impl<N: Network> BridgeHandle<N> {
         })
     }
 
-    /// The portal of a chat, if it has one.
+    /// The portal of a chat, if it has one; refused while the bridge left it for a room rule
+    /// of the policy lists it follows.
     pub async fn portal(&self, chat: &N::ChatId) -> NetworkResult<Option<PortalRef<N>>> {
         let row = self.store()?.portal_by_chat(&chat.to_string()).await?;
-        row.map(|r| self.portal_ref(r)).transpose()
+        let portal = row.map(|r| self.portal_ref(r)).transpose()?;
+        if let Some(portal) = &portal {
+            self.refuse_left(&portal.room_id)?;
+        }
+        Ok(portal)
     }
 
     /// The portal a room is, if it is one.
@@ -134,11 +139,15 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// The portal of a chat, made now if it has none: a public room with the chat's alias,
-    /// name and topic, and bridge info state, created by the bot.
+    /// name and topic, and bridge info state, created by the bot. Refused for an alias the
+    /// followed policy lists ban.
     pub async fn ensure_portal(&self, chat: &N::ChatId) -> NetworkResult<PortalRef<N>> {
         let relay = self.config().relay;
-        self.portal_or_make(chat, relay, || self.make_portal_room(chat))
-            .await
+        self.portal_or_make(chat, relay, || async {
+            self.refuse_new_portal(chat).await?;
+            self.make_portal_room(chat).await
+        })
+        .await
     }
 
     /// The portal of `chat`, or a new one in the room `make` makes. Made under a lock, so two
@@ -223,8 +232,15 @@ impl<N: Network> BridgeHandle<N> {
         let Some(chat) = self.network().chat_for_alias(alias.alias()) else {
             return Ok(false);
         };
-        self.ensure_portal(&chat).await?;
-        Ok(true)
+        match self.ensure_portal(&chat).await {
+            Ok(_) => Ok(true),
+            // A room the policy lists ban: for the homeserver, no such alias.
+            Err(BridgeError::Forbidden(reason)) => {
+                tracing::info!(%alias, %reason, "no portal made");
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Answers the homeserver's user query: a ghost the network knows a user for exists.
@@ -280,6 +296,7 @@ impl<N: Network> BridgeHandle<N> {
             ))
         })?;
         self.require_manage(room_id, by).await?;
+        self.refuse_link(room_id).await?;
         let _making = self.shared.portal_lock.lock().await;
         if self.portal(chat).await?.is_some() {
             return Err(BridgeError::BadRequest(format!(
@@ -342,6 +359,7 @@ impl<N: Network> BridgeHandle<N> {
             }
         }
         self.store()?.delete_portal(room_id.as_str()).await?;
+        self.forget_left(room_id);
         // Its message map is gone, so a catch-up from its old marks would post into a new
         // portal what was said while the chat had none.
         self.store()?

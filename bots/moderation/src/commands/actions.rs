@@ -12,9 +12,9 @@ use trestle::{
         },
     },
 };
-use trestle_policy::{Change, Kind, Rule, glob};
+use trestle_policy::{Change, Kind, Recommendation, Rule, glob, sha256_base64};
 
-use super::Request;
+use super::{Request, parse::BanForm};
 use crate::{
     bot::{Moderation, OWN_LIST},
     enforce::members,
@@ -53,6 +53,7 @@ impl Moderation {
         list: Option<OwnedRoomId>,
         entity: &str,
         reason: &str,
+        form: BanForm,
     ) -> Result<String> {
         let kind = Kind::of_entity(entity);
         if kind == Kind::Server
@@ -66,57 +67,98 @@ impl Moderation {
         if kind == Kind::User && glob::matches(entity, app.bot_user_id().as_str()) {
             return Ok(format!("{entity} matches me; I will not ban myself."));
         }
+        if form.hashed && (entity.contains('*') || entity.contains('?')) {
+            return Ok(format!(
+                "{entity} is a glob: a hashed rule names one {} exactly, by its SHA-256. Ban the glob without --hashed.",
+                kind.as_str()
+            ));
+        }
         let list = match list {
             Some(list) => list,
             None => self.own_list(app, request).await?,
         };
-        let state_key = format!("rule:{entity}");
-        let content = json!({"entity": entity, "recommendation": "m.ban", "reason": reason});
+        let recommendation = if form.takedown {
+            Recommendation::Takedown
+        } else {
+            Recommendation::Ban
+        };
+        let mut rule = Rule {
+            recommendation,
+            ..Rule::ban(
+                list.as_str(),
+                kind,
+                &format!("rule:{entity}"),
+                entity,
+                reason,
+            )
+        };
+        let mut content = json!({"recommendation": recommendation.as_str(), "reason": reason});
+        let mut named = String::new();
+        if form.hashed {
+            // The state key must not name the entity either.
+            let hash = entity_hash(kind, entity);
+            named = format!(" (as sha256:{hash}: the list does not name it)");
+            rule.state_key = format!("rule:sha256:{hash}");
+            rule.entity = String::new();
+            content["hashes"] = json!({ "sha256": hash });
+            rule.sha256 = Some(hash);
+        } else {
+            content["entity"] = json!(entity);
+        }
         app.bot()
-            .send_state_json(&list, kind.event_type(), &state_key, content, None)
+            .send_state_json(&list, kind.event_type(), &rule.state_key, content, None)
             .await?;
-        let rule = Rule::ban(list.as_str(), kind, &state_key, entity, reason);
+        let state_key = rule.state_key.clone();
         self.apply_change(app, Change::Set(rule)).await?;
+        // A hashed rule is written so the list stops naming the entity: the plain rule of the
+        // same entity in this list goes (and the reverse), its bans now owed to the new rule.
+        let replaced: Vec<Rule> = self
+            .rules_of(kind, entity)
+            .into_iter()
+            .filter(|r| r.list == list.as_str() && r.state_key != state_key)
+            .collect();
+        let replaced = if replaced.is_empty() {
+            String::new()
+        } else {
+            self.remove_rules(app, &list, replaced).await?;
+            format!(
+                " It replaces the {} rule of {entity} there.",
+                if form.hashed { "plain" } else { "hashed" }
+            )
+        };
+        let what = match recommendation {
+            Recommendation::Ban => "ban",
+            Recommendation::Takedown => "takedown",
+        };
         Ok(format!(
-            "Added a {} ban rule for {entity} to {list}; it applies in every protected room.",
+            "Added a {}{} {what} rule for {entity}{named} to {list}; it applies in every protected room.{replaced}",
+            if form.hashed { "hashed " } else { "" },
             kind.as_str()
         ))
     }
 
-    pub(super) async fn unban(
-        &self,
-        app: &Appservice,
-        list: Option<OwnedRoomId>,
-        entity: &str,
-    ) -> Result<String> {
-        let own = list.or_else(|| self.model().own_list.clone());
-        let rules: Vec<Rule> = self
-            .model()
+    /// The rules of every followed list about `entity`: those naming it (as a glob, typed the
+    /// same), and hashed ones of its hash.
+    fn rules_of(&self, kind: Kind, entity: &str) -> Vec<Rule> {
+        let hash = entity_hash(kind, entity);
+        self.model()
             .rules
             .rules()
             .iter()
-            .filter(|r| r.entity == entity)
+            .filter(|r| {
+                r.entity == entity
+                    || (r.entity.is_empty() && r.kind == kind && r.sha256.as_ref() == Some(&hash))
+            })
             .cloned()
-            .collect();
-        let (mine, others): (Vec<Rule>, Vec<Rule>) = rules
-            .into_iter()
-            .partition(|r| own.as_ref().is_some_and(|o| o.as_str() == r.list));
-        let Some(list) = own.filter(|_| !mine.is_empty()) else {
-            return Ok(if others.is_empty() {
-                format!("No rule for {entity} in any list I follow.")
-            } else {
-                let lists: Vec<&str> = others.iter().map(|r| r.list.as_str()).collect();
-                format!(
-                    "{entity} is banned by {}: name the list to remove the rule there ({}unban <list> {entity}).",
-                    lists.join(", "),
-                    self.settings().command_prefix
-                )
-            });
-        };
-        for rule in mine {
+            .collect()
+    }
+
+    /// Empties the state events of `rules` in `list`, and lifts what they did.
+    async fn remove_rules(&self, app: &Appservice, list: &RoomId, rules: Vec<Rule>) -> Result<()> {
+        for rule in rules {
             app.bot()
                 .send_state_json(
-                    &list,
+                    list,
                     rule.kind.event_type(),
                     &rule.state_key,
                     json!({}),
@@ -133,6 +175,33 @@ impl Moderation {
             )
             .await?;
         }
+        Ok(())
+    }
+
+    pub(super) async fn unban(
+        &self,
+        app: &Appservice,
+        list: Option<OwnedRoomId>,
+        entity: &str,
+    ) -> Result<String> {
+        let own = list.or_else(|| self.model().own_list.clone());
+        let rules = self.rules_of(Kind::of_entity(entity), entity);
+        let (mine, others): (Vec<Rule>, Vec<Rule>) = rules
+            .into_iter()
+            .partition(|r| own.as_ref().is_some_and(|o| o.as_str() == r.list));
+        let Some(list) = own.filter(|_| !mine.is_empty()) else {
+            return Ok(if others.is_empty() {
+                format!("No rule for {entity} in any list I follow.")
+            } else {
+                let lists: Vec<&str> = others.iter().map(|r| r.list.as_str()).collect();
+                format!(
+                    "{entity} is banned by {}: name the list to remove the rule there ({}unban <list> {entity}).",
+                    lists.join(", "),
+                    self.settings().command_prefix
+                )
+            });
+        };
+        self.remove_rules(app, &list, mine).await?;
         let still = if others.is_empty() {
             String::new()
         } else {
@@ -194,6 +263,15 @@ impl Moderation {
             "Redacted {total} events of {user} ({}).",
             lines.join(", ")
         ))
+    }
+}
+
+/// The hash a hashed rule of `entity` carries: of the server name in lower case, as servers
+/// are matched; of the user ID or room ID or alias as typed.
+fn entity_hash(kind: Kind, entity: &str) -> String {
+    match kind {
+        Kind::Server => sha256_base64(&entity.to_ascii_lowercase()),
+        Kind::User | Kind::Room => sha256_base64(entity),
     }
 }
 

@@ -13,13 +13,15 @@ pub(super) enum Action {
     /// `help [command or protection]`.
     Help(Option<String>),
     Status,
-    /// `ban [list] <entity> [reason]`. `list` is the first argument when it is a room and more
-    /// follow; only when the command runs is it known whether that room is a followed list
-    /// (otherwise it is the entity, see [`Action::list_was_entity`]).
+    /// `ban [--hashed] [--takedown] [list] <entity> [reason]`. `list` is the first argument
+    /// after the options when it is a room and more follow; only when the command runs is it
+    /// known whether that room is a followed list (otherwise it is the entity, see
+    /// [`Action::list_was_entity`]).
     Ban {
         list: Option<String>,
         entity: String,
         reason: String,
+        form: BanForm,
     },
     /// `unban [list] <entity>`.
     Unban {
@@ -53,6 +55,35 @@ pub(super) enum Action {
     },
 }
 
+/// How `ban` writes its rule: the options before its arguments.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct BanForm {
+    /// `--hashed`: the rule names its entity only by SHA-256 (MSC4205).
+    pub(super) hashed: bool,
+    /// `--takedown`: the rule recommends `org.matrix.msc4204.takedown` rather than `m.ban`.
+    pub(super) takedown: bool,
+}
+
+/// `ban`'s leading options, and the arguments after them.
+fn ban_form<'a>(args: &'a [&'a str]) -> Result<(BanForm, &'a [&'a str]), String> {
+    let mut form = BanForm::default();
+    let mut rest = args;
+    while let Some((first, after)) = rest.split_first() {
+        match *first {
+            "--hashed" => form.hashed = true,
+            "--takedown" => form.takedown = true,
+            option if option.starts_with("--") => {
+                return Err(format!(
+                    "ban has no option {option}: it takes --hashed and --takedown"
+                ));
+            }
+            _ => break,
+        }
+        rest = after;
+    }
+    Ok((form, rest))
+}
+
 /// What `protections` answers to a form it does not know.
 pub(super) const PROTECTIONS_USAGE: &str = "usage: protections list [room] | protections enable|disable <name> [room] | protections set <name> <key> <value> [room] (quote a value with spaces: \"spam, scam\")";
 
@@ -63,7 +94,11 @@ pub(super) fn parse(command: &Command, prefix: &str) -> Result<Action, String> {
     let name = command.name.as_str();
     let text = |s: &[&str]| s.join(" ");
     let one = |s: &str| s.to_owned();
-    Ok(match (name, args.as_slice()) {
+    let (form, args) = match name {
+        "ban" => ban_form(&args)?,
+        _ => (BanForm::default(), args.as_slice()),
+    };
+    Ok(match (name, args) {
         ("help", []) => Action::Help(None),
         ("help", [topic, ..]) => {
             Action::Help(Some(topic.strip_prefix(prefix).unwrap_or(topic).to_owned()))
@@ -73,11 +108,13 @@ pub(super) fn parse(command: &Command, prefix: &str) -> Result<Action, String> {
             list: Some(one(first)),
             entity: one(entity),
             reason: text(reason),
+            form,
         },
         ("ban", [entity, reason @ ..]) => Action::Ban {
             list: None,
             entity: one(entity),
             reason: text(reason),
+            form,
         },
         ("unban", [entity]) => Action::Unban {
             list: None,
@@ -161,6 +198,7 @@ impl Action {
                 list: Some(first),
                 entity,
                 reason,
+                form,
             } => Some(Action::Ban {
                 list: None,
                 reason: if reason.is_empty() {
@@ -169,6 +207,7 @@ impl Action {
                     format!("{entity} {reason}")
                 },
                 entity: first,
+                form,
             }),
             Action::Unban { list: Some(_), .. } => None,
             other => Some(other),
@@ -213,6 +252,7 @@ mod tests {
                 list: None,
                 entity: "@spam*:example.org".into(),
                 reason: "spamming links".into(),
+                form: BanForm::default(),
             })
         );
         assert_eq!(
@@ -221,6 +261,7 @@ mod tests {
                 list: None,
                 entity: "*.evil.example".into(),
                 reason: String::new(),
+                form: BanForm::default(),
             })
         );
         assert_eq!(
@@ -229,7 +270,49 @@ mod tests {
                 list: None,
                 entity: "@x:y".into(),
                 reason: "quoted reason".into(),
+                form: BanForm::default(),
             })
+        );
+    }
+
+    #[test]
+    fn ban_options_come_first() {
+        assert_eq!(
+            read("!ban --hashed --takedown !list:example.org @spammer:example.org csam"),
+            Ok(Action::Ban {
+                list: Some("!list:example.org".into()),
+                entity: "@spammer:example.org".into(),
+                reason: "csam".into(),
+                form: BanForm {
+                    hashed: true,
+                    takedown: true
+                },
+            })
+        );
+        assert_eq!(
+            read("!ban --takedown @x:y"),
+            Ok(Action::Ban {
+                list: None,
+                entity: "@x:y".into(),
+                reason: String::new(),
+                form: BanForm {
+                    hashed: false,
+                    takedown: true
+                },
+            })
+        );
+        // After the entity, an option is part of the reason.
+        assert!(matches!(
+            read("!ban @x:y --hashed"),
+            Ok(Action::Ban { form, reason, .. }) if form == BanForm::default() && reason == "--hashed"
+        ));
+        assert_eq!(
+            read("!ban --hash @x:y"),
+            Err("ban has no option --hash: it takes --hashed and --takedown".into())
+        );
+        assert_eq!(
+            read("!ban --hashed"),
+            Err("usage: !ban [list] <entity> [reason]".into())
         );
     }
 
@@ -242,6 +325,7 @@ mod tests {
                 list: Some("#community-bans:example.org".into()),
                 entity: "@raid*:example.org".into(),
                 reason: "raid".into(),
+                form: BanForm::default(),
             }
         );
         // A room banned with a reason, when that room is no followed list.
@@ -251,6 +335,7 @@ mod tests {
                 list: None,
                 entity: "#community-bans:example.org".into(),
                 reason: "@raid*:example.org raid".into(),
+                form: BanForm::default(),
             })
         );
     }

@@ -108,3 +108,20 @@ pub fn state_path(room: &str, event_type: &str) -> String {
         trestle_tests::synapse::encode(room)
     )
 }
+
+/// The bot with `@admin:localhost` as its one admin, following `lists` beside it (see
+/// [`harness`]), and the admin with a management room and a protected room:
+/// `(harness, admin, management, protected)`.
+// moderation.rs, which sets its bot up otherwise, includes this file without `dead_code` allowed.
+#[allow(dead_code)]
+pub async fn admin_with_rooms(lists: &PolicyLists) -> (Harness, UserClient, String, String) {
+    let settings = Settings {
+        admins: vec!["@admin:localhost".into()],
+        ..Settings::default()
+    };
+    let h = harness(settings, lists).await;
+    let admin = h.synapse.register_user("admin", "password-1234").await;
+    let management = management_room(&admin).await;
+    let protected = protected_room(&admin, &management).await;
+    (h, admin, management, protected)
+}
