@@ -2,6 +2,9 @@
 //! their own Matrix access token (`Authorization: Bearer …`), which the API uses to act on the
 //! homeserver as them; reads come from the index.
 
+mod live;
+mod media;
+mod people;
 mod posts;
 mod users;
 
@@ -43,6 +46,8 @@ pub(crate) struct Web {
     pub(crate) app: Appservice,
     pub(crate) settings: Arc<Settings>,
     pub(crate) users: UserApi,
+    /// Where the index's changes go out to open pages.
+    pub(crate) live: crate::live::Hub,
     sessions: Arc<Mutex<HashMap<String, (OwnedUserId, Instant)>>>,
     /// Held while a timeline room is created, so one user never gets two.
     creating: Arc<tokio::sync::Mutex<()>>,
@@ -147,12 +152,17 @@ pub(crate) struct Caller {
 }
 
 impl Web {
-    pub(crate) fn new(app: Appservice, settings: Arc<Settings>) -> trestle::Result<Self> {
+    pub(crate) fn new(
+        app: Appservice,
+        settings: Arc<Settings>,
+        live: crate::live::Hub,
+    ) -> trestle::Result<Self> {
         let users = UserApi::new(app.client().base_url())?;
         Ok(Web {
             app,
             settings,
             users,
+            live,
             sessions: Arc::default(),
             creating: Arc::default(),
             migrated: Arc::default(),
@@ -290,7 +300,7 @@ impl Web {
             .send_event(&caller.token, room, event_type, content)
             .await?;
         let event = self.users.event(&caller.token, room, &event_id).await?;
-        index::apply(&self.app, &event).await?;
+        self.live.publish(index::apply(&self.app, &event).await?);
         Ok(event_id)
     }
 
@@ -314,7 +324,7 @@ impl Web {
         let event_id = OwnedEventId::try_from(event_id).map_err(trestle::Error::from)?;
         let redaction = self.users.redact(&caller.token, &room, &event_id).await?;
         let event = self.users.event(&caller.token, &room, &redaction).await?;
-        index::apply(&self.app, &event).await?;
+        self.live.publish(index::apply(&self.app, &event).await?);
         Ok(())
     }
 
@@ -334,5 +344,8 @@ pub(crate) fn routes(web: Web) -> Router {
     Router::new()
         .merge(users::routes())
         .merge(posts::routes())
+        .merge(media::routes())
+        .merge(live::routes())
+        .merge(people::routes())
         .with_state(web)
 }

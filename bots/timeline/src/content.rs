@@ -1,6 +1,7 @@
 //! The event schema of a timeline (documented in `docs/timeline.md`): what a post looks like,
 //! and the checks a post from the page passes before it is sent.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// `type` in the `m.room.create` content of a timeline room.
@@ -15,6 +16,82 @@ pub const HTML_KEY: &str = "org.trestle.timeline.html";
 pub const REPOST_KEY: &str = "org.trestle.timeline.repost";
 /// The reaction key of a like.
 pub const LIKE_KEY: &str = "❤️";
+/// On a post with an image: `{ "url": "mxc://…", "info": { "mimetype", "w", "h", "size" }, "alt" }`.
+pub const IMAGE_KEY: &str = "org.trestle.timeline.image";
+/// The image types a post may carry: those every browser shows, none that runs script (SVG).
+pub const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// The longest description of an image, in characters.
+pub const MAX_ALT_CHARS: usize = 1000;
+
+/// An image in a post, stored in the homeserver's content repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The `mxc://` URI of the uploaded image.
+    pub url: String,
+    /// One of [`IMAGE_TYPES`].
+    pub mimetype: String,
+    /// Width in pixels, if known.
+    pub w: Option<u64>,
+    /// Height in pixels, if known.
+    pub h: Option<u64>,
+    /// Size in bytes, if known.
+    pub size: Option<u64>,
+    /// A description for people who cannot see it.
+    pub alt: Option<String>,
+}
+
+impl Image {
+    /// Checks an image from a client or an event: an `mxc://` URI, an image type that is
+    /// shown safely, a description of bounded length.
+    pub fn check(self) -> Result<Image, Refusal> {
+        if <&trestle::ruma::MxcUri>::from(self.url.as_str()).validate().is_err() {
+            return Err(Refusal::BadImage("its `url` is not an mxc:// URI"));
+        }
+        if !IMAGE_TYPES.contains(&self.mimetype.as_str()) {
+            return Err(Refusal::BadImage(
+                "its `mimetype` is not image/png, image/jpeg, image/gif or image/webp",
+            ));
+        }
+        if self
+            .alt
+            .as_deref()
+            .is_some_and(|alt| alt.chars().count() > MAX_ALT_CHARS)
+        {
+            return Err(Refusal::BadImage("its description (`alt`) is over 1000 characters"));
+        }
+        Ok(self)
+    }
+
+    /// The image as a post's content carries it.
+    fn content(&self) -> Value {
+        let mut info = json!({ "mimetype": self.mimetype });
+        for (key, value) in [("w", self.w), ("h", self.h), ("size", self.size)] {
+            if let Some(value) = value {
+                info[key] = json!(value);
+            }
+        }
+        let mut image = json!({ "url": self.url, "info": info });
+        if let Some(alt) = &self.alt {
+            image["alt"] = json!(alt);
+        }
+        image
+    }
+
+    /// Reads an image from a post's content, checked as one from the page would be.
+    fn from_content(value: &Value) -> Option<Image> {
+        let info = &value["info"];
+        Image {
+            url: value["url"].as_str()?.to_owned(),
+            mimetype: info["mimetype"].as_str()?.to_owned(),
+            w: info["w"].as_u64(),
+            h: info["h"].as_u64(),
+            size: info["size"].as_u64(),
+            alt: value["alt"].as_str().map(str::to_owned),
+        }
+        .check()
+        .ok()
+    }
+}
 
 /// A post's parts that a client supplies.
 #[derive(Debug, Default)]
@@ -27,6 +104,8 @@ pub struct Draft {
     pub thread: Option<(String, String)>,
     /// For a repost: the original's room and event.
     pub repost: Option<(String, String)>,
+    /// An image, checked.
+    pub image: Option<Image>,
 }
 
 /// Why a draft was refused, in words for the person who wrote it.
@@ -50,6 +129,8 @@ pub enum Refusal {
     },
     /// The HTML contains something that is never allowed (scripts, event handlers, …).
     UnsafeHtml(&'static str),
+    /// The image is not one a post may carry.
+    BadImage(&'static str),
 }
 
 impl std::fmt::Display for Refusal {
@@ -67,6 +148,7 @@ impl std::fmt::Display for Refusal {
             Refusal::UnsafeHtml(what) => {
                 write!(f, "the HTML contains {what}, which is not allowed")
             }
+            Refusal::BadImage(why) => write!(f, "the image is refused: {why}"),
         }
     }
 }
@@ -204,14 +286,32 @@ pub fn post_content(draft: &Draft) -> Value {
         .html
         .clone()
         .unwrap_or_else(|| text_to_html(&draft.text));
+    // Clients that render unknown events like messages show the image from `formatted_body`
+    // (an `mxc://` source is what the spec allows there); the text alone names it.
+    let (body, formatted) = match &draft.image {
+        Some(image) => {
+            let alt = image.alt.as_deref().unwrap_or("image");
+            let tag = format!("<img src=\"{}\" alt=\"{}\">", escape(&image.url), escape(alt));
+            let body = if draft.text.is_empty() {
+                format!("🖼 {alt}")
+            } else {
+                format!("{}\n🖼 {alt}", draft.text)
+            };
+            (body, format!("{html}<br>{tag}"))
+        }
+        None => (draft.text.clone(), html.clone()),
+    };
     let mut content = json!({
         // What clients that do not know the type show.
-        "body": draft.text,
+        "body": body,
         "format": "org.matrix.custom.html",
-        "formatted_body": html,
+        "formatted_body": formatted,
         TEXT_KEY: draft.text,
         HTML_KEY: html,
     });
+    if let Some(image) = &draft.image {
+        content[IMAGE_KEY] = image.content();
+    }
     if let Some((root, replied)) = &draft.thread {
         content["m.relates_to"] = json!({
             "rel_type": "m.thread",
@@ -248,6 +348,8 @@ pub struct Parsed {
     pub thread_root: Option<String>,
     /// For a repost, the event id of the original post.
     pub repost_of: Option<String>,
+    /// The post's image, if it has one that passes the checks.
+    pub image: Option<Image>,
 }
 
 /// Reads a post's content, sanitising its HTML again: other clients may send anything.
@@ -262,11 +364,13 @@ pub fn parse_post(content: &Value) -> Option<Parsed> {
         .then(|| relates["event_id"].as_str().map(str::to_owned))
         .flatten();
     let repost_of = content[REPOST_KEY]["event_id"].as_str().map(str::to_owned);
+    let image = Image::from_content(&content[IMAGE_KEY]);
     Some(Parsed {
         text,
         html,
         thread_root,
         repost_of,
+        image,
     })
 }
 
