@@ -261,7 +261,7 @@ async function renderProfile(view, user) {
       el('h2', { id: 'profile-name', tabIndex: -1, textContent: name }),
       el('p', { className: 'handle', textContent: profile.user_id }),
       el('p', { id: 'profile-bio', textContent: profile.bio || '' }),
-      el('p', { id: 'profile-counts', textContent: profile.followers + ' followers · ' + profile.following + ' following' })));
+      el('p', { id: 'profile-counts', textContent: count(profile.followers, 'follower') + ' · ' + profile.following + ' following' })));
   const tools = el('div', { className: 'profile-tools' });
   if (user !== session.user && profile.room_id) {
     const follow = el('button', {
@@ -280,6 +280,10 @@ async function renderProfile(view, user) {
   head.append(tools);
   view.append(head);
   postList(view, profile, 'api/users/' + enc(user));
+}
+
+function count(n, noun) {
+  return n + ' ' + noun + (n === 1 ? '' : 's');
 }
 
 function bioForm(bio) {

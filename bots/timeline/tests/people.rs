@@ -1,0 +1,652 @@
+//! The timeline as people use it, in a real headless Chromium against a real Synapse: avatars
+//! and display names through the bot's authenticated-media proxy, mentions and hashtags as
+//! links, relative times, a new post, a like and a reply arriving on an open page without a
+//! reload, posting an image uploaded with the user's own token, search, a bio, keyboard use
+//! and landmarks, and the layout at a phone's and a desktop's width (screenshots kept under
+//! `$CARGO_TARGET_TMPDIR/timeline-screenshots/`). Then the live stream itself: only the
+//! rooms a user is in, a bounded number of streams per user, places freed when pages go.
+
+// A failed unwrap in a test is the test failing, with the error in its message.
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/api.rs"]
+mod api;
+#[path = "support/cdp.rs"]
+mod cdp;
+
+use std::time::{Duration, Instant};
+
+use api::Api;
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use trestle_tests::{appservice::Harness, synapse::encode};
+use trestle_timeline::{
+    PLUGIN, Settings,
+    content::{IMAGE_KEY, POST_TYPE},
+};
+
+/// A 1×1 PNG: Bob's avatar.
+const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+const HELLO: &str = "Hello #trestle, says @alice:localhost";
+const EVIL: &str = "evil <img src=x onerror=\"window.pwned=1\"> text";
+
+async fn token(url: &str, user: &str, password: &str) -> String {
+    Api::new(url, None)
+        .ok(
+            Method::POST,
+            "/api/login",
+            Some(json!({ "user": user, "password": password })),
+        )
+        .await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The texts of the posts the page shows, in order.
+async fn shown(browser: &mut cdp::Browser) -> Value {
+    browser
+        .eval("[...document.querySelectorAll('#view .post .body')].map(e => e.textContent)")
+        .await
+}
+
+/// A JavaScript expression for the article of `event_id`.
+fn article(event_id: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#view article.post')].find(a => a.dataset.eventId === {})",
+        json!(event_id)
+    )
+}
+
+async fn key(browser: &mut cdp::Browser, key: &str, code: u32, text: Option<&str>) {
+    let mut down = json!({ "type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code });
+    if let Some(text) = text {
+        down["text"] = json!(text);
+    }
+    browser.call("Input.dispatchKeyEvent", down).await;
+    browser
+        .call(
+            "Input.dispatchKeyEvent",
+            json!({ "type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code }),
+        )
+        .await;
+}
+
+/// Presses Tab and names what has the focus then.
+async fn tab(browser: &mut cdp::Browser) -> String {
+    key(browser, "Tab", 9, None).await;
+    browser
+        .eval("(() => { const e = document.activeElement; return e.id || e.textContent.trim(); })()")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn viewport(browser: &mut cdp::Browser, width: u32, height: u32, mobile: bool) {
+    browser
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+        )
+        .await;
+    browser
+        .wait_for(
+            "the new width",
+            &format!("window.innerWidth === {width}"),
+        )
+        .await;
+}
+
+fn save(name: &str, png: &[u8]) {
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+}
+
+#[tokio::test]
+async fn images_live_updates_search_and_layout_in_chromium() {
+    let registration = PLUGIN.generate_registration(None, "localhost");
+    let harness = Harness::start(
+        registration,
+        trestle_timeline::router(Settings::default()).unwrap(),
+    )
+    .await;
+    let url = harness.url.clone();
+    let bob_matrix = harness.synapse.register_user("bob", "password-bob").await;
+    let alice_matrix = harness
+        .synapse
+        .register_user("alice", "password-alice")
+        .await;
+    harness
+        .synapse
+        .register_user("carol", "password-carol")
+        .await;
+
+    // Bob's name and avatar, set in Matrix as any client sets them.
+    let pixel = base64::engine::general_purpose::STANDARD
+        .decode(PIXEL)
+        .unwrap();
+    let avatar = bob_matrix
+        .upload_media(&pixel, "image/png", "bob.png")
+        .await;
+    let profile = format!("/_matrix/client/v3/profile/{}", encode("@bob:localhost"));
+    bob_matrix
+        .call_ok(
+            Method::PUT,
+            &format!("{profile}/avatar_url"),
+            Some(&json!({ "avatar_url": avatar })),
+        )
+        .await;
+    bob_matrix
+        .call_ok(
+            Method::PUT,
+            &format!("{profile}/displayname"),
+            Some(&json!({ "displayname": "Bob Builder" })),
+        )
+        .await;
+
+    let bob = Api::new(&url, Some(&token(&url, "bob", "password-bob").await));
+    let alice = Api::new(&url, Some(&token(&url, "alice", "password-alice").await));
+    let hello = bob.post(HELLO).await["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    bob.post(EVIL).await;
+    alice
+        .ok(
+            Method::POST,
+            &format!("/api/users/{}/follow", encode("@bob:localhost")),
+            None,
+        )
+        .await;
+
+    // The proxy serves Bob's avatar, as an image that can do nothing on its own; it serves
+    // no media the timeline does not use, and takes no file that is not what it says.
+    let http = reqwest::Client::new();
+    let media = |mxc: &str| format!("{url}/media/{}", mxc.strip_prefix("mxc://").unwrap());
+    let response = http.get(media(&avatar)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "image/png");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("sandbox")
+    );
+    assert_eq!(response.bytes().await.unwrap().to_vec(), pixel);
+    let unused = bob_matrix
+        .upload_media(&pixel, "image/png", "unused.png")
+        .await;
+    let response = http.get(media(&unused)).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    let response = http
+        .post(format!("{url}/api/media"))
+        .bearer_auth(&alice_matrix.access_token)
+        .header("content-type", "image/png")
+        .body("<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"alert(1)\"/>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["errcode"], "M_INVALID_PARAM", "{error}");
+    let (status, error) = alice
+        .call(
+            Method::POST,
+            "/api/posts",
+            Some(json!({ "text": "x", "image": { "url": "https://example.org/x.png", "mimetype": "image/png" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    let (status, error) = alice
+        .call(
+            Method::POST,
+            "/api/posts",
+            Some(json!({ "text": "x", "image": { "url": avatar, "mimetype": "image/svg+xml" } })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    let mut browser = cdp::Browser::start().await;
+    browser.navigate(&format!("{url}/")).await;
+    browser
+        .wait_for("the login form", "!document.getElementById('login').hidden")
+        .await;
+    browser.fill("#login-user", "alice").await;
+    browser.fill("#login-password", "password-alice").await;
+    browser.click("#login-button").await;
+    browser
+        .wait_for(
+            "Bob's posts in Alice's feed",
+            "document.querySelectorAll('#view .post').length === 2",
+        )
+        .await;
+
+    // His display name, and his avatar loaded through the proxy.
+    browser
+        .wait_for(
+            "Bob's avatar",
+            "(() => { const i = document.querySelector('#view .post img.avatar'); \
+             return i && i.complete && i.naturalWidth === 1; })()",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelector('#view .post .author .name').textContent")
+            .await,
+        json!("Bob Builder")
+    );
+    // Markup in a post stays text.
+    assert_eq!(shown(&mut browser).await, json!([EVIL, HELLO]));
+    assert_eq!(
+        browser
+            .eval("[document.querySelectorAll('#view .post .body img').length, window.pwned === undefined]")
+            .await,
+        json!([0, true])
+    );
+    // Mentions and hashtags are links; the text reads as written.
+    let hello_article = article(&hello);
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "[...{hello_article}.querySelectorAll('.body a')].map(a => [a.className, a.getAttribute('href'), a.textContent])"
+            ))
+            .await,
+        json!([
+            ["hashtag", "#/search/%23trestle", "#trestle"],
+            ["mention", "#/user/%40alice%3Alocalhost", "@alice:localhost"]
+        ])
+    );
+    // Times are relative, the absolute time in the element.
+    let time = browser
+        .eval(&format!(
+            "(() => {{ const t = {hello_article}.querySelector('time'); \
+             return [t.textContent, Math.abs(Date.parse(t.dateTime) - Date.now()) < 600000, t.title.length > 0]; }})()"
+        ))
+        .await;
+    assert!(
+        time[0] == "just now" || time[0].as_str().unwrap().ends_with(" min ago"),
+        "{time}"
+    );
+    assert_eq!((&time[1], &time[2]), (&json!(true), &json!(true)), "{time}");
+
+    // Live: a new post, a like and a reply appear on the open page, which never reloads.
+    browser
+        .eval("window.notReloaded = true; true")
+        .await;
+    browser
+        .wait_for("the live stream", "document.body.dataset.live === 'open'")
+        .await;
+    bob.post("Live from Bob").await;
+    browser
+        .wait_for(
+            "the live post",
+            "document.querySelector('#view .post .body').textContent === 'Live from Bob'",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('live-status').textContent")
+            .await,
+        json!("New post by Bob Builder")
+    );
+    bob.ok(
+        Method::POST,
+        &format!("/api/posts/{}/like", encode(&hello)),
+        None,
+    )
+    .await;
+    browser
+        .wait_for(
+            "the live like",
+            &format!("{hello_article}.querySelector('.like').textContent === '♡ 1'"),
+        )
+        .await;
+    bob.ok(
+        Method::POST,
+        "/api/posts",
+        Some(json!({ "text": "And a reply", "reply_to": hello })),
+    )
+    .await;
+    browser
+        .wait_for(
+            "the live reply count",
+            &format!("{hello_article}.querySelector('.replies').textContent === '↩ 1 reply'"),
+        )
+        .await;
+    assert_eq!(browser.eval("window.notReloaded").await, json!(true));
+
+    // Alice posts an image from the page: uploaded with her token, shown through the proxy.
+    let picked = browser
+        .eval(
+            "(async () => { const c = document.createElement('canvas'); c.width = 120; c.height = 80; \
+             const g = c.getContext('2d'); g.fillStyle = '#c00'; g.fillRect(0, 0, 120, 80); \
+             const blob = await new Promise(r => c.toBlob(r, 'image/png')); \
+             const files = new DataTransfer(); \
+             files.items.add(new File([blob], 'square.png', { type: 'image/png' })); \
+             const input = document.getElementById('compose-image'); input.files = files.files; \
+             input.dispatchEvent(new Event('change')); \
+             return !document.getElementById('compose-alt-label').hidden; })()",
+        )
+        .await;
+    assert_eq!(picked, json!(true), "the description field shows");
+    browser.fill("#compose-alt", "A red square").await;
+    browser.fill("#compose-text", "Look #trestle").await;
+    browser.click("#compose-button").await;
+    browser
+        .wait_for(
+            "Alice's image",
+            "(() => { const i = document.querySelector('#view .post img.post-image'); \
+             return i && i.alt === 'A red square' && i.complete && i.naturalWidth === 120; })()",
+        )
+        .await;
+    assert_eq!(
+        shown(&mut browser).await[0],
+        json!("Look #trestle"),
+        "her post is on top, once"
+    );
+    assert_eq!(browser.eval("window.notReloaded").await, json!(true));
+    // In Matrix: her post names the image, which she uploaded to the content repository.
+    let me = alice.ok(Method::GET, "/api/me", None).await;
+    let posts: Vec<Value> = alice_matrix
+        .messages(me["room_id"].as_str().unwrap())
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == POST_TYPE)
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    let image = &posts[0]["content"][IMAGE_KEY];
+    assert_eq!(posts[0]["sender"], "@alice:localhost");
+    assert_eq!(image["info"]["mimetype"], "image/png", "{image}");
+    assert_eq!((&image["info"]["w"], &image["info"]["h"]), (&json!(120), &json!(80)));
+    assert_eq!(image["alt"], "A red square");
+    let bytes = alice_matrix
+        .download_media(image["url"].as_str().unwrap())
+        .await;
+    assert!(bytes.starts_with(b"\x89PNG"));
+    assert_eq!(json!(bytes.len()), image["info"]["size"]);
+
+    // Search: a hashtag's link lists its posts; the search box finds words; markup found by
+    // a search is still text.
+    browser.click("#view .post .hashtag").await;
+    browser
+        .wait_for(
+            "the hashtag's posts",
+            "document.getElementById('view-heading') \
+             && document.getElementById('view-heading').textContent === 'Search: #trestle'",
+        )
+        .await;
+    assert_eq!(
+        shown(&mut browser).await,
+        json!(["Look #trestle", HELLO])
+    );
+    browser.fill("#search-text", "live").await;
+    browser.click("#search-button").await;
+    browser
+        .wait_for(
+            "the words' posts",
+            "document.getElementById('view-heading').textContent === 'Search: live' \
+             && document.querySelectorAll('#view .post').length === 1",
+        )
+        .await;
+    assert_eq!(shown(&mut browser).await, json!(["Live from Bob"]));
+    browser.fill("#search-text", "onerror").await;
+    browser.click("#search-button").await;
+    browser
+        .wait_for(
+            "the markup's post",
+            "document.getElementById('view-heading').textContent === 'Search: onerror' \
+             && document.querySelectorAll('#view .post').length === 1",
+        )
+        .await;
+    assert_eq!(shown(&mut browser).await, json!([EVIL]));
+    assert_eq!(
+        browser
+            .eval("[document.querySelectorAll('#view .post .body img').length, window.pwned === undefined]")
+            .await,
+        json!([0, true])
+    );
+
+    // Profiles: Alice writes her bio; Bob's shows his avatar, name and counts.
+    browser.click("#nav-profile").await;
+    browser
+        .wait_for("Alice's profile", "document.getElementById('bio-text')")
+        .await;
+    browser
+        .fill("#bio-text", "I build <b>bridges</b>")
+        .await;
+    browser.click("#bio-button").await;
+    browser
+        .wait_for(
+            "her bio",
+            "document.getElementById('profile-bio') \
+             && document.getElementById('profile-bio').textContent === 'I build <b>bridges</b>'",
+        )
+        .await;
+    let profile = alice
+        .ok(
+            Method::GET,
+            &format!("/api/users/{}", encode("@alice:localhost")),
+            None,
+        )
+        .await;
+    assert_eq!(profile["bio"], "I build <b>bridges</b>");
+    browser
+        .eval("location.hash = '#/user/' + encodeURIComponent('@bob:localhost'); true")
+        .await;
+    browser
+        .wait_for(
+            "Bob's profile",
+            "document.getElementById('profile-name') \
+             && document.getElementById('profile-name').textContent === 'Bob Builder'",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.getElementById('profile-counts').textContent")
+            .await,
+        json!("1 follower · 0 following")
+    );
+    browser
+        .wait_for(
+            "his large avatar",
+            "(() => { const i = document.querySelector('.profile-head img.avatar.large'); \
+             return i && i.complete && i.naturalWidth === 1; })()",
+        )
+        .await;
+    // A new view's heading takes the focus, for screen readers.
+    assert_eq!(
+        browser.eval("document.activeElement.id").await,
+        json!("profile-name")
+    );
+
+    // Every control has a name; the page has its landmarks.
+    browser.eval("location.hash = '#/'; true").await;
+    browser
+        .wait_for(
+            "the feed again",
+            "document.getElementById('view').dataset.ready === '#/'",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "[...document.querySelectorAll('input, textarea, button, select')] \
+                 .filter(c => !(c.labels && c.labels.length) && !c.getAttribute('aria-label') \
+                   && !(c.tagName === 'BUTTON' && c.textContent.trim())) \
+                 .map(c => c.id || c.outerHTML)",
+            )
+            .await,
+        json!([])
+    );
+    assert_eq!(
+        browser
+            .eval("['header', 'nav[aria-label]', 'main', '[role=search]', '[role=status]', 'article[aria-label]'].filter(s => !document.querySelector(s))")
+            .await,
+        json!([])
+    );
+    // The keyboard's order: the skip link first, then the navigation, then writing a post.
+    browser.navigate(&format!("{url}/")).await;
+    browser
+        .wait_for(
+            "the reloaded feed",
+            "document.getElementById('view').dataset.ready === ''",
+        )
+        .await;
+    let mut order = Vec::new();
+    for _ in 0..9 {
+        order.push(tab(&mut browser).await);
+    }
+    assert_eq!(
+        order,
+        [
+            "skip-link",
+            "Timeline",
+            "Home",
+            "nav-profile",
+            "search-text",
+            "search-button",
+            "logout-button",
+            "compose-text",
+            "compose-image"
+        ]
+    );
+    // The skip link takes the focus to the posts' heading.
+    browser.navigate(&format!("{url}/")).await;
+    browser
+        .wait_for(
+            "the reloaded feed",
+            "document.getElementById('view').dataset.ready === ''",
+        )
+        .await;
+    assert_eq!(tab(&mut browser).await, "skip-link");
+    key(&mut browser, "Enter", 13, Some("\r")).await;
+    browser
+        .wait_for(
+            "the focus on the heading",
+            "document.activeElement.id === 'view-heading'",
+        )
+        .await;
+
+    // A phone: one column, nothing wider than the screen, the image within it.
+    viewport(&mut browser, 390, 844, true).await;
+    let phone = browser
+        .eval(
+            "(() => { const h = document.querySelector('header').getBoundingClientRect(); \
+             const m = document.querySelector('main').getBoundingClientRect(); \
+             const i = document.querySelector('#view .post img.post-image').getBoundingClientRect(); \
+             return [document.documentElement.scrollWidth <= window.innerWidth, h.bottom <= m.top + 1, \
+                     i.right <= window.innerWidth]; })()",
+        )
+        .await;
+    // Kept before the checks, to look at when they fail.
+    save("phone-feed.png", &browser.screenshot().await);
+    assert_eq!(phone, json!([true, true, true]));
+    // A desktop: the navigation beside the posts.
+    viewport(&mut browser, 1280, 900, false).await;
+    let desktop = browser
+        .eval(
+            "(() => { const h = document.querySelector('header').getBoundingClientRect(); \
+             const m = document.querySelector('main').getBoundingClientRect(); \
+             const s = document.getElementById('search-form').getBoundingClientRect(); \
+             return [document.documentElement.scrollWidth <= window.innerWidth, h.right <= m.left, \
+                     s.right <= h.right]; })()",
+        )
+        .await;
+    save("desktop-feed.png", &browser.screenshot().await);
+    assert_eq!(desktop, json!([true, true, true]));
+    browser.close().await;
+
+    live_streams_are_filtered_and_bounded(&url, &bob).await;
+}
+
+/// Reads `response` until an event named `kind` arrives; answers its data.
+async fn next_event(response: &mut reqwest::Response, buffer: &mut String, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let name = block
+                .lines()
+                .find_map(|l| l.strip_prefix("event:"))
+                .map(str::trim);
+            if name == Some(kind) {
+                let data = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .unwrap_or("{}");
+                return serde_json::from_str(data.trim()).unwrap();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no `{kind}` event within 30 s; read: {buffer}"))
+            .unwrap()
+            .expect("the stream ended");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+async fn live_streams_are_filtered_and_bounded(url: &str, bob: &Api) {
+    let carol = token(url, "carol", "password-carol").await;
+    let http = reqwest::Client::new();
+    let open = || {
+        http.get(format!("{url}/api/live"))
+            .bearer_auth(&carol)
+            .send()
+    };
+    let response = http.get(format!("{url}/api/live")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let mut stream = open().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut buffer = String::new();
+    next_event(&mut stream, &mut buffer, "ready").await;
+    // Carol follows nobody: Bob's post is not hers to see live; her own is.
+    bob.post("Not in Carol's feed").await;
+    let carols = Api::new(url, Some(&carol)).post("Carol's first").await;
+    let event = next_event(&mut stream, &mut buffer, "post").await;
+    assert_eq!(event["event_id"], carols["event_id"], "{event}");
+
+    // Eight streams a user; the ninth is refused until one goes.
+    let mut streams = vec![stream];
+    for _ in 1..8 {
+        let response = open().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response);
+    }
+    let refused = open().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["errcode"], "M_LIMIT_EXCEEDED", "{error}");
+    drop(streams.pop());
+    // The server notices the closed connection when it next writes (the keep-alive, within
+    // 15 s), and frees the place.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let response = open().await.unwrap();
+        if response.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed stream's place was never freed"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
