@@ -43,7 +43,8 @@ pub(crate) const POSTGRES_SCHEMA: &str =
 pub enum Matcher {
     /// Every word of the query, each as a word prefix, through SQLite's FTS5.
     FullText,
-    /// The query as one phrase anywhere in the text, ignoring case.
+    /// The query as one phrase anywhere in the text, ignoring case as far as the database's
+    /// `LOWER` folds it (ASCII always; other letters as its locale says).
     Like,
 }
 
@@ -86,12 +87,12 @@ impl Matcher {
                 let phrase = query.split_whitespace().collect::<Vec<_>>().join(" ");
                 (!phrase.is_empty()).then(|| {
                     let escaped = phrase
-                        .to_lowercase()
                         .replace('\\', "\\\\")
                         .replace('%', "\\%")
                         .replace('_', "\\_");
                     (
-                        "LOWER(p.body) LIKE $2 ESCAPE '\\'",
+                        // Both sides folded by the database, so they fold alike.
+                        "LOWER(p.body) LIKE LOWER($2) ESCAPE '\\'",
                         format!("%{escaped}%"),
                     )
                 })
