@@ -438,4 +438,51 @@ mod tests {
         assert_eq!(parsed.text, "yes");
         assert_eq!(parse_post(&json!({})), None);
     }
+
+    #[test]
+    fn an_image_round_trips_and_bad_ones_are_refused_or_dropped() {
+        let image = Image {
+            url: "mxc://example.org/abc".into(),
+            mimetype: "image/png".into(),
+            w: Some(120),
+            h: Some(80),
+            size: Some(1000),
+            alt: Some("A <red> square".into()),
+        };
+        let draft = Draft {
+            image: Some(image.clone().check().unwrap()),
+            ..Draft::default()
+        };
+        let content = post_content(&draft);
+        assert_eq!(content["body"], "🖼 A <red> square");
+        assert_eq!(
+            content["formatted_body"],
+            "<br><img src=\"mxc://example.org/abc\" alt=\"A &lt;red&gt; square\">"
+        );
+        assert_eq!(parse_post(&content).unwrap().image, Some(image.clone()));
+        for bad in [
+            Image {
+                url: "https://example.org/x.png".into(),
+                ..image.clone()
+            },
+            Image {
+                mimetype: "image/svg+xml".into(),
+                ..image.clone()
+            },
+            Image {
+                alt: Some("x".repeat(MAX_ALT_CHARS + 1)),
+                ..image.clone()
+            },
+        ] {
+            assert!(matches!(bad.clone().check(), Err(Refusal::BadImage(_))));
+            // From another client, such an image is left out; the post stays.
+            let mut content = post_content(&Draft {
+                text: "hi".into(),
+                ..Draft::default()
+            });
+            content[IMAGE_KEY] = bad.content();
+            let parsed = parse_post(&content).unwrap();
+            assert_eq!((parsed.text.as_str(), parsed.image), ("hi", None));
+        }
+    }
 }

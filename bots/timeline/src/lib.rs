@@ -5,8 +5,10 @@
 //! `m.annotation` reactions, and following someone is joining their timeline room. The bot
 //! joins timeline rooms and indexes what arrives into its own tables, which a web page (under
 //! the plugin's path) and its JSON API read. The page acts on the homeserver with the user's
-//! own access token, never through a ghost. `docs/timeline.md` documents the event schema and
-//! the API; [`reindex`] rebuilds the index from the rooms alone.
+//! own access token, never through a ghost. Images are uploaded with that token and shown
+//! through the plugin's media route; the index's changes reach open pages live, and [`search`]
+//! finds posts. `docs/timeline.md` documents the event schema and the API; [`reindex`]
+//! rebuilds the index from the rooms alone.
 
 mod api;
 mod atom;
