@@ -44,7 +44,10 @@ impl Image {
     /// Checks an image from a client or an event: an `mxc://` URI, an image type that is
     /// shown safely, a description of bounded length.
     pub fn check(self) -> Result<Image, Refusal> {
-        if <&trestle::ruma::MxcUri>::from(self.url.as_str()).validate().is_err() {
+        if <&trestle::ruma::MxcUri>::from(self.url.as_str())
+            .validate()
+            .is_err()
+        {
             return Err(Refusal::BadImage("its `url` is not an mxc:// URI"));
         }
         if !IMAGE_TYPES.contains(&self.mimetype.as_str()) {
@@ -57,7 +60,9 @@ impl Image {
             .as_deref()
             .is_some_and(|alt| alt.chars().count() > MAX_ALT_CHARS)
         {
-            return Err(Refusal::BadImage("its description (`alt`) is over 1000 characters"));
+            return Err(Refusal::BadImage(
+                "its description (`alt`) is over 1000 characters",
+            ));
         }
         Ok(self)
     }
@@ -291,7 +296,11 @@ pub fn post_content(draft: &Draft) -> Value {
     let (body, formatted) = match &draft.image {
         Some(image) => {
             let alt = image.alt.as_deref().unwrap_or("image");
-            let tag = format!("<img src=\"{}\" alt=\"{}\">", escape(&image.url), escape(alt));
+            let tag = format!(
+                "<img src=\"{}\" alt=\"{}\">",
+                escape(&image.url),
+                escape(alt)
+            );
             let body = if draft.text.is_empty() {
                 format!("🖼 {alt}")
             } else {

@@ -344,12 +344,11 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<Option<Change>> {
 
 /// Deletes the post or like `redacts`, saying which post changed.
 async fn redact(db: &AnyPool, room_id: &str, redacts: &str) -> Result<Option<Change>> {
-    let post: Option<(String, Option<String>)> = sqlx::query_as(
-        "SELECT event_id, thread_root FROM timeline_posts WHERE event_id = $1",
-    )
-    .bind(redacts)
-    .fetch_optional(db)
-    .await?;
+    let post: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT event_id, thread_root FROM timeline_posts WHERE event_id = $1")
+            .bind(redacts)
+            .fetch_optional(db)
+            .await?;
     let liked: Option<String> =
         sqlx::query_scalar("SELECT post_id FROM timeline_likes WHERE event_id = $1")
             .bind(redacts)
@@ -382,9 +381,7 @@ async fn redact(db: &AnyPool, room_id: &str, redacts: &str) -> Result<Option<Cha
 /// Records a user's avatar as their latest join event gives it (none when it has none); only
 /// `mxc://` URIs are kept, since the page shows them through the media route.
 async fn set_avatar(db: &AnyPool, user_id: &str, avatar_url: Option<&str>) -> Result<()> {
-    let avatar = avatar_url.filter(|url| {
-        <&trestle::ruma::MxcUri>::from(*url).validate().is_ok()
-    });
+    let avatar = avatar_url.filter(|url| <&trestle::ruma::MxcUri>::from(*url).validate().is_ok());
     sqlx::query(
         "INSERT INTO timeline_profiles (user_id, avatar_url) VALUES ($1, $2)
          ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",

@@ -143,13 +143,15 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     let pages = hub.clone();
     Ok(Router::new()
         .on(on_event)
-        .web(move |app| match api::Web::new(app, settings.clone(), pages.clone()) {
-            Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
-            Err(error) => {
-                tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
-                trestle::axum::Router::new()
-            }
-        })
+        .web(
+            move |app| match api::Web::new(app, settings.clone(), pages.clone()) {
+                Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
+                Err(error) => {
+                    tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
+                    trestle::axum::Router::new()
+                }
+            },
+        )
         .singleton("timeline-backfill", backfill_when_empty)
         .with_state(hub))
 }

@@ -184,12 +184,11 @@ pub async fn profile(
     limit: i64,
 ) -> Result<Profile> {
     let room_id = crate::index::room_of(db, user).await?;
-    let names: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT display_name, avatar_url FROM timeline_profiles WHERE user_id = $1",
-    )
-    .bind(user)
-    .fetch_optional(db)
-    .await?;
+    let names: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT display_name, avatar_url FROM timeline_profiles WHERE user_id = $1")
+            .bind(user)
+            .fetch_optional(db)
+            .await?;
     let (display_name, avatar_url) = names.unwrap_or_default();
     let bio: Option<Option<String>> = match &room_id {
         Some(room) => {

@@ -155,10 +155,20 @@ mod tests {
                 "origin_server_ts": ts, "content": content })
         };
         let post = |id: &str, ts: i64, text: &str| {
-            event(id, ts, content::POST_TYPE, json!({ content::TEXT_KEY: text, "body": text }))
+            event(
+                id,
+                ts,
+                content::POST_TYPE,
+                json!({ content::TEXT_KEY: text, "body": text }),
+            )
         };
         for e in [
-            event("$c", 1, "m.room.create", json!({ "type": content::ROOM_TYPE })),
+            event(
+                "$c",
+                1,
+                "m.room.create",
+                json!({ "type": content::ROOM_TYPE }),
+            ),
             post("$1", 2, "Building a #Trestle today"),
             post("$2", 3, "trestles are bridges"),
             post("$3", 4, "100% done_now"),
@@ -167,18 +177,27 @@ mod tests {
             index::apply(&app, &e).await.unwrap();
         }
         let full = Matcher::FullText;
-        assert_eq!(texts(&app, full, "#trestle").await, ["Building a #Trestle today"]);
+        assert_eq!(
+            texts(&app, full, "#trestle").await,
+            ["Building a #Trestle today"]
+        );
         assert_eq!(
             texts(&app, full, "trestle").await,
             ["trestles are bridges", "Building a #Trestle today"]
         );
         assert!(texts(&app, full, "#bridges").await.is_empty());
-        assert_eq!(texts(&app, full, "BUILDING today").await, ["Building a #Trestle today"]);
+        assert_eq!(
+            texts(&app, full, "BUILDING today").await,
+            ["Building a #Trestle today"]
+        );
         // FTS5's syntax in a query is just text.
         assert!(texts(&app, full, "\"a\" OR NEAR(").await.is_empty());
         assert!(texts(&app, full, "   ").await.is_empty());
         let like = Matcher::Like;
-        assert_eq!(texts(&app, like, "#trestle").await, ["Building a #Trestle today"]);
+        assert_eq!(
+            texts(&app, like, "#trestle").await,
+            ["Building a #Trestle today"]
+        );
         assert_eq!(
             texts(&app, like, "trestle").await,
             ["trestles are bridges", "Building a #Trestle today"]

@@ -61,7 +61,8 @@ fn article(event_id: &str) -> String {
 }
 
 async fn key(browser: &mut cdp::Browser, key: &str, code: u32, text: Option<&str>) {
-    let mut down = json!({ "type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code });
+    let mut down =
+        json!({ "type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code });
     if let Some(text) = text {
         down["text"] = json!(text);
     }
@@ -78,7 +79,9 @@ async fn key(browser: &mut cdp::Browser, key: &str, code: u32, text: Option<&str
 async fn tab(browser: &mut cdp::Browser) -> String {
     key(browser, "Tab", 9, None).await;
     browser
-        .eval("(() => { const e = document.activeElement; return e.id || e.textContent.trim(); })()")
+        .eval(
+            "(() => { const e = document.activeElement; return e.id || e.textContent.trim(); })()",
+        )
         .await
         .as_str()
         .unwrap()
@@ -93,10 +96,7 @@ async fn viewport(browser: &mut cdp::Browser, width: u32, height: u32, mobile: b
         )
         .await;
     browser
-        .wait_for(
-            "the new width",
-            &format!("window.innerWidth === {width}"),
-        )
+        .wait_for("the new width", &format!("window.innerWidth === {width}"))
         .await;
 }
 
@@ -279,9 +279,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     assert_eq!((&time[1], &time[2]), (&json!(true), &json!(true)), "{time}");
 
     // Live: a new post, a like and a reply appear on the open page, which never reloads.
-    browser
-        .eval("window.notReloaded = true; true")
-        .await;
+    browser.eval("window.notReloaded = true; true").await;
     browser
         .wait_for("the live stream", "document.body.dataset.live === 'open'")
         .await;
@@ -366,7 +364,10 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     let image = &posts[0]["content"][IMAGE_KEY];
     assert_eq!(posts[0]["sender"], "@alice:localhost");
     assert_eq!(image["info"]["mimetype"], "image/png", "{image}");
-    assert_eq!((&image["info"]["w"], &image["info"]["h"]), (&json!(120), &json!(80)));
+    assert_eq!(
+        (&image["info"]["w"], &image["info"]["h"]),
+        (&json!(120), &json!(80))
+    );
     assert_eq!(image["alt"], "A red square");
     let bytes = alice_matrix
         .download_media(image["url"].as_str().unwrap())
@@ -384,10 +385,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
              && document.getElementById('view-heading').textContent === 'Search: #trestle'",
         )
         .await;
-    assert_eq!(
-        shown(&mut browser).await,
-        json!(["Look #trestle", HELLO])
-    );
+    assert_eq!(shown(&mut browser).await, json!(["Look #trestle", HELLO]));
     browser.fill("#search-text", "live").await;
     browser.click("#search-button").await;
     browser
@@ -420,9 +418,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     browser
         .wait_for("Alice's profile", "document.getElementById('bio-text')")
         .await;
-    browser
-        .fill("#bio-text", "I build <b>bridges</b>")
-        .await;
+    browser.fill("#bio-text", "I build <b>bridges</b>").await;
     browser.click("#bio-button").await;
     browser
         .wait_for(

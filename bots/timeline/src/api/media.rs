@@ -65,7 +65,13 @@ async fn upload(
     let declared = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     if !IMAGE_TYPES.contains(&declared.as_str()) {
         return Err(ApiError::bad(format!(
@@ -129,7 +135,13 @@ async fn download(
     let content_type = download
         .content_type
         .as_deref()
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let Some(shown) = IMAGE_TYPES.iter().find(|t| **t == content_type) else {
         return Err(ApiError::not_found(format!(
@@ -138,7 +150,10 @@ async fn download(
     };
     let mut response = Response::new(Body::from_stream(download.body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(shown));
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(shown),
+    );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         header::HeaderValue::from_static("nosniff"),
