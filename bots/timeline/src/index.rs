@@ -443,4 +443,4 @@ pub(crate) async fn clear(db: &AnyPool) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

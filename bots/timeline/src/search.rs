@@ -126,7 +126,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use serde_json::json;
-    use trestle::{Appservice, Registration};
+    use trestle::Appservice;
 
     use super::*;
     use crate::{content, index};
@@ -143,13 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn both_matchers_find_words_tags_and_nothing_for_markup() {
-        let registration =
-            Registration::generate("timeline", None, "timeline", "timeline_", "localhost");
-        let app = Appservice::builder(registration, "http://127.0.0.1:9", "localhost")
-            .build()
-            .await
-            .unwrap();
-        index::migrate(&app).await.unwrap();
+        let app = index::tests::empty_app().await;
         let event = |id: &str, ts: i64, kind: &str, content| {
             json!({ "event_id": id, "type": kind, "room_id": "!bob", "sender": "@bob:localhost",
                 "origin_server_ts": ts, "content": content })

@@ -28,6 +28,15 @@ pub(super) fn routes() -> Router<Web> {
         .route("/media/{server}/{media_id}", get(download))
 }
 
+/// A `Content-Type`'s media type, without its parameters, in lower case; empty when absent.
+fn media_type(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 /// The image type `bytes` start like, whatever the request says.
 fn sniff(bytes: &[u8]) -> Option<&'static str> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -62,17 +71,11 @@ async fn upload(
             ),
         )
     })?;
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let declared = media_type(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
     if !IMAGE_TYPES.contains(&declared.as_str()) {
         return Err(ApiError::bad(format!(
             "`Content-Type` {declared:?} is not one of {}",
@@ -132,17 +135,7 @@ async fn download(
         .with_limit(MAX_IMAGE_BYTES as u64)
         .download(&uri)
         .await?;
-    let content_type = download
-        .content_type
-        .as_deref()
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let content_type = media_type(download.content_type.as_deref());
     let Some(shown) = IMAGE_TYPES.iter().find(|t| **t == content_type) else {
         return Err(ApiError::not_found(format!(
             "{mxc} is {content_type:?}, not an image the timeline shows"

@@ -234,14 +234,7 @@ async fn search(
             crate::search::MAX_QUERY_CHARS
         )));
     }
-    let before = search
-        .before
-        .as_deref()
-        .map(|c| {
-            query::parse_cursor(c)
-                .ok_or_else(|| ApiError::bad(format!("`before`: bad cursor {c:?}")))
-        })
-        .transpose()?;
+    let before = super::users::cursor(search.before.as_deref())?;
     let matcher = crate::search::Matcher::of(web.app.store().backend());
     let page = crate::search::posts(
         web.db(),

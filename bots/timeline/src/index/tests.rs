@@ -6,7 +6,8 @@ use trestle::Registration;
 use super::*;
 use crate::query;
 
-async fn app() -> Appservice {
+/// An appservice with an empty index in memory, and no homeserver.
+pub(crate) async fn empty_app() -> Appservice {
     let registration =
         Registration::generate("timeline", None, "timeline", "timeline_", "localhost");
     let app = Appservice::builder(registration, "http://127.0.0.1:9", "localhost")
@@ -14,6 +15,11 @@ async fn app() -> Appservice {
         .await
         .unwrap();
     migrate(&app).await.unwrap();
+    app
+}
+
+async fn app() -> Appservice {
+    let app = empty_app().await;
     // Bob's timeline, which Alice follows.
     let create = event(
         "$create",
