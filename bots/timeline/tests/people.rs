@@ -69,6 +69,15 @@ async fn search(browser: &mut cdp::Browser, query: &str) -> Value {
     shown(browser).await
 }
 
+/// A JavaScript expression: the first image `selector` finds has loaded, `width` pixels wide.
+fn loaded(selector: &str, width: u32) -> String {
+    format!(
+        "(() => {{ const i = document.querySelector({}); \
+         return i && i.complete && i.naturalWidth === {width}; }})()",
+        json!(selector)
+    )
+}
+
 /// A JavaScript expression for the article of `event_id`.
 fn article(event_id: &str) -> String {
     format!(
@@ -215,6 +224,19 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["errcode"], "M_INVALID_PARAM", "{error}");
+    let mut huge = b"\x89PNG\r\n\x1a\n".to_vec();
+    huge.resize(9 << 20, 0);
+    let response = http
+        .post(format!("{url}/api/media"))
+        .bearer_auth(&alice_matrix.access_token)
+        .header("content-type", "image/png")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["errcode"], "M_TOO_LARGE", "{error}");
     let (status, error) = alice
         .call(
             Method::POST,
@@ -249,11 +271,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
 
     // His display name, and his avatar loaded through the proxy.
     browser
-        .wait_for(
-            "Bob's avatar",
-            "(() => { const i = document.querySelector('#view .post img.avatar'); \
-             return i && i.complete && i.naturalWidth === 1; })()",
-        )
+        .wait_for("Bob's avatar", &loaded("#view .post img.avatar", 1))
         .await;
     assert_eq!(
         browser
@@ -453,8 +471,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     browser
         .wait_for(
             "his large avatar",
-            "(() => { const i = document.querySelector('.profile-head img.avatar.large'); \
-             return i && i.complete && i.naturalWidth === 1; })()",
+            &loaded(".profile-head img.avatar.large", 1),
         )
         .await;
     // A new view's heading takes the focus, for screen readers.

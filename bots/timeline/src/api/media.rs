@@ -143,28 +143,20 @@ async fn download(
     };
     let mut response = Response::new(Body::from_stream(download.body));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(shown),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    // Opened on its own, the image can do nothing: no script, no forms, no plugins.
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'none'; sandbox"),
-    );
-    headers.insert(
-        header::CONTENT_DISPOSITION,
-        header::HeaderValue::from_static("inline"),
-    );
-    // Media never changes under its URI.
-    headers.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("private, max-age=86400, immutable"),
-    );
+    for (name, value) in [
+        (header::CONTENT_TYPE, *shown),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        // Opened on its own, the image can do nothing: no script, no forms, no plugins.
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; sandbox",
+        ),
+        (header::CONTENT_DISPOSITION, "inline"),
+        // Media never changes under its URI.
+        (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+    ] {
+        headers.insert(name, header::HeaderValue::from_static(value));
+    }
     if let Some(length) = download.content_length {
         headers.insert(header::CONTENT_LENGTH, length.into());
     }
