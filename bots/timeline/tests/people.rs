@@ -355,6 +355,47 @@ async fn images_live_updates_search_and_layout_in_chromium() {
             &format!("{hello_article}.querySelector('.replies').textContent === '↩ 1 reply'"),
         )
         .await;
+    // In the open thread, a reply appears together with the new count.
+    browser
+        .eval(&format!(
+            "{hello_article}.querySelector('.replies').click(); true"
+        ))
+        .await;
+    browser
+        .wait_for(
+            "the thread",
+            "document.getElementById('reply-form') && document.querySelectorAll('#view .post.reply').length === 1",
+        )
+        .await;
+    bob.ok(
+        Method::POST,
+        "/api/posts",
+        Some(json!({ "text": "A second reply", "reply_to": hello })),
+    )
+    .await;
+    browser
+        .wait_for(
+            "the live reply in the thread",
+            "document.querySelectorAll('#view .post.reply').length === 2",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval(
+                "[document.querySelector('#view .post .replies').textContent, \
+                    document.querySelectorAll('#view .post.reply .body')[1].textContent, \
+                    document.getElementById('live-status').textContent]"
+            )
+            .await,
+        json!(["↩ 2 replies", "A second reply", "New reply by Bob Builder"])
+    );
+    browser.eval("location.hash = '#/'; true").await;
+    browser
+        .wait_for(
+            "the feed again",
+            "document.getElementById('view').dataset.ready === '#/'",
+        )
+        .await;
     assert_eq!(browser.eval("window.notReloaded").await, json!(true));
 
     // Alice posts an image from the page: uploaded with her token, shown through the proxy.

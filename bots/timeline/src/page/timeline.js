@@ -407,7 +407,12 @@ async function refreshPost(eventId) {
   const article = findPost(eventId);
   if (!article || article.querySelector('.editor')) return;
   const { post } = await api('GET', 'api/posts/' + enc(eventId));
-  const current = findPost(eventId);
+  replacePost(post);
+}
+
+// Draws a post shown again, keeping the focus; one being edited is left alone.
+function replacePost(post) {
+  const current = findPost(post.event_id);
   if (!current || current.querySelector('.editor')) return;
   const focused = current.contains(document.activeElement) ? document.activeElement.className : null;
   const fresh = postView(post);
@@ -436,15 +441,20 @@ async function addPost(eventId) {
 
 async function addReply(change) {
   const { name, arg } = route();
-  if (name === 'post' && arg === change.thread_root) {
-    if (findPost(change.event_id)) return;
-    const { post } = await api('GET', 'api/posts/' + enc(change.event_id));
-    const form = $('reply-form');
-    if (findPost(change.event_id) || !form) return;
-    form.before(postView(post));
-    announce('New reply by ' + (post.author_name || post.author));
+  if (name !== 'post' || arg !== change.thread_root || findPost(change.event_id)) {
+    await refreshPost(change.thread_root);
+    return;
   }
-  await refreshPost(change.thread_root);
+  // The reply and its thread's count change together, never one before the other.
+  const [reply, root] = await Promise.all([
+    api('GET', 'api/posts/' + enc(change.event_id)),
+    api('GET', 'api/posts/' + enc(change.thread_root)),
+  ]);
+  const form = $('reply-form');
+  if (!form || findPost(change.event_id)) return;
+  replacePost(root.post);
+  form.before(postView(reply.post));
+  announce('New reply by ' + (reply.post.author_name || reply.post.author));
 }
 
 async function onChange(kind, change) {
@@ -455,7 +465,13 @@ async function onChange(kind, change) {
     else if (kind === 'like' || kind === 'edit') await refreshPost(change.event_id);
     else if (kind === 'delete') {
       const article = findPost(change.event_id);
-      if (article && !article.contains(document.activeElement)) article.remove();
+      if (article) {
+        // The focus it had goes to the view's heading rather than to nowhere.
+        const focused = article.contains(document.activeElement);
+        article.remove();
+        const title = $('view').querySelector('h2');
+        if (focused && title) title.focus();
+      }
       if (change.thread_root) await refreshPost(change.thread_root);
     }
   } catch (error) {
