@@ -15,7 +15,11 @@ use crate::{
 };
 
 const HTML: &str = include_str!("page/index.html");
-const SCRIPT: &str = include_str!("page/timeline.js");
+/// One script (the page keeps to one): the live updates, then the page, which starts them.
+const SCRIPT: &str = concat!(
+    include_str!("page/live.js"),
+    include_str!("page/timeline.js")
+);
 const STYLE: &str = include_str!("page/timeline.css");
 
 /// Scripts and styles come only from the plugin's own files; nothing may frame the page.
@@ -163,6 +167,7 @@ mod tests {
             "{content_type}"
         );
         assert!(script.contains("sessionStorage"));
+        assert!(script.contains("api/live"));
         let (status, _, css) = get(&router, "/timeline/timeline.css").await;
         assert_eq!((status, css.is_empty()), (200, false));
         let (status, _, error) = get(&router, "/timeline/api/feed").await;

@@ -3,8 +3,8 @@
 //! links, relative times, a new post, a like and a reply arriving on an open page without a
 //! reload, posting an image uploaded with the user's own token, search, a bio, keyboard use
 //! and landmarks, and the layout at a phone's and a desktop's width (screenshots kept under
-//! `$CARGO_TARGET_TMPDIR/timeline-screenshots/`). Then the live stream itself: only the
-//! rooms a user is in, a bounded number of streams per user, places freed when pages go.
+//! `$CARGO_TARGET_TMPDIR/timeline-screenshots/`). The live stream's own bounds are tested in
+//! `live.rs`.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -13,11 +13,12 @@
 mod api;
 #[path = "support/cdp.rs"]
 mod cdp;
-
-use std::time::{Duration, Instant};
+#[path = "support/page.rs"]
+mod page;
 
 use api::Api;
 use base64::Engine;
+use page::{article, key, loaded, save, search, shown, tab, token, viewport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle_tests::{appservice::Harness, synapse::encode};
@@ -31,109 +32,6 @@ const PIXEL: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP
 
 const HELLO: &str = "Hello #trestle, says @alice:localhost";
 const EVIL: &str = "evil <img src=x onerror=\"window.pwned=1\"> text";
-
-async fn token(url: &str, user: &str, password: &str) -> String {
-    Api::new(url, None)
-        .ok(
-            Method::POST,
-            "/api/login",
-            Some(json!({ "user": user, "password": password })),
-        )
-        .await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// The texts of the posts the page shows, in order.
-async fn shown(browser: &mut cdp::Browser) -> Value {
-    browser
-        .eval("[...document.querySelectorAll('#view .post .body')].map(e => e.textContent)")
-        .await
-}
-
-/// Searches with the page's search box; answers the texts found, once one is shown.
-async fn search(browser: &mut cdp::Browser, query: &str) -> Value {
-    browser.fill("#search-text", query).await;
-    browser.click("#search-button").await;
-    browser
-        .wait_for(
-            &format!("the results for {query}"),
-            &format!(
-                "document.getElementById('view-heading').textContent === {} \
-                 && document.querySelector('#view .post')",
-                json!(format!("Search: {query}"))
-            ),
-        )
-        .await;
-    shown(browser).await
-}
-
-/// A JavaScript expression: the first image `selector` finds has loaded, `width` pixels wide.
-fn loaded(selector: &str, width: u32) -> String {
-    format!(
-        "(() => {{ const i = document.querySelector({}); \
-         return i && i.complete && i.naturalWidth === {width}; }})()",
-        json!(selector)
-    )
-}
-
-/// A JavaScript expression for the article of `event_id`.
-fn article(event_id: &str) -> String {
-    format!(
-        "[...document.querySelectorAll('#view article.post')].find(a => a.dataset.eventId === {})",
-        json!(event_id)
-    )
-}
-
-async fn key(browser: &mut cdp::Browser, key: &str, code: u32, text: Option<&str>) {
-    let mut down =
-        json!({ "type": "keyDown", "key": key, "code": key, "windowsVirtualKeyCode": code });
-    if let Some(text) = text {
-        down["text"] = json!(text);
-    }
-    browser.call("Input.dispatchKeyEvent", down).await;
-    browser
-        .call(
-            "Input.dispatchKeyEvent",
-            json!({ "type": "keyUp", "key": key, "code": key, "windowsVirtualKeyCode": code }),
-        )
-        .await;
-}
-
-/// Presses Tab and names what has the focus then.
-async fn tab(browser: &mut cdp::Browser) -> String {
-    key(browser, "Tab", 9, None).await;
-    browser
-        .eval(
-            "(() => { const e = document.activeElement; return e.id || e.textContent.trim(); })()",
-        )
-        .await
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn viewport(browser: &mut cdp::Browser, width: u32, height: u32, mobile: bool) {
-    browser
-        .call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
-        )
-        .await;
-    browser
-        .wait_for("the new width", &format!("window.innerWidth === {width}"))
-        .await;
-}
-
-fn save(name: &str, png: &[u8]) {
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("timeline-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, png).unwrap();
-    eprintln!("screenshot: {}", path.display());
-}
 
 #[tokio::test]
 async fn images_live_updates_search_and_layout_in_chromium() {
@@ -617,89 +515,4 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     save("desktop-feed.png", &browser.screenshot().await);
     assert_eq!(desktop, json!([true, true, true]));
     browser.close().await;
-
-    live_streams_are_filtered_and_bounded(&url, &bob).await;
-}
-
-/// Reads `response` until an event named `kind` arrives; answers its data.
-async fn next_event(response: &mut reqwest::Response, buffer: &mut String, kind: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let name = block
-                .lines()
-                .find_map(|l| l.strip_prefix("event:"))
-                .map(str::trim);
-            if name == Some(kind) {
-                let data = block
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data:"))
-                    .unwrap_or("{}");
-                return serde_json::from_str(data.trim()).unwrap();
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, response.chunk())
-            .await
-            .unwrap_or_else(|_| panic!("no `{kind}` event within 30 s; read: {buffer}"))
-            .unwrap()
-            .expect("the stream ended");
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-    }
-}
-
-async fn live_streams_are_filtered_and_bounded(url: &str, bob: &Api) {
-    let carol = token(url, "carol", "password-carol").await;
-    let http = reqwest::Client::new();
-    let open = || {
-        http.get(format!("{url}/api/live"))
-            .bearer_auth(&carol)
-            .send()
-    };
-    let response = http.get(format!("{url}/api/live")).send().await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-
-    let mut stream = open().await.unwrap();
-    assert_eq!(stream.status(), StatusCode::OK);
-    assert!(
-        stream.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let mut buffer = String::new();
-    next_event(&mut stream, &mut buffer, "ready").await;
-    // Carol follows nobody: Bob's post is not hers to see live; her own is.
-    bob.post("Not in Carol's feed").await;
-    let carols = Api::new(url, Some(&carol)).post("Carol's first").await;
-    let event = next_event(&mut stream, &mut buffer, "post").await;
-    assert_eq!(event["event_id"], carols["event_id"], "{event}");
-
-    // Eight streams a user; the ninth is refused until one goes.
-    let mut streams = vec![stream];
-    for _ in 1..8 {
-        let response = open().await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        streams.push(response);
-    }
-    let refused = open().await.unwrap();
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    let error: Value = refused.json().await.unwrap();
-    assert_eq!(error["errcode"], "M_LIMIT_EXCEEDED", "{error}");
-    drop(streams.pop());
-    // The server notices the closed connection when it next writes (the keep-alive, within
-    // 15 s), and frees the place.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let response = open().await.unwrap();
-        if response.status() == StatusCode::OK {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed stream's place was never freed"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }
