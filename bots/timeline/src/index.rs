@@ -177,15 +177,21 @@ pub(crate) async fn add_member(
     .execute(db)
     .await?;
     if let Some(name) = display_name {
-        sqlx::query(
-            "INSERT INTO timeline_profiles (user_id, display_name) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
-        )
-        .bind(user_id)
-        .bind(name)
-        .execute(db)
-        .await?;
+        set_display_name(db, user_id, name).await?;
     }
+    Ok(())
+}
+
+/// Records a user's display name, as their profile now says.
+pub(crate) async fn set_display_name(db: &AnyPool, user_id: &str, name: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO timeline_profiles (user_id, display_name) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
+    )
+    .bind(user_id)
+    .bind(name)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -380,7 +386,11 @@ async fn redact(db: &AnyPool, room_id: &str, redacts: &str) -> Result<Option<Cha
 
 /// Records a user's avatar as their latest join event gives it (none when it has none); only
 /// `mxc://` URIs are kept, since the page shows them through the media route.
-async fn set_avatar(db: &AnyPool, user_id: &str, avatar_url: Option<&str>) -> Result<()> {
+pub(crate) async fn set_avatar(
+    db: &AnyPool,
+    user_id: &str,
+    avatar_url: Option<&str>,
+) -> Result<()> {
     let avatar = avatar_url.filter(|url| <&trestle::ruma::MxcUri>::from(*url).validate().is_ok());
     sqlx::query(
         "INSERT INTO timeline_profiles (user_id, avatar_url) VALUES ($1, $2)

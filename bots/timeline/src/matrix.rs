@@ -8,9 +8,9 @@ use ruma::{
         auth_scheme::{AuthScheme, SendAccessToken},
         client::{
             account::whoami, media::create_content, membership::join_room_by_id,
-            membership::leave_room, message::send_message_event, redact::redact_event,
-            room::create_room, room::get_room_event, session::login, session::logout,
-            state::send_state_event,
+            membership::leave_room, message::send_message_event, profile::set_avatar_url,
+            profile::set_display_name, redact::redact_event, room::create_room,
+            room::get_room_event, session::login, session::logout, state::send_state_event,
         },
         error::FromHttpResponseError,
     },
@@ -176,6 +176,37 @@ impl UserApi {
         let mut request = create_content::v3::Request::new(file);
         request.content_type = Some(content_type.to_owned());
         Ok(self.send(request, Some(token)).await?.content_uri)
+    }
+
+    /// Sets the token's user's display name
+    /// ([`PUT /_matrix/client/v3/profile/{userId}/displayname`](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3profileuseriddisplayname)).
+    // ruma marks this request deprecated for `set_profile_field`, whose stable path needs a
+    // Matrix version this client does not claim; the v3 endpoint is still the spec's.
+    #[allow(deprecated)]
+    pub(crate) async fn set_display_name(
+        &self,
+        token: &str,
+        user_id: &OwnedUserId,
+        name: &str,
+    ) -> Result<()> {
+        let request = set_display_name::v3::Request::new(user_id.clone(), Some(name.to_owned()));
+        self.send(request, Some(token)).await?;
+        Ok(())
+    }
+
+    /// Sets the token's user's avatar
+    /// ([`PUT /_matrix/client/v3/profile/{userId}/avatar_url`](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3profileuseridavatar_url)).
+    // Deprecated in ruma for the same reason as the display name's.
+    #[allow(deprecated)]
+    pub(crate) async fn set_avatar_url(
+        &self,
+        token: &str,
+        user_id: &OwnedUserId,
+        avatar: ruma::OwnedMxcUri,
+    ) -> Result<()> {
+        let request = set_avatar_url::v3::Request::new(user_id.clone(), Some(avatar));
+        self.send(request, Some(token)).await?;
+        Ok(())
     }
 
     /// One event as the token's user sees it.

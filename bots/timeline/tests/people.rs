@@ -18,7 +18,7 @@ mod page;
 
 use api::Api;
 use base64::Engine;
-use page::{article, key, loaded, save, search, shown, tab, token, viewport};
+use page::{article, key, loaded, pick_image, save, search, shown, tab, token, viewport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle_tests::{appservice::Harness, synapse::encode};
@@ -151,6 +151,19 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+
+    for (change, why) in [
+        (json!({}), "nothing to change"),
+        (
+            json!({ "avatar_url": "https://example.org/a.png" }),
+            "not an mxc",
+        ),
+        (json!({ "display_name": "  " }), "empty"),
+    ] {
+        let (status, error) = alice.call(Method::PUT, "/api/profile", Some(change)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+        assert!(error["error"].as_str().unwrap().contains(why), "{error}");
+    }
 
     let mut browser = cdp::Browser::start().await;
     browser.navigate(&format!("{url}/")).await;
@@ -297,17 +310,9 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     assert_eq!(browser.eval("window.notReloaded").await, json!(true));
 
     // Alice posts an image from the page: uploaded with her token, shown through the proxy.
+    pick_image(&mut browser, "#compose-image", 120, 80).await;
     let picked = browser
-        .eval(
-            "(async () => { const c = document.createElement('canvas'); c.width = 120; c.height = 80; \
-             const g = c.getContext('2d'); g.fillStyle = '#c00'; g.fillRect(0, 0, 120, 80); \
-             const blob = await new Promise(r => c.toBlob(r, 'image/png')); \
-             const files = new DataTransfer(); \
-             files.items.add(new File([blob], 'square.png', { type: 'image/png' })); \
-             const input = document.getElementById('compose-image'); input.files = files.files; \
-             input.dispatchEvent(new Event('change')); \
-             return !document.getElementById('compose-alt-label').hidden; })()",
-        )
+        .eval("!document.getElementById('compose-alt-label').hidden")
         .await;
     assert_eq!(picked, json!(true), "the description field shows");
     browser.fill("#compose-alt", "A red square").await;
@@ -369,13 +374,15 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         json!([0, true])
     );
 
-    // Profiles: Alice writes her bio; Bob's shows his avatar, name and counts.
+    // Profiles: Alice sets her name, avatar and bio; Bob's shows his avatar, name and counts.
     browser.click("#nav-profile").await;
     browser
         .wait_for("Alice's profile", "document.getElementById('bio-text')")
         .await;
+    browser.fill("#name-text", "Alice Liddell").await;
+    pick_image(&mut browser, "#avatar-image", 40, 40).await;
     browser.fill("#bio-text", "I build <b>bridges</b>").await;
-    browser.click("#bio-button").await;
+    browser.click("#profile-button").await;
     browser
         .wait_for(
             "her bio",
@@ -391,6 +398,38 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         )
         .await;
     assert_eq!(profile["bio"], "I build <b>bridges</b>");
+    // Her name and avatar are her Matrix profile's, set with her token, and shown at once.
+    assert_eq!(
+        browser
+            .eval("document.getElementById('profile-name').textContent")
+            .await,
+        json!("Alice Liddell")
+    );
+    browser
+        .wait_for(
+            "her new avatar",
+            &loaded(".profile-head img.avatar.large", 40),
+        )
+        .await;
+    let matrix_profile = alice_matrix
+        .call_ok(
+            Method::GET,
+            &format!("/_matrix/client/v3/profile/{}", encode("@alice:localhost")),
+            None,
+        )
+        .await;
+    assert_eq!(matrix_profile["displayname"], "Alice Liddell");
+    assert_eq!(
+        matrix_profile["avatar_url"], profile["avatar_url"],
+        "{profile}"
+    );
+    assert!(
+        browser
+            .eval("document.querySelector('#view .post .author .name').textContent")
+            .await
+            == json!("Alice Liddell"),
+        "her posts show her new name"
+    );
     browser
         .eval("location.hash = '#/user/' + encodeURIComponent('@bob:localhost'); true")
         .await;

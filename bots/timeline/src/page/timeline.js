@@ -276,7 +276,7 @@ async function renderProfile(view, user) {
   if (profile.room_id) {
     tools.append(el('a', { href: BASE + 'atom/' + enc(user), textContent: 'Atom feed' }));
   }
-  if (user === session.user) tools.append(bioForm(profile.bio));
+  if (user === session.user) tools.append(profileForm(profile));
   head.append(tools);
   view.append(head);
   postList(view, profile, 'api/users/' + enc(user));
@@ -286,14 +286,30 @@ function count(n, noun) {
   return n + ' ' + noun + (n === 1 ? '' : 's');
 }
 
-function bioForm(bio) {
-  const text = el('textarea', { id: 'bio-text', rows: 2, maxLength: 300, value: bio || '' });
-  const form = el('form', { id: 'bio-form' },
-    el('label', { htmlFor: 'bio-text', textContent: 'Your bio' }), text,
-    el('button', { type: 'submit', id: 'bio-button', textContent: 'Save bio' }));
-  form.addEventListener('submit', (event) => {
+// One's own profile: the display name and avatar go to the Matrix profile, the bio to the
+// timeline room's topic; only what changed is sent.
+function profileForm(profile) {
+  const name = el('input', { id: 'name-text', maxLength: 100, value: profile.display_name || '' });
+  const image = el('input', { id: 'avatar-image', type: 'file', accept: 'image/png,image/jpeg,image/gif,image/webp' });
+  const bio = el('textarea', { id: 'bio-text', rows: 2, maxLength: 300, value: profile.bio || '' });
+  const form = el('form', { id: 'profile-form' },
+    el('label', { htmlFor: 'name-text', textContent: 'Display name' }), name,
+    el('label', { htmlFor: 'avatar-image', textContent: 'New avatar' }), image,
+    el('label', { htmlFor: 'bio-text', textContent: 'Your bio' }), bio,
+    el('button', { type: 'submit', id: 'profile-button', textContent: 'Save profile' }));
+  form.addEventListener('submit', async (event) => {
     event.preventDefault();
-    act('PUT', 'api/bio', { bio: text.value });
+    clearError();
+    try {
+      const change = {};
+      if (name.value.trim() && name.value.trim() !== (profile.display_name || '')) change.display_name = name.value;
+      if (image.files[0]) change.avatar_url = (await api('POST', 'api/media', image.files[0])).content_uri;
+      if (Object.keys(change).length) await api('PUT', 'api/profile', change);
+      if (bio.value.trim() !== (profile.bio || '')) await api('PUT', 'api/bio', { bio: bio.value });
+      await render();
+    } catch (error) {
+      showError(error);
+    }
   });
   return form;
 }

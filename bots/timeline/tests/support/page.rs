@@ -108,3 +108,19 @@ pub fn save(name: &str, png: &[u8]) {
     std::fs::write(&path, png).unwrap();
     eprintln!("screenshot: {}", path.display());
 }
+
+/// Puts a PNG the page draws (`width` × `height`, one colour) in the file input `selector`, as
+/// if picked from the disk.
+pub async fn pick_image(browser: &mut cdp::Browser, selector: &str, width: u32, height: u32) {
+    let script = format!(
+        "(async () => {{ const c = document.createElement('canvas'); c.width = {width}; c.height = {height}; \
+         const g = c.getContext('2d'); g.fillStyle = '#c00'; g.fillRect(0, 0, {width}, {height}); \
+         const blob = await new Promise(r => c.toBlob(r, 'image/png')); \
+         const files = new DataTransfer(); \
+         files.items.add(new File([blob], 'picked.png', {{ type: 'image/png' }})); \
+         const input = document.querySelector({}); input.files = files.files; \
+         input.dispatchEvent(new Event('change')); return true; }})()",
+        json!(selector)
+    );
+    assert_eq!(browser.eval(&script).await, json!(true), "picking an image");
+}
