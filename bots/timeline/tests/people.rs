@@ -540,6 +540,25 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     // Kept before the checks, to look at when they fail.
     save("phone-feed.png", &browser.screenshot().await);
     assert_eq!(phone, json!([true, true, true]));
+    // Her profile on the phone, with its form, no wider than the screen either.
+    browser.click("#nav-profile").await;
+    browser
+        .wait_for("her profile", "document.getElementById('profile-form')")
+        .await;
+    save("phone-profile.png", &browser.screenshot().await);
+    assert_eq!(
+        browser
+            .eval("document.documentElement.scrollWidth <= window.innerWidth")
+            .await,
+        json!(true)
+    );
+    browser.eval("location.hash = '#/'; true").await;
+    browser
+        .wait_for(
+            "the feed",
+            "document.getElementById('view').dataset.ready === '#/'",
+        )
+        .await;
     // A desktop: the navigation beside the posts.
     viewport(&mut browser, 1280, 900, false).await;
     let desktop = browser
