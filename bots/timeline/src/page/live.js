@@ -4,6 +4,8 @@
 'use strict';
 
 let live = null;
+// The number of the last change seen, sent when reconnecting so nothing falls in between.
+let lastChange = null;
 
 function announce(text) {
   $('live-status').textContent = text;
@@ -91,6 +93,7 @@ function dispatch(block) {
   for (const line of block.split('\n')) {
     if (line.startsWith('event:')) kind = line.slice(6).trim();
     else if (line.startsWith('data:')) data += line.slice(5).trim();
+    else if (line.startsWith('id:')) lastChange = line.slice(3).trim();
   }
   if (kind === 'ready') {
     document.body.dataset.live = 'open';
@@ -103,10 +106,9 @@ async function listen(controller) {
   let delay = 1000;
   while (live === controller && session.token) {
     try {
-      const response = await fetch(BASE + 'api/live', {
-        headers: { Authorization: 'Bearer ' + session.token },
-        signal: controller.signal,
-      });
+      const headers = { Authorization: 'Bearer ' + session.token };
+      if (lastChange !== null) headers['Last-Event-ID'] = lastChange;
+      const response = await fetch(BASE + 'api/live', { headers, signal: controller.signal });
       if (!response.ok) throw new Error(String(response.status));
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
@@ -120,7 +122,9 @@ async function listen(controller) {
           buffer = buffer.slice(end + 2);
         }
       }
+      // The server ends each stream after a while: take the next one at once.
       delay = 1000;
+      continue;
     } catch (error) {
       if (controller.signal.aborted) return;
     }
@@ -139,5 +143,6 @@ function startLive() {
 function stopLive() {
   if (live) live.abort();
   live = null;
+  lastChange = null;
   delete document.body.dataset.live;
 }
