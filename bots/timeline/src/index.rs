@@ -184,14 +184,25 @@ pub(crate) async fn add_member(
 
 /// Records a user's display name, as their profile now says.
 pub(crate) async fn set_display_name(db: &AnyPool, user_id: &str, name: &str) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO timeline_profiles (user_id, display_name) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
-    )
-    .bind(user_id)
-    .bind(name)
-    .execute(db)
-    .await?;
+    set_profile_field(db, user_id, "display_name", Some(name)).await
+}
+
+/// Sets one column of a user's profile row, making the row if need be.
+async fn set_profile_field(
+    db: &AnyPool,
+    user_id: &str,
+    column: &'static str,
+    value: Option<&str>,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO timeline_profiles (user_id, {column}) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .bind(value)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -392,15 +403,7 @@ pub(crate) async fn set_avatar(
     avatar_url: Option<&str>,
 ) -> Result<()> {
     let avatar = avatar_url.filter(|url| <&trestle::ruma::MxcUri>::from(*url).validate().is_ok());
-    sqlx::query(
-        "INSERT INTO timeline_profiles (user_id, avatar_url) VALUES ($1, $2)
-         ON CONFLICT (user_id) DO UPDATE SET avatar_url = excluded.avatar_url",
-    )
-    .bind(user_id)
-    .bind(avatar)
-    .execute(db)
-    .await?;
-    Ok(())
+    set_profile_field(db, user_id, "avatar_url", avatar).await
 }
 
 /// Applies an edit (`m.replace`) to the post it replaces: only its author's edits count, and

@@ -18,7 +18,7 @@ mod page;
 
 use api::Api;
 use base64::Engine;
-use page::{article, key, loaded, pick_image, save, search, shown, tab, token, viewport};
+use page::{article, key, layout, loaded, pick_image, save, search, shown, tab, token, viewport};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle_tests::{appservice::Harness, synapse::encode};
@@ -528,30 +528,23 @@ async fn images_live_updates_search_and_layout_in_chromium() {
 
     // A phone: one column, nothing wider than the screen, the image within it.
     viewport(&mut browser, 390, 844, true).await;
-    let phone = browser
-        .eval(
-            "(() => { const h = document.querySelector('header').getBoundingClientRect(); \
-             const m = document.querySelector('main').getBoundingClientRect(); \
-             const i = document.querySelector('#view .post img.post-image').getBoundingClientRect(); \
-             return [document.documentElement.scrollWidth <= window.innerWidth, h.bottom <= m.top + 1, \
-                     i.right <= window.innerWidth]; })()",
-        )
-        .await;
+    let phone = layout(&mut browser).await;
     // Kept before the checks, to look at when they fail.
     save("phone-feed.png", &browser.screenshot().await);
-    assert_eq!(phone, json!([true, true, true]));
+    let edge = |rect: &Value, side: &str| rect[side].as_f64().unwrap();
+    assert_eq!(phone["fits"], true, "{phone}");
+    assert!(
+        edge(&phone["header"], "bottom") <= edge(&phone["main"], "top") + 1.0,
+        "{phone}"
+    );
+    assert!(edge(&phone["image"], "right") <= 390.0, "{phone}");
     // Her profile on the phone, with its form, no wider than the screen either.
     browser.click("#nav-profile").await;
     browser
         .wait_for("her profile", "document.getElementById('profile-form')")
         .await;
     save("phone-profile.png", &browser.screenshot().await);
-    assert_eq!(
-        browser
-            .eval("document.documentElement.scrollWidth <= window.innerWidth")
-            .await,
-        json!(true)
-    );
+    assert_eq!(layout(&mut browser).await["fits"], true);
     browser.eval("location.hash = '#/'; true").await;
     browser
         .wait_for(
@@ -561,16 +554,16 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         .await;
     // A desktop: the navigation beside the posts.
     viewport(&mut browser, 1280, 900, false).await;
-    let desktop = browser
-        .eval(
-            "(() => { const h = document.querySelector('header').getBoundingClientRect(); \
-             const m = document.querySelector('main').getBoundingClientRect(); \
-             const s = document.getElementById('search-form').getBoundingClientRect(); \
-             return [document.documentElement.scrollWidth <= window.innerWidth, h.right <= m.left, \
-                     s.right <= h.right]; })()",
-        )
-        .await;
+    let desktop = layout(&mut browser).await;
     save("desktop-feed.png", &browser.screenshot().await);
-    assert_eq!(desktop, json!([true, true, true]));
+    assert_eq!(desktop["fits"], true, "{desktop}");
+    assert!(
+        edge(&desktop["header"], "right") <= edge(&desktop["main"], "left"),
+        "{desktop}"
+    );
+    assert!(
+        edge(&desktop["search"], "right") <= edge(&desktop["header"], "right"),
+        "{desktop}"
+    );
     browser.close().await;
 }

@@ -124,3 +124,17 @@ pub async fn pick_image(browser: &mut cdp::Browser, selector: &str, width: u32, 
     );
     assert_eq!(browser.eval(&script).await, json!(true), "picking an image");
 }
+
+/// Where the page's parts are: whether it is no wider than the window, and the boxes of the
+/// header, the main part, the search form and the first post's image (null without one).
+pub async fn layout(browser: &mut cdp::Browser) -> Value {
+    browser
+        .eval(
+            "(() => { const box = (e) => e && e.getBoundingClientRect().toJSON(); return { \
+             fits: document.documentElement.scrollWidth <= window.innerWidth, width: window.innerWidth, \
+             header: box(document.querySelector('header')), main: box(document.querySelector('main')), \
+             search: box(document.getElementById('search-form')), \
+             image: box(document.querySelector('#view .post img.post-image')) }; })()",
+        )
+        .await
+}
