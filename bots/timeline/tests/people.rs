@@ -18,7 +18,10 @@ mod page;
 
 use api::Api;
 use base64::Engine;
-use page::{article, key, layout, loaded, pick_image, save, search, shown, tab, token, viewport};
+use page::{
+    article, home, key, layout, loaded, pick_image, reload, save, search, shown, tab, token,
+    viewport,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use trestle_tests::{appservice::Harness, synapse::encode};
@@ -300,13 +303,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
             .await,
         json!(["↩ 2 replies", "A second reply", "New reply by Bob Builder"])
     );
-    browser.eval("location.hash = '#/'; true").await;
-    browser
-        .wait_for(
-            "the feed again",
-            "document.getElementById('view').dataset.ready === '#/'",
-        )
-        .await;
+    home(&mut browser).await;
     assert_eq!(browser.eval("window.notReloaded").await, json!(true));
 
     // Alice posts an image from the page: uploaded with her token, shown through the proxy.
@@ -459,13 +456,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
     );
 
     // Every control has a name; the page has its landmarks.
-    browser.eval("location.hash = '#/'; true").await;
-    browser
-        .wait_for(
-            "the feed again",
-            "document.getElementById('view').dataset.ready === '#/'",
-        )
-        .await;
+    home(&mut browser).await;
     assert_eq!(
         browser
             .eval(
@@ -484,13 +475,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         json!([])
     );
     // The keyboard's order: the skip link first, then the navigation, then writing a post.
-    browser.navigate(&format!("{url}/")).await;
-    browser
-        .wait_for(
-            "the reloaded feed",
-            "document.getElementById('view').dataset.ready === ''",
-        )
-        .await;
+    reload(&mut browser, &url).await;
     let mut order = Vec::new();
     for _ in 0..9 {
         order.push(tab(&mut browser).await);
@@ -510,13 +495,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         ]
     );
     // The skip link takes the focus to the posts' heading.
-    browser.navigate(&format!("{url}/")).await;
-    browser
-        .wait_for(
-            "the reloaded feed",
-            "document.getElementById('view').dataset.ready === ''",
-        )
-        .await;
+    reload(&mut browser, &url).await;
     assert_eq!(tab(&mut browser).await, "skip-link");
     key(&mut browser, "Enter", 13, Some("\r")).await;
     browser
@@ -545,13 +524,7 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         .await;
     save("phone-profile.png", &browser.screenshot().await);
     assert_eq!(layout(&mut browser).await["fits"], true);
-    browser.eval("location.hash = '#/'; true").await;
-    browser
-        .wait_for(
-            "the feed",
-            "document.getElementById('view').dataset.ready === '#/'",
-        )
-        .await;
+    home(&mut browser).await;
     // A desktop: the navigation beside the posts.
     viewport(&mut browser, 1280, 900, false).await;
     let desktop = layout(&mut browser).await;

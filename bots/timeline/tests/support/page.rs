@@ -138,3 +138,25 @@ pub async fn layout(browser: &mut cdp::Browser) -> Value {
         )
         .await
 }
+
+/// Goes to the home feed and waits until it is shown.
+pub async fn home(browser: &mut cdp::Browser) {
+    browser.eval("location.hash = '#/'; true").await;
+    browser
+        .wait_for(
+            "the home feed",
+            "document.getElementById('view').dataset.ready === '#/'",
+        )
+        .await;
+}
+
+/// Loads the page afresh at `url` (the session stays) and waits until its feed is shown.
+pub async fn reload(browser: &mut cdp::Browser, url: &str) {
+    browser.navigate(&format!("{url}/")).await;
+    browser
+        .wait_for(
+            "the reloaded feed",
+            "document.getElementById('view').dataset.ready === ''",
+        )
+        .await;
+}
