@@ -285,6 +285,34 @@ pub fn text_to_html(text: &str) -> String {
     escape(text).replace('\n', "<br>")
 }
 
+/// The users a text mentions: each `@user:server` that is a valid user id, once, in order.
+/// The page makes the same words links.
+pub fn mentions(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let starts = text
+        .char_indices()
+        .filter(|&(i, c)| {
+            c == '@'
+                && text[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|before| before.is_whitespace() || "(,;!?".contains(before))
+        })
+        .map(|(i, _)| i);
+    for start in starts {
+        let word: String = text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "@._=/+-:".contains(*c))
+            .collect();
+        // Punctuation ending a sentence is not part of the server name.
+        let word = word.trim_end_matches(['.', ':', '-']);
+        if trestle::ruma::UserId::parse(word).is_ok() && !found.iter().any(|f| f == word) {
+            found.push(word.to_owned());
+        }
+    }
+    found
+}
+
 /// The content of a post event.
 pub fn post_content(draft: &Draft) -> Value {
     let html = draft
@@ -321,6 +349,8 @@ pub fn post_content(draft: &Draft) -> Value {
     if let Some(image) = &draft.image {
         content[IMAGE_KEY] = image.content();
     }
+    // Intentional mentions: Matrix clients notify the users named, and nobody else.
+    content["m.mentions"] = json!({ "user_ids": mentions(&draft.text) });
     if let Some((root, replied)) = &draft.thread {
         content["m.relates_to"] = json!({
             "rel_type": "m.thread",
@@ -342,6 +372,8 @@ pub fn edit_content(original: &str, draft: &Draft) -> Value {
         "body": format!("* {}", draft.text),
         "m.new_content": new,
         "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+        // Those the post named were told when it was sent; an edit tells nobody again.
+        "m.mentions": {},
     })
 }
 
@@ -446,6 +478,24 @@ mod tests {
         assert_eq!(parsed.thread_root.as_deref(), Some("$root"));
         assert_eq!(parsed.text, "yes");
         assert_eq!(parse_post(&json!({})), None);
+    }
+
+    #[test]
+    fn mentions_are_user_ids_in_the_text() {
+        assert_eq!(
+            mentions(
+                "Hi @alice:localhost, and (@bob:example.org:8448). Mail a@b.c, @nobody, @alice:localhost again"
+            ),
+            ["@alice:localhost", "@bob:example.org:8448"]
+        );
+        let content = post_content(&Draft {
+            text: "cc @carol:example.org.".into(),
+            ..Draft::default()
+        });
+        assert_eq!(
+            content["m.mentions"],
+            json!({ "user_ids": ["@carol:example.org"] })
+        );
     }
 
     #[test]

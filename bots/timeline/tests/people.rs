@@ -85,6 +85,20 @@ async fn images_live_updates_search_and_layout_in_chromium() {
         .unwrap()
         .to_owned();
     bob.post(EVIL).await;
+    // The mention is an intentional one: Matrix clients notify Alice.
+    let bob_room = bob.ok(Method::GET, "/api/me", None).await["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sent = bob_matrix.messages(&bob_room).await;
+    let hello_event = sent
+        .iter()
+        .find(|e| e["event_id"] == hello.as_str())
+        .unwrap();
+    assert_eq!(
+        hello_event["content"]["m.mentions"],
+        json!({ "user_ids": ["@alice:localhost"] })
+    );
     alice
         .ok(
             Method::POST,
@@ -449,6 +463,11 @@ async fn images_live_updates_search_and_layout_in_chromium() {
             &loaded(".profile-head img.avatar.large", 1),
         )
         .await;
+    // The tab's title names the view.
+    assert_eq!(
+        browser.eval("document.title").await,
+        json!("Bob Builder · Timeline")
+    );
     // A new view's heading takes the focus, for screen readers.
     assert_eq!(
         browser.eval("document.activeElement.id").await,

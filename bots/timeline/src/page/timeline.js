@@ -384,9 +384,11 @@ async function renderNow() {
     else if (name === 'search') await renderSearch(fresh, arg);
     else await renderFeed(fresh);
     view.replaceChildren(...fresh.childNodes);
+    // The tab's title says where one is, as screen readers announce it.
+    const title = view.querySelector('h2');
+    document.title = title ? title.textContent + ' · Timeline' : 'Timeline';
     if (shownHash !== location.hash && shownHash !== null) {
       // A new view: its heading takes the focus, so a screen reader says where it is.
-      const title = view.querySelector('h2');
       if (title) title.focus();
     } else {
       restoreFocus(key);
