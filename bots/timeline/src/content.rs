@@ -25,6 +25,7 @@ pub const MAX_ALT_CHARS: usize = 1000;
 
 /// An image in a post, stored in the homeserver's content repository.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Image {
     /// The `mxc://` URI of the uploaded image.
     pub url: String,
