@@ -179,5 +179,15 @@ mod tests {
         let (status, _, error) = get(&router, "/timeline/api/posts/$nothing").await;
         assert_eq!(status, 404);
         assert!(error.contains("M_NOT_FOUND"), "{error}");
+        // The live stream, search and media answer under the prefix too.
+        let (status, _, error) = get(&router, "/timeline/api/live").await;
+        assert_eq!(status, 401);
+        assert!(error.contains("M_MISSING_TOKEN"), "{error}");
+        let (status, _, found) = get(&router, "/timeline/api/search?q=nothing").await;
+        assert_eq!(status, 200);
+        assert!(found.contains("\"posts\":[]"), "{found}");
+        let (status, _, error) = get(&router, "/timeline/media/localhost/unknown").await;
+        assert_eq!(status, 404);
+        assert!(error.contains("no image of the timeline"), "{error}");
     }
 }
