@@ -74,6 +74,29 @@ impl Harness {
         .await
     }
 
+    /// As [`Harness::start_with`], on a Synapse that federates
+    /// ([`Synapse::start_federating`]) on `federation_port`: `registration` names the server
+    /// [`Synapse::federating_server_name`]`(federation_port)`, and so does the appservice.
+    pub async fn start_federating(
+        registration: &mut Registration,
+        federation_port: u16,
+        router: Router,
+        extra_yaml: &str,
+    ) -> Harness {
+        let port = free_port();
+        Self::start_on(
+            registration,
+            None,
+            &[],
+            router,
+            extra_yaml,
+            Some(federation_port),
+            port,
+            format!("http://127.0.0.1:{port}"),
+        )
+        .await
+    }
+
     /// As [`Harness::start`], with Synapse also loading `others`: registrations of appservices
     /// not served here (e.g. a double puppeting registration with no `url`).
     pub async fn start_beside(
@@ -117,6 +140,30 @@ impl Harness {
         port: u16,
         synapse_url: String,
     ) -> Harness {
+        Self::start_on(
+            registration,
+            bot_localpart,
+            others,
+            router,
+            extra_yaml,
+            None,
+            port,
+            synapse_url,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)] // private: the public constructors name what they set
+    async fn start_on(
+        registration: &mut Registration,
+        bot_localpart: Option<String>,
+        others: &[Registration],
+        router: Router,
+        extra_yaml: &str,
+        federation_port: Option<u16>,
+        port: u16,
+        synapse_url: String,
+    ) -> Harness {
         // Logs show with a failing test's output (RUST_LOG picks the level).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
@@ -136,7 +183,12 @@ impl Harness {
             other.write_file(&path).unwrap();
             paths.push(path);
         }
-        let synapse = Synapse::start_with(&paths, extra_yaml).await;
+        let synapse = match federation_port {
+            Some(federation_port) => {
+                Synapse::start_federating(federation_port, &paths, extra_yaml).await
+            }
+            None => Synapse::start_with(&paths, extra_yaml).await,
+        };
         let bot = bot_localpart.as_deref();
         let (app, stop, task) = serve(registration, bot, &synapse, dir.path(), port, router).await;
         synapse
@@ -215,7 +267,11 @@ async fn serve(
     let store = Store::connect(&format!("sqlite://{}", dir.join("store.db").display()))
         .await
         .unwrap();
-    let mut builder = Appservice::builder(registration.clone(), synapse.base_url(), "localhost");
+    let mut builder = Appservice::builder(
+        registration.clone(),
+        synapse.base_url(),
+        synapse.server_name(),
+    );
     if let Some(bot) = bot {
         builder = builder.bot(bot);
     }

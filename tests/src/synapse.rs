@@ -2,13 +2,16 @@
 //!
 //! Every [`Synapse`] is a fresh homeserver (server name `localhost`, SQLite) in its own temporary
 //! directory, listening on its own free port on 127.0.0.1, so tests may run several at once. It is
-//! killed when dropped. Synapse itself comes from the virtualenv that `scripts/install-synapse.sh`
+//! killed when dropped. Tests that need two homeservers talking start each with
+//! [`Synapse::start_federating`]: server name `localhost:<port>`, a TLS federation listener on that
+//! port, and loopback peers allowed. Synapse itself comes from the virtualenv that `scripts/install-synapse.sh`
 //! creates: `$TRESTLE_SYNAPSE_VENV`, else `<workspace>/.local/synapse-venv`. A missing Synapse is a
 //! test failure, never a skip.
 //!
 //! Set `TRESTLE_KEEP_SYNAPSE=1` to keep the temporary directories (config, database, `synapse.log`)
 //! after the test; their paths are printed.
 
+mod certificate;
 mod client;
 mod config;
 
@@ -35,6 +38,7 @@ pub struct Synapse {
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
     port: u16,
+    server_name: String,
     http: reqwest::Client,
     /// The log tail is already in a panic message; don't print it again on drop.
     log_shown: bool,
@@ -73,6 +77,36 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("building reqwest client")
 }
 
+/// Runs Synapse's `--generate-config` for `server_name` in `dir` (which also makes the signing
+/// key) and returns the `homeserver.yaml` it wrote.
+async fn generate_config(python: &Path, dir: &Path, server_name: &str) -> String {
+    let generate = tokio::process::Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "--server-name", server_name])
+        .args([
+            "--config-path",
+            "homeserver.yaml",
+            "--generate-config",
+            "--report-stats=no",
+        ])
+        .current_dir(dir)
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {} to generate the Synapse config: {e}",
+                python.display()
+            )
+        });
+    assert!(
+        generate.status.success(),
+        "generating the Synapse config failed ({}):\n{}\n{}",
+        generate.status,
+        String::from_utf8_lossy(&generate.stdout),
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    std::fs::read_to_string(dir.join("homeserver.yaml")).expect("reading generated homeserver.yaml")
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -90,6 +124,34 @@ impl Synapse {
     /// `extra_yaml` replaces the harness's (or the generated) setting of that key as a whole, e.g.
     /// `experimental_features:` must repeat the harness's two MSC flags if they are still wanted.
     pub async fn start_with(registrations: &[PathBuf], extra_yaml: &str) -> Synapse {
+        Self::start_as(registrations, extra_yaml, None).await
+    }
+
+    /// Like [`Synapse::start_with`], for a homeserver that federates with others started the same
+    /// way: its server name is [`Synapse::federating_server_name`]`(federation_port)`, the port
+    /// of its own TLS federation listener (a self-signed certificate made here), which its peers
+    /// reach directly (an explicit port means no `.well-known` or SRV lookup). It checks no
+    /// peer's certificate and may reach loopback addresses, which Synapse refuses by default. Its
+    /// client API stays plain HTTP at [`Synapse::base_url`]. The port is the caller's (take a
+    /// [`free_port`]) so that registrations naming the server can be written first.
+    pub async fn start_federating(
+        federation_port: u16,
+        registrations: &[PathBuf],
+        extra_yaml: &str,
+    ) -> Synapse {
+        Self::start_as(registrations, extra_yaml, Some(federation_port)).await
+    }
+
+    /// The server name of a Synapse federating on `federation_port`: `localhost:<port>`.
+    pub fn federating_server_name(federation_port: u16) -> String {
+        format!("localhost:{federation_port}")
+    }
+
+    async fn start_as(
+        registrations: &[PathBuf],
+        extra_yaml: &str,
+        federation_port: Option<u16>,
+    ) -> Synapse {
         let python = venv_python();
         let registrations: Vec<PathBuf> = registrations
             .iter()
@@ -105,44 +167,41 @@ impl Synapse {
             .expect("creating Synapse temp dir");
         let dir_path = dir.path().to_path_buf();
 
-        let generate = tokio::process::Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--server-name", "localhost"])
-            .args([
-                "--config-path",
-                "homeserver.yaml",
-                "--generate-config",
-                "--report-stats=no",
-            ])
-            .current_dir(&dir_path)
-            .output()
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "running {} to generate the Synapse config: {e}",
-                    python.display()
-                )
-            });
-        assert!(
-            generate.status.success(),
-            "generating the Synapse config failed ({}):\n{}\n{}",
-            generate.status,
-            String::from_utf8_lossy(&generate.stdout),
-            String::from_utf8_lossy(&generate.stderr)
-        );
-        let generated = std::fs::read_to_string(dir_path.join("homeserver.yaml"))
-            .expect("reading generated homeserver.yaml");
+        let federation = match federation_port {
+            Some(port) => {
+                let (certificate, private_key) = certificate::self_signed(&python, &dir_path).await;
+                Some(config::Federation {
+                    port,
+                    certificate,
+                    private_key,
+                })
+            }
+            None => None,
+        };
+        let server_name = match &federation {
+            Some(federation) => Self::federating_server_name(federation.port),
+            None => "localhost".to_owned(),
+        };
+        let generated = generate_config(&python, &dir_path, &server_name).await;
 
         let mut synapse = Synapse {
             child: None,
             dir: Some(dir),
             dir_path,
             port: 0,
+            server_name,
             http: http_client(),
             log_shown: false,
         };
         for attempt in 1..=START_ATTEMPTS {
             synapse.port = free_port();
-            let yaml = config::build(&generated, synapse.port, &registrations, extra_yaml);
+            let yaml = config::build(
+                &generated,
+                synapse.port,
+                &registrations,
+                federation.as_ref(),
+                extra_yaml,
+            );
             std::fs::write(synapse.dir_path.join("homeserver.yaml"), yaml)
                 .expect("writing homeserver.yaml");
             match synapse.spawn_and_wait(false).await {
@@ -341,9 +400,9 @@ impl Synapse {
         self.port
     }
 
-    /// Always `localhost`.
+    /// `localhost`, or `localhost:<federation port>` for [`Synapse::start_federating`].
     pub fn server_name(&self) -> &str {
-        "localhost"
+        &self.server_name
     }
 
     /// The temporary directory with `homeserver.yaml`, `homeserver.db` and `synapse.log`.
@@ -367,7 +426,7 @@ impl Synapse {
         tail(&self.log(), lines)
     }
 
-    /// `@localpart:localhost`
+    /// `@localpart:<server name>`
     pub fn user_id(&self, localpart: &str) -> String {
         format!("@{localpart}:{}", self.server_name())
     }

@@ -2,7 +2,9 @@
 //! their own Matrix access token (`Authorization: Bearer …`), which the API uses to act on the
 //! homeserver as them; reads come from the index.
 
+mod follow;
 mod live;
+mod login_sso;
 mod media;
 mod people;
 mod posts;
@@ -49,6 +51,8 @@ pub(crate) struct Web {
     /// Where the index's changes go out to open pages.
     pub(crate) live: crate::live::Hub,
     sessions: Arc<Mutex<HashMap<String, (OwnedUserId, Instant)>>>,
+    /// Single sign-ons in flight.
+    sso: Arc<login_sso::Pending>,
     /// Held while a timeline room is created, so one user never gets two.
     creating: Arc<tokio::sync::Mutex<()>>,
     migrated: Arc<tokio::sync::OnceCell<()>>,
@@ -164,6 +168,7 @@ impl Web {
             users,
             live,
             sessions: Arc::default(),
+            sso: Arc::default(),
             creating: Arc::default(),
             migrated: Arc::default(),
         })
@@ -343,6 +348,7 @@ impl Web {
 pub(crate) fn routes(web: Web) -> Router {
     Router::new()
         .merge(users::routes())
+        .merge(login_sso::routes())
         .merge(posts::routes())
         .merge(media::routes())
         .merge(live::routes())

@@ -44,7 +44,9 @@ pub const PLUGIN: Plugin = Plugin::new("timeline", "timeline", "timeline_", buil
      room_version: null               # version of new timeline rooms; the server's default unless set\n  \
      max_post_chars: 500              # the longest post, in characters\n  \
      page_size: 20                    # posts per page of a feed\n  \
-     admins: []                       # user ids allowed to rebuild the index (POST /api/reindex)",
+     admins: []                       # user ids allowed to rebuild the index (POST /api/reindex)\n  \
+     public_url: null                 # the page's address as browsers see it, for single sign-on; else from the request\n  \
+     homeserver_public_url: null      # the homeserver's address as browsers see it; else the one Trestle uses",
 );
 
 /// The timeline's settings.
@@ -63,6 +65,13 @@ pub struct Settings {
     pub page_size: i64,
     /// Users who may rebuild the index through the API.
     pub admins: Vec<String>,
+    /// The page's address as browsers reach it (`https://example.org/timeline/`), which single
+    /// sign-on sends them back to; unset, it is made from each request's `Host` (and
+    /// `X-Forwarded-Proto`). Also makes the sign-on cookie `Secure` when it is `https`.
+    pub public_url: Option<String>,
+    /// The homeserver's address as browsers reach it, for single sign-on; unset, the address
+    /// Trestle reaches it at.
+    pub homeserver_public_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -73,6 +82,8 @@ impl Default for Settings {
             max_post_chars: 500,
             page_size: 20,
             admins: Vec::new(),
+            public_url: None,
+            homeserver_public_url: None,
         }
     }
 }
@@ -104,6 +115,16 @@ impl Settings {
                 "page_size",
                 format!("{} is not between 1 and 100", self.page_size),
             );
+        }
+        for (field, url) in [
+            ("public_url", &self.public_url),
+            ("homeserver_public_url", &self.homeserver_public_url),
+        ] {
+            if let Some(url) = url
+                && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+            {
+                return bad(field, format!("{url:?} is not an http(s) URL"));
+            }
         }
         for admin in &self.admins {
             if let Err(error) = trestle::ruma::UserId::parse(admin) {
@@ -270,6 +291,14 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("`room_version`"), "{error}");
+        let error = Settings {
+            public_url: Some("example.org/timeline".into()),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`public_url`"), "{error}");
     }
 
     #[test]

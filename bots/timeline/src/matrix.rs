@@ -20,6 +20,9 @@ use ruma::{
 use serde_json::Value;
 use trestle::{Error, Result, client::PathInput, ruma};
 
+mod remote;
+mod sso;
+
 /// The homeserver, as seen by the people using the page.
 #[derive(Clone, Debug)]
 pub(crate) struct UserApi {

@@ -17,19 +17,10 @@ use trestle_timeline::{PLUGIN, Settings, content::POST_TYPE, query};
 #[path = "support/api.rs"]
 mod api;
 
-use api::Api;
+use api::{Api, texts};
 
 fn enc(segment: &str) -> String {
     trestle_tests::synapse::encode(segment)
-}
-
-fn texts(page: &Value) -> Vec<&str> {
-    page["posts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["text"].as_str().unwrap())
-        .collect()
 }
 
 /// Posts of type `POST_TYPE` in a room, as a member sees them.

@@ -59,14 +59,30 @@ fn quoted(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()
 }
 
+/// A Synapse that federates: its federation listener (TLS, as Synapse only ever speaks
+/// federation over TLS) and the certificate it presents.
+pub(crate) struct Federation {
+    /// The port of the TLS listener, which is also the port in the server name.
+    pub(crate) port: u16,
+    pub(crate) certificate: PathBuf,
+    pub(crate) private_key: PathBuf,
+}
+
 /// The settings the harness adds to every Synapse.
-pub(crate) fn harness_settings(port: u16, registrations: &[PathBuf]) -> String {
+pub(crate) fn harness_settings(
+    port: u16,
+    registrations: &[PathBuf],
+    federation: Option<&Federation>,
+) -> String {
     let mut y = String::new();
     y.push_str("# ---- added by trestle_tests::synapse ----\n");
     y.push_str(&format!(
         "listeners:\n  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: false\n    \
          x_forwarded: false\n    resources:\n      - names: [client, federation]\n        compress: false\n"
     ));
+    if let Some(federation) = federation {
+        y.push_str(&federation_settings(federation));
+    }
     if registrations.is_empty() {
         y.push_str("app_service_config_files: []\n");
     } else {
@@ -75,6 +91,8 @@ pub(crate) fn harness_settings(port: u16, registrations: &[PathBuf]) -> String {
             y.push_str(&format!("  - {}\n", quoted(&r.to_string_lossy())));
         }
     }
+    // Where browsers reach it: single sign-on sends them back here.
+    y.push_str(&format!("public_baseurl: \"http://127.0.0.1:{port}/\"\n"));
     y.push_str(
         "enable_registration: true\n\
          enable_registration_without_verification: true\n\
@@ -116,11 +134,35 @@ pub(crate) fn harness_settings(port: u16, registrations: &[PathBuf]) -> String {
     y
 }
 
+/// The second listener (continuing `listeners:`) and the top-level keys of a federating Synapse.
+/// Its peers are on loopback with self-signed certificates: certificates go unchecked, and the
+/// loopback ranges, which Synapse refuses to reach by default (`ip_range_blacklist`, which
+/// federation uses too while `federation_ip_range_blacklist` is unset), are allowed.
+fn federation_settings(federation: &Federation) -> String {
+    format!(
+        "  - port: {port}\n    bind_addresses: ['127.0.0.1']\n    type: http\n    tls: true\n    \
+         x_forwarded: false\n    resources:\n      - names: [federation]\n        compress: false\n\
+         tls_certificate_path: {certificate}\n\
+         tls_private_key_path: {key}\n\
+         federation_verify_certificates: false\n\
+         ip_range_whitelist: ['127.0.0.0/8', '::1/128']\n",
+        port = federation.port,
+        certificate = quoted(&federation.certificate.to_string_lossy()),
+        key = quoted(&federation.private_key.to_string_lossy()),
+    )
+}
+
 /// The final `homeserver.yaml`: the generated file without the keys set later (and without
 /// `log_config`, so that Synapse logs to stderr, unbuffered), then the harness settings without the
 /// keys `extra` sets, then `extra`.
-pub(crate) fn build(generated: &str, port: u16, registrations: &[PathBuf], extra: &str) -> String {
-    let ours = harness_settings(port, registrations);
+pub(crate) fn build(
+    generated: &str,
+    port: u16,
+    registrations: &[PathBuf],
+    federation: Option<&Federation>,
+    extra: &str,
+) -> String {
+    let ours = harness_settings(port, registrations, federation);
     let extra_keys = top_level_keys(extra);
     let mut drop_from_generated = top_level_keys(&ours);
     drop_from_generated.extend(extra_keys.iter().cloned());
@@ -152,6 +194,7 @@ mod tests {
             GENERATED,
             1234,
             &[PathBuf::from("/r/a.yaml")],
+            None,
             "rc_message: {per_second: 1, burst_count: 2}",
         );
         let keys = top_level_keys(&out);
@@ -170,6 +213,31 @@ mod tests {
         assert!(out.contains("  - \"/r/a.yaml\"\n"));
         assert!(out.contains("rc_message: {per_second: 1, burst_count: 2}\n"));
         assert!(out.contains("rc_registration: {per_second: 100000"));
+    }
+
+    #[test]
+    fn a_federating_synapse_gets_a_second_listener_and_loopback_peers() {
+        let federation = Federation {
+            port: 4321,
+            certificate: PathBuf::from("/d/tls.crt"),
+            private_key: PathBuf::from("/d/tls.key"),
+        };
+        let out = build(GENERATED, 1234, &[], Some(&federation), "");
+        let keys = top_level_keys(&out);
+        assert_eq!(keys.iter().filter(|k| *k == "listeners").count(), 1);
+        // Both listeners belong to `listeners:`: the TLS one follows the plain one.
+        let listeners = out.split("listeners:\n").nth(1).unwrap();
+        let block: String = listeners
+            .lines()
+            .take_while(|l| l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(block.contains("port: 1234"), "{block}");
+        assert!(block.contains("- port: 4321"), "{block}");
+        assert!(block.contains("tls: true"), "{block}");
+        assert!(out.contains("tls_certificate_path: \"/d/tls.crt\"\n"));
+        assert!(out.contains("federation_verify_certificates: false\n"));
+        assert!(out.contains("ip_range_whitelist: ['127.0.0.0/8', '::1/128']\n"));
     }
 
     #[test]

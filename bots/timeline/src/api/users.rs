@@ -121,11 +121,16 @@ async fn follow(
 ) -> ApiResult {
     let caller = web.caller(&headers).await?;
     let user = user_param(&user_id)?;
-    let room = room_of(&web, &user).await?;
     if method != Method::DELETE {
-        web.ensure_member(&caller, &room).await?;
+        // A timeline the index does not know (most often on another homeserver) is looked
+        // for by its alias on the user's server.
+        let room = match index::room_of(web.db(), user.as_str()).await? {
+            Some(room) => web.ensure_member(&caller, &room).await?.to_string(),
+            None => super::follow::discover(&web, &caller, &user).await?,
+        };
         return Ok(Json(json!({ "following": user, "room_id": room })));
     }
+    let room = room_of(&web, &user).await?;
     if user == caller.user_id {
         return Err(ApiError::bad("you cannot unfollow yourself"));
     }

@@ -263,7 +263,9 @@ async function renderProfile(view, user) {
       el('p', { id: 'profile-bio', textContent: profile.bio || '' }),
       el('p', { id: 'profile-counts', textContent: count(profile.followers, 'follower') + ' · ' + profile.following + ' following' })));
   const tools = el('div', { className: 'profile-tools' });
-  if (user !== session.user && profile.room_id) {
+  // A user the index does not know yet may have a timeline on another homeserver: following
+  // looks for it there.
+  if (user !== session.user) {
     const follow = el('button', {
       type: 'button',
       id: 'follow-button',
@@ -427,6 +429,30 @@ function show() {
     stopLive();
     shownHash = null;
     $('view').replaceChildren();
+    offerLogins();
+  }
+}
+
+// The ways to log in that the homeserver accepts: a password form, single sign-on, or both.
+async function offerLogins() {
+  try {
+    const flows = await api('GET', 'api/login/flows');
+    $('login-form').hidden = !flows.password;
+    $('sso-login').hidden = !flows.sso;
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// Back from single sign-on (`?sso`): the server holds the session for this browser, once.
+async function finishSignOn() {
+  if (!new URLSearchParams(location.search).has('sso')) return;
+  history.replaceState(null, '', location.pathname + location.hash);
+  try {
+    const login = await api('POST', 'api/login/sso/finish');
+    session.set(login.user_id, login.access_token);
+  } catch (error) {
+    showError(error);
   }
 }
 
@@ -516,4 +542,4 @@ window.addEventListener('hashchange', () => {
   if (session.token) render();
 });
 
-show();
+finishSignOn().then(show);

@@ -120,6 +120,15 @@ impl Browser {
 
     /// Sends a DevTools command and returns its result; events in between are ignored.
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(result) => result,
+            Err(error) => panic!("{method} failed: {error}"),
+        }
+    }
+
+    /// As [`Browser::call`], with the browser's refusal as an error (an evaluation whose page
+    /// navigated away meanwhile, say).
+    pub async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let request = json!({ "id": id, "method": method, "params": params });
@@ -139,9 +148,9 @@ impl Browser {
             let value: Value = serde_json::from_str(&text).unwrap();
             if value["id"] == id {
                 if let Some(error) = value.get("error") {
-                    panic!("{method} failed: {error}");
+                    return Err(error.clone());
                 }
-                return value["result"].clone();
+                return Ok(value["result"].clone());
             }
         }
     }
@@ -178,11 +187,18 @@ impl Browser {
         let started = Instant::now();
         loop {
             // Before the page has loaded the script may throw: that is "not yet".
+            // While the page goes from one site to another (a sign-on's redirects) there may
+            // be no page to evaluate in: that is "not yet" too.
             let probe = format!(
                 "(() => {{ try {{ return Boolean({script}); }} catch (e) {{ return false; }} }})()"
             );
-            let value = self.eval(&probe).await;
-            if value == json!(true) {
+            let value = self
+                .try_call(
+                    "Runtime.evaluate",
+                    json!({ "expression": probe, "awaitPromise": true, "returnByValue": true }),
+                )
+                .await;
+            if value.is_ok_and(|v| v["result"]["value"] == json!(true)) {
                 return;
             }
             if started.elapsed() > Duration::from_secs(30) {
