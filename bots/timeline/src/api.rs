@@ -3,7 +3,10 @@
 //! homeserver as them; reads come from the index.
 
 mod follow;
+mod live;
 mod login_sso;
+mod media;
+mod people;
 mod posts;
 mod users;
 
@@ -45,6 +48,8 @@ pub(crate) struct Web {
     pub(crate) app: Appservice,
     pub(crate) settings: Arc<Settings>,
     pub(crate) users: UserApi,
+    /// Where the index's changes go out to open pages.
+    pub(crate) live: crate::live::Hub,
     sessions: Arc<Mutex<HashMap<String, (OwnedUserId, Instant)>>>,
     /// Single sign-ons in flight.
     sso: Arc<login_sso::Pending>,
@@ -151,12 +156,17 @@ pub(crate) struct Caller {
 }
 
 impl Web {
-    pub(crate) fn new(app: Appservice, settings: Arc<Settings>) -> trestle::Result<Self> {
+    pub(crate) fn new(
+        app: Appservice,
+        settings: Arc<Settings>,
+        live: crate::live::Hub,
+    ) -> trestle::Result<Self> {
         let users = UserApi::new(app.client().base_url())?;
         Ok(Web {
             app,
             settings,
             users,
+            live,
             sessions: Arc::default(),
             sso: Arc::default(),
             creating: Arc::default(),
@@ -295,7 +305,7 @@ impl Web {
             .send_event(&caller.token, room, event_type, content)
             .await?;
         let event = self.users.event(&caller.token, room, &event_id).await?;
-        index::apply(&self.app, &event).await?;
+        self.live.publish(index::apply(&self.app, &event).await?);
         Ok(event_id)
     }
 
@@ -319,7 +329,7 @@ impl Web {
         let event_id = OwnedEventId::try_from(event_id).map_err(trestle::Error::from)?;
         let redaction = self.users.redact(&caller.token, &room, &event_id).await?;
         let event = self.users.event(&caller.token, &room, &redaction).await?;
-        index::apply(&self.app, &event).await?;
+        self.live.publish(index::apply(&self.app, &event).await?);
         Ok(())
     }
 
@@ -340,5 +350,8 @@ pub(crate) fn routes(web: Web) -> Router {
         .merge(users::routes())
         .merge(login_sso::routes())
         .merge(posts::routes())
+        .merge(media::routes())
+        .merge(live::routes())
+        .merge(people::routes())
         .with_state(web)
 }

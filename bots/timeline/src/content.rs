@@ -1,6 +1,7 @@
 //! The event schema of a timeline (documented in `docs/timeline.md`): what a post looks like,
 //! and the checks a post from the page passes before it is sent.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// `type` in the `m.room.create` content of a timeline room.
@@ -15,6 +16,88 @@ pub const HTML_KEY: &str = "org.trestle.timeline.html";
 pub const REPOST_KEY: &str = "org.trestle.timeline.repost";
 /// The reaction key of a like.
 pub const LIKE_KEY: &str = "❤️";
+/// On a post with an image: `{ "url": "mxc://…", "info": { "mimetype", "w", "h", "size" }, "alt" }`.
+pub const IMAGE_KEY: &str = "org.trestle.timeline.image";
+/// The image types a post may carry: those every browser shows, none that runs script (SVG).
+pub const IMAGE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp"];
+/// The longest description of an image, in characters.
+pub const MAX_ALT_CHARS: usize = 1000;
+
+/// An image in a post, stored in the homeserver's content repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    /// The `mxc://` URI of the uploaded image.
+    pub url: String,
+    /// One of [`IMAGE_TYPES`].
+    pub mimetype: String,
+    /// Width in pixels, if known.
+    pub w: Option<u64>,
+    /// Height in pixels, if known.
+    pub h: Option<u64>,
+    /// Size in bytes, if known.
+    pub size: Option<u64>,
+    /// A description for people who cannot see it.
+    pub alt: Option<String>,
+}
+
+impl Image {
+    /// Checks an image from a client or an event: an `mxc://` URI, an image type that is
+    /// shown safely, a description of bounded length.
+    pub fn check(self) -> Result<Image, Refusal> {
+        if <&trestle::ruma::MxcUri>::from(self.url.as_str())
+            .validate()
+            .is_err()
+        {
+            return Err(Refusal::BadImage("its `url` is not an mxc:// URI"));
+        }
+        if !IMAGE_TYPES.contains(&self.mimetype.as_str()) {
+            return Err(Refusal::BadImage(
+                "its `mimetype` is not image/png, image/jpeg, image/gif or image/webp",
+            ));
+        }
+        if self
+            .alt
+            .as_deref()
+            .is_some_and(|alt| alt.chars().count() > MAX_ALT_CHARS)
+        {
+            return Err(Refusal::BadImage(
+                "its description (`alt`) is over 1000 characters",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The image as a post's content carries it.
+    fn content(&self) -> Value {
+        let mut info = json!({ "mimetype": self.mimetype });
+        for (key, value) in [("w", self.w), ("h", self.h), ("size", self.size)] {
+            if let Some(value) = value {
+                info[key] = json!(value);
+            }
+        }
+        let mut image = json!({ "url": self.url, "info": info });
+        if let Some(alt) = &self.alt {
+            image["alt"] = json!(alt);
+        }
+        image
+    }
+
+    /// Reads an image from a post's content, checked as one from the page would be.
+    fn from_content(value: &Value) -> Option<Image> {
+        let info = &value["info"];
+        Image {
+            url: value["url"].as_str()?.to_owned(),
+            mimetype: info["mimetype"].as_str()?.to_owned(),
+            w: info["w"].as_u64(),
+            h: info["h"].as_u64(),
+            size: info["size"].as_u64(),
+            alt: value["alt"].as_str().map(str::to_owned),
+        }
+        .check()
+        .ok()
+    }
+}
 
 /// A post's parts that a client supplies.
 #[derive(Debug, Default)]
@@ -27,6 +110,8 @@ pub struct Draft {
     pub thread: Option<(String, String)>,
     /// For a repost: the original's room and event.
     pub repost: Option<(String, String)>,
+    /// An image, checked.
+    pub image: Option<Image>,
 }
 
 /// Why a draft was refused, in words for the person who wrote it.
@@ -50,6 +135,8 @@ pub enum Refusal {
     },
     /// The HTML contains something that is never allowed (scripts, event handlers, …).
     UnsafeHtml(&'static str),
+    /// The image is not one a post may carry.
+    BadImage(&'static str),
 }
 
 impl std::fmt::Display for Refusal {
@@ -67,6 +154,7 @@ impl std::fmt::Display for Refusal {
             Refusal::UnsafeHtml(what) => {
                 write!(f, "the HTML contains {what}, which is not allowed")
             }
+            Refusal::BadImage(why) => write!(f, "the image is refused: {why}"),
         }
     }
 }
@@ -198,20 +286,72 @@ pub fn text_to_html(text: &str) -> String {
     escape(text).replace('\n', "<br>")
 }
 
+/// The users a text mentions: each `@user:server` that is a valid user id, once, in order.
+/// The page makes the same words links.
+pub fn mentions(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let starts = text
+        .char_indices()
+        .filter(|&(i, c)| {
+            c == '@'
+                && text[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|before| before.is_whitespace() || "(,;!?".contains(before))
+        })
+        .map(|(i, _)| i);
+    for start in starts {
+        let word: String = text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || "@._=/+-:".contains(*c))
+            .collect();
+        // Punctuation ending a sentence is not part of the server name.
+        let word = word.trim_end_matches(['.', ':', '-']);
+        if trestle::ruma::UserId::parse(word).is_ok() && !found.iter().any(|f| f == word) {
+            found.push(word.to_owned());
+        }
+    }
+    found
+}
+
 /// The content of a post event.
 pub fn post_content(draft: &Draft) -> Value {
     let html = draft
         .html
         .clone()
         .unwrap_or_else(|| text_to_html(&draft.text));
+    // Clients that render unknown events like messages show the image from `formatted_body`
+    // (an `mxc://` source is what the spec allows there); the text alone names it.
+    let (body, formatted) = match &draft.image {
+        Some(image) => {
+            let alt = image.alt.as_deref().unwrap_or("image");
+            let tag = format!(
+                "<img src=\"{}\" alt=\"{}\">",
+                escape(&image.url),
+                escape(alt)
+            );
+            let body = if draft.text.is_empty() {
+                format!("🖼 {alt}")
+            } else {
+                format!("{}\n🖼 {alt}", draft.text)
+            };
+            (body, format!("{html}<br>{tag}"))
+        }
+        None => (draft.text.clone(), html.clone()),
+    };
     let mut content = json!({
         // What clients that do not know the type show.
-        "body": draft.text,
+        "body": body,
         "format": "org.matrix.custom.html",
-        "formatted_body": html,
+        "formatted_body": formatted,
         TEXT_KEY: draft.text,
         HTML_KEY: html,
     });
+    if let Some(image) = &draft.image {
+        content[IMAGE_KEY] = image.content();
+    }
+    // Intentional mentions: Matrix clients notify the users named, and nobody else.
+    content["m.mentions"] = json!({ "user_ids": mentions(&draft.text) });
     if let Some((root, replied)) = &draft.thread {
         content["m.relates_to"] = json!({
             "rel_type": "m.thread",
@@ -233,6 +373,8 @@ pub fn edit_content(original: &str, draft: &Draft) -> Value {
         "body": format!("* {}", draft.text),
         "m.new_content": new,
         "m.relates_to": { "rel_type": "m.replace", "event_id": original },
+        // Those the post named were told when it was sent; an edit tells nobody again.
+        "m.mentions": {},
     })
 }
 
@@ -248,6 +390,8 @@ pub struct Parsed {
     pub thread_root: Option<String>,
     /// For a repost, the event id of the original post.
     pub repost_of: Option<String>,
+    /// The post's image, if it has one that passes the checks.
+    pub image: Option<Image>,
 }
 
 /// Reads a post's content, sanitising its HTML again: other clients may send anything.
@@ -262,11 +406,13 @@ pub fn parse_post(content: &Value) -> Option<Parsed> {
         .then(|| relates["event_id"].as_str().map(str::to_owned))
         .flatten();
     let repost_of = content[REPOST_KEY]["event_id"].as_str().map(str::to_owned);
+    let image = Image::from_content(&content[IMAGE_KEY]);
     Some(Parsed {
         text,
         html,
         thread_root,
         repost_of,
+        image,
     })
 }
 
@@ -333,5 +479,70 @@ mod tests {
         assert_eq!(parsed.thread_root.as_deref(), Some("$root"));
         assert_eq!(parsed.text, "yes");
         assert_eq!(parse_post(&json!({})), None);
+    }
+
+    #[test]
+    fn mentions_are_user_ids_in_the_text() {
+        assert_eq!(
+            mentions(
+                "Hi @alice:localhost, and (@bob:example.org:8448). Mail a@b.c, @nobody, @alice:localhost again"
+            ),
+            ["@alice:localhost", "@bob:example.org:8448"]
+        );
+        let content = post_content(&Draft {
+            text: "cc @carol:example.org.".into(),
+            ..Draft::default()
+        });
+        assert_eq!(
+            content["m.mentions"],
+            json!({ "user_ids": ["@carol:example.org"] })
+        );
+    }
+
+    #[test]
+    fn an_image_round_trips_and_bad_ones_are_refused_or_dropped() {
+        let image = Image {
+            url: "mxc://example.org/abc".into(),
+            mimetype: "image/png".into(),
+            w: Some(120),
+            h: Some(80),
+            size: Some(1000),
+            alt: Some("A <red> square".into()),
+        };
+        let draft = Draft {
+            image: Some(image.clone().check().unwrap()),
+            ..Draft::default()
+        };
+        let content = post_content(&draft);
+        assert_eq!(content["body"], "🖼 A <red> square");
+        assert_eq!(
+            content["formatted_body"],
+            "<br><img src=\"mxc://example.org/abc\" alt=\"A &lt;red&gt; square\">"
+        );
+        assert_eq!(parse_post(&content).unwrap().image, Some(image.clone()));
+        for bad in [
+            Image {
+                url: "https://example.org/x.png".into(),
+                ..image.clone()
+            },
+            Image {
+                mimetype: "image/svg+xml".into(),
+                ..image.clone()
+            },
+            Image {
+                alt: Some("x".repeat(MAX_ALT_CHARS + 1)),
+                ..image.clone()
+            },
+        ] {
+            assert!(matches!(bad.clone().check(), Err(Refusal::BadImage(_))));
+            // From another client, such an image is left out; the post stays.
+            let mut content = post_content(&Draft {
+                text: "hi".into(),
+                ..Draft::default()
+            });
+            content[IMAGE_KEY] = bad.content();
+            let parsed = parse_post(&content).unwrap();
+            assert_eq!((parsed.text.as_str(), parsed.image), ("hi", None));
+        }
     }
 }

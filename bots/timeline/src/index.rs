@@ -3,11 +3,42 @@
 //! can be rebuilt from the rooms (see [`crate::reindex`]), and writing the same event twice
 //! changes nothing.
 
+use serde::Serialize;
 use serde_json::Value;
 use sqlx::AnyPool;
 use trestle::{Appservice, Result, store::Migration};
 
 use crate::content::{self, LIKE_KEY, POST_TYPE, ROOM_TYPE};
+
+/// What an event changed in the index, for pages that show it as it happens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The timeline room it happened in.
+    pub room_id: String,
+    /// The post it concerns: the new post or reply, or the post liked, unliked, edited or
+    /// deleted.
+    pub event_id: String,
+    /// For a reply, or a deleted reply: its thread's root, whose reply count changed.
+    pub thread_root: Option<String>,
+}
+
+/// The kinds of [`Change`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// A new top-level post or repost.
+    Post,
+    /// A new reply in a thread.
+    Reply,
+    /// A like given or taken back.
+    Like,
+    /// An edit.
+    Edit,
+    /// A post or reply redacted.
+    Delete,
+}
 
 const SCHEMA: &str = "
 CREATE TABLE timeline_rooms (
@@ -48,6 +79,15 @@ CREATE TABLE timeline_profiles (
 
 const EDITS: &str = "ALTER TABLE timeline_posts ADD COLUMN edited_ts BIGINT";
 
+/// Avatars, bios (the timeline room's topic) and images.
+const PEOPLE: &str = "
+ALTER TABLE timeline_profiles ADD COLUMN avatar_url TEXT;
+ALTER TABLE timeline_rooms ADD COLUMN topic TEXT;
+ALTER TABLE timeline_posts ADD COLUMN image TEXT;
+ALTER TABLE timeline_posts ADD COLUMN image_mxc TEXT;
+CREATE INDEX timeline_posts_image ON timeline_posts (image_mxc);
+CREATE INDEX timeline_profiles_avatar ON timeline_profiles (avatar_url)";
+
 /// The index's tables; the same SQL suits both dialects.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -59,6 +99,17 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         sqlite: EDITS,
         postgres: EDITS,
+    },
+    Migration {
+        version: 3,
+        sqlite: PEOPLE,
+        postgres: PEOPLE,
+    },
+    // The search's own tables, where the dialect has them (see `crate::search`).
+    Migration {
+        version: 4,
+        sqlite: crate::search::SQLITE_SCHEMA,
+        postgres: crate::search::POSTGRES_SCHEMA,
     },
 ];
 
@@ -126,15 +177,32 @@ pub(crate) async fn add_member(
     .execute(db)
     .await?;
     if let Some(name) = display_name {
-        sqlx::query(
-            "INSERT INTO timeline_profiles (user_id, display_name) VALUES ($1, $2)
-             ON CONFLICT (user_id) DO UPDATE SET display_name = excluded.display_name",
-        )
+        set_display_name(db, user_id, name).await?;
+    }
+    Ok(())
+}
+
+/// Records a user's display name, as their profile now says.
+pub(crate) async fn set_display_name(db: &AnyPool, user_id: &str, name: &str) -> Result<()> {
+    set_profile_field(db, user_id, "display_name", Some(name)).await
+}
+
+/// Sets one column of a user's profile row, making the row if need be.
+async fn set_profile_field(
+    db: &AnyPool,
+    user_id: &str,
+    column: &'static str,
+    value: Option<&str>,
+) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO timeline_profiles (user_id, {column}) VALUES ($1, $2)
+         ON CONFLICT (user_id) DO UPDATE SET {column} = excluded.{column}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
-        .bind(name)
+        .bind(value)
         .execute(db)
         .await?;
-    }
     Ok(())
 }
 
@@ -149,15 +217,16 @@ pub(crate) async fn remove_member(db: &AnyPool, room_id: &str, user_id: &str) ->
 
 /// Indexes one event (client format, as pushed by the homeserver or read from `/messages`).
 /// Events in rooms that are not timelines, and posts the room's owner did not write outside a
-/// thread, are ignored: the sender is the author, whatever the content says.
-pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
+/// thread, are ignored: the sender is the author, whatever the content says. Answers what
+/// changed, if anything did: an event indexed a second time changes nothing.
+pub async fn apply(app: &Appservice, event: &Value) -> Result<Option<Change>> {
     let db = app.store().pool();
     let (Some(event_type), Some(room_id), Some(sender)) = (
         event["type"].as_str(),
         event["room_id"].as_str(),
         event["sender"].as_str(),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     let content = &event["content"];
     let ts = event["origin_server_ts"].as_i64().unwrap_or(0);
@@ -165,21 +234,31 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
         if content["type"] == ROOM_TYPE {
             add_room(db, room_id, sender, ts).await?;
         }
-        return Ok(());
+        return Ok(None);
     }
     let Some(owner) = room_owner(db, room_id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(event_id) = event["event_id"].as_str() else {
-        return Ok(());
+        return Ok(None);
+    };
+    let change = |kind, event_id: &str, thread_root: Option<String>| {
+        Some(Change {
+            kind,
+            room_id: room_id.to_owned(),
+            event_id: event_id.to_owned(),
+            thread_root,
+        })
     };
     match event_type {
         POST_TYPE if content["m.relates_to"]["rel_type"] == "m.replace" => {
-            edit(db, event_id, sender, ts, content).await?;
+            if let Some(original) = edit(db, event_id, sender, ts, content).await? {
+                return Ok(change(ChangeKind::Edit, &original, None));
+            }
         }
         POST_TYPE => {
             let Some(post) = content::parse_post(content) else {
-                return Ok(());
+                return Ok(None);
             };
             if post.thread_root.is_none() && sender != owner {
                 tracing::info!(
@@ -188,12 +267,14 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
                     event_id,
                     "ignoring a post by someone else than the room's owner"
                 );
-                return Ok(());
+                return Ok(None);
             }
-            sqlx::query(
+            let image_mxc = post.image.as_ref().map(|i| i.url.clone());
+            let image = post.image.as_ref().map(serde_json::to_string).transpose()?;
+            let inserted = sqlx::query(
                 "INSERT INTO timeline_posts
-                 (event_id, room_id, sender, ts, body, html, thread_root, repost_of)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 (event_id, room_id, sender, ts, body, html, thread_root, repost_of, image, image_mxc)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (event_id) DO NOTHING",
             )
             .bind(event_id)
@@ -202,10 +283,19 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
             .bind(ts)
             .bind(post.text)
             .bind(post.html)
-            .bind(post.thread_root)
+            .bind(post.thread_root.clone())
             .bind(post.repost_of)
+            .bind(image)
+            .bind(image_mxc)
             .execute(db)
             .await?;
+            if inserted.rows_affected() > 0 {
+                let kind = match post.thread_root {
+                    Some(_) => ChangeKind::Reply,
+                    None => ChangeKind::Post,
+                };
+                return Ok(change(kind, event_id, post.thread_root));
+            }
         }
         "m.reaction" => {
             let relates = &content["m.relates_to"];
@@ -213,7 +303,7 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
                 && relates["key"] == LIKE_KEY
                 && let Some(post_id) = relates["event_id"].as_str()
             {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO timeline_likes (event_id, post_id, sender, ts)
                      VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )
@@ -223,20 +313,24 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
                 .bind(ts)
                 .execute(db)
                 .await?;
+                if inserted.rows_affected() > 0 {
+                    return Ok(change(ChangeKind::Like, post_id, None));
+                }
             }
         }
         "m.room.member" => {
             let Some(user_id) = event["state_key"].as_str() else {
-                return Ok(());
+                return Ok(None);
             };
             let Ok(user) = trestle::ruma::UserId::parse(user_id) else {
-                return Ok(());
+                return Ok(None);
             };
             if app.is_own_user(&user) {
-                return Ok(());
+                return Ok(None);
             }
             if content["membership"] == "join" {
                 add_member(db, room_id, user_id, content["displayname"].as_str()).await?;
+                set_avatar(db, user_id, content["avatar_url"].as_str()).await?;
             } else {
                 remove_member(db, room_id, user_id).await?;
             }
@@ -247,28 +341,85 @@ pub async fn apply(app: &Appservice, event: &Value) -> Result<()> {
                 .as_str()
                 .or_else(|| event["redacts"].as_str())
             else {
-                return Ok(());
+                return Ok(None);
             };
-            for sql in [
-                "DELETE FROM timeline_posts WHERE event_id = $1",
-                "DELETE FROM timeline_likes WHERE event_id = $1",
-            ] {
-                sqlx::query(sql).bind(redacts).execute(db).await?;
-            }
+            return redact(db, room_id, redacts).await;
+        }
+        "m.room.topic" if event["state_key"] == "" => {
+            // The topic of a timeline room is its owner's bio; the room's power levels say
+            // who may set it.
+            sqlx::query("UPDATE timeline_rooms SET topic = $1 WHERE room_id = $2")
+                .bind(content["topic"].as_str())
+                .bind(room_id)
+                .execute(db)
+                .await?;
         }
         _ => {}
     }
-    Ok(())
+    Ok(None)
+}
+
+/// Deletes the post or like `redacts`, saying which post changed.
+async fn redact(db: &AnyPool, room_id: &str, redacts: &str) -> Result<Option<Change>> {
+    let post: Option<(String, Option<String>)> =
+        sqlx::query_as("SELECT event_id, thread_root FROM timeline_posts WHERE event_id = $1")
+            .bind(redacts)
+            .fetch_optional(db)
+            .await?;
+    let liked: Option<String> =
+        sqlx::query_scalar("SELECT post_id FROM timeline_likes WHERE event_id = $1")
+            .bind(redacts)
+            .fetch_optional(db)
+            .await?;
+    for sql in [
+        "DELETE FROM timeline_posts WHERE event_id = $1",
+        "DELETE FROM timeline_likes WHERE event_id = $1",
+    ] {
+        sqlx::query(sql).bind(redacts).execute(db).await?;
+    }
+    let change = match (post, liked) {
+        (Some((event_id, thread_root)), _) => Change {
+            kind: ChangeKind::Delete,
+            room_id: room_id.to_owned(),
+            event_id,
+            thread_root,
+        },
+        (None, Some(post_id)) => Change {
+            kind: ChangeKind::Like,
+            room_id: room_id.to_owned(),
+            event_id: post_id,
+            thread_root: None,
+        },
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(change))
+}
+
+/// Records a user's avatar as their latest join event gives it (none when it has none); only
+/// `mxc://` URIs are kept, since the page shows them through the media route.
+pub(crate) async fn set_avatar(
+    db: &AnyPool,
+    user_id: &str,
+    avatar_url: Option<&str>,
+) -> Result<()> {
+    let avatar = avatar_url.filter(|url| <&trestle::ruma::MxcUri>::from(*url).validate().is_ok());
+    set_profile_field(db, user_id, "avatar_url", avatar).await
 }
 
 /// Applies an edit (`m.replace`) to the post it replaces: only its author's edits count, and
-/// only the latest.
-async fn edit(db: &AnyPool, event_id: &str, sender: &str, ts: i64, content: &Value) -> Result<()> {
+/// only the latest. Answers the edited post's id when the edit took.
+async fn edit(
+    db: &AnyPool,
+    event_id: &str,
+    sender: &str,
+    ts: i64,
+    content: &Value,
+) -> Result<Option<String>> {
     let (Some(original), Some(new)) = (
         content["m.relates_to"]["event_id"].as_str(),
         content::parse_post(&content["m.new_content"]),
     ) else {
-        return Ok(());
+        return Ok(None);
     };
     let updated = sqlx::query(
         "UPDATE timeline_posts SET body = $1, html = $2, edited_ts = $3
@@ -289,8 +440,9 @@ async fn edit(db: &AnyPool, event_id: &str, sender: &str, ts: i64, content: &Val
             sender,
             "edit of no post of the sender's, or an older one"
         );
+        return Ok(None);
     }
-    Ok(())
+    Ok(Some(original.to_owned()))
 }
 
 /// Empties the index.
@@ -304,185 +456,4 @@ pub(crate) async fn clear(db: &AnyPool) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use trestle::Registration;
-
-    use super::*;
-    use crate::query;
-
-    async fn app() -> Appservice {
-        let registration =
-            Registration::generate("timeline", None, "timeline", "timeline_", "localhost");
-        let app = Appservice::builder(registration, "http://127.0.0.1:9", "localhost")
-            .build()
-            .await
-            .unwrap();
-        migrate(&app).await.unwrap();
-        // Bob's timeline, which Alice follows.
-        let create = event(
-            "$create",
-            "m.room.create",
-            "@bob:localhost",
-            1,
-            json!({ "type": ROOM_TYPE }),
-        );
-        let join = event(
-            "$join",
-            "m.room.member",
-            "@alice:localhost",
-            2,
-            json!({ "membership": "join" }),
-        );
-        for event in [create, join] {
-            apply(&app, &event).await.unwrap();
-        }
-        app
-    }
-
-    fn event(id: &str, kind: &str, sender: &str, ts: i64, content: Value) -> Value {
-        let mut event = json!({ "event_id": id, "type": kind, "room_id": "!bob", "sender": sender,
-                "origin_server_ts": ts, "content": content });
-        if kind == "m.room.member" {
-            event["state_key"] = json!(sender);
-        }
-        event
-    }
-
-    fn post(id: &str, sender: &str, ts: i64, text: &str) -> Value {
-        event(
-            id,
-            POST_TYPE,
-            sender,
-            ts,
-            json!({ "body": text, content::TEXT_KEY: text }),
-        )
-    }
-
-    async fn texts(
-        app: &Appservice,
-        before: Option<(i64, String)>,
-        limit: i64,
-    ) -> (Vec<String>, Option<String>) {
-        let page = query::feed(app.store().pool(), "@alice:localhost", before, limit)
-            .await
-            .unwrap();
-        (page.posts.into_iter().map(|p| p.text).collect(), page.next)
-    }
-
-    #[tokio::test]
-    async fn posts_with_equal_timestamps_page_without_gaps_or_repeats() {
-        let app = app().await;
-        let events = [
-            post("$a", "@bob:localhost", 10, "a"),
-            post("$b", "@bob:localhost", 10, "b"),
-            post("$c", "@bob:localhost", 10, "c"),
-            post("$d", "@bob:localhost", 11, "d"),
-        ];
-        for event in &events {
-            apply(&app, event).await.unwrap();
-            // Twice: what arrives again changes nothing.
-            apply(&app, event).await.unwrap();
-        }
-        let (all, next) = texts(&app, None, 10).await;
-        assert_eq!(all, ["d", "c", "b", "a"]);
-        assert_eq!(next, None);
-        let mut seen = Vec::new();
-        let mut before = None;
-        loop {
-            let (page, next) = texts(&app, before, 1).await;
-            seen.extend(page);
-            match next {
-                Some(cursor) => before = query::parse_cursor(&cursor),
-                None => break,
-            }
-        }
-        assert_eq!(seen, all);
-    }
-
-    #[tokio::test]
-    async fn forged_posts_foreign_edits_and_redactions() {
-        let app = app().await;
-        for event in [
-            post("$p", "@bob:localhost", 10, "original"),
-            // Alice's top-level post in Bob's room is no post of his.
-            post("$forged", "@alice:localhost", 11, "I am Bob"),
-            // Her edit of his post does nothing; his two edits, arriving out of order, leave
-            // the later one.
-            edit("$e1", "@alice:localhost", 12, "hijacked"),
-            edit("$e3", "@bob:localhost", 14, "latest"),
-            edit("$e2", "@bob:localhost", 13, "older"),
-            event(
-                "$like",
-                "m.reaction",
-                "@alice:localhost",
-                15,
-                json!({
-                "m.relates_to": { "rel_type": "m.annotation", "event_id": "$p", "key": LIKE_KEY } }),
-            ),
-            event(
-                "$thumb",
-                "m.reaction",
-                "@alice:localhost",
-                15,
-                json!({
-                "m.relates_to": { "rel_type": "m.annotation", "event_id": "$p", "key": "👍" } }),
-            ),
-        ] {
-            apply(&app, &event).await.unwrap();
-        }
-        let db = app.store().pool();
-        let (texts, _) = texts(&app, None, 10).await;
-        assert_eq!(texts, ["latest"]);
-        assert!(
-            query::post_by_id(db, "", "$forged")
-                .await
-                .unwrap()
-                .is_none()
-        );
-        let post = query::post_by_id(db, "@alice:localhost", "$p")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (post.like_count, post.liked, post.edited_ts),
-            (1, true, Some(14))
-        );
-        // A redaction (room version 11 and later: `redacts` in the content) takes the like away.
-        apply(
-            &app,
-            &event(
-                "$r",
-                "m.room.redaction",
-                "@alice:localhost",
-                16,
-                json!({ "redacts": "$like" }),
-            ),
-        )
-        .await
-        .unwrap();
-        let post = query::post_by_id(db, "@alice:localhost", "$p")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(post.like_count, 0);
-        // Events of rooms that are no timeline are not indexed.
-        let mut elsewhere = post_json("$x");
-        elsewhere["room_id"] = json!("!other:localhost");
-        apply(&app, &elsewhere).await.unwrap();
-        assert!(query::post_by_id(db, "", "$x").await.unwrap().is_none());
-    }
-
-    /// An edit of `$p`.
-    fn edit(id: &str, sender: &str, ts: i64, text: &str) -> Value {
-        let content = json!({
-            "m.new_content": { content::TEXT_KEY: text },
-            "m.relates_to": { "rel_type": "m.replace", "event_id": "$p" },
-        });
-        event(id, POST_TYPE, sender, ts, content)
-    }
-
-    fn post_json(id: &str) -> Value {
-        post(id, "@bob:localhost", 20, "x")
-    }
-}
+pub(crate) mod tests;

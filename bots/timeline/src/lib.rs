@@ -5,17 +5,21 @@
 //! `m.annotation` reactions, and following someone is joining their timeline room. The bot
 //! joins timeline rooms and indexes what arrives into its own tables, which a web page (under
 //! the plugin's path) and its JSON API read. The page acts on the homeserver with the user's
-//! own access token, never through a ghost. `docs/timeline.md` documents the event schema and
-//! the API; [`reindex`] rebuilds the index from the rooms alone.
+//! own access token, never through a ghost. Images are uploaded with that token and shown
+//! through the plugin's media route; the index's changes reach open pages live, and [`search`]
+//! finds posts. `docs/timeline.md` documents the event schema and the API; [`reindex`]
+//! rebuilds the index from the rooms alone.
 
 mod api;
 mod atom;
 pub mod content;
 pub mod index;
+mod live;
 mod matrix;
 mod page;
 pub mod query;
 mod reindex;
+pub mod search;
 
 use std::sync::Arc;
 
@@ -24,7 +28,7 @@ use serde_json::Value;
 use trestle::{
     Appservice, Plugin, Router,
     plugin::PluginSettings,
-    router::RawEvent,
+    router::{RawEvent, State},
     ruma::{
         OwnedRoomAliasId, OwnedRoomId, RoomAliasId, RoomVersionId,
         api::{AppserviceUserIdentity, client::alias::create_alias},
@@ -156,16 +160,21 @@ fn build(settings: &PluginSettings<'_>) -> trestle::Result<Router> {
 pub fn router(settings: Settings) -> trestle::Result<Router> {
     settings.validate()?;
     let settings = Arc::new(settings);
+    let hub = live::Hub::default();
+    let pages = hub.clone();
     Ok(Router::new()
         .on(on_event)
-        .web(move |app| match api::Web::new(app, settings.clone()) {
-            Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
-            Err(error) => {
-                tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
-                trestle::axum::Router::new()
-            }
-        })
-        .singleton("timeline-backfill", backfill_when_empty))
+        .web(
+            move |app| match api::Web::new(app, settings.clone(), pages.clone()) {
+                Ok(web) => page::routes(web.clone()).merge(api::routes(web)),
+                Err(error) => {
+                    tracing::error!(%error, "the timeline's web page cannot reach the homeserver");
+                    trestle::axum::Router::new()
+                }
+            },
+        )
+        .singleton("timeline-backfill", backfill_when_empty)
+        .with_state(hub))
 }
 
 /// The event types the index reads.
@@ -175,9 +184,14 @@ const INDEXED: &[&str] = &[
     "m.room.member",
     "m.room.redaction",
     "m.room.create",
+    "m.room.topic",
 ];
 
-async fn on_event(event: RawEvent, app: Appservice) -> trestle::Result<()> {
+async fn on_event(
+    event: RawEvent,
+    app: Appservice,
+    State(hub): State<live::Hub>,
+) -> trestle::Result<()> {
     if !INDEXED.contains(&event.event_type.as_str()) {
         return Ok(());
     }
@@ -189,7 +203,8 @@ async fn on_event(event: RawEvent, app: Appservice) -> trestle::Result<()> {
     {
         return invited(&app, &value).await;
     }
-    index::apply(&app, &value).await
+    hub.publish(index::apply(&app, &value).await?);
+    Ok(())
 }
 
 /// Invited to a room (a timeline made by another client, or on another server), the bot joins

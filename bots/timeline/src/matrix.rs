@@ -7,13 +7,14 @@ use ruma::{
         IncomingResponse, MatrixVersion, OutgoingRequest, SupportedVersions,
         auth_scheme::{AuthScheme, SendAccessToken},
         client::{
-            account::whoami, membership::join_room_by_id, membership::leave_room,
-            message::send_message_event, redact::redact_event, room::create_room,
-            room::get_room_event, session::login, session::logout,
+            account::whoami, media::create_content, membership::join_room_by_id,
+            membership::leave_room, message::send_message_event, profile::set_avatar_url,
+            profile::set_display_name, redact::redact_event, room::create_room,
+            room::get_room_event, session::login, session::logout, state::send_state_event,
         },
         error::FromHttpResponseError,
     },
-    events::MessageLikeEventType,
+    events::{MessageLikeEventType, StateEventType},
     serde::Raw,
 };
 use serde_json::Value;
@@ -147,6 +148,68 @@ impl UserApi {
             Raw::from_json(serde_json::value::to_raw_value(content)?),
         );
         Ok(self.send(request, Some(token)).await?.event_id)
+    }
+
+    /// Sets a state event as the token's user.
+    pub(crate) async fn send_state(
+        &self,
+        token: &str,
+        room_id: &OwnedRoomId,
+        event_type: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<OwnedEventId> {
+        let request = send_state_event::v3::Request::new_raw(
+            room_id.clone(),
+            StateEventType::from(event_type),
+            state_key.to_owned(),
+            Raw::from_json(serde_json::value::to_raw_value(content)?),
+        );
+        Ok(self.send(request, Some(token)).await?.event_id)
+    }
+
+    /// Uploads a file to the content repository as the token's user
+    /// ([`POST /_matrix/media/v3/upload`](https://spec.matrix.org/v1.16/client-server-api/#post_matrixmediav3upload)).
+    pub(crate) async fn upload(
+        &self,
+        token: &str,
+        file: Vec<u8>,
+        content_type: &str,
+    ) -> Result<ruma::OwnedMxcUri> {
+        let mut request = create_content::v3::Request::new(file);
+        request.content_type = Some(content_type.to_owned());
+        Ok(self.send(request, Some(token)).await?.content_uri)
+    }
+
+    /// Sets the token's user's display name
+    /// ([`PUT /_matrix/client/v3/profile/{userId}/displayname`](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3profileuseriddisplayname)).
+    // ruma marks this request deprecated for `set_profile_field`, whose stable path needs a
+    // Matrix version this client does not claim; the v3 endpoint is still the spec's.
+    #[allow(deprecated)]
+    pub(crate) async fn set_display_name(
+        &self,
+        token: &str,
+        user_id: &OwnedUserId,
+        name: &str,
+    ) -> Result<()> {
+        let request = set_display_name::v3::Request::new(user_id.clone(), Some(name.to_owned()));
+        self.send(request, Some(token)).await?;
+        Ok(())
+    }
+
+    /// Sets the token's user's avatar
+    /// ([`PUT /_matrix/client/v3/profile/{userId}/avatar_url`](https://spec.matrix.org/v1.16/client-server-api/#put_matrixclientv3profileuseridavatar_url)).
+    // Deprecated in ruma for the same reason as the display name's.
+    #[allow(deprecated)]
+    pub(crate) async fn set_avatar_url(
+        &self,
+        token: &str,
+        user_id: &OwnedUserId,
+        avatar: ruma::OwnedMxcUri,
+    ) -> Result<()> {
+        let request = set_avatar_url::v3::Request::new(user_id.clone(), Some(avatar));
+        self.send(request, Some(token)).await?;
+        Ok(())
     }
 
     /// One event as the token's user sees it.

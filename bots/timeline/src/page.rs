@@ -15,7 +15,11 @@ use crate::{
 };
 
 const HTML: &str = include_str!("page/index.html");
-const SCRIPT: &str = include_str!("page/timeline.js");
+/// One script (the page keeps to one): the live updates, then the page, which starts them.
+const SCRIPT: &str = concat!(
+    include_str!("page/live.js"),
+    include_str!("page/timeline.js")
+);
 const STYLE: &str = include_str!("page/timeline.css");
 
 /// Scripts and styles come only from the plugin's own files; nothing may frame the page.
@@ -163,6 +167,7 @@ mod tests {
             "{content_type}"
         );
         assert!(script.contains("sessionStorage"));
+        assert!(script.contains("api/live"));
         let (status, _, css) = get(&router, "/timeline/timeline.css").await;
         assert_eq!((status, css.is_empty()), (200, false));
         let (status, _, error) = get(&router, "/timeline/api/feed").await;
@@ -174,5 +179,15 @@ mod tests {
         let (status, _, error) = get(&router, "/timeline/api/posts/$nothing").await;
         assert_eq!(status, 404);
         assert!(error.contains("M_NOT_FOUND"), "{error}");
+        // The live stream, search and media answer under the prefix too.
+        let (status, _, error) = get(&router, "/timeline/api/live").await;
+        assert_eq!(status, 401);
+        assert!(error.contains("M_MISSING_TOKEN"), "{error}");
+        let (status, _, found) = get(&router, "/timeline/api/search?q=nothing").await;
+        assert_eq!(status, 200);
+        assert!(found.contains("\"posts\":[]"), "{found}");
+        let (status, _, error) = get(&router, "/timeline/media/localhost/unknown").await;
+        assert_eq!(status, 404);
+        assert!(error.contains("no image of the timeline"), "{error}");
     }
 }

@@ -15,10 +15,14 @@ pub struct Post {
     pub author: String,
     /// The author's display name, when the index knows one.
     pub author_name: Option<String>,
+    /// The author's avatar (`mxc://`), shown through the plugin's media route.
+    pub author_avatar: Option<String>,
     /// The plain text.
     pub text: String,
     /// Sanitised HTML.
     pub html: Option<String>,
+    /// The post's image, if it has one.
+    pub image: Option<crate::content::Image>,
     /// Milliseconds since the Unix epoch (`origin_server_ts`).
     pub ts: i64,
     /// For a reply, the post that started the thread.
@@ -51,6 +55,10 @@ pub struct Profile {
     pub user_id: String,
     /// The user's display name, when the index knows one.
     pub display_name: Option<String>,
+    /// The user's avatar (`mxc://`), when the index knows one.
+    pub avatar_url: Option<String>,
+    /// The user's bio: their timeline room's topic.
+    pub bio: Option<String>,
     /// The user's timeline room, `None` until they post for the first time.
     pub room_id: Option<String>,
     /// How many users follow them.
@@ -74,7 +82,7 @@ pub struct Thread {
 }
 
 const SELECT: &str = "SELECT p.event_id, p.room_id, p.sender, p.ts, p.body, p.html,
-        p.thread_root, p.repost_of, p.edited_ts, pr.display_name,
+        p.thread_root, p.repost_of, p.edited_ts, p.image, pr.display_name, pr.avatar_url,
         (SELECT COUNT(*) FROM timeline_posts r WHERE r.thread_root = p.event_id) AS replies,
         (SELECT COUNT(*) FROM timeline_likes l WHERE l.post_id = p.event_id) AS likes,
         (SELECT COUNT(*) FROM timeline_likes l WHERE l.post_id = p.event_id AND l.sender = $1) AS liked
@@ -86,8 +94,13 @@ fn post(row: &AnyRow) -> Result<Post> {
         room_id: row.try_get("room_id")?,
         author: row.try_get("sender")?,
         author_name: row.try_get("display_name")?,
+        author_avatar: row.try_get("avatar_url")?,
         text: row.try_get("body")?,
         html: row.try_get("html")?,
+        // Checked when it was indexed; a row that no longer reads is shown without it.
+        image: row
+            .try_get::<Option<String>, _>("image")?
+            .and_then(|json| serde_json::from_str(&json).ok()),
         ts: row.try_get("ts")?,
         thread_root: row.try_get("thread_root")?,
         repost_of: row.try_get("repost_of")?,
@@ -110,7 +123,7 @@ pub fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
 }
 
 /// Posts matching `filter` (SQL over `p`, with `$2` the filter's argument), newest first.
-async fn page(
+pub(crate) async fn page(
     db: &AnyPool,
     viewer: &str,
     filter: &str,
@@ -171,11 +184,21 @@ pub async fn profile(
     limit: i64,
 ) -> Result<Profile> {
     let room_id = crate::index::room_of(db, user).await?;
-    let display_name: Option<Option<String>> =
-        sqlx::query_scalar("SELECT display_name FROM timeline_profiles WHERE user_id = $1")
+    let names: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT display_name, avatar_url FROM timeline_profiles WHERE user_id = $1")
             .bind(user)
             .fetch_optional(db)
             .await?;
+    let (display_name, avatar_url) = names.unwrap_or_default();
+    let bio: Option<Option<String>> = match &room_id {
+        Some(room) => {
+            sqlx::query_scalar("SELECT topic FROM timeline_rooms WHERE room_id = $1")
+                .bind(room)
+                .fetch_optional(db)
+                .await?
+        }
+        None => None,
+    };
     // Memberships of timeline rooms, `$1` and `$2` bound to the two users.
     let count = |filter: &'static str, first: &str, second: &str| {
         let sql = format!(
@@ -201,7 +224,9 @@ pub async fn profile(
     .await?;
     Ok(Profile {
         user_id: user.to_owned(),
-        display_name: display_name.flatten(),
+        display_name,
+        avatar_url,
+        bio: bio.flatten().filter(|bio| !bio.is_empty()),
         room_id,
         followers,
         following,

@@ -11,6 +11,7 @@ pub(super) fn routes() -> Router<Web> {
         )
         .route("/api/posts/{event_id}/like", post(like).delete(like))
         .route("/api/posts/{event_id}/repost", post(repost))
+        .route("/api/search", get(search))
 }
 
 #[derive(Deserialize)]
@@ -21,6 +22,8 @@ struct NewPost {
     reply_to: Option<String>,
     /// Must be the caller when given: nobody posts as someone else.
     author: Option<String>,
+    /// An image uploaded with `POST /api/media`.
+    image: Option<content::Image>,
 }
 
 async fn create_post(
@@ -42,7 +45,12 @@ async fn create_post(
             ),
         ));
     }
-    let text = content::check_text(&new.text, web.settings.max_post_chars)?;
+    let image = new.image.map(content::Image::check).transpose()?;
+    // An image may stand alone; text alone must say something.
+    let text = match &image {
+        Some(_) if new.text.trim().is_empty() => String::new(),
+        _ => content::check_text(&new.text, web.settings.max_post_chars)?,
+    };
     let limit = web.settings.max_post_chars;
     let html = new
         .html
@@ -67,6 +75,7 @@ async fn create_post(
         html,
         thread,
         repost: None,
+        image,
     };
     web.publish(&caller, &room, &content::post_content(&draft))
         .await
@@ -86,6 +95,7 @@ async fn repost(
         html: original.html.clone(),
         thread: None,
         repost: Some((original.room_id.clone(), original.event_id.clone())),
+        image: original.image.clone(),
     };
     let mut content = content::post_content(&draft);
     content["body"] = json!(format!("♻ {}: {}", original.author, original.text));
@@ -184,6 +194,8 @@ async fn edit_post(
             .as_deref()
             .map(|html| content::check_html(html, web.settings.max_post_chars))
             .transpose()?,
+        // The image stays: an edit changes the words.
+        image: post.image.clone(),
         ..Draft::default()
     };
     let room = OwnedRoomId::try_from(post.room_id.as_str()).map_err(trestle::Error::from)?;
@@ -195,4 +207,43 @@ async fn edit_post(
     )
     .await?;
     Ok(Json(json!(web.post_or_404(me, &event_id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchQuery {
+    q: String,
+    before: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/search?q=…`: top-level posts matching the words, newest first, with a cursor;
+/// the token is optional, as the timelines are world-readable.
+async fn search(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Query(search): Query<SearchQuery>,
+) -> ApiResult {
+    web.ready().await?;
+    let viewer = web.maybe_caller(&headers).await?;
+    let viewer = viewer.as_ref().map(|c| c.user_id.as_str()).unwrap_or("");
+    let length = search.q.chars().count();
+    if length > crate::search::MAX_QUERY_CHARS {
+        return Err(ApiError::bad(format!(
+            "`q` has {length} characters; at most {} are allowed",
+            crate::search::MAX_QUERY_CHARS
+        )));
+    }
+    let before = super::users::cursor(search.before.as_deref())?;
+    let matcher = crate::search::Matcher::of(web.app.store().backend());
+    let page = crate::search::posts(
+        web.db(),
+        matcher,
+        viewer,
+        &search.q,
+        before,
+        web.limit(search.limit),
+    )
+    .await?;
+    Ok(Json(json!(page)))
 }

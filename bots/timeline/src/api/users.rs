@@ -49,7 +49,7 @@ struct PageQuery {
     limit: Option<i64>,
 }
 
-fn cursor(before: Option<&str>) -> ApiResult<Option<(i64, String)>> {
+pub(super) fn cursor(before: Option<&str>) -> ApiResult<Option<(i64, String)>> {
     before
         .map(|c| {
             query::parse_cursor(c)
