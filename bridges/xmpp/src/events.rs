@@ -85,10 +85,16 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
             hub.bot_join(room);
         }
     }
+    let mut own = hub.take_own_messages();
     let stopping = app.stopping();
     tokio::pin!(stopping);
     loop {
         tokio::select! {
+            Some(sent) = async { own.as_mut()?.recv().await } => {
+                if let Err(error) = own_message(&bridge, sent).await {
+                    tracing::warn!(%error, "a message sent from a user's own XMPP client was not bridged");
+                }
+            }
             event = events.recv() => match event {
                 Some(Event::Online { first, resume }) => {
                     let joins = if first { Vec::new() } else { hub.rejoins() };
@@ -338,6 +344,57 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         .remote_profile(&sender, &UserInfo::named(remote.to_string()))
         .await?;
     bridge.ensure_direct_portal(&chat, &sender, &user).await?;
+    incoming(bridge, chat, sender, &message, body).await
+}
+
+/// A message a Matrix user sent from their own XMPP client to someone (a sent carbon of their
+/// account's, XEP-0280): in their direct chat with its recipient, as their own Matrix account.
+/// Only with double puppeting on: their account's ghost would be a stranger in that chat.
+/// Messages in rooms are not carbon-copied; the bot hears them like anyone's.
+async fn own_message(bridge: &Kit, sent: hub::OwnMessage) -> NetworkResult<()> {
+    let hub::OwnMessage {
+        user,
+        account,
+        message,
+    } = sent;
+    let hub = bridge.network();
+    let Some(to) = message.to.clone() else {
+        return Ok(());
+    };
+    let remote = to.to_bare();
+    // Private messages through a room, notes to themselves, and messages to a Matrix user's
+    // JID (which the bridge hears itself) are not someone's direct chat here.
+    if message.type_ == MessageType::Groupchat
+        || stanzas::through_room(&message)
+        || remote.node().is_none()
+        || remote == account
+        || remote.domain().as_str() == hub.domain()
+    {
+        return Ok(());
+    }
+    let body = stanzas::body(&message);
+    let reacted = stanzas::reactions_of(&message);
+    if (body.is_none() && reacted.is_none()) || !bridge.double_puppeting(&user).await? {
+        return Ok(());
+    }
+    let sender = UserId::Jid(account);
+    let partner = UserId::Jid(remote.clone());
+    let chat = ChatId::Direct {
+        user: user.to_string(),
+        remote: remote.clone(),
+    };
+    if let Some((target, emojis)) = reacted {
+        if bridge.portal(&chat).await?.is_none() {
+            return Ok(());
+        }
+        return reactions(bridge, &chat, &sender, target, emojis).await;
+    }
+    let Some(body) = body else { return Ok(()) };
+    bridge
+        .remote_profile(&partner, &UserInfo::named(remote.to_string()))
+        .await?;
+    // A chat they start from XMPP is made by their partner's ghost, as one the partner starts.
+    bridge.ensure_direct_portal(&chat, &partner, &user).await?;
     incoming(bridge, chat, sender, &message, body).await
 }
 

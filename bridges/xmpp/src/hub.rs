@@ -7,11 +7,17 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::{
+    sync::{Notify, mpsc, oneshot},
+    task::JoinHandle,
+};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
-    parsers::mam::{Fin, Result_},
+    parsers::{
+        mam::{Fin, Result_},
+        message::Message,
+    },
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
@@ -41,6 +47,42 @@ pub struct Puppet {
     pub jid: BareJid,
     /// The full JID they send from and join rooms as.
     pub full: FullJid,
+    /// For a login with their own XMPP account (module `accounts`), its connection.
+    pub account: Option<Account>,
+}
+
+/// The bridge's client connection of a user's own XMPP account (module `accounts`); it ends
+/// when dropped.
+#[derive(Debug)]
+pub struct Account {
+    /// The account's JID.
+    pub jid: BareJid,
+    task: JoinHandle<()>,
+}
+
+impl Account {
+    /// The connection of `jid`, run by `task`.
+    pub fn new(jid: BareJid, task: JoinHandle<()>) -> Self {
+        Account { jid, task }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A message a Matrix user sent from another of their own XMPP clients, as the server copied it
+/// to the bridge's connection of their account (a sent carbon, XEP-0280).
+#[derive(Debug)]
+pub struct OwnMessage {
+    /// The Matrix user.
+    pub user: OwnedUserId,
+    /// Their XMPP account.
+    pub account: BareJid,
+    /// The message as they sent it.
+    pub message: Message,
 }
 
 impl Puppet {
@@ -49,7 +91,12 @@ impl Puppet {
         let full = jid
             .with_resource_str(RESOURCE)
             .map_err(|e| BridgeError::BadRequest(format!("{jid}: {e}")))?;
-        Ok(Puppet { user, jid, full })
+        Ok(Puppet {
+            user,
+            jid,
+            full,
+            account: None,
+        })
     }
 }
 
@@ -88,6 +135,8 @@ pub struct Hub {
     pub cfg: Checked,
     out: mpsc::UnboundedSender<Stanza>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    own_out: mpsc::UnboundedSender<OwnMessage>,
+    own_queue: Mutex<Option<mpsc::UnboundedReceiver<OwnMessage>>>,
     server_name: OnceLock<String>,
     rooms: Mutex<HashMap<BareJid, Room>>,
     changed: Notify,
@@ -124,10 +173,13 @@ impl Hub {
     /// A hub for `cfg`; nothing is sent until the component connects.
     pub fn new(cfg: Checked) -> Self {
         let (out, queue) = mpsc::unbounded_channel();
+        let (own_out, own_queue) = mpsc::unbounded_channel();
         Hub {
             cfg,
             out,
             queue: Mutex::new(Some(queue)),
+            own_out,
+            own_queue: Mutex::new(Some(own_queue)),
             server_name: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -162,6 +214,17 @@ impl Hub {
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.
     pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Stanza>> {
         self.queue.lock_unpoisoned().take()
+    }
+
+    /// Where the connections of users' own accounts hand the messages they sent elsewhere.
+    pub fn own_messages(&self) -> mpsc::UnboundedSender<OwnMessage> {
+        self.own_out.clone()
+    }
+
+    /// The messages users sent from their own XMPP clients, taken once by whoever bridges
+    /// them.
+    pub fn take_own_messages(&self) -> Option<mpsc::UnboundedReceiver<OwnMessage>> {
+        self.own_queue.lock_unpoisoned().take()
     }
 
     /// Queues a stanza for the server; it waits there while the component is not connected.

@@ -3,7 +3,8 @@
 //! direct chats both ways; rooms' archives (XEP-0313) fill new portals and catch up what the
 //! bridge missed. Typing and read markers, joins, kicks, bans and nick changes, affiliations and
 //! roles (as power levels) and avatars cross too, and the `xmpp` third-party protocol finds
-//! rooms and users by JID.
+//! rooms and users by JID. A Matrix user may log in with their own XMPP account: what they send
+//! from their own clients (message carbons, XEP-0280) shows as their own Matrix account.
 //!
 //! Built on the bridge kit (`trestle_bridge`): this crate writes the XMPP side
 //! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
@@ -17,9 +18,10 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! network      → accounts, events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
 //! check        → settings                        (its part of `trestle check`: the component port)
 //! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! accounts     → hub                            (users' own XMPP accounts: their connections, carbons)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
@@ -37,6 +39,7 @@
 //!
 //! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
+pub mod accounts;
 pub mod archive;
 pub mod avatars;
 pub mod chatstates;
@@ -78,6 +81,7 @@ pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
          reconnect_delay: 5               # seconds between attempts to connect\n  \
          # upload_service: upload.localhost   # HTTP upload (XEP-0363); found through discovery if unset\n  \
          # upload_url: http://localhost:5280/file_share/   # its files, fetched even from loopback\n  \
+         # client_server: localhost:5222  # the client port, for logins with users' own accounts (plain TCP)\n  \
          bridge:                          # the bridge kit's settings\n    \
          connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
          delivery_status: true          # read receipts and status events for delivered messages\n    \

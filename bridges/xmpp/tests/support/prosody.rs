@@ -1,6 +1,6 @@
 //! A real Prosody for tests: its own configuration, data directory, ports and pidfile in a
 //! temporary directory, run in the foreground as a child (never the system's service), with
-//! a multi-user chat service, an archive, an HTTP upload service (`mod_http_file_share`) and
+//! a multi-user chat service, message carbons (XEP-0280), an archive, an HTTP upload service (`mod_http_file_share`) and
 //! a component for the bridge; killed when dropped.
 
 use std::{
@@ -97,7 +97,7 @@ pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 certificates = "{dir}"
 admins = {{}}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "mam"; "vcard"; }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "mam"; "vcard"; "carbons"; }}
 modules_disabled = {{ "s2s"; "tls"; "posix"; }}
 c2s_ports = {{ {c2s} }}
 c2s_interfaces = {{ "127.0.0.1" }}
