@@ -30,7 +30,7 @@ use crate::{
     files,
     hub::{self, Kit},
     ids::{self, ChatId, UserId},
-    occupants, powers,
+    moderation, occupants, powers,
     store::XmppStore,
     users::LOGIN_ID,
     xmpp::{
@@ -221,8 +221,12 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         }
         return Ok(());
     }
-    // Messages from the room itself (not an occupant) are not bridged.
+    // From the room itself (not an occupant), only a moderator's taking a message back
+    // (XEP-0425) is bridged.
     let Ok(occupant) = from.try_into_full() else {
+        if let Some(moderated) = moderation::moderated(&message) {
+            return moderation::room_moderated(bridge, &room, moderated).await;
+        }
         return Ok(());
     };
     let nick = occupant.resource().to_string();

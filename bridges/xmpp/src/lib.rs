@@ -18,10 +18,11 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → accounts, events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! network      → accounts, events, files, moderation, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
 //! check        → settings                        (its part of `trestle check`: the component port)
-//! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! events       → files, moderation, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
 //! accounts     → hub                            (users' own XMPP accounts: their connections, carbons)
+//! moderation   → hub, ids                       (moderation in rooms, XEP-0425 ↔ redactions of others' messages)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
@@ -48,6 +49,7 @@ pub mod events;
 pub mod files;
 pub mod hub;
 pub mod ids;
+pub mod moderation;
 pub mod network;
 pub mod occupants;
 pub mod powers;

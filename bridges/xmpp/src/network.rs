@@ -363,12 +363,16 @@ impl Network for Hub {
         }
         let (message, target) = match &redaction.portal.chat {
             // A room names messages by its own id. Only a message sent from Matrix is one a
-            // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
+            // user can retract; anyone else's is asked of the room as moderation (XEP-0425).
             ChatId::Muc(room) if stanzas::is_matrix_id(&redaction.target) => (
                 Message::groupchat(Jid::from(room.clone())),
                 self.room_id_of(room, &redaction.target).await?,
             ),
-            ChatId::Muc(_) => return Err(BridgeError::Unsupported("moderation in rooms")),
+            ChatId::Muc(room) => {
+                let target = self.room_id_of(room, &redaction.target).await?;
+                let reason = redaction.reason;
+                return self.moderate(&connection.full, room, &target, reason).await;
+            }
             ChatId::Direct { remote, .. } => (
                 Message::chat(Jid::from(remote.clone())),
                 redaction.target.clone(),
