@@ -445,6 +445,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
     let nick = occupant.resource().to_string();
     let (jid, statuses) = stanzas::occupant(&presence);
     if statuses.contains(&Status::SelfPresence) {
+        hub.set_bot_owns(&room, powers::owns(&presence));
         if statuses.contains(&Status::RoomHasBeenCreated) {
             hub.send(stanzas::instant_room(
                 hub.bot_jid(),

@@ -127,6 +127,9 @@ struct Room {
     subject: Option<String>,
     /// Whether the bot's join is complete (the subject came).
     joined: bool,
+    /// Whether the bot is an owner of the room (it made it), as its own presence there says:
+    /// then it may give Matrix users standing (module `powers`).
+    bot_owns: bool,
 }
 
 /// The shared state.
@@ -154,6 +157,9 @@ pub struct Hub {
     typing: Mutex<HashSet<String>>,
     /// The power level the bridge gave each ghost in each room (module `powers`).
     powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
+    /// The standing (as a power level) the bridge gave each Matrix user in each room (module
+    /// `powers`).
+    granted: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
     /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
     avatars: Mutex<HashMap<String, String>>,
     /// The bridge's tables, once the appservice started: what the two maps of messages above
@@ -190,6 +196,7 @@ impl Hub {
             typing: Mutex::new(HashSet::new()),
             avatars: Mutex::new(HashMap::new()),
             powers: Mutex::new(HashMap::new()),
+            granted: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
         }
     }
@@ -204,6 +211,32 @@ impl Hub {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
         self.powers.lock_unpoisoned()
+    }
+
+    /// The standing the bridge gave each Matrix user in each room, locked (module `powers`).
+    pub(crate) fn granted_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
+        self.granted.lock_unpoisoned()
+    }
+
+    /// Records whether the bot owns `room`, as its own presence there said.
+    pub fn set_bot_owns(&self, room: &BareJid, owns: bool) {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        rooms.entry(room.clone()).or_default().bot_owns = owns;
+    }
+
+    /// Whether the bot owns `room`.
+    pub fn bot_owns(&self, room: &BareJid) -> bool {
+        let rooms = self.rooms.lock_unpoisoned();
+        rooms.get(room).is_some_and(|state| state.bot_owns)
+    }
+
+    /// The Matrix users in `room`: their full JIDs and nicks.
+    pub fn ours_in(&self, room: &BareJid) -> Vec<(FullJid, String)> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let ours = rooms.get(room).map(|state| state.ours.clone());
+        ours.unwrap_or_default().into_iter().collect()
     }
 
     /// The avatar last asked for of each remote user, locked (module `avatars`).

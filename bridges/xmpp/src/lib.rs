@@ -24,7 +24,7 @@
 //! accounts     → hub                            (users' own XMPP accounts: their connections, carbons)
 //! moderation   → hub, ids                       (moderation in rooms, XEP-0425 ↔ redactions of others' messages)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
-//! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
+//! powers       → hub, ids                       (affiliations and roles ↔ power levels)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
@@ -109,6 +109,7 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let topics = bridge.handle();
+    let levels = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
@@ -117,6 +118,13 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
             let bridge = topics.clone();
             async move { events::matrix_topic(&bridge, topic).await }
         })
+        .on_type(
+            "m.room.power_levels",
+            move |event: trestle::router::RawEvent| {
+                let bridge = levels.clone();
+                async move { powers::matrix_levels(&bridge, event).await }
+            },
+        )
         .service("xmpp", move |app| {
             let handle = handle.clone();
             async move { events::run(handle, app).await }
