@@ -472,6 +472,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         }
         powers::occupant(bridge, &room, &user, &presence).await?;
         avatars::occupant(bridge, &user, &presence);
+        crate::presence::occupant(bridge, &chat, &user, &presence).await?;
     }
     Ok(())
 }

@@ -160,6 +160,8 @@ pub struct Hub {
     /// The standing (as a power level) the bridge gave each Matrix user in each room (module
     /// `powers`).
     granted: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
+    /// Each user's last presence passed on, by Matrix user id (module `presence`).
+    presences: Mutex<HashMap<String, String>>,
     /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
     avatars: Mutex<HashMap<String, String>>,
     /// The bridge's tables, once the appservice started: what the two maps of messages above
@@ -197,6 +199,7 @@ impl Hub {
             avatars: Mutex::new(HashMap::new()),
             powers: Mutex::new(HashMap::new()),
             granted: Mutex::new(HashMap::new()),
+            presences: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
         }
     }
@@ -218,6 +221,20 @@ impl Hub {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
         self.granted.lock_unpoisoned()
+    }
+
+    /// Each user's last presence passed on, locked (module `presence`).
+    pub(crate) fn presences_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.presences.lock_unpoisoned()
+    }
+
+    /// The rooms a Matrix user's JID is in, with their nick in each.
+    pub fn rooms_of(&self, jid: &FullJid) -> Vec<(BareJid, String)> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let theirs = rooms.iter().filter_map(|(room, state)| {
+            state.ours.get(jid).map(|nick| (room.clone(), nick.clone()))
+        });
+        theirs.collect()
     }
 
     /// Records whether the bot owns `room`, as its own presence there said.

@@ -20,11 +20,12 @@
 //! ```text
 //! network      → accounts, events, files, moderation, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
 //! check        → settings                        (its part of `trestle check`: the component port)
-//! events       → files, moderation, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! events       → files, moderation, occupants, powers, presence, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
 //! accounts     → hub                            (users' own XMPP accounts: their connections, carbons)
 //! moderation   → hub, ids                       (moderation in rooms, XEP-0425 ↔ redactions of others' messages)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
 //! powers       → hub, ids                       (affiliations and roles ↔ power levels)
+//! presence     → users, hub, ids                (presence both ways, where enabled)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
@@ -53,6 +54,7 @@ pub mod moderation;
 pub mod network;
 pub mod occupants;
 pub mod powers;
+pub mod presence;
 pub mod settings;
 pub mod store;
 pub mod thirdparty;
@@ -84,6 +86,7 @@ pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
          # upload_service: upload.localhost   # HTTP upload (XEP-0363); found through discovery if unset\n  \
          # upload_url: http://localhost:5280/file_share/   # its files, fetched even from loopback\n  \
          # client_server: localhost:5222  # the client port, for logins with users' own accounts (plain TCP)\n  \
+         presence: false                  # presence both ways\n  \
          bridge:                          # the bridge kit's settings\n    \
          connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
          delivery_status: true          # read receipts and status events for delivered messages\n    \
@@ -110,6 +113,7 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let handle = bridge.handle();
     let topics = bridge.handle();
     let levels = bridge.handle();
+    let presences = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
@@ -125,6 +129,10 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
                 async move { powers::matrix_levels(&bridge, event).await }
             },
         )
+        .on_type("m.presence", move |event: trestle::router::RawEvent| {
+            let bridge = presences.clone();
+            async move { presence::matrix_presence(&bridge, event).await }
+        })
         .service("xmpp", move |app| {
             let handle = handle.clone();
             async move { events::run(handle, app).await }

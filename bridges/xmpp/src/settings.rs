@@ -43,6 +43,10 @@ pub struct Settings {
     /// streams there; keep it on loopback or a private network. Unset: such logins are
     /// refused.
     pub client_server: Option<String>,
+    /// Presence both ways: occupants' availability and status as their ghosts' Matrix
+    /// presence, Matrix users' presence as their occupants'. Off by default (the homeserver
+    /// must have presence on, and it is much traffic).
+    pub presence: bool,
     /// The bridge kit's settings (relay, provisioning, admins, policy lists, how long a
     /// user's messages wait for their JID, media links, delivery status, bridge state).
     pub bridge: BridgeConfig,
@@ -59,6 +63,7 @@ impl Default for Settings {
             upload_service: None,
             upload_url: None,
             client_server: None,
+            presence: false,
             bridge: BridgeConfig::default(),
         }
     }
