@@ -52,8 +52,8 @@ fn sent_carbon(stanza: Stanza, account: &BareJid) -> Option<Message> {
 }
 
 /// Connects the account `jid` of `user` with `password` and turns carbons on; what the user
-/// sends from elsewhere is handed to the hub ([`Hub::own_message`]). Refused when the bridge
-/// has no client address, or the server does not log the account in within [`LOGIN_WAIT`].
+/// sends from elsewhere is handed to the hub ([`Hub::own_messages`]). Refused when the bridge
+/// has no client address, or the server does not log the account in within 15 seconds.
 pub async fn connect(
     hub: &Hub,
     handle: LoginHandle<Hub>,

@@ -336,19 +336,36 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         remote: remote.clone(),
     };
     chatstates::incoming(bridge, &chat, &sender, signals).await?;
+    direct_incoming(bridge, chat, sender, &user, &message, body, reacted).await
+}
+
+/// What crosses into a direct chat: a sender's set of reactions (where the chat has a portal:
+/// reactions to what was never bridged have nothing to go to, so no chat is made for them), or
+/// a message, in the chat made by the XMPP side's ghost on the first.
+async fn direct_incoming(
+    bridge: &Kit,
+    chat: ChatId,
+    sender: UserId,
+    user: &OwnedUserId,
+    message: &Message,
+    body: Option<String>,
+    reacted: Option<(String, std::collections::BTreeSet<String>)>,
+) -> NetworkResult<()> {
     if let Some((target, emojis)) = reacted {
-        // Reactions to what was never bridged have nothing to go to: no chat is made for them.
         if bridge.portal(&chat).await?.is_none() {
             return Ok(());
         }
         return reactions(bridge, &chat, &sender, target, emojis).await;
     }
-    let Some(body) = body else { return Ok(()) };
+    let (Some(body), ChatId::Direct { remote, .. }) = (body, &chat) else {
+        return Ok(());
+    };
+    let partner = UserId::Jid(remote.clone());
     bridge
-        .remote_profile(&sender, &UserInfo::named(remote.to_string()))
+        .remote_profile(&partner, &UserInfo::named(remote.to_string()))
         .await?;
-    bridge.ensure_direct_portal(&chat, &sender, &user).await?;
-    incoming(bridge, chat, sender, &message, body).await
+    bridge.ensure_direct_portal(&chat, &partner, user).await?;
+    incoming(bridge, chat, sender, message, body).await
 }
 
 /// A message a Matrix user sent from their own XMPP client to someone (a sent carbon of their
@@ -381,25 +398,13 @@ async fn own_message(bridge: &Kit, sent: hub::OwnMessage) -> NetworkResult<()> {
     if (body.is_none() && reacted.is_none()) || !bridge.double_puppeting(&user).await? {
         return Ok(());
     }
-    let sender = UserId::Jid(account);
-    let partner = UserId::Jid(remote.clone());
     let chat = ChatId::Direct {
         user: user.to_string(),
-        remote: remote.clone(),
+        remote,
     };
-    if let Some((target, emojis)) = reacted {
-        if bridge.portal(&chat).await?.is_none() {
-            return Ok(());
-        }
-        return reactions(bridge, &chat, &sender, target, emojis).await;
-    }
-    let Some(body) = body else { return Ok(()) };
-    bridge
-        .remote_profile(&partner, &UserInfo::named(remote.to_string()))
-        .await?;
     // A chat they start from XMPP is made by their partner's ghost, as one the partner starts.
-    bridge.ensure_direct_portal(&chat, &partner, &user).await?;
-    incoming(bridge, chat, sender, &message, body).await
+    let sender = UserId::Jid(account);
+    direct_incoming(bridge, chat, sender, &user, &message, body, reacted).await
 }
 
 /// A sender's reactions to a message (XEP-0444), the whole set: those new are reactions, those

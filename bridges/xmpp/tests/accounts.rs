@@ -25,28 +25,12 @@ use tokio_xmpp::{
     minidom::Element,
     parsers::{iq::Iq, message::MessageType},
 };
-use trestle::registration::{Namespace, Registration, generate_token};
 use trestle_bridge::{BridgeConfig, double_puppet::DOUBLE_PUPPET_SOURCE};
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::wait_after,
+    bridge_checks::{command_to, double_puppet_registration, wait_after},
     synapse::UserClient,
 };
-
-/// The double puppeting registration, as mautrix documents the appservice method: no `url`,
-/// every user of the server in a namespace that is not exclusive.
-fn double_puppet_registration() -> Registration {
-    let mut registration = Registration::generate(
-        "xmpp-double-puppet",
-        None,
-        format!("doublepuppet{}", &generate_token()[..8].to_lowercase()),
-        "unused_",
-        "localhost",
-    );
-    registration.namespaces.users = vec![Namespace::new(false, "@.*:localhost")];
-    registration.namespaces.aliases = Vec::new();
-    registration
-}
 
 /// Makes `room` (alice's: she owns it) show everyone's real JID (`whois` anyone), as a
 /// non-anonymous room does.
@@ -74,20 +58,6 @@ async fn make_non_anonymous(alice: &mut XmppClient, room: &str) {
             _ => None,
         })
         .await;
-}
-
-/// Sends `text` in the management room and waits for `bot`'s notice after it that says
-/// `expect`.
-async fn command(user: &UserClient, bot: &str, room: &str, text: &str, expect: &str) {
-    let sent = user.send_text(room, text).await;
-    wait_after(user, room, &sent, |e| {
-        e["sender"] == bot
-            && e["content"]["msgtype"] == "m.notice"
-            && e["content"]["body"]
-                .as_str()
-                .is_some_and(|b| b.contains(expect))
-    })
-    .await;
 }
 
 /// The room `user` is in besides `known`, once there is one.
@@ -131,7 +101,7 @@ async fn what_a_user_sends_from_their_own_xmpp_client_comes_from_their_matrix_ac
     alice.join(&room, "alice").await;
     make_non_anonymous(&mut alice, &room).await;
 
-    let double_puppet = double_puppet_registration();
+    let double_puppet = double_puppet_registration("xmpp-double-puppet");
     let mut settings = settings(&server);
     settings.client_server = Some(format!("127.0.0.1:{}", server.c2s_port));
     settings.bridge = BridgeConfig::default()
@@ -149,16 +119,10 @@ async fn what_a_user_sends_from_their_own_xmpp_client_comes_from_their_matrix_ac
     bob.wait_for_event(&mgmt, WAIT, |e| e["sender"] == bot.as_str())
         .await;
     let login = "login bob@localhost bob-password";
-    command(
-        &bob,
-        &bot,
-        &mgmt,
-        login,
-        "Logged in as bob@localhost (account)",
-    )
-    .await;
+    let logged_in = "Logged in as bob@localhost (account)";
+    command_to(&bot, &bob, &mgmt, login, logged_in).await;
     let on = "double-puppet on";
-    command(&bob, &bot, &mgmt, on, "Double puppeting is on").await;
+    command_to(&bot, &bob, &mgmt, on, "Double puppeting is on").await;
 
     // From his phone (another resource of his account) he writes to alice: she gets it, and
     // Matrix shows it in his direct chat with her, from his own account.

@@ -14,10 +14,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
     client::{body, stanza_id},
-    room::{InRoom, bob_joins_alices_room, message_from},
+    room::{InRoom, bob_joins_alices_room, bot_sets_level, message_from},
 };
 use tokio_xmpp::{minidom::Element, parsers::message::MessageType};
-use trestle::ruma::RoomId;
 use trestle_tests::{appservice::WAIT, synapse::encode};
 
 /// Whether `event` redacts `target` (the field moved into the content in room version 11).
@@ -76,19 +75,7 @@ async fn moderators_take_messages_back_both_ways() {
     let admin = "<query xmlns='http://jabber.org/protocol/muc#admin'>\
                  <item jid='bob@matrix.localhost' affiliation='admin'/></query>";
     alice.set(&room, "admin-1", admin).await;
-    let levels_path = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
-        encode(&portal)
-    );
-    let mut levels = bob.call_ok(Method::GET, &levels_path, None).await;
-    levels["users"]["@bob:localhost"] = json!(50);
-    let portal_id = RoomId::parse(&portal).unwrap();
-    setup
-        .app
-        .bot()
-        .send_state_json(&portal_id, "m.room.power_levels", "", levels, None)
-        .await
-        .unwrap();
+    bot_sets_level(&setup, &bob, &portal, "@bob:localhost", 50).await;
     let redact_path = format!(
         "/_matrix/client/v3/rooms/{}/redact/{}/moderation-1",
         encode(&portal),

@@ -9,23 +9,18 @@
 #[path = "support/all.rs"]
 mod support;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use support::{
     client::XmppClient,
     prosody::{MUC, Prosody},
-    room::{message_from, start},
+    room::{bot_sets_level, message_from, power_levels, start},
 };
 use tokio_xmpp::parsers::{
     message::MessageType,
     muc::user::{Affiliation, MucUser, Role},
     presence::Presence,
 };
-use trestle::ruma::RoomId;
-use trestle_tests::{
-    appservice::WAIT,
-    synapse::{UserClient, encode},
-};
+use trestle_tests::{appservice::WAIT, synapse::UserClient};
 
 /// The affiliation and role a room's presence gives its occupant.
 fn standing(presence: &Presence) -> Option<(Affiliation, Role)> {
@@ -37,18 +32,9 @@ fn standing(presence: &Presence) -> Option<(Affiliation, Role)> {
     Some((item.affiliation, item.role))
 }
 
-/// The portal's power levels, as `user` reads them.
-async fn levels(user: &UserClient, room: &str) -> Value {
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
-        encode(room)
-    );
-    user.call_ok(Method::GET, &path, None).await
-}
-
 /// `user` sets `member`'s power level in the portal to `level`.
 async fn set_level(user: &UserClient, room: &str, member: &str, level: i64) {
-    let mut content = levels(user, room).await;
+    let mut content = power_levels(user, room).await;
     content["users"][member] = json!(level);
     user.send_state(room, "m.room.power_levels", "", content)
         .await;
@@ -88,57 +74,30 @@ async fn power_levels_become_standing_where_the_bridge_owns_the_room() {
     alice.join(&room, "alice").await;
 
     // carol runs the portal: the bot gives her the power to (its own write, not read back).
-    let portal_id = RoomId::parse(&portal).unwrap();
-    let mut content = levels(&bob, &portal).await;
-    content["users"]["@carol:localhost"] = json!(100);
-    setup
-        .app
-        .bot()
-        .send_state_json(&portal_id, "m.room.power_levels", "", content, None)
-        .await
-        .unwrap();
-    let first_own = levels(&bob, &portal).await;
+    bot_sets_level(&setup, &bob, &portal, "@carol:localhost", 100).await;
+    let first_own = power_levels(&bob, &portal).await;
     assert_eq!(first_own["users"]["@carol:localhost"], 100);
 
-    set_level(&carol, &portal, "@bob:localhost", 75).await;
-    wait_standing(
-        &mut alice,
-        &bob_occupant,
-        Affiliation::Admin,
-        Role::Moderator,
-    )
-    .await;
-    set_level(&carol, &portal, "@bob:localhost", 50).await;
-    wait_standing(
-        &mut alice,
-        &bob_occupant,
-        Affiliation::Member,
-        Role::Participant,
-    )
-    .await;
-    wait_standing(
-        &mut alice,
-        &bob_occupant,
-        Affiliation::Member,
-        Role::Moderator,
-    )
-    .await;
-    set_level(&carol, &portal, "@bob:localhost", 0).await;
-    wait_standing(
-        &mut alice,
-        &bob_occupant,
-        Affiliation::Member,
-        Role::Participant,
-    )
-    .await;
-    set_level(&carol, &portal, "@bob:localhost", 90).await;
-    wait_standing(
-        &mut alice,
-        &bob_occupant,
-        Affiliation::Owner,
-        Role::Moderator,
-    )
-    .await;
+    // Each level, and the presences in which alice sees bob's standing change (lowering an
+    // admin to a moderator makes him a member first).
+    let steps = [
+        (75, &[(Affiliation::Admin, Role::Moderator)][..]),
+        (
+            50,
+            &[
+                (Affiliation::Member, Role::Participant),
+                (Affiliation::Member, Role::Moderator),
+            ],
+        ),
+        (0, &[(Affiliation::Member, Role::Participant)]),
+        (90, &[(Affiliation::Owner, Role::Moderator)]),
+    ];
+    for (level, seen) in steps {
+        set_level(&carol, &portal, "@bob:localhost", level).await;
+        for (affiliation, role) in seen {
+            wait_standing(&mut alice, &bob_occupant, affiliation.clone(), role.clone()).await;
+        }
+    }
 
     // Nothing came back: after a message through the room, the last power levels are still
     // carol's, and the bot wrote none since she began.
@@ -164,5 +123,8 @@ async fn power_levels_become_standing_where_the_bridge_owns_the_room() {
         "the bridge wrote power levels back: {since:#?}"
     );
     assert_eq!(since.len(), 4, "{since:#?}");
-    assert_eq!(levels(&bob, &portal).await["users"]["@bob:localhost"], 90);
+    assert_eq!(
+        power_levels(&bob, &portal).await["users"]["@bob:localhost"],
+        90
+    );
 }
