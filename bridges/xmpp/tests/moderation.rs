@@ -27,15 +27,9 @@ fn redacts(event: &Value, target: &str) -> bool {
 
 #[tokio::test]
 async fn moderators_take_messages_back_both_ways() {
-    let InRoom {
-        _server,
-        room,
-        mut alice,
-        setup,
-        bob,
-        portal,
-        bob_occupant,
-    } = bob_joins_alices_room().await;
+    let mut in_room: InRoom = bob_joins_alices_room().await;
+    let (room, portal) = (in_room.room.clone(), in_room.portal.clone());
+    let (setup, bob, alice) = (&in_room.setup, &in_room.bob, &mut in_room.alice);
     let bot = setup.app.bot_user_id().to_string();
 
     // XMPP → Matrix: alice, the room's owner, takes back what bob said for spam; the bot
@@ -75,7 +69,7 @@ async fn moderators_take_messages_back_both_ways() {
     let admin = "<query xmlns='http://jabber.org/protocol/muc#admin'>\
                  <item jid='bob@matrix.localhost' affiliation='admin'/></query>";
     alice.set(&room, "admin-1", admin).await;
-    bot_sets_level(&setup, &bob, &portal, "@bob:localhost", 50).await;
+    bot_sets_level(setup, bob, &portal, "@bob:localhost", 50).await;
     let redact_path = format!(
         "/_matrix/client/v3/rooms/{}/redact/{}/moderation-1",
         encode(&portal),
@@ -101,7 +95,7 @@ async fn moderators_take_messages_back_both_ways() {
     let moderated = apply_to
         .get_child("moderated", "urn:xmpp:message-moderate:0")
         .unwrap();
-    assert_eq!(moderated.attr("by"), Some(bob_occupant.as_str()));
+    assert_eq!(moderated.attr("by"), Some(in_room.bob_occupant.as_str()));
     assert!(
         moderated
             .get_child("retract", "urn:xmpp:message-retract:0")
