@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use trestle::Registration;
+use trestle::{
+    Registration,
+    registration::{Namespace, generate_token},
+};
 use trestle_bridge::{Bridge, BridgeConfig, BridgeHandle};
 
 use crate::{
@@ -13,6 +16,21 @@ use crate::{
     synapse::{Synapse, UserClient, encode},
     toy_network::{TOY_PASSWORD, ToyNetwork, ToyWorld},
 };
+
+/// A double puppeting registration named `id`, as mautrix documents the appservice method: no
+/// `url`, a random sender, every user of the server in a namespace that is not exclusive.
+pub fn double_puppet_registration(id: &str) -> Registration {
+    let mut registration = Registration::generate(
+        id,
+        None,
+        format!("doublepuppet{}", &generate_token()[..8].to_lowercase()),
+        "unused_",
+        "localhost",
+    );
+    registration.namespaces.users = vec![Namespace::new(false, "@.*:localhost")];
+    registration.namespaces.aliases = Vec::new();
+    registration
+}
 
 /// Synapse and the toy bridge with `config` (bot `@toybot`, ghosts and aliases `toy_…`), and
 /// the bridge's handle and the toy network's world for the test to act and look.
@@ -65,9 +83,20 @@ pub async fn logged_in_toy_user(synapse: &Synapse, name: &str) -> (UserClient, S
 /// Sends `text` in the management room and waits for the bot's notice after it that
 /// contains `expect`; returns the notice's body.
 pub async fn command(user: &UserClient, room: &str, text: &str, expect: &str) -> String {
+    command_to(BOT, user, room, text, expect).await
+}
+
+/// As [`command`], for the bridge whose bot is `bot`.
+pub async fn command_to(
+    bot: &str,
+    user: &UserClient,
+    room: &str,
+    text: &str,
+    expect: &str,
+) -> String {
     let sent = user.send_text(room, text).await;
     wait_after(user, room, &sent, |e| {
-        e["sender"] == BOT
+        e["sender"] == bot
             && e["content"]["msgtype"] == "m.notice"
             && e["content"]["body"]
                 .as_str()

@@ -13,36 +13,23 @@ use std::{sync::Arc, time::Instant};
 
 use reqwest::Method;
 use serde_json::Value;
-use trestle::{
-    Registration,
-    registration::{Namespace, generate_token},
-};
+use trestle::Registration;
 use trestle_bridge::{
     Bridge, BridgeConfig, BridgeHandle, MessageContent, RemoteEdit, RemoteMessage, RemoteReaction,
     double_puppet::DOUBLE_PUPPET_SOURCE,
 };
 use trestle_tests::{
     appservice::{Harness, WAIT},
-    bridge_checks::{command, logged_in_toy_user, provision},
+    bridge_checks::{self, command, logged_in_toy_user, provision},
     synapse::UserClient,
     toy_network::{Arrived, ToyNetwork, ToyWorld},
 };
 
 const SECRET: &str = "provisioning-secret-dp";
 
-/// The second registration, as mautrix documents it for the appservice method: no `url`, a
-/// random sender, every user of the server in a namespace that is not exclusive.
+/// The second registration, as mautrix documents it for the appservice method.
 fn double_puppet_registration() -> Registration {
-    let mut registration = Registration::generate(
-        "toy-double-puppet",
-        None,
-        format!("doublepuppet{}", &generate_token()[..8].to_lowercase()),
-        "unused_",
-        "localhost",
-    );
-    registration.namespaces.users = vec![Namespace::new(false, "@.*:localhost")];
-    registration.namespaces.aliases = Vec::new();
-    registration
+    bridge_checks::double_puppet_registration("toy-double-puppet")
 }
 
 /// The toy bridge with `config`, on a Synapse that also loads `double_puppet`.

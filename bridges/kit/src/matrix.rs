@@ -370,6 +370,7 @@ impl<N: Network> BridgeHandle<N> {
                 via: speaker.via(),
                 event_id: &event.event_id,
                 target,
+                reason: json["content"]["reason"].as_str(),
             })
             .await
     }

@@ -154,6 +154,8 @@ pub struct MatrixRedaction<'a, N: Network> {
     pub event_id: &'a OwnedEventId,
     /// The remote message redacted.
     pub target: N::MessageId,
+    /// The reason the redaction gives, if any.
+    pub reason: Option<&'a str>,
 }
 
 /// A reaction to a bridged message.

@@ -31,6 +31,7 @@ use trestle_bridge::{
 };
 
 use crate::{
+    files,
     hub::{Hub, Page},
     ids::{self, ChatId},
     xmpp::stanzas,
@@ -219,17 +220,34 @@ impl Hub {
             return Ok(None);
         };
         let results = self.archive(room, &request.anchor, request.limit).await?;
-        let messages = results
-            .into_iter()
-            .filter_map(|result| self.archived(room, result))
-            .collect();
+        let mut messages = Vec::with_capacity(results.len());
+        for result in results {
+            let Some((mut remote, message)) = self.archived(room, result) else {
+                continue;
+            };
+            // A file shared then arrives as the file, as it does live; one bridged already is
+            // not fetched again (the kit skips it).
+            if files::oob_url(&message).is_some()
+                && request
+                    .bridge
+                    .event_for(request.chat, &remote.id)
+                    .await?
+                    .is_none()
+            {
+                let body = remote.content.body.clone();
+                remote.content =
+                    files::content(request.bridge, &remote.sender, &message, body).await;
+            }
+            messages.push(remote);
+        }
         Ok(Some(messages))
     }
 
-    /// An archived message, for the kit: an occupant's message with its archive id, original
-    /// time and sender. Ours, subjects, corrections and retractions are left out (history is
-    /// made of messages).
-    fn archived(&self, room: &BareJid, result: Result_) -> Option<RemoteMessage<Hub>> {
+    /// An archived message, for the kit (its text; a file is fetched by the caller), with the
+    /// message as archived: an occupant's message with its archive id, original time and
+    /// sender. Ours, subjects, corrections and retractions are left out (history is made of
+    /// messages).
+    fn archived(&self, room: &BareJid, result: Result_) -> Option<(RemoteMessage<Hub>, Message)> {
         let message: Message = result.forwarded.message;
         let body = stanzas::body(&message)?;
         let occupant = message.from.clone()?.try_into_full().ok()?;
@@ -258,6 +276,6 @@ impl Hub {
             .and_then(|ms| ms.try_into().ok())
             .map(MilliSecondsSinceUnixEpoch);
         remote.sender_info = Some(UserInfo::named(nick));
-        Some(remote)
+        Some((remote, message))
     }
 }

@@ -30,7 +30,7 @@ use crate::{
     files,
     hub::{self, Kit},
     ids::{self, ChatId, UserId},
-    occupants, powers,
+    moderation, occupants, powers,
     store::XmppStore,
     users::LOGIN_ID,
     xmpp::{
@@ -85,10 +85,16 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
             hub.bot_join(room);
         }
     }
+    let mut own = hub.take_own_messages();
     let stopping = app.stopping();
     tokio::pin!(stopping);
     loop {
         tokio::select! {
+            Some(sent) = async { own.as_mut()?.recv().await } => {
+                if let Err(error) = own_message(&bridge, sent).await {
+                    tracing::warn!(%error, "a message sent from a user's own XMPP client was not bridged");
+                }
+            }
             event = events.recv() => match event {
                 Some(Event::Online { first, resume }) => {
                     let joins = if first { Vec::new() } else { hub.rejoins() };
@@ -215,8 +221,12 @@ async fn room_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         }
         return Ok(());
     }
-    // Messages from the room itself (not an occupant) are not bridged.
+    // From the room itself (not an occupant), only a moderator's taking a message back
+    // (XEP-0425) is bridged.
     let Ok(occupant) = from.try_into_full() else {
+        if let Some(moderated) = moderation::moderated(&message) {
+            return moderation::room_moderated(bridge, &room, moderated).await;
+        }
         return Ok(());
     };
     let nick = occupant.resource().to_string();
@@ -326,19 +336,75 @@ async fn direct_message(bridge: &Kit, message: Message) -> NetworkResult<()> {
         remote: remote.clone(),
     };
     chatstates::incoming(bridge, &chat, &sender, signals).await?;
+    direct_incoming(bridge, chat, sender, &user, &message, body, reacted).await
+}
+
+/// What crosses into a direct chat: a sender's set of reactions (where the chat has a portal:
+/// reactions to what was never bridged have nothing to go to, so no chat is made for them), or
+/// a message, in the chat made by the XMPP side's ghost on the first.
+async fn direct_incoming(
+    bridge: &Kit,
+    chat: ChatId,
+    sender: UserId,
+    user: &OwnedUserId,
+    message: &Message,
+    body: Option<String>,
+    reacted: Option<(String, std::collections::BTreeSet<String>)>,
+) -> NetworkResult<()> {
     if let Some((target, emojis)) = reacted {
-        // Reactions to what was never bridged have nothing to go to: no chat is made for them.
         if bridge.portal(&chat).await?.is_none() {
             return Ok(());
         }
         return reactions(bridge, &chat, &sender, target, emojis).await;
     }
-    let Some(body) = body else { return Ok(()) };
+    let (Some(body), ChatId::Direct { remote, .. }) = (body, &chat) else {
+        return Ok(());
+    };
+    let partner = UserId::Jid(remote.clone());
     bridge
-        .remote_profile(&sender, &UserInfo::named(remote.to_string()))
+        .remote_profile(&partner, &UserInfo::named(remote.to_string()))
         .await?;
-    bridge.ensure_direct_portal(&chat, &sender, &user).await?;
-    incoming(bridge, chat, sender, &message, body).await
+    bridge.ensure_direct_portal(&chat, &partner, user).await?;
+    incoming(bridge, chat, sender, message, body).await
+}
+
+/// A message a Matrix user sent from their own XMPP client to someone (a sent carbon of their
+/// account's, XEP-0280): in their direct chat with its recipient, as their own Matrix account.
+/// Only with double puppeting on: their account's ghost would be a stranger in that chat.
+/// Messages in rooms are not carbon-copied; the bot hears them like anyone's.
+async fn own_message(bridge: &Kit, sent: hub::OwnMessage) -> NetworkResult<()> {
+    let hub::OwnMessage {
+        user,
+        account,
+        message,
+    } = sent;
+    let hub = bridge.network();
+    let Some(to) = message.to.clone() else {
+        return Ok(());
+    };
+    let remote = to.to_bare();
+    // Private messages through a room, notes to themselves, and messages to a Matrix user's
+    // JID (which the bridge hears itself) are not someone's direct chat here.
+    if message.type_ == MessageType::Groupchat
+        || stanzas::through_room(&message)
+        || remote.node().is_none()
+        || remote == account
+        || remote.domain().as_str() == hub.domain()
+    {
+        return Ok(());
+    }
+    let body = stanzas::body(&message);
+    let reacted = stanzas::reactions_of(&message);
+    if (body.is_none() && reacted.is_none()) || !bridge.double_puppeting(&user).await? {
+        return Ok(());
+    }
+    let chat = ChatId::Direct {
+        user: user.to_string(),
+        remote,
+    };
+    // A chat they start from XMPP is made by their partner's ghost, as one the partner starts.
+    let sender = UserId::Jid(account);
+    direct_incoming(bridge, chat, sender, &user, &message, body, reacted).await
 }
 
 /// A sender's reactions to a message (XEP-0444), the whole set: those new are reactions, those
@@ -384,6 +450,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
     let nick = occupant.resource().to_string();
     let (jid, statuses) = stanzas::occupant(&presence);
     if statuses.contains(&Status::SelfPresence) {
+        hub.set_bot_owns(&room, powers::owns(&presence));
         if statuses.contains(&Status::RoomHasBeenCreated) {
             hub.send(stanzas::instant_room(
                 hub.bot_jid(),
@@ -410,6 +477,7 @@ async fn room_presence(bridge: &Kit, presence: Presence) -> NetworkResult<()> {
         }
         powers::occupant(bridge, &room, &user, &presence).await?;
         avatars::occupant(bridge, &user, &presence);
+        crate::presence::occupant(bridge, &chat, &user, &presence).await?;
     }
     Ok(())
 }

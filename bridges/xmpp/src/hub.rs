@@ -7,11 +7,17 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::{
+    sync::{Notify, mpsc, oneshot},
+    task::JoinHandle,
+};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
-    parsers::mam::{Fin, Result_},
+    parsers::{
+        mam::{Fin, Result_},
+        message::Message,
+    },
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
@@ -41,6 +47,42 @@ pub struct Puppet {
     pub jid: BareJid,
     /// The full JID they send from and join rooms as.
     pub full: FullJid,
+    /// For a login with their own XMPP account (module `accounts`), its connection.
+    pub account: Option<Account>,
+}
+
+/// The bridge's client connection of a user's own XMPP account (module `accounts`); it ends
+/// when dropped.
+#[derive(Debug)]
+pub struct Account {
+    /// The account's JID.
+    pub jid: BareJid,
+    task: JoinHandle<()>,
+}
+
+impl Account {
+    /// The connection of `jid`, run by `task`.
+    pub fn new(jid: BareJid, task: JoinHandle<()>) -> Self {
+        Account { jid, task }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A message a Matrix user sent from another of their own XMPP clients, as the server copied it
+/// to the bridge's connection of their account (a sent carbon, XEP-0280).
+#[derive(Debug)]
+pub struct OwnMessage {
+    /// The Matrix user.
+    pub user: OwnedUserId,
+    /// Their XMPP account.
+    pub account: BareJid,
+    /// The message as they sent it.
+    pub message: Message,
 }
 
 impl Puppet {
@@ -49,7 +91,12 @@ impl Puppet {
         let full = jid
             .with_resource_str(RESOURCE)
             .map_err(|e| BridgeError::BadRequest(format!("{jid}: {e}")))?;
-        Ok(Puppet { user, jid, full })
+        Ok(Puppet {
+            user,
+            jid,
+            full,
+            account: None,
+        })
     }
 }
 
@@ -80,6 +127,9 @@ struct Room {
     subject: Option<String>,
     /// Whether the bot's join is complete (the subject came).
     joined: bool,
+    /// Whether the bot is an owner of the room (it made it), as its own presence there says:
+    /// then it may give Matrix users standing (module `powers`).
+    bot_owns: bool,
 }
 
 /// The shared state.
@@ -88,6 +138,8 @@ pub struct Hub {
     pub cfg: Checked,
     out: mpsc::UnboundedSender<Stanza>,
     queue: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    own_out: mpsc::UnboundedSender<OwnMessage>,
+    own_queue: Mutex<Option<mpsc::UnboundedReceiver<OwnMessage>>>,
     server_name: OnceLock<String>,
     rooms: Mutex<HashMap<BareJid, Room>>,
     changed: Notify,
@@ -105,6 +157,11 @@ pub struct Hub {
     typing: Mutex<HashSet<String>>,
     /// The power level the bridge gave each ghost in each room (module `powers`).
     powers: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
+    /// The standing (as a power level) the bridge gave each Matrix user in each room (module
+    /// `powers`).
+    granted: Mutex<HashMap<(BareJid, OwnedUserId), i64>>,
+    /// Each user's last presence passed on, by Matrix user id (module `presence`).
+    presences: Mutex<HashMap<String, String>>,
     /// The avatar (XEP-0153 hash) last asked for of each remote user (module `avatars`).
     avatars: Mutex<HashMap<String, String>>,
     /// The bridge's tables, once the appservice started: what the two maps of messages above
@@ -124,10 +181,13 @@ impl Hub {
     /// A hub for `cfg`; nothing is sent until the component connects.
     pub fn new(cfg: Checked) -> Self {
         let (out, queue) = mpsc::unbounded_channel();
+        let (own_out, own_queue) = mpsc::unbounded_channel();
         Hub {
             cfg,
             out,
             queue: Mutex::new(Some(queue)),
+            own_out,
+            own_queue: Mutex::new(Some(own_queue)),
             server_name: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -138,6 +198,8 @@ impl Hub {
             typing: Mutex::new(HashSet::new()),
             avatars: Mutex::new(HashMap::new()),
             powers: Mutex::new(HashMap::new()),
+            granted: Mutex::new(HashMap::new()),
+            presences: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
         }
     }
@@ -154,6 +216,46 @@ impl Hub {
         self.powers.lock_unpoisoned()
     }
 
+    /// The standing the bridge gave each Matrix user in each room, locked (module `powers`).
+    pub(crate) fn granted_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(BareJid, OwnedUserId), i64>> {
+        self.granted.lock_unpoisoned()
+    }
+
+    /// Each user's last presence passed on, locked (module `presence`).
+    pub(crate) fn presences_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.presences.lock_unpoisoned()
+    }
+
+    /// The rooms a Matrix user's JID is in, with their nick in each.
+    pub fn rooms_of(&self, jid: &FullJid) -> Vec<(BareJid, String)> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let theirs = rooms.iter().filter_map(|(room, state)| {
+            state.ours.get(jid).map(|nick| (room.clone(), nick.clone()))
+        });
+        theirs.collect()
+    }
+
+    /// Records whether the bot owns `room`, as its own presence there said.
+    pub fn set_bot_owns(&self, room: &BareJid, owns: bool) {
+        let mut rooms = self.rooms.lock_unpoisoned();
+        rooms.entry(room.clone()).or_default().bot_owns = owns;
+    }
+
+    /// Whether the bot owns `room`.
+    pub fn bot_owns(&self, room: &BareJid) -> bool {
+        let rooms = self.rooms.lock_unpoisoned();
+        rooms.get(room).is_some_and(|state| state.bot_owns)
+    }
+
+    /// The Matrix users in `room`: their full JIDs and nicks.
+    pub fn ours_in(&self, room: &BareJid) -> Vec<(FullJid, String)> {
+        let rooms = self.rooms.lock_unpoisoned();
+        let ours = rooms.get(room).map(|state| state.ours.clone());
+        ours.unwrap_or_default().into_iter().collect()
+    }
+
     /// The avatar last asked for of each remote user, locked (module `avatars`).
     pub(crate) fn avatars_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.avatars.lock_unpoisoned()
@@ -162,6 +264,17 @@ impl Hub {
     /// The queue of stanzas for the component's connection, taken once by whoever runs it.
     pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Stanza>> {
         self.queue.lock_unpoisoned().take()
+    }
+
+    /// Where the connections of users' own accounts hand the messages they sent elsewhere.
+    pub fn own_messages(&self) -> mpsc::UnboundedSender<OwnMessage> {
+        self.own_out.clone()
+    }
+
+    /// The messages users sent from their own XMPP clients, taken once by whoever bridges
+    /// them.
+    pub fn take_own_messages(&self) -> Option<mpsc::UnboundedReceiver<OwnMessage>> {
+        self.own_queue.lock_unpoisoned().take()
     }
 
     /// Queues a stanza for the server; it waits there while the component is not connected.

@@ -3,7 +3,8 @@
 //! direct chats both ways; rooms' archives (XEP-0313) fill new portals and catch up what the
 //! bridge missed. Typing and read markers, joins, kicks, bans and nick changes, affiliations and
 //! roles (as power levels) and avatars cross too, and the `xmpp` third-party protocol finds
-//! rooms and users by JID.
+//! rooms and users by JID. A Matrix user may log in with their own XMPP account: what they send
+//! from their own clients (message carbons, XEP-0280) shows as their own Matrix account.
 //!
 //! Built on the bridge kit (`trestle_bridge`): this crate writes the XMPP side
 //! ([`hub::Hub`], the kit's `Network`), the kit does portals, ghosts, the message map and
@@ -17,16 +18,19 @@
 //! that uses it back:
 //!
 //! ```text
-//! network      → events, files, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
+//! network      → accounts, events, files, moderation, occupants, powers, chatstates, archive, users, hub, ids, xmpp  (the kit's Network trait: Matrix into XMPP)
 //! check        → settings                        (its part of `trestle check`: the component port)
-//! events       → files, occupants, powers, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! events       → files, moderation, occupants, powers, presence, chatstates, avatars, archive, users, hub, ids, xmpp   (XMPP into Matrix: the component's service)
+//! accounts     → hub                            (users' own XMPP accounts: their connections, carbons)
+//! moderation   → hub, ids                       (moderation in rooms, XEP-0425 ↔ redactions of others' messages)
 //! occupants    → users, hub, ids, xmpp          (leaves, kicks, bans and nick changes, both ways)
-//! powers       → hub, ids                       (affiliations and roles as ghosts' power levels)
+//! powers       → hub, ids                       (affiliations and roles ↔ power levels)
+//! presence     → users, hub, ids                (presence both ways, where enabled)
 //! avatars      → hub, ids, xmpp                 (avatars both ways, through vCards)
 //! thirdparty   → hub, ids                       (the `xmpp` third-party protocol: rooms and users by JID)
 //! chatstates   → hub, ids, xmpp                 (typing and chat markers ↔ typing and read receipts)
+//! archive      → files, hub, ids, xmpp          (rooms' archives, MAM: the kit's history; their files fetched)
 //! files        → hub, ids, xmpp                 (files both ways: out-of-band URLs, HTTP upload)
-//! archive      → hub, ids, xmpp                 (rooms' archives, MAM: the kit's history)
 //! users        → hub, ids                       (Matrix users' JIDs and the rooms they are in)
 //! hub          → store, settings, ids, xmpp     (the shared state; the bridge's requests and their answers)
 //! store                                         (the bridge's own tables: what outlives a restart)
@@ -37,6 +41,7 @@
 //!
 //! `lib` itself builds the router from `network`, `events` and `thirdparty`.
 
+pub mod accounts;
 pub mod archive;
 pub mod avatars;
 pub mod chatstates;
@@ -45,9 +50,11 @@ pub mod events;
 pub mod files;
 pub mod hub;
 pub mod ids;
+pub mod moderation;
 pub mod network;
 pub mod occupants;
 pub mod powers;
+pub mod presence;
 pub mod settings;
 pub mod store;
 pub mod thirdparty;
@@ -78,6 +85,8 @@ pub const PLUGIN: Plugin = Plugin::new("xmpp", "xmpp", "xmpp_", build)
          reconnect_delay: 5               # seconds between attempts to connect\n  \
          # upload_service: upload.localhost   # HTTP upload (XEP-0363); found through discovery if unset\n  \
          # upload_url: http://localhost:5280/file_share/   # its files, fetched even from loopback\n  \
+         # client_server: localhost:5222  # the client port, for logins with users' own accounts (plain TCP)\n  \
+         presence: false                  # presence both ways\n  \
          bridge:                          # the bridge kit's settings\n    \
          connection_wait: 30            # seconds a user's messages wait for their JID at start\n    \
          delivery_status: true          # read receipts and status events for delivered messages\n    \
@@ -103,6 +112,8 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let bridge = Bridge::new(hub::Hub::new(checked), config);
     let handle = bridge.handle();
     let topics = bridge.handle();
+    let levels = bridge.handle();
+    let presences = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
@@ -110,6 +121,17 @@ fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
         .on_type("m.room.topic", move |topic| {
             let bridge = topics.clone();
             async move { events::matrix_topic(&bridge, topic).await }
+        })
+        .on_type(
+            "m.room.power_levels",
+            move |event: trestle::router::RawEvent| {
+                let bridge = levels.clone();
+                async move { powers::matrix_levels(&bridge, event).await }
+            },
+        )
+        .on_type("m.presence", move |event: trestle::router::RawEvent| {
+            let bridge = presences.clone();
+            async move { presence::matrix_presence(&bridge, event).await }
         })
         .service("xmpp", move |app| {
             let handle = handle.clone();

@@ -18,6 +18,7 @@ use trestle_bridge::{
 };
 
 use crate::{
+    accounts::{self, ACCOUNT_LOGIN_ID},
     chatstates, events, files,
     hub::{Hub, Kit, Puppet},
     ids::{self, ChatId, UserId},
@@ -29,11 +30,25 @@ use crate::{
 /// How long making a portal waits for the bot to be in the room (to read its subject).
 const JOIN_WAIT: Duration = Duration::from_secs(5);
 
-/// What a Matrix user's login keeps: nothing the JID does not say, so nothing but it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// What a Matrix user's login keeps: their JID on the component (nothing else: the component
+/// needs no password), or their own XMPP account's JID and password (kept in the kit's
+/// logins table, in the appservice's store, as the user gave it).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginData {
-    /// The user's JID on the component.
+    /// The user's JID: on the component, or their own account's.
     pub jid: String,
+    /// Their own account's password; none for their JID on the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for LoginData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("LoginData")
+            .field("jid", &self.jid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The XMPP text of a Matrix message: `/me` for an emote (XEP-0245), a link for media.
@@ -214,7 +229,37 @@ impl Network for Hub {
         }
     }
 
+    fn login_fields(&self) -> &'static [&'static str] {
+        &["jid", "password"]
+    }
+
     async fn login(&self, request: LoginRequest) -> NetworkResult<NewLogin<Self>> {
+        // With an account's JID and password: that account, for double puppeting.
+        if let Some(account) = request.fields.get("jid") {
+            let Some(password) = request.fields.get("password") else {
+                return Err(BridgeError::BadRequest(
+                    "usage: login <jid> <password> (your own XMPP account)".into(),
+                ));
+            };
+            let jid = BareJid::new(account)
+                .ok()
+                .filter(|jid| jid.node().is_some())
+                .ok_or_else(|| BridgeError::BadRequest(format!("{account:?} is not a JID")))?;
+            if jid.domain().as_str() == self.domain() {
+                return Err(BridgeError::BadRequest(format!(
+                    "{jid} is the bridge's own JID of a Matrix user, not an XMPP account"
+                )));
+            }
+            return Ok(NewLogin::new(
+                ACCOUNT_LOGIN_ID,
+                UserId::Jid(jid.clone()),
+                jid.to_string(),
+                LoginData {
+                    jid: jid.to_string(),
+                    password: Some(password.clone()),
+                },
+            ));
+        }
         let jid = self.user_jid(request.user.as_str())?;
         Ok(NewLogin::new(
             LOGIN_ID,
@@ -222,6 +267,7 @@ impl Network for Hub {
             jid.to_string(),
             LoginData {
                 jid: jid.to_string(),
+                password: None,
             },
         ))
     }
@@ -234,14 +280,29 @@ impl Network for Hub {
         let jid = BareJid::new(&login.data.jid).map_err(|e| {
             BridgeError::BadRequest(format!("stored JID {:?}: {e}", login.data.jid))
         })?;
-        let puppet = Puppet::new(login.user.clone(), jid)?;
+        let mut puppet = Puppet::new(login.user.clone(), jid.clone())?;
+        if let Some(password) = &login.data.password {
+            let account = accounts::connect(self, handle, login.user.clone(), jid, password);
+            puppet.account = Some(account.await?);
+            return Ok(puppet);
+        }
         users::connected(&handle, &puppet).await?;
         Ok(puppet)
     }
 
     async fn disconnect(&self, connection: &Puppet) -> NetworkResult<()> {
-        self.leave_all(connection);
+        // An account's connection ends when the kit drops it; the component's JID leaves its
+        // rooms.
+        if connection.account.is_none() {
+            self.leave_all(connection);
+        }
         Ok(())
+    }
+
+    fn login_covers(&self, login: &Login<Self>, _chat: &ChatId) -> bool {
+        // What a user says in Matrix goes out from their JID on the component, which is in
+        // their rooms; their own account's connection is there for its carbons.
+        login.id == LOGIN_ID
     }
 
     async fn send_message(
@@ -302,12 +363,16 @@ impl Network for Hub {
         }
         let (message, target) = match &redaction.portal.chat {
             // A room names messages by its own id. Only a message sent from Matrix is one a
-            // user can retract; anyone else's needs moderation (XEP-0425), not built yet.
+            // user can retract; anyone else's is asked of the room as moderation (XEP-0425).
             ChatId::Muc(room) if stanzas::is_matrix_id(&redaction.target) => (
                 Message::groupchat(Jid::from(room.clone())),
                 self.room_id_of(room, &redaction.target).await?,
             ),
-            ChatId::Muc(_) => return Err(BridgeError::Unsupported("moderation in rooms")),
+            ChatId::Muc(room) => {
+                let target = self.room_id_of(room, &redaction.target).await?;
+                let reason = redaction.reason;
+                return self.moderate(&connection.full, room, &target, reason).await;
+            }
             ChatId::Direct { remote, .. } => (
                 Message::chat(Jid::from(remote.clone())),
                 redaction.target.clone(),
@@ -350,7 +415,8 @@ impl Network for Hub {
     fn login_hears(&self, login: &Login<Self>, chat: &ChatId) -> bool {
         // Rooms are heard by the bot, and caught up when the bridge or its stream comes back;
         // a login hears its own direct chats.
-        matches!(chat, ChatId::Direct { user, .. } if *user == login.user.as_str())
+        login.id == LOGIN_ID
+            && matches!(chat, ChatId::Direct { user, .. } if *user == login.user.as_str())
     }
 
     async fn fetch_history(

@@ -37,6 +37,16 @@ pub struct Settings {
     /// loopback or private address. Files anywhere else are fetched only from public
     /// addresses.
     pub upload_url: Option<String>,
+    /// The XMPP server's client port (`host:port`), for Matrix users who log in with their own
+    /// XMPP account (`login <jid> <password>`): the bridge keeps a client connection for each,
+    /// over plain TCP (no TLS stack is built in), so the server must allow unencrypted client
+    /// streams there; keep it on loopback or a private network. Unset: such logins are
+    /// refused.
+    pub client_server: Option<String>,
+    /// Presence both ways: occupants' availability and status as their ghosts' Matrix
+    /// presence, Matrix users' presence as their occupants'. Off by default (the homeserver
+    /// must have presence on, and it is much traffic).
+    pub presence: bool,
     /// The bridge kit's settings (relay, provisioning, admins, policy lists, how long a
     /// user's messages wait for their JID, media links, delivery status, bridge state).
     pub bridge: BridgeConfig,
@@ -52,6 +62,8 @@ impl Default for Settings {
             reconnect_delay: 5,
             upload_service: None,
             upload_url: None,
+            client_server: None,
+            presence: false,
             bridge: BridgeConfig::default(),
         }
     }
@@ -124,17 +136,15 @@ impl Settings {
         }
         self.upload_service()?;
         self.upload_url()?;
+        if let Some(address) = &self.client_server {
+            host_port("client_server", address)?;
+        }
         let component = match (&self.server, &self.secret) {
             (None, None) => None,
             (Some(_), None) => return Err("server is set but secret is not".to_owned()),
             (None, Some(_)) => return Err("secret is set but server is not".to_owned()),
             (Some(server), Some(secret)) => {
-                let Some((host, port)) = server.rsplit_once(':') else {
-                    return Err(format!("server: {server:?} is not host:port"));
-                };
-                if host.is_empty() || port.parse::<u16>().is_err() {
-                    return Err(format!("server: {server:?} is not host:port"));
-                }
+                host_port("server", server)?;
                 let secret = secret.reveal(config, "secret").map_err(|e| e.to_string())?;
                 Some(ComponentConfig {
                     server: server.clone(),
@@ -148,6 +158,14 @@ impl Settings {
             component,
             bot,
         })
+    }
+}
+
+/// Checks that the field `field` is `host:port`.
+fn host_port(field: &str, address: &str) -> Result<(), String> {
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!("{field}: {address:?} is not host:port")),
     }
 }
 
@@ -191,6 +209,16 @@ mod tests {
             bad.check(Path::new("trestle.yaml"))
                 .unwrap_err()
                 .contains("host:port")
+        );
+        let client = Settings {
+            client_server: Some("localhost".into()),
+            ..Settings::default()
+        };
+        assert!(
+            client
+                .check(Path::new("trestle.yaml"))
+                .unwrap_err()
+                .contains("client_server: \"localhost\" is not host:port")
         );
         let env = Settings {
             server: Some("localhost:5347".into()),

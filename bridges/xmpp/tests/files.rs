@@ -1,5 +1,6 @@
 //! Files both ways, end to end: a real Synapse, a real Prosody with its HTTP upload service
-//! (`mod_http_file_share`, XEP-0363), and an XMPP client written in the test.
+//! (`mod_http_file_share`, XEP-0363), and an XMPP client written in the test; a file shared before
+//! the portal was made comes from the room's archive as a file too.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -10,7 +11,8 @@ mod support;
 use serde_json::json;
 use support::{
     client::{body, oob_url},
-    room::{InRoom, bob_joins_alices_room},
+    prosody::Prosody,
+    room::{InRoom, alice_in_room, bob_joins, bob_joins_alices_room, start},
 };
 use tokio_xmpp::parsers::message::MessageType;
 use trestle_tests::appservice::WAIT;
@@ -101,5 +103,35 @@ async fn an_image_crosses_each_way_and_its_bytes_match() {
     assert!(
         fetched.bytes().await.unwrap().to_vec() == dog,
         "the picture's bytes changed"
+    );
+}
+
+#[tokio::test]
+async fn a_file_in_the_rooms_archive_arrives_as_a_file() {
+    let server = Prosody::start(&["alice"]).await;
+    let (room, mut alice) = alice_in_room(&server).await;
+    // Shared before there is a portal: only the room's archive has it.
+    let cat = image(3);
+    let url = alice.upload(&cat, "archived.png", "image/png").await;
+    alice.share(MessageType::Groupchat, &room, "h1", &url).await;
+    alice
+        .expect_message("the room's copy of the share", |m| {
+            oob_url(m).as_deref() == Some(url.as_str())
+        })
+        .await;
+    let setup = start(&server).await;
+    let (bob, portal, _) = bob_joins(&setup, &mut alice, &room).await;
+    let alice_ghost = "@xmpp_chat=40conference.localhost=2falice:localhost";
+    let shared = bob
+        .wait_for_event(&portal, WAIT, |e| {
+            e["type"] == "m.room.message" && e["sender"] == alice_ghost
+        })
+        .await;
+    assert_eq!(shared["content"]["msgtype"], "m.image", "{shared}");
+    assert_eq!(shared["content"]["body"], "archived.png");
+    let mxc = shared["content"]["url"].as_str().unwrap();
+    assert!(
+        bob.download_media(mxc).await == cat,
+        "the archived image's bytes changed"
     );
 }

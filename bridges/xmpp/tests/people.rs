@@ -18,11 +18,9 @@ use support::{
     room::{self, message_from},
 };
 use tokio_xmpp::{
-    Stanza,
     jid::Jid,
     minidom::Element,
     parsers::{
-        iq::Iq,
         message::{Id, Message, MessageType},
         muc::user::Status,
         presence::{Presence, Type as PresenceType},
@@ -294,28 +292,8 @@ async fn typing_and_read_markers_cross_in_rooms_and_direct_chats() {
 /// `client` asks the room to change the occupant or user named in `item` (an `<item/>` of
 /// XEP-0045's admin namespace), and waits for the room to do it.
 async fn admin(client: &mut XmppClient, room: &str, id: &str, item: &str) {
-    let payload: Element = format!("<query xmlns='{MUC_ADMIN}'>{item}</query>")
-        .parse()
-        .unwrap();
-    client
-        .send(Iq::Set {
-            from: None,
-            to: Some(Jid::from_str(room).unwrap()),
-            id: id.to_owned(),
-            payload,
-        })
-        .await;
-    client
-        .expect("the room's answer", |stanza| match stanza {
-            Stanza::Iq(Iq::Result { id: answered, .. }) if answered == id => Some(()),
-            Stanza::Iq(Iq::Error {
-                id: answered,
-                error,
-                ..
-            }) if answered == id => panic!("the room refused {item}: {error:?}"),
-            _ => None,
-        })
-        .await;
+    let query = format!("<query xmlns='{MUC_ADMIN}'>{item}</query>");
+    client.set(room, id, &query).await;
 }
 
 /// `user` kicks (`ban`: false) or bans `member` from the room, saying why.

@@ -274,6 +274,27 @@ impl XmppClient {
         self.send(message).await;
     }
 
+    /// Sends a `set` request with the payload `xml` to `to` and waits for it to be done.
+    pub async fn set(&mut self, to: &str, id: &str, xml: &str) {
+        self.send(Iq::Set {
+            from: None,
+            to: Some(Jid::from_str(to).unwrap()),
+            id: id.to_owned(),
+            payload: xml.parse::<Element>().unwrap(),
+        })
+        .await;
+        self.expect("the answer", |stanza| match stanza {
+            Stanza::Iq(Iq::Result { id: answered, .. }) if answered == id => Some(()),
+            Stanza::Iq(Iq::Error {
+                id: answered,
+                error,
+                ..
+            }) if answered == id => panic!("{to} refused {xml}: {error:?}"),
+            _ => None,
+        })
+        .await;
+    }
+
     /// Sets a room's subject.
     pub async fn set_subject(&mut self, room: &str, subject: &str) {
         let mut message = Message::groupchat(Jid::from_str(room).unwrap());

@@ -1,6 +1,7 @@
 //! A real Prosody for tests: its own configuration, data directory, ports and pidfile in a
 //! temporary directory, run in the foreground as a child (never the system's service), with
-//! a multi-user chat service, an archive, an HTTP upload service (`mod_http_file_share`) and
+//! a multi-user chat service (with moderation, XEP-0425: `mod_muc_moderation` of the Debian package
+//! `prosody-modules`), message carbons (XEP-0280), an archive, an HTTP upload service (`mod_http_file_share`) and
 //! a component for the bridge; killed when dropped.
 
 use std::{
@@ -97,7 +98,7 @@ pidfile = "{dir}/prosody.pid"
 data_path = "{dir}/data"
 certificates = "{dir}"
 admins = {{}}
-modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "mam"; "vcard"; }}
+modules_enabled = {{ "roster"; "saslauth"; "disco"; "ping"; "mam"; "vcard"; "carbons"; }}
 modules_disabled = {{ "s2s"; "tls"; "posix"; }}
 c2s_ports = {{ {c2s} }}
 c2s_interfaces = {{ "127.0.0.1" }}
@@ -119,7 +120,7 @@ storage = "internal"
 log = {{ {{ levels = {{ min = "debug" }}, to = "file", filename = "{dir}/prosody.log" }} }}
 VirtualHost "{DOMAIN}"
 Component "{MUC}" "muc"
-    modules_enabled = {{ "muc_mam" }}
+    modules_enabled = {{ "muc_mam"; "muc_moderation" }}
     muc_room_locking = false
     muc_room_default_persistent = true
     muc_room_default_change_subject = true

@@ -1,8 +1,13 @@
 //! A room with its portal: the bridge's settings for a test Prosody, and alice (on XMPP) and
 //! bob (on Matrix) in one room, for the tests that start there.
 
-use serde_json::Value;
-use trestle_tests::{appservice::Harness, synapse::UserClient};
+use reqwest::Method;
+use serde_json::{Value, json};
+use trestle::ruma::RoomId;
+use trestle_tests::{
+    appservice::Harness,
+    synapse::{UserClient, encode},
+};
 use trestle_xmpp::{Secret, Settings};
 
 use super::{
@@ -31,6 +36,35 @@ pub async fn start_with(settings: Settings) -> Harness {
     let registration = trestle_xmpp::PLUGIN.generate_registration(None, "localhost");
     let router = trestle_xmpp::router(settings).unwrap();
     Harness::start(registration, router).await
+}
+
+/// A portal's power levels, as `user` reads them.
+pub async fn power_levels(user: &UserClient, room: &str) -> Value {
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        encode(room)
+    );
+    user.call_ok(Method::GET, &path, None).await
+}
+
+/// The bridge's bot sets `member`'s power level in the portal `room` to `level` (the levels read
+/// as `reader`), as the portal's creator may.
+pub async fn bot_sets_level(
+    setup: &Harness,
+    reader: &UserClient,
+    room: &str,
+    member: &str,
+    level: i64,
+) {
+    let mut content = power_levels(reader, room).await;
+    content["users"][member] = json!(level);
+    let room_id = RoomId::parse(room).unwrap();
+    setup
+        .app
+        .bot()
+        .send_state_json(&room_id, "m.room.power_levels", "", content, None)
+        .await
+        .unwrap();
 }
 
 /// A message event from `sender` with the body `body`.
