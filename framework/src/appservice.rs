@@ -463,8 +463,12 @@ impl Appservice {
         let addr = listener.local_addr()?;
         tracing::info!(appservice = %self.inner.registration.id, %addr, "listening");
         let started = self.start();
+        let app = self.clone();
         let served = axum::serve(listener, self.http_router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                app.begin_stopping();
+            })
             .await;
         self.stop(started).await;
         served.map_err(Error::from)

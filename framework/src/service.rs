@@ -60,6 +60,16 @@ impl Appservice {
         *self.inner.stop.borrow()
     }
 
+    /// Says the appservice is stopping ([`Appservice::stopping`] completes) as soon as its
+    /// listener begins to close, before the graceful shutdown waits for every open connection:
+    /// a long-lived response (a stream of server-sent events) ends on that signal, and would
+    /// otherwise hold the shutdown up until it ended by itself. [`Appservice::run`] does it;
+    /// public for a host that serves several appservices on one listener (crate `trestle-host`).
+    /// [`Appservice::stop`] follows as before.
+    pub fn begin_stopping(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+
     /// Starts what runs beside serving the Application Service API: a ping of the homeserver
     /// (which can reach the appservice only once it listens) and the router's services.
     /// [`Appservice::run`] does it; public for a host that serves several appservices on one

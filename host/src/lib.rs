@@ -237,8 +237,14 @@ impl Host {
         let names: Vec<_> = self.apps.iter().map(|(p, _)| p.name).collect();
         tracing::info!(%addr, plugins = ?names, "listening");
         let started: Vec<_> = self.apps.iter().map(|(_, app)| app.start()).collect();
+        let apps: Vec<_> = self.apps.iter().map(|(_, app)| app.clone()).collect();
         let served = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                for app in apps {
+                    app.begin_stopping();
+                }
+            })
             .await;
         for ((_, app), started) in self.apps.iter().zip(started) {
             app.stop(started).await;

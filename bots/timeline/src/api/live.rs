@@ -18,11 +18,10 @@ use trestle::axum::response::sse::{Event, KeepAlive, Sse};
 use super::*;
 use crate::live::{Full, Missed, Numbered, Subscription};
 
-/// The longest a stream stays open before the page has to reconnect. Short, because an open
-/// stream holds up the appservice's graceful shutdown: the framework says it is stopping only
-/// once every connection is done, so a stream cannot end on that signal (it still ends on it
-/// where the signal comes first, as when a host stops the appservice).
-const LIFETIME: Duration = Duration::from_secs(20);
+/// The longest a stream stays open before the page has to reconnect (and its token is checked
+/// again). A stream also ends as soon as the appservice begins to stop, which is said before
+/// the graceful shutdown waits for open connections ([`trestle::Appservice::begin_stopping`]).
+const LIFETIME: Duration = Duration::from_secs(600);
 
 pub(super) fn routes() -> Router<Web> {
     Router::new().route("/api/live", get(live))
