@@ -27,9 +27,8 @@ profiles=("$@")
 
 log() { echo "demo-time: $*" >&2; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/demo-lib.sh
+source "$repo_root/bench/demo-lib.sh"
 
 results=()
 for profile in "${profiles[@]}"; do
@@ -50,14 +49,7 @@ for profile in "${profiles[@]}"; do
             bash scripts/demo.sh
     ) >"$out" 2>&1 </dev/null &
     demo=$!
-    until grep -q "Trestle demo is running" "$out"; do
-        if ! kill -0 "$demo" 2>/dev/null; then
-            tail -n 30 "$out" >&2
-            log "$profile: the demo exited before it ran (output above, all of it in $out)"
-            exit 1
-        fi
-        sleep 1
-    done
+    wait_running "$demo" "$out" "demo-time: $profile" || exit 1
     ended=$(date +%s.%N)
     load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
     kill -TERM "$demo"

@@ -19,9 +19,8 @@ out="$work/demo.out"
 
 log() { echo "host-idle: $*" >&2; }
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/demo-lib.sh
+source "$repo_root/bench/demo-lib.sh"
 
 (
     cd "$repo_root"
@@ -34,14 +33,7 @@ demo=$!
 # The demo is stopped however this script ends, and it stops what it started.
 trap 'kill -TERM "$demo" 2>/dev/null; wait "$demo" 2>/dev/null || true' EXIT
 
-until grep -q "Trestle demo is running" "$out"; do
-    if ! kill -0 "$demo" 2>/dev/null; then
-        tail -n 30 "$out" >&2
-        log "the demo exited before it ran (output above, all of it in $out)"
-        exit 1
-    fi
-    sleep 1
-done
+wait_running "$demo" "$out" host-idle
 # The file holds the pid and its start time (so a reused pid is not taken for it).
 pid="$(cut -d" " -f1 "$work/demo/trestle.pid")"
 log "demo running, Trestle is pid $pid; idle for $idle_s s"
