@@ -376,6 +376,32 @@ impl PolicySet {
         deny
     }
 
+    /// [`Rules::server_denies`], and each of `seen` that a hashed server rule matches. A hash
+    /// names no server, so a hashed rule can deny only servers the caller knows of: those of a
+    /// room's members, past and present, and those its ACL already denies (so that a denied
+    /// server stays denied while its rule stands). Never `own_server`.
+    pub fn server_denies_among<'a>(
+        &self,
+        own_server: &str,
+        seen: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<String> {
+        let own = own_server.to_ascii_lowercase();
+        let mut deny = self.server_denies(own_server);
+        for server in seen {
+            let server = server.to_ascii_lowercase();
+            let hashed_ban = self
+                .rules
+                .iter()
+                .any(|r| r.kind == Kind::Server && r.entity.is_empty() && r.matches(&server));
+            if hashed_ban && server != own {
+                deny.push(server);
+            }
+        }
+        deny.sort();
+        deny.dedup();
+        deny
+    }
+
     fn matching(&self, kind: Kind, text: &str) -> Option<&Rule> {
         self.rules
             .iter()
@@ -501,6 +527,34 @@ mod tests {
         assert_eq!(
             set_.server_denies("localhost"),
             vec!["*.example".to_owned(), "evil.example".to_owned()]
+        );
+    }
+
+    #[test]
+    fn hashed_server_rules_deny_the_servers_seen_that_they_hash() {
+        let hashed = |key: &str, server: &str| {
+            set(
+                "!l",
+                "m.policy.rule.server",
+                key,
+                json!({"hashes": {"sha256": sha256_base64(server)}, "recommendation": "m.ban"}),
+            )
+        };
+        let plain = Rule::ban("!l", Kind::Server, "p", "plain.example", "");
+        let set_ = PolicySet::new(vec![
+            hashed("h1", "evil.example"),
+            hashed("h2", "localhost"),
+            plain,
+        ]);
+        // Alone, a hash denies nothing: it names no server.
+        assert_eq!(set_.server_denies("localhost"), vec!["plain.example"]);
+        // Among the servers seen, those it hashes (in any case), never our own.
+        assert_eq!(
+            set_.server_denies_among(
+                "localhost",
+                ["good.example", "EVIL.example", "localhost", "plain.example"]
+            ),
+            vec!["evil.example", "plain.example"]
         );
     }
 

@@ -1,6 +1,8 @@
 //! Carrying out the rules: bans in protected rooms, lifting them when their rule goes, and the
 //! server ACL built from server rules. Only protected rooms are ever touched.
 
+use std::collections::BTreeSet;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trestle::{
@@ -32,8 +34,9 @@ struct MemberContent {
     membership: String,
 }
 
-/// The users in `room` who are joined, invited or knocking.
-pub async fn members(app: &Appservice, room: &RoomId) -> Result<Vec<OwnedUserId>> {
+/// Every member event in `room`'s current state: present members and past ones (left,
+/// banned).
+async fn member_events(app: &Appservice, room: &RoomId) -> Result<Vec<MemberEvent>> {
     let response = app
         .client()
         .send(
@@ -45,9 +48,40 @@ pub async fn members(app: &Appservice, room: &RoomId) -> Result<Vec<OwnedUserId>
         .chunk
         .iter()
         .filter_map(|raw| serde_json::from_str::<MemberEvent>(raw.json().get()).ok())
+        .collect())
+}
+
+/// The users in `room` who are joined, invited or knocking.
+pub async fn members(app: &Appservice, room: &RoomId) -> Result<Vec<OwnedUserId>> {
+    Ok(member_events(app, room)
+        .await?
+        .into_iter()
         .filter(|m| matches!(m.content.membership.as_str(), "join" | "invite" | "knock"))
         .filter_map(|m| UserId::parse(m.state_key).ok())
         .collect())
+}
+
+/// The servers a hashed server rule may deny in `room`: those of its members, past and present,
+/// and those its ACL denies already (see [`trestle_policy::PolicySet::server_denies_among`]).
+async fn servers_seen(
+    app: &Appservice,
+    room: &RoomId,
+    acl: Option<&Value>,
+) -> Result<BTreeSet<String>> {
+    let mut seen: BTreeSet<String> = member_events(app, room)
+        .await?
+        .iter()
+        .filter_map(|m| UserId::parse(&m.state_key).ok())
+        .map(|user| user.server_name().as_str().to_owned())
+        .collect();
+    let denied = acl
+        .and_then(|c| c.get("deny"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str);
+    seen.extend(denied.map(str::to_owned));
+    Ok(seen)
 }
 
 impl Moderation {
@@ -368,11 +402,16 @@ impl Moderation {
     }
 
     /// Sets `room`'s `m.room.server_acl` to deny the servers of the server rules, if that
-    /// changes anything. Other servers stay allowed; the bot's own server is never denied.
+    /// changes anything: the globs of plain rules, and the servers seen in the room that a
+    /// hashed rule matches. Other servers stay allowed; the bot's own server is never denied.
     pub async fn update_acl(&self, app: &Appservice, room: &RoomId) -> Result<()> {
         let _guard = self.acl_guard().await;
-        let deny = self.model().rules.server_denies(app.server_name().as_str());
         let current = server_acl(app, room).await?;
+        let seen = servers_seen(app, room, current.as_ref()).await?;
+        let deny = self
+            .model()
+            .rules
+            .server_denies_among(app.server_name().as_str(), seen.iter().map(String::as_str));
         let content = match acl_content(current.as_ref(), &deny) {
             Some(content) => content,
             None => return Ok(()),

@@ -233,6 +233,7 @@ impl Moderation {
         let membership = event.content["membership"].as_str().unwrap_or_default();
         match membership {
             "join" | "invite" | "knock" => {
+                self.deny_hashed_server(app, room, user).await;
                 if self.ban_if_listed(app, room, user).await {
                     return;
                 }
@@ -262,6 +263,19 @@ impl Moderation {
                 }
             }
             _ => self.tracker().left(room.as_str(), user.as_str()),
+        }
+    }
+
+    /// A hashed server rule names no server, so the ACL can deny one only once it is seen: a
+    /// member from a server that such a rule matches has the room's ACL brought up to date.
+    async fn deny_hashed_server(&self, app: &Appservice, room: &RoomId, user: &UserId) {
+        let hashed = self
+            .model()
+            .rules
+            .server_rule(user.server_name().as_str())
+            .is_some_and(|rule| rule.entity.is_empty());
+        if hashed && let Err(error) = self.update_acl(app, room).await {
+            tracing::warn!(%room, %user, %error, "could not deny the server of a hashed rule");
         }
     }
 
