@@ -264,6 +264,12 @@ impl Network for Hub {
         Ok(())
     }
 
+    /// The bots, one per network: in the process that holds the bridge's logins, so that
+    /// relayed messages go out where they are heard.
+    async fn serve(&self, bridge: Kit, app: trestle::Appservice) -> NetworkResult<()> {
+        Ok(events::run_bots(bridge, app).await?)
+    }
+
     fn login_covers(&self, login: &Login<Self>, chat: &ChatId) -> bool {
         login.data.network == chat.network()
     }
