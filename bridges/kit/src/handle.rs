@@ -80,6 +80,15 @@ impl<N: Network> BridgeHandle<N> {
         Ok(())
     }
 
+    /// Completes when the network's own connections ([`Network::serve`]) are to close: once
+    /// the appservice stops and the event in hand was sent through them. Use it rather than
+    /// [`Appservice::stopping`] in `serve`.
+    pub async fn serve_stopping(&self) {
+        let mut stop = self.shared.serve_stop.subscribe();
+        // An error means the kit is gone, which is a stop too.
+        let _ = stop.wait_for(|stop| *stop).await;
+    }
+
     pub(crate) fn store_of(&self, app: &Appservice) -> BridgeStore {
         BridgeStore {
             store: app.store().clone(),

@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering;
 
-use trestle::{Appservice, store::Handoff, transaction::Incoming};
+use trestle::{Appservice, router::EventContext, store::Handoff, transaction::Incoming};
 
 use super::{BridgeHandle, Network, NetworkResult, matrix::handle_incoming};
 
@@ -31,13 +31,14 @@ impl<N: Network> BridgeHandle<N> {
         app.store().handoff(&app.registration().id, QUEUE)
     }
 
-    /// Hands `incoming` to the holder of the bridge's logins, unless this process is that
-    /// holder and nothing of its room waits. Returns whether it was handed over.
+    /// Hands the event of `ctx` to the holder of the bridge's logins, unless this process is
+    /// that holder and nothing of its room waits. Returns whether it was handed over.
     pub(crate) async fn hand_off(
         &self,
         app: &Appservice,
-        incoming: &Incoming,
+        ctx: &EventContext,
     ) -> NetworkResult<bool> {
+        let incoming = ctx.incoming();
         let Some(queue) = Self::handoff_queue(app) else {
             return Ok(false);
         };
@@ -51,7 +52,14 @@ impl<N: Network> BridgeHandle<N> {
         if self.shared.holding.load(Ordering::SeqCst) && !queue.waiting(&order_key).await? {
             return Ok(false);
         }
-        queue.push(&order_key, incoming.kind(), json.get()).await?;
+        queue
+            .push(
+                &order_key,
+                ctx.idempotency_key(),
+                incoming.kind(),
+                json.get(),
+            )
+            .await?;
         tracing::debug!(order_key, "handed to the process that holds the logins");
         Ok(true)
     }
@@ -75,6 +83,10 @@ impl<N: Network> BridgeHandle<N> {
             };
             let busy = !items.is_empty();
             for item in items {
+                // Stopping: the item in hand was finished, the rest is the next holder's.
+                if app.is_stopping() {
+                    return;
+                }
                 self.handle_handed(app, &item.kind, &item.payload).await;
                 if let Err(error) = queue.done(item.seq).await {
                     // Left in the queue: done again, which the message map makes harmless

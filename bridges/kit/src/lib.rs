@@ -336,6 +336,7 @@ impl<N: Network> Bridge<N> {
             migrated: tokio::sync::OnceCell::new(),
             connections: Mutex::new(Vec::new()),
             holding: AtomicBool::new(false),
+            serve_stop: tokio::sync::watch::Sender::new(false),
             portal_lock: tokio::sync::Mutex::new(()),
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
@@ -413,6 +414,8 @@ pub(crate) struct Shared<N: Network> {
     /// Whether this process runs the kit's service, so holds the logins' connections: where
     /// processes share the store, the others hand their events to it (module `handoff`).
     pub(crate) holding: AtomicBool,
+    /// Set when the network's own connections are to close ([`BridgeHandle::serve_stopping`]).
+    pub(crate) serve_stop: tokio::sync::watch::Sender<bool>,
     /// Held while a portal is made, so two joins of one alias make one room.
     pub(crate) portal_lock: tokio::sync::Mutex<()>,
     /// Who was typing in each portal at the last `m.typing`.

@@ -20,8 +20,9 @@ use super::{
 };
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
-/// How long the network's own connections get to close once the appservice stops.
-const OWN_STOP: Duration = Duration::from_secs(3);
+/// How long each step of the kit's stop may take (the handed event in hand, the network's own
+/// connections' goodbyes): both within the framework's grace for services.
+const STOP_STEP: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub(crate) fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
@@ -306,17 +307,23 @@ impl<N: Network> BridgeHandle<N> {
         }
         let (network, handed) = (self.clone(), self.clone());
         let (serving, taking) = (app.clone(), app.clone());
-        // Its own set: dropped with this future (a lost lease), it is cut too.
+        let _ = self.shared.serve_stop.send(false);
+        // Sets of their own: dropped with this future (a lost lease), they are cut too.
         let mut own = tokio::task::JoinSet::new();
         own.spawn(async move {
             if let Err(error) = network.network().serve(network.clone(), serving).await {
                 tracing::error!(%error, "the network's own connections failed");
             }
         });
-        tasks.spawn(async move { handed.take_handed(&taking).await });
+        let mut taking_handed = tokio::task::JoinSet::new();
+        taking_handed.spawn(async move { handed.take_handed(&taking).await });
         app.stopping().await;
-        // The network's own connections say goodbye on the stop signal; the rest is cut.
-        let _ = tokio::time::timeout(OWN_STOP, own.join_next()).await;
+        // The handed event in hand is finished through the connections, which close after it
+        // (the next holder would send it again); then the network's own say goodbye.
+        let _ = tokio::time::timeout(STOP_STEP, taking_handed.join_next()).await;
+        taking_handed.abort_all();
+        let _ = self.shared.serve_stop.send(true);
+        let _ = tokio::time::timeout(STOP_STEP, own.join_next()).await;
         own.abort_all();
         tasks.abort_all();
         let live: Vec<_> = {

@@ -32,7 +32,7 @@ pub(crate) async fn on_event<N: Network>(
     app: Appservice,
 ) -> Result<(), BridgeError> {
     bridge.attach(&app).await?;
-    if bridge.hand_off(&app, ctx.incoming()).await? {
+    if bridge.hand_off(&app, &ctx).await? {
         return Ok(());
     }
     handle_incoming(&bridge, &app, ctx.incoming()).await

@@ -56,15 +56,26 @@ impl Store {
 }
 
 impl Handoff {
-    /// Adds an item after every other of its queue, and wakes the holder.
-    pub async fn push(&self, order_key: &str, kind: &str, payload: &str) -> Result<()> {
+    /// Adds an item after every other of its queue, and wakes the holder. `item_key` names
+    /// it: pushed again while it waits (its handler ran again after a crash, see
+    /// [`EventContext::idempotency_key`](crate::router::EventContext::idempotency_key)), it is
+    /// kept once. Once done and forgotten it is not known any more: the holder tells a repeat
+    /// by what it did.
+    pub async fn push(
+        &self,
+        order_key: &str,
+        item_key: &str,
+        kind: &str,
+        payload: &str,
+    ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO handoff (appservice_id, queue, order_key, kind, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO handoff (appservice_id, queue, order_key, item_key, kind, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(&self.appservice)
         .bind(&self.queue)
         .bind(order_key)
+        .bind(item_key)
         .bind(kind)
         .bind(payload)
         .bind(now_ms())
