@@ -49,7 +49,11 @@ impl<N: Network> BridgeHandle<N> {
             .queue_key()
             .map(ToString::to_string)
             .unwrap_or_default();
-        if self.shared.holding.load(Ordering::SeqCst) && !queue.waiting(&order_key).await? {
+        // A holder that stops hands over too: its connections are closing.
+        if self.shared.holding.load(Ordering::SeqCst)
+            && !app.is_stopping()
+            && !queue.waiting(&order_key).await?
+        {
             return Ok(false);
         }
         queue
@@ -62,6 +66,18 @@ impl<N: Network> BridgeHandle<N> {
             .await?;
         tracing::debug!(order_key, "handed to the process that holds the logins");
         Ok(true)
+    }
+
+    /// Held while an event is handled here, through the connections: the kit's service lets
+    /// them close only once every event in hand is done (or after a short wait).
+    pub(crate) async fn in_hand(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.shared.in_hand.clone().read_owned().await
+    }
+
+    /// Waits (a little) until no event is in hand: none starts after the appservice began to
+    /// stop, since a stopping holder hands them over.
+    pub(crate) async fn none_in_hand(&self) {
+        let _ = tokio::time::timeout(super::login::STOP_STEP, self.shared.in_hand.write()).await;
     }
 
     /// The holder's side: handles the handed events in order until the appservice stops (or
@@ -126,6 +142,7 @@ impl<N: Network> BridgeHandle<N> {
                 Err(error) => tracing::warn!(%error, "could not look up a handed event"),
             }
         }
+        let _in_hand = self.in_hand().await;
         if let Err(error) = handle_incoming(self, app, &incoming).await {
             tracing::warn!(%error, kind, "a handed event could not be bridged");
         }

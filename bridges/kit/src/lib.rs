@@ -337,6 +337,7 @@ impl<N: Network> Bridge<N> {
             connections: Mutex::new(Vec::new()),
             holding: AtomicBool::new(false),
             serve_stop: tokio::sync::watch::Sender::new(false),
+            in_hand: Arc::new(tokio::sync::RwLock::new(())),
             portal_lock: tokio::sync::Mutex::new(()),
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
@@ -416,6 +417,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) holding: AtomicBool,
     /// Set when the network's own connections are to close ([`BridgeHandle::serve_stopping`]).
     pub(crate) serve_stop: tokio::sync::watch::Sender<bool>,
+    /// Read while an event is handled through the connections (module `handoff`).
+    pub(crate) in_hand: Arc<tokio::sync::RwLock<()>>,
     /// Held while a portal is made, so two joins of one alias make one room.
     pub(crate) portal_lock: tokio::sync::Mutex<()>,
     /// Who was typing in each portal at the last `m.typing`.

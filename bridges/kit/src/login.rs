@@ -22,7 +22,7 @@ use super::{
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// How long each step of the kit's stop may take (the handed event in hand, the network's own
 /// connections' goodbyes): both within the framework's grace for services.
-const STOP_STEP: Duration = Duration::from_secs(2);
+pub(crate) const STOP_STEP: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub(crate) fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
@@ -318,10 +318,12 @@ impl<N: Network> BridgeHandle<N> {
         let mut taking_handed = tokio::task::JoinSet::new();
         taking_handed.spawn(async move { handed.take_handed(&taking).await });
         app.stopping().await;
-        // The handed event in hand is finished through the connections, which close after it
-        // (the next holder would send it again); then the network's own say goodbye.
+        // The events in hand (handed, or received here) are finished through the connections,
+        // which close after them (the next holder would send them again); then the network's
+        // own say goodbye.
         let _ = tokio::time::timeout(STOP_STEP, taking_handed.join_next()).await;
         taking_handed.abort_all();
+        self.none_in_hand().await;
         let _ = self.shared.serve_stop.send(true);
         let _ = tokio::time::timeout(STOP_STEP, own.join_next()).await;
         own.abort_all();

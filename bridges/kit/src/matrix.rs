@@ -32,6 +32,7 @@ pub(crate) async fn on_event<N: Network>(
     app: Appservice,
 ) -> Result<(), BridgeError> {
     bridge.attach(&app).await?;
+    let _in_hand = bridge.in_hand().await;
     if bridge.hand_off(&app, &ctx).await? {
         return Ok(());
     }
