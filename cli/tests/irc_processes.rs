@@ -36,7 +36,7 @@ use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 /// Each way, in the burst (see the module's documentation).
-const MESSAGES: usize = 90;
+const MESSAGES: usize = 150;
 /// `leases.takeover_s`: how soon a process that died is taken over.
 const TAKEOVER_S: u64 = 4;
 const ALIAS: &str = "#irc_test_chat:localhost";
@@ -227,6 +227,21 @@ struct Seen {
     absences: Mutex<Vec<Duration>>,
     /// The numbers of the Matrix messages relayed, in the order they came.
     relayed: Mutex<Vec<usize>>,
+    /// The numbers of bob's lines as the channel had them, in order, each with whether the
+    /// bridge's bot was there to hear it.
+    said: Mutex<Vec<(usize, bool)>>,
+}
+
+impl Seen {
+    /// Bob's lines the bot was there to hear, in order, and how many it was not.
+    fn heard(&self) -> (Vec<usize>, usize) {
+        let said = self.said.lock().unwrap();
+        let heard = said.iter().filter(|(_, by_bot)| *by_bot).map(|(n, _)| *n);
+        (
+            heard.collect(),
+            said.iter().filter(|(_, by_bot)| !by_bot).count(),
+        )
+    }
 }
 
 /// The number in `text` after `prefix` (`mx0042` → 42).
@@ -270,14 +285,21 @@ async fn watch(mut watcher: RawClient, mut ticker: RawClient, seen: Arc<Seen>) {
                     seen.relayed.lock().unwrap().push(n);
                 }
             }
+            "PRIVMSG" if line.nick == "bob" => {
+                if let Some(n) = number_after(line.param(1), "ix") {
+                    let present = seen.present.load(Ordering::SeqCst);
+                    seen.said.lock().unwrap().push((n, present));
+                }
+            }
             _ => {}
         }
     }
 }
 
-/// Bob says `ix<n>` for each `n` in `range`, a line every `pace`, only while the bridge's bot
-/// is in the channel: IRC keeps no history, so what is said while nobody of the bridge listens
-/// is not the bridge's to lose.
+/// Bob says `ix<n>` for each `n` in `range`, a line every `pace`, while the bridge's bot is in
+/// the channel: IRC keeps no history, so what is said while nobody of the bridge listens is not
+/// the bridge's to lose. (A line sent just as the bot leaves reaches the channel after it left:
+/// the watcher, who sees the channel in the server's order, tells those apart.)
 async fn bob_says(bob: &mut RawClient, seen: &Seen, range: std::ops::Range<usize>, pace: Duration) {
     for n in range {
         while !seen.present.load(Ordering::SeqCst) {
@@ -306,31 +328,32 @@ async fn bridged_lines(kim: &UserClient, room: &str) -> Vec<usize> {
         .collect()
 }
 
-/// Waits until both ways hold `0..count`, then checks they hold it exactly: once each, in
-/// order.
+/// Waits until kim's messages `0..count` reached IRC and bob's lines the bot heard (of
+/// `0..count`, all said by now) reached Matrix, then checks both exactly: once each, in order.
 async fn expect_all(kim: &UserClient, room: &str, seen: &Seen, count: usize, timeout: Duration) {
     let want: Vec<usize> = (0..count).collect();
     let started = Instant::now();
     loop {
         let relayed = seen.relayed.lock().unwrap().clone();
+        let (heard, unheard) = seen.heard();
         let lines = bridged_lines(kim, room).await;
-        if relayed.len() >= count && lines.len() >= count {
+        if relayed.len() >= count && heard.len() + unheard >= count && lines.len() >= heard.len() {
             assert_eq!(relayed, want, "Matrix → IRC: each once, in order");
-            assert_eq!(lines, want, "IRC → Matrix: each once, in order");
+            assert_eq!(lines, heard, "IRC → Matrix: each once, in order");
             return;
         }
+        let missing = |want: &[usize], got: &[usize]| -> Vec<usize> {
+            want.iter().filter(|n| !got.contains(n)).copied().collect()
+        };
         assert!(
             started.elapsed() < timeout,
-            "not everything arrived within {timeout:?}: Matrix → IRC {} of {count} (missing {:?}), \
-             IRC → Matrix {} of {count} (missing {:?})",
+            "not everything arrived within {timeout:?}: Matrix → IRC {} of {count} (missing \
+             {:?}), IRC → Matrix {} of {} (missing {:?})",
             relayed.len(),
-            want.iter()
-                .filter(|n| !relayed.contains(n))
-                .collect::<Vec<_>>(),
+            missing(&want, &relayed),
             lines.len(),
-            want.iter()
-                .filter(|n| !lines.contains(n))
-                .collect::<Vec<_>>(),
+            heard.len(),
+            missing(&heard, &lines),
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -415,7 +438,9 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     // The burst, both ways at once, while each process in turn goes: the matrix process is
     // killed and started again, then the holder of the bridge (`all`) and the next holder
     // (`connections`) are restarted cleanly.
-    let pace = Duration::from_millis(150);
+    // Below ngircd's pace, so that no backlog of bob's lines builds up on the server (it
+    // would reach the channel whenever, the bot there or not).
+    let pace = Duration::from_millis(350);
     let quarter = count / 4;
     let senders = async {
         tokio::join!(
@@ -448,7 +473,10 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     };
     tokio::join!(senders, disruptions);
     expect_all(&kim, &room, &seen, count, Duration::from_secs(180)).await;
-    // Each clean handover took the bot away for well under the takeover time.
+    // Each clean handover took the bot away for well under the takeover time, so that hardly
+    // any line was said while it was away.
+    let (_, unheard) = seen.heard();
+    assert!(unheard <= 4, "{unheard} lines said while the bot was away");
     let absences = seen.absences.lock().unwrap().clone();
     assert_eq!(absences.len(), 2, "the bot moved twice: {absences:?}");
     for absence in &absences {
@@ -465,7 +493,7 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     let killed = Instant::now();
     all.kill();
     let more = count + 10;
-    kim_says(&kim, &room, count..more, Duration::from_millis(50)).await;
+    kim_says(&kim, &room, count..more, Duration::from_millis(100)).await;
     wait_until(
         "the bot back after the holder died",
         Duration::from_secs(TAKEOVER_S + 20),
@@ -477,6 +505,6 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
         back_after < Duration::from_secs(TAKEOVER_S + 10),
         "taken over within the takeover time (and a connection's set-up): {back_after:?}"
     );
-    bob_says(&mut bob, &seen, count..more, Duration::from_millis(50)).await;
+    bob_says(&mut bob, &seen, count..more, pace).await;
     expect_all(&kim, &room, &seen, more, Duration::from_secs(60)).await;
 }

@@ -68,9 +68,17 @@ pub async fn run_bots(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     let clients = QuitOnDrop(clients);
     bridge.serve_stopping().await;
     drop(clients);
-    tasks.abort_all();
+    // What the bots heard before they quit is bridged still (the next holder's bots will not
+    // hear it): their events end with their connections.
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        tasks.abort_all();
+    }
     Ok(())
 }
+
+/// How long the bots' last events may take to be bridged once they quit.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The bots, told to quit when their service ends, however it ends: stopped, or dropped when
 /// another process took the bridge over (its lease lost), where they must not stay.

@@ -74,6 +74,11 @@
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`, `relay`, `double-puppet`; and a **provisioning API**
 //!   over HTTP with a shared secret for the same operations (and the bridge states).
+//! - **Several processes**: where processes share a PostgreSQL store (`docs/scaling.md`), the
+//!   logins' connections and the network's own ([`Network::serve`]) live in the one process
+//!   that holds the kit's service lease; the others hand it the events of portals and
+//!   management rooms through the store's handoff queue, in order, and another process takes
+//!   the connections over when it stops or dies (module `handoff`).
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).

@@ -187,3 +187,69 @@ impl Wakes {
         let _ = tokio::time::timeout(LOOK_EVERY, woken).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A failed unwrap is the test failing.
+
+    use super::*;
+
+    #[tokio::test]
+    async fn nothing_is_handed_over_on_sqlite() {
+        let store = Store::in_memory().await.unwrap();
+        assert!(store.handoff("as", "bridge").is_none());
+    }
+
+    #[tokio::test]
+    async fn items_come_in_order_once_each_and_go_when_done() {
+        let url = trestle_postgres_harness::fresh_database().await;
+        let store = Store::connect(&url).await.unwrap();
+        let queue = store.handoff("as", "bridge").unwrap();
+        let other = store.handoff("as", "elsewhere").unwrap();
+        let mut wakes = queue.wakes();
+        // The listener's first word (it may have missed notices) or a second's look.
+        wakes.next().await;
+        queue
+            .push("!a", "t1.0", "timeline", "{\"n\":1}")
+            .await
+            .unwrap();
+        // Woken by its own push (the listener skips this process's notices).
+        tokio::time::timeout(Duration::from_millis(500), wakes.next())
+            .await
+            .unwrap();
+        queue
+            .push("!b", "t1.1", "timeline", "{\"n\":2}")
+            .await
+            .unwrap();
+        queue
+            .push("!a", "t2.0", "ephemeral", "{\"n\":3}")
+            .await
+            .unwrap();
+        // Handed again after a crash: kept once.
+        queue
+            .push("!a", "t1.0", "timeline", "{\"n\":1}")
+            .await
+            .unwrap();
+        other.push("!a", "t9.0", "timeline", "{}").await.unwrap();
+        let items = queue.oldest(10).await.unwrap();
+        let seen: Vec<(&str, &str, &str)> = items
+            .iter()
+            .map(|i| (i.order_key.as_str(), i.kind.as_str(), i.payload.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("!a", "timeline", "{\"n\":1}"),
+                ("!b", "timeline", "{\"n\":2}"),
+                ("!a", "ephemeral", "{\"n\":3}"),
+            ]
+        );
+        assert_eq!(queue.depth().await.unwrap(), 3);
+        assert!(queue.waiting("!b").await.unwrap());
+        queue.done(items[1].seq).await.unwrap();
+        assert!(!queue.waiting("!b").await.unwrap());
+        assert!(queue.waiting("!a").await.unwrap());
+        assert_eq!(queue.oldest(1).await.unwrap(), vec![items[0].clone()]);
+        assert_eq!(other.depth().await.unwrap(), 1);
+    }
+}
