@@ -17,6 +17,8 @@ mod ngircd;
 #[allow(dead_code)]
 #[path = "../../bridges/irc/tests/support/raw.rs"]
 mod raw;
+#[path = "support/registration.rs"]
+mod registration;
 
 use std::{
     path::{Path, PathBuf},
@@ -31,6 +33,7 @@ use std::{
 use axum::{body::Bytes, extract::State, http::HeaderMap, response::IntoResponse};
 use ngircd::Ngircd;
 use raw::RawClient;
+use registration::registration_path;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
@@ -162,21 +165,6 @@ fn write_config(
          \x20         auto_connect: false\n          flood_burst: 10\n          flood_rate: 10\n"
     );
     std::fs::write(path, text).unwrap();
-}
-
-fn registration_path(config: &Path) -> PathBuf {
-    let output = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(["registration", "irc", "--path"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 /// A load balancer in front of the processes that take transactions: each request goes to the
@@ -393,7 +381,7 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
         &database,
         irc.port,
     );
-    let registration_file = registration_path(&all.config);
+    let registration_file = registration_path(&all.config, "irc");
     let registration = Registration::from_file(&registration_file).unwrap();
     let synapse = Synapse::start(std::slice::from_ref(&registration_file)).await;
     for process in [&all, &matrix, &connections] {
