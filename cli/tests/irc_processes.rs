@@ -499,6 +499,18 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     bob_says(&mut bob, &seen, count..more, pace).await;
     expect_all(&kim, &room, &seen, more, Duration::from_secs(60)).await;
 
+    // The holder shows what waits for it: nothing, now.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", connections.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("trestle_bridge_handoff_depth{appservice=\"irc\"} 0\n"),
+        "{metrics}"
+    );
+
     // The matrix process sent nothing to IRC itself: it handed kim's messages over.
     let logs = |role: &str| -> String {
         (1..=3)

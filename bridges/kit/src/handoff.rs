@@ -97,6 +97,14 @@ impl<N: Network> BridgeHandle<N> {
                     Vec::new()
                 }
             };
+            if let Ok(depth) = queue.depth().await {
+                app.set_gauge(
+                    "trestle_bridge_handoff_depth",
+                    "Matrix events handed to this process, which holds the bridge's connections, and not yet sent",
+                    &[],
+                    depth as f64,
+                );
+            }
             let busy = !items.is_empty();
             for item in items {
                 // Stopping: the item in hand was finished, the rest is the next holder's.
