@@ -8,8 +8,9 @@
 //! only once it is safe. The holder takes the rows in order, handles each as if it had
 //! received it, and deletes it. The holder handles what it receives itself, unless events of
 //! the same room still wait in the queue, which it must not pass. When the holder stops, the
-//! next one takes what is left; an event it had sent but not yet deleted when it died is
-//! found in the message map and not sent again.
+//! next one takes what is left; an event it had sent and mapped but not yet deleted when it
+//! died is found in the message map and not sent again (one it died while sending, before the
+//! network confirmed it, may be: docs/scaling.md).
 //!
 //! On SQLite one process does everything, nothing is handed over, and none of this runs.
 
