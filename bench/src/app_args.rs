@@ -22,6 +22,10 @@ pub struct AppArgs {
     /// directory (e.g. `sqlite::memory:`). The benchmark's figures use the default.
     #[arg(long)]
     pub database: Option<String>,
+    /// bench-echo only: the store's scope on a shared PostgreSQL database (its tables in the
+    /// schema `trestle_<scope>`), so runs on one database keep apart (`bench-scale`).
+    #[arg(long)]
+    pub scope: Option<String>,
     /// bench-echo only: `os-cache` (the default) or `disk`, the store's durability (see
     /// `docs/durability.md`).
     #[arg(long, default_value = "os-cache", value_parser = ["os-cache", "disk"])]

@@ -133,6 +133,21 @@ impl Homeserver {
         self.session.read_unpoisoned().clone()
     }
 
+    /// Serves the routes on a free port of 127.0.0.1, from a task of its own; returns the
+    /// homeserver's URL.
+    pub async fn serve_on_loopback(&self) -> Result<String, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let url = format!(
+            "http://{}",
+            listener.local_addr().map_err(|e| e.to_string())?
+        );
+        let router = self.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(url)
+    }
+
     /// The client-server API routes.
     pub fn router(&self) -> Router {
         const V3: &str = "/_matrix/client/v3";

@@ -3,7 +3,8 @@
 //! The benchmark of `docs/benchmarks.md` has three binaries: `bench` (the driver: it plays the
 //! homeserver and pushes transactions), `bench-echo` (the echo appservice on Trestle) and
 //! `null-appservice` (the least an appservice can do, the yardstick). The driver's parts live
-//! here as modules so they can be tested without a socket.
+//! here as modules so they can be tested without a socket. `bench-scale` uses them too, for
+//! `bench-echo` as several processes on one PostgreSQL database (`docs/scaling.md`).
 
 pub mod app_args;
 pub mod arrivals;

@@ -14,6 +14,11 @@ use serde_json::json;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
+#[path = "support/registration.rs"]
+mod registration;
+
+use registration::registration_path;
+
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 
 fn trestle(dir: &Path) -> Child {
@@ -53,18 +58,7 @@ fn configure(dir: &Path, homeserver: &str, port: u16) -> std::path::PathBuf {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .args(["registration", "echo", "--path"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    std::path::PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+    registration_path(&config, "echo")
 }
 
 async fn echoes(user: &UserClient, room: &str) -> Vec<String> {

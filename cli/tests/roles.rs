@@ -17,6 +17,11 @@ use serde_json::json;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, free_port};
 
+#[path = "support/registration.rs"]
+mod registration;
+
+use registration::registration_path;
+
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 
 struct Running(Child);
@@ -55,21 +60,6 @@ fn write_config(path: &Path, homeserver: &str, port: u16, public_port: u16, data
          \x20 notify: {{enabled: false}}\n  irc: {{enabled: false}}\n  xmpp: {{enabled: false}}\n"
     );
     std::fs::write(path, text).unwrap();
-}
-
-fn registration_path(config: &Path, plugin: &str) -> PathBuf {
-    let output = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(["registration", plugin, "--path"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 async fn wait_for_log(log: &Path, what: &str, timeout: Duration, found: impl Fn(&str) -> bool) {

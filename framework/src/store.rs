@@ -7,6 +7,7 @@
 
 mod cluster;
 mod conn;
+mod handoff;
 mod inbox;
 mod journal;
 mod leases;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use sqlx::{AnyPool, Executor, any::AnyPoolOptions};
 
 pub use cluster::{Cluster, LeaseInfo, ProcessInfo};
+pub use handoff::{Handed, Handoff, Wakes};
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::Parsed;

@@ -317,8 +317,20 @@ impl Incoming {
 }
 
 impl Incoming {
-    /// Reads an inbox row back. It was valid when stored, so failure means a damaged row.
-    pub(crate) fn from_stored(kind: &str, payload: &str) -> Result<Incoming, serde_json::Error> {
+    /// What kind of item this is, as stored: `timeline`, `ephemeral`, `to_device` or
+    /// `device_lists`; [`Incoming::from_stored`] reads it back with its JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Incoming::Timeline(_) => "timeline",
+            Incoming::Ephemeral(_) => "ephemeral",
+            Incoming::ToDevice(_) => "to_device",
+            Incoming::DeviceLists(_) => "device_lists",
+        }
+    }
+
+    /// Reads a stored item back from its [`Incoming::kind`] and JSON (an inbox row, or an item
+    /// a plugin stored). Failure means a damaged row.
+    pub fn from_stored(kind: &str, payload: &str) -> Result<Incoming, serde_json::Error> {
         let raw = RawValue::from_string(payload.to_owned())?;
         let unwrap = |r: ParseResult| r.map_err(|(_, e)| e);
         match kind {

@@ -105,7 +105,11 @@ async fn run(args: AppArgs) -> Result<(), String> {
         "disk" => Durability::Disk,
         _ => Durability::OsCache,
     };
-    let store = Store::connect_with(&url, StoreOptions::default().durability(durability))
+    let mut options = StoreOptions::default().durability(durability);
+    if let Some(scope) = &args.scope {
+        options = options.scope(scope);
+    }
+    let store = Store::connect_with(&url, options)
         .await
         .map_err(|e| e.to_string())?;
     let router = Router::new()

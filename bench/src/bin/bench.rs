@@ -549,15 +549,7 @@ async fn run(args: Args) -> Result<(), String> {
         println!("pinned: appservices on CPU {APP_CPU}, this driver on CPU {others}");
     }
     let homeserver = Homeserver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let homeserver_url = format!(
-        "http://{}",
-        listener.local_addr().map_err(|e| e.to_string())?
-    );
-    let router = homeserver.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let homeserver_url = homeserver.serve_on_loopback().await?;
     let mut driver = Driver {
         args,
         homeserver,

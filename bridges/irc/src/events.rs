@@ -26,8 +26,9 @@ mod puppet;
 
 pub use puppet::run_puppet;
 
-/// The bots' service: one connection per network, joined to the configured channels and every
-/// portal's, bridging what they hear until the appservice stops.
+/// The bots (the kit's `Network::serve`): one connection per network, joined to the
+/// configured channels and every portal's, bridging what they hear until the kit lets them go
+/// (after the appservice began to stop and the kit's event in hand was sent).
 pub async fn run_bots(bridge: Kit, app: Appservice) -> trestle::Result<()> {
     bridge
         .attach(&app)
@@ -64,12 +65,31 @@ pub async fn run_bots(bridge: Kit, app: Appservice) -> trestle::Result<()> {
             events,
         ));
     }
-    app.stopping().await;
-    for client in clients {
-        client.quit("bridge stopping");
+    let clients = QuitOnDrop(clients);
+    bridge.serve_stopping().await;
+    drop(clients);
+    // What the bots heard before they quit is bridged still (the next holder's bots will not
+    // hear it): their events end with their connections.
+    let drained = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        tasks.abort_all();
     }
-    tasks.abort_all();
     Ok(())
+}
+
+/// How long the bots' last events may take to be bridged once they quit.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The bots, told to quit when their service ends, however it ends: stopped, or dropped when
+/// another process took the bridge over (its lease lost), where they must not stay.
+struct QuitOnDrop(Vec<Client>);
+
+impl Drop for QuitOnDrop {
+    fn drop(&mut self) {
+        for client in &self.0 {
+            client.quit("bridge stopping");
+        }
+    }
 }
 
 async fn run_bot(

@@ -113,7 +113,6 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
         config = config.policy_list(list.clone());
     }
     let bridge = Bridge::new(hub::Hub::new(checked), config);
-    let handle = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     let topics = bridge.handle();
     Ok(bridge
@@ -122,10 +121,6 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
         .on_type("m.room.topic", move |topic| {
             let bridge = topics.clone();
             async move { events::matrix_topic(&bridge, topic).await }
-        })
-        .service("irc", move |app| {
-            let handle = handle.clone();
-            async move { events::run_bots(handle, app).await }
         }))
 }
 

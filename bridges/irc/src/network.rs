@@ -162,9 +162,13 @@ impl Network for Hub {
         let settings = self
             .network_settings(chat.network())
             .ok_or_else(|| BridgeError::NoPortal(format!("no IRC network {:?}", chat.network())))?;
-        // A portal is being made: the bot joins the channel so that it hears it.
-        if let ChatId::Channel { channel, network } = chat {
-            self.bot(network)?.join(channel);
+        // A portal is being made: the bot joins the channel so that it hears it. Where
+        // processes share the store the bot may live in another one (docs/scaling.md); it joins
+        // when the portal's first member's join is handed to it (`matrix_membership`).
+        if let ChatId::Channel { channel, network } = chat
+            && let Ok(bot) = self.bot(network)
+        {
+            bot.join(channel);
         }
         let name = match chat {
             ChatId::Channel { channel, .. } => channel.clone(),
@@ -262,6 +266,12 @@ impl Network for Hub {
     async fn disconnect(&self, connection: &Puppet) -> NetworkResult<()> {
         connection.client.quit("logged out");
         Ok(())
+    }
+
+    /// The bots, one per network: in the process that holds the bridge's logins, so that
+    /// relayed messages go out where they are heard.
+    async fn serve(&self, bridge: Kit, app: trestle::Appservice) -> NetworkResult<()> {
+        Ok(events::run_bots(bridge, app).await?)
     }
 
     fn login_covers(&self, login: &Login<Self>, chat: &ChatId) -> bool {

@@ -67,12 +67,26 @@ impl<N: Network> BridgeHandle<N> {
             .migrated
             .get_or_try_init(|| async {
                 self.store_of(app).migrate().await?;
-                // Here rather than in the kit's service: whichever starts first (a network's
-                // own connections may), the gates are closed before its first live message.
+                // Here rather than in the kit's service: whichever starts first (a login
+                // connected by a command may), the gates are closed before its first live
+                // message. Where processes share the store, the one that takes the kit's
+                // service over catches up instead: only it hears the network.
+                if Self::handoff_queue(app).is_some() {
+                    return Ok(());
+                }
                 self.start_catch_up().await
             })
             .await?;
         Ok(())
+    }
+
+    /// Completes when the network's own connections ([`Network::serve`]) are to close: once
+    /// the appservice stops and the event in hand was sent through them. Use it rather than
+    /// [`Appservice::stopping`] in `serve`.
+    pub async fn serve_stopping(&self) {
+        let mut stop = self.shared.serve_stop.subscribe();
+        // An error means the kit is gone, which is a stop too.
+        let _ = stop.wait_for(|stop| *stop).await;
     }
 
     pub(crate) fn store_of(&self, app: &Appservice) -> BridgeStore {

@@ -76,6 +76,11 @@
 //! - **Management room**: a room with the bot per user, with `help`, `login`, `logout`,
 //!   `link`, `unlink`, `list`, `status`, `relay`, `double-puppet`; and a **provisioning API**
 //!   over HTTP with a shared secret for the same operations (and the bridge states).
+//! - **Several processes**: where processes share a PostgreSQL store (`docs/scaling.md`), the
+//!   logins' connections and the network's own ([`Network::serve`]) live in the one process
+//!   that holds the kit's service lease; the others hand it the events of portals and
+//!   management rooms through the store's handoff queue, in order, and another process takes
+//!   the connections over when it stops or dies (module `handoff`).
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).
@@ -95,6 +100,7 @@ mod direct;
 pub mod double_puppet;
 mod error;
 mod handle;
+mod handoff;
 mod history;
 mod login;
 mod matrix;
@@ -115,7 +121,7 @@ mod upgrade;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock, atomic::AtomicBool},
 };
 
 use ruma::{OwnedRoomId, OwnedUserId};
@@ -338,6 +344,9 @@ impl<N: Network> Bridge<N> {
             app: OnceLock::new(),
             migrated: tokio::sync::OnceCell::new(),
             connections: Mutex::new(Vec::new()),
+            holding: AtomicBool::new(false),
+            serve_stop: tokio::sync::watch::Sender::new(false),
+            in_hand: Arc::new(tokio::sync::RwLock::new(())),
             portal_lock: tokio::sync::Mutex::new(()),
             typing: Mutex::new(HashMap::new()),
             quiet: Mutex::new(HashSet::new()),
@@ -362,7 +371,10 @@ impl<N: Network> Bridge<N> {
 
     /// The router of the bridge: Matrix events of portals and management rooms, the alias and
     /// user queries, the provisioning API (`/provision/v1/…`) and a service that connects the
-    /// stored logins on start and disconnects them on stop. Add the bridge's own routes and
+    /// stored logins and runs the network's own connections ([`Network::serve`]) on start and
+    /// disconnects them on stop. Where processes share a PostgreSQL store that service runs in
+    /// one process at a time ([`Router::singleton`]), and the others hand it the events that
+    /// reach the network (docs/scaling.md). Add the bridge's own routes and
     /// hooks (`thirdparty`, …) to it. The kit never bridges events of the appservice's own
     /// users, whatever `own_events` says; handlers of the bridge's own would see them with it
     /// on.
@@ -397,7 +409,7 @@ impl<N: Network> Bridge<N> {
             .web(move |app| {
                 provision::routes(web.clone(), app.clone()).merge(media::routes(web.clone(), app))
             })
-            .service("bridge", move |app| {
+            .singleton("bridge", move |app| {
                 let bridge = service.clone();
                 async move { Ok(bridge.run(app).await?) }
             })
@@ -416,6 +428,13 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) migrated: tokio::sync::OnceCell<()>,
     /// Live connections by (Matrix user, login id).
     pub(crate) connections: Mutex<Vec<LiveConnection<N>>>,
+    /// Whether this process runs the kit's service, so holds the logins' connections: where
+    /// processes share the store, the others hand their events to it (module `handoff`).
+    pub(crate) holding: AtomicBool,
+    /// Set when the network's own connections are to close ([`BridgeHandle::serve_stopping`]).
+    pub(crate) serve_stop: tokio::sync::watch::Sender<bool>,
+    /// Read while an event is handled through the connections (module `handoff`).
+    pub(crate) in_hand: Arc<tokio::sync::RwLock<()>>,
     /// Held while a portal is made, so two joins of one alias make one room.
     pub(crate) portal_lock: tokio::sync::Mutex<()>,
     /// Who was typing in each portal at the last `m.typing`.

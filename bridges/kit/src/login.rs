@@ -1,7 +1,10 @@
 //! Logins (puppets): stored, connected on start, reconnected with back-off, their state told
 //! to their user in the management room.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 use trestle::sync::MutexExt;
 
 use ruma::{
@@ -17,6 +20,9 @@ use super::{
 };
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// How long each step of the kit's stop may take (the handed event in hand, the network's own
+/// connections' goodbyes): both within the framework's grace for services.
+pub(crate) const STOP_STEP: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(300);
 
 pub(crate) fn state_from_row(state: &str, reason: Option<String>) -> ConnectionState {
@@ -273,9 +279,16 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// The bridge's service: connects every stored login (retrying those that fail, with
-    /// back-off), then on stop disconnects them.
+    /// back-off) and runs the network's own connections, then on stop disconnects them. Where
+    /// processes share the store it runs in the one that holds its lease, which also takes the
+    /// events the others hand over (module `handoff`).
     pub(crate) async fn run(&self, app: Appservice) -> NetworkResult<()> {
         self.attach(&app).await?;
+        let _holding = Holding::start(self);
+        if Self::handoff_queue(&app).is_some() {
+            // Taking over: what the network said while nobody held its connections.
+            self.start_catch_up().await?;
+        }
         let rows = self.store()?.all_logins().await?;
         let mut tasks = tokio::task::JoinSet::new();
         for row in rows {
@@ -292,7 +305,28 @@ impl<N: Network> BridgeHandle<N> {
             let (bridge, app) = (self.clone(), app.clone());
             tasks.spawn(async move { bridge.connect_with_retry(app, login).await });
         }
+        let (network, handed) = (self.clone(), self.clone());
+        let (serving, taking) = (app.clone(), app.clone());
+        let _ = self.shared.serve_stop.send(false);
+        // Sets of their own: dropped with this future (a lost lease), they are cut too.
+        let mut own = tokio::task::JoinSet::new();
+        own.spawn(async move {
+            if let Err(error) = network.network().serve(network.clone(), serving).await {
+                tracing::error!(%error, "the network's own connections failed");
+            }
+        });
+        let mut taking_handed = tokio::task::JoinSet::new();
+        taking_handed.spawn(async move { handed.take_handed(&taking).await });
         app.stopping().await;
+        // The events in hand (handed, or received here) are finished through the connections,
+        // which close after them (the next holder would send them again); then the network's
+        // own say goodbye.
+        let _ = tokio::time::timeout(STOP_STEP, taking_handed.join_next()).await;
+        taking_handed.abort_all();
+        self.none_in_hand().await;
+        let _ = self.shared.serve_stop.send(true);
+        let _ = tokio::time::timeout(STOP_STEP, own.join_next()).await;
+        own.abort_all();
         tasks.abort_all();
         let live: Vec<_> = {
             let mut connections = self.shared.connections.lock_unpoisoned();
@@ -340,6 +374,28 @@ impl<N: Network> BridgeHandle<N> {
             }
             wait = (wait * 2).min(MAX_RETRY);
         }
+    }
+}
+
+/// Marks this process as the holder of the bridge's logins while the kit's service runs: set
+/// at its start, cleared when it ends however it ends (stopped, or dropped on a lost lease),
+/// and the connections of the logins it held are let go then.
+struct Holding<'a, N: Network>(&'a BridgeHandle<N>);
+
+impl<'a, N: Network> Holding<'a, N> {
+    fn start(bridge: &'a BridgeHandle<N>) -> Self {
+        bridge.shared.holding.store(true, Ordering::SeqCst);
+        Holding(bridge)
+    }
+}
+
+impl<N: Network> Drop for Holding<'_, N> {
+    fn drop(&mut self) {
+        self.0.shared.holding.store(false, Ordering::SeqCst);
+        // Left only when the service was dropped unfinished: another process may hold them
+        // now, so these must not speak.
+        self.0.shared.connections.lock_unpoisoned().clear();
+        self.0.connections_changed();
     }
 }
 

@@ -32,8 +32,22 @@ pub(crate) async fn on_event<N: Network>(
     app: Appservice,
 ) -> Result<(), BridgeError> {
     bridge.attach(&app).await?;
+    let _in_hand = bridge.in_hand().await;
+    if bridge.hand_off(&app, &ctx).await? {
+        return Ok(());
+    }
+    handle_incoming(&bridge, &app, ctx.incoming()).await
+}
+
+/// What the kit does with an event, in the process that holds the bridge's logins: the one
+/// that received it, or the one it was handed to (module `handoff`).
+pub(crate) async fn handle_incoming<N: Network>(
+    bridge: &BridgeHandle<N>,
+    app: &Appservice,
+    incoming: &Incoming,
+) -> Result<(), BridgeError> {
     // A portal left for a policy list's rule: its typing and receipts stay here too.
-    if let Incoming::Ephemeral(ephemeral) = ctx.incoming()
+    if let Incoming::Ephemeral(ephemeral) = incoming
         && ephemeral
             .room_id
             .as_deref()
@@ -41,7 +55,7 @@ pub(crate) async fn on_event<N: Network>(
     {
         return Ok(());
     }
-    let event = match ctx.incoming() {
+    let event = match incoming {
         Incoming::Timeline(event) => event,
         Incoming::Ephemeral(typing) if typing.event_type == "m.typing" => {
             return unsupported_is_fine(bridge.on_typing(typing).await, &typing.event_type);
@@ -72,7 +86,7 @@ pub(crate) async fn on_event<N: Network>(
             let store = bridge.store()?;
             let owner = store.management_owner(event.room_id.as_str()).await?;
             if owner.as_deref() == Some(event.sender.as_str()) {
-                commands::handle(&bridge, event, &json).await
+                commands::handle(bridge, event, &json).await
             } else {
                 bridge.on_message(event, &json).await
             }

@@ -123,6 +123,20 @@ pub trait Network: Send + Sync + Sized + 'static {
         async { Ok(()) }
     }
 
+    /// Optional: the network's own connections, which no login owns (a bot's, one per
+    /// network; a component's), run until the appservice stops. The kit's service runs it
+    /// beside the logins' connections, so that where processes share a PostgreSQL store they
+    /// all live in the one process that holds the bridge's service and sends what Matrix users
+    /// say (docs/scaling.md); a process taking over starts it anew. Nothing unless written.
+    fn serve(
+        &self,
+        bridge: BridgeHandle<Self>,
+        app: trestle::Appservice,
+    ) -> impl Future<Output = NetworkResult<()>> + Send {
+        let _ = (bridge, app);
+        async { Ok(()) }
+    }
+
     /// Whether `login` can speak in `chat` (a login of one IRC network cannot speak on
     /// another). The first connected login of the sender for which this holds sends their
     /// messages (waited for while it connects); a sender with no such login is spoken for by

@@ -110,7 +110,7 @@ impl Users {
                 self.joined.lock_unpoisoned().clear();
                 self.registered.lock().await.clear();
             }
-            Notice::LeaseFreed => {}
+            Notice::LeaseFreed | Notice::Handed { .. } => {}
         }
     }
 

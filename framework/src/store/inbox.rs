@@ -27,14 +27,14 @@ pub struct NewInboxItem {
 impl NewInboxItem {
     /// `item`, the `index`th of its transaction, as an inbox row.
     pub(crate) fn from_incoming(item: &Incoming, index: usize) -> Self {
-        let (kind, payload) = match item {
-            Incoming::Timeline(e) => ("timeline", e.json.get().to_owned()),
-            Incoming::Ephemeral(e) => ("ephemeral", e.json.get().to_owned()),
-            Incoming::ToDevice(e) => ("to_device", e.json.get().to_owned()),
-            // Serialising maps of strings and numbers cannot fail.
-            Incoming::DeviceLists(d) => {
-                ("device_lists", serde_json::to_string(d).unwrap_or_default())
-            }
+        let kind = item.kind();
+        let payload = match item.json() {
+            Some(json) => json.get().to_owned(),
+            // Device lists: serialising maps of strings and numbers cannot fail.
+            None => match item {
+                Incoming::DeviceLists(d) => serde_json::to_string(d).unwrap_or_default(),
+                _ => String::new(),
+            },
         };
         NewInboxItem {
             queue_key: item.queue_key().map(|r| r.to_string()).unwrap_or_default(),

@@ -25,6 +25,8 @@ pub(crate) enum Notice {
     Membership { room: String, user: String },
     /// What the store records of the ghost `user` (registration, profile) changed.
     Ghost { user: String },
+    /// Work was handed to the holder of `queue` (`store/handoff.rs`).
+    Handed { queue: String },
     /// The listening connection was lost and opened again: notices may have been missed in
     /// between, so what they would have said is to be assumed.
     Missed,
@@ -36,6 +38,7 @@ impl Notice {
             Notice::LeaseFreed => format!("{origin}\tlease"),
             Notice::Membership { room, user } => format!("{origin}\tmember\t{room}\t{user}"),
             Notice::Ghost { user } => format!("{origin}\tghost\t{user}"),
+            Notice::Handed { queue } => format!("{origin}\thanded\t{queue}"),
             Notice::Missed => format!("{origin}\tmissed"),
         }
     }
@@ -53,6 +56,9 @@ impl Notice {
             },
             ("ghost", Some(user), None) => Notice::Ghost {
                 user: user.to_owned(),
+            },
+            ("handed", Some(queue), None) => Notice::Handed {
+                queue: queue.to_owned(),
             },
             _ => return None,
         };
@@ -105,6 +111,15 @@ impl Store {
             sender
         });
         Some(sender.subscribe())
+    }
+
+    /// Tells this process's own listeners `notice`, which its listening connection skips
+    /// (it came from here): for what a holder in this process waits for too.
+    pub(crate) fn tell_here(&self, notice: &Notice) {
+        if let Some(sender) = self.notices.as_ref().and_then(|n| n.sender.get()) {
+            // No receiver is fine: nobody here waits.
+            let _ = sender.send(notice.clone());
+        }
     }
 
     /// Tells the other processes on this database `notice`. A notice that cannot be sent is
@@ -210,6 +225,9 @@ mod tests {
             member,
             Notice::Ghost {
                 user: "@g:x".into(),
+            },
+            Notice::Handed {
+                queue: "bridge".into(),
             },
         ] {
             let payload = notice.encode("me");

@@ -1,0 +1,159 @@
+//! Where processes share a PostgreSQL store (docs/scaling.md): a bridge's logins, and the
+//! network's own connections, live in one process, the holder of the kit's service lease;
+//! the Matrix events that reach the network are sent from there.
+//!
+//! A process that does not hold the lease (a `matrix`-role one, or an `all` one standing by)
+//! handles a portal's or a management room's event by handing it over: a row in the store's
+//! handoff queue, committed before the handler returns, so the inbox marks the event done
+//! only once it is safe. The holder takes the rows in order, handles each as if it had
+//! received it, and deletes it. The holder handles what it receives itself, unless events of
+//! the same room still wait in the queue, which it must not pass. When the holder stops, the
+//! next one takes what is left; an event it had sent and mapped but not yet deleted when it
+//! died is found in the message map and not sent again (one it died while sending, before the
+//! network confirmed it, may be: docs/scaling.md).
+//!
+//! On SQLite one process does everything, nothing is handed over, and none of this runs.
+
+use std::sync::atomic::Ordering;
+
+use trestle::{Appservice, router::EventContext, store::Handoff, transaction::Incoming};
+
+use super::{BridgeHandle, Network, NetworkResult, matrix::handle_incoming};
+
+/// The handoff queue of the kit's events, in each appservice's store.
+const QUEUE: &str = "bridge";
+
+/// How many handed events the holder reads at a time.
+const BATCH: i64 = 100;
+
+impl<N: Network> BridgeHandle<N> {
+    /// The kit's handoff queue, where processes share the store.
+    pub(crate) fn handoff_queue(app: &Appservice) -> Option<Handoff> {
+        app.store().handoff(&app.registration().id, QUEUE)
+    }
+
+    /// Hands the event of `ctx` to the holder of the bridge's logins, unless this process is
+    /// that holder and nothing of its room waits. Returns whether it was handed over.
+    pub(crate) async fn hand_off(
+        &self,
+        app: &Appservice,
+        ctx: &EventContext,
+    ) -> NetworkResult<bool> {
+        let incoming = ctx.incoming();
+        let Some(queue) = Self::handoff_queue(app) else {
+            return Ok(false);
+        };
+        let Some(json) = incoming.json() else {
+            return Ok(false);
+        };
+        let order_key = incoming
+            .queue_key()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        // A holder that stops hands over too: its connections are closing.
+        if self.shared.holding.load(Ordering::SeqCst)
+            && !app.is_stopping()
+            && !queue.waiting(&order_key).await?
+        {
+            return Ok(false);
+        }
+        queue
+            .push(
+                &order_key,
+                ctx.idempotency_key(),
+                incoming.kind(),
+                json.get(),
+            )
+            .await?;
+        tracing::debug!(order_key, "handed to the process that holds the logins");
+        Ok(true)
+    }
+
+    /// Held while an event is handled here, through the connections: the kit's service lets
+    /// them close only once every event in hand is done (or after a short wait).
+    pub(crate) async fn in_hand(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.shared.in_hand.clone().read_owned().await
+    }
+
+    /// Waits (a little) until no event is in hand: none starts after the appservice began to
+    /// stop, since a stopping holder hands them over.
+    pub(crate) async fn none_in_hand(&self) {
+        let _ = tokio::time::timeout(super::login::STOP_STEP, self.shared.in_hand.write()).await;
+    }
+
+    /// The holder's side: handles the handed events in order until the appservice stops (or
+    /// the future is dropped, the lease lost). An event that fails is logged and not tried
+    /// again, as the inbox does with a handler's error.
+    pub(crate) async fn take_handed(&self, app: &Appservice) {
+        let Some(queue) = Self::handoff_queue(app) else {
+            return;
+        };
+        loop {
+            // Subscribed before looking, so that a push in between wakes us.
+            let mut wakes = queue.wakes();
+            let items = match queue.oldest(BATCH).await {
+                Ok(items) => items,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the handed events");
+                    Vec::new()
+                }
+            };
+            if let Ok(depth) = queue.depth().await {
+                app.set_gauge(
+                    "trestle_bridge_handoff_depth",
+                    "Matrix events handed to this process, which holds the bridge's connections, and not yet sent",
+                    &[],
+                    depth as f64,
+                );
+            }
+            let busy = !items.is_empty();
+            for item in items {
+                // Stopping: the item in hand was finished, the rest is the next holder's.
+                if app.is_stopping() {
+                    return;
+                }
+                self.handle_handed(app, &item.kind, &item.payload).await;
+                if let Err(error) = queue.done(item.seq).await {
+                    // Left in the queue: done again, which the message map makes harmless
+                    // for messages.
+                    tracing::warn!(%error, seq = item.seq, "could not forget a handed event");
+                }
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = wakes.next() => {}
+                () = app.stopping() => return,
+            }
+        }
+    }
+
+    async fn handle_handed(&self, app: &Appservice, kind: &str, payload: &str) {
+        let incoming = match Incoming::from_stored(kind, payload) {
+            Ok(incoming) => incoming,
+            Err(error) => {
+                tracing::error!(%error, kind, "a handed event does not read back; dropped");
+                return;
+            }
+        };
+        if let Incoming::Timeline(event) = &incoming {
+            // Sent by a holder that died before it could forget it.
+            match self.store() {
+                Ok(store) => match store.remote_for_event(event.event_id.as_str()).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(event_id = %event.event_id, "a handed event was sent already");
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "could not look up a handed event"),
+                },
+                Err(error) => tracing::warn!(%error, "could not look up a handed event"),
+            }
+        }
+        let _in_hand = self.in_hand().await;
+        if let Err(error) = handle_incoming(self, app, &incoming).await {
+            tracing::warn!(%error, kind, "a handed event could not be bridged");
+        }
+    }
+}
