@@ -171,6 +171,17 @@ impl Rule {
             .as_deref()
             .is_some_and(|hash| hash == sha256_base64(text))
     }
+
+    /// Whether this (server) rule matches the server name `server`: names are not
+    /// case-sensitive, and a hashed rule matches the hash of the name in lower case.
+    pub fn matches_server(&self, server: &str) -> bool {
+        let server = server.to_ascii_lowercase();
+        if self.entity.is_empty() {
+            self.matches(&server)
+        } else {
+            glob::matches(&self.entity.to_ascii_lowercase(), &server)
+        }
+    }
 }
 
 /// The unpadded standard base64 of the SHA-256 of `entity`: how MSC4205 names an entity in a
@@ -326,17 +337,9 @@ impl PolicySet {
     /// The first server rule banning `server` (server names are not case-sensitive; a hashed
     /// rule matches the hash of the name in lower case).
     pub fn server_rule(&self, server: &str) -> Option<&Rule> {
-        let server = server.to_ascii_lowercase();
         self.rules
             .iter()
-            .filter(|r| r.kind == Kind::Server)
-            .find(|r| {
-                if r.entity.is_empty() {
-                    r.matches(&server)
-                } else {
-                    glob::matches(&r.entity.to_ascii_lowercase(), &server)
-                }
-            })
+            .find(|r| r.kind == Kind::Server && r.matches_server(server))
     }
 
     /// The first room rule banning the room `room_id` or any of its `aliases`: what a plugin
@@ -389,10 +392,9 @@ impl PolicySet {
         let mut deny = self.server_denies(own_server);
         for server in seen {
             let server = server.to_ascii_lowercase();
-            let hashed_ban = self
-                .rules
-                .iter()
-                .any(|r| r.kind == Kind::Server && r.entity.is_empty() && r.matches(&server));
+            let hashed_ban = self.rules.iter().any(|r| {
+                r.kind == Kind::Server && r.entity.is_empty() && r.matches_server(&server)
+            });
             if hashed_ban && server != own {
                 deny.push(server);
             }

@@ -91,11 +91,40 @@ impl Moderation {
         if app.is_own_user(user) {
             return false;
         }
-        let rule = self.model().rules.user_rule(user.as_str()).cloned();
-        let Some(rule) = rule else {
+        let Some(rule) = self.ban_rule(app, user) else {
             return false;
         };
         self.ban_for_rule(app, room, user, &rule).await
+    }
+
+    /// The rule that bans `user` from protected rooms: a user rule, or a server rule on their
+    /// server — never on the bot's own server, which no server rule touches (as in the ACL:
+    /// a glob such as `*.example.org` would otherwise ban every local user).
+    fn ban_rule(&self, app: &Appservice, user: &UserId) -> Option<Rule> {
+        let model = self.model();
+        model.rules.user_rule(user.as_str()).cloned().or_else(|| {
+            let server = user.server_name().as_str();
+            if server.eq_ignore_ascii_case(app.server_name().as_str()) {
+                return None;
+            }
+            model.rules.server_rule(server).cloned()
+        })
+    }
+
+    /// Whether `rule` bans `user` (see [`Moderation::ban_rule`]).
+    fn rule_bans(app: &Appservice, rule: &Rule, user: &UserId) -> bool {
+        if app.is_own_user(user) {
+            return false;
+        }
+        match rule.kind {
+            Kind::User => rule.matches(user.as_str()),
+            Kind::Server => {
+                let server = user.server_name().as_str();
+                !server.eq_ignore_ascii_case(app.server_name().as_str())
+                    && rule.matches_server(server)
+            }
+            Kind::Room => false,
+        }
     }
 
     async fn ban_for_rule(
@@ -240,7 +269,7 @@ impl Moderation {
 
     async fn rule_added(&self, app: &Appservice, rule: &Rule) -> Result<()> {
         match rule.kind {
-            Kind::User => {
+            Kind::User | Kind::Server => {
                 for room in self.protected_rooms() {
                     let users = match members(app, &room).await {
                         Ok(users) => users,
@@ -254,15 +283,13 @@ impl Moderation {
                         }
                     };
                     for user in users {
-                        if !app.is_own_user(&user) && rule.matches(user.as_str()) {
+                        if Self::rule_bans(app, rule, &user) {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
                     }
-                }
-            }
-            Kind::Server => {
-                for room in self.protected_rooms() {
-                    self.update_acl(app, &room).await?;
+                    if rule.kind == Kind::Server {
+                        self.update_acl(app, &room).await?;
+                    }
                 }
             }
             Kind::Room => {
@@ -325,14 +352,15 @@ impl Moderation {
     /// A rule was removed (or replaced): lifts what it did, unless another rule still says so.
     pub async fn rule_gone(&self, app: &Appservice, rule: &Rule) -> Result<()> {
         match rule.kind {
-            Kind::User => {
+            Kind::User | Kind::Server => {
                 let db = self.db(app).await?;
                 for ban in db.bans_for(&rule.list, &rule.label()).await? {
                     let why = format!("rule {} was removed from {}", rule.label(), rule.list);
                     self.lift_ban(app, ban, &why).await?;
                 }
-            }
-            Kind::Server => {
+                if rule.kind == Kind::User {
+                    return Ok(());
+                }
                 for room in self.protected_rooms() {
                     self.update_acl(app, &room).await?;
                 }
@@ -357,7 +385,9 @@ impl Moderation {
     /// ([`Moderation::lift_stale_bans`]) tries again.
     async fn lift_ban(&self, app: &Appservice, ban: Ban, why: &str) -> Result<()> {
         let db = self.db(app).await?;
-        let still = self.model().rules.user_rule(&ban.user_id).cloned();
+        let still = UserId::parse(&ban.user_id)
+            .ok()
+            .and_then(|user| self.ban_rule(app, &user));
         if let Some(other) = still {
             if other.list != ban.list_room || other.label() != ban.entity {
                 db.record_ban(&Ban {

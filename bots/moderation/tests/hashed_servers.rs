@@ -1,7 +1,7 @@
-//! Hashed server rules (MSC4205) in a protected room's server ACL, with two Synapses federating
-//! on loopback: a hash names no server, so the bot denies a server once it sees it in the room
-//! (a member joining from it, or one there when the rule comes), and lifts the denial when the
-//! rule goes.
+//! Server rules beyond the ACL, and hashed ones (MSC4205) in it, with two Synapses federating on
+//! loopback: a member from a banned server is banned; a hash names no server, so the bot denies
+//! a server once it sees it in the room (a member joining from it, or one there when the rule
+//! comes); both are lifted when the rule goes.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -111,7 +111,8 @@ async fn hashed_server_rules_deny_servers_once_seen_and_lift_when_gone() {
     bot_says(&admin, &bot, &management, "Added a hashed server ban rule").await;
     assert!(denied(&admin, &square).await.is_empty());
 
-    // Eve joins from B over federation: the bot sees her server, which the hash matches.
+    // Eve joins from B over federation: the bot sees her server, which the hash matches; it
+    // denies the server and bans her (the server rule acts beyond the ACL).
     let eve = b.register_user("eve", "password-1234").await;
     assert_eq!(eve.join(&format!("#square:{server_a}")).await, square);
     acl_becomes(&admin, &square, &[&server_b]).await;
@@ -122,17 +123,98 @@ async fn hashed_server_rules_deny_servers_once_seen_and_lift_when_gone() {
         &format!("now denies: {server_b}"),
     )
     .await;
+    membership_becomes(&admin, &bot, &square, &eve.user_id, "ban").await;
 
-    // The rule goes: the denial is lifted.
+    // The rule goes: the denial and the ban are lifted.
     admin
         .send_text(&management, &format!("!unban {server_b}"))
         .await;
     bot_says(&admin, &bot, &management, "Removed the rule").await;
     acl_becomes(&admin, &square, &[]).await;
+    membership_becomes(&admin, &bot, &square, &eve.user_id, "leave").await;
 
-    // The rule comes back while Eve is in the room: her server is denied at once.
+    // A plain rule for B's server while Eve is in the room again: she is banned and her server
+    // denied at once; the rule's going lifts both.
+    assert_eq!(eve.join(&square).await, square);
     admin
-        .send_text(&management, &format!("!ban --hashed {server_b} spam again"))
+        .send_text(&management, &format!("!ban {server_b} spam again"))
         .await;
     acl_becomes(&admin, &square, &[&server_b]).await;
+    membership_becomes_again(&admin, &bot, &square, &eve.user_id, "ban", 2).await;
+    admin
+        .send_text(&management, &format!("!unban {server_b}"))
+        .await;
+    acl_becomes(&admin, &square, &[]).await;
+    membership_becomes_again(&admin, &bot, &square, &eve.user_id, "leave", 2).await;
+
+    // A followed list's rule that matches the bot's own server bans none of its users, nor
+    // goes in the ACL (`!ban` refuses to write one; another list may hold one). A rule for B's
+    // server after it in the same list shows the first was read.
+    let local = h.synapse.register_user("local", "password-1234").await;
+    local.join(&square).await;
+    let list = admin
+        .create_room(json!({"name": "server list", "preset": "private_chat", "room_version": "12"}))
+        .await;
+    admin.invite(&list, &bot).await;
+    admin
+        .send_text(&management, &format!("!lists watch {list}"))
+        .await;
+    bot_says(&admin, &bot, &management, "Following").await;
+    let rule =
+        |entity: &str| json!({"entity": entity, "recommendation": "m.ban", "reason": "servers"});
+    admin
+        .send_state(&list, "m.policy.rule.server", "own", rule(&server_a))
+        .await;
+    admin
+        .send_state(&list, "m.policy.rule.server", "b", rule(&server_b))
+        .await;
+    acl_becomes(&admin, &square, &[&server_b]).await;
+    h.app.idle().await;
+    let members = admin.joined_members(&square).await;
+    assert!(members.contains(&local.user_id), "{members:?}");
+    assert!(members.contains(&admin.user_id), "{members:?}");
+}
+
+/// Waits until the bot has set `user`'s membership in `room` to `membership`.
+async fn membership_becomes(
+    admin: &UserClient,
+    bot: &str,
+    room: &str,
+    user: &str,
+    membership: &str,
+) {
+    membership_becomes_again(admin, bot, room, user, membership, 1).await;
+}
+
+/// Waits until the bot has set `user`'s membership in `room` to `membership` the `times`th time.
+async fn membership_becomes_again(
+    admin: &UserClient,
+    bot: &str,
+    room: &str,
+    user: &str,
+    membership: &str,
+    times: usize,
+) {
+    let started = Instant::now();
+    loop {
+        let set = admin
+            .messages(room)
+            .await
+            .iter()
+            .filter(|e| {
+                e["type"] == "m.room.member"
+                    && e["sender"] == bot
+                    && e["state_key"] == user
+                    && e["content"]["membership"] == membership
+            })
+            .count();
+        if set >= times {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the bot set {user}'s membership in {room} to {membership} {set} times, expected {times}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
