@@ -379,7 +379,7 @@ impl PolicySet {
         deny
     }
 
-    /// [`Rules::server_denies`], and each of `seen` that a hashed server rule matches. A hash
+    /// [`PolicySet::server_denies`], and each of `seen` that a hashed server rule matches. A hash
     /// names no server, so a hashed rule can deny only servers the caller knows of: those of a
     /// room's members, past and present, and those its ACL already denies (so that a denied
     /// server stays denied while its rule stands). Never `own_server`.
