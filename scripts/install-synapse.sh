@@ -14,10 +14,13 @@ venv="${TRESTLE_SYNAPSE_VENV:-$repo_root/.local/synapse-venv}"
 
 log() { echo "install-synapse: $*" >&2; }
 
+# The version installed, if the extras are there too (authlib: single sign-on through an OAuth
+# 2.0 / OpenID Connect provider, which the timeline's tests sign on with).
 installed_version() {
     [[ -x "$venv/bin/python" ]] || return 0
     "$venv/bin/python" - <<'PY' 2>/dev/null || true
 import importlib.metadata as m
+import authlib  # noqa: F401
 print(m.version("matrix-synapse"))
 PY
 }
@@ -50,9 +53,9 @@ if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -m pip --version >/dev/
     fi
 fi
 
-log "installing matrix-synapse==$SYNAPSE_VERSION into $venv (about 30 s)"
+log "installing matrix-synapse[oidc]==$SYNAPSE_VERSION into $venv (about 30 s)"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "matrix-synapse[oidc]==$SYNAPSE_VERSION" >&2
 
 got="$(installed_version)"
 if [[ "$got" != "$SYNAPSE_VERSION" ]]; then

@@ -3,7 +3,8 @@
 //! timeline's URL in `sso.client_whitelist` so that Synapse hands the login token straight back.
 //! Over plain HTTP: a callback carrying a login token is taken only in the browser that
 //! started that sign-on. In headless Chromium: the page offers single sign-on and no password
-//! form, and one click ends logged in.
+//! form, and one click ends logged in. The same click where Synapse's single sign-on is an
+//! OAuth 2.0 provider (a small one of the test harness), the kind most deployments use.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,7 @@ mod cdp;
 
 use reqwest::{StatusCode, header, redirect::Policy};
 use serde_json::{Value, json};
-use trestle_tests::{appservice::Harness, cas::CasServer, synapse::free_port};
+use trestle_tests::{appservice::Harness, cas::CasServer, oauth::OAuthServer, synapse::free_port};
 use trestle_timeline::{PLUGIN, Settings};
 
 /// Starts a sign-on as one browser would, following the redirects through Synapse and the CAS
@@ -232,4 +233,64 @@ async fn a_homeserver_without_single_sign_on_offers_only_passwords() {
     assert!(response.headers().get(header::SET_COOKIE).is_none());
     let error: Value = response.json().await.unwrap();
     assert_eq!(error["errcode"], "M_NOT_FOUND", "{error}");
+}
+
+#[tokio::test]
+async fn log_in_where_single_sign_on_is_an_oauth2_provider() {
+    let oauth = OAuthServer::start("dave", "Dave of OAuth").await;
+    let port = free_port();
+    let timeline = format!("http://127.0.0.1:{port}");
+    let extra = format!(
+        "{}password_config:\n  enabled: false\nsso:\n  client_whitelist:\n    - \"{timeline}/\"\n",
+        oauth.synapse_config()
+    );
+    let mut registration = PLUGIN.generate_registration(None, "localhost");
+    let harness = Harness::start_at(
+        &mut registration,
+        trestle_timeline::router(Settings::default()).unwrap(),
+        &extra,
+        port,
+        timeline.clone(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let flows: Value = get(&http, &format!("{timeline}/api/login/flows"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(flows, json!({ "password": false, "sso": true }));
+
+    // One click: the page, Synapse, the provider's authorization (Synapse's own session cookie
+    // kept by the browser between its redirect and its callback), and back, logged in.
+    let mut browser = cdp::Browser::start().await;
+    browser.navigate(&format!("{timeline}/")).await;
+    browser
+        .wait_for(
+            "the sign-on link",
+            "!document.getElementById('sso-login').hidden",
+        )
+        .await;
+    browser.click("#sso-button").await;
+    browser
+        .wait_for(
+            "the page logged in as Dave",
+            "!document.getElementById('app').hidden \
+             && sessionStorage.getItem('timeline.user') === '@dave:localhost'",
+        )
+        .await;
+    assert_eq!(browser.eval("location.search").await, json!(""));
+    assert_eq!((oauth.authorizations(), oauth.userinfos()), (1, 1));
+    // The session is Dave's, on the homeserver, with the name the provider gave.
+    let token = browser
+        .eval("sessionStorage.getItem('timeline.token')")
+        .await;
+    let dave = harness
+        .synapse
+        .client("@dave:localhost", token.as_str().unwrap());
+    assert_eq!(
+        dave.get_displayname("@dave:localhost").await.as_deref(),
+        Some("Dave of OAuth")
+    );
+    browser.close().await;
 }
