@@ -15,6 +15,7 @@ use std::{
     },
 };
 
+use crate::loopback::LoopbackServer;
 use axum::{
     Router,
     extract::{Query, State},
@@ -22,16 +23,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-
-use crate::synapse::free_port;
 
 /// A running CAS server; dropping it stops it.
 pub struct CasServer {
-    url: String,
+    server: LoopbackServer,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -54,40 +50,27 @@ impl CasServer {
             logins: AtomicUsize::new(0),
             validated: AtomicUsize::new(0),
         });
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let app = Router::new()
             .route("/login", get(login))
             .route("/proxyValidate", get(validate))
             .route("/serviceValidate", get(validate))
             .with_state(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
         CasServer {
-            url: format!("http://127.0.0.1:{port}"),
+            server: LoopbackServer::start(app).await,
             shared,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
     /// `http://127.0.0.1:PORT`, Synapse's `cas_config.server_url`.
     pub fn url(&self) -> &str {
-        &self.url
+        self.server.url()
     }
 
     /// The `cas_config` block of `homeserver.yaml` for this server.
     pub fn synapse_config(&self) -> String {
         format!(
             "cas_config:\n  enabled: true\n  server_url: \"{}\"\n  displayname_attribute: displayName\n",
-            self.url
+            self.server.url()
         )
     }
 
@@ -99,17 +82,6 @@ impl CasServer {
     /// How many tickets were validated successfully.
     pub fn validated(&self) -> usize {
         self.shared.validated.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CasServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

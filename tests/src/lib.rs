@@ -9,6 +9,7 @@
 pub mod appservice;
 pub mod bridge_checks;
 pub mod cas;
+pub mod loopback;
 pub mod oauth;
 /// A throwaway PostgreSQL server (a crate of its own, so that the framework's store tests use it too).
 pub use trestle_postgres_harness as postgres;

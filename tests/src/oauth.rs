@@ -16,6 +16,7 @@ use std::{
     },
 };
 
+use crate::loopback::LoopbackServer;
 use axum::{
     Form, Json, Router,
     extract::{Query, State},
@@ -24,9 +25,6 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
-use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-
-use crate::synapse::free_port;
 
 /// The client Synapse is registered as.
 const CLIENT_ID: &str = "synapse";
@@ -34,10 +32,8 @@ const CLIENT_SECRET: &str = "synapse-secret";
 
 /// A running OAuth 2.0 provider; dropping it stops it.
 pub struct OAuthServer {
-    url: String,
+    server: LoopbackServer,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -63,27 +59,14 @@ impl OAuthServer {
             authorizations: AtomicUsize::new(0),
             userinfos: AtomicUsize::new(0),
         });
-        let port = free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let app = Router::new()
             .route("/authorize", get(authorize))
             .route("/token", post(token))
             .route("/userinfo", get(userinfo))
             .with_state(shared.clone());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
         OAuthServer {
-            url: format!("http://127.0.0.1:{port}"),
+            server: LoopbackServer::start(app).await,
             shared,
-            stop: Some(stop),
-            task: Some(task),
         }
     }
 
@@ -91,7 +74,7 @@ impl OAuthServer {
     /// as Synapse's own docs advise for a provider on plain HTTP in tests: it lets the issuer be
     /// `http://`.
     pub fn synapse_config(&self) -> String {
-        let url = &self.url;
+        let url = self.server.url();
         format!(
             "oidc_providers:\n  - idp_id: oauth\n    idp_name: \"Test OAuth\"\n    \
              discover: false\n    skip_verification: true\n    issuer: \"{url}/\"\n    \
@@ -113,17 +96,6 @@ impl OAuthServer {
     /// How many times the user was read with a good access token.
     pub fn userinfos(&self) -> usize {
         self.shared.userinfos.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for OAuthServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 

@@ -75,14 +75,14 @@ async fn finish(http: &reqwest::Client, timeline: &str, cookie: &str) -> (Status
     (status, response.json().await.unwrap())
 }
 
-#[tokio::test]
-async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
-    let cas = CasServer::start("carol", "Carol of CAS").await;
+/// The timeline on a Synapse whose only login is the single sign-on `provider` configures
+/// (a block of `homeserver.yaml`), with the timeline's address in `sso.client_whitelist` so that
+/// Synapse hands the login token straight back: the harness and the timeline's URL.
+async fn start_sso_only(provider: &str) -> (Harness, String) {
     let port = free_port();
     let timeline = format!("http://127.0.0.1:{port}");
     let extra = format!(
-        "{}password_config:\n  enabled: false\nsso:\n  client_whitelist:\n    - \"{timeline}/\"\n",
-        cas.synapse_config()
+        "{provider}password_config:\n  enabled: false\nsso:\n  client_whitelist:\n    - \"{timeline}/\"\n"
     );
     let mut registration = PLUGIN.generate_registration(None, "localhost");
     let harness = Harness::start_at(
@@ -93,6 +93,27 @@ async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
         timeline.clone(),
     )
     .await;
+    (harness, timeline)
+}
+
+/// Clicks the page's sign-on link and waits until the page is back, logged in as `user`.
+async fn click_sign_on(browser: &mut cdp::Browser, user: &str) {
+    browser.click("#sso-button").await;
+    browser
+        .wait_for(
+            &format!("the page logged in as {user}"),
+            &format!(
+                "!document.getElementById('app').hidden \
+                 && sessionStorage.getItem('timeline.user') === '{user}'"
+            ),
+        )
+        .await;
+}
+
+#[tokio::test]
+async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
+    let cas = CasServer::start("carol", "Carol of CAS").await;
+    let (harness, timeline) = start_sso_only(&cas.synapse_config()).await;
     let http = reqwest::Client::builder()
         .redirect(Policy::none())
         .build()
@@ -181,15 +202,8 @@ async fn log_in_where_the_homeserver_offers_only_single_sign_on() {
             .await,
         json!(true)
     );
-    browser.click("#sso-button").await;
     // Through Synapse and CAS and back: the page, with Carol's session in it.
-    browser
-        .wait_for(
-            "the page logged in as Carol",
-            "!document.getElementById('app').hidden \
-             && sessionStorage.getItem('timeline.user') === '@carol:localhost'",
-        )
-        .await;
+    click_sign_on(&mut browser, "@carol:localhost").await;
     assert_eq!(
         browser
             .eval("document.getElementById('whoami').textContent")
@@ -238,21 +252,7 @@ async fn a_homeserver_without_single_sign_on_offers_only_passwords() {
 #[tokio::test]
 async fn log_in_where_single_sign_on_is_an_oauth2_provider() {
     let oauth = OAuthServer::start("dave", "Dave of OAuth").await;
-    let port = free_port();
-    let timeline = format!("http://127.0.0.1:{port}");
-    let extra = format!(
-        "{}password_config:\n  enabled: false\nsso:\n  client_whitelist:\n    - \"{timeline}/\"\n",
-        oauth.synapse_config()
-    );
-    let mut registration = PLUGIN.generate_registration(None, "localhost");
-    let harness = Harness::start_at(
-        &mut registration,
-        trestle_timeline::router(Settings::default()).unwrap(),
-        &extra,
-        port,
-        timeline.clone(),
-    )
-    .await;
+    let (harness, timeline) = start_sso_only(&oauth.synapse_config()).await;
     let http = reqwest::Client::new();
     let flows: Value = get(&http, &format!("{timeline}/api/login/flows"), None)
         .await
@@ -271,14 +271,7 @@ async fn log_in_where_single_sign_on_is_an_oauth2_provider() {
             "!document.getElementById('sso-login').hidden",
         )
         .await;
-    browser.click("#sso-button").await;
-    browser
-        .wait_for(
-            "the page logged in as Dave",
-            "!document.getElementById('app').hidden \
-             && sessionStorage.getItem('timeline.user') === '@dave:localhost'",
-        )
-        .await;
+    click_sign_on(&mut browser, "@dave:localhost").await;
     assert_eq!(browser.eval("location.search").await, json!(""));
     assert_eq!((oauth.authorizations(), oauth.userinfos()), (1, 1));
     // The session is Dave's, on the homeserver, with the name the provider gave.
