@@ -175,12 +175,19 @@ impl Rule {
     /// Whether this (server) rule matches the server name `server`: names are not
     /// case-sensitive, and a hashed rule matches the hash of the name in lower case.
     pub fn matches_server(&self, server: &str) -> bool {
-        let server = server.to_ascii_lowercase();
-        if self.entity.is_empty() {
-            self.matches(&server)
-        } else {
-            glob::matches(&self.entity.to_ascii_lowercase(), &server)
+        self.matches_server_hashed(&server.to_ascii_lowercase(), &mut None)
+    }
+
+    /// [`Rule::matches_server`] for a name already in lower case, its hash made at most once
+    /// in `hash` however many rules a caller asks about it.
+    fn matches_server_hashed(&self, server: &str, hash: &mut Option<String>) -> bool {
+        if !self.entity.is_empty() {
+            return glob::matches(&self.entity.to_ascii_lowercase(), server);
         }
+        let Some(wanted) = self.sha256.as_deref() else {
+            return false;
+        };
+        wanted == hash.get_or_insert_with(|| sha256_base64(server)).as_str()
     }
 }
 
@@ -337,9 +344,11 @@ impl PolicySet {
     /// The first server rule banning `server` (server names are not case-sensitive; a hashed
     /// rule matches the hash of the name in lower case).
     pub fn server_rule(&self, server: &str) -> Option<&Rule> {
+        let server = server.to_ascii_lowercase();
+        let mut hash = None;
         self.rules
             .iter()
-            .find(|r| r.kind == Kind::Server && r.matches_server(server))
+            .find(|r| r.kind == Kind::Server && r.matches_server_hashed(&server, &mut hash))
     }
 
     /// The first room rule banning the room `room_id` or any of its `aliases`: what a plugin
@@ -392,8 +401,11 @@ impl PolicySet {
         let mut deny = self.server_denies(own_server);
         for server in seen {
             let server = server.to_ascii_lowercase();
+            let mut hash = None;
             let hashed_ban = self.rules.iter().any(|r| {
-                r.kind == Kind::Server && r.entity.is_empty() && r.matches_server(&server)
+                r.kind == Kind::Server
+                    && r.entity.is_empty()
+                    && r.matches_server_hashed(&server, &mut hash)
             });
             if hashed_ban && server != own {
                 deny.push(server);

@@ -324,8 +324,9 @@ impl Moderation {
         }
         self.model().protected.push(room.to_string());
         let missing = crate::enforce::missing_powers(app, &room).await?;
-        let banned = self.ban_listed_members(app, &room).await?;
-        self.update_acl(app, &room).await?;
+        let members = crate::enforce::Members::of(app, &room).await?;
+        let banned = self.ban_listed_members(app, &room, &members).await;
+        self.update_acl_among(app, &room, &members).await?;
         let warning = if missing.is_empty() {
             String::new()
         } else {

@@ -34,42 +34,50 @@ struct MemberContent {
     membership: String,
 }
 
-/// Every member event in `room`'s current state: present members and past ones (left,
-/// banned).
-async fn member_events(app: &Appservice, room: &RoomId) -> Result<Vec<MemberEvent>> {
-    let response = app
-        .client()
-        .send(
-            get_member_events::v3::Request::new(room.to_owned()),
-            AppserviceUserIdentity::default(),
-        )
-        .await?;
-    Ok(response
-        .chunk
-        .iter()
-        .filter_map(|raw| serde_json::from_str::<MemberEvent>(raw.json().get()).ok())
-        .collect())
+/// Every member event in a room's current state: present members and past ones (left,
+/// banned), read once for both the bans and the ACL that a rule asks for.
+pub struct Members(Vec<MemberEvent>);
+
+impl Members {
+    /// Reads `room`'s member events.
+    pub async fn of(app: &Appservice, room: &RoomId) -> Result<Members> {
+        let response = app
+            .client()
+            .send(
+                get_member_events::v3::Request::new(room.to_owned()),
+                AppserviceUserIdentity::default(),
+            )
+            .await?;
+        Ok(Members(
+            response
+                .chunk
+                .iter()
+                .filter_map(|raw| serde_json::from_str::<MemberEvent>(raw.json().get()).ok())
+                .collect(),
+        ))
+    }
+
+    /// The users who are joined, invited or knocking.
+    pub fn present(&self) -> Vec<OwnedUserId> {
+        self.0
+            .iter()
+            .filter(|m| matches!(m.content.membership.as_str(), "join" | "invite" | "knock"))
+            .filter_map(|m| UserId::parse(&m.state_key).ok())
+            .collect()
+    }
 }
 
 /// The users in `room` who are joined, invited or knocking.
 pub async fn members(app: &Appservice, room: &RoomId) -> Result<Vec<OwnedUserId>> {
-    Ok(member_events(app, room)
-        .await?
-        .into_iter()
-        .filter(|m| matches!(m.content.membership.as_str(), "join" | "invite" | "knock"))
-        .filter_map(|m| UserId::parse(m.state_key).ok())
-        .collect())
+    Ok(Members::of(app, room).await?.present())
 }
 
-/// The servers a hashed server rule may deny in `room`: those of its members, past and present,
-/// and those its ACL denies already (see [`trestle_policy::PolicySet::server_denies_among`]).
-async fn servers_seen(
-    app: &Appservice,
-    room: &RoomId,
-    acl: Option<&Value>,
-) -> Result<BTreeSet<String>> {
-    let mut seen: BTreeSet<String> = member_events(app, room)
-        .await?
+/// The servers a hashed server rule may deny in a room: those of its `members`, past and
+/// present, and those its ACL denies already (see
+/// [`trestle_policy::PolicySet::server_denies_among`]).
+fn servers_seen(members: &Members, acl: Option<&Value>) -> BTreeSet<String> {
+    let mut seen: BTreeSet<String> = members
+        .0
         .iter()
         .filter_map(|m| UserId::parse(&m.state_key).ok())
         .map(|user| user.server_name().as_str().to_owned())
@@ -81,7 +89,7 @@ async fn servers_seen(
         .flatten()
         .filter_map(Value::as_str);
     seen.extend(denied.map(str::to_owned));
-    Ok(seen)
+    seen
 }
 
 impl Moderation {
@@ -204,21 +212,27 @@ impl Moderation {
         format!("; takedown: redacted {redacted} of their events")
     }
 
-    /// Bans every member of `room` that a user rule matches.
-    pub async fn ban_listed_members(&self, app: &Appservice, room: &RoomId) -> Result<usize> {
+    /// Bans every one of `members` (of `room`) that a rule bans.
+    pub async fn ban_listed_members(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        members: &Members,
+    ) -> usize {
         let mut banned = 0;
-        for user in members(app, room).await? {
+        for user in members.present() {
             if self.ban_if_listed(app, room, &user).await {
                 banned += 1;
             }
         }
-        Ok(banned)
+        banned
     }
 
     /// Applies every rule to `room`: bans and the server ACL.
     pub async fn enforce_room(&self, app: &Appservice, room: &RoomId) -> Result<()> {
-        self.ban_listed_members(app, room).await?;
-        self.update_acl(app, room).await
+        let members = Members::of(app, room).await?;
+        self.ban_listed_members(app, room, &members).await;
+        self.update_acl_among(app, room, &members).await
     }
 
     /// Applies every rule to every protected room; errors are reported per room.
@@ -271,8 +285,8 @@ impl Moderation {
         match rule.kind {
             Kind::User | Kind::Server => {
                 for room in self.protected_rooms() {
-                    let users = match members(app, &room).await {
-                        Ok(users) => users,
+                    let members = match Members::of(app, &room).await {
+                        Ok(members) => members,
                         Err(error) => {
                             self.report(
                                 app,
@@ -282,13 +296,13 @@ impl Moderation {
                             continue;
                         }
                     };
-                    for user in users {
+                    for user in members.present() {
                         if Self::rule_bans(app, rule, &user) {
                             self.ban_for_rule(app, &room, &user, rule).await;
                         }
                     }
                     if rule.kind == Kind::Server {
-                        self.update_acl(app, &room).await?;
+                        self.update_acl_among(app, &room, &members).await?;
                     }
                 }
             }
@@ -435,9 +449,20 @@ impl Moderation {
     /// changes anything: the globs of plain rules, and the servers seen in the room that a
     /// hashed rule matches. Other servers stay allowed; the bot's own server is never denied.
     pub async fn update_acl(&self, app: &Appservice, room: &RoomId) -> Result<()> {
+        let members = Members::of(app, room).await?;
+        self.update_acl_among(app, room, &members).await
+    }
+
+    /// [`Moderation::update_acl`] with `room`'s members already read.
+    pub async fn update_acl_among(
+        &self,
+        app: &Appservice,
+        room: &RoomId,
+        members: &Members,
+    ) -> Result<()> {
         let _guard = self.acl_guard().await;
         let current = server_acl(app, room).await?;
-        let seen = servers_seen(app, room, current.as_ref()).await?;
+        let seen = servers_seen(members, current.as_ref());
         let deny = self
             .model()
             .rules
