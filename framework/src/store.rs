@@ -329,24 +329,19 @@ impl Store {
     pub(crate) async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
         let items_before = now_ms() - keep_items.as_millis() as i64;
         let txns_before = now_ms() - keep_txn_ids.as_millis() as i64;
-        // SQLite keeps no index on the times (see migration 0003): rows go in the order they
-        // arrive, so the oldest are found by walking from the first row to the first recent
-        // one. The newest inbox row always stays, which keeps seqs from being handed out again.
-        let (inbox, transactions) = match self.backend {
-            Backend::Sqlite => (
+        // SQLite keeps no index on the times (see migration 0003): inbox rows go in the order
+        // they arrive, so the oldest are found by walking from the first row to the first
+        // recent one. The newest inbox row always stays, which keeps seqs from being handed out
+        // again. Transactions are kept by name alone (migration 0005), so they are read through.
+        let inbox = match self.backend {
+            Backend::Sqlite => {
                 "DELETE FROM inbox WHERE done_at < $1 AND seq < COALESCE(
                      (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
-                     (SELECT MAX(seq) FROM inbox))",
-                "DELETE FROM transactions WHERE rowid < COALESCE(
-                     (SELECT rowid FROM transactions WHERE received_at >= $1
-                      ORDER BY rowid LIMIT 1),
-                     (SELECT MAX(rowid) + 1 FROM transactions))",
-            ),
-            Backend::Postgres => (
-                "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
-                "DELETE FROM transactions WHERE received_at < $1",
-            ),
+                     (SELECT MAX(seq) FROM inbox))"
+            }
+            Backend::Postgres => "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
         };
+        let transactions = "DELETE FROM transactions WHERE received_at < $1";
         let statements = [
             (inbox, items_before),
             (

@@ -71,6 +71,20 @@ async fn pruning_forgets_what_is_old_and_done_and_keeps_the_rest(store: Store) {
 }
 
 #[tokio::test]
+async fn transaction_names_are_kept_in_the_one_b_tree_of_their_key() {
+    let (_dir, store) = on_file().await;
+    // A rowid table with another primary key is two b-trees, and every received transaction
+    // wrote a page of each (migration 0005).
+    assert!(
+        sqlx::query("SELECT rowid FROM transactions")
+            .fetch_all(store.pool())
+            .await
+            .is_err()
+    );
+    pruning_forgets_what_is_old_and_done_and_keeps_the_rest(store).await;
+}
+
+#[tokio::test]
 async fn pruning_in_memory() {
     pruning_forgets_what_is_old_and_done_and_keeps_the_rest(Store::in_memory().await.unwrap())
         .await;
