@@ -58,7 +58,18 @@ impl PathInput for SinglePath {
 impl HomeserverClient {
     /// A client for the homeserver at `base_url` (e.g. `https://matrix.example.org`).
     pub fn new(base_url: impl Into<String>, as_token: impl Into<String>) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let base_url = base_url.into().trim_end_matches('/').to_owned();
+        let base = url::Url::parse(&base_url)
+            .map_err(|e| Error::Config(format!("homeserver URL `{base_url}`: {e}")))?;
+        let mut http = reqwest::Client::builder();
+        if base.scheme() == "http" {
+            // The client reaches nothing but the homeserver (no redirects, below), so over plain
+            // HTTP, the usual set-up beside the homeserver, it never needs the system's trust
+            // roots, whose reading and parsing were a tenth of the echo appservice's start
+            // (17.8 M of its instructions under callgrind).
+            http = http.tls_certs_only(std::iter::empty());
+        }
+        let http = http
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(120))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -80,9 +91,6 @@ impl HomeserverClient {
             ]),
             features: BTreeSet::new(),
         };
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
-        let base = url::Url::parse(&base_url)
-            .map_err(|e| Error::Config(format!("homeserver URL `{base_url}`: {e}")))?;
         Ok(HomeserverClient {
             inner: Arc::new(ClientInner {
                 http,
