@@ -1,6 +1,6 @@
 use sqlx::Row;
 
-use super::{Backlog, Store, now_ms};
+use super::{Backend, Backlog, Store, now_ms};
 use crate::{Result, transaction::Incoming};
 
 mod receive;
@@ -113,7 +113,7 @@ impl Store {
 
     /// Marks several items handled, in one statement.
     pub(crate) async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
-        mark_done(&mut *self.conn().await?, seqs).await
+        mark_done(&mut *self.conn().await?, self.backend, seqs).await
     }
 
     /// Queues that have unhandled items, oldest first.
@@ -151,21 +151,31 @@ impl Store {
     }
 }
 
-/// Marks items handled on `conn`, 500 to a statement.
-pub(super) async fn mark_done(conn: &mut sqlx::AnyConnection, seqs: &[i64]) -> Result<()> {
-    let now = now_ms();
-    for chunk in seqs.chunks(500) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-        let sql = format!(
-            "UPDATE inbox SET done_at = $1 WHERE seq IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for seq in chunk {
-            query = query.bind(*seq);
-        }
-        query.execute(&mut *conn).await?;
+/// Marks items handled on `conn`, in one statement whose text never changes: the seqs come as
+/// one JSON array. A statement written out per number of seqs was prepared again (on
+/// PostgreSQL, parsed and planned by the server) for nearly every flush of the write-behind.
+pub(super) async fn mark_done(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    seqs: &[i64],
+) -> Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
     }
+    let sql = match backend {
+        Backend::Sqlite => {
+            "UPDATE inbox SET done_at = $1 WHERE seq IN (SELECT value FROM json_each($2))"
+        }
+        Backend::Postgres => {
+            "UPDATE inbox SET done_at = $1 \
+             WHERE seq IN (SELECT jsonb_array_elements_text($2::jsonb)::bigint)"
+        }
+    };
+    sqlx::query(sql)
+        .bind(now_ms())
+        .bind(serde_json::to_string(seqs)?)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

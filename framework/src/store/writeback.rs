@@ -40,7 +40,7 @@ impl Store {
             return self.apply_script(writes).await;
         }
         let mut tx = self.begin().await?;
-        super::inbox::mark_done(&mut tx, &done_seqs(writes)).await?;
+        super::inbox::mark_done(&mut tx, self.backend, &done_seqs(writes)).await?;
         for write in writes {
             match write {
                 Write::Done(_) => {}

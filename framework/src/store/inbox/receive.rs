@@ -191,7 +191,7 @@ impl Store {
                 .await;
         }
         let mut tx = self.begin().await?;
-        mark_done(&mut tx, done).await?;
+        mark_done(&mut tx, self.backend, done).await?;
         // A new id is inserted; a known one is updated only if its digest differs, and then
         // `xmax` (the updating transaction) is set: a resend returns no row. One statement, so
         // that two processes given the same transaction store it once.
