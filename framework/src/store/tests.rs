@@ -85,6 +85,35 @@ async fn transaction_names_are_kept_in_the_one_b_tree_of_their_key() {
 }
 
 #[tokio::test]
+async fn ghosts_and_memberships_are_kept_in_the_one_b_tree_of_their_key() {
+    let (_dir, store) = on_file().await;
+    // Each registration and each join wrote to two b-trees before migration 0006.
+    for table in ["ghosts", "memberships"] {
+        assert!(
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT rowid FROM {table}")))
+                .fetch_all(store.pool())
+                .await
+                .is_err(),
+            "{table}"
+        );
+    }
+    store.set_ghost_registered("@g:x").await.unwrap();
+    store
+        .set_membership("!r:x", "@g:x", Membership::Join)
+        .await
+        .unwrap();
+    assert_eq!(store.registered_ghosts().await.unwrap(), ["@g:x"]);
+    assert_eq!(
+        store
+            .membership("!r:x", "@g:x")
+            .await
+            .unwrap()
+            .map(Membership::as_str),
+        Some("join")
+    );
+}
+
+#[tokio::test]
 async fn pruning_in_memory() {
     pruning_forgets_what_is_old_and_done_and_keeps_the_rest(Store::in_memory().await.unwrap())
         .await;
