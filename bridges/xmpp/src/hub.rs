@@ -3,12 +3,15 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    sync::{Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
 use tokio::{
-    sync::{Notify, mpsc, oneshot},
+    sync::{Notify, OwnedMutexGuard, mpsc, oneshot},
     task::JoinHandle,
 };
 use tokio_xmpp::{
@@ -85,6 +88,26 @@ pub struct OwnMessage {
     pub message: Message,
 }
 
+/// The component's queue while a connection holds it: what is left in it when the connection
+/// ends is dropped, since this process stopped holding the component and the next holder does
+/// what is still to do (a clean stop sends it first).
+pub struct Leftovers(pub OwnedMutexGuard<mpsc::UnboundedReceiver<Stanza>>);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let mut dropped = 0;
+        while self.0.try_recv().is_ok() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            tracing::info!(
+                dropped,
+                "stanzas left unsent when the component's connection ended"
+            );
+        }
+    }
+}
+
 impl Puppet {
     /// The puppet of `user`, whose JID is `jid`.
     pub fn new(user: OwnedUserId, jid: BareJid) -> NetworkResult<Self> {
@@ -137,9 +160,14 @@ pub struct Hub {
     /// The checked settings.
     pub cfg: Checked,
     out: mpsc::UnboundedSender<Stanza>,
-    queue: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    /// Locked by the component's connection while it runs, and given back when it ends, so
+    /// that this process finds it again if it holds the bridge again later.
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Stanza>>>,
+    /// Whether this process holds the component ([`Hub::hold`]): elsewhere nothing is queued,
+    /// since nothing would send it.
+    holds: AtomicBool,
     own_out: mpsc::UnboundedSender<OwnMessage>,
-    own_queue: Mutex<Option<mpsc::UnboundedReceiver<OwnMessage>>>,
+    own_queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<OwnMessage>>>,
     server_name: OnceLock<String>,
     rooms: Mutex<HashMap<BareJid, Room>>,
     changed: Notify,
@@ -185,9 +213,10 @@ impl Hub {
         Hub {
             cfg,
             out,
-            queue: Mutex::new(Some(queue)),
+            queue: Arc::new(tokio::sync::Mutex::new(queue)),
+            holds: AtomicBool::new(false),
             own_out,
-            own_queue: Mutex::new(Some(own_queue)),
+            own_queue: Arc::new(tokio::sync::Mutex::new(own_queue)),
             server_name: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -261,9 +290,23 @@ impl Hub {
         self.avatars.lock_unpoisoned()
     }
 
-    /// The queue of stanzas for the component's connection, taken once by whoever runs it.
-    pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Stanza>> {
-        self.queue.lock_unpoisoned().take()
+    /// The queue of stanzas for the component's connection, held by whoever runs it (waited
+    /// for while another run still holds it) and given back when the guard is dropped.
+    pub async fn take_queue(&self) -> OwnedMutexGuard<mpsc::UnboundedReceiver<Stanza>> {
+        self.queue.clone().lock_owned().await
+    }
+
+    /// Records whether this process holds the component: where processes share the store
+    /// (docs/scaling.md), only the holder of the kit's service sends to XMPP, and the others
+    /// hand it their events, so stanzas queued elsewhere would never go, or go late (when the
+    /// process holds the bridge again). One process alone on its store holds it throughout.
+    pub fn hold(&self, holds: bool) {
+        self.holds.store(holds, Ordering::SeqCst);
+    }
+
+    /// Whether this process holds the component.
+    pub fn holds(&self) -> bool {
+        self.holds.load(Ordering::SeqCst)
     }
 
     /// Where the connections of users' own accounts hand the messages they sent elsewhere.
@@ -271,14 +314,21 @@ impl Hub {
         self.own_out.clone()
     }
 
-    /// The messages users sent from their own XMPP clients, taken once by whoever bridges
-    /// them.
-    pub fn take_own_messages(&self) -> Option<mpsc::UnboundedReceiver<OwnMessage>> {
-        self.own_queue.lock_unpoisoned().take()
+    /// The messages users sent from their own XMPP clients, held by whoever bridges them
+    /// (`None` while held already) and given back when the guard is dropped.
+    pub fn take_own_messages(
+        &self,
+    ) -> Option<OwnedMutexGuard<mpsc::UnboundedReceiver<OwnMessage>>> {
+        self.own_queue.clone().try_lock_owned().ok()
     }
 
     /// Queues a stanza for the server; it waits there while the component is not connected.
+    /// Dropped in a process that does not hold the component ([`Hub::hold`]).
     pub fn send(&self, stanza: impl Into<Stanza>) {
+        if !self.holds() {
+            tracing::debug!("not sent to XMPP: another process holds the component");
+            return;
+        }
         // Only closed when the bridge stops, when nothing is sent any more.
         let _ = self.out.send(stanza.into());
     }
@@ -321,6 +371,18 @@ impl Hub {
         if let Some(presence) = stanzas::join(self.bot_jid(), room, &self.cfg.settings.bot_nick) {
             self.send(presence);
         }
+    }
+
+    /// Whether the bot's join of `room` is complete (its subject came).
+    pub fn bot_joined(&self, room: &BareJid) -> bool {
+        let rooms = self.rooms.lock_unpoisoned();
+        rooms.get(room).is_some_and(|state| state.joined)
+    }
+
+    /// Forgets who of ours is in which room, at the end of this process's turn with the
+    /// component: its JIDs left the rooms with its stream, and join again at its next turn.
+    pub fn forget_rooms(&self) {
+        self.rooms.lock_unpoisoned().clear();
     }
 
     /// Waits (up to `wait`) until the bot is in `room`, and answers its subject.
