@@ -12,6 +12,9 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
+#[path = "support/irc_config.rs"]
+mod irc_config;
+#[allow(dead_code)]
 #[path = "../../bridges/irc/tests/support/ngircd.rs"]
 mod ngircd;
 #[path = "support/processes.rs"]
@@ -23,7 +26,6 @@ mod raw;
 mod registration;
 
 use std::{
-    path::Path,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -31,6 +33,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use irc_config::{TAKEOVER_S, write_config};
 use ngircd::Ngircd;
 use processes::{Process, balancer};
 use raw::RawClient;
@@ -40,36 +43,8 @@ use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
 /// Each way, in the burst (see the module's documentation).
 const MESSAGES: usize = 150;
-/// `leases.takeover_s`: how soon a process that died is taken over.
-const TAKEOVER_S: u64 = 4;
 const ALIAS: &str = "#irc_test_chat:localhost";
 const BOB_GHOST: &str = "@irc_test_bob:localhost";
-
-/// A configuration with the IRC bridge alone on `database`, listening on `port`, reached by
-/// the homeserver through the balancer on `front`.
-fn write_config(
-    path: &Path,
-    homeserver: &str,
-    port: u16,
-    front: u16,
-    database: &str,
-    irc_port: u16,
-) {
-    let text = format!(
-        "homeserver:\n  server_name: localhost\n  url: {homeserver}\n\
-         listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{front}\n\
-         data_dir: data\ndatabase: {database}\n\
-         leases:\n  takeover_s: {TAKEOVER_S}\n\
-         plugins:\n  echo: {{enabled: false}}\n  timeline: {{enabled: false}}\n\
-         \x20 ping: {{enabled: false}}\n  moderation: {{enabled: false}}\n\
-         \x20 notify: {{enabled: false}}\n  xmpp: {{enabled: false}}\n\
-         \x20 irc:\n    enabled: true\n    settings:\n      delivery_status: false\n\
-         \x20     networks:\n        - name: test\n          host: 127.0.0.1\n\
-         \x20         port: {irc_port}\n          channels: [\"#chat\"]\n\
-         \x20         auto_connect: false\n          flood_burst: 10\n          flood_rate: 10\n"
-    );
-    std::fs::write(path, text).unwrap();
-}
 
 /// What the IRC side saw: the bridge bot's presence in `#chat` and the lines it relayed.
 #[derive(Default)]
