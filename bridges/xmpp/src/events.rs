@@ -44,19 +44,21 @@ use crate::{
 /// attached, the homeserver's name, the bridge's tables. One process alone on its store (not
 /// sharing it with others, docs/scaling.md) holds the component from here on.
 pub async fn setup(bridge: &Kit, app: &Appservice) -> trestle::Result<()> {
-    bridge
-        .attach(app)
-        .await
-        .map_err(|e| trestle::Error::Other(e.to_string()))?;
     let hub = bridge.network();
-    hub.set_server_name(app.server_name().as_str());
-    let store = XmppStore::open(app.store().clone(), app.registration().id.clone())
+    // Once: the bridge's tables are not made twice at the same time.
+    hub.ready
+        .get_or_try_init(|| async {
+            bridge.attach(app).await?;
+            hub.set_server_name(app.server_name().as_str());
+            let store = XmppStore::open(app.store().clone(), app.registration().id.clone()).await?;
+            hub.set_store(store);
+            if !bridge.shares_store(app) {
+                hub.hold(true);
+            }
+            Ok::<(), BridgeError>(())
+        })
         .await
         .map_err(|e| trestle::Error::Other(e.to_string()))?;
-    hub.set_store(store);
-    if !bridge.shares_store(app) {
-        hub.hold(true);
-    }
     Ok(())
 }
 

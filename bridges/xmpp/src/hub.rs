@@ -105,6 +105,9 @@ pub struct Hub {
     /// The bridge's tables, once the appservice started: what the two maps of messages above
     /// must keep across restarts.
     store: OnceLock<XmppStore>,
+    /// Set once this process is ready to bridge (module `events`): done once, whichever of
+    /// the plain service and the component's run starts first.
+    pub(crate) ready: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -140,6 +143,7 @@ impl Hub {
             granted: Mutex::new(HashMap::new()),
             presences: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
+            ready: tokio::sync::OnceCell::new(),
         }
     }
 
