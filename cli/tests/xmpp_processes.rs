@@ -95,31 +95,41 @@ async fn bot_in_room(alice: &mut XmppClient, room: &str) {
         .await;
 }
 
+/// One room and its portal, as bob and alice see them.
+struct Room<'a> {
+    /// The room's JID.
+    room: &'a str,
+    portal: &'a str,
+    /// bob's occupant in the room.
+    bob_occupant: &'a str,
+    /// alice's ghost in the portal.
+    alice_ghost: &'a str,
+}
+
 /// A message each way: bob's `mx<n>` reaches the room from his occupant, alice's `ix<n>` the
 /// portal from her ghost.
-#[allow(clippy::too_many_arguments)]
 async fn both_ways(
     n: usize,
     bob: &UserClient,
-    portal: &str,
     alice: &mut XmppClient,
-    room: &str,
-    bob_occupant: &str,
+    at: &Room<'_>,
     heard: &mut Vec<String>,
 ) {
-    bob.send_text(portal, &format!("mx{n}")).await;
-    alice_hears(alice, bob_occupant, heard, &format!("mx{n}")).await;
+    bob.send_text(at.portal, &format!("mx{n}")).await;
+    alice_hears(alice, at.bob_occupant, heard, &format!("mx{n}")).await;
     alice
         .say(
             MessageType::Groupchat,
-            room,
+            at.room,
             &format!("i{n}"),
             &format!("ix{n}"),
         )
         .await;
     let said = format!("ix{n}");
-    bob.wait_for_event(portal, WAIT, |e| {
-        e["type"] == "m.room.message" && e["sender"] == ALICE_GHOST && e["content"]["body"] == said
+    bob.wait_for_event(at.portal, WAIT, |e| {
+        e["type"] == "m.room.message"
+            && e["sender"] == at.alice_ghost
+            && e["content"]["body"] == said
     })
     .await;
 }
@@ -195,47 +205,50 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let mut heard = Vec::new();
-    both_ways(
-        1,
-        &bob,
-        &portal,
-        &mut alice,
-        &room,
-        &bob_occupant,
-        &mut heard,
-    )
-    .await;
+    let chat = Room {
+        room: &room,
+        portal: &portal,
+        bob_occupant: &bob_occupant,
+        alice_ghost: ALICE_GHOST,
+    };
+    both_ways(1, &bob, &mut alice, &chat, &mut heard).await;
 
     // The holder stops cleanly: `connections` takes the bridge over, and its component.
     all.stop().await;
     bot_in_room(&mut alice, &room).await;
     all.start();
     all.wait_live().await;
-    both_ways(
-        2,
-        &bob,
-        &portal,
-        &mut alice,
-        &room,
-        &bob_occupant,
-        &mut heard,
-    )
-    .await;
+    both_ways(2, &bob, &mut alice, &chat, &mut heard).await;
 
     // The holder (`connections`) dies: `all` takes over within the takeover time.
     tokio::time::sleep(Duration::from_secs(2)).await;
     connections.kill();
     bot_in_room(&mut alice, &room).await;
-    both_ways(
-        3,
-        &bob,
-        &portal,
-        &mut alice,
-        &room,
-        &bob_occupant,
-        &mut heard,
-    )
-    .await;
+    both_ways(3, &bob, &mut alice, &chat, &mut heard).await;
+
+    // A portal made by the matrix process (which got the alias query): the holder's bot joins
+    // its room at bob's join, and the conversation crosses there too.
+    let other = format!("other@{MUC}");
+    alice.join(&other, "alice").await;
+    let other_portal = bob.join(&format!("#xmpp_other_{MUC}:localhost")).await;
+    bot_in_room(&mut alice, &other).await;
+    let bob_elsewhere = format!("{other}/bob");
+    alice
+        .expect_presence("bob in the other room", |p| {
+            p.from
+                .as_ref()
+                .is_some_and(|f| f.to_string() == bob_elsewhere)
+        })
+        .await;
+    let mut heard_elsewhere = Vec::new();
+    let elsewhere = Room {
+        room: &other,
+        portal: &other_portal,
+        bob_occupant: &bob_elsewhere,
+        alice_ghost: "@xmpp_other=40conference.localhost=2falice:localhost",
+    };
+    both_ways(4, &bob, &mut alice, &elsewhere, &mut heard_elsewhere).await;
+    assert_eq!(heard_elsewhere, ["mx4"]);
 
     // Nothing twice, either way.
     bob.send_text(&portal, "mx-end").await;
@@ -272,6 +285,10 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
     for logs in [&all_logs, &connections_logs] {
         assert!(!logs.contains("no component connection to XMPP"), "{logs}");
     }
+    assert!(
+        matrix_logs.contains("made a portal chat=muc:other@conference.localhost"),
+        "{matrix_logs}"
+    );
     assert!(
         matrix_logs.contains("handed to the process that holds the logins"),
         "{matrix_logs}"

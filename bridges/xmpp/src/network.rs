@@ -211,9 +211,15 @@ impl Network for Hub {
                         "the XMPP bridge is not configured".into(),
                     ));
                 }
-                // A portal is being made: the bot joins the room so that it hears it.
-                self.bot_join(room);
-                let subject = self.joined(room, JOIN_WAIT).await;
+                // A portal is being made: the bot joins the room so that it hears it. Elsewhere
+                // than in the process that holds the component, it does at the portal's first
+                // member's join (`matrix_membership`), and the subject comes with it.
+                let subject = if self.holds() {
+                    self.bot_join(room);
+                    self.joined(room, JOIN_WAIT).await
+                } else {
+                    None
+                };
                 let name = room
                     .node()
                     .map(|n| n.to_string())
