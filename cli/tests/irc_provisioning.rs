@@ -23,7 +23,7 @@ mod registration;
 
 use std::time::Duration;
 
-use irc_config::{PROVISIONING_SECRET, write_config};
+use irc_config::{CONNECTION_WAIT_S, PROVISIONING_SECRET, write_config};
 use ngircd::Ngircd;
 use processes::{Process, balancer};
 use raw::RawClient;
@@ -132,6 +132,30 @@ async fn a_provisioning_login_on_the_matrix_process_connects_in_the_holder() {
         logs.contains("login handed to the process that holds the logins"),
         "{logs}"
     );
+    // Nobody holds the bridge: a login asked of the matrix process is answered, after the
+    // kit's connection wait, with a 503 saying so. It stays asked: the next holder connects it.
+    all.stop().await;
+    let lee = synapse.register_user("lee", "password-1234").await;
+    lee.join(ALIAS).await;
+    let (status, answer) = provision(
+        matrix.port,
+        "/irc/provision/v1/login?user_id=@lee:localhost",
+        json!({"fields": {"network": "test", "nick": "leeroy"}}),
+    )
+    .await;
+    assert_eq!(status, 503, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "did not connect the login within {CONNECTION_WAIT_S} s"
+        )),
+        "{answer}"
+    );
+    all.start();
+    watcher
+        .expect(|l| l.command == "JOIN" && l.nick == "leeroy")
+        .await;
+
     let bad = provision(
         matrix.port,
         "/irc/provision/v1/login?user_id=@kim:localhost",

@@ -197,17 +197,10 @@ impl<N: Network> BridgeHandle<N> {
                         login.id
                     )));
                 }
-                Some(stored) => match &stored.state {
-                    ConnectionState::Connecting => {}
-                    ConnectionState::Connected => return Ok(stored),
-                    other => {
-                        return Err(BridgeError::Remote(format!(
-                            "{}: {}",
-                            login.id,
-                            other.reason().unwrap_or(other.name())
-                        )));
-                    }
-                },
+                // Connected, then whatever the network said since: answered as where the login
+                // is connected here.
+                Some(stored) if stored.state != ConnectionState::Connecting => return Ok(stored),
+                Some(_) => {}
             }
             if Instant::now() >= deadline {
                 return Err(BridgeError::Retriable(format!(
@@ -246,6 +239,10 @@ impl<N: Network> BridgeHandle<N> {
                 return;
             }
         };
+        // Connected already: this holder found it stored when it took over.
+        if self.connection(&user, &request.login_id).is_some() {
+            return;
+        }
         let _in_hand = self.in_hand().await;
         if let Err(error) = self.start_login(login, request.automatic).await {
             tracing::info!(%error, %user, login_id = request.login_id, "a handed login did not connect");

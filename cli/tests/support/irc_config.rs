@@ -4,6 +4,9 @@ use std::path::Path;
 
 /// `leases.takeover_s`: how soon a process that died is taken over.
 pub const TAKEOVER_S: u64 = 4;
+/// `connection_wait`: how long a provisioning login waits for the holder (and a user's
+/// message for their connection).
+pub const CONNECTION_WAIT_S: u64 = 5;
 /// The provisioning API's secret.
 pub const PROVISIONING_SECRET: &str = "provisioning-secret";
 
@@ -29,7 +32,7 @@ pub fn write_config(
          \x20     networks:\n        - name: test\n          host: 127.0.0.1\n\
          \x20         port: {irc_port}\n          channels: [\"#chat\"]\n\
          \x20         auto_connect: false\n          flood_burst: 10\n          flood_rate: 10\n\
-         \x20     provisioning_secret: {PROVISIONING_SECRET}\n"
+         \x20     provisioning_secret: {PROVISIONING_SECRET}\n      connection_wait: {CONNECTION_WAIT_S}\n"
     );
     std::fs::write(path, text).unwrap();
 }
