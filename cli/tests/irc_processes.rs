@@ -12,8 +12,13 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
+#[path = "support/irc_config.rs"]
+mod irc_config;
+#[allow(dead_code)]
 #[path = "../../bridges/irc/tests/support/ngircd.rs"]
 mod ngircd;
+#[path = "support/processes.rs"]
+mod processes;
 #[allow(dead_code)]
 #[path = "../../bridges/irc/tests/support/raw.rs"]
 mod raw;
@@ -21,8 +26,6 @@ mod raw;
 mod registration;
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -30,180 +33,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{body::Bytes, extract::State, http::HeaderMap, response::IntoResponse};
+use irc_config::{TAKEOVER_S, write_config};
 use ngircd::Ngircd;
+use processes::{Process, balancer};
 use raw::RawClient;
 use registration::registration_path;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 /// Each way, in the burst (see the module's documentation).
 const MESSAGES: usize = 150;
-/// `leases.takeover_s`: how soon a process that died is taken over.
-const TAKEOVER_S: u64 = 4;
 const ALIAS: &str = "#irc_test_chat:localhost";
 const BOB_GHOST: &str = "@irc_test_bob:localhost";
-
-/// One `trestle run` process, killed when dropped.
-struct Process {
-    role: &'static str,
-    config: PathBuf,
-    log: PathBuf,
-    port: u16,
-    child: Option<Child>,
-    /// How many times it was started, for its log's name.
-    starts: usize,
-}
-
-impl Process {
-    fn new(dir: &Path, role: &'static str, port: u16) -> Process {
-        Process {
-            role,
-            config: dir.join(format!("{role}.yaml")),
-            log: dir.join(format!("{role}.log")),
-            port,
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let log = self.log.with_extension(format!("{}.log", self.starts));
-        let log = std::fs::File::create(log).unwrap();
-        self.child = Some(
-            Command::new(BIN)
-                .arg("--config")
-                .arg(&self.config)
-                .args(["run", "--role", self.role])
-                .env("RUST_LOG", "info,sqlx=warn,trestle_bridge::handoff=debug")
-                .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap(),
-        );
-    }
-
-    /// SIGKILL: it dies holding whatever it held.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// SIGTERM, and waits for it to exit (it hands over what it holds first).
-    async fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let signalled = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(signalled.success());
-        let started = Instant::now();
-        while child.try_wait().unwrap().is_none() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{} did not stop within 30 s",
-                self.role
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until it answers `/health/live`.
-    async fn wait_live(&self) {
-        let url = format!("http://127.0.0.1:{}/health/live", self.port);
-        let started = Instant::now();
-        loop {
-            if reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success())
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{} is not live within 60 s",
-                self.role
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A configuration with the IRC bridge alone on `database`, listening on `port`, reached by
-/// the homeserver through the balancer on `front`.
-fn write_config(
-    path: &Path,
-    homeserver: &str,
-    port: u16,
-    front: u16,
-    database: &str,
-    irc_port: u16,
-) {
-    let text = format!(
-        "homeserver:\n  server_name: localhost\n  url: {homeserver}\n\
-         listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{front}\n\
-         data_dir: data\ndatabase: {database}\n\
-         leases:\n  takeover_s: {TAKEOVER_S}\n\
-         plugins:\n  echo: {{enabled: false}}\n  timeline: {{enabled: false}}\n\
-         \x20 ping: {{enabled: false}}\n  moderation: {{enabled: false}}\n\
-         \x20 notify: {{enabled: false}}\n  xmpp: {{enabled: false}}\n\
-         \x20 irc:\n    enabled: true\n    settings:\n      delivery_status: false\n\
-         \x20     networks:\n        - name: test\n          host: 127.0.0.1\n\
-         \x20         port: {irc_port}\n          channels: [\"#chat\"]\n\
-         \x20         auto_connect: false\n          flood_burst: 10\n          flood_rate: 10\n"
-    );
-    std::fs::write(path, text).unwrap();
-}
-
-/// A load balancer in front of the processes that take transactions: each request goes to the
-/// first of them that answers, as a balancer's health checks would have it.
-async fn balancer(backends: Vec<u16>) -> u16 {
-    async fn forward(
-        State(backends): State<Arc<Vec<u16>>>,
-        method: axum::http::Method,
-        uri: axum::http::Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> axum::response::Response {
-        let client = reqwest::Client::new();
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        for port in backends.iter() {
-            let mut request = client
-                .request(method.clone(), format!("http://127.0.0.1:{port}{path}"))
-                .body(body.clone());
-            for name in ["authorization", "content-type"] {
-                if let Some(value) = headers.get(name) {
-                    request = request.header(name, value.clone());
-                }
-            }
-            if let Ok(response) = request.send().await {
-                let status = response.status();
-                let bytes = response.bytes().await.unwrap_or_default();
-                return (status, [("content-type", "application/json")], bytes).into_response();
-            }
-        }
-        axum::http::StatusCode::BAD_GATEWAY.into_response()
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new()
-        .fallback(forward)
-        .with_state(Arc::new(backends));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    port
-}
 
 /// What the IRC side saw: the bridge bot's presence in `#chat` and the lines it relayed.
 #[derive(Default)]

@@ -80,6 +80,23 @@ impl<N: Network> BridgeHandle<N> {
         Ok(())
     }
 
+    /// Whether processes share `app`'s store (PostgreSQL, docs/scaling.md): then the logins'
+    /// connections and the network's own live in the one process that holds the kit's
+    /// service ([`BridgeHandle::holds_connections`]); alone on its store, a process holds
+    /// everything.
+    pub fn shares_store(&self, app: &Appservice) -> bool {
+        Self::handoff_queue(app).is_some()
+    }
+
+    /// Whether this process holds the kit's service now, so the logins' connections and the
+    /// network's own ([`Network::serve`](super::Network::serve)): true from the start of the
+    /// service, before the stored logins connect, until it ends.
+    pub fn holds_connections(&self) -> bool {
+        self.shared
+            .holding
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Completes when the network's own connections ([`Network::serve`]) are to close: once
     /// the appservice stops and the event in hand was sent through them. Use it rather than
     /// [`Appservice::stopping`] in `serve`.

@@ -12,19 +12,45 @@
 //! died is found in the message map and not sent again (one it died while sending, before the
 //! network confirmed it, may be: docs/scaling.md).
 //!
+//! A login made where the bridge is not held (through the provisioning API of a `matrix`-role
+//! process) is handed over the same way: stored, connecting, then a request in the queue that
+//! the holder connects it; the process that took the request waits (a bounded time) for the
+//! login's state in the store, to answer whether it worked.
+//!
 //! On SQLite one process does everything, nothing is handed over, and none of this runs.
 
-use std::sync::atomic::Ordering;
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
 
+use serde::{Deserialize, Serialize};
 use trestle::{Appservice, router::EventContext, store::Handoff, transaction::Incoming};
 
-use super::{BridgeHandle, Network, NetworkResult, matrix::handle_incoming};
+use super::{
+    BridgeError, BridgeHandle, ConnectionState, Login, Network, NetworkResult,
+    matrix::handle_incoming, store::LoginRow,
+};
 
 /// The handoff queue of the kit's events, in each appservice's store.
 const QUEUE: &str = "bridge";
 
 /// How many handed events the holder reads at a time.
 const BATCH: i64 = 100;
+
+/// The kind of a handed request to connect a login (the others are Matrix events').
+const CONNECT_LOGIN: &str = "trestle.bridge.connect_login";
+
+/// How often a process waiting for the holder to connect a login looks at its state.
+const LOGIN_POLL: Duration = Duration::from_millis(200);
+
+/// A handed request to connect a login, stored already.
+#[derive(Serialize, Deserialize)]
+struct ConnectLogin {
+    user: String,
+    login_id: String,
+    automatic: bool,
+}
 
 impl<N: Network> BridgeHandle<N> {
     /// The kit's handoff queue, where processes share the store.
@@ -129,7 +155,104 @@ impl<N: Network> BridgeHandle<N> {
         }
     }
 
+    /// Where this process does not hold the bridge: stores `login` (connecting), hands the
+    /// holder the request to connect it, and waits until its state says whether it did (up to
+    /// [`BridgeConfig::connection_wait`](super::BridgeConfig::connection_wait)). A login the
+    /// holder could not connect is gone from the store: an error, as where it is connected
+    /// here. One not connected in time stays, and is connected when the holder gets to it (or
+    /// by the next holder).
+    pub(crate) async fn login_in_holder(
+        &self,
+        queue: &Handoff,
+        login: Login<N>,
+        quiet: bool,
+        row: LoginRow,
+    ) -> NetworkResult<Login<N>> {
+        self.store()?.upsert_login(&row).await?;
+        let request = ConnectLogin {
+            user: login.user.to_string(),
+            login_id: login.id.clone(),
+            automatic: quiet,
+        };
+        let sent = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        queue
+            .push(
+                &format!("login {}", login.user),
+                &format!("login {} {} {sent}", login.user, login.id),
+                CONNECT_LOGIN,
+                &serde_json::to_string(&request)?,
+            )
+            .await?;
+        tracing::debug!(user = %login.user, login_id = login.id, "login handed to the process that holds the logins");
+        let wait = Duration::from_secs(self.config().connection_wait.max(1));
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.stored_login(&login.user, &login.id).await? {
+                None => {
+                    return Err(BridgeError::Remote(format!(
+                        "{}: the login could not connect",
+                        login.id
+                    )));
+                }
+                // Connected, then whatever the network said since: answered as where the login
+                // is connected here.
+                Some(stored) if stored.state != ConnectionState::Connecting => return Ok(stored),
+                Some(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(BridgeError::Retriable(format!(
+                    "{}: the process that holds the bridge did not connect the login within {} s; \
+                     it is still to",
+                    login.id,
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(LOGIN_POLL).await;
+        }
+    }
+
+    /// The holder's side of [`BridgeHandle::login_in_holder`].
+    async fn connect_handed_login(&self, payload: &str) {
+        let request: ConnectLogin = match serde_json::from_str(payload) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(%error, "a handed login does not read back; dropped");
+                return;
+            }
+        };
+        let user = match ruma::UserId::parse(&request.user) {
+            Ok(user) => user,
+            Err(error) => {
+                tracing::error!(%error, user = request.user, "a handed login's user does not parse; dropped");
+                return;
+            }
+        };
+        // Gone: logged out meanwhile.
+        let login = match self.stored_login(&user, &request.login_id).await {
+            Ok(Some(login)) => login,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "could not read a handed login");
+                return;
+            }
+        };
+        // Connected already: this holder found it stored when it took over.
+        if self.connection(&user, &request.login_id).is_some() {
+            return;
+        }
+        let _in_hand = self.in_hand().await;
+        if let Err(error) = self.start_login(login, request.automatic).await {
+            tracing::info!(%error, %user, login_id = request.login_id, "a handed login did not connect");
+        }
+    }
+
     async fn handle_handed(&self, app: &Appservice, kind: &str, payload: &str) {
+        if kind == CONNECT_LOGIN {
+            return self.connect_handed_login(payload).await;
+        }
         let incoming = match Incoming::from_stored(kind, payload) {
             Ok(incoming) => incoming,
             Err(error) => {

@@ -80,7 +80,9 @@
 //!   logins' connections and the network's own ([`Network::serve`]) live in the one process
 //!   that holds the kit's service lease; the others hand it the events of portals and
 //!   management rooms through the store's handoff queue, in order, and another process takes
-//!   the connections over when it stops or dies (module `handoff`).
+//!   the connections over when it stops or dies (module `handoff`). A login made through the
+//!   provisioning API of another process is handed to the holder too, which connects it; the
+//!   answer waits for its state ([`BridgeHandle::holds_connections`]).
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).

@@ -82,7 +82,10 @@ impl<N: Network> BridgeHandle<N> {
     }
 
     /// Logs a Matrix user in: the network checks the request ([`Network::login`]), the login is
-    /// stored and connected. A login whose connection fails is not kept.
+    /// stored and connected. A login whose connection fails is not kept. Where processes share
+    /// the store and this one does not hold the bridge (docs/scaling.md), the login is
+    /// connected by the holder, and this waits for it (up to
+    /// [`BridgeConfig::connection_wait`](super::BridgeConfig::connection_wait)).
     pub async fn login(&self, request: LoginRequest) -> NetworkResult<Login<N>> {
         let user = request.user.clone();
         let quiet = request.automatic;
@@ -95,6 +98,24 @@ impl<N: Network> BridgeHandle<N> {
             data: new.data,
             state: ConnectionState::Connecting,
         };
+        if let Ok(app) = self.app()
+            && let Some(queue) = Self::handoff_queue(&app)
+            && !self.holds_connections()
+        {
+            let row = row_of(&login)?;
+            return self.login_in_holder(&queue, login, quiet, row).await;
+        }
+        self.start_login(login, quiet).await
+    }
+
+    /// Stores and connects a login the network accepted (in the process that holds the
+    /// bridge); a login whose connection fails is forgotten.
+    pub(crate) async fn start_login(
+        &self,
+        login: Login<N>,
+        quiet: bool,
+    ) -> NetworkResult<Login<N>> {
+        let user = login.user.clone();
         // A second login with the same id replaces the first.
         self.drop_connection(&user, &login.id).await;
         self.expect_connection(&user, &login.id);
@@ -118,6 +139,17 @@ impl<N: Network> BridgeHandle<N> {
         let mut logins = self.logins(&user).await?;
         logins.retain(|l| l.id == login.id);
         Ok(logins.pop().unwrap_or(login))
+    }
+
+    /// Looks a stored login up, for the holder connecting one another process stored.
+    pub(crate) async fn stored_login(
+        &self,
+        user: &UserId,
+        login_id: &str,
+    ) -> NetworkResult<Option<Login<N>>> {
+        let mut logins = self.logins(user).await?;
+        logins.retain(|l| l.id == login_id);
+        Ok(logins.pop())
     }
 
     /// Stores what changed of a login (its remote user and name, its data: a nick the server

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid, Jid},
@@ -21,7 +21,8 @@ use trestle::{
     ruma::{OwnedUserId, events::room::topic::RoomTopicEventContent},
 };
 use trestle_bridge::{
-    ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage, RemoteReaction, UserInfo,
+    BridgeError, ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage,
+    RemoteReaction, UserInfo,
 };
 
 use crate::{
@@ -39,31 +40,70 @@ use crate::{
     },
 };
 
-/// The bridge's service: attaches to the appservice, connects the component and handles what
-/// arrives, one stanza after the other (so that one message's copies, and a message and its
-/// correction, are bridged in order), until the appservice stops.
-pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
-    bridge
-        .attach(&app)
-        .await
-        .map_err(|e| trestle::Error::Other(e.to_string()))?;
+/// What every process needs before it bridges anything, whichever role it has: the kit
+/// attached, the homeserver's name, the bridge's tables. One process alone on its store (not
+/// sharing it with others, docs/scaling.md) holds the component from here on.
+pub async fn setup(bridge: &Kit, app: &Appservice) -> trestle::Result<()> {
     let hub = bridge.network();
-    hub.set_server_name(app.server_name().as_str());
-    let store = XmppStore::open(app.store().clone(), app.registration().id.clone())
+    // Once: the bridge's tables are not made twice at the same time.
+    hub.ready
+        .get_or_try_init(|| async {
+            bridge.attach(app).await?;
+            hub.set_server_name(app.server_name().as_str());
+            let store = XmppStore::open(app.store().clone(), app.registration().id.clone()).await?;
+            hub.set_store(store);
+            if !bridge.shares_store(app) {
+                hub.hold(true);
+            }
+            Ok::<(), BridgeError>(())
+        })
         .await
         .map_err(|e| trestle::Error::Other(e.to_string()))?;
-    hub.set_store(store);
-    let (Some(config), Some(queue)) = (hub.cfg.component.clone(), hub.take_queue()) else {
-        app.stopping().await;
+    Ok(())
+}
+
+/// The plain service every process runs (where its role runs services): [`setup`], then
+/// nothing until the appservice stops. The component is the kit's holder's ([`serve`]).
+pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
+    setup(&bridge, &app).await?;
+    app.stopping().await;
+    Ok(())
+}
+
+/// The component's connection, run by the kit in the one process that holds the bridge
+/// (`Network::serve`): connects the component and handles what arrives, one stanza after the
+/// other (so that one message's copies, and a message and its correction, are bridged in
+/// order), until the kit stops it; then what is queued is sent before the stream closes, so
+/// the next holder does not find it lost. Dropped (a lost lease), it lets go of the stream at
+/// once. Either way the queue is left for this process's next turn, empty.
+pub async fn serve(bridge: Kit, app: Appservice) -> NetworkResult<()> {
+    setup(&bridge, &app)
+        .await
+        .map_err(|e| BridgeError::Retriable(e.to_string()))?;
+    let hub = bridge.network();
+    let Some(config) = hub.cfg.component.clone() else {
+        bridge.serve_stopping().await;
         return Ok(());
     };
+    // A run cut short (a lost lease) gives it back as soon as its task is dropped.
+    let queue = tokio::time::timeout(QUEUE_WAIT, hub.take_queue())
+        .await
+        .map_err(|_| BridgeError::Retriable("the component's queue is still held".into()))?;
+    hub.hold(true);
+    let _holding = Holding(hub);
+    // Sets of their own: dropped with this future, they are cut too.
+    let (mut connection, mut tasks) = (tokio::task::JoinSet::new(), tokio::task::JoinSet::new());
     let (events_tx, mut received) = mpsc::unbounded_channel();
+    let (stop_tx, stop) = oneshot::channel();
     let delay = Duration::from_secs(hub.cfg.settings.reconnect_delay);
-    let connection = tokio::spawn(component::run(config, delay, queue, events_tx));
+    connection.spawn(async move {
+        let mut queue = hub::Leftovers(queue);
+        component::run(config, delay, &mut queue.0, events_tx, stop).await;
+    });
     // Archives' answers, and those to the bridge's other requests, are taken off the stream at
     // once: the stanzas handled in turn below may wait for history that waits for those answers.
     let (handled_tx, mut events) = mpsc::unbounded_channel();
-    let demux = tokio::spawn({
+    tasks.spawn({
         let bridge = bridge.clone();
         async move {
             while let Some(event) = received.recv().await {
@@ -86,7 +126,7 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
         }
     }
     let mut own = hub.take_own_messages();
-    let stopping = app.stopping();
+    let stopping = bridge.serve_stopping();
     tokio::pin!(stopping);
     loop {
         tokio::select! {
@@ -121,9 +161,27 @@ pub async fn run(bridge: Kit, app: Appservice) -> trestle::Result<()> {
             () = &mut stopping => break,
         }
     }
-    connection.abort();
-    demux.abort();
+    // What the last handled events queued goes out before the stream closes (the kit allows
+    // its stop a short while, after which this is dropped).
+    let _ = stop_tx.send(());
+    let _ = connection.join_next().await;
+    tasks.abort_all();
     Ok(())
+}
+
+/// How long a new run of the component waits for the queue a run cut short still holds.
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
+
+/// Marks the end of this process's turn with the component, however it ends: nothing more is
+/// queued here (what is left in the queue is dropped with the connection's task,
+/// [`hub::Leftovers`]).
+struct Holding<'a>(&'a hub::Hub);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        self.0.hold(false);
+        self.0.forget_rooms();
+    }
 }
 
 /// One stanza from the server.

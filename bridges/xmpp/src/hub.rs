@@ -3,102 +3,35 @@
 
 use std::{
     collections::{BTreeSet, HashMap, HashSet},
-    sync::{Mutex, OnceLock},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
-use tokio::{
-    sync::{Notify, mpsc, oneshot},
-    task::JoinHandle,
-};
+use tokio::sync::{Notify, OwnedMutexGuard, mpsc, oneshot};
 use tokio_xmpp::{
     Stanza,
     jid::{BareJid, FullJid},
-    parsers::{
-        mam::{Fin, Result_},
-        message::Message,
-    },
+    parsers::mam::{Fin, Result_},
 };
 use trestle::{ruma::OwnedUserId, sync::MutexExt};
 use trestle_bridge::{BridgeError, BridgeHandle, NetworkResult};
 
 use crate::{ids, settings::Checked, store::XmppStore, xmpp::stanzas};
 
+mod puppet;
 pub mod requests;
 
+pub use puppet::{Account, Leftovers, OwnMessage, Puppet};
 pub use requests::Requests;
 
 /// The kit's handle on this bridge.
 pub type Kit = BridgeHandle<Hub>;
 
-/// The resource of every JID the bridge sends as: one per Matrix user, so one occupant each.
-const RESOURCE: &str = "matrix";
-
 /// How many rooms' messages' ids [`Hub::remember_stanza_id`] keeps before it starts over.
 const REMEMBERED: usize = 10_000;
-
-/// A Matrix user's presence on XMPP: their JID on the component (the kit's connection of
-/// their login). Sending goes through the hub's one component stream.
-#[derive(Debug)]
-pub struct Puppet {
-    /// The Matrix user.
-    pub user: OwnedUserId,
-    /// Their JID on the component.
-    pub jid: BareJid,
-    /// The full JID they send from and join rooms as.
-    pub full: FullJid,
-    /// For a login with their own XMPP account (module `accounts`), its connection.
-    pub account: Option<Account>,
-}
-
-/// The bridge's client connection of a user's own XMPP account (module `accounts`); it ends
-/// when dropped.
-#[derive(Debug)]
-pub struct Account {
-    /// The account's JID.
-    pub jid: BareJid,
-    task: JoinHandle<()>,
-}
-
-impl Account {
-    /// The connection of `jid`, run by `task`.
-    pub fn new(jid: BareJid, task: JoinHandle<()>) -> Self {
-        Account { jid, task }
-    }
-}
-
-impl Drop for Account {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A message a Matrix user sent from another of their own XMPP clients, as the server copied it
-/// to the bridge's connection of their account (a sent carbon, XEP-0280).
-#[derive(Debug)]
-pub struct OwnMessage {
-    /// The Matrix user.
-    pub user: OwnedUserId,
-    /// Their XMPP account.
-    pub account: BareJid,
-    /// The message as they sent it.
-    pub message: Message,
-}
-
-impl Puppet {
-    /// The puppet of `user`, whose JID is `jid`.
-    pub fn new(user: OwnedUserId, jid: BareJid) -> NetworkResult<Self> {
-        let full = jid
-            .with_resource_str(RESOURCE)
-            .map_err(|e| BridgeError::BadRequest(format!("{jid}: {e}")))?;
-        Ok(Puppet {
-            user,
-            jid,
-            full,
-            account: None,
-        })
-    }
-}
 
 /// One page of an archive query's answers, gathered as they come (module `archive`).
 pub struct Page {
@@ -137,9 +70,14 @@ pub struct Hub {
     /// The checked settings.
     pub cfg: Checked,
     out: mpsc::UnboundedSender<Stanza>,
-    queue: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    /// Locked by the component's connection while it runs, and given back when it ends, so
+    /// that this process finds it again if it holds the bridge again later.
+    queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Stanza>>>,
+    /// Whether this process holds the component ([`Hub::hold`]): elsewhere nothing is queued,
+    /// since nothing would send it.
+    holds: AtomicBool,
     own_out: mpsc::UnboundedSender<OwnMessage>,
-    own_queue: Mutex<Option<mpsc::UnboundedReceiver<OwnMessage>>>,
+    own_queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<OwnMessage>>>,
     server_name: OnceLock<String>,
     rooms: Mutex<HashMap<BareJid, Room>>,
     changed: Notify,
@@ -167,6 +105,9 @@ pub struct Hub {
     /// The bridge's tables, once the appservice started: what the two maps of messages above
     /// must keep across restarts.
     store: OnceLock<XmppStore>,
+    /// Set once this process is ready to bridge (module `events`): done once, whichever of
+    /// the plain service and the component's run starts first.
+    pub(crate) ready: tokio::sync::OnceCell<()>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -185,9 +126,10 @@ impl Hub {
         Hub {
             cfg,
             out,
-            queue: Mutex::new(Some(queue)),
+            queue: Arc::new(tokio::sync::Mutex::new(queue)),
+            holds: AtomicBool::new(false),
             own_out,
-            own_queue: Mutex::new(Some(own_queue)),
+            own_queue: Arc::new(tokio::sync::Mutex::new(own_queue)),
             server_name: OnceLock::new(),
             rooms: Mutex::new(HashMap::new()),
             changed: Notify::new(),
@@ -201,6 +143,7 @@ impl Hub {
             granted: Mutex::new(HashMap::new()),
             presences: Mutex::new(HashMap::new()),
             store: OnceLock::new(),
+            ready: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -261,9 +204,23 @@ impl Hub {
         self.avatars.lock_unpoisoned()
     }
 
-    /// The queue of stanzas for the component's connection, taken once by whoever runs it.
-    pub fn take_queue(&self) -> Option<mpsc::UnboundedReceiver<Stanza>> {
-        self.queue.lock_unpoisoned().take()
+    /// The queue of stanzas for the component's connection, held by whoever runs it (waited
+    /// for while another run still holds it) and given back when the guard is dropped.
+    pub async fn take_queue(&self) -> OwnedMutexGuard<mpsc::UnboundedReceiver<Stanza>> {
+        self.queue.clone().lock_owned().await
+    }
+
+    /// Records whether this process holds the component: where processes share the store
+    /// (docs/scaling.md), only the holder of the kit's service sends to XMPP, and the others
+    /// hand it their events, so stanzas queued elsewhere would never go, or go late (when the
+    /// process holds the bridge again). One process alone on its store holds it throughout.
+    pub fn hold(&self, holds: bool) {
+        self.holds.store(holds, Ordering::SeqCst);
+    }
+
+    /// Whether this process holds the component.
+    pub fn holds(&self) -> bool {
+        self.holds.load(Ordering::SeqCst)
     }
 
     /// Where the connections of users' own accounts hand the messages they sent elsewhere.
@@ -271,14 +228,21 @@ impl Hub {
         self.own_out.clone()
     }
 
-    /// The messages users sent from their own XMPP clients, taken once by whoever bridges
-    /// them.
-    pub fn take_own_messages(&self) -> Option<mpsc::UnboundedReceiver<OwnMessage>> {
-        self.own_queue.lock_unpoisoned().take()
+    /// The messages users sent from their own XMPP clients, held by whoever bridges them
+    /// (`None` while held already) and given back when the guard is dropped.
+    pub fn take_own_messages(
+        &self,
+    ) -> Option<OwnedMutexGuard<mpsc::UnboundedReceiver<OwnMessage>>> {
+        self.own_queue.clone().try_lock_owned().ok()
     }
 
     /// Queues a stanza for the server; it waits there while the component is not connected.
+    /// Dropped in a process that does not hold the component ([`Hub::hold`]).
     pub fn send(&self, stanza: impl Into<Stanza>) {
+        if !self.holds() {
+            tracing::debug!("not sent to XMPP: another process holds the component");
+            return;
+        }
         // Only closed when the bridge stops, when nothing is sent any more.
         let _ = self.out.send(stanza.into());
     }
@@ -321,6 +285,18 @@ impl Hub {
         if let Some(presence) = stanzas::join(self.bot_jid(), room, &self.cfg.settings.bot_nick) {
             self.send(presence);
         }
+    }
+
+    /// Whether the bot's join of `room` is complete (its subject came).
+    pub fn bot_joined(&self, room: &BareJid) -> bool {
+        let rooms = self.rooms.lock_unpoisoned();
+        rooms.get(room).is_some_and(|state| state.joined)
+    }
+
+    /// Forgets who of ours is in which room, at the end of this process's turn with the
+    /// component: its JIDs left the rooms with its stream, and join again at its next turn.
+    pub fn forget_rooms(&self) {
+        self.rooms.lock_unpoisoned().clear();
     }
 
     /// Waits (up to `wait`) until the bot is in `room`, and answers its subject.

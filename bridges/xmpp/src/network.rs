@@ -211,9 +211,15 @@ impl Network for Hub {
                         "the XMPP bridge is not configured".into(),
                     ));
                 }
-                // A portal is being made: the bot joins the room so that it hears it.
-                self.bot_join(room);
-                let subject = self.joined(room, JOIN_WAIT).await;
+                // A portal is being made: the bot joins the room so that it hears it. Elsewhere
+                // than in the process that holds the component, it does at the portal's first
+                // member's join (`matrix_membership`), and the subject comes with it.
+                let subject = if self.holds() {
+                    self.bot_join(room);
+                    self.joined(room, JOIN_WAIT).await
+                } else {
+                    None
+                };
                 let name = room
                     .node()
                     .map(|n| n.to_string())
@@ -280,6 +286,11 @@ impl Network for Hub {
         let jid = BareJid::new(&login.data.jid).map_err(|e| {
             BridgeError::BadRequest(format!("stored JID {:?}: {e}", login.data.jid))
         })?;
+        // Logins connect in the process that holds the bridge, before its component runs: what
+        // they send (their joins) waits in the queue for it.
+        if handle.holds_connections() {
+            self.hold(true);
+        }
         let mut puppet = Puppet::new(login.user.clone(), jid.clone())?;
         if let Some(password) = &login.data.password {
             let account = accounts::connect(self, handle, login.user.clone(), jid, password);
@@ -297,6 +308,12 @@ impl Network for Hub {
             self.leave_all(connection);
         }
         Ok(())
+    }
+
+    /// The component's connection: one, in the process that holds the bridge
+    /// (docs/scaling.md).
+    async fn serve(&self, bridge: Kit, app: trestle::Appservice) -> NetworkResult<()> {
+        events::serve(bridge, app).await
     }
 
     fn login_covers(&self, login: &Login<Self>, _chat: &ChatId) -> bool {
@@ -458,6 +475,11 @@ impl Network for Hub {
             return Ok(());
         };
         if joining {
+            // A portal made by another process (which does not hold the component) has its
+            // room joined by the bot here, at its first member's join.
+            if !self.bot_joined(room) {
+                self.bot_join(room);
+            }
             // A join is also how a new display name shows: the nick follows it.
             let nick = match change.display_name.as_deref().map(str::trim) {
                 Some(name) if !name.is_empty() => name.to_owned(),

@@ -144,26 +144,36 @@ fn backoff(delay: Duration, failures: u32) -> Duration {
     doubled.min(MAX_DELAY.max(delay))
 }
 
-/// Runs the connection until `outgoing` closes: connects (again after a wait that starts at
-/// `delay` and grows while attempts fail), sends what comes through `outgoing` and hands what
-/// arrives to `events`. A stanza the stream failed to take is sent again on the next stream.
+/// Runs the connection until `outgoing` closes or `stop` is told (or dropped): connects (again
+/// after a wait that starts at `delay` and grows while attempts fail), sends what comes through
+/// `outgoing` and hands what arrives to `events`. A stanza the stream failed to take is sent
+/// again on the next stream. At `stop`, what is queued is sent before the stream closes, so
+/// that it is not lost when another process takes the component over.
 pub async fn run(
     config: ComponentConfig,
     delay: Duration,
-    mut outgoing: mpsc::UnboundedReceiver<Stanza>,
+    outgoing: &mut mpsc::UnboundedReceiver<Stanza>,
     events: mpsc::UnboundedSender<Event>,
+    mut stop: oneshot::Receiver<()>,
 ) {
     let mut first = true;
     let mut failures = 0;
     let mut unsent: Option<Element> = None;
     loop {
-        let mut stream = match connect(&config).await {
+        let connected = tokio::select! {
+            connected = connect(&config) => connected,
+            _ = &mut stop => return,
+        };
+        let mut stream = match connected {
             Ok(stream) => stream,
             Err(error) => {
                 failures += 1;
                 let wait = backoff(delay, failures);
                 tracing::warn!(server = %config.server, %error, ?wait, "no component connection to XMPP; trying again");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = &mut stop => return,
+                }
                 continue;
             }
         };
@@ -238,11 +248,25 @@ pub async fn run(
                             return;
                         }
                     },
+                    _ = &mut stop => {
+                        while let Ok(stanza) = outgoing.try_recv() {
+                            if let Err(error) = stream.send(&outgoing_element(stanza)).await {
+                                tracing::warn!(%error, "a stanza could not be sent as the component stopped");
+                                break;
+                            }
+                        }
+                        let _ = stream.shutdown().await;
+                        tracing::info!(server = %config.server, "the component's connection to XMPP closed");
+                        return;
+                    }
                 }
             }
         }
         tracing::warn!(server = %config.server, "the XMPP component stream ended; reconnecting");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = &mut stop => return,
+        }
         // Waits grow from here if the server stays away.
         failures = 1;
     }
