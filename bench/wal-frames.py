@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""WAL frames per commit of the inbox's SQLite tables, in a model of the receive path.
+
+Each frame is one 4 KiB page a commit writes to the WAL (and later copies into the database),
+so frames per commit is what a schema change costs or saves the journal's commits, whatever
+the machine's speed. The model commits what one event per transaction commits: the
+transaction's name, the event's inbox row (and its indexes), and the done mark of the event
+before; and, for ghosts, batches of registrations and joins. It uses Python's own SQLite, not
+the bundled one, which is enough for counting pages.
+
+    python3 bench/wal-frames.py
+"""
+import os
+import random
+import sqlite3
+import string
+import tempfile
+
+
+def fresh(path):
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(path + suffix)
+        except FileNotFoundError:
+            pass
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    return db
+
+
+def frames_since(db, path, before):
+    return (os.path.getsize(path + "-wal") - before) / (4096 + 24)
+
+
+def inbox(path, events_index, without_rowid, warm=20000, measured=2000):
+    db = fresh(path)
+    tail = " WITHOUT ROWID" if without_rowid else ""
+    db.execute(
+        "CREATE TABLE transactions (appservice_id TEXT NOT NULL, txn_id TEXT NOT NULL, "
+        "received_at INTEGER NOT NULL, digest TEXT, PRIMARY KEY (appservice_id, txn_id))" + tail
+    )
+    db.execute(
+        "CREATE TABLE inbox (seq INTEGER PRIMARY KEY, appservice_id TEXT NOT NULL, "
+        "queue_key TEXT NOT NULL, item_key TEXT NOT NULL, kind TEXT NOT NULL, "
+        "payload TEXT NOT NULL, received_at INTEGER NOT NULL, done_at INTEGER, event_id TEXT)"
+    )
+    db.execute(
+        "CREATE INDEX inbox_pending ON inbox (appservice_id, queue_key, seq) "
+        "WHERE done_at IS NULL"
+    )
+    if events_index:
+        db.execute(
+            "CREATE UNIQUE INDEX inbox_events ON inbox (appservice_id, event_id) "
+            "WHERE event_id IS NOT NULL"
+        )
+
+    def commit(i):
+        db.execute("BEGIN")
+        db.execute("UPDATE inbox SET done_at = ? WHERE seq = ?", (i, i - 1))
+        db.execute(
+            "INSERT OR REPLACE INTO transactions VALUES (?, ?, ?, ?)", ("as", str(i), i, "d" * 43)
+        )
+        event_id = "$" + "".join(random.choice(string.ascii_letters) for _ in range(43))
+        db.execute(
+            "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+            (i, "as", "!room%d:hs" % (i % 20), "%d.0" % i, "timeline", "x" * 600, i, event_id),
+        )
+        db.execute("COMMIT")
+
+    for i in range(1, warm + 1):
+        commit(i)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path + "-wal")
+    for i in range(warm + 1, warm + 1 + measured):
+        commit(i)
+    return frames_since(db, path, before) / measured
+
+
+def ghosts(path, without_rowid, per_commit=5, commits=600):
+    db = fresh(path)
+    tail = " WITHOUT ROWID" if without_rowid else ""
+    db.execute(
+        "CREATE TABLE ghosts (user_id TEXT PRIMARY KEY NOT NULL, registered INTEGER NOT NULL "
+        "DEFAULT 0, display_name TEXT, avatar_url TEXT)" + tail
+    )
+    db.execute(
+        "CREATE TABLE memberships (room_id TEXT NOT NULL, user_id TEXT NOT NULL, "
+        "membership TEXT NOT NULL, PRIMARY KEY (room_id, user_id))" + tail
+    )
+
+    def batch(count):
+        db.execute("BEGIN")
+        for _ in range(count):
+            user = "@bench_" + "".join(random.choice(string.ascii_lowercase) for _ in range(10))
+            db.execute(
+                "INSERT INTO ghosts (user_id, registered) VALUES (?, 1) "
+                "ON CONFLICT (user_id) DO UPDATE SET registered = 1",
+                (user + ":hs",),
+            )
+            db.execute(
+                "INSERT INTO memberships VALUES (?, ?, 'join') ON CONFLICT (room_id, user_id) "
+                "DO UPDATE SET membership = excluded.membership",
+                ("!room%d:hs" % random.randrange(20), user + ":hs"),
+            )
+        db.execute("COMMIT")
+
+    for _ in range(2000):
+        batch(10)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path + "-wal")
+    for _ in range(commits):
+        batch(per_commit)
+    return frames_since(db, path, before) / commits
+
+
+def main():
+    with tempfile.TemporaryDirectory() as dir:
+        path = os.path.join(dir, "model.db")
+        for label, events_index, without_rowid in [
+            ("before the events' index (0004)", False, False),
+            ("with the events' index", True, False),
+            ("and transactions WITHOUT ROWID (0005)", True, True),
+        ]:
+            random.seed(1)
+            frames = inbox(path, events_index, without_rowid)
+            print(f"one-event commit, {label}: {frames:.2f} frames")
+        for label, without_rowid in [("rowid tables", False), ("WITHOUT ROWID (0006)", True)]:
+            random.seed(1)
+            print(f"five new ghosts per commit, {label}: {ghosts(path, without_rowid):.2f} frames")
+
+
+if __name__ == "__main__":
+    main()
