@@ -35,11 +35,9 @@ use std::{
 
 use irc_config::{TAKEOVER_S, write_config};
 use ngircd::Ngircd;
-use processes::{Process, balancer};
+use processes::{start_holder, synapse_for, three_processes};
 use raw::RawClient;
-use registration::registration_path;
-use trestle::Registration;
-use trestle_tests::synapse::{Synapse, UserClient, free_port};
+use trestle_tests::synapse::UserClient;
 
 /// Each way, in the burst (see the module's documentation).
 const MESSAGES: usize = 150;
@@ -208,48 +206,20 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let database = trestle_tests::postgres::fresh_database().await;
     let irc = Ngircd::start().await;
-    let mut all = Process::new(dir.path(), "all", free_port());
-    let mut matrix = Process::new(dir.path(), "matrix", free_port());
-    let mut connections = Process::new(dir.path(), "connections", free_port());
-    // The registration exists before Synapse, which reads it at start; the homeserver's URL
-    // comes after. Synapse reaches the processes that take transactions through a balancer.
-    let front = balancer(vec![matrix.port, all.port]).await;
-    write_config(
-        &all.config,
-        "http://127.0.0.1:1",
-        all.port,
-        front,
-        &database,
-        irc.port,
-    );
-    let registration_file = registration_path(&all.config, "irc");
-    let registration = Registration::from_file(&registration_file).unwrap();
-    let synapse = Synapse::start(std::slice::from_ref(&registration_file)).await;
-    for process in [&all, &matrix, &connections] {
-        write_config(
-            &process.config,
-            &synapse.base_url(),
-            process.port,
-            front,
-            &database,
-            irc.port,
-        );
-    }
+    let (mut all, mut matrix, mut connections, front) = three_processes(dir.path()).await;
+    let (synapse, registration) = synapse_for(
+        &[&all, &matrix, &connections],
+        "irc",
+        |config, url, port| write_config(config, url, port, front, &database, irc.port),
+    )
+    .await;
 
     // The `all` process alone first: it holds the bridge, and the portal is made.
     let mut watcher = RawClient::connect(irc.port, "watcher").await;
     watcher.join("#chat").await;
     let mut bob = RawClient::connect(irc.port, "bob").await;
     bob.join("#chat").await;
-    all.start();
-    all.wait_live().await;
-    synapse
-        .wait_for_appservice(
-            &registration.id,
-            &registration.as_token,
-            Duration::from_secs(30),
-        )
-        .await;
+    start_holder(&mut all, &synapse, &registration).await;
     watcher
         .expect(|l| l.command == "JOIN" && l.nick == "trestle")
         .await;

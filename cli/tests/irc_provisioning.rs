@@ -21,16 +21,12 @@ mod raw;
 #[path = "support/registration.rs"]
 mod registration;
 
-use std::time::Duration;
-
 use irc_config::{CONNECTION_WAIT_S, PROVISIONING_SECRET, write_config};
 use ngircd::Ngircd;
-use processes::{Process, balancer};
+use processes::{Process, balancer, start_holder, synapse_for};
 use raw::RawClient;
-use registration::registration_path;
 use serde_json::{Value, json};
-use trestle::Registration;
-use trestle_tests::synapse::{Synapse, free_port};
+use trestle_tests::synapse::free_port;
 
 const ALIAS: &str = "#irc_test_chat:localhost";
 
@@ -55,40 +51,15 @@ async fn a_provisioning_login_on_the_matrix_process_connects_in_the_holder() {
     let mut all = Process::new(dir.path(), "all", free_port());
     let mut matrix = Process::new(dir.path(), "matrix", free_port());
     let front = balancer(vec![matrix.port, all.port]).await;
-    write_config(
-        &all.config,
-        "http://127.0.0.1:1",
-        all.port,
-        front,
-        &database,
-        irc.port,
-    );
-    let registration_file = registration_path(&all.config, "irc");
-    let registration = Registration::from_file(&registration_file).unwrap();
-    let synapse = Synapse::start(std::slice::from_ref(&registration_file)).await;
-    for process in [&all, &matrix] {
-        write_config(
-            &process.config,
-            &synapse.base_url(),
-            process.port,
-            front,
-            &database,
-            irc.port,
-        );
-    }
+    let (synapse, registration) = synapse_for(&[&all, &matrix], "irc", |config, url, port| {
+        write_config(config, url, port, front, &database, irc.port)
+    })
+    .await;
 
     // The `all` process holds the bridge; kim is in the portal of #chat.
     let mut watcher = RawClient::connect(irc.port, "watcher").await;
     watcher.join("#chat").await;
-    all.start();
-    all.wait_live().await;
-    synapse
-        .wait_for_appservice(
-            &registration.id,
-            &registration.as_token,
-            Duration::from_secs(30),
-        )
-        .await;
+    start_holder(&mut all, &synapse, &registration).await;
     watcher
         .expect(|l| l.command == "JOIN" && l.nick == "trestle")
         .await;

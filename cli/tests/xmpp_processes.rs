@@ -15,21 +15,17 @@ mod support;
 
 use std::{path::Path, time::Duration};
 
-use processes::{Process, balancer};
-use registration::registration_path;
+use processes::{start_holder, synapse_for, three_processes, write_bridge_config};
 use support::{
     client::{XmppClient, body},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
+    room::bob_joins_on,
 };
 use tokio_xmpp::{
     Stanza,
     parsers::{message::MessageType, presence::Type as PresenceType},
 };
-use trestle::Registration;
-use trestle_tests::{
-    appservice::WAIT,
-    synapse::{Synapse, UserClient, free_port},
-};
+use trestle_tests::{appservice::WAIT, synapse::UserClient};
 
 /// `leases.takeover_s`: how soon a process that died is taken over.
 const TAKEOVER_S: u64 = 4;
@@ -45,20 +41,14 @@ fn write_config(
     database: &str,
     prosody: &Prosody,
 ) {
-    let text = format!(
-        "homeserver:\n  server_name: localhost\n  url: {homeserver}\n\
-         listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{front}\n\
-         data_dir: data\ndatabase: {database}\n\
-         leases:\n  takeover_s: {TAKEOVER_S}\n\
-         plugins:\n  echo: {{enabled: false}}\n  timeline: {{enabled: false}}\n\
-         \x20 ping: {{enabled: false}}\n  moderation: {{enabled: false}}\n\
-         \x20 notify: {{enabled: false}}\n  irc: {{enabled: false}}\n\
-         \x20 xmpp:\n    enabled: true\n    settings:\n\
-         \x20     server: {server}\n      domain: {COMPONENT}\n      secret: {SECRET}\n\
+    let settings = format!(
+        "      server: {server}\n      domain: {COMPONENT}\n      secret: {SECRET}\n\
          \x20     reconnect_delay: 1\n      bridge: {{delivery_status: false}}\n",
         server = prosody.component_address(),
     );
-    std::fs::write(path, text).unwrap();
+    write_bridge_config(
+        path, homeserver, port, front, database, TAKEOVER_S, "xmpp", &settings,
+    );
 }
 
 /// alice waits until bob's occupant says `wanted` in the room, keeping the bodies of every
@@ -149,54 +139,17 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
     let room = format!("chat@{MUC}");
     let mut alice = XmppClient::connect(&prosody, "alice").await;
     alice.join(&room, "alice").await;
-    let mut all = Process::new(dir.path(), "all", free_port());
-    let mut matrix = Process::new(dir.path(), "matrix", free_port());
-    let mut connections = Process::new(dir.path(), "connections", free_port());
-    // Synapse reaches the processes that take transactions through a balancer: the matrix
-    // process first, while it is up.
-    let front = balancer(vec![matrix.port, all.port]).await;
-    write_config(
-        &all.config,
-        "http://127.0.0.1:1",
-        all.port,
-        front,
-        &database,
-        &prosody,
-    );
-    let registration_file = registration_path(&all.config, "xmpp");
-    let registration = Registration::from_file(&registration_file).unwrap();
-    let synapse = Synapse::start(std::slice::from_ref(&registration_file)).await;
-    for process in [&all, &matrix, &connections] {
-        write_config(
-            &process.config,
-            &synapse.base_url(),
-            process.port,
-            front,
-            &database,
-            &prosody,
-        );
-    }
+    let (mut all, mut matrix, mut connections, front) = three_processes(dir.path()).await;
+    let (synapse, registration) = synapse_for(
+        &[&all, &matrix, &connections],
+        "xmpp",
+        |config, url, port| write_config(config, url, port, front, &database, &prosody),
+    )
+    .await;
 
     // The `all` process alone first: it holds the bridge, and the portal is made.
-    all.start();
-    all.wait_live().await;
-    synapse
-        .wait_for_appservice(
-            &registration.id,
-            &registration.as_token,
-            Duration::from_secs(30),
-        )
-        .await;
-    let bob = synapse.register_user("bob", "password-1234").await;
-    let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
-    let bob_occupant = format!("{room}/bob");
-    alice
-        .expect_presence("bob in the room", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-        })
-        .await;
+    start_holder(&mut all, &synapse, &registration).await;
+    let (bob, portal, bob_occupant) = bob_joins_on(&synapse, &mut alice, &room).await;
     matrix.start();
     connections.start();
     matrix.wait_live().await;

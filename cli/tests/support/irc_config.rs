@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use super::processes::write_bridge_config;
+
 /// `leases.takeover_s`: how soon a process that died is taken over.
 pub const TAKEOVER_S: u64 = 4;
 /// `connection_wait`: how long a provisioning login waits for the holder (and a user's
@@ -20,19 +22,13 @@ pub fn write_config(
     database: &str,
     irc_port: u16,
 ) {
-    let text = format!(
-        "homeserver:\n  server_name: localhost\n  url: {homeserver}\n\
-         listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{front}\n\
-         data_dir: data\ndatabase: {database}\n\
-         leases:\n  takeover_s: {TAKEOVER_S}\n\
-         plugins:\n  echo: {{enabled: false}}\n  timeline: {{enabled: false}}\n\
-         \x20 ping: {{enabled: false}}\n  moderation: {{enabled: false}}\n\
-         \x20 notify: {{enabled: false}}\n  xmpp: {{enabled: false}}\n\
-         \x20 irc:\n    enabled: true\n    settings:\n      delivery_status: false\n\
-         \x20     networks:\n        - name: test\n          host: 127.0.0.1\n\
-         \x20         port: {irc_port}\n          channels: [\"#chat\"]\n\
+    let settings = format!(
+        "      delivery_status: false\n      networks:\n        - name: test\n\
+         \x20         host: 127.0.0.1\n          port: {irc_port}\n          channels: [\"#chat\"]\n\
          \x20         auto_connect: false\n          flood_burst: 10\n          flood_rate: 10\n\
          \x20     provisioning_secret: {PROVISIONING_SECRET}\n      connection_wait: {CONNECTION_WAIT_S}\n"
     );
-    std::fs::write(path, text).unwrap();
+    write_bridge_config(
+        path, homeserver, port, front, database, TAKEOVER_S, "irc", &settings,
+    );
 }

@@ -9,6 +9,10 @@ use std::{
 };
 
 use axum::{body::Bytes, extract::State, http::HeaderMap, response::IntoResponse};
+use trestle::Registration;
+use trestle_tests::synapse::{Synapse, free_port};
+
+use super::registration::registration_path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 
@@ -100,6 +104,89 @@ impl Process {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Writes a configuration with the bridge `plugin` alone on `database`, listening on `port`,
+/// reached by the homeserver through the balancer on `front`, taken over `takeover_s` after its
+/// process dies. `settings` are the plugin's, as YAML lines indented six spaces.
+#[allow(clippy::too_many_arguments)]
+pub fn write_bridge_config(
+    path: &Path,
+    homeserver: &str,
+    port: u16,
+    front: u16,
+    database: &str,
+    takeover_s: u64,
+    plugin: &str,
+    settings: &str,
+) {
+    let mut text = format!(
+        "homeserver:\n  server_name: localhost\n  url: {homeserver}\n\
+         listen: 127.0.0.1:{port}\npublic_url: http://127.0.0.1:{front}\n\
+         data_dir: data\ndatabase: {database}\n\
+         leases:\n  takeover_s: {takeover_s}\nplugins:\n"
+    );
+    for other in [
+        "echo",
+        "timeline",
+        "ping",
+        "moderation",
+        "notify",
+        "irc",
+        "xmpp",
+    ] {
+        if other != plugin {
+            text.push_str(&format!("  {other}: {{enabled: false}}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "  {plugin}:\n    enabled: true\n    settings:\n{settings}"
+    ));
+    std::fs::write(path, text).unwrap();
+}
+
+/// An `all`, a `matrix` and a `connections` process in `dir`, and the balancer through which
+/// Synapse reaches the two that take transactions (the matrix process first, while it is up).
+pub async fn three_processes(dir: &Path) -> (Process, Process, Process, u16) {
+    let all = Process::new(dir, "all", free_port());
+    let matrix = Process::new(dir, "matrix", free_port());
+    let connections = Process::new(dir, "connections", free_port());
+    let front = balancer(vec![matrix.port, all.port]).await;
+    (all, matrix, connections, front)
+}
+
+/// Synapse, started for `processes` on one database: `write(config, homeserver_url, port)`
+/// writes a process's configuration. The first process's is written once before Synapse starts,
+/// with no homeserver yet, so that the registration of `plugin`, which Synapse reads at its
+/// start, exists; then every process's is written with Synapse's URL.
+pub async fn synapse_for(
+    processes: &[&Process],
+    plugin: &str,
+    write: impl Fn(&Path, &str, u16),
+) -> (Synapse, Registration) {
+    let first = processes[0];
+    write(&first.config, "http://127.0.0.1:1", first.port);
+    let registration_file = registration_path(&first.config, plugin);
+    let registration = Registration::from_file(&registration_file).unwrap();
+    let synapse = Synapse::start(std::slice::from_ref(&registration_file)).await;
+    for process in processes {
+        write(&process.config, &synapse.base_url(), process.port);
+    }
+    (synapse, registration)
+}
+
+/// Starts `process`, the first to hold the bridge, and waits until Synapse reaches the
+/// appservice.
+pub async fn start_holder(process: &mut Process, synapse: &Synapse, registration: &Registration) {
+    process.start();
+    process.wait_live().await;
+    synapse
+        .wait_for_appservice(
+            &registration.id,
+            &registration.as_token,
+            Duration::from_secs(30),
+        )
+        .await;
 }
 
 impl Drop for Process {

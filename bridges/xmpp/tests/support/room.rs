@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use trestle::ruma::RoomId;
 use trestle_tests::{
     appservice::Harness,
-    synapse::{UserClient, encode},
+    synapse::{Synapse, UserClient, encode},
 };
 use trestle_xmpp::{Secret, Settings};
 
@@ -99,7 +99,16 @@ pub async fn bob_joins(
     alice: &mut XmppClient,
     room: &str,
 ) -> (UserClient, String, String) {
-    let bob = setup.synapse.register_user("bob", "password-1234").await;
+    bob_joins_on(&setup.synapse, alice, room).await
+}
+
+/// [`bob_joins`] on any Synapse (one that several processes share, say).
+pub async fn bob_joins_on(
+    synapse: &Synapse,
+    alice: &mut XmppClient,
+    room: &str,
+) -> (UserClient, String, String) {
+    let bob = synapse.register_user("bob", "password-1234").await;
     let portal = bob.join(&format!("#xmpp_chat_{MUC}:localhost")).await;
     let bob_occupant = format!("{room}/bob");
     alice
