@@ -10,6 +10,13 @@
 //! committed just after. A periodic scan of the store picks up what nobody announced: work
 //! left by a crash, work over the worker limit, and (on PostgreSQL) queues another process let
 //! go of.
+//!
+//! Where processes share the store, a room stays with the process that holds its lease while
+//! it has work: an idle worker keeps its lease a moment ([`LINGER`]) for the next item, a
+//! process that stores work for a room another holds tells that holder which queue to read
+//! again ([`Notice::Pending`]) instead of waiting for the room, and a lease given back by an
+//! idle worker is not announced (which had every other process rescan every queue and take the
+//! rooms it found pending from the processes working them).
 
 use crate::sync::MutexExt;
 use std::{
@@ -82,6 +89,13 @@ struct Offered<T> {
     in_store: bool,
     /// Work handed over in memory, in order; also in the store.
     items: Vec<T>,
+    /// Whether this process stored the work (received it, or a handler queued it), so that
+    /// the process holding the queue's lease, if another does, is told to read it. Work a
+    /// scan found or a notice named is not announced again.
+    announce: bool,
+    /// Set while the worker, idle, keeps its lease for more work ([`LINGER`]); taken, and
+    /// woken, by the next offer. A lingering worker does not count as busy.
+    lingering: Option<Arc<Notify>>,
 }
 
 impl<T> Offered<T> {
@@ -89,6 +103,8 @@ impl<T> Offered<T> {
         Offered {
             in_store: false,
             items: Vec::new(),
+            announce: false,
+            lingering: None,
         }
     }
 
@@ -100,6 +116,13 @@ impl<T> Offered<T> {
 /// Items held in memory per queue before the worker reads the store instead: a flood grows
 /// the database, not the process.
 const MAX_HANDED: usize = 256;
+
+/// How long an idle worker keeps its queue's lease, where processes share the store, for the
+/// next item: a room that gets an event every few hundred milliseconds stays with one process
+/// instead of costing a lease taken and given back per event (and another process the chance
+/// to take it). Short, so that a process idle for a moment holds nothing a status or a
+/// handover must wait for; at most a third of the renewal interval (see `Lanes::linger`).
+const LINGER: Duration = Duration::from_millis(250);
 
 /// Where a worker's next batch comes from.
 enum Source<T> {
@@ -144,17 +167,28 @@ impl<L: Lane> Lanes<L> {
     /// Says that `queue` has new work (already committed to the store). Returns `false` when
     /// it was turned away at the worker limit, for a later scan to find.
     pub(crate) fn offer(self: &Arc<Self>, queue: &str) -> bool {
-        self.offer_inner(queue, None)
+        self.offer_inner(queue, None, true)
+    }
+
+    /// Says that `queue` may have work this process did not store: a scan found it pending,
+    /// or its holder was told to look ([`Notice::Pending`]). Not announced to others again.
+    fn found(self: &Arc<Self>, queue: &str) -> bool {
+        self.offer_inner(queue, None, false)
     }
 
     /// Says that `queue` has new work, committed to the store and handed over here in order,
     /// so that its worker need not read it back. Callers hand over a queue's items in the
     /// order they were committed.
     pub(crate) fn offer_items(self: &Arc<Self>, queue: &str, items: Vec<L::Item>) {
-        self.offer_inner(queue, Some(items));
+        self.offer_inner(queue, Some(items), true);
     }
 
-    fn offer_inner(self: &Arc<Self>, queue: &str, items: Option<Vec<L::Item>>) -> bool {
+    fn offer_inner(
+        self: &Arc<Self>,
+        queue: &str,
+        items: Option<Vec<L::Item>>,
+        announce: bool,
+    ) -> bool {
         if self.is_handing_over() {
             // It is in the store, where the process that takes the queue over finds it.
             return false;
@@ -162,6 +196,10 @@ impl<L: Lane> Lanes<L> {
         let trusted = self.handoff.load(Ordering::SeqCst);
         let mut active = self.active();
         if let Some(offered) = active.get_mut(queue) {
+            offered.announce |= announce;
+            if let Some(wake) = offered.lingering.take() {
+                wake.notify_one();
+            }
             match items {
                 Some(items)
                     if trusted
@@ -177,7 +215,7 @@ impl<L: Lane> Lanes<L> {
             }
             return true;
         }
-        if active.len() >= self.max_workers {
+        if working(&active) >= self.max_workers {
             // The scan that follows a worker's exit will come back for it. Until it has, this
             // queue's work is in the store only, and handing over more would jump the line.
             self.handoff.store(false, Ordering::SeqCst);
@@ -186,12 +224,14 @@ impl<L: Lane> Lanes<L> {
         }
         let offered = match items {
             Some(items) if trusted && items.len() <= MAX_HANDED => Offered {
-                in_store: false,
                 items,
+                announce,
+                ..Offered::nothing()
             },
             _ => Offered {
                 in_store: true,
-                items: Vec::new(),
+                announce,
+                ..Offered::nothing()
             },
         };
         active.insert(queue.to_owned(), offered);
@@ -256,9 +296,9 @@ impl<L: Lane> Lanes<L> {
         true
     }
 
-    /// Number of queues with a worker.
+    /// Number of queues with a worker at work (not one that lingers, idle).
     pub(crate) fn busy(&self) -> usize {
-        self.active().len()
+        working(&self.active())
     }
 
     /// Waits until something changes (a worker stops), or `timeout`.
@@ -304,8 +344,8 @@ impl<L: Lane> Lanes<L> {
         match self.store.lease(&scope, &queue, &self.owner, ttl).await {
             Ok(true) => {}
             Ok(false) => {
-                // Another process works this queue; the periodic scan will look again.
-                self.stop_worker(&queue);
+                // Another process works this queue: it is told of work stored here.
+                self.give_up(&scope, &queue).await;
                 return;
             }
             Err(error) => {
@@ -319,11 +359,20 @@ impl<L: Lane> Lanes<L> {
         loop {
             let (batch, full) = match self.next_source(&queue, after) {
                 Source::Done => {
+                    if self.mode.leases() && self.linger(&queue, leased_at).await {
+                        continue;
+                    }
                     // The lease goes first, while this worker still holds the queue's entry:
                     // a worker started for new work in between would find the lease its own
                     // (same process) and then lose it to this release, leaving another
-                    // process free to work the same items.
-                    if let Err(error) = self.store.release(&scope, &queue, &self.owner).await {
+                    // process free to work the same items. Announced only in a handover,
+                    // where the others are to take what is left at once.
+                    let released = if self.is_handing_over() {
+                        self.store.release(&scope, &queue, &self.owner).await
+                    } else {
+                        self.store.release_idle(&scope, &queue, &self.owner).await
+                    };
+                    if let Err(error) = released {
                         tracing::warn!(%error, queue, "could not release the queue's lease");
                     }
                     if self.stop_if_idle(&queue) {
@@ -335,7 +384,7 @@ impl<L: Lane> Lanes<L> {
                         self.store.lease(&scope, &queue, &self.owner, ttl).await,
                         Ok(true)
                     ) {
-                        self.stop_worker(&queue);
+                        self.give_up(&scope, &queue).await;
                         return;
                     }
                     leased_at = Instant::now();
@@ -456,6 +505,61 @@ impl<L: Lane> Lanes<L> {
         self.changed.notify_waiters();
     }
 
+    /// Ends a worker that found the queue's lease another process's: that holder is told to
+    /// read the queue again if this process stored work in it. Told once the entry is gone,
+    /// so that work offered after the notice starts a worker of its own, which tries again.
+    async fn give_up(&self, scope: &str, queue: &str) {
+        let announce = self.active().remove(queue).is_some_and(|o| o.announce);
+        self.changed.notify_waiters();
+        if announce {
+            let notice = Notice::Pending {
+                scope: scope.to_owned(),
+                queue: queue.to_owned(),
+            };
+            self.store.announce(&notice).await;
+        }
+    }
+
+    /// Keeps the idle worker of `queue` (its lease taken or renewed at `leased_at`) and its
+    /// lease for [`LINGER`], or until work is offered; whether work came. Not when the lease
+    /// would need renewing meanwhile, nor in a handover.
+    async fn linger(&self, queue: &str, leased_at: Instant) -> bool {
+        let renew_every = self.store.lease_times().renew_every();
+        let linger = LINGER.min(renew_every / 3);
+        if leased_at.elapsed() + linger >= renew_every || self.is_handing_over() {
+            return false;
+        }
+        let wake = Arc::new(Notify::new());
+        {
+            let mut active = self.active();
+            let Some(offered) = active.get_mut(queue) else {
+                return false;
+            };
+            if offered.anything() {
+                return true;
+            }
+            offered.lingering = Some(wake.clone());
+        }
+        // No longer busy: a handover or `idle` need not wait for it.
+        self.changed.notify_waiters();
+        let mut handing_over = self.handing_over.subscribe();
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(linger) => {}
+            _ = handing_over.wait_for(|h| *h) => {}
+        }
+        match self.active().get_mut(queue) {
+            // Nothing came: the marker is still there.
+            Some(offered) if offered.lingering.is_some() => {
+                offered.lingering = None;
+                false
+            }
+            // An offer took the marker.
+            Some(_) => true,
+            None => false,
+        }
+    }
+
     /// Starts workers for every queue with pending work, now and then every `interval` and
     /// whenever a worker stops, until the returned task is aborted.
     pub(crate) fn scan_forever(
@@ -478,7 +582,7 @@ impl<L: Lane> Lanes<L> {
                             let listed_all = (queues.len() as i64) < limit;
                             let mut offered_all = true;
                             for queue in queues {
-                                offered_all &= this.offer(&queue);
+                                offered_all &= this.found(&queue);
                             }
                             // Every queue with work in the store has a worker reading it: from
                             // here on, new work can be handed over in memory, where the mode
@@ -490,12 +594,56 @@ impl<L: Lane> Lanes<L> {
                         Err(error) => tracing::error!(%error, "could not scan for pending work"),
                     }
                 }
-                tokio::select! {
-                    _ = tokio::time::timeout(interval, this.rescan.notified()) => {}
-                    () = lease_freed(&mut notices) => {}
+                // A notice naming one queue wakes that queue's worker, and no scan.
+                let deadline = tokio::time::Instant::now() + interval;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, this.rescan.notified()) => break,
+                        wake = next_wake(&mut notices, this.lane.scope()) => match wake {
+                            Wake::Rescan => break,
+                            Wake::Queue(queue) => {
+                                this.found(&queue);
+                            }
+                        },
+                    }
                 }
             }
         })
+    }
+}
+
+/// Queues with a worker at work: those whose worker lingers, idle, do not count.
+fn working<T>(active: &HashMap<String, Offered<T>>) -> usize {
+    active.values().filter(|o| o.lingering.is_none()).count()
+}
+
+/// What a notice from another process asks of a lane's scan.
+enum Wake {
+    /// Look through every queue: a lease was given back in a handover, or notices were lost.
+    Rescan,
+    /// Read this queue again: work was stored in it while this process held it.
+    Queue(String),
+}
+
+/// The next notice that concerns the lanes of lease scope `scope`. Never, without notices.
+async fn next_wake(
+    notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>,
+    scope: &str,
+) -> Wake {
+    let Some(receiver) = notices else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(Notice::Pending { scope: of, queue }) if of == scope => return Wake::Queue(queue),
+            Ok(Notice::LeaseFreed | Notice::Missed)
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Wake::Rescan,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *notices = None;
+                return std::future::pending().await;
+            }
+        }
     }
 }
 
@@ -542,5 +690,7 @@ impl<L: Lane> Drop for Claim<L> {
     }
 }
 
+#[cfg(test)]
+mod processes;
 #[cfg(test)]
 mod tests;

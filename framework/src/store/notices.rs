@@ -27,6 +27,10 @@ pub(crate) enum Notice {
     Ghost { user: String },
     /// Work was handed to the holder of `queue` (`store/handoff.rs`).
     Handed { queue: String },
+    /// A process stored work for the room queue `queue` of lease scope `scope` (`in:…`,
+    /// `out:…`) while another held its lease: the holder reads that queue again. Only the
+    /// holder's worker of that one queue looks; nobody scans.
+    Pending { scope: String, queue: String },
     /// The listening connection was lost and opened again: notices may have been missed in
     /// between, so what they would have said is to be assumed.
     Missed,
@@ -39,6 +43,7 @@ impl Notice {
             Notice::Membership { room, user } => format!("{origin}\tmember\t{room}\t{user}"),
             Notice::Ghost { user } => format!("{origin}\tghost\t{user}"),
             Notice::Handed { queue } => format!("{origin}\thanded\t{queue}"),
+            Notice::Pending { scope, queue } => format!("{origin}\tpending\t{scope}\t{queue}"),
             Notice::Missed => format!("{origin}\tmissed"),
         }
     }
@@ -58,6 +63,10 @@ impl Notice {
                 user: user.to_owned(),
             },
             ("handed", Some(queue), None) => Notice::Handed {
+                queue: queue.to_owned(),
+            },
+            ("pending", Some(scope), Some(queue)) => Notice::Pending {
+                scope: scope.to_owned(),
                 queue: queue.to_owned(),
             },
             _ => return None,
@@ -228,6 +237,15 @@ mod tests {
             },
             Notice::Handed {
                 queue: "bridge".into(),
+            },
+            Notice::Pending {
+                scope: "in:as".into(),
+                queue: "!r:x".into(),
+            },
+            // Items of no room queue under "".
+            Notice::Pending {
+                scope: "in:as".into(),
+                queue: String::new(),
             },
         ] {
             let payload = notice.encode("me");

@@ -1,0 +1,178 @@
+//! Lanes of two processes sharing one PostgreSQL store: which one works a room, and what the
+//! word between them costs.
+
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+
+/// What both "processes" see: one list of stored items, as the shared database has them.
+#[derive(Default)]
+struct Shared {
+    stored: Mutex<Vec<(String, i64)>>,
+    /// `(process, seq)`, in the order handled.
+    processed: Mutex<Vec<(&'static str, i64)>>,
+}
+
+/// A lane of one process over the shared list, counting its reads and scans.
+struct ProcessLane {
+    name: &'static str,
+    shared: Arc<Shared>,
+    scope: String,
+    /// Queues read, in order.
+    reads: Mutex<Vec<String>>,
+    scans: AtomicUsize,
+}
+
+impl Lane for ProcessLane {
+    type Item = i64;
+
+    fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<i64>> {
+        self.reads.lock().unwrap().push(queue.to_owned());
+        let stored = self.shared.stored.lock().unwrap();
+        Ok(stored
+            .iter()
+            .filter(|(q, seq)| q == queue && *seq > after)
+            .map(|(_, seq)| *seq)
+            .take(limit as usize)
+            .collect())
+    }
+
+    fn seq(item: &i64) -> i64 {
+        *item
+    }
+
+    async fn process(&self, item: i64) {
+        self.shared
+            .processed
+            .lock()
+            .unwrap()
+            .push((self.name, item));
+    }
+
+    async fn finish(&self, seqs: Vec<i64>) {
+        self.shared
+            .stored
+            .lock()
+            .unwrap()
+            .retain(|(_, seq)| !seqs.contains(seq));
+    }
+
+    async fn pending_queues(&self, _: i64) -> Result<Vec<String>> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
+        let mut queues: Vec<String> = self
+            .shared
+            .stored
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(q, _)| q.clone())
+            .collect();
+        queues.dedup();
+        Ok(queues)
+    }
+}
+
+/// Two processes' lanes on one fresh PostgreSQL database, each scanning (at the start, and
+/// once more when its listening connection opens: the interval is long) and listening to the
+/// other.
+async fn two_processes() -> (Arc<Shared>, [Arc<Lanes<ProcessLane>>; 2]) {
+    let url = trestle_postgres_harness::fresh_database().await;
+    let shared = Arc::new(Shared::default());
+    let scope = format!("in:test{}", rand::random::<u32>());
+    let mut lanes = Vec::new();
+    for name in ["a", "b"] {
+        let lane = ProcessLane {
+            name,
+            shared: shared.clone(),
+            scope: scope.clone(),
+            reads: Mutex::default(),
+            scans: AtomicUsize::new(0),
+        };
+        let store = Store::connect(&url).await.unwrap();
+        let process = Lanes::new(lane, store, Mode::Shared, name.into(), 8, 4);
+        process.scan_forever(Duration::from_secs(600));
+        lanes.push(process);
+    }
+    // Both listen (the listener's first word is `Missed`, which rescans), and scanned.
+    for process in &lanes {
+        until(|| process.lane.scans.load(Ordering::SeqCst) == 2).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let [a, b] = <[_; 2]>::try_from(lanes).unwrap_or_else(|_| unreachable!());
+    (shared, [a, b])
+}
+
+/// Waits until `done`, at most 10 s.
+async fn until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "waited 10 s in vain");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_room_stays_with_the_process_that_holds_it_while_it_has_work() {
+    let (shared, [a, b]) = two_processes().await;
+    // The room's events reach the two processes in turn, as a load balancer spreads the
+    // homeserver's transactions; each stores its own and offers them to its lanes.
+    for seq in 1..=8 {
+        shared.stored.lock().unwrap().push(("!r".into(), seq));
+        if seq % 2 == 1 { &a } else { &b }.offer("!r");
+        until(|| shared.processed.lock().unwrap().len() == seq as usize).await;
+    }
+    let processed = shared.processed.lock().unwrap().clone();
+    // `a` took the room with the first event, and kept it: what `b` stored, `a` was told of
+    // and read, rather than the lease given back after each event and taken by the process
+    // that stored the next.
+    assert_eq!(
+        processed,
+        (1..=8).map(|seq| ("a", seq)).collect::<Vec<_>>(),
+        "every event handled by the room's holder, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_notice_wakes_only_the_queue_it_names_and_an_idle_room_given_back_wakes_nobody() {
+    let (shared, [a, b]) = two_processes().await;
+    // `b` works a room and, idle, gives its lease back.
+    shared.stored.lock().unwrap().push(("!x".into(), 1));
+    b.offer("!x");
+    until(|| b.active().is_empty()).await;
+    // Time for a notice to reach `a`: none is sent, and `a` does not scan.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        a.lane.scans.load(Ordering::SeqCst),
+        2,
+        "an idle lease given back makes nobody rescan"
+    );
+    // Work `b` stored for a room `a` holds (say): `a` is told, reads that queue, and scans
+    // nothing.
+    shared.stored.lock().unwrap().push(("!y".into(), 2));
+    shared.stored.lock().unwrap().push(("!z".into(), 3));
+    let notice = Notice::Pending {
+        scope: a.lane.scope.clone(),
+        queue: "!y".into(),
+    };
+    b.store.announce(&notice).await;
+    until(|| shared.processed.lock().unwrap().contains(&("a", 2))).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        *a.lane.reads.lock().unwrap(),
+        ["!y"],
+        "only the queue named"
+    );
+    assert_eq!(a.lane.scans.load(Ordering::SeqCst), 2, "and no scan");
+    // A notice for another scope (the outbox's, say) is not this lane's.
+    let other = Notice::Pending {
+        scope: "out:else".into(),
+        queue: "!z".into(),
+    };
+    b.store.announce(&other).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*a.lane.reads.lock().unwrap(), ["!y"]);
+}
