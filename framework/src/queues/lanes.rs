@@ -81,6 +81,17 @@ pub(crate) struct Lanes<L: Lane> {
     /// Set when this process hands its queues to the others sharing the store
     /// ([`Lanes::hand_over`]): no new worker starts, and each stops after the item in hand.
     handing_over: tokio::sync::watch::Sender<bool>,
+    /// Queues whose lease another process held when a worker here last asked, and when: new
+    /// work for them is announced to that holder at once, without asking again for a while
+    /// ([`Lanes::remembered`]).
+    elsewhere: Mutex<HashMap<String, Instant>>,
+    /// Queues whose lease a worker here gave back, idle, and when: a notice of work for one
+    /// of them ([`Notice::Pending`]) was meant for this process if it came within
+    /// [`Lanes::remembered`]; others, for queues this process neither works nor gave back
+    /// lately, are some other process's.
+    released: Mutex<HashMap<String, Instant>>,
+    /// Queues whose holders are to be told of work stored here, gathered for one notice.
+    to_tell: Mutex<Vec<String>>,
 }
 
 /// What was offered to a queue's worker since it last looked.
@@ -153,6 +164,9 @@ impl<L: Lane> Lanes<L> {
             rescan: Notify::new(),
             changed: Notify::new(),
             handing_over: tokio::sync::watch::Sender::new(false),
+            elsewhere: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
+            to_tell: Mutex::default(),
         })
     }
 
@@ -213,6 +227,11 @@ impl<L: Lane> Lanes<L> {
                     offered.items.clear();
                 }
             }
+            return true;
+        }
+        if announce && self.mode.leases() && self.held_elsewhere(queue) {
+            drop(active);
+            self.tell(queue);
             return true;
         }
         if working(&active) >= self.max_workers {
@@ -342,10 +361,14 @@ impl<L: Lane> Lanes<L> {
         let scope = self.lane.scope().to_owned();
         let ttl = self.store.lease_ttl();
         match self.store.lease(&scope, &queue, &self.owner, ttl).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if self.mode.leases() {
+                    self.elsewhere.lock_unpoisoned().remove(&queue);
+                }
+            }
             Ok(false) => {
                 // Another process works this queue: it is told of work stored here.
-                self.give_up(&scope, &queue).await;
+                self.give_up(&queue).await;
                 return;
             }
             Err(error) => {
@@ -370,6 +393,9 @@ impl<L: Lane> Lanes<L> {
                     let released = if self.is_handing_over() {
                         self.store.release(&scope, &queue, &self.owner).await
                     } else {
+                        if self.mode.leases() {
+                            remember(&self.released, &queue, self.remembered());
+                        }
                         self.store.release_idle(&scope, &queue, &self.owner).await
                     };
                     if let Err(error) = released {
@@ -384,7 +410,7 @@ impl<L: Lane> Lanes<L> {
                         self.store.lease(&scope, &queue, &self.owner, ttl).await,
                         Ok(true)
                     ) {
-                        self.give_up(&scope, &queue).await;
+                        self.give_up(&queue).await;
                         return;
                     }
                     leased_at = Instant::now();
@@ -508,15 +534,66 @@ impl<L: Lane> Lanes<L> {
     /// Ends a worker that found the queue's lease another process's: that holder is told to
     /// read the queue again if this process stored work in it. Told once the entry is gone,
     /// so that work offered after the notice starts a worker of its own, which tries again.
-    async fn give_up(&self, scope: &str, queue: &str) {
+    async fn give_up(self: &Arc<Self>, queue: &str) {
         let announce = self.active().remove(queue).is_some_and(|o| o.announce);
         self.changed.notify_waiters();
+        if self.mode.leases() {
+            remember(&self.elsewhere, queue, self.remembered());
+        }
         if announce {
-            let notice = Notice::Pending {
-                scope: scope.to_owned(),
-                queue: queue.to_owned(),
-            };
-            self.store.announce(&notice).await;
+            self.tell(queue);
+        }
+    }
+
+    /// How long this process remembers that another held a queue's lease, and that it gave
+    /// one back: new work stored here for a queue held elsewhere is only announced to its
+    /// holder, not asked for, meanwhile (the holder keeps the room while it has work, and one
+    /// that let it go lately takes it again when told: the two spans are the same, and the
+    /// holder's starts later). A holder that died is taken over by the periodic scans once
+    /// its lease runs out, as before.
+    fn remembered(&self) -> Duration {
+        self.store.lease_times().renew_every()
+    }
+
+    /// Tells the holder of `queue` (another process) to read it, in one notice with the
+    /// other queues this process stores work in meanwhile (a transaction's rooms), sent once
+    /// the work is committed (offers come after the commit).
+    fn tell(self: &Arc<Self>, queue: &str) {
+        let first = {
+            let mut to_tell = self.to_tell.lock_unpoisoned();
+            if to_tell.iter().any(|q| q == queue) {
+                return;
+            }
+            to_tell.push(queue.to_owned());
+            to_tell.len() == 1
+        };
+        if first {
+            let this = self.clone();
+            tokio::spawn(async move {
+                // What the same transaction offers next joins this notice.
+                tokio::task::yield_now().await;
+                let queues = std::mem::take(&mut *this.to_tell.lock_unpoisoned());
+                for notice in Notice::pending(this.lane.scope(), queues) {
+                    this.store.announce(&notice).await;
+                }
+            });
+        }
+    }
+
+    /// Whether another process held `queue`'s lease when a worker here last asked, lately.
+    fn held_elsewhere(&self, queue: &str) -> bool {
+        lately(&self.elsewhere, queue, self.remembered())
+    }
+
+    /// Another process stored work for `queues` while it found their leases held: each is
+    /// read again if this process holds it, or gave it back since that process asked.
+    fn told(self: &Arc<Self>, queues: Vec<String>) {
+        for queue in queues {
+            let here = self.active().contains_key(&queue)
+                || lately(&self.released, &queue, self.remembered());
+            if here {
+                self.found(&queue);
+            }
         }
     }
 
@@ -601,15 +678,28 @@ impl<L: Lane> Lanes<L> {
                         _ = tokio::time::timeout_at(deadline, this.rescan.notified()) => break,
                         wake = next_wake(&mut notices, this.lane.scope()) => match wake {
                             Wake::Rescan => break,
-                            Wake::Queue(queue) => {
-                                this.found(&queue);
-                            }
+                            Wake::Queues(queues) => this.told(queues),
                         },
                     }
                 }
             }
         })
     }
+}
+
+/// Notes that `queue` was seen now in `seen` (see [`Lanes::elsewhere`], [`Lanes::released`]),
+/// forgetting what is older than `span`, so the map stays as small as the rooms seen lately.
+fn remember(seen: &Mutex<HashMap<String, Instant>>, queue: &str, span: Duration) {
+    let mut seen = seen.lock_unpoisoned();
+    seen.retain(|_, since| since.elapsed() < span);
+    seen.insert(queue.to_owned(), Instant::now());
+}
+
+/// Whether `queue` was seen in `seen` within `span`.
+fn lately(seen: &Mutex<HashMap<String, Instant>>, queue: &str, span: Duration) -> bool {
+    seen.lock_unpoisoned()
+        .get(queue)
+        .is_some_and(|since| since.elapsed() < span)
 }
 
 /// Queues with a worker at work: those whose worker lingers, idle, do not count.
@@ -621,8 +711,8 @@ fn working<T>(active: &HashMap<String, Offered<T>>) -> usize {
 enum Wake {
     /// Look through every queue: a lease was given back in a handover, or notices were lost.
     Rescan,
-    /// Read this queue again: work was stored in it while this process held it.
-    Queue(String),
+    /// Read these queues again: work was stored in them while this process held them.
+    Queues(Vec<String>),
 }
 
 /// The next notice that concerns the lanes of lease scope `scope`. Never, without notices.
@@ -635,9 +725,17 @@ async fn next_wake(
     };
     loop {
         match receiver.recv().await {
-            Ok(Notice::Pending { scope: of, queue }) if of == scope => return Wake::Queue(queue),
-            Ok(Notice::LeaseFreed | Notice::Missed)
-            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return Wake::Rescan,
+            Ok(Notice::Pending { scope: of, queues }) if of == scope => {
+                return Wake::Queues(queues);
+            }
+            Ok(notice @ (Notice::LeaseFreed | Notice::Missed)) => {
+                tracing::debug!(?notice, scope, "rescanning");
+                return Wake::Rescan;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, scope, "rescanning: notices missed");
+                return Wake::Rescan;
+            }
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                 *notices = None;

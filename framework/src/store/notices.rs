@@ -27,23 +27,55 @@ pub(crate) enum Notice {
     Ghost { user: String },
     /// Work was handed to the holder of `queue` (`store/handoff.rs`).
     Handed { queue: String },
-    /// A process stored work for the room queue `queue` of lease scope `scope` (`in:…`,
-    /// `out:…`) while another held its lease: the holder reads that queue again. Only the
-    /// holder's worker of that one queue looks; nobody scans.
-    Pending { scope: String, queue: String },
+    /// A process stored work for the room queues `queues` of lease scope `scope` (`in:…`,
+    /// `out:…`) while another held their leases: the holder reads those queues again. Only
+    /// the holder's workers of those queues look; nobody scans. One notice for what one
+    /// transaction brought, split where it would pass `NOTIFY`'s limit ([`Notice::pending`]).
+    Pending { scope: String, queues: Vec<String> },
     /// The listening connection was lost and opened again: notices may have been missed in
     /// between, so what they would have said is to be assumed.
     Missed,
 }
 
+/// The longest payload of a notice made of many names: `NOTIFY` takes under 8,000 bytes, and
+/// the origin and the kind come first.
+const MAX_NAMES: usize = 7_000;
+
 impl Notice {
+    /// Notices that work waits in `queues` of lease `scope`: as few as fit `NOTIFY`'s limit.
+    pub(crate) fn pending(scope: &str, queues: Vec<String>) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let (mut chunk, mut size) = (Vec::new(), 0);
+        for queue in queues {
+            if size + queue.len() + 1 > MAX_NAMES && !chunk.is_empty() {
+                let queues = std::mem::take(&mut chunk);
+                notices.push(Notice::Pending {
+                    scope: scope.to_owned(),
+                    queues,
+                });
+                size = 0;
+            }
+            size += queue.len() + 1;
+            chunk.push(queue);
+        }
+        if !chunk.is_empty() {
+            notices.push(Notice::Pending {
+                scope: scope.to_owned(),
+                queues: chunk,
+            });
+        }
+        notices
+    }
+
     fn encode(&self, origin: &str) -> String {
         match self {
             Notice::LeaseFreed => format!("{origin}\tlease"),
             Notice::Membership { room, user } => format!("{origin}\tmember\t{room}\t{user}"),
             Notice::Ghost { user } => format!("{origin}\tghost\t{user}"),
             Notice::Handed { queue } => format!("{origin}\thanded\t{queue}"),
-            Notice::Pending { scope, queue } => format!("{origin}\tpending\t{scope}\t{queue}"),
+            Notice::Pending { scope, queues } => {
+                format!("{origin}\tpending\t{scope}\t{}", queues.join("\t"))
+            }
             Notice::Missed => format!("{origin}\tmissed"),
         }
     }
@@ -53,6 +85,11 @@ impl Notice {
     fn decode(payload: &str, origin: &str) -> Option<(Notice, bool)> {
         let mut parts = payload.split('\t');
         let from = parts.next()?;
+        if payload.starts_with(&format!("{from}\tpending\t")) {
+            let scope = parts.nth(1)?.to_owned();
+            let queues = parts.map(ToOwned::to_owned).collect();
+            return Some((Notice::Pending { scope, queues }, from == origin));
+        }
         let notice = match (parts.next()?, parts.next(), parts.next()) {
             ("lease", None, None) => Notice::LeaseFreed,
             ("member", Some(room), Some(user)) => Notice::Membership {
@@ -63,10 +100,6 @@ impl Notice {
                 user: user.to_owned(),
             },
             ("handed", Some(queue), None) => Notice::Handed {
-                queue: queue.to_owned(),
-            },
-            ("pending", Some(scope), Some(queue)) => Notice::Pending {
-                scope: scope.to_owned(),
                 queue: queue.to_owned(),
             },
             _ => return None,
@@ -240,12 +273,12 @@ mod tests {
             },
             Notice::Pending {
                 scope: "in:as".into(),
-                queue: "!r:x".into(),
+                queues: vec!["!r:x".into(), "!s:x".into()],
             },
             // Items of no room queue under "".
             Notice::Pending {
                 scope: "in:as".into(),
-                queue: String::new(),
+                queues: vec![String::new()],
             },
         ] {
             let payload = notice.encode("me");
@@ -253,6 +286,24 @@ mod tests {
             assert_eq!(Notice::decode(&payload, "other"), Some((notice, false)));
         }
         assert_eq!(Notice::decode("x\tfuture\tthing", "me"), None);
+        // Thousands of rooms: split under `NOTIFY`'s limit, none lost.
+        let rooms: Vec<String> = (0..2_000)
+            .map(|n| format!("!room{n}:example.org"))
+            .collect();
+        let notices = Notice::pending("in:as", rooms.clone());
+        assert!(notices.len() > 1);
+        let mut read = Vec::new();
+        for notice in notices {
+            let payload = notice.encode("0123456789abcdef");
+            assert!(payload.len() < 8_000, "{} bytes", payload.len());
+            match Notice::decode(&payload, "me") {
+                Some((Notice::Pending { scope, queues }, false)) if scope == "in:as" => {
+                    read.extend(queues)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read, rooms);
         assert_eq!(Notice::decode("", "me"), None);
     }
 }
