@@ -677,7 +677,12 @@ impl<L: Lane> Lanes<L> {
                     tokio::select! {
                         _ = tokio::time::timeout_at(deadline, this.rescan.notified()) => break,
                         wake = next_wake(&mut notices, this.lane.scope()) => match wake {
-                            Wake::Rescan => break,
+                            Wake::Rescan => {
+                                // A lease given back, or word lost: who holds what is to be
+                                // asked again.
+                                this.elsewhere.lock_unpoisoned().clear();
+                                break;
+                            }
                             Wake::Queues(queues) => this.told(queues),
                         },
                     }
