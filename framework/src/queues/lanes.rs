@@ -383,6 +383,11 @@ impl<L: Lane> Lanes<L> {
             let (batch, full) = match self.next_source(&queue, after) {
                 Source::Done => {
                     if self.mode.leases() && self.linger(&queue, leased_at).await {
+                        // Read from the queue's start, as a worker newly started would: what
+                        // another process committed meanwhile may be numbered before what
+                        // this one already did (sequence numbers are taken before commit).
+                        // Everything done here is marked done by now.
+                        after = 0;
                         continue;
                     }
                     // The lease goes first, while this worker still holds the queue's entry:

@@ -1,6 +1,8 @@
 //! Word between the processes that share a PostgreSQL database, through `LISTEN`/`NOTIFY`:
 //! a lease given back (so a process waiting for the room or the service takes it at once, not
-//! at its next look) and a record its caches may hold changed (a membership, a ghost).
+//! at its next look), work stored for rooms another process holds (so that holder reads them
+//! at once, and nobody else looks), and a record its caches may hold changed (a membership, a
+//! ghost).
 //!
 //! One listening connection per store, opened by the first to ask ([`Store::notices`]). A
 //! notice is a hint, never the truth: one lost while the connection was down costs a delay

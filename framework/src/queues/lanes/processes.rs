@@ -3,7 +3,10 @@
 
 use std::sync::atomic::AtomicUsize;
 
-use super::*;
+use super::{
+    tests::{items_after, queues_of},
+    *,
+};
 
 /// What both "processes" see: one list of stored items, as the shared database has them.
 #[derive(Default)]
@@ -33,12 +36,7 @@ impl Lane for ProcessLane {
     async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<i64>> {
         self.reads.lock().unwrap().push(queue.to_owned());
         let stored = self.shared.stored.lock().unwrap();
-        Ok(stored
-            .iter()
-            .filter(|(q, seq)| q == queue && *seq > after)
-            .map(|(_, seq)| *seq)
-            .take(limit as usize)
-            .collect())
+        Ok(items_after(&stored, queue, after, limit))
     }
 
     fn seq(item: &i64) -> i64 {
@@ -63,16 +61,7 @@ impl Lane for ProcessLane {
 
     async fn pending_queues(&self, _: i64) -> Result<Vec<String>> {
         self.scans.fetch_add(1, Ordering::SeqCst);
-        let mut queues: Vec<String> = self
-            .shared
-            .stored
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(q, _)| q.clone())
-            .collect();
-        queues.dedup();
-        Ok(queues)
+        Ok(queues_of(&self.shared.stored.lock().unwrap()))
     }
 }
 
@@ -194,4 +183,18 @@ async fn a_notice_wakes_only_the_queue_it_names_and_an_idle_room_given_back_wake
     b.store.announce(&other).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(a.lane.reads.lock().unwrap().len(), reads);
+}
+
+#[tokio::test]
+async fn work_numbered_before_what_the_holder_did_is_not_passed_over() {
+    let (shared, [a, b]) = two_processes().await;
+    shared.stored.lock().unwrap().push(("!r".into(), 5));
+    a.offer("!r");
+    until(|| shared.processed.lock().unwrap().len() == 1).await;
+    // `b` commits an item numbered before 5 (its number taken before `a`'s commit, its own
+    // commit after), and tells `a`, which holds the room.
+    shared.stored.lock().unwrap().push(("!r".into(), 3));
+    b.offer("!r");
+    until(|| shared.processed.lock().unwrap().len() == 2).await;
+    assert_eq!(*shared.processed.lock().unwrap(), [("a", 5), ("a", 3)]);
 }
