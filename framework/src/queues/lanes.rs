@@ -59,6 +59,11 @@ pub(crate) trait Lane: Send + Sync + 'static {
     fn finish(&self, seqs: Vec<i64>) -> impl Future<Output = ()> + Send;
     /// Queues with pending items, oldest first.
     fn pending_queues(&self, limit: i64) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// `items` offered here (and counted as this process's work) went to the process that
+    /// holds their queue: they will not be processed here.
+    fn let_go(&self, items: usize) {
+        let _ = items;
+    }
 }
 
 pub(crate) struct Lanes<L: Lane> {
@@ -107,6 +112,9 @@ struct Offered<T> {
     /// Set while the worker, idle, keeps its lease for more work ([`LINGER`]); taken, and
     /// woken, by the next offer. A lingering worker does not count as busy.
     lingering: Option<Arc<Notify>>,
+    /// Items offered since the worker last took the lease, let go ([`Lane::let_go`]) if
+    /// another process holds it.
+    admitted: usize,
 }
 
 impl<T> Offered<T> {
@@ -116,6 +124,7 @@ impl<T> Offered<T> {
             items: Vec::new(),
             announce: false,
             lingering: None,
+            admitted: 0,
         }
     }
 
@@ -208,9 +217,11 @@ impl<L: Lane> Lanes<L> {
             return false;
         }
         let trusted = self.handoff.load(Ordering::SeqCst);
+        let count = items.as_ref().map_or(0, Vec::len);
         let mut active = self.active();
         if let Some(offered) = active.get_mut(queue) {
             offered.announce |= announce;
+            offered.admitted += count;
             if let Some(wake) = offered.lingering.take() {
                 wake.notify_one();
             }
@@ -231,6 +242,7 @@ impl<L: Lane> Lanes<L> {
         }
         if announce && self.mode.leases() && self.held_elsewhere(queue) {
             drop(active);
+            self.lane.let_go(count);
             self.tell(queue);
             return true;
         }
@@ -245,11 +257,13 @@ impl<L: Lane> Lanes<L> {
             Some(items) if trusted && items.len() <= MAX_HANDED => Offered {
                 items,
                 announce,
+                admitted: count,
                 ..Offered::nothing()
             },
             _ => Offered {
                 in_store: true,
                 announce,
+                admitted: count,
                 ..Offered::nothing()
             },
         };
@@ -361,11 +375,7 @@ impl<L: Lane> Lanes<L> {
         let scope = self.lane.scope().to_owned();
         let ttl = self.store.lease_ttl();
         match self.store.lease(&scope, &queue, &self.owner, ttl).await {
-            Ok(true) => {
-                if self.mode.leases() {
-                    self.elsewhere.lock_unpoisoned().remove(&queue);
-                }
-            }
+            Ok(true) => self.took(&queue),
             Ok(false) => {
                 // Another process works this queue: it is told of work stored here.
                 self.give_up(&queue).await;
@@ -418,6 +428,7 @@ impl<L: Lane> Lanes<L> {
                         self.give_up(&queue).await;
                         return;
                     }
+                    self.took(&queue);
                     leased_at = Instant::now();
                     continue;
                 }
@@ -540,13 +551,28 @@ impl<L: Lane> Lanes<L> {
     /// read the queue again if this process stored work in it. Told once the entry is gone,
     /// so that work offered after the notice starts a worker of its own, which tries again.
     async fn give_up(self: &Arc<Self>, queue: &str) {
-        let announce = self.active().remove(queue).is_some_and(|o| o.announce);
+        let (announce, admitted) = self
+            .active()
+            .remove(queue)
+            .map_or((false, 0), |o| (o.announce, o.admitted));
         self.changed.notify_waiters();
+        self.lane.let_go(admitted);
         if self.mode.leases() {
             remember(&self.elsewhere, queue, self.remembered());
         }
         if announce {
             self.tell(queue);
+        }
+    }
+
+    /// The worker of `queue` took its lease: what was offered is this process's to do.
+    fn took(&self, queue: &str) {
+        if !self.mode.leases() {
+            return;
+        }
+        self.elsewhere.lock_unpoisoned().remove(queue);
+        if let Some(offered) = self.active().get_mut(queue) {
+            offered.admitted = 0;
         }
     }
 

@@ -24,6 +24,8 @@ struct ProcessLane {
     /// Queues read, in order.
     reads: Mutex<Vec<String>>,
     scans: AtomicUsize,
+    /// Items offered here and let go to the holder of their queue.
+    let_go: AtomicUsize,
 }
 
 impl Lane for ProcessLane {
@@ -59,6 +61,10 @@ impl Lane for ProcessLane {
             .retain(|(_, seq)| !seqs.contains(seq));
     }
 
+    fn let_go(&self, items: usize) {
+        self.let_go.fetch_add(items, Ordering::SeqCst);
+    }
+
     async fn pending_queues(&self, _: i64) -> Result<Vec<String>> {
         self.scans.fetch_add(1, Ordering::SeqCst);
         Ok(queues_of(&self.shared.stored.lock().unwrap()))
@@ -80,6 +86,7 @@ async fn two_processes() -> (Arc<Shared>, [Arc<Lanes<ProcessLane>>; 2]) {
             scope: scope.clone(),
             reads: Mutex::default(),
             scans: AtomicUsize::new(0),
+            let_go: AtomicUsize::new(0),
         };
         let store = Store::connect(&url).await.unwrap();
         let process = Lanes::new(lane, store, Mode::Shared, name.into(), 8, 4);
@@ -112,7 +119,8 @@ async fn a_room_stays_with_the_process_that_holds_it_while_it_has_work() {
     for seq in 1..=8 {
         shared.stored.lock().unwrap().push(("!r".into(), seq));
         let receiver = if seq % 2 == 1 { &a } else { &b };
-        receiver.offer("!r");
+        // Handed over with the items, as received transactions are (counted as in flight).
+        receiver.offer_items("!r", vec![seq]);
         if seq > 2 && receiver.owner == "b" {
             // `b` found the room held when it asked (for event 2): it tells the holder, and
             // starts no worker to ask again.
@@ -132,6 +140,10 @@ async fn a_room_stays_with_the_process_that_holds_it_while_it_has_work() {
         (1..=8).map(|seq| ("a", seq)).collect::<Vec<_>>(),
         "every event handled by the room's holder, in order"
     );
+    // What `b` received is not counted as `b`'s backlog any more (its next transactions
+    // would wait for it): all four events went to `a`.
+    assert_eq!(b.lane.let_go.load(Ordering::SeqCst), 4);
+    assert_eq!(a.lane.let_go.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]
