@@ -3,6 +3,8 @@
 
 use std::sync::atomic::AtomicUsize;
 
+use crate::store::Notice;
+
 use super::{
     tests::{items_after, queues_of},
     *,
