@@ -89,6 +89,14 @@ impl Lane for InboxLane {
         core.admission.release(1);
     }
 
+    fn let_go(&self, items: usize) {
+        // Handled by the process that holds their room, which cannot tell this one: no
+        // longer this process's backlog, or its next transactions would wait for them.
+        if let Some(core) = self.core.upgrade() {
+            core.admission.release(items);
+        }
+    }
+
     async fn finish(&self, seqs: Vec<i64>) {
         let Some(core) = self.core.upgrade() else {
             return;

@@ -10,6 +10,13 @@
 //! committed just after. A periodic scan of the store picks up what nobody announced: work
 //! left by a crash, work over the worker limit, and (on PostgreSQL) queues another process let
 //! go of.
+//!
+//! Where processes share the store (`lanes/shared.rs`), a room stays with the process that
+//! holds its lease while it has work: an idle worker keeps its lease a moment for the next
+//! item, a process that stores work for a room another holds tells that holder which queue to
+//! read again (`Notice::Pending`) instead of waiting for the room, and a lease given back by
+//! an idle worker is not announced (which had every other process rescan every queue and take
+//! the rooms it found pending from the processes working them).
 
 use crate::sync::MutexExt;
 use std::{
@@ -24,10 +31,12 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::{
-    Result, Store,
-    store::{Mode, Notice},
-};
+use crate::{Result, Store, store::Mode};
+
+mod shared;
+
+pub(crate) use shared::lease_freed;
+use shared::{Wake, next_wake, remember};
 
 /// Where a lane's work comes from and how one item is done.
 pub(crate) trait Lane: Send + Sync + 'static {
@@ -52,6 +61,11 @@ pub(crate) trait Lane: Send + Sync + 'static {
     fn finish(&self, seqs: Vec<i64>) -> impl Future<Output = ()> + Send;
     /// Queues with pending items, oldest first.
     fn pending_queues(&self, limit: i64) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// `items` offered here (and counted as this process's work) went to the process that
+    /// holds their queue: they will not be processed here.
+    fn let_go(&self, items: usize) {
+        let _ = items;
+    }
 }
 
 pub(crate) struct Lanes<L: Lane> {
@@ -74,6 +88,17 @@ pub(crate) struct Lanes<L: Lane> {
     /// Set when this process hands its queues to the others sharing the store
     /// ([`Lanes::hand_over`]): no new worker starts, and each stops after the item in hand.
     handing_over: tokio::sync::watch::Sender<bool>,
+    /// Queues whose lease another process held when a worker here last asked, and when: new
+    /// work for them is announced to that holder at once, without asking again for a while
+    /// ([`Lanes::remembered`]).
+    elsewhere: Mutex<HashMap<String, Instant>>,
+    /// Queues whose lease a worker here gave back, idle, and when: a notice of work for one
+    /// of them (`Notice::Pending`) was meant for this process if it came within
+    /// [`Lanes::remembered`]; others, for queues this process neither works nor gave back
+    /// lately, are some other process's.
+    released: Mutex<HashMap<String, Instant>>,
+    /// Queues whose holders are to be told of work stored here, gathered for one notice.
+    to_tell: Mutex<Vec<String>>,
 }
 
 /// What was offered to a queue's worker since it last looked.
@@ -82,6 +107,16 @@ struct Offered<T> {
     in_store: bool,
     /// Work handed over in memory, in order; also in the store.
     items: Vec<T>,
+    /// Whether this process stored the work (received it, or a handler queued it), so that
+    /// the process holding the queue's lease, if another does, is told to read it. Work a
+    /// scan found or a notice named is not announced again.
+    announce: bool,
+    /// Set while the worker, idle, keeps its lease for more work ([`shared::LINGER`]); taken, and
+    /// woken, by the next offer. A lingering worker does not count as busy.
+    lingering: Option<Arc<Notify>>,
+    /// Items offered since the worker last took the lease, let go ([`Lane::let_go`]) if
+    /// another process holds it.
+    admitted: usize,
 }
 
 impl<T> Offered<T> {
@@ -89,6 +124,9 @@ impl<T> Offered<T> {
         Offered {
             in_store: false,
             items: Vec::new(),
+            announce: false,
+            lingering: None,
+            admitted: 0,
         }
     }
 
@@ -130,6 +168,9 @@ impl<L: Lane> Lanes<L> {
             rescan: Notify::new(),
             changed: Notify::new(),
             handing_over: tokio::sync::watch::Sender::new(false),
+            elsewhere: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
+            to_tell: Mutex::default(),
         })
     }
 
@@ -144,24 +185,41 @@ impl<L: Lane> Lanes<L> {
     /// Says that `queue` has new work (already committed to the store). Returns `false` when
     /// it was turned away at the worker limit, for a later scan to find.
     pub(crate) fn offer(self: &Arc<Self>, queue: &str) -> bool {
-        self.offer_inner(queue, None)
+        self.offer_inner(queue, None, true)
+    }
+
+    /// Says that `queue` may have work this process did not store: a scan found it pending,
+    /// or its holder was told to look (`Notice::Pending`). Not announced to others again.
+    fn found(self: &Arc<Self>, queue: &str) -> bool {
+        self.offer_inner(queue, None, false)
     }
 
     /// Says that `queue` has new work, committed to the store and handed over here in order,
     /// so that its worker need not read it back. Callers hand over a queue's items in the
     /// order they were committed.
     pub(crate) fn offer_items(self: &Arc<Self>, queue: &str, items: Vec<L::Item>) {
-        self.offer_inner(queue, Some(items));
+        self.offer_inner(queue, Some(items), true);
     }
 
-    fn offer_inner(self: &Arc<Self>, queue: &str, items: Option<Vec<L::Item>>) -> bool {
+    fn offer_inner(
+        self: &Arc<Self>,
+        queue: &str,
+        items: Option<Vec<L::Item>>,
+        announce: bool,
+    ) -> bool {
         if self.is_handing_over() {
             // It is in the store, where the process that takes the queue over finds it.
             return false;
         }
         let trusted = self.handoff.load(Ordering::SeqCst);
+        let count = items.as_ref().map_or(0, Vec::len);
         let mut active = self.active();
         if let Some(offered) = active.get_mut(queue) {
+            offered.announce |= announce;
+            offered.admitted += count;
+            if let Some(wake) = offered.lingering.take() {
+                wake.notify_one();
+            }
             match items {
                 Some(items)
                     if trusted
@@ -177,7 +235,13 @@ impl<L: Lane> Lanes<L> {
             }
             return true;
         }
-        if active.len() >= self.max_workers {
+        if announce && self.mode.leases() && self.held_elsewhere(queue) {
+            drop(active);
+            self.lane.let_go(count);
+            self.tell(queue);
+            return true;
+        }
+        if working(&active) >= self.max_workers {
             // The scan that follows a worker's exit will come back for it. Until it has, this
             // queue's work is in the store only, and handing over more would jump the line.
             self.handoff.store(false, Ordering::SeqCst);
@@ -186,12 +250,16 @@ impl<L: Lane> Lanes<L> {
         }
         let offered = match items {
             Some(items) if trusted && items.len() <= MAX_HANDED => Offered {
-                in_store: false,
                 items,
+                announce,
+                admitted: count,
+                ..Offered::nothing()
             },
             _ => Offered {
                 in_store: true,
-                items: Vec::new(),
+                announce,
+                admitted: count,
+                ..Offered::nothing()
             },
         };
         active.insert(queue.to_owned(), offered);
@@ -220,30 +288,6 @@ impl<L: Lane> Lanes<L> {
         })
     }
 
-    /// Hands this process's queues to the other processes sharing the store, as it stops: no
-    /// worker starts any more, each worker stops after the item in hand (given
-    /// [`HANDOVER_GRACE`] to finish, then dropped), its marks written, and gives its lease
-    /// back, which tells the others (see [`Store::release`]). Where the store is this
-    /// process's alone, nothing changes: the work left is finished here.
-    pub(crate) fn hand_over(&self) {
-        if self.mode.leases() {
-            self.handing_over.send_replace(true);
-        }
-    }
-
-    fn is_handing_over(&self) -> bool {
-        *self.handing_over.borrow()
-    }
-
-    /// Completes [`HANDOVER_GRACE`] after the hand-over begins: the item in hand is dropped then.
-    async fn abandoned(&self) {
-        let mut handing_over = self.handing_over.subscribe();
-        if handing_over.wait_for(|h| *h).await.is_err() {
-            return std::future::pending().await;
-        }
-        tokio::time::sleep(HANDOVER_GRACE).await;
-    }
-
     /// Waits until no queue has a worker, or `timeout`; whether none has.
     pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -256,9 +300,9 @@ impl<L: Lane> Lanes<L> {
         true
     }
 
-    /// Number of queues with a worker.
+    /// Number of queues with a worker at work (not one that lingers, idle).
     pub(crate) fn busy(&self) -> usize {
-        self.active().len()
+        working(&self.active())
     }
 
     /// Waits until something changes (a worker stops), or `timeout`.
@@ -302,10 +346,10 @@ impl<L: Lane> Lanes<L> {
         let scope = self.lane.scope().to_owned();
         let ttl = self.store.lease_ttl();
         match self.store.lease(&scope, &queue, &self.owner, ttl).await {
-            Ok(true) => {}
+            Ok(true) => self.took(&queue),
             Ok(false) => {
-                // Another process works this queue; the periodic scan will look again.
-                self.stop_worker(&queue);
+                // Another process works this queue: it is told of work stored here.
+                self.give_up(&queue).await;
                 return;
             }
             Err(error) => {
@@ -319,11 +363,28 @@ impl<L: Lane> Lanes<L> {
         loop {
             let (batch, full) = match self.next_source(&queue, after) {
                 Source::Done => {
+                    if self.mode.leases() && self.linger(&queue, leased_at).await {
+                        // Read from the queue's start, as a worker newly started would: what
+                        // another process committed meanwhile may be numbered before what
+                        // this one already did (sequence numbers are taken before commit).
+                        // Everything done here is marked done by now.
+                        after = 0;
+                        continue;
+                    }
                     // The lease goes first, while this worker still holds the queue's entry:
                     // a worker started for new work in between would find the lease its own
                     // (same process) and then lose it to this release, leaving another
-                    // process free to work the same items.
-                    if let Err(error) = self.store.release(&scope, &queue, &self.owner).await {
+                    // process free to work the same items. Announced only in a handover,
+                    // where the others are to take what is left at once.
+                    let released = if self.is_handing_over() {
+                        self.store.release(&scope, &queue, &self.owner).await
+                    } else {
+                        if self.mode.leases() {
+                            remember(&self.released, &queue, self.remembered());
+                        }
+                        self.store.release_idle(&scope, &queue, &self.owner).await
+                    };
+                    if let Err(error) = released {
                         tracing::warn!(%error, queue, "could not release the queue's lease");
                     }
                     if self.stop_if_idle(&queue) {
@@ -335,9 +396,10 @@ impl<L: Lane> Lanes<L> {
                         self.store.lease(&scope, &queue, &self.owner, ttl).await,
                         Ok(true)
                     ) {
-                        self.stop_worker(&queue);
+                        self.give_up(&queue).await;
                         return;
                     }
+                    self.took(&queue);
                     leased_at = Instant::now();
                     continue;
                 }
@@ -478,7 +540,7 @@ impl<L: Lane> Lanes<L> {
                             let listed_all = (queues.len() as i64) < limit;
                             let mut offered_all = true;
                             for queue in queues {
-                                offered_all &= this.offer(&queue);
+                                offered_all &= this.found(&queue);
                             }
                             // Every queue with work in the store has a worker reading it: from
                             // here on, new work can be handed over in memory, where the mode
@@ -490,35 +552,30 @@ impl<L: Lane> Lanes<L> {
                         Err(error) => tracing::error!(%error, "could not scan for pending work"),
                     }
                 }
-                tokio::select! {
-                    _ = tokio::time::timeout(interval, this.rescan.notified()) => {}
-                    () = lease_freed(&mut notices) => {}
+                // A notice naming one queue wakes that queue's worker, and no scan.
+                let deadline = tokio::time::Instant::now() + interval;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::timeout_at(deadline, this.rescan.notified()) => break,
+                        wake = next_wake(&mut notices, this.lane.scope()) => match wake {
+                            Wake::Rescan => {
+                                // A lease given back, or word lost: who holds what is to be
+                                // asked again.
+                                this.elsewhere.lock_unpoisoned().clear();
+                                break;
+                            }
+                            Wake::Queues(queues) => this.told(queues),
+                        },
+                    }
                 }
             }
         })
     }
 }
 
-/// How long the item in hand may take to finish when its process hands its queues over.
-const HANDOVER_GRACE: Duration = Duration::from_secs(5);
-
-/// Completes when another process on the store gave a lease back (or may have, unheard):
-/// a queue it held may wait for a worker here. Never, without notices.
-pub(crate) async fn lease_freed(notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>) {
-    let Some(receiver) = notices else {
-        return std::future::pending().await;
-    };
-    loop {
-        match receiver.recv().await {
-            Ok(Notice::LeaseFreed | Notice::Missed)
-            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-            Ok(_) => {}
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                *notices = None;
-                return std::future::pending().await;
-            }
-        }
-    }
+/// Queues with a worker at work: those whose worker lingers, idle, do not count.
+fn working<T>(active: &HashMap<String, Offered<T>>) -> usize {
+    active.values().filter(|o| o.lingering.is_none()).count()
 }
 
 /// A queue reserved by [`Lanes::claim`].
@@ -542,5 +599,7 @@ impl<L: Lane> Drop for Claim<L> {
     }
 }
 
+#[cfg(test)]
+mod processes;
 #[cfg(test)]
 mod tests;

@@ -110,7 +110,7 @@ impl Users {
                 self.joined.lock_unpoisoned().clear();
                 self.registered.lock().await.clear();
             }
-            Notice::LeaseFreed | Notice::Handed { .. } => {}
+            Notice::LeaseFreed | Notice::Handed { .. } | Notice::Pending { .. } => {}
         }
     }
 

@@ -181,8 +181,31 @@ impl Store {
     /// Gives a lease back, and tells the other processes on the database that it is free
     /// (`LISTEN`/`NOTIFY` on PostgreSQL), so one that waits for it takes it at once.
     pub async fn release(&self, scope: &str, queue_key: &str, owner: &str) -> Result<()> {
+        if self.give_back(scope, queue_key, owner).await? {
+            self.announce(&Notice::LeaseFreed).await;
+        }
+        Ok(())
+    }
+
+    /// Gives back the lease of a room's queue whose worker found nothing more to do, telling
+    /// nobody: nothing waits for it. Work another process stored meanwhile was announced to
+    /// this holder ([`Notice::Pending`]), which takes the queue again; a `LeaseFreed` here
+    /// would only have every other process rescan every queue, and take the rooms it finds
+    /// pending at that moment away from the processes working them.
+    pub(crate) async fn release_idle(
+        &self,
+        scope: &str,
+        queue_key: &str,
+        owner: &str,
+    ) -> Result<()> {
+        self.give_back(scope, queue_key, owner).await?;
+        Ok(())
+    }
+
+    /// Deletes `owner`'s lease on `queue_key`; whether it held one.
+    async fn give_back(&self, scope: &str, queue_key: &str, owner: &str) -> Result<bool> {
         if self.backend == Backend::Sqlite {
-            return Ok(());
+            return Ok(false);
         }
         let released = sqlx::query(
             "DELETE FROM queue_leases WHERE appservice_id = $1 AND queue_key = $2 AND owner = $3",
@@ -193,9 +216,6 @@ impl Store {
         .execute(&self.pool)
         .await?
         .rows_affected();
-        if released > 0 {
-            self.announce(&Notice::LeaseFreed).await;
-        }
-        Ok(())
+        Ok(released > 0)
     }
 }

@@ -1,6 +1,8 @@
 //! Word between the processes that share a PostgreSQL database, through `LISTEN`/`NOTIFY`:
 //! a lease given back (so a process waiting for the room or the service takes it at once, not
-//! at its next look) and a record its caches may hold changed (a membership, a ghost).
+//! at its next look), work stored for rooms another process holds (so that holder reads them
+//! at once, and nobody else looks), and a record its caches may hold changed (a membership, a
+//! ghost).
 //!
 //! One listening connection per store, opened by the first to ask ([`Store::notices`]). A
 //! notice is a hint, never the truth: one lost while the connection was down costs a delay
@@ -27,18 +29,55 @@ pub(crate) enum Notice {
     Ghost { user: String },
     /// Work was handed to the holder of `queue` (`store/handoff.rs`).
     Handed { queue: String },
+    /// A process stored work for the room queues `queues` of lease scope `scope` (`in:…`,
+    /// `out:…`) while another held their leases: the holder reads those queues again. Only
+    /// the holder's workers of those queues look; nobody scans. One notice for what one
+    /// transaction brought, split where it would pass `NOTIFY`'s limit ([`Notice::pending`]).
+    Pending { scope: String, queues: Vec<String> },
     /// The listening connection was lost and opened again: notices may have been missed in
     /// between, so what they would have said is to be assumed.
     Missed,
 }
 
+/// The longest payload of a notice made of many names: `NOTIFY` takes under 8,000 bytes, and
+/// the origin and the kind come first.
+const MAX_NAMES: usize = 7_000;
+
 impl Notice {
+    /// Notices that work waits in `queues` of lease `scope`: as few as fit `NOTIFY`'s limit.
+    pub(crate) fn pending(scope: &str, queues: Vec<String>) -> Vec<Notice> {
+        let mut notices = Vec::new();
+        let (mut chunk, mut size) = (Vec::new(), 0);
+        for queue in queues {
+            if size + queue.len() + 1 > MAX_NAMES && !chunk.is_empty() {
+                let queues = std::mem::take(&mut chunk);
+                notices.push(Notice::Pending {
+                    scope: scope.to_owned(),
+                    queues,
+                });
+                size = 0;
+            }
+            size += queue.len() + 1;
+            chunk.push(queue);
+        }
+        if !chunk.is_empty() {
+            notices.push(Notice::Pending {
+                scope: scope.to_owned(),
+                queues: chunk,
+            });
+        }
+        notices
+    }
+
     fn encode(&self, origin: &str) -> String {
         match self {
             Notice::LeaseFreed => format!("{origin}\tlease"),
             Notice::Membership { room, user } => format!("{origin}\tmember\t{room}\t{user}"),
             Notice::Ghost { user } => format!("{origin}\tghost\t{user}"),
             Notice::Handed { queue } => format!("{origin}\thanded\t{queue}"),
+            Notice::Pending { scope, queues } => {
+                format!("{origin}\tpending\t{scope}\t{}", queues.join("\t"))
+            }
             Notice::Missed => format!("{origin}\tmissed"),
         }
     }
@@ -48,6 +87,11 @@ impl Notice {
     fn decode(payload: &str, origin: &str) -> Option<(Notice, bool)> {
         let mut parts = payload.split('\t');
         let from = parts.next()?;
+        if payload.starts_with(&format!("{from}\tpending\t")) {
+            let scope = parts.nth(1)?.to_owned();
+            let queues = parts.map(ToOwned::to_owned).collect();
+            return Some((Notice::Pending { scope, queues }, from == origin));
+        }
         let notice = match (parts.next()?, parts.next(), parts.next()) {
             ("lease", None, None) => Notice::LeaseFreed,
             ("member", Some(room), Some(user)) => Notice::Membership {
@@ -229,12 +273,39 @@ mod tests {
             Notice::Handed {
                 queue: "bridge".into(),
             },
+            Notice::Pending {
+                scope: "in:as".into(),
+                queues: vec!["!r:x".into(), "!s:x".into()],
+            },
+            // Items of no room queue under "".
+            Notice::Pending {
+                scope: "in:as".into(),
+                queues: vec![String::new()],
+            },
         ] {
             let payload = notice.encode("me");
             assert_eq!(Notice::decode(&payload, "me"), Some((notice.clone(), true)));
             assert_eq!(Notice::decode(&payload, "other"), Some((notice, false)));
         }
         assert_eq!(Notice::decode("x\tfuture\tthing", "me"), None);
+        // Thousands of rooms: split under `NOTIFY`'s limit, none lost.
+        let rooms: Vec<String> = (0..2_000)
+            .map(|n| format!("!room{n}:example.org"))
+            .collect();
+        let notices = Notice::pending("in:as", rooms.clone());
+        assert!(notices.len() > 1);
+        let mut read = Vec::new();
+        for notice in notices {
+            let payload = notice.encode("0123456789abcdef");
+            assert!(payload.len() < 8_000, "{} bytes", payload.len());
+            match Notice::decode(&payload, "me") {
+                Some((Notice::Pending { scope, queues }, false)) if scope == "in:as" => {
+                    read.extend(queues)
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(read, rooms);
         assert_eq!(Notice::decode("", "me"), None);
     }
 }

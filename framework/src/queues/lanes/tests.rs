@@ -18,13 +18,12 @@ impl Lane for ListLane {
 
     async fn fetch(&self, queue: &str, after: i64, limit: i64) -> Result<Vec<i64>> {
         self.reads.fetch_add(1, Ordering::SeqCst);
-        let stored = self.stored.lock().unwrap();
-        Ok(stored
-            .iter()
-            .filter(|(q, seq)| q == queue && *seq > after)
-            .map(|(_, seq)| *seq)
-            .take(limit as usize)
-            .collect())
+        Ok(items_after(
+            &self.stored.lock().unwrap(),
+            queue,
+            after,
+            limit,
+        ))
     }
 
     fn seq(item: &i64) -> i64 {
@@ -44,16 +43,31 @@ impl Lane for ListLane {
     }
 
     async fn pending_queues(&self, _: i64) -> Result<Vec<String>> {
-        let mut queues: Vec<String> = self
-            .stored
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(q, _)| q.clone())
-            .collect();
-        queues.dedup();
-        Ok(queues)
+        Ok(queues_of(&self.stored.lock().unwrap()))
     }
+}
+
+/// Up to `limit` items of `queue` after `after` in a list of `(queue, seq)`, as the store
+/// reads them.
+pub(super) fn items_after(
+    stored: &[(String, i64)],
+    queue: &str,
+    after: i64,
+    limit: i64,
+) -> Vec<i64> {
+    stored
+        .iter()
+        .filter(|(q, seq)| q == queue && *seq > after)
+        .map(|(_, seq)| *seq)
+        .take(limit as usize)
+        .collect()
+}
+
+/// The queues of a list of `(queue, seq)` with items, oldest first.
+pub(super) fn queues_of(stored: &[(String, i64)]) -> Vec<String> {
+    let mut queues: Vec<String> = stored.iter().map(|(q, _)| q.clone()).collect();
+    queues.dedup();
+    queues
 }
 
 async fn lanes(max_workers: usize, stored: Vec<(&str, i64)>) -> Arc<Lanes<ListLane>> {

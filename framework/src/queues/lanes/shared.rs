@@ -1,0 +1,243 @@
+//! What the lanes do where processes share the store (PostgreSQL): a room kept by the
+//! process that holds it while it has work, and word between the processes about whose room
+//! is whose. See the parent module's documentation.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::Notify;
+
+use super::{Lane, Lanes};
+use crate::{store::Notice, sync::MutexExt};
+
+/// How long an idle worker keeps its queue's lease, where processes share the store, for the
+/// next item: a room that gets an event every few hundred milliseconds stays with one process
+/// instead of costing a lease taken and given back per event (and another process the chance
+/// to take it). Short, so that a process idle for a moment holds nothing a status or a
+/// handover must wait for; at most a third of the renewal interval (see `Lanes::linger`).
+const LINGER: Duration = Duration::from_millis(250);
+
+impl<L: Lane> Lanes<L> {
+    /// Hands this process's queues to the other processes sharing the store, as it stops: no
+    /// worker starts any more, each worker stops after the item in hand (given
+    /// [`HANDOVER_GRACE`] to finish, then dropped), its marks written, and gives its lease
+    /// back, which tells the others (see [`Store::release`]). Where the store is this
+    /// process's alone, nothing changes: the work left is finished here.
+    pub(crate) fn hand_over(&self) {
+        if self.mode.leases() {
+            self.handing_over.send_replace(true);
+        }
+    }
+
+    pub(super) fn is_handing_over(&self) -> bool {
+        *self.handing_over.borrow()
+    }
+
+    /// Completes [`HANDOVER_GRACE`] after the hand-over begins: the item in hand is dropped then.
+    pub(super) async fn abandoned(&self) {
+        let mut handing_over = self.handing_over.subscribe();
+        if handing_over.wait_for(|h| *h).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(HANDOVER_GRACE).await;
+    }
+
+    /// Ends a worker that found the queue's lease another process's: that holder is told to
+    /// read the queue again if this process stored work in it. Told once the entry is gone,
+    /// so that work offered after the notice starts a worker of its own, which tries again.
+    pub(super) async fn give_up(self: &Arc<Self>, queue: &str) {
+        let (announce, admitted) = self
+            .active()
+            .remove(queue)
+            .map_or((false, 0), |o| (o.announce, o.admitted));
+        self.changed.notify_waiters();
+        self.lane.let_go(admitted);
+        if self.mode.leases() {
+            remember(&self.elsewhere, queue, self.remembered());
+        }
+        if announce {
+            self.tell(queue);
+        }
+    }
+
+    /// The worker of `queue` took its lease: what was offered is this process's to do.
+    pub(super) fn took(&self, queue: &str) {
+        if !self.mode.leases() {
+            return;
+        }
+        self.elsewhere.lock_unpoisoned().remove(queue);
+        if let Some(offered) = self.active().get_mut(queue) {
+            offered.admitted = 0;
+        }
+    }
+
+    /// How long this process remembers that another held a queue's lease, and that it gave
+    /// one back: new work stored here for a queue held elsewhere is only announced to its
+    /// holder, not asked for, meanwhile (the holder keeps the room while it has work, and one
+    /// that let it go lately takes it again when told: the two spans are the same, and the
+    /// holder's starts later). A holder that died is taken over by the periodic scans once
+    /// its lease runs out, as before.
+    pub(super) fn remembered(&self) -> Duration {
+        self.store.lease_times().renew_every()
+    }
+
+    /// Tells the holder of `queue` (another process) to read it, in one notice with the
+    /// other queues this process stores work in meanwhile (a transaction's rooms), sent once
+    /// the work is committed (offers come after the commit).
+    pub(super) fn tell(self: &Arc<Self>, queue: &str) {
+        let first = {
+            let mut to_tell = self.to_tell.lock_unpoisoned();
+            if to_tell.iter().any(|q| q == queue) {
+                return;
+            }
+            to_tell.push(queue.to_owned());
+            to_tell.len() == 1
+        };
+        if first {
+            let this = self.clone();
+            tokio::spawn(async move {
+                // What the same transaction offers next joins this notice.
+                tokio::task::yield_now().await;
+                let queues = std::mem::take(&mut *this.to_tell.lock_unpoisoned());
+                for notice in Notice::pending(this.lane.scope(), queues) {
+                    this.store.announce(&notice).await;
+                }
+            });
+        }
+    }
+
+    /// Whether another process held `queue`'s lease when a worker here last asked, lately.
+    pub(super) fn held_elsewhere(&self, queue: &str) -> bool {
+        lately(&self.elsewhere, queue, self.remembered())
+    }
+
+    /// Another process stored work for `queues` while it found their leases held: each is
+    /// read again if this process holds it, or gave it back since that process asked.
+    pub(super) fn told(self: &Arc<Self>, queues: Vec<String>) {
+        for queue in queues {
+            let here = self.active().contains_key(&queue)
+                || lately(&self.released, &queue, self.remembered());
+            if here {
+                self.found(&queue);
+            }
+        }
+    }
+
+    /// Keeps the idle worker of `queue` (its lease taken or renewed at `leased_at`) and its
+    /// lease for [`LINGER`], or until work is offered; whether work came. Not when the lease
+    /// would need renewing meanwhile, nor in a handover.
+    pub(super) async fn linger(&self, queue: &str, leased_at: Instant) -> bool {
+        let renew_every = self.store.lease_times().renew_every();
+        let linger = LINGER.min(renew_every / 3);
+        if leased_at.elapsed() + linger >= renew_every || self.is_handing_over() {
+            return false;
+        }
+        let wake = Arc::new(Notify::new());
+        {
+            let mut active = self.active();
+            let Some(offered) = active.get_mut(queue) else {
+                return false;
+            };
+            if offered.anything() {
+                return true;
+            }
+            offered.lingering = Some(wake.clone());
+        }
+        // No longer busy: a handover or `idle` need not wait for it.
+        self.changed.notify_waiters();
+        let mut handing_over = self.handing_over.subscribe();
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(linger) => {}
+            _ = handing_over.wait_for(|h| *h) => {}
+        }
+        match self.active().get_mut(queue) {
+            // Nothing came: the marker is still there.
+            Some(offered) if offered.lingering.is_some() => {
+                offered.lingering = None;
+                false
+            }
+            // An offer took the marker.
+            Some(_) => true,
+            None => false,
+        }
+    }
+}
+
+/// Notes that `queue` was seen now in `seen` (see [`Lanes::elsewhere`], [`Lanes::released`]),
+/// forgetting what is older than `span`, so the map stays as small as the rooms seen lately.
+pub(super) fn remember(seen: &Mutex<HashMap<String, Instant>>, queue: &str, span: Duration) {
+    let mut seen = seen.lock_unpoisoned();
+    seen.retain(|_, since| since.elapsed() < span);
+    seen.insert(queue.to_owned(), Instant::now());
+}
+
+/// Whether `queue` was seen in `seen` within `span`.
+pub(super) fn lately(seen: &Mutex<HashMap<String, Instant>>, queue: &str, span: Duration) -> bool {
+    seen.lock_unpoisoned()
+        .get(queue)
+        .is_some_and(|since| since.elapsed() < span)
+}
+
+/// What a notice from another process asks of a lane's scan.
+pub(super) enum Wake {
+    /// Look through every queue: a lease was given back in a handover, or notices were lost.
+    Rescan,
+    /// Read these queues again: work was stored in them while this process held them.
+    Queues(Vec<String>),
+}
+
+/// The next notice that concerns the lanes of lease scope `scope`. Never, without notices.
+pub(super) async fn next_wake(
+    notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>,
+    scope: &str,
+) -> Wake {
+    let Some(receiver) = notices else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(Notice::Pending { scope: of, queues }) if of == scope => {
+                return Wake::Queues(queues);
+            }
+            Ok(notice @ (Notice::LeaseFreed | Notice::Missed)) => {
+                tracing::debug!(?notice, scope, "rescanning");
+                return Wake::Rescan;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, scope, "rescanning: notices missed");
+                return Wake::Rescan;
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *notices = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
+/// How long the item in hand may take to finish when its process hands its queues over.
+pub(super) const HANDOVER_GRACE: Duration = Duration::from_secs(5);
+
+/// Completes when another process on the store gave a lease back (or may have, unheard):
+/// a queue it held may wait for a worker here. Never, without notices.
+pub(crate) async fn lease_freed(notices: &mut Option<tokio::sync::broadcast::Receiver<Notice>>) {
+    let Some(receiver) = notices else {
+        return std::future::pending().await;
+    };
+    loop {
+        match receiver.recv().await {
+            Ok(Notice::LeaseFreed | Notice::Missed)
+            | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                *notices = None;
+                return std::future::pending().await;
+            }
+        }
+    }
+}
