@@ -5,8 +5,8 @@
 //! held by one process at a time and is back within the takeover time.
 //!
 //! ngircd reads at most about three lines a second from a client, the bridge's bot included,
-//! so the bursts are [`MESSAGES`] each way unless `TRESTLE_PROCESSES_MESSAGES` asks for more
-//! (500 each way takes about three minutes of ngircd's pace alone).
+//! so the bursts of [`MESSAGES`] each way (the 500) take about three minutes of
+//! ngircd's pace; `TRESTLE_PROCESSES_MESSAGES` sets another number for a quicker try.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -40,7 +40,7 @@ use raw::RawClient;
 use trestle_tests::synapse::UserClient;
 
 /// Each way, in the burst (see the module's documentation).
-const MESSAGES: usize = 150;
+const MESSAGES: usize = 500;
 const ALIAS: &str = "#irc_test_chat:localhost";
 const BOB_GHOST: &str = "@irc_test_bob:localhost";
 
