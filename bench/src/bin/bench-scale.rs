@@ -58,6 +58,10 @@ struct Args {
     /// Give up on a run when no echo arrived for this many seconds.
     #[arg(long, default_value_t = 60)]
     stall_s: u64,
+    /// Keep the processes' logs (each run's directory is printed) instead of removing them:
+    /// with `RUST_LOG`, for finding where a run waits.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 const BOT: &str = "@benchbot:localhost";
@@ -270,7 +274,11 @@ async fn run(args: Args) -> Result<(), String> {
             figure.processes, figure.events_per_s, figure.cpu_us_per_event
         );
     }
-    let _ = std::fs::remove_dir_all(&work);
+    if args.keep_logs {
+        println!("logs kept in {}", work.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
     Ok(())
 }
 

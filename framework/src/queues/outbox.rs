@@ -173,14 +173,27 @@ impl IntoFuture for Delivery {
     }
 }
 
-/// How often an awaited request another process may send is looked for in the store.
-const LOOK_FOR_OUTCOME: Duration = Duration::from_millis(250);
+/// The waits between looks in the store for an awaited request another process may send:
+/// shorter at first, growing to a quarter of a second. A fixed quarter of a second held every
+/// awaited send of a room whose inbox and outbox were worked by different processes that
+/// long, and such a room kept its outbox in the other process as long as sends came
+/// (bench-scale, two processes: runs with 127 such waits did 458 events/s, runs with none
+/// 1,211). Not shorter than a send here usually takes: the look races this process's own
+/// outbox, and a first look after 5 ms cost a query for nearly every event.
+fn outcome_looks() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(FIRST_LOOK), |wait| Some((*wait * 2).min(LONGEST_LOOK)))
+}
+
+const FIRST_LOOK: Duration = Duration::from_millis(50);
+const LONGEST_LOOK: Duration = Duration::from_millis(250);
 
 /// The outcome of request `seq` once the store has it: where another process took the room's
 /// queue, its worker sends the request and this process's waiter would never hear.
 async fn outcome_in_store(store: &crate::Store, seq: i64) -> Result<Option<OwnedEventId>> {
+    let mut looks = outcome_looks();
     loop {
-        tokio::time::sleep(LOOK_FOR_OUTCOME).await;
+        let wait = looks.next().unwrap_or(LONGEST_LOOK);
+        tokio::time::sleep(wait).await;
         match store.outbox_state(seq).await {
             Ok(Some((OutboxState::Sent, event_id, _))) => {
                 return Ok(event_id.and_then(|id| OwnedEventId::try_from(id).ok()));
