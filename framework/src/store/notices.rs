@@ -46,27 +46,25 @@ const MAX_NAMES: usize = 7_000;
 impl Notice {
     /// Notices that work waits in `queues` of lease `scope`: as few as fit `NOTIFY`'s limit.
     pub(crate) fn pending(scope: &str, queues: Vec<String>) -> Vec<Notice> {
-        let mut notices = Vec::new();
-        let (mut chunk, mut size) = (Vec::new(), 0);
+        let mut chunks: Vec<Vec<String>> = Vec::new();
+        let mut size = 0;
         for queue in queues {
-            if size + queue.len() + 1 > MAX_NAMES && !chunk.is_empty() {
-                let queues = std::mem::take(&mut chunk);
-                notices.push(Notice::Pending {
-                    scope: scope.to_owned(),
-                    queues,
-                });
+            if chunks.is_empty() || size + queue.len() + 1 > MAX_NAMES {
+                chunks.push(Vec::new());
                 size = 0;
             }
             size += queue.len() + 1;
-            chunk.push(queue);
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(queue);
+            }
         }
-        if !chunk.is_empty() {
-            notices.push(Notice::Pending {
+        chunks
+            .into_iter()
+            .map(|queues| Notice::Pending {
                 scope: scope.to_owned(),
-                queues: chunk,
-            });
-        }
-        notices
+                queues,
+            })
+            .collect()
     }
 
     fn encode(&self, origin: &str) -> String {
@@ -87,12 +85,13 @@ impl Notice {
     fn decode(payload: &str, origin: &str) -> Option<(Notice, bool)> {
         let mut parts = payload.split('\t');
         let from = parts.next()?;
-        if payload.starts_with(&format!("{from}\tpending\t")) {
-            let scope = parts.nth(1)?.to_owned();
+        let kind = parts.next()?;
+        if kind == "pending" {
+            let scope = parts.next()?.to_owned();
             let queues = parts.map(ToOwned::to_owned).collect();
             return Some((Notice::Pending { scope, queues }, from == origin));
         }
-        let notice = match (parts.next()?, parts.next(), parts.next()) {
+        let notice = match (kind, parts.next(), parts.next()) {
             ("lease", None, None) => Notice::LeaseFreed,
             ("member", Some(room), Some(user)) => Notice::Membership {
                 room: room.to_owned(),
