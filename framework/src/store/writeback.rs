@@ -69,11 +69,12 @@ impl Store {
     }
 
     async fn apply_script(&self, writes: &[Write]) -> Result<()> {
+        let mut done = Vec::new();
         let mut registered = Vec::new();
         let mut memberships = Vec::new();
         for write in writes {
             match write {
-                Write::Done(_) => {}
+                Write::Done(seq) => done.push(*seq),
                 Write::Registered(user_id) => registered.push(user_id.as_str()),
                 Write::Membership {
                     room_id,
@@ -82,23 +83,22 @@ impl Store {
                 } => memberships.push([room_id.as_str(), user_id.as_str(), membership.as_str()]),
             }
         }
-        // An empty list binds NULL, which `json_each` reads as no rows.
-        let list = |json: String, empty: bool| (!empty).then_some(json);
-        let done = done_seqs(writes);
         let query = sqlx::query(APPLY_SCRIPT)
             .bind(now_ms())
-            .bind(list(serde_json::to_string(&done)?, done.is_empty()))
-            .bind(list(
-                serde_json::to_string(&registered)?,
-                registered.is_empty(),
-            ))
-            .bind(list(
-                serde_json::to_string(&memberships)?,
-                memberships.is_empty(),
-            ));
+            .bind(json_list(&done)?)
+            .bind(json_list(&registered)?)
+            .bind(json_list(&memberships)?);
         self.script(query).await?;
         Ok(())
     }
+}
+
+/// `items` as a JSON array, or NULL for none, which `json_each` reads as no rows.
+fn json_list<T: serde::Serialize>(items: &[T]) -> Result<Option<String>> {
+    if items.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(items)?))
 }
 
 fn done_seqs(writes: &[Write]) -> Vec<i64> {
