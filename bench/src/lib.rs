@@ -12,6 +12,7 @@ pub mod child;
 pub mod homeserver;
 pub mod load;
 pub mod report;
+pub mod server;
 pub mod stats;
 
 /// The process's resident set size now and its high-water mark, in KiB, from `/proc`.

@@ -4,7 +4,10 @@
 //! processes in turn, as a load balancer would, with one transaction in flight to each (as
 //! Synapse keeps one in flight per appservice, a balancer in front of several processes lets
 //! each take one); the rooms, and so the handling, are divided between the processes by the
-//! store's leases. The figure is the echoes the homeserver got per second.
+//! store's leases. The figure is the echoes the homeserver got per second, with the CPU time
+//! per event of the processes and, apart, of the PostgreSQL server (when it runs on this
+//! machine), and the server's commits and write-ahead log per event: the terms of the model
+//! for more machines in `docs/scaling.md`.
 //!
 //! ```sh
 //! cargo build --release -p trestle-bench
@@ -31,6 +34,7 @@ use trestle_bench::{
     cpu_time_of,
     homeserver::{Homeserver, Session},
     load::{Command, Load, bot_joins},
+    server::ServerUse,
 };
 
 #[derive(Parser)]
@@ -72,6 +76,8 @@ struct Figure {
     events_per_s: f64,
     elapsed: Duration,
     cpu_us_per_event: f64,
+    /// What the run cost the PostgreSQL server.
+    server: ServerUse,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -192,6 +198,7 @@ async fn run_with(
     session.expect(arrivals.clone());
     let pids: Vec<u32> = processes.iter().map(AppProcess::pid).collect();
     let cpu_before: Duration = pids.iter().filter_map(|&p| cpu_time_of(p)).sum();
+    let server_before = ServerUse::read(database).await?;
     let started = Instant::now();
     let pushers: Vec<_> = shares
         .into_iter()
@@ -224,12 +231,25 @@ async fn run_with(
     for process in processes {
         process.stop().await;
     }
+    // The processes' backends publish their statistics as they end, and the postmaster reaps
+    // them (their CPU time becomes its children's).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = ServerUse::read(database).await?.since(&server_before);
     Ok(Figure {
         processes: n,
         events_per_s: args.events as f64 / elapsed.as_secs_f64().max(1e-9),
         elapsed,
         cpu_us_per_event: cpu.saturating_sub(cpu_before).as_secs_f64() * 1e6 / args.events as f64,
+        server,
     })
+}
+
+/// The server's CPU time per event in a run, when the server runs on this machine.
+fn server_cpu_per_event(figure: &Figure, events: usize) -> Option<f64> {
+    figure
+        .server
+        .cpu
+        .map(|cpu| cpu.as_secs_f64() * 1e6 / events as f64)
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -253,14 +273,23 @@ async fn run(args: Args) -> Result<(), String> {
     for &n in &args.processes {
         let figure = run_with(&args, &database, n, &homeserver, &homeserver_url, &work).await?;
         println!(
-            "{n} processes: {:.0} events/s ({:.1} s), CPU {:.0} µs/event over all processes",
+            "{n} processes: {:.0} events/s ({:.1} s), CPU {:.0} µs/event over all processes; \
+             PostgreSQL: CPU {}, {:.2} commits and {:.0} bytes of WAL per event",
             figure.events_per_s,
             figure.elapsed.as_secs_f64(),
-            figure.cpu_us_per_event
+            figure.cpu_us_per_event,
+            server_cpu_per_event(&figure, args.events)
+                .map_or("not on this machine".into(), |us| format!(
+                    "{us:.0} µs/event"
+                )),
+            figure.server.commits as f64 / args.events as f64,
+            figure.server.wal_bytes as f64 / args.events as f64,
         );
         figures.push(figure);
     }
-    println!("\n| processes | events/s | × one process | CPU µs/event |\n|---|---|---|---|");
+    println!(
+        "\n| processes | events/s | × one process | CPU µs/event | PostgreSQL CPU µs/event | commits/event | WAL bytes/event |\n|---|---|---|---|---|---|---|"
+    );
     let one = figures
         .iter()
         .find(|f| f.processes == 1)
@@ -269,10 +298,28 @@ async fn run(args: Args) -> Result<(), String> {
         let ratio = one.map_or(String::from("–"), |one| {
             format!("{:.2}", figure.events_per_s / one)
         });
+        let server_cpu =
+            server_cpu_per_event(figure, args.events).map_or("–".into(), |us| format!("{us:.0}"));
         println!(
-            "| {} | {:.0} | {ratio} | {:.0} |",
-            figure.processes, figure.events_per_s, figure.cpu_us_per_event
+            "| {} | {:.0} | {ratio} | {:.0} | {server_cpu} | {:.2} | {:.0} |",
+            figure.processes,
+            figure.events_per_s,
+            figure.cpu_us_per_event,
+            figure.server.commits as f64 / args.events as f64,
+            figure.server.wal_bytes as f64 / args.events as f64,
         );
+    }
+    // The model of docs/scaling.md: what one core of each side handles, from the CPU each
+    // spends per event; processes on more machines multiply the first, not the second.
+    for figure in &figures {
+        if let Some(server) = server_cpu_per_event(figure, args.events) {
+            println!(
+                "{} processes: one core of Trestle handles {:.0} events/s, one core of PostgreSQL {:.0}",
+                figure.processes,
+                1e6 / figure.cpu_us_per_event.max(1e-9),
+                1e6 / server.max(1e-9)
+            );
+        }
     }
     if args.keep_logs {
         println!("logs kept in {}", work.display());
