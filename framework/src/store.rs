@@ -72,6 +72,8 @@ pub struct Store {
     /// Leases this store's holders took from another owner whose lease ran out: processes
     /// that died (or stalled) and were taken over.
     takeovers: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Done marks of several workers gathered into one statement (see `inbox/grouped.rs`).
+    marks: std::sync::Arc<inbox::GroupedMarks>,
 }
 
 /// What waits in a queue (the inbox or the outbox): how much, and since when. `/metrics` shows
@@ -274,6 +276,7 @@ impl Store {
             leases: LeaseTimes::from_takeover(DEFAULT_TAKEOVER),
             notices: None,
             takeovers: Default::default(),
+            marks: Default::default(),
         })
     }
 

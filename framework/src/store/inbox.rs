@@ -3,8 +3,10 @@ use sqlx::Row;
 use super::{Backend, Backlog, Store, now_ms};
 use crate::{Result, transaction::Incoming};
 
+mod grouped;
 mod receive;
 
+pub(crate) use grouped::GroupedMarks;
 pub(crate) use receive::{TxnName, digest, stored_items};
 
 /// An item to put in the inbox.
@@ -111,9 +113,13 @@ impl Store {
         Ok(())
     }
 
-    /// Marks several items handled, in one statement.
+    /// Marks several items handled, in one statement with what other workers mark at the
+    /// same moment ([`GroupedMarks`]).
     pub(crate) async fn inbox_done_many(&self, seqs: &[i64]) -> Result<()> {
-        mark_done(&mut *self.conn().await?, self.backend, seqs).await
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        self.marks.mark(self, seqs).await
     }
 
     /// Queues that have unhandled items, oldest first.

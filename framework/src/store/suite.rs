@@ -240,6 +240,39 @@ async fn leases_are_exclusive(store: Store) {
     assert!(store.lease("in:as", "!s", "two", ttl).await.unwrap());
 }
 
+/// Twenty rooms' workers marking their items done at the same moment share one statement, or
+/// two where the writer started on the first worker's marks before the others came (twenty
+/// without the gathering).
+async fn done_marks_made_at_once_share_a_statement(store: Store) {
+    let items: Vec<NewInboxItem> = (0..40)
+        .map(|i| item(&format!("!r{}", i % 20), i, "{}"))
+        .collect();
+    assert!(
+        store
+            .receive_transaction("as", "marks", &items)
+            .await
+            .unwrap()
+    );
+    let mut per_room = Vec::new();
+    for room in 0..20 {
+        let pending = store
+            .inbox_next("as", &format!("!r{room}"), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(pending.len(), 2);
+        per_room.push(pending.iter().map(|i| i.seq).collect::<Vec<i64>>());
+    }
+    let before = store.marks.statements();
+    // Polled in turn by one task: the first starts the writer, the others wait while it writes.
+    let marked =
+        futures_util::future::join_all(per_room.iter().map(|seqs| store.inbox_done_many(seqs)))
+            .await;
+    assert!(marked.iter().all(Result::is_ok), "{marked:?}");
+    let statements = store.marks.statements() - before;
+    assert!((1..=2).contains(&statements), "{statements} statements");
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 0);
+}
+
 macro_rules! suite {
     ($backend:ident: $($test:ident),* $(,)?) => {
         mod $backend {
@@ -255,6 +288,8 @@ macro_rules! suite {
 }
 
 suite!(sqlite: transactions_are_stored_once, inbox_keeps_order_per_queue, outbox_records_outcomes,
-       ghosts_and_memberships, pruning_keeps_what_is_pending, leases_are_exclusive);
+       ghosts_and_memberships, pruning_keeps_what_is_pending, leases_are_exclusive,
+       done_marks_made_at_once_share_a_statement);
 suite!(postgres: transactions_are_stored_once, inbox_keeps_order_per_queue, outbox_records_outcomes,
-       ghosts_and_memberships, pruning_keeps_what_is_pending, leases_are_exclusive);
+       ghosts_and_memberships, pruning_keeps_what_is_pending, leases_are_exclusive,
+       done_marks_made_at_once_share_a_statement);
