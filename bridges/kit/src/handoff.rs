@@ -91,7 +91,11 @@ impl<N: Network> BridgeHandle<N> {
                 json.get(),
             )
             .await?;
-        tracing::debug!(order_key, "handed to the process that holds the logins");
+        tracing::debug!(
+            order_key,
+            event_type = incoming.event_type().unwrap_or_default(),
+            "handed to the process that holds the logins"
+        );
         Ok(true)
     }
 
