@@ -15,17 +15,25 @@
 //! A login made where the bridge is not held (through the provisioning API of a `matrix`-role
 //! process) is handed over the same way: stored, connecting, then a request in the queue that
 //! the holder connects it; the process that took the request waits (a bounded time) for the
-//! login's state in the store, to answer whether it worked.
+//! login's state in the store, to answer whether it worked. It looks again when the holder
+//! rings that it answered (a `NOTIFY` in a queue of answers, which holds no item), and every
+//! second in case a notice was lost.
 //!
 //! On SQLite one process does everything, nothing is handed over, and none of this runs.
 
 use std::{
+    future::Future,
     sync::atomic::Ordering,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
-use trestle::{Appservice, router::EventContext, store::Handoff, transaction::Incoming};
+use trestle::{
+    Appservice,
+    router::EventContext,
+    store::{Handoff, Wakes},
+    transaction::Incoming,
+};
 
 use super::{
     BridgeError, BridgeHandle, ConnectionState, Login, Network, NetworkResult,
@@ -41,8 +49,9 @@ const BATCH: i64 = 100;
 /// The kind of a handed request to connect a login (the others are Matrix events').
 const CONNECT_LOGIN: &str = "trestle.bridge.connect_login";
 
-/// How often a process waiting for the holder to connect a login looks at its state.
-const LOGIN_POLL: Duration = Duration::from_millis(200);
+/// The queue in which the holder rings when it connected a handed login (or could not): it
+/// holds no item, only wakes the process waiting for the answer ([`Handoff::ring`]).
+const LOGIN_ANSWERS: &str = "bridge-login-answers";
 
 /// A handed request to connect a login, stored already.
 #[derive(Serialize, Deserialize)]
@@ -56,6 +65,11 @@ impl<N: Network> BridgeHandle<N> {
     /// The kit's handoff queue, where processes share the store.
     pub(crate) fn handoff_queue(app: &Appservice) -> Option<Handoff> {
         app.store().handoff(&app.registration().id, QUEUE)
+    }
+
+    /// Where the holder rings when it answered a handed login.
+    fn login_answers(app: &Appservice) -> Option<Handoff> {
+        app.store().handoff(&app.registration().id, LOGIN_ANSWERS)
     }
 
     /// Hands the event of `ctx` to the holder of the bridge's logins, unless this process is
@@ -172,6 +186,15 @@ impl<N: Network> BridgeHandle<N> {
         quiet: bool,
         row: LoginRow,
     ) -> NetworkResult<Login<N>> {
+        // Subscribed before the request goes, so that an answer rung in between is not missed.
+        // There is a queue of answers wherever there is `queue`: the store is shared.
+        let mut answers = Self::login_answers(&self.app()?)
+            .ok_or_else(|| {
+                BridgeError::Trestle(trestle::Error::Other(
+                    "a login handed over where the store is not shared".into(),
+                ))
+            })?
+            .wakes();
         self.store()?.upsert_login(&row).await?;
         let request = ConnectLogin {
             user: login.user.to_string(),
@@ -192,30 +215,27 @@ impl<N: Network> BridgeHandle<N> {
             .await?;
         tracing::debug!(user = %login.user, login_id = login.id, "login handed to the process that holds the logins");
         let wait = Duration::from_secs(self.config().connection_wait.max(1));
-        let deadline = Instant::now() + wait;
-        loop {
-            match self.stored_login(&login.user, &login.id).await? {
-                None => {
-                    return Err(BridgeError::Remote(format!(
-                        "{}: the login could not connect",
-                        login.id
-                    )));
-                }
-                // Connected, then whatever the network said since: answered as where the login
-                // is connected here.
-                Some(stored) if stored.state != ConnectionState::Connecting => return Ok(stored),
-                Some(_) => {}
-            }
-            if Instant::now() >= deadline {
-                return Err(BridgeError::Retriable(format!(
-                    "{}: the process that holds the bridge did not connect the login within {} s; \
-                     it is still to",
-                    login.id,
-                    wait.as_secs()
-                )));
-            }
-            tokio::time::sleep(LOGIN_POLL).await;
-        }
+        let answer = until_answered(&mut answers, Instant::now() + wait, || async {
+            Ok(match self.stored_login(&login.user, &login.id).await? {
+                None => Some(Err(BridgeError::Remote(format!(
+                    "{}: the login could not connect",
+                    login.id
+                )))),
+                // Connected, then whatever the network said since: answered as where the
+                // login is connected here.
+                Some(stored) if stored.state != ConnectionState::Connecting => Some(Ok(stored)),
+                Some(_) => None,
+            })
+        })
+        .await?;
+        answer.unwrap_or_else(|| {
+            Err(BridgeError::Retriable(format!(
+                "{}: the process that holds the bridge did not connect the login within {} s; \
+                 it is still to",
+                login.id,
+                wait.as_secs()
+            )))
+        })
     }
 
     /// The holder's side of [`BridgeHandle::login_in_holder`].
@@ -251,6 +271,10 @@ impl<N: Network> BridgeHandle<N> {
         if let Err(error) = self.start_login(login, request.automatic).await {
             tracing::info!(%error, %user, login_id = request.login_id, "a handed login did not connect");
         }
+        // Its state is stored (or it is gone): the process that waits for it looks now.
+        if let Some(answers) = self.app().ok().as_ref().and_then(Self::login_answers) {
+            answers.ring().await;
+        }
     }
 
     async fn handle_handed(&self, app: &Appservice, kind: &str, payload: &str) {
@@ -282,5 +306,85 @@ impl<N: Network> BridgeHandle<N> {
         if let Err(error) = handle_incoming(self, app, &incoming).await {
             tracing::warn!(%error, kind, "a handed event could not be bridged");
         }
+    }
+}
+
+/// Looks with `look` until it has an answer, again at each ring of `wakes`, and in any case
+/// every second ([`Wakes::next`]: a notice lost is only a later look), until `deadline`;
+/// `None` when it is past with no answer.
+async fn until_answered<T, F, Fut>(
+    wakes: &mut Wakes,
+    deadline: Instant,
+    mut look: F,
+) -> NetworkResult<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = NetworkResult<Option<T>>>,
+{
+    loop {
+        if let Some(answer) = look().await? {
+            return Ok(Some(answer));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(None);
+        }
+        let _ = tokio::time::timeout(left, wakes.next()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // A failed unwrap is the test failing.
+
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use trestle::store::Store;
+
+    use super::*;
+
+    /// Waits for `answered` as a process waits for a handed login's state, while "the holder"
+    /// (another store on the database, as another process) answers 300 ms in, ringing or not:
+    /// how long after the answer the wait ended.
+    async fn wait_ends_after_answer(url: &str, ring: bool) -> Duration {
+        let here = Store::connect(url).await.unwrap();
+        let holder = Store::connect(url).await.unwrap();
+        let mut wakes = here.handoff("as", LOGIN_ANSWERS).unwrap().wakes();
+        // The listener's first word (it may have missed notices), so that it wakes nothing
+        // below.
+        wakes.next().await;
+        let answered = Arc::new(AtomicBool::new(false));
+        let answer = answered.clone();
+        let answering = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            answer.store(true, Ordering::SeqCst);
+            let at = Instant::now();
+            if ring {
+                holder.handoff("as", LOGIN_ANSWERS).unwrap().ring().await;
+            }
+            at
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answer = until_answered(&mut wakes, deadline, || async {
+            Ok(answered.load(Ordering::SeqCst).then_some(()))
+        })
+        .await
+        .unwrap();
+        let ended = Instant::now();
+        assert_eq!(answer, Some(()));
+        ended - answering.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_the_holders_answer_ends_at_its_ring_not_at_a_look() {
+        let url = trestle_postgres_harness::fresh_database().await;
+        let rung = wait_ends_after_answer(&url, true).await;
+        assert!(rung < Duration::from_millis(250), "{rung:?} after the ring");
+        // Unrung, only the safety look (a second after the last) finds it.
+        let unrung = wait_ends_after_answer(&url, false).await;
+        assert!(unrung >= Duration::from_millis(500), "{unrung:?} unrung");
     }
 }

@@ -81,13 +81,20 @@ impl Handoff {
         .bind(now_ms())
         .execute(self.store.pool())
         .await?;
+        self.ring().await;
+        Ok(())
+    }
+
+    /// Wakes what waits on this queue's [`Handoff::wakes`], in every process, without an item:
+    /// for an answer the pusher of an item waits for (in a queue of answers of its own, so that
+    /// the holder's wakes are not rung for nothing).
+    pub async fn ring(&self) {
         let notice = Notice::Handed {
             queue: self.queue.clone(),
         };
-        // The holder may be this process, whose listener skips its own notices.
+        // What waits may be in this process, whose listener skips its own notices.
         self.store.tell_here(&notice);
         self.store.announce(&notice).await;
-        Ok(())
     }
 
     /// Whether items of `order_key` wait (or are being done): work of that key done now, and
