@@ -7,7 +7,9 @@
 //! handoff queue, committed before the handler returns, so the inbox marks the event done
 //! only once it is safe. The holder takes the rows in order, handles each as if it had
 //! received it, and deletes it. The holder handles what it receives itself, unless events of
-//! the same room still wait in the queue, which it must not pass. When the holder stops, the
+//! the same room still wait in the queue, which it must not pass: it knows which it has read
+//! and not finished, and asks the store only while it may not have read them all (module
+//! `view`), so not for each event. When the holder stops, the
 //! next one takes what is left; an event it had sent and mapped but not yet deleted when it
 //! died is found in the message map and not sent again (one it died while sending, before the
 //! network confirmed it, may be: docs/scaling.md).
@@ -32,6 +34,7 @@ use trestle::{
     Appservice,
     router::EventContext,
     store::{Handoff, Wakes},
+    sync::MutexExt,
     transaction::Incoming,
 };
 
@@ -39,6 +42,11 @@ use super::{
     BridgeError, BridgeHandle, ConnectionState, Login, Network, NetworkResult,
     matrix::handle_incoming, store::LoginRow,
 };
+
+mod view;
+
+use view::Decision;
+pub(crate) use view::View;
 
 /// The handoff queue of the kit's events, in each appservice's store.
 const QUEUE: &str = "bridge";
@@ -90,12 +98,20 @@ impl<N: Network> BridgeHandle<N> {
             .queue_key()
             .map(ToString::to_string)
             .unwrap_or_default();
-        // A holder that stops hands over too: its connections are closing.
-        if self.shared.holding.load(Ordering::SeqCst)
-            && !app.is_stopping()
-            && !queue.waiting(&order_key).await?
-        {
-            return Ok(false);
+        // A holder that stops hands over too: its connections are closing. One that does not
+        // handles the event itself unless items of its room wait, which it must not pass: it
+        // knows which it has read, and asks the store only when it may not have read them all
+        // (module `view`).
+        if self.shared.holding.load(Ordering::SeqCst) && !app.is_stopping() {
+            let decision = self.shared.handed.lock_unpoisoned().decide(&order_key);
+            let here = match decision {
+                Decision::Here => true,
+                Decision::Hand => false,
+                Decision::Ask => !queue.waiting(&order_key).await?,
+            };
+            if here {
+                return Ok(false);
+            }
         }
         queue
             .push(
@@ -132,16 +148,22 @@ impl<N: Network> BridgeHandle<N> {
         let Some(queue) = Self::handoff_queue(app) else {
             return;
         };
+        let _viewing = Viewing::start(self, queue.wakes());
         loop {
             // Subscribed before looking, so that a push in between wakes us.
             let mut wakes = queue.wakes();
-            let items = match queue.oldest(BATCH).await {
-                Ok(items) => items,
+            self.shared.handed.lock_unpoisoned().reading();
+            let (items, complete) = match queue.oldest(BATCH).await {
+                Ok(items) => {
+                    let complete = items.len() < BATCH as usize;
+                    (items, complete)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "could not read the handed events");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
+            self.shared.handed.lock_unpoisoned().read(&items, complete);
             if let Ok(depth) = queue.depth().await {
                 app.set_gauge(
                     "trestle_bridge_handoff_depth",
@@ -162,6 +184,10 @@ impl<N: Network> BridgeHandle<N> {
                     // for messages.
                     tracing::warn!(%error, seq = item.seq, "could not forget a handed event");
                 }
+                self.shared
+                    .handed
+                    .lock_unpoisoned()
+                    .finished(&item.order_key);
             }
             if busy {
                 continue;
@@ -306,6 +332,23 @@ impl<N: Network> BridgeHandle<N> {
         if let Err(error) = handle_incoming(self, app, &incoming).await {
             tracing::warn!(%error, kind, "a handed event could not be bridged");
         }
+    }
+}
+
+/// The holder's view of the queue ([`View`]) while it takes the queue: let go when it stops,
+/// or when its future is dropped (a lost lease).
+struct Viewing<'a, N: Network>(&'a BridgeHandle<N>);
+
+impl<'a, N: Network> Viewing<'a, N> {
+    fn start(bridge: &'a BridgeHandle<N>, wakes: Wakes) -> Self {
+        bridge.shared.handed.lock_unpoisoned().start(wakes);
+        Viewing(bridge)
+    }
+}
+
+impl<N: Network> Drop for Viewing<'_, N> {
+    fn drop(&mut self) {
+        self.0.shared.handed.lock_unpoisoned().stop();
     }
 }
 

@@ -362,6 +362,7 @@ impl<N: Network> Bridge<N> {
             double_puppets: double_puppet::Clients::default(),
             gates: history::Gates::default(),
             own_handlers: Mutex::new(Vec::new()),
+            handed: Mutex::new(handoff::View::default()),
         };
         Bridge {
             handle: BridgeHandle {
@@ -484,6 +485,8 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) gates: history::Gates,
     /// The bridge's own handlers ([`Bridge::on_type`]).
     pub(crate) own_handlers: Mutex<Vec<own::OwnHandler<N>>>,
+    /// What the holder knows of its handoff queue (module `handoff`).
+    pub(crate) handed: Mutex<handoff::View>,
 }
 
 /// One live connection of a login.

@@ -193,6 +193,29 @@ impl Wakes {
         };
         let _ = tokio::time::timeout(LOOK_EVERY, woken).await;
     }
+
+    /// Whether an item was pushed to the queue (by any process, this one too) since the last
+    /// call or since [`Handoff::wakes`], or notices may have been missed, without waiting: for
+    /// a holder that keeps in memory what waits, and must not pass what it has not read. Every
+    /// push is announced after its row is committed, so one committed before a call that says
+    /// `false` was rung before too, unless its notice is still on its way (see the bridge
+    /// kit's `handoff/view.rs`). Always `true` where there are no notices to go by.
+    pub fn rung(&mut self) -> bool {
+        let Some(notices) = &mut self.notices else {
+            return true;
+        };
+        let mut rung = false;
+        loop {
+            match notices.try_recv() {
+                Ok(Notice::Handed { queue }) if queue == self.queue => rung = true,
+                Ok(Notice::Missed) | Err(broadcast::error::TryRecvError::Lagged(_)) => rung = true,
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Empty) => return rung,
+                // No listener any more: nothing to go by.
+                Err(broadcast::error::TryRecvError::Closed) => return true,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
