@@ -6,14 +6,17 @@
 //! Why that is enough: an item of room R is pushed by another process only while that process
 //! handles R's events, so holds R's inbox lease; its push is committed, then announced
 //! (`NOTIFY`), before its handler returns, so before R's item is marked done and R's lease can
-//! come here. Notices reach this process in commit order, and the inbox here takes a room
-//! after a notice that it was given back or has work: by then the push's notice has been
-//! broadcast, and [`Wakes::rung`] sees it. A push whose notice was lost (the pusher died
-//! between its commit and its `NOTIFY`, or this process's listener reconnected: `Missed`) is
-//! read by the holder's look every second, long before a lease of a process that died runs
-//! out. What is left is a room this process takes while its listener is behind by more than
-//! the handover's own round trips (taking the lease, reading the item): then one event may be
-//! sent before a handed one of the same room that was pushed a moment earlier.
+//! come here. Notices reach this process in commit order: when its inbox takes R on a notice
+//! (R given back, or work stored for it), the push's notice was broadcast before that one, and
+//! [`Wakes::rung`] sees it. A listener that reconnected says notices may be lost (`Missed`),
+//! which makes the view not whole until the next read. When it takes R on a lease that ran out
+//! (the pusher died, perhaps between its commit and its `NOTIFY`), the holder's look every
+//! second has read the push long before: a lease runs out seconds after its last renewal.
+//! What is left is R taken here, on events this process received itself, the
+//! moment another process gave it back, while this process's listener is behind by more than
+//! the round trips of taking the lease and reading the item: then one event may be sent before
+//! a handed one of R pushed a moment earlier (asking the store for each event, as before,
+//! closed that too, at a query per event).
 
 use std::collections::HashMap;
 
