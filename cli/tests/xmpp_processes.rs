@@ -22,14 +22,11 @@ use serde_json::json;
 use support::{
     client::{XmppClient, body},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
-    room::{bob_joins_on, power_levels},
+    room::{bob_away_for_lunch, bob_joins_on, power_levels},
 };
 use tokio_xmpp::{
     Stanza,
-    parsers::{
-        message::MessageType,
-        presence::{Show, Type as PresenceType},
-    },
+    parsers::{message::MessageType, presence::Type as PresenceType},
 };
 use trestle_tests::{
     appservice::WAIT,
@@ -216,21 +213,7 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
             m.subjects.values().any(|s| s == "talk across processes")
         })
         .await;
-    let path = format!(
-        "/_matrix/client/v3/presence/{}/status",
-        encode("@bob:localhost")
-    );
-    let away = json!({"presence": "unavailable", "status_msg": "lunch"});
-    bob.call_ok(Method::PUT, &path, Some(&away)).await;
-    alice
-        .expect_presence("bob away for lunch", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-                && p.show == Some(Show::Away)
-                && p.statuses.values().any(|s| s == "lunch")
-        })
-        .await;
+    bob_away_for_lunch(&bob, &mut alice, &bob_occupant).await;
 
     // The holder stops cleanly: `connections` takes the bridge over, and its component.
     all.stop().await;
