@@ -1,7 +1,8 @@
 //! The XMPP bridge in three `trestle run` processes on one PostgreSQL database (a `matrix`, a
 //! `connections` and an `all` one), against a real Synapse and a real Prosody: the component
 //! is connected by one process at a time, the holder of the bridge, and messages cross both
-//! ways, each once, before and after the holder is stopped (SIGTERM) and killed (SIGKILL).
+//! ways, each once, before and after the holder is stopped (SIGTERM) and killed (SIGKILL). A
+//! topic and a presence the matrix process receives reach XMPP too, through the holder.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -16,16 +17,21 @@ mod support;
 use std::{path::Path, time::Duration};
 
 use processes::{start_holder, synapse_for, three_processes, write_bridge_config};
+use reqwest::Method;
+use serde_json::json;
 use support::{
     client::{XmppClient, body},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
-    room::bob_joins_on,
+    room::{bob_away_for_lunch, bob_joins_on, power_levels},
 };
 use tokio_xmpp::{
     Stanza,
     parsers::{message::MessageType, presence::Type as PresenceType},
 };
-use trestle_tests::{appservice::WAIT, synapse::UserClient};
+use trestle_tests::{
+    appservice::WAIT,
+    synapse::{UserClient, encode},
+};
 
 /// `leases.takeover_s`: how soon a process that died is taken over.
 const TAKEOVER_S: u64 = 4;
@@ -43,7 +49,7 @@ fn write_config(
 ) {
     let settings = format!(
         "      server: {server}\n      domain: {COMPONENT}\n      secret: {SECRET}\n\
-         \x20     reconnect_delay: 1\n      bridge: {{delivery_status: false}}\n",
+         \x20     reconnect_delay: 1\n      presence: true\n      bridge: {{delivery_status: false}}\n",
         server = prosody.component_address(),
     );
     write_bridge_config(
@@ -166,6 +172,49 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
     };
     both_ways(1, &bob, &mut alice, &chat, &mut heard).await;
 
+    // The XMPP bridge's own handlers, beyond the kit's: a topic and a presence received by
+    // the matrix process reach XMPP through the holder (`all`).
+    // Portals give Matrix users no power by default: the portal's creator (the bridge's
+    // bot), through the appservice's token, makes bob a moderator.
+    let state = bob
+        .call_ok(
+            Method::GET,
+            &format!("/_matrix/client/v3/rooms/{}/state", encode(&portal)),
+            None,
+        )
+        .await;
+    let creator = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .unwrap()["sender"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bot = synapse.client(&creator, &registration.as_token);
+    let mut levels = power_levels(&bob, &portal).await;
+    levels["users"]["@bob:localhost"] = json!(50);
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/?user_id={}",
+        encode(&portal),
+        encode(&creator)
+    );
+    bot.call_ok(Method::PUT, &path, Some(&levels)).await;
+    bob.send_state(
+        &portal,
+        "m.room.topic",
+        "",
+        json!({"topic": "talk across processes"}),
+    )
+    .await;
+    alice
+        .expect_message("bob's topic as the subject", |m| {
+            m.subjects.values().any(|s| s == "talk across processes")
+        })
+        .await;
+    bob_away_for_lunch(&bob, &mut alice, &bob_occupant).await;
+
     // The holder stops cleanly: `connections` takes the bridge over, and its component.
     all.stop().await;
     bot_in_room(&mut alice, &room).await;
@@ -246,4 +295,13 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
         matrix_logs.contains("handed to the process that holds the logins"),
         "{matrix_logs}"
     );
+    // The topic and the presence were received there, not by the holder.
+    for event_type in ["m.room.topic", "m.presence"] {
+        assert!(
+            matrix_logs.lines().any(|line| line
+                .contains("handed to the process that holds the logins")
+                && line.contains(&format!("event_type=\"{event_type}\""))),
+            "{event_type}: {matrix_logs}"
+        );
+    }
 }

@@ -82,7 +82,9 @@
 //!   management rooms through the store's handoff queue, in order, and another process takes
 //!   the connections over when it stops or dies (module `handoff`). A login made through the
 //!   provisioning API of another process is handed to the holder too, which connects it; the
-//!   answer waits for its state ([`BridgeHandle::holds_connections`]).
+//!   answer waits for its state ([`BridgeHandle::holds_connections`]). A bridge's own handlers
+//!   for event types the kit does not bridge ([`Bridge::on_type`]) are handed over too, and run
+//!   in the holder in their room's order.
 //! - **Media links**: [`BridgeHandle::media_link`] turns an `mxc://` URI into a signed,
 //!   expiring link the bridge serves itself, for networks that show media as links (module
 //!   [`media`]).
@@ -109,6 +111,7 @@ mod matrix;
 pub mod media;
 mod network;
 mod outgoing;
+mod own;
 mod policy;
 mod portal;
 mod provision;
@@ -128,7 +131,7 @@ use std::{
 
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
-use trestle::{Router, WeakAppservice};
+use trestle::{Router, WeakAppservice, sync::MutexExt};
 
 pub use calls::MatrixCall;
 pub use delivery::MESSAGE_STATUS_TYPE;
@@ -358,6 +361,8 @@ impl<N: Network> Bridge<N> {
             states: state::Board::default(),
             double_puppets: double_puppet::Clients::default(),
             gates: history::Gates::default(),
+            own_handlers: Mutex::new(Vec::new()),
+            handed: Mutex::new(handoff::View::default()),
         };
         Bridge {
             handle: BridgeHandle {
@@ -369,6 +374,28 @@ impl<N: Network> Bridge<N> {
     /// The handle the network and the bridge's own code act through.
     pub fn handle(&self) -> BridgeHandle<N> {
         self.handle.clone()
+    }
+
+    /// Runs `handler` for the Matrix events of `event_type` (a timeline event's or an
+    /// ephemeral one's, such as `m.presence`) that the appservice is sent, besides the kit's
+    /// own handling and after it: for what the kit does not bridge itself (a room's topic, say).
+    /// Unlike a route added to [`Bridge::router`], it runs where the kit's handling does: where
+    /// processes share a PostgreSQL store, in the process that holds the bridge's connections,
+    /// to which the event is handed with the others of its room and in their order
+    /// (docs/scaling.md), so what it sends to the network is sent whichever process received
+    /// the event. Events of the appservice's own users never reach it. An
+    /// [`BridgeError::Unsupported`] it returns is no failure.
+    pub fn on_type<F, Fut>(self, event_type: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(BridgeHandle<N>, trestle::router::RawEvent) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = NetworkResult<()>> + Send + 'static,
+    {
+        self.handle
+            .shared
+            .own_handlers
+            .lock_unpoisoned()
+            .push(own::OwnHandler::new(event_type.into(), handler));
+        self
     }
 
     /// The router of the bridge: Matrix events of portals and management rooms, the alias and
@@ -456,6 +483,10 @@ pub(crate) struct Shared<N: Network> {
     pub(crate) double_puppets: double_puppet::Clients,
     /// Each chat's gate: live messages wait while its history is filled in or caught up.
     pub(crate) gates: history::Gates,
+    /// The bridge's own handlers ([`Bridge::on_type`]).
+    pub(crate) own_handlers: Mutex<Vec<own::OwnHandler<N>>>,
+    /// What the holder knows of its handoff queue (module `handoff`).
+    pub(crate) handed: Mutex<handoff::View>,
 }
 
 /// One live connection of a login.

@@ -39,9 +39,27 @@ pub(crate) async fn on_event<N: Network>(
     handle_incoming(&bridge, &app, ctx.incoming()).await
 }
 
-/// What the kit does with an event, in the process that holds the bridge's logins: the one
-/// that received it, or the one it was handed to (module `handoff`).
+/// What the kit does with an event, then the bridge's own handlers of its type (module
+/// `own`), in the process that holds the bridge's logins: the one that received it, or the one
+/// it was handed to (module `handoff`). Each runs whatever the other did, as two routes would.
 pub(crate) async fn handle_incoming<N: Network>(
+    bridge: &BridgeHandle<N>,
+    app: &Appservice,
+    incoming: &Incoming,
+) -> Result<(), BridgeError> {
+    let kit = kit_handles(bridge, app, incoming).await;
+    let own = bridge.run_own_handlers(incoming).await;
+    match (kit, own) {
+        (Err(error), Err(own)) => {
+            tracing::error!(error = %own, "a handler of the bridge's own failed");
+            Err(error)
+        }
+        (kit, own) => kit.and(own),
+    }
+}
+
+/// The kit's own handling of an event.
+async fn kit_handles<N: Network>(
     bridge: &BridgeHandle<N>,
     app: &Appservice,
     incoming: &Incoming,

@@ -18,7 +18,8 @@ use tokio_xmpp::{
 };
 use trestle::{
     Appservice,
-    ruma::{OwnedUserId, events::room::topic::RoomTopicEventContent},
+    router::RawEvent,
+    ruma::{OwnedRoomId, OwnedUserId, events::room::topic::RoomTopicEventContent},
 };
 use trestle_bridge::{
     BridgeError, ChatInfo, NetworkResult, RemoteEdit, RemoteMembership, RemoteMessage,
@@ -557,10 +558,15 @@ pub async fn ghost_joins(
 
 /// A Matrix user set a portal's topic: the room's subject, set as them (the room decides
 /// whether they may).
-pub async fn matrix_topic(
-    bridge: &Kit,
-    topic: trestle::router::Event<RoomTopicEventContent>,
-) -> NetworkResult<()> {
+/// Spec: <https://spec.matrix.org/v1.16/client-server-api/#mroomtopic>
+pub async fn matrix_topic(bridge: &Kit, event: RawEvent) -> NetworkResult<()> {
+    #[derive(serde::Deserialize)]
+    struct Topic {
+        room_id: OwnedRoomId,
+        sender: OwnedUserId,
+        content: RoomTopicEventContent,
+    }
+    let topic: Topic = event.deserialize()?;
     let Some(portal) = bridge.portal_for_room(&topic.room_id).await? else {
         return Ok(());
     };

@@ -109,30 +109,23 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
 fn router_in(settings: Settings, config: &Path) -> trestle::Result<Router> {
     let checked = settings.check(config).map_err(trestle::Error::Config)?;
     let config = checked.settings.bridge.clone();
-    let bridge = Bridge::new(hub::Hub::new(checked), config);
+    // Handed to the holder of the component with the kit's events (where processes share the
+    // store), since only it speaks to XMPP.
+    let bridge = Bridge::new(hub::Hub::new(checked), config)
+        .on_type("m.room.topic", |bridge, event| async move {
+            events::matrix_topic(&bridge, event).await
+        })
+        .on_type("m.room.power_levels", |bridge, event| async move {
+            powers::matrix_levels(&bridge, event).await
+        })
+        .on_type("m.presence", |bridge, event| async move {
+            presence::matrix_presence(&bridge, event).await
+        });
     let handle = bridge.handle();
-    let topics = bridge.handle();
-    let levels = bridge.handle();
-    let presences = bridge.handle();
     let lookup = thirdparty::Lookup(bridge.handle());
     Ok(bridge
         .router()
         .thirdparty(lookup)
-        .on_type("m.room.topic", move |topic| {
-            let bridge = topics.clone();
-            async move { events::matrix_topic(&bridge, topic).await }
-        })
-        .on_type(
-            "m.room.power_levels",
-            move |event: trestle::router::RawEvent| {
-                let bridge = levels.clone();
-                async move { powers::matrix_levels(&bridge, event).await }
-            },
-        )
-        .on_type("m.presence", move |event: trestle::router::RawEvent| {
-            let bridge = presences.clone();
-            async move { presence::matrix_presence(&bridge, event).await }
-        })
         .service("xmpp", move |app| {
             let handle = handle.clone();
             async move { events::run(handle, app).await }

@@ -12,11 +12,10 @@ mod support;
 use std::{str::FromStr, time::Instant};
 
 use reqwest::Method;
-use serde_json::json;
 use support::{
     client::XmppClient,
     prosody::Prosody,
-    room::{alice_in_room, bob_joins, settings, start_with},
+    room::{alice_in_room, bob_away_for_lunch, bob_joins, settings, start_with},
 };
 use tokio_xmpp::{
     jid::Jid,
@@ -68,19 +67,5 @@ async fn presence_crosses_both_ways_where_enabled() {
     wait_presence(&bob, alice_ghost, "unavailable", "busy").await;
 
     // Matrix → XMPP.
-    let path = format!(
-        "/_matrix/client/v3/presence/{}/status",
-        encode("@bob:localhost")
-    );
-    let away = json!({"presence": "unavailable", "status_msg": "lunch"});
-    bob.call_ok(Method::PUT, &path, Some(&away)).await;
-    alice
-        .expect_presence("bob away for lunch", |p| {
-            p.from
-                .as_ref()
-                .is_some_and(|f| f.to_string() == bob_occupant)
-                && p.show == Some(Show::Away)
-                && p.statuses.values().any(|s| s == "lunch")
-        })
-        .await;
+    bob_away_for_lunch(&bob, &mut alice, &bob_occupant).await;
 }

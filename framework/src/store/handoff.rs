@@ -81,13 +81,20 @@ impl Handoff {
         .bind(now_ms())
         .execute(self.store.pool())
         .await?;
+        self.ring().await;
+        Ok(())
+    }
+
+    /// Wakes what waits on this queue's [`Handoff::wakes`], in every process, without an item:
+    /// for an answer the pusher of an item waits for (in a queue of answers of its own, so that
+    /// the holder's wakes are not rung for nothing).
+    pub async fn ring(&self) {
         let notice = Notice::Handed {
             queue: self.queue.clone(),
         };
-        // The holder may be this process, whose listener skips its own notices.
+        // What waits may be in this process, whose listener skips its own notices.
         self.store.tell_here(&notice);
         self.store.announce(&notice).await;
-        Ok(())
     }
 
     /// Whether items of `order_key` wait (or are being done): work of that key done now, and
@@ -185,6 +192,29 @@ impl Wakes {
             }
         };
         let _ = tokio::time::timeout(LOOK_EVERY, woken).await;
+    }
+
+    /// Whether an item was pushed to the queue (by any process, this one too) since the last
+    /// call or since [`Handoff::wakes`], or notices may have been missed, without waiting: for
+    /// a holder that keeps in memory what waits, and must not pass what it has not read. Every
+    /// push is announced after its row is committed, so one committed before a call that says
+    /// `false` was rung before too, unless its notice is still on its way (see the bridge
+    /// kit's `handoff/view.rs`). Always `true` where there are no notices to go by.
+    pub fn rung(&mut self) -> bool {
+        let Some(notices) = &mut self.notices else {
+            return true;
+        };
+        let mut rung = false;
+        loop {
+            match notices.try_recv() {
+                Ok(Notice::Handed { queue }) if queue == self.queue => rung = true,
+                Ok(Notice::Missed) | Err(broadcast::error::TryRecvError::Lagged(_)) => rung = true,
+                Ok(_) => {}
+                Err(broadcast::error::TryRecvError::Empty) => return rung,
+                // No listener any more: nothing to go by.
+                Err(broadcast::error::TryRecvError::Closed) => return true,
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_xmpp::parsers::presence::Show;
 use trestle::ruma::RoomId;
 use trestle_tests::{
     appservice::Harness,
@@ -136,4 +137,24 @@ pub async fn bob_joins_alices_room() -> InRoom {
         portal,
         bob_occupant,
     }
+}
+
+/// bob (`@bob:localhost`) says he is away for lunch in Matrix, and alice sees his occupant
+/// `bob_occupant` away, saying so (the bridge's presence is on).
+pub async fn bob_away_for_lunch(bob: &UserClient, alice: &mut XmppClient, bob_occupant: &str) {
+    let path = format!(
+        "/_matrix/client/v3/presence/{}/status",
+        encode("@bob:localhost")
+    );
+    let away = json!({"presence": "unavailable", "status_msg": "lunch"});
+    bob.call_ok(Method::PUT, &path, Some(&away)).await;
+    alice
+        .expect_presence("bob away for lunch", |p| {
+            p.from
+                .as_ref()
+                .is_some_and(|f| f.to_string() == bob_occupant)
+                && p.show == Some(Show::Away)
+                && p.statuses.values().any(|s| s == "lunch")
+        })
+        .await;
 }
