@@ -35,7 +35,7 @@ use std::{
 
 use irc_config::{TAKEOVER_S, write_config};
 use ngircd::Ngircd;
-use processes::{start_holder, synapse_for, three_processes};
+use processes::{make_moderator, start_holder, synapse_for, three_processes};
 use raw::RawClient;
 use trestle_tests::synapse::UserClient;
 
@@ -310,6 +310,21 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     bob_says(&mut bob, &seen, count..more, pace).await;
     expect_all(&kim, &room, &seen, more, Duration::from_secs(60)).await;
 
+    // The IRC bridge's own handler, beyond the kit's: a topic received by the matrix process
+    // reaches IRC through the holder (`connections`).
+    make_moderator(&synapse, &registration, &kim, &room, "@kim:localhost").await;
+    kim.send_state(
+        &room,
+        "m.room.topic",
+        "",
+        serde_json::json!({"topic": "set across processes"}),
+    )
+    .await;
+    let topic = bob
+        .expect(|l| l.command == "TOPIC" && l.param(1) == "set across processes")
+        .await;
+    assert_eq!(topic.param(0), "#chat");
+
     // The holder shows what waits for it: nothing, now.
     let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", connections.port))
         .await
@@ -338,5 +353,11 @@ async fn three_processes_bridge_irc_exactly_once_through_kills_and_restarts() {
     assert!(
         matrix_logs.contains("not running the service in this role"),
         "{matrix_logs}"
+    );
+    assert!(
+        matrix_logs.lines().any(|line| line
+            .contains("handed to the process that holds the logins")
+            && line.contains("event_type=\"m.room.topic\"")),
+        "the topic was received by the matrix process: {matrix_logs}"
     );
 }

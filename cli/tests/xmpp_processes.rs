@@ -16,22 +16,18 @@ mod support;
 
 use std::{path::Path, time::Duration};
 
-use processes::{start_holder, synapse_for, three_processes, write_bridge_config};
-use reqwest::Method;
+use processes::{make_moderator, start_holder, synapse_for, three_processes, write_bridge_config};
 use serde_json::json;
 use support::{
     client::{XmppClient, body},
     prosody::{COMPONENT, MUC, Prosody, SECRET},
-    room::{bob_away_for_lunch, bob_joins_on, power_levels},
+    room::{bob_away_for_lunch, bob_joins_on},
 };
 use tokio_xmpp::{
     Stanza,
     parsers::{message::MessageType, presence::Type as PresenceType},
 };
-use trestle_tests::{
-    appservice::WAIT,
-    synapse::{UserClient, encode},
-};
+use trestle_tests::{appservice::WAIT, synapse::UserClient};
 
 /// `leases.takeover_s`: how soon a process that died is taken over.
 const TAKEOVER_S: u64 = 4;
@@ -174,33 +170,7 @@ async fn three_processes_hold_one_xmpp_component_through_a_stop_and_a_kill() {
 
     // The XMPP bridge's own handlers, beyond the kit's: a topic and a presence received by
     // the matrix process reach XMPP through the holder (`all`).
-    // Portals give Matrix users no power by default: the portal's creator (the bridge's
-    // bot), through the appservice's token, makes bob a moderator.
-    let state = bob
-        .call_ok(
-            Method::GET,
-            &format!("/_matrix/client/v3/rooms/{}/state", encode(&portal)),
-            None,
-        )
-        .await;
-    let creator = state
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "m.room.create")
-        .unwrap()["sender"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let bot = synapse.client(&creator, &registration.as_token);
-    let mut levels = power_levels(&bob, &portal).await;
-    levels["users"]["@bob:localhost"] = json!(50);
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/?user_id={}",
-        encode(&portal),
-        encode(&creator)
-    );
-    bot.call_ok(Method::PUT, &path, Some(&levels)).await;
+    make_moderator(&synapse, &registration, &bob, &portal, "@bob:localhost").await;
     bob.send_state(
         &portal,
         "m.room.topic",

@@ -287,10 +287,14 @@ pub(crate) async fn ghost_join(
 
 /// A Matrix user changed a portal's topic: the channel's topic follows, set by the user's own
 /// connection when they have one, by the bot otherwise.
-pub async fn matrix_topic(
-    bridge: &Kit,
-    topic: trestle::router::Event<trestle::ruma::events::room::topic::RoomTopicEventContent>,
-) -> NetworkResult<()> {
+pub async fn matrix_topic(bridge: &Kit, event: trestle::router::RawEvent) -> NetworkResult<()> {
+    #[derive(serde::Deserialize)]
+    struct Topic {
+        room_id: trestle::ruma::OwnedRoomId,
+        sender: trestle::ruma::OwnedUserId,
+        content: trestle::ruma::events::room::topic::RoomTopicEventContent,
+    }
+    let topic: Topic = event.deserialize()?;
     let Some(portal) = bridge.portal_for_room(&topic.room_id).await? else {
         return Ok(());
     };

@@ -112,16 +112,14 @@ pub fn router(settings: Settings) -> trestle::Result<Router> {
     for list in &checked.settings.policy_lists {
         config = config.policy_list(list.clone());
     }
-    let bridge = Bridge::new(hub::Hub::new(checked), config);
+    // The topic goes to IRC from the process that holds the connections, handed there with the
+    // kit's events where processes share the store.
+    let bridge = Bridge::new(hub::Hub::new(checked), config)
+        .on_type("m.room.topic", |bridge, event| async move {
+            events::matrix_topic(&bridge, event).await
+        });
     let lookup = thirdparty::Lookup(bridge.handle());
-    let topics = bridge.handle();
-    Ok(bridge
-        .router()
-        .thirdparty(lookup)
-        .on_type("m.room.topic", move |topic| {
-            let bridge = topics.clone();
-            async move { events::matrix_topic(&bridge, topic).await }
-        }))
+    Ok(bridge.router().thirdparty(lookup))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::{
 
 use axum::{body::Bytes, extract::State, http::HeaderMap, response::IntoResponse};
 use trestle::Registration;
-use trestle_tests::synapse::{Synapse, free_port};
+use trestle_tests::synapse::{Synapse, UserClient, encode, free_port};
 
 use super::registration::registration_path;
 
@@ -185,6 +185,48 @@ pub async fn start_holder(process: &mut Process, synapse: &Synapse, registration
             &registration.id,
             &registration.as_token,
             Duration::from_secs(30),
+        )
+        .await;
+}
+
+/// Makes `user` a moderator (50) of the portal `room`, as `viewer` reads its levels: portals
+/// give Matrix users no power by default, and their creator (the bridge's bot) may, through
+/// the appservice's token.
+pub async fn make_moderator(
+    synapse: &Synapse,
+    registration: &Registration,
+    viewer: &UserClient,
+    room: &str,
+    user: &str,
+) {
+    let state = viewer
+        .call_ok(
+            reqwest::Method::GET,
+            &format!("/_matrix/client/v3/rooms/{}/state", encode(room)),
+            None,
+        )
+        .await;
+    let creator = state
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .unwrap()["sender"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.power_levels/",
+        encode(room)
+    );
+    let mut levels = viewer.call_ok(reqwest::Method::GET, &path, None).await;
+    levels["users"][user] = serde_json::json!(50);
+    synapse
+        .client(&creator, &registration.as_token)
+        .call_ok(
+            reqwest::Method::PUT,
+            &format!("{path}?user_id={}", encode(&creator)),
+            Some(&levels),
         )
         .await;
 }

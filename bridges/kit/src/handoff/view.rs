@@ -12,13 +12,19 @@
 //! which makes the view not whole until the next read. When it takes R on a lease that ran out
 //! (the pusher died, perhaps between its commit and its `NOTIFY`), the holder's look every
 //! second has read the push long before: a lease runs out seconds after its last renewal.
-//! What is left is R taken here, on events this process received itself, the
-//! moment another process gave it back, while this process's listener is behind by more than
-//! the round trips of taking the lease and reading the item: then one event may be sent before
-//! a handed one of R pushed a moment earlier (asking the store for each event, as before,
-//! closed that too, at a query per event).
+//! That leaves R taken here, on events this process received itself, the moment another
+//! process gave it back, while this process's listener is behind by more than the round trips
+//! of taking the lease and reading the item. So the store is also asked for a room's first
+//! event here after a pause ([`STILL_HERE`]): an event is handled under its room's inbox
+//! lease, and a worker keeps that lease a while after its last event
+//! (`framework/src/queues/lanes/shared.rs`, `LINGER`), so a room whose last event here was
+//! decided less than that ago has been here since, and no other process could push for it.
+//! The query is then one per room and burst, not one per event.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use trestle::store::{Handed, Wakes};
 
@@ -33,8 +39,13 @@ pub(crate) enum Decision {
     Ask,
 }
 
+/// How recently a room's last event must have been decided here for its lease to have stayed
+/// here since: less than the shortest time an idle worker keeps its lease (the framework's
+/// `LINGER`, 250 ms, or a ninth of the lease's time where that is shorter: 111 ms for the
+/// shortest lease, a second). The handler's own time only lengthens the hold.
+pub(crate) const STILL_HERE: Duration = Duration::from_millis(100);
+
 /// The holder's view of its handoff queue. See the module's documentation.
-#[derive(Default)]
 pub(crate) struct View {
     /// What rings when an item is pushed; `None` while this process does not take the queue.
     wakes: Option<Wakes>,
@@ -42,6 +53,22 @@ pub(crate) struct View {
     whole: bool,
     /// How many items of each order key were read and not finished.
     unfinished: HashMap<String, usize>,
+    /// When an event of each room was last decided here.
+    here: HashMap<String, Instant>,
+    /// [`STILL_HERE`]; longer in a test that is about the rest.
+    still_here: Duration,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        View {
+            wakes: None,
+            whole: false,
+            unfinished: HashMap::new(),
+            here: HashMap::new(),
+            still_here: STILL_HERE,
+        }
+    }
 }
 
 impl View {
@@ -49,13 +76,17 @@ impl View {
     pub(crate) fn start(&mut self, wakes: Wakes) {
         *self = View {
             wakes: Some(wakes),
+            still_here: self.still_here,
             ..View::default()
         };
     }
 
     /// The holder stops taking the queue.
     pub(crate) fn stop(&mut self) {
-        *self = View::default();
+        *self = View {
+            still_here: self.still_here,
+            ..View::default()
+        };
     }
 
     /// The holder is about to read the queue: what was pushed until now is in that read (a
@@ -89,12 +120,30 @@ impl View {
 
     /// What to do with an event of `order_key` the holder received itself.
     pub(crate) fn decide(&mut self, order_key: &str) -> Decision {
+        self.decide_at(order_key, Instant::now())
+    }
+
+    /// Whether `order_key`'s last event was decided here less than [`STILL_HERE`] before
+    /// `now`, so that its lease has stayed here since; notes `now` as its last.
+    fn stayed(&mut self, order_key: &str, now: Instant) -> bool {
+        if self.here.len() > 4096 {
+            let still_here = self.still_here;
+            self.here
+                .retain(|_, at| now.saturating_duration_since(*at) < still_here);
+        }
+        self.here
+            .insert(order_key.to_owned(), now)
+            .is_some_and(|at| now.saturating_duration_since(at) < self.still_here)
+    }
+
+    fn decide_at(&mut self, order_key: &str, now: Instant) -> Decision {
         if self.wakes.as_mut().is_none_or(Wakes::rung) {
             self.whole = false;
         }
+        let stayed = self.stayed(order_key, now);
         if self.unfinished.contains_key(order_key) {
             Decision::Hand
-        } else if self.whole {
+        } else if self.whole && stayed {
             Decision::Here
         } else {
             Decision::Ask
@@ -133,7 +182,11 @@ mod tests {
         let other = Store::connect(&url).await.unwrap();
         let queue = here.handoff("as", "bridge").unwrap();
         let elsewhere = other.handoff("as", "bridge").unwrap();
-        let mut view = View::default();
+        // Time is the other test's: here each room's lease stays.
+        let mut view = View {
+            still_here: Duration::from_secs(3600),
+            ..View::default()
+        };
         // Not taking the queue: unsure.
         assert_eq!(view.decide("!a"), Decision::Ask);
         let mut wakes = queue.wakes();
@@ -147,6 +200,7 @@ mod tests {
         assert_eq!(view.decide("!a"), Decision::Ask, "while reading");
         view.read(&queue.oldest(10).await.unwrap(), true);
         assert_eq!(view.decide("!a"), Decision::Here);
+        assert_eq!(view.decide("!b"), Decision::Ask, "!b's first event here");
         assert_eq!(view.decide("!b"), Decision::Here);
 
         // Another process hands an event of !a over: unsure until the holder reads it, then
@@ -198,5 +252,20 @@ mod tests {
         // Stopped: unsure again.
         view.stop();
         assert_eq!(view.decide("!c"), Decision::Ask);
+    }
+
+    /// A room whose last event here was decided a while ago may have been another process's
+    /// since, which may have handed its events over a moment ago: the store is asked.
+    #[test]
+    fn a_room_back_after_a_pause_is_asked_about() {
+        let mut view = View::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        assert!(!view.stayed("!r", at(0)), "its first event");
+        assert!(view.stayed("!r", at(90)));
+        assert!(view.stayed("!r", at(170)), "80 ms after the last");
+        assert!(!view.stayed("!s", at(170)));
+        assert!(!view.stayed("!r", at(170) + STILL_HERE), "a pause");
+        assert!(view.stayed("!r", at(180) + STILL_HERE));
     }
 }
