@@ -21,11 +21,18 @@ const RECORD_ROWS: [usize; 4] = [1, 2, 4, 8];
 /// The sizes of script, in items (see [`RECORD_ROWS`]).
 const ITEM_ROWS: [usize; 5] = [16, 32, 64, 128, 256];
 
-/// The fields of an item's row in the insert, bound in this order by [`query`]: seq,
-/// appservice, queue, item key, kind, payload, received at, event id, the record's place.
-const ITEM_FIELDS: usize = 9;
+/// The fields of an item's row in the insert, bound in this order by [`query`]: seq, queue,
+/// index, kind, the payload's start and length in the batch's payloads, event id, the
+/// record's place. Each text bound is copied four times on its way to SQLite (sqlx's `Any`
+/// values and the SQLite driver's each hold their own), so the item's record's fields are
+/// joined to it in SQL and the payloads go in one value (as in the JSON forms).
+const ITEM_FIELDS: usize = 8;
 
-/// The fields of a record's row, in each of the three statements that read records.
+/// The fields of a record's row in the insert: place, appservice, txn, digest, received at,
+/// key prefix.
+const INSERT_RECORD_FIELDS: usize = 6;
+
+/// The fields of a record's row in the two statements after the insert.
 const RECORD_FIELDS: usize = 4;
 
 /// `count` rows of `fields` anonymous parameters each: `(?, ?), (?, ?)`.
@@ -45,10 +52,10 @@ fn values(count: usize, fields: usize) -> String {
 /// as the JSON forms (`commit_records_sql`). Its parameters are anonymous (`?`), numbered in
 /// the order they are written, across the statements: sqlx finds a named one (`$N`) by asking
 /// SQLite its name, which SQLite looks up by walking a list, so naming them would make binding
-/// grow with the square of the rows. New records are found once (the `IN`, which SQLite
-/// evaluates into a table of its own once per statement), and the items are read in the order
-/// they are written, which is the order of their seqs, since `v` is the only table the
-/// insert scans (a join could put the records first). Rows left over are NULL and skipped.
+/// grow with the square of the rows. New records are found once (`r`, materialized), and the
+/// items are read in the order they are written, which is the order of their seqs (a `CROSS
+/// JOIN` keeps its left table in the outer loop), so the inbox's b-tree is appended to. Rows
+/// left over are NULL and skipped.
 fn script(records: usize, items: usize) -> String {
     let mut sql = String::with_capacity(64 * items + 512);
     // Writing to a String cannot fail.
@@ -56,14 +63,17 @@ fn script(records: usize, items: usize) -> String {
         sql,
         "BEGIN IMMEDIATE; \
          UPDATE inbox SET done_at = ? WHERE seq IN (SELECT value FROM json_each(?)); \
-         WITH v (seq, appservice, queue, item_key, kind, payload, received_at, event_id, \
-         place) AS (VALUES {items}), r (place, appservice, txn, digest) AS (VALUES {records}) \
-         INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-         received_at, event_id) SELECT seq, appservice, queue, item_key, kind, payload, \
-         received_at, event_id FROM v WHERE seq IS NOT NULL AND place IN (SELECT place FROM r \
+         WITH v (seq, queue, idx, kind, start, length, event_id, place) AS (VALUES {items}), \
+         given (place, appservice, txn, digest, received_at, prefix) AS (VALUES {inserted}), \
+         r AS MATERIALIZED (SELECT place, appservice, received_at, prefix FROM given \
          WHERE place IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
-         WHERE appservice_id = r.appservice AND txn_id = r.txn \
-         AND COALESCE(digest, '') = r.digest)) \
+         WHERE appservice_id = given.appservice AND txn_id = given.txn \
+         AND COALESCE(digest, '') = given.digest)) \
+         INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
+         received_at, event_id) SELECT v.seq, r.appservice, v.queue, \
+         r.prefix || '.' || v.idx, v.kind, CAST(substr(?, v.start, v.length) AS TEXT), \
+         r.received_at, v.event_id FROM v CROSS JOIN r ON r.place = v.place \
+         WHERE v.seq IS NOT NULL \
          ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
          WITH r (appservice, txn, digest, number) AS (VALUES {records}), \
          i (seq) AS (VALUES {seqs}) \
@@ -77,6 +87,7 @@ fn script(records: usize, items: usize) -> String {
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM r WHERE txn IS NOT NULL; COMMIT;",
         items = values(items, ITEM_FIELDS),
+        inserted = values(records, INSERT_RECORD_FIELDS),
         records = values(records, RECORD_FIELDS),
         seqs = values(items, 1),
     );
@@ -129,22 +140,19 @@ fn bind(
         |query: Query, count: usize| (0..count).fold(query, |query, _| query.bind(None::<i64>));
     let mut query = sqlx::query(script).bind(now_ms()).bind(marks);
     let mut items = 0;
+    let mut payloads = Vec::new();
     for (place, kept) in kept.iter().enumerate() {
-        let record = kept.record;
-        let txn = TxnName {
-            id: &record.txn_id,
-            digest: &record.digest,
-        };
         for &(seq, item) in &kept.items {
             items += 1;
+            let start = payloads.len() + 1;
+            payloads.extend_from_slice(item.payload.as_bytes());
             query = query
                 .bind(seq)
-                .bind(record.appservice_id.clone())
                 .bind(item.queue_key.clone())
-                .bind(txn.item_key(item.index))
+                .bind(item.index as i64)
                 .bind(item.kind)
-                .bind(item.payload.clone())
-                .bind(record.received_at)
+                .bind(start as i64)
+                .bind(item.payload.len() as i64)
                 .bind(item.event_id.clone())
                 .bind(place as i64);
         }
@@ -152,12 +160,21 @@ fn bind(
     query = nulls(query, (item_rows - items) * ITEM_FIELDS);
     for (place, kept) in kept.iter().enumerate() {
         let record = kept.record;
+        let prefix = TxnName {
+            id: &record.txn_id,
+            digest: &record.digest,
+        }
+        .key_prefix()
+        .into_owned();
         query = query
             .bind(place as i64)
             .bind(record.appservice_id.clone())
             .bind(record.txn_id.clone())
-            .bind(record.digest.clone());
+            .bind(record.digest.clone())
+            .bind(record.received_at)
+            .bind(prefix);
     }
+    query = nulls(query, (record_rows - kept.len()) * INSERT_RECORD_FIELDS).bind(payloads);
     query = nulls(query, (record_rows - kept.len()) * RECORD_FIELDS);
     for kept in kept {
         let record = kept.record;
