@@ -108,6 +108,17 @@ fn fitting(sizes: &[usize], count: usize) -> Option<usize> {
 /// and what it leaves out by itself (as `commit_records_query`), or `None` if the batch is
 /// larger than the largest script.
 pub(super) fn query(records: &[Record], done: &[i64]) -> Option<Result<(Query, Committed)>> {
+    // Told before `keep`, which the JSON forms would run again: a batch that is larger
+    // before it leaves repeats out is taken to be too large.
+    if records.len() > RECORD_ROWS[RECORD_ROWS.len() - 1]
+        || records
+            .iter()
+            .map(|record| record.items.len())
+            .sum::<usize>()
+            > ITEM_ROWS[ITEM_ROWS.len() - 1]
+    {
+        return None;
+    }
     let (left_out, kept) = keep(records);
     let items: usize = kept.iter().map(|kept| kept.items.len()).sum();
     let record_size = fitting(&RECORD_ROWS, kept.len())?;
