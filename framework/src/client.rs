@@ -281,6 +281,38 @@ mod tests {
 
     use super::*;
 
+    /// Asserts that the URL the client makes for `request` is the one ruma makes with the
+    /// identity from the base URL `base`.
+    fn assert_same_url<R>(
+        client: &HomeserverClient,
+        base: &str,
+        identity: AppserviceUserIdentity<'_>,
+        request: R,
+    ) where
+        R: OutgoingRequest + Clone,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let token = || SendAccessToken::Appservice("token");
+        let input = || R::PathBuilder::input(&client.inner.versions);
+        let theirs = request
+            .clone()
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                base.trim_end_matches('/'),
+                token(),
+                identity,
+                input(),
+            )
+            .unwrap();
+        let mine = request
+            .try_into_http_request::<Vec<u8>>(&client.inner.base_path, token(), input())
+            .unwrap();
+        assert_eq!(
+            client.url(mine.uri(), identity).to_string(),
+            theirs.uri().to_string()
+        );
+    }
+
     /// A request's URL is the one ruma makes when it adds the identity itself, for a base URL
     /// with and without a path, a request with and without a query of its own, and each
     /// identity.
@@ -310,42 +342,10 @@ mod tests {
         ];
         for base in ["http://127.0.0.1:8008", "https://x.example/matrix/"] {
             let client = HomeserverClient::new(base, "token").unwrap();
-            let base_url = base.trim_end_matches('/');
             for identity in identities {
                 let (state, messages) = requests();
-                let ours = |uri: &http::Uri| client.url(uri, identity).to_string();
-                let input = Cow::Borrowed(&client.inner.versions);
-                let token = || SendAccessToken::Appservice("token");
-                let theirs = state
-                    .clone()
-                    .try_into_http_request_with_identity::<Vec<u8>>(
-                        base_url,
-                        token(),
-                        identity,
-                        input.clone(),
-                    )
-                    .unwrap();
-                let mine = state
-                    .try_into_http_request::<Vec<u8>>(
-                        &client.inner.base_path,
-                        token(),
-                        input.clone(),
-                    )
-                    .unwrap();
-                assert_eq!(ours(mine.uri()), theirs.uri().to_string());
-                let theirs = messages
-                    .clone()
-                    .try_into_http_request_with_identity::<Vec<u8>>(
-                        base_url,
-                        token(),
-                        identity,
-                        input.clone(),
-                    )
-                    .unwrap();
-                let mine = messages
-                    .try_into_http_request::<Vec<u8>>(&client.inner.base_path, token(), input)
-                    .unwrap();
-                assert_eq!(ours(mine.uri()), theirs.uri().to_string());
+                assert_same_url(&client, base, identity, state);
+                assert_same_url(&client, base, identity, messages);
             }
         }
     }

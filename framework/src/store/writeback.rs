@@ -159,10 +159,9 @@ mod tests {
     use super::*;
     use crate::store::{NewInboxItem, TxnName};
 
-    #[tokio::test]
-    async fn one_script_marks_items_done_and_records_ghosts_and_memberships_in_order() {
-        let store = Store::in_memory().await.unwrap();
-        let items: Vec<NewInboxItem> = (0..3)
+    /// `count` timeline items of one room, without event ids.
+    fn timeline_items(count: usize) -> Vec<NewInboxItem> {
+        (0..count)
             .map(|index| NewInboxItem {
                 queue_key: "!r:x".into(),
                 index,
@@ -170,12 +169,23 @@ mod tests {
                 payload: "{}".into(),
                 event_id: None,
             })
-            .collect();
-        let stored = store
-            .receive_transaction_items("as", "t1", items.clone())
+            .collect()
+    }
+
+    /// The inbox items stored for a new transaction of `items`.
+    async fn receive(store: &Store, items: Vec<NewInboxItem>) -> Vec<crate::store::InboxItem> {
+        store
+            .receive_transaction_items("as", "t1", items)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_script_marks_items_done_and_records_ghosts_and_memberships_in_order() {
+        let store = Store::in_memory().await.unwrap();
+        let items = timeline_items(3);
+        let stored = receive(&store, items.clone()).await;
         assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
         let member = |membership: Membership| Write::Membership {
             room_id: "!r:x".into(),
@@ -277,20 +287,7 @@ mod tests {
             assert_eq!(script.matches("; ").count(), statements + 1, "{script}");
         }
         let store = Store::in_memory().await.unwrap();
-        let items: Vec<NewInboxItem> = (0..mixes.len())
-            .map(|index| NewInboxItem {
-                queue_key: "!r:x".into(),
-                index,
-                kind: "timeline",
-                payload: "{}".into(),
-                event_id: None,
-            })
-            .collect();
-        let stored = store
-            .receive_transaction_items("as", "t1", items)
-            .await
-            .unwrap()
-            .unwrap();
+        let stored = receive(&store, timeline_items(mixes.len())).await;
         let mut pending = stored.len();
         let mut ghosts = Vec::new();
         for (i, [done, registered, memberships]) in mixes.iter().copied().enumerate() {
