@@ -10,7 +10,7 @@ use ruma::{
     OwnedUserId,
     api::{
         AppserviceUserIdentity, IncomingResponse, MatrixVersion, OutgoingRequest,
-        OutgoingRequestAppserviceExt, SupportedVersions,
+        SupportedVersions,
         auth_scheme::{AuthScheme, SendAccessToken},
         error::ErrorKind,
         path_builder::{PathBuilder, SinglePath, VersionHistory},
@@ -31,6 +31,9 @@ struct ClientInner {
     base_url: String,
     /// `base_url` parsed once: each request only swaps in its path and query.
     base: url::Url,
+    /// The path of `base_url` without its last `/`, usually empty: what ruma puts before an
+    /// endpoint's path, so that the request it makes holds the path and query alone.
+    base_path: String,
     as_token: String,
     versions: SupportedVersions,
     /// The user a request naming none acts as, where that is not the registration's
@@ -91,10 +94,12 @@ impl HomeserverClient {
             ]),
             features: BTreeSet::new(),
         };
+        let base_path = base.path().trim_end_matches('/').to_owned();
         Ok(HomeserverClient {
             inner: Arc::new(ClientInner {
                 http,
                 base,
+                base_path,
                 base_url,
                 as_token: as_token.into(),
                 versions,
@@ -175,26 +180,26 @@ impl HomeserverClient {
         R::PathBuilder: PathInput,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        let http_request = request.try_into_http_request_with_identity::<Vec<u8>>(
-            &self.inner.base_url,
+        // ruma makes the path and query only (the base URL is parsed once, in `base`), and the
+        // identity goes straight into the query here: adding it to the request ruma made
+        // (`try_into_http_request_with_identity`) copied its URI, serialized the identity
+        // through serde and parsed the URI again, for every request.
+        let http_request = request.try_into_http_request::<Vec<u8>>(
+            &self.inner.base_path,
             SendAccessToken::Appservice(&self.inner.as_token),
-            identity,
             R::PathBuilder::input(&self.inner.versions),
         )?;
-        let response = self.execute(http_request).await?;
+        let response = self.execute(http_request, identity).await?;
         Ok(R::IncomingResponse::try_from_http_response(response)?)
     }
 
     async fn execute(
         &self,
         request: http::Request<Vec<u8>>,
+        identity: AppserviceUserIdentity<'_>,
     ) -> Result<http::Response<bytes::Bytes>> {
-        // ruma made the URI from our base URL, so only its path and query are new: parsing
-        // the whole URL again for every request was a tenth of the send path.
         let (parts, body) = request.into_parts();
-        let mut url = self.inner.base.clone();
-        url.set_path(parts.uri.path());
-        url.set_query(parts.uri.query());
+        let url = self.url(&parts.uri, identity);
         let mut request = reqwest::Request::new(parts.method, url);
         *request.headers_mut() = parts.headers;
         *request.body_mut() = Some(body.into());
@@ -213,6 +218,36 @@ impl HomeserverClient {
             .body(body)
             .map_err(|e| Error::Other(format!("bad response from the homeserver: {e}")))
     }
+
+    /// The URL of a request whose path and query ruma made as `uri`, asserting `identity`.
+    fn url(&self, uri: &http::Uri, identity: AppserviceUserIdentity<'_>) -> url::Url {
+        let mut url = self.inner.base.clone();
+        url.set_path(uri.path());
+        match identity_query(uri.query(), identity) {
+            Some(query) => url.set_query(Some(&query)),
+            None => url.set_query(uri.query()),
+        }
+        url
+    }
+}
+
+/// The query of a request that asserts `identity`: the request's own `query` with `user_id`
+/// and `device_id` added, form-encoded as ruma would add them, or `None` if the identity is
+/// empty and the query stays as it is.
+/// Spec: <https://spec.matrix.org/v1.16/application-service-api/#identity-assertion>
+fn identity_query(query: Option<&str>, identity: AppserviceUserIdentity<'_>) -> Option<String> {
+    if identity.user_id.is_none() && identity.device_id.is_none() {
+        return None;
+    }
+    let mut pairs =
+        url::form_urlencoded::Serializer::for_suffix(query.unwrap_or_default().to_owned(), 0);
+    if let Some(user_id) = identity.user_id {
+        pairs.append_pair("user_id", user_id.as_str());
+    }
+    if let Some(device_id) = identity.device_id {
+        pairs.append_pair("device_id", device_id.as_str());
+    }
+    Some(pairs.finish())
 }
 
 /// How long the homeserver asked us to wait, for `M_LIMIT_EXCEEDED`.
@@ -227,5 +262,91 @@ pub(crate) fn retry_delay(error: &Error) -> Option<Duration> {
             None => Duration::from_secs(1),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Tests: a panic is the failure report.
+
+    use ruma::{
+        api::{
+            OutgoingRequestAppserviceExt,
+            client::message::{get_message_events, send_message_event},
+        },
+        device_id,
+        events::room::message::RoomMessageEventContent,
+        owned_room_id, user_id,
+    };
+
+    use super::*;
+
+    /// Asserts that the URL the client makes for `request` is the one ruma makes with the
+    /// identity from the base URL `base`.
+    fn assert_same_url<R>(
+        client: &HomeserverClient,
+        base: &str,
+        identity: AppserviceUserIdentity<'_>,
+        request: R,
+    ) where
+        R: OutgoingRequest + Clone,
+        R::PathBuilder: PathInput,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        let token = || SendAccessToken::Appservice("token");
+        let input = || R::PathBuilder::input(&client.inner.versions);
+        let theirs = request
+            .clone()
+            .try_into_http_request_with_identity::<Vec<u8>>(
+                base.trim_end_matches('/'),
+                token(),
+                identity,
+                input(),
+            )
+            .unwrap();
+        let mine = request
+            .try_into_http_request::<Vec<u8>>(&client.inner.base_path, token(), input())
+            .unwrap();
+        assert_eq!(
+            client.url(mine.uri(), identity).to_string(),
+            theirs.uri().to_string()
+        );
+    }
+
+    /// A request's URL is the one ruma makes when it adds the identity itself, for a base URL
+    /// with and without a path, a request with and without a query of its own, and each
+    /// identity.
+    #[test]
+    fn a_request_url_is_the_one_ruma_makes_with_the_identity() {
+        let room = owned_room_id!("!r/oom:x");
+        let requests = || {
+            let state = send_message_event::v3::Request::new(
+                room.clone(),
+                "a txn/with?odd&chars".into(),
+                &RoomMessageEventContent::text_plain("x"),
+            )
+            .unwrap();
+            let mut messages =
+                get_message_events::v3::Request::new(room.clone(), ruma::api::Direction::Backward);
+            messages.from = Some("t 1&2".into());
+            (state, messages)
+        };
+        let identities = [
+            AppserviceUserIdentity::default(),
+            AppserviceUserIdentity::new(user_id!("@ghost_1:x")),
+            {
+                let mut both = AppserviceUserIdentity::new(user_id!("@g+h:x"));
+                both.device_id = Some(device_id!("DEV 1"));
+                both
+            },
+        ];
+        for base in ["http://127.0.0.1:8008", "https://x.example/matrix/"] {
+            let client = HomeserverClient::new(base, "token").unwrap();
+            for identity in identities {
+                let (state, messages) = requests();
+                assert_same_url(&client, base, identity, state);
+                assert_same_url(&client, base, identity, messages);
+            }
+        }
     }
 }

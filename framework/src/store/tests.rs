@@ -607,3 +607,5 @@ fn nothing_parsed() -> crate::store::Parsed {
         committed: None,
     }
 }
+
+mod commit;

@@ -17,20 +17,56 @@ pub(crate) enum Write {
     },
 }
 
-/// The deferred writes on SQLite, all in one script whose text never changes: the writes come
-/// as JSON arrays, one per table, in the order they were made (an upsert applies them in
+/// The deferred writes' statements on SQLite, whose texts never change: the writes come as
+/// JSON arrays, one per table, in the order they were made (an upsert applies them in
 /// `json_each`'s order, so the last write to a row wins). A script written out per mix of writes
 /// was prepared again at nearly every flush: where each event makes a ghost, parsing and
-/// preparing it cost a fifth of all the appservice's instructions.
-const APPLY_SCRIPT: &str = "BEGIN; \
-     UPDATE inbox SET done_at = $1 WHERE seq IN (SELECT value FROM json_each($2)); \
-     INSERT INTO ghosts (user_id, registered) \
-     SELECT value, 1 FROM json_each($3) WHERE true ORDER BY key \
-     ON CONFLICT (user_id) DO UPDATE SET registered = 1; \
-     INSERT INTO memberships (room_id, user_id, membership) \
-     SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($4) WHERE true ORDER BY key \
-     ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership; \
-     COMMIT;";
+/// preparing it cost a fifth of all the appservice's instructions. Each takes its own
+/// parameters of the four every flush binds.
+macro_rules! mark_done {
+    () => {
+        "UPDATE inbox SET done_at = $1 WHERE seq IN (SELECT value FROM json_each($2)); "
+    };
+}
+
+macro_rules! register {
+    () => {
+        "INSERT INTO ghosts (user_id, registered) \
+         SELECT value, 1 FROM json_each($3) WHERE true ORDER BY key \
+         ON CONFLICT (user_id) DO UPDATE SET registered = 1; "
+    };
+}
+
+macro_rules! set_memberships {
+    () => {
+        "INSERT INTO memberships (room_id, user_id, membership) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($4) WHERE true ORDER BY key \
+         ON CONFLICT (room_id, user_id) DO UPDATE SET membership = excluded.membership; "
+    };
+}
+
+/// The script for a flush whose lists of marks, registrations and memberships are non-empty
+/// as given: the statements of those lists only (a statement over an empty list still costs
+/// its step), or `None` if every list is empty. Seven fixed texts, each prepared once by the
+/// connection. Each is a transaction of its own even with one statement, so that a failed
+/// script is rolled back as every script is (`script_on`).
+fn apply_script(done: bool, registered: bool, memberships: bool) -> Option<&'static str> {
+    macro_rules! transaction {
+        ($($statement:expr),+) => {
+            concat!("BEGIN; ", $($statement,)+ "COMMIT;")
+        };
+    }
+    Some(match (done, registered, memberships) {
+        (false, false, false) => return None,
+        (true, false, false) => transaction!(mark_done!()),
+        (false, true, false) => transaction!(register!()),
+        (false, false, true) => transaction!(set_memberships!()),
+        (true, true, false) => transaction!(mark_done!(), register!()),
+        (true, false, true) => transaction!(mark_done!(), set_memberships!()),
+        (false, true, true) => transaction!(register!(), set_memberships!()),
+        (true, true, true) => transaction!(mark_done!(), register!(), set_memberships!()),
+    })
+}
 
 impl Store {
     /// Applies deferred writes in order, in one database transaction (on SQLite, one script:
@@ -83,7 +119,14 @@ impl Store {
                 } => memberships.push([room_id.as_str(), user_id.as_str(), membership.as_str()]),
             }
         }
-        let query = sqlx::query(APPLY_SCRIPT)
+        let Some(script) = apply_script(
+            !done.is_empty(),
+            !registered.is_empty(),
+            !memberships.is_empty(),
+        ) else {
+            return Ok(());
+        };
+        let query = sqlx::query(script)
             .bind(now_ms())
             .bind(json_list(&done)?)
             .bind(json_list(&registered)?)
@@ -116,10 +159,9 @@ mod tests {
     use super::*;
     use crate::store::{NewInboxItem, TxnName};
 
-    #[tokio::test]
-    async fn one_script_marks_items_done_and_records_ghosts_and_memberships_in_order() {
-        let store = Store::in_memory().await.unwrap();
-        let items: Vec<NewInboxItem> = (0..3)
+    /// `count` timeline items of one room, without event ids.
+    fn timeline_items(count: usize) -> Vec<NewInboxItem> {
+        (0..count)
             .map(|index| NewInboxItem {
                 queue_key: "!r:x".into(),
                 index,
@@ -127,12 +169,23 @@ mod tests {
                 payload: "{}".into(),
                 event_id: None,
             })
-            .collect();
-        let stored = store
-            .receive_transaction_items("as", "t1", items.clone())
+            .collect()
+    }
+
+    /// The inbox items stored for a new transaction of `items`.
+    async fn receive(store: &Store, items: Vec<NewInboxItem>) -> Vec<crate::store::InboxItem> {
+        store
+            .receive_transaction_items("as", "t1", items)
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_script_marks_items_done_and_records_ghosts_and_memberships_in_order() {
+        let store = Store::in_memory().await.unwrap();
+        let items = timeline_items(3);
+        let stored = receive(&store, items.clone()).await;
         assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
         let member = |membership: Membership| Write::Membership {
             room_id: "!r:x".into(),
@@ -212,6 +265,65 @@ mod tests {
             .unwrap();
         assert!(resent.is_none());
         assert_eq!(store.inbox_depth("as").await.unwrap(), 1);
+    }
+
+    /// A flush runs the statements of its non-empty lists only, in a transaction, and each mix of lists writes what it holds and nothing else.
+    #[tokio::test]
+    async fn a_flush_runs_the_statements_of_its_non_empty_lists_only() {
+        assert_eq!(apply_script(false, false, false), None);
+        let mixes: Vec<[bool; 3]> = (1..8)
+            .map(|bits: u8| [bits & 1 != 0, bits & 2 != 0, bits & 4 != 0])
+            .collect();
+        for [done, registered, memberships] in mixes.iter().copied() {
+            let script = apply_script(done, registered, memberships).unwrap();
+            assert_eq!(script.contains("json_each($2)"), done, "{script}");
+            assert_eq!(script.contains("json_each($3)"), registered, "{script}");
+            assert_eq!(script.contains("json_each($4)"), memberships, "{script}");
+            assert!(script.starts_with("BEGIN; "), "{script}");
+            let statements = [done, registered, memberships]
+                .iter()
+                .filter(|&&b| b)
+                .count();
+            assert_eq!(script.matches("; ").count(), statements + 1, "{script}");
+        }
+        let store = Store::in_memory().await.unwrap();
+        let stored = receive(&store, timeline_items(mixes.len())).await;
+        let mut pending = stored.len();
+        let mut ghosts = Vec::new();
+        for (i, [done, registered, memberships]) in mixes.iter().copied().enumerate() {
+            let ghost = format!("@g{i}:x");
+            let mut writes = Vec::new();
+            if done {
+                writes.push(Write::Done(stored[i].seq));
+                pending -= 1;
+            }
+            if registered {
+                writes.push(Write::Registered(ghost.clone()));
+                ghosts.push(ghost.clone());
+            }
+            if memberships {
+                writes.push(Write::Membership {
+                    room_id: "!r:x".into(),
+                    user_id: ghost.clone(),
+                    membership: Membership::Join,
+                });
+            }
+            store.apply(&writes).await.unwrap();
+            assert_eq!(
+                store.inbox_depth("as").await.unwrap(),
+                pending as i64,
+                "{i}"
+            );
+            let mut registered_now = store.registered_ghosts().await.unwrap();
+            registered_now.sort();
+            assert_eq!(registered_now, ghosts, "{i}");
+            assert_eq!(
+                store.membership("!r:x", &ghost).await.unwrap().is_some(),
+                memberships,
+                "{i}"
+            );
+        }
+        store.apply(&[]).await.unwrap();
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@ use sqlx::Row;
 
 use super::{Batch, Journal, Record};
 
+mod bound;
 mod flat;
 use crate::{
     Result,
@@ -155,12 +156,12 @@ fn commit_records_query(
     done: &[i64],
     form: Option<Form>,
 ) -> Result<(Query, Committed)> {
-    // Batches of one-event transactions are written out flat (`flat.rs`) unless a form is
-    // asked for.
+    // Batches of one-event transactions are written out flat (`flat.rs`), and others up to
+    // a size with every value bound (`bound.rs`), unless a form is asked for.
     if form.is_none()
-        && let Some(flat) = flat::query(records, done)
+        && let Some(query) = flat::query(records, done).or_else(|| bound::query(records, done))
     {
-        return flat;
+        return query;
     }
     let form = form.unwrap_or_else(|| {
         Form::for_batch(
@@ -168,33 +169,23 @@ fn commit_records_query(
             records.iter().map(|record| record.items.len()).sum(),
         )
     });
-    let mut left_out = Committed::default();
-    let mut seen = HashSet::new();
-    let mut digests = std::collections::HashMap::new();
-    let mut events = HashSet::new();
+    let (left_out, kept) = keep(records);
     // Each record's key prefix once, for all its rows to borrow.
-    let prefixes: Vec<_> = records
+    let prefixes: Vec<_> = kept
         .iter()
-        .map(|record| {
+        .map(|kept| {
             TxnName {
-                id: &record.txn_id,
-                digest: &record.digest,
+                id: &kept.record.txn_id,
+                digest: &kept.record.digest,
             }
             .key_prefix()
         })
         .collect();
-    let mut txns = Vec::with_capacity(records.len());
+    let mut txns = Vec::with_capacity(kept.len());
     let mut rows = Vec::new();
     let mut payloads = Vec::new();
-    for (record, prefix) in records.iter().zip(&prefixes) {
-        let id = (record.appservice_id.as_str(), record.txn_id.as_str());
-        if !seen.insert((id, record.digest.as_str())) {
-            continue;
-        }
-        if digests.insert(id, record.digest.as_str()).is_some() {
-            left_out.reused.insert(record.number);
-        }
-        let place = txns.len();
+    for (place, (kept, prefix)) in kept.iter().zip(&prefixes).enumerate() {
+        let record = kept.record;
         txns.push((
             &record.appservice_id,
             &record.txn_id,
@@ -203,13 +194,7 @@ fn commit_records_query(
             &record.digest,
             prefix.as_ref(),
         ));
-        for (seq, item) in (record.first_seq..).zip(&record.items) {
-            if let Some(event_id) = &item.event_id
-                && !events.insert(event_id.as_str())
-            {
-                left_out.repeated_events.insert(seq);
-                continue;
-            }
+        for &(seq, item) in &kept.items {
             let start = payloads.len() + 1;
             payloads.extend_from_slice(item.payload.as_bytes());
             rows.push(ItemRow {
@@ -232,6 +217,44 @@ fn commit_records_query(
         query.bind(now_ms()).bind(serde_json::to_string(done)?)
     };
     Ok((query, left_out))
+}
+
+/// A record a commit writes, with the items it stores: each with its seq.
+struct Kept<'a> {
+    record: &'a Record,
+    items: Vec<(i64, &'a NewInboxItem)>,
+}
+
+/// The records of a batch that a commit writes, and what it leaves out by itself: a
+/// transaction twice (the homeserver sent it again before the first was committed) is kept
+/// once, and an event twice only the first time.
+fn keep(records: &[Record]) -> (Committed, Vec<Kept<'_>>) {
+    let mut left_out = Committed::default();
+    let mut seen = HashSet::new();
+    let mut digests = std::collections::HashMap::new();
+    let mut events = HashSet::new();
+    let mut kept = Vec::with_capacity(records.len());
+    for record in records {
+        let id = (record.appservice_id.as_str(), record.txn_id.as_str());
+        if !seen.insert((id, record.digest.as_str())) {
+            continue;
+        }
+        if digests.insert(id, record.digest.as_str()).is_some() {
+            left_out.reused.insert(record.number);
+        }
+        let mut items = Vec::with_capacity(record.items.len());
+        for (seq, item) in (record.first_seq..).zip(&record.items) {
+            if let Some(event_id) = &item.event_id
+                && !events.insert(event_id.as_str())
+            {
+                left_out.repeated_events.insert(seq);
+                continue;
+            }
+            items.push((seq, item));
+        }
+        kept.push(Kept { record, items });
+    }
+    (left_out, kept)
 }
 
 /// An item's row in `$3` (see [`commit_records_sql`]), with its record's fields after the

@@ -1,0 +1,136 @@
+//! The journal's commit of batches of many items: with every value bound (the form the commit
+//! takes for them) as in the JSON forms.
+
+use super::*;
+
+/// The events `$<prefix><i>` for `i` in `range`.
+fn events(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("${prefix}{i}")).collect()
+}
+
+/// Appends a transaction of the events `ids`.
+fn append(store: &Store, txn_id: &str, digest: &str, ids: &[String]) {
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    append_events(store, txn_id, digest, &ids);
+}
+
+/// Each inbox row, in the order of seqs: seq, event id, item key, done or not.
+async fn inbox_rows(store: &Store) -> Vec<(i64, String, String, String, i64)> {
+    sqlx::query_as(
+        "SELECT seq, event_id, item_key, payload, done_at IS NOT NULL FROM inbox ORDER BY seq",
+    )
+    .fetch_all(&mut *store.conn().await.unwrap())
+    .await
+    .unwrap()
+}
+
+/// Batches of many items, in each form: a record of 33 events, one repeating one of them, a
+/// resend in the same batch and later, an id reused, and batches too large for the bound
+/// scripts; the same transactions new, reused and resent, the same events stored in the
+/// order of their seqs, the same done marks.
+#[tokio::test]
+async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
+    let mut outcomes = Vec::new();
+    for form in [
+        None,
+        Some(journal::Form::PerRecord),
+        Some(journal::Form::PerItem),
+    ] {
+        let (_dir, store) = on_file().await;
+        assert!(store.claim_journal());
+        append(&store, "t0", "0000", &events("a", 0..1));
+        let batch = store.take_journal().unwrap();
+        let first = batch.records[0].first_seq;
+        store.commit_journal_as(&batch, &[], form).await.unwrap();
+
+        let many = events("e", 0..33);
+        append(&store, "t1", "aaaa", &many);
+        append(&store, "t2", "bbbb", &["$e5".into(), "$n".into()]);
+        append(&store, "t1", "aaaa", &many);
+        let batch = store.take_journal().unwrap();
+        let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+        let seq = |record: usize| batch.records[record].first_seq;
+        let committed = store
+            .commit_journal_as(&batch, &[first], form)
+            .await
+            .unwrap();
+        let mut fresh: Vec<_> = committed.fresh.iter().copied().collect();
+        fresh.sort();
+        assert_eq!(fresh, [numbers[0], numbers[1]], "{form:?}");
+        assert!(committed.reused.is_empty(), "{form:?}");
+        assert!(committed.repeated_events.contains(&seq(1)), "{form:?}");
+        assert!(
+            !committed.repeated_events.contains(&(seq(1) + 1)),
+            "{form:?}"
+        );
+        assert!(
+            !committed.repeated_events.contains(&(seq(0) + 32)),
+            "{form:?}"
+        );
+
+        // A resend, a transaction of 40 new events, an id reused with an event stored before.
+        append(&store, "t1", "aaaa", &many);
+        append(&store, "t3", "cccc", &events("f", 0..40));
+        append(&store, "t1", "dddd", &["$e0".into(), "$m".into()]);
+        let batch = store.take_journal().unwrap();
+        let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+        let seq = |record: usize| batch.records[record].first_seq;
+        let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        let mut fresh: Vec<_> = committed.fresh.iter().copied().collect();
+        fresh.sort();
+        assert_eq!(fresh, [numbers[1], numbers[2]], "{form:?}");
+        assert_eq!(
+            committed.reused.iter().collect::<Vec<_>>(),
+            [&numbers[2]],
+            "{form:?}"
+        );
+        assert!(committed.repeated_events.contains(&seq(2)), "{form:?}");
+        assert!(!committed.repeated_events.contains(&seq(1)), "{form:?}");
+
+        // Larger than the largest bound script, in items and in records.
+        append(&store, "t4", "eeee", &events("g", 0..200));
+        append(&store, "t5", "ffff", &events("h", 0..100));
+        let batch = store.take_journal().unwrap();
+        let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        assert_eq!(committed.fresh.len(), 2, "{form:?}");
+        for n in 0..9 {
+            append(
+                &store,
+                &format!("u{n}"),
+                "1111",
+                &events(&format!("u{n}."), 0..2),
+            );
+        }
+        let batch = store.take_journal().unwrap();
+        let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        assert_eq!(committed.fresh.len(), 9, "{form:?}");
+        outcomes.push((form, inbox_rows(&store).await));
+    }
+    let (_, bound) = &outcomes[0];
+    let expected: Vec<String> = ["$a0"]
+        .into_iter()
+        .map(String::from)
+        .chain(events("e", 0..33))
+        .chain(["$n".into()])
+        .chain(events("f", 0..40))
+        .chain(["$m".into()])
+        .chain(events("g", 0..200))
+        .chain(events("h", 0..100))
+        .chain((0..9).flat_map(|n| events(&format!("u{n}."), 0..2)))
+        .collect();
+    assert_eq!(
+        bound.iter().map(|row| row.1.clone()).collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(bound[1].2, "t1~aaaa.0");
+    assert_eq!(bound[34].2, "t2~bbbb.1");
+    assert_eq!(bound[75].2, "t1~dddd.1");
+    assert_eq!(
+        bound.iter().map(|row| row.4).collect::<Vec<_>>()[..2],
+        [1, 0],
+        "the first marked done with the batch after it"
+    );
+    for (form, rows) in &outcomes[1..] {
+        assert_eq!(rows, bound, "{form:?} against the bound form");
+    }
+}
