@@ -113,7 +113,19 @@ impl Queues {
             max,
             32,
         );
-        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, owner, max, 32);
+        // A room's requests are sent where its events are handled: the outbox asks for a room
+        // whose inbox lease this process holds (`lanes/shared.rs`).
+        let rooms = Arc::downgrade(&inbox);
+        let handles =
+            Box::new(move |queue: &str| rooms.upgrade().is_some_and(|inbox| inbox.holds(queue)));
+        let outbox = Lanes::new(
+            OutboxLane::new(weak, &id, handles),
+            store,
+            mode,
+            owner,
+            max,
+            32,
+        );
         Queues {
             core,
             inbox,

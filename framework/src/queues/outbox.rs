@@ -32,10 +32,7 @@ use super::{
     failure::SendFailure,
     lanes::{Lane, Lanes},
 };
-use crate::{
-    Error, Result,
-    store::OutboxItem,
-};
+use crate::{Error, Result, store::OutboxItem};
 use execute::execute;
 pub(crate) use remote::wake_waiter;
 use remote::{Remote, outcome_elsewhere, record_outcome};
@@ -188,21 +185,27 @@ pub(crate) struct Waiting {
 
 type Waiters = Mutex<Waiting>;
 
+/// Whether this process handles the events of a room (see [`Lane::handles`]).
+pub(crate) type Handles = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The outbox lane: sends stored requests.
 pub(crate) struct OutboxLane {
     core: Weak<Core>,
     scope: String,
     appservice_id: String,
     waiters: Arc<Waiters>,
+    /// Whether this process holds a room's inbox lease: its outbox lease is then asked for.
+    handles: Handles,
 }
 
 impl OutboxLane {
-    pub(crate) fn new(core: Weak<Core>, appservice_id: &str) -> Self {
+    pub(crate) fn new(core: Weak<Core>, appservice_id: &str, handles: Handles) -> Self {
         OutboxLane {
             core,
             scope: format!("out:{appservice_id}"),
             appservice_id: appservice_id.to_owned(),
             waiters: Arc::default(),
+            handles,
         }
     }
 
@@ -376,6 +379,10 @@ impl Lane for OutboxLane {
             .await
     }
 
+    fn handles(&self, queue: &str) -> bool {
+        (self.handles)(queue)
+    }
+
     async fn finish(&self, _: Vec<i64>) {
         // Each request's outcome is recorded as it comes: there is no batch to close.
     }
@@ -419,8 +426,7 @@ impl Lane for OutboxLane {
                     Err(error) => {
                         let message = error.to_string();
                         let _ =
-                            record_outcome(&core.store, &core.owner, item.seq, Err(&message))
-                                .await;
+                            record_outcome(&core.store, &core.owner, item.seq, Err(&message)).await;
                         if let Some(error) = self.resolve(item.seq, Err(error))
                             && let Some(hook) = &core.on_send_failure
                         {

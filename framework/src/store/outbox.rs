@@ -151,14 +151,13 @@ impl Store {
     /// Says that the process `waiter` awaits the outcome of request `seq`, when it is still
     /// pending; whether it was (otherwise its outcome is recorded already, or it is gone).
     pub(crate) async fn outbox_await(&self, seq: i64, waiter: &str) -> Result<bool> {
-        let updated = sqlx::query(
-            "UPDATE outbox SET waiter = $1 WHERE seq = $2 AND state = 'pending'",
-        )
-        .bind(waiter)
-        .bind(seq)
-        .execute(&mut *self.conn().await?)
-        .await?
-        .rows_affected();
+        let updated =
+            sqlx::query("UPDATE outbox SET waiter = $1 WHERE seq = $2 AND state = 'pending'")
+                .bind(waiter)
+                .bind(seq)
+                .execute(&mut *self.conn().await?)
+                .await?
+                .rows_affected();
         Ok(updated > 0)
     }
 

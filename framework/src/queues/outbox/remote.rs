@@ -49,7 +49,9 @@ pub(super) async fn outcome_elsewhere(remote: Remote, seq: i64) -> Result<Option
                     return outcome;
                 }
             }
-            Err(error) => tracing::debug!(%error, seq, "could not say this process awaits a request"),
+            Err(error) => {
+                tracing::debug!(%error, seq, "could not say this process awaits a request")
+            }
         }
     }
     loop {

@@ -109,7 +109,9 @@ async fn an_outcome_another_process_records_wakes_its_waiter_at_once_with_one_no
         "the failure reached its waiter {waited:?} after it was recorded"
     );
     record_outcome(&b, "B", forgotten, Ok(None)).await.unwrap();
-    record_outcome(&b, "B", own, Ok(Some("$own:x"))).await.unwrap();
+    record_outcome(&b, "B", own, Ok(Some("$own:x")))
+        .await
+        .unwrap();
     // One notice per outcome another process awaited: none for the request nobody awaits,
     // nor for the one its sender awaits itself.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -122,7 +124,9 @@ async fn a_queued_request_awaited_after_its_outcome_is_read_from_the_store() {
     let url = trestle_postgres_harness::fresh_database().await;
     let (a, _) = listening(&url).await;
     let seq = push(&a, None).await;
-    record_outcome(&a, "B", seq, Ok(Some("$early:x"))).await.unwrap();
+    record_outcome(&a, "B", seq, Ok(Some("$early:x")))
+        .await
+        .unwrap();
     let (_tx, rx) = tokio::sync::oneshot::channel();
     let delivery = Delivery {
         seq,
