@@ -249,8 +249,10 @@ impl Store {
             .bind(notice.encode(&notices.origin))
             .execute(&self.pool)
             .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, ?notice, "could not tell the other processes");
+        match sent {
+            // For counting what is said, by kind (`RUST_LOG=trestle::store::notices=trace`).
+            Ok(_) => tracing::trace!(?notice, "told the other processes"),
+            Err(error) => tracing::warn!(%error, ?notice, "could not tell the other processes"),
         }
     }
 }
