@@ -16,7 +16,9 @@
 //! item, a process that stores work for a room another holds tells that holder which queue to
 //! read again (`Notice::Pending`) instead of waiting for the room, and a lease given back by
 //! an idle worker is not announced (which had every other process rescan every queue and take
-//! the rooms it found pending from the processes working them).
+//! the rooms it found pending from the processes working them). A room's outbox follows its
+//! inbox: the process that handles a room's events and stores a send for it while another
+//! holds the room's outbox asks for it, and the holder gives it over after the item in hand.
 
 use crate::sync::MutexExt;
 use std::{

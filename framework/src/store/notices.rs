@@ -1,8 +1,10 @@
 //! Word between the processes that share a PostgreSQL database, through `LISTEN`/`NOTIFY`:
 //! a lease given back (so a process waiting for the room or the service takes it at once, not
 //! at its next look), work stored for rooms another process holds (so that holder reads them
-//! at once, and nobody else looks), and a record its caches may hold changed (a membership, a
-//! ghost).
+//! at once, and nobody else looks), a room's outbox asked for by the process that handles the
+//! room and given over to it, the outcome of a request another process awaits (so its waiter
+//! resolves at once instead of looking in the store), and a record its caches may hold changed
+//! (a membership, a ghost).
 //!
 //! One listening connection per store, opened by the first to ask ([`Store::notices`]). A
 //! notice is a hint, never the truth: one lost while the connection was down costs a delay
@@ -380,5 +382,43 @@ mod tests {
         }
         assert_eq!(read, rooms);
         assert_eq!(Notice::decode("", "me"), None);
+    }
+
+    #[test]
+    fn outcomes_and_rooms_given_over_read_back() {
+        for notice in [
+            Notice::Wanted {
+                scope: "out:as".into(),
+                queues: vec!["!r:x".into(), "!s:x".into()],
+            },
+            Notice::Yielded {
+                scope: "out:as".into(),
+                queues: vec!["!r:x".into()],
+            },
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 42,
+                event_id: Some("$e:x".into()),
+                failed: false,
+            },
+            // A request that gives no event id (a join).
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 43,
+                event_id: None,
+                failed: false,
+            },
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 44,
+                event_id: None,
+                failed: true,
+            },
+        ] {
+            let payload = notice.encode("me");
+            assert_eq!(Notice::decode(&payload, "other"), Some((notice, false)));
+        }
+        // A damaged number is no notice, not a wrong one.
+        assert_eq!(Notice::decode("x\toutcome\tp1\tforty\t$e:x", "me"), None);
     }
 }
