@@ -237,7 +237,7 @@ impl Queues {
         let seq = self
             .core
             .store
-            .outbox_push_awaited(
+            .outbox_push(
                 &self.core.appservice_id,
                 &queue,
                 user_id.as_str(),

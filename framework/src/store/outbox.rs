@@ -33,24 +33,10 @@ pub struct OutboxItem {
 }
 
 impl Store {
-    /// Adds a request to the outbox. Returns its sequence number.
-    #[cfg(test)]
+    /// Adds a request to the outbox, which the process `waiter` awaits, if any (where
+    /// processes share the store): another process that sends it tells that one its outcome
+    /// (see [`Store::outbox_finish`]). Returns its sequence number.
     pub(crate) async fn outbox_push(
-        &self,
-        appservice_id: &str,
-        queue_key: &str,
-        user_id: &str,
-        device_id: Option<&str>,
-        op: &str,
-    ) -> Result<i64> {
-        self.outbox_push_awaited(appservice_id, queue_key, user_id, device_id, op, None)
-            .await
-    }
-
-    /// Adds a request to the outbox that the process `waiter` awaits (where processes share
-    /// the store), so that another process which sends it tells that one its outcome (see
-    /// [`Store::outbox_finish`]). Returns its sequence number.
-    pub(crate) async fn outbox_push_awaited(
         &self,
         appservice_id: &str,
         queue_key: &str,
@@ -119,7 +105,7 @@ impl Store {
     }
 
     /// Records the outcome of a request. Returns the process that awaits it, if one said so
-    /// ([`Store::outbox_push_awaited`], [`Store::outbox_await`]): read in the same statement,
+    /// ([`Store::outbox_push`], [`Store::outbox_await`]): read in the same statement,
     /// so a waiter that registers concurrently either is returned here or finds the outcome
     /// already recorded.
     pub(crate) async fn outbox_finish(

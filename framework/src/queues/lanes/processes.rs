@@ -226,14 +226,19 @@ async fn work_numbered_before_what_the_holder_did_is_not_passed_over() {
     assert_eq!(*shared.processed.lock().unwrap(), [("a", 5), ("a", 3)]);
 }
 
-#[tokio::test]
-async fn a_room_held_elsewhere_is_given_over_to_the_process_that_handles_its_events() {
-    let (shared, [a, b]) = two_processes().await;
-    // `a` holds the room's queue (its outbox, say), busy with a slow item.
+/// Has `a` take room `!r`'s queue with an item that keeps it busy half a second.
+async fn a_holds_the_room_busy(shared: &Shared, a: &Arc<Lanes<ProcessLane>>) {
     a.lane.slow.lock().unwrap().push(1);
     shared.stored.lock().unwrap().push(("!r".into(), 1));
     a.offer("!r");
     until(|| a.holds("!r")).await;
+}
+
+#[tokio::test]
+async fn a_room_held_elsewhere_is_given_over_to_the_process_that_handles_its_events() {
+    let (shared, [a, b]) = two_processes().await;
+    // `a` holds the room's queue (its outbox, say), busy with a slow item.
+    a_holds_the_room_busy(&shared, &a).await;
     // Meanwhile the room's events are handled by `b` (it holds the room's inbox), whose
     // handlers store work in the queue one after another.
     b.lane.handles.lock().unwrap().push("!r".into());
@@ -258,10 +263,7 @@ async fn a_room_held_elsewhere_is_given_over_to_the_process_that_handles_its_eve
 #[tokio::test]
 async fn a_process_that_does_not_handle_the_room_only_tells_its_holder() {
     let (shared, [a, b]) = two_processes().await;
-    a.lane.slow.lock().unwrap().push(1);
-    shared.stored.lock().unwrap().push(("!r".into(), 1));
-    a.offer("!r");
-    until(|| a.holds("!r")).await;
+    a_holds_the_room_busy(&shared, &a).await;
     // `b` stores work for the room without handling its events (a bridge's connections,
     // say): the holder keeps the queue and does it.
     shared.stored.lock().unwrap().push(("!r".into(), 2));

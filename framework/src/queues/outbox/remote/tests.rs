@@ -25,7 +25,7 @@ async fn listening(url: &str) -> (Store, tokio::sync::broadcast::Receiver<Notice
 /// Pushes a request of `waiter`'s (if any) into process `store`'s outbox.
 async fn push(store: &Store, waiter: Option<&str>) -> i64 {
     store
-        .outbox_push_awaited("as", "!r:x", "@u:x", None, "{}", waiter)
+        .outbox_push("as", "!r:x", "@u:x", None, "{}", waiter)
         .await
         .unwrap()
 }
