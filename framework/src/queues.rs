@@ -113,7 +113,19 @@ impl Queues {
             max,
             32,
         );
-        let outbox = Lanes::new(OutboxLane::new(weak, &id), store, mode, owner, max, 32);
+        // A room's requests are sent where its events are handled: the outbox asks for a room
+        // whose inbox lease this process holds (`lanes/shared.rs`).
+        let rooms = Arc::downgrade(&inbox);
+        let handles =
+            Box::new(move |queue: &str| rooms.upgrade().is_some_and(|inbox| inbox.holds(queue)));
+        let outbox = Lanes::new(
+            OutboxLane::new(weak, &id, handles),
+            store,
+            mode,
+            owner,
+            max,
+            32,
+        );
         Queues {
             core,
             inbox,
@@ -142,6 +154,7 @@ impl Queues {
         }
         if let Some(mut notices) = self.core.store.notices() {
             let weak = weak.clone();
+            let outbox = Arc::downgrade(&self.outbox);
             tokio::spawn(async move {
                 loop {
                     let notice = match notices.recv().await {
@@ -152,6 +165,10 @@ impl Queues {
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     };
                     let Some(core) = weak.upgrade() else { return };
+                    if let Some(outbox) = outbox.upgrade() {
+                        let waiters = outbox.lane().waiters();
+                        outbox::wake_waiter(&core.store, &core.owner, waiters, &notice);
+                    }
                     core.users.forget(&notice).await;
                 }
             });
@@ -200,8 +217,23 @@ impl Queues {
         device_id: Option<&OwnedDeviceId>,
         op: Op,
     ) -> Result<Delivery> {
+        self.push_awaited(user_id, device_id, op, false).await
+    }
+
+    /// [`Queues::push`], for a caller that says whether it awaits the outcome: where
+    /// processes share the store, the row then names this process, and another that sends it
+    /// tells this one the outcome (`outbox/remote.rs`). A delivery not said to be awaited here
+    /// names this process when it is awaited.
+    async fn push_awaited(
+        &self,
+        user_id: &OwnedUserId,
+        device_id: Option<&OwnedDeviceId>,
+        op: Op,
+        awaited: bool,
+    ) -> Result<Delivery> {
         let queue = op.queue_key(user_id);
         let json = serde_json::to_string(&op)?;
+        let named = awaited && self.core.mode.others_send();
         let seq = self
             .core
             .store
@@ -211,9 +243,10 @@ impl Queues {
                 user_id.as_str(),
                 device_id.map(|d| d.as_str()),
                 &json,
+                named.then_some(self.core.owner.as_str()),
             )
             .await?;
-        let delivery = self.outbox.lane().delivery(seq);
+        let delivery = self.outbox.lane().delivery(seq, named);
         self.outbox.offer(&queue);
         Ok(delivery)
     }
@@ -228,7 +261,7 @@ impl Queues {
     ) -> Result<Option<OwnedEventId>> {
         match outbox::send_now(&self.core, &self.outbox, &op, user_id, device_id).await {
             Some(outcome) => outcome,
-            None => self.push(user_id, device_id, op).await?.await,
+            None => self.push_awaited(user_id, device_id, op, true).await?.await,
         }
     }
 

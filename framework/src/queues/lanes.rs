@@ -16,7 +16,9 @@
 //! item, a process that stores work for a room another holds tells that holder which queue to
 //! read again (`Notice::Pending`) instead of waiting for the room, and a lease given back by
 //! an idle worker is not announced (which had every other process rescan every queue and take
-//! the rooms it found pending from the processes working them).
+//! the rooms it found pending from the processes working them). A room's outbox follows its
+//! inbox: the process that handles a room's events and stores a send for it while another
+//! holds the room's outbox asks for it, and the holder gives it over after the item in hand.
 
 use crate::sync::MutexExt;
 use std::{
@@ -33,8 +35,10 @@ use tokio::sync::Notify;
 
 use crate::{Result, Store, store::Mode};
 
+mod offered;
 mod shared;
 
+use offered::{Offered, working};
 pub(crate) use shared::lease_freed;
 use shared::{Wake, next_wake, remember};
 
@@ -65,6 +69,14 @@ pub(crate) trait Lane: Send + Sync + 'static {
     /// holds their queue: they will not be processed here.
     fn let_go(&self, items: usize) {
         let _ = items;
+    }
+    /// Whether this process handles the events of `queue`'s room (holds its inbox lease),
+    /// where processes share the store: another process holding this lane's lease of the
+    /// queue is then asked to give it over (`Notice::Wanted`), not only told of work, so that
+    /// a room's requests are sent where its events are handled (see `lanes/shared.rs`).
+    fn handles(&self, queue: &str) -> bool {
+        let _ = queue;
+        false
     }
 }
 
@@ -97,42 +109,12 @@ pub(crate) struct Lanes<L: Lane> {
     /// [`Lanes::remembered`]; others, for queues this process neither works nor gave back
     /// lately, are some other process's.
     released: Mutex<HashMap<String, Instant>>,
-    /// Queues whose holders are to be told of work stored here, gathered for one notice.
-    to_tell: Mutex<Vec<String>>,
-}
-
-/// What was offered to a queue's worker since it last looked.
-struct Offered<T> {
-    /// Work committed to the store that the worker must read from there.
-    in_store: bool,
-    /// Work handed over in memory, in order; also in the store.
-    items: Vec<T>,
-    /// Whether this process stored the work (received it, or a handler queued it), so that
-    /// the process holding the queue's lease, if another does, is told to read it. Work a
-    /// scan found or a notice named is not announced again.
-    announce: bool,
-    /// Set while the worker, idle, keeps its lease for more work ([`shared::LINGER`]); taken, and
-    /// woken, by the next offer. A lingering worker does not count as busy.
-    lingering: Option<Arc<Notify>>,
-    /// Items offered since the worker last took the lease, let go ([`Lane::let_go`]) if
-    /// another process holds it.
-    admitted: usize,
-}
-
-impl<T> Offered<T> {
-    fn nothing() -> Self {
-        Offered {
-            in_store: false,
-            items: Vec::new(),
-            announce: false,
-            lingering: None,
-            admitted: 0,
-        }
-    }
-
-    fn anything(&self) -> bool {
-        self.in_store || !self.items.is_empty()
-    }
+    /// Queues whose holders are to be told of work stored here, gathered for one notice;
+    /// `true` for those asked to give the queue over ([`Lane::handles`]).
+    to_tell: Mutex<Vec<(String, bool)>>,
+    /// Queues this process asked another to give over, and when: the holder's word that it
+    /// did (`Notice::Yielded`) has a worker here take them.
+    asked: Mutex<HashMap<String, Instant>>,
 }
 
 /// Items held in memory per queue before the worker reads the store instead: a flood grows
@@ -171,6 +153,7 @@ impl<L: Lane> Lanes<L> {
             elsewhere: Mutex::new(HashMap::new()),
             released: Mutex::new(HashMap::new()),
             to_tell: Mutex::default(),
+            asked: Mutex::default(),
         })
     }
 
@@ -288,6 +271,11 @@ impl<L: Lane> Lanes<L> {
         })
     }
 
+    /// Whether a worker here holds `queue`'s lease (where processes share the store).
+    pub(crate) fn holds(&self, queue: &str) -> bool {
+        self.active().get(queue).is_some_and(|o| o.held)
+    }
+
     /// Waits until no queue has a worker, or `timeout`; whether none has.
     pub(crate) async fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -361,6 +349,10 @@ impl<L: Lane> Lanes<L> {
         let mut leased_at = Instant::now();
         let mut after = 0;
         loop {
+            if self.is_wanted(&queue) {
+                self.give_over(&scope, &queue, Vec::new()).await;
+                return;
+            }
             let (batch, full) = match self.next_source(&queue, after) {
                 Source::Done => {
                     if self.mode.leases() && self.linger(&queue, leased_at).await {
@@ -421,6 +413,10 @@ impl<L: Lane> Lanes<L> {
             for item in batch {
                 if self.is_handing_over() {
                     self.leave(&scope, &queue, processed).await;
+                    return;
+                }
+                if self.is_wanted(&queue) {
+                    self.give_over(&scope, &queue, processed).await;
                     return;
                 }
                 if leased_at.elapsed() > self.store.lease_times().renew_every() {
@@ -565,17 +561,14 @@ impl<L: Lane> Lanes<L> {
                                 break;
                             }
                             Wake::Queues(queues) => this.told(queues),
+                            Wake::Wanted(queues) => this.asked_for(queues).await,
+                            Wake::Yielded(queues) => this.given(queues),
                         },
                     }
                 }
             }
         })
     }
-}
-
-/// Queues with a worker at work: those whose worker lingers, idle, do not count.
-fn working<T>(active: &HashMap<String, Offered<T>>) -> usize {
-    active.values().filter(|o| o.lingering.is_none()).count()
 }
 
 /// A queue reserved by [`Lanes::claim`].

@@ -25,17 +25,17 @@ use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
 mod execute;
+mod remote;
 
 use super::{
     core::Core,
     failure::SendFailure,
     lanes::{Lane, Lanes},
 };
-use crate::{
-    Error, Result,
-    store::{OutboxItem, OutboxState},
-};
+use crate::{Error, Result, store::OutboxItem};
 use execute::execute;
+pub(crate) use remote::wake_waiter;
+use remote::{Remote, outcome_elsewhere, record_outcome};
 
 /// One request to the homeserver, as stored in the outbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -129,8 +129,8 @@ impl Op {
 pub struct Delivery {
     seq: i64,
     rx: oneshot::Receiver<Result<Option<OwnedEventId>>>,
-    /// Where another process may send the request: the store, where its outcome shows.
-    store: Option<crate::Store>,
+    /// Where another process may send the request: how its outcome reaches this one.
+    remote: Option<Remote>,
 }
 
 impl Delivery {
@@ -141,7 +141,7 @@ impl Delivery {
         Delivery {
             seq,
             rx,
-            store: None,
+            remote: None,
         }
     }
 
@@ -162,55 +162,16 @@ impl IntoFuture for Delivery {
                     "the outbox stopped before the request was sent".into(),
                 ))
             };
-            let Some(store) = self.store else {
+            let Some(remote) = self.remote else {
                 return self.rx.await.unwrap_or_else(stopped);
             };
+            // Sent here, the outcome comes from this process's worker; sent by another
+            // process, from its notice (`remote.rs`), through the same channel.
             tokio::select! {
                 outcome = self.rx => outcome.unwrap_or_else(stopped),
-                outcome = outcome_in_store(&store, self.seq) => outcome,
+                outcome = outcome_elsewhere(remote, self.seq) => outcome,
             }
         })
-    }
-}
-
-/// The waits between looks in the store for an awaited request another process may send:
-/// shorter at first, growing to a quarter of a second. A fixed quarter of a second held every
-/// awaited send of a room whose inbox and outbox were worked by different processes that
-/// long, and such a room kept its outbox in the other process as long as sends came
-/// (bench-scale, two processes: runs with 127 such waits did 458 events/s, runs with none
-/// 1,211). Not shorter than a send here usually takes: the look races this process's own
-/// outbox, and a first look after 5 ms cost a query for nearly every event.
-fn outcome_looks() -> impl Iterator<Item = Duration> {
-    std::iter::successors(Some(FIRST_LOOK), |wait| Some((*wait * 2).min(LONGEST_LOOK)))
-}
-
-const FIRST_LOOK: Duration = Duration::from_millis(50);
-const LONGEST_LOOK: Duration = Duration::from_millis(250);
-
-/// The outcome of request `seq` once the store has it: where another process took the room's
-/// queue, its worker sends the request and this process's waiter would never hear.
-async fn outcome_in_store(store: &crate::Store, seq: i64) -> Result<Option<OwnedEventId>> {
-    let mut looks = outcome_looks();
-    loop {
-        let wait = looks.next().unwrap_or(LONGEST_LOOK);
-        tokio::time::sleep(wait).await;
-        match store.outbox_state(seq).await {
-            Ok(Some((OutboxState::Sent, event_id, _))) => {
-                return Ok(event_id.and_then(|id| OwnedEventId::try_from(id).ok()));
-            }
-            Ok(Some((OutboxState::Failed, _, error))) => {
-                return Err(Error::Other(
-                    error.unwrap_or_else(|| "the request failed".into()),
-                ));
-            }
-            Ok(Some((OutboxState::Pending, ..))) => {}
-            Ok(None) => {
-                return Err(Error::Other(
-                    "the request is no longer in the outbox".into(),
-                ));
-            }
-            Err(error) => tracing::debug!(%error, seq, "could not look for a request's outcome"),
-        }
     }
 }
 
@@ -224,26 +185,33 @@ pub(crate) struct Waiting {
 
 type Waiters = Mutex<Waiting>;
 
+/// Whether this process handles the events of a room (see [`Lane::handles`]).
+pub(crate) type Handles = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// The outbox lane: sends stored requests.
 pub(crate) struct OutboxLane {
     core: Weak<Core>,
     scope: String,
     appservice_id: String,
     waiters: Arc<Waiters>,
+    /// Whether this process holds a room's inbox lease: its outbox lease is then asked for.
+    handles: Handles,
 }
 
 impl OutboxLane {
-    pub(crate) fn new(core: Weak<Core>, appservice_id: &str) -> Self {
+    pub(crate) fn new(core: Weak<Core>, appservice_id: &str, handles: Handles) -> Self {
         OutboxLane {
             core,
             scope: format!("out:{appservice_id}"),
             appservice_id: appservice_id.to_owned(),
             waiters: Arc::default(),
+            handles,
         }
     }
 
-    /// Registers interest in the outcome of `seq`.
-    pub(crate) fn delivery(&self, seq: i64) -> Delivery {
+    /// Registers interest in the outcome of `seq`; `named` when its outbox row names this
+    /// process as its waiter already (see `remote.rs`).
+    pub(crate) fn delivery(&self, seq: i64, named: bool) -> Delivery {
         let mut waiting = self.waiters.lock_unpoisoned();
         // The queue's worker may have sent it already, between the insert and this call.
         if let Some(outcome) = waiting.orphans.remove(&seq) {
@@ -251,12 +219,20 @@ impl OutboxLane {
         }
         let (tx, rx) = oneshot::channel();
         waiting.waiters.insert(seq, tx);
-        let store = self
+        let remote = self
             .core
             .upgrade()
             .filter(|core| core.mode.others_send())
-            .map(|core| core.store.clone());
-        Delivery { seq, rx, store }
+            .map(|core| Remote {
+                store: core.store.clone(),
+                register: (!named).then(|| core.owner.clone()),
+            });
+        Delivery { seq, rx, remote }
+    }
+
+    /// The outcomes this process's deliveries await.
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.waiters
     }
 
     /// Hands the outcome to whoever awaits it. With nobody waiting it is kept a while, for a
@@ -403,6 +379,10 @@ impl Lane for OutboxLane {
             .await
     }
 
+    fn handles(&self, queue: &str) -> bool {
+        (self.handles)(queue)
+    }
+
     async fn finish(&self, _: Vec<i64>) {
         // Each request's outcome is recorded as it comes: there is no batch to close.
     }
@@ -418,15 +398,8 @@ impl Lane for OutboxLane {
             Ok(parsed) => parsed,
             Err(error) => {
                 tracing::error!(seq = item.seq, %error, "dropping a damaged outbox row");
-                let _ = core
-                    .store
-                    .outbox_finish(
-                        item.seq,
-                        OutboxState::Failed,
-                        None,
-                        Some(&error.to_string()),
-                    )
-                    .await;
+                let message = error.to_string();
+                let _ = record_outcome(&core.store, &core.owner, item.seq, Err(&message)).await;
                 return;
             }
         };
@@ -436,10 +409,8 @@ impl Lane for OutboxLane {
             match execute(&core, &op, &user_id, device_id.as_ref()).await {
                 Ok(event_id) => {
                     let id = event_id.as_ref().map(|e| e.as_str());
-                    if let Err(error) = core
-                        .store
-                        .outbox_finish(item.seq, OutboxState::Sent, id, None)
-                        .await
+                    if let Err(error) =
+                        record_outcome(&core.store, &core.owner, item.seq, Ok(id)).await
                     {
                         tracing::error!(seq = item.seq, %error, "sent, but could not record it");
                     }
@@ -454,10 +425,8 @@ impl Lane for OutboxLane {
                     }
                     Err(error) => {
                         let message = error.to_string();
-                        let _ = core
-                            .store
-                            .outbox_finish(item.seq, OutboxState::Failed, None, Some(&message))
-                            .await;
+                        let _ =
+                            record_outcome(&core.store, &core.owner, item.seq, Err(&message)).await;
                         if let Some(error) = self.resolve(item.seq, Err(error))
                             && let Some(hook) = &core.on_send_failure
                         {

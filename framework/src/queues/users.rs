@@ -110,7 +110,12 @@ impl Users {
                 self.joined.lock_unpoisoned().clear();
                 self.registered.lock().await.clear();
             }
-            Notice::LeaseFreed | Notice::Handed { .. } | Notice::Pending { .. } => {}
+            Notice::LeaseFreed
+            | Notice::Handed { .. }
+            | Notice::Pending { .. }
+            | Notice::Wanted { .. }
+            | Notice::Yielded { .. }
+            | Notice::Outcome { .. } => {}
         }
     }
 

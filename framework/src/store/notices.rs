@@ -1,8 +1,10 @@
 //! Word between the processes that share a PostgreSQL database, through `LISTEN`/`NOTIFY`:
 //! a lease given back (so a process waiting for the room or the service takes it at once, not
 //! at its next look), work stored for rooms another process holds (so that holder reads them
-//! at once, and nobody else looks), and a record its caches may hold changed (a membership, a
-//! ghost).
+//! at once, and nobody else looks), a room's outbox asked for by the process that handles the
+//! room and given over to it, the outcome of a request another process awaits (so its waiter
+//! resolves at once instead of looking in the store), and a record its caches may hold changed
+//! (a membership, a ghost).
 //!
 //! One listening connection per store, opened by the first to ask ([`Store::notices`]). A
 //! notice is a hint, never the truth: one lost while the connection was down costs a delay
@@ -34,6 +36,24 @@ pub(crate) enum Notice {
     /// the holder's workers of those queues look; nobody scans. One notice for what one
     /// transaction brought, split where it would pass `NOTIFY`'s limit ([`Notice::pending`]).
     Pending { scope: String, queues: Vec<String> },
+    /// Like [`Notice::Pending`], from the process that handles those rooms' events (it holds
+    /// their inbox leases): the holder of the queues finishes the item in hand and gives each
+    /// lease back at once, saying so ([`Notice::Yielded`]), so that the rooms' requests are
+    /// sent where their events are handled. Only the outbox's queues are asked for.
+    Wanted { scope: String, queues: Vec<String> },
+    /// The holder of `queues` gave their leases back as a [`Notice::Wanted`] asked: the
+    /// process that handles those rooms takes them.
+    Yielded { scope: String, queues: Vec<String> },
+    /// The outcome of outbox request `seq` is recorded, and `waiter` (a process's owner id)
+    /// awaits it: `Some(event id)` or `None` for one accepted (some requests give no event
+    /// id), `failed` for one refused for good, whose error the waiter reads from the store.
+    /// Sent only for a request another process awaits, never for one awaited by nobody.
+    Outcome {
+        waiter: String,
+        seq: i64,
+        event_id: Option<String>,
+        failed: bool,
+    },
     /// The listening connection was lost and opened again: notices may have been missed in
     /// between, so what they would have said is to be assumed.
     Missed,
@@ -46,20 +66,7 @@ const MAX_NAMES: usize = 7_000;
 impl Notice {
     /// Notices that work waits in `queues` of lease `scope`: as few as fit `NOTIFY`'s limit.
     pub(crate) fn pending(scope: &str, queues: Vec<String>) -> Vec<Notice> {
-        let mut chunks: Vec<Vec<String>> = Vec::new();
-        let mut size = 0;
-        for queue in queues {
-            if chunks.is_empty() || size + queue.len() + 1 > MAX_NAMES {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += queue.len() + 1;
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(queue);
-            }
-        }
-        chunks
-            .into_iter()
+        split(queues)
             .map(|queues| Notice::Pending {
                 scope: scope.to_owned(),
                 queues,
@@ -67,6 +74,36 @@ impl Notice {
             .collect()
     }
 
+    /// Notices that this process wants `queues` of lease `scope` ([`Notice::Wanted`]): as few
+    /// as fit `NOTIFY`'s limit.
+    pub(crate) fn wanted(scope: &str, queues: Vec<String>) -> Vec<Notice> {
+        split(queues)
+            .map(|queues| Notice::Wanted {
+                scope: scope.to_owned(),
+                queues,
+            })
+            .collect()
+    }
+}
+
+/// `queues` in chunks whose names fit one notice.
+fn split(queues: Vec<String>) -> impl Iterator<Item = Vec<String>> {
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut size = 0;
+    for queue in queues {
+        if chunks.is_empty() || size + queue.len() + 1 > MAX_NAMES {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += queue.len() + 1;
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(queue);
+        }
+    }
+    chunks.into_iter()
+}
+
+impl Notice {
     fn encode(&self, origin: &str) -> String {
         match self {
             Notice::LeaseFreed => format!("{origin}\tlease"),
@@ -75,6 +112,25 @@ impl Notice {
             Notice::Handed { queue } => format!("{origin}\thanded\t{queue}"),
             Notice::Pending { scope, queues } => {
                 format!("{origin}\tpending\t{scope}\t{}", queues.join("\t"))
+            }
+            Notice::Wanted { scope, queues } => {
+                format!("{origin}\twanted\t{scope}\t{}", queues.join("\t"))
+            }
+            Notice::Yielded { scope, queues } => {
+                format!("{origin}\tyielded\t{scope}\t{}", queues.join("\t"))
+            }
+            Notice::Outcome {
+                waiter,
+                seq,
+                event_id,
+                failed,
+            } => {
+                let outcome = match (failed, event_id) {
+                    (true, _) => "failed",
+                    (false, Some(event_id)) => event_id,
+                    (false, None) => "",
+                };
+                format!("{origin}\toutcome\t{waiter}\t{seq}\t{outcome}")
             }
             Notice::Missed => format!("{origin}\tmissed"),
         }
@@ -86,10 +142,28 @@ impl Notice {
         let mut parts = payload.split('\t');
         let from = parts.next()?;
         let kind = parts.next()?;
-        if kind == "pending" {
+        if let "pending" | "wanted" | "yielded" = kind {
             let scope = parts.next()?.to_owned();
             let queues = parts.map(ToOwned::to_owned).collect();
-            return Some((Notice::Pending { scope, queues }, from == origin));
+            let notice = match kind {
+                "pending" => Notice::Pending { scope, queues },
+                "wanted" => Notice::Wanted { scope, queues },
+                _ => Notice::Yielded { scope, queues },
+            };
+            return Some((notice, from == origin));
+        }
+        if kind == "outcome" {
+            let (waiter, seq, outcome) = (parts.next()?, parts.next()?, parts.next()?);
+            // Event ids start with `$`: "failed" and "" cannot be one.
+            let notice = Notice::Outcome {
+                waiter: waiter.to_owned(),
+                seq: seq.parse().ok()?,
+                event_id: Some(outcome)
+                    .filter(|o| !o.is_empty() && *o != "failed")
+                    .map(ToOwned::to_owned),
+                failed: outcome == "failed",
+            };
+            return (parts.next().is_none()).then_some((notice, from == origin));
         }
         let notice = match (kind, parts.next(), parts.next()) {
             ("lease", None, None) => Notice::LeaseFreed,
@@ -177,8 +251,10 @@ impl Store {
             .bind(notice.encode(&notices.origin))
             .execute(&self.pool)
             .await;
-        if let Err(error) = sent {
-            tracing::warn!(%error, ?notice, "could not tell the other processes");
+        match sent {
+            // For counting what is said, by kind (`RUST_LOG=trestle::store::notices=trace`).
+            Ok(_) => tracing::trace!(?notice, "told the other processes"),
+            Err(error) => tracing::warn!(%error, ?notice, "could not tell the other processes"),
         }
     }
 }
@@ -306,5 +382,43 @@ mod tests {
         }
         assert_eq!(read, rooms);
         assert_eq!(Notice::decode("", "me"), None);
+    }
+
+    #[test]
+    fn outcomes_and_rooms_given_over_read_back() {
+        for notice in [
+            Notice::Wanted {
+                scope: "out:as".into(),
+                queues: vec!["!r:x".into(), "!s:x".into()],
+            },
+            Notice::Yielded {
+                scope: "out:as".into(),
+                queues: vec!["!r:x".into()],
+            },
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 42,
+                event_id: Some("$e:x".into()),
+                failed: false,
+            },
+            // A request that gives no event id (a join).
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 43,
+                event_id: None,
+                failed: false,
+            },
+            Notice::Outcome {
+                waiter: "p1".into(),
+                seq: 44,
+                event_id: None,
+                failed: true,
+            },
+        ] {
+            let payload = notice.encode("me");
+            assert_eq!(Notice::decode(&payload, "other"), Some((notice, false)));
+        }
+        // A damaged number is no notice, not a wrong one.
+        assert_eq!(Notice::decode("x\toutcome\tp1\tforty\t$e:x", "me"), None);
     }
 }

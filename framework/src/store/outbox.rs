@@ -33,7 +33,9 @@ pub struct OutboxItem {
 }
 
 impl Store {
-    /// Adds a request to the outbox. Returns its sequence number.
+    /// Adds a request to the outbox, which the process `waiter` awaits, if any (where
+    /// processes share the store): another process that sends it tells that one its outcome
+    /// (see [`Store::outbox_finish`]). Returns its sequence number.
     pub(crate) async fn outbox_push(
         &self,
         appservice_id: &str,
@@ -41,10 +43,11 @@ impl Store {
         user_id: &str,
         device_id: Option<&str>,
         op: &str,
+        waiter: Option<&str>,
     ) -> Result<i64> {
         let row = sqlx::query(
-            "INSERT INTO outbox (appservice_id, queue_key, user_id, device_id, op, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq",
+            "INSERT INTO outbox (appservice_id, queue_key, user_id, device_id, op, created_at, waiter)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
         )
         .bind(appservice_id)
         .bind(queue_key)
@@ -52,6 +55,7 @@ impl Store {
         .bind(device_id)
         .bind(op)
         .bind(now_ms())
+        .bind(waiter)
         .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok(row.get(0))
@@ -100,30 +104,47 @@ impl Store {
         Ok(())
     }
 
-    /// Records the outcome of a request.
+    /// Records the outcome of a request. Returns the process that awaits it, if one said so
+    /// ([`Store::outbox_push`], [`Store::outbox_await`]): read in the same statement,
+    /// so a waiter that registers concurrently either is returned here or finds the outcome
+    /// already recorded.
     pub(crate) async fn outbox_finish(
         &self,
         seq: i64,
         state: OutboxState,
         event_id: Option<&str>,
         error: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         let state = match state {
             OutboxState::Pending => "pending",
             OutboxState::Sent => "sent",
             OutboxState::Failed => "failed",
         };
-        sqlx::query(
-            "UPDATE outbox SET state = $1, event_id = $2, error = $3, finished_at = $4 WHERE seq = $5",
+        let row = sqlx::query(
+            "UPDATE outbox SET state = $1, event_id = $2, error = $3, finished_at = $4 WHERE seq = $5
+             RETURNING waiter",
         )
         .bind(state)
         .bind(event_id)
         .bind(error)
         .bind(now_ms())
         .bind(seq)
-        .execute(&mut *self.conn().await?)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
-        Ok(())
+        Ok(row.and_then(|r| r.get(0)))
+    }
+
+    /// Says that the process `waiter` awaits the outcome of request `seq`, when it is still
+    /// pending; whether it was (otherwise its outcome is recorded already, or it is gone).
+    pub(crate) async fn outbox_await(&self, seq: i64, waiter: &str) -> Result<bool> {
+        let updated =
+            sqlx::query("UPDATE outbox SET waiter = $1 WHERE seq = $2 AND state = 'pending'")
+                .bind(waiter)
+                .bind(seq)
+                .execute(&mut *self.conn().await?)
+                .await?
+                .rows_affected();
+        Ok(updated > 0)
     }
 
     /// Where a request stands, the event id it produced, and the error that ended it.

@@ -96,11 +96,11 @@ async fn inbox_keeps_order_per_queue(store: Store) {
 
 async fn outbox_records_outcomes(store: Store) {
     let a = store
-        .outbox_push("as", "!r", "@u:x", None, "{\"op\":1}")
+        .outbox_push("as", "!r", "@u:x", None, "{\"op\":1}", None)
         .await
         .unwrap();
     let b = store
-        .outbox_push("as", "!r", "@u:x", Some("DEV"), "{\"op\":2}")
+        .outbox_push("as", "!r", "@u:x", Some("DEV"), "{\"op\":2}", None)
         .await
         .unwrap();
     assert!(a < b);
@@ -191,11 +191,11 @@ async fn pruning_keeps_what_is_pending(store: Store) {
     let first = store.inbox_next("as", "!a", 0, 1).await.unwrap()[0].seq;
     store.inbox_done(first).await.unwrap();
     let sent = store
-        .outbox_push("as", "!a", "@u:x", None, "{}")
+        .outbox_push("as", "!a", "@u:x", None, "{}", None)
         .await
         .unwrap();
     store
-        .outbox_push("as", "!a", "@u:x", None, "{}")
+        .outbox_push("as", "!a", "@u:x", None, "{}", None)
         .await
         .unwrap();
     store

@@ -28,6 +28,10 @@ struct ProcessLane {
     scans: AtomicUsize,
     /// Items offered here and let go to the holder of their queue.
     let_go: AtomicUsize,
+    /// Rooms whose events this process handles ([`Lane::handles`]).
+    handles: Mutex<Vec<String>>,
+    /// Items that take half a second to process here.
+    slow: Mutex<Vec<i64>>,
 }
 
 impl Lane for ProcessLane {
@@ -48,6 +52,9 @@ impl Lane for ProcessLane {
     }
 
     async fn process(&self, item: i64) {
+        if self.slow.lock().unwrap().contains(&item) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         self.shared
             .processed
             .lock()
@@ -65,6 +72,10 @@ impl Lane for ProcessLane {
 
     fn let_go(&self, items: usize) {
         self.let_go.fetch_add(items, Ordering::SeqCst);
+    }
+
+    fn handles(&self, queue: &str) -> bool {
+        self.handles.lock().unwrap().iter().any(|q| q == queue)
     }
 
     async fn pending_queues(&self, _: i64) -> Result<Vec<String>> {
@@ -89,6 +100,8 @@ async fn two_processes() -> (Arc<Shared>, [Arc<Lanes<ProcessLane>>; 2]) {
             reads: Mutex::default(),
             scans: AtomicUsize::new(0),
             let_go: AtomicUsize::new(0),
+            handles: Mutex::default(),
+            slow: Mutex::default(),
         };
         let store = Store::connect(&url).await.unwrap();
         let process = Lanes::new(lane, store, Mode::Shared, name.into(), 8, 4);
@@ -211,4 +224,50 @@ async fn work_numbered_before_what_the_holder_did_is_not_passed_over() {
     b.offer("!r");
     until(|| shared.processed.lock().unwrap().len() == 2).await;
     assert_eq!(*shared.processed.lock().unwrap(), [("a", 5), ("a", 3)]);
+}
+
+/// Has `a` take room `!r`'s queue with an item that keeps it busy half a second.
+async fn a_holds_the_room_busy(shared: &Shared, a: &Arc<Lanes<ProcessLane>>) {
+    a.lane.slow.lock().unwrap().push(1);
+    shared.stored.lock().unwrap().push(("!r".into(), 1));
+    a.offer("!r");
+    until(|| a.holds("!r")).await;
+}
+
+#[tokio::test]
+async fn a_room_held_elsewhere_is_given_over_to_the_process_that_handles_its_events() {
+    let (shared, [a, b]) = two_processes().await;
+    // `a` holds the room's queue (its outbox, say), busy with a slow item.
+    a_holds_the_room_busy(&shared, &a).await;
+    // Meanwhile the room's events are handled by `b` (it holds the room's inbox), whose
+    // handlers store work in the queue one after another.
+    b.lane.handles.lock().unwrap().push("!r".into());
+    for seq in 2..=6 {
+        shared.stored.lock().unwrap().push(("!r".into(), seq));
+        b.offer("!r");
+        until(|| shared.processed.lock().unwrap().len() == seq as usize).await;
+    }
+    // `a` finished the item in hand and let go at once; `b` took the queue and did the rest,
+    // each once and in order, rather than `a` doing everything `b` stored, told of it.
+    assert_eq!(
+        *shared.processed.lock().unwrap(),
+        [("a", 1), ("b", 2), ("b", 3), ("b", 4), ("b", 5), ("b", 6)]
+    );
+    assert!(b.holds("!r") || b.active().is_empty());
+    assert!(!a.holds("!r"));
+    // Word between the two only: nobody rescanned.
+    assert_eq!(a.lane.scans.load(Ordering::SeqCst), 2);
+    assert_eq!(b.lane.scans.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_process_that_does_not_handle_the_room_only_tells_its_holder() {
+    let (shared, [a, b]) = two_processes().await;
+    a_holds_the_room_busy(&shared, &a).await;
+    // `b` stores work for the room without handling its events (a bridge's connections,
+    // say): the holder keeps the queue and does it.
+    shared.stored.lock().unwrap().push(("!r".into(), 2));
+    b.offer("!r");
+    until(|| shared.processed.lock().unwrap().len() == 2).await;
+    assert_eq!(*shared.processed.lock().unwrap(), [("a", 1), ("a", 2)]);
 }

@@ -71,6 +71,7 @@ impl<L: Lane> Lanes<L> {
         self.elsewhere.lock_unpoisoned().remove(queue);
         if let Some(offered) = self.active().get_mut(queue) {
             offered.admitted = 0;
+            offered.held = true;
         }
     }
 
@@ -87,25 +88,116 @@ impl<L: Lane> Lanes<L> {
     /// Tells the holder of `queue` (another process) to read it, in one notice with the
     /// other queues this process stores work in meanwhile (a transaction's rooms), sent once
     /// the work is committed (offers come after the commit).
+    ///
+    /// Where this process handles the room's events ([`Lane::handles`]: a handler here sent
+    /// to the room), the holder is asked to give the queue over instead (`Notice::Wanted`):
+    /// it finishes the item in hand and gives its lease back, saying so (`Notice::Yielded`),
+    /// and a worker here takes it. Otherwise the room's outbox stayed in the process its
+    /// events came from before, kept there by each send it was told of, and every awaited
+    /// send of this process's handlers waited for another process to send it (the
+    /// scale-out benchmark in docs/scaling.md). Only the process that holds the room's inbox
+    /// asks, so two processes never ask each other in turn; what others store for the room
+    /// (a bridge's connections, say) is only announced, and sent by whoever holds it.
     pub(super) fn tell(self: &Arc<Self>, queue: &str) {
+        let wanted = self.lane.handles(queue);
         let first = {
             let mut to_tell = self.to_tell.lock_unpoisoned();
-            if to_tell.iter().any(|q| q == queue) {
+            if to_tell.iter().any(|(q, _)| q == queue) {
                 return;
             }
-            to_tell.push(queue.to_owned());
+            to_tell.push((queue.to_owned(), wanted));
             to_tell.len() == 1
         };
+        if wanted {
+            remember(&self.asked, queue, self.remembered());
+        }
         if first {
             let this = self.clone();
             tokio::spawn(async move {
                 // What the same transaction offers next joins this notice.
                 tokio::task::yield_now().await;
-                let queues = std::mem::take(&mut *this.to_tell.lock_unpoisoned());
-                for notice in Notice::pending(this.lane.scope(), queues) {
+                let told = std::mem::take(&mut *this.to_tell.lock_unpoisoned());
+                let (wanted, pending): (Vec<_>, Vec<_>) =
+                    told.into_iter().partition(|(_, wanted)| *wanted);
+                let names = |told: Vec<(String, bool)>| told.into_iter().map(|(q, _)| q).collect();
+                let scope = this.lane.scope();
+                let notices = Notice::pending(scope, names(pending))
+                    .into_iter()
+                    .chain(Notice::wanted(scope, names(wanted)));
+                for notice in notices {
                     this.store.announce(&notice).await;
                 }
             });
+        }
+    }
+
+    /// The process that handles the rooms `queues` asked for them: each held here is given
+    /// over after the item in hand; each given back here lately, idle, is said to be free at
+    /// once. Others are not this process's.
+    pub(super) async fn asked_for(&self, queues: Vec<String>) {
+        let mut free = Vec::new();
+        for queue in queues {
+            if let Some(offered) = self.active().get_mut(&queue) {
+                offered.wanted = true;
+                // A lingering worker wakes to give it over.
+                if let Some(wake) = offered.lingering.take() {
+                    wake.notify_one();
+                }
+                continue;
+            }
+            if lately(&self.released, &queue, self.remembered()) {
+                free.push(queue);
+            }
+        }
+        if !free.is_empty() {
+            let notice = Notice::Yielded {
+                scope: self.lane.scope().to_owned(),
+                queues: free,
+            };
+            self.store.announce(&notice).await;
+        }
+    }
+
+    /// The holder of `queues` gave them over: those this process asked for lately it takes
+    /// (a worker reads each from its start). For the others it only forgets who held them.
+    pub(super) fn given(self: &Arc<Self>, queues: Vec<String>) {
+        for queue in queues {
+            self.elsewhere.lock_unpoisoned().remove(&queue);
+            let asked = self.asked.lock_unpoisoned().remove(&queue);
+            if asked.is_some_and(|since| since.elapsed() < self.remembered()) {
+                self.found(&queue);
+            }
+        }
+    }
+
+    /// Whether the process that handles `queue`'s room asked for it.
+    pub(super) fn is_wanted(&self, queue: &str) -> bool {
+        self.mode.leases() && self.active().get(queue).is_some_and(|o| o.wanted)
+    }
+
+    /// Ends a worker whose queue the process handling the room asked for: its marks written,
+    /// its lease given back and the asker told, with one notice (`Notice::Yielded`, not a
+    /// `LeaseFreed` that would have every process rescan). What is left in the queue the
+    /// asker's worker reads from the queue's start, in order; the lease is given back only
+    /// after the outcome of the item in hand is recorded, so nothing is sent twice. Work
+    /// this process stores for the queue afterwards is announced to its new holder, not
+    /// asked for (it does not handle the room, or it would not have been asked).
+    pub(super) async fn give_over(&self, scope: &str, queue: &str, processed: Vec<i64>) {
+        self.lane.finish(processed).await;
+        let released = self.store.release_idle(scope, queue, &self.owner).await;
+        remember(&self.elsewhere, queue, self.remembered());
+        self.stop_worker(queue);
+        match released {
+            Ok(()) => {
+                let notice = Notice::Yielded {
+                    scope: scope.to_owned(),
+                    queues: vec![queue.to_owned()],
+                };
+                self.store.announce(&notice).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue, "could not give the queue's lease over; it runs out");
+            }
         }
     }
 
@@ -188,6 +280,10 @@ pub(super) enum Wake {
     Rescan,
     /// Read these queues again: work was stored in them while this process held them.
     Queues(Vec<String>),
+    /// Give these queues over: the process that handles their rooms wants them.
+    Wanted(Vec<String>),
+    /// These queues were given over as asked: take those asked for.
+    Yielded(Vec<String>),
 }
 
 /// The next notice that concerns the lanes of lease scope `scope`. Never, without notices.
@@ -202,6 +298,12 @@ pub(super) async fn next_wake(
         match receiver.recv().await {
             Ok(Notice::Pending { scope: of, queues }) if of == scope => {
                 return Wake::Queues(queues);
+            }
+            Ok(Notice::Wanted { scope: of, queues }) if of == scope => {
+                return Wake::Wanted(queues);
+            }
+            Ok(Notice::Yielded { scope: of, queues }) if of == scope => {
+                return Wake::Yielded(queues);
             }
             Ok(notice @ (Notice::LeaseFreed | Notice::Missed)) => {
                 tracing::debug!(?notice, scope, "rescanning");

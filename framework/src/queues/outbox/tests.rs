@@ -129,16 +129,3 @@ async fn an_awaited_send_on_an_idle_queue_skips_the_outbox_and_order_holds_eithe
     assert_eq!(hs.bodies(), ["two", "three", "four"]);
     assert!(outbox_rows(&app).await >= 2, "queued sends are stored");
 }
-
-#[test]
-fn an_awaited_send_of_another_process_is_looked_for_soon_and_then_less_often() {
-    let looks: Vec<Duration> = outcome_looks().take(12).collect();
-    // The other process usually sends within milliseconds: the first looks come well before
-    // the quarter of a second every look used to wait.
-    assert_eq!(looks[0], FIRST_LOOK);
-    let first_two: Duration = looks[..2].iter().sum();
-    assert!(first_two < Duration::from_millis(200), "{first_two:?}");
-    // A send that takes long (the homeserver down) is looked for four times a second at most.
-    assert!(looks.windows(2).all(|w| w[0] <= w[1]));
-    assert_eq!(looks[11], LONGEST_LOOK);
-}
