@@ -120,6 +120,20 @@ impl Synapse {
         Self::start_with(registrations, "").await
     }
 
+    /// Starts Synapse with an appservice `id` (bot `bot`, users `<prefix>…`) that it pushes to
+    /// `127.0.0.1:port`, the registration written in `dir`; returns both.
+    pub async fn start_pushing_to(
+        dir: &std::path::Path,
+        (id, bot, prefix): (&str, &str, &str),
+        port: u16,
+    ) -> (Synapse, trestle::Registration) {
+        let mut registration = trestle::Registration::generate(id, None, bot, prefix, "localhost");
+        registration.url = Some(format!("http://127.0.0.1:{port}"));
+        let path = dir.join("registration.yaml");
+        registration.write_file(&path).unwrap();
+        (Self::start(std::slice::from_ref(&path)).await, registration)
+    }
+
     /// Like [`Synapse::start`], with extra `homeserver.yaml` content. Each top-level key in
     /// `extra_yaml` replaces the harness's (or the generated) setting of that key as a whole, e.g.
     /// `experimental_features:` must repeat the harness's two MSC flags if they are still wanted.
@@ -517,6 +531,16 @@ impl Synapse {
                 .as_str()
                 .expect("access_token in /login response"),
         )
+    }
+
+    /// [`Synapse::wait_for_appservice`] for `registration`'s appservice, for up to 30 s.
+    pub async fn wait_for_registered(&self, registration: &trestle::Registration) {
+        self.wait_for_appservice(
+            &registration.id,
+            &registration.as_token,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
     }
 
     /// Asks Synapse to ping an appservice (`POST /_matrix/client/v1/appservice/{id}/ping` with its

@@ -61,23 +61,13 @@ async fn said(user: &UserClient, room: &str, ghost: &str, body: &str) {
 async fn a_leave_seen_by_one_process_does_not_fail_the_others_send() {
     let dir = tempfile::tempdir().unwrap();
     let database = trestle_tests::postgres::fresh_database().await;
-    let mut registration =
-        Registration::generate("shared", None, "sharedbot", "shared_", "localhost");
     // The homeserver pushes to the first process only.
     let port_a = free_port();
-    registration.url = Some(format!("http://127.0.0.1:{port_a}"));
-    let path = dir.path().join("registration.yaml");
-    registration.write_file(&path).unwrap();
-    let synapse = Synapse::start(std::slice::from_ref(&path)).await;
+    let (synapse, registration) =
+        Synapse::start_pushing_to(dir.path(), ("shared", "sharedbot", "shared_"), port_a).await;
     let (a, stop_a) = process(&registration, &synapse, &database, port_a).await;
     let (b, _stop_b) = process(&registration, &synapse, &database, free_port()).await;
-    synapse
-        .wait_for_appservice(
-            &registration.id,
-            &registration.as_token,
-            Duration::from_secs(30),
-        )
-        .await;
+    synapse.wait_for_registered(&registration).await;
 
     let user = synapse.register_user("kim", "password-1234").await;
     let room = user.create_room(json!({"preset": "public_chat"})).await;

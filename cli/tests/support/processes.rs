@@ -180,13 +180,7 @@ pub async fn synapse_for(
 pub async fn start_holder(process: &mut Process, synapse: &Synapse, registration: &Registration) {
     process.start();
     process.wait_live().await;
-    synapse
-        .wait_for_appservice(
-            &registration.id,
-            &registration.as_token,
-            Duration::from_secs(30),
-        )
-        .await;
+    synapse.wait_for_registered(registration).await;
 }
 
 /// Makes `user` a moderator (50) of the portal `room`, as `viewer` reads its levels: portals

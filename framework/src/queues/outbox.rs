@@ -260,12 +260,18 @@ impl OutboxLane {
 }
 
 /// Sends `op` from the task that awaits its outcome, retrying as the outbox would, when its
-/// queue is idle. Returns `None` when the queue is busy (or shared between processes), and the
-/// request must go through the store to keep its place in line.
+/// queue is idle. Returns `None` when the queue is busy, and the request must go through the
+/// store to keep its place in line.
+///
+/// Where processes share the store, the queue must also be this process's: its outbox worker
+/// holds the lease, idle ([`Lanes::hold`]). One attempt is made there; a failure worth
+/// retrying goes through the outbox after all, after the wait it asked for, with the same
+/// transaction id. This saves the row and its outcome, two of the store's commits.
 ///
 /// This is safe without an outbox row because the caller is a handler: its inbox item stays
 /// unfinished until the handler returns, so after a crash the item is handled again and the
-/// request made again, with the same transaction id, which the homeserver deduplicates.
+/// request made again, with the same transaction id, which the homeserver deduplicates. A
+/// handler that loses its room's lease is dropped, its send with it.
 pub(crate) async fn send_now(
     core: &Core,
     outbox: &Arc<Lanes<OutboxLane>>,
@@ -273,10 +279,30 @@ pub(crate) async fn send_now(
     user_id: &OwnedUserId,
     device_id: Option<&OwnedDeviceId>,
 ) -> Option<Result<Option<OwnedEventId>>> {
-    if !core.mode.hand_off() || !in_send_scope() {
+    if !in_send_scope() {
         return None;
     }
     let queue = op.queue_key(user_id);
+    if core.mode.leases() {
+        let hold = outbox.hold(&queue)?;
+        let outcome = execute(core, op, user_id, device_id).await;
+        drop(hold);
+        return match outcome {
+            Ok(event_id) => Some(Ok(event_id)),
+            Err(error) => match failed_attempt(core, op, &queue, error, 0) {
+                // The wait asked for (`retry_after_ms`, or the back-off) is kept here, where
+                // it holds nothing up but this handler, and the outbox sends it then.
+                Ok(delay) => {
+                    tokio::time::sleep(delay).await;
+                    None
+                }
+                Err(error) => Some(Err(error)),
+            },
+        };
+    }
+    if !core.mode.hand_off() {
+        return None;
+    }
     let _claim = outbox.claim(&queue)?;
     let mut attempt = 0;
     Some(loop {

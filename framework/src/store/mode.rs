@@ -8,8 +8,8 @@
 //! idle queue sends it itself, with no outbox row; "done" marks are written behind; and the
 //! caches of ghosts and memberships hold all the store knows, so a miss is never asked of it.
 //! Where processes share the store, another may have written anything since: the store is
-//! asked, every send goes through the outbox, and a worker writes its marks before it lets go
-//! of a room. The queues ask the [`Mode`] chosen when the appservice is built, never the
+//! asked, a send goes through the outbox unless this process's outbox worker holds the room's
+//! lease, idle (`Lanes::hold`), and a worker writes its marks before it lets go of a room. The queues ask the [`Mode`] chosen when the appservice is built, never the
 //! backend.
 
 use std::{collections::HashSet, time::Duration};
@@ -54,7 +54,8 @@ impl Mode {
 
     /// Whether what this process did is all the queues' new work: committed items may be
     /// handed to their workers in memory, and an awaited send made directly when its queue is
-    /// idle. Not where another process may have queued work meanwhile.
+    /// idle. Not where another process may have queued work meanwhile (there a direct send
+    /// needs the queue's lease, held here by an idle worker: `Lanes::hold`).
     pub(crate) fn hand_off(self) -> bool {
         self != Mode::Shared
     }

@@ -25,6 +25,9 @@ pub(super) struct Offered<T> {
     /// Set when the process that handles the room's events asked for the queue
     /// (`Notice::Wanted`): the worker stops after the item in hand and gives its lease over.
     pub(super) wanted: bool,
+    /// Handlers sending directly under the idle worker's lease ([`Hold`](super::Hold)): the
+    /// worker neither gives the lease back nor takes new work until they are done.
+    pub(super) holds: usize,
 }
 
 impl<T> Offered<T> {
@@ -37,6 +40,7 @@ impl<T> Offered<T> {
             admitted: 0,
             held: false,
             wanted: false,
+            holds: 0,
         }
     }
 

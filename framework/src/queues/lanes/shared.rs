@@ -246,7 +246,7 @@ impl<L: Lane> Lanes<L> {
             () = tokio::time::sleep(linger) => {}
             _ = handing_over.wait_for(|h| *h) => {}
         }
-        match self.active().get_mut(queue) {
+        let came = match self.active().get_mut(queue) {
             // Nothing came: the marker is still there.
             Some(offered) if offered.lingering.is_some() => {
                 offered.lingering = None;
@@ -254,8 +254,51 @@ impl<L: Lane> Lanes<L> {
             }
             // An offer took the marker.
             Some(_) => true,
-            None => false,
+            None => return false,
+        };
+        // Sends made directly under this lease ([`Lanes::hold`]) end first, before the lease
+        // goes or new work is taken; none starts once the marker is gone.
+        while self.active().get(queue).is_some_and(|o| o.holds > 0) {
+            self.changed(Duration::from_millis(20)).await;
         }
+        came
+    }
+
+    /// Lets a handler of `queue`'s room send directly, with no outbox row, under the lease of
+    /// this process's idle worker for the queue (lingering, nothing offered, not asked for):
+    /// the worker neither gives its lease back nor takes newly offered work until the hold is
+    /// dropped, so the send keeps its place in the queue's order, as SQLite's
+    /// [`Lanes::claim`] keeps it. `None` where the store is not shared, or no idle worker here
+    /// holds the lease: the request then goes through the outbox.
+    pub(crate) fn hold(self: &Arc<Self>, queue: &str) -> Option<Hold<L>> {
+        if !self.mode.leases() || self.is_handing_over() {
+            return None;
+        }
+        let mut active = self.active();
+        let offered = active.get_mut(queue)?;
+        if !offered.held || offered.lingering.is_none() || offered.anything() || offered.wanted {
+            return None;
+        }
+        offered.holds += 1;
+        Some(Hold {
+            lanes: self.clone(),
+            queue: queue.to_owned(),
+        })
+    }
+}
+
+/// A direct send under an idle worker's lease ([`Lanes::hold`]), until dropped.
+pub(crate) struct Hold<L: Lane> {
+    lanes: Arc<Lanes<L>>,
+    queue: String,
+}
+
+impl<L: Lane> Drop for Hold<L> {
+    fn drop(&mut self) {
+        if let Some(offered) = self.lanes.active().get_mut(&self.queue) {
+            offered.holds = offered.holds.saturating_sub(1);
+        }
+        self.lanes.changed.notify_waiters();
     }
 }
 
