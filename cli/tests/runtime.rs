@@ -1,5 +1,6 @@
 //! `runtime.threads` in the configuration shapes the runtime `trestle run` starts: the
-//! process shows that many worker threads, or none beside the main thread for `1`.
+//! process shows that many worker threads, or none beside the main thread for `1`, and on
+//! that one thread the plugins still answer.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -10,7 +11,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use trestle_tests::synapse::free_port;
+use serde_json::json;
+use trestle::Registration;
+use trestle_tests::synapse::{Synapse, free_port};
+
+#[path = "support/registration.rs"]
+mod registration;
+
+use registration::registration_path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
 
@@ -24,15 +32,15 @@ impl Drop for Running {
     }
 }
 
-/// Starts `trestle run` with `runtime` appended to a fresh configuration; returns once it
-/// listens, with its port.
-fn start(dir: &Path, runtime: &str) -> Running {
+/// Writes a fresh configuration for `homeserver`, listening at `port`, with `runtime`
+/// appended.
+fn configure(dir: &Path, homeserver: &str, port: u16, runtime: &str) {
     let config = dir.join("trestle.yaml");
-    let port = free_port();
     let status = Command::new(BIN)
         .arg("--config")
         .arg(&config)
-        .args(["init", "--server-name", "localhost", "--force", "--listen"])
+        .args(["init", "--server-name", "localhost", "--force"])
+        .args(["--homeserver-url", homeserver, "--listen"])
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -41,6 +49,19 @@ fn start(dir: &Path, runtime: &str) -> Running {
     assert!(status.success());
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("{text}\n{runtime}\n")).unwrap();
+}
+
+/// Starts `trestle run` with `runtime` appended to a fresh configuration; returns once it
+/// listens.
+fn start(dir: &Path, runtime: &str) -> Running {
+    let port = free_port();
+    configure(dir, "http://127.0.0.1:8008", port, runtime);
+    run(dir, port)
+}
+
+/// Starts `trestle run` on the configuration in `dir`; returns once it listens at `port`.
+fn run(dir: &Path, port: u16) -> Running {
+    let config = dir.join("trestle.yaml");
     let log = std::fs::File::create(dir.join("trestle.log")).unwrap();
     let mut child = Running(
         Command::new(BIN)
@@ -100,6 +121,45 @@ fn one_thread_runs_the_plugins_on_the_main_thread() {
     let names = threads(&child);
     assert_eq!(workers(&child), 0, "{names:?}");
     assert!(names.iter().any(|name| name == "trestle"), "{names:?}");
+}
+
+#[tokio::test]
+async fn the_echo_plugin_answers_on_one_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let one = "runtime:\n  threads: 1";
+    // The registration must exist before Synapse starts, and Synapse's URL is known after.
+    configure(dir.path(), "http://127.0.0.1:1", port, one);
+    let registration_path = registration_path(&dir.path().join("trestle.yaml"), "echo");
+    let registration = Registration::from_file(&registration_path).unwrap();
+    let synapse = Synapse::start(std::slice::from_ref(&registration_path)).await;
+    configure(dir.path(), &synapse.base_url(), port, one);
+    let child = run(dir.path(), port);
+    assert_eq!(workers(&child), 0, "{:?}", threads(&child));
+    synapse
+        .wait_for_appservice(
+            &registration.id,
+            &registration.as_token,
+            Duration::from_secs(30),
+        )
+        .await;
+    let user = synapse.register_user("kim", "password-1234").await;
+    let room = user.create_room(json!({"preset": "private_chat"})).await;
+    user.invite(&room, "@echo:localhost").await;
+    user.wait_for_event(&room, Duration::from_secs(30), |e| {
+        e["type"] == "m.room.member"
+            && e["state_key"] == "@echo:localhost"
+            && e["content"]["membership"] == "join"
+    })
+    .await;
+    user.send_text(&room, "!echo on one thread").await;
+    user.wait_for_event(&room, Duration::from_secs(30), |e| {
+        e["sender"] == "@echo:localhost"
+            && e["content"]["body"]
+                .as_str()
+                .is_some_and(|body| body.contains("on one thread"))
+    })
+    .await;
 }
 
 #[test]

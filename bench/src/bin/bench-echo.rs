@@ -135,7 +135,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let EchoArgs { app, runtime: shape } = EchoArgs::parse();
+    let EchoArgs {
+        app,
+        runtime: shape,
+    } = EchoArgs::parse();
     let result = match runtime(shape.runtime) {
         Ok(runtime) => runtime.block_on(run(app)),
         Err(error) => Err(format!("starting the runtime: {error}")),
