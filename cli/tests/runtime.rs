@@ -7,30 +7,27 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use serde_json::json;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, free_port};
 
+#[path = "support/echo_room.rs"]
+mod echo_room;
 #[path = "support/registration.rs"]
 mod registration;
 
+use echo_room::room_with_echo;
 use registration::registration_path;
 
+#[path = "support/running.rs"]
+mod running;
+
+use running::Running;
+
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
-
-/// Kills the process when the test ends, passed or not.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Writes a fresh configuration for `homeserver`, listening at `port`, with `runtime`
 /// appended.
@@ -143,15 +140,7 @@ async fn the_echo_plugin_answers_on_one_thread() {
             Duration::from_secs(30),
         )
         .await;
-    let user = synapse.register_user("kim", "password-1234").await;
-    let room = user.create_room(json!({"preset": "private_chat"})).await;
-    user.invite(&room, "@echo:localhost").await;
-    user.wait_for_event(&room, Duration::from_secs(30), |e| {
-        e["type"] == "m.room.member"
-            && e["state_key"] == "@echo:localhost"
-            && e["content"]["membership"] == "join"
-    })
-    .await;
+    let (user, room) = room_with_echo(&synapse).await;
     user.send_text(&room, "!echo on one thread").await;
     user.wait_for_event(&room, Duration::from_secs(30), |e| {
         e["sender"] == "@echo:localhost"
