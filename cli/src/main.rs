@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use trestle::Plugin;
 use trestle_host::{
     EncryptionInstaller, Host,
-    config::{Config, LogFormat, default_config, write_config},
+    config::{Config, LogFormat, RuntimeConfig, default_config, write_config},
     enabled_plugins, ensure_registration,
 };
 
@@ -97,16 +97,35 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    let result = match runtime_for(&cli) {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(error) => Err(error),
+    };
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("trestle: {error}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime `run` asks for in the configuration (`runtime.threads`), which has to be read
+/// before the runtime starts; the other commands do little and take the default.
+fn runtime_for(cli: &Cli) -> Result<tokio::runtime::Runtime, String> {
+    let runtime = match cli.command {
+        Command::Run { .. } => {
+            Config::load(&cli.config)
+                .map_err(|e| e.to_string())?
+                .runtime
+        }
+        _ => RuntimeConfig::default(),
+    };
+    runtime
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
 }
 
 fn find_plugin(name: &str) -> Result<Plugin, String> {

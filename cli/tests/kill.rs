@@ -10,13 +10,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::json;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, UserClient, free_port};
 
+#[path = "support/echo_room.rs"]
+mod echo_room;
 #[path = "support/registration.rs"]
 mod registration;
 
+use echo_room::room_with_echo;
 use registration::registration_path;
 
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
@@ -111,15 +113,7 @@ async fn interrupted_burst(graceful: bool, total: usize) {
     }
     let mut child = trestle(dir.path());
     wait_up().await;
-    let user = synapse.register_user("kim", "password-1234").await;
-    let room = user.create_room(json!({"preset": "private_chat"})).await;
-    user.invite(&room, "@echo:localhost").await;
-    user.wait_for_event(&room, Duration::from_secs(30), |e| {
-        e["type"] == "m.room.member"
-            && e["state_key"] == "@echo:localhost"
-            && e["content"]["membership"] == "join"
-    })
-    .await;
+    let (user, room) = room_with_echo(&synapse).await;
 
     // The burst goes on while Trestle is killed: part of it is answered before, part is
     // acknowledged but not handled at the kill, part reaches Synapse while Trestle is down.

@@ -9,7 +9,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -17,21 +17,20 @@ use serde_json::json;
 use trestle::Registration;
 use trestle_tests::synapse::{Synapse, free_port};
 
+#[path = "support/echo_room.rs"]
+mod echo_room;
 #[path = "support/registration.rs"]
 mod registration;
 
+use echo_room::room_with_echo;
 use registration::registration_path;
 
+#[path = "support/running.rs"]
+mod running;
+
+use running::Running;
+
 const BIN: &str = env!("CARGO_BIN_EXE_trestle");
-
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn trestle_run(config: &Path, role: &str, log: &Path) -> Running {
     let log = std::fs::File::create(log).unwrap();
@@ -125,15 +124,7 @@ async fn a_matrix_and_a_connections_process_share_the_work() {
         .await;
 
     // Commands are answered.
-    let user = synapse.register_user("kim", "password-1234").await;
-    let room = user.create_room(json!({"preset": "private_chat"})).await;
-    user.invite(&room, "@echo:localhost").await;
-    user.wait_for_event(&room, Duration::from_secs(30), |e| {
-        e["type"] == "m.room.member"
-            && e["state_key"] == "@echo:localhost"
-            && e["content"]["membership"] == "join"
-    })
-    .await;
+    let (user, room) = room_with_echo(&synapse).await;
     user.send_text(&room, "!echo across roles").await;
     user.wait_for_event(&room, Duration::from_secs(30), |e| {
         e["sender"] == "@echo:localhost" && e["content"]["body"] == "across roles"

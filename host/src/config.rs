@@ -18,6 +18,10 @@ use trestle::{
     store::Durability,
 };
 
+mod runtime;
+
+pub use runtime::RuntimeConfig;
+
 /// The whole configuration.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,6 +67,9 @@ pub struct Config {
     /// Metrics.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The tokio runtime `trestle run` starts: how many threads run the plugins.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
     /// One section per plugin, by name.
     #[serde(default)]
     pub plugins: BTreeMap<String, PluginSection>,
@@ -379,6 +386,13 @@ impl Config {
                 "field `homeserver.url`: expected an http:// or https:// URL",
             ));
         }
+        if config.runtime.threads == Some(0) {
+            return Err(config_error(
+                path,
+                "field `runtime.threads`: expected at least 1 (1 runs the plugins on the main \
+                 thread; unset, one thread per CPU)",
+            ));
+        }
         if config.max_in_flight == 0 {
             return Err(config_error(
                 path,
@@ -518,6 +532,10 @@ pub fn default_config(
          # role: all\n\
          # leases:\n\
          #   takeover_s: 15   # a process that died is taken over after this\n\
+         # Threads that run the plugins: 1 runs them on the main thread, which costs less CPU\n\
+         # per event on a single core; unset, one per CPU (docs/benchmarks.md).\n\
+         # runtime:\n\
+         #   threads: 1\n\
          \n\
          logging:\n\
          \x20 level: info        # or e.g. info,trestle=debug; RUST_LOG overrides it\n\

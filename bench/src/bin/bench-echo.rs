@@ -6,13 +6,13 @@
 //!   (registered, joined and sending through the outbox).
 //!
 //! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS] [--durability disk]
-//! [--max-in-flight N]`,
+//! [--max-in-flight N] [--runtime multi|current|workers=N]`,
 //! listening at the registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless
 //! `RUST_LOG` says otherwise.
 
 use std::{process::ExitCode, time::Duration};
 
-use clap::Parser;
+use clap::{Args, Parser};
 use serde_json::json;
 use trestle::{
     Appservice, Router, Store,
@@ -21,6 +21,58 @@ use trestle::{
     store::{Durability, StoreOptions},
 };
 use trestle_bench::app_args::{AppArgs, echo_body, load, shutdown_signal};
+
+/// bench-echo's arguments: the appservices' common ones and the runtime's shape.
+#[derive(Parser)]
+struct EchoArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct RuntimeArgs {
+    /// The tokio runtime: `multi` (one worker thread per CPU this process may run on, as
+    /// `#[tokio::main]`), `current` (everything on the main thread) or `workers=N` (multi-thread
+    /// with N workers). Blocking work (SQLite's connection threads, `spawn_blocking`) keeps its
+    /// own threads in every shape.
+    #[arg(long, default_value = "multi", value_parser = parse_runtime)]
+    runtime: RuntimeShape,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum RuntimeShape {
+    Multi,
+    Current,
+    Workers(usize),
+}
+
+fn parse_runtime(value: &str) -> Result<RuntimeShape, String> {
+    match value {
+        "multi" => Ok(RuntimeShape::Multi),
+        "current" => Ok(RuntimeShape::Current),
+        other => match other.strip_prefix("workers=").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Ok(RuntimeShape::Workers(n)),
+            _ => Err(format!(
+                "`{other}`: expected multi, current or workers=N with N at least 1"
+            )),
+        },
+    }
+}
+
+fn runtime(shape: RuntimeShape) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match shape {
+        RuntimeShape::Current => tokio::runtime::Builder::new_current_thread(),
+        RuntimeShape::Multi => tokio::runtime::Builder::new_multi_thread(),
+        RuntimeShape::Workers(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    builder.enable_all().build()
+}
 
 /// How long each handler waits before it answers.
 #[derive(Clone, Copy)]
@@ -75,8 +127,7 @@ async fn ghost(
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -84,8 +135,15 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = AppArgs::parse();
-    match run(args).await {
+    let EchoArgs {
+        app,
+        runtime: shape,
+    } = EchoArgs::parse();
+    let result = match runtime(shape.runtime) {
+        Ok(runtime) => runtime.block_on(run(app)),
+        Err(error) => Err(format!("starting the runtime: {error}")),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("bench-echo: {error}");

@@ -318,3 +318,22 @@ fn a_plugin_off_by_default_runs_only_where_enabled() {
     assert!(text.contains("  bridge:\n    enabled: false\n"), "{text}");
     assert_eq!(names(&parse(&text).unwrap()), ["echo"]);
 }
+
+#[test]
+fn runtime_threads_are_unset_unless_given_and_never_zero() {
+    assert_eq!(parse(GOOD).unwrap().runtime.threads, None);
+    assert_eq!(
+        parse(&format!("{GOOD}runtime:\n  threads: 1\n"))
+            .unwrap()
+            .runtime
+            .threads,
+        Some(1)
+    );
+    let err = parse(&format!("{GOOD}runtime:\n  threads: 0\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("conf/trestle.yaml: field `runtime.threads`: expected at least 1"),
+        "{err}"
+    );
+}

@@ -1,0 +1,35 @@
+//! `runtime`: the shape of the tokio runtime `trestle run` starts, read before it starts.
+
+use serde::Deserialize;
+
+/// The tokio runtime the plugins run on (`runtime:` in the configuration; `docs/benchmarks.md`,
+/// "Threads on one core", has the measurements behind it).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RuntimeConfig {
+    /// The threads that run the plugins' tasks. `1` runs them all on the main thread (a
+    /// current-thread runtime): on a single core this spends less CPU per event than one worker
+    /// thread, because an event is no longer handed between the main thread and the worker.
+    /// `N` above 1 is a multi-thread runtime with N workers. Unset, one worker per CPU the
+    /// process may run on. Blocking work (SQLite's connection threads, file reads) has threads
+    /// of its own in every case.
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+impl RuntimeConfig {
+    /// Builds the runtime this describes, with its I/O and timers on.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.threads {
+            Some(1) => tokio::runtime::Builder::new_current_thread(),
+            Some(threads) => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                builder.worker_threads(threads);
+                builder
+            }
+            None => tokio::runtime::Builder::new_multi_thread(),
+        };
+        builder.enable_all().build()
+    }
+}
