@@ -63,12 +63,30 @@ fn memory(pid: &str) -> Option<Memory> {
 
 /// CPU time (user + system, all threads) a process has used so far; `None` once it is gone.
 pub fn cpu_time_of(pid: u32) -> Option<std::time::Duration> {
+    let fields = stat_fields(pid)?;
+    Some(ticks(fields.get(10)? + fields.get(11)?))
+}
+
+/// The numeric fields of `/proc/<pid>/stat` after the command name and the state: ppid,
+/// pgrp, session, tty, tpgid, flags, minflt, cminflt, majflt, cmajflt, utime (10), stime,
+/// cutime, cstime, …; `None` once the process is gone.
+pub(crate) fn stat_fields(pid: u32) -> Option<Vec<u64>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces; the fields after it are plain.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ, the unit of these fields, is 100 on every Linux architecture Rust targets.
-    Some(std::time::Duration::from_millis(ticks * 10))
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// A duration in USER_HZ ticks, the unit of `/proc/<pid>/stat`'s times (100 on every Linux
+/// architecture Rust targets).
+pub(crate) fn ticks(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n * 10)
 }
 
 #[cfg(test)]

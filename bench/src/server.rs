@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use sqlx::{Connection, PgConnection, Row};
 
+use crate::{stat_fields, ticks};
+
 /// The server's counters at one moment; subtract two for a run.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ServerUse {
@@ -71,31 +73,9 @@ impl ServerUse {
     }
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name (which may hold spaces).
-fn stat_fields(pid: u32) -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state (a letter) is the first field after the name; numbers only from the second.
-    Some(
-        stat.rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .skip(1)
-            .map(|field| field.parse().unwrap_or(0))
-            .collect(),
-    )
-}
-
-/// USER_HZ ticks, the unit of `/proc/<pid>/stat`'s times (100 on every Linux architecture Rust
-/// targets).
-fn ticks(n: u64) -> Duration {
-    Duration::from_millis(n * 10)
-}
-
 /// The CPU time of the server whose backend `backend` is: its postmaster, the postmaster's
 /// live children and its reaped ones.
 fn server_cpu(backend: u32) -> Option<Duration> {
-    // After the state: ppid, pgrp, session, tty, tpgid, flags, minflt, cminflt, majflt,
-    // cmajflt, utime, stime, cutime, cstime.
     let postmaster = u32::try_from(*stat_fields(backend)?.first()?).ok()?;
     let own = stat_fields(postmaster)?;
     let mut total = ticks(own.get(10)? + own.get(11)? + own.get(12)? + own.get(13)?);
