@@ -100,7 +100,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match runtime_for(&cli) {
-        Ok(runtime) => runtime.block_on(run(cli)),
+        Ok((runtime, config)) => runtime.block_on(run(cli, config)),
         Err(error) => Err(error),
     };
     match result {
@@ -113,19 +113,19 @@ fn main() -> ExitCode {
 }
 
 /// The runtime `run` asks for in the configuration (`runtime.threads`), which has to be read
-/// before the runtime starts; the other commands do little and take the default.
-fn runtime_for(cli: &Cli) -> Result<tokio::runtime::Runtime, String> {
-    let runtime = match cli.command {
-        Command::Run { .. } => {
-            Config::load(&cli.config)
-                .map_err(|e| e.to_string())?
-                .runtime
-        }
-        _ => RuntimeConfig::default(),
+/// before the runtime starts, with the configuration read, for `run` to use; the other
+/// commands do little and take the default.
+fn runtime_for(cli: &Cli) -> Result<(tokio::runtime::Runtime, Option<Config>), String> {
+    let config = match cli.command {
+        Command::Run { .. } => Some(Config::load(&cli.config).map_err(|e| e.to_string())?),
+        _ => None,
     };
-    runtime
+    let runtime = config
+        .as_ref()
+        .map_or(&RuntimeConfig::default(), |config| &config.runtime)
         .build()
-        .map_err(|e| format!("starting the runtime: {e}"))
+        .map_err(|e| format!("starting the runtime: {e}"))?;
+    Ok((runtime, config))
 }
 
 fn find_plugin(name: &str) -> Result<Plugin, String> {
@@ -157,7 +157,8 @@ fn init_logging(config: &Config) {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode, String> {
+/// Carries out `cli`'s command; `loaded` is the configuration `run` was started with.
+async fn run(cli: Cli, loaded: Option<Config>) -> Result<ExitCode, String> {
     match cli.command {
         Command::Plugins { enabled: false } => {
             for plugin in PLUGINS {
@@ -204,7 +205,10 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", status::report(&config, &plugins).await?);
         }
         Command::Run { role } => {
-            let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+            let mut config = match loaded {
+                Some(config) => config,
+                None => Config::load(&cli.config).map_err(|e| e.to_string())?,
+            };
             if let Some(role) = role {
                 config.role = role;
             }

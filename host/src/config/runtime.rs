@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub struct RuntimeConfig {
     /// The threads that run the plugins' tasks. `1` runs them all on the main thread (a
     /// current-thread runtime): on a single core this spends less CPU per event than one worker
-    /// thread, because an event is no longer handed between the main thread and the worker.
+    /// thread, the multi-thread scheduler's own work per task saved (the context switches per
+    /// event were the same).
     /// `N` above 1 is a multi-thread runtime with N workers. Unset, one worker per CPU the
     /// process may run on. Blocking work (SQLite's connection threads, file reads) has threads
     /// of its own in every case.
