@@ -10,6 +10,8 @@ use crate::stats::median;
 pub enum Target {
     /// Trestle's figure divided by the null appservice's at least this.
     RatioAtLeast(f64),
+    /// Trestle's figure divided by the null appservice's at most this (CPU per event).
+    RatioAtMost(f64),
     /// Trestle's figure below this, in the row's unit.
     Below(f64),
 }
@@ -57,6 +59,7 @@ impl Row {
     pub fn met(&self) -> Option<bool> {
         match self.target? {
             Target::RatioAtLeast(min) => Some(self.ratio()? >= min),
+            Target::RatioAtMost(max) => Some(self.ratio()? <= max),
             Target::Below(max) => Some(median(&self.trestle)? < max),
         }
     }
@@ -98,6 +101,7 @@ pub fn markdown(rows: &[Row]) -> String {
         let ratio = row.ratio().map_or("–".into(), |r| format!("{r:.2}"));
         let target = match row.target {
             Some(Target::RatioAtLeast(min)) => format!("ratio ≥ {min}"),
+            Some(Target::RatioAtMost(max)) => format!("ratio ≤ {max}"),
             Some(Target::Below(max)) => format!("< {}", number(max, 0)),
             None => String::new(),
         };
@@ -106,6 +110,10 @@ pub fn markdown(rows: &[Row]) -> String {
             (Some(false), Some(Target::RatioAtLeast(min))) => format!(
                 "**no**: {:.0}% of the target",
                 100.0 * row.ratio().unwrap_or(0.0) / min
+            ),
+            (Some(false), Some(Target::RatioAtMost(max))) => format!(
+                "**no**: {:.0}% over",
+                100.0 * (row.ratio().unwrap_or(0.0) / max - 1.0)
             ),
             (Some(false), Some(Target::Below(max))) => format!(
                 "**no**: {:.0}% over",
@@ -154,5 +162,12 @@ mod tests {
             )
         );
         assert!(table.contains("| idle MB | – | 10.0 | – | < 15 | yes |"));
+        let mut cpu = Row::new("CPU µs", 0).target(Target::RatioAtMost(1.7));
+        cpu.null = vec![20.0, 22.0, 21.0];
+        cpu.trestle = vec![40.0, 44.0, 42.0];
+        assert_eq!(cpu.met(), Some(false));
+        assert!(markdown(&[cpu.clone()]).contains("| 2.00 | ratio ≤ 1.7 | **no**: 18% over |"));
+        cpu.trestle = vec![30.0, 36.0, 35.0];
+        assert_eq!(cpu.met(), Some(true));
     }
 }
