@@ -9,6 +9,8 @@
 # memory says little. Prints RSS (anonymous and file-backed), the peak, the threads, and the
 # demo's plugins. The demo runs in a new directory under /tmp on free ports, so a demo already
 # running in .demo is not disturbed; Synapse's virtualenv is TRESTLE_SYNAPSE_VENV's if set.
+# HOST_IDLE_AT_IDLE, if set, is a command run with Trestle's pid added when the figures are read
+# (bench/link-order.sh dumps callgrind's counts with it); DEMO_TIMEOUT_S is passed to the demo.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -50,4 +52,8 @@ echo "  PSS $(awk '$1 == "Pss:" { t += $2 } END { printf "%.1f", t / 1024 }' "/p
 echo "  threads $(awk '$1 == "Threads:" { print $2 }' "/proc/$pid/status"):" \
     "$(cat /proc/"$pid"/task/*/comm | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $2; sep = ", " }')"
 cp "/proc/$pid/smaps" "$work/smaps"
+if [[ -n "${HOST_IDLE_AT_IDLE:-}" ]]; then
+    # shellcheck disable=SC2086 # the command is split at spaces, as bench's --at-idle is
+    $HOST_IDLE_AT_IDLE "$pid" >/dev/null
+fi
 echo "  plugins in the demo's configuration: ${plugins:-see $work/demo/trestle.yaml}"

@@ -22,6 +22,8 @@
 #   TRESTLE_SYNAPSE_VENV  Synapse virtualenv (see scripts/install-synapse.sh)
 #   DEMO_PROFILE          the cargo profile to build trestle with (default dev: target/debug/trestle)
 #   DEMO_TRESTLE_BIN      use this trestle binary instead of building one
+#   DEMO_TIMEOUT_S        how long each start-up step may take, in seconds (default 60; more for a
+#                         trestle run under a profiler, as bench/link-order.sh does)
 #   DEMO_SYNAPSE_PUSH     1: turn on Synapse's experimental features that push to-device events
 #                         to appservices (encryption works without them, by /sync)
 #
@@ -93,7 +95,7 @@ trestle="${DEMO_TRESTLE_BIN:-$target_dir/$profile_dir/trestle}"
 demo_localpart="demo"
 demo_user="@$demo_localpart:$server_name"
 room_name="Trestle demo"
-timeout_s=60
+timeout_s="${DEMO_TIMEOUT_S:-60}"
 
 synapse_pid=""
 trestle_pid=""
