@@ -51,7 +51,7 @@ impl Lane for ProcessLane {
         *item
     }
 
-    async fn process(&self, item: i64) {
+    async fn process(&self, item: i64, _: u64) {
         if self.slow.lock().unwrap().contains(&item) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
