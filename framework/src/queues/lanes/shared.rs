@@ -77,7 +77,9 @@ impl<L: Lane> Lanes<L> {
             offered.admitted = 0;
             offered.held = true;
         }
-        self.takes.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        self.takes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     /// The worker of `queue` is about to give its lease back (or lost it): no longer held, so

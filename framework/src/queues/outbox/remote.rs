@@ -78,7 +78,9 @@ pub(super) async fn name_waiter(store: &Store, owner: &str, waiters: &Waiters, s
                 }
             }
             // The waiter's look in the store finds the outcome, a little later.
-            Err(error) => tracing::debug!(%error, seq, "could not say this process awaits a request"),
+            Err(error) => {
+                tracing::debug!(%error, seq, "could not say this process awaits a request")
+            }
         }
     }
 }
