@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -77,22 +77,24 @@ impl<L: Lane> Lanes<L> {
             offered.admitted = 0;
             offered.held = true;
         }
-        self.takes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1
+        self.takes.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The worker of `queue` is about to give its lease back (or lost it): no longer held, so
     /// that what asks after this ([`Lanes::holds`]) finds it so, then the lane is told
     /// ([`Lane::leaving`]).
     pub(super) async fn letting_go(&self, queue: &str) {
+        if !self.mode.leases() {
+            return;
+        }
         if let Some(offered) = self.active().get_mut(queue) {
             offered.held = false;
         }
         self.lane.leaving(queue).await;
     }
 
-    /// Ends a worker that lost its queue's lease to another process: its marks written.
+    /// Ends a worker that lost its queue's lease (another process may hold it): its marks
+    /// written.
     pub(super) async fn lost(&self, queue: &str, processed: Vec<i64>) {
         self.lane.finish(processed).await;
         self.letting_go(queue).await;
