@@ -204,8 +204,10 @@ async fn a_request_awaited_unnamed_is_named_when_the_worker_lets_its_room_go() {
     let (app, _hs, url) = on_postgres(crate::Router::new()).await;
     let queues = app.queues();
     let (store, owner) = (app.store(), queues.core.owner.clone());
+    // Stored under another appservice's id, so that this one's worker, which scans for its
+    // own, does not send it before the test lets the room go.
     let seq = store
-        .outbox_push("test", "!r:x", "@bot:x", None, "{}", None)
+        .outbox_push("unscanned", "!r:x", "@bot:x", None, "{}", None)
         .await
         .unwrap();
     // Awaited while this process's worker held the room: unnamed.
