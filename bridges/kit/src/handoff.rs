@@ -125,6 +125,8 @@ impl<N: Network> BridgeHandle<N> {
                 json.get(),
             )
             .await?;
+        // Not passed by the room's next event, should this process be the holder.
+        self.shared.handed.lock_unpoisoned().pushed();
         tracing::debug!(
             order_key,
             event_type = incoming.event_type().unwrap_or_default(),

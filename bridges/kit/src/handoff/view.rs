@@ -47,6 +47,9 @@ pub(crate) struct View {
     wakes: Option<Wakes>,
     /// Whether the last read saw every item, and nothing was pushed since.
     whole: bool,
+    /// Whether the holder pushed an item itself since it began its last read, which that read
+    /// may have missed ([`View::pushed`]).
+    pushed: bool,
     /// How many items of each order key were read and not finished.
     unfinished: HashMap<String, usize>,
     /// The take of each room's inbox lease under which an event of it was last decided here.
@@ -74,6 +77,7 @@ impl View {
             wakes.rung();
         }
         self.whole = false;
+        self.pushed = false;
     }
 
     /// The holder read `items`: all that waited, unless `complete` is false (a full batch).
@@ -82,7 +86,16 @@ impl View {
         for item in items {
             *self.unfinished.entry(item.order_key.clone()).or_default() += 1;
         }
-        self.whole = complete && self.wakes.is_some();
+        self.whole = complete && self.wakes.is_some() && !self.pushed;
+    }
+
+    /// The holder pushed an item itself (an event of a room whose items it must not pass):
+    /// not whole until its next read, though the push's notice has not come back yet. Without
+    /// this, the room's next event, decided in between, passed the pushed one once the items
+    /// of the room read before were finished.
+    pub(crate) fn pushed(&mut self) {
+        self.whole = false;
+        self.pushed = true;
     }
 
     /// The holder finished an item of `order_key` (handled, and deleted or left to be done
@@ -220,6 +233,42 @@ mod tests {
         // Stopped: unsure again.
         view.stop();
         assert_eq!(view.decide("!c", 1), Decision::Ask);
+    }
+
+    /// An event the holder pushed itself, behind items of its room, is not passed by the room's
+    /// next event before the push's notice comes back, nor when the push came during a read.
+    #[tokio::test]
+    async fn the_holders_own_push_is_not_passed_before_its_notice_comes_back() {
+        let url = trestle_postgres_harness::fresh_database().await;
+        let here = Store::connect(&url).await.unwrap();
+        let queue = here.handoff("as", "bridge").unwrap();
+        let mut view = View::default();
+        let mut wakes = queue.wakes();
+        wakes.next().await;
+        view.start(wakes);
+        view.reading();
+        view.read(&[], true);
+        assert_eq!(view.decide("!a", 1), Decision::Ask, "!a's first event");
+        assert_eq!(view.decide("!a", 1), Decision::Here);
+        // Pushed (the store is not needed: the view must not wait for the notice).
+        view.pushed();
+        assert_eq!(
+            view.decide("!a", 1),
+            Decision::Ask,
+            "after the holder's push"
+        );
+        view.reading();
+        view.read(&[], true);
+        assert_eq!(view.decide("!a", 1), Decision::Here, "read again");
+        // A push while the holder reads may be missing from what it reads.
+        view.reading();
+        view.pushed();
+        view.read(&[], true);
+        assert_eq!(
+            view.decide("!a", 1),
+            Decision::Ask,
+            "pushed during the read"
+        );
     }
 
     /// A room whose inbox lease this process took again since its previous event here may have
