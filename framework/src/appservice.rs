@@ -475,8 +475,9 @@ impl Appservice {
     }
 
     /// Handles one inbox item: built-in behaviour, then the router. `item_key` identifies the
-    /// item across re-handling.
-    pub(crate) async fn handle(&self, item: Incoming, item_key: &str) {
+    /// item across re-handling; `take` is the take of its room's lease it is handled under
+    /// ([`EventContext::lease_take`]).
+    pub(crate) async fn handle(&self, item: Incoming, item_key: &str, take: u64) {
         let started = std::time::Instant::now();
         let item = Arc::new(item);
         let key = format!("{}.{item_key}", self.inner.registration.id);
@@ -489,7 +490,7 @@ impl Appservice {
         );
         let event_type = item.event_type().map(str::to_owned);
         tracing::Instrument::instrument(
-            with_send_scope(key.clone(), self.handle_scoped(item, key)),
+            with_send_scope(key.clone(), self.handle_scoped(item, key, take)),
             span,
         )
         .await;
@@ -497,7 +498,7 @@ impl Appservice {
             .handled(event_type.as_deref(), started.elapsed());
     }
 
-    async fn handle_scoped(&self, item: Arc<Incoming>, key: String) {
+    async fn handle_scoped(&self, item: Arc<Incoming>, key: String, take: u64) {
         if let Incoming::Timeline(event) = &*item
             && event.event_type == "m.room.member"
         {
@@ -521,6 +522,7 @@ impl Appservice {
             self.inner.command_prefix.clone(),
             Arc::from(key),
             sender_trust,
+            take,
         );
         self.inner.router.dispatch(ctx).await;
     }

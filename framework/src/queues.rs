@@ -246,7 +246,8 @@ impl Queues {
                 named.then_some(self.core.owner.as_str()),
             )
             .await?;
-        let delivery = self.outbox.lane().delivery(seq, named);
+        let held_here = || self.outbox.holds(&queue);
+        let delivery = self.outbox.lane().delivery(seq, &queue, named, held_here);
         self.outbox.offer(&queue);
         Ok(delivery)
     }

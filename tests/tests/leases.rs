@@ -14,7 +14,7 @@ use std::{
 use serde_json::{Value, json};
 use trestle::{
     Registration, Router,
-    router::{RawEvent, State},
+    router::{EventContext, RawEvent, State},
 };
 use trestle_tests::appservice::serve_without_homeserver;
 
@@ -286,4 +286,100 @@ async fn a_singleton_service_runs_in_one_process_and_moves_when_that_one_stops()
         [(holder, "start"), (holder, "stop"), (other, "start")]
     );
     tasks.remove(holder).await.unwrap().unwrap();
+}
+
+/// What each handler saw: `(n, take of the room's lease)`, in the order handled.
+type Takes = Arc<Mutex<Vec<(i64, u64)>>>;
+
+async fn note_take(raw: RawEvent, ctx: EventContext, State(takes): State<Takes>) {
+    let event: Value = raw.deserialize().unwrap();
+    let n = event["content"]["n"].as_i64().unwrap();
+    let slow_ms = event["content"]["slow_ms"].as_u64().unwrap_or(0);
+    takes.lock().unwrap().push((n, ctx.lease_take()));
+    tokio::time::sleep(Duration::from_millis(slow_ms)).await;
+}
+
+/// An appservice noting takes on the store at `database`: its URL and what keeps it running.
+async fn noting(reg: &Registration, database: &str, takes: &Takes) -> (String, Stop) {
+    let router = Router::new()
+        .on_type("org.trestle.n", note_take)
+        .with_state(takes.clone());
+    let (url, stop, _) = serve_without_homeserver(reg, database, router).await;
+    (url, stop)
+}
+
+/// Waits until event `n` was handled; under which take.
+async fn handled(takes: &Takes, n: i64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let found = takes.lock().unwrap().iter().find(|(m, _)| *m == n).copied();
+        if let Some((_, take)) = found {
+            return take;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "event {n} not handled: {takes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until no process holds the room's inbox lease: its holder, idle, gave it back.
+async fn given_back(pool: &sqlx::PgPool) {
+    let started = Instant::now();
+    loop {
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM queue_leases WHERE queue_key = $1 AND appservice_id LIKE 'in:%'",
+        )
+        .bind(ROOM)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the room's lease stays held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Which processes take the room is the lanes' test (`framework/src/queues/lanes/processes.rs`,
+/// where no scan races the offers); here, that the take reaches the handler.
+#[tokio::test]
+async fn a_handler_is_told_when_its_rooms_lease_was_taken_again() {
+    let database = trestle_tests::postgres::fresh_database().await;
+    let reg = Registration::generate("takes", None, "takesbot", "takes_", "localhost");
+    let takes = Takes::default();
+    let (url, _running) = noting(&reg, &database, &takes).await;
+    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    // The process takes the room with event 1, slow; event 2 comes in another transaction
+    // while it works: one take.
+    push(&url, &reg, "t1", &[(1, 500)]).await;
+    let take = handled(&takes, 1).await;
+    push(&url, &reg, "t2", &[(2, 0)]).await;
+    assert_eq!(handled(&takes, 2).await, take, "one take: {takes:?}");
+    // Idle, it gives the room back (another process may take it), and takes it again with
+    // event 3: its handler is told.
+    given_back(&pool).await;
+    push(&url, &reg, "t3", &[(3, 0)]).await;
+    assert_ne!(handled(&takes, 3).await, take, "taken again: {takes:?}");
+}
+
+#[tokio::test]
+async fn on_sqlite_every_event_of_a_room_is_handled_under_one_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("store.db").display());
+    let reg = Registration::generate("onetake", None, "onetakebot", "onetake_", "localhost");
+    let takes = Takes::default();
+    let (url, _running) = noting(&reg, &database, &takes).await;
+    push(&url, &reg, "t1", &[(1, 0)]).await;
+    let take = handled(&takes, 1).await;
+    // Long past the moment a worker keeps its room, idle, where processes share the store:
+    // here the one process holds every room from its start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    push(&url, &reg, "t2", &[(2, 0)]).await;
+    assert_eq!(handled(&takes, 2).await, take);
 }

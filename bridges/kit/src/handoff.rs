@@ -103,7 +103,11 @@ impl<N: Network> BridgeHandle<N> {
         // knows which it has read, and asks the store only when it may not have read them all
         // (module `view`).
         if self.shared.holding.load(Ordering::SeqCst) && !app.is_stopping() {
-            let decision = self.shared.handed.lock_unpoisoned().decide(&order_key);
+            let decision = self
+                .shared
+                .handed
+                .lock_unpoisoned()
+                .decide(&order_key, ctx.lease_take());
             let here = match decision {
                 Decision::Here => true,
                 Decision::Hand => false,
@@ -121,6 +125,8 @@ impl<N: Network> BridgeHandle<N> {
                 json.get(),
             )
             .await?;
+        // Not passed by the room's next event, should this process be the holder.
+        self.shared.handed.lock_unpoisoned().pushed();
         tracing::debug!(
             order_key,
             event_type = incoming.event_type().unwrap_or_default(),

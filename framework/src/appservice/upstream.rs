@@ -34,11 +34,11 @@ impl Up {
 }
 
 impl Upstream for Up {
-    fn handle(&self, item: Incoming, item_key: String) -> BoxFuture<'static, ()> {
+    fn handle(&self, item: Incoming, item_key: String, take: u64) -> BoxFuture<'static, ()> {
         let app = self.app();
         Box::pin(async move {
             if let Some(app) = app {
-                app.handle(item, &item_key).await;
+                app.handle(item, &item_key, take).await;
             }
         })
     }

@@ -19,8 +19,8 @@ pub(crate) type Sealed = (String, Box<RawValue>);
 /// never see the router, the handlers or the encryption, only this.
 pub(crate) trait Upstream: Send + Sync + 'static {
     /// Handles one inbox item (built-in behaviour, then the handlers); `item_key` names it
-    /// across re-handling.
-    fn handle(&self, item: Incoming, item_key: String) -> BoxFuture<'static, ()>;
+    /// across re-handling, `take` the take of its room's lease it is handled under.
+    fn handle(&self, item: Incoming, item_key: String, take: u64) -> BoxFuture<'static, ()>;
 
     /// The event to send instead of `content` of `event_type` in `room_id` (its encrypted
     /// form), or `None` to send it as it is. An error fails the send.

@@ -71,7 +71,7 @@ impl Lane for InboxLane {
             .await
     }
 
-    async fn process(&self, Pending { item, parsed }: Pending) {
+    async fn process(&self, Pending { item, parsed }: Pending, take: u64) {
         let Some(core) = self.core.upgrade() else {
             return;
         };
@@ -81,7 +81,7 @@ impl Lane for InboxLane {
         };
         match incoming {
             Ok(incoming) => {
-                core.upstream.handle(incoming, item.item_key).await;
+                core.upstream.handle(incoming, item.item_key, take).await;
             }
             Err(error) => tracing::error!(seq = item.seq, %error, "skipping a damaged inbox row"),
         }

@@ -26,7 +26,7 @@ use std::{
     future::Future,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -35,6 +35,7 @@ use tokio::sync::Notify;
 
 use crate::{Result, Store, store::Mode};
 
+mod claim;
 mod offered;
 mod shared;
 
@@ -59,7 +60,8 @@ pub(crate) trait Lane: Send + Sync + 'static {
     /// The item's sequence number.
     fn seq(item: &Self::Item) -> i64;
     /// Does the item and records that it is done. Never fails: failures are the lane's to log.
-    fn process(&self, item: Self::Item) -> impl Future<Output = ()> + Send;
+    /// `take` names the worker's take of the queue's lease ([`Lanes::took`]).
+    fn process(&self, item: Self::Item, take: u64) -> impl Future<Output = ()> + Send;
     /// Records that the items `seqs` (a batch, in order) were processed: one write for the
     /// batch instead of one per item.
     fn finish(&self, seqs: Vec<i64>) -> impl Future<Output = ()> + Send;
@@ -77,6 +79,12 @@ pub(crate) trait Lane: Send + Sync + 'static {
     fn handles(&self, queue: &str) -> bool {
         let _ = queue;
         false
+    }
+    /// The worker of `queue` is about to give its lease back, or lost it: what this process
+    /// was to learn in memory of the queue's items now comes from the next holder.
+    fn leaving(&self, queue: &str) -> impl Future<Output = ()> + Send {
+        let _ = queue;
+        std::future::ready(())
     }
 }
 
@@ -115,6 +123,8 @@ pub(crate) struct Lanes<L: Lane> {
     /// Queues this process asked another to give over, and when: the holder's word that it
     /// did (`Notice::Yielded`) has a worker here take them.
     asked: Mutex<HashMap<String, Instant>>,
+    /// Takes of a queue's lease so far, where processes share the store ([`Lanes::took`]).
+    takes: AtomicU64,
 }
 
 /// Items held in memory per queue before the worker reads the store instead: a flood grows
@@ -154,6 +164,7 @@ impl<L: Lane> Lanes<L> {
             released: Mutex::new(HashMap::new()),
             to_tell: Mutex::default(),
             asked: Mutex::default(),
+            takes: AtomicU64::new(0),
         })
     }
 
@@ -256,21 +267,6 @@ impl<L: Lane> Lanes<L> {
         tokio::spawn(async move { this.work(queue).await });
     }
 
-    /// Reserves `queue` for the caller, who does its work directly, when no worker holds it.
-    /// Work offered meanwhile waits, and is handed to a worker when the claim is dropped, so
-    /// order within the queue holds.
-    pub(crate) fn claim(self: &Arc<Self>, queue: &str) -> Option<Claim<L>> {
-        let mut active = self.active();
-        if active.contains_key(queue) {
-            return None;
-        }
-        active.insert(queue.to_owned(), Offered::nothing());
-        Some(Claim {
-            lanes: self.clone(),
-            queue: queue.to_owned(),
-        })
-    }
-
     /// Whether a worker here holds `queue`'s lease (where processes share the store).
     pub(crate) fn holds(&self, queue: &str) -> bool {
         self.active().get(queue).is_some_and(|o| o.held)
@@ -324,6 +320,7 @@ impl<L: Lane> Lanes<L> {
     /// back for another process to take.
     async fn leave(&self, scope: &str, queue: &str, processed: Vec<i64>) {
         self.lane.finish(processed).await;
+        self.letting_go(queue).await;
         if let Err(error) = self.store.release(scope, queue, &self.owner).await {
             tracing::warn!(%error, queue, "could not release the queue's lease");
         }
@@ -333,7 +330,7 @@ impl<L: Lane> Lanes<L> {
     async fn work(self: Arc<Self>, queue: String) {
         let scope = self.lane.scope().to_owned();
         let ttl = self.store.lease_ttl();
-        match self.store.lease(&scope, &queue, &self.owner, ttl).await {
+        let mut take = match self.store.lease(&scope, &queue, &self.owner, ttl).await {
             Ok(true) => self.took(&queue),
             Ok(false) => {
                 // Another process works this queue: it is told of work stored here.
@@ -345,7 +342,7 @@ impl<L: Lane> Lanes<L> {
                 self.stop_worker(&queue);
                 return;
             }
-        }
+        };
         let mut leased_at = Instant::now();
         let mut after = 0;
         loop {
@@ -368,6 +365,7 @@ impl<L: Lane> Lanes<L> {
                     // (same process) and then lose it to this release, leaving another
                     // process free to work the same items. Announced only in a handover,
                     // where the others are to take what is left at once.
+                    self.letting_go(&queue).await;
                     let released = if self.is_handing_over() {
                         self.store.release(&scope, &queue, &self.owner).await
                     } else {
@@ -391,7 +389,7 @@ impl<L: Lane> Lanes<L> {
                         self.give_up(&queue).await;
                         return;
                     }
-                    self.took(&queue);
+                    take = self.took(&queue);
                     leased_at = Instant::now();
                     continue;
                 }
@@ -427,15 +425,14 @@ impl<L: Lane> Lanes<L> {
                             queue,
                             "lost the queue's lease; leaving it to its new owner"
                         );
-                        self.lane.finish(processed).await;
-                        self.stop_worker(&queue);
+                        self.lost(&queue, processed).await;
                         return;
                     }
                 }
                 after = after.max(L::seq(&item));
                 // Boxed: a handler's future is kilobytes, and would otherwise make every
                 // worker's future as big, copied whole each time a worker is spawned.
-                let work = Box::pin(self.lane.process(item));
+                let work = Box::pin(self.lane.process(item, take));
                 if !self.mode.leases() {
                     work.await;
                 } else {
@@ -467,8 +464,7 @@ impl<L: Lane> Lanes<L> {
                                 queue,
                                 "lost the queue's lease during a handler; its work was dropped for the new owner"
                             );
-                            self.lane.finish(processed).await;
-                            self.stop_worker(&queue);
+                            self.lost(&queue, processed).await;
                             return;
                         }
                     }
@@ -568,27 +564,6 @@ impl<L: Lane> Lanes<L> {
                 }
             }
         })
-    }
-}
-
-/// A queue reserved by [`Lanes::claim`].
-pub(crate) struct Claim<L: Lane> {
-    lanes: Arc<Lanes<L>>,
-    queue: String,
-}
-
-impl<L: Lane> Drop for Claim<L> {
-    fn drop(&mut self) {
-        let mut active = self.lanes.active();
-        if active.get(&self.queue).is_some_and(|o| o.anything()) {
-            // Work was offered while the queue was claimed: a worker takes over the entry.
-            drop(active);
-            self.lanes.spawn_worker(std::mem::take(&mut self.queue));
-        } else {
-            active.remove(&self.queue);
-            drop(active);
-            self.lanes.changed.notify_waiters();
-        }
     }
 }
 

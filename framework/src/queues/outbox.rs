@@ -35,7 +35,7 @@ use super::{
 use crate::{Error, Result, store::OutboxItem};
 use execute::execute;
 pub(crate) use remote::wake_waiter;
-use remote::{Remote, outcome_elsewhere, record_outcome};
+use remote::{Remote, name_waiter, outcome_elsewhere, record_outcome};
 
 /// One request to the homeserver, as stored in the outbox.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -181,6 +181,10 @@ pub(crate) struct Waiting {
     waiters: HashMap<i64, oneshot::Sender<Result<Option<OwnedEventId>>>>,
     orphans: HashMap<i64, std::result::Result<Option<OwnedEventId>, String>>,
     orphan_order: std::collections::VecDeque<i64>,
+    /// Awaited requests, and their queues, whose rows name no waiter because this process's
+    /// worker holds their queue and tells the outcome in memory: named when it lets the queue
+    /// go ([`Lane::leaving`]).
+    unnamed: HashMap<i64, String>,
 }
 
 type Waiters = Mutex<Waiting>;
@@ -209,9 +213,21 @@ impl OutboxLane {
         }
     }
 
-    /// Registers interest in the outcome of `seq`; `named` when its outbox row names this
-    /// process as its waiter already (see `remote.rs`).
-    pub(crate) fn delivery(&self, seq: i64, named: bool) -> Delivery {
+    /// Registers interest in the outcome of `seq`, of `queue`; `named` when its outbox row
+    /// names this process as its waiter already (see `remote.rs`).
+    ///
+    /// A row that does not is named when the delivery is awaited, one more statement, unless
+    /// `held_here` says this process's worker holds the queue's lease: it sends the request
+    /// and tells the outcome in memory, or names this process before it lets the queue go
+    /// (`leaving`). Noted as unnamed before `held_here` is asked, and the worker's lease marked
+    /// not held before it reads the notes, so that one of the two always names the row.
+    pub(crate) fn delivery(
+        &self,
+        seq: i64,
+        queue: &str,
+        named: bool,
+        held_here: impl FnOnce() -> bool,
+    ) -> Delivery {
         let mut waiting = self.waiters.lock_unpoisoned();
         // The queue's worker may have sent it already, between the insert and this call.
         if let Some(outcome) = waiting.orphans.remove(&seq) {
@@ -219,15 +235,31 @@ impl OutboxLane {
         }
         let (tx, rx) = oneshot::channel();
         waiting.waiters.insert(seq, tx);
-        let remote = self
-            .core
-            .upgrade()
-            .filter(|core| core.mode.others_send())
-            .map(|core| Remote {
-                store: core.store.clone(),
-                register: (!named).then(|| core.owner.clone()),
-            });
-        Delivery { seq, rx, remote }
+        let Some(core) = self.core.upgrade().filter(|core| core.mode.others_send()) else {
+            return Delivery {
+                seq,
+                rx,
+                remote: None,
+            };
+        };
+        let mut register = None;
+        if !named {
+            waiting.unnamed.insert(seq, queue.to_owned());
+            drop(waiting);
+            if !held_here() {
+                self.waiters.lock_unpoisoned().unnamed.remove(&seq);
+                register = Some(core.owner.clone());
+            }
+        }
+        let remote = Remote {
+            store: core.store.clone(),
+            register,
+        };
+        Delivery {
+            seq,
+            rx,
+            remote: Some(remote),
+        }
     }
 
     /// The outcomes this process's deliveries await.
@@ -239,6 +271,7 @@ impl OutboxLane {
     /// caller that is just about to ask; a failure is also returned for the failure hook.
     fn resolve(&self, seq: i64, outcome: Result<Option<OwnedEventId>>) -> Option<Error> {
         let mut waiting = self.waiters.lock_unpoisoned();
+        waiting.unnamed.remove(&seq);
         if let Some(tx) = waiting.waiters.remove(&seq) {
             let _ = tx.send(outcome);
             return None;
@@ -409,11 +442,32 @@ impl Lane for OutboxLane {
         (self.handles)(queue)
     }
 
+    async fn leaving(&self, queue: &str) {
+        let seqs: Vec<i64> = {
+            let mut waiting = self.waiters.lock_unpoisoned();
+            let mut seqs = Vec::new();
+            waiting.unnamed.retain(|seq, of| {
+                let here = of == queue;
+                if here {
+                    seqs.push(*seq);
+                }
+                !here
+            });
+            seqs
+        };
+        if seqs.is_empty() {
+            return;
+        }
+        if let Some(core) = self.core.upgrade() {
+            name_waiter(&core.store, &core.owner, &self.waiters, seqs).await;
+        }
+    }
+
     async fn finish(&self, _: Vec<i64>) {
         // Each request's outcome is recorded as it comes: there is no batch to close.
     }
 
-    async fn process(&self, item: OutboxItem) {
+    async fn process(&self, item: OutboxItem, _: u64) {
         let Some(core) = self.core.upgrade() else {
             return;
         };

@@ -15,6 +15,7 @@ pub struct EventContext {
     pub(crate) command: Option<Arc<Command>>,
     pub(crate) item_key: Arc<str>,
     pub(crate) sender_trust: Option<SenderTrust>,
+    pub(crate) lease_take: u64,
 }
 
 impl EventContext {
@@ -24,6 +25,7 @@ impl EventContext {
         command_prefix: Arc<str>,
         item_key: Arc<str>,
         sender_trust: Option<SenderTrust>,
+        lease_take: u64,
     ) -> Self {
         EventContext {
             app,
@@ -32,6 +34,7 @@ impl EventContext {
             command: None,
             item_key,
             sender_trust,
+            lease_take,
         }
     }
 
@@ -39,6 +42,23 @@ impl EventContext {
     /// again — and different for every other item.
     pub fn idempotency_key(&self) -> &str {
         &self.item_key
+    }
+
+    /// Which take of its room's inbox lease this process handles the item under: a number that
+    /// changes each time this process takes the room's lease, and stays the same for the items
+    /// of the room handled here under one take. A handler that keeps what it learned of a room
+    /// from outside this process (what another process stored for it, say) can trust it while
+    /// the take stays: where processes share a PostgreSQL store (`docs/scaling.md`), a room
+    /// whose take changed may have been another process's since its previous item here, which
+    /// may have handled its events meanwhile.
+    ///
+    /// A process keeps a room's lease while it has work, and a moment after; a room idle longer
+    /// is given back, and taken again (a new take) with its next item. Where the store is this
+    /// process's alone (SQLite), the process holds every room from its start, and the take is
+    /// the same for every item. Items of no room (to-device messages, device lists) share one
+    /// queue, and its lease.
+    pub fn lease_take(&self) -> u64 {
+        self.lease_take
     }
 
     pub(crate) fn for_route(&self, command: Option<Arc<Command>>) -> Self {

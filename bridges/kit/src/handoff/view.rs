@@ -15,16 +15,13 @@
 //! That leaves R taken here, on events this process received itself, the moment another
 //! process gave it back, while this process's listener is behind by more than the round trips
 //! of taking the lease and reading the item. So the store is also asked for a room's first
-//! event here after a pause ([`STILL_HERE`]): an event is handled under its room's inbox
-//! lease, and a worker keeps that lease a while after its last event
-//! (`framework/src/queues/lanes/shared.rs`, `LINGER`), so a room whose last event here was
-//! decided less than that ago has been here since, and no other process could push for it.
-//! The query is then one per room and burst, not one per event.
+//! event under each take of its inbox lease here ([`EventContext::lease_take`]): while the
+//! take stays, the room has been here since its previous event, and no other process could
+//! push for it. The query is then one per room and take, not one per event.
+//!
+//! [`EventContext::lease_take`]: trestle::router::EventContext::lease_take
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::collections::HashMap;
 
 use trestle::store::{Handed, Wakes};
 
@@ -39,36 +36,24 @@ pub(crate) enum Decision {
     Ask,
 }
 
-/// How recently a room's last event must have been decided here for its lease to have stayed
-/// here since: less than the shortest time an idle worker keeps its lease (the framework's
-/// `LINGER`, 250 ms, or a ninth of the lease's time where that is shorter: 111 ms for the
-/// shortest lease, a second). The handler's own time only lengthens the hold.
-pub(crate) const STILL_HERE: Duration = Duration::from_millis(100);
+/// How many rooms the view remembers the take of: past that it forgets them all, and asks the
+/// store once more for each.
+const TAKES_KEPT: usize = 4096;
 
 /// The holder's view of its handoff queue. See the module's documentation.
+#[derive(Default)]
 pub(crate) struct View {
     /// What rings when an item is pushed; `None` while this process does not take the queue.
     wakes: Option<Wakes>,
     /// Whether the last read saw every item, and nothing was pushed since.
     whole: bool,
+    /// Whether the holder pushed an item itself since it began its last read, which that read
+    /// may have missed ([`View::pushed`]).
+    pushed: bool,
     /// How many items of each order key were read and not finished.
     unfinished: HashMap<String, usize>,
-    /// When an event of each room was last decided here.
-    here: HashMap<String, Instant>,
-    /// [`STILL_HERE`]; longer in a test that is about the rest.
-    still_here: Duration,
-}
-
-impl Default for View {
-    fn default() -> Self {
-        View {
-            wakes: None,
-            whole: false,
-            unfinished: HashMap::new(),
-            here: HashMap::new(),
-            still_here: STILL_HERE,
-        }
-    }
+    /// The take of each room's inbox lease under which an event of it was last decided here.
+    taken: HashMap<String, u64>,
 }
 
 impl View {
@@ -76,17 +61,13 @@ impl View {
     pub(crate) fn start(&mut self, wakes: Wakes) {
         *self = View {
             wakes: Some(wakes),
-            still_here: self.still_here,
             ..View::default()
         };
     }
 
     /// The holder stops taking the queue.
     pub(crate) fn stop(&mut self) {
-        *self = View {
-            still_here: self.still_here,
-            ..View::default()
-        };
+        *self = View::default();
     }
 
     /// The holder is about to read the queue: what was pushed until now is in that read (a
@@ -96,6 +77,7 @@ impl View {
             wakes.rung();
         }
         self.whole = false;
+        self.pushed = false;
     }
 
     /// The holder read `items`: all that waited, unless `complete` is false (a full batch).
@@ -104,7 +86,16 @@ impl View {
         for item in items {
             *self.unfinished.entry(item.order_key.clone()).or_default() += 1;
         }
-        self.whole = complete && self.wakes.is_some();
+        self.whole = complete && self.wakes.is_some() && !self.pushed;
+    }
+
+    /// The holder pushed an item itself (an event of a room whose items it must not pass):
+    /// not whole until its next read, though the push's notice has not come back yet. Without
+    /// this, the room's next event, decided in between, passed the pushed one once the items
+    /// of the room read before were finished.
+    pub(crate) fn pushed(&mut self) {
+        self.whole = false;
+        self.pushed = true;
     }
 
     /// The holder finished an item of `order_key` (handled, and deleted or left to be done
@@ -118,29 +109,13 @@ impl View {
         }
     }
 
-    /// What to do with an event of `order_key` the holder received itself.
-    pub(crate) fn decide(&mut self, order_key: &str) -> Decision {
-        self.decide_at(order_key, Instant::now())
-    }
-
-    /// Whether `order_key`'s last event was decided here less than [`STILL_HERE`] before
-    /// `now`, so that its lease has stayed here since; notes `now` as its last.
-    fn stayed(&mut self, order_key: &str, now: Instant) -> bool {
-        if self.here.len() > 4096 {
-            let still_here = self.still_here;
-            self.here
-                .retain(|_, at| now.saturating_duration_since(*at) < still_here);
-        }
-        self.here
-            .insert(order_key.to_owned(), now)
-            .is_some_and(|at| now.saturating_duration_since(at) < self.still_here)
-    }
-
-    fn decide_at(&mut self, order_key: &str, now: Instant) -> Decision {
+    /// What to do with an event of `order_key` the holder received itself, handled under
+    /// `take` of its room's inbox lease.
+    pub(crate) fn decide(&mut self, order_key: &str, take: u64) -> Decision {
         if self.wakes.as_mut().is_none_or(Wakes::rung) {
             self.whole = false;
         }
-        let stayed = self.stayed(order_key, now);
+        let stayed = self.stayed(order_key, take);
         if self.unfinished.contains_key(order_key) {
             Decision::Hand
         } else if self.whole && stayed {
@@ -148,6 +123,15 @@ impl View {
         } else {
             Decision::Ask
         }
+    }
+
+    /// Whether `order_key`'s last event was decided here under `take` too, so that its lease
+    /// has stayed here since; notes `take` as its last.
+    fn stayed(&mut self, order_key: &str, take: u64) -> bool {
+        if self.taken.len() >= TAKES_KEPT && !self.taken.contains_key(order_key) {
+            self.taken.clear();
+        }
+        self.taken.insert(order_key.to_owned(), take) == Some(take)
     }
 }
 
@@ -161,15 +145,15 @@ mod tests {
 
     use super::*;
 
-    /// Decides for `order_key` until the answer is `wanted` (a notice takes a moment to come
+    /// Decides for `order_key` (under take 1 of its lease) until the answer is `wanted` (a notice takes a moment to come
     /// back through the database), for at most a second.
     async fn comes_to(view: &mut View, order_key: &str, wanted: Decision) {
         let started = Instant::now();
-        while view.decide(order_key) != wanted {
+        while view.decide(order_key, 1) != wanted {
             assert!(
                 started.elapsed() < Duration::from_secs(1),
                 "{order_key}: {:?}, not {wanted:?}",
-                view.decide(order_key)
+                view.decide(order_key, 1)
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -182,26 +166,23 @@ mod tests {
         let other = Store::connect(&url).await.unwrap();
         let queue = here.handoff("as", "bridge").unwrap();
         let elsewhere = other.handoff("as", "bridge").unwrap();
-        // Time is the other test's: here each room's lease stays.
-        let mut view = View {
-            still_here: Duration::from_secs(3600),
-            ..View::default()
-        };
+        // Takes are the other test's: here each room's lease stays taken.
+        let mut view = View::default();
         // Not taking the queue: unsure.
-        assert_eq!(view.decide("!a"), Decision::Ask);
+        assert_eq!(view.decide("!a", 1), Decision::Ask);
         let mut wakes = queue.wakes();
         // The listener's first word (it may have missed notices).
         wakes.next().await;
         view.start(wakes);
-        assert_eq!(view.decide("!a"), Decision::Ask, "before the first read");
+        assert_eq!(view.decide("!a", 1), Decision::Ask, "before the first read");
 
         // Read, empty: every room's events are handled here, with no query.
         view.reading();
-        assert_eq!(view.decide("!a"), Decision::Ask, "while reading");
+        assert_eq!(view.decide("!a", 1), Decision::Ask, "while reading");
         view.read(&queue.oldest(10).await.unwrap(), true);
-        assert_eq!(view.decide("!a"), Decision::Here);
-        assert_eq!(view.decide("!b"), Decision::Ask, "!b's first event here");
-        assert_eq!(view.decide("!b"), Decision::Here);
+        assert_eq!(view.decide("!a", 1), Decision::Here);
+        assert_eq!(view.decide("!b", 1), Decision::Ask, "!b's first event here");
+        assert_eq!(view.decide("!b", 1), Decision::Here);
 
         // Another process hands an event of !a over: unsure until the holder reads it, then
         // !a's events go behind it and !b's are still handled here.
@@ -214,25 +195,25 @@ mod tests {
         view.reading();
         let items = queue.oldest(10).await.unwrap();
         view.read(&items, true);
-        assert_eq!(view.decide("!a"), Decision::Hand);
-        assert_eq!(view.decide("!b"), Decision::Here);
+        assert_eq!(view.decide("!a", 1), Decision::Hand);
+        assert_eq!(view.decide("!b", 1), Decision::Here);
 
         // A push the holder made itself rings too.
         queue.push("!b", "t2.0", "timeline", "{}").await.unwrap();
         comes_to(&mut view, "!c", Decision::Ask).await;
-        assert_eq!(view.decide("!a"), Decision::Hand);
+        assert_eq!(view.decide("!a", 1), Decision::Hand);
         view.reading();
         let items = queue.oldest(10).await.unwrap();
         view.read(&items, true);
-        assert_eq!(view.decide("!b"), Decision::Hand);
+        assert_eq!(view.decide("!b", 1), Decision::Hand);
 
         // Each finished: !a's events are handled here again, no query.
         for item in &items {
             queue.done(item.seq).await.unwrap();
             view.finished(&item.order_key);
         }
-        assert_eq!(view.decide("!a"), Decision::Here);
-        assert_eq!(view.decide("!b"), Decision::Here);
+        assert_eq!(view.decide("!a", 1), Decision::Here);
+        assert_eq!(view.decide("!b", 1), Decision::Here);
 
         // A read that filled its batch may have left items: unsure of the others.
         elsewhere
@@ -246,26 +227,67 @@ mod tests {
         comes_to(&mut view, "!a", Decision::Ask).await;
         view.reading();
         view.read(&queue.oldest(1).await.unwrap(), false);
-        assert_eq!(view.decide("!a"), Decision::Hand);
-        assert_eq!(view.decide("!b"), Decision::Ask);
+        assert_eq!(view.decide("!a", 1), Decision::Hand);
+        assert_eq!(view.decide("!b", 1), Decision::Ask);
 
         // Stopped: unsure again.
         view.stop();
-        assert_eq!(view.decide("!c"), Decision::Ask);
+        assert_eq!(view.decide("!c", 1), Decision::Ask);
     }
 
-    /// A room whose last event here was decided a while ago may have been another process's
-    /// since, which may have handed its events over a moment ago: the store is asked.
-    #[test]
-    fn a_room_back_after_a_pause_is_asked_about() {
+    /// An event the holder pushed itself, behind items of its room, is not passed by the room's
+    /// next event before the push's notice comes back, nor when the push came during a read.
+    #[tokio::test]
+    async fn the_holders_own_push_is_not_passed_before_its_notice_comes_back() {
+        let url = trestle_postgres_harness::fresh_database().await;
+        let here = Store::connect(&url).await.unwrap();
+        let queue = here.handoff("as", "bridge").unwrap();
         let mut view = View::default();
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        assert!(!view.stayed("!r", at(0)), "its first event");
-        assert!(view.stayed("!r", at(90)));
-        assert!(view.stayed("!r", at(170)), "80 ms after the last");
-        assert!(!view.stayed("!s", at(170)));
-        assert!(!view.stayed("!r", at(170) + STILL_HERE), "a pause");
-        assert!(view.stayed("!r", at(180) + STILL_HERE));
+        let mut wakes = queue.wakes();
+        wakes.next().await;
+        view.start(wakes);
+        view.reading();
+        view.read(&[], true);
+        assert_eq!(view.decide("!a", 1), Decision::Ask, "!a's first event");
+        assert_eq!(view.decide("!a", 1), Decision::Here);
+        // Pushed (the store is not needed: the view must not wait for the notice).
+        view.pushed();
+        assert_eq!(
+            view.decide("!a", 1),
+            Decision::Ask,
+            "after the holder's push"
+        );
+        view.reading();
+        view.read(&[], true);
+        assert_eq!(view.decide("!a", 1), Decision::Here, "read again");
+        // A push while the holder reads may be missing from what it reads.
+        view.reading();
+        view.pushed();
+        view.read(&[], true);
+        assert_eq!(
+            view.decide("!a", 1),
+            Decision::Ask,
+            "pushed during the read"
+        );
+    }
+
+    /// A room whose inbox lease this process took again since its previous event here may have
+    /// been another process's meanwhile, which may have handed its events over a moment ago:
+    /// the store is asked about its first event under each take, and only that one.
+    #[test]
+    fn a_room_taken_again_is_asked_about_once_per_take() {
+        let mut view = View::default();
+        assert!(!view.stayed("!r", 1), "its first event");
+        assert!(view.stayed("!r", 1));
+        assert!(!view.stayed("!s", 2), "another room's first event");
+        assert!(!view.stayed("!r", 3), "taken again");
+        assert!(view.stayed("!r", 3));
+        assert!(view.stayed("!s", 2), "!s is still under its take");
+        // Past the rooms it keeps, the view forgets them all: each is asked about once more.
+        for n in 0..TAKES_KEPT {
+            view.stayed(&format!("!many{n}"), 4);
+        }
+        assert!(!view.stayed("!r", 3), "forgotten");
+        assert!(view.stayed("!r", 3));
     }
 }

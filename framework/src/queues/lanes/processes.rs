@@ -16,6 +16,8 @@ struct Shared {
     stored: Mutex<Vec<(String, i64)>>,
     /// `(process, seq)`, in the order handled.
     processed: Mutex<Vec<(&'static str, i64)>>,
+    /// `(process, seq, take of the queue's lease)`, in the order handled.
+    takes: Mutex<Vec<(&'static str, i64, u64)>>,
 }
 
 /// A lane of one process over the shared list, counting its reads and scans.
@@ -51,7 +53,12 @@ impl Lane for ProcessLane {
         *item
     }
 
-    async fn process(&self, item: i64) {
+    async fn process(&self, item: i64, take: u64) {
+        self.shared
+            .takes
+            .lock()
+            .unwrap()
+            .push((self.name, item, take));
         if self.slow.lock().unwrap().contains(&item) {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -270,4 +277,45 @@ async fn a_process_that_does_not_handle_the_room_only_tells_its_holder() {
     b.offer("!r");
     until(|| shared.processed.lock().unwrap().len() == 2).await;
     assert_eq!(*shared.processed.lock().unwrap(), [("a", 1), ("a", 2)]);
+}
+
+/// Stores item `seq` of room `!r`, offers it to `process`, and waits until it is done.
+async fn done_by(shared: &Shared, process: &Arc<Lanes<ProcessLane>>, seq: i64) {
+    shared.stored.lock().unwrap().push(("!r".into(), seq));
+    process.offer("!r");
+    until(|| {
+        shared
+            .processed
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, s)| *s == seq)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn each_take_of_a_rooms_lease_is_numbered_anew_and_its_items_share_it() {
+    let (shared, [a, b]) = two_processes().await;
+    // `a` takes the room, busy with a slow item; one stored meanwhile is done under the same
+    // take.
+    a_holds_the_room_busy(&shared, &a).await;
+    done_by(&shared, &a, 2).await;
+    // Idle, `a` gives the room back; `b` takes it for the next item, then gives it back too.
+    until(|| a.active().is_empty()).await;
+    done_by(&shared, &b, 3).await;
+    until(|| b.active().is_empty()).await;
+    // `a` takes the room again.
+    done_by(&shared, &a, 4).await;
+    let takes = shared.takes.lock().unwrap().clone();
+    let [(_, 1, first), (_, 2, second), (_, 3, _), (_, 4, again)] = takes[..] else {
+        panic!("{takes:?}");
+    };
+    assert_eq!(
+        takes.iter().map(|(p, ..)| *p).collect::<Vec<_>>(),
+        ["a", "a", "b", "a"],
+        "{takes:?}"
+    );
+    assert_eq!(first, second, "one take: {takes:?}");
+    assert_ne!(again, first, "taken again: {takes:?}");
 }

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::{Duration, Instant},
 };
 
@@ -63,16 +63,42 @@ impl<L: Lane> Lanes<L> {
         }
     }
 
-    /// The worker of `queue` took its lease: what was offered is this process's to do.
-    pub(super) fn took(&self, queue: &str) {
+    /// The worker of `queue` took its lease: what was offered is this process's to do. Returns
+    /// the take's number, new at each take where processes share the store, so that a handler
+    /// learns that its room may have been another process's since its previous item here
+    /// ([`EventContext::lease_take`](crate::router::EventContext::lease_take)). Where the
+    /// store is this process's alone, it holds every queue from its start: always 0.
+    pub(super) fn took(&self, queue: &str) -> u64 {
         if !self.mode.leases() {
-            return;
+            return 0;
         }
         self.elsewhere.lock_unpoisoned().remove(queue);
         if let Some(offered) = self.active().get_mut(queue) {
             offered.admitted = 0;
             offered.held = true;
         }
+        self.takes.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The worker of `queue` is about to give its lease back (or lost it): no longer held, so
+    /// that what asks after this ([`Lanes::holds`]) finds it so, then the lane is told
+    /// ([`Lane::leaving`]).
+    pub(super) async fn letting_go(&self, queue: &str) {
+        if !self.mode.leases() {
+            return;
+        }
+        if let Some(offered) = self.active().get_mut(queue) {
+            offered.held = false;
+        }
+        self.lane.leaving(queue).await;
+    }
+
+    /// Ends a worker that lost its queue's lease (another process may hold it): its marks
+    /// written.
+    pub(super) async fn lost(&self, queue: &str, processed: Vec<i64>) {
+        self.lane.finish(processed).await;
+        self.letting_go(queue).await;
+        self.stop_worker(queue);
     }
 
     /// How long this process remembers that another held a queue's lease, and that it gave
@@ -184,6 +210,7 @@ impl<L: Lane> Lanes<L> {
     /// asked for (it does not handle the room, or it would not have been asked).
     pub(super) async fn give_over(&self, scope: &str, queue: &str, processed: Vec<i64>) {
         self.lane.finish(processed).await;
+        self.letting_go(queue).await;
         let released = self.store.release_idle(scope, queue, &self.owner).await;
         remember(&self.elsewhere, queue, self.remembered());
         self.stop_worker(queue);

@@ -30,7 +30,7 @@ impl Lane for ListLane {
         *item
     }
 
-    async fn process(&self, item: i64) {
+    async fn process(&self, item: i64, _: u64) {
         tokio::task::yield_now().await;
         self.processed.lock().unwrap().push(item);
     }

@@ -62,6 +62,29 @@ pub(super) async fn outcome_elsewhere(remote: Remote, seq: i64) -> Result<Option
     }
 }
 
+/// Names this process (`owner`) the waiter of requests `seqs`, which it awaits (or may) and
+/// whose queue its worker lets go: whoever sends them now tells it. One whose outcome is
+/// recorded already (by a process that took the queue as this one lost it) is read now.
+pub(super) async fn name_waiter(store: &Store, owner: &str, waiters: &Waiters, seqs: Vec<i64>) {
+    for seq in seqs {
+        match store.outbox_await(seq, owner).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let Some(outcome) = look(store, seq).await else {
+                    continue;
+                };
+                if let Some(tx) = waiters.lock_unpoisoned().waiters.remove(&seq) {
+                    let _ = tx.send(outcome);
+                }
+            }
+            // The waiter's look in the store finds the outcome, a little later.
+            Err(error) => {
+                tracing::debug!(%error, seq, "could not say this process awaits a request")
+            }
+        }
+    }
+}
+
 /// The outcome of `seq` as the store has it; `None` while it is pending (or unreadable).
 async fn look(store: &Store, seq: i64) -> Option<Result<Option<OwnedEventId>>> {
     match store.outbox_state(seq).await {
