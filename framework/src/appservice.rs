@@ -480,7 +480,13 @@ impl Appservice {
     pub(crate) async fn handle(&self, item: Incoming, item_key: &str, take: u64) {
         let started = std::time::Instant::now();
         let item = Arc::new(item);
-        let key = format!("{}.{item_key}", self.inner.registration.id);
+        // One allocation shared by the send scope and the handlers' context.
+        let id = self.inner.registration.id.as_str();
+        let mut key = String::with_capacity(id.len() + 1 + item_key.len());
+        key.push_str(id);
+        key.push('.');
+        key.push_str(item_key);
+        let key: Arc<str> = Arc::from(key);
         let span = tracing::info_span!(
             "event",
             appservice = %self.inner.registration.id,
@@ -488,17 +494,17 @@ impl Appservice {
             event_id = match &*item { Incoming::Timeline(e) => e.event_id.as_str(), _ => "" },
             event_type = item.event_type().unwrap_or_default(),
         );
-        let event_type = item.event_type().map(str::to_owned);
+        let handled = Arc::clone(&item);
         tracing::Instrument::instrument(
-            with_send_scope(key.clone(), self.handle_scoped(item, key, take)),
+            with_send_scope(Arc::clone(&key), self.handle_scoped(item, key, take)),
             span,
         )
         .await;
         self.metrics()
-            .handled(event_type.as_deref(), started.elapsed());
+            .handled(handled.event_type(), started.elapsed());
     }
 
-    async fn handle_scoped(&self, item: Arc<Incoming>, key: String, take: u64) {
+    async fn handle_scoped(&self, item: Arc<Incoming>, key: Arc<str>, take: u64) {
         if let Incoming::Timeline(event) = &*item
             && event.event_type == "m.room.member"
         {
@@ -520,7 +526,7 @@ impl Appservice {
             self.clone(),
             item,
             self.inner.command_prefix.clone(),
-            Arc::from(key),
+            key,
             sender_trust,
             take,
         );

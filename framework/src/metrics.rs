@@ -66,6 +66,11 @@ impl Metrics {
         self.handling_micros
             .fetch_add(took.as_micros() as u64, Relaxed);
         let mut types = self.events_by_type.lock_unpoisoned();
+        // A type counted before (nearly every event) is found once, and not copied.
+        if let Some(count) = event_type.and_then(|t| types.get_mut(t)) {
+            *count += 1;
+            return;
+        }
         // Event types are chosen by remote users; cap the label set so they cannot blow it up.
         let key = match event_type {
             Some(t) if types.contains_key(t) || types.len() < 200 => t.to_owned(),

@@ -61,6 +61,8 @@ use std::sync::Arc;
 
 use ruma::OwnedUserId;
 
+use crate::transaction::Incoming;
+
 pub use address::Addressee;
 pub use command::{Command, CommandSpec};
 pub use context::EventContext;
@@ -508,18 +510,23 @@ impl Router<()> {
             let ctx = ctx.for_route(command);
             let ctx_metrics = ctx.appservice().clone();
             let ctx_metrics = ctx_metrics.metrics();
-            let event_id = ctx.event_id().map(|e| e.to_string()).unwrap_or_default();
+            // For the logs of a failure only: the item is shared, its id not copied each time.
+            let incoming = Arc::clone(&ctx.incoming);
+            let event_id = || match &*incoming {
+                Incoming::Timeline(e) => e.event_id.as_str(),
+                _ => "",
+            };
             let outcome = std::panic::AssertUnwindSafe((route.handler)(ctx, ()))
                 .catch_unwind()
                 .await;
             match outcome {
                 Ok(HandlerOutcome::Done) | Ok(HandlerOutcome::Skipped) => {}
                 Ok(HandlerOutcome::Rejected(reason)) => {
-                    tracing::warn!(event_id, handler = route.name, %reason, "event rejected by an extractor");
+                    tracing::warn!(event_id = event_id(), handler = route.name, %reason, "event rejected by an extractor");
                 }
                 Ok(HandlerOutcome::Failed(error)) => {
                     ctx_metrics.handler_failed();
-                    tracing::error!(event_id, handler = route.name, %error, "handler failed");
+                    tracing::error!(event_id = event_id(), handler = route.name, %error, "handler failed");
                 }
                 Err(panic) => {
                     ctx_metrics.handler_panicked();
@@ -528,7 +535,12 @@ impl Router<()> {
                         .map(|s| s.to_string())
                         .or_else(|| panic.downcast_ref::<String>().cloned())
                         .unwrap_or_default();
-                    tracing::error!(event_id, handler = route.name, message, "handler panicked");
+                    tracing::error!(
+                        event_id = event_id(),
+                        handler = route.name,
+                        message,
+                        "handler panicked"
+                    );
                 }
             }
         }

@@ -7,7 +7,7 @@
 //!
 //! Spec: <https://spec.matrix.org/v1.16/application-service-api/#put_matrixappv1transactionstxnid>
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, ops::Range, sync::Arc};
 
 use ruma::{
     OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId,
@@ -75,6 +75,34 @@ pub struct TimelineEvent {
     pub state_key: Option<String>,
     /// The whole event.
     pub json: Arc<RawValue>,
+    /// Where `content` is in `json`, found as the routing fields were read, so that a command
+    /// is read from the content alone (`router/command.rs`).
+    pub(crate) content: Option<ContentAt>,
+}
+
+/// The place of an event's `content` in the JSON it was found in. It holds that JSON, so a
+/// `json` replaced since (the fields are public) is told apart and the place not used.
+#[derive(Clone)]
+pub(crate) struct ContentAt {
+    of: Arc<RawValue>,
+    range: Range<usize>,
+}
+
+impl std::fmt::Debug for ContentAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ContentAt").field(&self.range).finish()
+    }
+}
+
+impl TimelineEvent {
+    /// The event's `content`, as received, where its place is known.
+    pub(crate) fn content_json(&self) -> Option<&str> {
+        let at = self.content.as_ref()?;
+        if !Arc::ptr_eq(&at.of, &self.json) {
+            return None;
+        }
+        self.json.get().get(at.range.clone())
+    }
 }
 
 /// An ephemeral event.
@@ -132,6 +160,21 @@ struct TimelineHead {
     sender: OwnedUserId,
     event_id: OwnedEventId,
     state_key: Option<String>,
+}
+
+/// [`TimelineHead`] with the content's place: the content is passed over either way, and
+/// borrowed it costs no more. Read first; an event it refuses (two `content` keys) is read
+/// again as a [`TimelineHead`], which takes it as before.
+#[derive(Deserialize)]
+struct TimelineHeadAndContent<'a> {
+    #[serde(rename = "type")]
+    event_type: String,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event_id: OwnedEventId,
+    state_key: Option<String>,
+    #[serde(borrow, default)]
+    content: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +276,35 @@ impl TransactionBody {
 type ParseResult = Result<Incoming, (Box<RawValue>, serde_json::Error)>;
 
 fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
+    if let Ok(h) = serde_json::from_str::<TimelineHeadAndContent>(raw.get()) {
+        // Offsets into `raw`, which the Arc holds a copy of.
+        let start = raw.get().as_ptr() as usize;
+        let TimelineHeadAndContent {
+            event_type,
+            room_id,
+            sender,
+            event_id,
+            state_key,
+            content,
+        } = h;
+        let range = content.map(|content| {
+            let at = content.get().as_ptr() as usize - start;
+            at..at + content.get().len()
+        });
+        let json: Arc<RawValue> = Arc::from(raw);
+        return Ok(Incoming::Timeline(TimelineEvent {
+            event_type,
+            room_id,
+            sender,
+            event_id,
+            state_key,
+            content: range.map(|range| ContentAt {
+                of: Arc::clone(&json),
+                range,
+            }),
+            json,
+        }));
+    }
     match serde_json::from_str::<TimelineHead>(raw.get()) {
         Ok(h) => Ok(Incoming::Timeline(TimelineEvent {
             event_type: h.event_type,
@@ -241,6 +313,7 @@ fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
             event_id: h.event_id,
             state_key: h.state_key,
             json: Arc::from(raw),
+            content: None,
         })),
         Err(e) => Err((raw, e)),
     }
@@ -379,6 +452,76 @@ mod tests {
             })
             .collect();
         assert_eq!(ids, ["$1", "$2"]);
+    }
+
+    fn timeline(parsed: &Parsed, i: usize) -> &TimelineEvent {
+        match &parsed.items[i] {
+            Incoming::Timeline(e) => e,
+            other => panic!("not a timeline event: {other:?}"),
+        }
+    }
+
+    /// The content's place is found wherever the content stands in the event, with escapes
+    /// and nested values, and is none where there is no content to find.
+    #[test]
+    fn an_events_content_is_found_where_it_is() {
+        let head = r#""type": "m.room.message", "room_id": "!a:x", "sender": "@u:x""#;
+        let events = [
+            format!(
+                r#"{{"content": {{"body": "first \"q\" \u00e9", "n": [1, {{"a": {{}}}}]}}, {head}, "event_id": "$1"}}"#
+            ),
+            format!(
+                r#"{{{head}, "event_id": "$2", "unsigned": {{"content": 1}}, "content":{{"body":"last"}}}}"#
+            ),
+            format!(r#"{{{head}, "event_id": "$3", "content": {{}}, "origin_server_ts": 1}}"#),
+            format!(r#"{{{head}, "event_id": "$4"}}"#),
+            format!(r#"{{{head}, "event_id": "$5", "content": null}}"#),
+        ];
+        let text = format!(r#"{{"events": [{}]}}"#, events.join(", "));
+        let parsed = serde_json::from_str::<TransactionBody>(&text)
+            .unwrap()
+            .into_items("t");
+        assert_eq!(parsed.skipped, 0);
+        for (i, event) in events.iter().enumerate() {
+            let whole: serde_json::Value = serde_json::from_str(event).unwrap();
+            let found = timeline(&parsed, i).content_json();
+            match whole.get("content").filter(|c| !c.is_null()) {
+                Some(content) => {
+                    let found: serde_json::Value = serde_json::from_str(found.unwrap()).unwrap();
+                    assert_eq!(&found, content, "event {i}");
+                }
+                None => assert_eq!(found, None, "event {i}"),
+            }
+        }
+        assert_eq!(
+            timeline(&parsed, 1).content_json(),
+            Some(r#"{"body":"last"}"#)
+        );
+    }
+
+    /// An event with two `content` keys is taken as it was before its content's place was
+    /// looked for (its content is then read from the whole event, which refuses it), and an
+    /// event whose JSON was replaced does not use the place found in the old one.
+    #[test]
+    fn an_event_with_two_contents_is_taken_and_a_replaced_json_is_not_misread() {
+        let text = r#"{"events": [{"type": "m.room.message", "room_id": "!a:x", "sender": "@u:x",
+            "event_id": "$1", "content": {"body": "a"}, "content": {"body": "b"}}]}"#;
+        let parsed = serde_json::from_str::<TransactionBody>(text)
+            .unwrap()
+            .into_items("t");
+        assert_eq!((parsed.skipped, parsed.items.len()), (0, 1));
+        assert_eq!(timeline(&parsed, 0).content_json(), None);
+
+        let parsed = body(serde_json::json!({"events": [message("$2", "!a:x")]})).into_items("t");
+        let mut event = timeline(&parsed, 0).clone();
+        assert!(event.content_json().is_some());
+        // Longer than the old JSON, so that the old place would still be inside it.
+        let other = format!(
+            r#"{{"content": {{"body": "other"}}, "pad": "{}"}}"#,
+            "x".repeat(400)
+        );
+        event.json = Arc::from(RawValue::from_string(other).unwrap());
+        assert_eq!(event.content_json(), None);
     }
 
     #[test]

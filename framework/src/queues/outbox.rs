@@ -10,6 +10,7 @@
 use crate::sync::MutexExt;
 use std::{
     collections::HashMap,
+    fmt::Write as _,
     future::{Future, IntoFuture},
     pin::Pin,
     sync::{Arc, Mutex, Weak},
@@ -102,7 +103,7 @@ impl Op {
             | Op::Leave { room_id }
             | Op::Invite { room_id, .. }
             | Op::Kick { room_id, .. }
-            | Op::Ban { room_id, .. } => room_id.to_string(),
+            | Op::Ban { room_id, .. } => room_id.as_str().to_owned(),
             Op::DisplayName { .. } | Op::AvatarUrl { .. } => format!("user:{user_id}"),
         }
     }
@@ -533,12 +534,12 @@ tokio::task_local! {
 }
 
 pub(crate) struct SendScope {
-    key: String,
+    key: Arc<str>,
     counter: std::sync::atomic::AtomicU32,
 }
 
 /// Runs `fut` with sends keyed by `key`.
-pub(crate) async fn with_send_scope<F: Future>(key: String, fut: F) -> F::Output {
+pub(crate) async fn with_send_scope<F: Future>(key: Arc<str>, fut: F) -> F::Output {
     SEND_SCOPE
         .scope(
             SendScope {
@@ -558,12 +559,19 @@ fn in_send_scope() -> bool {
 /// The transaction id for the next send: derived from the inbox item being handled, or random
 /// outside a handler.
 pub(crate) fn next_txn_id() -> OwnedTransactionId {
+    const PREFIX: &str = "trestle.";
     SEND_SCOPE
         .try_with(|scope| {
             let n = scope
                 .counter
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            OwnedTransactionId::from(format!("trestle.{}.{n}", scope.key))
+            // Written out rather than `format!`ed: once per send.
+            let mut id = String::with_capacity(PREFIX.len() + scope.key.len() + 11);
+            id.push_str(PREFIX);
+            id.push_str(&scope.key);
+            // Writing to a String cannot fail.
+            let _ = write!(id, ".{n}");
+            OwnedTransactionId::from(id)
         })
         .unwrap_or_else(|_| TransactionId::new())
 }

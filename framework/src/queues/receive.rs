@@ -174,10 +174,13 @@ fn offer(
     pending.sort_by_key(|p| p.item.seq);
     let mut by_queue: HashMap<String, Vec<Pending>> = HashMap::new();
     for p in pending {
-        by_queue
-            .entry(p.item.queue_key.clone())
-            .or_default()
-            .push(p);
+        // The key is copied once a room, not once an item.
+        match by_queue.get_mut(&p.item.queue_key) {
+            Some(items) => items.push(p),
+            None => {
+                by_queue.insert(p.item.queue_key.clone(), vec![p]);
+            }
+        }
     }
     for (queue, items) in by_queue {
         inbox.offer_items(&queue, items);

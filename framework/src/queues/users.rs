@@ -5,7 +5,7 @@
 
 use crate::sync::MutexExt;
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -31,8 +31,9 @@ pub(crate) struct Users {
     writeback: Arc<WriteBack>,
     registered: tokio::sync::Mutex<HashSet<OwnedUserId>>,
     joins_queued: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
-    /// Rooms our users are known to be in: saves a store read on every send.
-    joined: Mutex<HashSet<(OwnedRoomId, OwnedUserId)>>,
+    /// Rooms our users are known to be in: saves a store read on every send. By room, then
+    /// user, so that a send looks it up without copying either id.
+    joined: Mutex<HashMap<OwnedRoomId, HashSet<OwnedUserId>>>,
 }
 
 impl Users {
@@ -44,7 +45,11 @@ impl Users {
         mode: Mode,
         writeback: Arc<WriteBack>,
     ) -> Result<Self> {
-        let (registered, joined) = mode.known_users(&store).await?;
+        let (registered, known) = mode.known_users(&store).await?;
+        let mut joined: HashMap<OwnedRoomId, HashSet<OwnedUserId>> = HashMap::new();
+        for (room_id, user_id) in known {
+            joined.entry(room_id).or_default().insert(user_id);
+        }
         Ok(Users {
             bot_user_id,
             sender,
@@ -101,7 +106,12 @@ impl Users {
         match notice {
             Notice::Membership { room, user } => {
                 let mut joined = self.joined.lock_unpoisoned();
-                joined.retain(|(r, u)| r.as_str() != room || u.as_str() != user);
+                joined.retain(|r, users| {
+                    if r.as_str() == room {
+                        users.retain(|u| u.as_str() != user);
+                    }
+                    !users.is_empty()
+                });
             }
             Notice::Ghost { user } => {
                 self.registered.lock().await.retain(|u| u.as_str() != user);
@@ -160,7 +170,8 @@ impl Users {
     /// Whether a join of `user_id` into `room_id` is queued.
     pub(crate) fn join_is_queued(&self, room_id: &RoomId, user_id: &UserId) -> bool {
         let queued = self.joins_queued.lock_unpoisoned();
-        queued.contains(&(room_id.to_owned(), user_id.to_owned()))
+        // Nearly always empty: asked before every awaited send, without copying the ids then.
+        !queued.is_empty() && queued.contains(&(room_id.to_owned(), user_id.to_owned()))
     }
 
     /// Forgets a queued join once its outcome is known.
@@ -171,17 +182,24 @@ impl Users {
 
     fn is_joined_cached(&self, room_id: &RoomId, user_id: &UserId) -> bool {
         let joined = self.joined.lock_unpoisoned();
-        joined.contains(&(room_id.to_owned(), user_id.to_owned()))
+        joined
+            .get(room_id)
+            .is_some_and(|users| users.contains(user_id))
     }
 
     /// Keeps the cache in step with every membership the store records.
     fn set_joined_cached(&self, room_id: &RoomId, user_id: &UserId, joined: bool) {
         let mut cache = self.joined.lock_unpoisoned();
-        let key = (room_id.to_owned(), user_id.to_owned());
         if joined {
-            cache.insert(key);
-        } else {
-            cache.remove(&key);
+            cache
+                .entry(room_id.to_owned())
+                .or_default()
+                .insert(user_id.to_owned());
+        } else if let Some(users) = cache.get_mut(room_id) {
+            users.remove(user_id);
+            if users.is_empty() {
+                cache.remove(room_id);
+            }
         }
     }
 }

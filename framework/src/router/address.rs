@@ -363,6 +363,45 @@ mod tests {
         );
     }
 
+    /// The command is read from the event's JSON as sent: a body with escapes, and an
+    /// `m.mentions` that is null, malformed or absent, which must not hide the command.
+    #[tokio::test]
+    async fn commands_are_read_from_escaped_bodies_and_any_mentions() {
+        use crate::testing::{deliver, text};
+        let hs = mock().await;
+        let log = Log::default();
+        let app = bot(&hs, &log).await;
+        let mut null = text("$2", "!r:x", "@u:x", "!echo b");
+        null["content"]["m.mentions"] = serde_json::Value::Null;
+        let mut malformed = text("$3", "!r:x", "@u:x", "!echo c");
+        malformed["content"]["m.mentions"] = serde_json::json!({"user_ids": "@bot:x"});
+        let mut number = text("$4", "!r:x", "@u:x", "!echo d");
+        number["content"]["m.mentions"] = serde_json::json!(4);
+        let mut pill = text("$5", "!r:x", "@u:x", "The Bot: !echo \"e\" \u{e9}");
+        pill["content"]["m.mentions"] = serde_json::json!({"user_ids": ["@u:x", "@bot:x"]});
+        deliver(
+            &app,
+            vec![
+                text("$1", "!r:x", "@u:x", "!echo \"a\"\tz"),
+                null,
+                malformed,
+                number,
+                pill,
+            ],
+        )
+        .await;
+        assert_eq!(
+            *log.lock().unwrap(),
+            [
+                "echo \"a\"\tz",
+                "echo b",
+                "echo c",
+                "echo d",
+                "echo \"e\" \u{e9}"
+            ]
+        );
+    }
+
     #[tokio::test]
     async fn unknown_commands_are_answered_only_where_no_other_bot_may_know_them() {
         use crate::testing::{deliver, text};

@@ -157,11 +157,20 @@ impl Command {
         if event.event_type != "m.room.message" || event.state_key.is_some() {
             return None;
         }
-        let message: MessageEvent = serde_json::from_str(event.json.get()).ok()?;
-        if message.content.msgtype.as_deref() != Some("m.text") {
+        // The content alone where its place is known: the rest of the event was passed over once
+        // already, as its routing fields were read.
+        let content: MessageContent = match event.content_json() {
+            Some(content) => serde_json::from_str(content).ok()?,
+            None => {
+                serde_json::from_str::<MessageEvent>(event.json.get())
+                    .ok()?
+                    .content
+            }
+        };
+        if content.msgtype.as_deref() != Some("m.text") {
             return None;
         }
-        let mentions: Vec<OwnedUserId> = message.content.mentions["user_ids"]
+        let mentions: Vec<OwnedUserId> = content.mentions["user_ids"]
             .as_array()
             .into_iter()
             .flatten()
@@ -174,7 +183,7 @@ impl Command {
             others: &router.options.other_bots,
             knows: &|name| router.knows(name),
         };
-        reader.read(strip_reply_fallback(&message.content.body?), &mentions)
+        reader.read(strip_reply_fallback(&content.body?), &mentions)
     }
 
     /// Whether this bot should answer the command: never when the message names someone

@@ -218,7 +218,9 @@ impl Gate {
                 return false;
             }
         }
-        if command.argv().len() < spec.required_args() {
+        // Split only where the usage requires arguments: most commands require none.
+        let required = spec.required_args();
+        if required > 0 && command.argv().len() < required {
             let usage = format!("Usage: {}", spec.usage_line(prefix));
             self.answer(ctx, RoomMessageEventContent::notice_plain(usage))
                 .await;

@@ -39,12 +39,15 @@ impl NewInboxItem {
             },
         };
         NewInboxItem {
-            queue_key: item.queue_key().map(|r| r.to_string()).unwrap_or_default(),
+            queue_key: item
+                .queue_key()
+                .map(|r| r.as_str().to_owned())
+                .unwrap_or_default(),
             index,
             kind,
             payload,
             event_id: match item {
-                Incoming::Timeline(e) => Some(e.event_id.to_string()),
+                Incoming::Timeline(e) => Some(e.event_id.as_str().to_owned()),
                 _ => None,
             },
         }

@@ -72,8 +72,8 @@ fn ops_survive_the_store() {
 
 #[tokio::test]
 async fn transaction_ids_repeat_for_the_same_inbox_item() {
-    let first = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
-    let again = with_send_scope("t1.0".into(), async { (next_txn_id(), next_txn_id()) }).await;
+    let first = with_send_scope(Arc::from("t1.0"), async { (next_txn_id(), next_txn_id()) }).await;
+    let again = with_send_scope(Arc::from("t1.0"), async { (next_txn_id(), next_txn_id()) }).await;
     assert_eq!(first, again);
     assert_ne!(first.0, first.1);
     assert_ne!(next_txn_id(), next_txn_id());

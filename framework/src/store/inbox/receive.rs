@@ -44,11 +44,28 @@ impl<'a> TxnName<'a> {
 
     /// The key of its `index`th item: the [key prefix](Self::key_prefix), a dot, the index.
     pub(crate) fn item_key(&self, index: usize) -> String {
-        match self.digest {
-            "" => format!("{}.{index}", self.id),
-            digest => format!("{}~{digest}.{index}", self.id),
+        use std::fmt::Write as _;
+        let mut key = String::with_capacity(self.id.len() + self.digest.len() + 5);
+        key.push_str(self.id);
+        if !self.digest.is_empty() {
+            key.push('~');
+            key.push_str(self.digest);
         }
+        // Writing to a String cannot fail.
+        let _ = write!(key, ".{index}");
+        key
     }
+}
+
+/// The key of the `index`th item of the transaction whose [key prefix](TxnName::key_prefix)
+/// is `prefix`. Written out rather than `format!`ed: it is made for every item received.
+pub(crate) fn item_key(prefix: &str, index: usize) -> String {
+    use std::fmt::Write as _;
+    let mut key = String::with_capacity(prefix.len() + 4);
+    key.push_str(prefix);
+    // Writing to a String cannot fail.
+    let _ = write!(key, ".{index}");
+    key
 }
 
 /// What names a homeserver's transaction together with its id: a digest of the items it
@@ -370,7 +387,7 @@ fn bind_rows<'q>(
         query = query
             .bind(appservice_id)
             .bind(&item.queue_key)
-            .bind(format!("{prefix}.{}", item.index))
+            .bind(item_key(prefix, item.index))
             .bind(item.kind)
             .bind(&item.payload)
             .bind(now)
@@ -389,7 +406,7 @@ fn in_item_order(
     let returned: std::collections::HashMap<String, i64> = returned.into_iter().collect();
     items
         .iter()
-        .map(|item| returned.get(&format!("{prefix}.{}", item.index)).copied())
+        .map(|item| returned.get(&item_key(prefix, item.index)).copied())
         .collect()
 }
 
@@ -406,7 +423,7 @@ pub(crate) fn stored_items(
         .map(|(item, seq)| {
             Some(InboxItem {
                 seq: seq?,
-                item_key: format!("{prefix}.{}", item.index),
+                item_key: item_key(prefix, item.index),
                 queue_key: item.queue_key,
                 kind: item.kind.to_owned(),
                 payload: item.payload,
