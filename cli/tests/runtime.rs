@@ -1,6 +1,7 @@
 //! `runtime.threads` in the configuration shapes the runtime `trestle run` starts: the
 //! process shows that many worker threads, or none beside the main thread for `1`, and on
-//! that one thread the plugins still answer.
+//! that one thread the plugins still answer. Unset, one worker per CPU the process may run on,
+//! and none beside the main thread where that is one CPU.
 
 // A failed unwrap in a test is the test failing, with the error in its message.
 #![allow(clippy::unwrap_used)]
@@ -58,10 +59,15 @@ fn start(dir: &Path, runtime: &str) -> Running {
 
 /// Starts `trestle run` on the configuration in `dir`; returns once it listens at `port`.
 fn run(dir: &Path, port: u16) -> Running {
+    run_in(dir, port, Command::new(BIN))
+}
+
+/// Starts `trestle run` by `command` (the binary, or a command that runs it).
+fn run_in(dir: &Path, port: u16, mut command: Command) -> Running {
     let config = dir.join("trestle.yaml");
     let log = std::fs::File::create(dir.join("trestle.log")).unwrap();
     let mut child = Running(
-        Command::new(BIN)
+        command
             .arg("--config")
             .arg(&config)
             .arg("run")
@@ -109,6 +115,27 @@ fn threads_sets_the_runtime_workers() {
     // More than this machine's CPUs, so the default (one per CPU) cannot pass for it.
     let child = start(dir.path(), "runtime:\n  threads: 5");
     assert_eq!(workers(&child), 5, "{:?}", threads(&child));
+}
+
+#[test]
+fn unset_it_is_one_worker_per_cpu_and_none_on_one_cpu() {
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let dir = tempfile::tempdir().unwrap();
+    let child = start(dir.path(), "");
+    let expected = if cpus == 1 { 0 } else { cpus };
+    assert_eq!(workers(&child), expected, "{:?}", threads(&child));
+    drop(child);
+
+    // On one CPU (its affinity set by taskset, which then runs trestle in its place).
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    configure(dir.path(), "http://127.0.0.1:8008", port, "");
+    let mut pinned = Command::new("taskset");
+    pinned.args(["-c", "0", BIN]);
+    let child = run_in(dir.path(), port, pinned);
+    let names = threads(&child);
+    assert_eq!(workers(&child), 0, "{names:?}");
+    assert!(names.iter().any(|name| name == "trestle"), "{names:?}");
 }
 
 #[test]

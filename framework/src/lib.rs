@@ -49,6 +49,7 @@ pub mod plugin;
 mod queues;
 mod role;
 pub mod router;
+pub mod runtime;
 mod service;
 pub mod store;
 pub mod sync;

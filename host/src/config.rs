@@ -533,7 +533,7 @@ pub fn default_config(
          # leases:\n\
          #   takeover_s: 15   # a process that died is taken over after this\n\
          # Threads that run the plugins: 1 runs them on the main thread, which costs less CPU\n\
-         # per event on a single core; unset, one per CPU (docs/benchmarks.md).\n\
+         # per event on a single core; unset, one per CPU, or the main thread on one CPU.\n\
          # runtime:\n\
          #   threads: 1\n\
          \n\

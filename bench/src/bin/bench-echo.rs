@@ -6,7 +6,7 @@
 //!   (registered, joined and sending through the outbox).
 //!
 //! `bench-echo --registration FILE --homeserver URL [--handler-delay-ms MS] [--durability disk]
-//! [--max-in-flight N] [--runtime multi|current|workers=N]`,
+//! [--max-in-flight N] [--runtime auto|multi|current|workers=N]`,
 //! listening at the registration's `url`. Stops on SIGTERM or Ctrl-C. Logs at `warn` unless
 //! `RUST_LOG` says otherwise.
 
@@ -33,16 +33,19 @@ struct EchoArgs {
 
 #[derive(Args)]
 struct RuntimeArgs {
-    /// The tokio runtime: `multi` (one worker thread per CPU this process may run on, as
-    /// `#[tokio::main]`), `current` (everything on the main thread) or `workers=N` (multi-thread
-    /// with N workers). Blocking work (SQLite's connection threads, `spawn_blocking`) keeps its
-    /// own threads in every shape.
-    #[arg(long, default_value = "multi", value_parser = parse_runtime)]
+    /// The tokio runtime: `auto` (what `trestle run` starts unless told: one worker thread per
+    /// CPU this process may run on, or the main thread alone where that is one CPU,
+    /// `trestle::runtime::build`), `multi` (one worker thread per CPU, as `#[tokio::main]`, even
+    /// on one), `current` (everything on the main thread) or `workers=N` (multi-thread with N
+    /// workers). Blocking work (SQLite's connection threads, `spawn_blocking`) keeps its own
+    /// threads in every shape.
+    #[arg(long, default_value = "auto", value_parser = parse_runtime)]
     runtime: RuntimeShape,
 }
 
 #[derive(Clone, Copy, Debug)]
 enum RuntimeShape {
+    Auto,
     Multi,
     Current,
     Workers(usize),
@@ -50,28 +53,28 @@ enum RuntimeShape {
 
 fn parse_runtime(value: &str) -> Result<RuntimeShape, String> {
     match value {
+        "auto" => Ok(RuntimeShape::Auto),
         "multi" => Ok(RuntimeShape::Multi),
         "current" => Ok(RuntimeShape::Current),
         other => match other.strip_prefix("workers=").map(str::parse::<usize>) {
             Some(Ok(n)) if n > 0 => Ok(RuntimeShape::Workers(n)),
             _ => Err(format!(
-                "`{other}`: expected multi, current or workers=N with N at least 1"
+                "`{other}`: expected auto, multi, current or workers=N with N at least 1"
             )),
         },
     }
 }
 
 fn runtime(shape: RuntimeShape) -> std::io::Result<tokio::runtime::Runtime> {
-    let mut builder = match shape {
-        RuntimeShape::Current => tokio::runtime::Builder::new_current_thread(),
-        RuntimeShape::Multi => tokio::runtime::Builder::new_multi_thread(),
-        RuntimeShape::Workers(n) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
-            builder
-        }
-    };
-    builder.enable_all().build()
+    match shape {
+        RuntimeShape::Auto => trestle::runtime::build(None),
+        // Kept apart from `auto` for the measurement of one worker on one core.
+        RuntimeShape::Multi => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        RuntimeShape::Current => trestle::runtime::build(Some(1)),
+        RuntimeShape::Workers(n) => trestle::runtime::build(Some(n)),
+    }
 }
 
 /// How long each handler waits before it answers.

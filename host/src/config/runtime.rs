@@ -11,10 +11,10 @@ pub struct RuntimeConfig {
     /// The threads that run the plugins' tasks. `1` runs them all on the main thread (a
     /// current-thread runtime): on a single core this spends less CPU per event than one worker
     /// thread, the multi-thread scheduler's own work per task saved (the context switches per
-    /// event were the same).
-    /// `N` above 1 is a multi-thread runtime with N workers. Unset, one worker per CPU the
-    /// process may run on. Blocking work (SQLite's connection threads, file reads) has threads
-    /// of its own in every case.
+    /// event were the same). `N` above 1 is a multi-thread runtime with N workers. Unset, one
+    /// worker per CPU the process may run on, or the main thread alone where that is one CPU
+    /// ([`trestle::runtime::build`]). Blocking work (SQLite's connection threads, file reads)
+    /// has threads of its own in every case.
     #[serde(default)]
     pub threads: Option<usize>,
 }
@@ -22,15 +22,6 @@ pub struct RuntimeConfig {
 impl RuntimeConfig {
     /// Builds the runtime this describes, with its I/O and timers on.
     pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
-        let mut builder = match self.threads {
-            Some(1) => tokio::runtime::Builder::new_current_thread(),
-            Some(threads) => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                builder.worker_threads(threads);
-                builder
-            }
-            None => tokio::runtime::Builder::new_multi_thread(),
-        };
-        builder.enable_all().build()
+        trestle::runtime::build(self.threads)
     }
 }
