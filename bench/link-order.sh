@@ -11,7 +11,7 @@
 # together, it is a few hundred pages.
 #
 # How: bench-echo runs under callgrind in the benchmark (a mock homeserver, so start-up takes the
-# path it takes for real); `--at-idle` dumps callgrind's counts when the idle RSS is taken, and the
+# path it takes for real), on every CPU and pinned to one (each runtime's start-up); `--at-idle` dumps callgrind's counts when the idle RSS is taken, and the
 # end of the run dumps those of the echoes. The host runs under callgrind in bench/host-idle.sh
 # (Synapse, ngircd, Prosody: the demo's needs), dumped the same way 20 s after the demo is ready.
 # Every function with a cost in a dump is named, in the order callgrind first names it: start-up's
@@ -37,6 +37,11 @@ target/release/bench --apps trestle --scenarios echo,echo1 --runs 1 --echo-event
     --warmup 0 --settle-ms 20000 --stall-s 300 \
     --wrap "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/cg.%p" \
     --at-idle "callgrind_control -d" >"$work/bench.out"
+# Pinned to one CPU too, where the runtime is the current-thread one (trestle::runtime::build).
+target/release/bench --apps trestle --scenarios echo --runs 1 --echo-events 1000 --pin \
+    --warmup 0 --settle-ms 20000 --stall-s 300 \
+    --wrap "valgrind --tool=callgrind --demangle=no --callgrind-out-file=$work/cg.%p" \
+    --at-idle "callgrind_control -d" >>"$work/bench.out"
 
 # The host: the demo runs a wrapper that runs trestle under callgrind; its steps get 15 minutes.
 printf '#!/bin/sh\nexec valgrind --tool=callgrind --demangle=no --callgrind-out-file=%s/host.%%p %s "$@"\n' \
