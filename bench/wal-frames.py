@@ -5,7 +5,8 @@ Each frame is one 4 KiB page a commit writes to the WAL (and later copies into t
 so frames per commit is what a schema change costs or saves the journal's commits, whatever
 the machine's speed. The model commits what one event per transaction commits: the
 transaction's name, the event's inbox row (and its indexes), and the done mark of the event
-before; and, for ghosts, batches of registrations and joins. It uses Python's own SQLite, not
+before; commits of fifty events, with the events' index led by their ids or by their times;
+and, for ghosts, batches of registrations and joins. It uses Python's own SQLite, not
 the bundled one, which is enough for counting pages.
 
     python3 bench/wal-frames.py
@@ -78,6 +79,50 @@ def inbox(path, events_index, without_rowid, warm=20000, measured=2000):
     return frames_since(db, path, before) / measured
 
 
+def inbox_batches(path, events_index, per_commit=50, warm=400, measured=100):
+    """WAL frames per event when each commit stores `per_commit` events, as a journal batch of
+    one transaction of fifty does, with the events' index led by `events_index`."""
+    db = fresh(path)
+    db.execute(
+        "CREATE TABLE inbox (seq INTEGER PRIMARY KEY, appservice_id TEXT NOT NULL, "
+        "queue_key TEXT NOT NULL, item_key TEXT NOT NULL, kind TEXT NOT NULL, "
+        "payload TEXT NOT NULL, received_at INTEGER NOT NULL, done_at INTEGER, event_id TEXT, "
+        "event_ts INTEGER)"
+    )
+    db.execute(
+        "CREATE INDEX inbox_pending ON inbox (appservice_id, queue_key, seq) "
+        "WHERE done_at IS NULL"
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX inbox_events ON inbox (%s) WHERE event_id IS NOT NULL" % events_index
+    )
+    seq = 0
+
+    def commit():
+        nonlocal seq
+        db.execute("BEGIN")
+        db.execute(
+            "UPDATE inbox SET done_at = 1 WHERE seq > ? AND seq <= ?", (seq - per_commit, seq)
+        )
+        for _ in range(per_commit):
+            seq += 1
+            event_id = "$" + "".join(random.choice(string.ascii_letters) for _ in range(43))
+            db.execute(
+                "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+                (seq, "as", "!room%d:hs" % (seq % 20), "%d.0" % seq, "timeline", "x" * 300,
+                 seq, event_id, 1_700_000_000_000 + seq),
+            )
+        db.execute("COMMIT")
+
+    for _ in range(warm):
+        commit()
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = os.path.getsize(path + "-wal")
+    for _ in range(measured):
+        commit()
+    return frames_since(db, path, before) / (measured * per_commit)
+
+
 def ghosts(path, without_rowid, per_commit=5, commits=600):
     db = fresh(path)
     tail = " WITHOUT ROWID" if without_rowid else ""
@@ -126,6 +171,13 @@ def main():
             random.seed(1)
             frames = inbox(path, events_index, without_rowid)
             print(f"one-event commit, {label}: {frames:.2f} frames")
+        for label, events_index in [
+            ("led by the ids (0004)", "appservice_id, event_id"),
+            ("led by the events' times (0008)", "appservice_id, event_ts, event_id"),
+        ]:
+            random.seed(1)
+            frames = inbox_batches(path, events_index)
+            print(f"fifty events per commit, the events' index {label}: {frames:.2f} frames an event")
         for label, without_rowid in [("rowid tables", False), ("WITHOUT ROWID (0006)", True)]:
             random.seed(1)
             print(f"five new ghosts per commit, {label}: {ghosts(path, without_rowid):.2f} frames")

@@ -78,6 +78,9 @@ pub struct TimelineEvent {
     /// Where `content` is in `json`, found as the routing fields were read, so that a command
     /// is read from the content alone (`router/command.rs`).
     pub(crate) content: Option<ContentAt>,
+    /// `origin_server_ts` where it is an integer, else 0: with the id, what the inbox knows the
+    /// event by (`NewInboxItem::event_ts`).
+    pub(crate) origin_ts: i64,
 }
 
 /// The place of an event's `content` in the JSON it was found in. It holds that JSON, so a
@@ -175,6 +178,49 @@ struct TimelineHeadAndContent<'a> {
     state_key: Option<String>,
     #[serde(borrow, default)]
     content: Option<&'a RawValue>,
+    #[serde(rename = "origin_server_ts", default, deserialize_with = "origin_ts")]
+    origin_ts: i64,
+}
+
+/// An `origin_server_ts` as the inbox keys events by it: the integer, or 0 for any other value,
+/// which is accepted all the same (the event is the homeserver's to vouch for, not ours). The
+/// same JSON always gives the same key, which is all the inbox needs of it.
+fn origin_ts<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+    struct Ts;
+    impl<'de> Visitor<'de> for Ts {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<i64, E> {
+            Ok(i64::try_from(v).unwrap_or(0))
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_unit<E>(self) -> Result<i64, E> {
+            Ok(0)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<i64, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<i64, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(0)
+        }
+    }
+    deserializer.deserialize_any(Ts)
 }
 
 #[derive(Deserialize)]
@@ -286,6 +332,7 @@ fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
             event_id,
             state_key,
             content,
+            origin_ts,
         } = h;
         let range = content.map(|content| {
             let at = content.get().as_ptr() as usize - start;
@@ -303,6 +350,7 @@ fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
                 range,
             }),
             json,
+            origin_ts,
         }));
     }
     match serde_json::from_str::<TimelineHead>(raw.get()) {
@@ -314,8 +362,19 @@ fn parse_timeline(raw: Box<RawValue>) -> ParseResult {
             state_key: h.state_key,
             json: Arc::from(raw),
             content: None,
+            // Not read here: a key twice, which this fallback is for, would refuse the event.
+            origin_ts: 0,
         })),
         Err(e) => Err((raw, e)),
+    }
+}
+
+/// The `origin_server_ts` of a stored timeline event as [`TimelineEvent::origin_ts`] read it
+/// when the event came: the same JSON, the same parse. 0 if it does not read.
+pub(crate) fn stored_origin_ts(payload: &str) -> i64 {
+    match Incoming::from_stored("timeline", payload) {
+        Ok(Incoming::Timeline(event)) => event.origin_ts,
+        _ => 0,
     }
 }
 
@@ -419,170 +478,4 @@ impl Incoming {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn body(json: serde_json::Value) -> TransactionBody {
-        serde_json::from_value(json).unwrap()
-    }
-
-    fn message(id: &str, room: &str) -> serde_json::Value {
-        serde_json::json!({
-            "type": "m.room.message", "room_id": room, "sender": "@u:x", "event_id": id,
-            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": "hi"}
-        })
-    }
-
-    #[test]
-    fn a_malformed_event_is_skipped_and_the_rest_kept() {
-        let parsed = body(serde_json::json!({"events": [
-            message("$1", "!a:x"),
-            {"type": "m.room.message", "content": {}},
-            42,
-            message("$2", "!a:x"),
-        ]}))
-        .into_items("t1");
-        assert_eq!(parsed.skipped, 2);
-        let ids: Vec<_> = parsed
-            .items
-            .iter()
-            .map(|i| match i {
-                Incoming::Timeline(e) => e.event_id.to_string(),
-                _ => panic!(),
-            })
-            .collect();
-        assert_eq!(ids, ["$1", "$2"]);
-    }
-
-    fn timeline(parsed: &Parsed, i: usize) -> &TimelineEvent {
-        match &parsed.items[i] {
-            Incoming::Timeline(e) => e,
-            other => panic!("not a timeline event: {other:?}"),
-        }
-    }
-
-    /// The content's place is found wherever the content stands in the event, with escapes
-    /// and nested values, and is none where there is no content to find.
-    #[test]
-    fn an_events_content_is_found_where_it_is() {
-        let head = r#""type": "m.room.message", "room_id": "!a:x", "sender": "@u:x""#;
-        let events = [
-            format!(
-                r#"{{"content": {{"body": "first \"q\" \u00e9", "n": [1, {{"a": {{}}}}]}}, {head}, "event_id": "$1"}}"#
-            ),
-            format!(
-                r#"{{{head}, "event_id": "$2", "unsigned": {{"content": 1}}, "content":{{"body":"last"}}}}"#
-            ),
-            format!(r#"{{{head}, "event_id": "$3", "content": {{}}, "origin_server_ts": 1}}"#),
-            format!(r#"{{{head}, "event_id": "$4"}}"#),
-            format!(r#"{{{head}, "event_id": "$5", "content": null}}"#),
-        ];
-        let text = format!(r#"{{"events": [{}]}}"#, events.join(", "));
-        let parsed = serde_json::from_str::<TransactionBody>(&text)
-            .unwrap()
-            .into_items("t");
-        assert_eq!(parsed.skipped, 0);
-        for (i, event) in events.iter().enumerate() {
-            let whole: serde_json::Value = serde_json::from_str(event).unwrap();
-            let found = timeline(&parsed, i).content_json();
-            match whole.get("content").filter(|c| !c.is_null()) {
-                Some(content) => {
-                    let found: serde_json::Value = serde_json::from_str(found.unwrap()).unwrap();
-                    assert_eq!(&found, content, "event {i}");
-                }
-                None => assert_eq!(found, None, "event {i}"),
-            }
-        }
-        assert_eq!(
-            timeline(&parsed, 1).content_json(),
-            Some(r#"{"body":"last"}"#)
-        );
-    }
-
-    /// An event with two `content` keys is taken as it was before its content's place was
-    /// looked for (its content is then read from the whole event, which refuses it), and an
-    /// event whose JSON was replaced does not use the place found in the old one.
-    #[test]
-    fn an_event_with_two_contents_is_taken_and_a_replaced_json_is_not_misread() {
-        let text = r#"{"events": [{"type": "m.room.message", "room_id": "!a:x", "sender": "@u:x",
-            "event_id": "$1", "content": {"body": "a"}, "content": {"body": "b"}}]}"#;
-        let parsed = serde_json::from_str::<TransactionBody>(text)
-            .unwrap()
-            .into_items("t");
-        assert_eq!((parsed.skipped, parsed.items.len()), (0, 1));
-        assert_eq!(timeline(&parsed, 0).content_json(), None);
-
-        let parsed = body(serde_json::json!({"events": [message("$2", "!a:x")]})).into_items("t");
-        let mut event = timeline(&parsed, 0).clone();
-        assert!(event.content_json().is_some());
-        // Longer than the old JSON, so that the old place would still be inside it.
-        let other = format!(
-            r#"{{"content": {{"body": "other"}}, "pad": "{}"}}"#,
-            "x".repeat(400)
-        );
-        event.json = Arc::from(RawValue::from_string(other).unwrap());
-        assert_eq!(event.content_json(), None);
-    }
-
-    #[test]
-    fn room_ids_without_a_server_part_are_read() {
-        let parsed = body(serde_json::json!({"events": [
-            message("$1", "!bP6x3Cs50YAMPSbeJDb-tilOHGXfOnyCZ_VcW152qhE"),
-        ]}))
-        .into_items("t");
-        assert_eq!(parsed.skipped, 0);
-        assert_eq!(parsed.items.len(), 1);
-    }
-
-    #[test]
-    fn stable_ephemeral_key_wins_and_unstable_is_the_fallback() {
-        let typing = |room: &str| serde_json::json!({"type": "m.typing", "room_id": room, "content": {"user_ids": []}});
-        let both = body(serde_json::json!({
-            "ephemeral": [typing("!stable:x")],
-            "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
-        }))
-        .into_items("t");
-        assert_eq!(both.items.len(), 1);
-        assert_eq!(both.items[0].queue_key().unwrap().as_str(), "!stable:x");
-
-        let unstable = body(serde_json::json!({
-            "de.sorunome.msc2409.ephemeral": [typing("!unstable:x")],
-        }))
-        .into_items("t");
-        assert_eq!(
-            unstable.items[0].queue_key().unwrap().as_str(),
-            "!unstable:x"
-        );
-    }
-
-    #[test]
-    fn to_device_and_msc3202_are_offered() {
-        let parsed = body(serde_json::json!({
-            "de.sorunome.msc2409.to_device": [{
-                "type": "m.room_key_request", "sender": "@a:x", "to_user_id": "@b:x",
-                "to_device_id": "DEV", "content": {}
-            }, {"type": "broken"}],
-            "org.matrix.msc3202.device_lists": {"changed": ["@a:x"], "left": []},
-            "org.matrix.msc3202.device_one_time_keys_count": {"@b:x": {"DEV": {"signed_curve25519": 50}}},
-            "org.matrix.msc3202.device_unused_fallback_key_types": {"@b:x": {"DEV": ["signed_curve25519"]}},
-        }))
-        .into_items("t");
-        assert_eq!(parsed.skipped, 1);
-        assert_eq!(parsed.items.len(), 2);
-        let Incoming::ToDevice(td) = &parsed.items[0] else {
-            panic!()
-        };
-        assert_eq!(td.to_device_id.as_str(), "DEV");
-        let Incoming::DeviceLists(dl) = &parsed.items[1] else {
-            panic!()
-        };
-        assert_eq!(dl.device_lists.changed[0].as_str(), "@a:x");
-        let b: OwnedUserId = "@b:x".try_into().unwrap();
-        let dev: OwnedDeviceId = "DEV".into();
-        assert_eq!(dl.one_time_keys_count[&b][&dev]["signed_curve25519"], 50);
-        assert_eq!(
-            dl.unused_fallback_key_types[&b][&dev],
-            ["signed_curve25519"]
-        );
-    }
-}
+mod tests;

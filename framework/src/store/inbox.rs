@@ -24,6 +24,11 @@ pub struct NewInboxItem {
     /// whatever transaction it comes back; `None` for other items (and for redeliveries, which
     /// bring an event back on purpose).
     pub event_id: Option<String>,
+    /// With `event_id`, what names the event in the inbox: its `origin_server_ts` where that is
+    /// an integer, else 0 (as [`Incoming::from_stored`] reads it from the payload). An event
+    /// comes back with the same one, and an index led by it takes new events at its end
+    /// (migration 0008), where one led by the random ids wrote a page per event.
+    pub event_ts: i64,
 }
 
 impl NewInboxItem {
@@ -49,6 +54,10 @@ impl NewInboxItem {
             event_id: match item {
                 Incoming::Timeline(e) => Some(e.event_id.as_str().to_owned()),
                 _ => None,
+            },
+            event_ts: match item {
+                Incoming::Timeline(e) => e.origin_ts,
+                _ => 0,
             },
         }
     }
@@ -209,6 +218,7 @@ mod tests {
                 kind: "timeline",
                 payload: (*payload).to_owned(),
                 event_id: None,
+                event_ts: 0,
             })
             .collect();
         let stored = store

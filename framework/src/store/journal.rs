@@ -378,6 +378,7 @@ mod tests {
             kind: "timeline",
             payload: payload.into(),
             event_id: None,
+            event_ts: 0,
         }
     }
 
@@ -504,6 +505,7 @@ mod tests {
             items: vec![
                 NewInboxItem {
                     event_id: Some("$e".into()),
+                    event_ts: 0,
                     ..item("{}")
                 },
                 item("[]"),

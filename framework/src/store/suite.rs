@@ -26,6 +26,7 @@ fn item(queue: &str, index: usize, payload: &str) -> NewInboxItem {
         kind: "timeline",
         payload: payload.into(),
         event_id: None,
+        event_ts: 0,
     }
 }
 
@@ -271,6 +272,106 @@ async fn done_marks_made_at_once_share_a_statement(store: Store) {
     let statements = store.marks.statements() - before;
     assert!((1..=2).contains(&statements), "{statements} statements");
     assert_eq!(store.inbox_depth("as").await.unwrap(), 0);
+}
+
+/// Events stored before their time was part of their name (SQLite's migration 0008,
+/// PostgreSQL's 0007) are given it from their payloads, as a transaction's events are read, so
+/// that one coming back after the upgrade is still known: integer or not, or missing.
+async fn events_stored_before_their_time_was_kept_are_known_after(
+    backend: Backend,
+    url: &str,
+    before: i64,
+) {
+    let times = [
+        r#""origin_server_ts": 1700000000000"#,
+        r#""origin_server_ts": "1700000000000""#,
+        r#""origin_server_ts": 1.5"#,
+        r#""unsigned": {}"#,
+    ];
+    let events: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, time)| {
+            format!(
+                r#"{{"type": "m.room.message", "room_id": "!r:x", "sender": "@u:x",
+                "event_id": "$old{i}", "content": {{"body": "\u0000 {i}"}}, {time}}}"#
+            )
+        })
+        .collect();
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    };
+    migrator.run_to(before, &pool).await.unwrap();
+    for (i, event) in events.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at, \
+             event_id) VALUES ('as', '!r:x', $1, 'timeline', $2, 1, $3)",
+        )
+        .bind(format!("old.{i}"))
+        .bind(event)
+        .bind(format!("$old{i}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(url).await.unwrap();
+    let stored: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_id, event_ts FROM inbox ORDER BY seq")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let expected = [1_700_000_000_000, 0, 0, 0];
+    let expected: Vec<_> = (0..4).map(|i| (format!("$old{i}"), expected[i])).collect();
+    assert_eq!(stored, expected);
+    let new = r#"{"type": "m.room.message", "room_id": "!r:x", "sender": "@u:x",
+                  "event_id": "$new", "content": {}, "origin_server_ts": 1700000000001}"#;
+    let body = format!(r#"{{"events": [{}, {new}]}}"#, events.join(", "));
+    let parsed = serde_json::from_str::<crate::transaction::TransactionBody>(&body)
+        .unwrap()
+        .into_items("t");
+    let items = parsed
+        .items
+        .iter()
+        .enumerate()
+        .map(|(index, item)| NewInboxItem::from_incoming(item, index))
+        .collect();
+    let received = store
+        .receive_transaction_items("as", "t", items)
+        .await
+        .unwrap()
+        .unwrap();
+    let keys: Vec<_> = received.iter().map(|item| item.item_key.as_str()).collect();
+    assert_eq!(keys, ["t.4"], "only the new event is stored");
+    let time: i64 = sqlx::query_scalar("SELECT event_ts FROM inbox WHERE event_id = '$new'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(time, 1_700_000_000_001, "and with its time");
+}
+
+#[tokio::test]
+async fn sqlite_events_stored_before_their_time_was_kept_are_known_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("store.db").display()
+    );
+    events_stored_before_their_time_was_kept_are_known_after(Backend::Sqlite, &url, 7).await;
+}
+
+#[tokio::test]
+async fn postgres_events_stored_before_their_time_was_kept_are_known_after() {
+    let url = trestle_postgres_harness::fresh_database().await;
+    events_stored_before_their_time_was_kept_are_known_after(Backend::Postgres, &url, 6).await;
 }
 
 macro_rules! suite {

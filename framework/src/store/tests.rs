@@ -11,6 +11,7 @@ fn item(index: usize) -> NewInboxItem {
         kind: "timeline",
         payload: "{}".into(),
         event_id: None,
+        event_ts: 0,
     }
 }
 
@@ -367,14 +368,36 @@ async fn a_plugin_transaction_that_reads_then_writes_survives_a_framework_commit
     assert!(framework.await.unwrap().is_some());
 }
 
-/// Timeline items of the events `ids`, in order.
+/// Timeline items of the events `ids`, in order, each with its [`event_time`].
 fn event_items(ids: &[&str]) -> Vec<NewInboxItem> {
     ids.iter()
         .enumerate()
         .map(|(index, event_id)| NewInboxItem {
             event_id: Some((*event_id).to_owned()),
+            event_ts: event_time(event_id),
             ..item(index)
         })
+        .collect()
+}
+
+/// The `origin_server_ts` the tests give the event `id`: one per id, as an event has.
+fn event_time(id: &str) -> i64 {
+    1_700_000_000_000 + id.bytes().map(i64::from).sum::<i64>()
+}
+
+/// The inbox's events, with their times and item keys, in order.
+async fn stored_events(store: &Store) -> Vec<(String, i64, String)> {
+    sqlx::query_as("SELECT event_id, event_ts, item_key FROM inbox ORDER BY seq")
+        .fetch_all(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap()
+}
+
+/// `(event, its time, item key)`, as [`stored_events`] reads them.
+fn events_with_times(events: &[(&str, &str)]) -> Vec<(String, i64, String)> {
+    events
+        .iter()
+        .map(|(id, key)| ((*id).to_owned(), event_time(id), (*key).to_owned()))
         .collect()
 }
 
@@ -437,18 +460,13 @@ async fn names_transactions_and_stores_each_event_once(form: Option<journal::For
     );
     assert!(committed.repeated_events.contains(&third));
     assert!(!committed.repeated_events.contains(&(third + 1)));
-    let events: Vec<(String, String)> =
-        sqlx::query_as("SELECT event_id, item_key FROM inbox ORDER BY seq")
-            .fetch_all(&mut *store.conn().await.unwrap())
-            .await
-            .unwrap();
     assert_eq!(
-        events,
-        [
-            ("$x".to_owned(), "t1~aaaa.0".to_owned()),
-            ("$y".to_owned(), "t1~bbbb.0".to_owned()),
-            ("$z".to_owned(), "t2~cccc.1".to_owned()),
-        ]
+        stored_events(&store).await,
+        events_with_times(&[
+            ("$x", "t1~aaaa.0"),
+            ("$y", "t1~bbbb.0"),
+            ("$z", "t2~cccc.1")
+        ])
     );
 }
 
@@ -471,6 +489,10 @@ async fn a_transaction_is_named_by_id_and_digest_without_the_journal() {
     assert!(reused.items[0].is_none(), "$x was stored before");
     assert_eq!(reused.items[1].as_ref().unwrap().item_key, "t1~bbbb.1");
     assert!(receive("t1", "bbbb", &["$x", "$y"]).await.is_none());
+    assert_eq!(
+        stored_events(&store).await,
+        events_with_times(&[("$x", "t1~aaaa.0"), ("$y", "t1~bbbb.1")])
+    );
 }
 
 /// The digest is the first 8 bytes of SHA-256 over the event ids, one per line, in hex: stored

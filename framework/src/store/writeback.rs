@@ -168,6 +168,7 @@ mod tests {
                 kind: "timeline",
                 payload: "{}".into(),
                 event_id: None,
+                event_ts: 0,
             })
             .collect()
     }
@@ -240,6 +241,7 @@ mod tests {
             kind: "timeline",
             payload: "{}".into(),
             event_id: None,
+            event_ts: 0,
         };
         let txn = |id| TxnName { id, digest: "" };
         let first: Vec<_> = store

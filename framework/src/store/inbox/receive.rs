@@ -5,8 +5,9 @@
 //! - a transaction is named by its id *and* a digest of its contents ([`TxnName`]): the same
 //!   id with the same digest is a resend and stores nothing, the same id with another digest is
 //!   a new transaction (Synapse on SQLite reuses ids after a restart, element-hq/synapse#14556);
-//! - an event the inbox already holds is not stored again (the unique index `inbox_events`),
-//!   whatever transaction brings it back.
+//! - an event the inbox already holds is not stored again (the unique index `inbox_events`, on
+//!   the event's id and `origin_server_ts`: [`NewInboxItem::event_ts`]), whatever transaction
+//!   brings it back.
 
 use std::borrow::Cow;
 
@@ -104,7 +105,7 @@ pub(crate) struct Received {
     pub(crate) reused: bool,
 }
 
-/// Rows per multi-row insert; SQLite allows 32,766 bound parameters and each row binds seven.
+/// Rows per multi-row insert; SQLite allows 32,766 bound parameters and each row binds eight.
 const INSERT_CHUNK: usize = 200;
 
 /// The receive script on SQLite after its first statements (see `Store::receive_in_one_trip`).
@@ -123,13 +124,13 @@ macro_rules! receive_items {
              WHERE appservice_id = $1 AND txn_id = $2 AND COALESCE(digest, '') = $8); \
              INSERT INTO inbox (",
             $seq_column,
-            "appservice_id, queue_key, item_key, kind, payload, received_at, event_id) \
-             SELECT ",
+            "appservice_id, queue_key, item_key, kind, payload, received_at, event_id, \
+             event_ts) SELECT ",
             $seq,
             "$1, value ->> 0, $9 || '.' || (value ->> 1), value ->> 2, \
-             CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3, value ->> 5 \
+             CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3, value ->> 5, value ->> 6 \
              FROM json_each($4) WHERE changes() = 1 ORDER BY key \
-             ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING \
+             ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING \
              RETURNING seq, item_key; COMMIT;"
         )
     };
@@ -235,13 +236,13 @@ impl Store {
         let mut returned = Vec::with_capacity(items.len());
         for chunk in items.chunks(INSERT_CHUNK) {
             let mut sql = String::from(
-                "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at, event_id) VALUES ",
+                "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at, event_id, event_ts) VALUES ",
             );
             push_rows(&mut sql, chunk.len());
             // The item key names the row, since neither dialect promises the order of
             // RETURNING rows.
             sql.push_str(
-                " ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING \
+                " ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING \
                  RETURNING seq, item_key",
             );
             let query = bind_rows(
@@ -294,6 +295,7 @@ impl Store {
                     start,
                     i.payload.len(),
                     i.event_id.as_deref(),
+                    i.event_ts,
                 )
             })
             .collect();
@@ -359,14 +361,14 @@ impl Store {
     }
 }
 
-/// Appends `rows` tuples of seven parameters, numbered from `$1`.
+/// Appends `rows` tuples of eight parameters, numbered from `$1`.
 fn push_rows(sql: &mut String, rows: usize) {
     for i in 0..rows {
-        let b = i * 7;
+        let b = i * 8;
         if i > 0 {
             sql.push(',');
         }
-        let params: Vec<String> = (1..=7).map(|k| format!("${}", b + k)).collect();
+        let params: Vec<String> = (1..=8).map(|k| format!("${}", b + k)).collect();
         sql.push('(');
         sql.push_str(&params.join(", "));
         sql.push(')');
@@ -375,7 +377,7 @@ fn push_rows(sql: &mut String, rows: usize) {
 
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
 
-/// Binds the seven values of each item's row, as `push_rows` numbered them.
+/// Binds the eight values of each item's row, as `push_rows` numbered them.
 fn bind_rows<'q>(
     mut query: AnyQuery<'q>,
     appservice_id: &'q str,
@@ -391,7 +393,8 @@ fn bind_rows<'q>(
             .bind(item.kind)
             .bind(&item.payload)
             .bind(now)
-            .bind(item.event_id.as_deref());
+            .bind(item.event_id.as_deref())
+            .bind(item.event_ts);
     }
     query
 }

@@ -32,7 +32,7 @@ use crate::{
 /// the end).
 ///
 /// The records go in `$1` as `[appservice, txn, received_at, number, digest, key prefix]`, the
-/// items in `$3` as `[record, queue, index, kind, start, length, seq, event id, …]`, where
+/// items in `$3` as `[record, queue, index, kind, start, length, seq, event id, event time, …]`, where
 /// `record` is the record's place in `$1` and the rest is the form's, with their payloads one
 /// after another in `$2` (as in the receive script), and the number of items in `$4`.
 ///
@@ -47,7 +47,7 @@ macro_rules! commit_records_sql {
             "BEGIN IMMEDIATE; ",
             $marks,
             $items,
-            " ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+            " ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
              SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = t.value ->> 4 \
              FROM transactions WHERE appservice_id = t.value ->> 0 \
              AND txn_id = t.value ->> 1), 0), t.value ->> 3 FROM json_each($1) AS t \
@@ -71,9 +71,9 @@ macro_rules! items_per_record {
          AND txn_id = t.value ->> 1 AND COALESCE(digest, '') = t.value ->> 4)), \
          items AS MATERIALIZED (SELECT key AS place, jsonb(value) AS v FROM json_each($3)) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-         received_at, event_id) SELECT i.v ->> 6, r.appservice, i.v ->> 1, \
+         received_at, event_id, event_ts) SELECT i.v ->> 6, r.appservice, i.v ->> 1, \
          r.prefix || '.' || (i.v ->> 2), i.v ->> 3, \
-         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), r.received_at, i.v ->> 7 \
+         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), r.received_at, i.v ->> 7, i.v ->> 8 \
          FROM items AS i, records AS r WHERE r.place = i.v ->> 0 ORDER BY i.place"
     };
 }
@@ -84,12 +84,12 @@ macro_rules! items_per_item {
     () => {
         "WITH items AS MATERIALIZED (SELECT key AS place, jsonb(value) AS v FROM json_each($3)) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-         received_at, event_id) SELECT i.v ->> 6, i.v ->> 8, i.v ->> 1, \
-         (i.v ->> 12) || '.' || (i.v ->> 2), i.v ->> 3, \
-         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), i.v ->> 11, i.v ->> 7 \
+         received_at, event_id, event_ts) SELECT i.v ->> 6, i.v ->> 9, i.v ->> 1, \
+         (i.v ->> 13) || '.' || (i.v ->> 2), i.v ->> 3, \
+         CAST(substr($2, i.v ->> 4, i.v ->> 5) AS TEXT), i.v ->> 12, i.v ->> 7, i.v ->> 8 \
          FROM items AS i WHERE NOT EXISTS (SELECT 1 FROM transactions \
-         WHERE appservice_id = i.v ->> 8 AND txn_id = i.v ->> 9 \
-         AND COALESCE(digest, '') = i.v ->> 10) ORDER BY i.place"
+         WHERE appservice_id = i.v ->> 9 AND txn_id = i.v ->> 10 \
+         AND COALESCE(digest, '') = i.v ->> 11) ORDER BY i.place"
     };
 }
 
@@ -245,7 +245,7 @@ fn keep(records: &[Record]) -> (Committed, Vec<Kept<'_>>) {
         let mut items = Vec::with_capacity(record.items.len());
         for (seq, item) in (record.first_seq..).zip(&record.items) {
             if let Some(event_id) = &item.event_id
-                && !events.insert(event_id.as_str())
+                && !events.insert((event_id.as_str(), item.event_ts))
             {
                 left_out.repeated_events.insert(seq);
                 continue;
@@ -273,7 +273,7 @@ impl serde::Serialize for ItemRow<'_> {
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
-        let mut row = serializer.serialize_tuple(if self.record.is_some() { 13 } else { 8 })?;
+        let mut row = serializer.serialize_tuple(if self.record.is_some() { 14 } else { 9 })?;
         row.serialize_element(&self.place)?;
         row.serialize_element(&self.item.queue_key)?;
         row.serialize_element(&self.item.index)?;
@@ -282,6 +282,7 @@ impl serde::Serialize for ItemRow<'_> {
         row.serialize_element(&self.item.payload.len())?;
         row.serialize_element(&self.seq)?;
         row.serialize_element(&self.item.event_id)?;
+        row.serialize_element(&self.item.event_ts)?;
         if let Some((record, prefix)) = self.record {
             row.serialize_element(&record.appservice_id)?;
             row.serialize_element(&record.txn_id)?;

@@ -138,6 +138,7 @@ pub(super) fn decode(body: &[u8]) -> Option<Record> {
             kind,
             payload,
             event_id: None,
+            event_ts: 0,
         });
     }
     // Records from before digests end here: their ids alone named them.
@@ -146,6 +147,10 @@ pub(super) fn decode(body: &[u8]) -> Option<Record> {
         digest = r.str()?.to_owned();
         for item in &mut items {
             item.event_id = Some(r.str()?.to_owned()).filter(|id| !id.is_empty());
+            // Not written: read from the event as it was when it came, at a start's cost only.
+            if item.event_id.is_some() {
+                item.event_ts = crate::transaction::stored_origin_ts(&item.payload);
+            }
         }
     }
     if !r.0.is_empty() {

@@ -14,14 +14,22 @@ fn append(store: &Store, txn_id: &str, digest: &str, ids: &[String]) {
     append_events(store, txn_id, digest, &ids);
 }
 
-/// Each inbox row, in the order of seqs: seq, event id, item key, done or not.
+/// Each inbox row, in the order of seqs: seq, event id, item key, done or not. Each event's
+/// time is checked to be stored with it.
 async fn inbox_rows(store: &Store) -> Vec<(i64, String, String, String, i64)> {
-    sqlx::query_as(
-        "SELECT seq, event_id, item_key, payload, done_at IS NOT NULL FROM inbox ORDER BY seq",
+    let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT seq, event_id, item_key, payload, done_at IS NOT NULL, event_ts FROM inbox \
+         ORDER BY seq",
     )
     .fetch_all(&mut *store.conn().await.unwrap())
     .await
-    .unwrap()
+    .unwrap();
+    rows.into_iter()
+        .map(|(seq, event, key, payload, done, time)| {
+            assert_eq!(time, event_time(&event), "{event}'s time");
+            (seq, event, key, payload, done)
+        })
+        .collect()
 }
 
 /// Batches of many items, in each form: a record of 33 events, one repeating one of them, a

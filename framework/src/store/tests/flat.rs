@@ -103,18 +103,13 @@ async fn a_batch_of_one_event_transactions_commits_as_the_general_form_does() {
             "{form:?}"
         );
         assert!(committed.reused.is_empty(), "{form:?}");
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT event_id, item_key FROM inbox ORDER BY seq")
-                .fetch_all(&mut *store.conn().await.unwrap())
-                .await
-                .unwrap();
         assert_eq!(
-            rows,
-            [
-                ("$x".to_owned(), "t1~aaaa.0".to_owned()),
-                ("$y".to_owned(), "t1~bbbb.0".to_owned()),
-                ("$z".to_owned(), "t3~dddd.0".to_owned()),
-            ],
+            stored_events(&store).await,
+            events_with_times(&[
+                ("$x", "t1~aaaa.0"),
+                ("$y", "t1~bbbb.0"),
+                ("$z", "t3~dddd.0")
+            ]),
             "{form:?}"
         );
     }

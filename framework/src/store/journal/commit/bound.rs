@@ -22,11 +22,11 @@ const RECORD_ROWS: [usize; 4] = [1, 2, 4, 8];
 const ITEM_ROWS: [usize; 5] = [16, 32, 64, 128, 256];
 
 /// The fields of an item's row in the insert, bound in this order by [`query`]: seq, queue,
-/// index, kind, the payload's start and length in the batch's payloads, event id, the
+/// index, kind, the payload's start and length in the batch's payloads, event id and time, the
 /// record's place. Each text bound is copied four times on its way to SQLite (sqlx's `Any`
 /// values and the SQLite driver's each hold their own), so the item's record's fields are
 /// joined to it in SQL and the payloads go in one value (as in the JSON forms).
-const ITEM_FIELDS: usize = 8;
+const ITEM_FIELDS: usize = 9;
 
 /// The fields of a record's row in the insert: place, appservice, txn, digest, received at,
 /// key prefix.
@@ -63,18 +63,19 @@ fn script(records: usize, items: usize) -> String {
         sql,
         "BEGIN IMMEDIATE; \
          UPDATE inbox SET done_at = ? WHERE seq IN (SELECT value FROM json_each(?)); \
-         WITH v (seq, queue, idx, kind, start, length, event_id, place) AS (VALUES {items}), \
+         WITH v (seq, queue, idx, kind, start, length, event_id, event_ts, place) \
+         AS (VALUES {items}), \
          given (place, appservice, txn, digest, received_at, prefix) AS (VALUES {inserted}), \
          r AS MATERIALIZED (SELECT place, appservice, received_at, prefix FROM given \
          WHERE place IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
          WHERE appservice_id = given.appservice AND txn_id = given.txn \
          AND COALESCE(digest, '') = given.digest)) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, \
-         received_at, event_id) SELECT v.seq, r.appservice, v.queue, \
+         received_at, event_id, event_ts) SELECT v.seq, r.appservice, v.queue, \
          r.prefix || '.' || v.idx, v.kind, CAST(substr(?, v.start, v.length) AS TEXT), \
-         r.received_at, v.event_id FROM v CROSS JOIN r ON r.place = v.place \
+         r.received_at, v.event_id, v.event_ts FROM v CROSS JOIN r ON r.place = v.place \
          WHERE v.seq IS NOT NULL \
-         ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+         ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
          WITH r (appservice, txn, digest, number) AS (VALUES {records}), \
          i (seq) AS (VALUES {seqs}) \
          SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = r.digest FROM transactions \
@@ -165,6 +166,7 @@ fn bind(
                 .bind(start as i64)
                 .bind(item.payload.len() as i64)
                 .bind(item.event_id.clone())
+                .bind(item.event_ts)
                 .bind(place as i64);
         }
     }
@@ -239,6 +241,7 @@ mod tests {
                     kind: "timeline",
                     payload: "{}".into(),
                     event_id: Some(format!("$e{number}.{index}")),
+                    event_ts: 1,
                 })
                 .collect(),
             parsed: None,

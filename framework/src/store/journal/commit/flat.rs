@@ -22,7 +22,7 @@ const LEADING: usize = 3;
 
 /// The fields of a record's row, `$(LEADING + k * FIELDS + field)` for the `k`th row, bound in
 /// this order by [`query`].
-const FIELDS: usize = 11;
+const FIELDS: usize = 12;
 const APPSERVICE: usize = 1;
 const TXN: usize = 2;
 const RECEIVED_AT: usize = 3;
@@ -34,6 +34,7 @@ const KEY: usize = 8;
 const KIND: usize = 9;
 const PAYLOAD: usize = 10;
 const EVENT: usize = 11;
+const EVENT_TS: usize = 12;
 
 /// The flat script with `rows` rows, with the same result rows as the JSON forms
 /// (`commit_records_sql`): the records written out as `VALUES`, each value a parameter. Reading
@@ -61,14 +62,14 @@ fn script(rows: usize) -> String {
     format!(
         "BEGIN IMMEDIATE; \
          UPDATE inbox SET done_at = $1 WHERE seq IN (SELECT value FROM json_each($2)); \
-         WITH v (seq, appservice, queue, item_key, kind, payload, received_at, event_id, txn, \
-         digest) AS (VALUES {items}) \
+         WITH v (seq, appservice, queue, item_key, kind, payload, received_at, event_id, \
+         event_ts, txn, digest) AS (VALUES {items}) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, received_at, \
-         event_id) SELECT seq, appservice, queue, item_key, kind, payload, received_at, \
-         event_id FROM v WHERE seq IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
+         event_id, event_ts) SELECT seq, appservice, queue, item_key, kind, payload, \
+         received_at, event_id, event_ts FROM v WHERE seq IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
          WHERE appservice_id = v.appservice AND txn_id = v.txn \
          AND COALESCE(digest, '') = v.digest) \
-         ON CONFLICT (appservice_id, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
+         ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
          WITH v (appservice, txn, digest, number, seq) AS (VALUES {records}) \
          SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = v.digest FROM transactions \
          WHERE appservice_id = v.appservice AND txn_id = v.txn), 0), number FROM v \
@@ -87,6 +88,7 @@ fn script(rows: usize) -> String {
             PAYLOAD,
             RECEIVED_AT,
             EVENT,
+            EVENT_TS,
             TXN,
             DIGEST
         ]),
@@ -158,7 +160,8 @@ fn query_of_shape(records: &[Record], done: &[i64]) -> Result<(super::Query, Com
             .bind(txn.item_key(item.map_or(0, |i| i.index)))
             .bind(item.map(|i| i.kind))
             .bind(item.map(|i| i.payload.clone()))
-            .bind(item.and_then(|i| i.event_id.clone()));
+            .bind(item.and_then(|i| i.event_id.clone()))
+            .bind(item.map(|i| i.event_ts));
     }
     for _ in kept.len() * FIELDS..rows * FIELDS {
         query = query.bind(None::<i64>);
