@@ -35,6 +35,39 @@ pub struct Load {
     pub tag: String,
 }
 
+/// The id of message `i` of the load tagged `tag`: shaped as a homeserver's (room versions 4
+/// on: `$` and 43 characters of unpadded URL-safe base64 of a SHA-256), and as scattered. Ids
+/// numbered in order (`$<tag>e<i>`, before) sort nearly in the order they come, which spares an
+/// index over them the page per event that real ids cost (`docs/benchmarks.md`).
+pub fn event_id(tag: &str, i: usize) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // SplitMix64 from a seed of the tag and the number: enough to scatter, no crate needed.
+    let mut state = tag.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    }) ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut id = String::with_capacity(44);
+    id.push('$');
+    let mut bits = 0;
+    let mut word = 0;
+    for _ in 0..43 {
+        if bits < 6 {
+            word = next();
+            bits = 64;
+        }
+        id.push(char::from(ALPHABET[(word & 63) as usize]));
+        word >>= 6;
+        bits -= 6;
+    }
+    id
+}
+
 /// The room of message `i`.
 pub fn room(i: usize, rooms: usize) -> String {
     format!("!r{}:localhost", i % rooms.max(1))
@@ -61,7 +94,7 @@ impl Load {
                             "type": "m.room.message",
                             "room_id": room(i, self.rooms),
                             "sender": sender,
-                            "event_id": format!("${}e{i}", self.tag),
+                            "event_id": event_id(&self.tag, i),
                             "origin_server_ts": ts + i as u64,
                             "content": {"msgtype": "m.text", "body": format!("{body} {i}")},
                             "unsigned": {"age": 1},
@@ -261,5 +294,31 @@ mod tests {
         let first: serde_json::Value = serde_json::from_slice(&bodies[0]).unwrap();
         assert_eq!(first["events"].as_array().unwrap().len(), 2);
         assert_eq!(first["events"][1]["room_id"], "!r1:localhost");
+        assert_eq!(first["events"][1]["event_id"], event_id("t", 1));
+    }
+
+    /// Event ids look like a homeserver's, differ for every message and tag, and are
+    /// scattered: neighbours in the order they come are not neighbours sorted.
+    #[test]
+    fn event_ids_are_shaped_and_scattered_as_real_ones() {
+        let ids: Vec<String> = (0..10_000).map(|i| event_id("t", i)).collect();
+        let alphabet = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        for id in &ids {
+            assert_eq!(id.len(), 44, "{id}");
+            assert!(id.starts_with('$') && id[1..].chars().all(alphabet), "{id}");
+        }
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert_ne!(event_id("t", 0), event_id("u", 0));
+        let mut sorted: Vec<(&String, usize)> = ids.iter().zip(0..).collect();
+        sorted.sort();
+        let adjacent = sorted
+            .windows(2)
+            .filter(|w| w[0].1.abs_diff(w[1].1) == 1)
+            .count();
+        assert!(
+            adjacent < 10,
+            "{adjacent} of 10,000 sort next to the message before or after"
+        );
     }
 }
