@@ -7,7 +7,7 @@ use tokio::runtime::{Builder, Runtime};
 
 /// Builds a tokio runtime, I/O and timers on, whose tasks run on `threads` threads: `Some(1)`
 /// the calling thread alone (a current-thread runtime), `Some(n)` a multi-thread runtime of `n`
-/// workers.
+/// workers; `Some(0)` is an `InvalidInput` error.
 ///
 /// `None` is one worker per CPU this process may run on (its affinity and CPU quota, as
 /// tokio counts them; `TOKIO_WORKER_THREADS` if set), except where that is one CPU: then the
@@ -21,6 +21,13 @@ pub fn build(threads: Option<usize>) -> std::io::Result<Runtime> {
         (one_cpu && std::env::var_os("TOKIO_WORKER_THREADS").is_none()).then_some(1)
     });
     let mut builder = match threads {
+        // tokio's builder panics on no workers.
+        Some(0) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a runtime needs at least one thread",
+            ));
+        }
         Some(1) => Builder::new_current_thread(),
         Some(workers) => {
             let mut builder = Builder::new_multi_thread();
@@ -30,4 +37,15 @@ pub fn build(threads: Option<usize>) -> std::io::Result<Runtime> {
         None => Builder::new_multi_thread(),
     };
     builder.enable_all().build()
+}
+
+#[cfg(test)]
+mod tests {
+    /// No threads is an error for the caller to report, not tokio's panic.
+    #[test]
+    fn no_threads_is_an_error() {
+        let error = super::build(Some(0)).err().map(|e| e.kind());
+        assert_eq!(error, Some(std::io::ErrorKind::InvalidInput));
+        assert!(super::build(Some(1)).is_ok());
+    }
 }
