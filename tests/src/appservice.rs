@@ -276,7 +276,7 @@ async fn serve(
         builder = builder.bot(bot);
     }
     let app = builder.router(router).store(store).build().await.unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = bind(port).await;
     let (stop, stopped) = oneshot::channel::<()>();
     let runner = app.clone();
     let task = tokio::spawn(async move {
@@ -306,10 +306,26 @@ pub async fn serve_without_homeserver(
         .await
         .unwrap();
     let port = free_port();
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = bind(port).await;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(app.run(listener, async {
         let _ = stopped.await;
     }));
     (format!("http://127.0.0.1:{port}"), stop, task)
+}
+
+/// A listener on `port`. A restart takes the port the appservice had, which the one stopped may
+/// still hold for a moment (seen once in CI as `AddrInUse`), so that is waited out for 5 s.
+async fn bind(port: u16) -> TcpListener {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(listener) => return listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("binding 127.0.0.1:{port}: {e}"),
+        }
+    }
 }
