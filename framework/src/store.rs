@@ -210,19 +210,23 @@ impl Store {
                             // WAL lets readers proceed while one writer commits; NORMAL sync
                             // survives a process crash, which is what an acknowledgement promises
                             // by default; FULL syncs the WAL at every commit, for `Disk`.
-                            // With readers busy, SQLite's default checkpoint every 1,000 pages
-                            // rarely completes and is retried on nearly every commit: check
-                            // point less often, in bigger steps.
+                            // Checkpoints every 1,000 pages, SQLite's default, spelt out: the
+                            // WAL then stays near 4 MB and its pages are written over again.
+                            // At 20,000 (taken when four connections kept checkpoints from
+                            // completing) it grew to 80 MB, and every frame went to a page the
+                            // process had not touched yet: a tenth of the echo benchmark's CPU
+                            // was the kernel zeroing those pages (`docs/benchmarks.md`, "Session
+                            // 36").
                             conn.execute(match durability {
                                 Durability::OsCache => {
                                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                                      PRAGMA busy_timeout = 10000; \
-                                     PRAGMA wal_autocheckpoint = 20000;"
+                                     PRAGMA wal_autocheckpoint = 1000;"
                                 }
                                 Durability::Disk => {
                                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
                                      PRAGMA busy_timeout = 10000; \
-                                     PRAGMA wal_autocheckpoint = 20000;"
+                                     PRAGMA wal_autocheckpoint = 1000;"
                                 }
                             })
                             .await?;
