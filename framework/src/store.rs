@@ -328,8 +328,10 @@ impl Store {
         &self.pool
     }
 
-    /// Deletes inbox and outbox items finished more than `keep_items` ago, and transaction ids
-    /// received more than `keep_txn_ids` ago. Returns how many rows went.
+    /// Deletes handled inbox items received more than `keep_items` ago, outbox items finished
+    /// more than `keep_items` ago, and transaction ids received more than `keep_txn_ids` ago.
+    /// Returns how many rows went. (An inbox item keeps no time it was handled: migration
+    /// 0009.)
     ///
     /// Transaction ids should be kept longer than Synapse may take to resend a transaction
     /// whose answer it never got — which, across a homeserver restart, can be days.
@@ -342,11 +344,15 @@ impl Store {
         // again. Transactions are kept by name alone (migration 0005), so they are read through.
         let inbox = match self.backend {
             Backend::Sqlite => {
-                "DELETE FROM inbox WHERE done_at < $1 AND seq < COALESCE(
+                "DELETE FROM inbox WHERE received_at < $1 AND seq < COALESCE(
                      (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
-                     (SELECT MAX(seq) FROM inbox))"
+                     (SELECT MAX(seq) FROM inbox))
+                 AND NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq)"
             }
-            Backend::Postgres => "DELETE FROM inbox WHERE done_at IS NOT NULL AND done_at < $1",
+            Backend::Postgres => {
+                "DELETE FROM inbox WHERE received_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq)"
+            }
         };
         let transactions = "DELETE FROM transactions WHERE received_at < $1";
         let statements = [

@@ -274,6 +274,23 @@ async fn done_marks_made_at_once_share_a_statement(store: Store) {
     assert_eq!(store.inbox_depth("as").await.unwrap(), 0);
 }
 
+/// A connection to the database at `url` with its migrations run up to `version`, to store
+/// rows as an older Trestle did.
+async fn migrated_to(backend: Backend, url: &str, version: i64) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
+    };
+    migrator.run_to(version, &pool).await.unwrap();
+    pool
+}
+
 /// Events stored before their time was part of their name (SQLite's migration 0008,
 /// PostgreSQL's 0007) are given it from their payloads, as a transaction's events are read, so
 /// that one coming back after the upgrade is still known: integer or not, or missing.
@@ -298,17 +315,7 @@ async fn events_stored_before_their_time_was_kept_are_known_after(
             )
         })
         .collect();
-    sqlx::any::install_default_drivers();
-    let pool = sqlx::any::AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .unwrap();
-    let migrator = match backend {
-        Backend::Sqlite => sqlx::migrate!("migrations/sqlite"),
-        Backend::Postgres => sqlx::migrate!("migrations/postgres"),
-    };
-    migrator.run_to(before, &pool).await.unwrap();
+    let pool = migrated_to(backend, url, before).await;
     for (i, event) in events.iter().enumerate() {
         sqlx::query(
             "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at, \
@@ -372,6 +379,88 @@ async fn sqlite_events_stored_before_their_time_was_kept_are_known_after() {
 async fn postgres_events_stored_before_their_time_was_kept_are_known_after() {
     let url = trestle_postgres_harness::fresh_database().await;
     events_stored_before_their_time_was_kept_are_known_after(Backend::Postgres, &url, 6).await;
+}
+
+/// Items stored while waiting was a column of their rows (`done_at`, before SQLite's migration
+/// 0009 and PostgreSQL's 0008) are waiting after it as they were: the unhandled ones are read
+/// back in order, counted and kept by pruning, the handled one is pruned; items stored after
+/// it wait too (the trigger), and a mark ends their wait.
+async fn items_waiting_before_their_table_are_waiting_after(
+    backend: Backend,
+    url: &str,
+    before: i64,
+) {
+    let pool = migrated_to(backend, url, before).await;
+    for (key, queue, done_at) in [
+        ("old.0", "!a", None),
+        ("old.1", "!a", Some(5_i64)),
+        ("old.2", "!a", None),
+        ("old.3", "!b", None),
+    ] {
+        sqlx::query(
+            "INSERT INTO inbox (appservice_id, queue_key, item_key, kind, payload, received_at, \
+             done_at) VALUES ('as', $1, $2, 'timeline', '{}', 1, $3)",
+        )
+        .bind(queue)
+        .bind(key)
+        .bind(done_at)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(url).await.unwrap();
+    let keys = |items: Vec<crate::store::InboxItem>| -> Vec<String> {
+        items.into_iter().map(|item| item.item_key).collect()
+    };
+    let waiting = store.inbox_next("as", "!a", 0, 10).await.unwrap();
+    let first = waiting[0].seq;
+    assert_eq!(keys(waiting), ["old.0", "old.2"]);
+    assert_eq!(
+        store.inbox_pending_queues("as", 10).await.unwrap(),
+        ["!a", "!b"]
+    );
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
+    assert_eq!(
+        store.prune(Duration::ZERO, Duration::ZERO).await.unwrap(),
+        1,
+        "only the handled item goes"
+    );
+    let left: Vec<String> = sqlx::query_scalar("SELECT item_key FROM inbox ORDER BY seq")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, ["old.0", "old.2", "old.3"]);
+
+    assert!(
+        store
+            .receive_transaction("as", "t", &[item("!b", 0, "{}")])
+            .await
+            .unwrap()
+    );
+    let waiting = store.inbox_next("as", "!b", 0, 10).await.unwrap();
+    assert_eq!(keys(waiting), ["old.3", "t.0"]);
+    store.inbox_done(first).await.unwrap();
+    let waiting = store.inbox_next("as", "!a", 0, 10).await.unwrap();
+    assert_eq!(keys(waiting), ["old.2"]);
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn sqlite_items_waiting_before_their_table_are_waiting_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("store.db").display()
+    );
+    items_waiting_before_their_table_are_waiting_after(Backend::Sqlite, &url, 8).await;
+}
+
+#[tokio::test]
+async fn postgres_items_waiting_before_their_table_are_waiting_after() {
+    let url = trestle_postgres_harness::fresh_database().await;
+    items_waiting_before_their_table_are_waiting_after(Backend::Postgres, &url, 7).await;
 }
 
 macro_rules! suite {

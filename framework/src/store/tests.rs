@@ -160,7 +160,7 @@ async fn plugins_on_the_pool_and_the_framework_on_its_own_connection_see_each_ot
         .unwrap()
         .get(0);
     assert_eq!(body, "from a plugin");
-    let seen: i64 = sqlx::query("SELECT seq FROM inbox WHERE done_at IS NULL")
+    let seen: i64 = sqlx::query("SELECT seq FROM inbox_pending")
         .fetch_one(store.pool())
         .await
         .unwrap()
@@ -266,11 +266,10 @@ async fn done_marks_ride_along_with_a_journal_batch() {
     append(&store, "t2", 1);
     let batch = store.take_journal().unwrap();
     store.commit_journal(&batch, &[first]).await.unwrap();
-    let pending: Vec<i64> =
-        sqlx::query_scalar("SELECT seq FROM inbox WHERE done_at IS NULL ORDER BY seq")
-            .fetch_all(&mut *store.conn().await.unwrap())
-            .await
-            .unwrap();
+    let pending: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
+        .fetch_all(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap();
     assert_eq!(pending, [first + 1, first + 2]);
 }
 

@@ -143,7 +143,8 @@ const RECEIVE: &str = concat!("BEGIN IMMEDIATE; ", receive_items!("", ""));
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_MARKING_DONE: &str = concat!(
-    "BEGIN IMMEDIATE; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
+    "BEGIN IMMEDIATE; ",
+    super::mark_done_sql!("$7"),
     receive_items!("", "")
 );
 
@@ -152,7 +153,8 @@ const RECEIVE_NUMBERED: &str = concat!("BEGIN IMMEDIATE; ", receive_items!("seq,
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_NUMBERED_MARKING_DONE: &str = concat!(
-    "BEGIN IMMEDIATE; UPDATE inbox SET done_at = $3 WHERE seq IN (SELECT value FROM json_each($7)); ",
+    "BEGIN IMMEDIATE; ",
+    super::mark_done_sql!("$7"),
     receive_items!("seq, ", "$6 + key, ")
 );
 

@@ -96,7 +96,7 @@ macro_rules! items_per_item {
 /// The done marks that ride along with a commit.
 macro_rules! marks {
     () => {
-        "UPDATE inbox SET done_at = $5 WHERE seq IN (SELECT value FROM json_each($6)); "
+        crate::store::inbox::mark_done_sql!("$5")
     };
 }
 
@@ -214,7 +214,7 @@ fn commit_records_query(
     let query = if done.is_empty() {
         query
     } else {
-        query.bind(now_ms()).bind(serde_json::to_string(done)?)
+        query.bind(serde_json::to_string(done)?)
     };
     Ok((query, left_out))
 }

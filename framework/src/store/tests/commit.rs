@@ -18,7 +18,7 @@ fn append(store: &Store, txn_id: &str, digest: &str, ids: &[String]) {
 /// time is checked to be stored with it.
 async fn inbox_rows(store: &Store) -> Vec<(i64, String, String, String, i64)> {
     let rows: Vec<(i64, String, String, String, i64, i64)> = sqlx::query_as(
-        "SELECT seq, event_id, item_key, payload, done_at IS NOT NULL, event_ts FROM inbox \
+        "SELECT seq, event_id, item_key, payload, NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq), event_ts FROM inbox \
          ORDER BY seq",
     )
     .fetch_all(&mut *store.conn().await.unwrap())

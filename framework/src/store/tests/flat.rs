@@ -45,7 +45,7 @@ async fn a_batch_of_one_event_commits_as_the_general_form_does() {
             "{form:?}: (new, id reused, event not stored) for each"
         );
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT event_id, item_key, done_at IS NOT NULL FROM inbox ORDER BY seq",
+            "SELECT event_id, item_key, NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq) FROM inbox ORDER BY seq",
         )
         .fetch_all(&mut *store.conn().await.unwrap())
         .await

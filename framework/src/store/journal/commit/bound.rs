@@ -9,7 +9,7 @@ use std::{fmt::Write as _, sync::OnceLock};
 use super::{Committed, Kept, Query, keep};
 use crate::{
     Result,
-    store::{inbox::TxnName, journal::Record, now_ms},
+    store::{inbox::TxnName, journal::Record},
 };
 
 /// The sizes of script, in records. A script is prepared once by the connection, at a cost
@@ -62,7 +62,7 @@ fn script(records: usize, items: usize) -> String {
     let _ = write!(
         sql,
         "BEGIN IMMEDIATE; \
-         UPDATE inbox SET done_at = ? WHERE seq IN (SELECT value FROM json_each(?)); \
+         {marks}\
          WITH v (seq, queue, idx, kind, start, length, event_id, event_ts, place) \
          AS (VALUES {items}), \
          given (place, appservice, txn, digest, received_at, prefix) AS (VALUES {inserted}), \
@@ -87,6 +87,7 @@ fn script(records: usize, items: usize) -> String {
          WITH r (appservice, txn, received_at, digest) AS (VALUES {records}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM r WHERE txn IS NOT NULL; COMMIT;",
+        marks = crate::store::inbox::mark_done_sql!("?"),
         items = values(items, ITEM_FIELDS),
         inserted = values(records, INSERT_RECORD_FIELDS),
         records = values(records, RECORD_FIELDS),
@@ -150,7 +151,7 @@ fn bind(
     };
     let nulls =
         |query: Query, count: usize| (0..count).fold(query, |query, _| query.bind(None::<i64>));
-    let mut query = sqlx::query(script).bind(now_ms()).bind(marks);
+    let mut query = sqlx::query(script).bind(marks);
     let mut items = 0;
     let mut payloads = Vec::new();
     for (place, kept) in kept.iter().enumerate() {

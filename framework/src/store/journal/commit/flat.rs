@@ -7,7 +7,7 @@ use std::{fmt::Write as _, sync::OnceLock};
 use super::Committed;
 use crate::{
     Result,
-    store::{inbox::TxnName, journal::Record, now_ms},
+    store::{inbox::TxnName, journal::Record},
 };
 
 /// The most records a flat batch holds. Each script is prepared once by the
@@ -16,9 +16,9 @@ use crate::{
 /// smallest it fits, the rows it leaves over NULL.
 pub(super) const MAX_FLAT: usize = 8;
 
-/// The parameters before the rows: the marks' time and seqs (a JSON array, or NULL for none),
-/// and the number of rows that are records.
-const LEADING: usize = 3;
+/// The parameters before the rows: the marks' seqs (a JSON array, or NULL for none), and the
+/// number of rows that are records.
+const LEADING: usize = 2;
 
 /// The fields of a record's row, `$(LEADING + k * FIELDS + field)` for the `k`th row, bound in
 /// this order by [`query`].
@@ -61,7 +61,7 @@ fn script(rows: usize) -> String {
     };
     format!(
         "BEGIN IMMEDIATE; \
-         UPDATE inbox SET done_at = $1 WHERE seq IN (SELECT value FROM json_each($2)); \
+         {marks}\
          WITH v (seq, appservice, queue, item_key, kind, payload, received_at, event_id, \
          event_ts, txn, digest) AS (VALUES {items}) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, received_at, \
@@ -74,11 +74,12 @@ fn script(rows: usize) -> String {
          SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = v.digest FROM transactions \
          WHERE appservice_id = v.appservice AND txn_id = v.txn), 0), number FROM v \
          WHERE seq IS NOT NULL \
-         UNION ALL SELECT 2, seq FROM v WHERE seq IS NOT NULL AND changes() < $3 \
+         UNION ALL SELECT 2, seq FROM v WHERE seq IS NOT NULL AND changes() < $2 \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = v.seq); \
          WITH v (appservice, txn, received_at, digest) AS (VALUES {ids}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM v WHERE txn IS NOT NULL; COMMIT;",
+        marks = crate::store::inbox::mark_done_sql!("$1"),
         items = values(&[
             SEQ,
             APPSERVICE,
@@ -139,7 +140,6 @@ fn query_of_shape(records: &[Record], done: &[i64]) -> Result<(super::Query, Com
         done => Some(serde_json::to_string(done)?),
     };
     let mut query = sqlx::query(script.as_str())
-        .bind(now_ms())
         .bind(marks)
         .bind(kept.len() as i64);
     for record in kept.iter().copied() {
