@@ -163,8 +163,9 @@ impl AppserviceBuilder {
         self
     }
 
-    /// How long handled events and sent requests stay in the store (a day unless set), and
-    /// how long transaction ids are remembered (a week unless set).
+    /// How long handled events (counted from when they were received) and sent requests stay
+    /// in the store (a day unless set), and how long transaction ids are remembered (a week
+    /// unless set).
     pub fn retention(mut self, items: Duration, txn_ids: Duration) -> Self {
         self.options.keep_items = items;
         self.options.keep_txn_ids = txn_ids;
