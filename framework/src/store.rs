@@ -342,17 +342,20 @@ impl Store {
         // they arrive, so the oldest are found by walking from the first row to the first
         // recent one. The newest inbox row always stays, which keeps seqs from being handed out
         // again. Transactions are kept by name alone (migration 0005), so they are read through.
-        let inbox = match self.backend {
-            Backend::Sqlite => {
-                "DELETE FROM inbox WHERE received_at < $1 AND seq < COALESCE(
-                     (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
-                     (SELECT MAX(seq) FROM inbox))
-                 AND NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq)"
-            }
-            Backend::Postgres => {
+        macro_rules! handled_before {
+            () => {
                 "DELETE FROM inbox WHERE received_at < $1
                  AND NOT EXISTS (SELECT 1 FROM inbox_pending AS p WHERE p.seq = inbox.seq)"
-            }
+            };
+        }
+        let inbox = match self.backend {
+            Backend::Sqlite => concat!(
+                handled_before!(),
+                " AND seq < COALESCE(
+                     (SELECT seq FROM inbox WHERE received_at >= $1 ORDER BY seq LIMIT 1),
+                     (SELECT MAX(seq) FROM inbox))"
+            ),
+            Backend::Postgres => handled_before!(),
         };
         let transactions = "DELETE FROM transactions WHERE received_at < $1";
         let statements = [
