@@ -8,6 +8,13 @@ fn events(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
     range.map(|i| format!("${prefix}{i}")).collect()
 }
 
+/// Each form a commit can take: the one it picks for the batch, and both JSON forms.
+const FORMS: [Option<journal::Form>; 3] = [
+    None,
+    Some(journal::Form::PerRecord),
+    Some(journal::Form::PerItem),
+];
+
 /// Appends a transaction of the events `ids`.
 fn append(store: &Store, txn_id: &str, digest: &str, ids: &[String]) {
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
@@ -39,11 +46,7 @@ async fn inbox_rows(store: &Store) -> Vec<(i64, String, String, String, i64)> {
 #[tokio::test]
 async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
     let mut outcomes = Vec::new();
-    for form in [
-        None,
-        Some(journal::Form::PerRecord),
-        Some(journal::Form::PerItem),
-    ] {
+    for form in FORMS {
         let (_dir, store) = on_file().await;
         assert!(store.claim_journal());
         append(&store, "t0", "0000", &events("a", 0..1));
@@ -140,5 +143,42 @@ async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
     );
     for (form, rows) in &outcomes[1..] {
         assert_eq!(rows, bound, "{form:?} against the bound form");
+    }
+}
+
+/// A batch of three records, which the bound script holds in its room for four: an event
+/// stored by an earlier batch, and in no other record of this one, is told as repeated (so
+/// that it is not handled again), in every form.
+#[tokio::test]
+async fn an_event_stored_before_is_told_in_a_batch_of_three_records() {
+    for form in FORMS {
+        let (_dir, store) = on_file().await;
+        assert!(store.claim_journal());
+        append(&store, "t0", "0000", &events("a", 0..1));
+        let batch = store.take_journal().unwrap();
+        store.commit_journal_as(&batch, &[], form).await.unwrap();
+
+        append(&store, "t1", "1111", &events("x", 0..2));
+        append(&store, "t2", "2222", &events("y", 0..2));
+        append(&store, "t3", "3333", &["$a0".into(), "$z".into()]);
+        let batch = store.take_journal().unwrap();
+        let stored_before = batch.records[2].first_seq;
+        let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        assert_eq!(committed.fresh.len(), 3, "{form:?}");
+        assert_eq!(
+            committed.repeated_events.iter().collect::<Vec<_>>(),
+            [&stored_before],
+            "{form:?}"
+        );
+        let events: Vec<String> = inbox_rows(&store)
+            .await
+            .into_iter()
+            .map(|row| row.1)
+            .collect();
+        assert_eq!(
+            events,
+            ["$a0", "$x0", "$x1", "$y0", "$y1", "$z"],
+            "{form:?}"
+        );
     }
 }

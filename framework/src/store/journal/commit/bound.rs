@@ -189,7 +189,6 @@ fn bind(
             .bind(prefix);
     }
     query = nulls(query, (record_rows - kept.len()) * INSERT_RECORD_FIELDS).bind(payloads);
-    query = nulls(query, (record_rows - kept.len()) * RECORD_FIELDS);
     for kept in kept {
         let record = kept.record;
         query = query
@@ -271,5 +270,35 @@ mod tests {
         assert!(too_many.contains("jsonb("), "{too_many}");
         let too_many_records: Vec<_> = (0..9).map(|n| record(n, 2 * n as i64, 2)).collect();
         assert!(sql_for(&too_many_records).contains("jsonb("));
+    }
+
+    /// Every placeholder of a script gets one value, whatever rows are left over: a value too
+    /// many shifts every later one onto the wrong placeholder (sqlx binds them in order and
+    /// drops the surplus), which once left a batch of three records with no count of its
+    /// items, and so with no repeated events told.
+    #[test]
+    fn each_placeholder_gets_one_value() {
+        for records in 1..=8 {
+            // Records of one item go flat, and more than 256 items to a JSON form.
+            for items in [2, 3, 17, 32] {
+                let batch: Vec<_> = (0..records)
+                    .map(|n| record(n, 1 + (n * 64) as i64, items))
+                    .collect();
+                for done in [&[][..], &[7][..]] {
+                    let (mut query, _) =
+                        super::super::commit_records_query(&batch, done, None).unwrap();
+                    let values = query
+                        .take_arguments()
+                        .unwrap()
+                        .map_or(0, |a| sqlx::Arguments::len(&a));
+                    let sql = query.sql().as_str().to_owned();
+                    assert_eq!(
+                        values,
+                        sql.matches('?').count(),
+                        "{records} records of {items} items, marks {done:?}"
+                    );
+                }
+            }
+        }
     }
 }
