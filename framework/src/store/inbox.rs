@@ -179,6 +179,27 @@ macro_rules! mark_done_sql {
 }
 pub(crate) use mark_done_sql;
 
+/// The statement by which a SQLite script that stored items writes their rows in
+/// `inbox_pending` (migration 0010), in one statement after its insert: the inbox's rows whose
+/// seqs lie in a range `lo..=hi` of the relation `$new` (a subquery). `$new` has one range per
+/// transaction the script stored, and none for a resend, whose rows (if the journal gave a
+/// record to a second commit) an earlier commit stored and a handler may have marked since.
+/// Each transaction's seqs are its own (the journal hands them out, or the store numbers the
+/// rows it inserts), so the rows in its range are the items the script stored for it, but for
+/// those left out because their events were in the inbox. Every script that stores items on
+/// SQLite takes it from here; PostgreSQL fills the table by a trigger.
+macro_rules! waiting_sql {
+    ($new:expr) => {
+        concat!(
+            "INSERT INTO inbox_pending (seq, appservice_id, queue_key) \
+             SELECT i.seq, i.appservice_id, i.queue_key FROM ",
+            $new,
+            " AS r CROSS JOIN inbox AS i ON i.seq BETWEEN r.lo AND r.hi; "
+        )
+    };
+}
+pub(crate) use waiting_sql;
+
 /// Marks items handled on `conn`, in one statement whose text never changes: the seqs come as
 /// one JSON array. A statement written out per number of seqs was prepared again (on
 /// PostgreSQL, parsed and planned by the server) for nearly every flush of the write-behind.

@@ -384,7 +384,8 @@ async fn postgres_events_stored_before_their_time_was_kept_are_known_after() {
 /// Items stored while waiting was a column of their rows (`done_at`, before SQLite's migration
 /// 0009 and PostgreSQL's 0008) are waiting after it as they were: the unhandled ones are read
 /// back in order, counted and kept by pruning, the handled one is pruned; items stored after
-/// it wait too (the trigger), and a mark ends their wait.
+/// it wait too (on SQLite the receive script writes their waiting rows, on PostgreSQL the
+/// trigger), and a mark ends their wait.
 async fn items_waiting_before_their_table_are_waiting_after(
     backend: Backend,
     url: &str,

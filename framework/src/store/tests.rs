@@ -514,3 +514,45 @@ fn nothing_parsed() -> crate::store::Parsed {
 
 mod commit;
 mod flat;
+
+/// The receive script writes the waiting row of each item it stores, and of no other: items
+/// numbered by the store (in memory) and by the journal (on a file, with another appservice
+/// committing the journal), a resend, and an event the inbox held already.
+#[tokio::test]
+async fn the_receive_script_writes_a_waiting_row_for_each_item_it_stores() {
+    let (_dir, on_file) = on_file().await;
+    for store in [Store::in_memory().await.unwrap(), on_file] {
+        let txn = |id| TxnName { id, digest: "" };
+        let received = store
+            .receive_and_mark_done("as", txn("t1"), event_items(&["$a", "$b"]), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        let first = received.items[0].as_ref().unwrap().seq;
+        store.inbox_done(first).await.unwrap();
+        assert!(
+            store
+                .receive_and_mark_done("as", txn("t1"), event_items(&["$a", "$b"]), &[])
+                .await
+                .unwrap()
+                .is_none(),
+            "a resend"
+        );
+        let received = store
+            .receive_and_mark_done("as", txn("t2"), event_items(&["$b", "$c"]), &[])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(received.items[0].is_none(), "$b was stored before");
+        let waiting: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
+            .fetch_all(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox ORDER BY seq")
+            .fetch_all(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 3, "$a, $b, $c");
+        assert_eq!(waiting, stored[1..], "all but the handled $a");
+    }
+}

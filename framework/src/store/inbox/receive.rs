@@ -113,9 +113,10 @@ const INSERT_CHUNK: usize = 200;
 /// (replacing the row of an earlier use, so that rows stay in the order they came for
 /// pruning); then the items, only if the id was new (`changes()`), each unless its event is in
 /// the inbox already, numbered by the store or from `$6` on (by the journal, `journal.rs`,
-/// which numbers every inbox item on a file), and named back. Marks to write go in `$7`.
+/// which numbers every inbox item on a file), and named back; then their rows in
+/// `inbox_pending`, from `$new`, the range of seqs they were given. Marks to write go in `$7`.
 macro_rules! receive_items {
-    ($seq_column:literal, $seq:literal) => {
+    ($seq_column:literal, $seq:literal, $new:expr) => {
         concat!(
             "SELECT -1, NULL FROM transactions WHERE appservice_id = $1 AND txn_id = $2 \
              AND COALESCE(digest, '') <> $8; \
@@ -131,31 +132,57 @@ macro_rules! receive_items {
              CAST(substr($5, value ->> 3, value ->> 4) AS TEXT), $3, value ->> 5, value ->> 6 \
              FROM json_each($4) WHERE changes() = 1 ORDER BY key \
              ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING \
-             RETURNING seq, item_key; COMMIT;"
+             RETURNING seq, item_key; ",
+            super::waiting_sql!($new),
+            "COMMIT;"
         )
+    };
+}
+
+/// The seqs the store gave the rows it just inserted (`waiting_sql`'s `$new`): each one more than
+/// the largest before it, so the last `changes()` up to `last_insert_rowid()`, none if it
+/// inserted none. `LIMIT` keeps SQLite from folding the subquery into the join, where the
+/// bounds would be read again after the first waiting row changed `last_insert_rowid()`.
+macro_rules! numbered_by_the_store {
+    () => {
+        "(SELECT last_insert_rowid() - changes() + 1 AS lo, last_insert_rowid() AS hi \
+         WHERE changes() > 0 LIMIT 1)"
+    };
+}
+
+/// The seqs the journal gave the items (`$6` on), its own to this transaction.
+macro_rules! numbered_by_the_journal {
+    () => {
+        "(SELECT $6 AS lo, $6 + json_array_length($4) - 1 AS hi)"
     };
 }
 
 // Each script reads before it writes, so it takes the write lock at BEGIN: a deferred
 // transaction whose first read a plugin's commit then made stale could not write at all
 // (SQLITE_BUSY_SNAPSHOT, which no busy timeout waits out).
-const RECEIVE: &str = concat!("BEGIN IMMEDIATE; ", receive_items!("", ""));
+const RECEIVE: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    receive_items!("", "", numbered_by_the_store!())
+);
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_MARKING_DONE: &str = concat!(
     "BEGIN IMMEDIATE; ",
     super::mark_done_sql!("$7"),
-    receive_items!("", "")
+    receive_items!("", "", numbered_by_the_store!())
 );
 
 /// The items numbered from `$6`.
-const RECEIVE_NUMBERED: &str = concat!("BEGIN IMMEDIATE; ", receive_items!("seq, ", "$6 + key, "));
+const RECEIVE_NUMBERED: &str = concat!(
+    "BEGIN IMMEDIATE; ",
+    receive_items!("seq, ", "$6 + key, ", numbered_by_the_journal!())
+);
 
 /// The same, first marking handled the items whose `seq` is in the JSON array `$7`.
 const RECEIVE_NUMBERED_MARKING_DONE: &str = concat!(
     "BEGIN IMMEDIATE; ",
     super::mark_done_sql!("$7"),
-    receive_items!("seq, ", "$6 + key, ")
+    receive_items!("seq, ", "$6 + key, ", numbered_by_the_journal!())
 );
 
 impl Store {
@@ -335,12 +362,13 @@ impl Store {
             .bind(prefix.as_ref());
         let results = script_on(&mut conn, query).await?;
         drop(conn);
-        // The id's insert, third from the end, changed a row, or this was a resend.
+        // The id's insert, fourth from the end (the items', their waiting rows' and the
+        // COMMIT after it), changed a row, or this was a resend.
         let inserted = results
             .iter()
             .rev()
             .filter_map(|result| result.as_ref().left())
-            .nth(2)
+            .nth(3)
             .is_some_and(|result| result.rows_affected() == 1);
         if !inserted {
             return Ok(None);

@@ -8,6 +8,21 @@ use sqlx::Row;
 
 use super::{Batch, Journal, Record};
 
+/// The statement that writes the waiting rows ([`waiting_sql`](crate::store::inbox::waiting_sql))
+/// for scripts that bind each record's values: one `VALUES` row per record (the `{}` to fill),
+/// `(first seq, last seq, appservice, txn, digest)`, NULL for rows left over. It comes before
+/// the ids go in, so a record whose id is there already is a resend.
+macro_rules! waiting_of_values_sql {
+    () => {
+        crate::store::inbox::waiting_sql!(
+            "(SELECT column1 AS lo, column2 AS hi FROM (VALUES {}) \
+             WHERE column1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
+             WHERE appservice_id = column3 AND txn_id = column4 \
+             AND COALESCE(digest, '') = column5))"
+        )
+    };
+}
+
 mod bound;
 mod flat;
 use crate::{
@@ -27,11 +42,13 @@ use crate::{
 /// (a new transaction all the same), `(3, number)` if seen with these (a resend: nothing
 /// stored), from one lookup of the id (the ids are not written yet), and `(2, seq)` for each
 /// item not stored (looked up only when the insert stored fewer than it was given, so the
-/// common batch pays no lookup per item); then the ids, each replacing the row of its earlier
-/// use (so that rows stay in the order they came, for pruning; a resend's row is only moved to
-/// the end).
+/// common batch pays no lookup per item); then the stored items' rows in `inbox_pending`, for
+/// the records whose ids are new ([`waiting_sql`](crate::store::inbox::waiting_sql)); then the
+/// ids, each replacing the row of its earlier use (so that rows stay in the order they came,
+/// for pruning; a resend's row is only moved to the end).
 ///
-/// The records go in `$1` as `[appservice, txn, received_at, number, digest, key prefix]`, the
+/// The records go in `$1` as `[appservice, txn, received_at, number, digest, key prefix,
+/// first seq, last seq]`, the
 /// items in `$3` as `[record, queue, index, kind, start, length, seq, event id, event time, …]`, where
 /// `record` is the record's place in `$1` and the rest is the form's, with their payloads one
 /// after another in `$2` (as in the receive script), and the number of items in `$4`.
@@ -53,8 +70,13 @@ macro_rules! commit_records_sql {
              AND txn_id = t.value ->> 1), 0), t.value ->> 3 FROM json_each($1) AS t \
              UNION ALL SELECT 2, i.value ->> 6 FROM (SELECT changes() AS stored) AS c, \
              json_each($3) AS i WHERE c.stored < $4 \
-             AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); \
-             INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
+             AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); ",
+            crate::store::inbox::waiting_sql!(
+                "(SELECT t.value ->> 6 AS lo, t.value ->> 7 AS hi FROM json_each($1) AS t \
+                 WHERE NOT EXISTS (SELECT 1 FROM transactions WHERE appservice_id = t.value ->> 0 \
+                 AND txn_id = t.value ->> 1 AND COALESCE(digest, '') = t.value ->> 4))"
+            ),
+            "INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
              SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 4 \
              FROM json_each($1) AS t; COMMIT;"
         )
@@ -193,6 +215,8 @@ fn commit_records_query(
             record.number,
             &record.digest,
             prefix.as_ref(),
+            record.first_seq,
+            record.first_seq + record.items.len() as i64 - 1,
         ));
         for &(seq, item) in &kept.items {
             let start = payloads.len() + 1;

@@ -182,3 +182,36 @@ async fn an_event_stored_before_is_told_in_a_batch_of_three_records() {
         );
     }
 }
+
+/// A batch committed a second time, as a start commits the records it finds in a journal file
+/// that a crash kept from being emptied: nothing is stored again, and an item handled in
+/// between does not wait again (its waiting row is written for new transactions only), in
+/// every form and for a batch of one-event records (the flat script).
+#[tokio::test]
+async fn a_batch_committed_again_leaves_its_handled_items_handled() {
+    let shapes = FORMS.iter().map(|&form| (form, 3)).chain([(None, 1)]);
+    for (form, per_record) in shapes {
+        let (_dir, store) = on_file().await;
+        assert!(store.claim_journal());
+        for n in 0..3 {
+            let ids = events(&format!("r{n}."), 0..per_record);
+            append(&store, &format!("t{n}"), "aaaa", &ids);
+        }
+        let batch = store.take_journal().unwrap();
+        let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        assert_eq!(committed.fresh.len(), 3, "{form:?}");
+        let handled = batch.records[1].first_seq;
+        store.inbox_done(handled).await.unwrap();
+
+        let again = store.commit_journal_as(&batch, &[], form).await.unwrap();
+        assert!(again.fresh.is_empty(), "{form:?}: resends all");
+        let rows = inbox_rows(&store).await;
+        assert_eq!(rows.len(), 3 * per_record, "{form:?}: nothing stored twice");
+        let handled_rows: Vec<i64> = rows
+            .iter()
+            .filter(|row| row.4 == 1)
+            .map(|row| row.0)
+            .collect();
+        assert_eq!(handled_rows, [handled], "{form:?}: the handled item only");
+    }
+}

@@ -35,6 +35,10 @@ const INSERT_RECORD_FIELDS: usize = 6;
 /// The fields of a record's row in the two statements after the insert.
 const RECORD_FIELDS: usize = 4;
 
+/// The fields of a record's row in the statement that writes the waiting rows: the first and
+/// last seqs it was given, appservice, txn, digest.
+const WAITING_FIELDS: usize = 5;
+
 /// `count` rows of `fields` anonymous parameters each: `(?, ?), (?, ?)`.
 fn values(count: usize, fields: usize) -> String {
     let mut sql = String::new();
@@ -58,6 +62,7 @@ fn values(count: usize, fields: usize) -> String {
 /// left over are NULL and skipped.
 fn script(records: usize, items: usize) -> String {
     let mut sql = String::with_capacity(64 * items + 512);
+    let waiting = format!(waiting_of_values_sql!(), values(records, WAITING_FIELDS));
     // Writing to a String cannot fail.
     let _ = write!(
         sql,
@@ -84,6 +89,7 @@ fn script(records: usize, items: usize) -> String {
          UNION ALL SELECT 2, i.seq FROM (SELECT changes() AS stored) AS c, i \
          WHERE c.stored < ? AND i.seq IS NOT NULL \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = i.seq); \
+         {waiting}\
          WITH r (appservice, txn, received_at, digest) AS (VALUES {records}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM r WHERE txn IS NOT NULL; COMMIT;",
@@ -204,6 +210,16 @@ fn bind(
         }
     }
     query = nulls(query, item_rows - items).bind(items as i64);
+    for kept in kept {
+        let record = kept.record;
+        query = query
+            .bind(record.first_seq)
+            .bind(record.first_seq + record.items.len() as i64 - 1)
+            .bind(record.appservice_id.clone())
+            .bind(record.txn_id.clone())
+            .bind(record.digest.clone());
+    }
+    query = nulls(query, (record_rows - kept.len()) * WAITING_FIELDS);
     for kept in kept {
         let record = kept.record;
         query = query

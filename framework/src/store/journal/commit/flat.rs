@@ -59,6 +59,10 @@ fn script(rows: usize) -> String {
         }
         sql
     };
+    let waiting = format!(
+        waiting_of_values_sql!(),
+        values(&[SEQ, SEQ, APPSERVICE, TXN, DIGEST])
+    );
     format!(
         "BEGIN IMMEDIATE; \
          {marks}\
@@ -76,6 +80,7 @@ fn script(rows: usize) -> String {
          WHERE seq IS NOT NULL \
          UNION ALL SELECT 2, seq FROM v WHERE seq IS NOT NULL AND changes() < $2 \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = v.seq); \
+         {waiting}\
          WITH v (appservice, txn, received_at, digest) AS (VALUES {ids}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM v WHERE txn IS NOT NULL; COMMIT;",
