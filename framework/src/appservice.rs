@@ -509,7 +509,9 @@ impl Appservice {
         if let Incoming::Timeline(event) = &*item
             && event.event_type == "m.room.member"
         {
-            self.track_membership(event).await;
+            // Boxed: only membership events take this path, and inline its future made every
+            // event's handling future kilobytes larger (see `Gate::admits`).
+            Box::pin(self.track_membership(event)).await;
         }
         let own = match &*item {
             Incoming::Timeline(e) => self.is_own_user(&e.sender),

@@ -553,7 +553,8 @@ impl Router<()> {
             && !own_help
             && let Some(cmd) = command.filter(|c| c.name == help::HELP)
         {
-            gate.help(&ctx, &self.commands(), &cmd, prefix).await;
+            // Boxed: see `Gate::admits`.
+            Box::pin(gate.help(&ctx, &self.commands(), &cmd, prefix)).await;
         }
     }
 }

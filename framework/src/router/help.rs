@@ -198,8 +198,11 @@ impl Gate {
         command: &Command,
         prefix: &str,
     ) -> bool {
+        // The slow paths (a power level read, an answer sent) are boxed: inline, their futures
+        // made every event's handling future kilobytes larger, and it is moved whole into its
+        // box (`Upstream::handle`) whether a command needs them or not.
         if let Some(min) = spec.min_power {
-            let level = self.level(ctx).await;
+            let level = Box::pin(self.level(ctx)).await;
             let refusal = match level {
                 Some(level) if allows(level, spec) => None,
                 Some(level) => Some(format!(
@@ -213,8 +216,7 @@ impl Gate {
                 )),
             };
             if let Some(refusal) = refusal {
-                self.answer(ctx, RoomMessageEventContent::notice_plain(refusal))
-                    .await;
+                Box::pin(self.answer(ctx, RoomMessageEventContent::notice_plain(refusal))).await;
                 return false;
             }
         }
@@ -222,8 +224,7 @@ impl Gate {
         let required = spec.required_args();
         if required > 0 && command.argv().len() < required {
             let usage = format!("Usage: {}", spec.usage_line(prefix));
-            self.answer(ctx, RoomMessageEventContent::notice_plain(usage))
-                .await;
+            Box::pin(self.answer(ctx, RoomMessageEventContent::notice_plain(usage))).await;
             return false;
         }
         true
