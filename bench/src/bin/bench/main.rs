@@ -216,7 +216,7 @@ impl Driver {
         let f = &mut self.figures;
         let mut line = format!(
             "{:.0} events/s, {:.0} txn/s, p50 {:.1} ms, p99 {:.1} ms, pushed in {:.1} s, \
-             CPU {cpu_us:.0} µs/event, idle {:.1} MB, peak {:.1} MB",
+             CPU {cpu_us:.1} µs/event, idle {:.1} MB, peak {:.1} MB",
             outcome.events_per_s,
             outcome.transactions_per_s,
             outcome.p50_ms,
