@@ -84,6 +84,14 @@ pub(crate) struct Parsed {
     pub(crate) committed: Option<tokio::sync::oneshot::Sender<bool>>,
 }
 
+impl Record {
+    /// The seq of its last item (one before `first_seq` for a record of none): its items take
+    /// `first_seq..=last_seq()`, a range no other record's items share.
+    pub(crate) fn last_seq(&self) -> i64 {
+        self.first_seq + self.items.len() as i64 - 1
+    }
+}
+
 impl std::fmt::Debug for Record {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Record")

@@ -216,7 +216,7 @@ fn commit_records_query(
             &record.digest,
             prefix.as_ref(),
             record.first_seq,
-            record.first_seq + record.items.len() as i64 - 1,
+            record.last_seq(),
         ));
         for &(seq, item) in &kept.items {
             let start = payloads.len() + 1;

@@ -214,7 +214,7 @@ fn bind(
         let record = kept.record;
         query = query
             .bind(record.first_seq)
-            .bind(record.first_seq + record.items.len() as i64 - 1)
+            .bind(record.last_seq())
             .bind(record.appservice_id.clone())
             .bind(record.txn_id.clone())
             .bind(record.digest.clone());
