@@ -104,7 +104,7 @@ async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
         let batch = store.take_journal().unwrap();
         let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
         assert_eq!(committed.fresh.len(), 2, "{form:?}");
-        for n in 0..9 {
+        for n in 0..33 {
             append(
                 &store,
                 &format!("u{n}"),
@@ -114,7 +114,7 @@ async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
         }
         let batch = store.take_journal().unwrap();
         let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
-        assert_eq!(committed.fresh.len(), 9, "{form:?}");
+        assert_eq!(committed.fresh.len(), 33, "{form:?}");
         outcomes.push((form, inbox_rows(&store).await));
     }
     let (_, bound) = &outcomes[0];
@@ -127,7 +127,7 @@ async fn a_batch_of_many_items_commits_as_the_json_forms_do() {
         .chain(["$m".into()])
         .chain(events("g", 0..200))
         .chain(events("h", 0..100))
-        .chain((0..9).flat_map(|n| events(&format!("u{n}."), 0..2)))
+        .chain((0..33).flat_map(|n| events(&format!("u{n}."), 0..2)))
         .collect();
     assert_eq!(
         bound.iter().map(|row| row.1.clone()).collect::<Vec<_>>(),

@@ -66,9 +66,27 @@ async fn a_batch_of_one_event_commits_as_the_general_form_does() {
 /// twice in the batch is stored for its first transaction only.
 #[tokio::test]
 async fn a_batch_of_one_event_transactions_commits_as_the_general_form_does() {
+    one_event_transactions_commit_as_the_general_form_does(0).await;
+}
+
+/// The same batch after ten more one-event transactions: too many records for the flat
+/// scripts, so bound (`bound.rs`), as gathered batches under a steady load of one event per
+/// transaction often are.
+#[tokio::test]
+async fn a_batch_of_more_one_event_transactions_than_the_flat_scripts_hold_commits_as_the_general_form_does()
+ {
+    one_event_transactions_commit_as_the_general_form_does(10).await;
+}
+
+/// The batch of the two tests above, after `before` one-event transactions of their own.
+async fn one_event_transactions_commit_as_the_general_form_does(before: usize) {
     for form in [None, Some(journal::Form::PerItem)] {
         let (_dir, store) = on_file().await;
         assert!(store.claim_journal());
+        let earlier: Vec<String> = (0..before).map(|n| format!("$b{n}")).collect();
+        for (n, event) in earlier.iter().enumerate() {
+            append_events(&store, &format!("b{n}"), "0000", &[event]);
+        }
         for (txn, digest, event) in [
             ("t1", "aaaa", "$x"),
             ("t1", "bbbb", "$y"),
@@ -78,17 +96,20 @@ async fn a_batch_of_one_event_transactions_commits_as_the_general_form_does() {
             append_events(&store, txn, digest, &[event]);
         }
         let batch = store.take_journal().unwrap();
-        let numbers: Vec<u64> = batch.records.iter().map(|r| r.number).collect();
+        assert_eq!(batch.records.len(), before + 4);
+        let numbers: Vec<u64> = batch.records[before..].iter().map(|r| r.number).collect();
         let committed = store.commit_journal_as(&batch, &[], form).await.unwrap();
         let mut fresh: Vec<_> = committed.fresh.iter().copied().collect();
         fresh.sort();
-        assert_eq!(fresh, [numbers[0], numbers[1], numbers[3]], "{form:?}");
+        let mut expected: Vec<u64> = batch.records[..before].iter().map(|r| r.number).collect();
+        expected.extend([numbers[0], numbers[1], numbers[3]]);
+        assert_eq!(fresh, expected, "{form:?}");
         assert_eq!(
             committed.reused.iter().collect::<Vec<_>>(),
             [&numbers[1]],
             "{form:?}"
         );
-        let seq = |i: usize| batch.records[i].first_seq;
+        let seq = |i: usize| batch.records[before + i].first_seq;
         assert!(committed.repeated_events.contains(&seq(3)), "{form:?}");
         assert!(!committed.repeated_events.contains(&seq(0)), "{form:?}");
         assert!(!committed.repeated_events.contains(&seq(1)), "{form:?}");
@@ -103,13 +124,20 @@ async fn a_batch_of_one_event_transactions_commits_as_the_general_form_does() {
             "{form:?}"
         );
         assert!(committed.reused.is_empty(), "{form:?}");
+        let keys: Vec<String> = (0..before).map(|n| format!("b{n}~0000.0")).collect();
+        let mut expected: Vec<(&str, &str)> = earlier
+            .iter()
+            .zip(&keys)
+            .map(|(event, key)| (event.as_str(), key.as_str()))
+            .collect();
+        expected.extend([
+            ("$x", "t1~aaaa.0"),
+            ("$y", "t1~bbbb.0"),
+            ("$z", "t3~dddd.0"),
+        ]);
         assert_eq!(
             stored_events(&store).await,
-            events_with_times(&[
-                ("$x", "t1~aaaa.0"),
-                ("$y", "t1~bbbb.0"),
-                ("$z", "t3~dddd.0")
-            ]),
+            events_with_times(&expected),
             "{form:?}"
         );
     }

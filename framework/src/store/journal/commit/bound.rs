@@ -1,8 +1,8 @@
 //! The commit script for batches of many items (transactions of many events, or a few
 //! records of several items each): every value a bound parameter, the items and the records
 //! written out as `VALUES` rows, without JSON. The flat script (`flat.rs`) takes batches of
-//! one-event records, the JSON forms ([`super::Form`]) batches larger than the largest script
-//! here, and any batch a test asks them for.
+//! up to eight one-event records, the JSON forms ([`super::Form`]) batches larger than the
+//! largest script here, and any batch a test asks them for.
 
 use std::{fmt::Write as _, sync::OnceLock};
 
@@ -15,8 +15,11 @@ use crate::{
 /// The sizes of script, in records. A script is prepared once by the connection, at a cost
 /// that grows with its rows, so there are a few sizes and a batch takes the smallest it fits,
 /// the rows it leaves over NULL (binding a NULL and skipping its row costs far less than
-/// reading a field out of JSON did: `docs/benchmarks.md`).
-const RECORD_ROWS: [usize; 4] = [1, 2, 4, 8];
+/// reading a field out of JSON did: `docs/benchmarks.md`). Up to 32: under a steady load of
+/// one event per transaction a batch gathers 9 to 16 records as often as fewer, too many for
+/// the flat scripts, and the JSON form cost 20% more per record at 12 records and 29% at 32
+/// (`docs/benchmarks.md`, "Session 38").
+const RECORD_ROWS: [usize; 6] = [1, 2, 4, 8, 16, 32];
 
 /// The sizes of script, in items (see [`RECORD_ROWS`]).
 const ITEM_ROWS: [usize; 5] = [16, 32, 64, 128, 256];
@@ -284,7 +287,13 @@ mod tests {
         assert_eq!(sql_for(&[record(1, 1, 16)]), script(1, 16));
         let too_many = sql_for(&[record(1, 1, 200), record(2, 201, 57)]);
         assert!(too_many.contains("jsonb("), "{too_many}");
-        let too_many_records: Vec<_> = (0..9).map(|n| record(n, 2 * n as i64, 2)).collect();
+        let nine: Vec<_> = (0..9).map(|n| record(n, 2 * n as i64, 2)).collect();
+        assert_eq!(sql_for(&nine), script(16, 32));
+        // One-event records past the flat scripts' room, as batches gathered under a steady
+        // load of one event per transaction are.
+        let twelve_of_one: Vec<_> = (0..12).map(|n| record(n, n as i64, 1)).collect();
+        assert_eq!(sql_for(&twelve_of_one), script(16, 16));
+        let too_many_records: Vec<_> = (0..33).map(|n| record(n, 2 * n as i64, 2)).collect();
         assert!(sql_for(&too_many_records).contains("jsonb("));
     }
 
@@ -294,9 +303,10 @@ mod tests {
     /// items, and so with no repeated events told.
     #[test]
     fn each_placeholder_gets_one_value() {
-        for records in 1..=8 {
-            // Records of one item go flat, and more than 256 items to a JSON form.
-            for items in [2, 3, 17, 32] {
+        for records in (1..=9).chain([16, 17, 32]) {
+            // Records of one item go flat up to eight, and more than 256 items to a JSON form.
+            let one = if records > 8 { &[1][..] } else { &[][..] };
+            for items in one.iter().copied().chain([2, 3, 7]) {
                 let batch: Vec<_> = (0..records)
                     .map(|n| record(n, 1 + (n * 64) as i64, items))
                     .collect();

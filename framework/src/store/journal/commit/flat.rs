@@ -1,6 +1,7 @@
 //! The commit script for a batch of a few records of one item each (transactions of one
-//! event): the records written out as `VALUES`, without JSON. The JSON forms ([`super::Form`])
-//! take every other batch, and any batch a test asks them for.
+//! event): the records written out as `VALUES`, without JSON. Larger batches go to the bound
+//! scripts (`bound.rs`) or the JSON forms ([`super::Form`]), as does any batch a test asks
+//! them for.
 
 use std::{fmt::Write as _, sync::OnceLock};
 
