@@ -38,7 +38,7 @@ use crate::{
 /// The journal's records to the inbox, in one transaction: the items of new records but those
 /// whose event the inbox holds already (`$items`, by [`Form`]); then, in one statement (each
 /// statement has a cost of its own, a few percent of a one-event commit), a tagged row per
-/// record, `(0, number)` if its id is new, `(1, number)` if the id was seen with other contents
+/// record whose id is not new, `(1, number)` if the id was seen with other contents
 /// (a new transaction all the same), `(3, number)` if seen with these (a resend: nothing
 /// stored), from one lookup of the id (the ids are not written yet), and `(2, seq)` for each
 /// item not stored (looked up only when the insert stored fewer than it was given, so the
@@ -65,10 +65,10 @@ macro_rules! commit_records_sql {
             $marks,
             $items,
             " ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
-             SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = t.value ->> 4 \
+             SELECT tag, number FROM (SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = t.value ->> 4 \
              FROM transactions WHERE appservice_id = t.value ->> 0 \
-             AND txn_id = t.value ->> 1), 0), t.value ->> 3 FROM json_each($1) AS t \
-             UNION ALL SELECT 2, i.value ->> 6 FROM (SELECT changes() AS stored) AS c, \
+             AND txn_id = t.value ->> 1), 0) AS tag, t.value ->> 3 AS number FROM json_each($1) AS t) \
+             WHERE tag <> 0 UNION ALL SELECT 2, i.value ->> 6 FROM (SELECT changes() AS stored) AS c, \
              json_each($3) AS i WHERE c.stored < $4 \
              AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); ",
             crate::store::inbox::waiting_sql!(
@@ -170,9 +170,10 @@ pub(crate) struct Committed {
     pub(crate) repeated_events: HashSet<i64>,
 }
 
-/// The statement that commits `records` (see [`commit_records_sql`]), and what it leaves out by
+/// The statement that commits `records` (see [`commit_records_sql`]), and what it tells by
 /// itself: a transaction twice in `records` (the homeserver sent it again before the first was
-/// committed) is kept once, and an event twice only the first time.
+/// committed) is kept once, and an event twice only the first time; every record kept is
+/// fresh unless the script's rows say otherwise ([`committed`]).
 fn commit_records_query(
     records: &[Record],
     done: &[i64],
@@ -249,9 +250,10 @@ struct Kept<'a> {
     items: Vec<(i64, &'a NewInboxItem)>,
 }
 
-/// The records of a batch that a commit writes, and what it leaves out by itself: a
+/// The records of a batch that a commit writes, and what it tells by itself: a
 /// transaction twice (the homeserver sent it again before the first was committed) is kept
-/// once, and an event twice only the first time.
+/// once, and an event twice only the first time; the records kept are fresh until the
+/// script's rows say otherwise ([`committed`]).
 fn keep(records: &[Record]) -> (Committed, Vec<Kept<'_>>) {
     let mut left_out = Committed::default();
     let mut seen = HashSet::new();
@@ -276,6 +278,7 @@ fn keep(records: &[Record]) -> (Committed, Vec<Kept<'_>>) {
             }
             items.push((seq, item));
         }
+        left_out.fresh.insert(record.number);
         kept.push(Kept { record, items });
     }
     (left_out, kept)
@@ -318,7 +321,10 @@ impl serde::Serialize for ItemRow<'_> {
     }
 }
 
-/// What the results of [`commit_records_query`] tell, added to what it left out itself.
+/// What the results of [`commit_records_query`] tell, added to what it told itself: every
+/// record it gave the script is fresh unless a row says it was a resend. The script returns
+/// rows for the exceptions only (`(1, number)`, `(3, number)`, `(2, seq)`), so that the common
+/// batch, all new, costs no row per record (each row crosses from SQLite's thread on its own).
 fn committed(
     results: Vec<sqlx::Either<sqlx::any::AnyQueryResult, sqlx::any::AnyRow>>,
     mut committed: Committed,
@@ -326,15 +332,14 @@ fn committed(
     for row in results.into_iter().filter_map(|result| result.right()) {
         let value: i64 = row.get(1);
         match row.get::<i64, _>(0) {
-            0 => {
-                committed.fresh.insert(value as u64);
-            }
             1 => {
-                committed.fresh.insert(value as u64);
                 committed.reused.insert(value as u64);
             }
             2 => {
                 committed.repeated_events.insert(value);
+            }
+            3 => {
+                committed.fresh.remove(&(value as u64));
             }
             _ => {}
         }

@@ -86,9 +86,9 @@ fn script(records: usize, items: usize) -> String {
          ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
          WITH r (appservice, txn, digest, number) AS (VALUES {records}), \
          i (seq) AS (VALUES {seqs}) \
-         SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = r.digest FROM transactions \
-         WHERE appservice_id = r.appservice AND txn_id = r.txn), 0), number FROM r \
-         WHERE number IS NOT NULL \
+         SELECT tag, number FROM (SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = r.digest \
+         FROM transactions WHERE appservice_id = r.appservice AND txn_id = r.txn), 0) AS tag, \
+         number FROM r WHERE number IS NOT NULL) WHERE tag <> 0 \
          UNION ALL SELECT 2, i.seq FROM (SELECT changes() AS stored) AS c, i \
          WHERE c.stored < ? AND i.seq IS NOT NULL \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = i.seq); \

@@ -76,9 +76,9 @@ fn script(rows: usize) -> String {
          AND COALESCE(digest, '') = v.digest) \
          ON CONFLICT (appservice_id, event_ts, event_id) WHERE event_id IS NOT NULL DO NOTHING; \
          WITH v (appservice, txn, digest, number, seq) AS (VALUES {records}) \
-         SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = v.digest FROM transactions \
-         WHERE appservice_id = v.appservice AND txn_id = v.txn), 0), number FROM v \
-         WHERE seq IS NOT NULL \
+         SELECT tag, number FROM (SELECT IFNULL(1 + 2 * (SELECT COALESCE(digest, '') = v.digest \
+         FROM transactions WHERE appservice_id = v.appservice AND txn_id = v.txn), 0) AS tag, \
+         number FROM v WHERE seq IS NOT NULL) WHERE tag <> 0 \
          UNION ALL SELECT 2, seq FROM v WHERE seq IS NOT NULL AND changes() < $2 \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = v.seq); \
          {waiting}\
@@ -137,6 +137,8 @@ fn query_of_shape(records: &[Record], done: &[i64]) -> Result<(super::Query, Com
         if kept.iter().any(same_id) {
             left_out.reused.insert(record.number);
         }
+        // Fresh until the script's rows say otherwise.
+        left_out.fresh.insert(record.number);
         kept.push(record);
     }
     let rows = kept.len().next_power_of_two();
