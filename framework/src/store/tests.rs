@@ -513,6 +513,7 @@ fn nothing_parsed() -> crate::store::Parsed {
 }
 
 mod commit;
+mod costs;
 mod flat;
 
 /// The receive script writes the waiting row of each item it stores, and of no other: items
