@@ -32,6 +32,7 @@ pub use handoff::{Handed, Handoff, Wakes};
 pub use inbox::{InboxItem, NewInboxItem};
 pub(crate) use inbox::{TxnName, digest};
 pub(crate) use journal::Parsed;
+pub(crate) use journal::SETTLE_AFTER;
 pub(crate) use journal::record_items;
 pub use leases::DEFAULT_TAKEOVER;
 pub(crate) use leases::LeaseTimes;
@@ -336,6 +337,8 @@ impl Store {
     /// Transaction ids should be kept longer than Synapse may take to resend a transaction
     /// whose answer it never got — which, across a homeserver restart, can be days.
     pub(crate) async fn prune(&self, keep_items: Duration, keep_txn_ids: Duration) -> Result<u64> {
+        // An item of a kept journal batch has no waiting row yet to keep it.
+        self.settle_journal().await?;
         let items_before = now_ms() - keep_items.as_millis() as i64;
         let txns_before = now_ms() - keep_txn_ids.as_millis() as i64;
         // SQLite keeps no index on the times (see migration 0003): inbox rows go in the order

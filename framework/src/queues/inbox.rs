@@ -105,6 +105,11 @@ impl Lane for InboxLane {
         if !core.upstream.alive() {
             return;
         }
+        // Items whose waiting rows were never written need no mark (`store/journal.rs`).
+        let seqs = core.store.journal_handled(seqs);
+        if seqs.is_empty() {
+            return;
+        }
         let writeback = &core.writeback;
         core.mode
             .mark_done(&core.store, seqs, |seqs| {

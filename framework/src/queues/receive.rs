@@ -216,11 +216,20 @@ pub(super) async fn commit_forever(weak: Weak<Core>, inbox: Arc<Lanes<InboxLane>
             // Waits holding only a weak reference, so a dropped appservice ends this task.
             let store = core.store.clone();
             drop(core);
-            if store.journal_appended(Duration::from_secs(1)).await {
+            // Batches kept with items not yet handled are settled after a lull, as the next
+            // commit would have settled them (`store/journal.rs`).
+            let keeps = store.journal_keeps_batches();
+            let lull = match keeps {
+                true => crate::store::SETTLE_AFTER,
+                false => Duration::from_secs(1),
+            };
+            if store.journal_appended(lull).await {
                 // Woken by the first record after a lull: a moment more gathers a batch when
                 // transactions come one at a time, instead of one commit for each. Not when a
                 // receiver waits for the commit.
                 store.journal_gather(GATHER).await;
+            } else if keeps && let Err(error) = store.settle_journal_due().await {
+                tracing::warn!(%error, "could not write the waiting rows of the inbox journal's kept batches");
             }
             continue;
         };

@@ -10,22 +10,36 @@
 //! promise is the same as a WAL commit with `synchronous = NORMAL`: the bytes are in the
 //! operating system's cache, which survives a crash of the process.
 //!
-//! Two files take turns, `<database>-inbox-0` and `-1`: records go to one while the other's
-//! are committed, and a file is emptied only after its records are in the database. Every
-//! record carries a number, a length and a CRC-32, so a start reads both files back in order and
-//! commits what it finds before anything else happens. A record cut short by a crash mid-write
-//! was never answered and is dropped; a damaged record anywhere else stops the start with an
-//! error naming the file, since what follows it cannot be read.
+//! Records go to one file while the batch taken before them is committed (a few files,
+//! `<database>-inbox-0` and on, take turns), and a file is emptied only once nothing in it is
+//! needed at a start. Every record carries a number, a length and a CRC-32, so a start reads
+//! the files back in order and commits what it finds before anything else happens. A record
+//! cut short by a crash mid-write was never answered and is dropped; a damaged record anywhere
+//! else stops the start with an error naming the file, since what follows it cannot be read.
+//!
+//! **Waiting rows, written late.** An item waiting to be handled has a row in `inbox_pending`
+//! (migration 0009), which a handled item's mark deletes. Under a steady load nearly every item
+//! is handled within milliseconds of its commit, and writing its row and then deleting it cost
+//! a sixth of a one-event commit (`docs/benchmarks.md`, "Session 39"). So a commit writes no
+//! waiting rows: its batch's file is kept ([`Late`]), and the batch's items that are still not
+//! handled get their rows only when the batch is settled, in the commit after it is
+//! [`SETTLE_AFTER`] old (or when [`MAX_LATE`] batches are kept), when the inbox is read or
+//! counted, or on its own after a lull. A batch whose items are all handled first is emptied
+//! with no write to the database at all. A start writes rows for every stored item of the
+//! records it reads back, so that what a crash leaves is handled again, as a mark that never
+//! reached the database would have it be.
 //!
 //! With [`Durability::Disk`] an answer also waits for the record to be synced to disk
 //! (`sync.rs`), which survives a power loss as well.
 
 use crate::sync::MutexExt;
 use std::{
+    collections::HashSet,
     fs::{File, OpenOptions},
     io::{Read, Write},
     path::{Path, PathBuf},
     sync::Mutex,
+    time::{Duration, Instant},
 };
 
 use super::{
@@ -55,6 +69,20 @@ pub(crate) use commit::record_items;
 /// transaction wait for the one before, more lets latency grow (measured in
 /// `docs/benchmarks.md`, "Why the receive path's constants are what they are").
 pub(crate) const MAX_WAITING_ITEMS: usize = 100;
+
+/// Committed batches whose files are kept, their items' waiting rows not all written (see the
+/// module's doc), at most. Each holds a file, and a crash has the items of each handled again.
+pub(crate) const MAX_LATE: usize = 3;
+
+/// How old a kept batch is when the next commit settles it: after a crash, the items handled
+/// in the last `SETTLE_AFTER` are handled again, as with the marks written behind
+/// (`queues/writeback.rs`). Under a steady load of one event per transaction nearly every
+/// item is handled by then (`docs/benchmarks.md`, "Session 39").
+pub(crate) const SETTLE_AFTER: Duration = Duration::from_millis(10);
+
+/// The files: one for appends, one for the batch being committed, [`MAX_LATE`] kept and one
+/// more, so that a file that could not be emptied yet holds nothing up.
+const FILES: usize = MAX_LATE + 3;
 
 /// One received transaction.
 pub(crate) struct Record {
@@ -117,8 +145,17 @@ struct Taken {
     file: usize,
     records: usize,
     items: usize,
-    /// Committed, but its file could not be emptied yet.
-    committed: bool,
+}
+
+/// A committed batch whose file is kept: some of its stored items may have no waiting row yet.
+#[derive(Debug)]
+struct Late {
+    file: usize,
+    /// Its stored items not yet handled: each gets its waiting row when the batch is settled.
+    open: HashSet<i64>,
+    committed_at: Instant,
+    /// In a commit that writes the open items' rows: one handled meanwhile is to be marked.
+    settling: bool,
 }
 
 #[derive(Debug)]
@@ -143,8 +180,8 @@ pub(crate) struct Journal {
 
 #[derive(Debug)]
 struct State {
-    files: [File; 2],
-    paths: [PathBuf; 2],
+    files: Vec<File>,
+    paths: Vec<PathBuf>,
     /// The file appends go to.
     current: usize,
     /// Bytes in the current file, to cut a failed append back off.
@@ -157,12 +194,16 @@ struct State {
     appended: Vec<Record>,
     /// The batch taken and not yet finished: the next batch waits for it.
     taken: Option<Taken>,
+    /// Committed batches whose files are kept, oldest first.
+    late: Vec<Late>,
+    /// Files whose records are all settled, not yet emptied: a failed truncation, tried again.
+    dirty: Vec<usize>,
     /// Set when a failed append could not be cut off: nothing can be appended safely after it.
     broken: bool,
     /// For each file, the number after that of the last record appended to it: what a sync
     /// must cover.
-    last_in: [u64; 2],
-    /// Why the committed batch's file could not be emptied, until it is.
+    last_in: Vec<u64>,
+    /// Why a settled file could not be emptied, until it is.
     unemptied: Option<String>,
 }
 
@@ -170,11 +211,13 @@ impl Journal {
     /// Opens the two files beside the database at `db_path`, and reads back the records left in
     /// them, in order. They must be committed before [`Journal::start`], which empties the files.
     pub(crate) fn open(db_path: &Path, durability: Durability) -> Result<(Journal, Vec<Record>)> {
-        let paths = [0, 1].map(|i| {
-            let mut name = db_path.as_os_str().to_owned();
-            name.push(format!("-inbox-{i}"));
-            PathBuf::from(name)
-        });
+        let paths: Vec<PathBuf> = (0..FILES)
+            .map(|i| {
+                let mut name = db_path.as_os_str().to_owned();
+                name.push(format!("-inbox-{i}"));
+                PathBuf::from(name)
+            })
+            .collect();
         let open = |path: &PathBuf| {
             OpenOptions::new()
                 .read(true)
@@ -183,7 +226,7 @@ impl Journal {
                 .open(path)
                 .map_err(|e| Error::Other(format!("inbox journal {}: {e}", path.display())))
         };
-        let mut files = [open(&paths[0])?, open(&paths[1])?];
+        let mut files = paths.iter().map(open).collect::<Result<Vec<_>>>()?;
         let mut records = Vec::new();
         for (file, path) in files.iter_mut().zip(&paths) {
             let mut bytes = Vec::new();
@@ -207,8 +250,10 @@ impl Journal {
                 next_seq: 1,
                 appended: Vec::new(),
                 taken: None,
+                late: Vec::new(),
+                dirty: Vec::new(),
                 broken: false,
-                last_in: [0; 2],
+                last_in: vec![0; FILES],
                 unemptied: None,
             }),
             notify: tokio::sync::Notify::new(),
@@ -222,10 +267,11 @@ impl Journal {
         Ok((journal, records))
     }
 
-    /// Empties both files (their records are committed) and numbers items from `next_seq` on.
+    /// Empties the files (their records are committed, their items' waiting rows written) and
+    /// numbers items from `next_seq` on.
     pub(crate) fn start(&self, next_seq: i64) -> Result<()> {
         let mut state = self.lock();
-        for i in 0..2 {
+        for i in 0..FILES {
             truncate(&state.files[i], &state.paths[i])?;
         }
         state.len = 0;
@@ -304,41 +350,114 @@ impl Journal {
     }
 
     /// Takes the records appended so far, if any and if no batch is in flight; appends go to
-    /// the other file from now on.
+    /// another file from now on. `None` too while no file is free (a settled file could not be
+    /// emptied: `Store::journal_unemptied` says why).
     pub(crate) fn take(&self) -> Option<Batch> {
         let mut state = self.lock();
-        if state.taken.as_ref().is_some_and(|taken| taken.committed) {
-            // The last batch was committed but its file could not be emptied: try again.
-            let _ = state.end_turn();
-        }
+        state.empty_dirty();
         if state.taken.is_some() || state.appended.is_empty() {
             return None;
         }
+        let next = state.free_file()?;
         let records = std::mem::take(&mut state.appended);
         let file = state.current;
         state.taken = Some(Taken {
             file,
             records: records.len(),
             items: records.iter().map(|r| r.items.len()).sum(),
-            committed: false,
         });
-        state.current = 1 - file;
+        state.current = next;
         state.len = 0;
         Some(Batch { records, file })
     }
 
-    /// The batch's records are committed: its file is emptied for its next turn. On an error
-    /// the turn is kept, so no batch follows until `take` emptied the file (a start would find
-    /// its records again, committed, and skip them as repeats).
-    pub(crate) fn finish(&self, batch: &Batch) -> Result<()> {
+    /// The batch's records are committed, `open` the seqs of the items it stored: its file is
+    /// kept until they are handled or settled, or emptied now if there are none.
+    pub(crate) fn finish(&self, batch: &Batch, open: HashSet<i64>) {
         let mut state = self.lock();
-        if let Some(taken) = state.taken.as_mut().filter(|t| t.file == batch.file) {
-            taken.committed = true;
+        if state.taken.as_ref().is_some_and(|t| t.file == batch.file) {
+            state.taken = None;
         }
-        state.end_turn()?;
+        if open.is_empty() {
+            state.empty(batch.file);
+        } else {
+            state.late.push(Late {
+                file: batch.file,
+                open,
+                committed_at: Instant::now(),
+                settling: false,
+            });
+        }
         drop(state);
         self.committed.notify_waiters();
-        Ok(())
+    }
+
+    /// Of the items `seqs`, just handled, those that need a done mark: an item of a kept batch
+    /// has no waiting row to delete (unless the batch is being settled). A kept batch whose
+    /// items are all handled is emptied here.
+    pub(crate) fn handled(&self, mut seqs: Vec<i64>) -> Vec<i64> {
+        let mut state = self.lock();
+        if state.late.is_empty() {
+            return seqs;
+        }
+        seqs.retain(|seq| {
+            for late in &mut state.late {
+                if late.open.remove(seq) {
+                    return late.settling;
+                }
+            }
+            true
+        });
+        while let Some(place) = state
+            .late
+            .iter()
+            .position(|late| !late.settling && late.open.is_empty())
+        {
+            let late = state.late.remove(place);
+            state.empty(late.file);
+        }
+        seqs
+    }
+
+    /// Starts settling the kept batches `all`, or those due: [`SETTLE_AFTER`] old, or the
+    /// oldest beyond [`MAX_LATE`]` - 1` (so that the batch being committed can be kept).
+    /// Returns their open items, whose waiting rows the caller writes, then calls
+    /// [`Journal::settled`]; the caller holds the store's connection throughout, so that a mark
+    /// of an item handled meanwhile is written after the row.
+    pub(crate) fn settle(&self, all: bool) -> Vec<i64> {
+        let mut state = self.lock();
+        let kept = state.late.len();
+        let mut seqs = Vec::new();
+        for (place, late) in state.late.iter_mut().enumerate() {
+            let due =
+                all || late.committed_at.elapsed() >= SETTLE_AFTER || kept - place >= MAX_LATE;
+            if due && !late.settling {
+                late.settling = true;
+                seqs.extend(late.open.iter().copied());
+            }
+        }
+        seqs
+    }
+
+    /// The batches being settled are settled (their files emptied), or, if `written` is false,
+    /// kept as they were, for a later settle to write their remaining open items.
+    pub(crate) fn settled(&self, written: bool) {
+        let mut state = self.lock();
+        if !written {
+            for late in &mut state.late {
+                late.settling = false;
+            }
+            return;
+        }
+        while let Some(place) = state.late.iter().position(|late| late.settling) {
+            let late = state.late.remove(place);
+            state.empty(late.file);
+        }
+    }
+
+    /// Whether committed batches' files are kept, to be settled.
+    pub(crate) fn keeps_batches(&self) -> bool {
+        !self.lock().late.is_empty()
     }
 
     /// Items not yet committed.
@@ -356,17 +475,41 @@ impl Journal {
 }
 
 impl State {
-    /// Empties the file of the committed batch, which ends its turn.
-    fn end_turn(&mut self) -> Result<()> {
-        if let Some(taken) = &self.taken {
-            if let Err(error) = truncate(&self.files[taken.file], &self.paths[taken.file]) {
+    /// A file holding nothing needed: not appended to, taken, kept or waiting to be emptied.
+    fn free_file(&self) -> Option<usize> {
+        (0..FILES).find(|&file| {
+            file != self.current
+                && self.taken.as_ref().is_none_or(|t| t.file != file)
+                && self.late.iter().all(|late| late.file != file)
+                && !self.dirty.contains(&file)
+        })
+    }
+
+    /// Empties `file`, whose records are settled; one that cannot be is tried again by
+    /// [`Journal::take`], and holds its place meanwhile.
+    fn empty(&mut self, file: usize) {
+        match truncate(&self.files[file], &self.paths[file]) {
+            Ok(()) => {}
+            Err(error) => {
                 self.unemptied = Some(error.to_string());
-                return Err(error);
+                self.dirty.push(file);
             }
-            self.taken = None;
+        }
+    }
+
+    fn empty_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        let mut left = Vec::new();
+        for file in dirty {
+            if let Err(error) = truncate(&self.files[file], &self.paths[file]) {
+                self.unemptied = Some(error.to_string());
+                left.push(file);
+            }
+        }
+        if left.is_empty() {
             self.unemptied = None;
         }
-        Ok(())
+        self.dirty = left;
     }
 }
 
@@ -464,7 +607,7 @@ mod tests {
         append(&journal, "t1");
         let batch = journal.take().unwrap();
         append(&journal, "t2");
-        journal.finish(&batch).unwrap();
+        journal.finish(&batch, HashSet::new());
         assert_eq!(journal.backlog(), 1);
         let second = journal.take().unwrap();
         assert_eq!(second.records[0].txn_id, "t2");
@@ -472,6 +615,71 @@ mod tests {
         append(&journal, "t3");
         drop(journal);
         assert_eq!(txn_ids(&db), ["t2", "t3"]);
+    }
+
+    /// A committed batch whose items are not all handled is kept, and read back at a start,
+    /// until they are handled (no mark needed, the file emptied) or settled.
+    #[test]
+    fn a_batch_is_kept_until_its_items_are_handled_or_settled() {
+        let (_dir, db, journal) = started(1);
+        let first = append(&journal, "t1");
+        let second = append(&journal, "t2");
+        let batch = journal.take().unwrap();
+        journal.finish(&batch, HashSet::from([first, second]));
+        assert_eq!(txn_ids(&db), ["t1", "t2"], "kept");
+        assert_eq!(journal.handled(vec![first, 99]), [99], "no row to delete");
+        assert_eq!(txn_ids(&db), ["t1", "t2"], "t2 is not handled yet");
+        assert!(journal.handled(vec![second]).is_empty());
+        assert!(txn_ids(&db).is_empty(), "emptied once all are handled");
+        assert!(!journal.keeps_batches());
+
+        // Settled: the items not handled get their rows, and one handled meanwhile is marked.
+        let third = append(&journal, "t3");
+        let fourth = append(&journal, "t4");
+        let batch = journal.take().unwrap();
+        journal.finish(&batch, HashSet::from([third, fourth]));
+        assert!(journal.settle(false).is_empty(), "not due yet");
+        let mut settling = journal.settle(true);
+        settling.sort();
+        assert_eq!(settling, [third, fourth]);
+        assert_eq!(
+            journal.handled(vec![third]),
+            [third],
+            "its row is being written"
+        );
+        // The settle failed: kept as it was, but for the item handled meanwhile.
+        journal.settled(false);
+        assert_eq!(journal.settle(true), [fourth]);
+        journal.settled(true);
+        assert!(txn_ids(&db).is_empty());
+        assert_eq!(journal.handled(vec![fourth]), [fourth], "settled: marked");
+    }
+
+    /// At most `MAX_LATE` batches are kept: the next commit settles the oldest beyond that,
+    /// and those `SETTLE_AFTER` old.
+    #[test]
+    fn the_oldest_kept_batches_are_due() {
+        let (_dir, _db, journal) = started(1);
+        let mut seqs = Vec::new();
+        let started = Instant::now();
+        for i in 0..MAX_LATE {
+            let seq = append(&journal, &format!("t{i}"));
+            let batch = journal.take().unwrap();
+            journal.finish(&batch, HashSet::from([seq]));
+            seqs.push(seq);
+        }
+        let due = journal.settle(false);
+        if started.elapsed() < SETTLE_AFTER {
+            assert_eq!(due, [seqs[0]], "room for one more");
+        } else {
+            // A slow machine: the others are due by their age as well.
+            assert!(due.contains(&seqs[0]));
+        }
+        journal.settled(true);
+        std::thread::sleep(SETTLE_AFTER);
+        let mut due = journal.settle(false);
+        due.sort();
+        assert_eq!(due, seqs[1..]);
     }
 
     #[test]

@@ -211,6 +211,15 @@ async fn count(store: &Store, sql: &'static str) -> i64 {
         .unwrap()
 }
 
+/// Appends a transaction of `items` items, and commits it as a batch of its own: the seq of
+/// its first item.
+async fn commit_alone(store: &Store, txn_id: &str, items: usize) -> i64 {
+    append(store, txn_id, items);
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[]).await.unwrap();
+    batch.records[0].first_seq
+}
+
 fn append(store: &Store, txn_id: &str, items: usize) {
     store
         .append_to_journal(
@@ -259,13 +268,15 @@ async fn a_journal_batch_stores_each_new_id_once_and_skips_ids_seen_before() {
 async fn done_marks_ride_along_with_a_journal_batch() {
     let (_dir, store) = on_file().await;
     store.claim_journal();
-    append(&store, "t1", 2);
-    let batch = store.take_journal().unwrap();
-    store.commit_journal(&batch, &[]).await.unwrap();
-    let first = batch.records[0].first_seq;
+    let first = commit_alone(&store, "t1", 2).await;
+    // Its items' waiting rows written (as a read of the inbox would have them), the first
+    // handled needs its mark.
+    store.settle_journal().await.unwrap();
+    assert_eq!(store.journal_handled(vec![first]), [first]);
     append(&store, "t2", 1);
     let batch = store.take_journal().unwrap();
     store.commit_journal(&batch, &[first]).await.unwrap();
+    store.settle_journal().await.unwrap();
     let pending: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
         .fetch_all(&mut *store.conn().await.unwrap())
         .await
@@ -315,6 +326,83 @@ async fn what_the_journal_held_at_a_crash_is_committed_at_the_next_start_once() 
         4,
         "and nothing found again at the next start"
     );
+}
+
+/// The waiting rows of a journal batch are written late (`store/journal.rs`): after a crash,
+/// every item of the batches the journal kept waits again, handled or not, since nothing
+/// recorded their handling; items of a batch settled, or emptied once all were handled, wait
+/// only if they were not handled.
+#[tokio::test]
+async fn a_start_has_the_items_of_the_batches_the_journal_kept_handled_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    store.claim_journal();
+    let pending = |store: Store| async move {
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
+            .fetch_all(&mut *store.conn().await.unwrap())
+            .await
+            .unwrap();
+        seqs
+    };
+    // t1: both items handled while kept, so emptied with no row written.
+    let t1 = commit_alone(&store, "t1", 2).await;
+    assert!(store.journal_handled(vec![t1, t1 + 1]).is_empty());
+    // t2: settled with one item not handled; the other was handled before, so has no row.
+    let t2 = commit_alone(&store, "t2", 2).await;
+    assert!(store.journal_handled(vec![t2]).is_empty());
+    store.settle_journal().await.unwrap();
+    assert!(!store.journal_keeps_batches());
+    assert_eq!(pending(store.clone()).await, [t2 + 1]);
+    // t3: kept, one item handled, when the process crashes.
+    let t3 = commit_alone(&store, "t3", 2).await;
+    assert!(store.journal_handled(vec![t3]).is_empty());
+    assert!(store.journal_keeps_batches());
+    assert_eq!(pending(store.clone()).await, [t2 + 1], "t3 has no rows yet");
+    drop(store);
+
+    let store = Store::connect(&url).await.unwrap();
+    assert_eq!(
+        pending(store.clone()).await,
+        [t2 + 1, t3, t3 + 1],
+        "t3's items both wait again; t1's and t2's handled ones do not"
+    );
+    assert_eq!(seqs(&store).await.len(), 6, "nothing stored twice");
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 3);
+}
+
+/// The items of a kept batch count as waiting wherever the inbox is read: its depth, its
+/// queues, a queue's items.
+#[tokio::test]
+async fn the_items_of_a_kept_batch_are_found_wherever_the_inbox_is_read() {
+    let (_dir, store) = on_file().await;
+    store.claim_journal();
+    let first = commit_alone(&store, "t1", 2).await;
+    assert!(store.journal_keeps_batches());
+    assert_eq!(store.inbox_depth("as").await.unwrap(), 2);
+    assert!(!store.journal_keeps_batches(), "settled by the count");
+    // Handled now, the first needs its mark.
+    assert_eq!(store.journal_handled(vec![first]), [first]);
+    store.inbox_done(first).await.unwrap();
+
+    append(&store, "t2", 1);
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[]).await.unwrap();
+    assert_eq!(
+        store.inbox_pending_queues("as", 10).await.unwrap(),
+        ["!r:x"]
+    );
+    append(&store, "t3", 1);
+    let batch = store.take_journal().unwrap();
+    store.commit_journal(&batch, &[]).await.unwrap();
+    let read: Vec<i64> = store
+        .inbox_next("as", "!r:x", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|item| item.seq)
+        .collect();
+    assert_eq!(read, [first + 1, first + 2, first + 3]);
 }
 
 #[tokio::test]

@@ -8,21 +8,6 @@ use sqlx::Row;
 
 use super::{Batch, Journal, Record};
 
-/// The statement that writes the waiting rows ([`waiting_sql`](crate::store::inbox::waiting_sql))
-/// for scripts that bind each record's values: one `VALUES` row per record (the `{}` to fill),
-/// `(first seq, last seq, appservice, txn, digest)`, NULL for rows left over. It comes before
-/// the ids go in, so a record whose id is there already is a resend.
-macro_rules! waiting_of_values_sql {
-    () => {
-        crate::store::inbox::waiting_sql!(
-            "(SELECT column1 AS lo, column2 AS hi FROM (VALUES {}) \
-             WHERE column1 IS NOT NULL AND NOT EXISTS (SELECT 1 FROM transactions \
-             WHERE appservice_id = column3 AND txn_id = column4 \
-             AND COALESCE(digest, '') = column5))"
-        )
-    };
-}
-
 mod bound;
 mod flat;
 use crate::{
@@ -36,14 +21,14 @@ use crate::{
 };
 
 /// The journal's records to the inbox, in one transaction: the items of new records but those
-/// whose event the inbox holds already (`$items`, by [`Form`]); then, in one statement (each
+/// whose event the inbox holds already (`$items`, by [`Form`]), but no waiting rows (they are
+/// written late: `store/journal.rs`); then, in one statement (each
 /// statement has a cost of its own, a few percent of a one-event commit), a tagged row per
 /// record whose id is not new, `(1, number)` if the id was seen with other contents
 /// (a new transaction all the same), `(3, number)` if seen with these (a resend: nothing
 /// stored), from one lookup of the id (the ids are not written yet), and `(2, seq)` for each
 /// item not stored (looked up only when the insert stored fewer than it was given, so the
-/// common batch pays no lookup per item); then the stored items' rows in `inbox_pending`, for
-/// the records whose ids are new ([`waiting_sql`](crate::store::inbox::waiting_sql)); then the
+/// common batch pays no lookup per item); then the
 /// ids, each replacing the row of its earlier use (so that rows stay in the order they came,
 /// for pruning; a resend's row is only moved to the end).
 ///
@@ -70,13 +55,8 @@ macro_rules! commit_records_sql {
              AND txn_id = t.value ->> 1), 0) AS tag, t.value ->> 3 AS number FROM json_each($1) AS t) \
              WHERE tag <> 0 UNION ALL SELECT 2, i.value ->> 6 FROM (SELECT changes() AS stored) AS c, \
              json_each($3) AS i WHERE c.stored < $4 \
-             AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); ",
-            crate::store::inbox::waiting_sql!(
-                "(SELECT t.value ->> 6 AS lo, t.value ->> 7 AS hi FROM json_each($1) AS t \
-                 WHERE NOT EXISTS (SELECT 1 FROM transactions WHERE appservice_id = t.value ->> 0 \
-                 AND txn_id = t.value ->> 1 AND COALESCE(digest, '') = t.value ->> 4))"
-            ),
-            "INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
+             AND NOT EXISTS (SELECT 1 FROM inbox WHERE seq = i.value ->> 6); \
+             INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
              SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 4 \
              FROM json_each($1) AS t; COMMIT;"
         )
@@ -115,10 +95,14 @@ macro_rules! items_per_item {
     };
 }
 
-/// The done marks that ride along with a commit.
-macro_rules! marks {
+/// What rides along with a commit: the waiting rows of the kept batches it settles (`$6`),
+/// and the done marks written behind (`$5`).
+macro_rules! upkeep {
     () => {
-        crate::store::inbox::mark_done_sql!("$5")
+        concat!(
+            crate::store::inbox::settle_sql!("$6"),
+            crate::store::inbox::mark_done_sql!("$5")
+        )
     };
 }
 
@@ -145,12 +129,12 @@ impl Form {
         }
     }
 
-    fn script(self, marking_done: bool) -> &'static str {
-        match (self, marking_done) {
+    fn script(self, upkeep: bool) -> &'static str {
+        match (self, upkeep) {
             (Form::PerRecord, false) => commit_records_sql!("", items_per_record!()),
-            (Form::PerRecord, true) => commit_records_sql!(marks!(), items_per_record!()),
+            (Form::PerRecord, true) => commit_records_sql!(upkeep!(), items_per_record!()),
             (Form::PerItem, false) => commit_records_sql!("", items_per_item!()),
-            (Form::PerItem, true) => commit_records_sql!(marks!(), items_per_item!()),
+            (Form::PerItem, true) => commit_records_sql!(upkeep!(), items_per_item!()),
         }
     }
 }
@@ -170,21 +154,51 @@ pub(crate) struct Committed {
     pub(crate) repeated_events: HashSet<i64>,
 }
 
-/// The statement that commits `records` (see [`commit_records_sql`]), and what it tells by
-/// itself: a transaction twice in `records` (the homeserver sent it again before the first was
+/// The done marks and the waiting rows a commit writes besides its records, each a JSON array
+/// of seqs (`None` for none).
+struct Upkeep {
+    marks: Option<String>,
+    settle: Option<String>,
+}
+
+impl Upkeep {
+    fn of(done: &[i64], settle: &[i64]) -> Result<Upkeep> {
+        let json = |seqs: &[i64]| match seqs {
+            [] => Ok(None),
+            seqs => serde_json::to_string(seqs).map(Some),
+        };
+        Ok(Upkeep {
+            marks: json(done)?,
+            settle: json(settle)?,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.marks.is_none() && self.settle.is_none()
+    }
+}
+
+/// The statement that commits `records` (see [`commit_records_sql`]), with the done marks
+/// `done` and the waiting rows of the items `settle`, and what it tells by itself: a
+/// transaction twice in `records` (the homeserver sent it again before the first was
 /// committed) is kept once, and an event twice only the first time; every record kept is
 /// fresh unless the script's rows say otherwise ([`committed`]).
 fn commit_records_query(
     records: &[Record],
     done: &[i64],
+    settle: &[i64],
     form: Option<Form>,
 ) -> Result<(Query, Committed)> {
+    let upkeep = Upkeep::of(done, settle)?;
     // Batches of one-event transactions are written out flat (`flat.rs`), and others up to
     // a size with every value bound (`bound.rs`), unless a form is asked for.
-    if form.is_none()
-        && let Some(query) = flat::query(records, done).or_else(|| bound::query(records, done))
-    {
-        return query;
+    if form.is_none() {
+        if let Some(query) = flat::query(records, &upkeep) {
+            return query;
+        }
+        if let Some(query) = bound::query(records, &upkeep) {
+            return query;
+        }
     }
     let form = form.unwrap_or_else(|| {
         Form::for_batch(
@@ -231,15 +245,15 @@ fn commit_records_query(
             });
         }
     }
-    let query = sqlx::query(form.script(!done.is_empty()))
+    let query = sqlx::query(form.script(!upkeep.is_empty()))
         .bind(serde_json::to_string(&txns)?)
         .bind(payloads)
         .bind(serde_json::to_string(&rows)?)
         .bind(rows.len() as i64);
-    let query = if done.is_empty() {
+    let query = if upkeep.is_empty() {
         query
     } else {
-        query.bind(serde_json::to_string(done)?)
+        query.bind(upkeep.marks).bind(upkeep.settle)
     };
     Ok((query, left_out))
 }
@@ -347,24 +361,60 @@ fn committed(
     committed
 }
 
-/// Commits journal records on `conn` in one transaction, with the done marks `done`.
+/// Commits journal records on `conn` in one transaction, with the done marks `done`. It writes
+/// no waiting rows for their items: see [`settle_records`].
 pub(in crate::store) async fn commit_records(
     conn: &mut Conn<'_>,
     records: &[Record],
     done: &[i64],
 ) -> Result<Committed> {
-    commit_records_as(conn, records, done, None).await
+    commit_records_as(conn, records, done, &[], None).await
 }
 
-/// As [`commit_records`], in the form given (the cheaper one for the batch if `None`).
+/// As [`commit_records`], with the waiting rows of the items `settle`, in the form given (the
+/// cheaper one for the batch if `None`).
 pub(in crate::store) async fn commit_records_as(
     conn: &mut Conn<'_>,
     records: &[Record],
     done: &[i64],
+    settle: &[i64],
     form: Option<Form>,
 ) -> Result<Committed> {
-    let (query, left_out) = commit_records_query(records, done, form)?;
+    let (query, left_out) = commit_records_query(records, done, settle, form)?;
     Ok(committed(script_on(conn, query).await?, left_out))
+}
+
+/// Writes the waiting rows of every item `records` stored, whether a commit just now or an
+/// earlier one did, unless it has one: the records a start finds in the journal, whose items
+/// may have been handled or not.
+pub(in crate::store) async fn settle_records(
+    conn: &mut Conn<'_>,
+    records: &[Record],
+) -> Result<()> {
+    let ranges: Vec<(i64, i64)> = records
+        .iter()
+        .map(|record| (record.first_seq, record.last_seq()))
+        .collect();
+    sqlx::query(
+        "INSERT OR IGNORE INTO inbox_pending (seq, appservice_id, queue_key) \
+         SELECT i.seq, i.appservice_id, i.queue_key FROM json_each($1) AS r \
+         CROSS JOIN inbox AS i ON i.seq BETWEEN r.value ->> 0 AND r.value ->> 1",
+    )
+    .bind(serde_json::to_string(&ranges)?)
+    .execute(&mut **conn)
+    .await?;
+    Ok(())
+}
+
+/// The seqs of the items a commit stored for `records`: those of the fresh records, but for
+/// events the inbox held already.
+fn stored_seqs(records: &[Record], committed: &Committed) -> HashSet<i64> {
+    records
+        .iter()
+        .filter(|record| committed.fresh.contains(&record.number))
+        .flat_map(|record| record.first_seq..=record.last_seq())
+        .filter(|seq| !committed.repeated_events.contains(seq))
+        .collect()
 }
 
 /// Takes `conn` for the framework, opens the journal beside its file, and commits what a
@@ -382,6 +432,8 @@ pub(in crate::store) async fn open_beside(
     let mut conn = Conn::Held(held.lock().await);
     if !left.is_empty() {
         let committed = commit_records(&mut conn, &left, &[]).await?;
+        // Their items may lack their waiting rows, handled or not: handled again if they were.
+        settle_records(&mut conn, &left).await?;
         tracing::info!(
             records = left.len(),
             fresh = committed.fresh.len(),
@@ -474,7 +526,9 @@ impl Store {
     }
 
     /// Commits a batch from [`Store::take_journal`] to the inbox, with the done marks `done`,
-    /// and empties its file. On an error nothing was written: call again with the same batch.
+    /// and settles the kept batches that are due; the batch's file is kept until its items
+    /// are handled or settled (`journal.rs`). On an error nothing was written: call again with
+    /// the same batch.
     pub(crate) async fn commit_journal(&self, batch: &Batch, done: &[i64]) -> Result<Committed> {
         self.commit_journal_as(batch, done, None).await
     }
@@ -488,14 +542,68 @@ impl Store {
         form: Option<Form>,
     ) -> Result<Committed> {
         let conn = &mut self.conn().await?;
-        let committed = commit_records_as(conn, &batch.records, done, form).await?;
-        if let Some(journal) = &self.journal
-            && let Err(error) = journal.finish(batch)
-        {
-            // The records are committed; found again at the next start, they store nothing.
-            tracing::warn!(%error, "could not empty the inbox journal");
+        let settle = match &self.journal {
+            Some(journal) => journal.settle(false),
+            None => Vec::new(),
+        };
+        let committed = commit_records_as(conn, &batch.records, done, &settle, form).await;
+        if let Some(journal) = &self.journal {
+            journal.settled(committed.is_ok());
+            if let Ok(committed) = &committed {
+                journal.finish(batch, stored_seqs(&batch.records, committed));
+            }
         }
-        Ok(committed)
+        committed
+    }
+
+    /// Writes the waiting rows of the items of every kept batch not yet handled, and empties
+    /// the batches' files: before the inbox is read or counted, and after a lull.
+    pub(crate) async fn settle_journal(&self) -> Result<()> {
+        self.settle_journal_batches(true).await
+    }
+
+    /// As [`Store::settle_journal`], for the kept batches that are due only
+    /// ([`SETTLE_AFTER`](super::SETTLE_AFTER) old).
+    pub(crate) async fn settle_journal_due(&self) -> Result<()> {
+        self.settle_journal_batches(false).await
+    }
+
+    async fn settle_journal_batches(&self, all: bool) -> Result<()> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        if !journal.keeps_batches() {
+            return Ok(());
+        }
+        let conn = &mut self.conn().await?;
+        let seqs = journal.settle(all);
+        let written = match seqs.as_slice() {
+            [] => Ok(()),
+            seqs => sqlx::query(crate::store::inbox::settle_sql!("$1"))
+                .bind(serde_json::to_string(seqs)?)
+                .execute(&mut **conn)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+        };
+        journal.settled(written.is_ok());
+        written
+    }
+
+    /// Whether committed batches wait to be settled ([`Store::settle_journal_due`]).
+    pub(crate) fn journal_keeps_batches(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|journal| journal.keeps_batches())
+    }
+
+    /// Of the inbox items `seqs`, just handled, those that need a done mark: the items of a
+    /// kept batch have no waiting row yet, and need none now (`journal.rs`).
+    pub(crate) fn journal_handled(&self, seqs: Vec<i64>) -> Vec<i64> {
+        match &self.journal {
+            Some(journal) => journal.handled(seqs),
+            None => seqs,
+        }
     }
 }
 

@@ -91,16 +91,32 @@ mod tests {
             &mut journal.lock().files[batch.file],
             std::fs::File::open(&path).unwrap(),
         );
-        assert!(journal.finish(&batch).is_err());
+        journal.finish(&batch, Default::default());
         let reason = journal.unemptied().expect("reported");
         assert!(reason.contains("store.db-inbox-0"), "{reason}");
+        // Its file holds its place: appends go to the others, tried again at every take.
         append(&journal, "t2");
-        assert!(journal.take().is_none(), "no batch while the file is full");
+        let second = journal.take().expect("another file is free");
+        assert_eq!(second.records[0].txn_id, "t2");
+        assert!(journal.unemptied().is_some());
+        journal.finish(&second, Default::default());
+        for i in 3..3 + super::super::FILES {
+            append(&journal, &format!("t{i}"));
+            let next = journal.take().unwrap();
+            assert_ne!(next.file, batch.file, "appended to the file not emptied");
+            journal.finish(&next, Default::default());
+        }
         assert!(journal.unemptied().is_some());
 
         journal.lock().files[batch.file] = writable;
+        append(&journal, "u");
         let next = journal.take().expect("the file emptied, the next batch");
-        assert_eq!(next.records[0].txn_id, "t2");
+        assert_eq!(next.records[0].txn_id, "u");
         assert!(journal.unemptied().is_none());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            0,
+            "t1's file emptied"
+        );
     }
 }

@@ -20,10 +20,9 @@ use crate::{Error, Result, store::Store};
 
 #[derive(Debug)]
 pub(super) struct Syncer {
-    /// The journal's two files, opened again: a sync runs on a blocking thread while appends
-    /// go on.
-    files: Arc<[File; 2]>,
-    paths: [PathBuf; 2],
+    /// The journal's files, opened again: a sync runs on a blocking thread while appends go on.
+    files: Arc<Vec<File>>,
+    paths: Vec<PathBuf>,
     /// Records numbered below this are on disk.
     synced: AtomicU64,
     /// Held by the receiver whose sync runs; the others wait for it.
@@ -37,8 +36,8 @@ impl Syncer {
     /// read back at the start. The directory is synced here, so that files it just made stay.
     pub(super) fn new(
         db_path: &Path,
-        files: &[File; 2],
-        paths: &[PathBuf; 2],
+        files: &[File],
+        paths: &[PathBuf],
         number: u64,
     ) -> Result<Syncer> {
         let io = |path: &Path, e: std::io::Error| {
@@ -51,10 +50,14 @@ impl Syncer {
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io(dir, e))?;
-        let again = |i: usize| files[i].try_clone().map_err(|e| io(&paths[i], e));
+        let again = files
+            .iter()
+            .zip(paths)
+            .map(|(file, path)| file.try_clone().map_err(|e| io(path, e)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Syncer {
-            files: Arc::new([again(0)?, again(1)?]),
-            paths: paths.clone(),
+            files: Arc::new(again),
+            paths: paths.to_vec(),
             synced: AtomicU64::new(number),
             turn: tokio::sync::Mutex::new(()),
             syncs: AtomicU64::new(0),
@@ -81,7 +84,8 @@ impl Journal {
         }
         let (through, dirty) = {
             let state = self.lock();
-            (state.number, state.last_in.map(|last| last > synced))
+            let dirty: Vec<bool> = state.last_in.iter().map(|&last| last > synced).collect();
+            (state.number, dirty)
         };
         let files = syncer.files.clone();
         let result = tokio::task::spawn_blocking(move || {

@@ -6,7 +6,7 @@
 
 use std::{fmt::Write as _, sync::OnceLock};
 
-use super::{Committed, Kept, Query, keep};
+use super::{Committed, Kept, Query, Upkeep, keep};
 use crate::{
     Result,
     store::{inbox::TxnName, journal::Record},
@@ -38,10 +38,6 @@ const INSERT_RECORD_FIELDS: usize = 6;
 /// The fields of a record's row in the two statements after the insert.
 const RECORD_FIELDS: usize = 4;
 
-/// The fields of a record's row in the statement that writes the waiting rows: the first and
-/// last seqs it was given, appservice, txn, digest.
-const WAITING_FIELDS: usize = 5;
-
 /// `count` rows of `fields` anonymous parameters each: `(?, ?), (?, ?)`.
 fn values(count: usize, fields: usize) -> String {
     let mut sql = String::new();
@@ -65,12 +61,11 @@ fn values(count: usize, fields: usize) -> String {
 /// left over are NULL and skipped.
 fn script(records: usize, items: usize) -> String {
     let mut sql = String::with_capacity(64 * items + 512);
-    let waiting = format!(waiting_of_values_sql!(), values(records, WAITING_FIELDS));
     // Writing to a String cannot fail.
     let _ = write!(
         sql,
         "BEGIN IMMEDIATE; \
-         {marks}\
+         {upkeep}\
          WITH v (seq, queue, idx, kind, start, length, event_id, event_ts, place) \
          AS (VALUES {items}), \
          given (place, appservice, txn, digest, received_at, prefix) AS (VALUES {inserted}), \
@@ -92,11 +87,13 @@ fn script(records: usize, items: usize) -> String {
          UNION ALL SELECT 2, i.seq FROM (SELECT changes() AS stored) AS c, i \
          WHERE c.stored < ? AND i.seq IS NOT NULL \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = i.seq); \
-         {waiting}\
          WITH r (appservice, txn, received_at, digest) AS (VALUES {records}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM r WHERE txn IS NOT NULL; COMMIT;",
-        marks = crate::store::inbox::mark_done_sql!("?"),
+        upkeep = concat!(
+            crate::store::inbox::settle_sql!("?"),
+            crate::store::inbox::mark_done_sql!("?")
+        ),
         items = values(items, ITEM_FIELDS),
         inserted = values(records, INSERT_RECORD_FIELDS),
         records = values(records, RECORD_FIELDS),
@@ -115,10 +112,10 @@ fn fitting(sizes: &[usize], count: usize) -> Option<usize> {
     sizes.iter().position(|&size| size >= count)
 }
 
-/// The statement that commits `records` with every value bound, with the done marks `done`,
-/// and what it leaves out by itself (as `commit_records_query`), or `None` if the batch is
-/// larger than the largest script.
-pub(super) fn query(records: &[Record], done: &[i64]) -> Option<Result<(Query, Committed)>> {
+/// The statement that commits `records` with every value bound, with `upkeep`, and what it
+/// leaves out by itself (as `commit_records_query`), or `None` if the batch is larger than the
+/// largest script.
+pub(super) fn query(records: &[Record], upkeep: &Upkeep) -> Option<Result<(Query, Committed)>> {
     // Told before `keep`, which the JSON forms would run again: a batch that is larger
     // before it leaves repeats out is taken to be too large.
     if records.len() > RECORD_ROWS[RECORD_ROWS.len() - 1]
@@ -140,7 +137,7 @@ pub(super) fn query(records: &[Record], done: &[i64]) -> Option<Result<(Query, C
         script,
         &kept,
         (RECORD_ROWS[record_size], ITEM_ROWS[item_size]),
-        done,
+        upkeep,
         left_out,
     ))
 }
@@ -151,16 +148,14 @@ fn bind(
     script: &'static str,
     kept: &[Kept<'_>],
     (record_rows, item_rows): (usize, usize),
-    done: &[i64],
+    upkeep: &Upkeep,
     left_out: Committed,
 ) -> Result<(Query, Committed)> {
-    let marks = match done {
-        [] => None,
-        done => Some(serde_json::to_string(done)?),
-    };
     let nulls =
         |query: Query, count: usize| (0..count).fold(query, |query, _| query.bind(None::<i64>));
-    let mut query = sqlx::query(script).bind(marks);
+    let mut query = sqlx::query(script)
+        .bind(upkeep.settle.clone())
+        .bind(upkeep.marks.clone());
     let mut items = 0;
     let mut payloads = Vec::new();
     for (place, kept) in kept.iter().enumerate() {
@@ -216,16 +211,6 @@ fn bind(
     for kept in kept {
         let record = kept.record;
         query = query
-            .bind(record.first_seq)
-            .bind(record.last_seq())
-            .bind(record.appservice_id.clone())
-            .bind(record.txn_id.clone())
-            .bind(record.digest.clone());
-    }
-    query = nulls(query, (record_rows - kept.len()) * WAITING_FIELDS);
-    for kept in kept {
-        let record = kept.record;
-        query = query
             .bind(record.appservice_id.clone())
             .bind(record.txn_id.clone())
             .bind(record.received_at)
@@ -269,17 +254,22 @@ mod tests {
 
     /// The SQL the commit takes for `records`.
     fn sql_for(records: &[Record]) -> String {
-        let (query, _) = super::super::commit_records_query(records, &[7], None).unwrap();
+        let (query, _) = super::super::commit_records_query(records, &[7], &[], None).unwrap();
         query.sql().as_str().to_owned()
     }
 
     /// Batches of many items take a script of the smallest sizes they fit, with no JSON but
-    /// the done marks'; a batch too large for the largest takes a JSON form.
+    /// the done marks' and the settled items'; a batch too large for the largest takes a JSON
+    /// form.
     #[test]
     fn batches_of_many_items_are_bound_in_scripts_of_a_few_sizes() {
         let one_of_33 = sql_for(&[record(1, 1, 33)]);
         assert_eq!(one_of_33, script(1, 64));
-        assert_eq!(one_of_33.matches("json_each").count(), 1, "the marks only");
+        assert_eq!(
+            one_of_33.matches("json_each").count(),
+            2,
+            "the settled items and the marks only"
+        );
         assert_eq!(
             sql_for(&[record(1, 1, 2), record(2, 3, 1), record(3, 4, 50)]),
             script(4, 64)
@@ -310,9 +300,9 @@ mod tests {
                 let batch: Vec<_> = (0..records)
                     .map(|n| record(n, 1 + (n * 64) as i64, items))
                     .collect();
-                for done in [&[][..], &[7][..]] {
+                for (done, settle) in [(&[][..], &[][..]), (&[7][..], &[3][..])] {
                     let (mut query, _) =
-                        super::super::commit_records_query(&batch, done, None).unwrap();
+                        super::super::commit_records_query(&batch, done, settle, None).unwrap();
                     let values = query
                         .take_arguments()
                         .unwrap()

@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, sync::OnceLock};
 
-use super::Committed;
+use super::{Committed, Upkeep};
 use crate::{
     Result,
     store::{inbox::TxnName, journal::Record},
@@ -17,9 +17,10 @@ use crate::{
 /// smallest it fits, the rows it leaves over NULL.
 pub(super) const MAX_FLAT: usize = 8;
 
-/// The parameters before the rows: the marks' seqs (a JSON array, or NULL for none), and the
-/// number of rows that are records.
-const LEADING: usize = 2;
+/// The parameters before the rows: the marks' seqs (a JSON array, or NULL for none), the
+/// number of rows that are records, and the seqs of the items whose waiting rows it writes
+/// (as the marks').
+const LEADING: usize = 3;
 
 /// The fields of a record's row, `$(LEADING + k * FIELDS + field)` for the `k`th row, bound in
 /// this order by [`query`].
@@ -60,13 +61,9 @@ fn script(rows: usize) -> String {
         }
         sql
     };
-    let waiting = format!(
-        waiting_of_values_sql!(),
-        values(&[SEQ, SEQ, APPSERVICE, TXN, DIGEST])
-    );
     format!(
         "BEGIN IMMEDIATE; \
-         {marks}\
+         {upkeep}\
          WITH v (seq, appservice, queue, item_key, kind, payload, received_at, event_id, \
          event_ts, txn, digest) AS (VALUES {items}) \
          INSERT INTO inbox (seq, appservice_id, queue_key, item_key, kind, payload, received_at, \
@@ -81,11 +78,13 @@ fn script(rows: usize) -> String {
          number FROM v WHERE seq IS NOT NULL) WHERE tag <> 0 \
          UNION ALL SELECT 2, seq FROM v WHERE seq IS NOT NULL AND changes() < $2 \
          AND NOT EXISTS (SELECT 1 FROM inbox WHERE inbox.seq = v.seq); \
-         {waiting}\
          WITH v (appservice, txn, received_at, digest) AS (VALUES {ids}) \
          INSERT OR REPLACE INTO transactions (appservice_id, txn_id, received_at, digest) \
          SELECT appservice, txn, received_at, digest FROM v WHERE txn IS NOT NULL; COMMIT;",
-        marks = crate::store::inbox::mark_done_sql!("$1"),
+        upkeep = concat!(
+            crate::store::inbox::settle_sql!("$3"),
+            crate::store::inbox::mark_done_sql!("$1")
+        ),
         items = values(&[
             SEQ,
             APPSERVICE,
@@ -107,19 +106,22 @@ fn script(rows: usize) -> String {
 /// The scripts of 1, 2, 4 and 8 rows, each made when first needed.
 static SCRIPTS: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
 
-/// The statement that commits `records` flat, with the done marks `done`, and what it leaves
-/// out by itself (as `commit_records_query`), or `None` if the batch is not of that shape.
-pub(super) fn query(records: &[Record], done: &[i64]) -> Option<Result<(super::Query, Committed)>> {
+/// The statement that commits `records` flat, with `upkeep`, and what it leaves out by itself
+/// (as `commit_records_query`), or `None` if the batch is not of that shape.
+pub(super) fn query(
+    records: &[Record],
+    upkeep: &Upkeep,
+) -> Option<Result<(super::Query, Committed)>> {
     if records.is_empty()
         || records.len() > MAX_FLAT
         || records.iter().any(|record| record.items.len() != 1)
     {
         return None;
     }
-    Some(query_of_shape(records, done))
+    Some(query_of_shape(records, upkeep))
 }
 
-fn query_of_shape(records: &[Record], done: &[i64]) -> Result<(super::Query, Committed)> {
+fn query_of_shape(records: &[Record], upkeep: &Upkeep) -> Result<(super::Query, Committed)> {
     let mut left_out = Committed::default();
     // A batch holds a few records: they are compared with the ones before them.
     let mut kept: Vec<&Record> = Vec::with_capacity(records.len());
@@ -143,13 +145,10 @@ fn query_of_shape(records: &[Record], done: &[i64]) -> Result<(super::Query, Com
     }
     let rows = kept.len().next_power_of_two();
     let script = SCRIPTS[rows.trailing_zeros() as usize].get_or_init(|| script(rows));
-    let marks = match done {
-        [] => None,
-        done => Some(serde_json::to_string(done)?),
-    };
     let mut query = sqlx::query(script.as_str())
-        .bind(marks)
-        .bind(kept.len() as i64);
+        .bind(upkeep.marks.clone())
+        .bind(kept.len() as i64)
+        .bind(upkeep.settle.clone());
     for record in kept.iter().copied() {
         let item = record.items.first();
         let txn = TxnName {
