@@ -219,6 +219,14 @@ pub(super) async fn commit_forever(weak: Weak<Core>, inbox: Arc<Lanes<InboxLane>
             // Batches kept with items not yet handled are settled after a lull, as the next
             // commit would have settled them (`store/journal.rs`).
             let keeps = store.journal_keeps_batches();
+            if keeps
+                && store.journal_out_of_files()
+                && let Err(error) = store.settle_journal().await
+            {
+                // Records wait, yet no batch was taken: every other file is kept or not
+                // emptied, and settling the kept ones frees theirs.
+                tracing::warn!(%error, "could not write the waiting rows of the inbox journal's kept batches");
+            }
             let lull = match keeps {
                 true => crate::store::SETTLE_AFTER,
                 false => Duration::from_secs(1),

@@ -590,6 +590,14 @@ impl Store {
         written
     }
 
+    /// Whether records wait for a journal file to be freed: settling the kept batches frees
+    /// theirs ([`Store::settle_journal`]).
+    pub(crate) fn journal_out_of_files(&self) -> bool {
+        self.journal
+            .as_ref()
+            .is_some_and(|journal| journal.out_of_files())
+    }
+
     /// Whether committed batches wait to be settled ([`Store::settle_journal_due`]).
     pub(crate) fn journal_keeps_batches(&self) -> bool {
         self.journal

@@ -79,6 +79,42 @@ mod tests {
         assert_eq!(journal.backlog(), 2);
     }
 
+    /// Records that find no file to go to (every other file kept, or not emptied) are said to,
+    /// and settling the kept batches frees their files.
+    #[test]
+    fn settling_frees_files_when_none_is_left() {
+        use std::collections::HashSet;
+        let (_dir, _db, journal) = started(1);
+        let mut handles = Vec::new();
+        for i in 0..super::super::MAX_LATE {
+            let seq = append(&journal, &format!("t{i}"));
+            let batch = journal.take().unwrap();
+            journal.finish(&batch, HashSet::from([seq]));
+        }
+        // The two free files cannot be emptied: as a read-only file system would have it.
+        for _ in 0..2 {
+            append(&journal, "x");
+            let batch = journal.take().unwrap();
+            let path = journal.lock().paths[batch.file].clone();
+            let writable = std::mem::replace(
+                &mut journal.lock().files[batch.file],
+                std::fs::File::open(&path).unwrap(),
+            );
+            handles.push((batch.file, writable));
+            journal.finish(&batch, HashSet::new());
+        }
+        append(&journal, "y");
+        assert!(journal.take().is_none());
+        assert!(journal.out_of_files());
+        assert!(!journal.settle(true).is_empty());
+        journal.settled(true);
+        assert!(!journal.out_of_files());
+        assert_eq!(journal.take().unwrap().records[0].txn_id, "y");
+        for (file, writable) in handles {
+            journal.lock().files[file] = writable;
+        }
+    }
+
     #[test]
     fn a_file_that_cannot_be_emptied_is_reported_until_it_is() {
         let (_dir, db, journal) = started(1);
