@@ -87,7 +87,7 @@ const FILES: usize = MAX_LATE + 3;
 
 /// One received transaction.
 pub(crate) struct Record {
-    /// Appends are numbered, so that a start can put the two files' records in order.
+    /// Appends are numbered, so that a start can put the files' records in order.
     pub(crate) number: u64,
     pub(crate) appservice_id: String,
     pub(crate) txn_id: String,
@@ -209,7 +209,7 @@ struct State {
 }
 
 impl Journal {
-    /// Opens the two files beside the database at `db_path`, and reads back the records left in
+    /// Opens the files beside the database at `db_path`, and reads back the records left in
     /// them, in order. They must be committed before [`Journal::start`], which empties the files.
     pub(crate) fn open(db_path: &Path, durability: Durability) -> Result<(Journal, Vec<Record>)> {
         let paths: Vec<PathBuf> = (0..FILES)

@@ -169,7 +169,7 @@ mod tests {
         }
         assert_eq!(journal.syncs(), 2);
 
-        // Records in both files (a batch was taken between them) are all synced.
+        // Records in two files (a batch was taken between them) are all synced.
         append(&journal, "v1");
         let _batch = journal.take().unwrap();
         journal
