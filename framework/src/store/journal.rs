@@ -507,19 +507,14 @@ impl State {
         }
     }
 
+    /// Tries again to empty the files that could not be; the report goes once all are.
     fn empty_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut left = Vec::new();
-        for file in dirty {
-            if let Err(error) = truncate(&self.files[file], &self.paths[file]) {
-                self.unemptied = Some(error.to_string());
-                left.push(file);
-            }
+        for file in std::mem::take(&mut self.dirty) {
+            self.empty(file);
         }
-        if left.is_empty() {
+        if self.dirty.is_empty() {
             self.unemptied = None;
         }
-        self.dirty = left;
     }
 }
 

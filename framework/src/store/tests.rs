@@ -211,6 +211,14 @@ async fn count(store: &Store, sql: &'static str) -> i64 {
         .unwrap()
 }
 
+/// The seqs of the items with a waiting row, in order.
+async fn waiting(store: &Store) -> Vec<i64> {
+    sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
+        .fetch_all(&mut *store.conn().await.unwrap())
+        .await
+        .unwrap()
+}
+
 /// Appends a transaction of `items` items, and commits it as a batch of its own: the seq of
 /// its first item.
 async fn commit_alone(store: &Store, txn_id: &str, items: usize) -> i64 {
@@ -277,11 +285,7 @@ async fn done_marks_ride_along_with_a_journal_batch() {
     let batch = store.take_journal().unwrap();
     store.commit_journal(&batch, &[first]).await.unwrap();
     store.settle_journal().await.unwrap();
-    let pending: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
-        .fetch_all(&mut *store.conn().await.unwrap())
-        .await
-        .unwrap();
-    assert_eq!(pending, [first + 1, first + 2]);
+    assert_eq!(waiting(&store).await, [first + 1, first + 2]);
 }
 
 #[tokio::test]
@@ -338,13 +342,6 @@ async fn a_start_has_the_items_of_the_batches_the_journal_kept_handled_again() {
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
     let store = Store::connect(&url).await.unwrap();
     store.claim_journal();
-    let pending = |store: Store| async move {
-        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
-            .fetch_all(&mut *store.conn().await.unwrap())
-            .await
-            .unwrap();
-        seqs
-    };
     // t1: both items handled while kept, so emptied with no row written.
     let t1 = commit_alone(&store, "t1", 2).await;
     assert!(store.journal_handled(vec![t1, t1 + 1]).is_empty());
@@ -353,17 +350,17 @@ async fn a_start_has_the_items_of_the_batches_the_journal_kept_handled_again() {
     assert!(store.journal_handled(vec![t2]).is_empty());
     store.settle_journal().await.unwrap();
     assert!(!store.journal_keeps_batches());
-    assert_eq!(pending(store.clone()).await, [t2 + 1]);
+    assert_eq!(waiting(&store).await, [t2 + 1]);
     // t3: kept, one item handled, when the process crashes.
     let t3 = commit_alone(&store, "t3", 2).await;
     assert!(store.journal_handled(vec![t3]).is_empty());
     assert!(store.journal_keeps_batches());
-    assert_eq!(pending(store.clone()).await, [t2 + 1], "t3 has no rows yet");
+    assert_eq!(waiting(&store).await, [t2 + 1], "t3 has no rows yet");
     drop(store);
 
     let store = Store::connect(&url).await.unwrap();
     assert_eq!(
-        pending(store.clone()).await,
+        waiting(&store).await,
         [t2 + 1, t3, t3 + 1],
         "t3's items both wait again; t1's and t2's handled ones do not"
     );
@@ -633,10 +630,7 @@ async fn the_receive_script_writes_a_waiting_row_for_each_item_it_stores() {
             .unwrap()
             .unwrap();
         assert!(received.items[0].is_none(), "$b was stored before");
-        let waiting: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox_pending ORDER BY seq")
-            .fetch_all(&mut *store.conn().await.unwrap())
-            .await
-            .unwrap();
+        let waiting = waiting(&store).await;
         let stored: Vec<i64> = sqlx::query_scalar("SELECT seq FROM inbox ORDER BY seq")
             .fetch_all(&mut *store.conn().await.unwrap())
             .await

@@ -391,18 +391,14 @@ pub(in crate::store) async fn settle_records(
     conn: &mut Conn<'_>,
     records: &[Record],
 ) -> Result<()> {
-    let ranges: Vec<(i64, i64)> = records
+    let seqs: Vec<i64> = records
         .iter()
-        .map(|record| (record.first_seq, record.last_seq()))
+        .flat_map(|record| record.first_seq..=record.last_seq())
         .collect();
-    sqlx::query(
-        "INSERT OR IGNORE INTO inbox_pending (seq, appservice_id, queue_key) \
-         SELECT i.seq, i.appservice_id, i.queue_key FROM json_each($1) AS r \
-         CROSS JOIN inbox AS i ON i.seq BETWEEN r.value ->> 0 AND r.value ->> 1",
-    )
-    .bind(serde_json::to_string(&ranges)?)
-    .execute(&mut **conn)
-    .await?;
+    sqlx::query(crate::store::inbox::settle_sql!("$1"))
+        .bind(serde_json::to_string(&seqs)?)
+        .execute(&mut **conn)
+        .await?;
     Ok(())
 }
 
